@@ -1,0 +1,1 @@
+"""Flax networks of AnimateDiff: inflated UNet + motion modules, VAE, CLIP text encoder."""

