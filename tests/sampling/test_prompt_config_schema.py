@@ -1,0 +1,96 @@
+"""Prompt configs in the original AnimateDiff schema: parsing, broadcasting, clear errors."""
+import textwrap
+
+import pytest
+
+from animatediff_jax.prompt_config import (PromptConfigError, draw_seeds, load_prompt_config,
+                                           resolved_config)
+
+
+def _write(tmp_path, text, files=("mm.ckpt", "db.safetensors", "lora.safetensors", "ml.ckpt")):
+    for f in files:
+        (tmp_path / f).write_bytes(b"x")
+    p = tmp_path / "cfg.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_original_schema_entry(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, """
+        # v2 + MotionLoRA, as the original writes it
+        - inference_config: "configs/inference/inference-v2.yaml"
+          motion_module:    "mm.ckpt"
+          motion_module_lora_configs:
+            - path:  "ml.ckpt"
+              alpha: 0.5
+          dreambooth_path: "db.safetensors"
+          lora_model_path: "lora.safetensors"
+          lora_alpha: 0.6
+          seed: [10788741199826055526, -1]
+          steps: 4
+          guidance_scale: 8
+          W: 64
+          prompt:
+            - "a cat"
+            - "a dog"
+          n_prompt:
+            - "worst quality"
+        """)
+    (e,) = load_prompt_config(p)
+    assert e.prompts == ["a cat", "a dog"] and e.n_prompts == ["worst quality"] * 2
+    assert e.seeds == [10788741199826055526, -1] and e.steps == 4 and e.guidance_scale == 8.0
+    assert e.motion_module == str(tmp_path / "mm.ckpt")
+    assert e.motion_module_lora_configs == [(str(tmp_path / "ml.ckpt"), 0.5)]
+    assert e.lora_alpha == 0.6 and e.W == 64 and e.H is None
+    assert e.inference_config.endswith("v2.yaml")  # the original's name maps to this project's file
+    seeds = draw_seeds(e.seeds)
+    assert seeds[0] == 10788741199826055526 and seeds[1] >= 0
+    (out,) = resolved_config([(e, seeds)])
+    assert out["random_seed"] == seeds and out["prompt"] == ["a cat", "a dog"]
+
+
+def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path / "..")
+    (tmp_path / "mm2.ckpt").write_bytes(b"x")
+    p = _write(tmp_path, """
+        ToonYou:
+          motion_module: ["mm.ckpt", "mm2.ckpt"]
+          seed: 7
+          prompt: ["a", "b", "c"]
+          n_prompt: [""]
+        """)
+    es = load_prompt_config(p)  # relative to the config's folder when not found from the cwd
+    assert [e.motion_module for e in es] == [str(tmp_path / "mm.ckpt"), str(tmp_path / "mm2.ckpt")]
+    assert es[0].seeds == [7, 7, 7] and es[0].lora_alpha == 0.8
+
+
+@pytest.mark.parametrize("body,match", [
+    ('- prompt: ["a"]\n  sed: 3\n', r"entry 0: unknown keys \['sed'\]"),
+    ('- prompt: ["a"]\n  steps: "25"\n', r"entry 0: key 'steps' must be an integer"),
+    ('- prompt: ["a"]\n  guidance_scale: yes\n', r"key 'guidance_scale' must be a number"),
+    ('- prompt: ["a", "b"]\n  n_prompt: ["x", "y", "z"]\n', r"3 n_prompt for 2 prompts"),
+    ('- prompt: ["a", "b"]\n  seed: [1, 2, 3]\n', r"3 seeds for 2 prompts"),
+    ('- prompt: ["a"]\n  W: 100\n', r"'W' must be a multiple of 8"),
+    ('- prompt: ["a"]\n  dreambooth_path: "missing.safetensors"\n', r"DreamBooth checkpoint 'missing.safetensors' not found"),
+    ('- prompt: ["a"]\n  controlnet_path: "x"\n', r"not supported"),
+    ('- prompt: ["a"]\n  motion_module_lora_configs: [{path: "ml.ckpt", alpha: "high"}]\n', r"alpha must be a number"),
+    ('- steps: 3\n', r"missing key 'prompt'"),
+    ('- prompt: [1]\n', r"prompt\[0\] must be a string"),
+    ('- prompt: ["a"]\n  seed: -5\n', r"seed\[0\] must be -1"),
+    ('"just text"\n', r"expected a list of entries"),
+])
+def test_bad_configs_name_file_entry_and_key(tmp_path, monkeypatch, body, match):
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, body)
+    with pytest.raises(PromptConfigError, match=match) as e:
+        load_prompt_config(p)
+    assert str(p) in str(e.value)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(PromptConfigError, match="not found"):
+        load_prompt_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("- prompt: [a\n")
+    with pytest.raises(PromptConfigError, match="not valid YAML"):
+        load_prompt_config(tmp_path / "bad.yaml")
