@@ -1,0 +1,300 @@
+"""Train AnimateDiff motion modules (or fine-tune the image UNet) against a frozen SD1.x base.
+
+    python -m animatediff_jax.train --config configs/training/training.yaml --workdir runs/mm \
+        train_batch_size=32 mesh.fsdp=8 max_train_steps=100000
+
+One file, read top to bottom: config, mesh, input, model + optimizer, sharding, update step,
+checkpoint, training loop (logging / validation), export. The same code runs on one CPU, on eight
+devices, and on many hosts (`distributed.*`); keys are documented in `training/config.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from animatediff_jax import sharding as shd
+from animatediff_jax.schedules import NoiseSchedule
+from animatediff_jax.training import checkpointing as ckpt
+from animatediff_jax.training.config import load_config
+from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
+from animatediff_jax.training.optimizer import make_optimizer
+from animatediff_jax.training.step import Models, TrainState, create_train_state, make_loss_and_grads, make_train_step
+from animatediff_jax.training.trainable import count, merge, split
+from convert.naming import flatten, unflatten
+
+
+# ===================================== mesh =====================================================
+def setup_mesh(cfg: dict) -> jax.sharding.Mesh:
+    """Join the other hosts (when configured), then the ('data', 'fsdp', 'tensor') mesh."""
+    d = cfg["distributed"]
+    if not jax.distributed.is_initialized():
+        shd.initialize_distributed(d["coordinator_address"], d["num_processes"], d["process_id"],
+                                   auto=d["initialize"] in (True, "auto"))
+    m = cfg["mesh"]
+    return shd.make_mesh(m["data"], m["fsdp"], m["tensor"])
+
+
+# ===================================== input ====================================================
+def load_tokenizer(cfg: dict, length: int):
+    """PromptTokenizer from `tokenizer_path` or the base model folder's `tokenizer/`."""
+    from animatediff_jax.tokenizer import PromptTokenizer
+    path = cfg["tokenizer_path"] or cfg["pretrained_model_path"]
+    if not path:
+        raise ValueError("no tokenizer: set tokenizer_path (or pretrained_model_path to a diffusers folder)")
+    return PromptTokenizer.from_pretrained(path, max_length=length)
+
+
+def procedural_rows(cfg: dict, tokenizer, step: int, rows: tuple[int, int]) -> dict:
+    """This host's rows [start, stop) of the global batch of `step` from the procedural video world.
+
+    Example i of the run is clip (i mod num_clips); `sample_n_frames * sample_stride` frames are
+    rendered and every `sample_stride`-th kept, like the original's strided sampling of videos.
+    """
+    from animatediff_jax.data.procedural import generate_clip
+    d, batch = cfg["train_data"], cfg["train_batch_size"]
+    if d["num_clips"] <= 0:
+        raise ValueError("train_data: the dataset is empty (num_clips = 0)")
+    videos, captions = [], []
+    for row in range(*rows):
+        index = (step * batch + row) % d["num_clips"]
+        video, caption = generate_clip(d["seed"], index, d["sample_n_frames"] * d["sample_stride"],
+                                       d["sample_size"], style=d["style"])
+        videos.append(video[::d["sample_stride"]])
+        captions.append(caption)
+    return {"video": np.stack(videos), "input_ids": tokenizer(captions)}
+
+
+def make_input(cfg: dict, tokenizer, rows: tuple[int, int]):
+    """step -> this host's rows of that step's batch (numpy). Position = step: checkpointable."""
+    source = cfg["train_data"]["source"]
+    if source != "procedural":
+        raise ValueError(f"train_data.source {source!r} is not available (procedural)")
+    return lambda step: procedural_rows(cfg, tokenizer, step, rows)
+
+
+# ===================================== model + optimizer ========================================
+def build_models(cfg: dict):
+    """(unet, vae, text encoder modules, motion config, initial params {'unet','vae','text_encoder'})."""
+    from animatediff_jax.models.clip_text import CLIPTextModel
+    from animatediff_jax.models.configs import (MOTION_VERSIONS, CLIPTextConfig, MotionConfig, UNetConfig,
+                                                VAEConfig)
+    from animatediff_jax.models.unet3d import UNet3DConditionModel
+    from animatediff_jax.models.vae import AutoencoderKL
+    if cfg["pretrained_model_path"]:
+        raise ValueError("pretrained_model_path: loading a base model needs convert/'s base loader")
+    dtype = jnp.bfloat16 if cfg["mixed_precision_training"] else jnp.float32
+    if cfg["motion_module_version"] not in MOTION_VERSIONS:
+        raise ValueError(f"motion_module_version must be one of {sorted(MOTION_VERSIONS)}")
+    motion = None if cfg["image_finetune"] else MotionConfig(**{
+        **vars(MOTION_VERSIONS[cfg["motion_module_version"]]), **cfg["motion_module_kwargs"]})
+    unet_cfg = UNetConfig.from_dict(cfg["unet_config"])
+    vae_cfg = VAEConfig.from_dict(cfg["vae_config"])
+    text_cfg = CLIPTextConfig.from_dict(cfg["text_encoder_config"])
+    unet = UNet3DConditionModel(unet_cfg, motion, dtype=dtype, param_dtype=jnp.float32,
+                                attention_impl=cfg["attention_impl"], remat=cfg["gradient_checkpointing"])
+    vae = AutoencoderKL(vae_cfg, dtype=dtype)
+    text = CLIPTextModel(text_cfg, dtype=dtype)
+    d = cfg["train_data"]
+    frames, size = (1 if cfg["image_finetune"] else d["sample_n_frames"]), d["sample_size"]
+    latent = size // 2 ** (len(vae_cfg.block_out_channels) - 1)
+    r = jax.random.split(jax.random.PRNGKey(cfg["global_seed"]), 3)
+    params = {
+        "unet": jax.jit(unet.init)(r[0], jnp.zeros((1, frames, latent, latent, unet_cfg.in_channels)),
+                                   jnp.zeros((1,), jnp.int32),
+                                   jnp.zeros((1, 1, unet_cfg.cross_attention_dim)))["params"],
+        "vae": jax.jit(vae.init)(r[1], jnp.zeros((1, size, size, 3)))["params"],
+        "text_encoder": jax.jit(text.init)(r[2], jnp.zeros((1, 1), jnp.int32))["params"],
+    }
+    if cfg["motion_module_path"] and motion is not None:
+        from convert.motion import insert_motion, load_motion_module
+        mm = load_motion_module(cfg["motion_module_path"])
+        params["unet"] = insert_motion(params["unet"], mm.params)
+    return unet, vae, text, motion, text_cfg, vae_cfg, params
+
+
+def apply_functions(unet, vae, text, vae_cfg) -> Models:
+    def unet_fn(p, z, t, ctx):
+        return unet.apply({"params": p}, z, t, ctx)
+
+    def encode_video(p, video, rng):  # (B, F, H, W, 3) uint8 -> (B, F, h, w, c) scaled latents
+        b, f = video.shape[:2]
+        x = video.reshape((b * f,) + video.shape[2:]).astype(jnp.float32) / 127.5 - 1.0
+        z = vae.apply({"params": p}, x, rng, method=vae.encode_sample)
+        return (z * vae_cfg.scaling_factor).reshape((b, f) + z.shape[1:])
+
+    def encode_text(p, ids):
+        return text.apply({"params": p}, ids).last_hidden_state
+
+    return Models(unet_fn, encode_video, encode_text)
+
+
+# ===================================== sharding =================================================
+def place(tree, shardings):
+    """Host values (identical on every process) -> global arrays in `shardings` (multi-host safe)."""
+    def one(x, s):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+    return jax.tree.map(one, tree, shardings)
+
+
+def gather(tree):
+    """Global (possibly sharded across hosts) arrays -> full numpy values on every host."""
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def motion_subtree(tree: dict) -> dict:
+    """Only the motion-module leaves of a UNet params tree."""
+    from convert.motion import is_motion_path
+    return unflatten({p: v for p, v in flatten(tree).items() if is_motion_path(p)})
+
+
+# ===================================== training =================================================
+def train(cfg: dict, workdir: str) -> dict:
+    """Run (or resume) training; returns {'step', 'loss', 'params'} (trainable params, numpy)."""
+    mesh = setup_mesh(cfg)
+    main = jax.process_index() == 0
+    batch_size, micro = cfg["train_batch_size"], cfg["gradient_accumulation_steps"]
+    shd.check_batch(batch_size, mesh, micro)
+    rules = [tuple(r) for r in cfg["sharding_rules"]]
+
+    # ----- model + optimizer
+    unet, vae, text, motion, text_cfg, vae_cfg, params = build_models(cfg)
+    trainable, frozen_unet = split(params["unet"], cfg["trainable_modules"])
+    frozen_dtype = jnp.bfloat16 if cfg["mixed_precision_training"] else jnp.float32
+    frozen = jax.tree.map(lambda x: np.asarray(x).astype(frozen_dtype),
+                          {"unet": frozen_unet, "vae": params["vae"], "text_encoder": params["text_encoder"]})
+    del params
+    optimizer = make_optimizer(cfg["learning_rate"], cfg["adam_beta1"], cfg["adam_beta2"],
+                               cfg["adam_weight_decay"], cfg["adam_epsilon"], cfg["max_grad_norm"],
+                               cfg["lr_scheduler"], cfg["lr_warmup_steps"], cfg["max_train_steps"])
+    if main:
+        print(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices, {jax.process_count()} process(es); "
+              f"trainable {count(trainable):,} params, frozen {count(frozen):,}", flush=True)
+
+    # ----- sharding
+    state_host = jax.eval_shape(lambda p: create_train_state(p, optimizer, cfg["global_seed"]), trainable)
+    state_shardings = shd.tree_shardings(state_host, mesh, rules)
+    frozen_shardings = shd.tree_shardings(frozen, mesh, rules)
+    batch_sharding = shd.batch_sharding(mesh)
+    state = jax.jit(lambda p: create_train_state(p, optimizer, cfg["global_seed"]),
+                    out_shardings=state_shardings)(place(trainable, state_shardings.params))
+    frozen = place(frozen, frozen_shardings)
+
+    # ----- input
+    tokenizer = load_tokenizer(cfg, text_cfg.max_position_embeddings)
+    next_rows = make_input(cfg, tokenizer, shd.host_rows(batch_sharding, batch_size))
+    null_ids = jnp.asarray(tokenizer([""])[0])
+
+    # ----- update step
+    schedule = NoiseSchedule.preset(cfg["noise_schedule"])
+    micro_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, shd.BATCH_AXES))
+    loss_and_grads = make_loss_and_grads(
+        apply_functions(unet, vae, text, vae_cfg), schedule.alphas_cumprod, null_ids,
+        cfg["cfg_random_null_text_ratio"], cfg["prediction_type"], micro, micro_sharding)
+    step_fn = jax.jit(make_train_step(loss_and_grads, optimizer),
+                      in_shardings=(state_shardings, frozen_shardings, batch_sharding),
+                      out_shardings=(state_shardings, shd.replicated(mesh)), donate_argnums=0)
+
+    # ----- checkpoint
+    manager = ckpt.make_manager(os.path.join(workdir, "checkpoints"), cfg["checkpointing_steps"],
+                                cfg["checkpoints_total_limit"])
+    restored = ckpt.restore_latest(manager, ckpt.abstract(state, state_shardings))
+    if restored is not None:
+        state, meta = restored
+        if main:
+            print(f"resumed from step {int(meta['step'])} ({manager.directory})", flush=True)
+    preempted = ckpt.PreemptionFlag()
+
+    # ----- loop
+    step = int(state.step)
+    first = shd.global_batch(next_rows(step), batch_sharding, batch_size)
+    compiled = step_fn.lower(state, frozen, first).compile()
+    logger = MetricsLogger(workdir, batch_size, compiled_flops(compiled), cfg["log_every_steps"],
+                           cfg["max_train_steps"])
+    loss = float("nan")
+    try:
+        while step < cfg["max_train_steps"]:
+            batch = first if first is not None else shd.global_batch(next_rows(step), batch_sharding, batch_size)
+            first = None
+            state, metrics = compiled(state, frozen, batch)
+            metrics = jax.device_get(metrics)
+            if not metrics["finite"]:
+                ckpt.save(manager, step, state, {"step": step, "position": step}, force=True)
+                manager.wait_until_finished()
+                raise FloatingPointError(
+                    f"non-finite loss {float(metrics['loss'])} (grad norm {float(metrics['grad_norm'])}) at "
+                    f"step {step + 1}; the state after step {step} is saved in {manager.directory}")
+            step, loss = step + 1, float(metrics["loss"])
+            logger.step(step, {"loss": loss, "grad_norm": float(metrics["grad_norm"])})
+            stop = preempted.reached()
+            ckpt.save(manager, step, state, {"step": step, "position": step},
+                      force=stop or step == cfg["max_train_steps"])
+            if stop:
+                if main:
+                    print(f"SIGTERM: saved step {step}, exiting", flush=True)
+                break
+        manager.wait_until_finished()
+    finally:
+        preempted.restore_handler()
+        manager.close()
+        logger.close()
+
+    # ----- export
+    trained = gather(state.params)
+    if step >= cfg["max_train_steps"]:
+        module = motion_subtree(merge(trained, gather(motion_subtree(frozen["unet"]))))
+        if main:
+            export(cfg, workdir, trained if motion is None else module, motion)
+    return {"step": step, "loss": loss, "params": trained}
+
+
+# ===================================== export ===================================================
+def export(cfg: dict, workdir: str, trained: dict, motion) -> list[str]:
+    """Write the trained parameters: the motion module in the original AnimateDiff format and as a
+    diffusers MotionAdapter folder (through convert/), or the fine-tuned UNet subtree as params."""
+    from animatediff_jax.checkpoint import save_params
+    os.makedirs(workdir, exist_ok=True)
+    written = []
+    if motion is None:
+        written.append(os.path.join(workdir, "unet_trainable.safetensors"))
+        save_params(written[-1], trained, source="animatediff_jax.train")
+    else:
+        from convert.export import export_adapter, export_original
+        formats = {"original": ("motion_module.ckpt", export_original),
+                   "diffusers": ("motion_adapter", export_adapter)}
+        for name in cfg["export_formats"]:
+            if name not in formats:
+                raise ValueError(f"export_formats: unknown format {name!r} (original, diffusers)")
+            written.append(os.path.join(workdir, formats[name][0]))
+            formats[name][1](trained, motion, written[-1])
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=1)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="training YAML (configs/training/*.yaml)")
+    parser.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs, exports")
+    parser.add_argument("overrides", nargs="*", help="key=value (dotted keys), parsed as YAML")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (ValueError, OSError) as e:
+        parser.error(str(e))
+    result = train(cfg, args.workdir)
+    if jax.process_index() == 0:
+        print(f"done: step {result['step']}, loss {result['loss']:.5f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
