@@ -1,0 +1,148 @@
+"""What a checkpoint is, from its key names and a few shapes: kind, model family, motion-module version.
+
+All functions take the keys and a `shape(key)` function, so they run on a lazy `StateDict` without
+reading tensor data. `describe(path)` opens a file and reports everything (used by `convert inspect`).
+"""
+from __future__ import annotations
+
+import collections
+import os
+from typing import Callable, Iterable
+
+import numpy as np
+
+from convert.io import CheckpointError, examples, open_state_dict
+
+ShapeFn = Callable[[str], tuple[int, ...]]
+
+KINDS = ("flax", "ldm", "diffusers_unet", "diffusers_vae", "clip_text", "motion_module", "motion_adapter",
+         "motion_lora", "lora_kohya", "lora_peft", "lora_diffusers_old", "unknown")
+
+
+def strip_module_prefix(key: str) -> str:
+    """Keys written by the official AnimateDiff trainer (DataParallel) start with `module.`."""
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+def checkpoint_kind(keys: Iterable[str], metadata: dict | None = None) -> str:
+    """One of `KINDS`, from the key names (and `format` metadata for our own Flax files)."""
+    if (metadata or {}).get("format") == "flax":
+        return "flax"
+    keys = [strip_module_prefix(k) for k in keys]
+    has = lambda s: any(s in k for k in keys)  # noqa: E731
+    starts = lambda s: any(k.startswith(s) for k in keys)  # noqa: E731
+    if starts("lora_unet_") or starts("lora_te_") or starts("lora_te1_"):
+        return "lora_kohya"
+    if has(".lora_A.") or has(".lora_B."):
+        return "lora_peft"
+    if has("motion_modules.") and has("_lora."):
+        return "motion_lora"
+    if has("processor.") and has("_lora."):
+        return "lora_diffusers_old"
+    if has("motion_modules."):
+        return "motion_module" if has(".temporal_transformer.") else "motion_adapter"
+    if starts("model.diffusion_model.") or starts("first_stage_model.") or starts("cond_stage_model.") \
+            or starts("conditioner.embedders."):
+        return "ldm"
+    if starts("down_blocks.") and has("time_embedding."):
+        return "diffusers_unet"
+    if starts("encoder.down_blocks.") or starts("decoder.up_blocks."):
+        return "diffusers_vae"
+    if has("embeddings.token_embedding.") and has("encoder.layers."):
+        return "clip_text"
+    return "unknown"
+
+
+def model_family(keys: Iterable[str], shape: ShapeFn) -> str:
+    """'sd1', 'sd2', 'sdxl' or 'unknown' for an LDM file or a diffusers UNet / text-encoder state dict."""
+    keys = list(keys)
+    keyset = set(keys)
+    if any(k.startswith("conditioner.embedders.") for k in keys) or any(
+            k.startswith(("model.diffusion_model.label_emb.", "add_embedding.")) for k in keys):
+        return "sdxl"
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        return "sd2"  # OpenCLIP ViT-H text encoder
+    cross = [k for k in keys if k.endswith("attn2.to_k.weight")]
+    if cross:
+        dim = shape(cross[0])[-1]
+        return "sd1" if dim == 768 else "sd2" if dim == 1024 else "sdxl" if dim == 2048 else "sd1"
+    tok = next((k for k in keys if k.endswith("embeddings.token_embedding.weight")), None)
+    if tok is not None:
+        return "sd1" if shape(tok)[-1] != 1024 else "sd2"
+    if any(k.startswith(("first_stage_model.", "encoder.down_blocks.", "encoder.down.")) for k in keyset):
+        return "sd1"  # a VAE alone: the SD1.x and SD2 VAEs are the same network
+    return "unknown"
+
+
+def cross_attention_dim(keys: Iterable[str], shape: ShapeFn) -> int | None:
+    k = next((k for k in keys if k.endswith("attn2.to_k.weight")), None)
+    return None if k is None else int(shape(k)[-1])
+
+
+def require_sd1(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
+    """Raise a clear error for a Stable Diffusion 2.x or SDXL checkpoint given where SD1.x is expected."""
+    keys = list(keys)
+    family = model_family(keys, shape)
+    if family == "sd1":
+        return
+    why = {
+        "sdxl": "it is a Stable Diffusion XL checkpoint (conditioner.embedders.* / label_emb / add_embedding keys)",
+        "sd2": "it is a Stable Diffusion 2.x checkpoint (OpenCLIP text encoder cond_stage_model.model.* "
+               f"or 1024-dim cross-attention, found {cross_attention_dim(keys, shape)})",
+        "unknown": f"no Stable Diffusion network was recognised in it (keys: {examples(keys, 3)})",
+    }[family]
+    raise CheckpointError(f"{path}: not a Stable Diffusion 1.x model: {why}. AnimateDiff motion modules "
+                          "here are for SD1.x (768-dim CLIP ViT-L/14 cross-attention).")
+
+
+# ----------------------------------------------------------------------------- motion modules
+
+MOTION_PE = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe"
+MOTION_V2_MID = "mid_block.motion_modules.0.temporal_transformer.norm.bias"
+MOTION_SDXL_PROBE = "up_blocks.2.motion_modules.0.temporal_transformer.norm.weight"
+
+
+def motion_version(keys: Iterable[str], shape: ShapeFn, path: str = "<motion module>") -> str:
+    """'v1', 'v2' or 'v3' of an original-format motion module (keys possibly `module.`-prefixed).
+
+    As the reference loaders decide: a mid-block module -> v2; position-encoding length 24 -> v1;
+    else v3. An SDXL module (320 channels at up_blocks.2) is refused.
+    """
+    raw = {strip_module_prefix(k): k for k in keys}
+    if MOTION_SDXL_PROBE in raw and shape(raw[MOTION_SDXL_PROBE])[-1] == 320:
+        raise CheckpointError(f"{path}: an SDXL motion module (320 channels at up_blocks.2); only SD1.x "
+                              "motion modules are supported")
+    if MOTION_V2_MID in raw:
+        return "v2"
+    if MOTION_PE in raw and shape(raw[MOTION_PE])[1] == 24:
+        return "v1"
+    if not any(".motion_modules." in k or k.startswith("motion_modules.") for k in raw):
+        raise CheckpointError(f"{path}: not a motion module (keys: {examples(list(raw), 3)})")
+    return "v3"
+
+
+# ----------------------------------------------------------------------------- one file
+
+def describe(path: str) -> dict:
+    """Format, kind, family, version, parameter count and dtypes of one checkpoint file."""
+    with open_state_dict(path) as sd:
+        keys = list(sd)
+        ext = os.path.splitext(path)[1].lower().lstrip(".")
+        kind = checkpoint_kind(keys, sd.metadata)
+        info = {"file": path, "format": "safetensors" if ext == "safetensors" else f"pickle ({ext})",
+                "kind": kind, "tensors": len(keys),
+                "parameters": int(sum(int(np.prod(sd.shape(k), dtype=np.int64)) for k in keys)),
+                "dtypes": dict(collections.Counter(str(sd.dtype(k)) for k in keys)),
+                "bytes": os.path.getsize(path)}
+        if kind in ("ldm", "diffusers_unet", "clip_text"):
+            info["family"] = model_family(keys, sd.shape)
+        if kind == "ldm":
+            info["networks"] = sorted({n for n, p in (("unet", "model.diffusion_model."), ("vae", "first_stage_model."),
+                                                      ("text_encoder", "cond_stage_model."))
+                                       if any(k.startswith(p) for k in keys)})
+            info["ema"] = any(k.startswith("model_ema.diffusion_model") for k in keys)
+        if kind == "motion_module":
+            info["version"] = motion_version(keys, sd.shape, path)
+        if kind == "flax":
+            info.update({k: sd.metadata[k] for k in ("config_class", "source", "dtype") if k in sd.metadata})
+    return info

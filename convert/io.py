@@ -1,0 +1,192 @@
+"""Safe, lazy reading of PyTorch checkpoint files: `.safetensors`, `.ckpt`, `.bin`, `.pt`.
+
+`open_state_dict(path)` returns a `StateDict`: a read-only mapping from key to numpy array whose
+shapes and dtypes are known without reading data, and whose tensors are read one at a time on
+access, so a converter holds one tensor at a time.
+
+- `.safetensors` is read with plain file reads (not memory-mapped: touched mmap pages would count
+  against the process's resident memory for the whole conversion).
+- Pickle-based files (`.ckpt`, `.bin`, `.pt`) go through `torch.load(weights_only=True, mmap=True)`
+  only: a pickle that would build anything but tensors and plain containers is refused; plain
+  `pickle` is never used. A `"state_dict"` wrapper (possibly nested) is unwrapped.
+- A truncated or corrupt file fails with an error naming the file.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from animatediff_jax.checkpoint import SafetensorsError, read_header, read_tensor, tensor_info
+
+SAFETENSORS_EXT = (".safetensors",)
+PICKLE_EXT = (".ckpt", ".bin", ".pt", ".pth")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and the problem."""
+
+
+def examples(keys, n: int = 5) -> str:
+    """A few keys for an error message: 'a, b, c (and 7 more)'."""
+    keys = sorted(keys)
+    more = f" (and {len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(repr(k) for k in keys[:n]) + more
+
+
+class StateDict(Mapping):
+    """Lazy read-only state dict: `shape(k)`, `dtype(k)` from the header; `sd[k]` reads one tensor."""
+
+    path: str
+    metadata: dict[str, str]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def dtype(self, key: str) -> np.dtype:
+        raise NotImplementedError
+
+    def nbytes(self) -> int:
+        return sum(int(np.prod(self.shape(k), dtype=np.int64)) * self.dtype(k).itemsize for k in self)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SafetensorsStateDict(StateDict):
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self._header, self.metadata, self._start = read_header(path)
+        except SafetensorsError as e:
+            raise CheckpointError(str(e)) from None
+        self._file = open(path, "rb")
+
+    def shape(self, key):
+        return tensor_info(self._header[key])[0]
+
+    def dtype(self, key):
+        return tensor_info(self._header[key])[1]
+
+    def __getitem__(self, key):
+        return read_tensor(self._file, self._header[key], self._start)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._header)
+
+    def __len__(self):
+        return len(self._header)
+
+    def close(self):
+        self._file.close()
+
+
+def torch_to_numpy(t) -> np.ndarray:
+    """A CPU torch tensor as a numpy array (bfloat16 via ml_dtypes; no float upcast)."""
+    import torch
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+        return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+class TorchStateDict(StateDict):
+    """A pickle checkpoint loaded with `torch.load(weights_only=True, mmap=True)`; tensors stay mapped."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.metadata = {}
+        self._tensors = _unwrap(path, _torch_load(path))
+
+    def shape(self, key):
+        return tuple(self._tensors[key].shape)
+
+    def dtype(self, key):
+        import torch
+        t = self._tensors[key]
+        return torch_to_numpy(torch.empty(0, dtype=t.dtype)).dtype
+
+    def __getitem__(self, key):
+        return torch_to_numpy(self._tensors[key])  # a view that keeps its (mapped) storage alive
+
+    def __iter__(self):
+        return iter(self._tensors)
+
+    def __len__(self):
+        return len(self._tensors)
+
+    def close(self):
+        self._tensors = {}
+
+
+def _torch_load(path: str):
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: reading pickle checkpoints needs PyTorch "
+                              "(pip install animatediff_jax[torch]) — or convert it to .safetensors") from None
+    import pickle
+    zipped = zipfile.is_zipfile(path)
+    if not zipped:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        if magic[:1] != b"\x80":  # neither a zip archive nor a legacy (protocol 2+) torch pickle
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); "
+                                  "corrupt or truncated?")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle holds objects other than tensors and plain containers "
+            f"(it could run code). Only weights_only loading is allowed. Detail: {first}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+
+
+def _unwrap(path: str, obj) -> dict:
+    """The flat {key: tensor} inside a loaded pickle: unwraps (nested) "state_dict", drops non-tensors."""
+    import torch
+    while isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), got "
+                              f"{type(obj).__name__}")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors (keys: {examples(map(str, obj))})")
+    return tensors
+
+
+def open_state_dict(path: str) -> StateDict:
+    """Open one checkpoint file lazily. The format comes from the file's content, not only its name."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: empty file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext in SAFETENSORS_EXT:
+        return SafetensorsStateDict(path)
+    if ext in PICKLE_EXT or zipfile.is_zipfile(path):
+        return TorchStateDict(path)
+    try:
+        return SafetensorsStateDict(path)
+    except CheckpointError:
+        raise CheckpointError(f"{path}: unknown checkpoint format (expected .safetensors, .ckpt, .bin, .pt)") from None
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint file as numpy arrays (eager; use `open_state_dict` to stream)."""
+    with open_state_dict(path) as sd:
+        return {k: sd[k] for k in sd}
