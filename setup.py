@@ -29,7 +29,8 @@ setup(
     extras_require={
         # Reading .ckpt pickles (safely, weights_only) needs torch; keep the CPU build.
         "torch": ["torch==2.13.0"],
-        "data": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.15", "av>=12", "array-record>=0.5"],
+        # TFDS builders write/read ArrayRecord without TensorFlow (tfds.data_source); no tensorflow needed.
+        "data": ["tensorflow-datasets>=4.9.4", "array-record>=0.5", "importlib_resources", "av>=12"],
         "test": [
             "torch==2.13.0",
             "diffusers>=0.32",

@@ -1,0 +1,126 @@
+"""Decode a training clip from a video file with PyAV: frame sampling, short-side resize, centre crop.
+
+    clip = read_clip("v.mp4", frames=16, stride=4, size=256, rng=np.random.default_rng(0))
+    # (16, 256, 256, 3) uint8
+
+Frame sampling follows the original AnimateDiff WebVid loader: a window of
+`(frames - 1) * stride + 1` source frames (or the whole video when it is shorter) starts at a
+random position, and `frames` indices are spread evenly over it (`linspace`, truncated to int), so
+a short video yields a slowed-down clip instead of being dropped. Every failure is a `VideoError`
+whose `reason` is a short key that build statistics count ("unreadable", "no_video_stream",
+"too_short", "decode_error").
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+class VideoError(Exception):
+    """A video that cannot give a clip; `reason` is a short statistics key, the message names the file."""
+
+    def __init__(self, reason: str, path: str, detail: str = ""):
+        super().__init__(f"{path}: {reason}{': ' + detail if detail else ''}")
+        self.reason = reason
+        self.path = path
+
+
+def frame_indices(num_frames: int, frames: int, stride: int, start_fraction: float) -> np.ndarray:
+    """(frames,) int source indices: a `stride`-spaced window, or spread over a shorter video.
+
+    `start_fraction` in [0, 1) picks the window start among the valid starts.
+    """
+    if num_frames < 1:
+        raise ValueError(f"a clip needs at least one source frame, got {num_frames}")
+    window = min(num_frames, (frames - 1) * stride + 1)
+    start = int(start_fraction * (num_frames - window + 1))
+    return np.linspace(start, start + window - 1, frames, dtype=int)
+
+
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) after resizing the short side to `size` (aspect ratio kept, long side rounded)."""
+    if height <= width:
+        return size, max(size, int(round(width * size / height)))
+    return max(size, int(round(height * size / width))), size
+
+
+def center_crop(frame: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, C) -> (size, size, C), the centre of the frame."""
+    h, w = frame.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return frame[top:top + size, left:left + size]
+
+
+def _count_frames(container, stream) -> int:
+    """Frames in the stream: the container's count, else counted from the demuxed packets."""
+    if stream.frames:
+        return int(stream.frames)
+    count = sum(1 for packet in container.demux(stream) if packet.size)
+    container.seek(0)
+    return count
+
+
+def read_clip(path: str, frames: int = 16, stride: int = 4, size: int = 256,
+              rng: np.random.Generator | None = None, min_frames: int = 1,
+              interpolation: str = "BILINEAR") -> np.ndarray:
+    """(frames, size, size, 3) uint8 RGB clip from the video file at `path`.
+
+    The window start is drawn from `rng` (centre of the video when None). Videos with fewer than
+    `min_frames` decodable frames raise `VideoError("too_short")`.
+    """
+    import av  # PyAV: the `data` extra
+
+    if not os.path.isfile(path):
+        raise VideoError("missing_file", path)
+    try:
+        container = av.open(path)
+    except Exception as e:  # any demuxer failure: corrupt header, not a media file, ...
+        raise VideoError("unreadable", path, str(e)) from None
+    try:
+        if not container.streams.video:
+            raise VideoError("no_video_stream", path)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            total = _count_frames(container, stream)
+        except Exception as e:
+            raise VideoError("unreadable", path, str(e)) from None
+        if total < max(1, min_frames):
+            raise VideoError("too_short", path, f"{total} frames, need at least {max(1, min_frames)}")
+        fraction = 0.5 if rng is None else float(rng.random())
+        wanted = frame_indices(total, frames, stride, fraction)
+        clip = _decode(container, stream, wanted, size, interpolation, path)
+    finally:
+        container.close()
+    return clip
+
+
+def _decode(container, stream, wanted: np.ndarray, size: int, interpolation: str, path: str) -> np.ndarray:
+    """Decode sequentially up to the last wanted index, converting only the wanted frames."""
+    out = np.empty((len(wanted), size, size, 3), np.uint8)
+    filled = 0
+    last = int(wanted[-1])
+    try:
+        for i, frame in enumerate(container.decode(stream)):
+            if i > last:
+                break
+            if i < wanted[filled]:
+                continue
+            h, w = resized_shape(frame.height, frame.width, size)
+            rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation=interpolation).to_ndarray()
+            image = center_crop(rgb, size)
+            while filled < len(wanted) and wanted[filled] == i:  # repeated indices of a short video
+                out[filled] = image
+                filled += 1
+            if filled == len(wanted):
+                break
+    except VideoError:
+        raise
+    except Exception as e:  # corrupt packets, unsupported codec, ...
+        raise VideoError("decode_error", path, str(e)) from None
+    if filled == 0:
+        raise VideoError("too_short", path, "no frame could be decoded")
+    if filled < len(wanted):  # the container over-reported its frame count
+        raise VideoError("decode_error", path, f"decoded {filled} of {len(wanted)} wanted frames")
+    return out

@@ -1,0 +1,164 @@
+"""TFDS builder for WebVid-style local data: a CSV of (videoid, name, page_dir) and a video folder.
+
+    from animatediff_jax.data.webvid import WebVid, WebVidConfig
+    config = WebVidConfig(name="webvid_256", csv_path="results_2M_val.csv", video_dir="videos/")
+    WebVid(config=config, data_dir="gs://bucket/tfds").download_and_prepare()
+    # -> ArrayRecord shards, read with `tfds.builder_from_directory(...).as_data_source()` (no TF).
+
+Each row gives one example {"video": (frames, size, size, 3) uint8, "caption": str, "videoid": str},
+the clip decoded by `video_clips.read_clip` (16 frames at stride 4, short side resized and
+centre-cropped to 256 by default; the window start is seeded per video, so builds are reproducible).
+Videos are looked for at `video_dir/{videoid}.mp4`, then `video_dir/{page_dir}/{videoid}.mp4`.
+
+Bad input never crashes a build: rows without a videoid or caption, duplicate ids, missing files,
+unreadable/corrupt/too-short videos and undecodable codecs are skipped and counted; the counts are
+printed and stored in the dataset's `metadata.json` (`builder.info.metadata["skipped"]`). A clear
+error is raised only when the CSV lacks the `videoid`/`name` columns or nothing usable is left.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import csv
+import dataclasses
+import os
+import zlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from animatediff_jax.data.video_clips import VideoError, read_clip
+
+REQUIRED_COLUMNS = ("videoid", "name")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoEntry:
+    videoid: str
+    caption: str
+    path: str
+
+
+def read_csv(csv_path: str, video_dir: str) -> tuple[list[VideoEntry], collections.Counter]:
+    """Usable rows of a WebVid CSV and the count of rows skipped per reason.
+
+    Raises ValueError (naming the file) when the `videoid` or `name` column is missing.
+    """
+    skipped: collections.Counter = collections.Counter()
+    entries: list[VideoEntry] = []
+    seen: set[str] = set()
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(f"{csv_path}: missing CSV column(s) {missing}; found {columns} "
+                             f"(expected videoid, name (caption) and optionally page_dir)")
+        for row in reader:
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            videoid, caption = row.get("videoid", ""), row.get("name", "")
+            if not videoid:
+                skipped["missing_videoid"] += 1
+                continue
+            if not caption:
+                skipped["empty_caption"] += 1
+                continue
+            if videoid in seen:
+                skipped["duplicate_videoid"] += 1
+                continue
+            path = _video_path(video_dir, videoid, row.get("page_dir", ""))
+            if path is None:
+                skipped["missing_file"] += 1
+                continue
+            seen.add(videoid)
+            entries.append(VideoEntry(videoid, caption, path))
+    return entries, skipped
+
+
+def _video_path(video_dir: str, videoid: str, page_dir: str) -> str | None:
+    for candidate in (os.path.join(video_dir, f"{videoid}.mp4"),
+                      os.path.join(video_dir, page_dir, f"{videoid}.mp4") if page_dir else None):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+@dataclasses.dataclass(eq=False)
+class WebVidConfig(tfds.core.BuilderConfig):
+    """Where the data is and how clips are cut. `name` names the built variant (e.g. "webvid_256")."""
+    csv_path: str = ""
+    video_dir: str = ""
+    frames: int = 16
+    stride: int = 4
+    size: int = 256
+    min_frames: int = 1        # videos with fewer decodable frames are skipped as too short
+    seed: int = 0              # window starts are drawn from (seed, videoid)
+    num_workers: int = 4       # decoding threads (PyAV releases the GIL)
+
+
+class WebVid(tfds.core.GeneratorBasedBuilder):
+    """WebVid-style video-caption clips from local files (see module docstring)."""
+    name = "webvid"
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIG_CLASS = WebVidConfig
+
+    def __init__(self, *, file_format: str = "array_record", **kwargs):
+        super().__init__(file_format=file_format, **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        c = self.builder_config
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"WebVid-style clips: {c.frames} frames, stride {c.stride}, {c.size}x{c.size}.",
+            features=tfds.features.FeaturesDict({
+                "video": tfds.features.Tensor(shape=(c.frames, c.size, c.size, 3), dtype=np.uint8,
+                                              encoding=tfds.features.Encoding.ZLIB),
+                "caption": tfds.features.Text(),
+                "videoid": tfds.features.Text(),
+            }),
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        c = self.builder_config
+        if not c.csv_path or not c.video_dir:
+            raise ValueError("WebVidConfig needs csv_path and video_dir")
+        entries, skipped = read_csv(c.csv_path, c.video_dir)
+        return {"train": self._generate_examples(entries, skipped)}
+
+    def _generate_examples(self, entries, skipped):
+        c = self.builder_config
+        stats = {"rows_usable": len(entries), "clips": 0, "skipped": dict(skipped)}
+        self.info.metadata["build_stats"] = stats
+
+        def load(entry: VideoEntry):
+            rng = np.random.default_rng([c.seed, zlib.crc32(entry.videoid.encode())])
+            try:
+                return entry, read_clip(entry.path, c.frames, c.stride, c.size, rng, c.min_frames), None
+            except VideoError as e:
+                return entry, None, e
+
+        for entry, clip, error in _bounded_map(load, entries, max(1, c.num_workers)):
+            if error is not None:
+                skipped[error.reason] += 1
+                stats["skipped"] = dict(skipped)
+                print(f"webvid: skipping {error}")
+                continue
+            stats["clips"] += 1
+            yield entry.videoid, {"video": clip, "caption": entry.caption, "videoid": entry.videoid}
+        print(f"webvid: {stats['clips']} clips written; skipped {dict(skipped) or 'none'}")
+        if stats["clips"] == 0:
+            raise ValueError(f"{c.csv_path}: no usable video in {c.video_dir} "
+                             f"(skipped: {dict(skipped) or 'the CSV has no rows'})")
+
+
+def _bounded_map(fn, items, workers: int):
+    """`map(fn, items)` in order on a thread pool, at most 2 * workers results in flight."""
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
