@@ -145,7 +145,7 @@ def write_safetensors(path: str, specs: Mapping[str, tuple[tuple[int, ...], np.d
                     raise ValueError(f"{path}: tensor {name!r} is {array.shape} {array.dtype}, "
                                      f"header says {tuple(shape)} {np.dtype(dtype)}")
                 f.seek(start + header[name]["data_offsets"][0])
-                f.write(np.ascontiguousarray(array).tobytes())  # tobytes: 1 tensor of extra memory at most
+                f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # no copy if contiguous
                 written.add(name)
             missing = set(specs) - written
             if missing:
@@ -162,7 +162,7 @@ def _is_float(dtype: np.dtype) -> bool:
     return np.issubdtype(dtype, np.floating) or dtype == DTYPES["BF16"]
 
 
-def _store_dtype(dtype: str | np.dtype | None, leaf_dtype: np.dtype) -> np.dtype:
+def store_dtype(dtype: str | np.dtype | None, leaf_dtype: np.dtype) -> np.dtype:
     """The dtype a leaf is stored/loaded as: `dtype` for floating leaves, else unchanged."""
     if dtype is None or not _is_float(np.dtype(leaf_dtype)):
         return np.dtype(leaf_dtype)
@@ -192,7 +192,7 @@ def save_params(path: str, params: Mapping, *, config=None, source: str | None =
     `dtype` ("float32" / "bfloat16" / "float16") casts floating leaves; None keeps each leaf's dtype.
     """
     flat = {_join(p): leaf for p, leaf in flatten_dict(params).items()}
-    specs = {k: (tuple(np.shape(v)), _store_dtype(dtype, np.dtype(v.dtype))) for k, v in flat.items()}
+    specs = {k: (tuple(np.shape(v)), store_dtype(dtype, np.dtype(v.dtype))) for k, v in flat.items()}
 
     def leaves():
         for k, v in flat.items():
@@ -232,7 +232,7 @@ def load_params(path: str, *, dtype: str | np.dtype | None = None,
         shape, file_dtype = tensor_info(entry)
         begin, end = entry["data_offsets"]
         leaf = mm[start + begin:start + end].view(file_dtype).reshape(shape)
-        target = _store_dtype(dtype, file_dtype)
+        target = store_dtype(dtype, file_dtype)
         if target != file_dtype:
             leaf = leaf.astype(target)
         flat[tuple(name.split("/"))] = leaf

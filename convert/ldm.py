@@ -5,8 +5,8 @@ A single file holds all three networks under prefixes (`model.diffusion_model.`,
 Every function here maps one key (and, for the VAE attention, one tensor), so a converter can stream.
 The rules are those of FORMATS.md §1 (diffusers' `single_file_utils.py` is the reference).
 
-Text-encoder keys are given as transformers' `CLIPTextModel` state dict now names them: without
-the `text_model.` prefix (flattened in transformers 5).
+Text-encoder keys keep the `text_model.` prefix that SD checkpoints and transformers 4 use (and our
+Flax `CLIPTextModel` params, `text_model/...`); transformers 5 state dicts without it are accepted.
 """
 from __future__ import annotations
 
@@ -236,12 +236,11 @@ def vae_num_up_blocks(keys: Iterable[str]) -> int:
 # ----------------------------------------------------------------------------- CLIP text
 
 def text_key_to_diffusers(key: str) -> str:
-    """LDM text key (prefix removed) -> transformers `CLIPTextModel` state-dict key (no `text_model.`)."""
-    return key[len("text_model."):] if key.startswith("text_model.") else key
+    """LDM text key (prefix removed) or transformers key -> `text_model.`-prefixed `CLIPTextModel` key."""
+    return key if key.startswith("text_model.") else "text_model." + key
 
 
-def text_key_to_ldm(key: str) -> str:
-    return "text_model." + text_key_to_diffusers(key)
+text_key_to_ldm = text_key_to_diffusers
 
 
 # ----------------------------------------------------------------------------- whole files

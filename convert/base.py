@@ -1,0 +1,381 @@
+"""An SD1.x base model (UNet, VAE, CLIP text encoder) from any of its PyTorch forms -> Flax params.
+
+Sources: a diffusers folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, weights as
+`.safetensors` or `.bin`), a hub id of one (downloaded with `huggingface_hub.snapshot_download`), or
+an LDM single file (`.safetensors` / `.ckpt`, optional `"state_dict"` wrapper, optional EMA weights),
+whose configs are inferred from tensor shapes (SD1.5 layout rules; head counts, which shapes cannot
+show, follow SD1.x: 8 UNet heads, CLIP head dim 64 — override with `overrides`).
+
+Everything is planned from names and shapes first (`plan_base`): each Flax leaf knows how to read
+itself. `load_base` reads the plan into memory; `convert_base` streams it into one `.safetensors` per
+network, so peak memory is one tensor. Both check the plan against the Flax networks' own parameter
+shapes before reading any data: missing, unexpected and mis-shaped keys are errors naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from animatediff_jax.checkpoint import atomic_path, params_metadata, store_dtype, write_safetensors
+from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
+from convert import ldm
+from convert.detect import require_sd1
+from convert.io import CheckpointError, StateDict, examples, open_state_dict
+from convert.naming import torch_key_to_flax, torch_tensor_to_flax
+
+NETWORKS = ("unet", "vae", "text_encoder")
+CONFIG_CLASSES = {"unet": UNetConfig, "vae": VAEConfig, "text_encoder": CLIPTextConfig}
+# SD1.x's v1-inference.yaml noise schedule, for single files (a diffusers folder brings its own).
+SD1_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
+                 "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon",
+                 "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
+_WEIGHT_STEMS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+_FOLDER_SKIP = ("text_model.embeddings.position_ids",)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One Flax parameter: its shape/dtype in Flax layout and how to read it from the source."""
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    read: Callable[[], np.ndarray]
+    source_key: str
+
+
+@dataclass
+class NetworkPlan:
+    name: str
+    config: Any
+    leaves: dict[tuple[str, ...], Leaf]
+    path: str  # the file the tensors come from
+
+    def nbytes(self) -> int:
+        return sum(int(np.prod(l.shape, dtype=np.int64)) * l.dtype.itemsize for l in self.leaves.values())
+
+
+@dataclass
+class BasePlan:
+    networks: dict[str, NetworkPlan]
+    tokenizer_path: str | None
+    scheduler_config: dict
+    source_format: str
+    files: list[StateDict]
+
+    def close(self):
+        for f in self.files:
+            f.close()
+
+
+@dataclass
+class BaseModel:
+    """Flax params (numpy leaves) and configs of an SD1.x base model."""
+    unet: dict
+    vae: dict
+    text_encoder: dict
+    unet_config: UNetConfig
+    vae_config: VAEConfig
+    text_config: CLIPTextConfig
+    tokenizer_path: str | None
+    scheduler_config: dict
+    source_format: str
+
+
+# ----------------------------------------------------------------------------- configs from shapes
+
+def _count(keys, pattern_prefix: str) -> int:
+    """Number of distinct integers i in keys starting `pattern_prefix{i}.`."""
+    n = len(pattern_prefix)
+    return len({k[n:].split(".")[0] for k in keys if k.startswith(pattern_prefix) and k[n:].split(".")[0].isdigit()})
+
+
+def infer_unet_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> UNetConfig:
+    """UNetConfig of a diffusers-named SD1.x UNet state dict, from its shapes."""
+    keys = list(shapes)
+    try:
+        levels = _count(keys, "down_blocks.")
+        attn_down = tuple(any(k.startswith(f"down_blocks.{i}.attentions.") for k in keys) for i in range(levels))
+        attn_up = tuple(any(k.startswith(f"up_blocks.{i}.attentions.") for k in keys) for i in range(levels))
+        if any(".transformer_blocks.1." in k for k in keys):
+            raise CheckpointError(f"{path}: UNet with more than one transformer block per attention (not SD1.x)")
+        to_k = next(k for k in keys if k.endswith("attn2.to_k.weight"))
+        proj_in = next(k for k in keys if k.endswith("attentions.0.proj_in.weight"))
+        return UNetConfig(
+            in_channels=shapes["conv_in.weight"][1], out_channels=shapes["conv_out.weight"][0],
+            block_out_channels=tuple(shapes[f"down_blocks.{i}.resnets.0.conv1.weight"][0] for i in range(levels)),
+            down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn_down),
+            up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in attn_up),
+            layers_per_block=_count(keys, "down_blocks.0.resnets."),
+            cross_attention_dim=shapes[to_k][1], use_linear_projection=len(shapes[proj_in]) == 2)
+    except (KeyError, StopIteration) as e:
+        raise CheckpointError(f"{path}: cannot infer the UNet config: missing {e}") from None
+
+
+def infer_vae_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> VAEConfig:
+    keys = list(shapes)
+    try:
+        levels = _count(keys, "encoder.down_blocks.")
+        return VAEConfig(
+            in_channels=shapes["encoder.conv_in.weight"][1], out_channels=shapes["decoder.conv_out.weight"][0],
+            latent_channels=shapes["post_quant_conv.weight"][0],
+            block_out_channels=tuple(shapes[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"][0]
+                                     for i in range(levels)),
+            down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+            layers_per_block=_count(keys, "encoder.down_blocks.0.resnets."))
+    except KeyError as e:
+        raise CheckpointError(f"{path}: cannot infer the VAE config: missing {e}") from None
+
+
+def infer_text_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> CLIPTextConfig:
+    try:
+        vocab, hidden = shapes["text_model.embeddings.token_embedding.weight"]
+        return CLIPTextConfig(
+            vocab_size=vocab, hidden_size=hidden, num_attention_heads=max(hidden // 64, 1),
+            max_position_embeddings=shapes["text_model.embeddings.position_embedding.weight"][0],
+            num_hidden_layers=_count(list(shapes), "text_model.encoder.layers."),
+            intermediate_size=shapes["text_model.encoder.layers.0.mlp.fc1.weight"][0])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot infer the text-encoder config: missing {e}") from None
+
+
+INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": infer_text_config}
+
+
+# ----------------------------------------------------------------------------- expected params
+
+def expected_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flax param path -> shape that our network with `config` has (traced, nothing allocated)."""
+    import jax
+    import jax.numpy as jnp
+    from flax.traverse_util import flatten_dict
+    if network == "text_encoder":
+        from animatediff_jax.models.clip_text import CLIPTextModel
+        model, args = CLIPTextModel(config), (jnp.zeros((1, 2), jnp.int32),)
+    elif network == "vae":
+        from animatediff_jax.models.vae import AutoencoderKL
+        model, args = AutoencoderKL(config), (jnp.zeros((1, 8, 8, config.in_channels)),)
+    else:
+        from animatediff_jax.models.unet3d import UNet3DConditionModel
+        side = 2 ** (len(config.block_out_channels) - 1)
+        model = UNet3DConditionModel(config, None)
+        args = (jnp.zeros((1, 1, side, side, config.in_channels)), jnp.zeros((1,), jnp.int32),
+                jnp.zeros((1, 1, config.cross_attention_dim)))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args))
+    return {p: tuple(v.shape) for p, v in flatten_dict(shapes["params"]).items()}
+
+
+def check_plan(plan: NetworkPlan) -> None:
+    """Raise if the plan's leaves are not exactly our network's params (names and shapes)."""
+    want = expected_shapes(plan.name, plan.config)
+    have = plan.leaves
+    missing = [("/".join(p)) for p in want if p not in have]
+    unexpected = [have[p].source_key for p in have if p not in want]
+    wrong = [f"{have[p].source_key} {have[p].shape} (expected {want[p]})"
+             for p in have if p in want and tuple(have[p].shape) != want[p]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing ({examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({examples(unexpected)})")
+    if wrong:
+        problems.append(f"{len(wrong)} with the wrong shape (Flax layout): {examples(wrong, 3)}")
+    if problems:
+        raise CheckpointError(f"{plan.path}: the {plan.name} does not match an SD1.x {plan.name} with config "
+                              f"{plan.config}: " + "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------- planning
+
+def _flax_leaf(key: str, shape: tuple[int, ...], dtype: np.dtype, read: Callable[[], np.ndarray],
+               source_key: str) -> tuple[tuple[str, ...], Leaf]:
+    path = torch_key_to_flax(key, len(shape))
+    flax_shape = torch_tensor_to_flax(path, np.broadcast_to(np.zeros((), np.int8), shape)).shape
+    return path, Leaf(tuple(flax_shape), np.dtype(dtype), lambda: torch_tensor_to_flax(path, read()), source_key)
+
+
+def _network_plan(name: str, sd: StateDict, entries: Mapping[str, tuple[str, tuple[int, ...], Callable]],
+                  overrides: Mapping[str, Any] | None, config=None) -> NetworkPlan:
+    """entries: diffusers key -> (source key, diffusers shape, read function)."""
+    if config is None:
+        config = INFER[name]({k: s for k, (_, s, _) in entries.items()}, sd.path)
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    leaves = dict(_flax_leaf(k, shape, sd.dtype(src), read, src) for k, (src, shape, read) in entries.items())
+    return NetworkPlan(name, config, leaves, sd.path)
+
+
+def _plan_single_file(path: str, ema: bool, overrides) -> BasePlan:
+    sd = open_state_dict(path)
+    try:
+        keys = list(sd)
+        require_sd1(keys, sd.shape, path)
+        try:
+            by_net, unexpected = ldm.plan_ldm(keys, sd.shape, ema=ema)
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{path}: {e.args[0] if e.args else e}") from None
+        if unexpected:
+            raise CheckpointError(f"{path}: {len(unexpected)} unexpected keys in an SD1.x single file: "
+                                  f"{examples(unexpected)}")
+        missing = [n for n in NETWORKS if n not in by_net]
+        if missing:
+            raise CheckpointError(f"{path}: no {', '.join(missing)} weights in this single file "
+                                  f"(expected keys under {', '.join(ldm.PREFIXES[n] for n in missing)})")
+        nets = {}
+        for name, sources in by_net.items():
+            entries = {d: (s.key, s.shape, (lambda s=s: s.transform(sd[s.key]))) for d, s in sources.items()}
+            nets[name] = _network_plan(name, sd, entries, (overrides or {}).get(name))
+        fmt = "ldm-safetensors" if path.lower().endswith(".safetensors") else "ldm-ckpt"
+        return BasePlan(nets, None, dict(SD1_SCHEDULER), fmt + ("-ema" if ema else ""), [sd])
+    except BaseException:
+        sd.close()
+        raise
+
+
+def _weights_file(folder: str, name: str, variant: str | None) -> str:
+    stem = _WEIGHT_STEMS[name]
+    candidates = [f"{stem}.{variant}.safetensors", f"{stem}.{variant}.bin"] if variant else []
+    candidates += [f"{stem}.safetensors", f"{stem}.bin"]
+    if name == "text_encoder":
+        candidates += [f"pytorch_model.{variant}.bin"] if variant else []
+        candidates += ["pytorch_model.bin"]
+    for c in candidates:
+        if os.path.isfile(os.path.join(folder, c)):
+            return os.path.join(folder, c)
+    raise CheckpointError(f"{folder}: no weights file (looked for {', '.join(candidates)})")
+
+
+def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
+    nets, files = {}, []
+    try:
+        for name in NETWORKS:
+            sub = os.path.join(folder, name)
+            cfg_path = os.path.join(sub, "config.json")
+            if not os.path.isfile(cfg_path):
+                raise CheckpointError(f"{folder}: not a diffusers SD folder: {cfg_path} is missing")
+            with open(cfg_path) as f:
+                config = CONFIG_CLASSES[name].from_dict(json.load(f))
+            sd = open_state_dict(_weights_file(sub, name, variant))
+            files.append(sd)
+            entries = {}
+            for k in sd:
+                d = ldm.text_key_to_diffusers(k) if name == "text_encoder" else k
+                if d in _FOLDER_SKIP:
+                    continue
+                entries[d] = (k, sd.shape(k), (lambda sd=sd, k=k: sd[k]))
+            if name != "vae":
+                require_sd1(list(entries), lambda d, e=entries: e[d][1], sd.path)
+            nets[name] = _network_plan(name, sd, entries, (overrides or {}).get(name), config)
+        sched = os.path.join(folder, "scheduler", "scheduler_config.json")
+        scheduler = json.load(open(sched)) if os.path.isfile(sched) else dict(SD1_SCHEDULER)
+        tok = os.path.join(folder, "tokenizer")
+        fmt = "diffusers-" + ("safetensors" if files[0].path.endswith(".safetensors") else "bin")
+        return BasePlan(nets, tok if os.path.isdir(tok) else None, scheduler, fmt, files)
+    except BaseException:
+        for f in files:
+            f.close()
+        raise
+
+
+def resolve_source(source: str, revision: str | None = None) -> str:
+    """A local file or folder as given; otherwise a hub id, downloaded (SD1.x components only)."""
+    if os.path.exists(source):
+        return source
+    if source.count("/") != 1 or source.startswith((".", "/")):
+        raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
+    from huggingface_hub import snapshot_download
+    return snapshot_download(source, revision=revision, allow_patterns=[
+        "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
+        ignore_patterns=["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"])
+
+
+def plan_base(source: str, *, ema: bool = False, variant: str | None = None, revision: str | None = None,
+              overrides: Mapping[str, Mapping[str, Any]] | None = None, check: bool = True) -> BasePlan:
+    """Plan the conversion of a folder, hub id or single file (no tensor data read yet)."""
+    path = resolve_source(os.fspath(source), revision)
+    if os.path.isdir(path):
+        if ema:
+            raise CheckpointError(f"{path}: EMA selection applies to single files; a diffusers folder holds one set")
+        plan = _plan_folder(path, variant, overrides)
+    else:
+        plan = _plan_single_file(path, ema, overrides)
+    if check:
+        try:
+            for net in plan.networks.values():
+                check_plan(net)
+        except BaseException:
+            plan.close()
+            raise
+    return plan
+
+
+# ----------------------------------------------------------------------------- load / convert
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
+
+
+def load_base(source: str, *, ema: bool = False, dtype: str | None = None, variant: str | None = None,
+              revision: str | None = None, overrides=None, progress: bool = True) -> BaseModel:
+    """Flax params + configs of an SD1.x base model. `dtype` ("float32", "bfloat16", "float16") casts
+    floating params; None keeps the file's dtype."""
+    from flax.traverse_util import unflatten_dict
+    plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
+    try:
+        params = {}
+        with _progress(sum(n.nbytes() for n in plan.networks.values()), "loading", progress) as bar:
+            for name, net in plan.networks.items():
+                flat = {}
+                for p, leaf in net.leaves.items():
+                    flat[p] = np.ascontiguousarray(leaf.read()).astype(store_dtype(dtype, leaf.dtype), copy=False)
+                    bar.update(flat[p].nbytes)
+                params[name] = unflatten_dict(flat)
+    finally:
+        plan.close()
+    n = plan.networks
+    return BaseModel(params["unet"], params["vae"], params["text_encoder"], n["unet"].config, n["vae"].config,
+                     n["text_encoder"].config, plan.tokenizer_path, plan.scheduler_config, plan.source_format)
+
+
+def convert_base(source: str, out_dir: str, *, ema: bool = False, dtype: str | None = None,
+                 variant: str | None = None, revision: str | None = None, overrides=None,
+                 progress: bool = True) -> dict[str, str]:
+    """Stream an SD1.x base model into `out_dir/{unet,vae,text_encoder}.safetensors` (Flax params,
+    config in the metadata), `scheduler_config.json` and, for a folder, a copy of `tokenizer/`.
+    Returns {name: path}. Each file is written under a temporary name and renamed when complete."""
+    plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
+    written = {}
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with _progress(sum(n.nbytes() for n in plan.networks.values()), "converting", progress) as bar:
+            for name, net in plan.networks.items():
+                specs = {"/".join(p): (l.shape, store_dtype(dtype, l.dtype)) for p, l in net.leaves.items()}
+
+                def tensors(net=net, specs=specs):
+                    for p, leaf in net.leaves.items():
+                        key = "/".join(p)
+                        a = leaf.read().astype(specs[key][1], copy=False)
+                        bar.update(a.nbytes)
+                        yield key, a
+
+                out = os.path.join(out_dir, f"{name}.safetensors")
+                write_safetensors(out, specs, tensors(), params_metadata(
+                    net.config, f"{plan.source_format}:{os.path.abspath(net.path)}", dtype))
+                written[name] = out
+    finally:
+        plan.close()
+    out = os.path.join(out_dir, "scheduler_config.json")
+    with atomic_path(out) as tmp, open(tmp, "w") as f:
+        json.dump(plan.scheduler_config, f, indent=2)
+    written["scheduler"] = out
+    if plan.tokenizer_path:
+        dst = os.path.join(out_dir, "tokenizer")
+        if os.path.abspath(dst) != os.path.abspath(plan.tokenizer_path):
+            shutil.copytree(plan.tokenizer_path, dst, dirs_exist_ok=True)
+        written["tokenizer"] = dst
+    return written
