@@ -379,3 +379,51 @@ def convert_base(source: str, out_dir: str, *, ema: bool = False, dtype: str | N
             shutil.copytree(plan.tokenizer_path, dst, dirs_exist_ok=True)
         written["tokenizer"] = dst
     return written
+
+
+# ----------------------------------------------------------------------------- export
+
+def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None = None) -> str:
+    """A stored Flax UNet (`unet.safetensors` from `convert_base`, or a trained one) -> a diffusers
+    `UNet2DConditionModel` folder (`config.json` + `diffusion_pytorch_model.safetensors`). Motion-module
+    subtrees, if any, are left out (they export separately as a motion module). Written to a temporary
+    folder and renamed."""
+    import tempfile
+
+    from animatediff_jax.checkpoint import load_config, read_header, read_tensor, tensor_info
+    from animatediff_jax.models.configs import to_dict
+    from convert.naming import flax_path_to_torch, flax_tensor_to_torch
+    header, meta, start = read_header(params_path)
+    config = load_config(meta)
+    if not isinstance(config, UNetConfig):
+        raise CheckpointError(f"{params_path}: not a stored UNet (metadata config_class "
+                              f"{meta.get('config_class')!r}, expected 'UNetConfig')")
+    names = [n for n in header if not any(part.startswith("motion_modules") for part in n.split("/"))]
+    specs = {}
+    for n in names:
+        path = tuple(n.split("/"))
+        shape, file_dtype = tensor_info(header[n])
+        torch_shape = flax_tensor_to_torch(path, np.broadcast_to(np.zeros((), np.int8), shape)).shape
+        specs[flax_path_to_torch(path)] = (n, tuple(torch_shape), store_dtype(dtype, file_dtype))
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
+    try:
+        with open(params_path, "rb") as f:
+            def tensors():
+                for key, (n, _, dt) in specs.items():
+                    a = flax_tensor_to_torch(tuple(n.split("/")), read_tensor(f, header[n], start))
+                    yield key, np.ascontiguousarray(a).astype(dt, copy=False)
+
+            write_safetensors(os.path.join(tmp, "diffusion_pytorch_model.safetensors"),
+                              {k: (s, dt) for k, (_, s, dt) in specs.items()}, tensors(), {"format": "pt"})
+        cfg = {"_class_name": "UNet2DConditionModel", **to_dict(config)}
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=2)
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+    return out_dir

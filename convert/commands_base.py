@@ -1,0 +1,102 @@
+"""CLI commands for base models: `base`, `merge`, `inspect`, `export-unet` (see `python -m convert -h`)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _base(args) -> int:
+    from convert.base import convert_base
+    overrides = json.loads(args.overrides) if args.overrides else None
+    written = convert_base(args.source, args.out_dir, ema=args.ema, dtype=args.dtype, variant=args.variant,
+                           revision=args.revision, overrides=overrides, progress=not args.quiet)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _merge(args) -> int:
+    from convert.merge import merge_add_difference, merge_weighted
+    if args.add_difference is not None:
+        if len(args.inputs) != 3:
+            raise ValueError(f"--add-difference needs exactly three inputs A B C, got {len(args.inputs)}")
+        merge_add_difference(*args.inputs, args.add_difference, args.output, dtype=args.dtype,
+                             progress=not args.quiet)
+    else:
+        weights = args.weights or [1.0 / len(args.inputs)] * len(args.inputs)
+        merge_weighted(args.inputs, weights, args.output, dtype=args.dtype, progress=not args.quiet)
+    print(args.output)
+    return 0
+
+
+def _inspect(args) -> int:
+    from convert.detect import describe
+    for path in args.files:
+        info = describe(path)
+        if args.json:
+            print(json.dumps(info))
+            continue
+        print(path)
+        for k, v in info.items():
+            if k != "file":
+                print(f"  {k:<11}{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"  {k:<11}{v}")
+    return 0
+
+
+def _export_unet(args) -> int:
+    from convert.base import export_unet_diffusers
+    print(export_unet_diffusers(args.params, args.out_dir, dtype=args.dtype))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "base", help="SD1.x base model (diffusers folder, hub id or single file) -> Flax params",
+        description="Convert an SD1.x model -- a diffusers folder (.safetensors or .bin), a hub id, or an LDM "
+                    "single file (.safetensors / .ckpt, as DreamBooth models are shared) -- into "
+                    "OUT_DIR/{unet,vae,text_encoder}.safetensors (Flax params, config in the metadata), "
+                    "scheduler_config.json and tokenizer/ (folders only). SD2/SDXL files are refused.")
+    p.add_argument("source", help="diffusers folder, hub id (owner/name) or .safetensors/.ckpt single file")
+    p.add_argument("out_dir")
+    p.add_argument("--ema", action="store_true", help="single files: use the EMA UNet weights (model_ema.*)")
+    p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as in the source)")
+    p.add_argument("--variant", help="diffusers weight variant, e.g. fp16")
+    p.add_argument("--revision", help="hub revision")
+    p.add_argument("--overrides", help='JSON config overrides per network, e.g. \'{"unet": {"attention_head_dim": 8}}\' '
+                                       "(single files: what tensor shapes cannot tell)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_base)
+
+    p = subparsers.add_parser(
+        "merge", help="weighted sum of checkpoints, or add-difference A + s*(B - C)",
+        description="Merge checkpoints with identical keys and shapes (Flax params files or single files of one "
+                    "layout), streaming tensor by tensor. Default: weighted sum (equal weights unless --weights). "
+                    "With --add-difference S: A + S*(B - C). Arithmetic in float32.")
+    p.add_argument("output", help="output .safetensors")
+    p.add_argument("inputs", nargs="+", help="input checkpoints")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per input (weighted sum)")
+    p.add_argument("--add-difference", type=float, metavar="S", help="A + S*(B - C) for inputs A B C")
+    p.add_argument("--dtype", choices=DTYPES, help="output dtype of floating tensors (default: as the first input)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_merge)
+
+    p = subparsers.add_parser(
+        "inspect", help="what a checkpoint file is: format, kind, model family, version, parameters, dtypes",
+        description="Describe checkpoint files without loading their tensors: file format, kind (LDM single file, "
+                    "diffusers UNet/VAE, CLIP, motion module, LoRA, Flax params...), model family (SD1.x/SD2/"
+                    "SDXL), motion-module version, parameter count and dtypes.")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(run=_inspect)
+
+    p = subparsers.add_parser(
+        "export-unet", help="Flax UNet params -> diffusers UNet2DConditionModel folder",
+        description="Write a stored Flax UNet (e.g. OUT_DIR/unet.safetensors from `base`) as a diffusers "
+                    "UNet2DConditionModel folder (config.json + diffusion_pytorch_model.safetensors) that "
+                    "UNet2DConditionModel.from_pretrained loads. Motion modules are not included.")
+    p.add_argument("params", help="Flax UNet params .safetensors")
+    p.add_argument("out_dir")
+    p.add_argument("--dtype", choices=DTYPES, help="output dtype (default: as stored)")
+    p.set_defaults(run=_export_unet)

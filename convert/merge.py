@@ -1,0 +1,103 @@
+"""Checkpoint merging as the community does it: weighted sum of N models, add-difference A + s·(B − C).
+
+Works on any checkpoints with identical keys and shapes — our Flax params files, or SD single files
+of one layout — and streams: each output tensor is computed from one tensor per input (in float32)
+and written at once, so peak memory is one tensor per input, never a whole model. The same
+arithmetic is available on in-memory pytrees (`weighted_sum_trees`, `add_difference_trees`).
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from animatediff_jax.checkpoint import store_dtype, write_safetensors
+from convert.io import CheckpointError, StateDict, examples, open_state_dict
+
+
+def weighted_sum(tensors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """Σ w_i · t_i in float32."""
+    out = np.zeros(np.shape(tensors[0]), np.float32)
+    for t, w in zip(tensors, weights):
+        out += np.float32(w) * np.asarray(t, np.float32)
+    return out
+
+
+def add_difference(a: np.ndarray, b: np.ndarray, c: np.ndarray, scale: float) -> np.ndarray:
+    """A + s·(B − C) in float32."""
+    a, b, c = (np.asarray(x, np.float32) for x in (a, b, c))
+    return a + np.float32(scale) * (b - c)
+
+
+def _tree_map(fn: Callable, trees: Sequence[Mapping]) -> dict:
+    flats = [flatten_dict(t) for t in trees]
+    _check_same({f"tree {i}": {"/".join(p): np.shape(v) for p, v in f.items()} for i, f in enumerate(flats)})
+    return unflatten_dict({p: fn(*(f[p] for f in flats)) for p in flats[0]})
+
+
+def weighted_sum_trees(trees: Sequence[Mapping], weights: Sequence[float]) -> dict:
+    if len(trees) != len(weights):
+        raise ValueError(f"{len(trees)} models but {len(weights)} weights")
+    return _tree_map(lambda *ts: weighted_sum(ts, weights), trees)
+
+
+def add_difference_trees(a: Mapping, b: Mapping, c: Mapping, scale: float) -> dict:
+    return _tree_map(lambda x, y, z: add_difference(x, y, z, scale), [a, b, c])
+
+
+def _check_same(shapes_by_name: Mapping[str, Mapping[str, tuple]]) -> None:
+    """Raise unless every input has the same keys with the same shapes (names the offending input)."""
+    (first_name, first), *rest = shapes_by_name.items()
+    for name, shapes in rest:
+        missing, extra = set(first) - set(shapes), set(shapes) - set(first)
+        if missing or extra:
+            raise CheckpointError(f"{name}: keys differ from {first_name}: {len(missing)} missing "
+                                  f"({examples(missing, 3)}), {len(extra)} unexpected ({examples(extra, 3)})")
+        wrong = [f"{k} {shapes[k]} vs {first[k]}" for k in first if tuple(shapes[k]) != tuple(first[k])]
+        if wrong:
+            raise CheckpointError(f"{name}: {len(wrong)} shapes differ from {first_name}: {examples(wrong, 3)}")
+
+
+def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndarray]], np.ndarray],
+                 dtype: str | None, progress: bool, note: str) -> str:
+    sds: list[StateDict] = []
+    try:
+        for p in paths:
+            sds.append(open_state_dict(p))
+        _check_same({sd.path: {k: sd.shape(k) for k in sd} for sd in sds})
+        first = sds[0]
+        specs = {k: (first.shape(k), store_dtype(dtype, first.dtype(k))) for k in first}
+
+        def tensors():
+            from tqdm.auto import tqdm
+            for k in tqdm(sorted(specs), desc="merging", disable=not progress, leave=False):
+                parts = [sd[k] for sd in sds]
+                if np.issubdtype(specs[k][1], np.integer) or specs[k][1] == np.bool_:
+                    yield k, parts[0]  # integer buffers (e.g. position ids) are taken from the first model
+                else:
+                    yield k, combine(parts).astype(specs[k][1])
+
+        meta = dict(first.metadata)
+        meta["merge"] = note
+        write_safetensors(out, specs, tensors(), meta)
+        return out
+    finally:
+        for sd in sds:
+            sd.close()
+
+
+def merge_weighted(paths: Sequence[str], weights: Sequence[float], out: str, *, dtype: str | None = None,
+                   progress: bool = True) -> str:
+    """Stream Σ w_i · model_i into `out` (.safetensors, keys and metadata of the first input)."""
+    if len(paths) < 2 or len(paths) != len(weights):
+        raise ValueError(f"weighted sum needs >= 2 models and one weight each; got {len(paths)} and {len(weights)}")
+    note = "weighted_sum: " + ", ".join(f"{w}*{p}" for p, w in zip(paths, weights))
+    return _merge_files(paths, out, lambda ts: weighted_sum(ts, weights), dtype, progress, note)
+
+
+def merge_add_difference(a: str, b: str, c: str, scale: float, out: str, *, dtype: str | None = None,
+                         progress: bool = True) -> str:
+    """Stream A + scale·(B − C) into `out`."""
+    note = f"add_difference: {a} + {scale}*({b} - {c})"
+    return _merge_files([a, b, c], out, lambda ts: add_difference(*ts, scale), dtype, progress, note)
