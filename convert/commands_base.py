@@ -41,7 +41,7 @@ def _inspect(args) -> int:
         print(path)
         for k, v in info.items():
             if k != "file":
-                print(f"  {k:<11}{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"  {k:<11}{v}")
+                print(f"  {k:<13}{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"  {k:<13}{v}")
     return 0
 
 
