@@ -1,0 +1,291 @@
+"""AnimateDiff motion modules -> Flax motion params plus the inferred `MotionConfig`.
+
+Inputs: the original files (`mm_sd_v14.ckpt`, `mm_sd_v15_v2.ckpt`, `v3_sd15_mm.ckpt`, their
+`.safetensors` re-saves, with or without the `"state_dict"` wrapper and the trainer's `module.`
+prefix) and diffusers `MotionAdapter` folders. The output tree uses MotionAdapter names, Flax-style:
+
+    down_blocks_0/motion_modules_1/transformer_blocks_0/attn1/to_q/kernel   (C, C)
+    mid_block/motion_modules_0/...                                          (v2 only)
+    up_blocks_3/motion_modules_2/proj_out/bias                              (C,)
+
+which is exactly the motion part of `UNet3DConditionModel`'s params. The sinusoidal position
+encoding (`pos_encoder.pe`, `pos_embed.pe`) is never loaded: its length L (from its [1, L, C] shape)
+goes into `MotionConfig.max_seq_length` and the network regenerates it.
+"""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from animatediff_jax.models.configs import MotionConfig
+from convert.naming import flatten, state_dict_to_flax, unflatten
+from convert.io import examples, load_state_dict
+
+# original -> diffusers MotionAdapter, applied in this order (FORMATS.md §3)
+_ORIGINAL_TO_DIFFUSERS = (
+    (".norms.0.", ".norm1."), (".norms.1.", ".norm2."), (".ff_norm.", ".norm3."),
+    (".attention_blocks.0.", ".attn1."), (".attention_blocks.1.", ".attn2."),
+    (".temporal_transformer.", "."),
+)
+_BLOCK_TO_ORIGINAL = {"norm1": "norms.0", "norm2": "norms.1", "norm3": "ff_norm",
+                      "attn1": "attention_blocks.0", "attn2": "attention_blocks.1"}
+_MODULE_KEY = re.compile(r"^((?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(\d+)\.(.+)$")
+_SDXL_KEY = "up_blocks.2.motion_modules.0.norm.weight"
+MOTION_ADAPTER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+class MotionModuleError(ValueError):
+    """A motion-module file that cannot be converted (the message names the file and the problem)."""
+
+
+@dataclass(frozen=True)
+class MotionModule:
+    """Converted motion module: Flax params, network config, and where the modules sit in the UNet."""
+    params: dict
+    config: MotionConfig
+    block_out_channels: tuple[int, ...]
+    layers_per_block: int  # motion modules per down block (up blocks have one more)
+    version: str  # "v1" | "v2" | "v3"
+
+
+def original_key_to_diffusers(key: str) -> str | None:
+    """Original AnimateDiff key -> MotionAdapter key; None for the position-encoding buffer."""
+    if ".pos_encoder." in key:
+        return None
+    for old, new in _ORIGINAL_TO_DIFFUSERS:
+        key = key.replace(old, new)
+    return key
+
+
+def diffusers_key_to_original(key: str) -> str:
+    """MotionAdapter key -> original AnimateDiff key (inverse of `original_key_to_diffusers`)."""
+    m = _MODULE_KEY.match(key)
+    if not m:
+        raise KeyError(f"not a motion-module key: {key!r}")
+    tokens = m.group(3).split(".")
+    if tokens[0] == "transformer_blocks" and len(tokens) > 2 and tokens[2] in _BLOCK_TO_ORIGINAL:
+        tokens[2] = _BLOCK_TO_ORIGINAL[tokens[2]]
+    return f"{m.group(1)}.motion_modules.{m.group(2)}.temporal_transformer.{'.'.join(tokens)}"
+
+
+def sinusoid(length: int, channels: int) -> np.ndarray:
+    """The fixed position encoding of the original code and diffusers, shape [1, length, channels]."""
+    position = np.arange(length, dtype=np.float64)[:, None]
+    freq = np.exp(np.arange(0, channels, 2, dtype=np.float64) * (-np.log(10000.0) / channels))
+    pe = np.zeros((1, length, channels), np.float64)
+    pe[0, :, 0::2] = np.sin(position * freq)
+    pe[0, :, 1::2] = np.cos(position * freq)
+    return pe.astype(np.float32)
+
+
+def expected_shapes(block_out_channels, layers_per_block: int, use_mid_block: bool,
+                    num_transformer_blocks: int = 1) -> dict[str, tuple[int, ...]]:
+    """Every MotionAdapter key (without `pos_embed`) of a module layout, with its PyTorch shape."""
+    def module(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
+        out = {f"{prefix}.norm.weight": (c,), f"{prefix}.norm.bias": (c,),
+               f"{prefix}.proj_in.weight": (c, c), f"{prefix}.proj_in.bias": (c,),
+               f"{prefix}.proj_out.weight": (c, c), f"{prefix}.proj_out.bias": (c,)}
+        for t in range(num_transformer_blocks):
+            b = f"{prefix}.transformer_blocks.{t}"
+            for n in ("norm1", "norm2", "norm3"):
+                out[f"{b}.{n}.weight"] = out[f"{b}.{n}.bias"] = (c,)
+            for a in ("attn1", "attn2"):
+                for p in ("to_q", "to_k", "to_v", "to_out.0"):
+                    out[f"{b}.{a}.{p}.weight"] = (c, c)
+                out[f"{b}.{a}.to_out.0.bias"] = (c,)
+            out[f"{b}.ff.net.0.proj.weight"], out[f"{b}.ff.net.0.proj.bias"] = (8 * c, c), (8 * c,)
+            out[f"{b}.ff.net.2.weight"], out[f"{b}.ff.net.2.bias"] = (c, 4 * c), (c,)
+        return out
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, c in enumerate(block_out_channels):
+        for j in range(layers_per_block):
+            shapes.update(module(f"down_blocks.{i}.motion_modules.{j}", c))
+    if use_mid_block:
+        shapes.update(module("mid_block.motion_modules.0", block_out_channels[-1]))
+    for i, c in enumerate(reversed(block_out_channels)):
+        for j in range(layers_per_block + 1):
+            shapes.update(module(f"up_blocks.{i}.motion_modules.{j}", c))
+    return shapes
+
+
+def check_layout(state_dict: Mapping[str, np.ndarray], expected: Mapping[str, tuple], source: str) -> None:
+    """Raise naming missing/unexpected keys (a few examples each) or the first shape mismatches."""
+    missing, unexpected = set(expected) - set(state_dict), set(state_dict) - set(expected)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys, e.g. {examples(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys, e.g. {examples(unexpected)}")
+    wrong = [f"{k}: {tuple(np.shape(v))} instead of {expected[k]}" for k, v in sorted(state_dict.items())
+             if k in expected and tuple(np.shape(v)) != tuple(expected[k])]
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatches, e.g. {'; '.join(wrong[:3])}")
+    if problems:
+        raise MotionModuleError(f"{source}: not a valid motion module: " + " | ".join(problems))
+
+
+def strip_wrappers(state_dict: Mapping) -> dict:
+    """Unwrap a `"state_dict"` nesting and drop the `module.` prefix the official trainer adds."""
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
+        state_dict = state_dict["state_dict"]
+    state_dict = {k: v for k, v in state_dict.items() if hasattr(v, "shape")}
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _infer_layout(sd: Mapping[str, np.ndarray], source: str):
+    """(block_out_channels, layers_per_block, use_mid_block, num_transformer_blocks) from MotionAdapter keys."""
+    keys = [m for m in (_MODULE_KEY.match(k) for k in sd) if m]
+    if not keys:
+        raise MotionModuleError(f"{source}: no AnimateDiff motion-module keys found "
+                                f"(expected e.g. down_blocks.0.motion_modules.0...; got {examples(sd)})")
+    downs = sorted({int(m.group(1).split(".")[1]) for m in keys if m.group(1).startswith("down_blocks")})
+    channels = []
+    for i in downs:
+        w = sd.get(f"down_blocks.{i}.motion_modules.0.norm.weight")
+        if w is None:
+            raise MotionModuleError(f"{source}: missing key down_blocks.{i}.motion_modules.0.norm.weight")
+        channels.append(int(w.shape[0]))
+    layers = 1 + max(int(m.group(2)) for m in keys if m.group(1) == "down_blocks.0")
+    blocks = {int(k.split("transformer_blocks.")[1].split(".")[0]) for k in sd if ".transformer_blocks." in k}
+    return tuple(channels), layers, any(m.group(1) == "mid_block" for m in keys), 1 + max(blocks, default=0)
+
+
+def detect_version(original: Mapping[str, np.ndarray]) -> str:
+    """v1/v2/v3 of an original-format module, as the reference loaders decide (FORMATS.md §3)."""
+    if "mid_block.motion_modules.0.temporal_transformer.norm.bias" in original:
+        return "v2"
+    pe = original.get("down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0."
+                      "attention_blocks.0.pos_encoder.pe")
+    return "v1" if pe is not None and pe.shape[1] == 24 else "v3"
+
+
+def _pe_length(original: Mapping[str, np.ndarray], source: str) -> int | None:
+    """Position-encoding length L read from the [1, L, C] buffers; warn if they are not the sinusoid."""
+    pes = {k: v for k, v in original.items() if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe")}
+    lengths = {int(v.shape[1]) for v in pes.values()}
+    if len(lengths) > 1:
+        raise MotionModuleError(f"{source}: position encodings of different lengths {sorted(lengths)}")
+    if not pes:
+        return None
+    key, pe = next(iter(sorted(pes.items())))
+    ref = sinusoid(pe.shape[1], pe.shape[2])
+    if not np.allclose(np.asarray(pe, np.float32), ref, atol=1e-2):
+        warnings.warn(f"{source}: {key} is not the standard sinusoid; it is regenerated, not loaded")
+    return lengths.pop()
+
+
+def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>", heads: int = 8,
+                           norm_num_groups: int = 32, max_seq_length: int | None = None,
+                           version: str | None = None, dtype=np.float32) -> MotionModule:
+    """Convert an original-format or MotionAdapter-format state dict (numpy values).
+
+    `heads` and `norm_num_groups` cannot be read from the weights (every released module uses
+    8 and 32). `max_seq_length` overrides the length read from the position-encoding buffers.
+    """
+    sd = strip_wrappers(state_dict)
+    original = any(".temporal_transformer." in k for k in sd)
+    if original:
+        detected = detect_version(sd)
+        length = _pe_length(sd, source)
+        sd = {new: v for k, v in sd.items() if (new := original_key_to_diffusers(k)) is not None}
+    else:
+        length = _pe_length(sd, source)
+        sd = {k: v for k, v in sd.items() if not k.endswith("pos_embed.pe")}
+    if _SDXL_KEY in sd and sd[_SDXL_KEY].shape[-1] == 320:
+        raise MotionModuleError(f"{source}: this is an SDXL motion module (320 channels at up_blocks.2); "
+                                "only SD1.x motion modules are supported")
+    channels, layers, mid, n_tb = _infer_layout(sd, source)
+    check_layout(sd, expected_shapes(channels, layers, mid, n_tb), source)
+    length = max_seq_length or length
+    if length is None:
+        raise MotionModuleError(f"{source}: no position-encoding buffer to read its length from; "
+                                "pass max_seq_length (24 for v1, 32 for v2/v3)")
+    if not original:
+        detected = "v2" if mid else ("v1" if length == 24 else "v3")
+    version = version or detected
+    if version not in ("v1", "v2", "v3"):
+        raise MotionModuleError(f"{source}: unknown motion-module version {version!r} (v1, v2 or v3)")
+    config = MotionConfig(num_attention_heads=heads, num_transformer_blocks=n_tb, max_seq_length=length,
+                          use_mid_block=mid, norm_num_groups=norm_num_groups,
+                          resnet_norm="joint" if version == "v1" else "frame")
+    for c in channels:
+        if c % heads or c % norm_num_groups:
+            raise MotionModuleError(f"{source}: {c} channels not divisible by heads={heads} "
+                                    f"and norm_num_groups={norm_num_groups}")
+    params = state_dict_to_flax({k: _as_dtype(v, dtype) for k, v in sd.items()})
+    return MotionModule(params, config, channels, layers, version)
+
+
+def _as_dtype(array, dtype):
+    array = np.asarray(array)
+    return array if dtype is None else array.astype(dtype)
+
+
+def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int | None = None,
+                       max_seq_length: int | None = None, version: str | None = None,
+                       dtype=np.float32) -> MotionModule:
+    """Read an original motion-module file (.ckpt/.pt/.bin/.safetensors) or a MotionAdapter folder."""
+    path = Path(path)
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        weights = next((path / w for w in MOTION_ADAPTER_WEIGHTS if (path / w).exists()), None)
+        if not cfg_file.exists() or weights is None:
+            raise MotionModuleError(f"{path}: a MotionAdapter folder needs config.json and one of "
+                                    f"{', '.join(MOTION_ADAPTER_WEIGHTS)}")
+        cfg = json.loads(cfg_file.read_text())
+        if cfg.get("conv_in_channels"):
+            raise MotionModuleError(f"{path}: a SparseCtrl adapter (conv_in_channels) is not a motion module")
+        heads_cfg = cfg.get("motion_num_attention_heads", 8)
+        if isinstance(heads_cfg, (list, tuple)):
+            if len(set(heads_cfg)) != 1:
+                raise MotionModuleError(f"{path}: per-block head counts {heads_cfg} are not supported")
+            heads_cfg = heads_cfg[0]
+        mm = motion_from_state_dict(
+            load_state_dict(weights), source=str(path), heads=heads or heads_cfg,
+            norm_num_groups=norm_num_groups or cfg.get("motion_norm_num_groups", 32),
+            max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", 32), version=version, dtype=dtype)
+        if tuple(cfg.get("block_out_channels", mm.block_out_channels)) != mm.block_out_channels:
+            raise MotionModuleError(f"{path}: config.json block_out_channels {cfg['block_out_channels']} "
+                                    f"disagree with the weights {list(mm.block_out_channels)}")
+        return mm
+    return motion_from_state_dict(load_state_dict(path), source=str(path), heads=heads or 8,
+                                  norm_num_groups=norm_num_groups or 32, max_seq_length=max_seq_length,
+                                  version=version, dtype=dtype)
+
+
+def is_motion_path(path: tuple[str, ...]) -> bool:
+    """Whether a Flax param path belongs to a motion module."""
+    return any(p.startswith("motion_modules_") for p in path)
+
+
+def insert_motion(unet_params: Mapping, motion_params: Mapping) -> dict:
+    """UNet params with the motion subtrees replaced; refuses paths or shapes the UNet lacks."""
+    flat, motion = flatten(unet_params), flatten(motion_params)
+    wanted = {p for p in flat if is_motion_path(p)}
+    missing, extra = wanted - set(motion), set(motion) - wanted
+    if missing or extra:
+        raise MotionModuleError(
+            "motion module does not fit the UNet: "
+            + (f"{len(missing)} UNet motion params absent, e.g. {examples('/'.join(p) for p in missing)}; "
+               if missing else "")
+            + (f"{len(extra)} params the UNet lacks, e.g. {examples('/'.join(p) for p in extra)}" if extra else ""))
+    for p, v in motion.items():
+        if np.shape(v) != np.shape(flat[p]):
+            raise MotionModuleError(f"motion param {'/'.join(p)} has shape {np.shape(v)}, "
+                                    f"the UNet expects {np.shape(flat[p])}")
+        flat[p] = v
+    return unflatten(flat)
+
+
+def with_overrides(mm: MotionModule, **config_fields) -> MotionModule:
+    """Same module with some `MotionConfig` fields replaced (e.g. input_norm="joint" for diffusers parity)."""
+    return replace(mm, config=replace(mm.config, **config_fields))
