@@ -138,7 +138,10 @@ def _torch_load(path: str):
     zipped = zipfile.is_zipfile(path)
     if not zipped:
         with open(path, "rb") as f:
-            magic = f.read(2)
+            magic = f.read(4)
+        if magic == b"PK\x03\x04":
+            raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint (a zip archive without "
+                                  "its central directory)")
         if magic[:1] != b"\x80":  # neither a zip archive nor a legacy (protocol 2+) torch pickle
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); "
                                   "corrupt or truncated?")
