@@ -1,0 +1,414 @@
+"""Text-to-video sampling: prompts -> CLIP embeddings -> jitted denoising loop -> chunked VAE decode.
+
+    pipe = AnimateDiffPipeline.load(base="models/sd15", dreambooth="toonyou.safetensors",
+                                    motion_module="mm_sd_v15_v2.ckpt")
+    video = pipe(["a cat walking"], seeds=[42], width=512, height=512, frames=16)  # (1, 16, 512, 512, 3)
+
+Three jitted functions do the work, each compiled once per shape and kept in JAX's persistent
+compilation cache (`enable_compilation_cache`): text encoding, the denoising loop (every step in
+one `lax.scan`, classifier-free guidance as one doubled batch, optional context windows), and the
+VAE decode (frames in chunks under `lax.map`). The loop reports each step to a host progress bar
+through an ordered `jax.debug.callback`. JAX does not write executables that contain host callbacks
+to its persistent cache, so a run with `progress=False` is the one whose loop is reloaded from disk.
+
+Latents are (B, F, h, w, 4) with h, w = H/8, W/8; `latents=` accepts diffusers' (B, 4, F, h, w)
+layout via `from_diffusers_latents`. Randomness comes from one seed per video: the same seed gives
+the same video whatever else is in the batch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from animatediff_jax import context as ctx
+from animatediff_jax import freeinit as fi
+from animatediff_jax.models import vae as vae_lib
+from animatediff_jax.prompt_travel import interpolate_embeddings, parse_prompt_map
+from animatediff_jax.samplers import Sampler, make_sampler, sampler_from_diffusers_config, start_index
+
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "animatediff_jax")
+
+
+# ----------------------------------------------------------------------------- environment
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Turn on JAX's persistent compilation cache (default ~/.cache/animatediff_jax/jax_cache,
+    or $ANIMATEDIFF_JAX_CACHE/jax_cache) so a second run skips XLA compilation."""
+    path = path or os.path.join(os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE), "jax_cache")
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path
+
+
+def default_dtype() -> str:
+    """bfloat16 on GPU/TPU, float32 on CPU."""
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def seed_key(seed: int) -> jax.Array:
+    """A threefry key for any seed in [0, 2**64) (the original's seeds use all 64 bits)."""
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    seed = int(seed)
+    return jnp.asarray(np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32))
+
+
+def from_diffusers_latents(latents) -> np.ndarray:
+    """diffusers' (B, 4, F, h, w) -> ours (B, F, h, w, 4)."""
+    latents = np.asarray(latents)
+    if latents.ndim != 5:
+        raise ValueError(f"latents must be 5-D (batch, channels, frames, h, w), got shape {latents.shape}")
+    return np.transpose(latents, (0, 2, 3, 4, 1))
+
+
+def initial_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> jax.Array:
+    """N(0, I) noise (B, *shape), one independent stream per seed."""
+    return jnp.stack([jax.random.normal(jax.random.fold_in(seed_key(s), 0), shape, jnp.float32)
+                      for s in seeds])
+
+
+# ----------------------------------------------------------------------------- progress
+
+class _Progress:
+    """Host side of the per-step progress callback (one bar per denoising pass)."""
+    bar = None
+
+    @classmethod
+    def update(cls, i):
+        if cls.bar is not None:
+            cls.bar.update(1)
+
+
+def _report_step(i):
+    jax.debug.callback(_Progress.update, i, ordered=True)
+
+
+# ----------------------------------------------------------------------------- jitted pieces
+
+def guided_eps(unet_apply: Callable, params, x: jax.Array, t: jax.Array, emb: jax.Array,
+               guidance_scale: jax.Array, cfg: bool) -> jax.Array:
+    """Classifier-free guided model output. x (B, F, h, w, c); emb (2B, ...) [uncond; cond] if cfg.
+
+    With cfg the UNet runs once on the doubled batch [x; x]."""
+    b = x.shape[0]
+    if not cfg:
+        return unet_apply(params, x, jnp.full((b,), t), emb)
+    out = unet_apply(params, jnp.concatenate([x, x]), jnp.full((2 * b,), t), emb)
+    uncond, cond = out[:b].astype(jnp.float32), out[b:].astype(jnp.float32)
+    return (uncond + guidance_scale * (cond - uncond)).astype(x.dtype)
+
+
+def select_frames(emb: jax.Array, idx: jax.Array) -> jax.Array:
+    """Embeddings for the frames `idx`: per-video (N, T, D) pass through; per-frame (N, F, T, D) are sliced."""
+    return emb if emb.ndim == 3 else jnp.take(emb, idx, axis=1)
+
+
+def denoise_loop(unet_apply: Callable, sampler: Sampler, params, x: jax.Array, emb: jax.Array,
+                 guidance_scale: jax.Array, key: jax.Array, *, cfg: bool,
+                 context: ctx.ContextOptions | None, progress: bool) -> jax.Array:
+    """All sampler steps in one lax.scan. x: initial latents (already scaled); returns clean latents."""
+    keys = jax.random.split(key, sampler.num_steps)
+
+    def model(xs, t):
+        def window_fn(xw, idx):
+            return guided_eps(unet_apply, params, xw, t, select_frames(emb, idx), guidance_scale, cfg)
+        if context is None:
+            return window_fn(xs, jnp.arange(xs.shape[1]))
+        return ctx.windowed(window_fn, xs, context)
+
+    def body(carry, i):
+        x, state = carry
+        out = model(sampler.scale_model_input(x, i), jnp.asarray(sampler.timesteps)[i])
+        x, state = sampler.step(state, i, out, x, keys[i])
+        if progress:
+            _report_step(i)
+        return (x, state), None
+
+    (x, _), _ = jax.lax.scan(body, (x, sampler.init_state(x)), jnp.arange(sampler.num_steps))
+    return x
+
+
+@dataclass
+class GenerationResult:
+    """Frames (B, F, H, W, 3) float32 in [0, 1], the seeds used and the final latents (B, F, h, w, 4)."""
+    frames: np.ndarray
+    seeds: list[int]
+    latents: np.ndarray
+
+
+class AnimateDiffPipeline:
+    """Load once (`load` / constructor), call many times with prompts, seeds and sizes.
+
+    unet / vae / text_encoder are the Flax modules (`UNet3DConditionModel`, `AutoencoderKL`,
+    `CLIPTextModel`), *_params their parameter trees, tokenizer a `PromptTokenizer`,
+    scheduler_config a diffusers scheduler config dict (the base model's, or the original's).
+    """
+
+    def __init__(self, unet, unet_params, vae, vae_params, text_encoder, text_params, tokenizer,
+                 scheduler_config: Mapping[str, Any] | None = None, scheduler: str | None = "ddim",
+                 clip_skip: int = 0, decode_chunk_size: int = 16, description: Mapping[str, Any] | None = None):
+        self.unet, self.unet_params = unet, unet_params
+        self.vae, self.vae_params = vae, vae_params
+        self.text_encoder, self.text_params = text_encoder, text_params
+        self.tokenizer = tokenizer
+        self.scheduler_config = dict(scheduler_config or {})
+        self.scheduler = scheduler
+        self.clip_skip = clip_skip
+        self.decode_chunk_size = decode_chunk_size
+        self.description = dict(description or {})
+        self._jitted: dict = {}
+
+    @classmethod
+    def build(cls, unet_config, motion_config, vae_config, text_config, unet_params, vae_params, text_params,
+              tokenizer, *, dtype: str | None = None, attention_impl: str = "xla", **kwargs
+              ) -> "AnimateDiffPipeline":
+        """From configs and parameter trees. dtype: compute and parameter dtype (default: bfloat16 on
+        GPU/TPU, float32 on CPU); kwargs go to the constructor (scheduler, scheduler_config, ...)."""
+        from animatediff_jax.models.clip_text import CLIPTextModel
+        from animatediff_jax.models.unet3d import UNet3DConditionModel
+
+        dt = jnp.dtype(dtype or default_dtype())
+        kw = dict(dtype=dt, param_dtype=dt)
+        unet = UNet3DConditionModel(unet_config, motion_config, attention_impl=attention_impl, **kw)
+        vae = vae_lib.AutoencoderKL(vae_config, implementation=attention_impl, **kw)
+        text = CLIPTextModel(text_config, **kw)
+        cast = lambda tree: jax.tree.map(  # noqa: E731
+            lambda a: jnp.asarray(a, dt) if jnp.issubdtype(np.asarray(a).dtype, jnp.floating) else jnp.asarray(a),
+            tree)
+        pipe = cls(unet, cast(unet_params), vae, cast(vae_params), text, cast(text_params), tokenizer, **kwargs)
+        pipe.description.setdefault("dtype", str(dt))
+        pipe.description.setdefault("attention", attention_impl)
+        return pipe
+
+    @classmethod
+    def random(cls, unet_config, motion_config, vae_config, text_config, tokenizer, *, seed: int = 0,
+               dtype: str | None = None, attention_impl: str = "xla", **kwargs) -> "AnimateDiffPipeline":
+        """Random (Flax default-initialised) weights at the given configs: for demos and benchmarks."""
+        from animatediff_jax.models.clip_text import CLIPTextModel
+        from animatediff_jax.models.unet3d import UNet3DConditionModel
+
+        c = unet_config
+        unet_p = random_params(UNet3DConditionModel(c, motion_config), seed,
+                               jnp.zeros((1, 2, 8, 8, c.in_channels)), jnp.zeros((1,)),
+                               jnp.zeros((1, 2, c.cross_attention_dim)))
+        vae_p = random_params(vae_lib.AutoencoderKL(vae_config), seed + 1,
+                              jnp.zeros((1, 16, 16, vae_config.in_channels)))
+        text_p = random_params(CLIPTextModel(text_config), seed + 2, jnp.zeros((1, 4), jnp.int32))
+        return cls.build(c, motion_config, vae_config, text_config, unet_p, vae_p, text_p, tokenizer,
+                         dtype=dtype, attention_impl=attention_impl, **kwargs)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def max_frames(self) -> int:
+        """Frames the motion module sees at once (its position-encoding length)."""
+        return self.unet.motion.max_seq_length if self.unet.motion is not None else 10**9
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def make_sampler(self, steps: int, strength: float = 1.0, eta: float = 0.0) -> Sampler:
+        """The configured sampler for `steps` steps (base model's scheduler config honoured)."""
+        extra = {"eta": eta} if (self.scheduler or self.scheduler_config.get("_class_name", "")).lower() \
+            .startswith("ddim") else {}
+        if self.scheduler_config:
+            return sampler_from_diffusers_config(self.scheduler_config, self.scheduler, steps, strength, **extra)
+        return make_sampler(self.scheduler or "ddim", "B", steps, strength=strength, **extra)
+
+    # ---------------------------------------------------------------- validation (no compilation)
+    def check_inputs(self, *, width: int, height: int, frames: int, steps: int,
+                     context: ctx.ContextOptions | None, num_prompts: int, num_seeds: int | None) -> None:
+        """Every size/count error, raised before anything is traced or compiled."""
+        m = max(8, self.vae_scale)
+        if width % m or height % m or width <= 0 or height <= 0:
+            raise ValueError(f"width and height must be positive multiples of {m}, got {width}x{height}")
+        if frames < 1:
+            raise ValueError(f"frames must be ≥ 1, got {frames}")
+        if steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {steps}")
+        window = frames if context is None else min(context.length, frames)
+        if window > self.max_frames:
+            if context is None:
+                raise ValueError(f"{frames} frames exceed the motion module's position encoding "
+                                 f"({self.max_frames} frames); use context windows (context length ≤ "
+                                 f"{self.max_frames}) for longer videos")
+            raise ValueError(f"context length {context.length} exceeds the motion module's position "
+                             f"encoding ({self.max_frames} frames)")
+        if num_prompts < 1:
+            raise ValueError("no prompt given")
+        if num_seeds is not None and num_seeds != num_prompts:
+            raise ValueError(f"{num_seeds} seeds for {num_prompts} prompts")
+
+    # ---------------------------------------------------------------- jitted functions
+    def _jit(self, key, build: Callable):
+        if key not in self._jitted:
+            self._jitted[key] = build()
+        return self._jitted[key]
+
+    def _unet_apply(self, params, x, t, emb):
+        return self.unet.apply({"params": params}, x, t, emb)
+
+    def encode_text(self, prompts: Sequence[str]) -> jax.Array:
+        """CLIP embeddings (N, 77, D) of prompts (one jitted call)."""
+        ids = jnp.asarray(self.tokenizer(list(prompts)))
+        fn = self._jit(("text", self.clip_skip), lambda: jax.jit(
+            lambda p, ids: self.text_encoder.apply({"params": p}, ids, clip_skip=self.clip_skip)[0]))
+        return fn(self.text_params, ids)
+
+    def decode(self, latents: jax.Array) -> jax.Array:
+        """Latents (B, F, h, w, 4) -> frames (B, F, H, W, 3) in [0, 1], `decode_chunk_size` frames at a time."""
+        chunk = self.decode_chunk_size
+        video = vae_lib.decode_video(self.vae, self.vae_params, latents, chunk)
+        return jnp.clip(video / 2 + 0.5, 0.0, 1.0)
+
+    def encode_video(self, video: np.ndarray, key: jax.Array) -> jax.Array:
+        """Frames (B, F, H, W, 3) in [0, 1] -> scaled latents (B, F, h, w, 4), sampled from the posterior."""
+        video = jnp.asarray(video, jnp.float32) * 2 - 1
+        return vae_lib.encode_video(self.vae, self.vae_params, video, key, self.decode_chunk_size)
+
+    def denoise(self, sampler: Sampler, x: jax.Array, emb: jax.Array, guidance_scale: float, key: jax.Array,
+                *, context: ctx.ContextOptions | None = None, progress: bool = True) -> jax.Array:
+        """The jitted loop (see `denoise_loop`); compiled once per sampler/shape/options."""
+        cfg = emb.shape[0] == 2 * x.shape[0]
+        sig = (sampler.name, sampler.num_steps, repr(sorted(sampler.options.items())), cfg, context, progress)
+        fn = self._jit(("denoise",) + sig, lambda: jax.jit(
+            lambda p, x, e, g, k: denoise_loop(self._unet_apply, sampler, p, x, e, g, k, cfg=cfg,
+                                               context=context, progress=progress)))
+        return fn(self.unet_params, x, emb, jnp.float32(guidance_scale), key)
+
+    # ---------------------------------------------------------------- generation
+    def __call__(self, prompts: str | Sequence[str | Mapping[int, str]],
+                 negative_prompts: str | Sequence[str] | None = None, seeds: Sequence[int] | int | None = None,
+                 *, width: int = 512, height: int = 512, frames: int = 16, steps: int = 25,
+                 guidance_scale: float = 7.5, eta: float = 0.0, latents=None,
+                 context: ctx.ContextOptions | None = None, freeinit: fi.FreeInitOptions | None = None,
+                 init_video=None, strength: float = 1.0, progress: bool = True) -> GenerationResult:
+        """Generate one video per prompt.
+
+        prompts: strings, or {frame: prompt} dicts for prompt travel. negative_prompts: one (broadcast)
+        or one per prompt. seeds: one per prompt (None: random). latents: initial noise (B, F, h, w, 4)
+        N(0, I) (use `from_diffusers_latents` for diffusers' layout). context: sliding windows for
+        videos longer than the motion module. freeinit: FreeInit passes. init_video: (B or 1, F, H, W, 3)
+        in [0, 1] for video-to-video with `strength` in (0, 1].
+        """
+        prompts = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
+        negs = [negative_prompts or ""] if negative_prompts is None or isinstance(negative_prompts, str) \
+            else list(negative_prompts)
+        if len(negs) == 1:
+            negs = negs * len(prompts)
+        if len(negs) != len(prompts):
+            raise ValueError(f"{len(negs)} negative prompts for {len(prompts)} prompts")
+        seeds = [seeds] if isinstance(seeds, int) else seeds
+        self.check_inputs(width=width, height=height, frames=frames, steps=steps, context=context,
+                          num_prompts=len(prompts), num_seeds=None if seeds is None else len(seeds))
+        if init_video is None and strength != 1.0:
+            raise ValueError("strength < 1 needs an init video")
+        if init_video is not None and freeinit is not None and freeinit.iterations > 1:
+            raise ValueError("FreeInit and video-to-video cannot be combined")
+        travel = [parse_prompt_map(p, frames) if isinstance(p, Mapping) else None for p in prompts]
+        if seeds is None:
+            seeds = [int(s) for s in np.random.SeedSequence().generate_state(len(prompts), np.uint64)]
+        b, h, w = len(prompts), height // self.vae_scale, width // self.vae_scale
+        shape = (frames, h, w, self.unet.config.in_channels)
+        if latents is not None:
+            latents = jnp.asarray(latents, jnp.float32)
+            if latents.shape != (b,) + shape:
+                raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {(b,) + shape} "
+                                 "(batch, frames, h, w, channels)")
+        if init_video is not None:
+            init_video = np.asarray(init_video, np.float32)
+            init_video = init_video[None] if init_video.ndim == 4 else init_video
+            if init_video.shape[1:] != (frames, height, width, 3) or init_video.shape[0] not in (1, b):
+                raise ValueError(f"init video has shape {init_video.shape}, expected (1 or {b}, {frames}, "
+                                 f"{height}, {width}, 3)")
+            start_index(steps, strength)  # validates strength
+
+        emb = self._embeddings(prompts, travel, negs, frames, guidance_scale > 1)
+        noise = latents if latents is not None else initial_noise(seeds, shape)
+        if context is not None and context.shuffle_noise and latents is None:
+            noise = jnp.stack([ctx.reschedule_noise(noise[i:i + 1], context, s)[0] for i, s in enumerate(seeds)])
+        keys = jnp.stack([jax.random.fold_in(seed_key(s), 1) for s in seeds])
+        loop_key = keys[0] if b == 1 else jax.random.fold_in(keys[0], b)
+
+        sampler = self.make_sampler(steps, strength if init_video is not None else 1.0, eta)
+        if init_video is not None:
+            x0 = self.encode_video(np.broadcast_to(init_video, (b,) + init_video.shape[1:]),
+                                   jax.random.fold_in(keys[0], 2))
+            x = sampler.add_noise(x0, noise)
+        else:
+            x = noise * sampler.init_noise_sigma
+        passes = freeinit.iterations if freeinit is not None else 1
+        for k in range(passes):
+            if k > 0:
+                abar_T = float(_schedule(sampler).alphas_cumprod[-1])
+                lowpass = jnp.asarray(fi.lowpass_filter(frames, h, w, freeinit))
+                x = fi.reinitialize(x, noise, abar_T, jax.random.fold_in(keys[0], 10 + k), lowpass)
+                x = x * sampler.init_noise_sigma
+            x = self._run_pass(sampler, x, emb, guidance_scale, loop_key, context, progress,
+                               f"pass {k + 1}/{passes}" if passes > 1 else "denoising")
+        video = self.decode(x)
+        return GenerationResult(np.asarray(video, np.float32), list(seeds), np.asarray(x, np.float32))
+
+    def _run_pass(self, sampler, x, emb, guidance_scale, key, context, progress, label):
+        if not progress:
+            return self.denoise(sampler, x, emb, guidance_scale, key, context=context, progress=False)
+        from tqdm.auto import tqdm
+        with tqdm(total=sampler.num_steps, desc=label, unit="step") as bar:
+            _Progress.bar = bar
+            try:
+                x = self.denoise(sampler, x, emb, guidance_scale, key, context=context, progress=True)
+                jax.effects_barrier()
+            finally:
+                _Progress.bar = None
+        return x
+
+    def _embeddings(self, prompts, travel, negs, frames: int, cfg: bool) -> jax.Array:
+        """[uncond; cond] embeddings (2B, T, D), or (2B, F, T, D) when any prompt travels."""
+        texts = sorted({t for p, tr in zip(prompts, travel) for t in (tr[1] if tr else [p])} | set(negs))
+        table = dict(zip(texts, self.encode_text(texts)))
+        per_frame = any(tr is not None for tr in travel)
+
+        def one(p, tr):
+            if tr is None:
+                e = table[p]
+                return jnp.broadcast_to(e, (frames,) + e.shape) if per_frame else e
+            return interpolate_embeddings(jnp.stack([table[t] for t in tr[1]]), tr[0], frames)
+
+        cond = jnp.stack([one(p, tr) for p, tr in zip(prompts, travel)])
+        if not cfg:
+            return cond
+        uncond = jnp.stack([one(n, None) for n in negs])
+        return jnp.concatenate([uncond, cond])
+
+
+def _schedule(sampler: Sampler):
+    """The NoiseSchedule a sampler was built over (FreeInit diffuses to its last timestep)."""
+    from animatediff_jax.schedules import NoiseSchedule
+    o = sampler.options
+    if "trained_betas" in o:
+        return NoiseSchedule.create(trained_betas=o["trained_betas"])
+    return NoiseSchedule.create(o["beta_schedule"], o["beta_start"], o["beta_end"], o["num_train_timesteps"])
+
+
+def random_params(module, seed: int, *example_inputs) -> dict:
+    """Random params of a Flax module without compiling its init: shapes from `jax.eval_shape`,
+    weights N(0, 1/fan_in), norm scales 1, biases 0 (numpy, so building SD1.5-size models is quick)."""
+    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *example_inputs))["params"]
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, s):
+        name = path[-1].key
+        if name == "scale":
+            return np.ones(s.shape, np.float32)
+        if name == "bias":
+            return np.zeros(s.shape, np.float32)
+        fan_in = int(np.prod(s.shape[:-1])) or 1
+        return (rng.standard_normal(s.shape, np.float32) / np.sqrt(fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
