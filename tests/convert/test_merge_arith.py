@@ -1,0 +1,84 @@
+"""Merging: streamed weighted sum and add-difference equal the NumPy arithmetic, tensor by tensor."""
+import ml_dtypes
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from animatediff_jax.checkpoint import load_params, save_params
+from convert.io import CheckpointError
+from convert.merge import add_difference_trees, merge_add_difference, merge_weighted, weighted_sum_trees
+
+
+def _model(seed, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return {"a.weight": rng.standard_normal((4, 6)).astype(dtype), "b.bias": rng.standard_normal(7).astype(dtype),
+            "c.w": rng.standard_normal((2, 3, 3, 2)).astype(dtype), "ids": np.arange(5, dtype=np.int64) + seed}
+
+
+@pytest.fixture
+def files(tmp_path):
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"m{i}.safetensors"))
+        save_file(_model(i), paths[-1])
+    return paths
+
+
+def test_weighted_sum_matches_numpy(tmp_path, files):
+    w = [0.2, 0.5, 0.3]
+    out = merge_weighted(files, w, str(tmp_path / "out.safetensors"), progress=False)
+    got, models = load_file(out), [_model(i) for i in range(3)]
+    for k in models[0]:
+        if k == "ids":
+            np.testing.assert_array_equal(got[k], models[0][k])  # integer buffers come from the first model
+            continue
+        want = sum(np.float32(wi) * m[k] for wi, m in zip(w, models))
+        np.testing.assert_allclose(got[k], want, rtol=1e-6, atol=1e-6)
+        assert got[k].dtype == np.float32
+
+
+def test_add_difference_matches_numpy(tmp_path, files):
+    out = merge_add_difference(*files, 0.7, str(tmp_path / "out.safetensors"), dtype="float16", progress=False)
+    got = load_file(out)
+    a, b, c = (_model(i) for i in range(3))
+    for k in ("a.weight", "b.bias", "c.w"):
+        assert got[k].dtype == np.float16
+        np.testing.assert_array_equal(got[k], (a[k] + np.float32(0.7) * (b[k] - c[k])).astype(np.float16))
+
+
+def test_flax_params_files_merge_keeping_metadata(tmp_path):
+    from animatediff_jax.models.configs import VAEConfig
+    trees = [{"enc": {"kernel": np.full((2, 2), float(i), np.float32)}} for i in range(2)]
+    paths = [str(tmp_path / f"p{i}.safetensors") for i in range(2)]
+    for t, p in zip(trees, paths):
+        save_params(p, t, config=VAEConfig(), dtype="bfloat16")
+    out = merge_weighted(paths, [0.25, 0.75], str(tmp_path / "m.safetensors"), progress=False)
+    params, meta = load_params(out)
+    assert meta["config_class"] == "VAEConfig" and "weighted_sum" in meta["merge"]
+    assert params["enc"]["kernel"].dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(params["enc"]["kernel"].astype(np.float32), np.full((2, 2), 0.75))
+
+
+def test_in_memory_trees():
+    t = [{"x": {"k": np.float32(i) * np.ones(3, np.float32)}} for i in range(1, 4)]
+    np.testing.assert_allclose(weighted_sum_trees(t, [0.5, 0.25, 0.25])["x"]["k"], np.full(3, 1.75))
+    np.testing.assert_allclose(add_difference_trees(*t, 2.0)["x"]["k"], np.full(3, -1.0))
+
+
+def test_mismatched_inputs_are_refused_by_name(tmp_path, files):
+    odd = str(tmp_path / "odd.safetensors")
+    m = _model(5)
+    m["extra"] = np.zeros(1, np.float32)
+    del m["b.bias"]
+    save_file(m, odd)
+    out = str(tmp_path / "out.safetensors")
+    with pytest.raises(CheckpointError, match=r"odd.safetensors: keys differ.*'b.bias'.*'extra'"):
+        merge_weighted([files[0], odd], [0.5, 0.5], out, progress=False)
+    m = _model(6)
+    m["a.weight"] = np.zeros((6, 4), np.float32)
+    save_file(m, odd)
+    with pytest.raises(CheckpointError, match=r"odd.safetensors: 1 shapes differ.*a.weight"):
+        merge_add_difference(files[0], odd, files[1], 1.0, out, progress=False)
+    with pytest.raises(ValueError, match="one weight each"):
+        merge_weighted(files, [1.0], out, progress=False)
+    assert not (tmp_path / "out.safetensors").exists()
