@@ -1,0 +1,157 @@
+"""Flax motion params -> the formats the community loads: original AnimateDiff files and diffusers folders.
+
+- Original (`.ckpt` via `torch.save`, or `.safetensors`): a flat state dict in the original naming,
+  `pos_encoder.pe` written back as the regenerated sinusoid of length `max_seq_length`, so the
+  original code's `load_state_dict` (and ComfyUI, and `MotionAdapter.from_single_file`) accept it.
+- diffusers `MotionAdapter` folder: `config.json` + `diffusion_pytorch_model.safetensors`.
+- MotionLoRA (normalized `{flax kernel path: LoraWeights}`) -> original `processor.*_lora` keys.
+
+Every file is written to a temporary name and renamed into place; a folder is assembled in a
+temporary folder and renamed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from animatediff_jax.checkpoint import atomic_path
+from animatediff_jax.models.configs import MotionConfig
+from convert.motion import (MOTION_ADAPTER_WEIGHTS, _infer_layout, check_layout, diffusers_key_to_original,
+                            expected_shapes, sinusoid)
+from convert.naming import flax_path_to_torch, flax_to_state_dict
+
+ORIGINAL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
+
+
+def _adapter_state_dict(params: Mapping, source: str) -> tuple[dict[str, np.ndarray], tuple]:
+    """MotionAdapter-named PyTorch state dict of Flax motion params, checked, and its layout."""
+    sd = flax_to_state_dict(params)
+    layout = _infer_layout(sd, source)
+    check_layout(sd, expected_shapes(*layout), source)
+    return sd, layout
+
+
+def _cast(sd: Mapping[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(np.asarray(v, dtype=dtype or np.asarray(v).dtype)) for k, v in sd.items()}
+
+
+def motion_to_original(params: Mapping, config: MotionConfig, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Original-format state dict (numpy) of Flax motion params, position encodings included."""
+    sd, _ = _adapter_state_dict(params, "motion params")
+    out = {diffusers_key_to_original(k): v for k, v in sd.items()}
+    for key, value in sd.items():  # one pe per attention block, [1, L, C]
+        if key.endswith(".attn1.to_q.weight") or key.endswith(".attn2.to_q.weight"):
+            pe_key = diffusers_key_to_original(key).replace(".to_q.weight", ".pos_encoder.pe")
+            out[pe_key] = sinusoid(config.max_seq_length, value.shape[0])
+    return _cast(out, dtype)
+
+
+def adapter_config(params: Mapping, config: MotionConfig) -> dict:
+    """diffusers `MotionAdapter` config.json content for these params."""
+    channels, layers, mid, n_tb = _infer_layout(flax_to_state_dict(params), "motion params")
+    return {
+        "_class_name": "MotionAdapter",
+        "block_out_channels": list(channels),
+        "motion_layers_per_block": layers,
+        "motion_transformer_layers_per_block": n_tb,
+        "motion_mid_block_layers_per_block": 1,
+        "motion_transformer_layers_per_mid_block": n_tb,
+        "motion_num_attention_heads": config.num_attention_heads,
+        "motion_norm_num_groups": config.norm_num_groups,
+        "motion_max_seq_length": config.max_seq_length,
+        "use_motion_mid_block": mid,
+        "conv_in_channels": None,
+    }
+
+
+def motion_to_adapter(params: Mapping, config: MotionConfig, dtype=np.float32) -> dict[str, np.ndarray]:
+    """MotionAdapter state dict (numpy), with the `pos_embed.pe` buffers diffusers stores."""
+    sd, _ = _adapter_state_dict(params, "motion params")
+    for key, value in list(sd.items()):
+        if key.endswith(".attn1.to_q.weight"):
+            sd[key.replace(".attn1.to_q.weight", ".pos_embed.pe")] = sinusoid(config.max_seq_length, value.shape[0])
+    return _cast(sd, dtype)
+
+
+def _save_tensors(path: str, sd: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
+    """`.safetensors` (safetensors.numpy) or a torch pickle, chosen by suffix; written atomically."""
+    with atomic_path(path) as tmp:
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import save_file
+            save_file(dict(sd), tmp, metadata=dict(metadata) if metadata else None)
+        else:
+            import torch
+            torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, tmp)
+
+
+def export_original(params: Mapping, config: MotionConfig, path, dtype=np.float32) -> None:
+    """Write an original-format motion module (`.ckpt`/`.pt`/`.pth` pickle or `.safetensors`)."""
+    path = os.fspath(path)
+    if not path.endswith(ORIGINAL_SUFFIXES):
+        raise ValueError(f"{path}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    _save_tensors(path, motion_to_original(params, config, dtype))
+
+
+def export_adapter(params: Mapping, config: MotionConfig, folder, dtype=np.float32) -> None:
+    """Write a diffusers `MotionAdapter` folder (config.json + diffusion_pytorch_model.safetensors).
+
+    An existing folder is replaced only after the new one is complete.
+    """
+    folder = Path(folder).absolute()
+    sd = motion_to_adapter(params, config, dtype)
+    cfg = adapter_config(params, config)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    try:
+        from safetensors.numpy import save_file
+        save_file(sd, str(tmp / MOTION_ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            folder.rename(old)
+        tmp.rename(folder)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+# ----------------------------------------------------------------------------- MotionLoRA
+
+_LORA_TARGETS = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out_0": "to_out"}
+
+
+def motion_lora_to_original(lora: Mapping, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Original MotionLoRA state dict from a normalized motion LoRA `{flax kernel path: LoraWeights}`.
+
+    The original format has no alpha (W += scale · up @ down), so alpha / rank is folded into `up`.
+    """
+    out = {}
+    for path, w in lora.items():
+        if path[-1] != "kernel" or path[-2] not in _LORA_TARGETS or path[-3] not in ("attn1", "attn2"):
+            raise ValueError(f"{'/'.join(path)}: MotionLoRA covers only attn1/attn2 to_q/to_k/to_v/to_out")
+        module = flax_path_to_torch(path[:-2] + ("weight",))  # ...attn1.weight -> original prefix
+        prefix = diffusers_key_to_original(module)[: -len(".weight")]
+        name = _LORA_TARGETS[path[-2]]
+        up = np.asarray(w.up, np.float64) * (w.alpha / w.rank)
+        out[f"{prefix}.processor.{name}_lora.down.weight"] = np.asarray(w.down)
+        out[f"{prefix}.processor.{name}_lora.up.weight"] = up
+    return _cast(out, dtype)
+
+
+def export_motion_lora(lora: Mapping, path, dtype=np.float32) -> None:
+    """Write a MotionLoRA in the original format (`.ckpt` pickle or `.safetensors`)."""
+    path = os.fspath(path)
+    if not path.endswith(ORIGINAL_SUFFIXES):
+        raise ValueError(f"{path}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    _save_tensors(path, motion_lora_to_original(lora, dtype))
+
+
