@@ -5,7 +5,7 @@
                        process_index=jax.process_index(), process_count=jax.process_count())
     it.restore(saved_state)          # optional: from the train checkpoint
     batch = next(it)                 # {"video": (B, F, H, W, 3) uint8, "caption": [str] * B,
-                                     #  "source_index": (B,) int64, ...every other feature stacked}
+                                     #  "dataset_index": (B,) int64 (position in `source`), every other feature stacked}
     state = it.state()               # {"examples_seen": int, ...}: save it with the checkpoint
 
 A source is anything with `len()` and `source[i] -> dict` (a TFDS ArrayRecord data source, or
@@ -165,7 +165,7 @@ class InputPipeline:
         for key, value in example.items():
             if isinstance(value, bytes):
                 example[key] = value.decode("utf-8")
-        example["source_index"] = index
+        example["dataset_index"] = index
         if self.random_flip:
             if "video" not in example:
                 raise ValueError("random_flip needs pixel examples ('video'); pre-computed latents cannot be flipped")

@@ -29,7 +29,7 @@ def test_procedural_builder_matches_the_world(procedural_tfds):
 
 
 def _indices(pipeline, steps):
-    return [int(i) for _ in range(steps) for i in next(pipeline)["source_index"]]
+    return [int(i) for _ in range(steps) for i in next(pipeline)["dataset_index"]]
 
 
 def test_two_hosts_read_disjoint_shards_covering_the_dataset(procedural_tfds):
@@ -38,7 +38,7 @@ def test_two_hosts_read_disjoint_shards_covering_the_dataset(procedural_tfds):
     batch = next(hosts[0])
     assert batch["video"].shape == (4, 3, 16, 16, 3) and batch["video"].dtype == np.uint8
     assert len(batch["caption"]) == 4 and isinstance(batch["caption"][0], str)
-    epoch = [[int(i) for i in batch["source_index"]] + _indices(hosts[0], 2), _indices(hosts[1], 3)]
+    epoch = [[int(i) for i in batch["dataset_index"]] + _indices(hosts[0], 2), _indices(hosts[1], 3)]
     assert not set(epoch[0]) & set(epoch[1])
     assert sorted(epoch[0] + epoch[1]) == list(range(24))
     # The next epoch is another permutation, still disjoint and complete.
@@ -72,9 +72,9 @@ def test_stop_and_resume_continues_exactly(stop_after):
     resumed.restore(state)
     for ref in ref_batches[stop_after:]:
         got = next(resumed)
-        np.testing.assert_array_equal(got["source_index"], ref["source_index"])
+        np.testing.assert_array_equal(got["dataset_index"], ref["dataset_index"])
         np.testing.assert_array_equal(got["video"], ref["video"])  # same flips too
-    seen = np.concatenate([b["source_index"] for b in ref_batches])[:21].reshape(3, 7)
+    seen = np.concatenate([b["dataset_index"] for b in ref_batches])[:21].reshape(3, 7)
     assert all(len(set(row)) == 7 and set(row) <= set(range(14)) for row in seen)  # epochs: no repeats
 
 
@@ -82,12 +82,12 @@ def test_flip_mirrors_and_shuffle_is_seeded():
     source = ProceduralSource(8, frames=2, size=16)
     flipped = next(InputPipeline(source, batch_size=8, seed=0, shuffle=False, random_flip=True))
     flips = [np.array_equal(v, source[i]["video"][:, :, ::-1]) and not np.array_equal(v, source[i]["video"])
-             for i, v in zip(flipped["source_index"], flipped["video"])]
-    same = [np.array_equal(v, source[i]["video"]) for i, v in zip(flipped["source_index"], flipped["video"])]
+             for i, v in zip(flipped["dataset_index"], flipped["video"])]
+    same = [np.array_equal(v, source[i]["video"]) for i, v in zip(flipped["dataset_index"], flipped["video"])]
     assert all(a or b for a, b in zip(flips, same)) and any(flips) and any(same)
-    a = next(InputPipeline(source, batch_size=8, seed=4))["source_index"]
-    b = next(InputPipeline(source, batch_size=8, seed=4))["source_index"]
-    c = next(InputPipeline(source, batch_size=8, seed=5))["source_index"]
+    a = next(InputPipeline(source, batch_size=8, seed=4))["dataset_index"]
+    b = next(InputPipeline(source, batch_size=8, seed=4))["dataset_index"]
+    c = next(InputPipeline(source, batch_size=8, seed=5))["dataset_index"]
     assert list(a) == list(b) and list(a) != list(c)
 
 
