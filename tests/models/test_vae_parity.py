@@ -1,0 +1,126 @@
+"""AutoencoderKL vs diffusers' AutoencoderKL (PyTorch), tiny random configs, CPU, float32."""
+import diffusers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from animatediff_jax.models.configs import VAEConfig
+from animatediff_jax.models.vae import AutoencoderKL, decode_video, encode_video, sample_latent
+from convert.naming import state_dict_to_flax
+from tests.utils import rel_err
+
+# name: (config, image (H, W)); both non-square, the second with odd latent sizes (9 x 7).
+CASES = {
+    "three_blocks": (VAEConfig(block_out_channels=(16, 32, 32), down_block_types=("DownEncoderBlock2D",) * 3,
+                               up_block_types=("UpDecoderBlock2D",) * 3, layers_per_block=1,
+                               norm_num_groups=8, latent_channels=4), (32, 24)),
+    "two_blocks": (VAEConfig(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                             up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=2,
+                             norm_num_groups=16, latent_channels=3), (18, 14)),
+}
+
+
+def _torch_vae(config: VAEConfig):
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        in_channels=config.in_channels, out_channels=config.out_channels,
+        down_block_types=config.down_block_types, up_block_types=config.up_block_types,
+        block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
+        act_fn=config.act_fn, latent_channels=config.latent_channels, norm_num_groups=config.norm_num_groups,
+        scaling_factor=config.scaling_factor).eval()
+    with torch.no_grad():  # non-trivial norms and biases
+        for name, p in vae.named_parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return vae
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    config, (h, w) = CASES[request.param]
+    vae = _torch_vae(config)
+    params = state_dict_to_flax({k: v.numpy() for k, v in vae.state_dict().items()})
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, size=(2, 3, h, w)).astype(np.float32)  # NCHW
+    factor = 2 ** (len(config.block_out_channels) - 1)
+    # Six latents: a (B=2, F=3) video for the chunked decode; the first two also decode as images.
+    latents = rng.normal(size=(6, config.latent_channels, h // factor, w // factor)).astype(np.float32)
+    with torch.no_grad():
+        dist = vae.encode(torch.from_numpy(images)).latent_dist
+        decoded = vae.decode(torch.from_numpy(latents)).sample
+    ref = dict(mean=dist.mean.numpy(), logvar=dist.logvar.numpy(), decoded=decoded.numpy())
+    nhwc = lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+    return config, params, nhwc(images), nhwc(latents), {k: nhwc(v) for k, v in ref.items()}
+
+
+def test_param_tree_matches_rename(case):
+    config, params, images, _, _ = case
+    shapes = jax.eval_shape(lambda: AutoencoderKL(config).init(jax.random.key(0), jnp.asarray(images)))["params"]
+    assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(np.shape, params)
+
+
+def test_encode_matches_diffusers(case):
+    config, params, images, _, ref = case
+    mean, logvar = jax.jit(lambda p, x: AutoencoderKL(config).apply(
+        {"params": p}, x, method=AutoencoderKL.encode))(params, images)
+    errs = rel_err(mean, ref["mean"]), rel_err(logvar, ref["logvar"])
+    print(f"encode mean {errs[0]:.2e} logvar {errs[1]:.2e}")
+    assert max(errs) <= 1e-4, errs
+
+
+def test_decode_matches_diffusers(case):
+    config, params, _, latents, ref = case
+    out = jax.jit(lambda p, z: AutoencoderKL(config).apply({"params": p}, z, method=AutoencoderKL.decode))(
+        params, latents[:2])
+    err = rel_err(out, ref["decoded"][:2])
+    print(f"decode {err:.2e}")
+    assert err <= 1e-4
+
+
+def test_video_decode_in_chunks_matches_diffusers(case):
+    config, params, _, latents, ref = case
+    video = latents.reshape(2, 3, *latents.shape[1:]) * config.scaling_factor  # (B, F, h, w, C), scaled
+    out = decode_video(AutoencoderKL(config), params, video, chunk_size=4)  # 6 frames: 4 + 2 (padded)
+    assert out.shape == (2, 3) + ref["decoded"].shape[1:]
+    assert rel_err(out.reshape(ref["decoded"].shape), ref["decoded"]) <= 1e-4
+
+
+def test_video_encode_in_chunks_scaling_and_sample(case):
+    config, params, images, _, ref = case
+    vae = AutoencoderKL(config)
+    video = np.stack([images, images[::-1]], axis=1)  # (B=2, F=2, H, W, 3)
+    mean = encode_video(vae, params, video, chunk_size=3)  # 4 frames: 3 + 1 (padded)
+    ref_mean = np.stack([ref["mean"], ref["mean"][::-1]], axis=1)
+    assert rel_err(mean / config.scaling_factor, ref_mean) <= 1e-4
+    # With a key: mean + std * N(0, 1), the same draw whatever the chunking.
+    key = jax.random.key(1)
+    sampled = encode_video(vae, params, video, key, chunk_size=1)
+    std = np.exp(0.5 * np.stack([ref["logvar"], ref["logvar"][::-1]], axis=1))
+    noise = (np.asarray(sampled) - np.asarray(mean)) / config.scaling_factor / std
+    assert abs(noise.mean()) < 0.1 and abs(noise.std() - 1) < 0.1, (noise.mean(), noise.std())
+    flat = lambda a: np.asarray(a).reshape(-1, *a.shape[2:])  # (B, F, ...) -> (B*F, ...)
+    expected = sample_latent(key, flat(mean) / config.scaling_factor, flat(np.log(std ** 2)))
+    assert rel_err(flat(sampled), np.asarray(expected) * config.scaling_factor) <= 1e-4
+
+
+def test_bfloat16_close_to_float32(case):
+    config, params, images, latents, _ = case
+    run = lambda dtype, method, x: jax.jit(lambda p, x: AutoencoderKL(config, dtype=dtype).apply(
+        {"params": p}, x, method=method))(params, x)
+    mean32, _ = run(jnp.float32, AutoencoderKL.encode, images)
+    mean16, _ = run(jnp.bfloat16, AutoencoderKL.encode, images)
+    dec32 = run(jnp.float32, AutoencoderKL.decode, latents[:2])
+    dec16 = run(jnp.bfloat16, AutoencoderKL.decode, latents[:2])
+    assert mean16.dtype == dec16.dtype == jnp.bfloat16
+    errs = rel_err(mean16.astype(jnp.float32), mean32), rel_err(dec16.astype(jnp.float32), dec32)
+    print(f"bf16 encode {errs[0]:.2e} decode {errs[1]:.2e}")
+    assert max(errs) <= 2e-2, errs
+
+
+def test_rejects_unsupported_layout():
+    config = VAEConfig(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                       up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8)
+    with pytest.raises(ValueError, match="AttnUpDecoderBlock2D"):
+        jax.eval_shape(lambda: AutoencoderKL(config).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
