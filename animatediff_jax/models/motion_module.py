@@ -1,0 +1,81 @@
+"""The paper's motion module: a temporal transformer over the frames at every spatial position.
+
+    x (B, F, H, W, C) -> GroupNorm `norm` -> (B*H*W, F, C) -> Linear proj_in
+      -> transformer_blocks_N: [LayerNorm -> + sinusoidal position encoding -> self-attention over
+         frames] x 2 (attn1, attn2: "Temporal_Self", "Temporal_Self"), then LayerNorm -> GEGLU ff
+      -> Linear proj_out (zero-initialised, so a new module starts as the identity) -> + x
+
+The input GroupNorm (MotionConfig.input_norm):
+  * "frame" (default): statistics per frame, as the original AnimateDiff code computes them
+    (it folds frames into the batch first). The released checkpoints were trained this way.
+  * "joint": statistics over all frames of a sample, as diffusers' AnimateDiffTransformer3D does.
+Its group count is MotionConfig.norm_num_groups (the original always uses 32).
+The position encoding is a fixed sinusoid of length `max_seq_length`, regenerated, never a parameter;
+clips may have any frame count up to that length. Parameter names follow diffusers' MotionAdapter.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from animatediff_jax.models.attention import Attention
+from animatediff_jax.models.configs import MotionConfig
+from animatediff_jax.models.embeddings import sinusoidal_positions
+from animatediff_jax.models.resnet import GroupNorm
+from animatediff_jax.models.transformer_2d import FeedForward, layer_norm
+
+
+class TemporalTransformerBlock(nn.Module):
+    """Two position-encoded temporal self-attentions and a GEGLU feed-forward, each residual.
+
+    x: (N, F, C) with N = batch * pixels; returns the same shape.
+    """
+    heads: int
+    max_seq_length: int
+    layer_norm_eps: float = 1e-5
+    attention_impl: str = "xla"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        frames, c = x.shape[1], x.shape[2]
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        pe = sinusoidal_positions(self.max_seq_length, c)[:frames].astype(self.dtype)  # (F, C)
+        for i in (1, 2):
+            h = layer_norm(f"norm{i}", self.layer_norm_eps, **kw)(x) + pe
+            x = x + Attention(self.heads, c // self.heads, implementation=self.attention_impl,
+                              name=f"attn{i}", **kw)(h)
+        return x + FeedForward(name="ff", **kw)(layer_norm("norm3", self.layer_norm_eps, **kw)(x))
+
+
+class MotionModule(nn.Module):
+    """One motion module (diffusers AnimateDiffTransformer3D). x: (B, F, H, W, C) -> same shape."""
+    config: MotionConfig
+    attention_impl: str = "xla"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        if x.ndim != 5:
+            raise ValueError(f"motion module expects (B, F, H, W, C) video, got shape {x.shape}")
+        b, f, hh, ww, c = x.shape
+        if f > cfg.max_seq_length:
+            raise ValueError(f"{f} frames exceed the motion module's position-encoding length "
+                             f"{cfg.max_seq_length} (max_seq_length)")
+        if c % cfg.num_attention_heads:
+            raise ValueError(f"{c} channels are not divisible into {cfg.num_attention_heads} heads")
+        if cfg.input_norm not in ("frame", "joint"):
+            raise ValueError(f"MotionConfig.input_norm must be 'frame' or 'joint', got {cfg.input_norm!r}")
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = GroupNorm(cfg.norm_num_groups, cfg.norm_eps, mode=cfg.input_norm, name="norm", **kw)(x)
+        h = h.transpose(0, 2, 3, 1, 4).reshape(b * hh * ww, f, c)  # sequences over frames
+        h = nn.Dense(c, name="proj_in", **kw)(h)
+        for i in range(cfg.num_transformer_blocks):
+            h = TemporalTransformerBlock(cfg.num_attention_heads, cfg.max_seq_length, cfg.layer_norm_eps,
+                                         self.attention_impl, name=f"transformer_blocks_{i}", **kw)(h)
+        zero = nn.initializers.zeros if cfg.zero_init_proj_out else nn.initializers.lecun_normal()
+        h = nn.Dense(c, kernel_init=zero, name="proj_out", **kw)(h)
+        return x + h.reshape(b, hh, ww, f, c).transpose(0, 3, 1, 2, 4).astype(x.dtype)

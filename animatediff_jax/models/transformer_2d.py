@@ -1,0 +1,104 @@
+"""The UNet's spatial transformer (diffusers Transformer2DModel with BasicTransformerBlocks).
+
+Runs per frame on channels-last video (B, F, H, W, C) or images (N, H, W, C): self-attention over the
+H*W tokens of each frame, cross-attention from every token to the text context (B, T, D), GEGLU
+feed-forward. Per-frame cross-attention with one context per sample equals cross-attention of all
+F*H*W tokens of a sample at once, so the text keys/values are computed once per sample, not per frame.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from animatediff_jax.models.attention import Attention
+from animatediff_jax.models.resnet import GroupNorm
+
+
+def layer_norm(name: str, eps: float, dtype, param_dtype):
+    """LayerNorm with PyTorch semantics (two-pass variance), params `scale`, `bias`."""
+    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward: net_0/proj (dim -> 2*mult*dim), value * gelu(gate), net_2 (-> dim)."""
+    mult: int = 4
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dim = x.shape[-1]
+        return nn.Dense(dim, name="net_2", **kw)(GEGLU(self.mult * dim, name="net_0", **kw)(x))
+
+
+class GEGLU(nn.Module):
+    """proj (-> 2*features), then value * gelu(gate) (exact gelu, as diffusers' GEGLU)."""
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        proj = nn.Dense(2 * self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="proj")
+        value, gate = jnp.split(proj(x), 2, axis=-1)
+        return value * nn.gelu(gate, approximate=False)
+
+
+class BasicTransformerBlock(nn.Module):
+    """norm1 -> attn1 (self, per frame) ; norm2 -> attn2 (cross to context) ; norm3 -> ff, each residual.
+
+    x: (B, F, L, C) tokens per frame; context: (B, T, D).
+    """
+    heads: int
+    dim_head: int
+    layer_norm_eps: float = 1e-5
+    attention_impl: str = "xla"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, context):
+        b, f, l, c = x.shape
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        attn = lambda name: Attention(self.heads, self.dim_head, implementation=self.attention_impl,  # noqa: E731
+                                      name=name, **kw)
+        norm = lambda name: layer_norm(name, self.layer_norm_eps, **kw)  # noqa: E731
+        x = x + attn("attn1")(norm("norm1")(x).reshape(b * f, l, c)).reshape(x.shape)
+        x = x + attn("attn2")(norm("norm2")(x).reshape(b, f * l, c), context).reshape(x.shape)
+        return x + FeedForward(name="ff", **kw)(norm("norm3")(x))
+
+
+class Transformer2DModel(nn.Module):
+    """GroupNorm `norm` -> proj_in (1x1 conv, or linear) -> transformer_blocks_N -> proj_out, residual.
+
+    x: (B, F, H, W, C) or (N, H, W, C); context: (B, T, D) resp. (N, T, D).
+    """
+    heads: int
+    dim_head: int
+    num_layers: int = 1
+    norm_num_groups: int = 32
+    use_linear_projection: bool = False
+    attention_impl: str = "xla"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, context):
+        video = x.ndim == 5
+        if not video:
+            x = x[:, None]
+        b, f, h, w, c = x.shape
+        if context.ndim != 3 or context.shape[0] != b:
+            raise ValueError(f"context must be (batch={b}, tokens, dim), got shape {context.shape}")
+        inner = self.heads * self.dim_head
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        proj = ((lambda n, d: nn.Dense(d, name=n, **kw)) if self.use_linear_projection  # noqa: E731
+                else (lambda n, d: nn.Conv(d, (1, 1), name=n, **kw)))
+        hid = GroupNorm(self.norm_num_groups, 1e-6, name="norm", **kw)(x)
+        hid = proj("proj_in", inner)(hid).reshape(b, f, h * w, inner)
+        for i in range(self.num_layers):
+            hid = BasicTransformerBlock(self.heads, self.dim_head, attention_impl=self.attention_impl,
+                                        name=f"transformer_blocks_{i}", **kw)(hid, context)
+        out = proj("proj_out", c)(hid.reshape(b, f, h, w, inner)) + x
+        return out if video else out[:, 0]

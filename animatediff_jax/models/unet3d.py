@@ -1,0 +1,191 @@
+"""The inflated SD1.x UNet with motion modules (AnimateDiff), on channels-last video latents.
+
+    sample (B, F, H, W, C_in), timesteps (B,) or scalar, text (B, T, D) -> (B, F, H, W, C_out) float32
+
+Every 2D op (convs, GroupNorms, spatial attention) runs per frame; the text embedding serves every
+frame of its sample. A motion module follows each resnet(+attention) layer of every down block
+(layers_per_block of them) and up block (layers_per_block + 1), and the mid block's attention iff
+`motion.use_mid_block`. `motion=None` gives the frame-wise 2D UNet (SD1.x applied to each frame).
+With `motion.resnet_norm == "joint"` (v1) the resnet GroupNorms and conv_norm_out pool statistics
+over all frames of a sample, as the original non-inflated GroupNorm did.
+
+The parameter tree is the Flax rename (`convert.naming.state_dict_to_flax`) of diffusers'
+`UNetMotionModel.state_dict()` without its `pos_embed.pe` buffers; with `motion=None` it is that of
+`UNet2DConditionModel`.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from animatediff_jax.models.configs import MotionConfig, UNetConfig
+from animatediff_jax.models.embeddings import TimestepEmbedding, timestep_embedding
+from animatediff_jax.models.motion_module import MotionModule
+from animatediff_jax.models.resnet import Downsample2D, GroupNorm, ResnetBlock2D, Upsample2D, activation, conv
+from animatediff_jax.models.transformer_2d import Transformer2DModel
+
+DOWN_BLOCKS = {"CrossAttnDownBlock2D": True, "DownBlock2D": False,
+               "CrossAttnDownBlockMotion": True, "DownBlockMotion": False}
+UP_BLOCKS = {"CrossAttnUpBlock2D": True, "UpBlock2D": False,
+             "CrossAttnUpBlockMotion": True, "UpBlockMotion": False}
+REMAT_POLICIES = ("nothing_saveable", "everything_saveable", "dots_saveable",
+                  "dots_with_no_batch_dims_saveable")
+
+
+def _rematted(cls, remat: bool | str):
+    """`cls`, or `nn.remat(cls)` with the named jax.checkpoint_policies policy."""
+    if remat is False or remat is None:
+        return cls
+    if remat is True:
+        return nn.remat(cls)
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; use True, False or one of {REMAT_POLICIES}")
+    return nn.remat(cls, policy=getattr(jax.checkpoint_policies, remat))
+
+
+class _Layers(nn.Module):
+    """Shared fields and the layer factories of the UNet's blocks."""
+    config: UNetConfig
+    motion: MotionConfig | None
+    attention_impl: str = "xla"
+    remat: bool | str = False
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    def _kw(self):
+        return dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+    def resnet(self, out_channels: int, name: str):
+        cfg = self.config
+        norm = self.motion.resnet_norm if self.motion is not None else "frame"
+        return _rematted(ResnetBlock2D, self.remat)(
+            out_channels, groups=cfg.norm_num_groups, eps=cfg.norm_eps, temb_channels=4 * cfg.block_out_channels[0],
+            norm=norm, act_fn=cfg.act_fn, name=name, **self._kw())
+
+    def spatial(self, channels: int, heads: int, name: str):
+        return _rematted(Transformer2DModel, self.remat)(
+            heads, channels // heads, norm_num_groups=self.config.norm_num_groups,
+            use_linear_projection=self.config.use_linear_projection, attention_impl=self.attention_impl,
+            name=name, **self._kw())
+
+    def temporal(self, name: str):
+        return _rematted(MotionModule, self.remat)(self.motion, self.attention_impl, name=name, **self._kw())
+
+
+class DownBlock(_Layers):
+    """resnets_j (+ attentions_j) (+ motion_modules_j), then downsamplers_0 unless last."""
+    index: int = 0
+
+    @nn.compact
+    def __call__(self, x, temb, context):
+        cfg, i = self.config, self.index
+        ch = cfg.block_out_channels[i]
+        has_attention = DOWN_BLOCKS[cfg.down_block_types[i]]
+        skips = []
+        for j in range(cfg.layers_per_block):
+            x = self.resnet(ch, f"resnets_{j}")(x, temb)
+            if has_attention:
+                x = self.spatial(ch, cfg.heads(i), f"attentions_{j}")(x, context)
+            if self.motion is not None:
+                x = self.temporal(f"motion_modules_{j}")(x)
+            skips.append(x)
+        if i < len(cfg.block_out_channels) - 1:
+            x = Downsample2D(ch, padding=cfg.downsample_padding, name="downsamplers_0", **self._kw())(x)
+            skips.append(x)
+        return x, skips
+
+
+class MidBlock(_Layers):
+    """resnets_0, attentions_0, (motion_modules_0), resnets_1."""
+
+    @nn.compact
+    def __call__(self, x, temb, context):
+        cfg = self.config
+        ch = cfg.block_out_channels[-1]
+        x = self.resnet(ch, "resnets_0")(x, temb)
+        x = self.spatial(ch, cfg.heads(len(cfg.block_out_channels) - 1), "attentions_0")(x, context)
+        if self.motion is not None and self.motion.use_mid_block:
+            x = self.temporal("motion_modules_0")(x)
+        return self.resnet(ch, "resnets_1")(x, temb)
+
+
+class UpBlock(_Layers):
+    """(concat skip -> resnets_j (+ attentions_j) (+ motion_modules_j)) x (layers+1), upsamplers_0."""
+    index: int = 0
+
+    @nn.compact
+    def __call__(self, x, skips, temb, context, size=None):
+        cfg, i = self.config, self.index
+        n = len(cfg.block_out_channels)
+        ch = cfg.block_out_channels[n - 1 - i]
+        has_attention = UP_BLOCKS[cfg.up_block_types[i]]
+        for j in range(cfg.layers_per_block + 1):
+            x = jnp.concatenate([x, skips[-1 - j]], axis=-1)
+            x = self.resnet(ch, f"resnets_{j}")(x, temb)
+            if has_attention:
+                x = self.spatial(ch, cfg.heads(n - 1 - i), f"attentions_{j}")(x, context)
+            if self.motion is not None:
+                x = self.temporal(f"motion_modules_{j}")(x)
+        if i < n - 1:
+            x = Upsample2D(ch, name="upsamplers_0", **self._kw())(x, size)
+        return x
+
+
+class UNet3DConditionModel(nn.Module):
+    """AnimateDiff's inflated UNet. `remat`: False, True or a jax.checkpoint_policies name."""
+    config: UNetConfig
+    motion: MotionConfig | None = None
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    attention_impl: str = "xla"
+    remat: bool | str = False
+
+    @nn.compact
+    def __call__(self, sample, timesteps, encoder_hidden_states):
+        cfg = self.config
+        _check(cfg, sample, encoder_hidden_states)
+        b = sample.shape[0]
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        blocks = dict(config=cfg, motion=self.motion, attention_impl=self.attention_impl, remat=self.remat, **kw)
+        timesteps = jnp.asarray(timesteps)
+        if timesteps.ndim > 1 or (timesteps.ndim == 1 and timesteps.shape[0] not in (1, b)):
+            raise ValueError(f"timesteps must be a scalar or shape ({b},), got shape {timesteps.shape}")
+        t = timestep_embedding(jnp.broadcast_to(timesteps.reshape(-1), (b,)), cfg.block_out_channels[0],
+                               cfg.flip_sin_to_cos, cfg.freq_shift)
+        temb = TimestepEmbedding(4 * cfg.block_out_channels[0], cfg.act_fn, name="time_embedding", **kw)(
+            t.astype(self.dtype))
+        context = encoder_hidden_states.astype(self.dtype)
+
+        x = conv(cfg.block_out_channels[0], 3, "conv_in", **kw)(sample.astype(self.dtype))
+        skips = [x]
+        for i in range(len(cfg.down_block_types)):
+            x, res = DownBlock(index=i, name=f"down_blocks_{i}", **blocks)(x, temb, context)
+            skips += res
+        x = MidBlock(name="mid_block", **blocks)(x, temb, context)
+        for i in range(len(cfg.up_block_types)):
+            n = cfg.layers_per_block + 1
+            res, skips = skips[-n:], skips[:-n]
+            size = skips[-1].shape[-3:-1] if skips else None
+            x = UpBlock(index=i, name=f"up_blocks_{i}", **blocks)(x, res, temb, context, size)
+        norm = self.motion.resnet_norm if self.motion is not None else "frame"
+        x = GroupNorm(cfg.norm_num_groups, cfg.norm_eps, mode=norm, name="conv_norm_out", **kw)(x)
+        x = conv(cfg.out_channels, 3, "conv_out", **kw)(activation(cfg.act_fn)(x))
+        return x.astype(jnp.float32)
+
+
+def _check(cfg: UNetConfig, sample, text) -> None:
+    """Clear errors for inputs or configs this UNet cannot run."""
+    n = len(cfg.block_out_channels)
+    if len(cfg.down_block_types) != n or len(cfg.up_block_types) != n:
+        raise ValueError(f"UNetConfig: {n} block_out_channels but {len(cfg.down_block_types)} down and "
+                         f"{len(cfg.up_block_types)} up block types")
+    unknown = [t for t in cfg.down_block_types if t not in DOWN_BLOCKS] + [
+        t for t in cfg.up_block_types if t not in UP_BLOCKS]
+    if unknown:
+        raise ValueError(f"UNetConfig: unsupported block types {unknown}")
+    if sample.ndim != 5 or sample.shape[-1] != cfg.in_channels:
+        raise ValueError(f"sample must be (batch, frames, height, width, {cfg.in_channels}), got {sample.shape}")
+    if text.ndim != 3 or text.shape[0] != sample.shape[0] or text.shape[-1] != cfg.cross_attention_dim:
+        raise ValueError(f"encoder_hidden_states must be ({sample.shape[0]}, tokens, {cfg.cross_attention_dim}),"
+                         f" got {text.shape}")
