@@ -1,0 +1,292 @@
+"""LoRA files -> a normalized `{flax kernel path: LoraWeights}` per network, fused into Flax params.
+
+Key styles understood (any of them for the UNet, the text encoder, or a motion module):
+
+    lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight   kohya, diffusers names
+    lora_unet_input_blocks_4_1_proj_in.lora_up.weight / .alpha                              kohya, LDM names
+    lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight (r, in, kh, kw)                LoCon conv
+    lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight                   kohya text encoder
+    unet.down_blocks.0...attn1.to_q.lora_A.weight / lora_B (alphas in `lora_adapter_metadata`)  diffusers/PEFT
+    ...attn1.processor.to_q_lora.down.weight / .up                                           older diffusers,
+                                                                                             MotionLoRA, v3 adapter
+
+Fusing: W += scale · (alpha / rank) · up @ down, with rank = down.shape[0] and alpha = rank when the
+file gives none. The product is formed in PyTorch layout ((out, in) or (out, in, kh, kw)) and laid
+out as the Flax kernel ((in, out) / HWIO) by the same rule as the weights themselves.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from convert.io import examples, open_state_dict
+from convert.motion import original_key_to_diffusers
+from convert.naming import flatten, flax_path_to_torch, torch_tensor_to_flax, unflatten
+
+Path = tuple[str, ...]
+
+_ROLE_SUFFIXES = (  # (suffix, role) tried in order; the module name is what precedes the suffix
+    (".lora_down.weight", "down"), (".lora_up.weight", "up"), (".lora_A.weight", "down"),
+    (".lora_B.weight", "up"), (".lora.down.weight", "down"), (".lora.up.weight", "up"),
+    (".lora_linear_layer.down.weight", "down"), (".lora_linear_layer.up.weight", "up"), (".alpha", "alpha"),
+)
+_PROCESSOR = re.compile(r"^(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
+_KOHYA = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
+_DOTTED = {"unet.": "unet", "text_encoder.": "text_encoder"}
+
+
+class LoraError(ValueError):
+    """A LoRA that cannot be applied; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class LoraWeights:
+    """One low-rank update in PyTorch layout: up (out, r[, 1, 1]), down (r, in[, kh, kw])."""
+    up: np.ndarray
+    down: np.ndarray
+    alpha: float
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+    def delta(self) -> np.ndarray:
+        """(alpha / rank) · up @ down, shaped like the PyTorch weight (float64)."""
+        up = np.asarray(self.up, np.float64).reshape(self.up.shape[0], self.rank)
+        down = np.asarray(self.down, np.float64).reshape(self.rank, -1)
+        return ((self.alpha / self.rank) * (up @ down)).reshape((up.shape[0],) + tuple(self.down.shape[1:]))
+
+
+def parse_scale(value, what: str = "LoRA scale") -> float:
+    """A finite float, or a LoraError saying the value is not a number."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise LoraError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(scale):
+        raise LoraError(f"{what} must be a finite number, got {value!r}")
+    return scale
+
+
+# ----------------------------------------------------------------------------- reading keys
+
+def split_keys(state_dict: Mapping[str, np.ndarray], source: str) -> dict[str, dict[str, np.ndarray]]:
+    """{module name as written in the file: {"up"|"down"|"alpha": array}}; refuses incomplete pairs."""
+    modules: dict[str, dict[str, np.ndarray]] = {}
+    unknown = []
+    for key, value in state_dict.items():
+        m = _PROCESSOR.match(key)
+        if m:
+            name = f"{m.group(1)}.{'to_out.0' if m.group(2) == 'to_out' else m.group(2)}"
+            modules.setdefault(name, {})[m.group(3)] = value
+            continue
+        for suffix, role in _ROLE_SUFFIXES:
+            if key.endswith(suffix):
+                modules.setdefault(key[: -len(suffix)], {})[role] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise LoraError(f"{source}: {len(unknown)} keys are not LoRA weights, e.g. {examples(unknown)} "
+                        "(LoHa/LoKr/DoRA and other non-LoRA adapters are not supported)")
+    broken = [n for n, r in modules.items() if "up" not in r or "down" not in r]
+    if broken:
+        raise LoraError(f"{source}: {len(broken)} modules lack an up or down matrix, e.g. {examples(broken)}")
+    if not modules:
+        raise LoraError(f"{source}: no LoRA weights found")
+    return modules
+
+
+def _component(name: str) -> tuple[str, str, bool]:
+    """(network, module name without prefix, kohya-underscored?) of a module name from a file."""
+    for prefix, component in _KOHYA.items():
+        if name.startswith(prefix):
+            return component, name[len(prefix):], True
+    for prefix, component in _DOTTED.items():
+        if name.startswith(prefix):
+            return component, name[len(prefix):], False
+    return "unet", name, False  # processor-style files (MotionLoRA, v3 adapter, old diffusers) name UNet modules
+
+
+def _motion_rename(name: str) -> str:
+    """Original AnimateDiff module names (`temporal_transformer`, `attention_blocks.N`) -> MotionAdapter names."""
+    if ".temporal_transformer." not in name:
+        return name
+    return original_key_to_diffusers(name + ".weight")[: -len(".weight")]
+
+
+def _metadata_alphas(metadata: Mapping[str, str]) -> dict[str, dict]:
+    """{component: {"lora_alpha": float, "alpha_pattern": {...}}} from diffusers' `lora_adapter_metadata`."""
+    raw = metadata.get("lora_adapter_metadata")
+    if not raw:
+        return {}
+    out: dict[str, dict] = {}
+    for key, value in json.loads(raw).items():
+        component, _, field = key.partition(".")
+        out.setdefault(component, {})[field] = value
+    return out
+
+
+def _alpha(component: str, module: str, found: Mapping[str, np.ndarray], rank: int, meta: Mapping) -> float:
+    if "alpha" in found:
+        return float(np.asarray(found["alpha"]).reshape(()))
+    cfg = meta.get(component, {})
+    for pattern, value in (cfg.get("alpha_pattern") or {}).items():
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            return float(value)
+    return float(cfg["lora_alpha"]) if cfg.get("lora_alpha") is not None else float(rank)
+
+
+# ----------------------------------------------------------------------------- resolving targets
+
+def _strip_text_model(name: str, sep: str) -> str:
+    prefix = f"text_model{sep}"
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def module_index(params: Mapping, component: str = "unet") -> dict[str, Path]:
+    """{module name: Flax kernel path} for every Linear/conv of `params`, under each name a LoRA may use:
+    diffusers dotted (`down_blocks.0.attentions.0.proj_in`), kohya underscored, and for a UNet the
+    LDM names (`input_blocks.1.1.proj_in`). Text-encoder names drop a leading `text_model.`."""
+    kernels = [p for p in flatten(params) if p[-1] == "kernel"]
+    index: dict[str, Path] = {}
+    ldm = _ldm_namer(params) if component == "unet" else None
+    for path in kernels:
+        name = flax_path_to_torch(path)[: -len(".weight")]
+        names = [_strip_text_model(name, ".") if component == "text_encoder" else name]
+        if ldm is not None:
+            names += ldm(name)
+        for n in names:
+            index[n] = path
+            index["_" + n.replace(".", "_")] = path  # "_" marks the kohya spelling
+    return index
+
+
+def _ldm_namer(params: Mapping):
+    """diffusers UNet module name -> [its LDM name] (empty for modules LDM lacks, e.g. motion modules)."""
+    from convert.ldm import UnknownKey, unet_key_to_ldm
+    top = params.get("down_blocks_0", {})
+    layers = sum(1 for k in top if k.startswith("resnets_"))
+    if not layers:
+        return None
+    up_attn = ["attentions_0" in params[b] for b in sorted(
+        (k for k in params if k.startswith("up_blocks_")), key=lambda k: int(k.split("_")[-1]))]
+
+    def namer(name: str) -> list[str]:
+        try:
+            return [unet_key_to_ldm(name + ".weight", layers, up_attn)[: -len(".weight")]]
+        except UnknownKey:
+            return []
+    return namer
+
+
+def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mapping], *, source: str,
+              metadata: Mapping[str, str] | None = None) -> dict[str, dict[Path, LoraWeights]]:
+    """{component: {flax kernel path: LoraWeights}} of a LoRA state dict, resolved against the
+    params of each component in `targets` ({"unet": ..., "text_encoder": ...})."""
+    meta = _metadata_alphas(metadata or {})
+    indexes = {c: module_index(p, c) for c, p in targets.items()}
+    out: dict[str, dict[Path, LoraWeights]] = {}
+    absent: list[str] = []
+    for raw, found in split_keys(state_dict, source).items():
+        component, name, kohya = _component(raw)
+        if component not in indexes:
+            raise LoraError(f"{source}: has {component} LoRA weights (e.g. {raw!r}) but no {component} "
+                            f"params were given to apply them to")
+        if component == "text_encoder":
+            name = _strip_text_model(name, "_" if kohya else ".")
+        key = "_" + name if kohya else _motion_rename(name)
+        path = indexes[component].get(key)
+        if path is None:
+            absent.append(raw)
+            continue
+        up, down = np.asarray(found["up"]), np.asarray(found["down"])
+        weights = LoraWeights(up, down, _alpha(component, name, found, int(down.shape[0]), meta))
+        if path in out.setdefault(component, {}):
+            raise LoraError(f"{source}: two entries target {'/'.join(path)} (one is {raw!r})")
+        out[component][path] = weights
+    if absent:
+        raise LoraError(f"{source}: {len(absent)} LoRA modules target layers the model does not have, "
+                        f"e.g. {examples(absent)}")
+    return out
+
+
+def read_lora(path, targets: Mapping[str, Mapping]) -> dict[str, dict[Path, LoraWeights]]:
+    """Read a LoRA file (.safetensors / .ckpt / .bin; `"state_dict"` and `module.` wrappers removed)."""
+    with open_state_dict(path) as sd:
+        tensors, metadata = {k: sd[k] for k in sd}, dict(sd.metadata)
+    if tensors and all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return normalize(tensors, targets, source=str(path), metadata=metadata)
+
+
+# ----------------------------------------------------------------------------- fusing
+
+def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, *, source: str = "LoRA") -> dict:
+    """Params with W += scale · (alpha / rank) · up @ down at each LoRA target; other leaves shared."""
+    scale = parse_scale(scale)
+    flat = flatten(params)
+    for path, w in lora.items():
+        if path not in flat:
+            raise LoraError(f"{source}: targets {'/'.join(path)}, which the model does not have")
+        kernel = flat[path]
+        delta = torch_tensor_to_flax(path, w.delta())
+        if delta.shape != tuple(np.shape(kernel)):
+            raise LoraError(f"{source}: {'/'.join(path)} has shape {tuple(np.shape(kernel))} but the LoRA "
+                            f"update is {delta.shape} (up {w.up.shape}, down {w.down.shape})")
+        dtype = np.asarray(kernel).dtype
+        flat[path] = (np.asarray(kernel, np.float64) + scale * delta).astype(dtype)
+    return unflatten(flat)
+
+
+def apply_lora_files(components: Mapping[str, Mapping], loras: Sequence[tuple[str, float]]) -> dict[str, dict]:
+    """Fuse several LoRA files, each at its scale, into the given networks ({"unet": params, ...})."""
+    out = dict(components)
+    for path, scale in loras:
+        scale = parse_scale(scale, f"{path}: LoRA scale")
+        for component, lora in read_lora(path, out).items():
+            out[component] = fuse(out[component], lora, scale, source=str(path))
+    return out
+
+
+def parse_path_scale(arg: str, default: float = 1.0) -> tuple[str, float]:
+    """`PATH` or `PATH:SCALE` (command line) -> (path, scale); a non-numeric SCALE is an error."""
+    import os
+    if ":" not in arg or os.path.exists(arg):
+        return arg, default
+    path, _, scale = arg.rpartition(":")
+    return path, parse_scale(scale, f"scale of {path!r}")
+
+
+# ----------------------------------------------------------------------------- motion LoRA, v3 adapter
+
+def fuse_motion_loras(motion_params: Mapping, loras: Iterable[tuple[str, float]]) -> dict:
+    """Fuse MotionLoRAs (original `processor.*_lora` or diffusers format), each at its alpha.
+
+    MotionLoRAs are trained on v2 modules and cover its mid-block module; a module without one
+    (v1, v3) is refused rather than silently given a partial update.
+    """
+    params = dict(motion_params)
+    for path, alpha in loras:
+        alpha = parse_scale(alpha, f"{path}: MotionLoRA alpha")
+        try:
+            lora = read_lora(path, {"unet": params}).get("unet", {})
+        except LoraError as e:
+            if "mid_block" in str(e) and "mid_block" not in params:
+                raise LoraError(f"{e}. This MotionLoRA was trained for a v2 motion module (which has a "
+                                "mid-block module); the given module has none (v1/v3)") from None
+            raise
+        params = fuse(params, lora, alpha, source=str(path))
+    return params
+
+
+def fuse_domain_adapter(unet_params: Mapping, path, scale: float = 1.0) -> dict:
+    """Fuse the v3 domain adapter (a LoRA on the spatial attention of the image UNet) at `scale`."""
+    scale = parse_scale(scale, f"{path}: domain adapter scale")
+    lora = read_lora(path, {"unet": unet_params}).get("unet", {})
+    return fuse(unet_params, lora, scale, source=str(path))

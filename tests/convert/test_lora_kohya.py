@@ -1,0 +1,128 @@
+"""kohya/A1111 LoRA (diffusers-style and LDM-style paths, .alpha, LoCon convs, text encoder) fused vs diffusers."""
+import numpy as np
+import pytest
+import torch
+
+from convert.lora import LoraError, apply_lora_files, parse_path_scale, read_lora
+from convert.naming import flatten
+from tests.convert.lora_helpers import (diffusers_fused, flax_params, kohya_state_dict, save, tiny_text_encoder,
+                                        tiny_unet)
+from tests.utils import rel_err
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return tiny_unet(), tiny_text_encoder()
+
+
+def assert_fused_equal(ours: dict, ref: dict, base: dict, min_changed: int):
+    """Every tensor within 1e-5 of the reference; the same tensors changed (and enough of them)."""
+    ours, ref, base = flatten(ours), flatten(ref), flatten(base)
+    assert set(ours) == set(ref)
+    changed = {p for p in ref if not np.array_equal(ref[p], base[p])}
+    assert len(changed) >= min_changed
+    for p in ref:
+        if p in changed:
+            assert rel_err(ours[p], ref[p]) <= 1e-5, ("/".join(p), rel_err(ours[p], ref[p]))
+        else:
+            np.testing.assert_array_equal(ours[p], base[p], err_msg="/".join(p))
+
+
+def ours_fused(nets, loras):
+    unet, te = nets
+    out = apply_lora_files({"unet": flax_params(unet), "text_encoder": flax_params(te)}, loras)
+    return out["unet"], out["text_encoder"]
+
+
+@pytest.mark.parametrize("alpha,scale", [(2.0, 0.7), (None, 1.3)])
+def test_kohya_diffusers_paths_with_locon(tmp_path, nets, alpha, scale):
+    unet, te = nets
+    save(kohya_state_dict(unet, te, alpha=alpha), tmp_path / "k.safetensors")
+    ref_u, ref_t = diffusers_fused(unet, te, [(tmp_path / "k.safetensors", scale)])
+    our_u, our_t = ours_fused(nets, [(str(tmp_path / "k.safetensors"), scale)])
+    assert_fused_equal(our_u, ref_u, flax_params(unet), min_changed=100)  # attention, ff and LoCon convs
+    assert_fused_equal(our_t, ref_t, flax_params(te), min_changed=12)
+
+
+def test_kohya_ldm_paths(tmp_path, nets):
+    """`lora_unet_input_blocks_2_1_...` names: the same tensors as a diffusers-named file, which diffusers fuses."""
+    unet, te = nets
+    ldm = kohya_state_dict(unet, te, ldm=True, seed=3)
+    assert any(k.startswith("lora_unet_input_blocks_2_1_") for k in ldm)  # down_blocks.0.attentions.1
+    assert any(k.startswith("lora_unet_output_blocks_4_1_") for k in ldm)  # up_blocks.1.attentions.1
+    assert any(k.startswith("lora_unet_middle_block_1_") for k in ldm)
+    assert any(k.startswith("lora_unet_output_blocks_2_1_conv") for k in ldm)  # LoCon upsampler
+    save(ldm, tmp_path / "ldm.safetensors")
+    save(kohya_state_dict(unet, te, ldm=False, seed=3), tmp_path / "twin.safetensors")
+    ref_u, ref_t = diffusers_fused(unet, te, [(tmp_path / "twin.safetensors", 0.8)])
+    our_u, our_t = ours_fused(nets, [(str(tmp_path / "ldm.safetensors"), 0.8)])
+    assert_fused_equal(our_u, ref_u, flax_params(unet), min_changed=100)
+    assert_fused_equal(our_t, ref_t, flax_params(te), min_changed=12)
+
+
+def test_several_loras_at_once(tmp_path, nets):
+    unet, te = nets
+    save(kohya_state_dict(unet, te, seed=1, rank=2), tmp_path / "a.safetensors")
+    save(kohya_state_dict(unet, None, seed=2, rank=8, alpha=4.0, locon=False), tmp_path / "b.safetensors")
+    loras = [(tmp_path / "a.safetensors", 0.5), (tmp_path / "b.safetensors", -0.8)]
+    ref_u, ref_t = diffusers_fused(unet, te, loras)
+    our_u, our_t = ours_fused(nets, [(str(p), s) for p, s in loras])
+    assert_fused_equal(our_u, ref_u, flax_params(unet), min_changed=100)
+    assert_fused_equal(our_t, ref_t, flax_params(te), min_changed=12)
+
+
+def test_normalized_form_and_numpy_arithmetic(tmp_path, nets):
+    unet, _ = nets
+    sd = kohya_state_dict(unet, None, rank=3, alpha=1.5)
+    save(sd, tmp_path / "k.safetensors")
+    lora = read_lora(tmp_path / "k.safetensors", {"unet": flax_params(unet)})["unet"]
+    path = ("down_blocks_0", "resnets_1", "conv1", "kernel")  # LoCon 3x3 conv
+    key = "lora_unet_down_blocks_0_resnets_1_conv1"
+    np.testing.assert_array_equal(lora[path].up, sd[f"{key}.lora_up.weight"].numpy())
+    assert lora[path].alpha == 1.5 and lora[path].rank == 3
+    w = unet.state_dict()["down_blocks.0.resnets.1.conv1.weight"].numpy()
+    up, down = sd[f"{key}.lora_up.weight"].numpy(), sd[f"{key}.lora_down.weight"].numpy()
+    expected = w + 0.9 * 0.5 * np.einsum("or,rihw->oihw", up[:, :, 0, 0], down)
+    ours = flatten(apply_lora_files({"unet": flax_params(unet)}, [(str(tmp_path / "k.safetensors"), 0.9)])["unet"])
+    assert rel_err(ours[path], expected.transpose(2, 3, 1, 0)) <= 1e-6
+
+
+def test_lora_for_absent_layers_refused(tmp_path, nets):
+    unet, te = nets
+    sd = kohya_state_dict(unet, None, locon=False)
+    sd["lora_unet_down_blocks_7_attentions_0_proj_in.lora_up.weight"] = torch.zeros(32, 4)
+    sd["lora_unet_down_blocks_7_attentions_0_proj_in.lora_down.weight"] = torch.zeros(4, 32)
+    save(sd, tmp_path / "big.safetensors")
+    with pytest.raises(LoraError, match=r"big.safetensors: 1 LoRA modules target layers the model does not have.*"
+                                        r"lora_unet_down_blocks_7_attentions_0_proj_in"):
+        ours_fused(nets, [(str(tmp_path / "big.safetensors"), 1.0)])
+
+
+def test_text_encoder_lora_without_text_encoder_refused(tmp_path, nets):
+    unet, te = nets
+    save(kohya_state_dict(unet, te), tmp_path / "k.safetensors")
+    with pytest.raises(LoraError, match="text_encoder LoRA weights"):
+        apply_lora_files({"unet": flax_params(unet)}, [(str(tmp_path / "k.safetensors"), 1.0)])
+
+
+def test_shape_mismatch_refused(tmp_path, nets):
+    unet, te = nets
+    sd = kohya_state_dict(unet, None, locon=False)
+    key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"  # cross-attn: in = 32 text dims
+    sd[f"{key}.lora_down.weight"] = torch.zeros(4, 48)
+    save(sd, tmp_path / "bad.safetensors")
+    with pytest.raises(LoraError, match=r"bad.safetensors.*attn2/to_k/kernel has shape"):
+        ours_fused(nets, [(str(tmp_path / "bad.safetensors"), 1.0)])
+
+
+def test_non_numeric_scale_refused(tmp_path, nets):
+    unet, te = nets
+    save(kohya_state_dict(unet, te), tmp_path / "k.safetensors")
+    with pytest.raises(LoraError, match="must be a number, got 'strong'"):
+        ours_fused(nets, [(str(tmp_path / "k.safetensors"), "strong")])
+    with pytest.raises(LoraError, match="must be a number"):
+        parse_path_scale(f"{tmp_path / 'k.safetensors'}:0,8")
+    with pytest.raises(LoraError, match="finite"):
+        parse_path_scale(f"{tmp_path / 'k.safetensors'}:nan")
+    assert parse_path_scale(f"{tmp_path / 'k.safetensors'}:0.75") == (str(tmp_path / "k.safetensors"), 0.75)
+    assert parse_path_scale(str(tmp_path / "k.safetensors")) == (str(tmp_path / "k.safetensors"), 1.0)
