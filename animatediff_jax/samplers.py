@@ -55,13 +55,24 @@ _CLASS_TO_SAMPLER = {
     "EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler_ancestral",
     "DPMSolverMultistepScheduler": "dpmpp_2m", "LCMScheduler": "lcm",
 }
-# Scheduler-config settings we do not implement: key -> the only accepted values.
-_UNSUPPORTED = {
+# Scheduler-config settings we do not implement, per sampler (keys its diffusers class accepts),
+# with the only values accepted; keys a class does not accept are ignored, as diffusers does.
+_ACCEPTED = {
     "thresholding": (False,), "rescale_betas_zero_snr": (False,), "algorithm_type": ("dpmsolver++",),
     "solver_type": ("midpoint",), "use_exponential_sigmas": (False,), "use_beta_sigmas": (False,),
     "use_lu_lambdas": (False,), "use_flow_sigmas": (False,), "use_dynamic_shifting": (False,),
     "timestep_type": ("discrete",), "interpolation_type": ("linear",), "variance_type": (None,),
-    "sigma_min": (None,), "sigma_max": (None,),
+    "sigma_min": (None,), "sigma_max": (None,), "final_sigmas_type": ("zero",),
+}
+_UNSUPPORTED_KEYS = {
+    "ddim": ("thresholding", "rescale_betas_zero_snr"),
+    "euler": ("rescale_betas_zero_snr", "use_exponential_sigmas", "use_beta_sigmas", "timestep_type",
+              "interpolation_type", "sigma_min", "sigma_max", "final_sigmas_type"),
+    "euler_ancestral": ("rescale_betas_zero_snr",),
+    "dpmpp_2m": ("thresholding", "rescale_betas_zero_snr", "algorithm_type", "solver_type",
+                 "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas",
+                 "use_dynamic_shifting", "variance_type", "sigma_min", "sigma_max"),
+    "lcm": ("thresholding", "rescale_betas_zero_snr"),
 }
 
 
@@ -403,12 +414,10 @@ def sampler_from_diffusers_config(config: Mapping[str, Any] | str | os.PathLike,
         name = _CLASS_TO_SAMPLER[cls]
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
-    for key, allowed in _UNSUPPORTED.items():
-        if key in config and config[key] not in allowed:
-            raise ValueError(f"scheduler config sets {key}={config[key]!r}, which is not supported "
-                             f"(supported: {allowed[0]!r})")
-    if name == "euler" and config.get("final_sigmas_type", "zero") != "zero":
-        raise ValueError("euler: only final_sigmas_type='zero' is supported")
+    for key in _UNSUPPORTED_KEYS[name]:
+        if key in config and config[key] not in _ACCEPTED[key]:
+            raise ValueError(f"scheduler config sets {key}={config[key]!r}, which the {name} sampler does not "
+                             f"support (supported: {_ACCEPTED[key][0]!r})")
     opts = {**OPTIONS[name], **_DIFFUSERS_DEFAULTS.get(name, {})}
     opts.update({k: v for k, v in config.items() if k in OPTIONS[name]})
     opts.update(overrides)

@@ -156,6 +156,12 @@ def test_dpmpp_2m_matches_diffusers(karras, n, spacing, pred):
     _run_both("dpmpp_2m", cfg, n, scan=karras and n == 25)
 
 
+@pytest.mark.parametrize("name", ["ddim", "euler", "dpmpp_2m", "lcm"])
+def test_sample_prediction_matches_diffusers(name, monkeypatch):
+    cfg = dict(SCHED["A"], prediction_type="sample", **({"clip_sample": False} if name == "ddim" else {}))
+    _run_both(name, cfg, 5, monkeypatch=monkeypatch)
+
+
 def test_dpmpp_2m_sigma_min_final_long():
     cfg = dict(SCHED["A"], final_sigmas_type="sigma_min", lower_order_final=True)
     _run_both("dpmpp_2m", cfg, 16)
@@ -217,6 +223,12 @@ def test_bad_input_errors(tmp_path):
         S.sampler_from_diffusers_config(dict(SD15_SCHEDULER_CONFIG, thresholding=True))
     with pytest.raises(ValueError, match="not supported"):
         S.sampler_from_diffusers_config({"_class_name": "HeunDiscreteScheduler"})
+    with pytest.raises(ValueError, match="algorithm_type='sde-dpmsolver\\+\\+'"):
+        S.sampler_from_diffusers_config({"_class_name": "DPMSolverMultistepScheduler",
+                                         "algorithm_type": "sde-dpmsolver++"})
+    # keys the target class does not take are ignored, as diffusers' from_config does
+    ddpm = {"_class_name": "DDPMScheduler", "variance_type": "fixed_small", "clip_sample": False}
+    assert S.sampler_from_diffusers_config(ddpm, num_inference_steps=5).name == "ddim"
     with pytest.raises(FileNotFoundError, match="scheduler config not found"):
         S.sampler_from_diffusers_config(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="strength"):
