@@ -7,7 +7,7 @@ is precomputed in numpy when the sampler is made; `step` gathers those per-step 
     s = make_sampler("ddim", NoiseSchedule.preset("B"), 25)            # or original_ddim()
     x = noise * s.init_noise_sigma; state = s.init_state(x)
     for i in range(s.num_steps):                                        # or lax.scan, see run_loop
-        out = unet(s.scale_model_input(x, i), s.timesteps[i], ...)
+        out = unet(s.scale_model_input(x, i), s.timestep(i), ...)
         x, state = s.step(state, i, out, x, key_i)                      # key: eta>0 DDIM, ancestral, LCM
 
 Numerics follow diffusers' schedulers (DDIMScheduler, EulerDiscreteScheduler,
@@ -91,6 +91,10 @@ class Sampler:
     @property
     def num_steps(self) -> int:
         return int(self.timesteps.shape[0])
+
+    def timestep(self, i) -> jnp.ndarray:
+        """The model's timestep at step `i` (traceable; `timesteps` itself is a numpy array)."""
+        return jnp.asarray(self.timesteps)[i]
 
     def c(self, name: str, i) -> jnp.ndarray:
         """Per-step scalar `name` at step `i` (float32)."""
@@ -448,7 +452,7 @@ def run_loop(sampler: Sampler, model_fn: Callable, x: jnp.ndarray, key: jax.Arra
 
     def body(carry, i):
         x, state = carry
-        out = model_fn(sampler.scale_model_input(x, i), jnp.asarray(sampler.timesteps)[i], i)
+        out = model_fn(sampler.scale_model_input(x, i), sampler.timestep(i), i)
         x, state = sampler.step(state, i, out, x, None if keys is None else keys[i])
         return (x, state), None
 
