@@ -1,0 +1,1 @@
+"""A miniature AnimateDiff: procedural world, tiny SD-architecture networks, shipped weights."""

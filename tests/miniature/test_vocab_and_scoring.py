@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+from transformers import CLIPTokenizer
+
+from animatediff_jax.data import procedural
+from animatediff_jax.miniature import scoring, world
+from animatediff_jax.miniature.vocab import write_word_tokenizer
+
+
+def test_every_caption_word_is_one_token(tmp_path):
+    write_word_tokenizer(str(tmp_path), world.words(), max_length=world.MAX_TOKENS)
+    tok = CLIPTokenizer.from_pretrained(str(tmp_path))
+    for w in world.words():
+        assert len(tok(w).input_ids) == 3, w
+    caption = procedural.generate_clip(0, 5, style="stripes", trigger="sks")[1]
+    ids = tok(caption).input_ids
+    assert len(ids) == len(caption.replace(",", " ,").split()) + 2
+    assert tok.decode(ids, skip_special_tokens=True).replace(" ,", ",") == caption
+    # text outside the vocabulary still tokenizes (into pieces), never fails
+    assert tok.convert_ids_to_tokens(tok("Hello").input_ids)[1:-1] == ["h", "ell", "o</w>"]
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return scoring.StyleClassifier.fit(world.SIZE, per_style=48)
+
+
+def test_real_clips_score_as_their_captions(classifier):
+    scores = []
+    for i in range(40):
+        style = procedural.STYLES[i % len(procedural.STYLES)]
+        spec = procedural.clip_spec(99, i, frames=world.FRAMES, size=world.SIZE)
+        video = procedural.render(spec, style)
+        scores.append(scoring.score_video(video, spec.color, spec.direction, style, classifier))
+    assert np.mean([s.motion for s in scores]) == 1.0
+    assert np.mean([s.color for s in scores]) == 1.0
+    assert np.mean([s.consistency for s in scores]) == 1.0
+    assert np.mean([s.domain for s in scores]) >= 0.9
+
+
+def test_static_and_noise_videos_score_low(classifier):
+    spec = procedural.clip_spec(99, 3, frames=world.FRAMES, size=world.SIZE)
+    video = procedural.render(spec)
+    still = np.repeat(video[:1], world.FRAMES, axis=0)
+    assert scoring.score_video(still, spec.color, spec.direction, "plain", classifier).motion == 0.0
+    # the same object moving the opposite way is a motion failure
+    reverse = video[::-1]
+    assert scoring.score_video(reverse, spec.color, spec.direction, "plain", classifier).motion == 0.0
+    # frames of unrelated clips: no consistent object
+    jumble = np.stack([procedural.render(procedural.clip_spec(5, i, frames=1, size=world.SIZE))[0]
+                       for i in range(world.FRAMES)])
+    assert scoring.score_video(jumble, spec.color, spec.direction, "plain", classifier).consistency < 0.8
