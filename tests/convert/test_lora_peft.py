@@ -1,0 +1,69 @@
+"""diffusers/PEFT LoRA (lora_A/lora_B, alphas in the metadata) and the older processor format, vs diffusers."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.utils import get_peft_model_state_dict
+
+from convert.lora import apply_lora_files
+from convert.naming import flatten
+from tests.convert.lora_helpers import (TEXT_TARGETS, diffusers_fused, flax_params, processor_state_dict, save,
+                                        tiny_pipeline, tiny_text_encoder, tiny_unet)
+from tests.utils import rel_err
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return tiny_unet(seed=1), tiny_text_encoder(seed=1)
+
+
+def write_peft(unet, te, path_dir, metadata: bool):
+    """Save a PEFT LoRA the way diffusers' training scripts do (StableDiffusionPipeline.save_lora_weights)."""
+    unet, te = copy.deepcopy(unet), copy.deepcopy(te)
+    unet_cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                          target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "ff.net.2", "conv1"],
+                          alpha_pattern={"conv1": 2})
+    te_cfg = LoraConfig(r=2, lora_alpha=3, init_lora_weights=False, target_modules=list(TEXT_TARGETS))
+    torch.manual_seed(5)
+    unet.add_adapter(unet_cfg)
+    te = inject_adapter_in_model(te_cfg, te)  # transformers' add_adapter wants a newer peft
+    kwargs = {}
+    if metadata:
+        kwargs = {"unet_lora_adapter_metadata": unet_cfg.to_dict(), "text_encoder_lora_adapter_metadata": te_cfg.to_dict()}
+    tiny_pipeline(unet, te).save_lora_weights(
+        str(path_dir), unet_lora_layers=get_peft_model_state_dict(unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(te), **kwargs)
+    return path_dir / "pytorch_lora_weights.safetensors"
+
+
+def check(ours, ref, base, min_changed):
+    ours, ref, base = flatten(ours), flatten(ref), flatten(base)
+    changed = {p for p in ref if not np.array_equal(ref[p], base[p])}
+    assert len(changed) >= min_changed
+    for p in ref:
+        assert rel_err(ours[p], ref[p]) <= 1e-5, ("/".join(p), rel_err(ours[p], ref[p]))
+
+
+@pytest.mark.parametrize("metadata", [True, False])
+def test_peft_lora_matches_diffusers(tmp_path, nets, metadata):
+    unet, te = nets
+    path = write_peft(unet, te, tmp_path, metadata)
+    from safetensors import safe_open
+    with safe_open(str(path), "np") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("unet.") and k.endswith(".lora_A.weight") for k in keys)
+    assert any(k.startswith("text_encoder.") for k in keys)
+    ref_u, ref_t = diffusers_fused(unet, te, [(path, 0.6)])
+    ours = apply_lora_files({"unet": flax_params(unet), "text_encoder": flax_params(te)}, [(str(path), 0.6)])
+    check(ours["unet"], ref_u, flax_params(unet), min_changed=40)
+    check(ours["text_encoder"], ref_t, flax_params(te), min_changed=12)
+
+
+def test_processor_format_matches_diffusers(tmp_path, nets):
+    unet, te = nets
+    save(processor_state_dict(unet, seed=4), tmp_path / "old.safetensors")
+    ref_u, _ = diffusers_fused(unet, te, [(tmp_path / "old.safetensors", 1.1)])
+    ours = apply_lora_files({"unet": flax_params(unet)}, [(str(tmp_path / "old.safetensors"), 1.1)])
+    check(ours["unet"], ref_u, flax_params(unet), min_changed=32)
