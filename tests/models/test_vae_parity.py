@@ -1,4 +1,6 @@
 """AutoencoderKL vs diffusers' AutoencoderKL (PyTorch), tiny random configs, CPU, float32."""
+import functools
+
 import diffusers
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,13 @@ def _torch_vae(config: VAEConfig):
     return vae
 
 
+@functools.cache
+def _jitted(config: VAEConfig, dtype, method_name: str):
+    """One compiled `AutoencoderKL(config, dtype).<method>` per combination, shared by the tests."""
+    method = getattr(AutoencoderKL, method_name)
+    return jax.jit(lambda p, x: AutoencoderKL(config, dtype=dtype).apply({"params": p}, x, method=method))
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request):
     config, (h, w) = CASES[request.param]
@@ -63,8 +72,7 @@ def test_param_tree_matches_rename(case):
 
 def test_encode_matches_diffusers(case):
     config, params, images, _, ref = case
-    mean, logvar = jax.jit(lambda p, x: AutoencoderKL(config).apply(
-        {"params": p}, x, method=AutoencoderKL.encode))(params, images)
+    mean, logvar = _jitted(config, jnp.float32, "encode")(params, images)
     errs = rel_err(mean, ref["mean"]), rel_err(logvar, ref["logvar"])
     print(f"encode mean {errs[0]:.2e} logvar {errs[1]:.2e}")
     assert max(errs) <= 1e-4, errs
@@ -72,8 +80,7 @@ def test_encode_matches_diffusers(case):
 
 def test_decode_matches_diffusers(case):
     config, params, _, latents, ref = case
-    out = jax.jit(lambda p, z: AutoencoderKL(config).apply({"params": p}, z, method=AutoencoderKL.decode))(
-        params, latents[:2])
+    out = _jitted(config, jnp.float32, "decode")(params, latents[:2])
     err = rel_err(out, ref["decoded"][:2])
     print(f"decode {err:.2e}")
     assert err <= 1e-4
@@ -107,12 +114,11 @@ def test_video_encode_in_chunks_scaling_and_sample(case):
 
 def test_bfloat16_close_to_float32(case):
     config, params, images, latents, _ = case
-    run = lambda dtype, method, x: jax.jit(lambda p, x: AutoencoderKL(config, dtype=dtype).apply(
-        {"params": p}, x, method=method))(params, x)
-    mean32, _ = run(jnp.float32, AutoencoderKL.encode, images)
-    mean16, _ = run(jnp.bfloat16, AutoencoderKL.encode, images)
-    dec32 = run(jnp.float32, AutoencoderKL.decode, latents[:2])
-    dec16 = run(jnp.bfloat16, AutoencoderKL.decode, latents[:2])
+    run = lambda dtype, method, x: _jitted(config, dtype, method)(params, x)
+    mean32, _ = run(jnp.float32, "encode", images)
+    mean16, _ = run(jnp.bfloat16, "encode", images)
+    dec32 = run(jnp.float32, "decode", latents[:2])
+    dec16 = run(jnp.bfloat16, "decode", latents[:2])
     assert mean16.dtype == dec16.dtype == jnp.bfloat16
     errs = rel_err(mean16.astype(jnp.float32), mean32), rel_err(dec16.astype(jnp.float32), dec32)
     print(f"bf16 encode {errs[0]:.2e} decode {errs[1]:.2e}")
