@@ -17,8 +17,22 @@ from tests.utils import rel_err
 
 VAE = VAEConfig(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
                 up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, latent_channels=4)
-def random_params(module, seed, *example):
-    return jax.jit(lambda k: module.init(k, *example)["params"])(jax.random.PRNGKey(seed))
+def random_params(module, seed, *example, **kw):
+    """Random params of the right shapes (kernels ~ N(0, 1/fan_in), scales ~ 1, biases small), without
+    running Flax's initialisers (slow on CPU)."""
+    shapes = jax.eval_shape(lambda k: module.init(k, *example, **kw)["params"], jax.random.PRNGKey(0))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = path[-1].key
+        if name == "scale":
+            return 1.0 + 0.1 * rng.standard_normal(leaf.shape, np.float32)
+        if name == "bias":
+            return 0.1 * rng.standard_normal(leaf.shape, np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
+        return rng.standard_normal(leaf.shape, np.float32) / np.sqrt(fan_in)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def write_tokenizer(folder):
@@ -40,7 +54,7 @@ TEXT = CLIPTextConfig(vocab_size=56, hidden_size=16, intermediate_size=32, num_h
 def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pre")
     vae, text = AutoencoderKL(VAE), CLIPTextModel(TEXT)
-    vae_params = random_params(vae, 0, jnp.zeros((1, 16, 16, 3)))
+    vae_params = random_params(vae, 0, jnp.zeros((1, 16, 16, 3)), method=AutoencoderKL.encode)  # encoder only
     text_params = random_params(text, 1, jnp.zeros((1, 4), jnp.int32))
     tokenizer = PromptTokenizer.from_pretrained(write_tokenizer(tmp / "tok"), max_length=40)
     source = ProceduralSource(6, seed=3, frames=3, size=16)
@@ -65,7 +79,7 @@ def test_written_latents_and_embeddings_match_the_models(built):
     assert [ex["caption"].decode() for ex in examples] == captions[:-1]
     ids = tokenizer(captions)
     np.testing.assert_array_equal(np.stack([ex["input_ids"] for ex in examples]), ids[:-1])
-    emb = text.apply({"params": text_params}, jnp.asarray(ids)).last_hidden_state  # (7, 40, 16)
+    emb = jax.jit(lambda i: text.apply({"params": text_params}, i).last_hidden_state)(ids)  # (7, 40, 16)
     assert rel_err(np.stack([ex["text_embedding"] for ex in examples]), emb[:-1]) < 1e-5
     assert rel_err(np.load(f"{out}/null_text_embedding.npy"), emb[-1]) < 1e-5
 
@@ -78,7 +92,7 @@ def test_sampled_latents_equal_encoding_the_video_with_the_same_key(built):
     batch = next(InputPipeline(data, batch_size=2, seed=0, shuffle=False))
     videos = np.stack([source[int(k)]["video"] for k in batch["source_index"]])  # (2, 3, 16, 16, 3)
     x = jnp.asarray(normalize_video(videos)).reshape(6, 16, 16, 3)
-    mean, logvar = vae.apply({"params": vae_params}, x, method=AutoencoderKL.encode)
+    mean, logvar = jax.jit(lambda x: vae.apply({"params": vae_params}, x, method=AutoencoderKL.encode))(x)
     direct = sample_latent(key, mean, logvar).reshape(2, 3, 8, 8, 4)
     from_disk = sample_latents(key, batch["latent_mean"], batch["latent_logvar"], VAE.scaling_factor)
     assert rel_err(from_disk, direct * VAE.scaling_factor) < 1e-5
