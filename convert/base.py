@@ -14,6 +14,7 @@ shapes before reading any data: missing, unexpected and mis-shaped keys are erro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -148,6 +149,7 @@ INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": inf
 
 # ----------------------------------------------------------------------------- expected params
 
+@functools.lru_cache(maxsize=16)
 def expected_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Flax param path -> shape that our network with `config` has (traced, nothing allocated)."""
     import jax

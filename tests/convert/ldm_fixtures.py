@@ -16,12 +16,11 @@ UNET_SMALL = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32)
-# A second layout: three levels, two layers per block, attention at the last down level too.
+# A second layout: two layers per block, attention at the other level, other channel widths.
 UNET_WIDE = dict(
-    sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64, 64),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32)
+    sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(64, 32),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32)
 VAE_SMALL = dict(
     in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64),
     down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -34,14 +33,19 @@ TEXT_WIDE = dict(TEXT_SMALL, hidden_size=128, intermediate_size=256, num_hidden_
 VARIANTS = {"small": (UNET_SMALL, VAE_SMALL, TEXT_SMALL), "wide": (UNET_WIDE, VAE_WIDE, TEXT_WIDE)}
 
 
-def randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:
-    """Random values in every parameter (diffusers zero-inits some layers, which would hide mistakes)."""
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random values in every parameter (diffusers zero-inits some layers, which would hide mistakes):
+    weights ~ N(0, 1/fan_in), biases ~ N(0, 0.02²), norm scales ~ 1 + N(0, 0.1²)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            is_norm_scale = name.endswith(".weight") and "norm" in name.split(".")[-2]
-            base = 1.0 if is_norm_scale else 0.0
-            p.copy_(base + scale * torch.randn(p.shape, generator=g))
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith(".weight") and "norm" in name.split(".")[-2]:
+                p.copy_(1.0 + 0.1 * noise)
+            elif p.ndim >= 2:
+                p.copy_(noise / p[0].numel() ** 0.5)
+            else:
+                p.copy_(0.02 * noise)
     return model.eval()
 
 
