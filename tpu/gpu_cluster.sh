@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Launch training on a GPU cluster: one process per host (each sees all its local GPUs), started
+# over ssh; host 0 is the coordinator.
+#   tpu/gpu_cluster.sh --hosts "gpu-0,gpu-1,gpu-2,gpu-3" --config configs/training/training.yaml \
+#       --workdir /shared/runs/mm-v2 [--port 12345] [--repo animatediff_jax] [--dry-run] [-- overrides...]
+# Each host runs: python -m animatediff_jax.train ... distributed.coordinator_address=gpu-0:12345
+#   distributed.num_processes=4 distributed.process_id=<i>   (log: ~/logs/train-<host>.log there).
+# Under SLURM, `srun python -m animatediff_jax.train ... distributed.initialize=auto` does the same.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+HOSTS="" CONFIG="" WORKDIR="" PORT=12345 REPO="animatediff_jax"  # on each host, relative to its home
+usage() { sed -n '2,9p' "${BASH_SOURCE[0]}"; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --hosts) HOSTS=$2; shift 2 ;;
+    --config) CONFIG=$2; shift 2 ;;
+    --workdir) WORKDIR=$2; shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    --repo) REPO=$2; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; break ;;
+    *) die "unknown option $1 (training overrides go after --)" ;;
+  esac
+done
+need hosts "${HOSTS}"; need config "${CONFIG}"; need workdir "${WORKDIR}"
+[[ "${PORT}" =~ ^[0-9]+$ ]] || die "--port must be a number, got ${PORT}"
+
+IFS=',' read -r -a HOST_LIST <<< "${HOSTS}"
+N=${#HOST_LIST[@]}
+COORDINATOR="${HOST_LIST[0]}:${PORT}"
+EXTRA=""
+for o in "$@"; do EXTRA+=" $(printf '%q' "${o}")"; done
+
+for i in "${!HOST_LIST[@]}"; do
+  host=${HOST_LIST[$i]}
+  run ssh "${host}" "cd ${REPO} && mkdir -p ~/logs && nohup env JAX_COMPILATION_CACHE_DIR=\$HOME/.cache/jax python -m animatediff_jax.train --config $(printf '%q' "${CONFIG}") --workdir $(printf '%q' "${WORKDIR}") distributed.coordinator_address=${COORDINATOR} distributed.num_processes=${N} distributed.process_id=${i}${EXTRA} > ~/logs/train-${host}.log 2>&1 &"
+done

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Copy this checkout to every worker of a TPU VM and install it with JAX for TPU.
+#   tpu/install.sh --name adiff --zone us-east5-a [--project P] [--extras data] [--dry-run]
+# The code travels as a `git archive` of HEAD (commit first); it is unpacked to ~/animatediff_jax.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+NAME="" ZONE="" PROJECT="" EXTRAS="data"
+usage() { sed -n '2,4p' "${BASH_SOURCE[0]}"; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --name) NAME=$2; shift 2 ;;
+    --zone) ZONE=$2; shift 2 ;;
+    --project) PROJECT=$2; shift 2 ;;
+    --extras) EXTRAS=$2; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+need name "${NAME}"; need zone "${ZONE}"
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARCHIVE=/tmp/animatediff_jax.tar.gz
+run git -C "${REPO}" archive --format=tar.gz --output="${ARCHIVE}" HEAD
+
+scp_args=(gcloud compute tpus tpu-vm scp "${ARCHIVE}" "${NAME}:~/animatediff_jax.tar.gz" --zone="${ZONE}" --worker=all)
+if [[ -n "${PROJECT}" ]]; then scp_args+=(--project="${PROJECT}"); fi
+run "${scp_args[@]}"
+
+tpu_ssh "${NAME}" "${ZONE}" "${PROJECT}" \
+  "rm -rf ~/animatediff_jax && mkdir -p ~/animatediff_jax ~/logs && tar -xzf ~/animatediff_jax.tar.gz -C ~/animatediff_jax && pip install -U 'jax[tpu]' && pip install -e \"\$HOME/animatediff_jax[${EXTRAS}]\""

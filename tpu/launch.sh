@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Start training on every worker of a TPU VM at once, in the background, one log per worker.
+#   tpu/launch.sh --name adiff --zone us-east5-a --config configs/training/training.yaml \
+#       --workdir gs://bucket/runs/mm-v2 [--env KEY=VALUE]... [--dry-run] [-- key=value overrides...]
+# Logs: ~/logs/train-<hostname>.log on each worker (tpu/logs.sh shows them). JAX finds the other
+# workers by itself on a TPU pod (distributed.initialize=auto).
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+NAME="" ZONE="" PROJECT="" CONFIG="" WORKDIR=""
+ENVS=()
+usage() { sed -n '2,6p' "${BASH_SOURCE[0]}"; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --name) NAME=$2; shift 2 ;;
+    --zone) ZONE=$2; shift 2 ;;
+    --project) PROJECT=$2; shift 2 ;;
+    --config) CONFIG=$2; shift 2 ;;
+    --workdir) WORKDIR=$2; shift 2 ;;
+    --env) ENVS+=("$2"); shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; break ;;
+    *) die "unknown option $1 (training overrides go after --)" ;;
+  esac
+done
+need name "${NAME}"; need zone "${ZONE}"; need config "${CONFIG}"; need workdir "${WORKDIR}"
+
+# Environment every worker needs: a persistent compilation cache and TPU-friendly defaults.
+ENV_PREFIX="JAX_COMPILATION_CACHE_DIR=\$HOME/.cache/jax TF_CPP_MIN_LOG_LEVEL=2"
+for kv in "${ENVS[@]+"${ENVS[@]}"}"; do
+  [[ "${kv}" == *=* ]] || die "--env takes KEY=VALUE, got ${kv}"
+  ENV_PREFIX+=" $(printf '%q' "${kv}")"
+done
+OVERRIDES="distributed.initialize=auto"
+for o in "$@"; do OVERRIDES+=" $(printf '%q' "${o}")"; done
+
+TRAIN="cd ~/animatediff_jax && mkdir -p ~/logs && nohup env ${ENV_PREFIX} python -m animatediff_jax.train --config $(printf '%q' "${CONFIG}") --workdir $(printf '%q' "${WORKDIR}") ${OVERRIDES} > ~/logs/train-\$(hostname).log 2>&1 &"
+tpu_ssh "${NAME}" "${ZONE}" "${PROJECT}" "${TRAIN}"
