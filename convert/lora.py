@@ -186,9 +186,10 @@ def _ldm_namer(params: Mapping):
 
 
 def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mapping], *, source: str,
-              metadata: Mapping[str, str] | None = None) -> dict[str, dict[Path, LoraWeights]]:
+              metadata: Mapping[str, str] | None = None, skip_other: bool = False) -> dict[str, dict[Path, LoraWeights]]:
     """{component: {flax kernel path: LoraWeights}} of a LoRA state dict, resolved against the
-    params of each component in `targets` ({"unet": ..., "text_encoder": ...})."""
+    params of each component in `targets` ({"unet": ..., "text_encoder": ...}). Weights for a
+    component not in `targets` are an error, or skipped with `skip_other`."""
     meta = _metadata_alphas(metadata or {})
     indexes = {c: module_index(p, c) for c, p in targets.items()}
     out: dict[str, dict[Path, LoraWeights]] = {}
@@ -196,6 +197,8 @@ def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mappin
     for raw, found in split_keys(state_dict, source).items():
         component, name, kohya = _component(raw)
         if component not in indexes:
+            if skip_other:
+                continue
             raise LoraError(f"{source}: has {component} LoRA weights (e.g. {raw!r}) but no {component} "
                             f"params were given to apply them to")
         if component == "text_encoder":
@@ -216,13 +219,13 @@ def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mappin
     return out
 
 
-def read_lora(path, targets: Mapping[str, Mapping]) -> dict[str, dict[Path, LoraWeights]]:
+def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False) -> dict[str, dict[Path, LoraWeights]]:
     """Read a LoRA file (.safetensors / .ckpt / .bin; `"state_dict"` and `module.` wrappers removed)."""
     with open_state_dict(path) as sd:
         tensors, metadata = {k: sd[k] for k in sd}, dict(sd.metadata)
     if tensors and all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
-    return normalize(tensors, targets, source=str(path), metadata=metadata)
+    return normalize(tensors, targets, source=str(path), metadata=metadata, skip_other=skip_other)
 
 
 # ----------------------------------------------------------------------------- fusing
@@ -244,12 +247,14 @@ def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, 
     return unflatten(flat)
 
 
-def apply_lora_files(components: Mapping[str, Mapping], loras: Sequence[tuple[str, float]]) -> dict[str, dict]:
-    """Fuse several LoRA files, each at its scale, into the given networks ({"unet": params, ...})."""
+def apply_lora_files(components: Mapping[str, Mapping], loras: Sequence[tuple[str, float]],
+                     skip_other: bool = False) -> dict[str, dict]:
+    """Fuse several LoRA files, each at its scale, into the given networks ({"unet": params, ...}).
+    `skip_other`: ignore a file's weights for networks not given (instead of refusing)."""
     out = dict(components)
     for path, scale in loras:
         scale = parse_scale(scale, f"{path}: LoRA scale")
-        for component, lora in read_lora(path, out).items():
+        for component, lora in read_lora(path, out, skip_other).items():
             out[component] = fuse(out[component], lora, scale, source=str(path))
     return out
 

@@ -1,0 +1,166 @@
+"""CLI commands for motion modules and LoRA: `motion`, `lora`, `motion-lora`, `export-motion`.
+
+    python -m convert motion mm_sd_v15_v2.ckpt mm_v2.safetensors
+    python -m convert lora base_out/ styled/ --lora toon.safetensors:0.8 --lora v3_sd15_adapter.ckpt
+    python -m convert motion-lora mm_v2.safetensors mm_zoom.safetensors --lora v2_lora_ZoomIn.ckpt:0.8
+    python -m convert export-motion mm_trained.safetensors mm_trained.ckpt          # original format
+    python -m convert export-motion mm_trained.safetensors adapter_dir/ --format diffusers
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+from convert.commands_base import DTYPES
+
+PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
+
+
+def _motion_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--heads", type=int, help="attention heads (not stored in original files; default 8)")
+    p.add_argument("--norm-groups", type=int, help="GroupNorm groups (not stored in original files; default 32)")
+    p.add_argument("--max-seq-length", type=int,
+                   help="position-encoding length (default: read from the file's pos_encoder.pe shape)")
+    p.add_argument("--version", choices=("v1", "v2", "v3"), help="override the detected version")
+
+
+def load_motion(path: str, args=None):
+    """(params, MotionConfig, version) of a converted Flax motion file or any motion-module source."""
+    from animatediff_jax.checkpoint import load_config, load_params, read_metadata
+    if path.endswith(".safetensors") and os.path.isfile(path) and read_metadata(path).get("format") == "flax":
+        params, meta = load_params(path)
+        config = load_config(meta)
+        if type(config).__name__ != "MotionConfig":
+            raise ValueError(f"{path}: holds {meta.get('config_class', 'no config')}, not motion-module params")
+        return params, config, meta.get("motion_version", "")
+    from convert.motion import load_motion_module
+    mm = load_motion_module(path, heads=getattr(args, "heads", None), norm_num_groups=getattr(args, "norm_groups", None),
+                            max_seq_length=getattr(args, "max_seq_length", None), version=getattr(args, "version", None))
+    return mm.params, mm.config, mm.version
+
+
+def _save_motion(path: str, params, config, version: str, source: str, dtype) -> None:
+    from animatediff_jax.checkpoint import save_params
+    save_params(path, params, config=config, source=source, dtype=dtype, metadata={"motion_version": version})
+
+
+def _motion(args) -> int:
+    params, config, version = load_motion(args.source, args)
+    _save_motion(args.output, params, config, version, f"animatediff:{os.path.basename(args.source)}", args.dtype)
+    print(f"{args.output}: motion module {version}, max_seq_length {config.max_seq_length}, "
+          f"mid block {config.use_mid_block}, heads {config.num_attention_heads}")
+    return 0
+
+
+def _lora_args(values) -> list[tuple[str, float]]:
+    from convert.lora import parse_path_scale
+    loras = [parse_path_scale(v) for v in values]
+    for path, _ in loras:
+        if not os.path.exists(path):
+            raise ValueError(f"{path}: no such LoRA file")
+    return loras
+
+
+def _lora(args) -> int:
+    from animatediff_jax.checkpoint import load_config, load_params, save_params
+    from convert.lora import apply_lora_files
+    loras = _lora_args(args.lora)
+    if os.path.isdir(args.base):
+        files = {c: os.path.join(args.base, f"{c}.safetensors") for c in PARAMS_FILES}
+        files = {c: f for c, f in files.items() if os.path.isfile(f)}
+        if "unet" not in files:
+            raise ValueError(f"{args.base}: no unet.safetensors (convert the base with `python -m convert base`)")
+        outputs = {c: os.path.join(args.output, f"{c}.safetensors") for c in files}
+    else:
+        files, outputs = {"unet": args.base}, {"unet": args.output}
+    loaded = {c: load_params(f) for c, f in files.items()}
+    fused = apply_lora_files({c: p for c, (p, _) in loaded.items()}, loras, skip_other=not os.path.isdir(args.base))
+    for c, out in outputs.items():
+        meta = loaded[c][1]
+        save_params(out, fused[c], config=load_config(meta), source=meta.get("source"), dtype=args.dtype,
+                    metadata={"loras": json.dumps([[os.path.basename(p), s] for p, s in loras])})
+        print(out)
+    if os.path.isdir(args.base) and os.path.abspath(args.base) != os.path.abspath(args.output):
+        for name in sorted(os.listdir(args.base)):  # vae, scheduler, tokenizer: unchanged
+            src, dst = os.path.join(args.base, name), os.path.join(args.output, name)
+            if name not in {f"{c}.safetensors" for c in files}:
+                (shutil.copytree(src, dst, dirs_exist_ok=True) if os.path.isdir(src) else shutil.copy2(src, dst))
+    return 0
+
+
+def _motion_lora(args) -> int:
+    from convert.lora import fuse_motion_loras
+    params, config, version = load_motion(args.motion, args)
+    fused = fuse_motion_loras(params, _lora_args(args.lora))
+    _save_motion(args.output, fused, config, version, f"animatediff:{os.path.basename(args.motion)}+motion-lora",
+                 args.dtype)
+    print(args.output)
+    return 0
+
+
+def _export_motion(args) -> int:
+    import numpy as np
+    from convert.export import ORIGINAL_SUFFIXES, export_adapter, export_original
+    params, config, _ = load_motion(args.params, args)
+    fmt = args.format or ("original" if args.output.endswith(ORIGINAL_SUFFIXES) else "diffusers")
+    dtype = np.float16 if args.dtype == "float16" else np.float32
+    if fmt == "original":
+        export_original(params, config, args.output, dtype=dtype)
+    else:
+        export_adapter(params, config, args.output, dtype=dtype)
+    print(args.output)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "motion", help="AnimateDiff motion module (original v1/v2/v3 file or MotionAdapter folder) -> Flax params",
+        description="Convert an AnimateDiff motion module -- an original file (mm_sd_v15_v2.ckpt, v3_sd15_mm.ckpt, "
+                    ".safetensors re-saves, with or without the 'state_dict' wrapper or 'module.' prefix) or a "
+                    "diffusers MotionAdapter folder -- into Flax params (.safetensors, MotionConfig in the "
+                    "metadata). The version and config are read from the keys and shapes; SDXL modules are refused.")
+    p.add_argument("source", help="motion-module file or MotionAdapter folder")
+    p.add_argument("output", help="output .safetensors (Flax params)")
+    _motion_options(p)
+    p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
+    p.set_defaults(run=_motion)
+
+    p = subparsers.add_parser(
+        "lora", help="fuse LoRAs (kohya/A1111, diffusers/PEFT, v3 domain adapter) into a converted base",
+        description="Fuse one or more LoRAs into Flax params: W += scale * (alpha/rank) * up @ down. BASE is a "
+                    "folder written by `python -m convert base` (UNet and text encoder are fused, the rest copied "
+                    "to OUTPUT) or a single UNet params file (text-encoder weights of the LoRA are then skipped).")
+    p.add_argument("base", help="converted base folder, or a UNet params .safetensors")
+    p.add_argument("output", help="output folder (or .safetensors when BASE is a file)")
+    p.add_argument("--lora", action="append", required=True, metavar="PATH[:SCALE]",
+                   help="LoRA file and its scale (default 1.0); repeat for several")
+    p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as the base)")
+    p.set_defaults(run=_lora)
+
+    p = subparsers.add_parser(
+        "motion-lora", help="fuse MotionLoRAs (v2 camera motions) into a motion module",
+        description="Fuse MotionLoRAs (original processor.*_lora files or the diffusers format) into a v2 motion "
+                    "module at their alphas: W += alpha * up @ down. MOTION is converted Flax motion params or "
+                    "any motion-module source `motion` accepts.")
+    p.add_argument("motion", help="motion params .safetensors, original file or MotionAdapter folder")
+    p.add_argument("output", help="output .safetensors (Flax params)")
+    p.add_argument("--lora", action="append", required=True, metavar="PATH[:ALPHA]",
+                   help="MotionLoRA file and its alpha (default 1.0); repeat to combine several")
+    _motion_options(p)
+    p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
+    p.set_defaults(run=_motion_lora)
+
+    p = subparsers.add_parser(
+        "export-motion", help="Flax motion params -> original AnimateDiff file or diffusers MotionAdapter folder",
+        description="Export motion params to the original AnimateDiff format (.ckpt or .safetensors; loads in "
+                    "the original code, ComfyUI and MotionAdapter.from_single_file) or to a diffusers "
+                    "MotionAdapter folder (config.json + diffusion_pytorch_model.safetensors).")
+    p.add_argument("params", help="motion params .safetensors (or any motion-module source)")
+    p.add_argument("output", help=".ckpt/.safetensors file (original) or a folder (diffusers)")
+    p.add_argument("--format", choices=("original", "diffusers"),
+                   help="default: original for a .ckpt/.pt/.pth/.safetensors OUTPUT, else diffusers")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
+    _motion_options(p)
+    p.set_defaults(run=_export_motion)
