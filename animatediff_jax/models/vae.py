@@ -12,7 +12,7 @@ n blocks. Parameter paths equal `convert.naming.state_dict_to_flax(AutoencoderKL
 `encoder/down_blocks_0/resnets_0/conv1/kernel`, `encoder/mid_block/attentions_0/to_q/kernel`,
 `quant_conv/kernel`, `decoder/up_blocks_0/upsamplers_0/conv/kernel`, ...
 
-`encode_video` / `decode_video` work on (B, F, H, W, C) videos a few frames at a time (`lax.map` over
+`encode_video` (and `encode_video_moments`) / `decode_video` work on (B, F, H, W, C) videos a few frames at a time (`lax.map` over
 chunks, so 16 frames at 512x512 fit in memory) and apply / remove the latent scaling factor.
 """
 from __future__ import annotations
@@ -202,19 +202,30 @@ def _map_chunks(fn, x: jax.Array, chunk_size: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("vae", "chunk_size"))
+def encode_video_moments(vae: AutoencoderKL, params, video: jax.Array,
+                         chunk_size: int = 8) -> tuple[jax.Array, jax.Array]:
+    """video (B, F, H, W, 3) in [-1, 1] -> posterior (mean, logvar), each (B, F, H/f, W/f, latent),
+    float32, unscaled. `params`: the VAE's params tree (what sits under "params")."""
+    b, f = video.shape[:2]
+    encode = lambda x: jnp.concatenate(  # (n, h, w, 2 * latent): mean | logvar
+        vae.apply({"params": params}, x, method=AutoencoderKL.encode), axis=-1).astype(jnp.float32)
+    moments = _map_chunks(encode, video.reshape(b * f, *video.shape[2:]), chunk_size)
+    return tuple(m.reshape(b, f, *m.shape[1:]) for m in jnp.split(moments, 2, axis=-1))
+
+
 def encode_video(vae: AutoencoderKL, params, video: jax.Array, key: jax.Array | None = None,
                  chunk_size: int = 8) -> jax.Array:
     """video (B, F, H, W, 3) in [-1, 1] -> scaled latents (B, F, H/f, W/f, latent), float32.
 
-    `params`: the VAE's params tree (what sits under "params"). With `key` the latents are a sample
-    of the posterior (as in training; the draw does not depend on `chunk_size`), without it its mean.
+    Without `key`: the posterior mean. With it, a sample as in training: `sample_latent(key, ...)` on
+    the moments with frames folded into the batch, (B*F, h, w, latent), so the draw does not depend
+    on `chunk_size` and can be reproduced from stored moments.
     """
-    b, f = video.shape[:2]
-    encode = lambda x: jnp.concatenate(  # (n, h, w, 2 * latent): mean | logvar
-        vae.apply({"params": params}, x, method=AutoencoderKL.encode), axis=-1).astype(jnp.float32)
-    mean, logvar = jnp.split(_map_chunks(encode, video.reshape(b * f, *video.shape[2:]), chunk_size), 2, axis=-1)
-    latents = mean if key is None else sample_latent(key, mean, logvar)
-    return latents.reshape(b, f, *latents.shape[1:]) * vae.config.scaling_factor
+    mean, logvar = encode_video_moments(vae, params, video, chunk_size)
+    if key is not None:
+        fold = lambda m: m.reshape(-1, *m.shape[2:])
+        mean = sample_latent(key, fold(mean), fold(logvar)).reshape(mean.shape)
+    return mean * vae.config.scaling_factor
 
 
 @functools.partial(jax.jit, static_argnames=("vae", "chunk_size"))

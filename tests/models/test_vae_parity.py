@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from animatediff_jax.models.configs import VAEConfig
-from animatediff_jax.models.vae import AutoencoderKL, decode_video, encode_video, sample_latent
+from animatediff_jax.models.vae import AutoencoderKL, decode_video, encode_video, encode_video_moments, sample_latent
 from convert.naming import state_dict_to_flax
 from tests.utils import rel_err
 
@@ -98,18 +98,18 @@ def test_video_encode_in_chunks_scaling_and_sample(case):
     config, params, images, _, ref = case
     vae = AutoencoderKL(config)
     video = np.stack([images, images[::-1]], axis=1)  # (B=2, F=2, H, W, 3)
-    mean = encode_video(vae, params, video, chunk_size=3)  # 4 frames: 3 + 1 (padded)
-    ref_mean = np.stack([ref["mean"], ref["mean"][::-1]], axis=1)
-    assert rel_err(mean / config.scaling_factor, ref_mean) <= 1e-4
-    # With a key: mean + std * N(0, 1), the same draw whatever the chunking.
+    as_video = lambda a: np.stack([a, a[::-1]], axis=1)
+    mean, logvar = encode_video_moments(vae, params, video, chunk_size=3)  # 4 frames: 3 + 1 (padded)
+    assert rel_err(mean, as_video(ref["mean"])) <= 1e-4 and rel_err(logvar, as_video(ref["logvar"])) <= 1e-4
+    assert rel_err(encode_video(vae, params, video, chunk_size=3), mean * config.scaling_factor) <= 1e-6
+    # With a key: a draw from the posterior, frames folded into the batch, whatever the chunking.
     key = jax.random.key(1)
     sampled = encode_video(vae, params, video, key, chunk_size=1)
-    std = np.exp(0.5 * np.stack([ref["logvar"], ref["logvar"][::-1]], axis=1))
-    noise = (np.asarray(sampled) - np.asarray(mean)) / config.scaling_factor / std
+    noise = (np.asarray(sampled) / config.scaling_factor - mean) / np.exp(0.5 * np.asarray(logvar))
     assert abs(noise.mean()) < 0.1 and abs(noise.std() - 1) < 0.1, (noise.mean(), noise.std())
     flat = lambda a: np.asarray(a).reshape(-1, *a.shape[2:])  # (B, F, ...) -> (B*F, ...)
-    expected = sample_latent(key, flat(mean) / config.scaling_factor, flat(np.log(std ** 2)))
-    assert rel_err(flat(sampled), np.asarray(expected) * config.scaling_factor) <= 1e-4
+    expected = sample_latent(key, flat(mean), flat(logvar)) * config.scaling_factor
+    assert rel_err(flat(sampled), expected) <= 1e-4
 
 
 def test_bfloat16_close_to_float32(case):
