@@ -187,6 +187,66 @@ class AnimateDiffPipeline:
         return pipe
 
     @classmethod
+    def load(cls, base: str, *, dreambooth: str | None = None, loras: Sequence[tuple[str, float]] = (),
+             motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
+             domain_adapter: tuple[str, float] | None = None, scheduler: str | None = None,
+             scheduler_config: str | Mapping[str, Any] = "original", dtype: str | None = None,
+             attention_impl: str = "xla", motion_input_norm: str = "frame", clip_skip: int = 0,
+             tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
+             **kwargs) -> "AnimateDiffPipeline":
+        """Load every weight once (PyTorch or converted Flax files; see `loading.py`).
+
+        scheduler: "ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm" (None: DDIM, or the class of
+        a given scheduler config). scheduler_config: "original" (AnimateDiff's inference config:
+        linear 0.00085 -> 0.012, DDIM leading spacing, steps_offset 1), "base" (the base model's own
+        `scheduler/` config), a diffusers config dict, or the path of a scheduler_config.json.
+        motion_input_norm: "frame" (original AnimateDiff, the released checkpoints) or "joint"
+        (diffusers' AnimateDiffTransformer3D). tokenizer: a CLIP tokenizer folder, needed when the base
+        is a single file (which carries none).
+        """
+        from animatediff_jax.loading import LoadError, check_params, load_weights
+        from animatediff_jax.models.clip_text import CLIPTextModel
+        from animatediff_jax.models.unet3d import UNet3DConditionModel
+        from animatediff_jax.samplers import ORIGINAL_SCHEDULER_KWARGS
+        from animatediff_jax.tokenizer import PromptTokenizer
+
+        w = load_weights(base, dreambooth=dreambooth, loras=loras, motion_module=motion_module,
+                         motion_loras=motion_loras, domain_adapter=domain_adapter,
+                         motion_input_norm=motion_input_norm,
+                         cache_dir=cache_dir or os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE))
+        if check:
+            c = w.unet_config
+            check_params(UNet3DConditionModel(c, w.motion_config), w.unet,
+                         (jnp.zeros((1, 2, 8, 8, c.in_channels)), jnp.zeros((1,)),
+                          jnp.zeros((1, 2, c.cross_attention_dim))), f"UNet ({base}, {motion_module})")
+            check_params(vae_lib.AutoencoderKL(w.vae_config), w.vae,
+                         (jnp.zeros((1, 16, 16, w.vae_config.in_channels)),), f"VAE ({base})")
+            check_params(CLIPTextModel(w.text_config), w.text_encoder, (jnp.zeros((1, 4), jnp.int32),),
+                         f"text encoder ({base})")
+        tok_path = tokenizer or w.tokenizer_path
+        if tok_path is None:
+            raise LoadError(f"{base} carries no tokenizer (a single file); pass tokenizer=<CLIP tokenizer folder>")
+        if isinstance(scheduler_config, str) and scheduler_config in ("original", "base"):
+            sched = dict(ORIGINAL_SCHEDULER_KWARGS) if scheduler_config == "original" else w.scheduler_config
+        elif isinstance(scheduler_config, str):
+            if not os.path.isfile(scheduler_config):
+                raise LoadError(f"scheduler config {scheduler_config!r} not found")
+            import json
+            with open(scheduler_config) as f:
+                sched = json.load(f)
+        else:
+            sched = dict(scheduler_config)
+        if scheduler is None and "_class_name" not in sched:
+            scheduler = "ddim"
+        pipe = cls.build(w.unet_config, w.motion_config, w.vae_config, w.text_config, w.unet, w.vae,
+                         w.text_encoder, PromptTokenizer.from_pretrained(tok_path), dtype=dtype,
+                         attention_impl=attention_impl, scheduler=scheduler, scheduler_config=sched,
+                         clip_skip=clip_skip, **kwargs)
+        pipe.description.update(w.sources, motion_input_norm=motion_input_norm)
+        pipe.make_sampler(1)  # validates the scheduler settings now, before any compilation
+        return pipe
+
+    @classmethod
     def random(cls, unet_config, motion_config, vae_config, text_config, tokenizer, *, seed: int = 0,
                dtype: str | None = None, attention_impl: str = "xla", **kwargs) -> "AnimateDiffPipeline":
         """Random (Flax default-initialised) weights at the given configs: for demos and benchmarks."""
@@ -215,8 +275,7 @@ class AnimateDiffPipeline:
 
     def make_sampler(self, steps: int, strength: float = 1.0, eta: float = 0.0) -> Sampler:
         """The configured sampler for `steps` steps (base model's scheduler config honoured)."""
-        extra = {"eta": eta} if (self.scheduler or self.scheduler_config.get("_class_name", "")).lower() \
-            .startswith("ddim") else {}
+        extra = {"eta": eta} if eta else {}  # DDIM only: other samplers refuse the option
         if self.scheduler_config:
             return sampler_from_diffusers_config(self.scheduler_config, self.scheduler, steps, strength, **extra)
         return make_sampler(self.scheduler or "ddim", "B", steps, strength=strength, **extra)

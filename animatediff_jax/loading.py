@@ -1,0 +1,210 @@
+"""Weights for a sampling pipeline: base + DreamBooth + LoRAs + motion module (+ MotionLoRAs, v3 adapter).
+
+Every path may be a PyTorch checkpoint (converted on the fly by `convert/`, the result cached as Flax
+`.safetensors` under ~/.cache/animatediff_jax/converted/<key>, key = hash of the file's size,
+mtime and first/last MiB) or an already-converted Flax file/folder. All files are checked to
+exist and to belong to SD1.x before anything is converted; the motion module must fit the base
+UNet (same channels and layers), otherwise the error names both files.
+
+Fusion order follows the original `load_weights`: motion module into the inflated UNet; DreamBooth
+weights replace the base's UNet/VAE/text encoder; LoRA (kohya/diffusers) fused at its scale; the v3
+domain adapter fused into the spatial attention; MotionLoRAs fused into the motion module.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from animatediff_jax.checkpoint import load_config, load_params, read_metadata, save_params
+
+
+class LoadError(ValueError):
+    """A set of weights that cannot be assembled into a pipeline (message names the file)."""
+
+
+@dataclass
+class LoadedWeights:
+    unet_config: object
+    motion_config: object | None
+    vae_config: object
+    text_config: object
+    unet: dict
+    vae: dict
+    text_encoder: dict
+    tokenizer_path: str | None
+    scheduler_config: dict
+    sources: dict
+
+
+def require_exists(path: str | None, what: str) -> None:
+    if path is not None and not os.path.exists(path):
+        raise LoadError(f"{what} {path!r} not found")
+
+
+def cache_key(path: str) -> str:
+    """Hash of a file's (or folder's files') size, mtime and first/last MiB."""
+    h = hashlib.sha256()
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{os.path.relpath(f, path)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(2**20))
+            if st.st_size > 2**20:
+                fh.seek(max(st.st_size - 2**20, 2**20))
+                h.update(fh.read(2**20))
+    return h.hexdigest()[:24]
+
+
+def is_flax_file(path: str) -> bool:
+    """A `.safetensors` written by animatediff_jax.checkpoint (metadata format=flax)."""
+    if not (os.path.isfile(path) and path.endswith(".safetensors")):
+        return False
+    try:
+        return read_metadata(path).get("format") == "flax"
+    except ValueError:
+        return False
+
+
+def _is_converted_base(path: str) -> bool:
+    return os.path.isdir(path) and all(is_flax_file(os.path.join(path, f"{n}.safetensors"))
+                                       for n in ("unet", "vae", "text_encoder"))
+
+
+def _read_converted_base(folder: str) -> dict:
+    out = {}
+    for name in ("unet", "vae", "text_encoder"):
+        params, meta = load_params(os.path.join(folder, f"{name}.safetensors"))
+        out[name], out[f"{name}_config"] = params, load_config(meta)
+    sched = os.path.join(folder, "scheduler_config.json")
+    out["scheduler_config"] = json.load(open(sched)) if os.path.exists(sched) else {}
+    tok = os.path.join(folder, "tokenizer")
+    out["tokenizer_path"] = tok if os.path.isdir(tok) else None
+    return out
+
+
+def load_sd(path: str, cache_dir: str, what: str) -> dict:
+    """An SD1.x model (diffusers folder, LDM single file, or converted folder) as Flax params + configs."""
+    from convert.base import convert_base
+    require_exists(path, what)
+    if _is_converted_base(path):
+        return _read_converted_base(path)
+    folder = os.path.join(cache_dir, "converted", "sd-" + cache_key(path))
+    if not _is_converted_base(folder):
+        print(f"converting {what} {path} -> {folder}")
+        try:
+            convert_base(path, folder)
+        except Exception as e:  # noqa: BLE001 - re-raised with the role of the file
+            raise LoadError(f"{what} {path}: {e}") from e
+    return _read_converted_base(folder)
+
+
+def load_motion(path: str, cache_dir: str):
+    """A motion module (original file, MotionAdapter folder, or converted Flax file) -> convert.motion.MotionModule."""
+    from convert.motion import MotionModule, load_motion_module
+    require_exists(path, "motion module")
+    cached = path if is_flax_file(path) else os.path.join(cache_dir, "converted", f"motion-{cache_key(path)}.safetensors")
+    if is_flax_file(cached):
+        params, meta = load_params(cached)
+        if "motion" not in meta:
+            raise LoadError(f"{path}: a Flax params file but not a motion module (no motion metadata)")
+        info = json.loads(meta["motion"])
+        return MotionModule(params, load_config(meta), tuple(info["block_out_channels"]),
+                            int(info["layers_per_block"]), info["version"])
+    mm = load_motion_module(path)
+    save_params(cached, mm.params, config=mm.config, source=f"motion:{os.path.abspath(path)}",
+                metadata={"motion": json.dumps({"block_out_channels": list(mm.block_out_channels),
+                                                "layers_per_block": mm.layers_per_block, "version": mm.version})})
+    return mm
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def check_motion_fits(unet_config, mm, motion_path: str, base_path: str) -> None:
+    """The motion module must have been trained for this UNet's layout (same model family)."""
+    if tuple(mm.block_out_channels) != tuple(unet_config.block_out_channels) \
+            or mm.layers_per_block != unet_config.layers_per_block:
+        raise LoadError(
+            f"motion module {motion_path} (channels {list(mm.block_out_channels)}, {mm.layers_per_block} "
+            f"layers per block) does not fit the base UNet of {base_path} (channels "
+            f"{list(unet_config.block_out_channels)}, {unet_config.layers_per_block} layers per block): "
+            "a motion module of another model family")
+
+
+def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tuple[str, float]] = (),
+                 motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
+                 domain_adapter: tuple[str, float] | None = None, motion_input_norm: str = "frame",
+                 cache_dir: str) -> LoadedWeights:
+    """Assemble all weights (see module docstring). Files are checked to exist before any conversion."""
+    from convert.lora import apply_lora_files, fuse_domain_adapter, fuse_motion_loras
+
+    require_exists(base, "base model")
+    require_exists(dreambooth, "DreamBooth checkpoint")
+    require_exists(motion_module, "motion module")
+    for p, _ in loras:
+        require_exists(p, "LoRA")
+    for p, _ in motion_loras:
+        require_exists(p, "MotionLoRA")
+    if domain_adapter is not None:
+        require_exists(domain_adapter[0], "domain adapter")
+    if motion_loras and motion_module is None:
+        raise LoadError("MotionLoRAs need a motion module")
+    if motion_input_norm not in ("frame", "joint"):
+        raise LoadError(f"motion_input_norm must be 'frame' or 'joint', got {motion_input_norm!r}")
+
+    sd = load_sd(base, cache_dir, "base model")
+    mm = load_motion(motion_module, cache_dir) if motion_module else None
+    if mm is not None:
+        check_motion_fits(sd["unet_config"], mm, motion_module, base)
+    if dreambooth:
+        db = load_sd(dreambooth, cache_dir, "DreamBooth checkpoint")
+        for name in ("unet", "vae", "text_encoder"):
+            if db[f"{name}_config"] != sd[f"{name}_config"]:
+                raise LoadError(f"DreamBooth checkpoint {dreambooth}: its {name} layout differs from the base "
+                                f"model {base} (not the same SD1.x family)")
+            sd[name] = db[name]
+    nets = {"unet": sd["unet"], "text_encoder": sd["text_encoder"]}
+    if loras:
+        nets = apply_lora_files(nets, list(loras))
+    unet2d = nets["unet"]
+    if domain_adapter is not None:
+        unet2d = fuse_domain_adapter(unet2d, *domain_adapter)
+    motion_config = None
+    unet = unet2d
+    if mm is not None:
+        motion = fuse_motion_loras(mm.params, list(motion_loras)) if motion_loras else mm.params
+        unet = _merge(unet2d, motion)
+        motion_config = replace(mm.config, input_norm=motion_input_norm)
+    return LoadedWeights(sd["unet_config"], motion_config, sd["vae_config"], sd["text_encoder_config"], unet,
+                         sd["vae"], nets["text_encoder"], sd["tokenizer_path"], sd["scheduler_config"],
+                         dict(base=base, dreambooth=dreambooth, loras=list(loras), motion_module=motion_module,
+                              motion_loras=list(motion_loras), domain_adapter=domain_adapter,
+                              motion_version=mm.version if mm else None))
+
+
+def check_params(module, params: dict, example_inputs, what: str) -> None:
+    """Every parameter the network needs is present with its shape, nothing extra."""
+    import jax
+    from convert.naming import flatten
+    want = {p: tuple(s.shape) for p, s in flatten(
+        jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *example_inputs))["params"]).items()}
+    have = {p: tuple(np.shape(v)) for p, v in flatten(params).items()}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    bad = [p for p in set(want) & set(have) if want[p] != have[p]]
+    if missing or extra or bad:
+        show = lambda ps: ", ".join("/".join(p) for p in ps[:4])  # noqa: E731
+        raise LoadError(f"{what}: parameters do not fit the network: "
+                        + (f"{len(missing)} missing ({show(missing)}) " if missing else "")
+                        + (f"{len(extra)} unexpected ({show(extra)}) " if extra else "")
+                        + (f"{len(bad)} mis-shaped ({show(sorted(bad))})" if bad else ""))

@@ -1,0 +1,69 @@
+"""Tiny random SD1.x base (diffusers folder), MotionAdapter and motion files for the sampling tests."""
+import os
+
+import numpy as np
+import torch
+
+from animatediff_jax.default_model import write_byte_tokenizer
+
+UNET = dict(block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1, attention_head_dim=4,
+            cross_attention_dim=32, norm_num_groups=8, sample_size=8, in_channels=4, out_channels=4)
+VAE = dict(block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
+           up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4, latent_channels=4,
+           sample_size=32)
+TEXT = dict(vocab_size=514, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=77, eos_token_id=513, pad_token_id=513, bos_token_id=512)
+ADAPTER = dict(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=4,
+               motion_norm_num_groups=8, motion_max_seq_length=16, use_motion_mid_block=True)
+SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", steps_offset=1, clip_sample=False,
+                 set_alpha_to_one=True, timestep_spacing="leading")
+
+
+def _randomize(module, seed):
+    """Every parameter random (diffusers zero-initialises the motion modules' proj_out)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(p[0].numel(), 1)) ** 0.5
+                    if p.ndim > 1 else torch.randn(p.shape, generator=g) * 0.1)
+    return module
+
+
+def diffusers_pipeline(folder: str, adapter_folder: str, seed: int = 0):
+    """A diffusers AnimateDiffPipeline with random tiny weights, saved as a folder + adapter folder."""
+    from diffusers import AnimateDiffPipeline, AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    unet = _randomize(UNet2DConditionModel(**UNET), seed)
+    vae = _randomize(AutoencoderKL(**VAE), seed + 1)
+    text = _randomize(CLIPTextModel(CLIPTextConfig(**TEXT)), seed + 2)
+    adapter = _randomize(MotionAdapter(**ADAPTER), seed + 3)
+    tok_dir = write_byte_tokenizer(os.path.join(folder, "_tok"))
+    tok = CLIPTokenizer.from_pretrained(tok_dir)
+    scheduler = DDIMScheduler(**SCHEDULER)
+    for name, part in dict(unet=unet, vae=vae, text_encoder=text, tokenizer=tok, scheduler=scheduler).items():
+        part.save_pretrained(os.path.join(folder, name))  # the SD1.x base, without motion modules
+    adapter.save_pretrained(adapter_folder)
+    pipe = AnimateDiffPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, motion_adapter=adapter,
+                               scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_original_motion_module(adapter_folder: str, path: str) -> None:
+    """The MotionAdapter's weights renamed to the original AnimateDiff layout (+ pos_encoder.pe)."""
+    from safetensors.numpy import save_file
+    from safetensors.torch import load_file
+    from convert.motion import diffusers_key_to_original, sinusoid
+    sd = load_file(os.path.join(adapter_folder, "diffusion_pytorch_model.safetensors"))
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("pos_embed.pe"):
+            continue
+        out[diffusers_key_to_original(k)] = v.numpy()
+    for k in list(out):
+        if k.endswith("attention_blocks.0.to_q.weight") or k.endswith("attention_blocks.1.to_q.weight"):
+            c = out[k].shape[0]
+            out[k.replace("to_q.weight", "pos_encoder.pe")] = sinusoid(ADAPTER["motion_max_seq_length"], c)
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}, path)
