@@ -17,6 +17,9 @@ from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetCon
 
 DEFAULT_MODEL = "random-tiny"
 DEFAULT_NOTICE = "random weights: demonstrates the pipeline, not a trained model"
+# What the command line samples with the default model when given no prompt / sizes.
+DEFAULT_SAMPLE = dict(prompts=("a corgi running on the beach, waves, sunset", "fireworks over a city at night"),
+                      width=128, height=128, frames=16, steps=25)
 
 TINY_UNET = UNetConfig(block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
