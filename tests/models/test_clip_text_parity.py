@@ -7,8 +7,8 @@ import torch
 import transformers
 
 from animatediff_jax.models.clip_text import CLIPTextModel
-from animatediff_jax.models.configs import CLIPTextConfig
-from convert.naming import state_dict_to_flax
+from animatediff_jax.models.configs import SD15_TEXT, CLIPTextConfig
+from convert.naming import state_dict_to_flax, torch_key_to_flax, torch_tensor_to_flax, unflatten
 from tests.utils import rel_err
 
 VOCAB, LENGTH = 99, 77
@@ -32,13 +32,7 @@ LENGTHS = [5, 20, 75]  # padded prompts, and one that fills all 77 positions
 
 def _torch_model(config: CLIPTextConfig):
     torch.manual_seed(0)
-    torch_config = transformers.CLIPTextConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads, max_position_embeddings=config.max_position_embeddings,
-        hidden_act=config.hidden_act, layer_norm_eps=config.layer_norm_eps, eos_token_id=config.eos_token_id,
-        bos_token_id=config.bos_token_id, pad_token_id=config.pad_token_id)
-    model = transformers.CLIPTextModel(torch_config).eval()
+    model = _build_torch_model(config)
     with torch.no_grad():  # non-trivial norms and biases
         for name, p in model.named_parameters():
             if name.endswith("bias") or "norm" in name:
@@ -46,10 +40,23 @@ def _torch_model(config: CLIPTextConfig):
     return model
 
 
-def _flax_params(model) -> dict:
+def _build_torch_model(config: CLIPTextConfig):
+    torch_config = transformers.CLIPTextConfig(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, max_position_embeddings=config.max_position_embeddings,
+        hidden_act=config.hidden_act, layer_norm_eps=config.layer_norm_eps, eos_token_id=config.eos_token_id,
+        bos_token_id=config.bos_token_id, pad_token_id=config.pad_token_id)
+    return transformers.CLIPTextModel(torch_config).eval()
+
+
+def _with_prefix(state_dict) -> dict:
     # transformers 5 drops the `text_model.` prefix that every SD checkpoint (and transformers 4) has.
-    sd = {k if k.startswith("text_model.") else f"text_model.{k}": v.numpy()
-          for k, v in model.state_dict().items()}
+    return {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in state_dict.items()}
+
+
+def _flax_params(model) -> dict:
+    sd = {k: v.numpy() for k, v in _with_prefix(model.state_dict()).items()}
     return state_dict_to_flax(sd, skip=[r"position_ids$"])
 
 
@@ -82,6 +89,20 @@ def test_param_tree_matches_rename(case):
     ids = jnp.zeros((1, LENGTH), jnp.int32)
     shapes = jax.eval_shape(lambda: CLIPTextModel(config).init(jax.random.key(0), ids))["params"]
     assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(np.shape, params)
+
+
+def test_sd15_layout_matches_transformers():
+    """Full-size CLIP ViT-L/14 text tower: same tensors as transformers' (meta device), 123.06M params."""
+    with torch.device("meta"):
+        sd = _with_prefix(_build_torch_model(SD15_TEXT).state_dict())
+    expected = {}
+    for key, t in sd.items():
+        path = torch_key_to_flax(key, t.ndim)
+        expected[path] = torch_tensor_to_flax(path, np.broadcast_to(np.float32(0), tuple(t.shape))).shape
+    ids = jnp.zeros((1, LENGTH), jnp.int32)
+    shapes = jax.eval_shape(lambda: CLIPTextModel(SD15_TEXT).init(jax.random.key(0), ids))["params"]
+    assert jax.tree.map(lambda x: x.shape, shapes) == unflatten(expected)
+    assert sum(int(np.prod(s)) for s in expected.values()) == 123_060_480
 
 
 def test_matches_transformers(case):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from animatediff_jax.models.configs import VAEConfig
+from animatediff_jax.models.configs import SD15_VAE, VAEConfig
 from animatediff_jax.models.vae import AutoencoderKL, decode_video, encode_video, encode_video_moments, sample_latent
-from convert.naming import state_dict_to_flax
+from convert.naming import state_dict_to_flax, torch_key_to_flax, torch_tensor_to_flax, unflatten
 from tests.utils import rel_err
 
 # name: (config, image (H, W)); both non-square, the second with odd latent sizes (9 x 7).
@@ -26,17 +26,21 @@ CASES = {
 
 def _torch_vae(config: VAEConfig):
     torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(
-        in_channels=config.in_channels, out_channels=config.out_channels,
-        down_block_types=config.down_block_types, up_block_types=config.up_block_types,
-        block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
-        act_fn=config.act_fn, latent_channels=config.latent_channels, norm_num_groups=config.norm_num_groups,
-        scaling_factor=config.scaling_factor).eval()
+    vae = _build_torch_vae(config)
     with torch.no_grad():  # non-trivial norms and biases
         for name, p in vae.named_parameters():
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return vae
+
+
+def _build_torch_vae(config: VAEConfig):
+    return diffusers.AutoencoderKL(
+        in_channels=config.in_channels, out_channels=config.out_channels,
+        down_block_types=config.down_block_types, up_block_types=config.up_block_types,
+        block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
+        act_fn=config.act_fn, latent_channels=config.latent_channels, norm_num_groups=config.norm_num_groups,
+        scaling_factor=config.scaling_factor).eval()
 
 
 @functools.cache
@@ -68,6 +72,19 @@ def test_param_tree_matches_rename(case):
     config, params, images, _, _ = case
     shapes = jax.eval_shape(lambda: AutoencoderKL(config).init(jax.random.key(0), jnp.asarray(images)))["params"]
     assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(np.shape, params)
+
+
+def test_sd15_layout_matches_diffusers():
+    """Full-size SD1.5 VAE: our param tree (abstract) has every tensor of diffusers' (meta device), 83.65M."""
+    with torch.device("meta"):
+        sd = _build_torch_vae(SD15_VAE).state_dict()
+    expected = {}
+    for key, t in sd.items():
+        path = torch_key_to_flax(key, t.ndim)
+        expected[path] = torch_tensor_to_flax(path, np.broadcast_to(np.float32(0), tuple(t.shape))).shape
+    shapes = jax.eval_shape(lambda: AutoencoderKL(SD15_VAE).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    assert jax.tree.map(lambda x: x.shape, shapes["params"]) == unflatten(expected)
+    assert sum(int(np.prod(s)) for s in expected.values()) == 83_653_863
 
 
 def test_encode_matches_diffusers(case):
