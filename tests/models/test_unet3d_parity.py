@@ -13,7 +13,7 @@ from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel
-from convert.naming import flatten, state_dict_to_flax
+from convert.naming import flatten, state_dict_to_flax, unflatten
 from tests.utils import rel_err
 
 # Two block layouts: attention first (SD-like, reversed up blocks) and attention last, 3 levels.
@@ -87,39 +87,53 @@ def _motion_pair(layout, use_mid_block, max_seq_length=8, blocks=1):
     return model, UNet3DConditionModel(_our_config(cfg), motion)
 
 
-@pytest.mark.parametrize("layout,use_mid_block,batch,frames,h,w", [
-    ("two_level", True, 2, 5, 8, 16),      # v2 layout: mid-block module; odd frames, non-square
-    ("three_level", False, 1, 4, 12, 8),   # v3 layout: no mid-block module
-])
-def test_motion_unet_matches_diffusers(layout, use_mid_block, batch, frames, h, w):
-    torch_model, ours = _motion_pair(layout, use_mid_block)
-    params = _params(torch_model)
-    sample, timesteps, text = _inputs(batch, frames, h, w)
-    _same_tree(jax.eval_shape(ours.init, jax.random.PRNGKey(0), sample, timesteps, text)["params"], params)
-    want = _run_diffusers_motion(torch_model, sample, timesteps, text)
-    got = jax.jit(ours.apply)({"params": params}, sample, timesteps, text)
-    assert rel_err(got, want) <= 1e-4, rel_err(got, want)
-    # The motion modules matter: without them the output is far away.
-    frame_wise = dataclasses.replace(ours, motion=None)
-    params_2d = {k: v for k, v in params.items()}
-    assert rel_err(_apply_without_motion(frame_wise, params_2d, sample, timesteps, text), want) > 1e-2
+_JIT = {}
 
 
-def _apply_without_motion(model, params, sample, timesteps, text):
-    flat = {k: v for k, v in flatten(params).items() if not any(p.startswith("motion_modules") for p in k)}
-    from convert.naming import unflatten
-    return model.apply({"params": unflatten(flat)}, sample, timesteps, text)
+def _apply(model, params, sample, timesteps, text):
+    """Jitted `model.apply`, compiled once per model configuration (and input shapes)."""
+    if model not in _JIT:
+        _JIT[model] = jax.jit(model.apply)
+    return np.asarray(_JIT[model]({"params": params}, sample, timesteps, text))
 
 
-def test_original_per_frame_norm_differs_from_joint():
-    """input_norm='frame' (original) is a different function of the same weights than 'joint'."""
+@pytest.fixture(scope="module")
+def v2_pair():
+    """v2 layout (mid-block module), joint input norm, inputs: batch 2, 5 frames, 8x16 latent."""
     torch_model, ours = _motion_pair("two_level", True)
-    params = _params(torch_model)
-    sample, timesteps, text = _inputs(2, 5, 8, 8)
-    joint = ours.apply({"params": params}, sample, timesteps, text)
-    frame = dataclasses.replace(ours, motion=dataclasses.replace(ours.motion, input_norm="frame")).apply(
-        {"params": params}, sample, timesteps, text)
-    assert rel_err(frame, joint) > 1e-3
+    sample, timesteps, text = _inputs(2, 5, 8, 16)
+    return torch_model, ours, _params(torch_model), (sample, timesteps, text)
+
+
+def _check_parity(torch_model, ours, params, inputs):
+    sample, timesteps, text = inputs
+    _same_tree(jax.eval_shape(ours.init, jax.random.PRNGKey(0), *inputs)["params"], params)
+    proj_out = [v for k, v in flatten(params).items() if "motion_modules" in k[1] and k[-2] == "proj_out"]
+    assert proj_out and all(np.abs(v).max() > 0 for v in proj_out)  # the motion modules are live
+    want = _run_diffusers_motion(torch_model, sample, timesteps, text)
+    got = _apply(ours, params, sample, timesteps, text)
+    assert rel_err(got, want) <= 1e-4, rel_err(got, want)
+
+
+def test_v2_layout_matches_diffusers(v2_pair):
+    _check_parity(*v2_pair)
+
+
+def test_v3_layout_matches_diffusers():
+    """No mid-block module, three levels, two transformer blocks per module, batch 1, 4 frames, 12x8."""
+    torch_model, ours = _motion_pair("three_level", False, blocks=2)
+    _check_parity(torch_model, ours, _params(torch_model), _inputs(1, 4, 12, 8))
+
+
+def test_original_per_frame_norm_differs_from_joint(v2_pair):
+    """input_norm='frame' (original) is a different function of the same weights than 'joint'."""
+    _, ours, params, inputs = v2_pair
+    frame = dataclasses.replace(ours, motion=dataclasses.replace(ours.motion, input_norm="frame"))
+    assert rel_err(_apply(frame, params, *inputs), _apply(ours, params, *inputs)) > 1e-3
+
+
+def _without_motion(params):
+    return unflatten({k: v for k, v in flatten(params).items() if not any("motion_modules" in p for p in k)})
 
 
 def test_frame_wise_unet_matches_unet2d_per_frame():
@@ -135,47 +149,56 @@ def test_frame_wise_unet_matches_unet2d_per_frame():
     ours = UNet3DConditionModel(_our_config(cfg), motion=None)
     params = _params(unet2d)
     _same_tree(jax.eval_shape(ours.init, jax.random.PRNGKey(0), sample, timesteps, text)["params"], params)
-    got = jax.jit(ours.apply)({"params": params}, sample, timesteps, text)
+    got = _apply(ours, params, sample, timesteps, text)
     assert rel_err(got, want) <= 1e-4, rel_err(got, want)
 
 
+# Small layout for the properties below (no diffusers reference needed).
+ONE_LEVEL = UNetConfig(block_out_channels=(16,), down_block_types=("CrossAttnDownBlock2D",),
+                       up_block_types=("CrossAttnUpBlock2D",), layers_per_block=1, attention_head_dim=2,
+                       cross_attention_dim=COMMON["cross_attention_dim"], norm_num_groups=4)
+SMALL_MOTION = MotionConfig(num_attention_heads=2, max_seq_length=8, norm_num_groups=4)
+
+
 def test_zero_initialised_motion_modules_leave_the_2d_unet_unchanged():
-    cfg = _our_config(dict(COMMON, **LAYOUTS["two_level"]))
-    motion = MotionConfig(num_attention_heads=2, max_seq_length=8, norm_num_groups=4)
     sample, timesteps, text = _inputs(batch=2, frames=5, h=8, w=8, seed=2)
-    video = UNet3DConditionModel(cfg, motion)
-    params = video.init(jax.random.PRNGKey(3), sample, timesteps, text)["params"]
-    got = video.apply({"params": params}, sample, timesteps, text)
-    want = _apply_without_motion(UNet3DConditionModel(cfg, None), params, sample, timesteps, text)
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    video = UNet3DConditionModel(ONE_LEVEL, SMALL_MOTION)
+    params = jax.jit(video.init)(jax.random.PRNGKey(3), sample, timesteps, text)["params"]
+    got = _apply(video, params, sample, timesteps, text)
+    want = _apply(UNet3DConditionModel(ONE_LEVEL, None), _without_motion(params), sample, timesteps, text)
+    np.testing.assert_array_equal(got, want)
 
 
-def test_bfloat16_compute_close_to_float32():
-    torch_model, ours = _motion_pair("two_level", True)
-    params = _params(torch_model)
-    sample, timesteps, text = _inputs(1, 5, 8, 8)
-    ref = ours.apply({"params": params}, sample, timesteps, text)
-    bf = dataclasses.replace(ours, dtype=jnp.bfloat16).apply({"params": params}, sample, timesteps, text)
+@pytest.fixture(scope="module")
+def live_small():
+    """ONE_LEVEL + motion with randomised (non-zero) proj_out; batch 1, 5 frames, 8x8."""
+    model = UNet3DConditionModel(ONE_LEVEL, dataclasses.replace(SMALL_MOTION, zero_init_proj_out=False))
+    inputs = _inputs(1, 5, 8, 8, seed=4)
+    params = jax.jit(model.init)(jax.random.PRNGKey(5), *inputs)["params"]
+    return model, params, inputs, _apply(model, params, *inputs)
+
+
+def test_bfloat16_compute_close_to_float32(live_small):
+    model, params, inputs, ref = live_small
+    bf = _apply(dataclasses.replace(model, dtype=jnp.bfloat16), params, *inputs)
     assert rel_err(bf, ref) < 2e-2, rel_err(bf, ref)
 
 
-def test_chunked_attention_and_remat_give_the_same_output():
-    torch_model, ours = _motion_pair("two_level", True)
-    params = {"params": _params(torch_model)}
-    sample, timesteps, text = _inputs(1, 3, 8, 8)
-    ref = ours.apply(params, sample, timesteps, text)
-    chunked = dataclasses.replace(ours, attention_impl="chunked", remat="dots_saveable")
-    assert rel_err(chunked.apply(params, sample, timesteps, text), ref) < 1e-6
+def test_chunked_attention_and_remat_give_the_same_output(live_small):
+    model, params, inputs, ref = live_small
+    chunked = dataclasses.replace(model, attention_impl="chunked", remat="dots_saveable")
+    assert rel_err(_apply(chunked, params, *inputs), ref) < 1e-6
 
 
 def test_bad_inputs_are_refused():
-    cfg = _our_config(dict(COMMON, **LAYOUTS["two_level"]))
-    model = UNet3DConditionModel(cfg, MotionConfig(num_attention_heads=2, max_seq_length=4, norm_num_groups=4))
+    model = UNet3DConditionModel(ONE_LEVEL, dataclasses.replace(SMALL_MOTION, max_seq_length=4))
     sample, timesteps, text = _inputs(1, 5, 8, 8)
+    init = lambda m, *a: jax.eval_shape(m.init, jax.random.PRNGKey(0), *a)  # noqa: E731
     with pytest.raises(ValueError, match="position-encoding length"):
-        jax.eval_shape(model.init, jax.random.PRNGKey(0), sample, timesteps, text)
+        init(model, sample, timesteps, text)
     with pytest.raises(ValueError, match="encoder_hidden_states"):
-        jax.eval_shape(model.init, jax.random.PRNGKey(0), sample[:, :3], timesteps, text[..., :5])
+        init(model, sample[:, :3], timesteps, text[..., :5])
+    with pytest.raises(ValueError, match="timesteps"):
+        init(model, sample[:, :3], np.zeros((2, 2)), text)
     with pytest.raises(ValueError, match="unknown remat policy"):
-        jax.eval_shape(dataclasses.replace(model, remat="sometimes").init, jax.random.PRNGKey(0),
-                       sample[:, :3], timesteps, text)
+        init(dataclasses.replace(model, remat="sometimes"), sample[:, :3], timesteps, text)
