@@ -32,8 +32,9 @@ ORIGINAL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 def _adapter_state_dict(params: Mapping, source: str) -> tuple[dict[str, np.ndarray], tuple]:
     """MotionAdapter-named PyTorch state dict of Flax motion params, checked, and its layout."""
     sd = flax_to_state_dict(params)
-    layout = _infer_layout(sd, source)
-    check_layout(sd, expected_shapes(*layout), source)
+    shapes = {k: v.shape for k, v in sd.items()}
+    layout = _infer_layout(shapes, source)
+    check_layout(shapes, expected_shapes(*layout), source)
     return sd, layout
 
 
@@ -54,7 +55,8 @@ def motion_to_original(params: Mapping, config: MotionConfig, dtype=np.float32) 
 
 def adapter_config(params: Mapping, config: MotionConfig) -> dict:
     """diffusers `MotionAdapter` config.json content for these params."""
-    channels, layers, mid, n_tb = _infer_layout(flax_to_state_dict(params), "motion params")
+    sd = flax_to_state_dict(params)
+    channels, layers, mid, n_tb = _infer_layout({k: v.shape for k, v in sd.items()}, "motion params")
     return {
         "_class_name": "MotionAdapter",
         "block_out_channels": list(channels),

@@ -238,7 +238,12 @@ def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, 
         if path not in flat:
             raise LoraError(f"{source}: targets {'/'.join(path)}, which the model does not have")
         kernel = flat[path]
-        delta = torch_tensor_to_flax(path, w.delta())
+        delta = w.delta()
+        if delta.ndim == 2 and np.ndim(kernel) == 4 and np.shape(kernel)[:2] == (1, 1):
+            delta = delta[:, :, None, None]  # linear LoRA on a 1x1 conv (e.g. proj_in trained as Linear)
+        elif delta.ndim == 4 and np.ndim(kernel) == 2 and delta.shape[2:] == (1, 1):
+            delta = delta[:, :, 0, 0]
+        delta = torch_tensor_to_flax(path, delta)
         if delta.shape != tuple(np.shape(kernel)):
             raise LoraError(f"{source}: {'/'.join(path)} has shape {tuple(np.shape(kernel))} but the LoRA "
                             f"update is {delta.shape} (up {w.up.shape}, down {w.down.shape})")

@@ -24,8 +24,8 @@ from typing import Mapping
 import numpy as np
 
 from animatediff_jax.models.configs import MotionConfig
-from convert.naming import flatten, state_dict_to_flax, unflatten
-from convert.io import examples, load_state_dict
+from convert.naming import flatten, torch_key_to_flax, torch_tensor_to_flax, unflatten
+from convert.io import StateDict, examples, open_state_dict
 
 # original -> diffusers MotionAdapter, applied in this order (FORMATS.md §3)
 _ORIGINAL_TO_DIFFUSERS = (
@@ -115,96 +115,104 @@ def expected_shapes(block_out_channels, layers_per_block: int, use_mid_block: bo
     return shapes
 
 
-def check_layout(state_dict: Mapping[str, np.ndarray], expected: Mapping[str, tuple], source: str) -> None:
+def check_layout(shapes: Mapping[str, tuple], expected: Mapping[str, tuple], source: str) -> None:
     """Raise naming missing/unexpected keys (a few examples each) or the first shape mismatches."""
-    missing, unexpected = set(expected) - set(state_dict), set(state_dict) - set(expected)
+    missing, unexpected = set(expected) - set(shapes), set(shapes) - set(expected)
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys, e.g. {examples(missing)}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys, e.g. {examples(unexpected)}")
-    wrong = [f"{k}: {tuple(np.shape(v))} instead of {expected[k]}" for k, v in sorted(state_dict.items())
-             if k in expected and tuple(np.shape(v)) != tuple(expected[k])]
+    wrong = [f"{k}: {tuple(s)} instead of {tuple(expected[k])}" for k, s in sorted(shapes.items())
+             if k in expected and tuple(s) != tuple(expected[k])]
     if wrong:
         problems.append(f"{len(wrong)} shape mismatches, e.g. {'; '.join(wrong[:3])}")
     if problems:
         raise MotionModuleError(f"{source}: not a valid motion module: " + " | ".join(problems))
 
 
-def strip_wrappers(state_dict: Mapping) -> dict:
-    """Unwrap a `"state_dict"` nesting and drop the `module.` prefix the official trainer adds."""
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
+def _file_keys(state_dict: Mapping) -> tuple[Mapping, dict[str, tuple[int, ...]], dict[str, str]]:
+    """(tensor mapping, {key: shape}, {clean key: key in the mapping}) without reading any tensor.
+
+    Unwraps a `"state_dict"` nesting and drops the `module.` prefix the official trainer adds.
+    A lazy `convert.io.StateDict` gives shapes from its header."""
+    if isinstance(state_dict.get("state_dict"), Mapping):
         state_dict = state_dict["state_dict"]
-    state_dict = {k: v for k, v in state_dict.items() if hasattr(v, "shape")}
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
-    return state_dict
+    if isinstance(state_dict, StateDict):
+        shapes = {k: tuple(state_dict.shape(k)) for k in state_dict}
+    else:
+        shapes = {k: tuple(np.shape(v)) for k, v in state_dict.items() if hasattr(v, "shape")}
+    prefixed = bool(shapes) and all(k.startswith("module.") for k in shapes)
+    names = {(k[len("module."):] if prefixed else k): k for k in shapes}
+    return state_dict, {clean: shapes[k] for clean, k in names.items()}, names
 
 
-def _infer_layout(sd: Mapping[str, np.ndarray], source: str):
+def _infer_layout(shapes: Mapping[str, tuple], source: str):
     """(block_out_channels, layers_per_block, use_mid_block, num_transformer_blocks) from MotionAdapter keys."""
-    keys = [m for m in (_MODULE_KEY.match(k) for k in sd) if m]
+    keys = [m for m in (_MODULE_KEY.match(k) for k in shapes) if m]
     if not keys:
         raise MotionModuleError(f"{source}: no AnimateDiff motion-module keys found "
-                                f"(expected e.g. down_blocks.0.motion_modules.0...; got {examples(sd)})")
+                                f"(expected e.g. down_blocks.0.motion_modules.0...; got {examples(shapes)})")
     downs = sorted({int(m.group(1).split(".")[1]) for m in keys if m.group(1).startswith("down_blocks")})
     channels = []
     for i in downs:
-        w = sd.get(f"down_blocks.{i}.motion_modules.0.norm.weight")
-        if w is None:
+        shape = shapes.get(f"down_blocks.{i}.motion_modules.0.norm.weight")
+        if shape is None:
             raise MotionModuleError(f"{source}: missing key down_blocks.{i}.motion_modules.0.norm.weight")
-        channels.append(int(w.shape[0]))
+        channels.append(int(shape[0]))
     layers = 1 + max(int(m.group(2)) for m in keys if m.group(1) == "down_blocks.0")
-    blocks = {int(k.split("transformer_blocks.")[1].split(".")[0]) for k in sd if ".transformer_blocks." in k}
+    blocks = {int(k.split("transformer_blocks.")[1].split(".")[0]) for k in shapes if ".transformer_blocks." in k}
     return tuple(channels), layers, any(m.group(1) == "mid_block" for m in keys), 1 + max(blocks, default=0)
 
 
-def detect_version(original: Mapping[str, np.ndarray]) -> str:
-    """v1/v2/v3 of an original-format module, as the reference loaders decide (FORMATS.md §3)."""
-    if "mid_block.motion_modules.0.temporal_transformer.norm.bias" in original:
+def detect_version(shapes: Mapping[str, tuple]) -> str:
+    """v1/v2/v3 of an original-format module from its {key: shape}, as the reference loaders decide."""
+    if "mid_block.motion_modules.0.temporal_transformer.norm.bias" in shapes:
         return "v2"
-    pe = original.get("down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0."
-                      "attention_blocks.0.pos_encoder.pe")
-    return "v1" if pe is not None and pe.shape[1] == 24 else "v3"
+    pe = shapes.get("down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0."
+                    "attention_blocks.0.pos_encoder.pe")
+    return "v1" if pe is not None and pe[1] == 24 else "v3"
 
 
-def _pe_length(original: Mapping[str, np.ndarray], source: str) -> int | None:
+def _pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
     """Position-encoding length L read from the [1, L, C] buffers; warn if they are not the sinusoid."""
-    pes = {k: v for k, v in original.items() if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe")}
-    lengths = {int(v.shape[1]) for v in pes.values()}
+    pes = sorted(k for k in shapes if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe"))
+    lengths = {int(shapes[k][1]) for k in pes}
     if len(lengths) > 1:
         raise MotionModuleError(f"{source}: position encodings of different lengths {sorted(lengths)}")
     if not pes:
         return None
-    key, pe = next(iter(sorted(pes.items())))
-    ref = sinusoid(pe.shape[1], pe.shape[2])
-    if not np.allclose(np.asarray(pe, np.float32), ref, atol=1e-2):
-        warnings.warn(f"{source}: {key} is not the standard sinusoid; it is regenerated, not loaded")
+    pe = np.asarray(read(pes[0]), np.float32)
+    if not np.allclose(pe, sinusoid(pe.shape[1], pe.shape[2]), atol=1e-2):
+        warnings.warn(f"{source}: {pes[0]} is not the standard sinusoid; it is regenerated, not loaded")
     return lengths.pop()
 
 
 def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>", heads: int = 8,
                            norm_num_groups: int = 32, max_seq_length: int | None = None,
                            version: str | None = None, dtype=np.float32) -> MotionModule:
-    """Convert an original-format or MotionAdapter-format state dict (numpy values).
+    """Convert an original-format or MotionAdapter-format state dict (numpy values, or a lazy
+    `convert.io.StateDict`: then keys and shapes are checked first and tensors read one at a time).
 
     `heads` and `norm_num_groups` cannot be read from the weights (every released module uses
     8 and 32). `max_seq_length` overrides the length read from the position-encoding buffers.
+    `dtype` casts floating tensors (None keeps the file's dtype).
     """
-    sd = strip_wrappers(state_dict)
-    original = any(".temporal_transformer." in k for k in sd)
+    tensors, shapes, names = _file_keys(state_dict)
+    read = lambda clean: tensors[names[clean]]  # noqa: E731
+    original = any(".temporal_transformer." in k for k in shapes)
+    length = _pe_length(shapes, read, source)
     if original:
-        detected = detect_version(sd)
-        length = _pe_length(sd, source)
-        sd = {new: v for k, v in sd.items() if (new := original_key_to_diffusers(k)) is not None}
+        detected = detect_version(shapes)
+        renamed = {new: k for k in shapes if (new := original_key_to_diffusers(k)) is not None}
     else:
-        length = _pe_length(sd, source)
-        sd = {k: v for k, v in sd.items() if not k.endswith("pos_embed.pe")}
-    if _SDXL_KEY in sd and sd[_SDXL_KEY].shape[-1] == 320:
+        renamed = {k: k for k in shapes if not k.endswith("pos_embed.pe")}
+    shapes = {new: shapes[k] for new, k in renamed.items()}
+    if _SDXL_KEY in shapes and shapes[_SDXL_KEY][-1] == 320:
         raise MotionModuleError(f"{source}: this is an SDXL motion module (320 channels at up_blocks.2); "
                                 "only SD1.x motion modules are supported")
-    channels, layers, mid, n_tb = _infer_layout(sd, source)
-    check_layout(sd, expected_shapes(channels, layers, mid, n_tb), source)
+    channels, layers, mid, n_tb = _infer_layout(shapes, source)
+    check_layout(shapes, expected_shapes(channels, layers, mid, n_tb), source)
     length = max_seq_length or length
     if length is None:
         raise MotionModuleError(f"{source}: no position-encoding buffer to read its length from; "
@@ -214,20 +222,20 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     version = version or detected
     if version not in ("v1", "v2", "v3"):
         raise MotionModuleError(f"{source}: unknown motion-module version {version!r} (v1, v2 or v3)")
-    config = MotionConfig(num_attention_heads=heads, num_transformer_blocks=n_tb, max_seq_length=length,
-                          use_mid_block=mid, norm_num_groups=norm_num_groups,
-                          resnet_norm="joint" if version == "v1" else "frame")
     for c in channels:
         if c % heads or c % norm_num_groups:
             raise MotionModuleError(f"{source}: {c} channels not divisible by heads={heads} "
                                     f"and norm_num_groups={norm_num_groups}")
-    params = state_dict_to_flax({k: _as_dtype(v, dtype) for k, v in sd.items()})
-    return MotionModule(params, config, channels, layers, version)
-
-
-def _as_dtype(array, dtype):
-    array = np.asarray(array)
-    return array if dtype is None else array.astype(dtype)
+    config = MotionConfig(num_attention_heads=heads, num_transformer_blocks=n_tb, max_seq_length=length,
+                          use_mid_block=mid, norm_num_groups=norm_num_groups,
+                          resnet_norm="joint" if version == "v1" else "frame")
+    flat = {}
+    for key, file_key in renamed.items():  # one tensor in flight
+        array = np.asarray(read(file_key))
+        array = array if dtype is None else array.astype(dtype, copy=False)
+        path = torch_key_to_flax(key, array.ndim)
+        flat[path] = torch_tensor_to_flax(path, array)
+    return MotionModule(unflatten(flat), config, channels, layers, version)
 
 
 def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int | None = None,
@@ -249,17 +257,18 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
             if len(set(heads_cfg)) != 1:
                 raise MotionModuleError(f"{path}: per-block head counts {heads_cfg} are not supported")
             heads_cfg = heads_cfg[0]
-        mm = motion_from_state_dict(
-            load_state_dict(weights), source=str(path), heads=heads or heads_cfg,
-            norm_num_groups=norm_num_groups or cfg.get("motion_norm_num_groups", 32),
-            max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", 32), version=version, dtype=dtype)
+        with open_state_dict(weights) as sd:
+            mm = motion_from_state_dict(
+                sd, source=str(path), heads=heads or heads_cfg,
+                norm_num_groups=norm_num_groups or cfg.get("motion_norm_num_groups", 32),
+                max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", 32), version=version, dtype=dtype)
         if tuple(cfg.get("block_out_channels", mm.block_out_channels)) != mm.block_out_channels:
             raise MotionModuleError(f"{path}: config.json block_out_channels {cfg['block_out_channels']} "
                                     f"disagree with the weights {list(mm.block_out_channels)}")
         return mm
-    return motion_from_state_dict(load_state_dict(path), source=str(path), heads=heads or 8,
-                                  norm_num_groups=norm_num_groups or 32, max_seq_length=max_seq_length,
-                                  version=version, dtype=dtype)
+    with open_state_dict(path) as sd:
+        return motion_from_state_dict(sd, source=str(path), heads=heads or 8, norm_num_groups=norm_num_groups or 32,
+                                      max_seq_length=max_seq_length, version=version, dtype=dtype)
 
 
 def is_motion_path(path: tuple[str, ...]) -> bool:

@@ -126,3 +126,16 @@ def test_non_numeric_scale_refused(tmp_path, nets):
         parse_path_scale(f"{tmp_path / 'k.safetensors'}:nan")
     assert parse_path_scale(f"{tmp_path / 'k.safetensors'}:0.75") == (str(tmp_path / "k.safetensors"), 0.75)
     assert parse_path_scale(str(tmp_path / "k.safetensors")) == (str(tmp_path / "k.safetensors"), 1.0)
+
+
+def test_linear_lora_on_1x1_conv_projection(tmp_path, nets):
+    """proj_in/proj_out are 1x1 convs in SD1.x; LoRAs trained with linear projections store 2-D matrices."""
+    unet, _ = nets
+    key = "lora_unet_down_blocks_0_attentions_1_proj_in"
+    up, down = torch.randn(32, 2), torch.randn(2, 32)
+    save({f"{key}.lora_up.weight": up, f"{key}.lora_down.weight": down, f"{key}.alpha": torch.tensor(1.0)},
+         tmp_path / "lin.safetensors")
+    fused = flatten(apply_lora_files({"unet": flax_params(unet)}, [(str(tmp_path / "lin.safetensors"), 0.5)])["unet"])
+    w = unet.state_dict()["down_blocks.0.attentions.1.proj_in.weight"].numpy()  # (32, 32, 1, 1)
+    expected = w + 0.25 * (up.numpy() @ down.numpy())[:, :, None, None]
+    assert rel_err(fused[("down_blocks_0", "attentions_1", "proj_in", "kernel")], expected.transpose(2, 3, 1, 0)) <= 1e-6
