@@ -27,30 +27,30 @@ def _motion_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_motion(path: str, args=None):
-    """(params, MotionConfig, version) of a converted Flax motion file or any motion-module source."""
+    """`MotionModule` of a converted Flax motion file or of any motion-module source."""
     from animatediff_jax.checkpoint import load_config, load_params, read_metadata
+    from convert.motion import load_motion_module, motion_module_from_params
     if path.endswith(".safetensors") and os.path.isfile(path) and read_metadata(path).get("format") == "flax":
         params, meta = load_params(path)
         config = load_config(meta)
         if type(config).__name__ != "MotionConfig":
             raise ValueError(f"{path}: holds {meta.get('config_class', 'no config')}, not motion-module params")
-        return params, config, meta.get("motion_version", "")
-    from convert.motion import load_motion_module
-    mm = load_motion_module(path, heads=getattr(args, "heads", None), norm_num_groups=getattr(args, "norm_groups", None),
-                            max_seq_length=getattr(args, "max_seq_length", None), version=getattr(args, "version", None))
-    return mm.params, mm.config, mm.version
+        return motion_module_from_params(params, config, json.loads(meta.get("motion", "{}")).get("version", ""))
+    return load_motion_module(path, heads=getattr(args, "heads", None), norm_num_groups=getattr(args, "norm_groups", None),
+                              max_seq_length=getattr(args, "max_seq_length", None), version=getattr(args, "version", None))
 
 
-def _save_motion(path: str, params, config, version: str, source: str, dtype) -> None:
+def _save_motion(path: str, mm, source: str, dtype) -> None:
     from animatediff_jax.checkpoint import save_params
-    save_params(path, params, config=config, source=source, dtype=dtype, metadata={"motion_version": version})
+    from convert.motion import motion_metadata
+    save_params(path, mm.params, config=mm.config, source=source, dtype=dtype, metadata=motion_metadata(mm))
 
 
 def _motion(args) -> int:
-    params, config, version = load_motion(args.source, args)
-    _save_motion(args.output, params, config, version, f"animatediff:{os.path.basename(args.source)}", args.dtype)
-    print(f"{args.output}: motion module {version}, max_seq_length {config.max_seq_length}, "
-          f"mid block {config.use_mid_block}, heads {config.num_attention_heads}")
+    mm = load_motion(args.source, args)
+    _save_motion(args.output, mm, f"motion:{os.path.abspath(args.source)}", args.dtype)
+    print(f"{args.output}: motion module {mm.version}, max_seq_length {mm.config.max_seq_length}, "
+          f"mid block {mm.config.use_mid_block}, heads {mm.config.num_attention_heads}")
     return 0
 
 
@@ -92,10 +92,10 @@ def _lora(args) -> int:
 
 def _motion_lora(args) -> int:
     from convert.lora import fuse_motion_loras
-    params, config, version = load_motion(args.motion, args)
-    fused = fuse_motion_loras(params, _lora_args(args.lora))
-    _save_motion(args.output, fused, config, version, f"animatediff:{os.path.basename(args.motion)}+motion-lora",
-                 args.dtype)
+    from dataclasses import replace
+    mm = load_motion(args.motion, args)
+    fused = replace(mm, params=fuse_motion_loras(mm.params, _lora_args(args.lora)))
+    _save_motion(args.output, fused, f"motion:{os.path.abspath(args.motion)}+motion-lora", args.dtype)
     print(args.output)
     return 0
 
@@ -103,7 +103,8 @@ def _motion_lora(args) -> int:
 def _export_motion(args) -> int:
     import numpy as np
     from convert.export import ORIGINAL_SUFFIXES, export_adapter, export_original
-    params, config, _ = load_motion(args.params, args)
+    mm = load_motion(args.params, args)
+    params, config = mm.params, mm.config
     fmt = args.format or ("original" if args.output.endswith(ORIGINAL_SUFFIXES) else "diffusers")
     dtype = np.float16 if args.dtype == "float16" else np.float32
     if fmt == "original":

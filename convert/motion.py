@@ -24,7 +24,7 @@ from typing import Mapping
 import numpy as np
 
 from animatediff_jax.models.configs import MotionConfig
-from convert.naming import flatten, torch_key_to_flax, torch_tensor_to_flax, unflatten
+from convert.naming import flatten, flax_path_to_torch, torch_key_to_flax, torch_tensor_to_flax, unflatten
 from convert.io import StateDict, examples, open_state_dict
 
 # original -> diffusers MotionAdapter, applied in this order (FORMATS.md §3)
@@ -269,6 +269,21 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
     with open_state_dict(path) as sd:
         return motion_from_state_dict(sd, source=str(path), heads=heads or 8, norm_num_groups=norm_num_groups or 32,
                                       max_seq_length=max_seq_length, version=version, dtype=dtype)
+
+
+def motion_module_from_params(params: Mapping, config: MotionConfig, version: str) -> MotionModule:
+    """`MotionModule` around Flax motion params (layout read from their shapes, then checked)."""
+    shapes = {flax_path_to_torch(p): tuple(np.shape(v))[::-1] if p[-1] == "kernel" else tuple(np.shape(v))
+              for p, v in flatten(params).items()}  # Linear kernels (in, out) -> PyTorch (out, in)
+    layout = _infer_layout(shapes, "motion params")
+    check_layout(shapes, expected_shapes(*layout), "motion params")
+    return MotionModule(dict(params), config, layout[0], layout[1], version)
+
+
+def motion_metadata(mm: MotionModule) -> dict[str, str]:
+    """Params-file metadata describing a motion module (with its config stored by `save_params`)."""
+    return {"motion": json.dumps({"block_out_channels": list(mm.block_out_channels),
+                                  "layers_per_block": mm.layers_per_block, "version": mm.version})}
 
 
 def is_motion_path(path: tuple[str, ...]) -> bool:

@@ -41,7 +41,7 @@ def test_motion_motion_lora_and_export(tmp_path, v2_file, capsys):
     assert "v2" in capsys.readouterr().out
     params, meta = load_params(str(out))
     assert_trees_equal(params, adapter_flax(adapter))
-    assert json.loads(meta["config"])["max_seq_length"] == 32 and meta["motion_version"] == "v2"
+    assert json.loads(meta["config"])["max_seq_length"] == 32 and json.loads(meta["motion"])["version"] == "v2"
 
     torch.save(motion_lora(adapter, 1), tmp_path / "zoom.ckpt")
     torch.save(motion_lora(adapter, 2), tmp_path / "pan.ckpt")
