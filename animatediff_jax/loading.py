@@ -89,20 +89,32 @@ def _read_converted_base(folder: str) -> dict:
     return out
 
 
-def load_sd(path: str, cache_dir: str, what: str) -> dict:
-    """An SD1.x model (diffusers folder, LDM single file, or converted folder) as Flax params + configs."""
+def load_sd(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> dict:
+    """An SD1.x model (diffusers folder, LDM single file, or converted folder) as Flax params + configs.
+    `overrides`: config fields a single file cannot show (head counts, norm groups), per network."""
     from convert.base import convert_base
     require_exists(path, what)
     if _is_converted_base(path):
         return _read_converted_base(path)
-    folder = os.path.join(cache_dir, "converted", "sd-" + cache_key(path))
+    key = cache_key(path) + (hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+                             if overrides else "")
+    folder = os.path.join(cache_dir, "converted", "sd-" + key)
     if not _is_converted_base(folder):
         print(f"converting {what} {path} -> {folder}")
         try:
-            convert_base(path, folder)
+            convert_base(path, folder, overrides=overrides)
         except Exception as e:  # noqa: BLE001 - re-raised with the role of the file
             raise LoadError(f"{what} {path}: {e}") from e
     return _read_converted_base(folder)
+
+
+def _unseen_fields(sd: dict) -> dict:
+    """The base's config fields that tensor shapes do not show: a DreamBooth file inherits them."""
+    u, v, t = sd["unet_config"], sd["vae_config"], sd["text_encoder_config"]
+    return {"unet": dict(norm_num_groups=u.norm_num_groups, attention_head_dim=u.attention_head_dim,
+                         num_attention_heads=u.num_attention_heads),
+            "vae": dict(norm_num_groups=v.norm_num_groups),
+            "text_encoder": dict(num_attention_heads=t.num_attention_heads)}
 
 
 def load_motion(path: str, cache_dir: str):
@@ -168,9 +180,11 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
     if mm is not None:
         check_motion_fits(sd["unet_config"], mm, motion_module, base)
     if dreambooth:
-        db = load_sd(dreambooth, cache_dir, "DreamBooth checkpoint")
+        db = load_sd(dreambooth, cache_dir, "DreamBooth checkpoint", overrides=_unseen_fields(sd))
+        from convert.naming import flatten
+        shapes = lambda tree: {p: np.shape(v) for p, v in flatten(tree).items()}  # noqa: E731
         for name in ("unet", "vae", "text_encoder"):
-            if db[f"{name}_config"] != sd[f"{name}_config"]:
+            if shapes(db[name]) != shapes(sd[name]):
                 raise LoadError(f"DreamBooth checkpoint {dreambooth}: its {name} layout differs from the base "
                                 f"model {base} (not the same SD1.x family)")
             sd[name] = db[name]

@@ -9,7 +9,9 @@ with an error naming the file, the entry and the key.
 Relative paths resolve as the original resolves them: against the current directory (the original
 is run from its repository root). Where that file does not exist but one relative to the config's
 own folder does, that one is used. `configs/inference/inference-v{1,2,3}.yaml` of the original maps
-to this project's `configs/inference/v{1,2,3}.yaml` when the original file is not present.
+to this project's `configs/inference/v{1,2,3}.yaml` when the original file is not present, and to
+the original's scheduler settings (the same in all three; the network settings are read from the
+motion-module file) when neither exists.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Any
 import yaml
 
 PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BUILTIN = "builtin:"
 
 
 class PromptConfigError(ValueError):
@@ -97,6 +100,8 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
     for t in tried:
         if t.exists():
             return str(t.resolve())
+    if m:  # the original's inference configs all carry the same scheduler settings (built in)
+        return f"{BUILTIN}inference-{m.group(1)}"
     raise _err(source, entry, f"{what} {path!r} not found (looked at: {', '.join(map(str, tried))})")
 
 
@@ -228,6 +233,9 @@ def inference_settings(path: str | None) -> dict:
     """`noise_scheduler_kwargs` of an (original-style) inference config, {} when none is given."""
     if path is None:
         return {}
+    if path.startswith(BUILTIN):
+        from animatediff_jax.samplers import ORIGINAL_SCHEDULER_KWARGS
+        return dict(ORIGINAL_SCHEDULER_KWARGS)
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise PromptConfigError(f"{path}: an inference config must be a mapping")

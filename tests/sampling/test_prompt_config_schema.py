@@ -3,8 +3,8 @@ import textwrap
 
 import pytest
 
-from animatediff_jax.prompt_config import (PromptConfigError, draw_seeds, load_prompt_config,
-                                           resolved_config)
+from animatediff_jax.prompt_config import (PromptConfigError, draw_seeds, inference_settings,
+                                           load_prompt_config, resolved_config)
 
 
 def _write(tmp_path, text, files=("mm.ckpt", "db.safetensors", "lora.safetensors", "ml.ckpt")):
@@ -43,7 +43,9 @@ def test_original_schema_entry(tmp_path, monkeypatch):
     assert e.motion_module == str(tmp_path / "mm.ckpt")
     assert e.motion_module_lora_configs == [(str(tmp_path / "ml.ckpt"), 0.5)]
     assert e.lora_alpha == 0.6 and e.W == 64 and e.H is None
-    assert e.inference_config.endswith("v2.yaml")  # the original's name maps to this project's file
+    # the original's inference config name maps to this project's file or the built-in settings
+    assert e.inference_config.endswith("v2.yaml") or e.inference_config == "builtin:inference-v2"
+    assert inference_settings(e.inference_config)["beta_schedule"] == "linear"
     seeds = draw_seeds(e.seeds)
     assert seeds[0] == 10788741199826055526 and seeds[1] >= 0
     (out,) = resolved_config([(e, seeds)])

@@ -67,3 +67,71 @@ def write_original_motion_module(adapter_folder: str, path: str) -> None:
             c = out[k].shape[0]
             out[k.replace("to_q.weight", "pos_encoder.pe")] = sinusoid(ADAPTER["motion_max_seq_length"], c)
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}, path)
+
+
+def write_base_folder(folder: str, seed: int = 0) -> str:
+    """A tiny SD1.x diffusers folder (unet, vae, text_encoder, tokenizer, scheduler) with random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    parts = dict(unet=_randomize(UNet2DConditionModel(**UNET), seed),
+                 vae=_randomize(AutoencoderKL(**VAE), seed + 1),
+                 text_encoder=_randomize(CLIPTextModel(CLIPTextConfig(**TEXT)), seed + 2),
+                 tokenizer=CLIPTokenizer.from_pretrained(write_byte_tokenizer(os.path.join(folder, "_tok"))),
+                 scheduler=DDIMScheduler(**SCHEDULER))
+    for name, part in parts.items():
+        part.save_pretrained(os.path.join(folder, name))
+    return folder
+
+
+def write_dreambooth(path: str, seed: int = 10) -> str:
+    """A personalized model as the community shares it: one LDM-layout .safetensors (UNet, VAE, CLIP)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.numpy import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+    from convert.ldm import diffusers_to_ldm
+    sd = lambda m: {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}  # noqa: E731
+    unet = _randomize(UNet2DConditionModel(**UNET), seed)
+    ldm = diffusers_to_ldm(sd(unet), sd(_randomize(AutoencoderKL(**VAE), seed + 1)),
+                           sd(_randomize(CLIPTextModel(CLIPTextConfig(**TEXT)), seed + 2)),
+                           layers_per_block=UNET["layers_per_block"],
+                           up_block_has_attention=[t.startswith("CrossAttn") for t in UNET["up_block_types"]],
+                           vae_num_up_blocks=len(VAE["up_block_types"]))
+    save_file({k: np.ascontiguousarray(v) for k, v in ldm.items()}, path)
+    return path
+
+
+def write_kohya_lora(path: str, rank: int = 2, seed: int = 20) -> str:
+    """A kohya LoRA on every attention projection of the tiny UNet (diffusers-style names)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, mod in UNet2DConditionModel(**UNET).named_modules():
+        if name.endswith(("to_q", "to_k", "to_v")):
+            key = "lora_unet_" + name.replace(".", "_")
+            out[f"{key}.lora_down.weight"] = rng.standard_normal((rank, mod.in_features), np.float32) * 0.1
+            out[f"{key}.lora_up.weight"] = rng.standard_normal((mod.out_features, rank), np.float32) * 0.1
+            out[f"{key}.alpha"] = np.array(1.0, np.float32)
+    save_file(out, path)
+    return path
+
+
+def write_motion_lora(motion_path: str, path: str, rank: int = 2, seed: int = 30) -> str:
+    """A MotionLoRA in the original format (`processor.to_q_lora.down.weight`) for a motion-module file."""
+    from safetensors.numpy import load_file, save_file
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in load_file(motion_path).items():
+        for proj in ("to_q", "to_k", "to_v", "to_out.0"):
+            if k.endswith(f".{proj}.weight") and ".attention_blocks." in k:
+                base = k[: -len(f"{proj}.weight")] + "processor." + proj.split(".")[0] + "_lora"
+                out[base + ".down.weight"] = rng.standard_normal((rank, v.shape[1]), np.float32) * 0.1
+                out[base + ".up.weight"] = rng.standard_normal((v.shape[0], rank), np.float32) * 0.1
+    save_file(out, path)
+    return path
+
+
+def write_adapter_folder(folder: str, seed: int = 3) -> str:
+    from diffusers import MotionAdapter
+    _randomize(MotionAdapter(**ADAPTER), seed).save_pretrained(folder)
+    return folder

@@ -1,0 +1,101 @@
+"""`python -m animatediff_jax.sample` end to end on small random files, and its input checks."""
+import os
+import textwrap
+
+import numpy as np
+import pytest
+import yaml
+
+from animatediff_jax import sample
+from tests.sampling import tiny_models as tm
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "models").mkdir()
+    tm.write_base_folder(str(root / "models" / "base"))
+    tm.write_dreambooth(str(root / "models" / "toon.safetensors"))
+    tm.write_kohya_lora(str(root / "models" / "style.safetensors"))
+    tm.write_adapter_folder(str(root / "adapter"))
+    tm.write_original_motion_module(str(root / "adapter"), str(root / "models" / "mm_v2.safetensors"))
+    tm.write_motion_lora(str(root / "models" / "mm_v2.safetensors"), str(root / "models" / "zoom.safetensors"))
+    return root
+
+
+def test_original_schema_config_end_to_end(files, monkeypatch, tmp_path):
+    monkeypatch.chdir(files)  # relative paths resolve against the working directory, as in the original
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
+    cfg = tmp_path / "toon.yaml"
+    cfg.write_text(textwrap.dedent("""
+        - inference_config: "configs/inference/inference-v2.yaml"
+          motion_module: "models/mm_v2.safetensors"
+          motion_module_lora_configs:
+            - path: "models/zoom.safetensors"
+              alpha: 0.7
+          dreambooth_path: "models/toon.safetensors"
+          lora_model_path: "models/style.safetensors"
+          lora_alpha: 0.8
+          seed: [-1, 123]
+          steps: 2
+          guidance_scale: 7.5
+          prompt:
+            - "a girl, cherry blossoms"
+            - "a boy, marble"
+          n_prompt:
+            - "worst quality"
+        """))
+    out = tmp_path / "out"
+    argv = [str(cfg), "--base", "models/base", "--out", str(out), "--W", "32", "--H", "32", "--L", "4",
+            "--no-progress"]
+    assert sample.main(argv) == 0
+    (run,) = os.listdir(out)
+    files_written = sorted(os.listdir(out / run / "sample"))
+    assert files_written == ["0-a-girl-cherry-blossoms.gif", "0-a-girl-cherry-blossoms.mp4",
+                             "1-a-boy-marble.gif", "1-a-boy-marble.mp4"]
+    assert (out / run / "sample.gif").stat().st_size > 0
+    resolved = yaml.safe_load((out / run / "config.yaml").read_text())
+    seeds = resolved[0]["random_seed"]
+    assert len(seeds) == 2 and seeds[1] == 123 and seeds[0] >= 0
+    assert resolved[0]["dreambooth_path"] == "models/toon.safetensors"
+    # a second run never touches the first one's folder
+    assert sample.main(argv) == 0
+    assert len(os.listdir(out)) == 2
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--width", "36"], "multiples of 8"),
+    (["--frames", "40"], "exceed the motion module's position encoding (16)"),
+    (["--frames", "40", "--context-length", "24"], "--context-length must be ≤ 16"),
+    (["--dreambooth", "missing.safetensors"], "DreamBooth checkpoint 'missing.safetensors' not found"),
+    (["--lora", "models/style.safetensors:strong"], "is not a number"),
+    (["--seed", "1", "--seed", "2", "--seed", "3"], "3 --seed for 1 prompts"),
+])
+def test_bad_input_fails_before_loading(files, monkeypatch, tmp_path, capsys, extra, message):
+    monkeypatch.chdir(files)
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
+    monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    argv = ["--base", "models/base", "--motion-module", "adapter", "--prompt", "a cat", "--out",
+            str(tmp_path / "out")] + extra
+    with pytest.raises(SystemExit) if "not a number" in message else _no_raise():
+        assert sample.main(argv) != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_motion_module_of_another_family_is_refused(files, monkeypatch, tmp_path, capsys):
+    from diffusers import MotionAdapter
+    MotionAdapter(**{**tm.ADAPTER, "block_out_channels": (16, 32)}).save_pretrained(str(tmp_path / "other"))
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
+    monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    rc = sample.main(["--base", str(files / "models" / "base"), "--motion-module", str(tmp_path / "other"),
+                      "--prompt", "x", "--out", str(tmp_path / "out")])
+    assert rc != 0 and "another model family" in capsys.readouterr().err
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
