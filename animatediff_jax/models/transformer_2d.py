@@ -65,7 +65,11 @@ class BasicTransformerBlock(nn.Module):
                                       name=name, **kw)
         norm = lambda name: layer_norm(name, self.layer_norm_eps, **kw)  # noqa: E731
         x = x + attn("attn1")(norm("norm1")(x).reshape(b * f, l, c)).reshape(x.shape)
-        x = x + attn("attn2")(norm("norm2")(x).reshape(b, f * l, c), context).reshape(x.shape)
+        if context.ndim == 4:  # per-frame context (B, F, T, D) (prompt travel): each frame its own text
+            h = attn("attn2")(norm("norm2")(x).reshape(b * f, l, c), context.reshape(b * f, *context.shape[2:]))
+        else:
+            h = attn("attn2")(norm("norm2")(x).reshape(b, f * l, c), context)
+        x = x + h.reshape(x.shape)
         return x + FeedForward(name="ff", **kw)(norm("norm3")(x))
 
 
@@ -89,8 +93,9 @@ class Transformer2DModel(nn.Module):
         if not video:
             x = x[:, None]
         b, f, h, w, c = x.shape
-        if context.ndim != 3 or context.shape[0] != b:
-            raise ValueError(f"context must be (batch={b}, tokens, dim), got shape {context.shape}")
+        if not (context.ndim == 3 or (context.ndim == 4 and context.shape[1] == f)) or context.shape[0] != b:
+            raise ValueError(f"context must be (batch={b}, tokens, dim) or (batch, frames={f}, tokens, dim), "
+                             f"got shape {context.shape}")
         inner = self.heads * self.dim_head
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         proj = ((lambda n, d: nn.Dense(d, name=n, **kw)) if self.use_linear_projection  # noqa: E731

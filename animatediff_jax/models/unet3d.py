@@ -186,6 +186,9 @@ def _check(cfg: UNetConfig, sample, text) -> None:
         raise ValueError(f"UNetConfig: unsupported block types {unknown}")
     if sample.ndim != 5 or sample.shape[-1] != cfg.in_channels:
         raise ValueError(f"sample must be (batch, frames, height, width, {cfg.in_channels}), got {sample.shape}")
-    if text.ndim != 3 or text.shape[0] != sample.shape[0] or text.shape[-1] != cfg.cross_attention_dim:
-        raise ValueError(f"encoder_hidden_states must be ({sample.shape[0]}, tokens, {cfg.cross_attention_dim}),"
-                         f" got {text.shape}")
+    per_frame = text.ndim == 4 and text.shape[1] == sample.shape[1]  # (B, F, T, D): prompt travel
+    if not (text.ndim == 3 or per_frame) or text.shape[0] != sample.shape[0] \
+            or text.shape[-1] != cfg.cross_attention_dim:
+        raise ValueError(f"encoder_hidden_states must be ({sample.shape[0]}, tokens, {cfg.cross_attention_dim})"
+                         f" or per frame ({sample.shape[0]}, {sample.shape[1]}, tokens, "
+                         f"{cfg.cross_attention_dim}), got {text.shape}")
