@@ -84,14 +84,20 @@ def tensor_info(entry: Mapping) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def read_tensor(f, entry: Mapping, start: int) -> np.ndarray:
-    """One tensor of an open safetensors file, read (not mapped) into a fresh array."""
+    """One tensor of an open safetensors file, read (not mapped) into a fresh array.
+
+    Positional reads (`os.pread`) leave the file offset alone, so threads may share `f`.
+    """
     shape, dtype = tensor_info(entry)
     begin, end = entry["data_offsets"]
-    buf = bytearray(end - begin)
-    f.seek(start + begin)
-    if f.readinto(buf) != len(buf):
-        raise SafetensorsError(f"{f.name}: truncated while reading a tensor")
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+    buf = np.empty(end - begin, np.uint8)
+    view, done = memoryview(buf), 0
+    while done < len(buf):
+        n = os.preadv(f.fileno(), [view[done:]], start + begin + done)
+        if n <= 0:
+            raise SafetensorsError(f"{f.name}: truncated while reading a tensor")
+        done += n
+    return buf.view(dtype).reshape(shape)
 
 
 @contextlib.contextmanager

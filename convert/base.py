@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -322,6 +323,34 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
 
 
+def _read_leaves(plan: BasePlan, dtype: str | None, progress: str | None, workers: int = 2, window: int = 4):
+    """Yield (network, path, Flax-layout array) for every leaf, in plan order. Reads and transposes
+    run on `workers` threads (numpy and file reads release the GIL), at most `window` tensors ahead,
+    so memory stays at a few tensors."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(leaf: Leaf) -> np.ndarray:
+        return np.ascontiguousarray(leaf.read()).astype(store_dtype(dtype, leaf.dtype), copy=False)
+
+    items = [(name, p, leaf) for name, net in plan.networks.items() for p, leaf in net.leaves.items()]
+    total = sum(n.nbytes() for n in plan.networks.values())
+    with _progress(total, progress or "", progress is not None) as bar, ThreadPoolExecutor(workers) as pool:
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append((item, pool.submit(read, item[2])))
+            if len(pending) >= window:
+                (name, p, _), fut = pending.popleft()
+                a = fut.result()
+                bar.update(a.nbytes)
+                yield name, p, a
+        while pending:
+            (name, p, _), fut = pending.popleft()
+            a = fut.result()
+            bar.update(a.nbytes)
+            yield name, p, a
+
+
 def load_base(source: str, *, ema: bool = False, dtype: str | None = None, variant: str | None = None,
               revision: str | None = None, overrides=None, progress: bool = True) -> BaseModel:
     """Flax params + configs of an SD1.x base model. `dtype` ("float32", "bfloat16", "float16") casts
@@ -329,16 +358,12 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
     from flax.traverse_util import unflatten_dict
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
     try:
-        params = {}
-        with _progress(sum(n.nbytes() for n in plan.networks.values()), "loading", progress) as bar:
-            for name, net in plan.networks.items():
-                flat = {}
-                for p, leaf in net.leaves.items():
-                    flat[p] = np.ascontiguousarray(leaf.read()).astype(store_dtype(dtype, leaf.dtype), copy=False)
-                    bar.update(flat[p].nbytes)
-                params[name] = unflatten_dict(flat)
+        flat: dict[str, dict] = {name: {} for name in plan.networks}
+        for name, p, a in _read_leaves(plan, dtype, "loading" if progress else None):
+            flat[name][p] = a
     finally:
         plan.close()
+    params = {name: unflatten_dict(f) for name, f in flat.items()}
     n = plan.networks
     return BaseModel(params["unet"], params["vae"], params["text_encoder"], n["unet"].config, n["vae"].config,
                      n["text_encoder"].config, plan.tokenizer_path, plan.scheduler_config, plan.source_format)
@@ -351,25 +376,20 @@ def convert_base(source: str, out_dir: str, *, ema: bool = False, dtype: str | N
     config in the metadata), `scheduler_config.json` and, for a folder, a copy of `tokenizer/`.
     Returns {name: path}. Each file is written under a temporary name and renamed when complete."""
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
-    written = {}
+    written, stream = {}, None
     try:
         os.makedirs(out_dir, exist_ok=True)
-        with _progress(sum(n.nbytes() for n in plan.networks.values()), "converting", progress) as bar:
-            for name, net in plan.networks.items():
-                specs = {"/".join(p): (l.shape, store_dtype(dtype, l.dtype)) for p, l in net.leaves.items()}
-
-                def tensors(net=net, specs=specs):
-                    for p, leaf in net.leaves.items():
-                        key = "/".join(p)
-                        a = leaf.read().astype(specs[key][1], copy=False)
-                        bar.update(a.nbytes)
-                        yield key, a
-
-                out = os.path.join(out_dir, f"{name}.safetensors")
-                write_safetensors(out, specs, tensors(), params_metadata(
-                    net.config, f"{plan.source_format}:{os.path.abspath(net.path)}", dtype))
-                written[name] = out
+        stream = _read_leaves(plan, dtype, "converting" if progress else None)
+        for name, net in plan.networks.items():
+            specs = {"/".join(p): (l.shape, store_dtype(dtype, l.dtype)) for p, l in net.leaves.items()}
+            tensors = (("/".join(p), a) for _, p, a in itertools.islice(stream, len(specs)))
+            out = os.path.join(out_dir, f"{name}.safetensors")
+            write_safetensors(out, specs, tensors, params_metadata(
+                net.config, f"{plan.source_format}:{os.path.abspath(net.path)}", dtype))
+            written[name] = out
     finally:
+        if stream is not None:
+            stream.close()
         plan.close()
     out = os.path.join(out_dir, "scheduler_config.json")
     with atomic_path(out) as tmp, open(tmp, "w") as f:
