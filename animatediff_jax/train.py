@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from functools import partial
 from typing import Sequence
 
 import jax
@@ -21,6 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from animatediff_jax import sharding as shd
+from animatediff_jax.models.configs import CLIPTextConfig
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training.config import load_config
@@ -60,8 +62,6 @@ def procedural_rows(cfg: dict, tokenizer, step: int, rows: tuple[int, int]) -> d
     """
     from animatediff_jax.data.procedural import generate_clip
     d, batch = cfg["train_data"], cfg["train_batch_size"]
-    if d["num_clips"] <= 0:
-        raise ValueError("train_data: the dataset is empty (num_clips = 0)")
     videos, captions = [], []
     for row in range(*rows):
         index = (step * batch + row) % d["num_clips"]
@@ -75,6 +75,8 @@ def procedural_rows(cfg: dict, tokenizer, step: int, rows: tuple[int, int]) -> d
 def make_input(cfg: dict, tokenizer, rows: tuple[int, int]):
     """step -> this host's rows of that step's batch (numpy). Position = step: checkpointable."""
     source = cfg["train_data"]["source"]
+    if cfg["train_data"]["num_clips"] <= 0:
+        raise ValueError("train_data: the dataset is empty (num_clips = 0)")
     if source != "procedural":
         raise ValueError(f"train_data.source {source!r} is not available (procedural)")
     return lambda step: procedural_rows(cfg, tokenizer, step, rows)
@@ -105,12 +107,14 @@ def build_models(cfg: dict):
     d = cfg["train_data"]
     frames, size = (1 if cfg["image_finetune"] else d["sample_n_frames"]), d["sample_size"]
     latent = size // 2 ** (len(vae_cfg.block_out_channels) - 1)
-    r = jax.random.split(jax.random.PRNGKey(cfg["global_seed"]), 3)
+    # rbg keys: random init compiles several times faster than with threefry (values differ, fine).
+    r = jax.random.split(jax.random.key(cfg["global_seed"], impl="unsafe_rbg"), 3)
     params = {
         "unet": jax.jit(unet.init)(r[0], jnp.zeros((1, frames, latent, latent, unet_cfg.in_channels)),
                                    jnp.zeros((1,), jnp.int32),
                                    jnp.zeros((1, 1, unet_cfg.cross_attention_dim)))["params"],
-        "vae": jax.jit(vae.init)(r[1], jnp.zeros((1, size, size, 3)))["params"],
+        # Training only encodes: the decoder's params are neither built nor kept.
+        "vae": jax.jit(partial(vae.init, method=AutoencoderKL.encode))(r[1], jnp.zeros((1, size, size, 3)))["params"],
         "text_encoder": jax.jit(text.init)(r[2], jnp.zeros((1, 1), jnp.int32))["params"],
     }
     if cfg["motion_module_path"] and motion is not None:
@@ -121,14 +125,17 @@ def build_models(cfg: dict):
 
 
 def apply_functions(unet, vae, text, vae_cfg) -> Models:
+    from animatediff_jax.models.vae import AutoencoderKL, sample_latent
+
     def unet_fn(p, z, t, ctx):
         return unet.apply({"params": p}, z, t, ctx)
 
-    def encode_video(p, video, rng):  # (B, F, H, W, 3) uint8 -> (B, F, h, w, c) scaled latents
+    def encode_video(p, video, rng):  # (B, F, H, W, 3) uint8 -> (B, F, h, w, c) scaled latent sample
         b, f = video.shape[:2]
         x = video.reshape((b * f,) + video.shape[2:]).astype(jnp.float32) / 127.5 - 1.0
-        z = vae.apply({"params": p}, x, rng, method=vae.encode_sample)
-        return (z * vae_cfg.scaling_factor).reshape((b, f) + z.shape[1:])
+        mean, logvar = vae.apply({"params": p}, x, method=AutoencoderKL.encode)
+        z = sample_latent(rng, mean, logvar) * vae_cfg.scaling_factor
+        return z.reshape((b, f) + z.shape[1:])
 
     def encode_text(p, ids):
         return text.apply({"params": p}, ids).last_hidden_state
@@ -159,14 +166,23 @@ def motion_subtree(tree: dict) -> dict:
 # ===================================== training =================================================
 def train(cfg: dict, workdir: str) -> dict:
     """Run (or resume) training; returns {'step', 'loss', 'params'} (trainable params, numpy)."""
+    if cfg["compilation_cache_dir"]:
+        jax.config.update("jax_compilation_cache_dir", cfg["compilation_cache_dir"])
     mesh = setup_mesh(cfg)
     main = jax.process_index() == 0
     batch_size, micro = cfg["train_batch_size"], cfg["gradient_accumulation_steps"]
     shd.check_batch(batch_size, mesh, micro)
     rules = [tuple(r) for r in cfg["sharding_rules"]]
+    batch_sharding = shd.batch_sharding(mesh)
+
+    # ----- input
+    text_cfg = CLIPTextConfig.from_dict(cfg["text_encoder_config"])
+    tokenizer = load_tokenizer(cfg, text_cfg.max_position_embeddings)
+    next_rows = make_input(cfg, tokenizer, shd.host_rows(batch_sharding, batch_size))
+    null_ids = jnp.asarray(tokenizer([""])[0])
 
     # ----- model + optimizer
-    unet, vae, text, motion, text_cfg, vae_cfg, params = build_models(cfg)
+    unet, vae, text, motion, _, vae_cfg, params = build_models(cfg)
     trainable, frozen_unet = split(params["unet"], cfg["trainable_modules"])
     frozen_dtype = jnp.bfloat16 if cfg["mixed_precision_training"] else jnp.float32
     frozen = jax.tree.map(lambda x: np.asarray(x).astype(frozen_dtype),
@@ -183,15 +199,9 @@ def train(cfg: dict, workdir: str) -> dict:
     state_host = jax.eval_shape(lambda p: create_train_state(p, optimizer, cfg["global_seed"]), trainable)
     state_shardings = shd.tree_shardings(state_host, mesh, rules)
     frozen_shardings = shd.tree_shardings(frozen, mesh, rules)
-    batch_sharding = shd.batch_sharding(mesh)
     state = jax.jit(lambda p: create_train_state(p, optimizer, cfg["global_seed"]),
                     out_shardings=state_shardings)(place(trainable, state_shardings.params))
     frozen = place(frozen, frozen_shardings)
-
-    # ----- input
-    tokenizer = load_tokenizer(cfg, text_cfg.max_position_embeddings)
-    next_rows = make_input(cfg, tokenizer, shd.host_rows(batch_sharding, batch_size))
-    null_ids = jnp.asarray(tokenizer([""])[0])
 
     # ----- update step
     schedule = NoiseSchedule.preset(cfg["noise_schedule"])

@@ -39,11 +39,6 @@ DEFAULTS: dict[str, Any] = {
         "sample_stride": 4,
         "sample_n_frames": 16,
     },
-    "validation_data": {
-        "prompts": [],
-        "num_inference_steps": 25,
-        "guidance_scale": 8.0,
-    },
     "trainable_modules": ["motion_modules."],
     "cfg_random_null_text_ratio": 0.1,
     "learning_rate": 1.0e-4,
@@ -62,8 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "max_train_steps": 100,
     "checkpointing_steps": 60,
     "checkpoints_total_limit": 3,     # keep the last K checkpoints
-    "validation_steps": 5000,         # sample GIFs every N steps (needs validation_data.prompts)
     "log_every_steps": 10,
+    "compilation_cache_dir": None,    # persist compiled executables here (restarts compile nothing)
     "global_seed": 42,
     "mesh": {"data": -1, "fsdp": 1, "tensor": 1},
     "sharding_rules": [],             # [[regex, [axis|null, ...]], ...] before the defaults

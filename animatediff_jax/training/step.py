@@ -95,8 +95,9 @@ def make_loss_and_grads(models: Models, alphas_cumprod: jax.Array, null_ids: jax
     return loss_and_grads
 
 
-def make_train_step(loss_and_grads, optimizer: optax.GradientTransformation):
-    """(state, frozen, batch) -> (state, metrics) with metrics {loss, grad_norm, finite}."""
+def make_train_step(loss_and_grads, optimizer: optax.GradientTransformation, return_grads: bool = False):
+    """(state, frozen, batch) -> (state, metrics) with metrics {loss, grad_norm, finite} (+ the
+    gradients under 'grads' with `return_grads`, for inspection)."""
 
     def train_step(state: TrainState, frozen: Params, batch: dict) -> tuple[TrainState, dict]:
         rng, step_rng = jax.random.split(state.rng)
@@ -107,6 +108,7 @@ def make_train_step(loss_and_grads, optimizer: optax.GradientTransformation):
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
         new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-        return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
+        metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite}
+        return new, (dict(metrics, grads=grads) if return_grads else metrics)
 
     return train_step
