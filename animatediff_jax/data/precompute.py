@@ -5,7 +5,7 @@
 
 reads a built video dataset (WebVid or procedural), encodes every clip with the frozen VAE and every
 caption with the frozen text encoder, and writes a TFDS ArrayRecord dataset
-`<data_dir>/precomputed_latents/<name>/1.0.0` with one example per clip:
+`<data_dir>/precomputed_latents/<name>/1.0.0` with one example per clip, in the source's order:
 
     latent_mean, latent_logvar  (F, h, w, c) float32  the VAE posterior N(mean, exp(logvar)), UNscaled
     text_embedding              (L, D) float32        last hidden state of the text encoder
@@ -70,6 +70,7 @@ class PrecomputedLatents(tfds.core.GeneratorBasedBuilder):
                 "source_index": np.int64,
             }),
             metadata=tfds.core.MetadataDict(scaling_factor=c.scaling_factor, model=c.model, source=c.source),
+            disable_shuffling=True,  # record i is example i of the source
         )
 
     def _split_generators(self, dl_manager):

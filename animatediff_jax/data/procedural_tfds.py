@@ -58,6 +58,7 @@ class ProceduralVideos(tfds.core.GeneratorBasedBuilder):
                 "index": np.int64,
             }),
             metadata=tfds.core.MetadataDict(),
+            disable_shuffling=True,  # record i is example i of the source
         )
 
     def _split_generators(self, dl_manager):
