@@ -5,7 +5,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 TPU = Path(__file__).resolve().parents[1] / "tpu"
 SCRIPTS = sorted(TPU.glob("*.sh"))

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 from animatediff_jax.data.pipeline import load_source
 from animatediff_jax.data.precompute import precompute, sample_latents, text_encoder, vae_encoder
