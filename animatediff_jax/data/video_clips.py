@@ -89,22 +89,30 @@ def read_clip(path: str, frames: int = 16, stride: int = 4, size: int = 256,
         if total < max(1, min_frames):
             raise VideoError("too_short", path, f"{total} frames, need at least {max(1, min_frames)}")
         fraction = 0.5 if rng is None else float(rng.random())
-        wanted = frame_indices(total, frames, stride, fraction)
-        clip = _decode(container, stream, wanted, size, interpolation, path)
+        clip, decoded = _decode(container, stream, frame_indices(total, frames, stride, fraction), size,
+                                interpolation, path)
+        if clip is None:  # the container over-reported its length: sample again from what decodes
+            if decoded < max(1, min_frames):
+                raise VideoError("too_short", path, f"{decoded} decodable frames, need at least {max(1, min_frames)}")
+            container.seek(0)
+            clip, _ = _decode(container, stream, frame_indices(decoded, frames, stride, fraction), size,
+                              interpolation, path)
+            if clip is None:
+                raise VideoError("decode_error", path, "frames stopped decoding on a second pass")
     finally:
         container.close()
     return clip
 
 
-def _decode(container, stream, wanted: np.ndarray, size: int, interpolation: str, path: str) -> np.ndarray:
-    """Decode sequentially up to the last wanted index, converting only the wanted frames."""
+def _decode(container, stream, wanted: np.ndarray, size: int, interpolation: str,
+            path: str) -> tuple[np.ndarray | None, int]:
+    """(clip, frames decoded): decode sequentially up to the last wanted index, converting only the
+    wanted frames. clip is None when the stream ends before the last wanted frame."""
     out = np.empty((len(wanted), size, size, 3), np.uint8)
-    filled = 0
-    last = int(wanted[-1])
+    filled = decoded = 0
     try:
         for i, frame in enumerate(container.decode(stream)):
-            if i > last:
-                break
+            decoded = i + 1
             if i < wanted[filled]:
                 continue
             h, w = resized_shape(frame.height, frame.width, size)
@@ -114,13 +122,7 @@ def _decode(container, stream, wanted: np.ndarray, size: int, interpolation: str
                 out[filled] = image
                 filled += 1
             if filled == len(wanted):
-                break
-    except VideoError:
-        raise
+                return out, decoded
     except Exception as e:  # corrupt packets, unsupported codec, ...
         raise VideoError("decode_error", path, str(e)) from None
-    if filled == 0:
-        raise VideoError("too_short", path, "no frame could be decoded")
-    if filled < len(wanted):  # the container over-reported its frame count
-        raise VideoError("decode_error", path, f"decoded {filled} of {len(wanted)} wanted frames")
-    return out
+    return None, decoded

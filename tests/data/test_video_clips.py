@@ -54,3 +54,19 @@ def test_broken_files_raise_video_error(tmp_path):
         reasons[p.name] = e.value.reason
         assert p.name in str(e.value)
     assert reasons == {"corrupt.mp4": "unreadable", "empty.mp4": "no_video_stream", "absent.mp4": "missing_file"}
+
+
+def test_truncated_file_that_over_reports_its_length(tmp_path):
+    """A cut-off download: the index promises 20 frames, fewer decode; sample from what decodes."""
+    video = ramp_video(20, 64, 64, base=60, step=8).astype(np.int16)
+    video = np.clip(video + np.random.default_rng(0).integers(-40, 41, (64, 64, 1)), 0, 255).astype(np.uint8)
+    path = tmp_path / "cut.mp4"
+    write_mp4(path, video, faststart=True)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    clip = read_clip(str(path), frames=5, stride=4, size=32, rng=np.random.default_rng(0))
+    assert clip.shape == (5, 32, 32, 3)
+    source = np.rint((clip.astype(float).mean(axis=(1, 2, 3)) - 60) / 8)
+    assert source[0] == 0 and np.all(np.diff(source) >= 0) and source[-1] < 10
+    with pytest.raises(VideoError, match="too_short"):
+        read_clip(str(path), frames=5, stride=4, size=32, min_frames=15)

@@ -3,9 +3,10 @@ import av
 import numpy as np
 
 
-def write_mp4(path, video: np.ndarray, fps: int = 8) -> None:
-    """Encode (F, H, W, 3) uint8 frames as an MPEG-4 Part 2 .mp4 (H, W even)."""
-    with av.open(str(path), "w") as container:
+def write_mp4(path, video: np.ndarray, fps: int = 8, faststart: bool = False) -> None:
+    """Encode (F, H, W, 3) uint8 frames as an MPEG-4 Part 2 .mp4 (H, W even); `faststart` puts the
+    index (with the frame count) before the frames."""
+    with av.open(str(path), "w", options={"movflags": "+faststart"} if faststart else {}) as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
         stream.gop_size = 1  # intra-only: flat frames decode to their exact level
