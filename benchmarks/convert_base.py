@@ -5,15 +5,21 @@
 Writes an SD1.5 LDM single file (.safetensors) with random weights at the real config (UNet, VAE,
 CLIP text: ~1.07 B parameters, ~2.1 GB fp16 / ~4.3 GB fp32), then measures, each in a fresh
 subprocess (wall time of the work after imports; peak RSS of the whole process, VmHWM from
-/proc/self/status — `ru_maxrss` would carry over the parent's peak across exec):
+/proc/self/status — `ru_maxrss` would carry over the parent's peak across exec). Loads that return
+memory-mapped tensors (diffusers keeps an fp32 file's tensors mapped; our stored params are
+mapped) are made to read every page, so each row measures weights actually in memory:
 
   ours convert   convert_base(file, out_dir): all three networks -> Flax .safetensors on disk
   ours load      load_base(file): all three networks -> Flax params (numpy) in memory
+  ours load converted  load_params of the three files `ours convert` wrote (the cached path sampling
+                 takes after the first conversion)
   diffusers      UNet2DConditionModel.from_single_file + AutoencoderKL.from_single_file + the CLIP
                  text model (diffusers' `create_diffusers_clip_model_from_ldm`), from one loaded
                  checkpoint dict, as `StableDiffusionPipeline.from_single_file` does; configs from
                  local folders written here (no network). The tokenizer/scheduler are not loaded.
-  diffusers unet UNet2DConditionModel.from_single_file alone
+  diffusers_native  the same with torch_dtype = the file's dtype (diffusers' default builds float32
+                 models, so an fp16 file is upcast)
+  diffusers_unet UNet2DConditionModel.from_single_file alone
 
 Targets: peak RSS < 1.5x file size; faster than diffusers. Files are deleted afterwards.
 """
@@ -81,6 +87,14 @@ def write_sd15_file(path: str, config_dir: str, dtype: str) -> int:
 
 # ----------------------------------------------------------------------------- one measurement
 
+def touch(arrays) -> None:
+    """Read one element per 4 KiB page of every array: memory-mapped (lazy) loads must really load."""
+    import numpy as np
+    for a in arrays:
+        flat = np.asarray(a).reshape(-1).view(np.uint8)
+        int(flat[::4096].sum())
+
+
 def peak_rss() -> int:
     """Peak resident set size of this process in bytes (VmHWM; falls back to ru_maxrss)."""
     try:
@@ -109,16 +123,27 @@ def run_one(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
     elif mode == "ours_load":
         model = load_base(path, progress=False)
         assert model.unet
-    elif mode == "diffusers":
+    elif mode == "ours_load_converted":
+        from animatediff_jax.checkpoint import load_params
+        from flax.traverse_util import flatten_dict
+        for name in ("unet", "vae", "text_encoder"):
+            params, _ = load_params(os.path.join(out_dir, f"{name}.safetensors"))
+            touch(flatten_dict(params).values())
+    elif mode in ("diffusers", "diffusers_native"):
+        # diffusers_native: torch_dtype = the file's dtype (no fp16 -> fp32 upcast of the models)
         ckpt = load_single_file_checkpoint(path, local_files_only=True)
-        unet = UNet2DConditionModel.from_single_file(ckpt, config=os.path.join(config_dir, "unet"), local_files_only=True)
-        vae = AutoencoderKL.from_single_file(ckpt, config=os.path.join(config_dir, "vae"), local_files_only=True)
+        dt = next(iter(ckpt.values())).dtype if mode == "diffusers_native" else None
+        unet = UNet2DConditionModel.from_single_file(ckpt, config=os.path.join(config_dir, "unet"),
+                                                     local_files_only=True, torch_dtype=dt)
+        vae = AutoencoderKL.from_single_file(ckpt, config=os.path.join(config_dir, "vae"), local_files_only=True,
+                                             torch_dtype=dt)
         text = create_diffusers_clip_model_from_ldm(CLIPTextModel, ckpt, config=config_dir, subfolder="text_encoder",
-                                                    local_files_only=True)
-        assert unet and vae and text
+                                                    local_files_only=True, torch_dtype=dt)
+        touch(p.detach().numpy() if p.dtype != torch.bfloat16 else p.detach().view(torch.int16).numpy()
+              for m in (unet, vae, text) for p in m.state_dict().values())
     elif mode == "diffusers_unet":
         unet = UNet2DConditionModel.from_single_file(path, config=os.path.join(config_dir, "unet"), local_files_only=True)
-        assert unet
+        touch(p.detach().numpy() for p in unet.state_dict().values())
     seconds = time.perf_counter() - t0
     peak = peak_rss()
     return {"mode": mode, "seconds": seconds, "peak_rss": peak, "rss_after_imports": base_rss}
@@ -136,8 +161,12 @@ def measure(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtypes", nargs="+", default=["fp16", "fp32"], choices=["fp16", "fp32"])
-    p.add_argument("--modes", nargs="+", default=["ours_convert", "ours_load", "diffusers", "diffusers_unet"])
+    p.add_argument("--modes", nargs="+", default=["ours_convert", "ours_load_converted", "ours_load", "diffusers", "diffusers_native",
+                            "diffusers_unet"])
     p.add_argument("--workdir", default="/tmp/convert_bench")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds over all modes (interleaved, so load from other processes hits each alike); "
+                        "the table reports the fastest round and the largest peak RSS")
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     p.add_argument("--_run", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -154,24 +183,31 @@ def main():
             t0 = time.perf_counter()
             size = write_sd15_file(path, config_dir, dtype)
             print(f"wrote {path}: {size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s", flush=True)
-            for mode in args.modes:
-                out_dir = os.path.join(args.workdir, f"out_{dtype}")
-                r = measure(mode, path, config_dir, out_dir)
-                shutil.rmtree(out_dir, ignore_errors=True)
-                r.update(dtype=dtype, file_gb=size / 1e9, rss_over_file=r["peak_rss"] / size)
-                rows.append(r)
-                print(f"  {mode:<15} {r['seconds']:7.1f} s   peak RSS {r['peak_rss'] / 1e9:6.2f} GB "
-                      f"({r['rss_over_file']:.2f}x file; {r['rss_after_imports'] / 1e9:.2f} GB after imports)",
-                      flush=True)
+            results = {m: [] for m in args.modes}
+            for _ in range(args.repeats):
+                for mode in args.modes:
+                    r = measure(mode, path, config_dir, os.path.join(args.workdir, f"out_{dtype}"))
+                    results[mode].append(r)
+                    print(f"  {mode:<15} {r['seconds']:7.1f} s   peak RSS {r['peak_rss'] / 1e9:6.2f} GB "
+                          f"({r['peak_rss'] / size:.2f}x file; {r['rss_after_imports'] / 1e9:.2f} GB after imports)",
+                          flush=True)
+            for mode, rs in results.items():
+                rows.append(dict(mode=mode, dtype=dtype, file_gb=size / 1e9, seconds=min(r["seconds"] for r in rs),
+                                 all_seconds=[round(r["seconds"], 1) for r in rs],
+                                 peak_rss=max(r["peak_rss"] for r in rs),
+                                 rss_after_imports=max(r["rss_after_imports"] for r in rs),
+                                 rss_over_file=max(r["peak_rss"] for r in rs) / size))
             os.remove(path)
+            shutil.rmtree(os.path.join(args.workdir, f"out_{dtype}"), ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
-    print("\n| file | mode | work time (s) | peak RSS (GB) | RSS / file size | RSS after imports (GB) |")
+    print("\n| file | mode | work time (s), best (all rounds) | peak RSS (GB) | RSS / file size | RSS after imports (GB) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| SD1.5 {r['dtype']} .safetensors ({r['file_gb']:.2f} GB) | {r['mode']} | {r['seconds']:.1f} | "
-              f"{r['peak_rss'] / 1e9:.2f} | {r['rss_over_file']:.2f} | {r['rss_after_imports'] / 1e9:.2f} |")
+        print(f"| SD1.5 {r['dtype']} .safetensors ({r['file_gb']:.2f} GB) | {r['mode']} | {r['seconds']:.1f} "
+              f"({', '.join(map(str, r['all_seconds']))}) | {r['peak_rss'] / 1e9:.2f} | {r['rss_over_file']:.2f} | "
+              f"{r['rss_after_imports'] / 1e9:.2f} |")
 
 
 if __name__ == "__main__":

@@ -207,7 +207,10 @@ def _network_plan(name: str, sd: StateDict, entries: Mapping[str, tuple[str, tup
     if config is None:
         config = INFER[name]({k: s for k, (_, s, _) in entries.items()}, sd.path)
     if overrides:
-        config = dataclasses.replace(config, **overrides)
+        try:
+            config = dataclasses.replace(config, **overrides)
+        except TypeError as e:
+            raise CheckpointError(f"{sd.path}: bad {name} config override {dict(overrides)}: {e}") from None
     leaves = dict(_flax_leaf(k, shape, sd.dtype(src), read, src) for k, (src, shape, read) in entries.items())
     return NetworkPlan(name, config, leaves, sd.path)
 
@@ -239,7 +242,7 @@ def _plan_single_file(path: str, ema: bool, overrides) -> BasePlan:
         raise
 
 
-def _weights_file(folder: str, name: str, variant: str | None) -> str:
+def weights_file(folder: str, name: str, variant: str | None) -> str:
     stem = _WEIGHT_STEMS[name]
     candidates = [f"{stem}.{variant}.safetensors", f"{stem}.{variant}.bin"] if variant else []
     candidates += [f"{stem}.safetensors", f"{stem}.bin"]
@@ -262,7 +265,7 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
                 raise CheckpointError(f"{folder}: not a diffusers SD folder: {cfg_path} is missing")
             with open(cfg_path) as f:
                 config = CONFIG_CLASSES[name].from_dict(json.load(f))
-            sd = open_state_dict(_weights_file(sub, name, variant))
+            sd = open_state_dict(weights_file(sub, name, variant))
             files.append(sd)
             entries = {}
             for k in sd:

@@ -32,8 +32,14 @@ def _merge(args) -> int:
 
 
 def _inspect(args) -> int:
+    import os
+
+    from convert.base import NETWORKS, weights_file
     from convert.detect import describe
-    for path in args.files:
+    files = []
+    for path in args.files:  # a diffusers folder: each network's weights file
+        files += [weights_file(os.path.join(path, n), n, None) for n in NETWORKS] if os.path.isdir(path) else [path]
+    for path in files:
         info = describe(path)
         if args.json:
             print(json.dumps(info))
@@ -87,7 +93,7 @@ def register(subparsers) -> None:
         description="Describe checkpoint files without loading their tensors: file format, kind (LDM single file, "
                     "diffusers UNet/VAE, CLIP, motion module, LoRA, Flax params...), model family (SD1.x/SD2/"
                     "SDXL), motion-module version, parameter count and dtypes.")
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", help="checkpoint files, or diffusers SD folders (each network's weights)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.set_defaults(run=_inspect)
 

@@ -11,7 +11,7 @@ import torch
 
 from animatediff_jax.checkpoint import load_params
 from convert.__main__ import build_parser, main
-from tests.convert.ldm_fixtures import build, ldm_state_dict, save_single_file
+from tests.convert.ldm_fixtures import build, ldm_state_dict, save_folder, save_single_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,6 +44,10 @@ def test_base_inspect_merge_export(tmp_path, capsys):
     assert lines[0]["kind"] == "ldm" and lines[0]["family"] == "sd1" and lines[0]["format"] == "pickle (ckpt)"
     assert lines[0]["parameters"] == sum(p.numel() for m in (u, v, t) for p in m.state_dict().values())
     assert lines[1]["kind"] == "flax" and lines[1]["dtypes"] == {"bfloat16": lines[1]["tensors"]}
+    folder = save_folder(str(tmp_path / "folder"), u, v, t, safe=False)
+    assert main(["inspect", "--json", folder]) == 0
+    kinds = [json.loads(x)["kind"] for x in capsys.readouterr().out.splitlines()]
+    assert kinds == ["diffusers_unet", "diffusers_vae", "clip_text"]
 
     assert main(["base", src, str(tmp_path / "f32"), "-q"]) == 0
     merged = str(tmp_path / "merged.safetensors")
@@ -65,6 +69,9 @@ def test_errors_are_one_clean_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "broken.safetensors" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "unet.safetensors").exists()
+    good = save_single_file(str(tmp_path / "good.safetensors"), ldm_state_dict(*build("small")))
+    assert main(["base", good, str(tmp_path / "out"), "-q", "--overrides", '{"unet": {"heads": 3}}']) == 1
+    assert "good.safetensors: bad unet config override" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: a scale that is not a number
         main(["merge", "o.safetensors", "a", "b", "c", "--add-difference", "lots"])
     assert "invalid float value" in capsys.readouterr().err
