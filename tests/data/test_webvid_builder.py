@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from animatediff_jax.data import build
 from animatediff_jax.data.pipeline import load_source
 from animatediff_jax.data.webvid import WebVid, WebVidConfig, read_csv
 from tests.data.video_files import ramp_video, write_empty_mp4, write_mp4
@@ -101,3 +102,19 @@ def test_bad_csv_errors_name_the_problem(tmp_path):
         builder.download_and_prepare()
     assert "unreadable" in str(e.value) and "empty_caption" in str(e.value)
     assert not (tmp_path / "tfds" / "webvid" / "bad" / "1.0.0" / "dataset_info.json").exists()
+
+
+def test_build_cli(webvid_files, tmp_path, capsys):
+    root, captions = webvid_files
+    out = build.main(["webvid", "--csv", str(root / "results.csv"), "--video_dir", str(root / "videos"),
+                      "--data_dir", str(tmp_path / "tfds"), "--name", "cli", "--frames", "3", "--size", "8",
+                      "--workers", "1", "--num_shards", "2"])
+    printed = capsys.readouterr().out
+    assert '"clips": 4' in printed and '"unreadable": 1' in printed and out in printed
+    data = load_source(out)
+    assert len(data) == 4 and data[0]["video"].shape == (3, 8, 8, 3)
+    assert {data[i]["caption"].decode() for i in range(4)} == set(captions.values())
+    images = load_source(build.main(["procedural", "--data_dir", str(tmp_path / "tfds"), "--name", "img",
+                                     "--num_examples", "3", "--size", "16", "--images", "--trigger", "sks"]))
+    assert images[0]["video"].shape == (1, 16, 16, 3) and images[0]["caption"].decode().startswith("sks, a")
+    assert "moving" not in images[0]["caption"].decode()
