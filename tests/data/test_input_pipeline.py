@@ -102,3 +102,23 @@ def test_bad_arguments_and_mismatched_resume():
         p.restore({"examples_seen": 2, "process_count": 4})
     finite = InputPipeline(source, batch_size=2, num_epochs=1)
     assert len(list(finite)) == 2
+
+
+def test_train_input_position_is_the_step():
+    from animatediff_jax.data.train_input import TrainInput, source_from_config
+
+    source = source_from_config({"source": "procedural", "num_clips": 12, "sample_n_frames": 2, "sample_size": 16})
+    tokenizer = lambda captions: np.array([[len(c)] for c in captions], np.int32)  # noqa: E731
+    hosts = [TrainInput(source, tokenizer, global_batch=4, rows=(r, r + 2), seed=1) for r in (0, 2)]
+    run = [[h(step) for step in range(5)] for h in hosts]  # crosses an epoch (3 steps of 2 per host)
+    for step in range(3):
+        a, b = ({v.tobytes() for v in run[h][step]["video"]} for h in (0, 1))
+        assert len(a | b) == 4  # 4 different clips per global batch
+    assert run[0][0]["input_ids"].shape == (2, 1) and run[0][0]["video"].shape == (2, 2, 16, 16, 3)
+    resumed = TrainInput(source, tokenizer, global_batch=4, rows=(2, 4), seed=1)
+    for step in (3, 4):  # a run restarted at step 3 continues exactly
+        np.testing.assert_array_equal(resumed(step)["video"], run[1][step]["video"])
+    with pytest.raises(ValueError, match="do not tile"):
+        TrainInput(source, tokenizer, global_batch=5, rows=(0, 2))
+    with pytest.raises(ValueError, match="dataset_dir"):
+        source_from_config({"source": "tfds"})
