@@ -22,7 +22,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from animatediff_jax import sharding as shd
-from animatediff_jax.models.configs import CLIPTextConfig
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training.config import load_config
@@ -72,13 +71,18 @@ def procedural_rows(cfg: dict, tokenizer, step: int, rows: tuple[int, int]) -> d
     return {"video": np.stack(videos), "input_ids": tokenizer(captions)}
 
 
-def make_input(cfg: dict, tokenizer, rows: tuple[int, int]):
-    """step -> this host's rows of that step's batch (numpy). Position = step: checkpointable."""
+def check_input(cfg: dict) -> None:
+    """Fail before any model is built when the data cannot be read."""
     source = cfg["train_data"]["source"]
-    if cfg["train_data"]["num_clips"] <= 0:
-        raise ValueError("train_data: the dataset is empty (num_clips = 0)")
     if source != "procedural":
         raise ValueError(f"train_data.source {source!r} is not available (procedural)")
+    if cfg["train_data"]["num_clips"] <= 0:
+        raise ValueError("train_data: the dataset is empty (num_clips = 0)")
+
+
+def make_input(cfg: dict, tokenizer, rows: tuple[int, int]):
+    """step -> this host's rows of that step's batch (numpy). Position = step: checkpointable."""
+    check_input(cfg)
     return lambda step: procedural_rows(cfg, tokenizer, step, rows)
 
 
@@ -90,16 +94,24 @@ def build_models(cfg: dict):
                                                 VAEConfig)
     from animatediff_jax.models.unet3d import UNet3DConditionModel
     from animatediff_jax.models.vae import AutoencoderKL
-    if cfg["pretrained_model_path"]:
-        raise ValueError("pretrained_model_path: loading a base model needs convert/'s base loader")
     dtype = jnp.bfloat16 if cfg["mixed_precision_training"] else jnp.float32
     if cfg["motion_module_version"] not in MOTION_VERSIONS:
         raise ValueError(f"motion_module_version must be one of {sorted(MOTION_VERSIONS)}")
     motion = None if cfg["image_finetune"] else MotionConfig(**{
         **vars(MOTION_VERSIONS[cfg["motion_module_version"]]), **cfg["motion_module_kwargs"]})
-    unet_cfg = UNetConfig.from_dict(cfg["unet_config"])
-    vae_cfg = VAEConfig.from_dict(cfg["vae_config"])
-    text_cfg = CLIPTextConfig.from_dict(cfg["text_encoder_config"])
+    base = None
+    if cfg["pretrained_model_path"]:
+        from convert.base import load_base
+        given = [k for k in ("unet_config", "vae_config", "text_encoder_config") if cfg[k]]
+        if given:
+            raise ValueError(f"{given} describe a random base; with pretrained_model_path the "
+                             "configs come from the model itself")
+        base = load_base(cfg["pretrained_model_path"], dtype="float32", progress=jax.process_index() == 0)
+        unet_cfg, vae_cfg, text_cfg = base.unet_config, base.vae_config, base.text_config
+    else:
+        unet_cfg = UNetConfig.from_dict(cfg["unet_config"])
+        vae_cfg = VAEConfig.from_dict(cfg["vae_config"])
+        text_cfg = CLIPTextConfig.from_dict(cfg["text_encoder_config"])
     unet = UNet3DConditionModel(unet_cfg, motion, dtype=dtype, param_dtype=jnp.float32,
                                 attention_impl=cfg["attention_impl"], remat=cfg["gradient_checkpointing"])
     vae = AutoencoderKL(vae_cfg, dtype=dtype)
@@ -109,19 +121,38 @@ def build_models(cfg: dict):
     latent = size // 2 ** (len(vae_cfg.block_out_channels) - 1)
     # rbg keys: random init compiles several times faster than with threefry (values differ, fine).
     r = jax.random.split(jax.random.key(cfg["global_seed"], impl="unsafe_rbg"), 3)
-    params = {
-        "unet": jax.jit(unet.init)(r[0], jnp.zeros((1, frames, latent, latent, unet_cfg.in_channels)),
-                                   jnp.zeros((1,), jnp.int32),
-                                   jnp.zeros((1, 1, unet_cfg.cross_attention_dim)))["params"],
+    params = {"unet": jax.jit(unet.init)(r[0], jnp.zeros((1, frames, latent, latent, unet_cfg.in_channels)),
+                                         jnp.zeros((1,), jnp.int32),
+                                         jnp.zeros((1, 1, unet_cfg.cross_attention_dim)))["params"]}
+    if base is None:
         # Training only encodes: the decoder's params are neither built nor kept.
-        "vae": jax.jit(partial(vae.init, method=AutoencoderKL.encode))(r[1], jnp.zeros((1, size, size, 3)))["params"],
-        "text_encoder": jax.jit(text.init)(r[2], jnp.zeros((1, 1), jnp.int32))["params"],
-    }
+        params["vae"] = jax.jit(partial(vae.init, method=AutoencoderKL.encode))(
+            r[1], jnp.zeros((1, size, size, 3)))["params"]
+        params["text_encoder"] = jax.jit(text.init)(r[2], jnp.zeros((1, 1), jnp.int32))["params"]
+    else:
+        params["unet"] = with_base(params["unet"], base.unet, cfg["pretrained_model_path"])
+        params["vae"] = {k: v for k, v in base.vae.items() if k in ("encoder", "quant_conv")}
+        params["text_encoder"] = base.text_encoder
     if cfg["motion_module_path"] and motion is not None:
         from convert.motion import insert_motion, load_motion_module
         mm = load_motion_module(cfg["motion_module_path"])
         params["unet"] = insert_motion(params["unet"], mm.params)
     return unet, vae, text, motion, text_cfg, vae_cfg, params
+
+
+def with_base(init: dict, base_unet: dict, source: str) -> dict:
+    """The freshly initialised (inflated) UNet params with every 2D leaf taken from the base model."""
+    flat, base = flatten(init), flatten(base_unet)
+    missing = [p for p in flat if p not in base and not any(s.startswith("motion_modules_") for s in p)]
+    extra = [p for p in base if p not in flat]
+    if missing or extra:
+        raise ValueError(f"{source}: the base UNet does not fit the configured network: "
+                         f"missing {['/'.join(p) for p in missing[:3]]}, unexpected {['/'.join(p) for p in extra[:3]]}")
+    for p, v in base.items():
+        if np.shape(v) != np.shape(flat[p]):
+            raise ValueError(f"{source}: {'/'.join(p)} has shape {np.shape(v)}, expected {np.shape(flat[p])}")
+        flat[p] = v
+    return unflatten(flat)
 
 
 def apply_functions(unet, vae, text, vae_cfg) -> Models:
@@ -175,14 +206,10 @@ def train(cfg: dict, workdir: str) -> dict:
     rules = [tuple(r) for r in cfg["sharding_rules"]]
     batch_sharding = shd.batch_sharding(mesh)
 
-    # ----- input
-    text_cfg = CLIPTextConfig.from_dict(cfg["text_encoder_config"])
-    tokenizer = load_tokenizer(cfg, text_cfg.max_position_embeddings)
-    next_rows = make_input(cfg, tokenizer, shd.host_rows(batch_sharding, batch_size))
-    null_ids = jnp.asarray(tokenizer([""])[0])
+    check_input(cfg)
 
     # ----- model + optimizer
-    unet, vae, text, motion, _, vae_cfg, params = build_models(cfg)
+    unet, vae, text, motion, text_cfg, vae_cfg, params = build_models(cfg)
     trainable, frozen_unet = split(params["unet"], cfg["trainable_modules"])
     frozen_dtype = jnp.bfloat16 if cfg["mixed_precision_training"] else jnp.float32
     frozen = jax.tree.map(lambda x: np.asarray(x).astype(frozen_dtype),
@@ -202,6 +229,11 @@ def train(cfg: dict, workdir: str) -> dict:
     state = jax.jit(lambda p: create_train_state(p, optimizer, cfg["global_seed"]),
                     out_shardings=state_shardings)(place(trainable, state_shardings.params))
     frozen = place(frozen, frozen_shardings)
+
+    # ----- input
+    tokenizer = load_tokenizer(cfg, text_cfg.max_position_embeddings)
+    next_rows = make_input(cfg, tokenizer, shd.host_rows(batch_sharding, batch_size))
+    null_ids = jnp.asarray(tokenizer([""])[0])
 
     # ----- update step
     schedule = NoiseSchedule.preset(cfg["noise_schedule"])

@@ -1,6 +1,8 @@
 """One host of a two-process training run (spawned by test_multihost_training.py).
 
     python -m tests.training.multihost_worker PORT PROCESS_ID WORKDIR OUT.npz key=value ...
+
+PORT 0 runs alone (no jax.distributed): the single-process reference.
 """
 import os
 import sys
@@ -15,9 +17,9 @@ def main(port: str, process_id: str, workdir: str, out: str, *overrides: str) ->
     from animatediff_jax import train
     from animatediff_jax.training.config import load_config
     from convert.naming import flatten
-    cfg = load_config(None, list(overrides) + [
-        f"distributed.coordinator_address=127.0.0.1:{port}", "distributed.num_processes=2",
-        f"distributed.process_id={process_id}"])
+    distributed = [f"distributed.coordinator_address=127.0.0.1:{port}", "distributed.num_processes=2",
+                   f"distributed.process_id={process_id}"] if int(port) else []
+    cfg = load_config(None, list(overrides) + distributed)
     result = train.train(cfg, workdir)
     np.savez(out, **{"/".join(p): v for p, v in flatten(result["params"]).items()},
              _local_devices=np.int32(jax.local_device_count()), _loss=np.float64(result["loss"]))

@@ -41,3 +41,34 @@ def overrides(tokenizer_path: str, **extra) -> list[str]:
     }
     cfg.update(extra)
     return [f"{k}={json.dumps(v)}" for k, v in cfg.items()]
+
+
+def write_base(folder) -> str:
+    """A diffusers SD1.x folder with tiny random networks (the converter tests' "small" layout, CLIP
+    resized to the character tokenizer) and that tokenizer in `tokenizer/`: a real base to train on."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tests.convert.ldm_fixtures import TEXT_SMALL, build, randomize, save_folder
+    unet, vae, _ = build("small")
+    text = randomize(CLIPTextModel(CLIPTextConfig(**dict(
+        TEXT_SMALL, vocab_size=64, max_position_embeddings=TEXT_LENGTH, bos_token_id=52, eos_token_id=53,
+        pad_token_id=53))), 3)
+    save_folder(str(folder), unet, vae, text)
+    write_tokenizer(Path(folder) / "tokenizer")
+    (Path(folder) / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(
+        {"model_max_length": TEXT_LENGTH}))
+    return str(folder)
+
+
+def base_overrides(base: str, **extra) -> list[str]:
+    """key=value overrides for training a v2-style motion module on `write_base`'s model:
+    16x16 latents (32 px frames, 2-level VAE), 4 frames, global batch 8, float32."""
+    cfg = {
+        "pretrained_model_path": base,
+        "train_data": {"sample_size": 32, "sample_n_frames": 4, "sample_stride": 1, "num_clips": 64},
+        "motion_module_kwargs": {"max_seq_length": 8},
+        "train_batch_size": 8, "mixed_precision_training": False, "max_train_steps": 3,
+        "checkpointing_steps": 2, "log_every_steps": 1, "global_seed": 0,
+    }
+    cfg.update(extra)
+    return [f"{k}={json.dumps(v)}" for k, v in cfg.items()]
