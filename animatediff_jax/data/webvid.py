@@ -12,8 +12,11 @@ Videos are looked for at `video_dir/{videoid}.mp4`, then `video_dir/{page_dir}/{
 
 Bad input never crashes a build: rows without a videoid or caption, duplicate ids, missing files,
 unreadable/corrupt/too-short videos and undecodable codecs are skipped and counted; the counts are
-printed and stored in the dataset's `metadata.json` (`builder.info.metadata["skipped"]`). A clear
-error is raised only when the CSV lacks the `videoid`/`name` columns or nothing usable is left.
+printed and stored in the dataset's `metadata.json` (`builder.info.metadata["build_stats"]`: clips,
+rows_usable and skipped per reason). A clear error is raised only when the CSV lacks the
+`videoid`/`name` columns or nothing usable is left.
+
+One clip per video (seeded window); a large CSV can be split and built as several variants.
 """
 from __future__ import annotations
 
