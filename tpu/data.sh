@@ -2,11 +2,10 @@
 # Make a dataset in Cloud Storage visible on every worker: copy it to local disk, or mount it.
 #   tpu/data.sh --name adiff --zone us-east5-a --src gs://bucket/tfds --dest /data/tfds [--mode copy|mount] [--dry-run]
 # copy: `gcloud storage cp -r` (fastest reads; needs the disk). mount: gcsfuse (read in place).
-# TFDS ArrayRecord datasets can also be read straight from gs:// without either.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NAME="" ZONE="" PROJECT="" SRC="" DEST="" MODE="copy"
-usage() { sed -n '2,5p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,4p' "${BASH_SOURCE[0]}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) NAME=$2; shift 2 ;;

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     g.add_argument("--trigger", default="")
     g.add_argument("--images", action="store_true", help="single frames, captions without motion")
     for s in (w, g):
-        s.add_argument("--data_dir", required=True, help="TFDS data_dir to write into (local or gs://)")
+        s.add_argument("--data_dir", required=True, help="TFDS data_dir to write into (a local path)")
         s.add_argument("--name", required=True, help="name of this variant (the TFDS config name)")
         s.add_argument("--num_shards", type=int, default=None, help="ArrayRecord files (default: TFDS's choice)")
     args = p.parse_args(argv)

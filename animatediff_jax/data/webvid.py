@@ -2,7 +2,7 @@
 
     from animatediff_jax.data.webvid import WebVid, WebVidConfig
     config = WebVidConfig(name="webvid_256", csv_path="results_2M_val.csv", video_dir="videos/")
-    WebVid(config=config, data_dir="gs://bucket/tfds").download_and_prepare()
+    WebVid(config=config, data_dir="/data/tfds").download_and_prepare()
     # -> ArrayRecord shards, read with `tfds.builder_from_directory(...).as_data_source()` (no TF).
 
 Each row gives one example {"video": (frames, size, size, 3) uint8, "caption": str, "videoid": str},
