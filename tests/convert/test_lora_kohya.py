@@ -139,3 +139,16 @@ def test_linear_lora_on_1x1_conv_projection(tmp_path, nets):
     w = unet.state_dict()["down_blocks.0.attentions.1.proj_in.weight"].numpy()  # (32, 32, 1, 1)
     expected = w + 0.25 * (up.numpy() @ down.numpy())[:, :, None, None]
     assert rel_err(fused[("down_blocks_0", "attentions_1", "proj_in", "kernel")], expected.transpose(2, 3, 1, 0)) <= 1e-6
+
+
+def test_text_encoder_tree_with_text_model_prefix(tmp_path, nets):
+    """Converted single files keep `text_model/` at the top of the text-encoder tree; same fusion either way."""
+    unet, te = nets
+    save(kohya_state_dict(unet, te, seed=7), tmp_path / "k.safetensors")
+    loras = [(str(tmp_path / "k.safetensors"), 0.4)]
+    flat = apply_lora_files({"unet": flax_params(unet), "text_encoder": flax_params(te)}, loras)["text_encoder"]
+    nested = apply_lora_files({"unet": flax_params(unet), "text_encoder": {"text_model": flax_params(te)}},
+                              loras)["text_encoder"]
+    assert set(flatten(nested)) == {("text_model",) + p for p in flatten(flat)}
+    for p, v in flatten(flat).items():
+        np.testing.assert_array_equal(flatten(nested)[("text_model",) + p], v)

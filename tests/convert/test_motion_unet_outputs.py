@@ -33,11 +33,13 @@ def run_diffusers(model, sample, timesteps, text):
     return out.permute(0, 2, 3, 4, 1).numpy()
 
 
-def run_ours(unet2d, mm, params, sample, timesteps, text):
+def run_ours(unet2d, mm, params, sample, timesteps, text, *more_params):
+    """Our UNet3D output for `params` (and for each of `more_params`, same compiled function)."""
     # diffusers normalises the motion-module input over all frames jointly and its resnets per frame
     motion = None if mm is None else with_overrides(mm, input_norm="joint", resnet_norm="frame").config
-    model = UNet3DConditionModel(UNetConfig.from_dict(dict(unet2d.config)), motion)
-    return np.asarray(jax.jit(model.apply)({"params": params}, sample, timesteps, text))
+    apply = jax.jit(UNet3DConditionModel(UNetConfig.from_dict(dict(unet2d.config)), motion).apply)
+    outs = [np.asarray(apply({"params": p}, sample, timesteps, text)) for p in (params,) + more_params]
+    return outs[0] if not more_params else outs
 
 
 def unet_with_motion(unet2d, mm):
@@ -97,9 +99,8 @@ def test_lora_fused_unet_runs_like_diffusers_fused(tmp_path):
                          torch.from_numpy(timesteps).repeat_interleave(f),
                          torch.from_numpy(text).repeat_interleave(f, dim=0)).sample
     want = want.permute(0, 2, 3, 1).numpy().reshape(sample.shape)
-    got = run_ours(unet2d, None, ours, sample, timesteps, text)
+    got, unfused = run_ours(unet2d, None, ours, sample, timesteps, text, flax_params(unet2d))
     print(f"rel err {rel_err(got, want):.2e}")
     assert rel_err(got, want) <= 1e-4, rel_err(got, want)
-    unfused = run_ours(unet2d, None, flax_params(unet2d), sample, timesteps, text)
     assert rel_err(unfused, want) > 1e-2  # the LoRA changed the output
 
