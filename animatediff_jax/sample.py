@@ -163,13 +163,31 @@ def jobs_from_args(args) -> tuple[list[Job], str]:
     entry = PromptEntry(name="command line", prompts=prompts, n_prompts=negs * (len(prompts) // len(negs)),
                         seeds=seeds * (len(prompts) // len(seeds)), steps=args.steps or base_sizes["steps"],
                         guidance_scale=7.5 if args.guidance_scale is None else args.guidance_scale,
-                        raw={k: v for k, v in vars(args).items() if v not in (None, [], False)})
+                        raw=_schema_raw(args, prompts, negs, seeds))
     model = {} if default else dict(common, dreambooth=args.dreambooth, motion_module=args.motion_module,
                                     loras=args.lora, motion_loras=args.motion_lora,
                                     domain_adapter=args.domain_adapter, scheduler_kwargs=None)
     sizes = dict(width=args.width or base_sizes["width"], height=args.height or base_sizes["height"],
                  frames=args.frames or base_sizes["frames"])
     return [Job(entry, model, sizes)], "sample"
+
+
+def _schema_raw(args, prompts, negs, seeds) -> dict:
+    """The flags as an entry of the original prompt-config schema (written to config.yaml)."""
+    raw = dict(prompt=[p if isinstance(p, str) else {int(k): v for k, v in p.items()} for p in prompts],
+               n_prompt=list(negs), seed=list(seeds))
+    for key, value in (("steps", args.steps), ("guidance_scale", args.guidance_scale), ("W", args.width),
+                       ("H", args.height), ("L", args.frames), ("motion_module", args.motion_module),
+                       ("dreambooth_path", args.dreambooth)):
+        if value is not None:
+            raw[key] = value
+    if args.lora:
+        raw["lora_model_path"], raw["lora_alpha"] = args.lora[0]
+    if args.motion_lora:
+        raw["motion_module_lora_configs"] = [dict(path=p, alpha=a) for p, a in args.motion_lora]
+    if args.domain_adapter:
+        raw["adapter_lora_path"], raw["adapter_lora_scale"] = args.domain_adapter
+    return raw
 
 
 def apply_overrides(job: Job, args) -> None:
@@ -334,7 +352,7 @@ def load_pipeline(job: Job, args, cache_dir: str):
     return pipe, None
 
 
-def run(args) -> str:
+def run(args, argv: list[str]) -> str:
     """Validate, load, sample and write; returns the run folder."""
     from animatediff_jax.freeinit import FreeInitOptions
     from animatediff_jax.pipeline import DEFAULT_CACHE, enable_compilation_cache, from_diffusers_latents
@@ -349,6 +367,8 @@ def run(args) -> str:
     freeinit = FreeInitOptions(args.freeinit_iters, args.freeinit_filter) if args.freeinit_iters > 1 else None
     run_dir = new_run_dir(args.out, name)
     print(f"writing to {run_dir}")
+    with open(os.path.join(run_dir, "command.txt"), "w") as f:
+        f.write(" ".join(["python -m animatediff_jax.sample"] + [repr(a) if " " in a else a for a in argv]) + "\n")
     samples, used, idx = [], [], 0
     for job in jobs:
         e, s = job.entry, job.sizes
@@ -384,9 +404,10 @@ def run(args) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        run(args, argv)
     except (UsageError, PromptConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -96,3 +96,13 @@ def test_missing_and_invalid_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("- prompt: [a\n")
     with pytest.raises(PromptConfigError, match="not valid YAML"):
         load_prompt_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("name", ["v2-realistic-vision.yaml", "v3-domain-adapter.yaml"])
+def test_example_configs_follow_the_schema(name, tmp_path, monkeypatch):
+    """The shipped examples are valid; only their (not shipped) weight files are missing."""
+    from animatediff_jax.prompt_config import PROJECT_CONFIGS
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PromptConfigError, match="not found") as e:
+        load_prompt_config(PROJECT_CONFIGS / "prompts" / name)
+    assert "unknown keys" not in str(e.value) and "must be" not in str(e.value)
