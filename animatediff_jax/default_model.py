@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 
 from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 

@@ -12,13 +12,15 @@ through an ordered `jax.debug.callback`. JAX does not write executables that con
 to its persistent cache, so a run with `progress=False` is the one whose loop is reloaded from disk.
 
 Latents are (B, F, h, w, 4) with h, w = H/8, W/8; `latents=` accepts diffusers' (B, 4, F, h, w)
-layout via `from_diffusers_latents`. Randomness comes from one seed per video: the same seed gives
-the same video whatever else is in the batch.
+layout via `from_diffusers_latents`. The initial noise comes from one seed per video, so with the
+deterministic samplers (DDIM eta 0, Euler, DPM-Solver++) the same seed gives the same video whatever
+else is in the batch; the stochastic ones (eta > 0, ancestral, LCM) draw their per-step noise for
+the whole batch from the first video's seed.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import jax

@@ -166,7 +166,7 @@ def main(argv=None):
           f"{jax.default_backend()} ({jax.devices()[0].device_kind}), torch threads {torch.get_num_threads()}")
     print(f"config: {args.config}, {cfg['frames']} frames x {cfg['height']}x{cfg['width']}, {cfg['steps']} DDIM "
           f"steps, CFG 7.5, batch 1, VAE decode included; median of {args.repeats} after a warm-up\n")
-    print(f"| implementation | dtype | seconds / video | warm-up overhead (compile) s |")
+    print("| implementation | dtype | seconds / video | warm-up overhead (compile) s |")
     print("|---|---|---|---|")
     for name, dt, t, c in rows:
         print(f"| {name} | {dt} | {t:.2f} | {c:.1f} |")
