@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
@@ -266,7 +267,6 @@ def apply_lora_files(components: Mapping[str, Mapping], loras: Sequence[tuple[st
 
 def parse_path_scale(arg: str, default: float = 1.0) -> tuple[str, float]:
     """`PATH` or `PATH:SCALE` (command line) -> (path, scale); a non-numeric SCALE is an error."""
-    import os
     if ":" not in arg or os.path.exists(arg):
         return arg, default
     path, _, scale = arg.rpartition(":")
@@ -287,7 +287,7 @@ def fuse_motion_loras(motion_params: Mapping, loras: Iterable[tuple[str, float]]
         try:
             lora = read_lora(path, {"unet": params}).get("unet", {})
         except LoraError as e:
-            if "mid_block" in str(e) and "mid_block" not in params:
+            if "mid_block" in str(e) and "motion_modules_0" not in params.get("mid_block", {}):
                 raise LoraError(f"{e}. This MotionLoRA was trained for a v2 motion module (which has a "
                                 "mid-block module); the given module has none (v1/v3)") from None
             raise
