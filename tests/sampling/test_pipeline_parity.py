@@ -54,10 +54,10 @@ def test_same_frames_as_diffusers(models, scheduler):
 def test_same_seed_same_video_and_batch_independent(models):
     _, root, _ = models
     pipe = _ours(root, "ddim")
-    kw = dict(width=32, height=32, frames=4, steps=2, progress=False)
+    kw = dict(width=W, height=H, frames=FRAMES, steps=3, progress=False)  # the shapes compiled above
     a = pipe(["a cat", "a dog"], seeds=[5, 6], **kw).frames
     b = pipe(["a cat", "a dog"], seeds=[5, 6], **kw).frames
-    c = pipe(["a cat"], seeds=[5], **kw).frames
+    c = pipe(["a cat", "fireworks"], seeds=[5, 9], **kw).frames
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(a[:1], c, atol=1e-5)
-    assert np.abs(a[0] - pipe(["a cat"], seeds=[9], **kw).frames[0]).max() > 1e-3
+    np.testing.assert_allclose(a[0], c[0], atol=1e-6)  # a video does not depend on its batch neighbours
+    assert np.abs(a[1] - c[1]).max() > 1e-3
