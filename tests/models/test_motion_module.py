@@ -93,6 +93,19 @@ def test_motion_module_matches_numpy_reference(input_norm):
         **{**cfg.__dict__, "input_norm": other}))) > 1e-2
 
 
+def test_motion_module_bfloat16_close_to_float32():
+    """Compared on the module's own contribution (output - input), not hidden behind the residual."""
+    cfg = MotionConfig(num_attention_heads=2, max_seq_length=16, norm_num_groups=4, zero_init_proj_out=False)
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 16, 4, 4, 32)).astype(jnp.bfloat16)
+    x32 = x.astype(jnp.float32)
+    params = MotionModule(cfg).init(jax.random.PRNGKey(3), x32)["params"]
+    ref = jax.jit(MotionModule(cfg).apply)({"params": params}, x32)
+    bf = jax.jit(MotionModule(cfg, dtype=jnp.bfloat16).apply)({"params": params}, x)
+    assert bf.dtype == jnp.bfloat16
+    err = rel_err(bf.astype(jnp.float32) - x32, ref - x32)
+    assert err < 2e-2, err
+
+
 def test_motion_module_starts_as_identity_and_has_no_position_params():
     x = jax.random.normal(jax.random.PRNGKey(1), (1, 3, 2, 2, 16))
     module = MotionModule(MotionConfig(num_attention_heads=2, norm_num_groups=4))
