@@ -24,6 +24,7 @@ def _motion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seq-length", type=int,
                    help="position-encoding length (default: read from the file's pos_encoder.pe shape)")
     p.add_argument("--version", choices=("v1", "v2", "v3"), help="override the detected version")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def load_motion(path: str, args=None):
@@ -37,7 +38,8 @@ def load_motion(path: str, args=None):
             raise ValueError(f"{path}: holds {meta.get('config_class', 'no config')}, not motion-module params")
         return motion_module_from_params(params, config, json.loads(meta.get("motion", "{}")).get("version", ""))
     return load_motion_module(path, heads=getattr(args, "heads", None), norm_num_groups=getattr(args, "norm_groups", None),
-                              max_seq_length=getattr(args, "max_seq_length", None), version=getattr(args, "version", None))
+                              max_seq_length=getattr(args, "max_seq_length", None), version=getattr(args, "version", None),
+                              progress=not getattr(args, "quiet", True))
 
 
 def _save_motion(path: str, mm, source: str, dtype) -> None:

@@ -190,13 +190,13 @@ def _pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
 
 def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>", heads: int = 8,
                            norm_num_groups: int = 32, max_seq_length: int | None = None,
-                           version: str | None = None, dtype=np.float32) -> MotionModule:
+                           version: str | None = None, dtype=np.float32, progress: bool = False) -> MotionModule:
     """Convert an original-format or MotionAdapter-format state dict (numpy values, or a lazy
     `convert.io.StateDict`: then keys and shapes are checked first and tensors read one at a time).
 
     `heads` and `norm_num_groups` cannot be read from the weights (every released module uses
     8 and 32). `max_seq_length` overrides the length read from the position-encoding buffers.
-    `dtype` casts floating tensors (None keeps the file's dtype).
+    `dtype` casts floating tensors (None keeps the file's dtype); `progress` shows a progress bar.
     """
     tensors, shapes, names = _file_keys(state_dict)
     read = lambda clean: tensors[names[clean]]  # noqa: E731
@@ -230,7 +230,9 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
                           use_mid_block=mid, norm_num_groups=norm_num_groups,
                           resnet_norm="joint" if version == "v1" else "frame")
     flat = {}
-    for key, file_key in renamed.items():  # one tensor in flight
+    from tqdm import tqdm
+    for key, file_key in tqdm(renamed.items(), desc=f"motion module {Path(source).name}", unit="tensor",
+                              disable=not progress):  # one tensor in flight
         array = np.asarray(read(file_key))
         array = array if dtype is None else array.astype(dtype, copy=False)
         path = torch_key_to_flax(key, array.ndim)
@@ -240,7 +242,7 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
 
 def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int | None = None,
                        max_seq_length: int | None = None, version: str | None = None,
-                       dtype=np.float32) -> MotionModule:
+                       dtype=np.float32, progress: bool = False) -> MotionModule:
     """Read an original motion-module file (.ckpt/.pt/.bin/.safetensors) or a MotionAdapter folder."""
     path = Path(path)
     if path.is_dir():
@@ -261,14 +263,16 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
             mm = motion_from_state_dict(
                 sd, source=str(path), heads=heads or heads_cfg,
                 norm_num_groups=norm_num_groups or cfg.get("motion_norm_num_groups", 32),
-                max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", 32), version=version, dtype=dtype)
+                max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", 32), version=version, dtype=dtype,
+                progress=progress)
         if tuple(cfg.get("block_out_channels", mm.block_out_channels)) != mm.block_out_channels:
             raise MotionModuleError(f"{path}: config.json block_out_channels {cfg['block_out_channels']} "
                                     f"disagree with the weights {list(mm.block_out_channels)}")
         return mm
     with open_state_dict(path) as sd:
         return motion_from_state_dict(sd, source=str(path), heads=heads or 8, norm_num_groups=norm_num_groups or 32,
-                                      max_seq_length=max_seq_length, version=version, dtype=dtype)
+                                      max_seq_length=max_seq_length, version=version, dtype=dtype,
+                                      progress=progress)
 
 
 def motion_module_from_params(params: Mapping, config: MotionConfig, version: str) -> MotionModule:
