@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from animatediff_jax.data import procedural
 from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 
@@ -41,8 +43,36 @@ VAE = VAEConfig(block_out_channels=(32, 64, 64), down_block_types=("DownEncoderB
                 latent_channels=4, sample_size=SIZE, scaling_factor=1.0)
 TEXT = CLIPTextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                       max_position_embeddings=MAX_TOKENS)  # vocab/eos ids filled from the tokenizer
-UNET = UNetConfig(block_out_channels=(64, 128), layers_per_block=1,
+UNET = UNetConfig(block_out_channels=(32, 64), layers_per_block=1,
                   down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                   up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                   attention_head_dim=4, cross_attention_dim=64, norm_num_groups=16, sample_size=LATENT_SIZE)
 MOTION = MotionConfig(num_attention_heads=4, max_seq_length=24, use_mid_block=True, norm_num_groups=16)
+
+
+def clips(seed: int, first: int, count: int, style: str = "plain", trigger: str | None = None
+          ) -> tuple[np.ndarray, list[str]]:
+    """Clips first..first+count-1 of the video dataset `seed`: ((count, FRAMES, SIZE, SIZE, 3) uint8,
+    captions such as "a red circle moving left")."""
+    out = [procedural.generate_clip(seed, i, FRAMES, SIZE, style=style, trigger=trigger)
+           for i in range(first, first + count)]
+    return np.stack([v for v, _ in out]), [c for _, c in out]
+
+
+def clip_frames(seed: int, first: int, count: int) -> tuple[np.ndarray, list[str]]:
+    """One frame of each plain clip first..first+count-1, captioned with the clip's full caption
+    (direction included): ((count, 1, SIZE, SIZE, 3) uint8, captions). The base model's data."""
+    videos, captions = [], []
+    for i in range(first, first + count):
+        spec = procedural.clip_spec(seed, i, FRAMES, SIZE)
+        videos.append(procedural.render(spec)[i % FRAMES][None])
+        captions.append(procedural.caption(spec))
+    return np.stack(videos), captions
+
+
+def images(seed: int, first: int, count: int, domain: Domain) -> tuple[np.ndarray, list[str]]:
+    """Images first..first+count-1 of a domain ((count, 1, SIZE, SIZE, 3) uint8, captions such as
+    "sks, a red circle on stripes background"): the personalization data, no motion anywhere."""
+    out = [procedural.generate_image(seed, i, SIZE, style=domain.style, trigger=domain.trigger)
+           for i in range(first, first + count)]
+    return np.stack([v for v, _ in out])[:, None], [c for _, c in out]

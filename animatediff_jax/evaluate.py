@@ -1,0 +1,193 @@
+"""Measure the paper's claim on the miniature AnimateDiff: `python -m animatediff_jax.evaluate`.
+
+    python -m animatediff_jax.evaluate                          # shipped weights, table -> RESULTS.md
+    python -m animatediff_jax.evaluate --samples 8 --results -  # quicker, print only
+
+Each row samples `--samples` videos (prompt i describes clip i of a held-out seed of the procedural
+world, e.g. "sks, a red circle moving left on stripes background"; sampling seed = i) and scores
+them from the pixels (`miniature/scoring.py`):
+- motion accuracy: the object moves in the captioned direction (chance: 25%);
+- colour accuracy: the object has the captioned colour;
+- temporal consistency: fraction of frames showing the same object (colour, size);
+- domain fidelity: fraction of frames whose background the style classifier (fitted on dataset
+  images) assigns to the row's domain.
+Rows: base + motion module; DreamBooth + module; LoRA + module; the personalized models without a
+module (16 frames denoised independently: the no-motion baseline); the personalized models' own
+single images (the reference for domain fidelity); the base with modules trained under noise
+schedules A and C (the paper's ablation; B is the paper's choice). A "dataset" row scores real clips.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from animatediff_jax.data import procedural
+from animatediff_jax.miniature import scoring, world
+
+ASSETS = os.path.join(os.path.dirname(__file__), "assets", "miniature")
+EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    domain: world.Domain
+    personalization: str | None   # None | "dreambooth" | "lora"
+    schedule: str | None          # motion module's training schedule; None: no module
+    frames: int = world.FRAMES
+
+    @property
+    def motion(self) -> bool:
+        return self.schedule is not None
+
+
+ROWS = (
+    Row("base + module", world.BASE, None, "B"),
+    Row("DreamBooth + module", world.DREAMBOOTH, "dreambooth", "B"),
+    Row("LoRA + module", world.LORA, "lora", "B"),
+    Row("DreamBooth, no module", world.DREAMBOOTH, "dreambooth", None),
+    Row("LoRA, no module", world.LORA, "lora", None),
+    Row("DreamBooth images", world.DREAMBOOTH, "dreambooth", None, frames=1),
+    Row("LoRA images", world.LORA, "lora", None, frames=1),
+    Row("base + module (schedule A)", world.BASE, None, "A"),
+    Row("base + module (schedule C)", world.BASE, None, "C"),
+)
+
+
+def prompts_for(row: Row, count: int) -> tuple[list[str], list[procedural.ClipSpec]]:
+    """Captions (with the domain's trigger and style words) of held-out clips 0..count-1."""
+    specs = [procedural.clip_spec(EVAL_SEED, i, world.FRAMES, world.SIZE) for i in range(count)]
+    captions = [procedural.caption(s, motion=row.frames > 1, style=row.domain.style, trigger=row.domain.trigger)
+                for s in specs]
+    return captions, specs
+
+
+def load_pipeline(row: Row, weights: str):
+    """The row's pipeline from the miniature's files, through the ordinary loader."""
+    from animatediff_jax.miniature.build import motion_path, paths
+    from animatediff_jax.pipeline import AnimateDiffPipeline
+    p = paths(weights)
+    return AnimateDiffPipeline.load(
+        os.path.join(weights, "base"), dreambooth=p["dreambooth"] if row.personalization == "dreambooth" else None,
+        loras=[(p["lora"], 1.0)] if row.personalization == "lora" else [],
+        motion_module=motion_path(weights, row.schedule) if row.motion else None, dtype="float32")
+
+
+def sample(pipe, prompts: list[str], seeds: list[int], frames: int, steps: int, guidance: float,
+           batch: int = 8) -> np.ndarray:
+    """(N, frames, SIZE, SIZE, 3) float frames in [0, 1], `batch` videos per call."""
+    out = []
+    for i in range(0, len(prompts), batch):
+        result = pipe(prompts[i:i + batch], seeds=seeds[i:i + batch], width=world.SIZE, height=world.SIZE,
+                      frames=frames, steps=steps, guidance_scale=guidance, progress=False)
+        out.append(result.frames)
+    return np.concatenate(out)
+
+
+def summarize(scores: list[scoring.VideoScore], motion: bool) -> dict:
+    mean = lambda key: float(np.mean([getattr(s, key) for s in scores]))  # noqa: E731
+    return {"motion": mean("motion") if motion else None, "color": mean("color"),
+            "consistency": mean("consistency") if motion else None, "domain": mean("domain")}
+
+
+def score_row(videos: np.ndarray, specs, row: Row, classifier: scoring.StyleClassifier) -> dict:
+    return summarize([scoring.score_video(v, s.color, s.direction if row.frames > 1 else None, row.domain.style,
+                                          classifier) for v, s in zip(videos, specs)], row.frames > 1)
+
+
+def dataset_row(count: int, classifier: scoring.StyleClassifier) -> dict:
+    """The scores of real clips of the evaluation prompts (what a perfect model would get)."""
+    specs = [procedural.clip_spec(EVAL_SEED, i, world.FRAMES, world.SIZE) for i in range(count)]
+    return summarize([scoring.score_video(procedural.render(s), s.color, s.direction, "plain", classifier)
+                      for s in specs], True)
+
+
+def evaluate(weights: str = ASSETS, samples: int = 16, steps: int = 25, guidance: float = 7.5,
+             rows=ROWS, seed_offset: int = 0) -> list[dict]:
+    """Sample and score every row; returns one dict per row (plus the dataset reference first)."""
+    from animatediff_jax.pipeline import enable_compilation_cache
+    enable_compilation_cache()
+    classifier = scoring.StyleClassifier.fit(world.SIZE)
+    seeds = [seed_offset + i for i in range(samples)]
+    results = [{"name": "dataset clips (reference)", "module": "-", "samples": samples,
+                "seeds": f"clips 0..{samples - 1} of dataset {EVAL_SEED}", "seconds": 0.0,
+                **dataset_row(samples, classifier)}]
+    for row in rows:
+        start = time.time()
+        pipe = load_pipeline(row, weights)
+        prompts, specs = prompts_for(row, samples)
+        videos = sample(pipe, prompts, seeds, row.frames, steps, guidance)
+        results.append({"name": row.name, "module": row.schedule or "none", "samples": samples,
+                        "seeds": f"{seeds[0]}..{seeds[-1]}", "seconds": round(time.time() - start, 1),
+                        **score_row(videos, specs, row, classifier)})
+        print(format_row(results[-1]), flush=True)
+    return results
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def format_row(r: dict) -> str:
+    return (f"| {r['name']} | {r['module']} | {r['samples']} | {r['seeds']} | {_pct(r['motion'])} | "
+            f"{_pct(r['color'])} | {_pct(r['consistency'])} | {_pct(r['domain'])} |")
+
+
+def table(results: list[dict]) -> str:
+    head = ("| model | motion module (schedule) | samples | sampling seeds | motion accuracy | colour accuracy "
+            "| temporal consistency | domain fidelity |\n|---|---|---|---|---|---|---|---|")
+    return "\n".join([head] + [format_row(r) for r in results])
+
+
+def report(results: list[dict], weights: str, steps: int, guidance: float, seconds: float) -> str:
+    """The Markdown results section: settings, table and the build budget it was measured on."""
+    record_path = os.path.join(weights, "build.json")
+    budget = "unknown"
+    if os.path.exists(record_path):
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)
+        budget = ", ".join(f"{s}: {record[s].get('steps', '-')} steps" for s in
+                           ("vae", "base", "dreambooth", "lora", "motion") if s in record)
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"Measured {when} on {platform.machine()} CPU ({os.cpu_count()} cores), {seconds:.0f}s, with\n"
+            f"`python -m animatediff_jax.evaluate --samples {results[0]['samples']} --steps {steps} "
+            f"--guidance {guidance}`.\nDDIM {steps} steps (the original inference config), CFG {guidance}, "
+            f"{world.SIZE}x{world.SIZE}, {world.FRAMES} frames; prompts from dataset seed {EVAL_SEED}.\n"
+            f"Weights: {os.path.relpath(weights)} (build budget: {budget}).\n\n{table(results)}\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m animatediff_jax.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", default=ASSETS, help="folder written by python -m animatediff_jax.miniature.build")
+    parser.add_argument("--samples", type=int, default=16, help="videos per row")
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
+    parser.add_argument("--results", default="RESULTS.md",
+                        help="Markdown file to write the table to ('-': print only)")
+    args = parser.parse_args(argv)
+    if args.samples < 1 or args.steps < 1:
+        parser.error("--samples and --steps must be positive")
+    if not os.path.isdir(os.path.join(args.weights, "base")):
+        parser.error(f"{args.weights}: no miniature weights (run python -m animatediff_jax.miniature.build)")
+    start = time.time()
+    results = evaluate(args.weights, args.samples, args.steps, args.guidance)
+    text = report(results, args.weights, args.steps, args.guidance, time.time() - start)
+    print(text)
+    if args.results != "-":
+        from animatediff_jax.checkpoint import atomic_path
+        with atomic_path(args.results) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write("# Miniature AnimateDiff: measured results\n\n" + text)
+        print(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
