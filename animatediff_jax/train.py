@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import sys
-from functools import partial
+from functools import lru_cache, partial
 from typing import Sequence
 
 import jax
@@ -53,37 +53,64 @@ def load_tokenizer(cfg: dict, length: int):
     return PromptTokenizer.from_pretrained(path, max_length=length)
 
 
-def procedural_rows(cfg: dict, tokenizer, step: int, rows: tuple[int, int]) -> dict:
-    """This host's rows [start, stop) of the global batch of `step` from the procedural video world.
+def open_source(cfg: dict):
+    """The random-access example source (`len`, `source[i] -> {'video', 'caption'}`): the procedural
+    world, or a built TFDS dataset directory (data/pipeline.py's sources)."""
+    from animatediff_jax.data.pipeline import ProceduralSource, load_source
+    d = cfg["train_data"]
+    if d["source"] == "procedural":
+        if d["num_clips"] <= 0:
+            raise ValueError("train_data: the dataset is empty (num_clips = 0)")
+        return ProceduralSource(d["num_clips"], d["seed"], frames=d["sample_n_frames"] * d["sample_stride"],
+                                size=d["sample_size"], style=d["style"])
+    if not os.path.isdir(d["source"]):
+        raise ValueError(f"train_data.source must be 'procedural' or a TFDS dataset directory, got {d['source']!r}")
+    source = load_source(d["source"])
+    if len(source) == 0:
+        raise ValueError(f"train_data.source {d['source']}: the dataset is empty")
+    return source
 
-    Example i of the run is clip (i mod num_clips); `sample_n_frames * sample_stride` frames are
-    rendered and every `sample_stride`-th kept, like the original's strided sampling of videos.
+
+def example_indices(num_examples: int, seed: int, start: int, stop: int) -> list[int]:
+    """Source indices of run positions [start, stop): epoch e visits permutation (seed, e) in order.
+
+    A position is global (step * train_batch_size + row), so any number of hosts, each reading only
+    its rows, together reads exactly what one host would, and resuming at a step needs only the step.
     """
-    from animatediff_jax.data.procedural import generate_clip
+    out = []
+    for pos in range(start, stop):
+        epoch, offset = divmod(pos, num_examples)
+        out.append(int(_permutation(num_examples, seed, epoch)[offset]))
+    return out
+
+
+@lru_cache(maxsize=2)
+def _permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def make_input(cfg: dict, source, tokenizer, rows: tuple[int, int]):
+    """step -> this host's rows [start, stop) of that step's global batch (numpy).
+
+    Clips are cut like the original's strided sampling: every `sample_stride`-th frame, the first
+    `sample_n_frames` of them."""
     d, batch = cfg["train_data"], cfg["train_batch_size"]
-    videos, captions = [], []
-    for row in range(*rows):
-        index = (step * batch + row) % d["num_clips"]
-        video, caption = generate_clip(d["seed"], index, d["sample_n_frames"] * d["sample_stride"],
-                                       d["sample_size"], style=d["style"])
-        videos.append(video[::d["sample_stride"]])
-        captions.append(caption)
-    return {"video": np.stack(videos), "input_ids": tokenizer(captions)}
+    n_frames, stride, size = d["sample_n_frames"], d["sample_stride"], d["sample_size"]
 
+    def rows_of(step: int) -> dict:
+        videos, captions = [], []
+        for index in example_indices(len(source), d["seed"], step * batch + rows[0], step * batch + rows[1]):
+            example = source[index]
+            video = np.asarray(example["video"])[::stride][:n_frames]
+            if video.shape[0] != n_frames or video.shape[1:3] != (size, size):
+                raise ValueError(f"example {index}: clip of shape {np.asarray(example['video']).shape} gives "
+                                 f"{video.shape[:3]} frames x pixels, train_data wants ({n_frames}, {size}, {size})")
+            caption = example["caption"]
+            videos.append(video)
+            captions.append(caption.decode() if isinstance(caption, bytes) else caption)
+        return {"video": np.stack(videos), "input_ids": tokenizer(captions)}
 
-def check_input(cfg: dict) -> None:
-    """Fail before any model is built when the data cannot be read."""
-    source = cfg["train_data"]["source"]
-    if source != "procedural":
-        raise ValueError(f"train_data.source {source!r} is not available (procedural)")
-    if cfg["train_data"]["num_clips"] <= 0:
-        raise ValueError("train_data: the dataset is empty (num_clips = 0)")
-
-
-def make_input(cfg: dict, tokenizer, rows: tuple[int, int]):
-    """step -> this host's rows of that step's batch (numpy). Position = step: checkpointable."""
-    check_input(cfg)
-    return lambda step: procedural_rows(cfg, tokenizer, step, rows)
+    return rows_of
 
 
 # ===================================== model + optimizer ========================================
@@ -206,7 +233,7 @@ def train(cfg: dict, workdir: str) -> dict:
     rules = [tuple(r) for r in cfg["sharding_rules"]]
     batch_sharding = shd.batch_sharding(mesh)
 
-    check_input(cfg)
+    source = open_source(cfg)   # before the (slow) model build: bad data fails fast
 
     # ----- model + optimizer
     unet, vae, text, motion, text_cfg, vae_cfg, params = build_models(cfg)
@@ -232,7 +259,7 @@ def train(cfg: dict, workdir: str) -> dict:
 
     # ----- input
     tokenizer = load_tokenizer(cfg, text_cfg.max_position_embeddings)
-    next_rows = make_input(cfg, tokenizer, shd.host_rows(batch_sharding, batch_size))
+    next_rows = make_input(cfg, source, tokenizer, shd.host_rows(batch_sharding, batch_size))
     null_ids = jnp.asarray(tokenizer([""])[0])
 
     # ----- update step

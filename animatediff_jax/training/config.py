@@ -31,9 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "noise_schedule": "B",            # A (scaled_linear) | B (linear .00085-.012) | C (linear .0001-.02)
     "prediction_type": "epsilon",     # epsilon | v_prediction
     "train_data": {
-        "source": "procedural",       # procedural | tfds
+        "source": "procedural",       # procedural | a built TFDS dataset directory
         "num_clips": 100000,          # dataset size (procedural); 0 = empty (an error)
-        "seed": 0,
+        "seed": 0,                    # shuffle (and procedural world) seed
         "style": "plain",
         "sample_size": 256,
         "sample_stride": 4,
