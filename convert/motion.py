@@ -37,6 +37,10 @@ _BLOCK_TO_ORIGINAL = {"norm1": "norms.0", "norm2": "norms.1", "norm3": "ff_norm"
                       "attn1": "attention_blocks.0", "attn2": "attention_blocks.1"}
 _MODULE_KEY = re.compile(r"^((?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(\d+)\.(.+)$")
 _SDXL_KEY = "up_blocks.2.motion_modules.0.norm.weight"
+# image-UNet keys a full training checkpoint (the official trainer saves `unet.state_dict()`) also holds
+_IMAGE_UNET_KEY = re.compile(r"^(conv_in|conv_out|conv_norm_out|time_embedding|"
+                             r"(down_blocks|up_blocks)\.\d+\.(resnets|attentions|downsamplers|upsamplers)|"
+                             r"mid_block\.(resnets|attentions))\.")
 MOTION_ADAPTER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -201,6 +205,11 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     tensors, shapes, names = _file_keys(state_dict)
     read = lambda clean: tensors[names[clean]]  # noqa: E731
     original = any(".temporal_transformer." in k for k in shapes)
+    image_keys = [k for k in shapes if _IMAGE_UNET_KEY.match(k)]
+    if image_keys and len(image_keys) < len(shapes):
+        warnings.warn(f"{source}: ignoring {len(image_keys)} image-UNet keys (a full training checkpoint?), "
+                      f"e.g. {examples(image_keys, 2)}; only the motion modules are converted")
+        shapes = {k: v for k, v in shapes.items() if not _IMAGE_UNET_KEY.match(k)}
     length = _pe_length(shapes, read, source)
     if original:
         detected = detect_version(shapes)

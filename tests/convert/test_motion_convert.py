@@ -91,8 +91,8 @@ def test_missing_keys_listed(tmp_path):
 
 
 def test_unexpected_keys_listed(tmp_path):
-    path = _bad_file(tmp_path, lambda sd: sd.update({"conv_in.weight": torch.zeros(3)}))
-    with pytest.raises(MotionModuleError, match=r"bad.ckpt.*unexpected keys.*conv_in.weight"):
+    path = _bad_file(tmp_path, lambda sd: sd.update({"controlnet_cond_embedding.conv_in.weight": torch.zeros(3)}))
+    with pytest.raises(MotionModuleError, match=r"bad.ckpt.*unexpected keys.*controlnet_cond_embedding.conv_in"):
         load_motion_module(path, heads=2, norm_num_groups=8)
 
 
@@ -121,3 +121,22 @@ def test_position_encoding_regenerated_not_loaded(tmp_path):
         mm = load_motion_module(tmp_path / "mm.ckpt", heads=2, norm_num_groups=8)
     assert not any("pos" in "/".join(p) for p in flatten(mm.params))
     assert mm.config.max_seq_length == 32
+
+
+def test_full_trainer_checkpoint_keeps_only_motion_modules(tmp_path):
+    """The official trainer saves {"global_step", "state_dict": unet.state_dict()} with `module.` keys."""
+    adapter = random_adapter("v3")
+    sd = original_state_dict(adapter)
+    sd.update({"conv_in.weight": torch.zeros(32, 4, 3, 3), "down_blocks.0.resnets.0.conv1.weight": torch.zeros(32, 32, 3, 3),
+               "mid_block.attentions.0.proj_in.weight": torch.zeros(64, 64, 1, 1), "time_embedding.linear_1.bias": torch.zeros(128)})
+    write_original(sd, tmp_path / "checkpoint.ckpt", wrapper=True, module_prefix=True)
+    with pytest.warns(UserWarning, match="ignoring 4 image-UNet keys"):
+        mm = load_motion_module(tmp_path / "checkpoint.ckpt", heads=2, norm_num_groups=8)
+    assert_same_tree(mm.params, adapter_flax(adapter))
+
+
+def test_bfloat16_file(tmp_path):
+    adapter = random_adapter("v2")
+    write_original({k: v.bfloat16() for k, v in original_state_dict(adapter).items()}, tmp_path / "mm.safetensors")
+    mm = load_motion_module(tmp_path / "mm.safetensors", heads=2, norm_num_groups=8)
+    assert_same_tree(mm.params, adapter_flax(adapter.bfloat16().float()))
