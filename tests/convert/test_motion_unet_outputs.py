@@ -104,3 +104,28 @@ def test_lora_fused_unet_runs_like_diffusers_fused(tmp_path):
     assert rel_err(got, want) <= 1e-4, rel_err(got, want)
     assert rel_err(unfused, want) > 1e-2  # the LoRA changed the output
 
+
+
+def test_lora_fused_text_encoder_runs_like_diffusers_fused(tmp_path):
+    from animatediff_jax.models.clip_text import CLIPTextModel
+    from animatediff_jax.models.configs import CLIPTextConfig
+    unet2d, te = tiny_unet(), tiny_text_encoder(seed=8)
+    save(kohya_state_dict(unet2d, te, seed=9, locon=False), tmp_path / "k.safetensors")
+    # our text-encoder trees keep the `text_model/` level SD checkpoints have
+    ours = apply_lora_files({"unet": flax_params(unet2d), "text_encoder": {"text_model": flax_params(te)}},
+                            [(str(tmp_path / "k.safetensors"), 0.75)])["text_encoder"]
+    reference = copy.deepcopy(te)
+    pipe = tiny_pipeline(copy.deepcopy(unet2d), reference)
+    pipe.load_lora_weights(str(tmp_path / "k.safetensors"))
+    pipe.fuse_lora(lora_scale=0.75)
+    pipe.unload_lora_weights()
+    ids = np.random.RandomState(3).randint(3, 100, size=(2, 16))
+    with torch.no_grad():
+        want = reference(torch.from_numpy(ids)).last_hidden_state.numpy()
+    model = CLIPTextModel(CLIPTextConfig.from_dict(te.config.to_dict()))
+    got = np.asarray(jax.jit(model.apply)({"params": ours}, ids.astype(np.int32)).last_hidden_state)
+    print(f"rel err {rel_err(got, want):.2e}")
+    assert rel_err(got, want) <= 1e-4, rel_err(got, want)
+    with torch.no_grad():
+        unfused = te(torch.from_numpy(ids)).last_hidden_state.numpy()
+    assert rel_err(unfused, want) > 1e-2  # the LoRA changed the output
