@@ -4,7 +4,7 @@
 
 Writes an SD1.5 LDM single file (.safetensors) with random weights at the real config (UNet, VAE,
 CLIP text: ~1.07 B parameters, ~2.1 GB fp16 / ~4.3 GB fp32), then measures, each in a fresh
-subprocess (wall time of the work after imports; peak RSS of the whole process, VmHWM from
+subprocess (wall time and CPU time (user+sys, all threads) of the work after imports; peak RSS of the whole process, VmHWM from
 /proc/self/status — `ru_maxrss` would carry over the parent's peak across exec). Loads that return
 memory-mapped tensors (diffusers keeps an fp32 file's tensors mapped; our stored params are
 mapped) are made to read every page, so each row measures weights actually in memory:
@@ -117,7 +117,7 @@ def run_one(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
         from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm, load_single_file_checkpoint
         from transformers import CLIPTextModel
     base_rss = peak_rss()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if mode == "ours_convert":
         convert_base(path, out_dir, progress=False)
     elif mode == "ours_load":
@@ -144,9 +144,9 @@ def run_one(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
     elif mode == "diffusers_unet":
         unet = UNet2DConditionModel.from_single_file(path, config=os.path.join(config_dir, "unet"), local_files_only=True)
         touch(p.detach().numpy() for p in unet.state_dict().values())
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = peak_rss()
-    return {"mode": mode, "seconds": seconds, "peak_rss": peak, "rss_after_imports": base_rss}
+    return {"mode": mode, "seconds": seconds, "cpu_seconds": cpu, "peak_rss": peak, "rss_after_imports": base_rss}
 
 
 def measure(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
@@ -188,11 +188,12 @@ def main():
                 for mode in args.modes:
                     r = measure(mode, path, config_dir, os.path.join(args.workdir, f"out_{dtype}"))
                     results[mode].append(r)
-                    print(f"  {mode:<15} {r['seconds']:7.1f} s   peak RSS {r['peak_rss'] / 1e9:6.2f} GB "
+                    print(f"  {mode:<19} {r['seconds']:7.1f} s ({r.get('cpu_seconds', float('nan')):5.1f} s CPU)  peak RSS {r['peak_rss'] / 1e9:6.2f} GB "
                           f"({r['peak_rss'] / size:.2f}x file; {r['rss_after_imports'] / 1e9:.2f} GB after imports)",
                           flush=True)
             for mode, rs in results.items():
                 rows.append(dict(mode=mode, dtype=dtype, file_gb=size / 1e9, seconds=min(r["seconds"] for r in rs),
+                                 cpu_seconds=min(r.get("cpu_seconds", float("nan")) for r in rs),
                                  all_seconds=[round(r["seconds"], 1) for r in rs],
                                  peak_rss=max(r["peak_rss"] for r in rs),
                                  rss_after_imports=max(r["rss_after_imports"] for r in rs),
@@ -202,11 +203,12 @@ def main():
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
-    print("\n| file | mode | work time (s), best (all rounds) | peak RSS (GB) | RSS / file size | RSS after imports (GB) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| file | mode | work time (s), best (all rounds) | CPU time (s), best | peak RSS (GB) | RSS / file size "
+          "| RSS after imports (GB) |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| SD1.5 {r['dtype']} .safetensors ({r['file_gb']:.2f} GB) | {r['mode']} | {r['seconds']:.1f} "
-              f"({', '.join(map(str, r['all_seconds']))}) | {r['peak_rss'] / 1e9:.2f} | {r['rss_over_file']:.2f} | "
+              f"({', '.join(map(str, r['all_seconds']))}) | {r['cpu_seconds']:.1f} | {r['peak_rss'] / 1e9:.2f} | {r['rss_over_file']:.2f} | "
               f"{r['rss_after_imports'] / 1e9:.2f} |")
 
 

@@ -43,11 +43,15 @@ _FOLDER_SKIP = ("text_model.embeddings.position_ids",)
 
 @dataclass(frozen=True)
 class Leaf:
-    """One Flax parameter: its shape/dtype in Flax layout and how to read it from the source."""
+    """One Flax parameter: its shape/dtype in Flax layout and how to read it from the source
+    (`read(scratch=None)`: the result may be a view of `scratch`)."""
     shape: tuple[int, ...]
     dtype: np.dtype
-    read: Callable[[], np.ndarray]
+    read: Callable[..., np.ndarray]
     source_key: str
+
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
 @dataclass
@@ -58,7 +62,7 @@ class NetworkPlan:
     path: str  # the file the tensors come from
 
     def nbytes(self) -> int:
-        return sum(int(np.prod(l.shape, dtype=np.int64)) * l.dtype.itemsize for l in self.leaves.values())
+        return sum(leaf.nbytes() for leaf in self.leaves.values())
 
 
 @dataclass
@@ -198,7 +202,8 @@ def _flax_leaf(key: str, shape: tuple[int, ...], dtype: np.dtype, read: Callable
                source_key: str) -> tuple[tuple[str, ...], Leaf]:
     path = torch_key_to_flax(key, len(shape))
     flax_shape = torch_tensor_to_flax(path, np.broadcast_to(np.zeros((), np.int8), shape)).shape
-    return path, Leaf(tuple(flax_shape), np.dtype(dtype), lambda: torch_tensor_to_flax(path, read()), source_key)
+    return path, Leaf(tuple(flax_shape), np.dtype(dtype), lambda scratch=None: torch_tensor_to_flax(path, read(scratch)),
+                      source_key)
 
 
 def _network_plan(name: str, sd: StateDict, entries: Mapping[str, tuple[str, tuple[int, ...], Callable]],
@@ -233,7 +238,8 @@ def _plan_single_file(path: str, ema: bool, overrides) -> BasePlan:
                                   f"(expected keys under {', '.join(ldm.PREFIXES[n] for n in missing)})")
         nets = {}
         for name, sources in by_net.items():
-            entries = {d: (s.key, s.shape, (lambda s=s: s.transform(sd[s.key]))) for d, s in sources.items()}
+            entries = {d: (s.key, s.shape, (lambda scratch=None, s=s: s.transform(sd.read(s.key, scratch))))
+                       for d, s in sources.items()}
             nets[name] = _network_plan(name, sd, entries, (overrides or {}).get(name))
         fmt = "ldm-safetensors" if path.lower().endswith(".safetensors") else "ldm-ckpt"
         return BasePlan(nets, None, dict(SD1_SCHEDULER), fmt + ("-ema" if ema else ""), [sd])
@@ -272,7 +278,7 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
                 d = ldm.text_key_to_diffusers(k) if name == "text_encoder" else k
                 if d in _FOLDER_SKIP:
                     continue
-                entries[d] = (k, sd.shape(k), (lambda sd=sd, k=k: sd[k]))
+                entries[d] = (k, sd.shape(k), (lambda scratch=None, sd=sd, k=k: sd.read(k, scratch)))
             if name != "vae":
                 require_sd1(list(entries), lambda d, e=entries: e[d][1], sd.path)
             nets[name] = _network_plan(name, sd, entries, (overrides or {}).get(name), config)
@@ -329,12 +335,21 @@ def _progress(total: int, desc: str, enabled: bool):
 def _read_leaves(plan: BasePlan, dtype: str | None, progress: str | None, workers: int = 2, window: int = 4):
     """Yield (network, path, Flax-layout array) for every leaf, in plan order. Reads and transposes
     run on `workers` threads (numpy and file reads release the GIL), at most `window` tensors ahead,
-    so memory stays at a few tensors."""
+    so memory stays at a few tensors. Each thread reads into one reused buffer (fresh memory costs
+    a page fault per page), then transposes and casts into the fresh output in one copy."""
     import collections
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    local = threading.local()
+    largest = max((l.nbytes() for n in plan.networks.values() for l in n.leaves.values()), default=0)
+
     def read(leaf: Leaf) -> np.ndarray:
-        return np.ascontiguousarray(leaf.read()).astype(store_dtype(dtype, leaf.dtype), copy=False)
+        if getattr(local, "scratch", None) is None:
+            local.scratch = np.empty(largest, np.uint8)
+        out = np.empty(leaf.shape, store_dtype(dtype, leaf.dtype))
+        np.copyto(out, leaf.read(local.scratch), casting="unsafe")
+        return out
 
     items = [(name, p, leaf) for name, net in plan.networks.items() for p, leaf in net.leaves.items()]
     total = sum(n.nbytes() for n in plan.networks.values())

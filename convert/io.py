@@ -48,6 +48,10 @@ class StateDict(Mapping):
     def dtype(self, key: str) -> np.dtype:
         raise NotImplementedError
 
+    def read(self, key: str, scratch: np.ndarray | None = None) -> np.ndarray:
+        """`self[key]`, possibly as a view of `scratch` (valid until `scratch` is reused)."""
+        return self[key]
+
     def nbytes(self) -> int:
         return sum(int(np.prod(self.shape(k), dtype=np.int64)) * self.dtype(k).itemsize for k in self)
 
@@ -78,6 +82,9 @@ class SafetensorsStateDict(StateDict):
 
     def __getitem__(self, key):
         return read_tensor(self._file, self._header[key], self._start)
+
+    def read(self, key, scratch=None):
+        return read_tensor(self._file, self._header[key], self._start, scratch)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._header)
