@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
 import torch
 from diffusers import MotionAdapter
 
