@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import sys
-from functools import lru_cache, partial
+from functools import partial
 from typing import Sequence
 
 import jax
@@ -54,63 +54,42 @@ def load_tokenizer(cfg: dict, length: int):
 
 
 def open_source(cfg: dict):
-    """The random-access example source (`len`, `source[i] -> {'video', 'caption'}`): the procedural
-    world, or a built TFDS dataset directory (data/pipeline.py's sources)."""
-    from animatediff_jax.data.pipeline import ProceduralSource, load_source
+    """The random-access example source `train_data` names (data/train_input.py): the procedural
+    world, or a built TFDS dataset directory of video clips or pre-computed latents."""
+    from animatediff_jax.data.train_input import source_from_config
     d = cfg["train_data"]
-    if d["source"] == "procedural":
-        if d["num_clips"] <= 0:
-            raise ValueError("train_data: the dataset is empty (num_clips = 0)")
-        return ProceduralSource(d["num_clips"], d["seed"], frames=d["sample_n_frames"] * d["sample_stride"],
-                                size=d["sample_size"], style=d["style"])
-    if not os.path.isdir(d["source"]):
-        raise ValueError(f"train_data.source must be 'procedural' or a TFDS dataset directory, got {d['source']!r}")
-    source = load_source(d["source"])
-    if len(source) == 0:
-        raise ValueError(f"train_data.source {d['source']}: the dataset is empty")
-    return source
+    if d["source"] == "procedural" and d["num_clips"] <= 0:
+        raise ValueError("train_data: the dataset is empty (num_clips = 0)")
+    return source_from_config(d)
 
 
-def example_indices(num_examples: int, seed: int, start: int, stop: int) -> list[int]:
-    """Source indices of run positions [start, stop): epoch e visits permutation (seed, e) in order.
+class HostInput:
+    """step -> this host's rows of that step's global batch (numpy); the position is the step.
 
-    A position is global (step * train_batch_size + row), so any number of hosts, each reading only
-    its rows, together reads exactly what one host would, and resuming at a step needs only the step.
-    """
-    out = []
-    for pos in range(start, stop):
-        epoch, offset = divmod(pos, num_examples)
-        out.append(int(_permutation(num_examples, seed, epoch)[offset]))
-    return out
+    The data are split by batch shard (data x fsdp), not by process: each shard's rows come from its
+    own `TrainInput` shard, so any number of hosts together read exactly what one host would with the
+    same mesh, and a resumed run continues where it stopped."""
 
+    def __init__(self, cfg: dict, source, tokenizer, rows: tuple[int, int], shard_rows: int):
+        from animatediff_jax.data.train_input import TrainInput
+        d = cfg["train_data"]
+        self.frames, self.size = d["sample_n_frames"], d["sample_size"]
+        self.shards = [TrainInput(source, tokenizer, cfg["train_batch_size"], (s, s + shard_rows), seed=d["seed"])
+                       for s in range(rows[0], rows[1], shard_rows)]
 
-@lru_cache(maxsize=2)
-def _permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+    def __call__(self, step: int) -> dict:
+        parts = [shard(step) for shard in self.shards]
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        clip = batch["video"].shape[1:4] if "video" in batch else batch["latent_mean"].shape[1:2]
+        want = (self.frames, self.size, self.size)[:len(clip)]
+        if tuple(clip) != want:
+            raise ValueError(f"train_data: the dataset's clips are {tuple(clip)} (frames, height, width); "
+                             f"sample_n_frames / sample_size ask for {want}")
+        return batch
 
-
-def make_input(cfg: dict, source, tokenizer, rows: tuple[int, int]):
-    """step -> this host's rows [start, stop) of that step's global batch (numpy).
-
-    Clips are cut like the original's strided sampling: every `sample_stride`-th frame, the first
-    `sample_n_frames` of them."""
-    d, batch = cfg["train_data"], cfg["train_batch_size"]
-    n_frames, stride, size = d["sample_n_frames"], d["sample_stride"], d["sample_size"]
-
-    def rows_of(step: int) -> dict:
-        videos, captions = [], []
-        for index in example_indices(len(source), d["seed"], step * batch + rows[0], step * batch + rows[1]):
-            example = source[index]
-            video = np.asarray(example["video"])[::stride][:n_frames]
-            if video.shape[0] != n_frames or video.shape[1:3] != (size, size):
-                raise ValueError(f"example {index}: clip of shape {np.asarray(example['video']).shape} gives "
-                                 f"{video.shape[:3]} frames x pixels, train_data wants ({n_frames}, {size}, {size})")
-            caption = example["caption"]
-            videos.append(video)
-            captions.append(caption.decode() if isinstance(caption, bytes) else caption)
-        return {"video": np.stack(videos), "input_ids": tokenizer(captions)}
-
-    return rows_of
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
 
 
 # ===================================== model + optimizer ========================================
@@ -198,7 +177,13 @@ def apply_functions(unet, vae, text, vae_cfg) -> Models:
     def encode_text(p, ids):
         return text.apply({"params": p}, ids).last_hidden_state
 
-    return Models(unet_fn, encode_video, encode_text)
+    def sample_latents(mean, logvar, rng):  # stored VAE moments -> the same draw encode_video makes
+        b, f = mean.shape[:2]
+        fold = lambda m: m.reshape((b * f,) + m.shape[2:])
+        z = sample_latent(rng, fold(mean), fold(logvar)) * vae_cfg.scaling_factor
+        return z.reshape(mean.shape)
+
+    return Models(unet_fn, encode_video, encode_text, sample_latents)
 
 
 # ===================================== sharding =================================================
@@ -259,7 +244,8 @@ def train(cfg: dict, workdir: str) -> dict:
 
     # ----- input
     tokenizer = load_tokenizer(cfg, text_cfg.max_position_embeddings)
-    next_rows = make_input(cfg, source, tokenizer, shd.host_rows(batch_sharding, batch_size))
+    next_rows = HostInput(cfg, source, tokenizer, shd.host_rows(batch_sharding, batch_size),
+                          batch_size // shd.batch_shards(mesh))
     null_ids = jnp.asarray(tokenizer([""])[0])
 
     # ----- update step
@@ -315,6 +301,7 @@ def train(cfg: dict, workdir: str) -> dict:
         preempted.restore_handler()
         manager.close()
         logger.close()
+        next_rows.close()
 
     # ----- export
     trained = gather(state.params)

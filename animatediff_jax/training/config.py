@@ -31,12 +31,12 @@ DEFAULTS: dict[str, Any] = {
     "noise_schedule": "B",            # A (scaled_linear) | B (linear .00085-.012) | C (linear .0001-.02)
     "prediction_type": "epsilon",     # epsilon | v_prediction
     "train_data": {
-        "source": "procedural",       # procedural | a built TFDS dataset directory
-        "num_clips": 100000,          # dataset size (procedural); 0 = empty (an error)
+        "source": "procedural",       # procedural | tfds
+        "dataset_dir": None,          # tfds: a built dataset directory (video clips or pre-computed latents)
+        "num_clips": 100000,          # procedural: dataset size; 0 = empty (an error)
         "seed": 0,                    # shuffle (and procedural world) seed
         "style": "plain",
         "sample_size": 256,
-        "sample_stride": 4,
         "sample_n_frames": 16,
     },
     "trainable_modules": ["motion_modules."],

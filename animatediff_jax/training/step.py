@@ -45,6 +45,7 @@ class Models:
     unet: Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]   # (p, z (B,F,h,w,c), t (B,), text (B,L,D))
     encode_video: Callable[[Params, jax.Array, jax.Array], jax.Array]      # (p, video uint8 (B,F,H,W,3), rng) -> z
     encode_text: Callable[[Params, jax.Array], jax.Array]                  # (p, ids (B,L)) -> (B,L,D)
+    sample_latents: Callable | None = None                                 # (mean, logvar, rng) -> z
 
 
 def make_loss_and_grads(models: Models, alphas_cumprod: jax.Array, null_ids: jax.Array,
@@ -52,8 +53,8 @@ def make_loss_and_grads(models: Models, alphas_cumprod: jax.Array, null_ids: jax
                         micro_batches: int = 1, micro_sharding: jax.sharding.Sharding | None = None):
     """(params, frozen, batch, rng) -> (loss, grads): grads of the batch-mean loss w.r.t. params only.
 
-    `batch` holds 'input_ids' (B, L) int32 and either 'video' (B, F, H, W, 3) uint8 or 'latents'
-    (B, F, h, w, c) (already scaled). With `micro_batches` M > 1 the batch is processed as M slices in
+    `batch` holds 'input_ids' (B, L) int32 and one of 'video' (B, F, H, W, 3) uint8, 'latents'
+    (B, F, h, w, c) (already scaled) or pre-computed VAE moments 'latent_mean' + 'latent_logvar'. With `micro_batches` M > 1 the batch is processed as M slices in
     a `lax.scan` and their gradients averaged: the same update as one big batch, with 1/M the memory.
     """
     alphas_cumprod = jnp.asarray(alphas_cumprod, jnp.float32)
@@ -68,6 +69,8 @@ def make_loss_and_grads(models: Models, alphas_cumprod: jax.Array, null_ids: jax
         rng_drop, rng_noise, rng_vae = jax.random.split(rng, 3)
         if "latents" in batch:
             latents = batch["latents"].astype(jnp.float32)
+        elif "latent_mean" in batch:  # pre-computed moments: the draw encoding the video would make
+            latents = models.sample_latents(batch["latent_mean"], batch["latent_logvar"], rng_vae)
         else:
             latents = models.encode_video(frozen["vae"], batch["video"], rng_vae).astype(jnp.float32)
         ids = losses.drop_captions(rng_drop, batch["input_ids"], null_ids, null_text_ratio)

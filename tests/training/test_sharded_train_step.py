@@ -30,7 +30,7 @@ def setup(tmp_path_factory):
     trainable, frozen_unet = split(params["unet"], cfg["trainable_modules"])
     frozen = {"unet": frozen_unet, "vae": params["vae"], "text_encoder": params["text_encoder"]}
     tokenizer = train.load_tokenizer(cfg, text_cfg.max_position_embeddings)
-    batch = train.make_input(cfg, train.open_source(cfg), tokenizer, (0, BATCH))(0)
+    batch = train.HostInput(cfg, train.open_source(cfg), tokenizer, (0, BATCH), BATCH)(0)
     models = train.apply_functions(unet, vae, text, vae_cfg)
     abar = NoiseSchedule.preset("B").alphas_cumprod
     null_ids = jnp.asarray(tokenizer([""])[0])

@@ -20,7 +20,7 @@ def test_config_overrides_and_unknown_keys(tmp_path):
     cfg = load_config(str(path), ["mesh.fsdp=4", "trainable_modules=[motion_modules., lora]",
                                   "unet_config.layers_per_block=1"])
     assert cfg["learning_rate"] == 3e-5 and cfg["train_data"]["sample_n_frames"] == 8
-    assert cfg["train_data"]["sample_stride"] == 4 and cfg["mesh"] == {"data": -1, "fsdp": 4, "tensor": 1}
+    assert cfg["train_data"]["sample_size"] == 256 and cfg["mesh"] == {"data": -1, "fsdp": 4, "tensor": 1}
     assert cfg["trainable_modules"] == ["motion_modules.", "lora"]
     assert cfg["unet_config"] == {"layers_per_block": 1}
     path.write_text("train_data:\n  sample_n_frame: 8\n")

@@ -35,7 +35,7 @@ def overrides(tokenizer_path: str, **extra) -> list[str]:
                                 "max_position_embeddings": TEXT_LENGTH, "eos_token_id": 53,
                                 "bos_token_id": 52, "pad_token_id": 53},
         "motion_module_kwargs": {"num_attention_heads": 2, "norm_num_groups": 8, "max_seq_length": 8},
-        "train_data": {"sample_size": 32, "sample_n_frames": 4, "sample_stride": 1, "num_clips": 64},
+        "train_data": {"sample_size": 32, "sample_n_frames": 4, "num_clips": 64},
         "train_batch_size": 8, "mixed_precision_training": False, "max_train_steps": 3,
         "checkpointing_steps": 2, "log_every_steps": 1, "global_seed": 0,
     }
@@ -65,7 +65,7 @@ def base_overrides(base: str, **extra) -> list[str]:
     16x16 latents (32 px frames, 2-level VAE), 4 frames, global batch 8, float32."""
     cfg = {
         "pretrained_model_path": base,
-        "train_data": {"sample_size": 32, "sample_n_frames": 4, "sample_stride": 1, "num_clips": 64},
+        "train_data": {"sample_size": 32, "sample_n_frames": 4, "num_clips": 64},
         "motion_module_kwargs": {"max_seq_length": 8},
         "train_batch_size": 8, "mixed_precision_training": False, "max_train_steps": 3,
         "checkpointing_steps": 2, "log_every_steps": 1, "global_seed": 0,
