@@ -300,9 +300,13 @@ def resolve_source(source: str, revision: str | None = None) -> str:
     if source.count("/") != 1 or source.startswith((".", "/")):
         raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
     from huggingface_hub import snapshot_download
-    return snapshot_download(source, revision=revision, allow_patterns=[
-        "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
-        ignore_patterns=["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"])
+    try:
+        return snapshot_download(source, revision=revision, allow_patterns=[
+            "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
+            ignore_patterns=["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"])
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth...: one clear message
+        raise CheckpointError(f"{source}: no such local file or folder, and fetching it as a hub id failed "
+                              f"({type(e).__name__}: {e})") from None
 
 
 def plan_base(source: str, *, ema: bool = False, variant: str | None = None, revision: str | None = None,
