@@ -68,15 +68,18 @@ class Budget:
 
 
 BUDGETS = {
-    "full": Budget(vae_steps=600, vae_batch=16, base_steps=3000, personalize_steps=400, image_batch=32,
-                   motion_steps=600, video_batch=4),
+    "full": Budget(vae_steps=600, vae_batch=16, base_steps=1500, personalize_steps=300, image_batch=32,
+                   motion_steps=400, video_batch=4),
     # CI smoke test: every stage runs end to end at toy widths; the weights are meaningless.
     "smoke": Budget(vae_steps=2, vae_batch=2, base_steps=2, personalize_steps=2, image_batch=2,
                     motion_steps=2, video_batch=1, lora_rank=2, schedules=("B",),
-                    vae=dataclasses.replace(world.VAE, block_out_channels=(8, 8, 8), norm_num_groups=4),
+                    vae=dataclasses.replace(world.VAE, block_out_channels=(8, 8), norm_num_groups=4,
+                                            down_block_types=("DownEncoderBlock2D",) * 2,
+                                            up_block_types=("UpDecoderBlock2D",) * 2),
                     text=dataclasses.replace(world.TEXT, hidden_size=16, intermediate_size=32, num_hidden_layers=1),
-                    unet=dataclasses.replace(world.UNET, block_out_channels=(8, 16), norm_num_groups=4,
-                                             cross_attention_dim=16),
+                    unet=dataclasses.replace(world.UNET, block_out_channels=(8,), norm_num_groups=4,
+                                             down_block_types=("CrossAttnDownBlock2D",),
+                                             up_block_types=("CrossAttnUpBlock2D",)),
                     motion=dataclasses.replace(world.MOTION, norm_num_groups=4)),
 }
 
@@ -234,27 +237,38 @@ STAGE_FUNCTIONS = dict(tokenizer=stage_tokenizer, vae=stage_vae, text=stage_text
                        dreambooth=stage_dreambooth, lora=stage_lora, motion=stage_motion)
 
 
-def build(out: str, budget: str = "full", stages=STAGES) -> dict:
-    """Run `stages` (in the fixed order) into `out`; returns and records {stage: {seconds, ...}}."""
+def record_stage(path: str, stage: str, entry: dict) -> dict:
+    """Add one stage's entry to build.json (re-read first: stages may run as parallel processes;
+    motion entries of different schedules are merged)."""
+    record = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    if stage == "motion" and "motion" in record:
+        entry = {**record["motion"], **entry, "schedules": {**record["motion"].get("schedules", {}),
+                                                            **entry["schedules"]}}
+    record.update(seeds=SEEDS, **{stage: entry})
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, default=str)
+    return record
+
+
+def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, ...] | None = None) -> dict:
+    """Run `stages` (in the fixed order) into `out`; returns the record {stage: {seconds, ...}}.
+    `schedules` overrides the budget's motion-module schedules (e.g. one per parallel process)."""
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {list(STAGES)}")
-    p = paths(out)
+    chosen = BUDGETS[budget] if schedules is None else dataclasses.replace(BUDGETS[budget], schedules=tuple(schedules))
     os.makedirs(out, exist_ok=True)
     record = {}
-    if os.path.exists(p["record"]):
-        with open(p["record"], encoding="utf-8") as f:
-            record = json.load(f)
-    record["seeds"] = SEEDS
     for stage in (s for s in STAGES if s in stages):
         print(f"[{stage}] ...", flush=True)
         start = time.time()
-        info = STAGE_FUNCTIONS[stage](out, BUDGETS[budget])
+        info = STAGE_FUNCTIONS[stage](out, chosen)
         seconds = time.time() - start
-        record[stage] = {"budget": budget, "seconds": round(seconds, 1), **info}
+        record = record_stage(paths(out)["record"], stage, {"budget": budget, "seconds": round(seconds, 1), **info})
         print(f"[{stage}] done in {seconds:.0f}s", flush=True)
-        with atomic_path(p["record"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, default=str)
     return record
 
 
@@ -265,11 +279,16 @@ def main(argv=None) -> int:
                         help="output folder (default: the package's shipped weights)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--schedules", help="motion-module noise schedules to train, e.g. B or B,A,C "
+                                            "(default: the budget's)")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    schedules = [s.strip() for s in args.schedules.split(",")] if args.schedules else None
+    if schedules and not set(schedules) <= {"A", "B", "C"}:
+        parser.error(f"--schedules {args.schedules!r}: each must be A, B or C")
     start = time.time()
     try:
-        record = build(args.out, args.budget, stages)
+        record = build(args.out, args.budget, stages, schedules)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     print("stage seconds: " + ", ".join(f"{s} {record[s]['seconds']:.0f}" for s in STAGES if s in stages)
