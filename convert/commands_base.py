@@ -1,7 +1,6 @@
 """CLI commands for base models: `base`, `merge`, `inspect`, `export-unet` (see `python -m convert -h`)."""
 from __future__ import annotations
 
-import argparse
 import json
 
 DTYPES = ("float32", "bfloat16", "float16")
