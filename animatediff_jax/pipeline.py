@@ -136,6 +136,16 @@ def denoise_loop(unet_apply: Callable, sampler: Sampler, params, x: jax.Array, e
     return x
 
 
+_JITTED: dict = {}  # compiled functions, shared by pipelines whose networks are configured alike
+
+
+def _jitted(key, build: Callable):
+    """The jitted function for `key` (network modules + static options), built once per process."""
+    if key not in _JITTED:
+        _JITTED[key] = build()
+    return _JITTED[key]
+
+
 @dataclass
 class GenerationResult:
     """Frames (B, F, H, W, 3) float32 in [0, 1], the seeds used and the final latents (B, F, h, w, 4)."""
@@ -164,7 +174,6 @@ class AnimateDiffPipeline:
         self.clip_skip = clip_skip
         self.decode_chunk_size = decode_chunk_size
         self.description = dict(description or {})
-        self._jitted: dict = {}
 
     @classmethod
     def build(cls, unet_config, motion_config, vae_config, text_config, unet_params, vae_params, text_params,
@@ -307,19 +316,12 @@ class AnimateDiffPipeline:
             raise ValueError(f"{num_seeds} seeds for {num_prompts} prompts")
 
     # ---------------------------------------------------------------- jitted functions
-    def _jit(self, key, build: Callable):
-        if key not in self._jitted:
-            self._jitted[key] = build()
-        return self._jitted[key]
-
-    def _unet_apply(self, params, x, t, emb):
-        return self.unet.apply({"params": params}, x, t, emb)
-
     def encode_text(self, prompts: Sequence[str]) -> jax.Array:
         """CLIP embeddings (N, 77, D) of prompts (one jitted call)."""
         ids = jnp.asarray(self.tokenizer(list(prompts)))
-        fn = self._jit(("text", self.clip_skip), lambda: jax.jit(
-            lambda p, ids: self.text_encoder.apply({"params": p}, ids, clip_skip=self.clip_skip)[0]))
+        text, skip = self.text_encoder, self.clip_skip
+        fn = _jitted(("text", text, skip), lambda: jax.jit(
+            lambda p, ids: text.apply({"params": p}, ids, clip_skip=skip)[0]))
         return fn(self.text_params, ids)
 
     def decode(self, latents: jax.Array) -> jax.Array:
@@ -337,10 +339,13 @@ class AnimateDiffPipeline:
                 *, context: ctx.ContextOptions | None = None, progress: bool = True) -> jax.Array:
         """The jitted loop (see `denoise_loop`); compiled once per sampler/shape/options."""
         cfg = emb.shape[0] == 2 * x.shape[0]
+        if context is not None and context.length >= x.shape[1]:
+            context = None  # one window holding every frame is the plain loop
+        unet = self.unet
         sig = (sampler.name, sampler.num_steps, repr(sorted(sampler.options.items())), cfg, context, progress)
-        fn = self._jit(("denoise",) + sig, lambda: jax.jit(
-            lambda p, x, e, g, k: denoise_loop(self._unet_apply, sampler, p, x, e, g, k, cfg=cfg,
-                                               context=context, progress=progress)))
+        fn = _jitted(("denoise", unet) + sig, lambda: jax.jit(
+            lambda p, x, e, g, k: denoise_loop(lambda *a: unet.apply({"params": a[0]}, *a[1:]), sampler, p, x, e,
+                                               g, k, cfg=cfg, context=context, progress=progress)))
         return fn(self.unet_params, x, emb, jnp.float32(guidance_scale), key)
 
     # ---------------------------------------------------------------- generation
