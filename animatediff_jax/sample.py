@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU/TPU, float32 on CPU")
     r.add_argument("--attention", choices=("xla", "chunked", "cudnn"), default="xla")
     r.add_argument("--out", default="samples", help="parent folder of the run folder")
+    r.add_argument("--batch-size", type=int, default=1,
+                   help="videos per call (the same seed gives the same video at any batch size with DDIM/Euler/"
+                        "DPM++; larger batches use more memory)")
     r.add_argument("--fps", type=float, default=8.0)
     r.add_argument("--png", action="store_true", help="also write PNG frames per sample")
     r.add_argument("--save-npy", action="store_true", help="also write raw frames (F, H, W, 3) float32 .npy")
@@ -227,6 +230,8 @@ def validate(jobs: list[Job], args, cache_dir: str) -> None:
     context = _context(args)
     if args.freeinit_iters > 1:
         FreeInitOptions(args.freeinit_iters, args.freeinit_filter)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be ≥ 1, got {args.batch_size}")
     if args.init_video:
         require_exists(args.init_video, "init video")
         start_index(max(j.entry.steps for j in jobs), args.strength)
@@ -367,7 +372,8 @@ def run(args, argv: list[str]) -> str:
     freeinit = FreeInitOptions(args.freeinit_iters, args.freeinit_filter) if args.freeinit_iters > 1 else None
     run_dir = new_run_dir(args.out, name)
     print(f"writing to {run_dir}")
-    with open(os.path.join(run_dir, "command.txt"), "w") as f:
+    from animatediff_jax.checkpoint import atomic_path
+    with atomic_path(os.path.join(run_dir, "command.txt")) as tmp, open(tmp, "w") as f:
         f.write(" ".join(["python -m animatediff_jax.sample"] + [repr(a) if " " in a else a for a in argv]) + "\n")
     samples, used, idx = [], [], 0
     for job in jobs:
@@ -383,16 +389,19 @@ def run(args, argv: list[str]) -> str:
             init_video = read_video(args.init_video, num_frames=s["frames"], size=(s["height"], s["width"]))
         print(f"{e.name}: {len(e.prompts)} video(s), {s['frames']}x{s['height']}x{s['width']}, {e.steps} steps, "
               f"seeds {seeds}")
-        result = pipe(e.prompts, e.n_prompts, seeds, width=s["width"], height=s["height"], frames=s["frames"],
-                      steps=e.steps, guidance_scale=e.guidance_scale, eta=args.eta, latents=latents,
-                      context=context, freeinit=freeinit, init_video=init_video,
-                      strength=args.strength if init_video is not None else 1.0, progress=not args.no_progress)
-        for prompt, frames in zip(e.prompts, result.frames):
-            for path in write_sample(run_dir, idx, prompt, frames, args):
-                print(f"  wrote {path}")
-            samples.append(frames)
-            idx += 1
-        used.append((e, result.seeds))
+        n = args.batch_size
+        for i in range(0, len(e.prompts), n):
+            result = pipe(e.prompts[i:i + n], e.n_prompts[i:i + n], seeds[i:i + n], width=s["width"],
+                          height=s["height"], frames=s["frames"], steps=e.steps, guidance_scale=e.guidance_scale,
+                          eta=args.eta, latents=None if latents is None else latents[i:i + n], context=context,
+                          freeinit=freeinit, init_video=init_video,
+                          strength=args.strength if init_video is not None else 1.0, progress=not args.no_progress)
+            for prompt, frames in zip(e.prompts[i:i + n], result.frames):
+                for path in write_sample(run_dir, idx, prompt, frames, args):
+                    print(f"  wrote {path}")
+                samples.append(frames)
+                idx += 1
+        used.append((e, seeds))
     from animatediff_jax import video
     if len({x.shape for x in samples}) == 1:
         grid = video.write_grid(os.path.join(run_dir, "sample.gif"), np.stack(samples), fps=args.fps)
