@@ -31,8 +31,7 @@ import numpy as np
 
 from animatediff_jax.data import procedural
 from animatediff_jax.miniature import scoring, world
-
-ASSETS = os.path.join(os.path.dirname(__file__), "assets", "miniature")
+from animatediff_jax.miniature.build import ASSETS, motion_path, paths
 EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
 
 
@@ -72,7 +71,6 @@ def prompts_for(row: Row, count: int) -> tuple[list[str], list[procedural.ClipSp
 
 def load_pipeline(row: Row, weights: str):
     """The row's pipeline from the miniature's files, through the ordinary loader."""
-    from animatediff_jax.miniature.build import motion_path, paths
     from animatediff_jax.pipeline import AnimateDiffPipeline
     p = paths(weights)
     return AnimateDiffPipeline.load(

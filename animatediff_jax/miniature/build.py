@@ -6,7 +6,7 @@
 
 Stages, in order (each reads what the earlier ones wrote under --out):
   tokenizer   word-level CLIP tokenizer for the caption vocabulary        base/tokenizer/
-  vae         AutoencoderKL on images of every style (autoencoder.py)     base/vae.safetensors
+  vae         AutoencoderKL on images of every style, then its decoder alone base/vae.safetensors
   text        CLIP text encoder, random init, frozen (never trained)      base/text_encoder.safetensors
   base        the base text-to-image UNet, trained from scratch on single frames of plain clips
               captioned with the clip's full caption ("a red circle moving left"), schedule A (SD's)
@@ -40,12 +40,13 @@ from animatediff_jax.miniature.trainer import Networks, fit
 from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 from convert.naming import flatten, unflatten
 
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "miniature")
 STAGES = ("tokenizer", "vae", "text", "base", "dreambooth", "lora", "motion")
 DTYPE = "float16"  # storage dtype of the shipped weights
 SOURCE = "animatediff_jax.miniature.build"
 # Dataset seeds (disjoint streams of the procedural world) and training seeds.
-SEEDS = dict(vae=0, text=1, base_data=11, base=12, dreambooth_data=21, dreambooth=22, lora_data=31, lora=32,
-             motion_data=41, motion=42)
+SEEDS = dict(vae=0, vae_decoder=5, text=1, base_data=11, base=12, dreambooth_data=21, dreambooth=22,
+             lora_data=31, lora=32, motion_data=41, motion=42)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Budget:
     """Steps, batch sizes and network widths of one build."""
     vae_steps: int
     vae_batch: int
+    decoder_steps: int
     base_steps: int
     personalize_steps: int
     image_batch: int
@@ -68,10 +70,10 @@ class Budget:
 
 
 BUDGETS = {
-    "full": Budget(vae_steps=600, vae_batch=16, base_steps=1500, personalize_steps=300, image_batch=32,
-                   motion_steps=400, video_batch=4),
+    "full": Budget(vae_steps=600, vae_batch=16, decoder_steps=400, base_steps=1500, personalize_steps=200,
+                   image_batch=32, motion_steps=300, video_batch=4),
     # CI smoke test: every stage runs end to end at toy widths; the weights are meaningless.
-    "smoke": Budget(vae_steps=2, vae_batch=2, base_steps=2, personalize_steps=2, image_batch=2,
+    "smoke": Budget(vae_steps=2, vae_batch=2, decoder_steps=1, base_steps=2, personalize_steps=2, image_batch=2,
                     motion_steps=2, video_batch=1, lora_rank=2, schedules=("B",),
                     vae=dataclasses.replace(world.VAE, block_out_channels=(8, 8), norm_num_groups=4,
                                             down_block_types=("DownEncoderBlock2D",) * 2,
@@ -127,10 +129,17 @@ def stage_tokenizer(out: str, budget: Budget) -> dict:
 
 
 def stage_vae(out: str, budget: Budget) -> dict:
+    """The autoencoder, then its decoder alone (the latents stay as they are) from the stored weights."""
     from animatediff_jax.miniature.autoencoder import train_autoencoder
+    path = paths(out)["vae"]
     cfg, params, metrics = train_autoencoder(budget.vae, budget.vae_steps, batch=budget.vae_batch, seed=SEEDS["vae"])
-    save_params(paths(out)["vae"], params, config=cfg, source=SOURCE, dtype=DTYPE)
-    return {"steps": budget.vae_steps, "batch": budget.vae_batch, "scaling_factor": cfg.scaling_factor, **metrics}
+    save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)
+    params, cfg = load(path)
+    cfg, params, decoder = train_autoencoder(cfg, budget.decoder_steps, batch=budget.vae_batch, params=params,
+                                             trainable=("decoder", "post_quant_conv"), seed=SEEDS["vae_decoder"])
+    save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)
+    return {"steps": budget.vae_steps, "decoder_steps": budget.decoder_steps, "batch": budget.vae_batch,
+            "scaling_factor": cfg.scaling_factor, **metrics, "decoder": decoder}
 
 
 def stage_text(out: str, budget: Budget) -> dict:
@@ -275,8 +284,7 @@ def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, .
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m animatediff_jax.miniature.build",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "miniature"),
-                        help="output folder (default: the package's shipped weights)")
+    parser.add_argument("--out", default=ASSETS, help="output folder (default: the package's shipped weights)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--schedules", help="motion-module noise schedules to train, e.g. B or B,A,C "
