@@ -5,11 +5,12 @@
 Both models get the same random weights (diffusers' module renamed by `convert.naming.state_dict_to_flax`,
 motion input norm "joint" so the two compute the same function) and the same inputs; torch uses
 torch.set_num_threads(os.cpu_count()), XLA uses all cores. Ours is timed after one warm-up call (the
-compile, reported separately); each row is the median of `--repeats` calls. "speedup" = diffusers / ours.
+compile, reported separately) for each attention kernel; each row is the median of `--repeats` calls. "speedup" = diffusers / ours.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import time
@@ -71,28 +72,30 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--attention", nargs="+", default=["xla", "chunked"], help="our attention kernels to time")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
           f"({jax.default_backend()}), torch {torch.__version__} ({torch.get_num_threads()} threads); "
           f"batch {BATCH}, {FRAMES} frames, {TOKENS} text tokens, float32")
-    print(f"{'config':8} {'latent':>7} {'params':>8} {'compile s':>9} {'ours s':>8} {'diffusers s':>11} "
-          f"{'speedup':>7} {'rel err':>8}")
+    print(f"{'config':8} {'latent':>7} {'params':>8} {'attention':>9} {'compile s':>9} {'ours s':>8} "
+          f"{'diffusers s':>11} {'speedup':>7} {'rel err':>8}")
     for name in args.configs:
         ref, ours, params, (sample, t, text), n_params = build(name)
-        fwd = jax.jit(ours.apply)
-        t0 = time.perf_counter()
-        out = np.asarray(fwd(params, sample, t, text))
-        compile_s = time.perf_counter() - t0
-        ours_s = median_time(lambda: fwd(params, sample, t, text).block_until_ready(), args.repeats)
         ts, tt, te = (torch.from_numpy(sample).permute(0, 4, 1, 2, 3), torch.from_numpy(t),
                       torch.from_numpy(text).repeat_interleave(FRAMES, dim=0))
         with torch.no_grad():
             want = ref(ts, tt, te).sample.permute(0, 2, 3, 4, 1).numpy()
             ref_s = median_time(lambda: ref(ts, tt, te), args.repeats)
-        err = np.linalg.norm(out - want) / np.linalg.norm(want)
-        print(f"{name:8} {sample.shape[2]:>3}x{sample.shape[3]:<3} {n_params / 1e6:>7.1f}M {compile_s:>9.1f} "
-              f"{ours_s:>8.3f} {ref_s:>11.3f} {ref_s / ours_s:>6.2f}x {err:>8.1e}")
+        for impl in args.attention:
+            fwd = jax.jit(dataclasses.replace(ours, attention_impl=impl).apply)
+            t0 = time.perf_counter()
+            out = np.asarray(fwd(params, sample, t, text))
+            compile_s = time.perf_counter() - t0
+            ours_s = median_time(lambda: fwd(params, sample, t, text).block_until_ready(), args.repeats)
+            err = np.linalg.norm(out - want) / np.linalg.norm(want)
+            print(f"{name:8} {sample.shape[2]:>3}x{sample.shape[3]:<3} {n_params / 1e6:>7.1f}M {impl:>9} "
+                  f"{compile_s:>9.1f} {ours_s:>8.3f} {ref_s:>11.3f} {ref_s / ours_s:>6.2f}x {err:>8.1e}")
 
 
 if __name__ == "__main__":
