@@ -7,7 +7,7 @@ The same code builds the real SD1.5 networks and the tiny ones the tests use.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 
