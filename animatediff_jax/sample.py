@@ -401,7 +401,8 @@ def run(args, argv: list[str]) -> str:
                     print(f"  wrote {path}")
                 samples.append(frames)
                 idx += 1
-        used.append((e, seeds))
+        e.raw.update(W=s["width"], H=s["height"], L=s["frames"], steps=e.steps, guidance_scale=e.guidance_scale)
+        used.append((e, seeds))  # the settings actually used (the original also records W, H, L)
     from animatediff_jax import video
     if len({x.shape for x in samples}) == 1:
         grid = video.write_grid(os.path.join(run_dir, "sample.gif"), np.stack(samples), fps=args.fps)
