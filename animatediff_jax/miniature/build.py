@@ -135,9 +135,9 @@ def stage_vae(out: str, budget: Budget) -> dict:
     cfg, params, metrics = train_autoencoder(budget.vae, budget.vae_steps, batch=budget.vae_batch, seed=SEEDS["vae"])
     save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)
     params, cfg = load(path)
-    cfg, params, decoder = train_autoencoder(cfg, budget.decoder_steps, batch=budget.vae_batch, params=params,
-                                             trainable=("decoder", "post_quant_conv"), seed=SEEDS["vae_decoder"])
-    save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)
+    _, params, decoder = train_autoencoder(cfg, budget.decoder_steps, batch=budget.vae_batch, params=params,
+                                           trainable=("decoder", "post_quant_conv"), seed=SEEDS["vae_decoder"])
+    save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)  # the latents' scaling stays
     return {"steps": budget.vae_steps, "decoder_steps": budget.decoder_steps, "batch": budget.vae_batch,
             "scaling_factor": cfg.scaling_factor, **metrics, "decoder": decoder}
 
