@@ -14,7 +14,9 @@ them from the pixels (`miniature/scoring.py`):
 Rows: base + motion module; DreamBooth + module; LoRA + module; the personalized models without a
 module (16 frames denoised independently: the no-motion baseline); the personalized models' own
 single images (the reference for domain fidelity); the base with modules trained under noise
-schedules A and C (the paper's ablation; B is the paper's choice). A "dataset" row scores real clips.
+schedules A and C (the paper's ablation; B is the paper's choice). Reference rows score real clips
+of the prompts, and dataset images of each personalized domain passed through the VAE (the most
+domain fidelity any model decoding with this VAE can reach).
 """
 from __future__ import annotations
 
@@ -108,6 +110,28 @@ def dataset_row(count: int, classifier: scoring.StyleClassifier) -> dict:
                       for s in specs], True)
 
 
+def vae_rows(weights: str, count: int, classifier: scoring.StyleClassifier) -> list[dict]:
+    """Colour and domain scores of `count` dataset images per personalized domain after an
+    encode (posterior mean) / decode round trip through the miniature's VAE."""
+    import jax
+    from animatediff_jax.checkpoint import load_config, load_params
+    from animatediff_jax.models.vae import AutoencoderKL
+    params, meta = load_params(paths(weights)["vae"], dtype="float32")
+    vae = AutoencoderKL(load_config(meta))
+    roundtrip = jax.jit(lambda p, x: vae.apply({"params": p}, vae.apply({"params": p}, x, method=AutoencoderKL.encode)[0],
+                                               method=AutoencoderKL.decode))
+    rows = []
+    for domain in (world.DREAMBOOTH, world.LORA):
+        specs = [procedural.clip_spec(EVAL_SEED, i, 1, world.SIZE) for i in range(count)]
+        images = np.stack([procedural.render(s, domain.style)[0] for s in specs]).astype(np.float32) / 127.5 - 1
+        decoded = np.clip(np.asarray(roundtrip(params, images)) / 2 + 0.5, 0.0, 1.0)
+        rows.append({"name": f"{domain.style} images through the VAE (reference)", "module": "-", "samples": count,
+                     "seeds": f"images 0..{count - 1} of dataset {EVAL_SEED}", "seconds": 0.0,
+                     **summarize([scoring.score_video(d[None], s.color, None, domain.style, classifier)
+                                  for d, s in zip(decoded, specs)], False)})
+    return rows
+
+
 def evaluate(weights: str = ASSETS, samples: int = 16, steps: int = 25, guidance: float = 7.5,
              rows=ROWS, seed_offset: int = 0) -> list[dict]:
     """Sample and score every row; returns one dict per row (plus the dataset reference first)."""
@@ -117,7 +141,7 @@ def evaluate(weights: str = ASSETS, samples: int = 16, steps: int = 25, guidance
     seeds = [seed_offset + i for i in range(samples)]
     results = [{"name": "dataset clips (reference)", "module": "-", "samples": samples,
                 "seeds": f"clips 0..{samples - 1} of dataset {EVAL_SEED}", "seconds": 0.0,
-                **dataset_row(samples, classifier)}]
+                **dataset_row(samples, classifier)}] + vae_rows(weights, samples, classifier)
     for row in rows:
         start = time.time()
         pipe = load_pipeline(row, weights)
