@@ -60,7 +60,10 @@ def test_lora_fuse_matches_the_file_reader(smoke):
 
 
 def test_sampling_and_evaluation_run_on_the_built_files(smoke):
-    rows = [r for r in evaluate.ROWS if r.schedule in (None, "B")]  # the smoke build trains schedule B only
+    # one row per kind (module / frame-wise / single images) and per personalization; the smoke build
+    # trains schedule B only
+    rows = [r for r in evaluate.ROWS if r.name in ("DreamBooth + module", "LoRA, no module", "LoRA images")]
+    assert len(rows) == 3
     results = evaluate.evaluate(smoke, samples=1, steps=2, rows=rows)
     assert [r["name"] for r in results[3:]] == [r.name for r in rows]  # after the 3 reference rows
     for r in results:
@@ -68,4 +71,4 @@ def test_sampling_and_evaluation_run_on_the_built_files(smoke):
             assert r[key] is None or 0.0 <= r[key] <= 1.0
     assert results[0]["motion"] == 1.0  # the dataset's own clips move as captioned
     table = evaluate.table(results)
-    assert table.count("\n") == len(results) + 1 and "LoRA images" in table
+    assert table.count("\n") == len(results) + 1 and "| LoRA images | none | 1 |" in table
