@@ -1,24 +1,42 @@
-"""The model `python -m animatediff_jax.sample` uses when no weights are given.
+"""The model `python -m animatediff_jax.sample` uses when no weights are given: the miniature.
 
-The one place that decides it: `DEFAULT_MODEL` and `default_pipeline`. Today it is a tiny
-AnimateDiff (SD1.x layout with small channels, a v2-style motion module, a 4-level VAE, a
-2-layer CLIP text encoder over a byte-level vocabulary) with *random weights*, built in memory so the
-whole pipeline — tokenizer, text encoder, jitted denoising loop, VAE decode, GIF/MP4 writing — runs on
-a fresh machine with nothing downloaded. It demonstrates the pipeline, not a trained model.
+The one place that decides it. The miniature AnimateDiff (`animatediff_jax/miniature/`, weights
+shipped in `animatediff_jax/assets/miniature/`, rebuilt from scratch by `python -m
+animatediff_jax.miniature.build`) is a 32x32, 16-frame AnimateDiff trained on a procedural world of
+coloured shapes moving in captioned directions: a base text-to-image model, a DreamBooth fine-tune
+("sks", striped backgrounds) and a LoRA ("xyz", checkered backgrounds) trained on images only, and a
+motion module trained on the world's videos against the frozen base. `default_jobs` lists what the
+bare command samples (the base and the DreamBooth model, both with the motion module); every job is
+an ordinary `AnimateDiffPipeline.load` of those files. Measured quality: RESULTS.md.
+
+`TINY_*` are random-weight configs of the same architecture for tests and benchmarks
+(`AnimateDiffPipeline.random`), with `write_byte_tokenizer` for their byte-level vocabulary.
 """
 from __future__ import annotations
 
 import json
 import os
 
-
 from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 
-DEFAULT_MODEL = "random-tiny"
-DEFAULT_NOTICE = "random weights: demonstrates the pipeline, not a trained model"
-# What the command line samples with the default model when given no prompt / sizes.
-DEFAULT_SAMPLE = dict(prompts=("a corgi running on the beach, waves, sunset", "fireworks over a city at night"),
-                      width=128, height=128, frames=16, steps=25)
+MINIATURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "miniature")
+# Sizes and steps of the default jobs (the miniature's training resolution and the original's DDIM steps).
+DEFAULT_SAMPLE = dict(width=32, height=32, frames=16, steps=25)
+
+
+def default_jobs(prompts: list | None = None) -> list[tuple[str, dict, list]]:
+    """(name, AnimateDiffPipeline.load kwargs, prompts) of each default job. With `prompts`, one job:
+    the miniature base + motion module on those prompts."""
+    base = dict(base=os.path.join(MINIATURE, "base"),
+                motion_module=os.path.join(MINIATURE, "motion_module_B.safetensors"))
+    if prompts:
+        return [("miniature base + motion module", base, list(prompts))]
+    dreambooth = dict(base, dreambooth=os.path.join(MINIATURE, "dreambooth"))
+    return [("miniature base + motion module", base, ["a red circle moving right", "a blue square moving down"]),
+            ("miniature DreamBooth (sks) + motion module", dreambooth,
+             ["sks, a yellow triangle moving left on stripes background",
+              "sks, a green circle moving up on stripes background"])]
+
 
 TINY_UNET = UNetConfig(block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
@@ -56,18 +74,3 @@ def write_byte_tokenizer(folder: str) -> str:
         json.dump({"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": "<|startoftext|>",
                    "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, f)
     return folder
-
-
-def default_pipeline(*, dtype: str | None = None, attention_impl: str = "xla", seed: int = 0,
-                     cache_dir: str | None = None):
-    """The default pipeline (see module docstring) and the notice to print with its outputs."""
-    from animatediff_jax.pipeline import AnimateDiffPipeline, DEFAULT_CACHE
-    from animatediff_jax.tokenizer import PromptTokenizer
-
-    folder = write_byte_tokenizer(os.path.join(cache_dir or DEFAULT_CACHE, "byte_tokenizer"))
-    pipe = AnimateDiffPipeline.random(TINY_UNET, TINY_MOTION, TINY_VAE, TINY_TEXT,
-                                      PromptTokenizer.from_pretrained(folder), seed=seed, dtype=dtype,
-                                      attention_impl=attention_impl)
-    pipe.description.update(model=DEFAULT_MODEL, notice=DEFAULT_NOTICE)
-    return pipe, DEFAULT_NOTICE
-

@@ -1,6 +1,6 @@
 """Command line: `python -m animatediff_jax.sample` — text-to-video with AnimateDiff.
 
-    python -m animatediff_jax.sample                                   # offline demo (default model)
+    python -m animatediff_jax.sample                                   # the miniature (shipped weights)
     python -m animatediff_jax.sample configs/prompts/v2-example.yaml --base models/sd15
     python -m animatediff_jax.sample --base models/sd15 --motion-module mm_sd_v15_v2.ckpt \\
         --dreambooth toonyou.safetensors --lora style.safetensors:0.8 --prompt "a cat" --seed 42
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", dest="config_opt", metavar="YAML", help="same as the positional config")
     m = p.add_argument_group("models (PyTorch files are converted on the fly and cached; Flax files load directly)")
     m.add_argument("--base", help="SD1.x base: diffusers folder, single file or converted folder "
-                                  "(default: the built-in demo model, random weights)")
+                                  "(default: the miniature AnimateDiff shipped in animatediff_jax/assets/miniature)")
     m.add_argument("--dreambooth", help="personalized SD1.x checkpoint (single file)")
     m.add_argument("--lora", action="append", default=[], type=lambda a: _path_scale(a, "--lora"),
                    metavar="PATH[:SCALE]", help="LoRA (kohya/diffusers), repeatable; scale default 1.0")
@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", action="append", type=int, help="one per prompt or one for all; -1 = random")
     g.add_argument("--steps", type=int, help="denoising steps (default 25)")
     g.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 7.5)")
-    g.add_argument("--width", "--W", type=int, help="default 512 (the demo model: 128)")
-    g.add_argument("--height", "--H", type=int, help="default 512 (the demo model: 128)")
+    g.add_argument("--width", "--W", type=int, help="default 512 (the miniature: 32)")
+    g.add_argument("--height", "--H", type=int, help="default 512 (the miniature: 32)")
     g.add_argument("--frames", "--L", type=int, help="default 16")
     g.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default: DDIM)")
     g.add_argument("--scheduler-config", default="original",
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Job:
     """One model setup and the videos to sample with it."""
     entry: PromptEntry
-    model: dict = field(default_factory=dict)      # AnimateDiffPipeline.load kwargs (empty: default model)
+    model: dict = field(default_factory=dict)      # AnimateDiffPipeline.load kwargs
     sizes: dict = field(default_factory=dict)      # width, height, frames
 
 
@@ -148,31 +148,37 @@ def jobs_from_args(args) -> tuple[list[Job], str]:
     default = args.base is None
     if default and (args.dreambooth or args.motion_module or args.lora or args.motion_lora or args.domain_adapter):
         raise UsageError("--dreambooth/--lora/--motion-module/... need --base (the SD1.x model they build on)")
-    if default:
-        from animatediff_jax.default_model import DEFAULT_SAMPLE
-        prompts = prompts or list(DEFAULT_SAMPLE["prompts"])
-    if not prompts:
+    if default:  # the miniature (default_model.py): its own prompts unless given some
+        from animatediff_jax.default_model import DEFAULT_SAMPLE, default_jobs
+        setups = default_jobs(prompts)
+    elif not prompts:
         raise UsageError("no prompt: give --prompt (or --travel, or a prompt config)")
+    else:
+        setups = [("command line", dict(common, dreambooth=args.dreambooth, motion_module=args.motion_module,
+                                        loras=args.lora, motion_loras=args.motion_lora,
+                                        domain_adapter=args.domain_adapter), prompts)]
     negs = args.negative_prompt or [""]
     seeds = args.seed or [-1]
-    if len(negs) not in (1, len(prompts)):
-        raise UsageError(f"{len(negs)} --negative-prompt for {len(prompts)} prompts")
-    if len(seeds) not in (1, len(prompts)):
-        raise UsageError(f"{len(seeds)} --seed for {len(prompts)} prompts")
+    for _, _, job_prompts in setups:
+        if len(negs) not in (1, len(job_prompts)):
+            raise UsageError(f"{len(negs)} --negative-prompt for {len(job_prompts)} prompts")
+        if len(seeds) not in (1, len(job_prompts)):
+            raise UsageError(f"{len(seeds)} --seed for {len(job_prompts)} prompts")
     for s in seeds:
         if not (s == -1 or 0 <= s < 2**64):
             raise UsageError(f"--seed {s}: must be -1 or in [0, 2**64)")
     base_sizes = DEFAULT_SAMPLE if default else dict(width=512, height=512, frames=16, steps=25)
-    entry = PromptEntry(name="command line", prompts=prompts, n_prompts=negs * (len(prompts) // len(negs)),
-                        seeds=seeds * (len(prompts) // len(seeds)), steps=args.steps or base_sizes["steps"],
-                        guidance_scale=7.5 if args.guidance_scale is None else args.guidance_scale,
-                        raw=_schema_raw(args, prompts, negs, seeds))
-    model = {} if default else dict(common, dreambooth=args.dreambooth, motion_module=args.motion_module,
-                                    loras=args.lora, motion_loras=args.motion_lora,
-                                    domain_adapter=args.domain_adapter, scheduler_kwargs=None)
     sizes = dict(width=args.width or base_sizes["width"], height=args.height or base_sizes["height"],
                  frames=args.frames or base_sizes["frames"])
-    return [Job(entry, model, sizes)], "sample"
+    jobs = []
+    for name, model, job_prompts in setups:
+        n = len(job_prompts)
+        entry = PromptEntry(name=name, prompts=job_prompts, n_prompts=negs * (n // len(negs)),
+                            seeds=seeds * (n // len(seeds)), steps=args.steps or base_sizes["steps"],
+                            guidance_scale=7.5 if args.guidance_scale is None else args.guidance_scale,
+                            raw=_schema_raw(args, job_prompts, negs, seeds))
+        jobs.append(Job(entry, dict(model, scheduler_kwargs=None), sizes))
+    return jobs, "sample"
 
 
 def _schema_raw(args, prompts, negs, seeds) -> dict:
@@ -251,10 +257,7 @@ def validate(jobs: list[Job], args, cache_dir: str) -> None:
             require_exists(m["domain_adapter"][0], "domain adapter")
         if m.get("motion_loras") and not m.get("motion_module"):
             raise UsageError(f"{where}--motion-lora needs --motion-module")
-        if not m:
-            from animatediff_jax.default_model import TINY_MOTION
-            max_len = TINY_MOTION.max_seq_length
-        elif m.get("motion_module"):
+        if m.get("motion_module"):
             mm = load_motion(m["motion_module"], cache_dir)
             check_motion_fits(_base_unet_config(m["base"]), mm, m["motion_module"], m["base"])
             max_len = mm.config.max_seq_length
@@ -343,11 +346,8 @@ def write_config(run_dir: str, used: list) -> str:
 # ----------------------------------------------------------------------------- main
 
 def load_pipeline(job: Job, args, cache_dir: str):
-    """The job's pipeline (the built-in default model when no --base) and a notice to print."""
+    """The job's pipeline and a notice to print (None)."""
     from animatediff_jax.pipeline import AnimateDiffPipeline
-    if not job.model:
-        from animatediff_jax.default_model import default_pipeline
-        return default_pipeline(dtype=args.dtype, attention_impl=args.attention, cache_dir=cache_dir)
     m = dict(job.model)
     sched = _scheduler_config(args, m.pop("scheduler_kwargs"))
     pipe = AnimateDiffPipeline.load(**m, scheduler=args.scheduler, scheduler_config=sched, dtype=args.dtype,
