@@ -75,17 +75,22 @@ def direction_of(t: Track, min_travel: float = 2.0) -> str | None:
     return max(_DIRECTIONS, key=lambda d: float(np.dot(_DIRECTIONS[d], travel)))
 
 
-def consistency(t: Track) -> float:
-    """Fraction of frames showing the same object: present, same colour as the video's majority,
-    and area within a factor 2 of the median area."""
+def consistency(t: Track, max_jump: float = 3.0) -> float:
+    """Fraction of frames showing the same object: present, same colour as the video's majority, area
+    within a factor 2 of the median area, and (after the first) centroid within `max_jump` px of the
+    previous frame's. The world's objects move at most 1.5 px/frame at 32 px, so frames denoised
+    independently (an object at a new place each frame) fail the last test."""
     idx = np.flatnonzero(t.present)
     if len(idx) == 0:
         return 0.0
     names = [t.colors[i] for i in idx]
     majority = max(set(names), key=names.count)
     median = np.median(t.areas[idx])
-    ok = [t.colors[i] == majority and median / 2 <= t.areas[i] <= median * 2 for i in idx]
-    return float(np.sum(ok)) / len(t.present)
+    ok = 0
+    for k, i in enumerate(idx):
+        near = k == 0 or (i == idx[k - 1] + 1 and np.linalg.norm(t.centres[i] - t.centres[idx[k - 1]]) <= max_jump)
+        ok += t.colors[i] == majority and median / 2 <= t.areas[i] <= median * 2 and near
+    return float(ok) / len(t.present)
 
 
 def majority_color(t: Track) -> str | None:

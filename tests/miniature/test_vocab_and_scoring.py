@@ -50,3 +50,18 @@ def test_static_and_noise_videos_score_low(classifier):
     jumble = np.stack([procedural.render(procedural.clip_spec(5, i, frames=1, size=world.SIZE))[0]
                        for i in range(world.FRAMES)])
     assert scoring.score_video(jumble, spec.color, spec.direction, "plain", classifier).consistency < 0.8
+
+
+def test_an_object_jumping_between_frames_is_not_consistent():
+    """Same object, same colour and size, at an independent place every frame (what frames denoised
+    independently look like): not one object moving."""
+    base = procedural.clip_spec(7, 0, frames=1, size=world.SIZE)
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(world.FRAMES):
+        start = tuple(rng.uniform(base.radius + 1, world.SIZE - base.radius - 1, 2))
+        frames.append(procedural.render(procedural.ClipSpec(base.color, base.shape, base.direction, base.background,
+                                                            base.radius, start, 0.0, 1, world.SIZE))[0])
+    t = scoring.track(np.stack(frames))
+    assert len(set(c for c in t.colors if c)) == 1  # colour and size alone would call it consistent
+    assert scoring.consistency(t) < 0.5
