@@ -262,13 +262,19 @@ def record_stage(path: str, stage: str, entry: dict) -> dict:
     return record
 
 
-def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, ...] | None = None) -> dict:
+def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, ...] | None = None,
+          motion_steps: int | None = None) -> dict:
     """Run `stages` (in the fixed order) into `out`; returns the record {stage: {seconds, ...}}.
-    `schedules` overrides the budget's motion-module schedules (e.g. one per parallel process)."""
+    `schedules` / `motion_steps` override the budget's motion-module schedules (e.g. one per parallel
+    process) and steps."""
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {list(STAGES)}")
-    chosen = BUDGETS[budget] if schedules is None else dataclasses.replace(BUDGETS[budget], schedules=tuple(schedules))
+    chosen = BUDGETS[budget]
+    if schedules is not None:
+        chosen = dataclasses.replace(chosen, schedules=tuple(schedules))
+    if motion_steps is not None:
+        chosen = dataclasses.replace(chosen, motion_steps=motion_steps)
     os.makedirs(out, exist_ok=True)
     record = {}
     for stage in (s for s in STAGES if s in stages):
@@ -289,6 +295,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--schedules", help="motion-module noise schedules to train, e.g. B or B,A,C "
                                             "(default: the budget's)")
+    parser.add_argument("--motion-steps", type=int, help="motion-module training steps (default: the budget's)")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     schedules = [s.strip() for s in args.schedules.split(",")] if args.schedules else None
@@ -296,7 +303,7 @@ def main(argv=None) -> int:
         parser.error(f"--schedules {args.schedules!r}: each must be A, B or C")
     start = time.time()
     try:
-        record = build(args.out, args.budget, stages, schedules)
+        record = build(args.out, args.budget, stages, schedules, args.motion_steps)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     print("stage seconds: " + ", ".join(f"{s} {record[s]['seconds']:.0f}" for s in STAGES if s in stages)
