@@ -192,6 +192,7 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=16, help="videos per row")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
+    parser.add_argument("--rows", help="only these rows, names separated by ';' (default: all)")
     parser.add_argument("--results", default="RESULTS.md",
                         help="Markdown file to write the table to ('-': print only)")
     args = parser.parse_args(argv)
@@ -199,8 +200,15 @@ def main(argv=None) -> int:
         parser.error("--samples and --steps must be positive")
     if not os.path.isdir(os.path.join(args.weights, "base")):
         parser.error(f"{args.weights}: no miniature weights (run python -m animatediff_jax.miniature.build)")
+    rows = ROWS
+    if args.rows:
+        names = [n.strip() for n in args.rows.split(";")]
+        unknown = [n for n in names if n not in {r.name for r in ROWS}]
+        if unknown:
+            parser.error(f"--rows: unknown row(s) {unknown}; rows are {[r.name for r in ROWS]}")
+        rows = [r for r in ROWS if r.name in names]
     start = time.time()
-    results = evaluate(args.weights, args.samples, args.steps, args.guidance)
+    results = evaluate(args.weights, args.samples, args.steps, args.guidance, rows)
     text = report(results, args.weights, args.steps, args.guidance, time.time() - start)
     print(text)
     if args.results != "-":
