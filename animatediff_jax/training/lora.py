@@ -1,0 +1,106 @@
+"""LoRA factors on the UNet's attention projections: created, fused (differentiably), written out.
+
+    factors = init_factors(unet_params, "motion", rank=4, seed=0)  # {"a.b.to_q.kernel": {"down", "up"}}
+    unet = fuse(unet_params, factors, scale=alpha / rank)          # W + scale · (up @ down), traceable
+    save_kohya("lora.safetensors", factors, alpha)                 # spatial LoRA, kohya keys
+    export_motion_lora("motion_lora.ckpt", factors, alpha)         # MotionLoRA, original format
+
+Targets: "motion" — every motion module's temporal attention `to_q`, `to_k`, `to_v`, `to_out.0`
+(the original AnimateDiff v2 MotionLoRA); "unet" — the same projections of the spatial self- (attn1)
+and cross-attention (attn2). Factors are in PyTorch layout, down (r, in) Gaussian N(0, 1/in) and up
+(out, r) zero, so a fresh LoRA leaves the model unchanged. Keys are the kernels' Flax paths joined by
+"." (Flax names hold no dots), one flat level, so the factors are an ordinary params tree to train.
+"""
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+from animatediff_jax.checkpoint import atomic_path
+from convert.motion import is_motion_path
+from convert.naming import flatten, flax_path_to_torch, unflatten
+
+PROJECTIONS = re.compile(r"transformer_blocks_\d+/attn[12]/(to_q|to_k|to_v|to_out_0)/kernel$")
+TARGETS = ("motion", "unet")
+
+
+def target_paths(unet_params: Mapping, targets: str) -> list[tuple[str, ...]]:
+    """Flax kernel paths the LoRA covers: motion-module ("motion") or spatial ("unet") projections."""
+    if targets not in TARGETS:
+        raise ValueError(f"lora targets must be one of {TARGETS}, got {targets!r}")
+    want_motion = targets == "motion"
+    paths = [p for p in flatten(unet_params)
+             if PROJECTIONS.search("/".join(p)) and is_motion_path(p) == want_motion]
+    if not paths:
+        raise ValueError(f"the UNet has no {'motion-module' if want_motion else 'spatial'} attention "
+                         "projection to put LoRA factors on")
+    return paths
+
+
+def init_factors(unet_params: Mapping, targets: str, rank: int, seed: int) -> dict:
+    """{"path.of.kernel": {"down": (r, in), "up": (out, r)}} float32 numpy for every target kernel."""
+    if int(rank) < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    rng = np.random.default_rng(seed)
+    flat = flatten(unet_params)
+    factors = {}
+    for path in target_paths(unet_params, targets):
+        fan_in, fan_out = np.shape(flat[path])
+        factors[".".join(path)] = {
+            "down": (rng.standard_normal((rank, fan_in)) / np.sqrt(fan_in)).astype(np.float32),
+            "up": np.zeros((fan_out, rank), np.float32)}
+    return factors
+
+
+def fuse(unet_params: Mapping, factors: Mapping, scale: float) -> dict:
+    """UNet params with W + scale · up @ down at every factor's kernel (jnp: works under jit and grad).
+
+    The sum is formed in the wider of the kernel's and the factors' dtypes (float32 factors on a
+    bfloat16 base give float32 kernels); the other leaves are passed through as they are."""
+    flat = flatten(unet_params)
+    for name, f in factors.items():
+        path = tuple(name.split("."))
+        if path not in flat:
+            raise ValueError(f"LoRA factor {name!r} targets a kernel the UNet does not have")
+        kernel = flat[path]
+        delta = scale * (jnp.asarray(f["down"]).T @ jnp.asarray(f["up"]).T)  # (in, out), the Flax layout
+        dtype = jnp.promote_types(jnp.result_type(kernel), delta.dtype)
+        flat[path] = jnp.asarray(kernel, dtype) + delta.astype(dtype)
+    return unflatten(flat)
+
+
+def lora_weights(factors: Mapping, alpha: float) -> dict:
+    """{flax kernel path: convert.lora.LoraWeights} — the form convert/ reads and writes."""
+    from convert.lora import LoraWeights
+    return {tuple(name.split(".")): LoraWeights(np.asarray(f["up"]), np.asarray(f["down"]), float(alpha))
+            for name, f in factors.items()}
+
+
+def save_kohya(path: str, factors: Mapping, alpha: float | None = None, dtype=np.float16) -> None:
+    """Write factors as a kohya-style LoRA `.safetensors` (atomically): `lora_unet_<module with _>`
+    `.lora_down.weight`, `.lora_up.weight`, `.alpha` (default alpha = rank, i.e. scale 1)."""
+    from safetensors.numpy import save_file
+    tensors = {}
+    for name, f in factors.items():
+        module = flax_path_to_torch(tuple(name.split(".")))[: -len(".weight")]
+        key = "lora_unet_" + module.replace(".", "_")
+        down, up = np.asarray(f["down"]), np.asarray(f["up"])
+        tensors[key + ".lora_down.weight"] = down.astype(dtype)
+        tensors[key + ".lora_up.weight"] = up.astype(dtype)
+        tensors[key + ".alpha"] = np.asarray(down.shape[0] if alpha is None else alpha, dtype)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt", "ss_network_module": "networks.lora"})
+
+
+def export_motion_lora(path: str, factors: Mapping, alpha: float, dtype=np.float32) -> None:
+    """Write motion-module factors as an original AnimateDiff MotionLoRA (`.ckpt` or `.safetensors`;
+    the format has no alpha, so alpha / rank is folded into `up`)."""
+    from convert.export import export_motion_lora as write
+    paths = [tuple(name.split(".")) for name in factors]
+    if not all(is_motion_path(p) for p in paths):
+        raise ValueError("a MotionLoRA holds motion-module factors only (lora targets: motion)")
+    write(lora_weights(factors, alpha), path, dtype=dtype)
+
