@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from functools import partial
 from typing import Sequence
 
@@ -93,8 +94,10 @@ class HostInput:
 
 
 # ===================================== model + optimizer ========================================
-def build_models(cfg: dict):
-    """(unet, vae, text encoder modules, motion config, initial params {'unet','vae','text_encoder'})."""
+def build_models(cfg: dict, decoder: bool = False):
+    """(unet, vae, text encoder modules, motion config, initial params {'unet','vae','text_encoder'}).
+
+    The VAE params hold the encoder only, unless `decoder` (validation sampling decodes)."""
     from animatediff_jax.models.clip_text import CLIPTextModel
     from animatediff_jax.models.configs import (MOTION_VERSIONS, CLIPTextConfig, MotionConfig, UNetConfig,
                                                 VAEConfig)
@@ -131,13 +134,17 @@ def build_models(cfg: dict):
                                          jnp.zeros((1,), jnp.int32),
                                          jnp.zeros((1, 1, unet_cfg.cross_attention_dim)))["params"]}
     if base is None:
-        # Training only encodes: the decoder's params are neither built nor kept.
+        # Training only encodes: the decoder's params are built only for validation sampling.
         params["vae"] = jax.jit(partial(vae.init, method=AutoencoderKL.encode))(
             r[1], jnp.zeros((1, size, size, 3)))["params"]
+        if decoder:
+            params["vae"] = {**params["vae"], **jax.jit(partial(vae.init, method=AutoencoderKL.decode))(
+                r[1], jnp.zeros((1, latent, latent, vae_cfg.latent_channels)))["params"]}
         params["text_encoder"] = jax.jit(text.init)(r[2], jnp.zeros((1, 1), jnp.int32))["params"]
     else:
         params["unet"] = with_base(params["unet"], base.unet, cfg["pretrained_model_path"])
-        params["vae"] = {k: v for k, v in base.vae.items() if k in ("encoder", "quant_conv")}
+        params["vae"] = {k: v for k, v in base.vae.items()
+                         if decoder or k in ("encoder", "quant_conv")}
         params["text_encoder"] = base.text_encoder
     if cfg["motion_module_path"] and motion is not None:
         from convert.motion import insert_motion, load_motion_module
@@ -221,12 +228,13 @@ def train(cfg: dict, workdir: str) -> dict:
     source = open_source(cfg)   # before the (slow) model build: bad data fails fast
 
     # ----- model + optimizer
-    unet, vae, text, motion, text_cfg, vae_cfg, params = build_models(cfg)
+    validating = cfg["validation_steps"] > 0 or bool(cfg["validation_steps_tuple"])
+    unet, vae, text, motion, text_cfg, vae_cfg, params = build_models(cfg, decoder=validating)
     trainable, frozen_unet = split(params["unet"], cfg["trainable_modules"])
+    encoder = {k: v for k, v in params["vae"].items() if k in ("encoder", "quant_conv")}
     frozen_dtype = jnp.bfloat16 if cfg["mixed_precision_training"] else jnp.float32
     frozen = jax.tree.map(lambda x: np.asarray(x).astype(frozen_dtype),
-                          {"unet": frozen_unet, "vae": params["vae"], "text_encoder": params["text_encoder"]})
-    del params
+                          {"unet": frozen_unet, "vae": encoder, "text_encoder": params["text_encoder"]})
     optimizer = make_optimizer(cfg["learning_rate"], cfg["adam_beta1"], cfg["adam_beta2"],
                                cfg["adam_weight_decay"], cfg["adam_epsilon"], cfg["max_grad_norm"],
                                cfg["lr_scheduler"], cfg["lr_warmup_steps"], cfg["max_train_steps"])
@@ -247,6 +255,13 @@ def train(cfg: dict, workdir: str) -> dict:
     next_rows = HostInput(cfg, source, tokenizer, shd.host_rows(batch_sharding, batch_size),
                           batch_size // shd.batch_shards(mesh))
     null_ids = jnp.asarray(tokenizer([""])[0])
+    validator = None
+    if validating:  # host copies of the frozen weights, kept for sampling; checked before training
+        from animatediff_jax.training.validation import Validator
+        validator = Validator(cfg, workdir, (unet.config, motion, vae_cfg, text_cfg),
+                              {"vae": params["vae"], "text_encoder": params["text_encoder"]}, tokenizer,
+                              partial(merge, frozen=frozen_unet))
+    del params
 
     # ----- update step
     schedule = NoiseSchedule.preset(cfg["noise_schedule"])
@@ -292,6 +307,8 @@ def train(cfg: dict, workdir: str) -> dict:
             stop = preempted.reached()
             ckpt.save(manager, step, state, {"step": step, "position": step},
                       force=stop or step == cfg["max_train_steps"])
+            if validator is not None and validator.due(step):  # while the checkpoint writes
+                validate(validator, step, state, logger)
             if stop:
                 if main:
                     print(f"SIGTERM: saved step {step}, exiting", flush=True)
@@ -310,6 +327,18 @@ def train(cfg: dict, workdir: str) -> dict:
         if main:
             export(cfg, workdir, trained if motion is None else module, motion)
     return {"step": step, "loss": loss, "params": trained}
+
+
+def validate(validator, step: int, state: TrainState, logger: MetricsLogger) -> None:
+    """Sample the validation prompts from the current trainable params on process 0 (every process
+    takes part in gathering them); the state itself is only read."""
+    start = time.perf_counter()
+    trained = gather(state.params)
+    if jax.process_index() == 0:
+        written = validator(step, trained)
+        print(f"validation: step {step}, {len(written)} GIFs in {os.path.dirname(written[0])} "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+    logger.exclude(time.perf_counter() - start)
 
 
 # ===================================== export ===================================================

@@ -65,6 +65,17 @@ DEFAULTS: dict[str, Any] = {
     "distributed": {"initialize": False, "coordinator_address": None, "num_processes": None,
                     "process_id": None},
     "export_formats": ["original", "diffusers"],  # motion module written at the end
+    # Validation sampling (DDIM over the training schedule) to <workdir>/samples/step-<N>/*.gif
+    "validation_data": {
+        "prompts": [],
+        "num_inference_steps": 25,
+        "guidance_scale": 8.0,
+        "video_length": None,         # default: train_data.sample_n_frames (1 with image_finetune)
+        "width": None,                # default: train_data.sample_size
+        "height": None,
+    },
+    "validation_steps": 0,            # sample every N steps; 0 = only at validation_steps_tuple
+    "validation_steps_tuple": [],     # and at these steps (the original's [2, 50])
 }
 
 

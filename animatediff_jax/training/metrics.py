@@ -82,6 +82,10 @@ class MetricsLogger:
             self.writer.flush()
         return out
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` of other work (validation sampling) out of the throughput window."""
+        self._t += seconds
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
