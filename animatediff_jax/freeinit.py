@@ -1,14 +1,16 @@
 """FreeInit (Wu et al. 2023): refine the initial noise of a video diffusion sampler.
 
-After a full sampling pass, the clean latents are diffused back to t = T with the pass's own
-initial noise; their low spatio-temporal frequencies are kept and the high frequencies are replaced
-by fresh Gaussian noise (3D FFT over frames, height, width). The next pass starts from that mix.
+After a full sampling pass, the clean latents are diffused back to the pass's first timestep
+(t = T; with video-to-video, the strength's timestep) with the pass's own initial noise; their low
+spatio-temporal frequencies are kept and the high frequencies are replaced by those of a fresh
+start (fresh Gaussian noise; with video-to-video, the input video noised with fresh noise), by a 3D
+FFT over frames, height, width. The next pass starts from that mix.
 The filters match the reference implementation (as in diffusers' FreeInitMixin).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -62,10 +64,13 @@ def mix_frequencies(x: jax.Array, noise: jax.Array, lowpass: jax.Array) -> jax.A
     return jnp.fft.ifftn(jnp.fft.ifftshift(mixed, axes=axes), axes=axes).real.astype(x.dtype)
 
 
-def reinitialize(x0: jax.Array, initial_noise: jax.Array, alpha_bar_T: float, key: jax.Array,
-                 lowpass: jax.Array) -> jax.Array:
-    """Noise for the next pass: diffuse x0 to t = T with `initial_noise`, keep its low frequencies,
-    take the high ones from fresh noise drawn with `key`. All (B, F, h, w, c)."""
-    z_T = jnp.sqrt(alpha_bar_T) * x0 + jnp.sqrt(1 - alpha_bar_T) * initial_noise
-    fresh = jax.random.normal(key, x0.shape, jnp.float32)
-    return mix_frequencies(z_T, fresh, lowpass)
+def reinitialize(x0: jax.Array, initial_noise: jax.Array, fresh_start: jax.Array, lowpass: jax.Array,
+                 diffuse: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+    """Start latents of the next pass, all (B, F, h, w, c).
+
+    Low frequencies: `diffuse(x0, initial_noise)`, the finished pass's clean latents noised back to
+    the pass's first timestep with the pass's own initial noise. High frequencies: `fresh_start`,
+    what a new start of the pass would be (fresh Gaussian noise for text-to-video; for
+    video-to-video the input video's latents noised to the strength's timestep with fresh noise).
+    """
+    return mix_frequencies(diffuse(x0, initial_noise), fresh_start, lowpass)

@@ -5,17 +5,17 @@
     video = pipe(["a cat walking"], seeds=[42], width=512, height=512, frames=16)  # (1, 16, 512, 512, 3)
 
 Three jitted functions do the work, each compiled once per shape and kept in JAX's persistent
-compilation cache (`enable_compilation_cache`): text encoding, the denoising loop (every step in
-one `lax.scan`, classifier-free guidance as one doubled batch, optional context windows), and the
-VAE decode (frames in chunks under `lax.map`). The loop reports each step to a host progress bar
-through an ordered `jax.debug.callback`. JAX does not write executables that contain host callbacks
-to its persistent cache, so a run with `progress=False` is the one whose loop is reloaded from disk.
+compilation cache (`enable_compilation_cache`): text encoding, one denoising step (the step index
+is an argument, so every step of a sampler runs the same executable; classifier-free guidance as
+one doubled batch, optional context windows), and the VAE decode (frames in chunks under
+`lax.map`). A Python loop calls the step with the latents and the sampler state staying on the
+device; with a progress bar it waits for each step before advancing the bar, so the bar is truthful
+and the executables hold no host callbacks (which JAX would refuse to cache).
 
 Latents are (B, F, h, w, 4) with h, w = H/8, W/8; `latents=` accepts diffusers' (B, 4, F, h, w)
-layout via `from_diffusers_latents`. The initial noise comes from one seed per video, so with the
-deterministic samplers (DDIM eta 0, Euler, DPM-Solver++) the same seed gives the same video whatever
-else is in the batch; the stochastic ones (eta > 0, ancestral, LCM) draw their per-step noise for
-the whole batch from the first video's seed.
+layout via `from_diffusers_latents`. Every random draw of a video (initial noise, the stochastic
+samplers' per-step noise, the VAE posterior sample of video-to-video, FreeInit's fresh noise) comes
+from its own seed (`seed_stream`), so the same seed gives the same video whatever else is in the batch.
 """
 from __future__ import annotations
 
@@ -39,12 +39,16 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "animatediff_jax
 # ----------------------------------------------------------------------------- environment
 
 def enable_compilation_cache(path: str | None = None) -> str:
-    """Turn on JAX's persistent compilation cache (default ~/.cache/animatediff_jax/jax_cache,
-    or $ANIMATEDIFF_JAX_CACHE/jax_cache) so a second run skips XLA compilation."""
-    path = path or os.path.join(os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE), "jax_cache")
+    """Turn on JAX's persistent compilation cache so a second run skips XLA compilation: `path`, else
+    $JAX_COMPILATION_CACHE_DIR, else $ANIMATEDIFF_JAX_CACHE/jax_cache (~/.cache/animatediff_jax/jax_cache).
+    Programs compiling in under a second are not written unless
+    $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise."""
+    path = path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or \
+        os.path.join(os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE), "jax_cache")
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     return path
 
 
@@ -69,26 +73,23 @@ def from_diffusers_latents(latents) -> np.ndarray:
     return np.transpose(latents, (0, 2, 3, 4, 1))
 
 
+# The random streams of a video, each derived from its seed alone (`seed_stream`).
+NOISE, STEPS, POSTERIOR, FREEINIT = 0, 1, 2, 10  # FreeInit pass k draws from stream FREEINIT + k
+
+
+def seed_stream(seeds: Sequence[int], stream: int) -> jax.Array:
+    """One key per video, (B, 2) uint32: stream `stream` of each seed."""
+    return jnp.stack([jax.random.fold_in(seed_key(s), stream) for s in seeds])
+
+
+def stream_noise(seeds: Sequence[int], stream: int, shape: tuple[int, ...]) -> jax.Array:
+    """N(0, I) noise (B, *shape) from stream `stream` of each seed."""
+    return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(seed_stream(seeds, stream))
+
+
 def initial_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> jax.Array:
-    """N(0, I) noise (B, *shape), one independent stream per seed."""
-    return jnp.stack([jax.random.normal(jax.random.fold_in(seed_key(s), 0), shape, jnp.float32)
-                      for s in seeds])
-
-
-# ----------------------------------------------------------------------------- progress
-
-class _Progress:
-    """Host side of the per-step progress callback (one bar per denoising pass)."""
-    bar = None
-
-    @classmethod
-    def update(cls, i):
-        if cls.bar is not None:
-            cls.bar.update(1)
-
-
-def _report_step(i):
-    jax.debug.callback(_Progress.update, i, ordered=True)
+    """The initial N(0, I) noise (B, *shape), one independent stream per seed."""
+    return stream_noise(seeds, NOISE, shape)
 
 
 # ----------------------------------------------------------------------------- jitted pieces
@@ -111,29 +112,22 @@ def select_frames(emb: jax.Array, idx: jax.Array) -> jax.Array:
     return emb if emb.ndim == 3 else jnp.take(emb, idx, axis=1)
 
 
-def denoise_loop(unet_apply: Callable, sampler: Sampler, params, x: jax.Array, emb: jax.Array,
-                 guidance_scale: jax.Array, key: jax.Array, *, cfg: bool,
-                 context: ctx.ContextOptions | None, progress: bool) -> jax.Array:
-    """All sampler steps in one lax.scan. x: initial latents (already scaled); returns clean latents."""
-    keys = jax.random.split(key, sampler.num_steps)
+def denoise_step(unet_apply: Callable, sampler: Sampler, params, x: jax.Array, state, i: jax.Array,
+                 emb: jax.Array, guidance_scale: jax.Array, keys: jax.Array, *, cfg: bool,
+                 context: ctx.ContextOptions | None):
+    """Sampler step `i` (traced) from latents x (B, F, h, w, c): returns (x_next, state).
 
-    def model(xs, t):
-        def window_fn(xw, idx):
-            return guided_eps(unet_apply, params, xw, t, select_frames(emb, idx), guidance_scale, cfg)
-        if context is None:
-            return window_fn(xs, jnp.arange(xs.shape[1]))
-        return ctx.windowed(window_fn, xs, context)
+    keys (B, 2): each video's sampler stream; step i draws its noise (stochastic samplers) from
+    fold_in(key, i), per video."""
+    t = sampler.timestep(i)
 
-    def body(carry, i):
-        x, state = carry
-        out = model(sampler.scale_model_input(x, i), jnp.asarray(sampler.timesteps)[i])
-        x, state = sampler.step(state, i, out, x, keys[i])
-        if progress:
-            _report_step(i)
-        return (x, state), None
+    def window_fn(xw, idx):
+        return guided_eps(unet_apply, params, xw, t, select_frames(emb, idx), guidance_scale, cfg)
 
-    (x, _), _ = jax.lax.scan(body, (x, sampler.init_state(x)), jnp.arange(sampler.num_steps))
-    return x
+    xs = sampler.scale_model_input(x, i)
+    out = window_fn(xs, jnp.arange(xs.shape[1])) if context is None else ctx.windowed(window_fn, xs, context)
+    step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, i) if sampler.stochastic else None
+    return sampler.step(state, i, out, x, step_keys)
 
 
 _JITTED: dict = {}  # compiled functions, shared by pipelines whose networks are configured alike
@@ -330,23 +324,46 @@ class AnimateDiffPipeline:
         video = vae_lib.decode_video(self.vae, self.vae_params, latents, chunk)
         return jnp.clip(video / 2 + 0.5, 0.0, 1.0)
 
-    def encode_video(self, video: np.ndarray, key: jax.Array) -> jax.Array:
-        """Frames (B, F, H, W, 3) in [0, 1] -> scaled latents (B, F, h, w, 4), sampled from the posterior."""
-        video = jnp.asarray(video, jnp.float32) * 2 - 1
-        return vae_lib.encode_video(self.vae, self.vae_params, video, key, self.decode_chunk_size)
+    def encode_video(self, video: np.ndarray, keys: jax.Array) -> jax.Array:
+        """Frames (1 or B, F, H, W, 3) in [0, 1] -> scaled latents (B, F, h, w, 4) for B = len(keys):
+        each video's latents sampled from the posterior with its own key (B, 2)."""
+        vae, chunk = self.vae, self.decode_chunk_size
+        fn = _jitted(("encode", vae, chunk), lambda: jax.jit(
+            lambda p, v: vae_lib.encode_video_moments(vae, p, v * 2 - 1, chunk)))
+        mean, logvar = fn(self.vae_params, jnp.asarray(video, jnp.float32))  # (1 or B, F, h, w, 4) each
+        mean, logvar = (jnp.broadcast_to(m, (keys.shape[0],) + m.shape[1:]) for m in (mean, logvar))
+        z = jax.vmap(vae_lib.sample_latent)(keys, mean, logvar)
+        return z * vae.config.scaling_factor
 
-    def denoise(self, sampler: Sampler, x: jax.Array, emb: jax.Array, guidance_scale: float, key: jax.Array,
-                *, context: ctx.ContextOptions | None = None, progress: bool = True) -> jax.Array:
-        """The jitted loop (see `denoise_loop`); compiled once per sampler/shape/options."""
+    def step_function(self, sampler: Sampler, cfg: bool, context: ctx.ContextOptions | None) -> Callable:
+        """The jitted `denoise_step` (params, x, state, i, emb, guidance_scale, keys) -> (x, state),
+        compiled once per sampler, shapes and options."""
+        unet = self.unet
+        sig = (sampler.name, sampler.num_steps, repr(sorted(sampler.options.items())), cfg, context)
+
+        def unet_denoise_step(p, x, s, i, e, g, k):  # the name JAX's cache logs show
+            return denoise_step(lambda *a: unet.apply({"params": a[0]}, *a[1:]), sampler, p, x, s, i, e, g, k,
+                                cfg=cfg, context=context)
+        return _jitted(("step", unet) + sig, lambda: jax.jit(unet_denoise_step))
+
+    def denoise(self, sampler: Sampler, x: jax.Array, emb: jax.Array, guidance_scale: float, keys: jax.Array,
+                *, context: ctx.ContextOptions | None = None, progress: bool = True, label: str = "denoising"
+                ) -> jax.Array:
+        """All steps of `sampler` from x (already scaled to its first step); returns clean latents.
+        keys (B, 2): each video's sampler stream. progress: a tqdm bar advanced after each finished step."""
         cfg = emb.shape[0] == 2 * x.shape[0]
         if context is not None and context.length >= x.shape[1]:
-            context = None  # one window holding every frame is the plain loop
-        unet = self.unet
-        sig = (sampler.name, sampler.num_steps, repr(sorted(sampler.options.items())), cfg, context, progress)
-        fn = _jitted(("denoise", unet) + sig, lambda: jax.jit(
-            lambda p, x, e, g, k: denoise_loop(lambda *a: unet.apply({"params": a[0]}, *a[1:]), sampler, p, x, e,
-                                               g, k, cfg=cfg, context=context, progress=progress)))
-        return fn(self.unet_params, x, emb, jnp.float32(guidance_scale), key)
+            context = None  # one window holding every frame is the plain step
+        step = self.step_function(sampler, cfg, context)
+        g, state = jnp.float32(guidance_scale), sampler.init_state(x)
+        from tqdm.auto import tqdm
+        with tqdm(total=sampler.num_steps, desc=label, unit="step", disable=not progress) as bar:
+            for i in range(sampler.num_steps):
+                x, state = step(self.unet_params, x, state, np.int32(i), emb, g, keys)
+                if progress:
+                    x.block_until_ready()
+                    bar.update(1)
+        return x
 
     # ---------------------------------------------------------------- generation
     def __call__(self, prompts: str | Sequence[str | Mapping[int, str]],
@@ -375,8 +392,6 @@ class AnimateDiffPipeline:
                           num_prompts=len(prompts), num_seeds=None if seeds is None else len(seeds))
         if init_video is None and strength != 1.0:
             raise ValueError("strength < 1 needs an init video")
-        if init_video is not None and freeinit is not None and freeinit.iterations > 1:
-            raise ValueError("FreeInit and video-to-video cannot be combined")
         travel = [parse_prompt_map(p, frames) if isinstance(p, Mapping) else None for p in prompts]
         if seeds is None:
             seeds = [int(s) for s in np.random.SeedSequence().generate_state(len(prompts), np.uint64)]
@@ -399,40 +414,27 @@ class AnimateDiffPipeline:
         noise = latents if latents is not None else initial_noise(seeds, shape)
         if context is not None and context.shuffle_noise and latents is None:
             noise = jnp.stack([ctx.reschedule_noise(noise[i:i + 1], context, s)[0] for i, s in enumerate(seeds)])
-        keys = jnp.stack([jax.random.fold_in(seed_key(s), 1) for s in seeds])
-        loop_key = keys[0] if b == 1 else jax.random.fold_in(keys[0], b)
-
         sampler = self.make_sampler(steps, strength if init_video is not None else 1.0, eta)
-        if init_video is not None:
-            x0 = self.encode_video(np.broadcast_to(init_video, (b,) + init_video.shape[1:]),
-                                   jax.random.fold_in(keys[0], 2))
-            x = sampler.add_noise(x0, noise)
-        else:
-            x = noise * sampler.init_noise_sigma
+        if init_video is not None:  # the pass starts from the input video noised to the strength's timestep
+            x_video = self.encode_video(init_video, seed_stream(seeds, POSTERIOR))
+            start = lambda clean, n: sampler.add_noise(clean, n)  # noqa: E731
+            fresh_start = lambda n: sampler.add_noise(x_video, n)  # noqa: E731
+            x = fresh_start(noise)
+        else:  # from noise; FreeInit diffuses its clean latents to the schedule's end, t = T
+            abar_T = float(_schedule(sampler).alphas_cumprod[-1])
+            start = lambda clean, n: (abar_T ** 0.5 * clean + (1 - abar_T) ** 0.5 * n) * sampler.init_noise_sigma  # noqa: E731,E501
+            fresh_start = lambda n: n * sampler.init_noise_sigma  # noqa: E731
+            x = fresh_start(noise)
         passes = freeinit.iterations if freeinit is not None else 1
         for k in range(passes):
             if k > 0:
-                abar_T = float(_schedule(sampler).alphas_cumprod[-1])
                 lowpass = jnp.asarray(fi.lowpass_filter(frames, h, w, freeinit))
-                x = fi.reinitialize(x, noise, abar_T, jax.random.fold_in(keys[0], 10 + k), lowpass)
-                x = x * sampler.init_noise_sigma
-            x = self._run_pass(sampler, x, emb, guidance_scale, loop_key, context, progress,
-                               f"pass {k + 1}/{passes}" if passes > 1 else "denoising")
+                fresh = stream_noise(seeds, FREEINIT + k, shape)
+                x = fi.reinitialize(x, noise, fresh_start(fresh), lowpass, start)
+            x = self.denoise(sampler, x, emb, guidance_scale, seed_stream(seeds, STEPS), context=context,
+                             progress=progress, label=f"pass {k + 1}/{passes}" if passes > 1 else "denoising")
         video = self.decode(x)
         return GenerationResult(np.asarray(video, np.float32), list(seeds), np.asarray(x, np.float32))
-
-    def _run_pass(self, sampler, x, emb, guidance_scale, key, context, progress, label):
-        if not progress:
-            return self.denoise(sampler, x, emb, guidance_scale, key, context=context, progress=False)
-        from tqdm.auto import tqdm
-        with tqdm(total=sampler.num_steps, desc=label, unit="step") as bar:
-            _Progress.bar = bar
-            try:
-                x = self.denoise(sampler, x, emb, guidance_scale, key, context=context, progress=True)
-                jax.effects_barrier()
-            finally:
-                _Progress.bar = None
-        return x
 
     def _embeddings(self, prompts, travel, negs, frames: int, cfg: bool) -> jax.Array:
         """[uncond; cond] embeddings (2B, T, D), or (2B, F, T, D) when any prompt travels."""

@@ -99,14 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--attention", choices=("xla", "chunked", "cudnn"), default="xla")
     r.add_argument("--out", default="samples", help="parent folder of the run folder")
     r.add_argument("--batch-size", type=int, default=1,
-                   help="videos per call (the same seed gives the same video at any batch size with DDIM/Euler/"
-                        "DPM++; larger batches use more memory)")
+                   help="videos per call (a seed gives the same video at any batch size; larger batches use "
+                        "more memory)")
     r.add_argument("--fps", type=float, default=8.0)
     r.add_argument("--png", action="store_true", help="also write PNG frames per sample")
     r.add_argument("--save-npy", action="store_true", help="also write raw frames (F, H, W, 3) float32 .npy")
-    r.add_argument("--no-progress", action="store_true",
-                   help="no per-step progress bar (the denoising loop is then also kept in the "
-                        "persistent compilation cache)")
+    r.add_argument("--no-progress", action="store_true", help="no per-step progress bar")
     return p
 
 

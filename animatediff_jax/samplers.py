@@ -2,13 +2,13 @@
 
 Everything that depends only on the step index — timesteps, sigmas, alphas, solver coefficients —
 is precomputed in numpy when the sampler is made; `step` gathers those per-step scalars with the
-(traced) index `i`, so the whole loop runs inside one `lax.scan` / `fori_loop` with static shapes:
+(traced) index `i`, so one compiled step serves every step (or the loop runs in a `lax.scan`):
 
     s = make_sampler("ddim", NoiseSchedule.preset("B"), 25)            # or original_ddim()
     x = noise * s.init_noise_sigma; state = s.init_state(x)
-    for i in range(s.num_steps):                                        # or lax.scan, see run_loop
+    for i in range(s.num_steps):
         out = unet(s.scale_model_input(x, i), s.timestep(i), ...)
-        x, state = s.step(state, i, out, x, key_i)                      # key: eta>0 DDIM, ancestral, LCM
+        x, state = s.step(state, i, out, x, key_i)      # key(s): eta>0 DDIM, ancestral, LCM; one per video or one
 
 Numerics follow diffusers' schedulers (DDIMScheduler, EulerDiscreteScheduler,
 EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler(dpmsolver++, order 2), LCMScheduler)
@@ -109,7 +109,10 @@ class Sampler:
         return jnp.zeros(x.shape, jnp.float32) if self.name == "dpmpp_2m" else ()
 
     def step(self, state, i, model_output: jnp.ndarray, x: jnp.ndarray, key: jax.Array | None = None):
-        """One denoising step from x at step i to the next; returns (x_prev, state)."""
+        """One denoising step from x (B, ...) at step i to the next; returns (x_prev, state).
+
+        key (stochastic samplers): one PRNG key for the whole of x, or a batch of B keys, one per
+        video (raw (B, 2) uint32 or typed (B,)), each drawing that video's noise alone."""
         if self.stochastic and key is None:
             raise ValueError(f"sampler {self.name!r} with these options is stochastic: step needs a PRNG key")
         out, x32 = model_output.astype(jnp.float32), x.astype(jnp.float32)
@@ -125,6 +128,12 @@ class Sampler:
 # ----------------------------------------------------------------------------- shared pieces
 
 def _noise(key, x):
+    """N(0, I) like x (B, ...): from one key, or per video from a batch of B keys."""
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if key.ndim == (1 if typed else 2):
+        if key.shape[0] != x.shape[0]:
+            raise ValueError(f"{key.shape[0]} keys for a batch of {x.shape[0]}")
+        return jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], jnp.float32))(key)
     return jax.random.normal(key, x.shape, jnp.float32)
 
 
@@ -445,16 +454,3 @@ def original_ddim(num_inference_steps: int = 25, eta: float = 0.0, strength: flo
     return sampler_from_diffusers_config(ORIGINAL_SCHEDULER_KWARGS, "ddim", num_inference_steps,
                                          strength=strength, eta=eta)
 
-
-def run_loop(sampler: Sampler, model_fn: Callable, x: jnp.ndarray, key: jax.Array | None = None) -> jnp.ndarray:
-    """All steps in one `lax.scan`: model_fn(scaled_x, timestep, i) -> model output. Jit-able."""
-    keys = jax.random.split(key, sampler.num_steps) if key is not None else None
-
-    def body(carry, i):
-        x, state = carry
-        out = model_fn(sampler.scale_model_input(x, i), sampler.timestep(i), i)
-        x, state = sampler.step(state, i, out, x, None if keys is None else keys[i])
-        return (x, state), None
-
-    (x, _), _ = jax.lax.scan(body, (x, sampler.init_state(x)), jnp.arange(sampler.num_steps))
-    return x

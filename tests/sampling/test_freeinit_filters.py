@@ -28,14 +28,15 @@ def test_mix_matches_diffusers():
     assert rel_err(ours, to_ours(ref)) < 1e-5
 
 
-def test_reinitialize_is_low_of_diffused_plus_high_of_fresh():
+def test_reinitialize_is_low_of_diffused_plus_high_of_fresh_start():
     import jax
     x0 = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 4, 4, 2))
     eps = jax.random.normal(jax.random.PRNGKey(1), x0.shape)
+    fresh_start = jax.random.normal(jax.random.PRNGKey(2), x0.shape)
+    diffuse = lambda clean, n: 0.05**0.5 * clean + 0.95**0.5 * n  # noqa: E731
     allpass = np.ones((4, 4, 4), np.float32)  # keep everything: exactly the diffused latents
-    out = reinitialize(x0, eps, 0.05, jax.random.PRNGKey(2), allpass)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(0.05**0.5 * x0 + 0.95**0.5 * eps), atol=1e-5)
-    nopass = np.zeros((4, 4, 4), np.float32)  # keep nothing: exactly fresh noise
-    out = reinitialize(x0, eps, 0.05, jax.random.PRNGKey(2), nopass)
-    fresh = jax.random.normal(jax.random.PRNGKey(2), x0.shape)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(fresh), atol=1e-5)
+    out = reinitialize(x0, eps, fresh_start, allpass, diffuse)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(diffuse(x0, eps)), atol=1e-5)
+    nopass = np.zeros((4, 4, 4), np.float32)  # keep nothing: exactly the fresh start
+    out = reinitialize(x0, eps, fresh_start, nopass, diffuse)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(fresh_start), atol=1e-5)

@@ -1,0 +1,60 @@
+"""The denoising step is written to and reloaded from JAX's persistent compilation cache, with the
+progress bar on: two fresh processes sample the same small video; the second reads the step from disk."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import dataclasses, json, logging, sys
+    import jax
+    jax.config.update("jax_default_matmul_precision", "highest")
+    from animatediff_jax.default_model import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
+    from animatediff_jax.pipeline import AnimateDiffPipeline, enable_compilation_cache
+    from animatediff_jax.tokenizer import PromptTokenizer
+
+    hits, misses = [], []
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if msg.startswith("Persistent compilation cache hit for"):
+                hits.append(msg.split("'")[1])
+            elif msg.startswith("PERSISTENT COMPILATION CACHE MISS for"):
+                misses.append(msg.split("'")[1])
+
+    log = logging.getLogger("jax._src.compiler")
+    log.setLevel(logging.DEBUG)
+    log.addHandler(Record())
+    cache = enable_compilation_cache()
+    tok = PromptTokenizer.from_pretrained(write_byte_tokenizer(sys.argv[1]))
+    pipe = AnimateDiffPipeline.random(TINY_UNET, dataclasses.replace(TINY_MOTION, max_seq_length=16), TINY_VAE,
+                                      TINY_TEXT, tok, dtype="float32")
+    out = pipe(["a cat"], seeds=[7], width=16, height=16, frames=4, steps=3, progress=True)
+    print(json.dumps(dict(hits=hits, misses=misses, cache=cache, checksum=float(abs(out.latents).sum()))))
+""")
+
+
+def _run(tmp_path, cache):
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "tok")], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_second_run_loads_the_denoise_step_from_the_cache(tmp_path):
+    cache = tmp_path / "jax_cache"
+    first, err1 = _run(tmp_path, cache)
+    assert first["cache"] == str(cache)
+    assert "3/3" in err1  # the progress bar ran to the end
+    assert "jit_unet_denoise_step" in first["misses"] and "jit_unet_denoise_step" not in first["hits"]
+    written = set(os.listdir(cache))
+    assert any("unet_denoise_step" in f for f in written), sorted(written)
+    second, err2 = _run(tmp_path, cache)
+    assert "3/3" in err2
+    assert "jit_unet_denoise_step" in second["hits"], second
+    assert "jit_unet_denoise_step" not in second["misses"], second
+    assert second["checksum"] == first["checksum"]  # the cached executable computes the same video
