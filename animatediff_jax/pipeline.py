@@ -378,7 +378,9 @@ class AnimateDiffPipeline:
         or one per prompt. seeds: one per prompt (None: random). latents: initial noise (B, F, h, w, 4)
         N(0, I) (use `from_diffusers_latents` for diffusers' layout). context: sliding windows for
         videos longer than the motion module. freeinit: FreeInit passes. init_video: (B or 1, F, H, W, 3)
-        in [0, 1] for video-to-video with `strength` in (0, 1].
+        in [0, 1] for video-to-video with `strength` in (0, 1]; with FreeInit, each later pass starts
+        from the low frequencies of the previous result noised to the strength's timestep and the high
+        frequencies of the input video noised there with fresh noise.
         """
         prompts = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
         negs = [negative_prompts or ""] if negative_prompts is None or isinstance(negative_prompts, str) \

@@ -67,3 +67,23 @@ def test_bad_sizes(pipe):
         pipe(["a cat"], frames=4, width=20, height=16, steps=2)
     with pytest.raises(ValueError, match="2 seeds for 1 prompts"):
         pipe(["a cat"], seeds=[1, 2], frames=4, **KW)
+
+
+def test_freeinit_with_video_to_video(pipe, monkeypatch):
+    from animatediff_jax import freeinit
+    from animatediff_jax.pipeline import FREEINIT, stream_noise
+    video = np.random.default_rng(1).random((8, 16, 16, 3), np.float32)
+    v2v = dict(seeds=[4], frames=8, init_video=video, strength=0.6, **KW)
+    fi = FreeInitOptions(iterations=2, method="butterworth")
+    plain = pipe(["a cat"], **v2v).frames
+    a = pipe(["a cat"], freeinit=fi, **v2v).frames
+    np.testing.assert_array_equal(a, pipe(["a cat"], freeinit=fi, **v2v).frames)
+    assert np.abs(a - plain).max() > 1e-4
+    # a filter keeping no low frequency: pass 2 is a fresh video-to-video pass, the input video noised
+    # to the strength's timestep with FreeInit's fresh noise for pass 2
+    monkeypatch.setattr(freeinit, "lowpass_filter", lambda f, h, w, o: np.zeros((f, h, w), np.float32))
+    high_only = pipe(["a cat"], freeinit=fi, **v2v)
+    h = 16 // pipe.vae_scale
+    fresh = np.asarray(stream_noise([4], FREEINIT + 1, (8, h, h, 4)))
+    again = pipe(["a cat"], latents=fresh, **v2v)
+    np.testing.assert_allclose(high_only.latents, again.latents, rtol=0, atol=1e-5)
