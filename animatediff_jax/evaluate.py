@@ -177,7 +177,11 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
         with open(record_path, encoding="utf-8") as f:
             record = json.load(f)
         budget = ", ".join(f"{s}: {record[s].get('steps', '-')} steps" for s in
-                           ("vae", "base", "dreambooth", "lora", "motion") if s in record)
+                           ("vae", "base", "dreambooth", "lora") if s in record)
+        motion = record.get("motion", {})
+        budget += "".join(f", motion {name}: {entry.get('steps', motion.get('steps', '-'))} steps"
+                          + (f" at lr {entry['learning_rate']:g}" if "learning_rate" in entry else "")
+                          for name, entry in sorted(motion.get("schedules", {}).items()))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Measured {when} on {platform.machine()} CPU ({os.cpu_count()} cores), {seconds:.0f}s, with\n"
             f"`python -m animatediff_jax.evaluate --samples {results[0]['samples']} --steps {steps} "

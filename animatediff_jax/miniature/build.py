@@ -225,21 +225,28 @@ def save_motion(path: str, params: dict, unet_cfg: UNetConfig, motion_cfg: Motio
     save_params(path, params, config=motion_cfg, source=SOURCE, dtype=DTYPE, metadata={"motion": json.dumps(info)})
 
 
-def stage_motion(out: str, budget: Budget) -> dict:
-    """One motion module per schedule, each from the same initialisation, against the frozen base."""
+def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
+    """One motion module per schedule, each from the same initialisation, against the frozen base.
+    With `checkpoint_every`, intermediate modules are also written as motion_module_<S>.step<N>."""
     nets, base = networks(out, budget.motion)
-    b, record = budget.video_batch, {}
+    b, lr, record = budget.video_batch, budget.learning_rates["motion"], {}
     for schedule in budget.schedules:
-        start = time.time()
+        start, final = time.time(), motion_path(out, schedule)
+
+        def checkpoint(step, module, schedule=schedule, final=final):
+            save_motion(final.replace(".safetensors", f".step{step}.safetensors"), module, nets.unet,
+                        nets.motion, schedule)
         module, loss = fit(nets, fresh_motion_params(nets.unet, nets.motion, SEEDS["motion"]),
                            {"unet": base["unet"], "vae": base["vae"], "text_encoder": base["text_encoder"]},
                            lambda s: world.clips(SEEDS["motion_data"], s * b, b), tokenizer(out),
-                           steps=budget.motion_steps, schedule=schedule, learning_rate=budget.learning_rates["motion"],
-                           seed=SEEDS["motion"], name=f"motion {schedule}")
-        save_motion(motion_path(out, schedule), module, nets.unet, nets.motion, schedule)
-        record[schedule] = {"loss": loss, "seconds": round(time.time() - start, 1)}
+                           steps=budget.motion_steps, schedule=schedule, learning_rate=lr,
+                           seed=SEEDS["motion"], name=f"motion {schedule}", checkpoint=checkpoint,
+                           checkpoint_every=checkpoint_every)
+        save_motion(final, module, nets.unet, nets.motion, schedule)
+        record[schedule] = {"loss": loss, "seconds": round(time.time() - start, 1),
+                            "steps": budget.motion_steps, "learning_rate": lr}
         print(f"[motion {schedule}] {record[schedule]['seconds']:.0f}s", flush=True)
-    return {"steps": budget.motion_steps, "batch": b, "frames": world.FRAMES, "schedules": record}
+    return {"batch": b, "frames": world.FRAMES, "schedules": record}
 
 
 STAGE_FUNCTIONS = dict(tokenizer=stage_tokenizer, vae=stage_vae, text=stage_text, base=stage_base,
@@ -263,10 +270,11 @@ def record_stage(path: str, stage: str, entry: dict) -> dict:
 
 
 def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, ...] | None = None,
-          motion_steps: int | None = None) -> dict:
+          motion_steps: int | None = None, motion_lr: float | None = None,
+          motion_checkpoint_every: int = 0) -> dict:
     """Run `stages` (in the fixed order) into `out`; returns the record {stage: {seconds, ...}}.
-    `schedules` / `motion_steps` override the budget's motion-module schedules (e.g. one per parallel
-    process) and steps."""
+    `schedules` / `motion_steps` / `motion_lr` override the budget's motion-module schedules (e.g.
+    one per parallel process), steps and learning rate."""
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {list(STAGES)}")
@@ -275,12 +283,15 @@ def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, .
         chosen = dataclasses.replace(chosen, schedules=tuple(schedules))
     if motion_steps is not None:
         chosen = dataclasses.replace(chosen, motion_steps=motion_steps)
+    if motion_lr is not None:
+        chosen = dataclasses.replace(chosen, learning_rates={**chosen.learning_rates, "motion": motion_lr})
     os.makedirs(out, exist_ok=True)
     record = {}
     for stage in (s for s in STAGES if s in stages):
         print(f"[{stage}] ...", flush=True)
         start = time.time()
-        info = STAGE_FUNCTIONS[stage](out, chosen)
+        extra = {"checkpoint_every": motion_checkpoint_every} if stage == "motion" else {}
+        info = STAGE_FUNCTIONS[stage](out, chosen, **extra)
         seconds = time.time() - start
         record = record_stage(paths(out)["record"], stage, {"budget": budget, "seconds": round(seconds, 1), **info})
         print(f"[{stage}] done in {seconds:.0f}s", flush=True)
@@ -296,6 +307,9 @@ def main(argv=None) -> int:
     parser.add_argument("--schedules", help="motion-module noise schedules to train, e.g. B or B,A,C "
                                             "(default: the budget's)")
     parser.add_argument("--motion-steps", type=int, help="motion-module training steps (default: the budget's)")
+    parser.add_argument("--motion-lr", type=float, help="motion-module peak learning rate (default: the budget's)")
+    parser.add_argument("--motion-checkpoint-every", type=int, default=0,
+                        help="also write motion_module_<S>.step<N>.safetensors every N steps (default: never)")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     schedules = [s.strip() for s in args.schedules.split(",")] if args.schedules else None
@@ -303,7 +317,8 @@ def main(argv=None) -> int:
         parser.error(f"--schedules {args.schedules!r}: each must be A, B or C")
     start = time.time()
     try:
-        record = build(args.out, args.budget, stages, schedules, args.motion_steps)
+        record = build(args.out, args.budget, stages, schedules, args.motion_steps, args.motion_lr,
+                       args.motion_checkpoint_every)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     print("stage seconds: " + ", ".join(f"{s} {record[s]['seconds']:.0f}" for s in STAGES if s in stages)

@@ -65,13 +65,15 @@ def models(nets: Networks, transform: Callable[[dict], dict] | None = None) -> M
 def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokenizer, *, steps: int,
         schedule: str, learning_rate: float, seed: int, name: str,
         transform: Callable[[dict], dict] | None = None, warmup: int = 50,
-        log_every: int = 100) -> tuple[dict, float]:
+        log_every: int = 100, checkpoint: Callable[[int, dict], None] | None = None,
+        checkpoint_every: int = 0) -> tuple[dict, float]:
     """Train `trainable` (a UNet subtree, or LoRA factors with `transform`) for `steps` AdamW steps.
 
     frozen = {'unet': the rest of the UNet params, 'vae': ..., 'text_encoder': ...}. Noise schedule
     `schedule` is A, B or C; 10% of captions are dropped (classifier-free guidance), gradients
-    clipped at norm 1, cosine learning-rate decay after `warmup` steps. Returns (params as numpy,
-    mean loss of the last 10% of steps).
+    clipped at norm 1, cosine learning-rate decay after `warmup` steps. Every `checkpoint_every`
+    steps (0: never) `checkpoint(step, params as numpy)` is called. Returns (params as numpy, mean
+    loss of the last 10% of steps).
     """
     optimizer = make_optimizer(learning_rate, adam_weight_decay=1e-2, max_grad_norm=1.0,
                                lr_scheduler="cosine", lr_warmup_steps=min(warmup, steps // 2),
@@ -93,5 +95,7 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
             recent = float(np.mean(jax.device_get(losses[-log_every:])))
             print(f"  {name} step {step + 1:5d}/{steps}  loss {recent:.4f}  ({time.time() - start:.0f}s)",
                   flush=True)
+        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step < steps - 1:
+            checkpoint(step + 1, jax.tree.map(np.asarray, jax.device_get(state.params)))
     tail = jax.device_get(losses[-max(steps // 10, 1):])
     return jax.tree.map(np.asarray, jax.device_get(state.params)), float(np.mean(tail))

@@ -17,7 +17,7 @@ from convert.naming import flatten
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("miniature"))
-    build.build(out, "smoke")
+    build.build(out, "smoke", motion_checkpoint_every=1)
     return out
 
 
@@ -28,6 +28,7 @@ def test_every_stage_writes_its_files(smoke):
     for name in ("unet", "vae", "text_encoder"):
         assert os.path.isfile(os.path.join(p["dreambooth"], f"{name}.safetensors"))
     assert os.path.isfile(build.motion_path(smoke, "B"))
+    assert os.path.isfile(build.motion_path(smoke, "B").replace(".safetensors", ".step1.safetensors"))
     with open(p["record"]) as f:
         record = json.load(f)
     assert set(build.STAGES) <= set(record) and all(record[s]["budget"] == "smoke" for s in build.STAGES)
@@ -72,3 +73,5 @@ def test_sampling_and_evaluation_run_on_the_built_files(smoke):
     assert results[0]["motion"] == 1.0  # the dataset's own clips move as captioned
     table = evaluate.table(results)
     assert table.count("\n") == len(results) + 1 and "| LoRA images | none | 1 |" in table
+    lr = build.BUDGETS["smoke"].learning_rates["motion"]
+    assert f"motion B: {build.BUDGETS['smoke'].motion_steps} steps at lr {lr:g}" in evaluate.report(results, smoke, 2, 7.5, 1.0)
