@@ -32,6 +32,44 @@ die() {
   exit 2
 }
 
+# parse_options SPEC... -- ARGS...: read the script's command line. Each SPEC word names an option
+# and the variable it sets: "--zone=ZONE" (takes a value), "--spot!SPOT" (a flag: sets 1),
+# "--env+ENVS" (repeatable: appends to the array ENVS). --dry-run and -h/--help (which calls the
+# script's `usage`) are always accepted. A bare "--" ends the options; what follows is left in REST.
+REST=()
+parse_options() {
+  local -A value=() flag=() append=()
+  local spec
+  while [[ $# -gt 0 && "$1" != "--" ]]; do
+    spec=$1; shift
+    case "${spec}" in
+      *=*) value[${spec%%=*}]=${spec#*=} ;;
+      *!*) flag[${spec%%!*}]=${spec#*!} ;;
+      *+*) append[${spec%%+*}]=${spec#*+} ;;
+    esac
+  done
+  shift
+  while [[ $# -gt 0 ]]; do
+    if [[ -n "${value[$1]+x}" ]]; then
+      [[ $# -ge 2 ]] || die "option $1 needs a value"
+      printf -v "${value[$1]}" '%s' "$2"; shift 2
+    elif [[ -n "${flag[$1]+x}" ]]; then
+      printf -v "${flag[$1]}" '%s' 1; shift
+    elif [[ -n "${append[$1]+x}" ]]; then
+      [[ $# -ge 2 ]] || die "option $1 needs a value"
+      local -n list=${append[$1]}
+      list+=("$2"); shift 2
+    else
+      case "$1" in
+        --dry-run) DRY_RUN=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; REST=("$@"); return ;;
+        *) die "unknown option $1 (see --help)" ;;
+      esac
+    fi
+  done
+}
+
 # need NAME VALUE: fail with a clear message when a required option is missing.
 need() {
   [[ -n "$2" ]] || die "missing required option --$1 (see --help)"

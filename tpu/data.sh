@@ -6,19 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NAME="" ZONE="" PROJECT="" SRC="" DEST="" MODE="copy"
 usage() { sed -n '2,4p' "${BASH_SOURCE[0]}"; }
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --name) NAME=$2; shift 2 ;;
-    --zone) ZONE=$2; shift 2 ;;
-    --project) PROJECT=$2; shift 2 ;;
-    --src) SRC=$2; shift 2 ;;
-    --dest) DEST=$2; shift 2 ;;
-    --mode) MODE=$2; shift 2 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) die "unknown option $1" ;;
-  esac
-done
+parse_options --name=NAME --zone=ZONE --project=PROJECT --src=SRC --dest=DEST --mode=MODE -- "$@"
 need name "${NAME}"; need zone "${ZONE}"; need src "${SRC}"; need dest "${DEST}"
 [[ "${SRC}" == gs://* ]] || die "--src must be a gs:// path, got ${SRC}"
 

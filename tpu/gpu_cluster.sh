@@ -10,19 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 HOSTS="" CONFIG="" WORKDIR="" PORT=12345 REPO="animatediff_jax"  # on each host, relative to its home
 usage() { sed -n '2,9p' "${BASH_SOURCE[0]}"; }
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --hosts) HOSTS=$2; shift 2 ;;
-    --config) CONFIG=$2; shift 2 ;;
-    --workdir) WORKDIR=$2; shift 2 ;;
-    --port) PORT=$2; shift 2 ;;
-    --repo) REPO=$2; shift 2 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die "unknown option $1 (training overrides go after --)" ;;
-  esac
-done
+parse_options --hosts=HOSTS --config=CONFIG --workdir=WORKDIR --port=PORT --repo=REPO -- "$@"
 need hosts "${HOSTS}"; need config "${CONFIG}"; need workdir "${WORKDIR}"
 [[ "${PORT}" =~ ^[0-9]+$ ]] || die "--port must be a number, got ${PORT}"
 
@@ -30,7 +18,7 @@ IFS=',' read -r -a HOST_LIST <<< "${HOSTS}"
 N=${#HOST_LIST[@]}
 COORDINATOR="${HOST_LIST[0]}:${PORT}"
 EXTRA=""
-for o in "$@"; do EXTRA+=" $(printf '%q' "${o}")"; done
+for o in "${REST[@]+"${REST[@]}"}"; do EXTRA+=" $(printf '%q' "${o}")"; done
 
 for i in "${!HOST_LIST[@]}"; do
   host=${HOST_LIST[$i]}

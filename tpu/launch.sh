@@ -9,20 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NAME="" ZONE="" PROJECT="" CONFIG="" WORKDIR=""
 ENVS=()
 usage() { sed -n '2,6p' "${BASH_SOURCE[0]}"; }
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --name) NAME=$2; shift 2 ;;
-    --zone) ZONE=$2; shift 2 ;;
-    --project) PROJECT=$2; shift 2 ;;
-    --config) CONFIG=$2; shift 2 ;;
-    --workdir) WORKDIR=$2; shift 2 ;;
-    --env) ENVS+=("$2"); shift 2 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die "unknown option $1 (training overrides go after --)" ;;
-  esac
-done
+parse_options --name=NAME --zone=ZONE --project=PROJECT --config=CONFIG --workdir=WORKDIR --env+ENVS -- "$@"
 need name "${NAME}"; need zone "${ZONE}"; need config "${CONFIG}"; need workdir "${WORKDIR}"
 
 # Environment every worker needs: a persistent compilation cache and TPU-friendly defaults.
@@ -32,7 +19,7 @@ for kv in "${ENVS[@]+"${ENVS[@]}"}"; do
   ENV_PREFIX+=" $(printf '%q' "${kv}")"
 done
 OVERRIDES="distributed.initialize=auto"
-for o in "$@"; do OVERRIDES+=" $(printf '%q' "${o}")"; done
+for o in "${REST[@]+"${REST[@]}"}"; do OVERRIDES+=" $(printf '%q' "${o}")"; done
 
 TRAIN="cd ~/animatediff_jax && mkdir -p ~/logs && nohup env ${ENV_PREFIX} python -m animatediff_jax.train --config $(printf '%q' "${CONFIG}") --workdir $(printf '%q' "${WORKDIR}") ${OVERRIDES} > ~/logs/train-\$(hostname).log 2>&1 &"
 tpu_ssh "${NAME}" "${ZONE}" "${PROJECT}" "${TRAIN}"

@@ -6,17 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NAME="" ZONE="" PROJECT="" DELETE=0
 usage() { sed -n '2,4p' "${BASH_SOURCE[0]}"; }
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --name) NAME=$2; shift 2 ;;
-    --zone) ZONE=$2; shift 2 ;;
-    --project) PROJECT=$2; shift 2 ;;
-    --delete) DELETE=1; shift ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) die "unknown option $1" ;;
-  esac
-done
+parse_options --name=NAME --zone=ZONE --project=PROJECT --delete!DELETE -- "$@"
 need name "${NAME}"; need zone "${ZONE}"
 
 # SIGTERM the trainer, wait up to 5 minutes for its final checkpoint, then make sure it is gone.
