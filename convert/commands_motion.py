@@ -1,10 +1,12 @@
-"""CLI commands for motion modules and LoRA: `motion`, `lora`, `motion-lora`, `export-motion`.
+"""CLI commands for motion modules and LoRA: `motion`, `lora`, `motion-lora`, `export-motion`,
+`export-motion-lora`.
 
     python -m convert motion mm_sd_v15_v2.ckpt mm_v2.safetensors
     python -m convert lora base_out/ styled/ --lora toon.safetensors:0.8 --lora v3_sd15_adapter.ckpt
     python -m convert motion-lora mm_v2.safetensors mm_zoom.safetensors --lora v2_lora_ZoomIn.ckpt:0.8
     python -m convert export-motion mm_trained.safetensors mm_trained.ckpt          # original format
     python -m convert export-motion mm_trained.safetensors adapter_dir/ --format diffusers
+    python -m convert export-motion-lora motion_lora_factors.safetensors v2_lora_Mine.ckpt --alpha 4
 """
 from __future__ import annotations
 
@@ -117,6 +119,23 @@ def _export_motion(args) -> int:
     return 0
 
 
+def _export_motion_lora(args) -> int:
+    import numpy as np
+    from convert.export import export_motion_lora
+    from convert.lora import read_factors
+    from convert.motion import is_motion_path
+    lora = read_factors(args.factors, args.alpha)
+    other = [p for p in lora if not is_motion_path(p)]
+    if other:
+        raise ValueError(f"{args.factors}: {len(other)} factors are not on motion modules (e.g. "
+                         f"{'/'.join(other[0])}); a MotionLoRA holds motion-module factors only")
+    export_motion_lora(lora, args.output, dtype=np.float16 if args.dtype == "float16" else np.float32,
+                       style=args.format)
+    print(f"{args.output}: MotionLoRA ({args.format} format), {len(lora)} projections, "
+          f"rank {max(w.rank for w in lora.values())}")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "motion", help="AnimateDiff motion module (original v1/v2/v3 file or MotionAdapter folder) -> Flax params",
@@ -167,3 +186,34 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
     _motion_options(p)
     p.set_defaults(run=_export_motion)
+
+    p = subparsers.add_parser(
+        "export-motion-lora", help="Flax MotionLoRA factors -> original AnimateDiff or diffusers MotionLoRA file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Export MotionLoRA factors trained here to a MotionLoRA file the community loads.
+
+FACTORS is a Flax params .safetensors (animatediff_jax.checkpoint.save_params) of the training
+code's LoRA-factor layout (animatediff_jax/training/lora.py, miniature/lora.py):
+
+    {"lora": {"down_blocks_0.motion_modules_0.transformer_blocks_0.attn1.to_q.kernel":
+              {"down": (r, in), "up": (out, r)}, ...}}
+
+i.e. file keys 'lora/<dotted Flax kernel path>/down' and '.../up' (the 'lora/' level is optional;
+an optional scalar '.../alpha' leaf sets one factor's alpha). Only motion-module attention
+projections (attn1/attn2 to_q, to_k, to_v, to_out.0) are allowed. The update is
+W += (alpha / r) * up @ down; neither output format stores alpha, so alpha / r is folded into 'up'.
+
+--format original: AnimateDiff's keys (down_blocks.0.motion_modules.0.temporal_transformer.
+  transformer_blocks.0.attention_blocks.0.processor.to_q_lora.down.weight), as v2_lora_*.ckpt;
+  loads in the original code and in `python -m convert motion-lora`.
+--format diffusers: 'unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.
+  to_q_lora.down.weight', as the hub's diffusers MotionLoRAs; loads with
+  AnimateDiffPipeline.load_lora_weights.""")
+    p.add_argument("factors", help="Flax LoRA-factors .safetensors (layout above)")
+    p.add_argument("output", help="output .ckpt/.pt/.pth (torch pickle) or .safetensors")
+    p.add_argument("--format", choices=("original", "diffusers"), default="original",
+                   help="key naming (default original)")
+    p.add_argument("--alpha", type=float,
+                   help="LoRA alpha of the factors (default: the file's 'alpha' metadata, else the rank: scale 1)")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
+    p.set_defaults(run=_export_motion_lora)

@@ -4,7 +4,8 @@
   `pos_encoder.pe` written back as the regenerated sinusoid of length `max_seq_length`, so the
   original code's `load_state_dict` (and ComfyUI, and `MotionAdapter.from_single_file`) accept it.
 - diffusers `MotionAdapter` folder: `config.json` + `diffusion_pytorch_model.safetensors`.
-- MotionLoRA (normalized `{flax kernel path: LoraWeights}`) -> original `processor.*_lora` keys.
+- MotionLoRA (normalized `{flax kernel path: LoraWeights}`) -> `processor.*_lora` keys, original or
+  diffusers naming.
 
 Every file is written to a temporary name and renamed into place; a folder is assembled in a
 temporary folder and renamed.
@@ -131,17 +132,23 @@ def export_adapter(params: Mapping, config: MotionConfig, folder, dtype=np.float
 _LORA_TARGETS = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out_0": "to_out"}
 
 
-def motion_lora_to_original(lora: Mapping, dtype=np.float32) -> dict[str, np.ndarray]:
-    """Original MotionLoRA state dict from a normalized motion LoRA `{flax kernel path: LoraWeights}`.
+def motion_lora_to_original(lora: Mapping, dtype=np.float32, style: str = "original") -> dict[str, np.ndarray]:
+    """MotionLoRA state dict from a normalized motion LoRA `{flax kernel path: LoraWeights}`.
 
-    The original format has no alpha (W += scale · up @ down), so alpha / rank is folded into `up`.
+    style "original": `down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.
+    attention_blocks.0.processor.to_q_lora.down.weight` (the AnimateDiff repo's files); "diffusers":
+    `unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight`
+    (the hub's diffusers MotionLoRAs, read by `AnimateDiffPipeline.load_lora_weights`). Neither has
+    an alpha (W += scale · up @ down), so alpha / rank is folded into `up`.
     """
+    if style not in MOTION_LORA_STYLES:
+        raise ValueError(f"MotionLoRA style must be one of {MOTION_LORA_STYLES}, got {style!r}")
     out = {}
     for path, w in lora.items():
         if path[-1] != "kernel" or path[-2] not in _LORA_TARGETS or path[-3] not in ("attn1", "attn2"):
             raise ValueError(f"{'/'.join(path)}: MotionLoRA covers only attn1/attn2 to_q/to_k/to_v/to_out")
-        module = flax_path_to_torch(path[:-2] + ("weight",))  # ...attn1.weight -> original prefix
-        prefix = diffusers_key_to_original(module)[: -len(".weight")]
+        module = flax_path_to_torch(path[:-2] + ("weight",))  # ...attn1.weight
+        prefix = (diffusers_key_to_original(module) if style == "original" else "unet." + module)[: -len(".weight")]
         name = _LORA_TARGETS[path[-2]]
         up = np.asarray(w.up, np.float64) * (w.alpha / w.rank)
         out[f"{prefix}.processor.{name}_lora.down.weight"] = np.asarray(w.down)
@@ -149,11 +156,12 @@ def motion_lora_to_original(lora: Mapping, dtype=np.float32) -> dict[str, np.nda
     return _cast(out, dtype)
 
 
-def export_motion_lora(lora: Mapping, path, dtype=np.float32) -> None:
-    """Write a MotionLoRA in the original format (`.ckpt` pickle or `.safetensors`)."""
+MOTION_LORA_STYLES = ("original", "diffusers")
+
+
+def export_motion_lora(lora: Mapping, path, dtype=np.float32, style: str = "original") -> None:
+    """Write a MotionLoRA (`.ckpt` pickle or `.safetensors`) in the original or diffusers naming."""
     path = os.fspath(path)
     if not path.endswith(ORIGINAL_SUFFIXES):
         raise ValueError(f"{path}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
-    _save_tensors(path, motion_lora_to_original(lora, dtype))
-
-
+    _save_tensors(path, motion_lora_to_original(lora, dtype, style))

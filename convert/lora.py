@@ -229,6 +229,44 @@ def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False) ->
     return normalize(tensors, targets, source=str(path), metadata=metadata, skip_other=skip_other)
 
 
+def read_factors(path, alpha: float | None = None) -> dict[Path, LoraWeights]:
+    """LoRA factors as the project's training code holds them, from a Flax params `.safetensors`
+    (written by `animatediff_jax.checkpoint.save_params`) -> `{flax kernel path: LoraWeights}`.
+
+    Layout (`animatediff_jax/training/lora.py`, `miniature/lora.py`): `{"lora": {"dotted.flax.path.kernel":
+    {"down": (r, in), "up": (out, r)}}}` — file keys `lora/<dotted path>/down` and `.../up`; the
+    `lora/` level and the dots are optional (`<a/b/.../kernel>/down` also reads). `alpha`: the
+    factors' alpha (update = alpha / r · up @ down); default the file's metadata `alpha` (or
+    `lora_alpha`), else r (scale 1). An optional scalar `<path>/alpha` leaf sets one factor's alpha."""
+    with open_state_dict(path) as sd:
+        tensors, metadata = {k: sd[k] for k in sd}, dict(sd.metadata)
+    found: dict[Path, dict[str, np.ndarray]] = {}
+    for key, value in tensors.items():
+        parts = key.split("/")
+        if parts[0] == "lora" and len(parts) > 2:
+            parts = parts[1:]
+        if len(parts) < 2 or parts[-1] not in ("down", "up", "alpha"):
+            raise LoraError(f"{path}: {key!r} is not a LoRA factor (expected '[lora/]<kernel path>/down|up'); "
+                            "a LoRA factors file holds only down/up (and alpha) leaves")
+        target = tuple(parts[0].split(".")) if len(parts) == 2 else tuple(parts[:-1])
+        found.setdefault(target, {})[parts[-1]] = value
+    if not found:
+        raise LoraError(f"{path}: holds no LoRA factors")
+    default = alpha if alpha is not None else metadata.get("alpha", metadata.get("lora_alpha"))
+    out = {}
+    for target, f in found.items():
+        name = "/".join(target)
+        if "down" not in f or "up" not in f:
+            raise LoraError(f"{path}: {name} has {sorted(f)} but needs both 'down' and 'up'")
+        down, up = np.asarray(f["down"]), np.asarray(f["up"])
+        if target[-1] != "kernel" or down.ndim != 2 or up.ndim != 2 or up.shape[1] != down.shape[0]:
+            raise LoraError(f"{path}: {name}: expected a kernel's factors down (r, in) and up (out, r), got "
+                            f"down {down.shape}, up {up.shape}")
+        a = np.asarray(f["alpha"]).item() if "alpha" in f and alpha is None else default
+        out[target] = LoraWeights(up, down, parse_scale(down.shape[0] if a is None else a, f"{path}: alpha"))
+    return out
+
+
 # ----------------------------------------------------------------------------- fusing
 
 def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, *, source: str = "LoRA") -> dict:
