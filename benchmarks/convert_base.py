@@ -3,15 +3,24 @@
     python benchmarks/convert_base.py [--dtypes fp16 fp32] [--workdir /tmp/convert_bench] [--keep]
 
 Writes an SD1.5 LDM single file (.safetensors) with random weights at the real config (UNet, VAE,
-CLIP text: ~1.07 B parameters, ~2.1 GB fp16 / ~4.3 GB fp32), then measures, each in a fresh
-subprocess (wall time and CPU time (user+sys, all threads) of the work after imports; peak RSS of the whole process, VmHWM from
-/proc/self/status — `ru_maxrss` would carry over the parent's peak across exec). Loads that return
-memory-mapped tensors (diffusers keeps an fp32 file's tensors mapped; our stored params are
-mapped) are made to read every page, so each row measures weights actually in memory:
+CLIP text: ~1.07 B parameters, ~2.1 GB fp16 / ~4.3 GB fp32), then measures each mode in a fresh
+subprocess, modes interleaved round by round (`--repeats`; the table gives medians), so load from
+other processes hits each alike. Times are of the work after imports (and after JAX has started
+its CPU backend); peak RSS is VmHWM of the whole process (`ru_maxrss` would carry over the
+parent's peak across exec). Two times per row:
 
-  ours convert   convert_base(file, out_dir): all three networks -> Flax .safetensors on disk
-  ours load      load_base(file): all three networks -> Flax params (numpy) in memory
-  ours load converted  load_params of the three files `ours convert` wrote (the cached path sampling
+  built    the call returns (memory-mapped loads have read nothing yet)
+  touched  then one element per 4 KiB page of every parameter read: weights really in memory —
+           the figure comparable across rows
+
+  ours_load      load_base(file): Flax params as zero-copy numpy views of the mapped file. The
+                 check of names/shapes against our networks uses a param-shape table cached on
+                 disk after the first run (a warm-up run fills it before the rounds)
+  ours_load_cold the same with an empty shape cache (traces the three networks' init: seconds)
+  ours_device    load_base(file, device=True): leaves `jax.device_put` one by one (the one copy;
+                 transposes happen there), each source leaf's pages released once on the device
+  ours_convert   convert_base(file, out_dir): all three networks -> Flax .safetensors on disk
+  ours_load_converted  load_params of the files `ours_convert` wrote (the cached path sampling
                  takes after the first conversion)
   diffusers      UNet2DConditionModel.from_single_file + AutoencoderKL.from_single_file + the CLIP
                  text model (diffusers' `create_diffusers_clip_model_from_ldm`), from one loaded
@@ -19,7 +28,6 @@ mapped) are made to read every page, so each row measures weights actually in me
                  local folders written here (no network). The tokenizer/scheduler are not loaded.
   diffusers_native  the same with torch_dtype = the file's dtype (diffusers' default builds float32
                  models, so an fp16 file is upcast)
-  diffusers_unet UNet2DConditionModel.from_single_file alone
 
 Targets: peak RSS < 1.5x file size; faster than diffusers. Files are deleted afterwards.
 """
@@ -30,6 +38,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -91,7 +100,9 @@ def touch(arrays) -> None:
     """Read one element per 4 KiB page of every array: memory-mapped (lazy) loads must really load."""
     import numpy as np
     for a in arrays:
-        flat = np.asarray(a).reshape(-1).view(np.uint8)
+        a = np.asarray(a)
+        a = a.transpose(np.argsort(a.strides, kind="stable")[::-1])  # a transposed view -> its contiguous order
+        flat = a.reshape(-1).view(np.uint8)  # a view (no copy) for contiguous data
         int(flat[::4096].sum())
 
 
@@ -108,27 +119,31 @@ def peak_rss() -> int:
 
 
 def run_one(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
-    """Runs inside a fresh subprocess; returns work seconds and peak RSS."""
+    """Runs inside a fresh subprocess; returns seconds (built, touched) and peak RSS."""
     if mode.startswith("ours"):
+        import jax
+        from flax.traverse_util import flatten_dict
+
         from convert.base import convert_base, load_base
+        jax.device_put(0).block_until_ready()  # start the backend (an import-time cost)
     else:
-        import torch  # noqa: F401
+        import torch
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm, load_single_file_checkpoint
         from transformers import CLIPTextModel
     base_rss = peak_rss()
     t0, c0 = time.perf_counter(), time.process_time()
+    arrays = []
     if mode == "ours_convert":
         convert_base(path, out_dir, progress=False)
-    elif mode == "ours_load":
-        model = load_base(path, progress=False)
-        assert model.unet
+    elif mode in ("ours_load", "ours_load_cold", "ours_device"):
+        model = load_base(path, progress=False, device=True if mode == "ours_device" else None)
+        arrays = [a for tree in (model.unet, model.vae, model.text_encoder) for a in flatten_dict(tree).values()]
     elif mode == "ours_load_converted":
         from animatediff_jax.checkpoint import load_params
-        from flax.traverse_util import flatten_dict
         for name in ("unet", "vae", "text_encoder"):
             params, _ = load_params(os.path.join(out_dir, f"{name}.safetensors"))
-            touch(flatten_dict(params).values())
+            arrays += flatten_dict(params).values()
     elif mode in ("diffusers", "diffusers_native"):
         # diffusers_native: torch_dtype = the file's dtype (no fp16 -> fp32 upcast of the models)
         ckpt = load_single_file_checkpoint(path, local_files_only=True)
@@ -139,18 +154,21 @@ def run_one(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
                                              torch_dtype=dt)
         text = create_diffusers_clip_model_from_ldm(CLIPTextModel, ckpt, config=config_dir, subfolder="text_encoder",
                                                     local_files_only=True, torch_dtype=dt)
-        touch(p.detach().numpy() if p.dtype != torch.bfloat16 else p.detach().view(torch.int16).numpy()
-              for m in (unet, vae, text) for p in m.state_dict().values())
-    elif mode == "diffusers_unet":
-        unet = UNet2DConditionModel.from_single_file(path, config=os.path.join(config_dir, "unet"), local_files_only=True)
-        touch(p.detach().numpy() for p in unet.state_dict().values())
+        arrays = [p.detach().numpy() if p.dtype != torch.bfloat16 else p.detach().view(torch.int16).numpy()
+                  for m in (unet, vae, text) for p in m.state_dict().values()]
+    built = time.perf_counter() - t0
+    touch(arrays)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = peak_rss()
-    return {"mode": mode, "seconds": seconds, "cpu_seconds": cpu, "peak_rss": peak, "rss_after_imports": base_rss}
+    return {"mode": mode, "built": built, "seconds": seconds, "cpu_seconds": cpu, "peak_rss": peak_rss(),
+            "rss_after_imports": base_rss}
 
 
 def measure(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+    import tempfile
+    cache = os.path.join(os.path.dirname(config_dir), "shape_cache")
+    if mode == "ours_load_cold":
+        cache = tempfile.mkdtemp(dir=os.path.dirname(config_dir))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", ANIMATEDIFF_JAX_CACHE=cache)
     r = subprocess.run([sys.executable, __file__, "--_run", mode, path, config_dir, out_dir], env=env,
                        capture_output=True, text=True)
     if r.returncode:
@@ -161,12 +179,12 @@ def measure(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtypes", nargs="+", default=["fp16", "fp32"], choices=["fp16", "fp32"])
-    p.add_argument("--modes", nargs="+", default=["ours_convert", "ours_load_converted", "ours_load", "diffusers", "diffusers_native",
-                            "diffusers_unet"])
+    p.add_argument("--modes", nargs="+", default=["ours_load", "ours_device", "diffusers", "diffusers_native",
+                                                  "ours_load_cold", "ours_convert", "ours_load_converted"])
     p.add_argument("--workdir", default="/tmp/convert_bench")
-    p.add_argument("--repeats", type=int, default=1,
+    p.add_argument("--repeats", type=int, default=3,
                    help="rounds over all modes (interleaved, so load from other processes hits each alike); "
-                        "the table reports the fastest round and the largest peak RSS")
+                        "the table reports medians and the largest peak RSS")
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     p.add_argument("--_run", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -183,18 +201,21 @@ def main():
             t0 = time.perf_counter()
             size = write_sd15_file(path, config_dir, dtype)
             print(f"wrote {path}: {size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s", flush=True)
+            if any(m.startswith("ours_") for m in args.modes):
+                measure("ours_load", path, config_dir, "")  # warm-up: fills the shape cache
             results = {m: [] for m in args.modes}
             for _ in range(args.repeats):
                 for mode in args.modes:
                     r = measure(mode, path, config_dir, os.path.join(args.workdir, f"out_{dtype}"))
                     results[mode].append(r)
-                    print(f"  {mode:<19} {r['seconds']:7.1f} s ({r.get('cpu_seconds', float('nan')):5.1f} s CPU)  peak RSS {r['peak_rss'] / 1e9:6.2f} GB "
-                          f"({r['peak_rss'] / size:.2f}x file; {r['rss_after_imports'] / 1e9:.2f} GB after imports)",
-                          flush=True)
+                    print(f"  {mode:<19} built {r['built']:6.2f} s, touched {r['seconds']:6.2f} s "
+                          f"({r['cpu_seconds']:5.1f} s CPU)  peak RSS {r['peak_rss'] / 1e9:6.2f} GB "
+                          f"({r['peak_rss'] / size:.2f}x file)", flush=True)
             for mode, rs in results.items():
-                rows.append(dict(mode=mode, dtype=dtype, file_gb=size / 1e9, seconds=min(r["seconds"] for r in rs),
-                                 cpu_seconds=min(r.get("cpu_seconds", float("nan")) for r in rs),
-                                 all_seconds=[round(r["seconds"], 1) for r in rs],
+                med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
+                rows.append(dict(mode=mode, dtype=dtype, file_gb=size / 1e9, built=med("built"),
+                                 seconds=med("seconds"), cpu_seconds=med("cpu_seconds"),
+                                 all_seconds=[round(r["seconds"], 2) for r in rs],
                                  peak_rss=max(r["peak_rss"] for r in rs),
                                  rss_after_imports=max(r["rss_after_imports"] for r in rs),
                                  rss_over_file=max(r["peak_rss"] for r in rs) / size))
@@ -203,14 +224,13 @@ def main():
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
-    print("\n| file | mode | work time (s), best (all rounds) | CPU time (s), best | peak RSS (GB) | RSS / file size "
-          "| RSS after imports (GB) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n{len(rs)} rounds; medians. | file | mode | built (s) | touched (s) (all rounds) | CPU (s) "
+          "| peak RSS (GB) | RSS / file size | RSS after imports (GB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| SD1.5 {r['dtype']} .safetensors ({r['file_gb']:.2f} GB) | {r['mode']} | {r['seconds']:.1f} "
-              f"({', '.join(map(str, r['all_seconds']))}) | {r['cpu_seconds']:.1f} | {r['peak_rss'] / 1e9:.2f} | {r['rss_over_file']:.2f} | "
-              f"{r['rss_after_imports'] / 1e9:.2f} |")
-
+        print(f"| SD1.5 {r['dtype']} ({r['file_gb']:.2f} GB) | {r['mode']} | {r['built']:.2f} | {r['seconds']:.2f} "
+              f"({', '.join(map(str, r['all_seconds']))}) | {r['cpu_seconds']:.1f} | {r['peak_rss'] / 1e9:.2f} | "
+              f"{r['rss_over_file']:.2f} | {r['rss_after_imports'] / 1e9:.2f} |")
 
 if __name__ == "__main__":
     main()

@@ -43,12 +43,14 @@ _FOLDER_SKIP = ("text_model.embeddings.position_ids",)
 
 @dataclass(frozen=True)
 class Leaf:
-    """One Flax parameter: its shape/dtype in Flax layout and how to read it from the source
-    (`read(scratch=None)`: the result may be a view of `scratch`)."""
+    """One Flax parameter: its shape/dtype in Flax layout and how to make it from the source tensor:
+    `read(fetch)` calls `fetch(source_key)` (a copy, or a zero-copy view: `source.view`) and returns
+    the Flax-layout array — a reshape/transpose *view* of what `fetch` returned, never a copy."""
     shape: tuple[int, ...]
     dtype: np.dtype
-    read: Callable[..., np.ndarray]
+    read: Callable[[Callable[[str], np.ndarray]], np.ndarray]
     source_key: str
+    source: StateDict
 
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
@@ -154,8 +156,55 @@ INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": inf
 
 # ----------------------------------------------------------------------------- expected params
 
+def shape_cache_dir() -> str:
+    """Where traced param shapes are cached: $ANIMATEDIFF_JAX_CACHE, else $XDG_CACHE_HOME or ~/.cache,
+    under animatediff_jax/param_shapes."""
+    root = os.environ.get("ANIMATEDIFF_JAX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "animatediff_jax")
+    return os.path.join(root, "param_shapes")
+
+
+@functools.lru_cache(maxsize=1)
+def _models_fingerprint() -> str:
+    """Hash of the network code (and jax/flax versions): a cached shape table is valid while it holds."""
+    import hashlib
+
+    import flax
+    import jax
+
+    import animatediff_jax.models as models
+    h = hashlib.sha256(f"{jax.__version__} {flax.__version__}".encode())
+    folder = os.path.dirname(models.__file__)
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=16)
 def expected_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flax param path -> shape that our network with `config` has. Tracing the network's init takes
+    seconds, so the table is cached on disk (`shape_cache_dir()`), keyed by network, config and a
+    hash of the network code; an unwritable cache only costs the trace."""
+    import hashlib
+    key = hashlib.sha256(f"{network} {config!r} {_models_fingerprint()}".encode()).hexdigest()[:32]
+    path = os.path.join(shape_cache_dir(), f"{network}-{key}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return {tuple(p): tuple(s) for p, s in json.load(f)}
+    except (OSError, ValueError, TypeError):
+        pass
+    shapes = _traced_shapes(network, config)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump([[list(p), list(s)] for p, s in shapes.items()], f)
+    except OSError:
+        pass
+    return shapes
+
+
+def _traced_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Flax param path -> shape that our network with `config` has (traced, nothing allocated)."""
     import jax
     import jax.numpy as jnp
@@ -198,17 +247,22 @@ def check_plan(plan: NetworkPlan) -> None:
 
 # ----------------------------------------------------------------------------- planning
 
-def _flax_leaf(key: str, shape: tuple[int, ...], dtype: np.dtype, read: Callable[[], np.ndarray],
-               source_key: str) -> tuple[tuple[str, ...], Leaf]:
+def _identity(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _flax_leaf(key: str, shape: tuple[int, ...], sd: StateDict, source_key: str,
+               transform: Callable[[np.ndarray], np.ndarray]) -> tuple[tuple[str, ...], Leaf]:
     path = torch_key_to_flax(key, len(shape))
     flax_shape = torch_tensor_to_flax(path, np.broadcast_to(np.zeros((), np.int8), shape)).shape
-    return path, Leaf(tuple(flax_shape), np.dtype(dtype), lambda scratch=None: torch_tensor_to_flax(path, read(scratch)),
-                      source_key)
+    return path, Leaf(tuple(flax_shape), np.dtype(sd.dtype(source_key)),
+                      lambda fetch: torch_tensor_to_flax(path, transform(fetch(source_key))), source_key, sd)
 
 
 def _network_plan(name: str, sd: StateDict, entries: Mapping[str, tuple[str, tuple[int, ...], Callable]],
                   overrides: Mapping[str, Any] | None, config=None) -> NetworkPlan:
-    """entries: diffusers key -> (source key, diffusers shape, read function)."""
+    """entries: diffusers key -> (source key, diffusers shape, diffusers-layout transform of the
+    source tensor (a view))."""
     if config is None:
         config = INFER[name]({k: s for k, (_, s, _) in entries.items()}, sd.path)
     if overrides:
@@ -216,7 +270,7 @@ def _network_plan(name: str, sd: StateDict, entries: Mapping[str, tuple[str, tup
             config = dataclasses.replace(config, **overrides)
         except TypeError as e:
             raise CheckpointError(f"{sd.path}: bad {name} config override {dict(overrides)}: {e}") from None
-    leaves = dict(_flax_leaf(k, shape, sd.dtype(src), read, src) for k, (src, shape, read) in entries.items())
+    leaves = dict(_flax_leaf(k, shape, sd, src, transform) for k, (src, shape, transform) in entries.items())
     return NetworkPlan(name, config, leaves, sd.path)
 
 
@@ -238,8 +292,7 @@ def _plan_single_file(path: str, ema: bool, overrides) -> BasePlan:
                                   f"(expected keys under {', '.join(ldm.PREFIXES[n] for n in missing)})")
         nets = {}
         for name, sources in by_net.items():
-            entries = {d: (s.key, s.shape, (lambda scratch=None, s=s: s.transform(sd.read(s.key, scratch))))
-                       for d, s in sources.items()}
+            entries = {d: (s.key, s.shape, s.transform) for d, s in sources.items()}
             nets[name] = _network_plan(name, sd, entries, (overrides or {}).get(name))
         fmt = "ldm-safetensors" if path.lower().endswith(".safetensors") else "ldm-ckpt"
         return BasePlan(nets, None, dict(SD1_SCHEDULER), fmt + ("-ema" if ema else ""), [sd])
@@ -249,12 +302,16 @@ def _plan_single_file(path: str, ema: bool, overrides) -> BasePlan:
 
 
 def weights_file(folder: str, name: str, variant: str | None) -> str:
-    stem = _WEIGHT_STEMS[name]
-    candidates = [f"{stem}.{variant}.safetensors", f"{stem}.{variant}.bin"] if variant else []
-    candidates += [f"{stem}.safetensors", f"{stem}.bin"]
-    if name == "text_encoder":
-        candidates += [f"pytorch_model.{variant}.bin"] if variant else []
-        candidates += ["pytorch_model.bin"]
+    """The weights of one component folder: a single file, or the shard index of a sharded save
+    (`*.safetensors.index.json` / `*.bin.index.json`; with a variant, diffusers names the index
+    `*.safetensors.index.<variant>.json`)."""
+    stems = [_WEIGHT_STEMS[name]] + (["pytorch_model"] if name == "text_encoder" else [])
+    candidates = []
+    for v in ([variant] if variant else []) + [None]:
+        for stem in stems:
+            for ext in ("safetensors", "bin"):
+                candidates += [f"{stem}.{v}.{ext}", f"{stem}.{ext}.index.{v}.json"] if v else \
+                              [f"{stem}.{ext}", f"{stem}.{ext}.index.json"]
     for c in candidates:
         if os.path.isfile(os.path.join(folder, c)):
             return os.path.join(folder, c)
@@ -278,14 +335,14 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
                 d = ldm.text_key_to_diffusers(k) if name == "text_encoder" else k
                 if d in _FOLDER_SKIP:
                     continue
-                entries[d] = (k, sd.shape(k), (lambda scratch=None, sd=sd, k=k: sd.read(k, scratch)))
+                entries[d] = (k, sd.shape(k), _identity)
             if name != "vae":
                 require_sd1(list(entries), lambda d, e=entries: e[d][1], sd.path)
             nets[name] = _network_plan(name, sd, entries, (overrides or {}).get(name), config)
         sched = os.path.join(folder, "scheduler", "scheduler_config.json")
         scheduler = json.load(open(sched)) if os.path.isfile(sched) else dict(SD1_SCHEDULER)
         tok = os.path.join(folder, "tokenizer")
-        fmt = "diffusers-" + ("safetensors" if files[0].path.endswith(".safetensors") else "bin")
+        fmt = "diffusers-" + ("safetensors" if ".safetensors" in os.path.basename(files[0].path) else "bin")
         return BasePlan(nets, tok if os.path.isdir(tok) else None, scheduler, fmt, files)
     except BaseException:
         for f in files:
@@ -336,8 +393,24 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
 
 
+def _view_leaves(plan: BasePlan, dtype: str | None, progress: str | None):
+    """Yield (network, path, Flax-layout array) for every leaf: zero-copy views of the source file
+    (memory-mapped safetensors, or torch's mmap of a zip .ckpt/.bin) with kernels transposed as
+    views. A requested `dtype` other than the file's costs one pass (`astype` in memory order)."""
+    with _progress(sum(n.nbytes() for n in plan.networks.values()), progress or "", progress is not None) as bar:
+        for name, net in plan.networks.items():
+            for p, leaf in net.leaves.items():
+                a = leaf.read(leaf.source.view)
+                target = store_dtype(dtype, leaf.dtype)
+                if a.dtype != target:
+                    a = a.astype(target, order="K")
+                bar.update(leaf.nbytes())
+                yield name, p, a
+
+
 def _read_leaves(plan: BasePlan, dtype: str | None, progress: str | None, workers: int = 2, window: int = 4):
-    """Yield (network, path, Flax-layout array) for every leaf, in plan order. Reads and transposes
+    """Yield (network, path, Flax-layout C-contiguous array) for every leaf, in plan order, for
+    streaming to disk (touched memory-mapped pages would stay resident: copies instead). Reads and transposes
     run on `workers` threads (numpy and file reads release the GIL), at most `window` tensors ahead,
     so memory stays at a few tensors. Each thread reads into one reused buffer (fresh memory costs
     a page fault per page), then transposes and casts into the fresh output in one copy."""
@@ -352,7 +425,7 @@ def _read_leaves(plan: BasePlan, dtype: str | None, progress: str | None, worker
         if getattr(local, "scratch", None) is None:
             local.scratch = np.empty(largest, np.uint8)
         out = np.empty(leaf.shape, store_dtype(dtype, leaf.dtype))
-        np.copyto(out, leaf.read(local.scratch), casting="unsafe")
+        np.copyto(out, leaf.read(functools.partial(leaf.source.read, scratch=local.scratch)), casting="unsafe")
         return out
 
     items = [(name, p, leaf) for name, net in plan.networks.items() for p, leaf in net.leaves.items()]
@@ -373,15 +446,40 @@ def _read_leaves(plan: BasePlan, dtype: str | None, progress: str | None, worker
             yield name, p, a
 
 
+def _device_leaves(plan: BasePlan, dtype: str | None, progress: str | None, device):
+    """`_view_leaves` put on `device` one by one (the single copy, transposes included); the source
+    pages each leaf touched are released once it is on the device, so host memory stays at about
+    one leaf plus what the device aliases (the CPU backend may alias aligned contiguous views)."""
+    import jax
+    leaves = {(name, p): leaf for name, net in plan.networks.items() for p, leaf in net.leaves.items()}
+    for name, p, a in _view_leaves(plan, dtype, progress):
+        target = device(p, a.shape) if callable(device) else (None if device is True else device)
+        x = jax.device_put(a, target)
+        x.block_until_ready()
+        leaves[name, p].source.release(leaves[name, p].source_key)
+        yield name, p, x
+
+
 def load_base(source: str, *, ema: bool = False, dtype: str | None = None, variant: str | None = None,
-              revision: str | None = None, overrides=None, progress: bool = True) -> BaseModel:
+              revision: str | None = None, overrides=None, progress: bool = True, device=None) -> BaseModel:
     """Flax params + configs of an SD1.x base model. `dtype` ("float32", "bfloat16", "float16") casts
-    floating params; None keeps the file's dtype."""
+    floating params; None keeps the file's dtype.
+
+    Zero-copy: with the file's dtype, leaves are read-only numpy views of the memory-mapped file
+    (Linear/conv kernels are transposed views, not C-contiguous), so building the tree reads no
+    data; pages load on first touch. The one copy happens in `jax.device_put` (which also does the
+    transposes); the file must stay in place while the arrays live. Pickle files (.ckpt/.bin) are
+    views of torch's mmap where the file is a zip archive. A cast (`dtype`) costs one pass.
+
+    `device`: None keeps numpy views; True (default device), a `jax.Device`/`Sharding`, or a
+    function `(flax path, shape) -> Sharding` returns jax arrays, put leaf by leaf (see `_device_leaves`)."""
     from flax.traverse_util import unflatten_dict
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
     try:
         flat: dict[str, dict] = {name: {} for name in plan.networks}
-        for name, p, a in _read_leaves(plan, dtype, "loading" if progress else None):
+        desc = "loading" if progress else None
+        leaves = _view_leaves(plan, dtype, desc) if device is None else _device_leaves(plan, dtype, desc, device)
+        for name, p, a in leaves:
             flat[name][p] = a
     finally:
         plan.close()

@@ -1,11 +1,17 @@
 """Safe, lazy reading of PyTorch checkpoint files: `.safetensors`, `.ckpt`, `.bin`, `.pt`.
 
 `open_state_dict(path)` returns a `StateDict`: a read-only mapping from key to numpy array whose
-shapes and dtypes are known without reading data, and whose tensors are read one at a time on
-access, so a converter holds one tensor at a time.
+shapes and dtypes are known without reading data. Two ways to get a tensor:
 
-- `.safetensors` is read with plain file reads (not memory-mapped: touched mmap pages would count
-  against the process's resident memory for the whole conversion).
+- `sd[key]` / `sd.read(key, scratch)`: a copy, read with positional file reads — for streaming
+  work (convert to disk, merge), where touched memory-mapped pages would stay resident and count
+  against the process for the whole job;
+- `sd.view(key)`: zero-copy, a read-only numpy view of the file's memory map (pages load on first
+  touch) — for loads whose result stays in memory anyway. The map stays open as long as any view
+  lives, even after `close()`.
+
+- `.safetensors` is parsed here (header checked against the file size); a `*.safetensors.index.json`
+  / `*.bin.index.json` of a sharded diffusers save opens as one `ShardedStateDict` over its shards.
 - Pickle-based files (`.ckpt`, `.bin`, `.pt`) go through `torch.load(weights_only=True, mmap=True)`
   only: a pickle that would build anything but tensors and plain containers is refused; plain
   `pickle` is never used. A `"state_dict"` wrapper (possibly nested) is unwrapped.
@@ -13,6 +19,8 @@ access, so a converter holds one tensor at a time.
 """
 from __future__ import annotations
 
+import json
+import mmap
 import os
 import zipfile
 from typing import Iterator, Mapping
@@ -52,6 +60,14 @@ class StateDict(Mapping):
         """`self[key]`, possibly as a view of `scratch` (valid until `scratch` is reused)."""
         return self[key]
 
+    def view(self, key: str) -> np.ndarray:
+        """The tensor without a copy where the format allows (read-only), else `self[key]`."""
+        return self[key]
+
+    def release(self, key: str) -> None:
+        """Drop the resident pages that `view(key)` touched (its data stays valid: touching it again
+        re-reads the file). For a view whose bytes were already copied elsewhere (to a device)."""
+
     def nbytes(self) -> int:
         return sum(int(np.prod(self.shape(k), dtype=np.int64)) * self.dtype(k).itemsize for k in self)
 
@@ -73,6 +89,7 @@ class SafetensorsStateDict(StateDict):
         except SafetensorsError as e:
             raise CheckpointError(str(e)) from None
         self._file = open(path, "rb")
+        self._map: mmap.mmap | None = None
 
     def shape(self, key):
         return tensor_info(self._header[key])[0]
@@ -86,6 +103,25 @@ class SafetensorsStateDict(StateDict):
     def read(self, key, scratch=None):
         return read_tensor(self._file, self._header[key], self._start, scratch)
 
+    def view(self, key):
+        shape, dtype = tensor_info(self._header[key])
+        begin, end = self._header[key]["data_offsets"]
+        if end == begin:
+            return np.zeros(shape, dtype)
+        if self._map is None:
+            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        return np.frombuffer(self._map, np.uint8, end - begin, self._start + begin).view(dtype).reshape(shape)
+
+    def release(self, key):
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        begin, end = self._header[key]["data_offsets"]
+        page = mmap.PAGESIZE
+        first = -(-(self._start + begin) // page) * page  # whole pages inside the tensor only
+        last = (self._start + end) // page * page
+        if last > first:
+            self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._header)
 
@@ -93,7 +129,9 @@ class SafetensorsStateDict(StateDict):
         return len(self._header)
 
     def close(self):
+        """Closes the file; the memory map is only dropped (views keep it alive until they die)."""
         self._file.close()
+        self._map = None
 
 
 def torch_to_numpy(t) -> np.ndarray:
@@ -133,6 +171,71 @@ class TorchStateDict(StateDict):
 
     def close(self):
         self._tensors = {}
+
+
+class ShardedStateDict(StateDict):
+    """A sharded diffusers/transformers save (`*.safetensors.index.json` or `*.bin.index.json`:
+    {"weight_map": {key: shard file}}) as one lazy state dict. Keys iterate shard by shard, so a
+    converter walking them streams one shard at a time."""
+
+    def __init__(self, index_path: str):
+        self.path, self.metadata = index_path, {}
+        self._shards: dict[str, StateDict] = {}
+        self._where: dict[str, StateDict] = {}
+        try:
+            with open(index_path, encoding="utf-8") as f:
+                index = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{index_path}: unreadable shard index ({type(e).__name__}: {e})") from None
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index_path}: not a shard index (no 'weight_map' of key -> shard file)")
+        folder = os.path.dirname(os.path.abspath(index_path))
+        try:
+            for shard in dict.fromkeys(weight_map.values()):
+                if not isinstance(shard, str) or os.path.basename(shard) != shard:
+                    raise CheckpointError(f"{index_path}: bad shard file name {shard!r} in the index")
+                try:
+                    self._shards[shard] = open_state_dict(os.path.join(folder, shard))
+                except CheckpointError as e:
+                    raise CheckpointError(f"{index_path}: shard {e}") from None
+            for sd in self._shards.values():
+                self._where.update((k, sd) for k in sd)
+            missing = [k for k, shard in weight_map.items() if k not in self._shards[shard]]
+            if missing:
+                raise CheckpointError(f"{index_path}: {len(missing)} keys listed in the index are not in their "
+                                      f"shards: {examples(missing)}")
+        except BaseException:
+            self.close()
+            raise
+
+    def shape(self, key):
+        return self._where[key].shape(key)
+
+    def dtype(self, key):
+        return self._where[key].dtype(key)
+
+    def __getitem__(self, key):
+        return self._where[key][key]
+
+    def read(self, key, scratch=None):
+        return self._where[key].read(key, scratch)
+
+    def view(self, key):
+        return self._where[key].view(key)
+
+    def release(self, key):
+        self._where[key].release(key)
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self):
+        return len(self._where)
+
+    def close(self):
+        for sd in self._shards.values():
+            sd.close()
 
 
 def _torch_load(path: str):
@@ -179,12 +282,15 @@ def _unwrap(path: str, obj) -> dict:
 
 
 def open_state_dict(path: str) -> StateDict:
-    """Open one checkpoint file lazily. The format comes from the file's content, not only its name."""
+    """Open one checkpoint file (or a shard index) lazily. The format comes from the file's content,
+    not only its name."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path}: empty file")
+    if path.lower().endswith(".json"):
+        return ShardedStateDict(path)
     ext = os.path.splitext(path)[1].lower()
     if ext in SAFETENSORS_EXT:
         return SafetensorsStateDict(path)

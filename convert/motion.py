@@ -203,7 +203,9 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     `dtype` casts floating tensors (None keeps the file's dtype); `progress` shows a progress bar.
     """
     tensors, shapes, names = _file_keys(state_dict)
-    read = lambda clean: tensors[names[clean]]  # noqa: E731
+    # zero-copy views of a lazy file (memory-mapped); a cast or transpose is left to the caller / device_put
+    get = tensors.view if isinstance(tensors, StateDict) else tensors.__getitem__
+    read = lambda clean: get(names[clean])  # noqa: E731
     original = any(".temporal_transformer." in k for k in shapes)
     image_keys = [k for k in shapes if _IMAGE_UNET_KEY.match(k)]
     if image_keys and len(image_keys) < len(shapes):
