@@ -1,5 +1,4 @@
 """Pre-computed latents: the written dataset holds exactly what the frozen models give, per host."""
-import json
 import os
 
 import numpy as np
@@ -13,36 +12,10 @@ from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig, VAEConfig
 from animatediff_jax.models.vae import AutoencoderKL, sample_latent
 from animatediff_jax.tokenizer import PromptTokenizer
-from tests.utils import rel_err
+from tests.utils import random_params, rel_err, write_tokenizer
 
 VAE = VAEConfig(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
                 up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, latent_channels=4)
-def random_params(module, seed, *example, **kw):
-    """Random params of the right shapes (kernels ~ N(0, 1/fan_in), scales ~ 1, biases small), without
-    running Flax's initialisers (slow on CPU)."""
-    shapes = jax.eval_shape(lambda k: module.init(k, *example, **kw)["params"], jax.random.PRNGKey(0))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = path[-1].key
-        if name == "scale":
-            return 1.0 + 0.1 * rng.standard_normal(leaf.shape, np.float32)
-        if name == "bias":
-            return 0.1 * rng.standard_normal(leaf.shape, np.float32)
-        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
-        return rng.standard_normal(leaf.shape, np.float32) / np.sqrt(fan_in)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
-def write_tokenizer(folder):
-    """A CLIP BPE tokenizer over lowercase letters and a few symbols (no merges)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list("abcdefghijklmnopqrstuvwxyz,")
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return str(folder)
 
 
 TEXT = CLIPTextConfig(vocab_size=56, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

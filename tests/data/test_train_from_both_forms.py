@@ -3,7 +3,6 @@
 Both forms go through the real input path (procedural TFDS dataset -> precompute job -> TrainInput)
 and the training engineer's loss (training/step.py, train.apply_functions).
 """
-import json
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +20,7 @@ from animatediff_jax.models.vae import AutoencoderKL
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.tokenizer import PromptTokenizer
 from animatediff_jax.training.step import make_loss_and_grads
-from tests.utils import rel_err
+from tests.utils import random_params, rel_err, write_tokenizer
 
 FRAMES, SIZE = 3, 16
 VAE = VAEConfig(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -36,28 +35,6 @@ UNET = UNetConfig(block_out_channels=(32,), layers_per_block=1, cross_attention_
 MOTION = MotionConfig(num_attention_heads=2, norm_num_groups=8, max_seq_length=8, use_mid_block=False)
 
 
-def random_params(module, seed, *example, **kw):
-    """Random params of the right shapes without running Flax's (slow on CPU) initialisers."""
-    shapes = jax.eval_shape(lambda k: module.init(k, *example, **kw)["params"], jax.random.PRNGKey(0))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = path[-1].key
-        if name == "scale":
-            return 1.0 + 0.1 * rng.standard_normal(leaf.shape, np.float32)
-        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 10
-        return rng.standard_normal(leaf.shape, np.float32) / np.sqrt(fan_in)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
-def write_tokenizer(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list("abcdefghijklmnopqrstuvwxyz,")
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return str(folder)
 
 
 def test_raw_and_precomputed_give_the_same_training_losses(tmp_path):
