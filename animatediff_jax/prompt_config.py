@@ -6,6 +6,11 @@ LoRA) and the prompts to sample with them. `load_prompt_config` validates every 
 returns plain `PromptEntry` objects; nothing is loaded or compiled here, so a bad file fails fast
 with an error naming the file, the entry and the key.
 
+Beyond the original schema, an entry may carry `prompt_map` (the key animatediff-cli-prompt-travel
+uses): prompt travel, `{frame: prompt}` (one video whose text embedding moves from key frame to
+key frame) or a list of such maps (one video each); these videos follow those of `prompt`, which
+may then be left out. Frames are integers (or digit strings, as in prompt-travel's JSON) in [0, L).
+
 Relative paths resolve as the original resolves them: against the current directory (the original
 is run from its repository root). Where that file does not exist but one relative to the config's
 own folder does, that one is used. `configs/inference/inference-v{1,2,3}.yaml` of the original maps
@@ -37,7 +42,7 @@ class PromptConfigError(ValueError):
 class PromptEntry:
     """One entry of a prompt config, validated; paths absolute, lists broadcast."""
     name: str
-    prompts: list[str]
+    prompts: list  # strings, then {frame: prompt} maps (prompt travel)
     n_prompts: list[str]
     seeds: list[int]  # -1 = draw a random seed at sampling time
     steps: int = 25
@@ -72,6 +77,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "steps": ((int,), "an integer"),
     "guidance_scale": (_NUM, "a number"),
     "prompt": ((list, str), "a list of prompts"),
+    "prompt_map": ((dict, list), "a {frame: prompt} mapping or a list of them"),
     "n_prompt": ((list, str), "a list of negative prompts"),
     "W": ((int,), "an integer"),
     "H": ((int,), "an integer"),
@@ -120,6 +126,38 @@ def _str_list(value, key: str, source: str, entry: str) -> list[str]:
     return list(items)
 
 
+def _prompt_map(value, index: int | None, source: str, entry: str) -> dict[int, str]:
+    """One `prompt_map` as {frame: prompt}: frames non-negative integers, prompts strings."""
+    where = "prompt_map" if index is None else f"prompt_map[{index}]"
+    if not isinstance(value, dict):
+        raise _err(source, entry, f"{where} must be a {{frame: prompt}} mapping, got {type(value).__name__} {value!r}")
+    if not value:
+        raise _err(source, entry, f"{where} is empty")
+    out: dict[int, str] = {}
+    for k, v in value.items():
+        if isinstance(k, bool) or not (isinstance(k, int) or (isinstance(k, str) and k.strip().isdigit())):
+            raise _err(source, entry, f"{where}: key {k!r} is not a frame number (a non-negative integer)")
+        frame = int(k)
+        if frame < 0:
+            raise _err(source, entry, f"{where}: frame {frame} is negative")
+        if frame in out:
+            raise _err(source, entry, f"{where}: frame {frame} is given twice")
+        if not isinstance(v, str):
+            raise _err(source, entry, f"{where}: the prompt for frame {frame} must be a string, "
+                                      f"got {type(v).__name__} {v!r}")
+        out[frame] = v
+    return dict(sorted(out.items()))
+
+
+def check_prompt_frames(entry: PromptEntry, frames: int, source: str | None = None) -> None:
+    """Every prompt-travel frame of an entry lies in [0, frames) (frames: the L the entry samples with)."""
+    for p in entry.prompts:
+        if isinstance(p, dict) and max(p) >= frames:
+            msg = (f"prompt travel frame {max(p)} is outside the video's {frames} frames "
+                   f"(L = {frames}: frames 0..{frames - 1})")
+            raise _err(source, entry.name, msg) if source else PromptConfigError(f"{entry.name}: {msg}")
+
+
 def _seeds(value, n: int, source: str, entry: str) -> list[int]:
     seeds = [value] if isinstance(value, int) else value
     for i, s in enumerate(seeds):
@@ -144,11 +182,16 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         raise _err(source, name, f"unknown keys {unknown}; known keys: {sorted(_SCHEMA)}")
     for key, value in raw.items():
         _check_type(value, key, source, name)
-    if "prompt" not in raw:
-        raise _err(source, name, "missing key 'prompt'")
-    prompts = _str_list(raw["prompt"], "prompt", source, name)
+    if "prompt" not in raw and "prompt_map" not in raw:
+        raise _err(source, name, "missing key 'prompt' (or 'prompt_map')")
+    prompts: list = _str_list(raw.get("prompt", []), "prompt", source, name)
+    maps = raw.get("prompt_map", [])
+    if isinstance(maps, dict):
+        prompts.append(_prompt_map(maps, None, source, name))
+    else:
+        prompts.extend(_prompt_map(m, i, source, name) for i, m in enumerate(maps))
     if not prompts:
-        raise _err(source, name, "'prompt' is empty")
+        raise _err(source, name, "no prompts ('prompt' and 'prompt_map' are empty)")
     n_prompts = _str_list(raw.get("n_prompt", [""]), "n_prompt", source, name) or [""]
     if len(n_prompts) == 1:
         n_prompts = n_prompts * len(prompts)
@@ -193,6 +236,8 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         lora_alpha=float(raw.get("lora_alpha", 0.8)),
         inference_config=path("inference_config", "inference config"),
         W=raw.get("W"), H=raw.get("H"), L=raw.get("L"), raw=dict(raw))
+    if base.L is not None:
+        check_prompt_frames(base, base.L, source)
     out = []
     for i, m in enumerate(modules):
         mm = resolve_path(m, config_dir, what="motion module", source=source, entry=name) if m else None

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from animatediff_jax.prompt_config import PromptConfigError, PromptEntry, draw_seeds, inference_settings, \
-    load_prompt_config
+from animatediff_jax.prompt_config import PromptConfigError, PromptEntry, check_prompt_frames, draw_seeds, \
+    inference_settings, load_prompt_config
 
 SCHEDULERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm")
 
@@ -246,6 +246,7 @@ def validate(jobs: list[Job], args, cache_dir: str) -> None:
             raise UsageError(f"{where}width and height must be positive multiples of 8, got {s['width']}x{s['height']}")
         if s["frames"] < 1 or e.steps < 1:
             raise UsageError(f"{where}frames and steps must be positive")
+        check_prompt_frames(e, s["frames"])
         for key, what in (("base", "base model"), ("dreambooth", "DreamBooth checkpoint"),
                           ("motion_module", "motion module"), ("tokenizer", "tokenizer")):
             require_exists(m.get(key), what)

@@ -77,10 +77,18 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
     ('- prompt: ["a"]\n  dreambooth_path: "missing.safetensors"\n', r"DreamBooth checkpoint 'missing.safetensors' not found"),
     ('- prompt: ["a"]\n  controlnet_path: "x"\n', r"not supported"),
     ('- prompt: ["a"]\n  motion_module_lora_configs: [{path: "ml.ckpt", alpha: "high"}]\n', r"alpha must be a number"),
-    ('- steps: 3\n', r"missing key 'prompt'"),
+    ('- steps: 3\n', r"missing key 'prompt' \(or 'prompt_map'\)"),
     ('- prompt: [1]\n', r"prompt\[0\] must be a string"),
     ('- prompt: ["a"]\n  seed: -5\n', r"seed\[0\] must be -1"),
     ('"just text"\n', r"expected a list of entries"),
+    ('- prompt_map: {0: "a", 4: 5}\n', r"prompt_map: the prompt for frame 4 must be a string, got int 5"),
+    ('- prompt_map: {first: "a"}\n', r"prompt_map: key 'first' is not a frame number"),
+    ('- prompt_map: {-1: "a"}\n', r"prompt_map: frame -1 is negative"),
+    ('- prompt_map: ["a", "b"]\n', r"prompt_map\[0\] must be a \{frame: prompt\} mapping, got str"),
+    ('- prompt_map: "0: a"\n', r"key 'prompt_map' must be a \{frame: prompt\} mapping or a list"),
+    ('- prompt_map: {0: "a", "0": "b"}\n', r"frame 0 is given twice"),
+    ('- prompt_map: {}\n', r"prompt_map is empty"),
+    ('- prompt_map: {0: "a", 16: "b"}\n  L: 16\n', r"prompt travel frame 16 is outside the video's 16 frames"),
 ])
 def test_bad_configs_name_file_entry_and_key(tmp_path, monkeypatch, body, match):
     monkeypatch.chdir(tmp_path)
@@ -88,6 +96,29 @@ def test_bad_configs_name_file_entry_and_key(tmp_path, monkeypatch, body, match)
     with pytest.raises(PromptConfigError, match=match) as e:
         load_prompt_config(p)
     assert str(p) in str(e.value)
+
+
+def test_prompt_map_travel_entries(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, """
+        - prompt: ["a cat"]
+          prompt_map: {0: "a cat, spring", 12: "a cat, winter"}
+          seed: [1, 2]
+        - prompt_map:                  # a list: one travelling video each; keys as prompt-travel's JSON writes them
+            - {"0": "sunrise", "8": "noon", "15": "night"}
+            - {3: "rain"}
+          n_prompt: ["blurry"]
+          seed: 4
+        """)
+    a, b = load_prompt_config(p)
+    assert a.prompts == ["a cat", {0: "a cat, spring", 12: "a cat, winter"}] and a.seeds == [1, 2]
+    assert b.prompts == [{0: "sunrise", 8: "noon", 15: "night"}, {3: "rain"}]
+    assert b.n_prompts == ["blurry", "blurry"] and b.seeds == [4, 4]
+    from animatediff_jax.prompt_config import check_prompt_frames
+    check_prompt_frames(b, 16)
+    with pytest.raises(PromptConfigError, match="entry 1: prompt travel frame 15 is outside the video's 12 frames"):
+        check_prompt_frames(b, 12, str(p))
+    assert resolved_config([(a, [1, 2])])[0]["prompt_map"] == {0: "a cat, spring", 12: "a cat, winter"}
 
 
 def test_missing_and_invalid_files(tmp_path):
@@ -98,7 +129,7 @@ def test_missing_and_invalid_files(tmp_path):
         load_prompt_config(tmp_path / "bad.yaml")
 
 
-@pytest.mark.parametrize("name", ["v2-realistic-vision.yaml", "v3-domain-adapter.yaml"])
+@pytest.mark.parametrize("name", ["v2-realistic-vision.yaml", "v3-domain-adapter.yaml", "prompt-travel.yaml"])
 def test_example_configs_follow_the_schema(name, tmp_path, monkeypatch):
     """The shipped examples are valid; only their (not shipped) weight files are missing."""
     from animatediff_jax.prompt_config import PROJECT_CONFIGS

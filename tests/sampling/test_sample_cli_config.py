@@ -92,3 +92,36 @@ def test_motion_module_of_another_family_is_refused(files, monkeypatch, tmp_path
                       "--prompt", "x", "--out", str(tmp_path / "out")])
     assert rc != 0 and "another model family" in capsys.readouterr().err
 
+
+
+def test_prompt_map_config_end_to_end(files, monkeypatch, tmp_path, capsys):
+    import numpy as np
+    monkeypatch.chdir(files)
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
+    cfg = tmp_path / "travel.yaml"
+    cfg.write_text(textwrap.dedent("""
+        - motion_module: "models/mm_v2.safetensors"
+          seed: 5
+          steps: 2
+          prompt: ["a cat"]
+          prompt_map:
+            - {0: "a cat", 3: "a cat"}
+            - {"0": "a cat", "3": "fireworks at night"}
+        """))
+    out = tmp_path / "out"
+    argv = [str(cfg), "--base", "models/base", "--out", str(out), "--W", "32", "--H", "32", "--L", "4",
+            "--no-progress", "--save-npy"]
+    assert sample.main(argv) == 0
+    (run,) = os.listdir(out)
+    npys = sorted(f for f in os.listdir(out / run / "sample") if f.endswith(".npy"))
+    assert npys == ["0-a-cat.npy", "1-a-cat-a-cat.npy", "2-a-cat-fireworks-at-night.npy"]
+    plain, same, moved = (np.load(out / run / "sample" / f) for f in npys)
+    np.testing.assert_allclose(same, plain, atol=1e-6)  # one prompt at every key frame: no travel
+    change = np.abs(moved - plain).max(axis=(1, 2, 3))   # per frame; the tiny random CLIP moves little
+    assert change[-1] > 1e-5 and change[-1] > 10 * change[0]  # the last key frame's prompt, not the first's
+    resolved = yaml.safe_load((out / run / "config.yaml").read_text())
+    assert resolved[0]["prompt_map"][1] == {"0": "a cat", "3": "fireworks at night"}
+    # a key frame beyond the video fails before any model is loaded
+    monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    assert sample.main(argv[:-4] + ["--L", "3", "--no-progress"]) != 0
+    assert "prompt travel frame 3 is outside the video's 3 frames" in capsys.readouterr().err
