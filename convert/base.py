@@ -356,12 +356,20 @@ def resolve_source(source: str, revision: str | None = None) -> str:
         return source
     if source.count("/") != 1 or source.startswith((".", "/")):
         raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
     try:
         return snapshot_download(source, revision=revision, allow_patterns=[
             "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
             ignore_patterns=["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"])
-    except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth...: one clear message
+    except LocalEntryNotFoundError as e:
+        mode = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        raise CheckpointError(
+            f"{source}: no such local file or folder, and hub id {source!r} (revision {revision or 'main'}) is "
+            f"not in the Hugging Face cache {constants.HF_HUB_CACHE} while {mode}. Download it once with "
+            f"network access (or point HF_HUB_CACHE at a cache that has it). Detail: "
+            f"{str(e).strip().splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - unknown repo, auth, bad revision...: one clear message
         raise CheckpointError(f"{source}: no such local file or folder, and fetching it as a hub id failed "
                               f"({type(e).__name__}: {e})") from None
 
