@@ -1,4 +1,5 @@
-"""Train AnimateDiff motion modules (or fine-tune the image UNet) against a frozen SD1.x base.
+"""Train AnimateDiff motion modules (or fine-tune the image UNet, or LoRA / MotionLoRA factors)
+against a frozen SD1.x base.
 
     python -m animatediff_jax.train --config configs/training/training.yaml --workdir runs/mm \
         train_batch_size=32 mesh.fsdp=8 max_train_steps=100000
@@ -25,6 +26,7 @@ from jax.experimental import multihost_utils
 from animatediff_jax import sharding as shd
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training import checkpointing as ckpt
+from animatediff_jax.training import lora
 from animatediff_jax.training.config import load_config
 from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import make_optimizer
@@ -153,6 +155,41 @@ def build_models(cfg: dict, decoder: bool = False):
     return unet, vae, text, motion, text_cfg, vae_cfg, params
 
 
+def split_trainable(cfg: dict, unet_params: dict, motion):
+    """(trainable params, frozen UNet params, combine) where `combine(trainable, frozen)` is the UNet
+    params the loss runs with: the `trainable_modules` subtree merged back, or — with `lora.rank` > 0
+    — fresh LoRA factors {'lora': ...} fused into the whole (frozen) UNet."""
+    rank = int(cfg["lora"]["rank"])
+    if rank < 0:
+        raise ValueError(f"lora.rank must be >= 0 (0 = no LoRA), got {rank}")
+    if rank == 0:
+        trainable, frozen = split(unet_params, cfg["trainable_modules"])
+        return trainable, frozen, merge
+    if cfg["lora"]["targets"] == "motion" and (motion is None or not cfg["motion_module_path"]):
+        raise ValueError("lora.targets: motion (MotionLoRA) adapts an existing motion module: set "
+                         "motion_module_path (with image_finetune: false)")
+    lora_file(cfg)  # a bad export name fails now, not after training
+    factors = lora.init_factors(unet_params, cfg["lora"]["targets"], rank, cfg["global_seed"])
+    scale = lora_alpha(cfg) / rank
+    return {"lora": factors}, unet_params, lambda trained, frozen: lora.fuse(frozen, trained["lora"], scale)
+
+
+def lora_alpha(cfg: dict) -> float:
+    a = cfg["lora"]["alpha"]
+    return float(cfg["lora"]["rank"] if a is None else a)
+
+
+def lora_file(cfg: dict) -> str:
+    """The LoRA export's file name: an original MotionLoRA (.ckpt/.safetensors) or a kohya .safetensors."""
+    motion = cfg["lora"]["targets"] == "motion"
+    name = cfg["lora"]["file"] or ("motion_lora.ckpt" if motion else "lora.safetensors")
+    suffixes = (".ckpt", ".pt", ".pth", ".safetensors") if motion else (".safetensors",)
+    if not name.endswith(suffixes):
+        raise ValueError(f"lora.file {name!r}: a {'MotionLoRA' if motion else 'kohya LoRA'} is written "
+                         f"as {', '.join(suffixes)}")
+    return name
+
+
 def with_base(init: dict, base_unet: dict, source: str) -> dict:
     """The freshly initialised (inflated) UNet params with every 2D leaf taken from the base model."""
     flat, base = flatten(init), flatten(base_unet)
@@ -230,7 +267,7 @@ def train(cfg: dict, workdir: str) -> dict:
     # ----- model + optimizer
     validating = cfg["validation_steps"] > 0 or bool(cfg["validation_steps_tuple"])
     unet, vae, text, motion, text_cfg, vae_cfg, params = build_models(cfg, decoder=validating)
-    trainable, frozen_unet = split(params["unet"], cfg["trainable_modules"])
+    trainable, frozen_unet, combine = split_trainable(cfg, params["unet"], motion)
     encoder = {k: v for k, v in params["vae"].items() if k in ("encoder", "quant_conv")}
     frozen_dtype = jnp.bfloat16 if cfg["mixed_precision_training"] else jnp.float32
     frozen = jax.tree.map(lambda x: np.asarray(x).astype(frozen_dtype),
@@ -260,7 +297,7 @@ def train(cfg: dict, workdir: str) -> dict:
         from animatediff_jax.training.validation import Validator
         validator = Validator(cfg, workdir, (unet.config, motion, vae_cfg, text_cfg),
                               {"vae": params["vae"], "text_encoder": params["text_encoder"]}, tokenizer,
-                              partial(merge, frozen=frozen_unet))
+                              lambda trained: combine(trained, frozen_unet))
     del params
 
     # ----- update step
@@ -268,7 +305,7 @@ def train(cfg: dict, workdir: str) -> dict:
     micro_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, shd.BATCH_AXES))
     loss_and_grads = make_loss_and_grads(
         apply_functions(unet, vae, text, vae_cfg), schedule.alphas_cumprod, null_ids,
-        cfg["cfg_random_null_text_ratio"], cfg["prediction_type"], micro, micro_sharding)
+        cfg["cfg_random_null_text_ratio"], cfg["prediction_type"], micro, micro_sharding, combine)
     step_fn = jax.jit(make_train_step(loss_and_grads, optimizer),
                       in_shardings=(state_shardings, frozen_shardings, batch_sharding),
                       out_shardings=(state_shardings, shd.replicated(mesh)), donate_argnums=0)
@@ -322,7 +359,10 @@ def train(cfg: dict, workdir: str) -> dict:
 
     # ----- export
     trained = gather(state.params)
-    if step >= cfg["max_train_steps"]:
+    if step >= cfg["max_train_steps"] and cfg["lora"]["rank"]:
+        if main:
+            export_lora(cfg, workdir, trained["lora"])
+    elif step >= cfg["max_train_steps"]:
         module = motion_subtree(merge(trained, gather(motion_subtree(frozen["unet"]))))
         if main:
             export(cfg, workdir, trained if motion is None else module, motion)
@@ -360,9 +400,26 @@ def export(cfg: dict, workdir: str, trained: dict, motion) -> list[str]:
                 raise ValueError(f"export_formats: unknown format {name!r} (original, diffusers)")
             written.append(os.path.join(workdir, formats[name][0]))
             formats[name][1](trained, motion, written[-1])
+    write_config(cfg, workdir)
+    return written
+
+
+def export_lora(cfg: dict, workdir: str, factors: dict) -> str:
+    """Write trained LoRA factors: motion targets as an original AnimateDiff MotionLoRA, spatial
+    targets as a kohya LoRA (float32), both read back by convert/lora.py."""
+    path = os.path.join(workdir, lora_file(cfg))
+    os.makedirs(workdir, exist_ok=True)
+    if cfg["lora"]["targets"] == "motion":
+        lora.export_motion_lora(path, factors, lora_alpha(cfg))
+    else:
+        lora.save_kohya(path, factors, lora_alpha(cfg), dtype=np.float32)
+    write_config(cfg, workdir)
+    return path
+
+
+def write_config(cfg: dict, workdir: str) -> None:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=1)
-    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:

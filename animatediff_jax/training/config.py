@@ -39,7 +39,12 @@ DEFAULTS: dict[str, Any] = {
         "sample_size": 256,
         "sample_n_frames": 16,
     },
-    "trainable_modules": ["motion_modules."],
+    "trainable_modules": ["motion_modules."],  # unused with LoRA (lora.rank > 0)
+    # LoRA / MotionLoRA: train only low-rank factors (W + alpha/rank · up @ down) on the attention
+    # projections of the motion modules ("motion", needs motion_module_path) or of the spatial
+    # attn1/attn2 ("unet"); the whole UNet stays frozen. rank 0 = off. alpha null = rank. file:
+    # the export under --workdir (default motion_lora.ckpt, original format | lora.safetensors, kohya).
+    "lora": {"rank": 0, "alpha": None, "targets": "motion", "file": None},
     "cfg_random_null_text_ratio": 0.1,
     "learning_rate": 1.0e-4,
     "lr_scheduler": "constant",       # constant | cosine | linear, after warmup

@@ -50,8 +50,12 @@ class Models:
 
 def make_loss_and_grads(models: Models, alphas_cumprod: jax.Array, null_ids: jax.Array,
                         null_text_ratio: float = 0.1, prediction_type: str = "epsilon",
-                        micro_batches: int = 1, micro_sharding: jax.sharding.Sharding | None = None):
+                        micro_batches: int = 1, micro_sharding: jax.sharding.Sharding | None = None,
+                        combine: Callable[[Params, Params], Params] = merge):
     """(params, frozen, batch, rng) -> (loss, grads): grads of the batch-mean loss w.r.t. params only.
+
+    `combine(params, frozen_unet)` gives the UNet params the loss runs with: the trainable subtree
+    merged into the frozen one (default), or LoRA factors fused into it (`training/lora.py`).
 
     `batch` holds 'input_ids' (B, L) int32 and one of 'video' (B, F, H, W, 3) uint8, 'latents'
     (B, F, h, w, c) (already scaled) or pre-computed VAE moments 'latent_mean' + 'latent_logvar'. With `micro_batches` M > 1 the batch is processed as M slices in
@@ -61,7 +65,7 @@ def make_loss_and_grads(models: Models, alphas_cumprod: jax.Array, null_ids: jax
     num_timesteps = alphas_cumprod.shape[0]
 
     def micro_loss(params, frozen_unet, mb):
-        full = merge(params, frozen_unet)
+        full = combine(params, frozen_unet)
         prediction = models.unet(full, mb["noisy"], mb["timesteps"], mb["text"])
         return losses.mse(prediction, mb["target"])
 
