@@ -51,8 +51,9 @@ def diffusers_pipeline(folder: str, adapter_folder: str, seed: int = 0):
     return pipe
 
 
-def write_original_motion_module(adapter_folder: str, path: str) -> None:
-    """The MotionAdapter's weights renamed to the original AnimateDiff layout (+ pos_encoder.pe)."""
+def write_original_motion_module(adapter_folder: str, path: str, max_seq_length: int | None = None) -> None:
+    """The MotionAdapter's weights renamed to the original AnimateDiff layout (+ pos_encoder.pe of
+    `max_seq_length` rows, default the adapter's)."""
     from safetensors.numpy import save_file
     from safetensors.torch import load_file
     from convert.motion import diffusers_key_to_original, sinusoid
@@ -65,7 +66,7 @@ def write_original_motion_module(adapter_folder: str, path: str) -> None:
     for k in list(out):
         if k.endswith("attention_blocks.0.to_q.weight") or k.endswith("attention_blocks.1.to_q.weight"):
             c = out[k].shape[0]
-            out[k.replace("to_q.weight", "pos_encoder.pe")] = sinusoid(ADAPTER["motion_max_seq_length"], c)
+            out[k.replace("to_q.weight", "pos_encoder.pe")] = sinusoid(max_seq_length or ADAPTER["motion_max_seq_length"], c)
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}, path)
 
 
@@ -135,3 +136,31 @@ def write_adapter_folder(folder: str, seed: int = 3) -> str:
     from diffusers import MotionAdapter
     _randomize(MotionAdapter(**ADAPTER), seed).save_pretrained(folder)
     return folder
+
+
+def write_v3_motion_module(path: str, seed: int = 4) -> str:
+    """A motion module in the original v3 layout: no mid-block module, 32-frame position encoding."""
+    import tempfile
+    from diffusers import MotionAdapter
+    with tempfile.TemporaryDirectory() as folder:
+        cfg = {**ADAPTER, "use_motion_mid_block": False, "motion_max_seq_length": 32}
+        _randomize(MotionAdapter(**cfg), seed).save_pretrained(folder)
+        write_original_motion_module(folder, path, max_seq_length=32)
+    return path
+
+
+def domain_adapter_state_dict(rank: int = 2, seed: int = 40) -> dict:
+    """A v3 domain adapter as the original ships it: `<attn>.processor.to_{q,k,v,out}_lora.{down,up}.weight`
+    on every spatial attention of the image UNet (names of the UNet's modules, no prefix)."""
+    from diffusers import UNet2DConditionModel
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, mod in UNet2DConditionModel(**UNET).named_modules():
+        if ".attentions." in name and name.endswith(("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+                                                     "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")):
+            attn, target = (name[:-len(".to_out.0")], "to_out") if name.endswith("to_out.0") else name.rsplit(".", 1)
+            out[f"{attn}.processor.{target}_lora.down.weight"] = \
+                rng.standard_normal((rank, mod.in_features)).astype(np.float32) * 0.3
+            out[f"{attn}.processor.{target}_lora.up.weight"] = \
+                rng.standard_normal((mod.out_features, rank)).astype(np.float32) * 0.3
+    return out
