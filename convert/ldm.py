@@ -147,16 +147,23 @@ def unet_layers_per_block(keys: Iterable[str]) -> int:
 
 # ----------------------------------------------------------------------------- VAE
 
-def vae_key_to_diffusers(key: str, num_up_blocks: int) -> str:
-    """LDM VAE key (prefix removed) -> diffusers `AutoencoderKL` key."""
+def _vae_split(key: str) -> tuple[str, str] | None:
+    """(encoder|decoder, rest) of a VAE key in either layout; None for the keys both layouts name
+    alike (quant_conv, post_quant_conv, conv_in, conv_out); UnknownKey for anything else."""
     m = re.match(r"^(encoder|decoder)\.(.*)$", key)
     if not m:
         if re.match(r"^(post_)?quant_conv\.(weight|bias)$", key):
-            return key
+            return None
         raise UnknownKey(key)
-    part, rest = m.groups()
-    if re.match(r"^conv_(in|out)\.(weight|bias)$", rest):
+    return None if re.match(r"^conv_(in|out)\.(weight|bias)$", m.group(2)) else (m.group(1), m.group(2))
+
+
+def vae_key_to_diffusers(key: str, num_up_blocks: int) -> str:
+    """LDM VAE key (prefix removed) -> diffusers `AutoencoderKL` key."""
+    split = _vae_split(key)
+    if split is None:
         return key
+    part, rest = split
     if re.match(r"^norm_out\.(weight|bias)$", rest):
         return f"{part}.conv_norm_out.{rest.split('.')[-1]}"
     m = re.match(r"^(down|up)\.(\d+)\.(block\.(\d+)|downsample|upsample)\.(.*)$", rest)
@@ -179,14 +186,10 @@ def vae_key_to_diffusers(key: str, num_up_blocks: int) -> str:
 
 def vae_key_to_ldm(key: str, num_up_blocks: int) -> str:
     """diffusers VAE key -> LDM VAE key (prefix not added). Inverse of `vae_key_to_diffusers`."""
-    m = re.match(r"^(encoder|decoder)\.(.*)$", key)
-    if not m:
-        if re.match(r"^(post_)?quant_conv\.(weight|bias)$", key):
-            return key
-        raise UnknownKey(key)
-    part, rest = m.groups()
-    if re.match(r"^conv_(in|out)\.(weight|bias)$", rest):
+    split = _vae_split(key)
+    if split is None:
         return key
+    part, rest = split
     if re.match(r"^conv_norm_out\.(weight|bias)$", rest):
         return f"{part}.norm_out.{rest.split('.')[-1]}"
     m = re.match(r"^(down|up)_blocks\.(\d+)\.(resnets\.(\d+)|downsamplers\.0|upsamplers\.0)\.(.*)$", rest)

@@ -60,30 +60,27 @@ def flax_path_to_torch(path: Path) -> str:
     return ".".join(tokens)
 
 
-def torch_tensor_to_flax(path: Path, array: np.ndarray) -> np.ndarray:
-    """Layout change for one tensor: Linear (out,in)->(in,out), conv OI[D]HW -> [D]HWIO."""
+# kernel rank -> axis permutation PyTorch -> Flax: Linear (out,in)->(in,out), conv OI[D]HW -> [D]HWIO
+_KERNEL_PERMUTATION = {2: (1, 0), 4: (2, 3, 1, 0), 5: (2, 3, 4, 1, 0)}
+
+
+def _permute_kernel(path: Path, array: np.ndarray, inverse: bool) -> np.ndarray:
     if path[-1] != "kernel":
         return array
-    if array.ndim == 2:
-        return array.T
-    if array.ndim == 4:
-        return array.transpose(2, 3, 1, 0)
-    if array.ndim == 5:
-        return array.transpose(2, 3, 4, 1, 0)
-    raise ValueError(f"{'/'.join(path)}: kernel with unexpected shape {array.shape}")
+    perm = _KERNEL_PERMUTATION.get(array.ndim)
+    if perm is None:
+        raise ValueError(f"{'/'.join(path)}: kernel with unexpected shape {array.shape}")
+    return array.transpose(np.argsort(perm) if inverse else perm)  # a view, never a copy
+
+
+def torch_tensor_to_flax(path: Path, array: np.ndarray) -> np.ndarray:
+    """Layout change for one tensor: Linear (out,in)->(in,out), conv OI[D]HW -> [D]HWIO."""
+    return _permute_kernel(path, array, inverse=False)
 
 
 def flax_tensor_to_torch(path: Path, array: np.ndarray) -> np.ndarray:
     """Inverse of `torch_tensor_to_flax`."""
-    if path[-1] != "kernel":
-        return array
-    if array.ndim == 2:
-        return array.T
-    if array.ndim == 4:
-        return array.transpose(3, 2, 0, 1)
-    if array.ndim == 5:
-        return array.transpose(4, 3, 0, 1, 2)
-    raise ValueError(f"{'/'.join(path)}: kernel with unexpected shape {array.shape}")
+    return _permute_kernel(path, array, inverse=True)
 
 
 def flatten(tree: Mapping) -> dict[Path, object]:
