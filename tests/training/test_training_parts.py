@@ -33,9 +33,12 @@ def test_config_overrides_and_unknown_keys(tmp_path):
 
 
 def test_shipped_configs_load():
-    for name in ("training", "image_finetune"):
+    for name in ("training", "image_finetune", "motion_lora"):
         cfg = load_config(f"configs/training/{name}.yaml")
         assert cfg["noise_schedule"] == "B" and cfg["learning_rate"] > 0
+    assert load_config("configs/training/motion_lora.yaml")["lora"] == {
+        "rank": 4, "alpha": None, "targets": "motion", "file": "motion_lora.ckpt"}
+    assert load_config("configs/training/training.yaml")["validation_data"]["prompts"]
 
 
 def test_mesh_sizes_and_errors():
