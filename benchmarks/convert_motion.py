@@ -4,11 +4,16 @@
 
 Writes an original-format v2 motion module (`mm_sd_v15_v2` layout: 588 tensors incl. position
 encodings, ~453 M parameters: ~0.9 GB fp16 / ~1.8 GB fp32) as `.safetensors` with random weights,
-then measures, each in a fresh subprocess (wall time of the work after imports; peak RSS of the
-process from `resource.getrusage`, and the same minus the RSS right after imports):
+then measures each mode in a fresh subprocess, modes interleaved round by round (`--repeats`;
+medians reported): seconds of the work after imports (JAX's CPU backend started), "built" when the
+call returns and "touched" after one element per 4 KiB page of every parameter has been read
+(memory-mapped loads read nothing until then); peak RSS is VmHWM of the process. All modes output
+float32 params (a float16 file is cast), as diffusers' default does.
 
-  ours load      load_motion_module(file): Flax motion params (float32 numpy) in memory
-  ours convert   `python -m convert motion` work: load_motion_module + save_params to .safetensors
+  ours_load      load_motion_module(file): Flax params; from an fp32 file zero-copy views of the
+                 mapped file (kernels transposed as views), from fp16 one cast pass
+  ours_device    load_motion_module(file, device=True): each leaf `jax.device_put` (the one copy)
+  ours_convert   `python -m convert motion` work: load_motion_module + save_params to .safetensors
   diffusers      MotionAdapter.from_single_file(file, config=<local config folder>)
 
 Target (issue #3): peak RSS under 1.5x the file size; faster than diffusers. Files are deleted
@@ -19,8 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -49,32 +54,45 @@ def write_module(path: str, config_dir: str, dtype: str) -> int:
     return os.path.getsize(path)
 
 
-def _rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def touch(arrays) -> None:
+    """Read one element per 4 KiB page of every array (in its memory order: no copy of views)."""
+    import numpy as np
+    for a in arrays:
+        a = np.asarray(a)
+        a = a.transpose(np.argsort(a.strides, kind="stable")[::-1])
+        int(a.reshape(-1).view(np.uint8)[::4096].sum())
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def run_one(mode: str, path: str, config_dir: str, out: str) -> dict:
     """Runs inside a fresh subprocess: imports first, then the timed work."""
-    import numpy as np  # noqa: F401
     if mode == "diffusers":
         import torch  # noqa: F401
         from diffusers import MotionAdapter
     else:
+        import jax
+        from flax.traverse_util import flatten_dict
+
         from animatediff_jax.checkpoint import save_params
         from convert.motion import load_motion_module, motion_metadata
-    base = _rss_now()
+        jax.device_put(0).block_until_ready()
+    base = peak_rss()
     start = time.perf_counter()
     if mode == "diffusers":
-        MotionAdapter.from_single_file(path, config=config_dir)
-    elif mode == "ours load":
-        load_motion_module(path)
+        arrays = [p.detach().numpy() for p in MotionAdapter.from_single_file(path, config=config_dir).state_dict().values()]
     else:
-        mm = load_motion_module(path)
-        save_params(out, mm.params, config=mm.config, source="benchmark", metadata=motion_metadata(mm))
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"seconds": seconds, "peak_rss": peak, "peak_over_imports": peak - base}
+        mm = load_motion_module(path, device=True if mode == "ours_device" else None)
+        if mode == "ours_convert":
+            save_params(out, mm.params, config=mm.config, source="benchmark", metadata=motion_metadata(mm))
+        arrays = list(flatten_dict(mm.params).values())
+    built = time.perf_counter() - start
+    if mode != "ours_convert":
+        touch(arrays)
+    return {"built": built, "seconds": time.perf_counter() - start, "peak_rss": peak_rss(), "rss_after_imports": base}
 
 
 def measure(mode: str, path: str, config_dir: str, out: str) -> dict:
@@ -94,6 +112,8 @@ def main():
     parser.add_argument("--dtypes", nargs="+", default=["fp16", "fp32"], choices=["fp16", "fp32"])
     parser.add_argument("--workdir", default="/tmp/motion_bench")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the modes; medians reported")
+    parser.add_argument("--modes", nargs="+", default=["ours_load", "ours_device", "diffusers", "ours_convert"])
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     config_dir = os.path.join(args.workdir, "config")
@@ -102,17 +122,27 @@ def main():
         for dtype in args.dtypes:
             path = os.path.join(args.workdir, f"mm_v2_{dtype}.safetensors")
             size = write_module(path, config_dir, dtype)
-            for mode in ("ours load", "ours convert", "diffusers"):
-                r = measure(mode, path, config_dir, os.path.join(args.workdir, "out.safetensors"))
-                rows.append((dtype, size, mode, r))
+            runs = {m: [] for m in args.modes}
+            for _ in range(args.repeats):
+                for mode in args.modes:
+                    r = measure(mode, path, config_dir, os.path.join(args.workdir, "out.safetensors"))
+                    runs[mode].append(r)
+                    print(f"  {dtype} {mode:<13} built {r['built']:6.2f} s, touched {r['seconds']:6.2f} s, "
+                          f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB", flush=True)
+            for mode, rs in runs.items():
+                rows.append((dtype, size, mode, {k: statistics.median(r[k] for r in rs) for k in ("built", "seconds")},
+                             max(r["peak_rss"] for r in rs), max(r["rss_after_imports"] for r in rs),
+                             [round(r["seconds"], 2) for r in rs]))
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
     gb = 1024 ** 3
-    print(f"{'file':<6}{'size GiB':>9}  {'mode':<13}{'seconds':>8}{'peak RSS GiB':>14}{'over imports':>14}{'x file':>8}")
-    for dtype, size, mode, r in rows:
-        print(f"{dtype:<6}{size / gb:>9.2f}  {mode:<13}{r['seconds']:>8.1f}{r['peak_rss'] / gb:>14.2f}"
-              f"{r['peak_over_imports'] / gb:>14.2f}{r['peak_over_imports'] / size:>8.2f}")
+    print(f"\nmedians of {args.repeats} rounds")
+    print(f"{'file':<6}{'size GiB':>9}  {'mode':<13}{'built s':>8}{'touched s':>10}{'peak RSS GiB':>14}"
+          f"{'x file':>8}{'(peak - imports) x file':>25}  all rounds (touched s)")
+    for dtype, size, mode, t, peak, base, all_s in rows:
+        print(f"{dtype:<6}{size / gb:>9.2f}  {mode:<13}{t['built']:>8.2f}{t['seconds']:>10.2f}{peak / gb:>14.2f}"
+              f"{peak / size:>8.2f}{(peak - base) / size:>25.2f}  {all_s}")
 
 
 if __name__ == "__main__":

@@ -194,13 +194,17 @@ def _pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
 
 def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>", heads: int = 8,
                            norm_num_groups: int = 32, max_seq_length: int | None = None,
-                           version: str | None = None, dtype=np.float32, progress: bool = False) -> MotionModule:
+                           version: str | None = None, dtype=np.float32, progress: bool = False,
+                           device=None) -> MotionModule:
     """Convert an original-format or MotionAdapter-format state dict (numpy values, or a lazy
     `convert.io.StateDict`: then keys and shapes are checked first and tensors read one at a time).
 
     `heads` and `norm_num_groups` cannot be read from the weights (every released module uses
     8 and 32). `max_seq_length` overrides the length read from the position-encoding buffers.
     `dtype` casts floating tensors (None keeps the file's dtype); `progress` shows a progress bar.
+    From a lazy `.safetensors` the leaves are zero-copy views of the mapped file where no cast is
+    needed (kernels transposed as views). `device` (True, a jax Device/Sharding) puts each leaf
+    there one by one, releasing its source pages once it is on the device (as `convert.base.load_base`).
     """
     tensors, shapes, names = _file_keys(state_dict)
     # zero-copy views of a lazy file (memory-mapped); a cast or transpose is left to the caller / device_put
@@ -248,13 +252,19 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
         array = array if dtype is None else array.astype(dtype, copy=False)
         path = torch_key_to_flax(key, array.ndim)
         flat[path] = torch_tensor_to_flax(path, array)
+        if device is not None:
+            import jax
+            flat[path] = jax.device_put(flat[path], None if device is True else device).block_until_ready()
+            if isinstance(tensors, StateDict):
+                tensors.release(names[file_key])
     return MotionModule(unflatten(flat), config, channels, layers, version)
 
 
 def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int | None = None,
                        max_seq_length: int | None = None, version: str | None = None,
-                       dtype=np.float32, progress: bool = False) -> MotionModule:
-    """Read an original motion-module file (.ckpt/.pt/.bin/.safetensors) or a MotionAdapter folder."""
+                       dtype=np.float32, progress: bool = False, device=None) -> MotionModule:
+    """Read an original motion-module file (.ckpt/.pt/.bin/.safetensors) or a MotionAdapter folder
+    (`device`: see `motion_from_state_dict`)."""
     path = Path(path)
     if path.is_dir():
         cfg_file = path / "config.json"
@@ -275,7 +285,7 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
                 sd, source=str(path), heads=heads or heads_cfg,
                 norm_num_groups=norm_num_groups or cfg.get("motion_norm_num_groups", 32),
                 max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", 32), version=version, dtype=dtype,
-                progress=progress)
+                progress=progress, device=device)
         if tuple(cfg.get("block_out_channels", mm.block_out_channels)) != mm.block_out_channels:
             raise MotionModuleError(f"{path}: config.json block_out_channels {cfg['block_out_channels']} "
                                     f"disagree with the weights {list(mm.block_out_channels)}")
@@ -283,7 +293,7 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
     with open_state_dict(path) as sd:
         return motion_from_state_dict(sd, source=str(path), heads=heads or 8, norm_num_groups=norm_num_groups or 32,
                                       max_seq_length=max_seq_length, version=version, dtype=dtype,
-                                      progress=progress)
+                                      progress=progress, device=device)
 
 
 def motion_module_from_params(params: Mapping, config: MotionConfig, version: str) -> MotionModule:

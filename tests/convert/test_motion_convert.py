@@ -140,3 +140,16 @@ def test_bfloat16_file(tmp_path):
     write_original({k: v.bfloat16() for k, v in original_state_dict(adapter).items()}, tmp_path / "mm.safetensors")
     mm = load_motion_module(tmp_path / "mm.safetensors", heads=2, norm_num_groups=8)
     assert_same_tree(mm.params, adapter_flax(adapter.bfloat16().float()))
+
+
+def test_safetensors_loads_zero_copy_and_onto_a_device(tmp_path):
+    import jax
+    adapter = random_adapter("v2")
+    write_original(original_state_dict(adapter), tmp_path / "mm.safetensors")
+    mm = load_motion_module(tmp_path / "mm.safetensors", heads=2, norm_num_groups=8)
+    leaves = flatten(mm.params)
+    assert all(not v.flags.writeable and not v.flags.owndata for v in leaves.values())  # views of the mapped file
+    assert_same_tree(mm.params, adapter_flax(adapter))
+    on_device = load_motion_module(tmp_path / "mm.safetensors", heads=2, norm_num_groups=8, device=True)
+    assert all(isinstance(v, jax.Array) for v in flatten(on_device.params).values())
+    assert_same_tree(on_device.params, adapter_flax(adapter))
