@@ -154,11 +154,13 @@ class AnimateDiffPipeline:
     unet / vae / text_encoder are the Flax modules (`UNet3DConditionModel`, `AutoencoderKL`,
     `CLIPTextModel`), *_params their parameter trees, tokenizer a `PromptTokenizer`,
     scheduler_config a diffusers scheduler config dict (the base model's, or the original's).
+    decode_chunk_size: frames the VAE decodes (and encodes) at once; 4 keeps a 16x512x512 SD1.5 sample
+    within 8 GB by XLA's estimate (BENCHMARKS.md, `benchmarks/sample_memory.py`; ~0.8 GiB per frame).
     """
 
     def __init__(self, unet, unet_params, vae, vae_params, text_encoder, text_params, tokenizer,
                  scheduler_config: Mapping[str, Any] | None = None, scheduler: str | None = "ddim",
-                 clip_skip: int = 0, decode_chunk_size: int = 16, description: Mapping[str, Any] | None = None):
+                 clip_skip: int = 0, decode_chunk_size: int = 4, description: Mapping[str, Any] | None = None):
         self.unet, self.unet_params = unet, unet_params
         self.vae, self.vae_params = vae, vae_params
         self.text_encoder, self.text_params = text_encoder, text_params

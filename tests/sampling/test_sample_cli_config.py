@@ -70,6 +70,7 @@ def test_original_schema_config_end_to_end(files, monkeypatch, tmp_path):
     (["--dreambooth", "missing.safetensors"], "DreamBooth checkpoint 'missing.safetensors' not found"),
     (["--lora", "models/style.safetensors:strong"], "is not a number"),
     (["--seed", "1", "--seed", "2", "--seed", "3"], "3 --seed for 1 prompts"),
+    (["--decode-chunk", "0"], "--decode-chunk must be ≥ 1"),
 ])
 def test_bad_input_fails_before_loading(files, monkeypatch, tmp_path, capsys, extra, message):
     monkeypatch.chdir(files)
