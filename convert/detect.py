@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from convert.io import CheckpointError, examples, open_state_dict
+from convert.io import CheckpointError, ShardedStateDict, examples, open_state_dict
 
 ShapeFn = Callable[[str], tuple[int, ...]]
 
@@ -127,13 +127,15 @@ def describe(path: str) -> dict:
     """Format, kind, family, version, parameter count and dtypes of one checkpoint file."""
     with open_state_dict(path) as sd:
         keys = list(sd)
-        ext = os.path.splitext(path)[1].lower().lstrip(".")
+        sharded = isinstance(sd, ShardedStateDict)
+        ext = os.path.splitext(path[: -len(".index.json")] if sharded else path)[1].lower().lstrip(".")
         kind = checkpoint_kind(keys, sd.metadata)
-        info = {"file": path, "format": "safetensors" if ext == "safetensors" else f"pickle ({ext})",
+        fmt = "safetensors" if ext == "safetensors" else f"pickle ({ext})"
+        info = {"file": path, "format": f"{fmt}, {len(sd.shard_paths)} shards" if sharded else fmt,
                 "kind": kind, "tensors": len(keys),
                 "parameters": int(sum(int(np.prod(sd.shape(k), dtype=np.int64)) for k in keys)),
                 "dtypes": dict(collections.Counter(str(sd.dtype(k)) for k in keys)),
-                "bytes": os.path.getsize(path)}
+                "bytes": sum(map(os.path.getsize, sd.shard_paths)) if sharded else os.path.getsize(path)}
         if kind in ("ldm", "diffusers_unet", "clip_text"):
             info["family"] = model_family(keys, sd.shape)
         if kind == "ldm":

@@ -209,6 +209,10 @@ class ShardedStateDict(StateDict):
             self.close()
             raise
 
+    @property
+    def shard_paths(self) -> list[str]:
+        return [sd.path for sd in self._shards.values()]
+
     def shape(self, key):
         return self._where[key].shape(key)
 

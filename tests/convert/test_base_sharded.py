@@ -9,6 +9,7 @@ import pytest
 from diffusers import DDIMScheduler
 
 from convert.base import load_base
+from convert.detect import describe
 from convert.io import CheckpointError, ShardedStateDict, open_state_dict
 from convert.naming import flatten, state_dict_to_flax
 from tests.convert.ldm_fixtures import build, numpy_sd, save_folder
@@ -62,6 +63,8 @@ def test_sharded_state_dict_streams_shard_by_shard(folders):
         order = [weight_map[k] for k in sd]
     runs = [s for i, s in enumerate(order) if i == 0 or order[i - 1] != s]
     assert len(runs) == len(set(order)) > 2  # each shard's keys come together, each shard once
+    info = describe(index)
+    assert info["kind"] == "diffusers_unet" and info["format"] == f"safetensors, {len(runs)} shards"
 
 
 def test_broken_index_names_the_file(folders, tmp_path):
