@@ -412,6 +412,7 @@ def _view_leaves(plan: BasePlan, dtype: str | None, progress: str | None):
                 target = store_dtype(dtype, leaf.dtype)
                 if a.dtype != target:
                     a = a.astype(target, order="K")
+                    leaf.source.release(leaf.source_key)  # the cast copy holds the bytes now
                 bar.update(leaf.nbytes())
                 yield name, p, a
 

@@ -248,15 +248,15 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     from tqdm import tqdm
     for key, file_key in tqdm(renamed.items(), desc=f"motion module {Path(source).name}", unit="tensor",
                               disable=not progress):  # one tensor in flight
-        array = np.asarray(read(file_key))
-        array = array if dtype is None else array.astype(dtype, copy=False)
+        source = np.asarray(read(file_key))
+        array = source if dtype is None else source.astype(dtype, copy=False)
         path = torch_key_to_flax(key, array.ndim)
         flat[path] = torch_tensor_to_flax(path, array)
         if device is not None:
             import jax
             flat[path] = jax.device_put(flat[path], None if device is True else device).block_until_ready()
-            if isinstance(tensors, StateDict):
-                tensors.release(names[file_key])
+        if (device is not None or array is not source) and isinstance(tensors, StateDict):
+            tensors.release(names[file_key])  # its bytes now live elsewhere (a cast copy, a device)
     return MotionModule(unflatten(flat), config, channels, layers, version)
 
 
