@@ -406,9 +406,13 @@ def export(cfg: dict, workdir: str, trained: dict, motion) -> list[str]:
 
 def export_lora(cfg: dict, workdir: str, factors: dict) -> str:
     """Write trained LoRA factors: motion targets as an original AnimateDiff MotionLoRA, spatial
-    targets as a kohya LoRA (float32), both read back by convert/lora.py."""
+    targets as a kohya LoRA (float32), both read back by convert/lora.py; and the factors themselves
+    as `lora_factors.safetensors` (alpha in the metadata: `python -m convert export-motion-lora`)."""
+    from animatediff_jax.checkpoint import save_params
     path = os.path.join(workdir, lora_file(cfg))
     os.makedirs(workdir, exist_ok=True)
+    save_params(os.path.join(workdir, "lora_factors.safetensors"), {"lora": factors},
+                source="animatediff_jax.train", metadata={"alpha": str(lora_alpha(cfg))})
     if cfg["lora"]["targets"] == "motion":
         lora.export_motion_lora(path, factors, lora_alpha(cfg))
     else:

@@ -17,7 +17,7 @@ from animatediff_jax.training.config import load_config
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import create_train_state, make_loss_and_grads, make_train_step
 from convert.export import export_original
-from convert.lora import apply_lora_files, fuse_motion_loras
+from convert.lora import apply_lora_files, fuse_motion_loras, read_factors
 from convert.motion import load_motion_module
 from convert.naming import flatten
 from tests.training import tiny
@@ -122,6 +122,11 @@ def test_motion_lora_run_checkpoints_factors_and_exports_the_original_format(set
         else:
             np.testing.assert_array_equal(fused[p], w, err_msg=name)
     assert sum(".".join(p) in factors for p in base) == len(factors)
+    # The raw factors (for `convert export-motion-lora`) read back with their alpha.
+    raw = read_factors(str(workdir / "lora_factors.safetensors"))
+    assert {".".join(p) for p in raw} == set(factors)
+    for p, w in raw.items():
+        assert w.alpha == ALPHA and np.array_equal(w.up, factors[".".join(p)]["up"])
 
 
 def test_spatial_lora_export_reads_back_as_kohya(setup, tmp_path):
