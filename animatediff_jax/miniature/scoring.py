@@ -139,9 +139,16 @@ class StyleClassifier:
         return [self.styles[i] for i in d.argmin(-1)]
 
 
+def moves_coherently(t: Track, min_consistency: float = 0.75) -> bool:
+    """The object travels (any direction) and is the same object in at least `min_consistency` of
+    the frames: motion was produced, whether or not it follows the caption."""
+    return direction_of(t) is not None and consistency(t) >= min_consistency
+
+
 @dataclass(frozen=True)
 class VideoScore:
     motion: float       # 1.0 if the object moves in the captioned direction
+    moving: float       # 1.0 if the object moves coherently in any direction
     color: float        # 1.0 if the object has the captioned colour
     consistency: float  # fraction of frames with the same object
     domain: float       # fraction of frames classified as the target style
@@ -154,5 +161,6 @@ def score_video(video: np.ndarray, color: str, direction: str | None, style: str
     moved = direction_of(t)
     domain = float(np.mean([p == style for p in classifier.predict(np.asarray(video))]))
     return VideoScore(motion=float(direction is not None and moved == direction),
+                      moving=float(moves_coherently(t)),
                       color=float(majority_color(t) == color),
                       consistency=consistency(t), domain=domain)

@@ -68,7 +68,7 @@ def test_sampling_and_evaluation_run_on_the_built_files(smoke):
     results = evaluate.evaluate(smoke, samples=1, steps=2, rows=rows)
     assert [r["name"] for r in results[3:]] == [r.name for r in rows]  # after the 3 reference rows
     for r in results:
-        for key in ("motion", "color", "consistency", "domain"):
+        for key in ("motion", "moving", "color", "consistency", "domain"):
             assert r[key] is None or 0.0 <= r[key] <= 1.0
     assert results[0]["motion"] == 1.0  # the dataset's own clips move as captioned
     table = evaluate.table(results)

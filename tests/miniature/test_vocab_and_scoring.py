@@ -33,6 +33,7 @@ def test_real_clips_score_as_their_captions(classifier):
         video = procedural.render(spec, style)
         scores.append(scoring.score_video(video, spec.color, spec.direction, style, classifier))
     assert np.mean([s.motion for s in scores]) == 1.0
+    assert np.mean([s.moving for s in scores]) == 1.0
     assert np.mean([s.color for s in scores]) == 1.0
     assert np.mean([s.consistency for s in scores]) == 1.0
     assert np.mean([s.domain for s in scores]) >= 0.9
@@ -43,13 +44,15 @@ def test_static_and_noise_videos_score_low(classifier):
     video = procedural.render(spec)
     still = np.repeat(video[:1], world.FRAMES, axis=0)
     assert scoring.score_video(still, spec.color, spec.direction, "plain", classifier).motion == 0.0
-    # the same object moving the opposite way is a motion failure
-    reverse = video[::-1]
-    assert scoring.score_video(reverse, spec.color, spec.direction, "plain", classifier).motion == 0.0
+    assert scoring.score_video(still, spec.color, spec.direction, "plain", classifier).moving == 0.0
+    # the same object moving the opposite way is a motion failure, but still coherent motion
+    reverse = scoring.score_video(video[::-1], spec.color, spec.direction, "plain", classifier)
+    assert reverse.motion == 0.0 and reverse.moving == 1.0
     # frames of unrelated clips: no consistent object
     jumble = np.stack([procedural.render(procedural.clip_spec(5, i, frames=1, size=world.SIZE))[0]
                        for i in range(world.FRAMES)])
-    assert scoring.score_video(jumble, spec.color, spec.direction, "plain", classifier).consistency < 0.8
+    jumbled = scoring.score_video(jumble, spec.color, spec.direction, "plain", classifier)
+    assert jumbled.consistency < 0.8 and jumbled.moving == 0.0
 
 
 def test_an_object_jumping_between_frames_is_not_consistent():
