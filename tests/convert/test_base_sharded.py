@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from diffusers import DDIMScheduler
 
-from convert.base import load_base
+from convert.base import load_base, weights_file
 from convert.detect import describe
 from convert.io import CheckpointError, ShardedStateDict, open_state_dict
 from convert.naming import flatten, state_dict_to_flax
@@ -82,3 +82,12 @@ def test_broken_index_names_the_file(folders, tmp_path):
     bad.write_text(json.dumps({"metadata": {}}))
     with pytest.raises(CheckpointError, match=r"index.json: not a shard index"):
         open_state_dict(str(bad))
+
+
+def test_variant_shard_index_is_found(folders, tmp_path):
+    (u, _, _), _, _ = folders
+    u.save_pretrained(str(tmp_path / "unet"), max_shard_size=SHARD, variant="fp16")
+    index = weights_file(str(tmp_path / "unet"), "unet", "fp16")
+    assert os.path.basename(index) == "diffusion_pytorch_model.safetensors.index.fp16.json"
+    with open_state_dict(index) as sd:
+        assert set(sd) == set(u.state_dict())
