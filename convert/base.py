@@ -44,11 +44,11 @@ _FOLDER_SKIP = ("text_model.embeddings.position_ids",)
 @dataclass(frozen=True)
 class Leaf:
     """One Flax parameter: its shape/dtype in Flax layout and how to make it from the source tensor:
-    `read(fetch)` calls `fetch(source_key)` (a copy, or a zero-copy view: `source.view`) and returns
-    the Flax-layout array — a reshape/transpose *view* of what `fetch` returned, never a copy."""
+    `view()` is the Flax-layout array as a reshape/transpose *view* of the source file's tensor
+    (`source.view(source_key)`: memory-mapped, zero-copy), never a copy."""
     shape: tuple[int, ...]
     dtype: np.dtype
-    read: Callable[[Callable[[str], np.ndarray]], np.ndarray]
+    view: Callable[[], np.ndarray]
     source_key: str
     source: StateDict
 
@@ -256,7 +256,7 @@ def _flax_leaf(key: str, shape: tuple[int, ...], sd: StateDict, source_key: str,
     path = torch_key_to_flax(key, len(shape))
     flax_shape = torch_tensor_to_flax(path, np.broadcast_to(np.zeros((), np.int8), shape)).shape
     return path, Leaf(tuple(flax_shape), np.dtype(sd.dtype(source_key)),
-                      lambda fetch: torch_tensor_to_flax(path, transform(fetch(source_key))), source_key, sd)
+                      lambda: torch_tensor_to_flax(path, transform(sd.view(source_key))), source_key, sd)
 
 
 def _network_plan(name: str, sd: StateDict, entries: Mapping[str, tuple[str, tuple[int, ...], Callable]],
@@ -401,58 +401,31 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
 
 
-def _view_leaves(plan: BasePlan, dtype: str | None, progress: str | None):
+def _view_leaves(plan: BasePlan, dtype: str | None, progress: str | None, contiguous: bool = False):
     """Yield (network, path, Flax-layout array) for every leaf: zero-copy views of the source file
     (memory-mapped safetensors, or torch's mmap of a zip .ckpt/.bin) with kernels transposed as
-    views. A requested `dtype` other than the file's costs one pass (`astype` in memory order)."""
+    views. A cast to `dtype` (or, with `contiguous`, a transposed kernel) costs one pass (`astype`,
+    transpose and cast together), after which the leaf's source pages are released."""
     with _progress(sum(n.nbytes() for n in plan.networks.values()), progress or "", progress is not None) as bar:
         for name, net in plan.networks.items():
             for p, leaf in net.leaves.items():
-                a = leaf.read(leaf.source.view)
+                a = leaf.view()
                 target = store_dtype(dtype, leaf.dtype)
-                if a.dtype != target:
-                    a = a.astype(target, order="K")
-                    leaf.source.release(leaf.source_key)  # the cast copy holds the bytes now
+                if a.dtype != target or (contiguous and not a.flags.c_contiguous):
+                    a = a.astype(target, order="C" if contiguous else "K")
+                    leaf.source.release(leaf.source_key)  # the copy holds the bytes now
                 bar.update(leaf.nbytes())
                 yield name, p, a
 
 
-def _read_leaves(plan: BasePlan, dtype: str | None, progress: str | None, workers: int = 2, window: int = 4):
-    """Yield (network, path, Flax-layout C-contiguous array) for every leaf, in plan order, for
-    streaming to disk (touched memory-mapped pages would stay resident: copies instead). Reads and transposes
-    run on `workers` threads (numpy and file reads release the GIL), at most `window` tensors ahead,
-    so memory stays at a few tensors. Each thread reads into one reused buffer (fresh memory costs
-    a page fault per page), then transposes and casts into the fresh output in one copy."""
-    import collections
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    local = threading.local()
-    largest = max((l.nbytes() for n in plan.networks.values() for l in n.leaves.values()), default=0)
-
-    def read(leaf: Leaf) -> np.ndarray:
-        if getattr(local, "scratch", None) is None:
-            local.scratch = np.empty(largest, np.uint8)
-        out = np.empty(leaf.shape, store_dtype(dtype, leaf.dtype))
-        np.copyto(out, leaf.read(functools.partial(leaf.source.read, scratch=local.scratch)), casting="unsafe")
-        return out
-
-    items = [(name, p, leaf) for name, net in plan.networks.items() for p, leaf in net.leaves.items()]
-    total = sum(n.nbytes() for n in plan.networks.values())
-    with _progress(total, progress or "", progress is not None) as bar, ThreadPoolExecutor(workers) as pool:
-        pending: collections.deque = collections.deque()
-        for item in items:
-            pending.append((item, pool.submit(read, item[2])))
-            if len(pending) >= window:
-                (name, p, _), fut = pending.popleft()
-                a = fut.result()
-                bar.update(a.nbytes)
-                yield name, p, a
-        while pending:
-            (name, p, _), fut = pending.popleft()
-            a = fut.result()
-            bar.update(a.nbytes)
-            yield name, p, a
+def _stream_leaves(plan: BasePlan, dtype: str | None, progress: str | None):
+    """`_view_leaves` as C-contiguous arrays, for writing to disk; each leaf's source pages are
+    released once the consumer has taken it (and asks for the next), so resident memory stays near
+    one leaf rather than growing with every mapped page the conversion touched."""
+    sources = {(name, p): leaf for name, net in plan.networks.items() for p, leaf in net.leaves.items()}
+    for name, p, a in _view_leaves(plan, dtype, progress, contiguous=True):
+        yield name, p, a
+        sources[name, p].source.release(sources[name, p].source_key)
 
 
 def _device_leaves(plan: BasePlan, dtype: str | None, progress: str | None, device):
@@ -508,7 +481,7 @@ def convert_base(source: str, out_dir: str, *, ema: bool = False, dtype: str | N
     written, stream = {}, None
     try:
         os.makedirs(out_dir, exist_ok=True)
-        stream = _read_leaves(plan, dtype, "converting" if progress else None)
+        stream = _stream_leaves(plan, dtype, "converting" if progress else None)
         for name, net in plan.networks.items():
             specs = {"/".join(p): (l.shape, store_dtype(dtype, l.dtype)) for p, l in net.leaves.items()}
             tensors = (("/".join(p), a) for _, p, a in itertools.islice(stream, len(specs)))

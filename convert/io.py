@@ -3,12 +3,12 @@
 `open_state_dict(path)` returns a `StateDict`: a read-only mapping from key to numpy array whose
 shapes and dtypes are known without reading data. Two ways to get a tensor:
 
-- `sd[key]` / `sd.read(key, scratch)`: a copy, read with positional file reads — for streaming
-  work (convert to disk, merge), where touched memory-mapped pages would stay resident and count
-  against the process for the whole job;
+- `sd[key]`: a copy, read with positional file reads (merges and LoRA files, which hold one tensor
+  at a time);
 - `sd.view(key)`: zero-copy, a read-only numpy view of the file's memory map (pages load on first
-  touch) — for loads whose result stays in memory anyway. The map stays open as long as any view
-  lives, even after `close()`.
+  touch). The map stays open as long as any view lives, even after `close()`; `sd.release(key)`
+  drops the resident pages a view touched once its bytes live elsewhere (a copy, a device, a
+  written file), so a streaming job's memory does not grow with every page it read.
 
 - `.safetensors` is parsed here (header checked against the file size); a `*.safetensors.index.json`
   / `*.bin.index.json` of a sharded diffusers save opens as one `ShardedStateDict` over its shards.
@@ -56,17 +56,13 @@ class StateDict(Mapping):
     def dtype(self, key: str) -> np.dtype:
         raise NotImplementedError
 
-    def read(self, key: str, scratch: np.ndarray | None = None) -> np.ndarray:
-        """`self[key]`, possibly as a view of `scratch` (valid until `scratch` is reused)."""
-        return self[key]
-
     def view(self, key: str) -> np.ndarray:
         """The tensor without a copy where the format allows (read-only), else `self[key]`."""
         return self[key]
 
     def release(self, key: str) -> None:
         """Drop the resident pages that `view(key)` touched (its data stays valid: touching it again
-        re-reads the file). For a view whose bytes were already copied elsewhere (to a device)."""
+        re-reads the file). For a view whose bytes now live elsewhere (a copy, a device, a written file)."""
 
     def nbytes(self) -> int:
         return sum(int(np.prod(self.shape(k), dtype=np.int64)) * self.dtype(k).itemsize for k in self)
@@ -99,9 +95,6 @@ class SafetensorsStateDict(StateDict):
 
     def __getitem__(self, key):
         return read_tensor(self._file, self._header[key], self._start)
-
-    def read(self, key, scratch=None):
-        return read_tensor(self._file, self._header[key], self._start, scratch)
 
     def view(self, key):
         shape, dtype = tensor_info(self._header[key])
@@ -221,9 +214,6 @@ class ShardedStateDict(StateDict):
 
     def __getitem__(self, key):
         return self._where[key][key]
-
-    def read(self, key, scratch=None):
-        return self._where[key].read(key, scratch)
 
     def view(self, key):
         return self._where[key].view(key)

@@ -81,19 +81,20 @@ def test_absent_ema_or_network(tmp_path, sd):
 def test_failed_conversion_writes_nothing(tmp_path, sd, monkeypatch):
     path = _write(tmp_path, sd)
     out = tmp_path / "out"
-    real = convert_io.SafetensorsStateDict.read
+    real = convert_io.SafetensorsStateDict.view
     calls = {"n": 0}
 
-    def flaky(self, key, scratch=None):
+    def flaky(self, key):
         calls["n"] += 1
         if calls["n"] == 50:
             raise OSError(f"{self.path}: read error")
-        return real(self, key, scratch)
+        return real(self, key)
 
-    monkeypatch.setattr(convert_io.SafetensorsStateDict, "read", flaky)
+    monkeypatch.setattr(convert_io.SafetensorsStateDict, "view", flaky)
     with pytest.raises(OSError, match="read error"):
         convert_base(path, str(out), progress=False)
+    assert calls["n"] == 50
     assert not out.exists() or os.listdir(out) == []
-    monkeypatch.setattr(convert_io.SafetensorsStateDict, "read", real)
+    monkeypatch.setattr(convert_io.SafetensorsStateDict, "view", real)
     written = convert_base(path, str(out), progress=False)
     assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in written.values())

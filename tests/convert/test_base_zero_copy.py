@@ -1,5 +1,6 @@
-"""`load_base` builds the Flax tree from views of the memory-mapped file (no copy), equal to the copying
-path (`convert_base`); `device=...` puts each leaf on a device; a cast copies; the file stays usable."""
+"""`load_base` builds the Flax tree from views of the memory-mapped file (no copy), equal to the params
+written by `convert_base` (C-contiguous copies on disk); `device=...` puts each leaf on a device; a cast
+copies; the file stays usable."""
 import gc
 import os
 
@@ -18,7 +19,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("zero_copy")
     sd = ldm_state_dict(*build("small"))
     single = save_single_file(str(d / "m.safetensors"), sd)
-    written = convert_base(single, str(d / "converted"), progress=False)  # the copying (pread) path
+    written = convert_base(single, str(d / "converted"), progress=False)  # contiguous copies, on disk
     ref = {name: flatten(load_params(written[name])[0]) for name in ("unet", "vae", "text_encoder")}
     return single, ref
 
