@@ -419,16 +419,16 @@ class AnimateDiffPipeline:
         if context is not None and context.shuffle_noise and latents is None:
             noise = jnp.stack([ctx.reschedule_noise(noise[i:i + 1], context, s)[0] for i, s in enumerate(seeds)])
         sampler = self.make_sampler(steps, strength if init_video is not None else 1.0, eta)
-        if init_video is not None:  # the pass starts from the input video noised to the strength's timestep
+        # start(clean, n): clean latents noised to the pass's first timestep; fresh_start(n): a pass's start
+        if init_video is not None:  # the input video noised to the strength's timestep
             x_video = self.encode_video(init_video, seed_stream(seeds, POSTERIOR))
-            start = lambda clean, n: sampler.add_noise(clean, n)  # noqa: E731
+            start = sampler.add_noise
             fresh_start = lambda n: sampler.add_noise(x_video, n)  # noqa: E731
-            x = fresh_start(noise)
-        else:  # from noise; FreeInit diffuses its clean latents to the schedule's end, t = T
-            abar_T = float(_schedule(sampler).alphas_cumprod[-1])
-            start = lambda clean, n: (abar_T ** 0.5 * clean + (1 - abar_T) ** 0.5 * n) * sampler.init_noise_sigma  # noqa: E731,E501
-            fresh_start = lambda n: n * sampler.init_noise_sigma  # noqa: E731
-            x = fresh_start(noise)
+        else:  # pure noise; FreeInit diffuses its clean latents to the schedule's end, t = T
+            a_T, sigma = float(_schedule(sampler).alphas_cumprod[-1]), sampler.init_noise_sigma
+            start = lambda clean, n: (a_T ** 0.5 * clean + (1 - a_T) ** 0.5 * n) * sigma  # noqa: E731
+            fresh_start = lambda n: n * sigma  # noqa: E731
+        x = fresh_start(noise)
         passes = freeinit.iterations if freeinit is not None else 1
         for k in range(passes):
             if k > 0:

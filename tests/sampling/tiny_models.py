@@ -66,7 +66,8 @@ def write_original_motion_module(adapter_folder: str, path: str, max_seq_length:
     for k in list(out):
         if k.endswith("attention_blocks.0.to_q.weight") or k.endswith("attention_blocks.1.to_q.weight"):
             c = out[k].shape[0]
-            out[k.replace("to_q.weight", "pos_encoder.pe")] = sinusoid(max_seq_length or ADAPTER["motion_max_seq_length"], c)
+            length = max_seq_length or ADAPTER["motion_max_seq_length"]
+            out[k.replace("to_q.weight", "pos_encoder.pe")] = sinusoid(length, c)
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}, path)
 
 
