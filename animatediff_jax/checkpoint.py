@@ -83,16 +83,14 @@ def tensor_info(entry: Mapping) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(entry["shape"]), DTYPES[entry["dtype"]]
 
 
-def read_tensor(f, entry: Mapping, start: int, scratch: np.ndarray | None = None) -> np.ndarray:
-    """One tensor of an open safetensors file, read (not mapped) into a fresh array — or into
-    `scratch` (a uint8 buffer, reused by the caller to avoid page-faulting new memory per tensor).
+def read_tensor(f, entry: Mapping, start: int) -> np.ndarray:
+    """One tensor of an open safetensors file, read (not mapped) into a fresh array.
 
     Positional reads (`os.pread`) leave the file offset alone, so threads may share `f`.
     """
     shape, dtype = tensor_info(entry)
     begin, end = entry["data_offsets"]
-    fits = scratch is not None and scratch.nbytes >= end - begin
-    buf = scratch.reshape(-1).view(np.uint8)[:end - begin] if fits else np.empty(end - begin, np.uint8)
+    buf = np.empty(end - begin, np.uint8)
     view, done = memoryview(buf), 0
     while done < len(buf):
         n = os.preadv(f.fileno(), [view[done:]], start + begin + done)
