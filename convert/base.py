@@ -1,15 +1,17 @@
 """An SD1.x base model (UNet, VAE, CLIP text encoder) from any of its PyTorch forms -> Flax params.
 
 Sources: a diffusers folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, weights as
-`.safetensors` or `.bin`), a hub id of one (downloaded with `huggingface_hub.snapshot_download`), or
+`.safetensors` or `.bin`, whole or sharded with an `*.index.json`), a hub id of one (resolved through
+the Hugging Face cache by `huggingface_hub.snapshot_download`, offline too), or
 an LDM single file (`.safetensors` / `.ckpt`, optional `"state_dict"` wrapper, optional EMA weights),
 whose configs are inferred from tensor shapes (SD1.5 layout rules; head counts, which shapes cannot
 show, follow SD1.x: 8 UNet heads, CLIP head dim 64 — override with `overrides`).
 
-Everything is planned from names and shapes first (`plan_base`): each Flax leaf knows how to read
-itself. `load_base` reads the plan into memory; `convert_base` streams it into one `.safetensors` per
-network, so peak memory is one tensor. Both check the plan against the Flax networks' own parameter
-shapes before reading any data: missing, unexpected and mis-shaped keys are errors naming the file.
+Everything is planned from names and shapes first (`plan_base`): each Flax leaf is a view of its
+source tensor in the memory-mapped file. `load_base` returns those views (zero-copy; or puts them on
+a device leaf by leaf); `convert_base` streams them into one `.safetensors` per network, so peak
+memory is one tensor. Both check the plan against the Flax networks' own parameter shapes before
+any data is used: missing, unexpected and mis-shaped keys are errors naming the file.
 """
 from __future__ import annotations
 
