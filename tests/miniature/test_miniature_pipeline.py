@@ -75,3 +75,10 @@ def test_sampling_and_evaluation_run_on_the_built_files(smoke):
     assert table.count("\n") == len(results) + 1 and "| LoRA images | none | 1 |" in table
     lr = build.BUDGETS["smoke"].learning_rates["motion"]
     assert f"motion B: {build.BUDGETS['smoke'].motion_steps} steps at lr {lr:g}" in evaluate.report(results, smoke, 2, 7.5, 1.0)
+
+
+def test_direction_probe_runs_on_the_built_files(smoke):
+    from animatediff_jax.miniature import probe
+    features, labels = probe.pooled_features(smoke, clips=8, batch=4)
+    assert len(labels) == 8 and set(labels) <= {"left", "right", "up", "down"}
+    assert features and all(x.shape[0] == 8 and np.isfinite(x).all() for x in features.values())

@@ -68,3 +68,13 @@ def test_an_object_jumping_between_frames_is_not_consistent():
     t = scoring.track(np.stack(frames))
     assert len(set(c for c in t.colors if c)) == 1  # colour and size alone would call it consistent
     assert scoring.consistency(t) < 0.5
+
+
+def test_direction_probe_separates_signal_from_noise():
+    from animatediff_jax.miniature.probe import probe_accuracy
+    rng = np.random.default_rng(0)
+    labels = rng.choice(procedural.DIRECTIONS, 400)
+    signal = (labels[:, None] == np.asarray(procedural.DIRECTIONS)[None]).astype(float)
+    features = np.concatenate([signal, rng.standard_normal((400, 12))], 1) + 0.3 * rng.standard_normal((400, 16))
+    assert probe_accuracy(features, labels) > 0.95
+    assert probe_accuracy(rng.standard_normal((400, 16)), labels) < 0.45  # chance is 0.25
