@@ -30,7 +30,7 @@ def _base_buffer(a: np.ndarray):
     return a.base.obj if isinstance(a.base, memoryview) else a.base
 
 
-def test_leaves_are_views_of_the_file_and_equal_the_copying_path(files):
+def test_leaves_are_views_of_the_file_and_equal_the_converted_params(files):
     path, ref = files
     m = load_base(path, progress=False)
     gc.collect()  # the plan is closed; the views must keep the map alive
