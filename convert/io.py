@@ -193,6 +193,11 @@ class ShardedStateDict(StateDict):
                 except CheckpointError as e:
                     raise CheckpointError(f"{index_path}: shard {e}") from None
             for sd in self._shards.values():
+                twice = [k for k in sd if k in self._where]
+                if twice:
+                    raise CheckpointError(f"{index_path}: {len(twice)} keys are in two shards "
+                                          f"({os.path.basename(self._where[twice[0]].path)} and "
+                                          f"{os.path.basename(sd.path)}): {examples(twice)}")
                 self._where.update((k, sd) for k in sd)
             missing = [k for k, shard in weight_map.items() if k not in self._shards[shard]]
             if missing:

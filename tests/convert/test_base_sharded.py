@@ -71,6 +71,7 @@ def test_broken_index_names_the_file(folders, tmp_path):
     unet = shutil.copytree(os.path.join(folders[2]["safetensors"], "unet"), tmp_path / "unet")
     bad = unet / "diffusion_pytorch_model.safetensors.index.json"
     index = json.loads(bad.read_text())
+    original = index["weight_map"]["conv_in.weight"]
     index["weight_map"]["conv_in.weight"] = "diffusion_pytorch_model-00099-of-00099.safetensors"
     bad.write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=r"index.json: shard .*00099-of-00099.safetensors: no such file"):
@@ -78,6 +79,17 @@ def test_broken_index_names_the_file(folders, tmp_path):
     index["weight_map"]["conv_in.weight"] = "diffusion_pytorch_model-00002-of-00018.safetensors"
     bad.write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=r"index.json: 1 keys listed in the index are not in their shards"):
+        open_state_dict(str(bad))
+    # a key stored in two shards: which copy is meant is unknowable, so it is refused
+    from safetensors.numpy import load_file, save_file
+    index["weight_map"]["conv_in.weight"] = original
+    bad.write_text(json.dumps(index))
+    first = sorted(set(index["weight_map"].values()))[0]
+    other = next(k for k, s in index["weight_map"].items() if s != first)
+    tensors = load_file(str(unet / first))
+    tensors[other] = load_file(str(unet / index["weight_map"][other]))[other]
+    save_file(tensors, str(unet / first))
+    with pytest.raises(CheckpointError, match=r"index.json: 1 keys are in two shards .*" + other.replace(".", r"\.")):
         open_state_dict(str(bad))
     bad.write_text(json.dumps({"metadata": {}}))
     with pytest.raises(CheckpointError, match=r"index.json: not a shard index"):
