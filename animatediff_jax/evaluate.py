@@ -135,7 +135,7 @@ def vae_rows(weights: str, count: int, classifier: scoring.StyleClassifier) -> l
     return rows
 
 
-def evaluate(weights: str = ASSETS, samples: int = 16, steps: int = 25, guidance: float = 7.5,
+def evaluate(weights: str = ASSETS, samples: int = 32, steps: int = 25, guidance: float = 7.5,
              rows=ROWS, seed_offset: int = 0) -> list[dict]:
     """Sample and score every row; returns one dict per row (plus the dataset reference first)."""
     from animatediff_jax.pipeline import enable_compilation_cache
@@ -196,7 +196,7 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m animatediff_jax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--weights", default=ASSETS, help="folder written by python -m animatediff_jax.miniature.build")
-    parser.add_argument("--samples", type=int, default=16, help="videos per row")
+    parser.add_argument("--samples", type=int, default=32, help="videos per row (default 32, as in RESULTS.md)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
     parser.add_argument("--rows", help="only these rows, names separated by ';' (default: all)")
