@@ -16,7 +16,7 @@ Stages, in order (each reads what the earlier ones wrote under --out):
   lora        rank-r LoRA on the base's attention projections, "checker" images, trigger "xyz"
               (images only), kohya format                                 lora_checker.safetensors
   motion      motion modules trained on plain clips against the frozen base, one per noise schedule
-              (B, the paper's: 4000 steps; A and C, its ablation: 300)   motion_module_{B,A,C}.safetensors
+              (B, the paper's, and A and C, its ablation)                 motion_module_{B,A,C}.safetensors
 `build.json` records the budget, seeds, seconds and final loss of every stage.
 """
 from __future__ import annotations
@@ -67,20 +67,12 @@ class Budget:
     unet: UNetConfig = world.UNET
     motion: MotionConfig = world.MOTION
     learning_rates: dict = field(default_factory=lambda: dict(base=1e-3, dreambooth=2e-4, lora=1e-3, motion=5e-4))
-    # schedule -> (steps, learning rate) where a motion module's budget differs from motion_steps /
-    # learning_rates["motion"] (the shipped A and C ablation modules kept the first, smaller budget)
-    motion_exceptions: dict = field(default_factory=dict)
-
-    def motion_budget(self, schedule: str) -> tuple[int, float]:
-        """(steps, peak learning rate) of the motion module trained with noise schedule `schedule`."""
-        return self.motion_exceptions.get(schedule, (self.motion_steps, self.learning_rates["motion"]))
 
 
 BUDGETS = {
     "full": Budget(vae_steps=600, vae_batch=16, decoder_steps=400, base_steps=1500, personalize_steps=200,
                    image_batch=32, motion_steps=4000, video_batch=4,
-                   learning_rates=dict(base=1e-3, dreambooth=2e-4, lora=1e-3, motion=1e-3),
-                   motion_exceptions={"A": (300, 5e-4), "C": (300, 5e-4)}),
+                   learning_rates=dict(base=1e-3, dreambooth=2e-4, lora=1e-3, motion=1e-3)),
     # CI smoke test: every stage runs end to end at toy widths; the weights are meaningless.
     "smoke": Budget(vae_steps=2, vae_batch=2, decoder_steps=1, base_steps=2, personalize_steps=2, image_batch=2,
                     motion_steps=2, video_batch=1, lora_rank=2, schedules=("B",),
@@ -238,10 +230,9 @@ def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
     """One motion module per schedule, each from the same initialisation, against the frozen base.
     With `checkpoint_every`, intermediate modules are also written as motion_module_<S>.step<N>."""
     nets, base = networks(out, budget.motion)
-    b, record = budget.video_batch, {}
+    b, steps, lr, record = budget.video_batch, budget.motion_steps, budget.learning_rates["motion"], {}
     for schedule in budget.schedules:
         start, final = time.time(), motion_path(out, schedule)
-        steps, lr = budget.motion_budget(schedule)
 
         def checkpoint(step, module, schedule=schedule, final=final):
             save_motion(final.replace(".safetensors", f".step{step}.safetensors"), module, nets.unet,
@@ -294,7 +285,7 @@ def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, .
     if motion_steps is not None or motion_lr is not None:  # an override applies to every schedule
         steps = chosen.motion_steps if motion_steps is None else motion_steps
         lrs = {**chosen.learning_rates, "motion": chosen.learning_rates["motion"] if motion_lr is None else motion_lr}
-        chosen = dataclasses.replace(chosen, motion_steps=steps, learning_rates=lrs, motion_exceptions={})
+        chosen = dataclasses.replace(chosen, motion_steps=steps, learning_rates=lrs)
     os.makedirs(out, exist_ok=True)
     record = {}
     for stage in (s for s in STAGES if s in stages):
