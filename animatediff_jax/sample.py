@@ -149,8 +149,8 @@ def jobs_from_args(args) -> tuple[list[Job], str]:
     default = args.base is None
     if default and (args.dreambooth or args.motion_module or args.lora or args.motion_lora or args.domain_adapter):
         raise UsageError("--dreambooth/--lora/--motion-module/... need --base (the SD1.x model they build on)")
-    if default:  # the miniature (default_model.py): its own prompts unless given some
-        from animatediff_jax.default_model import DEFAULT_SAMPLE, default_jobs
+    if default:  # the miniature (miniature/shipped.py): its own prompts unless given some
+        from animatediff_jax.miniature.shipped import DEFAULT_SAMPLE, default_jobs
         setups = default_jobs(prompts)
     elif not prompts:
         raise UsageError("no prompt: give --prompt (or --travel, or a prompt config)")

@@ -33,6 +33,10 @@ class PromptTokenizer:
                         max_length: int | None = None) -> "PromptTokenizer":
         """Load from a local folder (vocab.json + merges.txt, or tokenizer.json), a diffusers model
         folder (its `tokenizer/` is used), or a Hugging Face Hub id."""
+        # transformers is imported here, not at module level: it takes ~0.5 s and only this constructor
+        # needs it. We use its tokenizer alone, so its "PyTorch was not found" advice is noise to our
+        # users: silence transformers' advisory warnings unless the user set the variable.
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         from transformers import CLIPTokenizer
 
         if os.path.isdir(name_or_path):

@@ -99,7 +99,7 @@ def build_webvid(folder: str, paths: list[str], threads: int) -> str:
 
 
 def build_latents(folder: str, count: int) -> str:
-    from animatediff_jax.data.precompute import precompute
+    from animatediff_jax.data.precomputed_latents import precompute
 
     rng = np.random.default_rng(0)
     source = [{"video": np.zeros((1,), np.uint8), "caption": "synthetic video"}] * count

@@ -46,7 +46,7 @@ def small_models(folder: str):
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    from animatediff_jax.default_model import write_byte_tokenizer
+    from animatediff_jax.tiny_models import write_byte_tokenizer
     torch.manual_seed(0)
     unet = UNet2DConditionModel(block_out_channels=(64, 128, 128), layers_per_block=1, cross_attention_dim=128,
                                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -72,7 +72,7 @@ def sd15_diffusers(device: str):
     import torch
     from diffusers import AnimateDiffPipeline, AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    from animatediff_jax.default_model import write_byte_tokenizer
+    from animatediff_jax.tiny_models import write_byte_tokenizer
     tok = CLIPTokenizer.from_pretrained(write_byte_tokenizer(tempfile.mkdtemp()))
     pipe = AnimateDiffPipeline(
         vae=AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
@@ -147,7 +147,7 @@ def main(argv=None):
                                         cache_dir=os.path.join(folder, "cache"))
         ref_dtype = "float32"
     else:
-        from animatediff_jax.default_model import write_byte_tokenizer
+        from animatediff_jax.tiny_models import write_byte_tokenizer
         from animatediff_jax.models.configs import MOTION_V2, SD15_TEXT, SD15_UNET, SD15_VAE
         from animatediff_jax.tokenizer import PromptTokenizer
         ref = sd15_diffusers(device)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m animatediff_jax.data.build", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kind", required=True)
     w = sub.add_parser("webvid", help="WebVid-style CSV (videoid, name, page_dir) + a folder of mp4 files")

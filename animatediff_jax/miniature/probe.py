@@ -16,75 +16,30 @@ from __future__ import annotations
 import argparse
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from animatediff_jax.data import procedural
-from animatediff_jax.miniature import build, world
-from animatediff_jax.miniature.trainer import models
-from animatediff_jax.models.unet3d import UNet3DConditionModel
-from animatediff_jax.schedules import NoiseSchedule, add_noise
-from convert.naming import flatten
-
-PROBE_SEED = 777  # a dataset seed no stage trains on
-
-
-def pooled_features(weights: str, clips: int, batch: int = 8, seed: int = 0) -> tuple[dict, np.ndarray]:
-    """({transformer path: (clips, C) pooled outputs}, (clips,) caption directions)."""
-    nets, base = build.networks(weights, None)
-    tokenizer, fns = build.tokenizer(weights), models(nets)
-    unet = UNet3DConditionModel(nets.unet, None)
-    alphas_cumprod = NoiseSchedule.preset("B").alphas_cumprod
-
-    @jax.jit
-    def features(video, ids, t, key):
-        k_vae, k_noise = jax.random.split(key)
-        z = fns.encode_video(base["vae"], video, k_vae)
-        z = add_noise(alphas_cumprod, z, jax.random.normal(k_noise, z.shape), t)
-        ctx = fns.encode_text(base["text_encoder"], ids)
-        _, state = unet.apply({"params": base["unet"]}, z, t, ctx, mutable=["intermediates"],
-                              capture_intermediates=lambda m, _: bool(m.name) and m.name.startswith("attentions"))
-        return jax.tree.map(lambda x: x.reshape(video.shape[0], -1, x.shape[-1]).mean(1), state["intermediates"])
-
-    rng = np.random.default_rng(seed)
-    pooled, labels = {}, []
-    for b in range(clips // batch):
-        video, captions = world.clips(PROBE_SEED, b * batch, batch)
-        directions = [str(d) for d in rng.choice(procedural.DIRECTIONS, batch)]
-        captions = [" ".join(c.split()[:-1] + [d]) for c, d in zip(captions, directions)]
-        t = jnp.asarray(rng.integers(0, len(alphas_cumprod), batch))
-        out = features(video, jnp.asarray(tokenizer(captions)), t, jax.random.key(b))
-        for path, x in flatten(jax.device_get(out)).items():
-            pooled.setdefault("/".join(p for p in path if p != "__call__"), []).append(np.asarray(x[0]))
-        labels += directions
-    return {k: np.concatenate(v) for k, v in pooled.items()}, np.asarray(labels)
-
-
-def probe_accuracy(x: np.ndarray, labels: np.ndarray, ridge: float = 10.0) -> float:
-    """Held-out accuracy (last quarter) of a standardised ridge one-vs-rest classifier."""
-    train = np.arange(len(labels)) < len(labels) * 3 // 4
-    x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-6)
-    classes = np.asarray(procedural.DIRECTIONS)
-    y = (labels[:, None] == classes[None]).astype(np.float64)
-    w = np.linalg.solve(x[train].T @ x[train] + ridge * np.eye(x.shape[1]), x[train].T @ y[train])
-    return float(np.mean(classes[(x[~train] @ w).argmax(1)] == labels[~train]))
+from animatediff_jax.errors import UsageError, run_cli
+from animatediff_jax.miniature.shipped import MINIATURE
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m animatediff_jax.miniature.probe",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", default=build.ASSETS, help="folder written by the miniature build")
-    parser.add_argument("--clips", type=int, default=192, help="clips to probe (3/4 fit, 1/4 held out)")
+    parser.add_argument("--weights", default=MINIATURE, help="folder written by the miniature build (default: the shipped weights)")
+    parser.add_argument("--clips", type=int, default=192, help="clips to probe, 3/4 fit and 1/4 held out (default: 192)")
     args = parser.parse_args(argv)
-    if args.clips < 16:
-        parser.error("--clips must be at least 16")
-    features, labels = pooled_features(args.weights, args.clips)
-    print(f"| motion-module input | channels | caption-direction probe accuracy ({len(labels) // 4} held-out clips) |")
-    print("|---|---|---|")
-    for name, x in features.items():
-        print(f"| {name} | {x.shape[1]} | {100 * probe_accuracy(x, labels):.0f}% |")
-    return 0
+
+    def work() -> int:
+        if args.clips < 16:
+            raise UsageError(f"--clips {args.clips}: must be at least 16")
+        # Imported after parsing: the probe pulls in JAX and the networks (seconds), --help must not.
+        from animatediff_jax.miniature.direction_probe import pooled_features, probe_accuracy
+        features, labels = pooled_features(args.weights, args.clips)
+        print(f"| motion-module input | channels | caption-direction probe accuracy ({len(labels) // 4} held-out clips) |")
+        print("|---|---|---|")
+        for name, x in features.items():
+            print(f"| {name} | {x.shape[1]} | {100 * probe_accuracy(x, labels):.0f}% |")
+        return 0
+
+    return run_cli(work)
 
 
 if __name__ == "__main__":

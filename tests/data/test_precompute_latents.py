@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from animatediff_jax.data.pipeline import InputPipeline, ProceduralSource, load_source, normalize_video
-from animatediff_jax.data.precompute import precompute, sample_latents, text_encoder, vae_encoder
+from animatediff_jax.data.precomputed_latents import precompute, sample_latents, text_encoder, vae_encoder
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig, VAEConfig
 from animatediff_jax.models.vae import AutoencoderKL, sample_latent

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 
 from animatediff_jax.data.pipeline import load_source
-from animatediff_jax.data.precompute import precompute, sample_latents, text_encoder, vae_encoder
+from animatediff_jax.data.precomputed_latents import precompute, sample_latents, text_encoder, vae_encoder
 from animatediff_jax.data.procedural_tfds import ProceduralConfig, ProceduralVideos
 from animatediff_jax.data.train_input import TrainInput, source_from_config
 from animatediff_jax.models.clip_text import CLIPTextModel

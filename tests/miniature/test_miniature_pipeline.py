@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from animatediff_jax import evaluate
-from animatediff_jax.miniature import build, lora, world
+from animatediff_jax.miniature import direction_probe, lora, stages, world
+from animatediff_jax.miniature.budget import BUDGETS, STAGES
+from animatediff_jax.miniature.shipped import motion_path, paths
 from convert.lora import read_lora
 from convert.naming import flatten
 
@@ -17,30 +19,30 @@ from convert.naming import flatten
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("miniature"))
-    build.build(out, "smoke", motion_checkpoint_every=1)
+    stages.build(out, "smoke", motion_checkpoint_every=1)
     return out
 
 
 def test_every_stage_writes_its_files(smoke):
-    p = build.paths(smoke)
+    p = paths(smoke)
     for key in ("vae", "text", "base", "lora"):
         assert os.path.isfile(p[key]), key
     for name in ("unet", "vae", "text_encoder"):
         assert os.path.isfile(os.path.join(p["dreambooth"], f"{name}.safetensors"))
-    assert os.path.isfile(build.motion_path(smoke, "B"))
-    assert os.path.isfile(build.motion_path(smoke, "B").replace(".safetensors", ".step1.safetensors"))
+    assert os.path.isfile(motion_path(smoke, "B"))
+    assert os.path.isfile(motion_path(smoke, "B").replace(".safetensors", ".step1.safetensors"))
     with open(p["record"]) as f:
         record = json.load(f)
-    assert set(build.STAGES) <= set(record) and all(record[s]["budget"] == "smoke" for s in build.STAGES)
+    assert set(STAGES) <= set(record) and all(record[s]["budget"] == "smoke" for s in STAGES)
     assert np.isfinite(record["base"]["loss"]) and np.isfinite(record["motion"]["schedules"]["B"]["loss"])
 
 
 def test_personalization_changed_the_base(smoke):
-    nets, base = build.networks(smoke)
-    dreambooth, _ = build.load(os.path.join(build.paths(smoke)["dreambooth"], "unet.safetensors"))
+    nets, base = stages.networks(smoke)
+    dreambooth, _ = stages.load(os.path.join(paths(smoke)["dreambooth"], "unet.safetensors"))
     changed = [k for k, v in flatten(dreambooth).items() if not np.array_equal(v, flatten(base["unet"])[k])]
     assert changed, "the DreamBooth fine-tune left every UNet weight unchanged"
-    factors = read_lora(build.paths(smoke)["lora"], {"unet": base["unet"]})["unet"]
+    factors = read_lora(paths(smoke)["lora"], {"unet": base["unet"]})["unet"]
     assert len(factors) == sum(1 for k in flatten(base["unet"]) if lora.TARGETS.search("/".join(k)))
     assert any(np.abs(w.up).max() > 0 for w in factors.values()), "LoRA up factors never left zero"
 
@@ -48,7 +50,7 @@ def test_personalization_changed_the_base(smoke):
 def test_lora_fuse_matches_the_file_reader(smoke):
     """Training-time fusion (lora.fuse_factors) == what the sampler fuses from the kohya file."""
     from convert.lora import fuse
-    _, base = build.networks(smoke)
+    _, base = stages.networks(smoke)
     factors = lora.init_factors(base["unet"], rank=2, seed=3)
     rng = np.random.default_rng(0)
     for f in factors["lora"].values():
@@ -73,12 +75,11 @@ def test_sampling_and_evaluation_run_on_the_built_files(smoke):
     assert results[0]["motion"] == 1.0  # the dataset's own clips move as captioned
     table = evaluate.table(results)
     assert table.count("\n") == len(results) + 1 and "| LoRA images | none | 1 |" in table
-    lr = build.BUDGETS["smoke"].learning_rates["motion"]
-    assert f"motion B: {build.BUDGETS['smoke'].motion_steps} steps at lr {lr:g}" in evaluate.report(results, smoke, 2, 7.5, 1.0)
+    lr = BUDGETS["smoke"].learning_rates["motion"]
+    assert f"motion B: {BUDGETS['smoke'].motion_steps} steps at lr {lr:g}" in evaluate.report(results, smoke, 2, 7.5, 1.0)
 
 
 def test_direction_probe_runs_on_the_built_files(smoke):
-    from animatediff_jax.miniature import probe
-    features, labels = probe.pooled_features(smoke, clips=8, batch=4)
+    features, labels = direction_probe.pooled_features(smoke, clips=8, batch=4)
     assert len(labels) == 8 and set(labels) <= {"left", "right", "up", "down"}
     assert features and all(x.shape[0] == 8 and np.isfinite(x).all() for x in features.values())

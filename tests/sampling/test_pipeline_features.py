@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from animatediff_jax.context import ContextOptions
-from animatediff_jax.default_model import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
+from animatediff_jax.tiny_models import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
 from animatediff_jax.freeinit import FreeInitOptions
 from animatediff_jax.pipeline import AnimateDiffPipeline
 from animatediff_jax.tokenizer import PromptTokenizer

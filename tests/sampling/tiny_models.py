@@ -4,7 +4,7 @@ import os
 import numpy as np
 import torch
 
-from animatediff_jax.default_model import write_byte_tokenizer
+from animatediff_jax.tiny_models import write_byte_tokenizer
 
 UNET = dict(block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1, attention_head_dim=4,

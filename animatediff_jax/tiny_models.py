@@ -1,42 +1,12 @@
-"""The model `python -m animatediff_jax.sample` uses when no weights are given: the miniature.
-
-The one place that decides it. The miniature AnimateDiff (`animatediff_jax/miniature/`, weights
-shipped in `animatediff_jax/assets/miniature/`, rebuilt from scratch by `python -m
-animatediff_jax.miniature.build`) is a 32x32, 16-frame AnimateDiff trained on a procedural world of
-coloured shapes moving in captioned directions: a base text-to-image model, a DreamBooth fine-tune
-("sks", striped backgrounds) and a LoRA ("xyz", checkered backgrounds) trained on images only, and a
-motion module trained on the world's videos against the frozen base. `default_jobs` lists what the
-bare command samples (the base and the DreamBooth model, both with the motion module); every job is
-an ordinary `AnimateDiffPipeline.load` of those files. Measured quality: RESULTS.md.
-
-`TINY_*` are random-weight configs of the same architecture for tests and benchmarks
-(`AnimateDiffPipeline.random`), with `write_byte_tokenizer` for their byte-level vocabulary.
-"""
+"""Tiny random-weight configs of the SD1.x / AnimateDiff architecture, for tests, benchmarks and
+smoke runs (`AnimateDiffPipeline.random`), with `write_byte_tokenizer` for their byte-level
+vocabulary (514 tokens: every byte, every byte + end-of-word, start and end of text)."""
 from __future__ import annotations
 
 import json
 import os
 
 from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
-
-MINIATURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "miniature")
-# Sizes and steps of the default jobs (the miniature's training resolution and the original's DDIM steps).
-DEFAULT_SAMPLE = dict(width=32, height=32, frames=16, steps=25)
-
-
-def default_jobs(prompts: list | None = None) -> list[tuple[str, dict, list]]:
-    """(name, AnimateDiffPipeline.load kwargs, prompts) of each default job. With `prompts`, one job:
-    the miniature base + motion module on those prompts."""
-    base = dict(base=os.path.join(MINIATURE, "base"),
-                motion_module=os.path.join(MINIATURE, "motion_module_B.safetensors"))
-    if prompts:
-        return [("miniature base + motion module", base, list(prompts))]
-    dreambooth = dict(base, dreambooth=os.path.join(MINIATURE, "dreambooth"))
-    return [("miniature base + motion module", base, ["a red circle moving right", "a blue square moving down"]),
-            ("miniature DreamBooth (sks) + motion module", dreambooth,
-             ["sks, a yellow triangle moving left on stripes background",
-              "sks, a green circle moving up on stripes background"])]
-
 
 TINY_UNET = UNetConfig(block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,

@@ -1,0 +1,53 @@
+"""The miniature build's budgets (steps, batch sizes, widths per stage), stage names and seeds."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from animatediff_jax.miniature import world
+from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
+
+STAGES = ("tokenizer", "vae", "text", "base", "dreambooth", "lora", "motion")
+DTYPE = "float16"  # storage dtype of the shipped weights
+SOURCE = "animatediff_jax.miniature.build"
+# Dataset seeds (disjoint streams of the procedural world) and training seeds.
+SEEDS = dict(vae=0, vae_decoder=5, text=1, base_data=11, base=12, dreambooth_data=21, dreambooth=22,
+             lora_data=31, lora=32, motion_data=41, motion=42)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Steps, batch sizes and network widths of one build."""
+    vae_steps: int
+    vae_batch: int
+    decoder_steps: int
+    base_steps: int
+    personalize_steps: int
+    image_batch: int
+    motion_steps: int
+    video_batch: int
+    lora_rank: int = 4
+    schedules: tuple[str, ...] = ("B", "A", "C")
+    vae: VAEConfig = world.VAE
+    text: CLIPTextConfig = world.TEXT
+    unet: UNetConfig = world.UNET
+    motion: MotionConfig = world.MOTION
+    learning_rates: dict = field(default_factory=lambda: dict(base=1e-3, dreambooth=2e-4, lora=1e-3, motion=5e-4))
+
+
+BUDGETS = {
+    "full": Budget(vae_steps=600, vae_batch=16, decoder_steps=400, base_steps=1500, personalize_steps=200,
+                   image_batch=32, motion_steps=4000, video_batch=4,
+                   learning_rates=dict(base=1e-3, dreambooth=2e-4, lora=1e-3, motion=1e-3)),
+    # CI smoke test: every stage runs end to end at toy widths; the weights are meaningless.
+    "smoke": Budget(vae_steps=2, vae_batch=2, decoder_steps=1, base_steps=2, personalize_steps=2, image_batch=2,
+                    motion_steps=2, video_batch=1, lora_rank=2, schedules=("B",),
+                    vae=dataclasses.replace(world.VAE, block_out_channels=(8, 8), norm_num_groups=4,
+                                            down_block_types=("DownEncoderBlock2D",) * 2,
+                                            up_block_types=("UpDecoderBlock2D",) * 2),
+                    text=dataclasses.replace(world.TEXT, hidden_size=16, intermediate_size=32, num_hidden_layers=1),
+                    unet=dataclasses.replace(world.UNET, block_out_channels=(8,), norm_num_groups=4,
+                                             down_block_types=("CrossAttnDownBlock2D",),
+                                             up_block_types=("CrossAttnUpBlock2D",)),
+                    motion=dataclasses.replace(world.MOTION, norm_num_groups=4)),
+}

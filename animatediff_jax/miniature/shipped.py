@@ -1,0 +1,48 @@
+"""The shipped miniature AnimateDiff: where its files are, and what `python -m animatediff_jax.sample`
+samples when no weights are given.
+
+The one place that decides both. The miniature AnimateDiff (`animatediff_jax/miniature/`, weights
+shipped in `animatediff_jax/assets/miniature/`, rebuilt from scratch by `python -m
+animatediff_jax.miniature.build`) is a 32x32, 16-frame AnimateDiff trained on a procedural world of
+coloured shapes moving in captioned directions: a base text-to-image model, a DreamBooth fine-tune
+("sks", striped backgrounds) and a LoRA ("xyz", checkered backgrounds) trained on images only, and a
+motion module trained on the world's videos against the frozen base. `default_jobs` lists what the
+bare command samples (the base and the DreamBooth model, both with the motion module); every job is
+an ordinary `AnimateDiffPipeline.load` of those files. Measured quality: RESULTS.md.
+`paths(folder)` / `motion_path(folder, schedule)` say where each weight lives in the shipped folder
+or in one written by the build.
+"""
+from __future__ import annotations
+
+import os
+
+MINIATURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "miniature")
+# Sizes and steps of the default jobs (the miniature's training resolution and the original's DDIM steps).
+DEFAULT_SAMPLE = dict(width=32, height=32, frames=16, steps=25)
+
+
+def default_jobs(prompts: list | None = None) -> list[tuple[str, dict, list]]:
+    """(name, AnimateDiffPipeline.load kwargs, prompts) of each default job. With `prompts`, one job:
+    the miniature base + motion module on those prompts."""
+    base = dict(base=os.path.join(MINIATURE, "base"), motion_module=motion_path(MINIATURE, "B"))
+    if prompts:
+        return [("miniature base + motion module", base, list(prompts))]
+    dreambooth = dict(base, dreambooth=os.path.join(MINIATURE, "dreambooth"))
+    return [("miniature base + motion module", base, ["a red circle moving right", "a blue square moving down"]),
+            ("miniature DreamBooth (sks) + motion module", dreambooth,
+             ["sks, a yellow triangle moving left on stripes background",
+              "sks, a green circle moving up on stripes background"])]
+
+
+def paths(folder: str) -> dict[str, str]:
+    """Where every weight of the miniature lives under `folder` (the shipped one: `MINIATURE`)."""
+    return dict(tokenizer=os.path.join(folder, "base", "tokenizer"),
+                vae=os.path.join(folder, "base", "vae.safetensors"),
+                text=os.path.join(folder, "base", "text_encoder.safetensors"),
+                base=os.path.join(folder, "base", "unet.safetensors"), dreambooth=os.path.join(folder, "dreambooth"),
+                lora=os.path.join(folder, "lora_checker.safetensors"), record=os.path.join(folder, "build.json"))
+
+
+def motion_path(folder: str, schedule: str) -> str:
+    """The motion module trained under noise schedule `schedule` ('A', 'B' or 'C')."""
+    return os.path.join(folder, f"motion_module_{schedule}.safetensors")

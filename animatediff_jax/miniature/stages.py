@@ -1,0 +1,222 @@
+"""The miniature's build stages (tokenizer, VAE, text encoder, base, DreamBooth, LoRA, motion
+modules) and `build`, which runs them in order into a folder; the CLI is `miniature/build.py`.
+Each stage reads what the earlier ones wrote; `build.json` records budget, seeds, seconds, loss."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.checkpoint import atomic_path, load_config, load_params, save_params
+from animatediff_jax.miniature import lora, world
+from animatediff_jax.miniature.budget import BUDGETS, DTYPE, SEEDS, SOURCE, STAGES, Budget
+from animatediff_jax.miniature.shipped import motion_path, paths
+from animatediff_jax.miniature.trainer import Networks, fit
+from animatediff_jax.models.configs import MotionConfig, UNetConfig
+from convert.naming import flatten, unflatten
+
+# ----------------------------------------------------------------------------- files
+
+def load(path: str) -> tuple[dict, object]:
+    """(float32 params, config) of a file written by an earlier stage (a clear error if missing)."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: not found; run the stage that writes it first (see --stages)")
+    params, meta = load_params(path, dtype="float32")
+    return jax.tree.map(np.array, params), load_config(meta)
+
+
+def tokenizer(out: str):
+    from animatediff_jax.tokenizer import PromptTokenizer
+    return PromptTokenizer.from_pretrained(paths(out)["tokenizer"])
+
+
+def networks(out: str, motion: MotionConfig | None = None) -> tuple[Networks, dict]:
+    """Configs and params {'unet', 'vae', 'text_encoder'} of the base model under `out`."""
+    p = paths(out)
+    (unet, unet_cfg), (vae, vae_cfg), (text, text_cfg) = load(p["base"]), load(p["vae"]), load(p["text"])
+    return Networks(unet_cfg, motion, vae_cfg, text_cfg), {"unet": unet, "vae": vae, "text_encoder": text}
+
+
+# ----------------------------------------------------------------------------- stages
+
+def stage_tokenizer(out: str, budget: Budget) -> dict:
+    from animatediff_jax.miniature.vocab import write_word_tokenizer
+    vocab = write_word_tokenizer(paths(out)["tokenizer"], world.words(), max_length=world.MAX_TOKENS)
+    return {"vocab_size": len(vocab)}
+
+
+def stage_vae(out: str, budget: Budget) -> dict:
+    """The autoencoder, then its decoder alone (the latents stay as they are) from the stored weights."""
+    from animatediff_jax.miniature.autoencoder import train_autoencoder
+    path = paths(out)["vae"]
+    cfg, params, metrics = train_autoencoder(budget.vae, budget.vae_steps, batch=budget.vae_batch, seed=SEEDS["vae"])
+    save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)
+    params, cfg = load(path)
+    _, params, decoder = train_autoencoder(cfg, budget.decoder_steps, batch=budget.vae_batch, params=params,
+                                           trainable=("decoder", "post_quant_conv"), seed=SEEDS["vae_decoder"])
+    save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)  # the latents' scaling stays
+    return {"steps": budget.vae_steps, "decoder_steps": budget.decoder_steps, "batch": budget.vae_batch,
+            "scaling_factor": cfg.scaling_factor, **metrics, "decoder": decoder}
+
+
+def stage_text(out: str, budget: Budget) -> dict:
+    """A CLIP text encoder at its Flax initialisation: random token/position features, frozen."""
+    from animatediff_jax.models.clip_text import CLIPTextModel
+    from animatediff_jax.miniature.vocab import BOS, EOS
+    with open(os.path.join(paths(out)["tokenizer"], "vocab.json"), encoding="utf-8") as f:
+        vocab = json.load(f)
+    cfg = dataclasses.replace(budget.text, vocab_size=len(vocab), bos_token_id=vocab[BOS], eos_token_id=vocab[EOS],
+                              pad_token_id=vocab[EOS])
+    params = jax.jit(CLIPTextModel(cfg).init)(jax.random.PRNGKey(SEEDS["text"]), jnp.zeros((1, 4), jnp.int32))
+    save_params(paths(out)["text"], params["params"], config=cfg, source=SOURCE, dtype=DTYPE)
+    return {"trained": False}
+
+
+def stage_base(out: str, budget: Budget) -> dict:
+    """The base T2I UNet from scratch (the whole UNet trains: image fine-tune mode)."""
+    from animatediff_jax.models.unet3d import UNet3DConditionModel
+    from animatediff_jax.pipeline import random_params
+    p = paths(out)
+    (vae, vae_cfg), (text, text_cfg) = load(p["vae"]), load(p["text"])
+    unet_cfg = dataclasses.replace(budget.unet, cross_attention_dim=text_cfg.hidden_size)
+    nets = Networks(unet_cfg, None, vae_cfg, text_cfg)
+    init = random_params(UNet3DConditionModel(unet_cfg), SEEDS["base"], jnp.zeros((1, 1, 8, 8, unet_cfg.in_channels)),
+                         jnp.zeros((1,)), jnp.zeros((1, 2, unet_cfg.cross_attention_dim)))
+    b = budget.image_batch
+    unet, loss = fit(nets, jax.tree.map(np.asarray, init), {"unet": {}, "vae": vae, "text_encoder": text},
+                     lambda s: world.clip_frames(SEEDS["base_data"], s * b, b), tokenizer(out),
+                     steps=budget.base_steps, schedule="A", learning_rate=budget.learning_rates["base"],
+                     seed=SEEDS["base"], name="base")
+    save_params(p["base"], unet, config=unet_cfg, source=SOURCE, dtype=DTYPE)
+    return {"steps": budget.base_steps, "batch": b, "schedule": "A", "loss": loss}
+
+
+def stage_dreambooth(out: str, budget: Budget) -> dict:
+    """Full fine-tune of the base UNet on the DreamBooth domain's images (VAE, text encoder kept)."""
+    p = paths(out)
+    nets, base = networks(out)
+    b, domain = budget.image_batch, world.DREAMBOOTH
+    unet, loss = fit(nets, base["unet"], {"unet": {}, "vae": base["vae"], "text_encoder": base["text_encoder"]},
+                     lambda s: world.images(SEEDS["dreambooth_data"], s * b, b, domain), tokenizer(out),
+                     steps=budget.personalize_steps, schedule="A", learning_rate=budget.learning_rates["dreambooth"],
+                     seed=SEEDS["dreambooth"], name="dreambooth")
+    folder = p["dreambooth"]
+    os.makedirs(folder, exist_ok=True)
+    save_params(os.path.join(folder, "unet.safetensors"), unet, config=nets.unet, source=SOURCE, dtype=DTYPE)
+    for name in ("vae", "text_encoder"):  # a DreamBooth checkpoint carries all three networks
+        shutil.copyfile(os.path.join(out, "base", f"{name}.safetensors"), os.path.join(folder, f"{name}.safetensors"))
+    return {"steps": budget.personalize_steps, "batch": b, "style": domain.style, "trigger": domain.trigger,
+            "loss": loss}
+
+
+def stage_lora(out: str, budget: Budget) -> dict:
+    """LoRA factors on the frozen base UNet's attention projections, on the LoRA domain's images."""
+    nets, base = networks(out)
+    b, domain = budget.image_batch, world.LORA
+    factors, loss = fit(nets, lora.init_factors(base["unet"], budget.lora_rank, SEEDS["lora"]),
+                        {"unet": base["unet"], "vae": base["vae"], "text_encoder": base["text_encoder"]},
+                        lambda s: world.images(SEEDS["lora_data"], s * b, b, domain), tokenizer(out),
+                        steps=budget.personalize_steps, schedule="A", learning_rate=budget.learning_rates["lora"],
+                        seed=SEEDS["lora"], name="lora", transform=lora.fuse_factors)
+    lora.save_kohya(paths(out)["lora"], factors)
+    return {"steps": budget.personalize_steps, "batch": b, "rank": budget.lora_rank, "style": domain.style,
+            "trigger": domain.trigger, "loss": loss}
+
+
+def fresh_motion_params(unet_cfg: UNetConfig, motion_cfg: MotionConfig, seed: int) -> dict:
+    """A new motion module's params (N(0, 1/fan_in) weights, proj_out zero: starts as the identity)."""
+    from animatediff_jax.models.unet3d import UNet3DConditionModel
+    from animatediff_jax.pipeline import random_params
+    from convert.motion import is_motion_path
+    full = random_params(UNet3DConditionModel(unet_cfg, motion_cfg), seed,
+                         jnp.zeros((1, 2, 8, 8, unet_cfg.in_channels)), jnp.zeros((1,)),
+                         jnp.zeros((1, 2, unet_cfg.cross_attention_dim)))
+    return unflatten({path: np.zeros_like(v) if "proj_out" in path else np.asarray(v)
+                      for path, v in flatten(full).items() if is_motion_path(path)})
+
+
+def save_motion(path: str, params: dict, unet_cfg: UNetConfig, motion_cfg: MotionConfig, schedule: str) -> None:
+    """A motion module in the Flax format `loading.load_motion` reads (layout metadata included)."""
+    info = {"block_out_channels": list(unet_cfg.block_out_channels), "layers_per_block": unet_cfg.layers_per_block,
+            "version": "v2", "noise_schedule": schedule}
+    save_params(path, params, config=motion_cfg, source=SOURCE, dtype=DTYPE, metadata={"motion": json.dumps(info)})
+
+
+def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
+    """One motion module per schedule, each from the same initialisation, against the frozen base.
+    With `checkpoint_every`, intermediate modules are also written as motion_module_<S>.step<N>."""
+    nets, base = networks(out, budget.motion)
+    b, steps, lr, record = budget.video_batch, budget.motion_steps, budget.learning_rates["motion"], {}
+    for schedule in budget.schedules:
+        start, final = time.time(), motion_path(out, schedule)
+
+        def checkpoint(step, module, schedule=schedule, final=final):
+            save_motion(final.replace(".safetensors", f".step{step}.safetensors"), module, nets.unet,
+                        nets.motion, schedule)
+        module, loss = fit(nets, fresh_motion_params(nets.unet, nets.motion, SEEDS["motion"]),
+                           {"unet": base["unet"], "vae": base["vae"], "text_encoder": base["text_encoder"]},
+                           lambda s: world.clips(SEEDS["motion_data"], s * b, b), tokenizer(out),
+                           steps=steps, schedule=schedule, learning_rate=lr,
+                           seed=SEEDS["motion"], name=f"motion {schedule}", checkpoint=checkpoint,
+                           checkpoint_every=checkpoint_every)
+        save_motion(final, module, nets.unet, nets.motion, schedule)
+        record[schedule] = {"loss": loss, "seconds": round(time.time() - start, 1),
+                            "steps": steps, "learning_rate": lr}
+        print(f"[motion {schedule}] {record[schedule]['seconds']:.0f}s", flush=True)
+    return {"batch": b, "frames": world.FRAMES, "schedules": record}
+
+
+STAGE_FUNCTIONS = dict(tokenizer=stage_tokenizer, vae=stage_vae, text=stage_text, base=stage_base,
+                       dreambooth=stage_dreambooth, lora=stage_lora, motion=stage_motion)
+
+
+def record_stage(path: str, stage: str, entry: dict) -> dict:
+    """Add one stage's entry to build.json (re-read first: stages may run as parallel processes;
+    motion entries of different schedules are merged)."""
+    record = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    if stage == "motion" and "motion" in record:
+        entry = {**record["motion"], **entry, "schedules": {**record["motion"].get("schedules", {}),
+                                                            **entry["schedules"]}}
+    record.update(seeds=SEEDS, **{stage: entry})
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, default=str)
+    return record
+
+
+def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, ...] | None = None,
+          motion_steps: int | None = None, motion_lr: float | None = None,
+          motion_checkpoint_every: int = 0) -> dict:
+    """Run `stages` (in the fixed order) into `out`; returns the record {stage: {seconds, ...}}.
+    `schedules` / `motion_steps` / `motion_lr` override the budget's motion-module schedules (e.g.
+    one per parallel process), steps and learning rate."""
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise UsageError(f"--stages: unknown stage(s) {sorted(unknown)}; stages are {list(STAGES)}")
+    chosen = BUDGETS[budget]
+    if schedules is not None:
+        chosen = dataclasses.replace(chosen, schedules=tuple(schedules))
+    if motion_steps is not None or motion_lr is not None:  # an override applies to every schedule
+        steps = chosen.motion_steps if motion_steps is None else motion_steps
+        lrs = {**chosen.learning_rates, "motion": chosen.learning_rates["motion"] if motion_lr is None else motion_lr}
+        chosen = dataclasses.replace(chosen, motion_steps=steps, learning_rates=lrs)
+    os.makedirs(out, exist_ok=True)
+    record = {}
+    for stage in (s for s in STAGES if s in stages):
+        print(f"[{stage}] ...", flush=True)
+        start = time.time()
+        extra = {"checkpoint_every": motion_checkpoint_every} if stage == "motion" else {}
+        info = STAGE_FUNCTIONS[stage](out, chosen, **extra)
+        seconds = time.time() - start
+        record = record_stage(paths(out)["record"], stage, {"budget": budget, "seconds": round(seconds, 1), **info})
+        print(f"[{stage}] done in {seconds:.0f}s", flush=True)
+    return record
