@@ -50,9 +50,13 @@ class TemporalTransformerBlock(nn.Module):
 
 
 class MotionModule(nn.Module):
-    """One motion module (diffusers AnimateDiffTransformer3D). x: (B, F, H, W, C) -> same shape."""
+    """One motion module (diffusers AnimateDiffTransformer3D). x: (B, F, H, W, C) -> same shape.
+
+    `scale` multiplies the module's residual (ComfyUI's "motion scale"): x + scale * h. 1 is the
+    paper's module exactly (no multiplication is traced), 0 turns the module off."""
     config: MotionConfig
     attention_impl: str = "xla"
+    scale: float = 1.0
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -78,4 +82,6 @@ class MotionModule(nn.Module):
                                          self.attention_impl, name=f"transformer_blocks_{i}", **kw)(h)
         zero = nn.initializers.zeros if cfg.zero_init_proj_out else nn.initializers.lecun_normal()
         h = nn.Dense(c, kernel_init=zero, name="proj_out", **kw)(h)
+        if self.scale != 1.0:
+            h = h * jnp.asarray(self.scale, h.dtype)
         return x + h.reshape(b, hh, ww, f, c).transpose(0, 3, 1, 2, 4).astype(x.dtype)

@@ -15,6 +15,8 @@ The parameter tree is the Flax rename (`convert.naming.state_dict_to_flax`) of d
 """
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -50,6 +52,7 @@ class _Layers(nn.Module):
     motion: MotionConfig | None
     attention_impl: str = "xla"
     remat: bool | str = False
+    motion_scale: float = 1.0
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -70,7 +73,8 @@ class _Layers(nn.Module):
             name=name, **self._kw())
 
     def temporal(self, name: str):
-        return _rematted(MotionModule, self.remat)(self.motion, self.attention_impl, name=name, **self._kw())
+        return _rematted(MotionModule, self.remat)(self.motion, self.attention_impl, self.motion_scale, name=name,
+                                                   **self._kw())
 
 
 class DownBlock(_Layers):
@@ -133,18 +137,25 @@ class UpBlock(_Layers):
 
 
 class UNet3DConditionModel(nn.Module):
-    """AnimateDiff's inflated UNet. `remat`: False, True or a jax.checkpoint_policies name."""
+    """AnimateDiff's inflated UNet. `remat`: False, True or a jax.checkpoint_policies name.
+
+    `motion_scale` multiplies every motion module's residual (1: the paper's UNet, bit for bit; 0:
+    the frame-wise UNet); `motion_block_scales` multiplies it further per block, as
+    (("down_blocks_0", 0.5), ("mid_block", 1.2), ...) pairs of block names and factors."""
     config: UNetConfig
     motion: MotionConfig | None = None
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     attention_impl: str = "xla"
     remat: bool | str = False
+    motion_scale: float = 1.0
+    motion_block_scales: tuple[tuple[str, float], ...] = ()
 
     @nn.compact
     def __call__(self, sample, timesteps, encoder_hidden_states):
         cfg = self.config
         _check(cfg, sample, encoder_hidden_states)
+        scales = motion_scales(cfg, self.motion_scale, self.motion_block_scales)
         b = sample.shape[0]
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         blocks = dict(config=cfg, motion=self.motion, attention_impl=self.attention_impl, remat=self.remat, **kw)
@@ -160,18 +171,35 @@ class UNet3DConditionModel(nn.Module):
         x = conv(cfg.block_out_channels[0], 3, "conv_in", **kw)(sample.astype(self.dtype))
         skips = [x]
         for i in range(len(cfg.down_block_types)):
-            x, res = DownBlock(index=i, name=f"down_blocks_{i}", **blocks)(x, temb, context)
+            x, res = DownBlock(index=i, name=f"down_blocks_{i}", motion_scale=scales[f"down_blocks_{i}"],
+                               **blocks)(x, temb, context)
             skips += res
-        x = MidBlock(name="mid_block", **blocks)(x, temb, context)
+        x = MidBlock(name="mid_block", motion_scale=scales["mid_block"], **blocks)(x, temb, context)
         for i in range(len(cfg.up_block_types)):
             n = cfg.layers_per_block + 1
             res, skips = skips[-n:], skips[:-n]
             size = skips[-1].shape[-3:-1] if skips else None
-            x = UpBlock(index=i, name=f"up_blocks_{i}", **blocks)(x, res, temb, context, size)
+            x = UpBlock(index=i, name=f"up_blocks_{i}", motion_scale=scales[f"up_blocks_{i}"],
+                        **blocks)(x, res, temb, context, size)
         norm = self.motion.resnet_norm if self.motion is not None else "frame"
         x = GroupNorm(cfg.norm_num_groups, cfg.norm_eps, mode=norm, name="conv_norm_out", **kw)(x)
         x = conv(cfg.out_channels, 3, "conv_out", **kw)(activation(cfg.act_fn)(x))
         return x.astype(jnp.float32)
+
+
+def motion_scales(cfg: UNetConfig, scale: float, block_scales: tuple[tuple[str, float], ...]) -> dict[str, float]:
+    """{block name: motion-module residual multiplier}: `scale` times the block's factor in
+    `block_scales` (default 1). ValueError for a non-finite factor or a block the UNet does not have."""
+    n = len(cfg.block_out_channels)
+    names = [f"down_blocks_{i}" for i in range(n)] + ["mid_block"] + [f"up_blocks_{i}" for i in range(n)]
+    factors = dict(block_scales)
+    unknown = sorted(set(factors) - set(names))
+    if unknown:
+        raise ValueError(f"motion_block_scales: no block(s) {unknown}; blocks are {names}")
+    out = {name: float(scale) * float(factors.get(name, 1.0)) for name in names}
+    if not all(math.isfinite(v) for v in out.values()):
+        raise ValueError(f"motion scale must be finite, got {scale} and {dict(block_scales)}")
+    return out
 
 
 def _check(cfg: UNetConfig, sample, text) -> None:
