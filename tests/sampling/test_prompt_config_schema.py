@@ -149,7 +149,8 @@ def test_missing_and_invalid_files(tmp_path):
         inference_settings(str(tmp_path / "inference.yaml"))
 
 
-@pytest.mark.parametrize("name", ["v2-realistic-vision.yaml", "v3-domain-adapter.yaml", "prompt-travel.yaml"])
+@pytest.mark.parametrize("name", ["v2-realistic-vision.yaml", "v3-domain-adapter.yaml", "prompt-travel.yaml",
+                                  "first-release-tusun.yaml"])
 def test_example_configs_follow_the_schema(name, tmp_path, monkeypatch):
     """The shipped examples are valid; only their (not shipped) weight files are missing."""
     from animatediff_jax.prompt_config import PROJECT_CONFIGS
@@ -157,3 +158,25 @@ def test_example_configs_follow_the_schema(name, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="not found") as e:
         load_prompt_config(PROJECT_CONFIGS / "prompts" / name)
     assert "unknown keys" not in str(e.value) and "must be" not in str(e.value)
+
+
+def test_several_loras_and_the_alpha_rule(tmp_path, monkeypatch):
+    """Beyond the original: a list of LoRAs (one lora_alpha broadcasts, or one each) and `lora_alpha_rule`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b.safetensors").write_bytes(b"x")
+    p = _write(tmp_path, """
+        - prompt: ["a"]
+          lora_model_path: ["lora.safetensors", "b.safetensors"]
+          lora_alpha: 0.7
+        - prompt: ["a"]
+          lora_model_path: ["lora.safetensors", "b.safetensors"]
+          lora_alpha: [0.5, -1]
+          lora_alpha_rule: kohya
+        - prompt: ["a"]
+          lora_model_path: "lora.safetensors"
+        """)
+    a, b, c = load_prompt_config(p)
+    la, lb = str(tmp_path / "lora.safetensors"), str(tmp_path / "b.safetensors")
+    assert a.loras == [(la, 0.7), (lb, 0.7)] and a.lora_alpha_rule == "original"
+    assert b.loras == [(la, 0.5), (lb, -1.0)] and b.lora_alpha_rule == "kohya"
+    assert c.loras == [(la, 0.8)]  # the original's default lora_alpha
