@@ -51,6 +51,7 @@ motion-module file) when neither exists.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import secrets
@@ -64,7 +65,6 @@ from animatediff_jax.errors import InputError, UsageError
 
 PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BUILTIN = "builtin:"
-LORA_ALPHA_RULES = ("original", "kohya")  # see convert.lora.fuse
 
 
 class PromptConfigError(UsageError):
@@ -86,7 +86,7 @@ class PromptEntry:
     adapter_lora_scale: float = 1.0
     dreambooth_path: str | None = None
     loras: list[tuple[str, float]] = field(default_factory=list)  # (path, lora_alpha), fused in order
-    lora_alpha_rule: str = "original"  # "original" | "kohya" (convert.lora.fuse)
+    lora_alpha_rule: str = "original"  # "original" | "kohya" (convert.lora.ALPHA_RULES, fuse)
     inference_config: str | None = None
     W: int | None = None
     H: int | None = None
@@ -108,7 +108,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "dreambooth_path": ((str,), "a path"),
     "lora_model_path": ((str, list), "a path or a list of paths"),
     "lora_alpha": ((int, float, list), "a number or a list of numbers"),
-    "lora_alpha_rule": ((str,), f"one of {list(LORA_ALPHA_RULES)}"),
+    "lora_alpha_rule": ((str,), "'original' or 'kohya'"),
     "seed": ((int, list), "an integer or a list of integers"),
     "random_seed": ((int, list), "an integer or a list of integers"),
     "steps": ((int,), "an integer"),
@@ -152,6 +152,13 @@ def _check_type(value, key: str, source: str, entry: str):
     # bool is an int in Python; a YAML `yes` where a number belongs is a mistake.
     if isinstance(value, bool) or not isinstance(value, types):
         raise _err(source, entry, f"key {key!r} must be {desc}, got {type(value).__name__} {value!r}")
+    _check_finite(value, f"key {key!r}", source, entry)
+
+
+def _check_finite(value, where: str, source: str, entry: str):
+    """A YAML `.nan` / `.inf` where a number belongs is refused (it would silently give NaN frames)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _err(source, entry, f"{where} must be a finite number, got {value!r}")
 
 
 def _str_list(value, key: str, source: str, entry: str) -> list[str]:
@@ -246,6 +253,7 @@ def _lora_list(raw: dict, source: str, entry: str, config_dir: Path | None) -> l
     for i, a in enumerate(alphas):
         if isinstance(a, bool) or not isinstance(a, _NUM):
             raise _err(source, entry, f"lora_alpha[{i}] must be a number, got {a!r}")
+        _check_finite(a, f"lora_alpha[{i}]", source, entry)
     if len(alphas) == 1:
         alphas = alphas * len(paths)
     if paths and len(alphas) != len(paths):
@@ -320,8 +328,9 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
                                  "(give one to broadcast or one per prompt)")
     seeds = _seeds(raw, len(prompts), source, name)
     rule = raw.get("lora_alpha_rule", "original")
-    if rule not in LORA_ALPHA_RULES:
-        raise _err(source, name, f"key 'lora_alpha_rule' must be one of {list(LORA_ALPHA_RULES)}, got {rule!r}")
+    from convert.lora import ALPHA_RULES  # lazy: convert.lora imports flax; `sample --help` must not pay for it
+    if rule not in ALPHA_RULES:
+        raise _err(source, name, f"key 'lora_alpha_rule' must be one of {list(ALPHA_RULES)}, got {rule!r}")
 
     def path(key, what):
         v = raw.get(key, "")
@@ -334,6 +343,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         alpha = item.get("alpha", 1.0)
         if isinstance(alpha, bool) or not isinstance(alpha, _NUM):
             raise _err(source, name, f"motion_module_lora_configs[{i}].alpha must be a number, got {alpha!r}")
+        _check_finite(alpha, f"motion_module_lora_configs[{i}].alpha", source, name)
         loras.append((resolve_path(item["path"], config_dir, what="MotionLoRA", source=source, entry=name),
                       float(alpha)))
     for key in ("W", "H", "L", "steps"):

@@ -164,8 +164,10 @@ DB, DB2 = "models/DreamBooth_LoRA/toonyou_beta3.safetensors", "models/DreamBooth
 @pytest.mark.parametrize("keys,error,match", [
     ((f'base: "{DB2}"', f'path: "{DB}"'), PromptConfigError,
      r"Bad: key 'base' is only used when 'path' is a LoRA, and 'path' '.*toonyou_beta3.safetensors' is not a LoRA"),
-    ((f'base: "{DB2}"', 'path: ""'), PromptConfigError, r"key 'base' is only used when 'path' is a LoRA, and 'path' is empty"),
-    ((f'base: "{DB2}"',), PromptConfigError, r"key 'base' names the DreamBooth a LoRA 'path' is fused into, but 'path' is missing"),
+    ((f'base: "{DB2}"', 'path: ""'), PromptConfigError,
+     r"key 'base' is only used when 'path' is a LoRA, and 'path' is empty"),
+    ((f'base: "{DB2}"',), PromptConfigError,
+     r"key 'base' names the DreamBooth a LoRA 'path' is fused into, but 'path' is missing"),
     ((f'path: "{DB}"', 'dreambooth_path: ""'), PromptConfigError,
      r"keys 'path'/'base' \(first-release layout\) and \['dreambooth_path'\] \(later releases\) cannot be combined"),
     (('path: "models/DreamBooth_LoRA/TUSUN.safetensors"', "lora_alpha: [0.5]"), PromptConfigError,
@@ -272,9 +274,10 @@ SPARSECTRL = """
 
 def test_v3_sparsectrl_refused_by_key(repo, monkeypatch):
     monkeypatch.chdir(repo)
-    cfg = _config(repo, "3_1_sparsectrl_i2v.yaml", V3_T2V.format(
-        scale_key="adapter_lora_scale", controlnet=SPARSECTRL.format(path="models/SparseCtrl/v3_sd15_sparsectrl_rgb.ckpt")))
-    with pytest.raises(PromptConfigError, match=r"entry 0: key 'controlnet_path': SparseCtrl is not supported yet") as e:
+    sparsectrl = SPARSECTRL.format(path="models/SparseCtrl/v3_sd15_sparsectrl_rgb.ckpt")
+    cfg = _config(repo, "3_1_sparsectrl_i2v.yaml", V3_T2V.format(scale_key="adapter_lora_scale", controlnet=sparsectrl))
+    with pytest.raises(PromptConfigError, match=r"entry 0: key 'controlnet_path': SparseCtrl is not supported yet") \
+            as e:
         load_prompt_config(cfg)
     assert isinstance(e.value, UsageError) and "unknown keys" not in str(e.value)
     # with controlnet_path empty the original reads none of the controlnet_* keys; neither do we
