@@ -10,11 +10,13 @@ is an `InputError`).
 The releases' schemas, read with the meaning the original's `scripts/animate.py` gives them:
 
 - first release (ToonYou, Lyriel, RcnzCartoon, MajicMix, RealisticVision, Tusun, FilmVelvia, ...):
-  `path` is a DreamBooth single file, or a LoRA (a `.safetensors` whose every key contains "lora", the
-  original's test) that is fused at `lora_alpha` into the DreamBooth named by `base`; `""` means none
-  (a LoRA with `base: ""` goes on the `--base` model itself, where the original fails). `base` is
-  only read for a LoRA `path`; given for anything else it is refused (the original ignores it).
-  `motion_module` may be a list: one run per module.
+  `path` is a DreamBooth single file, or a LoRA (a file whose every key contains "lora": the original's
+  test, which it applied to `.safetensors` files) that is fused at `lora_alpha` into the DreamBooth
+  named by `base`; `""` means none (a LoRA with `base: ""` goes on the `--base` model itself, where the
+  original fails). `base` is only read for a LoRA `path`; given for anything else it is refused (the
+  original ignores it). A `.ckpt` `path`, which the first release loaded as a whole UNet state dict in
+  its own module names, is read as a DreamBooth file like any other. `motion_module` may be a list: one
+  run per module.
 - v2: `inference_config`, `motion_module`, `motion_module_lora_configs` ([{path, alpha}]),
   `dreambooth_path`, `lora_model_path`, `lora_alpha` (default 0.8); `""` means none.
 - v3: `adapter_lora_path`, `adapter_lora_scale` (default 1.0; `domain_lora_scale`, which some v3
@@ -258,8 +260,9 @@ def _lora_list(raw: dict, source: str, entry: str, config_dir: Path | None) -> l
         alphas = alphas * len(paths)
     if paths and len(alphas) != len(paths):
         raise _err(source, entry, f"{len(alphas)} lora_alpha for {len(paths)} LoRAs (give one or one per LoRA)")
-    return [(resolve_path(p, config_dir, what="LoRA", source=source, entry=entry), float(a))
-            for p, a in zip(paths, alphas)]
+    key = "key 'lora_model_path'" if isinstance(raw.get("lora_model_path"), str) else "lora_model_path[{}]"
+    return [(resolve_path(p, config_dir, what=f"{key.format(i)}: LoRA", source=source, entry=entry), float(a))
+            for i, (p, a) in enumerate(zip(paths, alphas))]
 
 
 def _image_layers(raw: dict, source: str, entry: str, config_dir: Path | None
@@ -267,7 +270,7 @@ def _image_layers(raw: dict, source: str, entry: str, config_dir: Path | None
     """(DreamBooth path or None, [(LoRA path, lora_alpha)]) in either layout (see module docstring)."""
     def path(key, what):
         v = raw.get(key, "")
-        return resolve_path(v, config_dir, what=what, source=source, entry=entry) if v else None
+        return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=entry) if v else None
 
     if "path" not in raw and "base" not in raw:
         return path("dreambooth_path", "DreamBooth checkpoint"), _lora_list(raw, source, entry, config_dir)
@@ -277,8 +280,8 @@ def _image_layers(raw: dict, source: str, entry: str, config_dir: Path | None
                                   "cannot be combined: use one layout")
     if "path" not in raw:
         raise _err(source, entry, "key 'base' names the DreamBooth a LoRA 'path' is fused into, but 'path' is missing")
-    first = path("path", "DreamBooth checkpoint or LoRA ('path')")
-    base = path("base", "DreamBooth checkpoint ('base')")
+    first = path("path", "DreamBooth checkpoint or LoRA")
+    base = path("base", "DreamBooth checkpoint")
     if first is not None and _is_lora_file(first, source, entry):
         alpha = raw.get("lora_alpha", 0.8)
         if isinstance(alpha, (bool, list)):
@@ -334,7 +337,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
 
     def path(key, what):
         v = raw.get(key, "")
-        return resolve_path(v, config_dir, what=what, source=source, entry=name) if v else None
+        return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=name) if v else None
 
     loras = []
     for i, item in enumerate(raw.get("motion_module_lora_configs", []) or []):
@@ -344,7 +347,8 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         if isinstance(alpha, bool) or not isinstance(alpha, _NUM):
             raise _err(source, name, f"motion_module_lora_configs[{i}].alpha must be a number, got {alpha!r}")
         _check_finite(alpha, f"motion_module_lora_configs[{i}].alpha", source, name)
-        loras.append((resolve_path(item["path"], config_dir, what="MotionLoRA", source=source, entry=name),
+        loras.append((resolve_path(item["path"], config_dir, what=f"motion_module_lora_configs[{i}].path: MotionLoRA",
+                                   source=source, entry=name),
                       float(alpha)))
     for key in ("W", "H", "L", "steps"):
         if key in raw and raw[key] <= 0:
@@ -372,7 +376,8 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         check_prompt_frames(base, base.L, source)
     out = []
     for i, m in enumerate(modules):
-        mm = resolve_path(m, config_dir, what="motion module", source=source, entry=name) if m else None
+        key = "key 'motion_module'" if len(modules) == 1 else f"motion_module[{i}]"
+        mm = resolve_path(m, config_dir, what=f"{key}: motion module", source=source, entry=name) if m else None
         sub = f"{name}[motion_module {i}]" if len(modules) > 1 else name
         out.append(dataclasses.replace(base, name=sub, motion_module=mm, raw={**raw, "motion_module": m}))
     return out

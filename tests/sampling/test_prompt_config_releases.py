@@ -174,7 +174,7 @@ DB, DB2 = "models/DreamBooth_LoRA/toonyou_beta3.safetensors", "models/DreamBooth
      r"key 'lora_alpha' must be a number, got \[0.5\]"),
     (('path: "models/DreamBooth_LoRA/broken.safetensors"',), InputError, r"Bad: key 'path': .*broken.safetensors"),
     (('path: "models/DreamBooth_LoRA/absent.safetensors"',), InputError,
-     r"Bad: DreamBooth checkpoint or LoRA \('path'\) 'models/DreamBooth_LoRA/absent.safetensors' not found"),
+     r"Bad: key 'path': DreamBooth checkpoint or LoRA 'models/DreamBooth_LoRA/absent.safetensors' not found"),
 ])
 def test_first_release_mistakes_named(repo, monkeypatch, keys, error, match):
     monkeypatch.chdir(repo)

@@ -112,7 +112,8 @@ def test_bad_configs_name_file_entry_and_key(tmp_path, monkeypatch, body, match)
 def test_missing_file_named_by_a_key_is_an_input_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = _write(tmp_path, '- prompt: ["a"]\n  dreambooth_path: "missing.safetensors"\n')
-    with pytest.raises(InputError, match=r"entry 0: DreamBooth checkpoint 'missing.safetensors' not found") as e:
+    match = r"entry 0: key 'dreambooth_path': DreamBooth checkpoint 'missing.safetensors' not found"
+    with pytest.raises(InputError, match=match) as e:
         load_prompt_config(p)
     assert str(e.value).startswith(str(p)) and e.value.exit_code == 1
 
