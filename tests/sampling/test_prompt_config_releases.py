@@ -6,7 +6,6 @@ The configs below are small copies of the original files' structure (first relea
 v3 2023-12: `v3/v3-1-T2V.yaml`, `3_sparsectrl/*`; saved `config.yaml` with `random_seed`), pointing at tiny
 random-weight files in the real formats (LDM single files, a kohya LoRA, `.ckpt` motion modules).
 """
-import inspect
 import textwrap
 
 import numpy as np
@@ -365,12 +364,12 @@ def test_minus_one_draws_per_prompt(repo, monkeypatch):
 # ----------------------------------------------------------------------------- LoRA strength, config vs flags
 
 def _unet_after_loading(job, cache) -> dict:
-    """The fused UNet params the job's model settings give (through loading.load_weights)."""
-    from animatediff_jax.loading import load_weights
+    """The fused UNet params the job's model settings give, loaded the way `sample` loads them."""
+    from animatediff_jax.pipeline import AnimateDiffPipeline
     from convert.naming import flatten
-    accepted = inspect.signature(load_weights).parameters
-    w = load_weights(**{k: v for k, v in job.model.items() if k in accepted}, cache_dir=str(cache))
-    return flatten(w.unet)
+    model = {k: v for k, v in job.model.items() if k != "scheduler_kwargs"}  # sample passes these separately
+    pipe = AnimateDiffPipeline.load(**model, cache_dir=str(cache), check=False)
+    return {p: np.asarray(v) for p, v in flatten(pipe.unet_params).items()}
 
 
 def test_lora_strength_config_follows_the_original_flags_follow_kohya(repo, monkeypatch):
