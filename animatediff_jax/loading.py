@@ -157,8 +157,10 @@ def check_motion_fits(unet_config, mm, motion_path: str, base_path: str) -> None
 def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tuple[str, float]] = (),
                  motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
                  domain_adapter: tuple[str, float] | None = None, motion_input_norm: str = "frame",
-                 cache_dir: str) -> LoadedWeights:
-    """Assemble all weights (see module docstring). Files are checked to exist before any conversion."""
+                 lora_alpha_rule: str = "kohya", cache_dir: str) -> LoadedWeights:
+    """Assemble all weights (see module docstring). Files are checked to exist before any conversion.
+    `lora_alpha_rule`: how `loras` are scaled, "kohya" (flags) or "original" (prompt configs), see
+    `convert.lora.fuse`."""
     from convert.lora import apply_lora_files, fuse_domain_adapter, fuse_motion_loras
 
     require_exists(base, "base model")
@@ -190,7 +192,7 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
             sd[name] = db[name]
     nets = {"unet": sd["unet"], "text_encoder": sd["text_encoder"]}
     if loras:
-        nets = apply_lora_files(nets, list(loras))
+        nets = apply_lora_files(nets, list(loras), alpha_rule=lora_alpha_rule)
     unet2d = nets["unet"]
     if domain_adapter is not None:
         unet2d = fuse_domain_adapter(unet2d, *domain_adapter)

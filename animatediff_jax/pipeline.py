@@ -200,7 +200,7 @@ class AnimateDiffPipeline:
              scheduler_config: str | Mapping[str, Any] = "original", dtype: str | None = None,
              attention_impl: str = "xla", motion_input_norm: str = "frame", clip_skip: int = 0,
              tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
-             **kwargs) -> "AnimateDiffPipeline":
+             lora_alpha_rule: str = "kohya", **kwargs) -> "AnimateDiffPipeline":
         """Load every weight once (PyTorch or converted Flax files; see `loading.py`).
 
         scheduler: "ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm" (None: DDIM, or the class of
@@ -209,7 +209,8 @@ class AnimateDiffPipeline:
         `scheduler/` config), a diffusers config dict, or the path of a scheduler_config.json.
         motion_input_norm: "frame" (original AnimateDiff, the released checkpoints) or "joint"
         (diffusers' AnimateDiffTransformer3D). tokenizer: a CLIP tokenizer folder, needed when the base
-        is a single file (which carries none).
+        is a single file (which carries none). lora_alpha_rule: "kohya" (W += scale · alpha/rank · up @ down)
+        or "original" (W += scale · up @ down, how the original's prompt configs apply `lora_alpha`).
         """
         from animatediff_jax.loading import LoadError, check_params, load_weights
         from animatediff_jax.models.clip_text import CLIPTextModel
@@ -219,7 +220,7 @@ class AnimateDiffPipeline:
 
         w = load_weights(base, dreambooth=dreambooth, loras=loras, motion_module=motion_module,
                          motion_loras=motion_loras, domain_adapter=domain_adapter,
-                         motion_input_norm=motion_input_norm,
+                         motion_input_norm=motion_input_norm, lora_alpha_rule=lora_alpha_rule,
                          cache_dir=cache_dir or os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE))
         if check:
             c = w.unet_config

@@ -135,7 +135,7 @@ def jobs_from_args(args) -> tuple[list[Job], str]:
         jobs = []
         for e in load_prompt_config(config):
             model = dict(common, dreambooth=e.dreambooth_path, motion_module=e.motion_module,
-                         loras=[(e.lora_model_path, e.lora_alpha)] if e.lora_model_path else [],
+                         loras=e.loras, lora_alpha_rule=e.lora_alpha_rule,
                          motion_loras=e.motion_module_lora_configs,
                          domain_adapter=(e.adapter_lora_path, e.adapter_lora_scale) if e.adapter_lora_path else None,
                          scheduler_kwargs=inference_settings(e.inference_config))
@@ -191,8 +191,9 @@ def _schema_raw(args, prompts, negs, seeds) -> dict:
                        ("dreambooth_path", args.dreambooth)):
         if value is not None:
             raw[key] = value
-    if args.lora:
-        raw["lora_model_path"], raw["lora_alpha"] = args.lora[0]
+    if args.lora:  # every --lora, with the rule flags use (prompt configs default to the original's)
+        raw.update(lora_model_path=[p for p, _ in args.lora], lora_alpha=[s for _, s in args.lora],
+                   lora_alpha_rule="kohya")
     if args.motion_lora:
         raw["motion_module_lora_configs"] = [dict(path=p, alpha=a) for p, a in args.motion_lora]
     if args.domain_adapter:
