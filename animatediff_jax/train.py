@@ -32,7 +32,7 @@ from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import Models, TrainState, create_train_state, make_loss_and_grads, make_train_step
 from animatediff_jax.training.trainable import count, merge, split
-from convert.naming import flatten, unflatten
+from animatediff_jax.params import flatten, is_motion_path, unflatten
 
 
 # ===================================== mesh =====================================================
@@ -149,7 +149,8 @@ def build_models(cfg: dict, decoder: bool = False):
                          if decoder or k in ("encoder", "quant_conv")}
         params["text_encoder"] = base.text_encoder
     if cfg["motion_module_path"] and motion is not None:
-        from convert.motion import insert_motion, load_motion_module
+        from animatediff_jax.params import insert_motion
+        from convert.motion import load_motion_module
         mm = load_motion_module(cfg["motion_module_path"])
         params["unet"] = insert_motion(params["unet"], mm.params)
     return unet, vae, text, motion, text_cfg, vae_cfg, params
@@ -193,7 +194,7 @@ def lora_file(cfg: dict) -> str:
 def with_base(init: dict, base_unet: dict, source: str) -> dict:
     """The freshly initialised (inflated) UNet params with every 2D leaf taken from the base model."""
     flat, base = flatten(init), flatten(base_unet)
-    missing = [p for p in flat if p not in base and not any(s.startswith("motion_modules_") for s in p)]
+    missing = [p for p in flat if p not in base and not is_motion_path(p)]
     extra = [p for p in base if p not in flat]
     if missing or extra:
         raise ValueError(f"{source}: the base UNet does not fit the configured network: "
@@ -246,7 +247,6 @@ def gather(tree):
 
 def motion_subtree(tree: dict) -> dict:
     """Only the motion-module leaves of a UNet params tree."""
-    from convert.motion import is_motion_path
     return unflatten({p: v for p, v in flatten(tree).items() if is_motion_path(p)})
 
 

@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from animatediff_jax.checkpoint import atomic_path, params_metadata, store_dtype, write_safetensors
+from animatediff_jax.checkpoint import params_metadata, store_dtype, write_safetensors
+from animatediff_jax.params import atomic_path
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from convert import ldm
 from convert.detect import require_sd1
@@ -388,7 +389,7 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
 
     `device`: None keeps numpy views; True (default device), a `jax.Device`/`Sharding`, or a
     function `(flax path, shape) -> Sharding` returns jax arrays, put leaf by leaf (see `_device_leaves`)."""
-    from flax.traverse_util import unflatten_dict
+    from animatediff_jax.params import unflatten
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
     try:
         flat: dict[str, dict] = {name: {} for name in plan.networks}
@@ -398,7 +399,7 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
             flat[name][p] = a
     finally:
         plan.close()
-    params = {name: unflatten_dict(f) for name, f in flat.items()}
+    params = {name: unflatten(f) for name, f in flat.items()}
     n = plan.networks
     return BaseModel(params["unet"], params["vae"], params["text_encoder"], n["unet"].config, n["vae"].config,
                      n["text_encoder"].config, plan.tokenizer_path, plan.scheduler_config, plan.source_format)

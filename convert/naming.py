@@ -15,6 +15,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from animatediff_jax.params import Path, flatten, unflatten
+
 # Names of PyTorch `nn.ModuleList`s (or Sequentials) whose integer children become `name_i` in Flax.
 MODULE_LISTS = frozenset({
     "down_blocks", "up_blocks", "resnets", "attentions", "motion_modules", "transformer_blocks",
@@ -23,8 +25,6 @@ MODULE_LISTS = frozenset({
 })
 EMBEDDING_MODULES = frozenset({"token_embedding", "position_embedding"})
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
-
-Path = tuple[str, ...]
 
 
 def torch_key_to_flax(key: str, ndim: int) -> Path:
@@ -81,33 +81,6 @@ def torch_tensor_to_flax(path: Path, array: np.ndarray) -> np.ndarray:
 def flax_tensor_to_torch(path: Path, array: np.ndarray) -> np.ndarray:
     """Inverse of `torch_tensor_to_flax`."""
     return _permute_kernel(path, array, inverse=True)
-
-
-def flatten(tree: Mapping) -> dict[Path, object]:
-    """Nested dict -> {path tuple: leaf}."""
-    flat: dict[Path, object] = {}
-
-    def walk(node, prefix: Path):
-        for name, child in node.items():
-            if isinstance(child, Mapping):
-                walk(child, prefix + (name,))
-            else:
-                flat[prefix + (name,)] = child
-
-    walk(tree, ())
-    return flat
-
-
-def unflatten(flat: Mapping[Path, object] | Iterable[tuple[Path, object]]) -> dict:
-    """{path tuple: leaf} -> nested dict."""
-    items = flat.items() if isinstance(flat, Mapping) else flat
-    tree: dict = {}
-    for path, leaf in items:
-        node = tree
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = leaf
-    return tree
 
 
 def state_dict_to_flax(state_dict: Mapping[str, np.ndarray], skip: Iterable[str] = ()) -> dict:

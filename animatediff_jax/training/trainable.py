@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Mapping, Sequence
 
-from convert.naming import flatten, flax_path_to_torch, unflatten
+from animatediff_jax.params import flatten, unflatten
+from convert.naming import flax_path_to_torch
 
 
 def is_trainable(path: tuple[str, ...], patterns: Sequence[re.Pattern]) -> bool:

@@ -10,7 +10,7 @@ from huggingface_hub import constants
 
 from convert.base import load_base
 from convert.io import CheckpointError
-from convert.naming import flatten
+from animatediff_jax.params import flatten
 from tests.convert.ldm_fixtures import build, save_folder
 
 MAIN, OTHER = "a" * 40, "b" * 40

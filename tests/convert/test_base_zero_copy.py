@@ -10,7 +10,7 @@ import pytest
 
 from animatediff_jax.checkpoint import load_params
 from convert.base import convert_base, load_base
-from convert.naming import flatten
+from animatediff_jax.params import flatten
 from tests.convert.ldm_fixtures import build, ldm_state_dict, save_single_file
 
 

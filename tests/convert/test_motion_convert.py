@@ -5,7 +5,7 @@ import torch
 from diffusers import MotionAdapter
 
 from convert.motion import MotionModuleError, load_motion_module
-from convert.naming import flatten
+from animatediff_jax.params import flatten
 from tests.convert.motion_helpers import adapter_flax, original_state_dict, random_adapter, write_original
 
 

@@ -19,7 +19,7 @@ from animatediff_jax.training.step import create_train_state, make_loss_and_grad
 from convert.export import export_original
 from convert.lora import apply_lora_files, fuse_motion_loras, read_factors
 from convert.motion import load_motion_module
-from convert.naming import flatten
+from animatediff_jax.params import flatten
 from tests.training import tiny
 from tests.utils import rel_err
 

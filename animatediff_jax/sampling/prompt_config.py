@@ -279,7 +279,7 @@ def inference_settings(path: str | None) -> dict:
     if path is None:
         return {}
     if path.startswith(BUILTIN):
-        from animatediff_jax.samplers import ORIGINAL_SCHEDULER_KWARGS
+        from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
         return dict(ORIGINAL_SCHEDULER_KWARGS)
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
