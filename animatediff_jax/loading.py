@@ -98,6 +98,21 @@ def _read_converted_base(folder: str) -> dict:
     return out
 
 
+def read_base(path: str, **kwargs):
+    """An SD1.x base model read and converted in memory, uncached (`convert.base.load_base`, whose
+    keyword arguments pass through: dtype, progress, device, ...) -> `convert.base.BaseModel`.
+    Training reads its base this way."""
+    from convert.base import load_base  # local: torch/safetensors readers load only when a file is read
+    return load_base(path, **kwargs)
+
+
+def read_motion_module(path: str, **kwargs):
+    """A motion module read and converted in memory, uncached (`convert.motion.load_motion_module`;
+    keyword arguments pass through) -> `convert.motion.MotionModule`. Training starts from it this way."""
+    from convert.motion import load_motion_module  # local: as in `read_base`
+    return load_motion_module(path, **kwargs)
+
+
 def load_sd(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> dict:
     """An SD1.x model (diffusers folder, LDM single file, or converted folder) as Flax params + configs.
     `overrides`: config fields a single file cannot show (head counts, norm groups), per network."""

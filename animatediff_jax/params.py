@@ -3,13 +3,23 @@
 Parameters are plain nested dicts with diffusers-Flax names; a *path* is the tuple of names from the
 root to a leaf, `("down_blocks_0", "motion_modules_1", "proj_in", "kernel")`. `flatten` / `unflatten`
 are the one conversion between the nested and the {path: leaf} form (used instead of
-`flax.traverse_util` everywhere). Also here: the motion-module path rule, inserting motion params
-into a UNet tree, atomic file writes, and the cache root.
+`flax.traverse_util` everywhere). Also here: the path <-> PyTorch key rule, the motion-module path
+rule, inserting motion params into a UNet tree, atomic file writes, and the cache root.
+
+    down_blocks.0.resnets.1.conv1.weight (4-D)  <->  down_blocks_0/resnets_1/conv1/kernel
+    ...attn1.to_q.weight (2-D)                  <->  .../attn1/to_q/kernel
+    ...norm1.weight (1-D)                       <->  .../norm1/scale
+    text_model.embeddings.token_embedding.weight <-> .../token_embedding/embedding
+
+A numeric component joins the module-list name before it (`resnets.1` -> `resnets_1`); the inverse
+splits it back only for names in `MODULE_LISTS`, so `time_embedding.linear_1` stays what it is.
+(The tensor layouts that go with the rename are `convert/naming.py`'s.)
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from typing import Iterable, Iterator, Mapping
 
@@ -49,6 +59,49 @@ def unflatten(flat: Mapping[Path, object] | Iterable[tuple[Path, object]]) -> di
             node = node.setdefault(name, {})
         node[path[-1]] = leaf
     return tree
+
+
+# Names of PyTorch `nn.ModuleList`s (or Sequentials) whose integer children become `name_i` in Flax.
+MODULE_LISTS = frozenset({
+    "down_blocks", "up_blocks", "resnets", "attentions", "motion_modules", "transformer_blocks",
+    "downsamplers", "upsamplers", "to_out", "net", "layers", "attention_blocks", "norms", "blocks",
+    "temp_convs", "temp_attentions",
+})
+EMBEDDING_MODULES = frozenset({"token_embedding", "position_embedding"})
+_INDEXED = re.compile(r"^(.*)_(\d+)$")
+
+
+def torch_key_to_flax(key: str, ndim: int) -> Path:
+    """Flax path of a PyTorch state-dict key whose tensor has `ndim` dimensions."""
+    parts: list[str] = []
+    for token in key.split("."):
+        if token.isdigit() and parts:
+            parts[-1] = f"{parts[-1]}_{token}"
+        else:
+            parts.append(token)
+    leaf = parts[-1]
+    if leaf == "weight":
+        if len(parts) > 1 and parts[-2] in EMBEDDING_MODULES:
+            parts[-1] = "embedding"
+        elif ndim in (2, 4, 5):
+            parts[-1] = "kernel"
+        elif ndim == 1:
+            parts[-1] = "scale"
+    return tuple(parts)
+
+
+def flax_path_to_torch(path: Path) -> str:
+    """PyTorch state-dict key of a Flax parameter path (inverse of `torch_key_to_flax`)."""
+    tokens: list[str] = []
+    for part in path[:-1]:
+        m = _INDEXED.match(part)
+        if m and m.group(1) in MODULE_LISTS:
+            tokens += [m.group(1), m.group(2)]
+        else:
+            tokens.append(part)
+    leaf = path[-1]
+    tokens.append("weight" if leaf in ("kernel", "scale", "embedding") else leaf)
+    return ".".join(tokens)
 
 
 def is_motion_path(path: tuple[str, ...]) -> bool:

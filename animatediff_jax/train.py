@@ -112,12 +112,12 @@ def build_models(cfg: dict, decoder: bool = False):
         **vars(MOTION_VERSIONS[cfg["motion_module_version"]]), **cfg["motion_module_kwargs"]})
     base = None
     if cfg["pretrained_model_path"]:
-        from convert.base import load_base
+        from animatediff_jax.loading import read_base
         given = [k for k in ("unet_config", "vae_config", "text_encoder_config") if cfg[k]]
         if given:
             raise ValueError(f"{given} describe a random base; with pretrained_model_path the "
                              "configs come from the model itself")
-        base = load_base(cfg["pretrained_model_path"], dtype="float32", progress=jax.process_index() == 0)
+        base = read_base(cfg["pretrained_model_path"], dtype="float32", progress=jax.process_index() == 0)
         unet_cfg, vae_cfg, text_cfg = base.unet_config, base.vae_config, base.text_config
     else:
         unet_cfg = UNetConfig.from_dict(cfg["unet_config"])
@@ -150,8 +150,8 @@ def build_models(cfg: dict, decoder: bool = False):
         params["text_encoder"] = base.text_encoder
     if cfg["motion_module_path"] and motion is not None:
         from animatediff_jax.params import insert_motion
-        from convert.motion import load_motion_module
-        mm = load_motion_module(cfg["motion_module_path"])
+        from animatediff_jax.loading import read_motion_module
+        mm = read_motion_module(cfg["motion_module_path"])
         params["unet"] = insert_motion(params["unet"], mm.params)
     return unet, vae, text, motion, text_cfg, vae_cfg, params
 

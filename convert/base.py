@@ -31,7 +31,8 @@ from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from convert import ldm
 from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
-from convert.naming import torch_key_to_flax, torch_tensor_to_flax
+from animatediff_jax.params import torch_key_to_flax
+from convert.naming import torch_tensor_to_flax
 from convert.param_shapes import expected_shapes
 
 NETWORKS = ("unet", "vae", "text_encoder")
@@ -450,7 +451,8 @@ def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None =
 
     from animatediff_jax.checkpoint import load_config, read_header, read_tensor, tensor_info
     from animatediff_jax.models.configs import to_dict
-    from convert.naming import flax_path_to_torch, flax_tensor_to_torch
+    from animatediff_jax.params import flax_path_to_torch
+    from convert.naming import flax_tensor_to_torch
     header, meta, start = read_header(params_path)
     config = load_config(meta)
     if not isinstance(config, UNetConfig):

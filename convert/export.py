@@ -25,7 +25,8 @@ from animatediff_jax.params import atomic_path
 from animatediff_jax.models.configs import MotionConfig
 from convert.motion import (MOTION_ADAPTER_WEIGHTS, infer_layout, check_layout, diffusers_key_to_original,
                             expected_shapes, sinusoid)
-from convert.naming import flax_path_to_torch, flax_to_state_dict
+from animatediff_jax.params import flax_path_to_torch
+from convert.naming import flax_to_state_dict
 
 ORIGINAL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 

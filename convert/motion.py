@@ -24,8 +24,8 @@ from typing import Mapping
 import numpy as np
 
 from animatediff_jax.models.configs import MotionConfig
-from animatediff_jax.params import flatten, unflatten
-from convert.naming import flax_path_to_torch, torch_key_to_flax, torch_tensor_to_flax
+from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
+from convert.naming import torch_tensor_to_flax
 from convert.io import StateDict, examples, open_state_dict
 
 # original -> diffusers MotionAdapter, applied in this order (FORMATS.md §3)

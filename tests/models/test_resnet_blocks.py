@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from diffusers.models.resnet import Downsample2D as TDown, ResnetBlock2D as TResnet, Upsample2D as TUp
+from diffusers.models.resnet import Downsample2D as TDown
+from diffusers.models.resnet import ResnetBlock2D as TResnet
+from diffusers.models.resnet import Upsample2D as TUp
 
 from animatediff_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D, group_norm
 from convert.naming import state_dict_to_flax
