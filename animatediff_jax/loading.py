@@ -81,7 +81,7 @@ def is_flax_file(path: str) -> bool:
 
 
 def is_converted_base(path: str) -> bool:
-    """A folder of converted Flax `unet`, `vae` and `text_encoder` `.safetensors` (what `load_sd` caches)."""
+    """A folder of converted Flax `unet`, `vae`, `text_encoder` `.safetensors` (what `load_sd_model` caches)."""
     return os.path.isdir(path) and all(is_flax_file(os.path.join(path, f"{n}.safetensors"))
                                        for n in ("unet", "vae", "text_encoder"))
 
@@ -113,7 +113,7 @@ def read_motion_module(path: str, **kwargs):
     return load_motion_module(path, **kwargs)
 
 
-def load_sd(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> dict:
+def load_sd_model(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> dict:
     """An SD1.x model (diffusers folder, LDM single file, or converted folder) as Flax params + configs.
     `overrides`: config fields a single file cannot show (head counts, norm groups), per network."""
     from convert.base import convert_base
@@ -132,9 +132,9 @@ def load_sd(path: str, cache_dir: str, what: str, overrides: dict | None = None)
     return _read_converted_base(folder)
 
 
-def _unseen_fields(sd: dict) -> dict:
+def _unseen_fields(sd_model: dict) -> dict:
     """The base's config fields that tensor shapes do not show: a DreamBooth file inherits them."""
-    u, v, t = sd["unet_config"], sd["vae_config"], sd["text_encoder_config"]
+    u, v, t = sd_model["unet_config"], sd_model["vae_config"], sd_model["text_encoder_config"]
     return {"unet": dict(norm_num_groups=u.norm_num_groups, attention_head_dim=u.attention_head_dim,
                          num_attention_heads=u.num_attention_heads),
             "vae": dict(norm_num_groups=v.norm_num_groups),
@@ -192,19 +192,19 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
     if motion_input_norm not in ("frame", "joint"):
         raise LoadError(f"motion_input_norm must be 'frame' or 'joint', got {motion_input_norm!r}")
 
-    sd = load_sd(base, cache_dir, "base model")
+    sd_model = load_sd_model(base, cache_dir, "base model")
     mm = load_motion(motion_module, cache_dir) if motion_module else None
     if mm is not None:
-        check_motion_fits(sd["unet_config"], mm, motion_module, base)
+        check_motion_fits(sd_model["unet_config"], mm, motion_module, base)
     if dreambooth:
-        db = load_sd(dreambooth, cache_dir, "DreamBooth checkpoint", overrides=_unseen_fields(sd))
+        db = load_sd_model(dreambooth, cache_dir, "DreamBooth checkpoint", overrides=_unseen_fields(sd_model))
         shapes = lambda tree: {p: np.shape(v) for p, v in flatten(tree).items()}  # noqa: E731
         for name in ("unet", "vae", "text_encoder"):
-            if shapes(db[name]) != shapes(sd[name]):
+            if shapes(db[name]) != shapes(sd_model[name]):
                 raise LoadError(f"DreamBooth checkpoint {dreambooth}: its {name} layout differs from the base "
                                 f"model {base} (not the same SD1.x family)")
-            sd[name] = db[name]
-    nets = {"unet": sd["unet"], "text_encoder": sd["text_encoder"]}
+            sd_model[name] = db[name]
+    nets = {"unet": sd_model["unet"], "text_encoder": sd_model["text_encoder"]}
     if loras:
         nets = apply_lora_files(nets, list(loras))
     unet2d = nets["unet"]
@@ -216,8 +216,9 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
         motion = fuse_motion_loras(mm.params, list(motion_loras)) if motion_loras else mm.params
         unet = insert_motion(unet2d, motion, strict=False)
         motion_config = replace(mm.config, input_norm=motion_input_norm)
-    return LoadedWeights(sd["unet_config"], motion_config, sd["vae_config"], sd["text_encoder_config"], unet,
-                         sd["vae"], nets["text_encoder"], sd["tokenizer_path"], sd["scheduler_config"],
+    return LoadedWeights(sd_model["unet_config"], motion_config, sd_model["vae_config"],
+                         sd_model["text_encoder_config"], unet, sd_model["vae"], nets["text_encoder"],
+                         sd_model["tokenizer_path"], sd_model["scheduler_config"],
                          dict(base=base, dreambooth=dreambooth, loras=list(loras), motion_module=motion_module,
                               motion_loras=list(motion_loras), domain_adapter=domain_adapter,
                               motion_version=mm.version if mm else None))

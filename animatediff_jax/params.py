@@ -132,8 +132,10 @@ def insert_motion(unet_params: Mapping, motion_params: Mapping, *, strict: bool 
     if missing or extra:
         raise ParamsMismatchError(
             "motion module does not fit the UNet: "
-            + (f"{len(missing)} UNet motion params absent, e.g. {_examples('/'.join(p) for p in missing)}; " if missing else "")
-            + (f"{len(extra)} params the UNet lacks, e.g. {_examples('/'.join(p) for p in extra)}" if extra else ""))
+            + (f"{len(missing)} UNet motion params absent, e.g. {_examples('/'.join(p) for p in missing)}; "
+               if missing else "")
+            + (f"{len(extra)} params the UNet lacks, e.g. {_examples('/'.join(p) for p in extra)}"
+               if extra else ""))
     for p, v in motion.items():
         if np.shape(v) != np.shape(flat[p]):
             raise ParamsMismatchError(f"motion param {'/'.join(p)} has shape {np.shape(v)}, "

@@ -231,8 +231,8 @@ def _base_unet_config(base: str):
 
 def validate(jobs: list[Job], args, cache_dir: str) -> None:
     """Every check that can fail, for every job, before any model is compiled."""
-    from animatediff_jax.sampling.freeinit import FreeInitOptions
     from animatediff_jax.loading import check_motion_fits, load_motion, require_exists
+    from animatediff_jax.sampling.freeinit import FreeInitOptions
     from animatediff_jax.sampling.samplers import sampler_from_diffusers_config, start_index
     context = _context(args)
     if args.freeinit_iters > 1:
@@ -364,8 +364,8 @@ def load_pipeline(job: Job, args, cache_dir: str):
 
 def run(args, argv: list[str]) -> str:
     """Validate, load, sample and write; returns the run folder."""
-    from animatediff_jax.sampling.freeinit import FreeInitOptions
     from animatediff_jax.params import cache_root
+    from animatediff_jax.sampling.freeinit import FreeInitOptions
     from animatediff_jax.sampling.pipeline import enable_compilation_cache, from_diffusers_latents
 
     cache_dir = cache_root()

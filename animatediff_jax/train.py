@@ -24,6 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from animatediff_jax import sharding as shd
+from animatediff_jax.params import flatten, is_motion_path, unflatten
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training import lora
@@ -32,7 +33,6 @@ from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import Models, TrainState, create_train_state, make_loss_and_grads, make_train_step
 from animatediff_jax.training.trainable import count, merge, split
-from animatediff_jax.params import flatten, is_motion_path, unflatten
 
 
 # ===================================== mesh =====================================================
@@ -149,8 +149,8 @@ def build_models(cfg: dict, decoder: bool = False):
                          if decoder or k in ("encoder", "quant_conv")}
         params["text_encoder"] = base.text_encoder
     if cfg["motion_module_path"] and motion is not None:
-        from animatediff_jax.params import insert_motion
         from animatediff_jax.loading import read_motion_module
+        from animatediff_jax.params import insert_motion
         mm = read_motion_module(cfg["motion_module_path"])
         params["unet"] = insert_motion(params["unet"], mm.params)
     return unet, vae, text, motion, text_cfg, vae_cfg, params

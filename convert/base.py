@@ -26,20 +26,19 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from animatediff_jax.checkpoint import params_metadata, store_dtype, write_safetensors
-from animatediff_jax.params import atomic_path
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
+from animatediff_jax.params import atomic_path, torch_key_to_flax
+from animatediff_jax.schedules import PRESETS
 from convert import ldm
 from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
-from animatediff_jax.params import torch_key_to_flax
 from convert.naming import torch_tensor_to_flax
 from convert.param_shapes import expected_shapes
 
 NETWORKS = ("unet", "vae", "text_encoder")
 CONFIG_CLASSES = {"unet": UNetConfig, "vae": VAEConfig, "text_encoder": CLIPTextConfig}
 # SD1.x's v1-inference.yaml noise schedule, for single files (a diffusers folder brings its own).
-SD1_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
-                 "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon",
+SD1_SCHEDULER = {"_class_name": "DDIMScheduler", **PRESETS["A"], "prediction_type": "epsilon",
                  "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
 _WEIGHT_STEMS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
 _FOLDER_SKIP = ("text_model.embeddings.position_ids",)

@@ -21,8 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
-from animatediff_jax.params import atomic_path
 from animatediff_jax.models.configs import MotionConfig
+from animatediff_jax.params import atomic_path
 from convert.motion import (MOTION_ADAPTER_WEIGHTS, infer_layout, check_layout, diffusers_key_to_original,
                             expected_shapes, sinusoid)
 from animatediff_jax.params import flax_path_to_torch

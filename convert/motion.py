@@ -25,8 +25,8 @@ import numpy as np
 
 from animatediff_jax.models.configs import MotionConfig
 from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
-from convert.naming import torch_tensor_to_flax
 from convert.io import StateDict, examples, open_state_dict
+from convert.naming import torch_tensor_to_flax
 
 # original -> diffusers MotionAdapter, applied in this order (FORMATS.md §3)
 _ORIGINAL_TO_DIFFUSERS = (

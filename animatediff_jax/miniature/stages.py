@@ -13,15 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.checkpoint import load_config, load_params, save_params
-from animatediff_jax.params import atomic_path
+from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.miniature import lora, world
 from animatediff_jax.miniature.budget import BUDGETS, DTYPE, SEEDS, SOURCE, STAGES, Budget
 from animatediff_jax.miniature.shipped import motion_path, paths
 from animatediff_jax.miniature.trainer import Networks, fit
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
-from animatediff_jax.params import flatten, unflatten
+from animatediff_jax.params import atomic_path, flatten, unflatten
 
 # ----------------------------------------------------------------------------- files
 
@@ -82,8 +81,8 @@ def stage_text(out: str, budget: Budget) -> dict:
 
 def stage_base(out: str, budget: Budget) -> dict:
     """The base T2I UNet from scratch (the whole UNet trains: image fine-tune mode)."""
-    from animatediff_jax.models.unet3d import UNet3DConditionModel
     from animatediff_jax.models.init import random_params
+    from animatediff_jax.models.unet3d import UNet3DConditionModel
     p = paths(out)
     (vae, vae_cfg), (text, text_cfg) = load(p["vae"]), load(p["text"])
     unet_cfg = dataclasses.replace(budget.unet, cross_attention_dim=text_cfg.hidden_size)
@@ -133,8 +132,8 @@ def stage_lora(out: str, budget: Budget) -> dict:
 
 def fresh_motion_params(unet_cfg: UNetConfig, motion_cfg: MotionConfig, seed: int) -> dict:
     """A new motion module's params (N(0, 1/fan_in) weights, proj_out zero: starts as the identity)."""
-    from animatediff_jax.models.unet3d import UNet3DConditionModel
     from animatediff_jax.models.init import random_params
+    from animatediff_jax.models.unet3d import UNet3DConditionModel
     from animatediff_jax.params import is_motion_path
     full = random_params(UNet3DConditionModel(unet_cfg, motion_cfg), seed,
                          jnp.zeros((1, 2, 8, 8, unet_cfg.in_channels)), jnp.zeros((1,)),

@@ -6,8 +6,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from animatediff_jax.tiny_models import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
+from animatediff_jax.tiny_models import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
 from animatediff_jax.tokenizer import PromptTokenizer
 from tests.utils import rel_err
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from animatediff_jax.sampling.context_windows import ContextOptions
-from animatediff_jax.tiny_models import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
 from animatediff_jax.sampling.freeinit import FreeInitOptions
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
+from animatediff_jax.tiny_models import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
 from animatediff_jax.tokenizer import PromptTokenizer
 
 KW = dict(width=16, height=16, steps=2, progress=False)
