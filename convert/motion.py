@@ -80,13 +80,10 @@ def diffusers_key_to_original(key: str) -> str:
 
 
 def sinusoid(length: int, channels: int) -> np.ndarray:
-    """The fixed position encoding of the original code and diffusers, shape [1, length, channels]."""
-    position = np.arange(length, dtype=np.float64)[:, None]
-    freq = np.exp(np.arange(0, channels, 2, dtype=np.float64) * (-np.log(10000.0) / channels))
-    pe = np.zeros((1, length, channels), np.float64)
-    pe[0, :, 0::2] = np.sin(position * freq)
-    pe[0, :, 1::2] = np.cos(position * freq)
-    return pe.astype(np.float32)
+    """The fixed position encoding of the original code and diffusers as their buffer holds it,
+    [1, length, channels] float32: the network's own `sinusoidal_positions`."""
+    from animatediff_jax.models.embeddings import sinusoidal_positions  # local: jax only when a `pe` is met
+    return np.asarray(sinusoidal_positions(length, channels), np.float32)[None]
 
 
 def expected_shapes(block_out_channels, layers_per_block: int, use_mid_block: bool,

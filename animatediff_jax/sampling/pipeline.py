@@ -1,7 +1,7 @@
 """Text-to-video sampling: prompts -> CLIP embeddings -> jitted denoising loop -> chunked VAE decode.
 
     pipe = loading.load_pipeline(base="models/sd15", dreambooth="toonyou.safetensors",
-                                    motion_module="mm_sd_v15_v2.ckpt")
+                                 motion_module="mm_sd_v15_v2.ckpt")       # files: animatediff_jax.loading
     video = pipe(["a cat walking"], seeds=[42], width=512, height=512, frames=16)  # (1, 16, 512, 512, 3)
 
 Three jitted functions do the work, each compiled once per shape and kept in JAX's persistent
@@ -151,7 +151,8 @@ class GenerationResult:
 
 
 class AnimateDiffPipeline:
-    """Load once (`load` / constructor), call many times with prompts, seeds and sizes.
+    """Build once (`build` from configs and params, `random`, the constructor; from files:
+    `animatediff_jax.loading.load_pipeline`), call many times with prompts, seeds and sizes.
 
     unet / vae / text_encoder are the Flax modules (`UNet3DConditionModel`, `AutoencoderKL`,
     `CLIPTextModel`), *_params their parameter trees, tokenizer a `PromptTokenizer`,
