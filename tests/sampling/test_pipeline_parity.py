@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from animatediff_jax import loading
-from animatediff_jax.sampling.pipeline import AnimateDiffPipeline, from_diffusers_latents
+from animatediff_jax.sampling.pipeline import from_diffusers_latents
 from tests.sampling.tiny_models import diffusers_pipeline
 from tests.utils import rel_err
 
