@@ -11,16 +11,15 @@ then one tensor at a time, so peak memory is one tensor) and lets loads be `np.m
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import struct
-import tempfile
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import ml_dtypes
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
+
+from animatediff_jax.params import atomic_path, flatten, unflatten
 
 # safetensors dtype names <-> numpy dtypes.
 DTYPES: dict[str, np.dtype] = {
@@ -98,21 +97,6 @@ def read_tensor(f, entry: Mapping, start: int) -> np.ndarray:
             raise SafetensorsError(f"{f.name}: truncated while reading a tensor")
         done += n
     return buf.view(dtype).reshape(shape)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary name next to `path`; rename it to `path` only if the block succeeds."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_safetensors(path: str, specs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
@@ -197,7 +181,7 @@ def save_params(path: str, params: Mapping, *, config=None, source: str | None =
 
     `dtype` ("float32" / "bfloat16" / "float16") casts floating leaves; None keeps each leaf's dtype.
     """
-    flat = {_join(p): leaf for p, leaf in flatten_dict(params).items()}
+    flat = {_join(p): leaf for p, leaf in flatten(params).items()}
     specs = {k: (tuple(np.shape(v)), store_dtype(dtype, np.dtype(v.dtype))) for k, v in flat.items()}
 
     def leaves():
@@ -244,7 +228,7 @@ def load_params(path: str, *, dtype: str | np.dtype | None = None,
         flat[tuple(name.split("/"))] = leaf
     if sharding is not None or device:
         flat = _device_put(flat, sharding)
-    return unflatten_dict(flat), dict(metadata)
+    return unflatten(flat), dict(metadata)
 
 
 def _device_put(flat: dict, sharding: Any) -> dict:
@@ -254,6 +238,6 @@ def _device_put(flat: dict, sharding: Any) -> dict:
     elif callable(sharding):
         get = sharding
     else:
-        by_path = flatten_dict(sharding)
+        by_path = flatten(sharding)
         get = lambda path, shape: by_path[path]  # noqa: E731
     return {p: jax.device_put(v, get(p, v.shape)) for p, v in flat.items()}

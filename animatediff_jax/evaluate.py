@@ -76,9 +76,9 @@ def prompts_for(row: Row, count: int) -> tuple[list[str], list[procedural.ClipSp
 
 def load_pipeline(row: Row, weights: str):
     """The row's pipeline from the miniature's files, through the ordinary loader."""
-    from animatediff_jax.pipeline import AnimateDiffPipeline
+    from animatediff_jax import loading
     p = paths(weights)
-    return AnimateDiffPipeline.load(
+    return loading.load_pipeline(
         os.path.join(weights, "base"), dreambooth=p["dreambooth"] if row.personalization == "dreambooth" else None,
         loras=[(p["lora"], 1.0)] if row.personalization == "lora" else [],
         motion_module=motion_path(weights, row.schedule) if row.motion else None, dtype="float32")
@@ -139,7 +139,7 @@ def vae_rows(weights: str, count: int, classifier: scoring.StyleClassifier) -> l
 def evaluate(weights: str = MINIATURE, samples: int = 32, steps: int = 25, guidance: float = 7.5,
              rows=ROWS, seed_offset: int = 0) -> list[dict]:
     """Sample and score every row; returns one dict per row (plus the dataset reference first)."""
-    from animatediff_jax.pipeline import enable_compilation_cache
+    from animatediff_jax.sampling.pipeline import enable_compilation_cache
     enable_compilation_cache()
     classifier = scoring.StyleClassifier.fit(world.SIZE)
     seeds = [seed_offset + i for i in range(samples)]
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     text = report(results, args.weights, args.steps, args.guidance, time.time() - start)
     print(text)
     if args.results != "-":
-        from animatediff_jax.checkpoint import atomic_path
+        from animatediff_jax.params import atomic_path
         with atomic_path(args.results) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write("# Miniature AnimateDiff: measured results\n\n" + text)
         print(f"wrote {args.results}")

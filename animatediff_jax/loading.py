@@ -1,7 +1,7 @@
 """Weights for a sampling pipeline: base + DreamBooth + LoRAs + motion module (+ MotionLoRAs, v3 adapter).
 
 Every path may be a PyTorch checkpoint (converted on the fly by `convert/`, the result cached as Flax
-`.safetensors` under ~/.cache/animatediff_jax/converted/<key>, key = hash of the file's size,
+`.safetensors` under `params.cache_root()`/converted/<key>, key = hash of the file's size,
 mtime and first/last MiB) or an already-converted Flax file/folder. All files are checked to
 exist and to belong to SD1.x before anything is converted; the motion module must fit the base
 UNet (same channels and layers), otherwise the error names both files.
@@ -16,11 +16,19 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from animatediff_jax.checkpoint import load_config, load_params, read_metadata, save_params
+from animatediff_jax.models.clip_text import CLIPTextModel
+from animatediff_jax.models.init import check_params
+from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.models.vae import AutoencoderKL
+from animatediff_jax.params import cache_root, flatten, insert_motion
+from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
+from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
+from animatediff_jax.tokenizer import PromptTokenizer
 
 
 class LoadError(ValueError):
@@ -72,7 +80,8 @@ def is_flax_file(path: str) -> bool:
         return False
 
 
-def _is_converted_base(path: str) -> bool:
+def is_converted_base(path: str) -> bool:
+    """A folder of converted Flax `unet`, `vae`, `text_encoder` `.safetensors` (what `load_sd_model` caches)."""
     return os.path.isdir(path) and all(is_flax_file(os.path.join(path, f"{n}.safetensors"))
                                        for n in ("unet", "vae", "text_encoder"))
 
@@ -89,17 +98,32 @@ def _read_converted_base(folder: str) -> dict:
     return out
 
 
-def load_sd(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> dict:
+def read_base(path: str, **kwargs):
+    """An SD1.x base model read and converted in memory, uncached (`convert.base.load_base`, whose
+    keyword arguments pass through: dtype, progress, device, ...) -> `convert.base.BaseModel`.
+    Training reads its base this way."""
+    from convert.base import load_base  # local: torch/safetensors readers load only when a file is read
+    return load_base(path, **kwargs)
+
+
+def read_motion_module(path: str, **kwargs):
+    """A motion module read and converted in memory, uncached (`convert.motion.load_motion_module`;
+    keyword arguments pass through) -> `convert.motion.MotionModule`. Training starts from it this way."""
+    from convert.motion import load_motion_module  # local: as in `read_base`
+    return load_motion_module(path, **kwargs)
+
+
+def load_sd_model(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> dict:
     """An SD1.x model (diffusers folder, LDM single file, or converted folder) as Flax params + configs.
     `overrides`: config fields a single file cannot show (head counts, norm groups), per network."""
     from convert.base import convert_base
     require_exists(path, what)
-    if _is_converted_base(path):
+    if is_converted_base(path):
         return _read_converted_base(path)
     key = cache_key(path) + (hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
                              if overrides else "")
     folder = os.path.join(cache_dir, "converted", "sd-" + key)
-    if not _is_converted_base(folder):
+    if not is_converted_base(folder):
         print(f"converting {what} {path} -> {folder}")
         try:
             convert_base(path, folder, overrides=overrides)
@@ -108,9 +132,9 @@ def load_sd(path: str, cache_dir: str, what: str, overrides: dict | None = None)
     return _read_converted_base(folder)
 
 
-def _unseen_fields(sd: dict) -> dict:
+def _unseen_fields(sd_model: dict) -> dict:
     """The base's config fields that tensor shapes do not show: a DreamBooth file inherits them."""
-    u, v, t = sd["unet_config"], sd["vae_config"], sd["text_encoder_config"]
+    u, v, t = sd_model["unet_config"], sd_model["vae_config"], sd_model["text_encoder_config"]
     return {"unet": dict(norm_num_groups=u.norm_num_groups, attention_head_dim=u.attention_head_dim,
                          num_attention_heads=u.num_attention_heads),
             "vae": dict(norm_num_groups=v.norm_num_groups),
@@ -134,13 +158,6 @@ def load_motion(path: str, cache_dir: str):
                 metadata={"motion": json.dumps({"block_out_channels": list(mm.block_out_channels),
                                                 "layers_per_block": mm.layers_per_block, "version": mm.version})})
     return mm
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def check_motion_fits(unet_config, mm, motion_path: str, base_path: str) -> None:
@@ -177,20 +194,19 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
     if motion_input_norm not in ("frame", "joint"):
         raise LoadError(f"motion_input_norm must be 'frame' or 'joint', got {motion_input_norm!r}")
 
-    sd = load_sd(base, cache_dir, "base model")
+    sd_model = load_sd_model(base, cache_dir, "base model")
     mm = load_motion(motion_module, cache_dir) if motion_module else None
     if mm is not None:
-        check_motion_fits(sd["unet_config"], mm, motion_module, base)
+        check_motion_fits(sd_model["unet_config"], mm, motion_module, base)
     if dreambooth:
-        db = load_sd(dreambooth, cache_dir, "DreamBooth checkpoint", overrides=_unseen_fields(sd))
-        from convert.naming import flatten
+        db = load_sd_model(dreambooth, cache_dir, "DreamBooth checkpoint", overrides=_unseen_fields(sd_model))
         shapes = lambda tree: {p: np.shape(v) for p, v in flatten(tree).items()}  # noqa: E731
         for name in ("unet", "vae", "text_encoder"):
-            if shapes(db[name]) != shapes(sd[name]):
+            if shapes(db[name]) != shapes(sd_model[name]):
                 raise LoadError(f"DreamBooth checkpoint {dreambooth}: its {name} layout differs from the base "
                                 f"model {base} (not the same SD1.x family)")
-            sd[name] = db[name]
-    nets = {"unet": sd["unet"], "text_encoder": sd["text_encoder"]}
+            sd_model[name] = db[name]
+    nets = {"unet": sd_model["unet"], "text_encoder": sd_model["text_encoder"]}
     if loras:
         nets = apply_lora_files(nets, list(loras), alpha_rule=lora_alpha_rule)
     unet2d = nets["unet"]
@@ -200,27 +216,63 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
     unet = unet2d
     if mm is not None:
         motion = fuse_motion_loras(mm.params, list(motion_loras)) if motion_loras else mm.params
-        unet = _merge(unet2d, motion)
+        unet = insert_motion(unet2d, motion, strict=False)
         motion_config = replace(mm.config, input_norm=motion_input_norm)
-    return LoadedWeights(sd["unet_config"], motion_config, sd["vae_config"], sd["text_encoder_config"], unet,
-                         sd["vae"], nets["text_encoder"], sd["tokenizer_path"], sd["scheduler_config"],
+    return LoadedWeights(sd_model["unet_config"], motion_config, sd_model["vae_config"],
+                         sd_model["text_encoder_config"], unet, sd_model["vae"], nets["text_encoder"],
+                         sd_model["tokenizer_path"], sd_model["scheduler_config"],
                          dict(base=base, dreambooth=dreambooth, loras=list(loras), motion_module=motion_module,
                               motion_loras=list(motion_loras), domain_adapter=domain_adapter,
                               motion_version=mm.version if mm else None))
 
 
-def check_params(module, params: dict, example_inputs, what: str) -> None:
-    """Every parameter the network needs is present with its shape, nothing extra."""
-    import jax
-    from convert.naming import flatten
-    want = {p: tuple(s.shape) for p, s in flatten(
-        jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *example_inputs))["params"]).items()}
-    have = {p: tuple(np.shape(v)) for p, v in flatten(params).items()}
-    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    bad = [p for p in set(want) & set(have) if want[p] != have[p]]
-    if missing or extra or bad:
-        show = lambda ps: ", ".join("/".join(p) for p in ps[:4])  # noqa: E731
-        raise LoadError(f"{what}: parameters do not fit the network: "
-                        + (f"{len(missing)} missing ({show(missing)}) " if missing else "")
-                        + (f"{len(extra)} unexpected ({show(extra)}) " if extra else "")
-                        + (f"{len(bad)} mis-shaped ({show(sorted(bad))})" if bad else ""))
+def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[tuple[str, float]] = (),
+                  motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
+                  domain_adapter: tuple[str, float] | None = None, scheduler: str | None = None,
+                  scheduler_config: str | Mapping[str, Any] = "original", dtype: str | None = None,
+                  attention_impl: str = "xla", motion_input_norm: str = "frame", clip_skip: int = 0,
+                  tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
+                  lora_alpha_rule: str = "kohya", **kwargs) -> AnimateDiffPipeline:
+    """An `AnimateDiffPipeline` from files: every weight loaded once (PyTorch or converted Flax files;
+    see the module docstring), checked against its network, then `AnimateDiffPipeline.build`.
+
+    scheduler: "ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm" (None: DDIM, or the class of
+    a given scheduler config). scheduler_config: "original" (AnimateDiff's inference config:
+    linear 0.00085 -> 0.012, DDIM leading spacing, steps_offset 1), "base" (the base model's own
+    `scheduler/` config), a diffusers config dict, or the path of a scheduler_config.json.
+    motion_input_norm: "frame" (original AnimateDiff, the released checkpoints) or "joint"
+    (diffusers' AnimateDiffTransformer3D). tokenizer: a CLIP tokenizer folder, needed when the base
+    is a single file (which carries none). lora_alpha_rule: "kohya" (W += scale · alpha/rank · up @ down)
+    or "original" (W += scale · up @ down, how the original's prompt configs apply `lora_alpha`).
+    """
+    w = load_weights(base, dreambooth=dreambooth, loras=loras, motion_module=motion_module,
+                     motion_loras=motion_loras, domain_adapter=domain_adapter,
+                     motion_input_norm=motion_input_norm, lora_alpha_rule=lora_alpha_rule,
+                     cache_dir=cache_dir or cache_root())
+    if check:
+        c = w.unet_config
+        check_params(UNet3DConditionModel(c, w.motion_config), w.unet, f"UNet ({base}, {motion_module})")
+        check_params(AutoencoderKL(w.vae_config), w.vae, f"VAE ({base})")
+        check_params(CLIPTextModel(w.text_config), w.text_encoder, f"text encoder ({base})")
+    tok_path = tokenizer or w.tokenizer_path
+    if tok_path is None:
+        raise LoadError(f"{base} carries no tokenizer (a single file); pass tokenizer=<CLIP tokenizer folder>")
+    if isinstance(scheduler_config, str) and scheduler_config in ("original", "base"):
+        sched = dict(ORIGINAL_SCHEDULER_KWARGS) if scheduler_config == "original" else w.scheduler_config
+    elif isinstance(scheduler_config, str):
+        if not os.path.isfile(scheduler_config):
+            raise LoadError(f"scheduler config {scheduler_config!r} not found")
+        with open(scheduler_config) as f:
+            sched = json.load(f)
+    else:
+        sched = dict(scheduler_config)
+    if scheduler is None and "_class_name" not in sched:
+        scheduler = "ddim"
+    pipe = AnimateDiffPipeline.build(w.unet_config, w.motion_config, w.vae_config, w.text_config, w.unet,
+                                     w.vae, w.text_encoder, PromptTokenizer.from_pretrained(tok_path),
+                                     dtype=dtype,
+                                     attention_impl=attention_impl, scheduler=scheduler,
+                                     scheduler_config=sched, clip_skip=clip_skip, **kwargs)
+    pipe.description.update(w.sources, motion_input_norm=motion_input_norm)
+    pipe.make_sampler(1)  # validates the scheduler settings now, before any compilation
+    return pipe

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from animatediff_jax.prompt_config import PromptConfigError, PromptEntry, check_prompt_frames, draw_seeds, \
+from animatediff_jax.sampling.prompt_config import PromptConfigError, PromptEntry, check_prompt_frames, draw_seeds, \
     inference_settings, load_prompt_config
 
 SCHEDULERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm")
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Job:
     """One model setup and the videos to sample with it."""
     entry: PromptEntry
-    model: dict = field(default_factory=dict)      # AnimateDiffPipeline.load kwargs
+    model: dict = field(default_factory=dict)      # loading.load_pipeline kwargs
     sizes: dict = field(default_factory=dict)      # width, height, frames
 
 
@@ -211,7 +211,7 @@ def apply_overrides(job: Job, args) -> None:
 
 
 def _context(args):
-    from animatediff_jax.context import ContextOptions
+    from animatediff_jax.sampling.context_windows import ContextOptions
     if args.context_length is None:
         return None
     return ContextOptions(args.context_length, args.context_stride, args.context_weighting,
@@ -221,9 +221,9 @@ def _context(args):
 def _base_unet_config(base: str):
     """The base UNet's config from names and shapes only (no tensor data read)."""
     from animatediff_jax.checkpoint import load_config, read_metadata
-    from animatediff_jax.loading import _is_converted_base
+    from animatediff_jax.loading import is_converted_base
     from convert.base import plan_base
-    if _is_converted_base(base):
+    if is_converted_base(base):
         return load_config(read_metadata(os.path.join(base, "unet.safetensors")))
     plan = plan_base(base, check=False)
     plan.close()
@@ -232,9 +232,9 @@ def _base_unet_config(base: str):
 
 def validate(jobs: list[Job], args, cache_dir: str) -> None:
     """Every check that can fail, for every job, before any model is compiled."""
-    from animatediff_jax.freeinit import FreeInitOptions
     from animatediff_jax.loading import check_motion_fits, load_motion, require_exists
-    from animatediff_jax.samplers import sampler_from_diffusers_config, start_index
+    from animatediff_jax.sampling.freeinit import FreeInitOptions
+    from animatediff_jax.sampling.samplers import sampler_from_diffusers_config, start_index
     context = _context(args)
     if args.freeinit_iters > 1:
         FreeInitOptions(args.freeinit_iters, args.freeinit_filter)
@@ -285,7 +285,7 @@ def validate(jobs: list[Job], args, cache_dir: str) -> None:
 
 
 def _scheduler_config(args, entry_kwargs):
-    """The scheduler config for AnimateDiffPipeline.load: an entry's inference config wins."""
+    """The scheduler config for loading.load_pipeline: an entry's inference config wins."""
     if entry_kwargs:
         return dict(entry_kwargs)
     sc = args.scheduler_config
@@ -331,7 +331,7 @@ def write_sample(run_dir: str, idx: int, prompt, frames: np.ndarray, args) -> li
     if args.png:
         out.append(video.write_png_frames(stem, frames))
     if args.save_npy:
-        from animatediff_jax.checkpoint import atomic_path
+        from animatediff_jax.params import atomic_path
         with atomic_path(stem + ".npy") as tmp, open(tmp, "wb") as f:
             np.save(f, frames.astype(np.float32))
         out.append(stem + ".npy")
@@ -340,8 +340,8 @@ def write_sample(run_dir: str, idx: int, prompt, frames: np.ndarray, args) -> li
 
 def write_config(run_dir: str, used: list) -> str:
     import yaml
-    from animatediff_jax.checkpoint import atomic_path
-    from animatediff_jax.prompt_config import resolved_config
+    from animatediff_jax.params import atomic_path
+    from animatediff_jax.sampling.prompt_config import resolved_config
     path = os.path.join(run_dir, "config.yaml")
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         yaml.safe_dump(resolved_config(used), f, sort_keys=False, allow_unicode=True)
@@ -352,10 +352,10 @@ def write_config(run_dir: str, used: list) -> str:
 
 def load_pipeline(job: Job, args, cache_dir: str):
     """The job's pipeline and a notice to print (None)."""
-    from animatediff_jax.pipeline import AnimateDiffPipeline
+    from animatediff_jax import loading
     m = dict(job.model)
     sched = _scheduler_config(args, m.pop("scheduler_kwargs"))
-    pipe = AnimateDiffPipeline.load(**m, scheduler=args.scheduler, scheduler_config=sched, dtype=args.dtype,
+    pipe = loading.load_pipeline(**m, scheduler=args.scheduler, scheduler_config=sched, dtype=args.dtype,
                                     attention_impl=args.attention,
                                     motion_input_norm="joint" if args.diffusers_norm else "frame",
                                     cache_dir=cache_dir,
@@ -365,10 +365,11 @@ def load_pipeline(job: Job, args, cache_dir: str):
 
 def run(args, argv: list[str]) -> str:
     """Validate, load, sample and write; returns the run folder."""
-    from animatediff_jax.freeinit import FreeInitOptions
-    from animatediff_jax.pipeline import DEFAULT_CACHE, enable_compilation_cache, from_diffusers_latents
+    from animatediff_jax.params import cache_root
+    from animatediff_jax.sampling.freeinit import FreeInitOptions
+    from animatediff_jax.sampling.pipeline import enable_compilation_cache, from_diffusers_latents
 
-    cache_dir = os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE)
+    cache_dir = cache_root()
     jobs, name = jobs_from_args(args)
     for job in jobs:
         apply_overrides(job, args)
@@ -378,7 +379,7 @@ def run(args, argv: list[str]) -> str:
     freeinit = FreeInitOptions(args.freeinit_iters, args.freeinit_filter) if args.freeinit_iters > 1 else None
     run_dir = new_run_dir(args.out, name)
     print(f"writing to {run_dir}")
-    from animatediff_jax.checkpoint import atomic_path
+    from animatediff_jax.params import atomic_path
     with atomic_path(os.path.join(run_dir, "command.txt")) as tmp, open(tmp, "w") as f:
         f.write(" ".join(["python -m animatediff_jax.sample"] + [repr(a) if " " in a else a for a in argv]) + "\n")
     samples, used, idx = [], [], 0

@@ -10,7 +10,7 @@ The paper ablates three schedules (presets):
     "B": `linear` 0.00085 -> 0.012 (AnimateDiff's default, training and sampling)
     "C": `linear` 0.0001 -> 0.02 (DDPM's)
 Arrays are computed in float64 and stored as float32 numpy arrays (constants under jit); the
-step functions of the samplers live in `samplers.py`.
+step functions of the samplers live in `sampling/samplers.py`.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+# What a network predicts (diffusers' names): the noise eps, v = sqrt(abar) eps - sqrt(1 - abar) x_0, or x_0.
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def make_betas(beta_schedule: str, beta_start: float = 0.0001, beta_end: float = 0.02,

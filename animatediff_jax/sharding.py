@@ -1,8 +1,8 @@
 """Mesh, partition rules and multi-host plumbing for sharded training (and sampling).
 
     mesh = make_mesh(data=-1, fsdp=4, tensor=1)           # ('data', 'fsdp', 'tensor'), -1 = fill
-    shardings = param_shardings(params, mesh, rules=())  # NamedSharding per leaf
-    batch = global_batch(local_rows, batch_sharding(mesh), global_shape)
+    shardings = tree_shardings(params, mesh, rules=())   # NamedSharding per leaf
+    batch = global_batch(local_rows, batch_sharding(mesh), global_batch_size)
 
 Parameters (trainable, frozen and optimizer state alike) are placed by regex rules over their
 `/`-joined paths, then FSDP-sharded over the largest dimension the `fsdp` axis divides (big_vision /

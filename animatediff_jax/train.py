@@ -24,6 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from animatediff_jax import sharding as shd
+from animatediff_jax.params import flatten, is_motion_path, unflatten
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training import lora
@@ -32,7 +33,6 @@ from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import Models, TrainState, create_train_state, make_loss_and_grads, make_train_step
 from animatediff_jax.training.trainable import count, merge, split
-from convert.naming import flatten, unflatten
 
 
 # ===================================== mesh =====================================================
@@ -112,12 +112,12 @@ def build_models(cfg: dict, decoder: bool = False):
         **vars(MOTION_VERSIONS[cfg["motion_module_version"]]), **cfg["motion_module_kwargs"]})
     base = None
     if cfg["pretrained_model_path"]:
-        from convert.base import load_base
+        from animatediff_jax.loading import read_base
         given = [k for k in ("unet_config", "vae_config", "text_encoder_config") if cfg[k]]
         if given:
             raise ValueError(f"{given} describe a random base; with pretrained_model_path the "
                              "configs come from the model itself")
-        base = load_base(cfg["pretrained_model_path"], dtype="float32", progress=jax.process_index() == 0)
+        base = read_base(cfg["pretrained_model_path"], dtype="float32", progress=jax.process_index() == 0)
         unet_cfg, vae_cfg, text_cfg = base.unet_config, base.vae_config, base.text_config
     else:
         unet_cfg = UNetConfig.from_dict(cfg["unet_config"])
@@ -149,8 +149,9 @@ def build_models(cfg: dict, decoder: bool = False):
                          if decoder or k in ("encoder", "quant_conv")}
         params["text_encoder"] = base.text_encoder
     if cfg["motion_module_path"] and motion is not None:
-        from convert.motion import insert_motion, load_motion_module
-        mm = load_motion_module(cfg["motion_module_path"])
+        from animatediff_jax.loading import read_motion_module
+        from animatediff_jax.params import insert_motion
+        mm = read_motion_module(cfg["motion_module_path"])
         params["unet"] = insert_motion(params["unet"], mm.params)
     return unet, vae, text, motion, text_cfg, vae_cfg, params
 
@@ -193,7 +194,7 @@ def lora_file(cfg: dict) -> str:
 def with_base(init: dict, base_unet: dict, source: str) -> dict:
     """The freshly initialised (inflated) UNet params with every 2D leaf taken from the base model."""
     flat, base = flatten(init), flatten(base_unet)
-    missing = [p for p in flat if p not in base and not any(s.startswith("motion_modules_") for s in p)]
+    missing = [p for p in flat if p not in base and not is_motion_path(p)]
     extra = [p for p in base if p not in flat]
     if missing or extra:
         raise ValueError(f"{source}: the base UNet does not fit the configured network: "
@@ -246,7 +247,6 @@ def gather(tree):
 
 def motion_subtree(tree: dict) -> dict:
     """Only the motion-module leaves of a UNet params tree."""
-    from convert.motion import is_motion_path
     return unflatten({p: v for p, v in flatten(tree).items() if is_motion_path(p)})
 
 

@@ -122,7 +122,7 @@ def run_one(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
     """Runs inside a fresh subprocess; returns seconds (built, touched) and peak RSS."""
     if mode.startswith("ours"):
         import jax
-        from flax.traverse_util import flatten_dict
+        from animatediff_jax.params import flatten
 
         from convert.base import convert_base, load_base
         jax.device_put(0).block_until_ready()  # start the backend (an import-time cost)
@@ -138,12 +138,12 @@ def run_one(mode: str, path: str, config_dir: str, out_dir: str) -> dict:
         convert_base(path, out_dir, progress=False)
     elif mode in ("ours_load", "ours_load_cold", "ours_device"):
         model = load_base(path, progress=False, device=True if mode == "ours_device" else None)
-        arrays = [a for tree in (model.unet, model.vae, model.text_encoder) for a in flatten_dict(tree).values()]
+        arrays = [a for tree in (model.unet, model.vae, model.text_encoder) for a in flatten(tree).values()]
     elif mode == "ours_load_converted":
         from animatediff_jax.checkpoint import load_params
         for name in ("unet", "vae", "text_encoder"):
             params, _ = load_params(os.path.join(out_dir, f"{name}.safetensors"))
-            arrays += flatten_dict(params).values()
+            arrays += flatten(params).values()
     elif mode in ("diffusers", "diffusers_native"):
         # diffusers_native: torch_dtype = the file's dtype (no fp16 -> fp32 upcast of the models)
         ckpt = load_single_file_checkpoint(path, local_files_only=True)

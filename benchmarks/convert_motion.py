@@ -75,7 +75,7 @@ def run_one(mode: str, path: str, config_dir: str, out: str) -> dict:
         from diffusers import MotionAdapter
     else:
         import jax
-        from flax.traverse_util import flatten_dict
+        from animatediff_jax.params import flatten
 
         from animatediff_jax.checkpoint import save_params
         from convert.motion import load_motion_module, motion_metadata
@@ -88,7 +88,7 @@ def run_one(mode: str, path: str, config_dir: str, out: str) -> dict:
         mm = load_motion_module(path, device=True if mode == "ours_device" else None)
         if mode == "ours_convert":
             save_params(out, mm.params, config=mm.config, source="benchmark", metadata=motion_metadata(mm))
-        arrays = list(flatten_dict(mm.params).values())
+        arrays = list(flatten(mm.params).values())
     built = time.perf_counter() - start
     if mode != "ours_convert":
         touch(arrays)

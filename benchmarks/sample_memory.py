@@ -52,8 +52,8 @@ def main(argv=None):
     from animatediff_jax.models.clip_text import CLIPTextModel
     from animatediff_jax.models.configs import MOTION_V2, SD15_TEXT, SD15_UNET, SD15_VAE
     from animatediff_jax.models.unet3d import UNet3DConditionModel
-    from animatediff_jax.pipeline import AnimateDiffPipeline
-    from animatediff_jax.samplers import original_ddim
+    from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
+    from animatediff_jax.sampling.samplers import original_ddim
 
     f, lat = args.frames, args.size // 8
     sds = jax.ShapeDtypeStruct

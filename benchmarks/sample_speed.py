@@ -127,7 +127,9 @@ def main(argv=None):
 
     import jax
     import torch
-    from animatediff_jax.pipeline import AnimateDiffPipeline, enable_compilation_cache, from_diffusers_latents
+    from animatediff_jax import loading
+    from animatediff_jax.sampling.pipeline import (AnimateDiffPipeline, enable_compilation_cache,
+                                                   from_diffusers_latents)
     torch.set_num_threads(args.threads)
     enable_compilation_cache()
     gpu = jax.default_backend() == "gpu"
@@ -142,7 +144,7 @@ def main(argv=None):
         unet, vae, text, tok, adapter, sched = small_models(folder)
         from diffusers import AnimateDiffPipeline as Ref
         ref = Ref(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, motion_adapter=adapter, scheduler=sched)
-        ours = AnimateDiffPipeline.load(os.path.join(folder, "base"), motion_module=os.path.join(folder, "adapter"),
+        ours = loading.load_pipeline(os.path.join(folder, "base"), motion_module=os.path.join(folder, "adapter"),
                                         scheduler_config="base", motion_input_norm="joint", dtype="float32",
                                         cache_dir=os.path.join(folder, "cache"))
         ref_dtype = "float32"

@@ -25,19 +25,20 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from animatediff_jax.checkpoint import atomic_path, params_metadata, store_dtype, write_safetensors
+from animatediff_jax.checkpoint import params_metadata, store_dtype, write_safetensors
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
+from animatediff_jax.params import atomic_path, torch_key_to_flax
+from animatediff_jax.schedules import PRESETS
 from convert import ldm
 from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
-from convert.naming import torch_key_to_flax, torch_tensor_to_flax
-from convert.param_shapes import expected_shapes
+from convert.naming import torch_tensor_to_flax
+from convert.param_shapes import cached_param_shapes
 
 NETWORKS = ("unet", "vae", "text_encoder")
 CONFIG_CLASSES = {"unet": UNetConfig, "vae": VAEConfig, "text_encoder": CLIPTextConfig}
 # SD1.x's v1-inference.yaml noise schedule, for single files (a diffusers folder brings its own).
-SD1_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
-                 "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon",
+SD1_SCHEDULER = {"_class_name": "DDIMScheduler", **PRESETS["A"], "prediction_type": "epsilon",
                  "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
 _WEIGHT_STEMS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
 _FOLDER_SKIP = ("text_model.embeddings.position_ids",)
@@ -160,7 +161,7 @@ INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": inf
 
 def check_plan(plan: NetworkPlan) -> None:
     """Raise if the plan's leaves are not exactly our network's params (names and shapes)."""
-    want = expected_shapes(plan.name, plan.config)
+    want = cached_param_shapes(plan.name, plan.config)
     have = plan.leaves
     missing = [("/".join(p)) for p in want if p not in have]
     unexpected = [have[p].source_key for p in have if p not in want]
@@ -388,7 +389,7 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
 
     `device`: None keeps numpy views; True (default device), a `jax.Device`/`Sharding`, or a
     function `(flax path, shape) -> Sharding` returns jax arrays, put leaf by leaf (see `_device_leaves`)."""
-    from flax.traverse_util import unflatten_dict
+    from animatediff_jax.params import unflatten
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
     try:
         flat: dict[str, dict] = {name: {} for name in plan.networks}
@@ -398,7 +399,7 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
             flat[name][p] = a
     finally:
         plan.close()
-    params = {name: unflatten_dict(f) for name, f in flat.items()}
+    params = {name: unflatten(f) for name, f in flat.items()}
     n = plan.networks
     return BaseModel(params["unet"], params["vae"], params["text_encoder"], n["unet"].config, n["vae"].config,
                      n["text_encoder"].config, plan.tokenizer_path, plan.scheduler_config, plan.source_format)
@@ -449,7 +450,8 @@ def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None =
 
     from animatediff_jax.checkpoint import load_config, read_header, read_tensor, tensor_info
     from animatediff_jax.models.configs import to_dict
-    from convert.naming import flax_path_to_torch, flax_tensor_to_torch
+    from animatediff_jax.params import flax_path_to_torch
+    from convert.naming import flax_tensor_to_torch
     header, meta, start = read_header(params_path)
     config = load_config(meta)
     if not isinstance(config, UNetConfig):

@@ -121,9 +121,9 @@ def _export_motion(args) -> int:
 
 def _export_motion_lora(args) -> int:
     import numpy as np
+    from animatediff_jax.params import is_motion_path
     from convert.export import export_motion_lora
     from convert.lora import read_factors
-    from convert.motion import is_motion_path
     lora = read_factors(args.factors, args.alpha)
     other = [p for p in lora if not is_motion_path(p)]
     if other:

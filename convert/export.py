@@ -21,11 +21,12 @@ from typing import Mapping
 
 import numpy as np
 
-from animatediff_jax.checkpoint import atomic_path
 from animatediff_jax.models.configs import MotionConfig
-from convert.motion import (MOTION_ADAPTER_WEIGHTS, _infer_layout, check_layout, diffusers_key_to_original,
+from animatediff_jax.params import atomic_path
+from convert.motion import (MOTION_ADAPTER_WEIGHTS, infer_layout, check_layout, diffusers_key_to_original,
                             expected_shapes, sinusoid)
-from convert.naming import flax_path_to_torch, flax_to_state_dict
+from animatediff_jax.params import flax_path_to_torch
+from convert.naming import flax_to_state_dict
 
 ORIGINAL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 
@@ -34,7 +35,7 @@ def _adapter_state_dict(params: Mapping, source: str) -> tuple[dict[str, np.ndar
     """MotionAdapter-named PyTorch state dict of Flax motion params, checked, and its layout."""
     sd = flax_to_state_dict(params)
     shapes = {k: v.shape for k, v in sd.items()}
-    layout = _infer_layout(shapes, source)
+    layout = infer_layout(shapes, source)
     check_layout(shapes, expected_shapes(*layout), source)
     return sd, layout
 
@@ -57,7 +58,7 @@ def motion_to_original(params: Mapping, config: MotionConfig, dtype=np.float32) 
 def adapter_config(params: Mapping, config: MotionConfig) -> dict:
     """diffusers `MotionAdapter` config.json content for these params."""
     sd = flax_to_state_dict(params)
-    channels, layers, mid, n_tb = _infer_layout({k: v.shape for k, v in sd.items()}, "motion params")
+    channels, layers, mid, n_tb = infer_layout({k: v.shape for k, v in sd.items()}, "motion params")
     return {
         "_class_name": "MotionAdapter",
         "block_out_channels": list(channels),

@@ -27,9 +27,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from animatediff_jax.params import flatten, flax_path_to_torch, unflatten
 from convert.io import examples, open_state_dict
 from convert.motion import original_key_to_diffusers
-from convert.naming import flatten, flax_path_to_torch, torch_tensor_to_flax, unflatten
+from convert.naming import torch_tensor_to_flax
 
 Path = tuple[str, ...]
 

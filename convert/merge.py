@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
+from animatediff_jax.params import flatten, unflatten
 
 from animatediff_jax.checkpoint import store_dtype, write_safetensors
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
@@ -31,9 +31,9 @@ def add_difference(a: np.ndarray, b: np.ndarray, c: np.ndarray, scale: float) ->
 
 
 def _tree_map(fn: Callable, trees: Sequence[Mapping]) -> dict:
-    flats = [flatten_dict(t) for t in trees]
+    flats = [flatten(t) for t in trees]
     _check_same({f"tree {i}": {"/".join(p): np.shape(v) for p, v in f.items()} for i, f in enumerate(flats)})
-    return unflatten_dict({p: fn(*(f[p] for f in flats)) for p in flats[0]})
+    return unflatten({p: fn(*(f[p] for f in flats)) for p in flats[0]})
 
 
 def weighted_sum_trees(trees: Sequence[Mapping], weights: Sequence[float]) -> dict:

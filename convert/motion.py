@@ -24,8 +24,9 @@ from typing import Mapping
 import numpy as np
 
 from animatediff_jax.models.configs import MotionConfig
-from convert.naming import flatten, flax_path_to_torch, torch_key_to_flax, torch_tensor_to_flax, unflatten
+from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
 from convert.io import StateDict, examples, open_state_dict
+from convert.naming import torch_tensor_to_flax
 
 # original -> diffusers MotionAdapter, applied in this order (FORMATS.md §3)
 _ORIGINAL_TO_DIFFUSERS = (
@@ -79,13 +80,10 @@ def diffusers_key_to_original(key: str) -> str:
 
 
 def sinusoid(length: int, channels: int) -> np.ndarray:
-    """The fixed position encoding of the original code and diffusers, shape [1, length, channels]."""
-    position = np.arange(length, dtype=np.float64)[:, None]
-    freq = np.exp(np.arange(0, channels, 2, dtype=np.float64) * (-np.log(10000.0) / channels))
-    pe = np.zeros((1, length, channels), np.float64)
-    pe[0, :, 0::2] = np.sin(position * freq)
-    pe[0, :, 1::2] = np.cos(position * freq)
-    return pe.astype(np.float32)
+    """The fixed position encoding of the original code and diffusers as their buffer holds it,
+    [1, length, channels] float32: the network's own `sinusoidal_positions`."""
+    from animatediff_jax.models.embeddings import sinusoidal_positions  # local: jax only when a `pe` is met
+    return np.asarray(sinusoidal_positions(length, channels), np.float32)[None]
 
 
 def expected_shapes(block_out_channels, layers_per_block: int, use_mid_block: bool,
@@ -151,7 +149,7 @@ def _file_keys(state_dict: Mapping) -> tuple[Mapping, dict[str, tuple[int, ...]]
     return state_dict, {clean: shapes[k] for clean, k in names.items()}, names
 
 
-def _infer_layout(shapes: Mapping[str, tuple], source: str):
+def infer_layout(shapes: Mapping[str, tuple], source: str):
     """(block_out_channels, layers_per_block, use_mid_block, num_transformer_blocks) from MotionAdapter keys."""
     keys = [m for m in (_MODULE_KEY.match(k) for k in shapes) if m]
     if not keys:
@@ -226,7 +224,7 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     if _SDXL_KEY in shapes and shapes[_SDXL_KEY][-1] == 320:
         raise MotionModuleError(f"{source}: this is an SDXL motion module (320 channels at up_blocks.2); "
                                 "only SD1.x motion modules are supported")
-    channels, layers, mid, n_tb = _infer_layout(shapes, source)
+    channels, layers, mid, n_tb = infer_layout(shapes, source)
     check_layout(shapes, expected_shapes(channels, layers, mid, n_tb), source)
     length = max_seq_length or length
     if length is None:
@@ -300,7 +298,7 @@ def motion_module_from_params(params: Mapping, config: MotionConfig, version: st
     """`MotionModule` around Flax motion params (layout read from their shapes, then checked)."""
     shapes = {flax_path_to_torch(p): tuple(np.shape(v))[::-1] if p[-1] == "kernel" else tuple(np.shape(v))
               for p, v in flatten(params).items()}  # Linear kernels (in, out) -> PyTorch (out, in)
-    layout = _infer_layout(shapes, "motion params")
+    layout = infer_layout(shapes, "motion params")
     check_layout(shapes, expected_shapes(*layout), "motion params")
     return MotionModule(dict(params), config, layout[0], layout[1], version)
 
@@ -309,30 +307,6 @@ def motion_metadata(mm: MotionModule) -> dict[str, str]:
     """Params-file metadata describing a motion module (with its config stored by `save_params`)."""
     return {"motion": json.dumps({"block_out_channels": list(mm.block_out_channels),
                                   "layers_per_block": mm.layers_per_block, "version": mm.version})}
-
-
-def is_motion_path(path: tuple[str, ...]) -> bool:
-    """Whether a Flax param path belongs to a motion module."""
-    return any(p.startswith("motion_modules_") for p in path)
-
-
-def insert_motion(unet_params: Mapping, motion_params: Mapping) -> dict:
-    """UNet params with the motion subtrees replaced; refuses paths or shapes the UNet lacks."""
-    flat, motion = flatten(unet_params), flatten(motion_params)
-    wanted = {p for p in flat if is_motion_path(p)}
-    missing, extra = wanted - set(motion), set(motion) - wanted
-    if missing or extra:
-        raise MotionModuleError(
-            "motion module does not fit the UNet: "
-            + (f"{len(missing)} UNet motion params absent, e.g. {examples('/'.join(p) for p in missing)}; "
-               if missing else "")
-            + (f"{len(extra)} params the UNet lacks, e.g. {examples('/'.join(p) for p in extra)}" if extra else ""))
-    for p, v in motion.items():
-        if np.shape(v) != np.shape(flat[p]):
-            raise MotionModuleError(f"motion param {'/'.join(p)} has shape {np.shape(v)}, "
-                                    f"the UNet expects {np.shape(flat[p])}")
-        flat[p] = v
-    return unflatten(flat)
 
 
 def with_overrides(mm: MotionModule, **config_fields) -> MotionModule:

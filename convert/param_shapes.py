@@ -1,6 +1,6 @@
 """The parameter shapes our Flax networks have for a config, traced once and cached on disk.
 
-    expected_shapes("unet", config)   # {("down_blocks_0", "resnets_0", "conv1", "kernel"): (3, 3, 320, 320), ...}
+    cached_param_shapes("unet", config)   # {("down_blocks_0", "resnets_0", "conv1", "kernel"): (3, 3, 320, 320), ...}
 
 Tracing a network's `init` takes seconds at SD1.5 size, and every conversion checks its plan
 against this table, so it is cached under `shape_cache_dir()`, keyed by network, config and a hash
@@ -12,15 +12,12 @@ import functools
 import json
 import os
 
-from animatediff_jax.checkpoint import atomic_path
+from animatediff_jax.params import atomic_path, cache_root
 
 
 def shape_cache_dir() -> str:
-    """Where traced param shapes are cached: $ANIMATEDIFF_JAX_CACHE, else $XDG_CACHE_HOME or ~/.cache,
-    under animatediff_jax/param_shapes."""
-    root = os.environ.get("ANIMATEDIFF_JAX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "animatediff_jax")
-    return os.path.join(root, "param_shapes")
+    """Where traced param shapes are cached: `param_shapes/` under `params.cache_root()`."""
+    return os.path.join(cache_root(), "param_shapes")
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,7 +39,7 @@ def _models_fingerprint() -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def expected_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
+def cached_param_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Flax param path -> shape that our network with `config` has. Tracing the network's init takes
     seconds, so the table is cached on disk (`shape_cache_dir()`), keyed by network, config and a
     hash of the network code; an unwritable cache only costs the trace."""
@@ -65,20 +62,12 @@ def expected_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ..
 
 def _traced_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Flax param path -> shape that our network with `config` has (traced, nothing allocated)."""
-    import jax
-    import jax.numpy as jnp
-    from flax.traverse_util import flatten_dict
+    from animatediff_jax.models import init  # local: jax/flax stay unloaded while the table is cached
     if network == "text_encoder":
         from animatediff_jax.models.clip_text import CLIPTextModel
-        model, args = CLIPTextModel(config), (jnp.zeros((1, 2), jnp.int32),)
-    elif network == "vae":
+        return init.param_shapes(CLIPTextModel(config))
+    if network == "vae":
         from animatediff_jax.models.vae import AutoencoderKL
-        model, args = AutoencoderKL(config), (jnp.zeros((1, 8, 8, config.in_channels)),)
-    else:
-        from animatediff_jax.models.unet3d import UNet3DConditionModel
-        side = 2 ** (len(config.block_out_channels) - 1)
-        model = UNet3DConditionModel(config, None)
-        args = (jnp.zeros((1, 1, side, side, config.in_channels)), jnp.zeros((1,), jnp.int32),
-                jnp.zeros((1, 1, config.cross_attention_dim)))
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args))
-    return {p: tuple(v.shape) for p, v in flatten_dict(shapes["params"]).items()}
+        return init.param_shapes(AutoencoderKL(config))
+    from animatediff_jax.models.unet3d import UNet3DConditionModel
+    return init.param_shapes(UNet3DConditionModel(config, None))

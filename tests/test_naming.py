@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from convert.naming import (flax_path_to_torch, flax_to_state_dict, state_dict_to_flax,
-                            torch_key_to_flax)
+from animatediff_jax.params import flax_path_to_torch, torch_key_to_flax
+from convert.naming import flax_to_state_dict, state_dict_to_flax
 
 
 @pytest.mark.parametrize("key,ndim,path", [

@@ -10,8 +10,8 @@ from animatediff_jax.data import procedural
 from animatediff_jax.miniature import stages, world
 from animatediff_jax.miniature.trainer import models
 from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.params import flatten
 from animatediff_jax.schedules import NoiseSchedule, add_noise
-from convert.naming import flatten
 
 PROBE_SEED = 777  # a dataset seed no stage trains on
 

@@ -8,7 +8,7 @@ coloured shapes moving in captioned directions: a base text-to-image model, a Dr
 ("sks", striped backgrounds) and a LoRA ("xyz", checkered backgrounds) trained on images only, and a
 motion module trained on the world's videos against the frozen base. `default_jobs` lists what the
 bare command samples (the base and the DreamBooth model, both with the motion module); every job is
-an ordinary `AnimateDiffPipeline.load` of those files. Measured quality: RESULTS.md.
+an ordinary `loading.load_pipeline` of those files. Measured quality: RESULTS.md.
 `paths(folder)` / `motion_path(folder, schedule)` say where each weight lives in the shipped folder
 or in one written by the build.
 """
@@ -22,7 +22,7 @@ DEFAULT_SAMPLE = dict(width=32, height=32, frames=16, steps=25)
 
 
 def default_jobs(prompts: list | None = None) -> list[tuple[str, dict, list]]:
-    """(name, AnimateDiffPipeline.load kwargs, prompts) of each default job. With `prompts`, one job:
+    """(name, loading.load_pipeline kwargs, prompts) of each default job. With `prompts`, one job:
     the miniature base + motion module on those prompts."""
     base = dict(base=os.path.join(MINIATURE, "base"), motion_module=motion_path(MINIATURE, "B"))
     if prompts:

@@ -13,14 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from animatediff_jax.checkpoint import load_config, load_params, save_params
 from animatediff_jax.errors import InputError, UsageError
-from animatediff_jax.checkpoint import atomic_path, load_config, load_params, save_params
 from animatediff_jax.miniature import lora, world
 from animatediff_jax.miniature.budget import BUDGETS, DTYPE, SEEDS, SOURCE, STAGES, Budget
 from animatediff_jax.miniature.shipped import motion_path, paths
 from animatediff_jax.miniature.trainer import Networks, fit
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
-from convert.naming import flatten, unflatten
+from animatediff_jax.params import atomic_path, flatten, unflatten
 
 # ----------------------------------------------------------------------------- files
 
@@ -81,14 +81,14 @@ def stage_text(out: str, budget: Budget) -> dict:
 
 def stage_base(out: str, budget: Budget) -> dict:
     """The base T2I UNet from scratch (the whole UNet trains: image fine-tune mode)."""
+    from animatediff_jax.models.init import example_inputs, random_params
     from animatediff_jax.models.unet3d import UNet3DConditionModel
-    from animatediff_jax.pipeline import random_params
     p = paths(out)
     (vae, vae_cfg), (text, text_cfg) = load(p["vae"]), load(p["text"])
     unet_cfg = dataclasses.replace(budget.unet, cross_attention_dim=text_cfg.hidden_size)
     nets = Networks(unet_cfg, None, vae_cfg, text_cfg)
-    init = random_params(UNet3DConditionModel(unet_cfg), SEEDS["base"], jnp.zeros((1, 1, 8, 8, unet_cfg.in_channels)),
-                         jnp.zeros((1,)), jnp.zeros((1, 2, unet_cfg.cross_attention_dim)))
+    network = UNet3DConditionModel(unet_cfg)
+    init = random_params(network, SEEDS["base"], *example_inputs(network))
     b = budget.image_batch
     unet, loss = fit(nets, jax.tree.map(np.asarray, init), {"unet": {}, "vae": vae, "text_encoder": text},
                      lambda s: world.clip_frames(SEEDS["base_data"], s * b, b), tokenizer(out),
@@ -132,12 +132,11 @@ def stage_lora(out: str, budget: Budget) -> dict:
 
 def fresh_motion_params(unet_cfg: UNetConfig, motion_cfg: MotionConfig, seed: int) -> dict:
     """A new motion module's params (N(0, 1/fan_in) weights, proj_out zero: starts as the identity)."""
+    from animatediff_jax.models.init import example_inputs, random_params
     from animatediff_jax.models.unet3d import UNet3DConditionModel
-    from animatediff_jax.pipeline import random_params
-    from convert.motion import is_motion_path
-    full = random_params(UNet3DConditionModel(unet_cfg, motion_cfg), seed,
-                         jnp.zeros((1, 2, 8, 8, unet_cfg.in_channels)), jnp.zeros((1,)),
-                         jnp.zeros((1, 2, unet_cfg.cross_attention_dim)))
+    from animatediff_jax.params import is_motion_path
+    network = UNet3DConditionModel(unet_cfg, motion_cfg)
+    full = random_params(network, seed, *example_inputs(network))
     return unflatten({path: np.zeros_like(v) if "proj_out" in path else np.asarray(v)
                       for path, v in flatten(full).items() if is_motion_path(path)})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Mapping, Sequence
 
-from convert.naming import flatten, flax_path_to_torch, unflatten
+from animatediff_jax.params import flatten, flax_path_to_torch, unflatten
 
 
 def is_trainable(path: tuple[str, ...], patterns: Sequence[re.Pattern]) -> bool:

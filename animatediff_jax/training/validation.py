@@ -17,7 +17,7 @@ import os
 from typing import Callable, Mapping
 
 
-from animatediff_jax.pipeline import AnimateDiffPipeline
+from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.video import write_gif, write_grid
 

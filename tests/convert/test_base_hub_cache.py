@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from huggingface_hub import constants
 
+from animatediff_jax.params import flatten
 from convert.base import load_base
 from convert.io import CheckpointError
-from convert.naming import flatten
 from tests.convert.ldm_fixtures import build, save_folder
 
 MAIN, OTHER = "a" * 40, "b" * 40

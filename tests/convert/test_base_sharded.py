@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from diffusers import DDIMScheduler
 
+from animatediff_jax.params import flatten
 from convert.base import load_base, weights_file
 from convert.detect import describe
 from convert.io import CheckpointError, ShardedStateDict, open_state_dict
-from convert.naming import flatten, state_dict_to_flax
+from convert.naming import state_dict_to_flax
 from tests.convert.ldm_fixtures import build, numpy_sd, save_folder
 
 SHARD = "200KB"  # the small UNet is ~3.2 MB in float32: 18 shards

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from animatediff_jax.checkpoint import load_params
+from animatediff_jax.params import flatten
 from convert.base import convert_base, load_base
-from convert.naming import flatten
 from tests.convert.ldm_fixtures import build, ldm_state_dict, save_single_file
 
 

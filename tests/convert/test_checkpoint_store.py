@@ -6,7 +6,7 @@ import jax
 import ml_dtypes
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict
+from animatediff_jax.params import flatten
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from safetensors.numpy import load_file
 
@@ -28,7 +28,7 @@ def test_round_trip_is_bit_identical_with_config(tmp_path):
     config = UNetConfig(block_out_channels=(32, 64), layers_per_block=1)
     checkpoint.save_params(path, jax.tree.map(jax.numpy.asarray, params), config=config, source="test")
     loaded, meta = checkpoint.load_params(path)
-    a, b = flatten_dict(params), flatten_dict(loaded)
+    a, b = flatten(params), flatten(loaded)
     assert a.keys() == b.keys()
     for k in a:
         assert b[k].dtype == a[k].dtype and np.array_equal(a[k], b[k]), k

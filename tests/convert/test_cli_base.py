@@ -49,13 +49,13 @@ def test_base_inspect_merge_export(tmp_path, capsys):
     assert kinds == ["diffusers_unet", "diffusers_vae", "clip_text"]
 
     assert main(["base", src, str(tmp_path / "f32"), "-q"]) == 0
-    from flax.traverse_util import flatten_dict
+    from animatediff_jax.params import flatten
 
     from convert.base import load_base
     in_memory = load_base(src, progress=False)
     for name in ("unet", "vae", "text_encoder"):  # streamed files == the in-memory conversion, bit for bit
-        streamed = flatten_dict(load_params(str(tmp_path / "f32" / f"{name}.safetensors"))[0])
-        direct = flatten_dict(getattr(in_memory, name))
+        streamed = flatten(load_params(str(tmp_path / "f32" / f"{name}.safetensors"))[0])
+        direct = flatten(getattr(in_memory, name))
         assert streamed.keys() == direct.keys()
         assert all(streamed[k].dtype == direct[k].dtype and (streamed[k] == direct[k]).all() for k in direct), name
     merged = str(tmp_path / "merged.safetensors")

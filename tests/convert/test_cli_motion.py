@@ -11,9 +11,9 @@ from diffusers import MotionAdapter
 
 from animatediff_jax.checkpoint import load_params, save_params
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig
+from animatediff_jax.params import flatten
 from convert.__main__ import main
 from convert.lora import apply_lora_files, fuse_motion_loras
-from convert.naming import flatten
 from tests.convert.lora_helpers import flax_params, kohya_state_dict, save, tiny_text_encoder, tiny_unet
 from tests.convert.motion_helpers import adapter_flax, original_state_dict, random_adapter, write_original
 from tests.convert.test_lora_motion import motion_lora

@@ -7,9 +7,9 @@ import pytest
 import torch
 from diffusers import MotionAdapter
 
+from animatediff_jax.params import flatten, unflatten
 from convert.export import export_adapter, export_original
 from convert.motion import MotionModuleError, load_motion_module, sinusoid
-from convert.naming import flatten, unflatten
 from tests.convert.motion_helpers import original_state_dict, random_adapter
 
 

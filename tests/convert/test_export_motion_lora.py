@@ -8,10 +8,11 @@ import torch
 from diffusers import AnimateDiffPipeline, AutoencoderKL, DDIMScheduler
 
 from animatediff_jax.checkpoint import save_params
+from animatediff_jax.params import flax_path_to_torch
 from animatediff_jax.training.lora import init_factors
 from convert.__main__ import main
 from convert.lora import fuse_motion_loras
-from convert.naming import flax_path_to_torch, flax_to_state_dict
+from convert.naming import flax_to_state_dict
 from tests.convert.lora_helpers import tiny_text_encoder, tiny_unet
 from tests.convert.motion_helpers import adapter_flax, random_adapter
 from tests.utils import rel_err

@@ -7,8 +7,9 @@ the file's per-layer `.alpha` ignored.
 import numpy as np
 import pytest
 
+from animatediff_jax.params import flatten
 from convert.lora import apply_lora_files, fuse, read_lora
-from convert.naming import flatten, state_dict_to_flax
+from convert.naming import state_dict_to_flax
 from tests.convert.lora_helpers import (flax_params, kohya_state_dict, numpy_fused, save, text_lora_modules,
                                         tiny_text_encoder, tiny_unet, unet_lora_modules)
 from tests.utils import rel_err

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+from animatediff_jax.params import flatten
 from convert.lora import LoraError, apply_lora_files, parse_path_scale, read_lora
-from convert.naming import flatten
 from tests.convert.lora_helpers import (diffusers_fused, flax_params, kohya_state_dict, save, tiny_text_encoder,
                                         tiny_unet)
 from tests.utils import rel_err

@@ -7,10 +7,11 @@ import torch
 from diffusers import AnimateDiffPipeline, AutoencoderKL, DDIMScheduler
 from safetensors.torch import save_file
 
+from animatediff_jax.params import flatten
 from convert.export import export_motion_lora
 from convert.lora import LoraError, fuse_domain_adapter, fuse_motion_loras, read_lora
 from convert.motion import load_motion_module
-from convert.naming import flatten, flax_to_state_dict
+from convert.naming import flax_to_state_dict
 from tests.convert.lora_helpers import flax_params, numpy_fused, processor_state_dict, tiny_text_encoder, tiny_unet
 from tests.convert.motion_helpers import original_state_dict, random_adapter, write_original
 from tests.utils import rel_err

@@ -7,8 +7,8 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.utils import get_peft_model_state_dict
 
+from animatediff_jax.params import flatten
 from convert.lora import apply_lora_files
-from convert.naming import flatten
 from tests.convert.lora_helpers import (TEXT_TARGETS, diffusers_fused, flax_params, processor_state_dict, save,
                                         tiny_pipeline, tiny_text_encoder, tiny_unet)
 from tests.utils import rel_err

@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import MotionAdapter
 
+from animatediff_jax.params import flatten
 from convert.motion import MotionModuleError, load_motion_module
-from convert.naming import flatten
 from tests.convert.motion_helpers import adapter_flax, original_state_dict, random_adapter, write_original
 
 

@@ -9,10 +9,10 @@ from diffusers import MotionAdapter, UNetMotionModel
 
 from animatediff_jax.models.configs import UNetConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.params import flatten, insert_motion, unflatten
 from convert.export import export_original
 from convert.lora import apply_lora_files
-from convert.motion import insert_motion, load_motion_module, with_overrides
-from convert.naming import flatten, unflatten
+from convert.motion import load_motion_module, with_overrides
 from tests.convert.lora_helpers import flax_params, kohya_state_dict, save, tiny_pipeline, tiny_text_encoder, tiny_unet
 from tests.convert.motion_helpers import original_state_dict, random_adapter, write_original
 from tests.utils import rel_err

@@ -12,8 +12,8 @@ from animatediff_jax import evaluate
 from animatediff_jax.miniature import direction_probe, lora, stages, world
 from animatediff_jax.miniature.budget import BUDGETS, STAGES
 from animatediff_jax.miniature.shipped import motion_path, paths
+from animatediff_jax.params import flatten
 from convert.lora import read_lora
-from convert.naming import flatten
 
 
 @pytest.fixture(scope="module")

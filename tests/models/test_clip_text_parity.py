@@ -8,7 +8,8 @@ import transformers
 
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import SD15_TEXT, CLIPTextConfig
-from convert.naming import state_dict_to_flax, torch_key_to_flax, torch_tensor_to_flax, unflatten
+from animatediff_jax.params import torch_key_to_flax, unflatten
+from convert.naming import state_dict_to_flax, torch_tensor_to_flax
 from tests.utils import rel_err
 
 VOCAB, LENGTH = 99, 77

@@ -14,7 +14,7 @@ from animatediff_jax.models.configs import MOTION_V1, MOTION_V2, MOTION_V3, SD15
 from animatediff_jax.models.embeddings import sinusoidal_positions, timestep_embedding
 from animatediff_jax.models.motion_module import MotionModule
 from animatediff_jax.models.unet3d import UNet3DConditionModel
-from convert.naming import flatten
+from animatediff_jax.params import flatten
 from tests.utils import rel_err
 
 

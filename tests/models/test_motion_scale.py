@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from animatediff_jax.models.init import random_params
 from animatediff_jax.models.unet3d import UNet3DConditionModel
-from animatediff_jax.pipeline import random_params
 from animatediff_jax.tiny_models import TINY_MOTION, TINY_UNET
 
 FRAMES = 5  # odd, below the module's 32 positions

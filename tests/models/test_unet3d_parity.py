@@ -14,7 +14,8 @@ from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel
-from convert.naming import flatten, state_dict_to_flax, unflatten
+from animatediff_jax.params import flatten, unflatten
+from convert.naming import state_dict_to_flax
 from tests.utils import rel_err
 
 # Two block layouts: attention first (SD-like, reversed up blocks) and attention last, 3 levels.

@@ -10,7 +10,8 @@ import torch
 
 from animatediff_jax.models.configs import SD15_VAE, VAEConfig
 from animatediff_jax.models.vae import AutoencoderKL, decode_video, encode_video, encode_video_moments, sample_latent
-from convert.naming import state_dict_to_flax, torch_key_to_flax, torch_tensor_to_flax, unflatten
+from animatediff_jax.params import torch_key_to_flax, unflatten
+from convert.naming import state_dict_to_flax, torch_tensor_to_flax
 from tests.utils import rel_err
 
 # name: (config, image (H, W)); both non-square, the second with odd latent sizes (9 x 7).

@@ -6,8 +6,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.tiny_models import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
-from animatediff_jax.pipeline import AnimateDiffPipeline
 from animatediff_jax.tokenizer import PromptTokenizer
 from tests.utils import rel_err
 
@@ -36,6 +36,6 @@ def test_video_in_batch_equals_its_seed_alone(pipe, scheduler, eta):
 
 
 def _initial(p, seed):
-    from animatediff_jax.pipeline import initial_noise
+    from animatediff_jax.sampling.pipeline import initial_noise
     h = KW["height"] // p.vae_scale
     return np.asarray(initial_noise([seed], (KW["frames"], h, h, 4)))

@@ -10,8 +10,8 @@ SCRIPT = textwrap.dedent("""
     import dataclasses, json, logging, sys
     import jax
     jax.config.update("jax_default_matmul_precision", "highest")
+    from animatediff_jax.sampling.pipeline import AnimateDiffPipeline, enable_compilation_cache
     from animatediff_jax.tiny_models import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
-    from animatediff_jax.pipeline import AnimateDiffPipeline, enable_compilation_cache
     from animatediff_jax.tokenizer import PromptTokenizer
 
     hits, misses = [], []

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from animatediff_jax.context import (ContextOptions, context_windows, reschedule_noise,
+from animatediff_jax.sampling.context_windows import (ContextOptions, context_windows, reschedule_noise,
                                      shuffled_noise_indices, window_weights, windowed)
 
 

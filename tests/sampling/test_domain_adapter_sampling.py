@@ -10,8 +10,7 @@ import pytest
 import torch
 import yaml
 
-from animatediff_jax import sample
-from animatediff_jax.pipeline import AnimateDiffPipeline
+from animatediff_jax import loading, sample
 from tests.sampling import tiny_models as tm
 
 SCALE = 0.7
@@ -45,7 +44,7 @@ def files(tmp_path_factory):
 
 
 def _load(root, base, adapter=None):
-    return AnimateDiffPipeline.load(str(root / base), motion_module=str(root / "v3_mm.safetensors"),
+    return loading.load_pipeline(str(root / base), motion_module=str(root / "v3_mm.safetensors"),
                                     domain_adapter=adapter, dtype="float32", cache_dir=str(root / "cache"))
 
 

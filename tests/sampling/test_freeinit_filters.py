@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers.pipelines.free_init_utils import FreeInitMixin
 
-from animatediff_jax.freeinit import FreeInitOptions, lowpass_filter, mix_frequencies, reinitialize
+from animatediff_jax.sampling.freeinit import FreeInitOptions, lowpass_filter, mix_frequencies, reinitialize
 from tests.utils import rel_err
 
 

@@ -4,10 +4,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from animatediff_jax.context import ContextOptions
+from animatediff_jax.sampling.context_windows import ContextOptions
+from animatediff_jax.sampling.freeinit import FreeInitOptions
+from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.tiny_models import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
-from animatediff_jax.freeinit import FreeInitOptions
-from animatediff_jax.pipeline import AnimateDiffPipeline
 from animatediff_jax.tokenizer import PromptTokenizer
 
 KW = dict(width=16, height=16, steps=2, progress=False)
@@ -70,8 +70,8 @@ def test_bad_sizes(pipe):
 
 
 def test_freeinit_with_video_to_video(pipe, monkeypatch):
-    from animatediff_jax import freeinit
-    from animatediff_jax.pipeline import FREEINIT, stream_noise
+    from animatediff_jax.sampling import freeinit
+    from animatediff_jax.sampling.pipeline import FREEINIT, stream_noise
     video = np.random.default_rng(1).random((8, 16, 16, 3), np.float32)
     v2v = dict(seeds=[4], frames=8, init_video=video, strength=0.6, **KW)
     fi = FreeInitOptions(iterations=2, method="butterworth")

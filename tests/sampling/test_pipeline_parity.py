@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from animatediff_jax.pipeline import AnimateDiffPipeline, from_diffusers_latents
+from animatediff_jax import loading
+from animatediff_jax.sampling.pipeline import from_diffusers_latents
 from tests.sampling.tiny_models import diffusers_pipeline
 from tests.utils import rel_err
 
@@ -19,7 +20,7 @@ def models(tmp_path_factory):
 
 
 def _ours(root, scheduler):
-    return AnimateDiffPipeline.load(str(root / "base"), motion_module=str(root / "adapter"), scheduler=scheduler,
+    return loading.load_pipeline(str(root / "base"), motion_module=str(root / "adapter"), scheduler=scheduler,
                                     scheduler_config="base", motion_input_norm="joint", dtype="float32",
                                     cache_dir=str(root / "cache"))
 

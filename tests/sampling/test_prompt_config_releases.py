@@ -14,7 +14,7 @@ import torch
 
 from animatediff_jax import sample
 from animatediff_jax.errors import InputError, UsageError
-from animatediff_jax.prompt_config import PromptConfigError, draw_seeds, load_prompt_config
+from animatediff_jax.sampling.prompt_config import PromptConfigError, draw_seeds, load_prompt_config
 from tests.sampling import tiny_models as tm
 
 TOONYOU_SEEDS = [10788741199826055526, 6520604954829636163, 6519455744612555650, 16372571278361863751]
@@ -365,10 +365,10 @@ def test_minus_one_draws_per_prompt(repo, monkeypatch):
 
 def _unet_after_loading(job, cache) -> dict:
     """The fused UNet params the job's model settings give, loaded the way `sample` loads them."""
-    from animatediff_jax.pipeline import AnimateDiffPipeline
-    from convert.naming import flatten
+    from animatediff_jax import loading
+    from animatediff_jax.params import flatten
     model = {k: v for k, v in job.model.items() if k != "scheduler_kwargs"}  # sample passes these separately
-    pipe = AnimateDiffPipeline.load(**model, cache_dir=str(cache), check=False)
+    pipe = loading.load_pipeline(**model, cache_dir=str(cache), check=False)
     return {p: np.asarray(v) for p, v in flatten(pipe.unet_params).items()}
 
 
@@ -415,7 +415,7 @@ def test_lora_strength_config_follows_the_original_flags_follow_kohya(repo, monk
 def test_config_written_from_flags_keeps_every_lora_and_the_kohya_rule(repo, monkeypatch, tmp_path):
     """`--lora a:0.5 --lora b:-0.3` -> config.yaml -> re-read: both LoRAs, their scales, the flags' (kohya) rule."""
     import yaml
-    from animatediff_jax.prompt_config import resolved_config
+    from animatediff_jax.sampling.prompt_config import resolved_config
     monkeypatch.chdir(repo)
     lora = "models/DreamBooth_LoRA/TUSUN.safetensors"
     args = sample.build_parser().parse_args([

@@ -4,8 +4,8 @@ import textwrap
 import pytest
 
 from animatediff_jax.errors import InputError, UsageError
-from animatediff_jax.prompt_config import (PromptConfigError, draw_seeds, inference_settings,
-                                           load_prompt_config, resolved_config)
+from animatediff_jax.sampling.prompt_config import (PromptConfigError, draw_seeds, inference_settings,
+                                                    load_prompt_config, resolved_config)
 
 
 def _write(tmp_path, text, files=("mm.ckpt", "db.safetensors", "lora.safetensors", "ml.ckpt")):
@@ -134,7 +134,7 @@ def test_prompt_map_travel_entries(tmp_path, monkeypatch):
     assert a.prompts == ["a cat", {0: "a cat, spring", 12: "a cat, winter"}] and a.seeds == [1, 2]
     assert b.prompts == [{0: "sunrise", 8: "noon", 15: "night"}, {3: "rain"}]
     assert b.n_prompts == ["blurry", "blurry"] and b.seeds == [4, 4]
-    from animatediff_jax.prompt_config import check_prompt_frames
+    from animatediff_jax.sampling.prompt_config import check_prompt_frames
     check_prompt_frames(b, 16)
     with pytest.raises(PromptConfigError, match="entry 1: prompt travel frame 15 is outside the video's 12 frames"):
         check_prompt_frames(b, 12, str(p))
@@ -159,7 +159,7 @@ def test_missing_and_invalid_files(tmp_path):
                                   "first-release-tusun.yaml"])
 def test_example_configs_follow_the_schema(name, tmp_path, monkeypatch):
     """The shipped examples are valid; only their (not shipped) weight files are missing."""
-    from animatediff_jax.prompt_config import PROJECT_CONFIGS
+    from animatediff_jax.sampling.prompt_config import PROJECT_CONFIGS
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError, match="not found") as e:
         load_prompt_config(PROJECT_CONFIGS / "prompts" / name)

@@ -17,7 +17,7 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers import scheduling_euler_ancestral_discrete, scheduling_lcm
 from diffusers.training_utils import compute_snr
 
-from animatediff_jax import samplers as S
+from animatediff_jax.sampling import samplers as S
 from animatediff_jax.schedules import PRESETS, NoiseSchedule, add_noise, snr, velocity
 from tests.utils import rel_err
 

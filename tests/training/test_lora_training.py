@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from animatediff_jax import train
+from animatediff_jax.params import flatten
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training import lora
 from animatediff_jax.training.config import load_config
@@ -19,7 +20,6 @@ from animatediff_jax.training.step import create_train_state, make_loss_and_grad
 from convert.export import export_original
 from convert.lora import apply_lora_files, fuse_motion_loras, read_factors
 from convert.motion import load_motion_module
-from convert.naming import flatten
 from tests.training import tiny
 from tests.utils import rel_err
 

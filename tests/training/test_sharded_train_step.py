@@ -8,12 +8,12 @@ from jax.sharding import NamedSharding
 
 from animatediff_jax import sharding as shd
 from animatediff_jax import train
+from animatediff_jax.params import flatten
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training.config import load_config
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import create_train_state, make_loss_and_grads, make_train_step
 from animatediff_jax.training.trainable import split
-from convert.naming import flatten
 from tests.training import tiny
 from tests.utils import rel_err
 

@@ -1,7 +1,7 @@
 """Text-to-video sampling: prompts -> CLIP embeddings -> jitted denoising loop -> chunked VAE decode.
 
-    pipe = AnimateDiffPipeline.load(base="models/sd15", dreambooth="toonyou.safetensors",
-                                    motion_module="mm_sd_v15_v2.ckpt")
+    pipe = loading.load_pipeline(base="models/sd15", dreambooth="toonyou.safetensors",
+                                 motion_module="mm_sd_v15_v2.ckpt")       # files: animatediff_jax.loading
     video = pipe(["a cat walking"], seeds=[42], width=512, height=512, frames=16)  # (1, 16, 512, 512, 3)
 
 Three jitted functions do the work, each compiled once per shape and kept in JAX's persistent
@@ -27,13 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from animatediff_jax import context as ctx
-from animatediff_jax import freeinit as fi
 from animatediff_jax.models import vae as vae_lib
-from animatediff_jax.prompt_travel import interpolate_embeddings, parse_prompt_map
-from animatediff_jax.samplers import Sampler, make_sampler, sampler_from_diffusers_config, start_index
-
-DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "animatediff_jax")
+from animatediff_jax.models.clip_text import CLIPTextModel
+from animatediff_jax.models.init import example_inputs, random_params
+from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.params import cache_root
+from animatediff_jax.sampling import context_windows as ctx, freeinit as fi
+from animatediff_jax.sampling.prompt_travel import interpolate_embeddings, parse_prompt_map
+from animatediff_jax.sampling.samplers import Sampler, make_sampler, sampler_from_diffusers_config, start_index
+from animatediff_jax.schedules import NoiseSchedule
 
 
 # ----------------------------------------------------------------------------- environment
@@ -44,7 +46,7 @@ def enable_compilation_cache(path: str | None = None) -> str:
     Programs compiling in under a second are not written unless
     $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise."""
     path = path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or \
-        os.path.join(os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE), "jax_cache")
+        os.path.join(cache_root(), "jax_cache")
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
@@ -149,7 +151,8 @@ class GenerationResult:
 
 
 class AnimateDiffPipeline:
-    """Load once (`load` / constructor), call many times with prompts, seeds and sizes.
+    """Build once (`build` from configs and params, `random`, the constructor; from files:
+    `animatediff_jax.loading.load_pipeline`), call many times with prompts, seeds and sizes.
 
     unet / vae / text_encoder are the Flax modules (`UNet3DConditionModel`, `AutoencoderKL`,
     `CLIPTextModel`), *_params their parameter trees, tokenizer a `PromptTokenizer`,
@@ -177,9 +180,6 @@ class AnimateDiffPipeline:
               ) -> "AnimateDiffPipeline":
         """From configs and parameter trees. dtype: compute and parameter dtype (default: bfloat16 on
         GPU/TPU, float32 on CPU); kwargs go to the constructor (scheduler, scheduler_config, ...)."""
-        from animatediff_jax.models.clip_text import CLIPTextModel
-        from animatediff_jax.models.unet3d import UNet3DConditionModel
-
         dt = jnp.dtype(dtype or default_dtype())
         kw = dict(dtype=dt, param_dtype=dt)
         unet = UNet3DConditionModel(unet_config, motion_config, attention_impl=attention_impl, **kw)
@@ -194,81 +194,13 @@ class AnimateDiffPipeline:
         return pipe
 
     @classmethod
-    def load(cls, base: str, *, dreambooth: str | None = None, loras: Sequence[tuple[str, float]] = (),
-             motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
-             domain_adapter: tuple[str, float] | None = None, scheduler: str | None = None,
-             scheduler_config: str | Mapping[str, Any] = "original", dtype: str | None = None,
-             attention_impl: str = "xla", motion_input_norm: str = "frame", clip_skip: int = 0,
-             tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
-             lora_alpha_rule: str = "kohya", **kwargs) -> "AnimateDiffPipeline":
-        """Load every weight once (PyTorch or converted Flax files; see `loading.py`).
-
-        scheduler: "ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm" (None: DDIM, or the class of
-        a given scheduler config). scheduler_config: "original" (AnimateDiff's inference config:
-        linear 0.00085 -> 0.012, DDIM leading spacing, steps_offset 1), "base" (the base model's own
-        `scheduler/` config), a diffusers config dict, or the path of a scheduler_config.json.
-        motion_input_norm: "frame" (original AnimateDiff, the released checkpoints) or "joint"
-        (diffusers' AnimateDiffTransformer3D). tokenizer: a CLIP tokenizer folder, needed when the base
-        is a single file (which carries none). lora_alpha_rule: "kohya" (W += scale · alpha/rank · up @ down)
-        or "original" (W += scale · up @ down, how the original's prompt configs apply `lora_alpha`).
-        """
-        from animatediff_jax.loading import LoadError, check_params, load_weights
-        from animatediff_jax.models.clip_text import CLIPTextModel
-        from animatediff_jax.models.unet3d import UNet3DConditionModel
-        from animatediff_jax.samplers import ORIGINAL_SCHEDULER_KWARGS
-        from animatediff_jax.tokenizer import PromptTokenizer
-
-        w = load_weights(base, dreambooth=dreambooth, loras=loras, motion_module=motion_module,
-                         motion_loras=motion_loras, domain_adapter=domain_adapter,
-                         motion_input_norm=motion_input_norm, lora_alpha_rule=lora_alpha_rule,
-                         cache_dir=cache_dir or os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE))
-        if check:
-            c = w.unet_config
-            check_params(UNet3DConditionModel(c, w.motion_config), w.unet,
-                         (jnp.zeros((1, 2, 8, 8, c.in_channels)), jnp.zeros((1,)),
-                          jnp.zeros((1, 2, c.cross_attention_dim))), f"UNet ({base}, {motion_module})")
-            check_params(vae_lib.AutoencoderKL(w.vae_config), w.vae,
-                         (jnp.zeros((1, 16, 16, w.vae_config.in_channels)),), f"VAE ({base})")
-            check_params(CLIPTextModel(w.text_config), w.text_encoder, (jnp.zeros((1, 4), jnp.int32),),
-                         f"text encoder ({base})")
-        tok_path = tokenizer or w.tokenizer_path
-        if tok_path is None:
-            raise LoadError(f"{base} carries no tokenizer (a single file); pass tokenizer=<CLIP tokenizer folder>")
-        if isinstance(scheduler_config, str) and scheduler_config in ("original", "base"):
-            sched = dict(ORIGINAL_SCHEDULER_KWARGS) if scheduler_config == "original" else w.scheduler_config
-        elif isinstance(scheduler_config, str):
-            if not os.path.isfile(scheduler_config):
-                raise LoadError(f"scheduler config {scheduler_config!r} not found")
-            import json
-            with open(scheduler_config) as f:
-                sched = json.load(f)
-        else:
-            sched = dict(scheduler_config)
-        if scheduler is None and "_class_name" not in sched:
-            scheduler = "ddim"
-        pipe = cls.build(w.unet_config, w.motion_config, w.vae_config, w.text_config, w.unet, w.vae,
-                         w.text_encoder, PromptTokenizer.from_pretrained(tok_path), dtype=dtype,
-                         attention_impl=attention_impl, scheduler=scheduler, scheduler_config=sched,
-                         clip_skip=clip_skip, **kwargs)
-        pipe.description.update(w.sources, motion_input_norm=motion_input_norm)
-        pipe.make_sampler(1)  # validates the scheduler settings now, before any compilation
-        return pipe
-
-    @classmethod
     def random(cls, unet_config, motion_config, vae_config, text_config, tokenizer, *, seed: int = 0,
                dtype: str | None = None, attention_impl: str = "xla", **kwargs) -> "AnimateDiffPipeline":
         """Random (Flax default-initialised) weights at the given configs: for demos and benchmarks."""
-        from animatediff_jax.models.clip_text import CLIPTextModel
-        from animatediff_jax.models.unet3d import UNet3DConditionModel
-
-        c = unet_config
-        unet_p = random_params(UNet3DConditionModel(c, motion_config), seed,
-                               jnp.zeros((1, 2, 8, 8, c.in_channels)), jnp.zeros((1,)),
-                               jnp.zeros((1, 2, c.cross_attention_dim)))
-        vae_p = random_params(vae_lib.AutoencoderKL(vae_config), seed + 1,
-                              jnp.zeros((1, 16, 16, vae_config.in_channels)))
-        text_p = random_params(CLIPTextModel(text_config), seed + 2, jnp.zeros((1, 4), jnp.int32))
-        return cls.build(c, motion_config, vae_config, text_config, unet_p, vae_p, text_p, tokenizer,
+        nets = (UNet3DConditionModel(unet_config, motion_config), vae_lib.AutoencoderKL(vae_config),
+                CLIPTextModel(text_config))
+        unet_p, vae_p, text_p = (random_params(net, seed + i, *example_inputs(net)) for i, net in enumerate(nets))
+        return cls.build(unet_config, motion_config, vae_config, text_config, unet_p, vae_p, text_p, tokenizer,
                          dtype=dtype, attention_impl=attention_impl, **kwargs)
 
     # ---------------------------------------------------------------- properties
@@ -462,26 +394,7 @@ class AnimateDiffPipeline:
 
 def _schedule(sampler: Sampler):
     """The NoiseSchedule a sampler was built over (FreeInit diffuses to its last timestep)."""
-    from animatediff_jax.schedules import NoiseSchedule
     o = sampler.options
     if "trained_betas" in o:
         return NoiseSchedule.create(trained_betas=o["trained_betas"])
     return NoiseSchedule.create(o["beta_schedule"], o["beta_start"], o["beta_end"], o["num_train_timesteps"])
-
-
-def random_params(module, seed: int, *example_inputs) -> dict:
-    """Random params of a Flax module without compiling its init: shapes from `jax.eval_shape`,
-    weights N(0, 1/fan_in), norm scales 1, biases 0 (numpy, so building SD1.5-size models is quick)."""
-    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *example_inputs))["params"]
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, s):
-        name = path[-1].key
-        if name == "scale":
-            return np.ones(s.shape, np.float32)
-        if name == "bias":
-            return np.zeros(s.shape, np.float32)
-        fan_in = int(np.prod(s.shape[:-1])) or 1
-        return (rng.standard_normal(s.shape, np.float32) / np.sqrt(fan_in)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(leaf, shapes)

@@ -27,10 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from animatediff_jax.schedules import NoiseSchedule
+from animatediff_jax.schedules import PREDICTION_TYPES, PRESETS, NoiseSchedule
 
 SAMPLERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm")
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 SPACINGS = ("linspace", "leading", "trailing")
 
 # Options of make_sampler, with their defaults. DDIM's are the original AnimateDiff's (its inference
@@ -96,13 +95,13 @@ class Sampler:
         """The model's timestep at step `i` (traceable; `timesteps` itself is a numpy array)."""
         return jnp.asarray(self.timesteps)[i]
 
-    def c(self, name: str, i) -> jnp.ndarray:
+    def coefficient(self, name: str, i) -> jnp.ndarray:
         """Per-step scalar `name` at step `i` (float32)."""
         return jnp.asarray(self.coef[name])[i]
 
     def scale_model_input(self, x: jnp.ndarray, i) -> jnp.ndarray:
         """The UNet's input at step i (Euler samplers divide by sqrt(sigma^2 + 1))."""
-        return (x.astype(jnp.float32) * self.c("in_scale", i)).astype(x.dtype)
+        return (x.astype(jnp.float32) * self.coefficient("in_scale", i)).astype(x.dtype)
 
     def init_state(self, x: jnp.ndarray):
         """Scan state: DPM-Solver's previous data prediction, else empty."""
@@ -213,7 +212,7 @@ def _ddim_build(sch: NoiseSchedule, n: int, start: int, o: dict):
 
 
 def _ddim_step(s: Sampler, state, i, out, x, key):
-    a_t, a_prev, std = s.c("a_t", i), s.c("a_prev", i), s.c("std", i)
+    a_t, a_prev, std = s.coefficient("a_t", i), s.coefficient("a_prev", i), s.coefficient("std", i)
     x0, eps = _x0_and_eps(s.prediction_type, out, x, a_t)
     x0 = _clip(s, x0)
     x_prev = jnp.sqrt(a_prev) * x0 + jnp.sqrt(1 - a_prev - std ** 2) * eps
@@ -252,12 +251,12 @@ def _euler_x0(s: Sampler, out, x, sigma):
 
 
 def _euler_step(s: Sampler, state, i, out, x, key):
-    sigma = s.c("sigma", i)
+    sigma = s.coefficient("sigma", i)
     d = (x - _euler_x0(s, out, x, sigma)) / sigma
     if s.name == "euler":
-        return x + d * (s.c("sigma_next", i) - sigma), state
-    x_prev = x + d * (s.c("sigma_down", i) - sigma)
-    return x_prev + _noise(key, x) * s.c("sigma_up", i), state
+        return x + d * (s.coefficient("sigma_next", i) - sigma), state
+    x_prev = x + d * (s.coefficient("sigma_down", i) - sigma)
+    return x_prev + _noise(key, x) * s.coefficient("sigma_up", i), state
 
 
 # ----------------------------------------------------------------------------- DPM-Solver++ 2M
@@ -313,16 +312,16 @@ def _dpm_build(sch: NoiseSchedule, n: int, start: int, o: dict):
 
 
 def _dpm_step(s: Sampler, m1, i, out, x, key):
-    a, sg = s.c("alpha_s0", i), s.c("sigma_s0", i)
+    a, sg = s.coefficient("alpha_s0", i), s.coefficient("sigma_s0", i)
     if s.prediction_type == "epsilon":
         m0 = (x - sg * out) / a
     elif s.prediction_type == "v_prediction":
         m0 = a * x - sg * out
     else:
         m0 = out
-    phi = s.c("phi", i)
-    x_prev = s.c("ratio", i) * x - phi * m0
-    x_prev = x_prev - s.c("second", i) * 0.5 * phi * (s.c("r0_inv", i) * (m0 - m1))
+    phi = s.coefficient("phi", i)
+    x_prev = s.coefficient("ratio", i) * x - phi * m0
+    x_prev = x_prev - s.coefficient("second", i) * 0.5 * phi * (s.coefficient("r0_inv", i) * (m0 - m1))
     return x_prev, m0
 
 
@@ -348,11 +347,11 @@ def _lcm_build(sch: NoiseSchedule, n: int, start: int, o: dict):
 
 
 def _lcm_step(s: Sampler, state, i, out, x, key):
-    a_t, a_prev = s.c("a_t", i), s.c("a_prev", i)
+    a_t, a_prev = s.coefficient("a_t", i), s.coefficient("a_prev", i)
     x0, _ = _x0_and_eps(s.prediction_type, out, x, a_t)
-    denoised = s.c("c_out", i) * _clip(s, x0) + s.c("c_skip", i) * x
+    denoised = s.coefficient("c_out", i) * _clip(s, x0) + s.coefficient("c_skip", i) * x
     renoised = jnp.sqrt(a_prev) * denoised + jnp.sqrt(1 - a_prev) * _noise(key, x)
-    return jnp.where(s.c("renoise", i) > 0, renoised, denoised), state
+    return jnp.where(s.coefficient("renoise", i) > 0, renoised, denoised), state
 
 
 _BUILDERS: dict[str, Callable] = {
@@ -434,18 +433,19 @@ def sampler_from_diffusers_config(config: Mapping[str, Any] | str | os.PathLike,
     opts = {**OPTIONS[name], **_DIFFUSERS_DEFAULTS.get(name, {})}
     opts.update({k: v for k, v in config.items() if k in OPTIONS[name]})
     opts.update(overrides)
+    default = PRESETS["A" if name == "lcm" else "C"]  # diffusers' scheduler defaults: LCM's are SD's
     schedule = NoiseSchedule.create(
-        beta_schedule=config.get("beta_schedule", "scaled_linear" if name == "lcm" else "linear"),
-        beta_start=config.get("beta_start", 0.00085 if name == "lcm" else 0.0001),
-        beta_end=config.get("beta_end", 0.012 if name == "lcm" else 0.02),
-        num_train_timesteps=config.get("num_train_timesteps", 1000),
+        beta_schedule=config.get("beta_schedule", default["beta_schedule"]),
+        beta_start=config.get("beta_start", default["beta_start"]),
+        beta_end=config.get("beta_end", default["beta_end"]),
+        num_train_timesteps=config.get("num_train_timesteps", default["num_train_timesteps"]),
         trained_betas=config.get("trained_betas"))
     return make_sampler(name, schedule, num_inference_steps, strength=strength, **opts)
 
 
-# The original AnimateDiff's configs/inference/inference-v*.yaml `noise_scheduler_kwargs`.
-ORIGINAL_SCHEDULER_KWARGS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", steps_offset=1,
-                                 clip_sample=False)
+# The original AnimateDiff's configs/inference/inference-v*.yaml `noise_scheduler_kwargs`: schedule B.
+ORIGINAL_SCHEDULER_KWARGS = dict(beta_start=PRESETS["B"]["beta_start"], beta_end=PRESETS["B"]["beta_end"],
+                                 beta_schedule=PRESETS["B"]["beta_schedule"], steps_offset=1, clip_sample=False)
 
 
 def original_ddim(num_inference_steps: int = 25, eta: float = 0.0, strength: float = 1.0) -> Sampler:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from animatediff_jax.models.configs import MOTION_VERSIONS, motion_config_from_inference_yaml
+from animatediff_jax.models.configs import MOTION_VERSIONS
+from animatediff_jax.sampling.inference_config import motion_config_from_inference_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -423,7 +423,7 @@ def inference_settings(path: str | None) -> dict:
     if path is None:
         return {}
     if path.startswith(BUILTIN):
-        from animatediff_jax.samplers import ORIGINAL_SCHEDULER_KWARGS
+        from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
         return dict(ORIGINAL_SCHEDULER_KWARGS)
     data = _read_yaml(Path(path), "inference config") or {}
     if not isinstance(data, dict):

@@ -1,0 +1,73 @@
+"""Initialising the networks without data: example inputs, traced parameter shapes, random params,
+and the one check that a params tree fits a network.
+
+Parameter shapes do not depend on the example inputs' sizes, only on the configs, so the inputs
+are the smallest a network accepts (one down-sampling step per level must stay >= 1 pixel).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from animatediff_jax.models.clip_text import CLIPTextModel
+from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.models.vae import AutoencoderKL
+from animatediff_jax.params import ParamsMismatchError, flatten
+
+
+def example_inputs(module) -> tuple:
+    """Inputs `module.init` can trace: UNet (latents (1, 2, s, s, C_in), timesteps (1,), text (1, 2, D)),
+    VAE (images (1, s, s, C_in)), text encoder (token ids (1, 4) int32); s = 2^(levels - 1), at least 8."""
+    if isinstance(module, UNet3DConditionModel):
+        c = module.config
+        side = max(8, 2 ** (len(c.block_out_channels) - 1))
+        return (jnp.zeros((1, 2, side, side, c.in_channels)), jnp.zeros((1,)),
+                jnp.zeros((1, 2, c.cross_attention_dim)))
+    if isinstance(module, AutoencoderKL):
+        side = max(8, 2 ** (len(module.config.block_out_channels) - 1))
+        return (jnp.zeros((1, side, side, module.config.in_channels)),)
+    if isinstance(module, CLIPTextModel):
+        return (jnp.zeros((1, 4), jnp.int32),)
+    raise TypeError(f"no example inputs for {type(module).__name__}")
+
+
+def param_shapes(module, *inputs) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flax param path -> shape of `module` (traced with `jax.eval_shape`, nothing allocated).
+    `inputs`: the example inputs (default `example_inputs(module)`)."""
+    inputs = inputs or example_inputs(module)
+    tree = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *inputs))["params"]
+    return {p: tuple(s.shape) for p, s in flatten(tree).items()}
+
+
+def random_params(module, seed: int, *example_inputs) -> dict:
+    """Random params of a Flax module without compiling its init: shapes from `jax.eval_shape`,
+    weights N(0, 1/fan_in), norm scales 1, biases 0 (numpy, so building SD1.5-size models is quick)."""
+    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *example_inputs))["params"]
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, s):
+        name = path[-1].key
+        if name == "scale":
+            return np.ones(s.shape, np.float32)
+        if name == "bias":
+            return np.zeros(s.shape, np.float32)
+        fan_in = int(np.prod(s.shape[:-1])) or 1
+        return (rng.standard_normal(s.shape, np.float32) / np.sqrt(fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
+
+
+def check_params(module, params: dict, what: str) -> None:
+    """Every parameter the network needs is present with its shape, nothing extra
+    (`ParamsMismatchError` naming `what` and up to 4 paths of each kind otherwise)."""
+    want = param_shapes(module)
+    have = {p: tuple(np.shape(v)) for p, v in flatten(params).items()}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    bad = [p for p in set(want) & set(have) if want[p] != have[p]]
+    if missing or extra or bad:
+        show = lambda ps: ", ".join("/".join(p) for p in ps[:4])  # noqa: E731
+        raise ParamsMismatchError(f"{what}: parameters do not fit the network: "
+                                  + (f"{len(missing)} missing ({show(missing)}) " if missing else "")
+                                  + (f"{len(extra)} unexpected ({show(extra)}) " if extra else "")
+                                  + (f"{len(bad)} mis-shaped ({show(sorted(bad))})" if bad else ""))
