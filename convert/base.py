@@ -31,7 +31,7 @@ from convert import ldm
 from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 from convert.naming import torch_key_to_flax, torch_tensor_to_flax
-from convert.param_shapes import expected_shapes
+from convert.param_shapes import flax_param_shapes
 
 NETWORKS = ("unet", "vae", "text_encoder")
 CONFIG_CLASSES = {"unet": UNetConfig, "vae": VAEConfig, "text_encoder": CLIPTextConfig}
@@ -160,7 +160,7 @@ INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": inf
 
 def check_plan(plan: NetworkPlan) -> None:
     """Raise if the plan's leaves are not exactly our network's params (names and shapes)."""
-    want = expected_shapes(plan.name, plan.config)
+    want = flax_param_shapes(plan.name, plan.config)
     have = plan.leaves
     missing = [("/".join(p)) for p in want if p not in have]
     unexpected = [have[p].source_key for p in have if p not in want]

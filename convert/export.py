@@ -23,8 +23,8 @@ import numpy as np
 
 from animatediff_jax.checkpoint import atomic_path
 from animatediff_jax.models.configs import MotionConfig
-from convert.motion import (MOTION_ADAPTER_WEIGHTS, _infer_layout, check_layout, diffusers_key_to_original,
-                            expected_shapes, sinusoid)
+from convert.motion import (MOTION_ADAPTER_WEIGHTS, check_layout, diffusers_key_to_original, infer_layout,
+                            motion_adapter_key_shapes, sinusoid)
 from convert.naming import flax_path_to_torch, flax_to_state_dict
 
 ORIGINAL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
@@ -34,8 +34,8 @@ def _adapter_state_dict(params: Mapping, source: str) -> tuple[dict[str, np.ndar
     """MotionAdapter-named PyTorch state dict of Flax motion params, checked, and its layout."""
     sd = flax_to_state_dict(params)
     shapes = {k: v.shape for k, v in sd.items()}
-    layout = _infer_layout(shapes, source)
-    check_layout(shapes, expected_shapes(*layout), source)
+    layout = infer_layout(shapes, source)
+    check_layout(shapes, motion_adapter_key_shapes(*layout), source)
     return sd, layout
 
 
@@ -57,7 +57,7 @@ def motion_to_original(params: Mapping, config: MotionConfig, dtype=np.float32) 
 def adapter_config(params: Mapping, config: MotionConfig) -> dict:
     """diffusers `MotionAdapter` config.json content for these params."""
     sd = flax_to_state_dict(params)
-    channels, layers, mid, n_tb = _infer_layout({k: v.shape for k, v in sd.items()}, "motion params")
+    channels, layers, mid, n_tb = infer_layout({k: v.shape for k, v in sd.items()}, "motion params")
     return {
         "_class_name": "MotionAdapter",
         "block_out_channels": list(channels),

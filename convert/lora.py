@@ -25,7 +25,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from animatediff_jax.errors import InputError, UsageError
 from convert.io import examples, open_state_dict
+from convert.ldm import UnknownKey, unet_key_to_ldm
 from convert.motion import original_key_to_diffusers
 from convert.naming import flatten, flax_path_to_torch, torch_tensor_to_flax, unflatten
 
@@ -41,8 +43,12 @@ _KOHYA = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_e
 _DOTTED = {"unet.": "unet", "text_encoder.": "text_encoder"}
 
 
-class LoraError(ValueError):
+class LoraError(InputError):
     """A LoRA that cannot be applied; the message names the file and the problem."""
+
+
+class LoraScaleError(UsageError, LoraError):
+    """A LoRA scale or alpha that is not a finite number (a flag or config value: exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -64,13 +70,13 @@ class LoraWeights:
 
 
 def parse_scale(value, what: str = "LoRA scale") -> float:
-    """A finite float, or a LoraError saying the value is not a number."""
+    """A finite float, or a `LoraScaleError` (`<what>: must be a number, got ...`)."""
     try:
         scale = float(value)
     except (TypeError, ValueError):
-        raise LoraError(f"{what} must be a number, got {value!r}") from None
+        raise LoraScaleError(f"{what}: must be a number, got {value!r}") from None
     if not math.isfinite(scale):
-        raise LoraError(f"{what} must be a finite number, got {value!r}")
+        raise LoraScaleError(f"{what}: must be a finite number, got {value!r}")
     return scale
 
 
@@ -170,7 +176,6 @@ def module_index(params: Mapping, component: str = "unet") -> dict[str, Path]:
 
 def _ldm_namer(params: Mapping):
     """diffusers UNet module name -> [its LDM name] (empty for modules LDM lacks, e.g. motion modules)."""
-    from convert.ldm import UnknownKey, unet_key_to_ldm
     top = params.get("down_blocks_0", {})
     layers = sum(1 for k in top if k.startswith("resnets_"))
     if not layers:
