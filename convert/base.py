@@ -1,7 +1,8 @@
 """An SD1.x base model (UNet, VAE, CLIP text encoder) from any of its PyTorch forms -> Flax params.
 
 Sources: a diffusers folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, weights as
-`.safetensors` or `.bin`, whole or sharded with an `*.index.json`), a hub id of one (resolved through
+`.safetensors` or `.bin`, whole or sharded with an `*.index.json`; VAE attention also under older
+diffusers' names, `ldm.vae_key_from_old_diffusers`), a hub id of one (resolved through
 the Hugging Face cache by `huggingface_hub.snapshot_download`, offline too), or
 an LDM single file (`.safetensors` / `.ckpt`, optional `"state_dict"` wrapper, optional EMA weights),
 whose configs are inferred from tensor shapes (SD1.5 layout rules; head counts, which shapes cannot
@@ -264,10 +265,14 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
             sd = open_state_dict(weights_file(sub, name, variant))
             files.append(sd)
             entries = {}
+            rename = {"text_encoder": ldm.text_key_to_diffusers, "vae": ldm.vae_key_from_old_diffusers}.get(name, str)
             for k in sd:
-                d = ldm.text_key_to_diffusers(k) if name == "text_encoder" else k
+                d = rename(k)
                 if d in _FOLDER_SKIP:
                     continue
+                if d in entries:
+                    raise CheckpointError(f"{sd.path}: holds both {entries[d][0]!r} and {k!r} (old and new names "
+                                          f"of {d!r})")
                 entries[d] = (k, sd.shape(k), _identity)
             if name != "vae":
                 require_sd1(list(entries), lambda d, e=entries: e[d][1], sd.path)
