@@ -21,17 +21,23 @@ import itertools
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import jax
 import numpy as np
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+from tqdm.auto import tqdm
 
-from animatediff_jax.checkpoint import atomic_path, params_metadata, store_dtype, write_safetensors
-from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
+from animatediff_jax.checkpoint import (atomic_path, load_config, params_metadata, read_header, read_tensor,
+                                        store_dtype, tensor_info, write_safetensors)
+from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig, to_dict
 from convert import ldm
 from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
-from convert.naming import torch_key_to_flax, torch_tensor_to_flax
+from convert.naming import flax_path_to_torch, flax_tensor_to_torch, torch_key_to_flax, torch_tensor_to_flax, unflatten
 from convert.param_shapes import flax_param_shapes
 
 NETWORKS = ("unet", "vae", "text_encoder")
@@ -294,8 +300,6 @@ def resolve_source(source: str, revision: str | None = None) -> str:
         return source
     if source.count("/") != 1 or source.startswith((".", "/")):
         raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
     try:
         return snapshot_download(source, revision=revision, allow_patterns=[
             "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
@@ -335,7 +339,6 @@ def plan_base(source: str, *, ema: bool = False, variant: str | None = None, rev
 # ----------------------------------------------------------------------------- load / convert
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
 
 
@@ -370,7 +373,6 @@ def _device_leaves(plan: BasePlan, dtype: str | None, progress: str | None, devi
     """`_view_leaves` put on `device` one by one (the single copy, transposes included); the source
     pages each leaf touched are released once it is on the device, so host memory stays at about
     one leaf plus what the device aliases (the CPU backend may alias aligned contiguous views)."""
-    import jax
     leaves = {(name, p): leaf for name, net in plan.networks.items() for p, leaf in net.leaves.items()}
     for name, p, a in _view_leaves(plan, dtype, progress):
         target = device(p, a.shape) if callable(device) else (None if device is True else device)
@@ -393,7 +395,6 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
 
     `device`: None keeps numpy views; True (default device), a `jax.Device`/`Sharding`, or a
     function `(flax path, shape) -> Sharding` returns jax arrays, put leaf by leaf (see `_device_leaves`)."""
-    from flax.traverse_util import unflatten_dict
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
     try:
         flat: dict[str, dict] = {name: {} for name in plan.networks}
@@ -403,7 +404,7 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
             flat[name][p] = a
     finally:
         plan.close()
-    params = {name: unflatten_dict(f) for name, f in flat.items()}
+    params = {name: unflatten(f) for name, f in flat.items()}
     n = plan.networks
     return BaseModel(params["unet"], params["vae"], params["text_encoder"], n["unet"].config, n["vae"].config,
                      n["text_encoder"].config, plan.tokenizer_path, plan.scheduler_config, plan.source_format)
@@ -450,11 +451,6 @@ def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None =
     `UNet2DConditionModel` folder (`config.json` + `diffusion_pytorch_model.safetensors`). Motion-module
     subtrees, if any, are left out (they export separately as a motion module). Written to a temporary
     folder and renamed."""
-    import tempfile
-
-    from animatediff_jax.checkpoint import load_config, read_header, read_tensor, tensor_info
-    from animatediff_jax.models.configs import to_dict
-    from convert.naming import flax_path_to_torch, flax_tensor_to_torch
     header, meta, start = read_header(params_path)
     config = load_config(meta)
     if not isinstance(config, UNetConfig):

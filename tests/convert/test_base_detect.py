@@ -63,3 +63,11 @@ def test_describe_counts_without_loading(tmp_path):
     info = describe(path)
     assert info["kind"] == "motion_module" and info["version"] == "v3"
     assert info["parameters"] == 32 * 8 + 8 and info["dtypes"] == {"float16": 1, "float32": 1}
+
+
+def test_describe_module_without_position_encoding(tmp_path):
+    path = str(tmp_path / "checkpoint.safetensors")
+    save_file({"module." + MM + "norm.weight": np.ones(8, np.float32)}, path)
+    info = describe(path)
+    assert info["kind"] == "motion_module"
+    assert info["version"].startswith("not stored (no pos_encoder.pe)") and "--motion-version" in info["version"]
