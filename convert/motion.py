@@ -215,8 +215,8 @@ def resolve_version(version: str | None, use_mid_block: bool, pe_length: int | N
             raise MotionModuleError(
                 f"{source}: no position-encoding buffer (pos_encoder.pe), so the file does not say its motion-"
                 f"module version; it {mid}. Pass the version with {VERSION_FLAGS}: "
-                + "; ".join(f"{v}: {d}" for v, d in VERSIONS.items())
-                + ". The original trainer's checkpoints (v1 training config) are v1.")
+                + "; ".join(f"{v}: {d}" for v, d in VERSIONS.items()) + "."
+                + ("" if use_mid_block else " The original trainer's shipped config (configs/training/v1) trains v1."))
         return version
     if version not in VERSIONS:
         raise UsageError(f"{source}: unknown motion-module version {version!r}; choose one of {', '.join(VERSIONS)}")
