@@ -15,8 +15,10 @@ Fusing: W += scale · (alpha / rank) · up @ down, with rank = down.shape[0] and
 file gives none. PEFT adapters (a `save_pretrained` folder, or its `adapter_model.safetensors` with
 `adapter_config.json` beside it) take alpha from the config: `alpha_pattern` over `lora_alpha`, and
 with `use_rslora` the scale alpha / sqrt(rank) (peft's `LoraLayer.update_layer`); `rank_pattern` needs
-nothing, the rank is the factors' shape. The product is formed in PyTorch layout ((out, in) or (out, in, kh, kw)) and laid
-out as the Flax kernel ((in, out) / HWIO) by the same rule as the weights themselves.
+nothing, the rank is the factors' shape.
+
+The product is formed in PyTorch layout ((out, in) or (out, in, kh, kw)) and laid out as the Flax
+kernel ((in, out) / HWIO) by the same rule as the weights themselves.
 """
 from __future__ import annotations
 
