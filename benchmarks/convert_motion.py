@@ -40,12 +40,12 @@ def write_module(path: str, config_dir: str, dtype: str) -> int:
     from diffusers import MotionAdapter
     from safetensors.numpy import save_file
 
-    from convert.motion import diffusers_key_to_original, expected_shapes, sinusoid
+    from convert.motion import diffusers_key_to_original, motion_adapter_key_shapes, sinusoid
     MotionAdapter().save_config(config_dir)  # SD1.5 v2 defaults; config only
     rng = np.random.default_rng(0)
     np_dtype = np.float16 if dtype == "fp16" else np.float32
     tensors = {}
-    for key, shape in expected_shapes((320, 640, 1280, 1280), 2, True).items():
+    for key, shape in motion_adapter_key_shapes((320, 640, 1280, 1280), 2, True).items():
         tensors[diffusers_key_to_original(key)] = (rng.standard_normal(shape, np.float32) * 0.02).astype(np_dtype)
         if key.endswith((".attn1.to_q.weight", ".attn2.to_q.weight")):
             pe_key = diffusers_key_to_original(key).replace(".to_q.weight", ".pos_encoder.pe")

@@ -1,7 +1,8 @@
 """An SD1.x base model (UNet, VAE, CLIP text encoder) from any of its PyTorch forms -> Flax params.
 
 Sources: a diffusers folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, weights as
-`.safetensors` or `.bin`, whole or sharded with an `*.index.json`), a hub id of one (resolved through
+`.safetensors` or `.bin`, whole or sharded with an `*.index.json`; VAE attention also under older
+diffusers' names, `ldm.vae_key_from_old_diffusers`), a hub id of one (resolved through
 the Hugging Face cache by `huggingface_hub.snapshot_download`, offline too), or
 an LDM single file (`.safetensors` / `.ckpt`, optional `"state_dict"` wrapper, optional EMA weights),
 whose configs are inferred from tensor shapes (SD1.5 layout rules; head counts, which shapes cannot
@@ -20,20 +21,26 @@ import itertools
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import jax
 import numpy as np
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+from tqdm.auto import tqdm
 
-from animatediff_jax.checkpoint import params_metadata, store_dtype, write_safetensors
-from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
-from animatediff_jax.params import atomic_path, torch_key_to_flax
+from animatediff_jax.checkpoint import (load_config, params_metadata, read_header, read_tensor, store_dtype,
+                                        tensor_info, write_safetensors)
+from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig, to_dict
+from animatediff_jax.params import atomic_path, flax_path_to_torch, torch_key_to_flax, unflatten
 from animatediff_jax.schedules import PRESETS
 from convert import ldm
 from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
-from convert.naming import torch_tensor_to_flax
-from convert.param_shapes import cached_param_shapes
+from convert.naming import flax_tensor_to_torch, torch_tensor_to_flax
+from convert.param_shapes import flax_param_shapes
 
 NETWORKS = ("unet", "vae", "text_encoder")
 CONFIG_CLASSES = {"unet": UNetConfig, "vae": VAEConfig, "text_encoder": CLIPTextConfig}
@@ -161,7 +168,7 @@ INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": inf
 
 def check_plan(plan: NetworkPlan) -> None:
     """Raise if the plan's leaves are not exactly our network's params (names and shapes)."""
-    want = cached_param_shapes(plan.name, plan.config)
+    want = flax_param_shapes(plan.name, plan.config)
     have = plan.leaves
     missing = [("/".join(p)) for p in want if p not in have]
     unexpected = [have[p].source_key for p in have if p not in want]
@@ -265,10 +272,14 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
             sd = open_state_dict(weights_file(sub, name, variant))
             files.append(sd)
             entries = {}
+            rename = {"text_encoder": ldm.text_key_to_diffusers, "vae": ldm.vae_key_from_old_diffusers}.get(name, str)
             for k in sd:
-                d = ldm.text_key_to_diffusers(k) if name == "text_encoder" else k
+                d = rename(k)
                 if d in _FOLDER_SKIP:
                     continue
+                if d in entries:
+                    raise CheckpointError(f"{sd.path}: holds both {entries[d][0]!r} and {k!r} (old and new names "
+                                          f"of {d!r})")
                 entries[d] = (k, sd.shape(k), _identity)
             if name != "vae":
                 require_sd1(list(entries), lambda d, e=entries: e[d][1], sd.path)
@@ -290,8 +301,6 @@ def resolve_source(source: str, revision: str | None = None) -> str:
         return source
     if source.count("/") != 1 or source.startswith((".", "/")):
         raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
     try:
         return snapshot_download(source, revision=revision, allow_patterns=[
             "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
@@ -331,7 +340,6 @@ def plan_base(source: str, *, ema: bool = False, variant: str | None = None, rev
 # ----------------------------------------------------------------------------- load / convert
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
 
 
@@ -366,7 +374,6 @@ def _device_leaves(plan: BasePlan, dtype: str | None, progress: str | None, devi
     """`_view_leaves` put on `device` one by one (the single copy, transposes included); the source
     pages each leaf touched are released once it is on the device, so host memory stays at about
     one leaf plus what the device aliases (the CPU backend may alias aligned contiguous views)."""
-    import jax
     leaves = {(name, p): leaf for name, net in plan.networks.items() for p, leaf in net.leaves.items()}
     for name, p, a in _view_leaves(plan, dtype, progress):
         target = device(p, a.shape) if callable(device) else (None if device is True else device)
@@ -389,7 +396,6 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
 
     `device`: None keeps numpy views; True (default device), a `jax.Device`/`Sharding`, or a
     function `(flax path, shape) -> Sharding` returns jax arrays, put leaf by leaf (see `_device_leaves`)."""
-    from animatediff_jax.params import unflatten
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
     try:
         flat: dict[str, dict] = {name: {} for name in plan.networks}
@@ -446,12 +452,6 @@ def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None =
     `UNet2DConditionModel` folder (`config.json` + `diffusion_pytorch_model.safetensors`). Motion-module
     subtrees, if any, are left out (they export separately as a motion module). Written to a temporary
     folder and renamed."""
-    import tempfile
-
-    from animatediff_jax.checkpoint import load_config, read_header, read_tensor, tensor_info
-    from animatediff_jax.models.configs import to_dict
-    from animatediff_jax.params import flax_path_to_torch
-    from convert.naming import flax_tensor_to_torch
     header, meta, start = read_header(params_path)
     config = load_config(meta)
     if not isinstance(config, UNetConfig):

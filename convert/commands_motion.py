@@ -24,8 +24,11 @@ def _motion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", type=int, help="attention heads (not stored in original files; default 8)")
     p.add_argument("--norm-groups", type=int, help="GroupNorm groups (not stored in original files; default 32)")
     p.add_argument("--max-seq-length", type=int,
-                   help="position-encoding length (default: read from the file's pos_encoder.pe shape)")
-    p.add_argument("--version", choices=("v1", "v2", "v3"), help="override the detected version")
+                   help="position-encoding length (default: read from the file's pos_encoder.pe shape, "
+                        "else the version's: 24 for v1, 32 for v2/v3)")
+    p.add_argument("--version", choices=("v1", "v2", "v3"),
+                   help="v1 (joint resnet GroupNorm), v2 (mid block) or v3; required for a file without "
+                        "pos_encoder.pe (the original trainer's checkpoints), else overrides the detected one")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

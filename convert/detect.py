@@ -102,23 +102,27 @@ MOTION_V2_MID = "mid_block.motion_modules.0.temporal_transformer.norm.bias"
 MOTION_SDXL_PROBE = "up_blocks.2.motion_modules.0.temporal_transformer.norm.weight"
 
 
-def motion_version(keys: Iterable[str], shape: ShapeFn, path: str = "<motion module>") -> str:
-    """'v1', 'v2' or 'v3' of an original-format motion module (keys possibly `module.`-prefixed).
+def version_from_layout(has_mid_block: bool, pe_length: int | None) -> str | None:
+    """'v1', 'v2' or 'v3' as the reference loaders decide from a module's layout: a mid-block module
+    -> v2; position-encoding length 24 -> v1; else v3. None without a position encoding (the original
+    trainer's saves, AnimateLCM-style files): the layout alone does not show the version there."""
+    if pe_length is None:
+        return None
+    return "v2" if has_mid_block else "v1" if pe_length == 24 else "v3"
 
-    As the reference loaders decide: a mid-block module -> v2; position-encoding length 24 -> v1;
-    else v3. An SDXL module (320 channels at up_blocks.2) is refused.
-    """
+
+def motion_version(keys: Iterable[str], shape: ShapeFn, path: str = "<motion module>") -> str | None:
+    """`version_from_layout` of an original-format motion module (keys possibly `module.`-prefixed):
+    None when it has no `pos_encoder.pe`. An SDXL module (320 channels at up_blocks.2) or a file
+    without motion-module keys is refused (`CheckpointError`)."""
     raw = {strip_module_prefix(k): k for k in keys}
     if MOTION_SDXL_PROBE in raw and shape(raw[MOTION_SDXL_PROBE])[-1] == 320:
         raise CheckpointError(f"{path}: an SDXL motion module (320 channels at up_blocks.2); only SD1.x "
                               "motion modules are supported")
-    if MOTION_V2_MID in raw:
-        return "v2"
-    if MOTION_PE in raw and shape(raw[MOTION_PE])[1] == 24:
-        return "v1"
     if not any(".motion_modules." in k or k.startswith("motion_modules.") for k in raw):
         raise CheckpointError(f"{path}: not a motion module (keys: {examples(list(raw), 3)})")
-    return "v3"
+    pe_length = int(shape(raw[MOTION_PE])[1]) if MOTION_PE in raw else None
+    return version_from_layout(MOTION_V2_MID in raw, pe_length)
 
 
 # ----------------------------------------------------------------------------- one file
@@ -144,7 +148,8 @@ def describe(path: str) -> dict:
                                        if any(k.startswith(p) for k in keys)})
             info["ema"] = any(k.startswith("model_ema.diffusion_model") for k in keys)
         if kind == "motion_module":
-            info["version"] = motion_version(keys, sd.shape, path)
+            info["version"] = motion_version(keys, sd.shape, path) or \
+                "not stored (no pos_encoder.pe): pass it (convert motion --version, sample --motion-version)"
         if kind == "flax":
             info.update({k: sd.metadata[k] for k in ("config_class", "source", "dtype") if k in sd.metadata})
     return info

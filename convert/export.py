@@ -22,10 +22,9 @@ from typing import Mapping
 import numpy as np
 
 from animatediff_jax.models.configs import MotionConfig
-from animatediff_jax.params import atomic_path
-from convert.motion import (MOTION_ADAPTER_WEIGHTS, infer_layout, check_layout, diffusers_key_to_original,
-                            expected_shapes, sinusoid)
-from animatediff_jax.params import flax_path_to_torch
+from convert.motion import (MOTION_ADAPTER_WEIGHTS, check_layout, diffusers_key_to_original, infer_layout,
+                            motion_adapter_key_shapes, sinusoid)
+from animatediff_jax.params import atomic_path, flax_path_to_torch
 from convert.naming import flax_to_state_dict
 
 ORIGINAL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
@@ -36,7 +35,7 @@ def _adapter_state_dict(params: Mapping, source: str) -> tuple[dict[str, np.ndar
     sd = flax_to_state_dict(params)
     shapes = {k: v.shape for k, v in sd.items()}
     layout = infer_layout(shapes, source)
-    check_layout(shapes, expected_shapes(*layout), source)
+    check_layout(shapes, motion_adapter_key_shapes(*layout), source)
     return sd, layout
 
 

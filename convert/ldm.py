@@ -5,6 +5,10 @@ A single file holds all three networks under prefixes (`model.diffusion_model.`,
 Every function here maps one key (and, for the VAE attention, one tensor), so a converter can stream.
 The rules are those of FORMATS.md §1 (diffusers' `single_file_utils.py` is the reference).
 
+Also here: diffusers folders written by older diffusers, whose VAE mid-block attention is named
+`query/key/value/proj_attn` (`vae_key_from_old_diffusers`, the rename diffusers' own
+`ModelMixin._fix_state_dict_keys_on_load` applies when loading such a folder).
+
 Text-encoder keys keep the `text_model.` prefix that SD checkpoints and transformers 4 use (and our
 Flax `CLIPTextModel` params, `text_model/...`); transformers 5 state dicts without it are accepted.
 """
@@ -38,6 +42,10 @@ _UNET_FIXED = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_
 _UNET_FIXED_INV = {v: k for k, v in _UNET_FIXED.items()}
 _VAE_ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 _VAE_ATTN_INV = {v: k for k, v in _VAE_ATTN.items()}
+# older diffusers' VAE AttentionBlock (Linear layers, same shapes) -> Attention; group_norm keeps its name
+_OLD_DIFFUSERS_VAE_ATTN = re.compile(
+    r"^((?:encoder|decoder)\.mid_block\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
+_OLD_DIFFUSERS_ATTN_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 
 class UnknownKey(KeyError):
@@ -227,6 +235,14 @@ def vae_shape_to_diffusers(diffusers_key: str, shape: tuple[int, ...]) -> tuple[
 
 def _is_vae_attn_proj(diffusers_key: str) -> bool:
     return bool(re.search(r"mid_block\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.weight$", diffusers_key))
+
+
+def vae_key_from_old_diffusers(key: str) -> str:
+    """A diffusers `AutoencoderKL` key as older diffusers saved it -> the current name:
+    `{encoder,decoder}.mid_block.attentions.N.{query,key,value,proj_attn}` -> `to_q/to_k/to_v/to_out.0`
+    (their Linear weights keep their shapes); any other key is returned unchanged."""
+    m = _OLD_DIFFUSERS_VAE_ATTN.match(key)
+    return f"{m.group(1)}.{_OLD_DIFFUSERS_ATTN_NAMES[m.group(2)]}.{m.group(3)}" if m else key
 
 
 def vae_num_up_blocks(keys: Iterable[str]) -> int:

@@ -7,14 +7,20 @@ Key styles understood (any of them for the UNet, the text encoder, or a motion m
     lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight (r, in, kh, kw)                LoCon conv
     lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight                   kohya text encoder
     unet.down_blocks.0...attn1.to_q.lora_A.weight / lora_B (alphas in `lora_adapter_metadata`)  diffusers/PEFT
+    base_model.model.down_blocks.0...to_q.lora_A.weight (+ adapter_config.json beside it)        PEFT save_pretrained
     ...attn1.processor.to_q_lora.down.weight / .up                                           older diffusers,
                                                                                              MotionLoRA, v3 adapter
 
 Fusing (`alpha_rule`): "kohya" (kohya / A1111 / diffusers, the default) W += scale · (alpha / rank) · up @ down,
 with rank = down.shape[0] and alpha = rank when the file gives none; "original" (the original AnimateDiff's
 `convert_lora`, which its prompt configs' `lora_alpha` means) W += scale · up @ down, the file's alphas
-ignored. The product is formed in PyTorch layout ((out, in) or (out, in, kh, kw)) and laid
-out as the Flax kernel ((in, out) / HWIO) by the same rule as the weights themselves.
+ignored. PEFT adapters (a `save_pretrained` folder, or its `adapter_model.safetensors` with
+`adapter_config.json` beside it) take alpha from the config: `alpha_pattern` over `lora_alpha`, and
+with `use_rslora` the scale alpha / sqrt(rank) (peft's `LoraLayer.update_layer`); `rank_pattern` needs
+nothing, the rank is the factors' shape.
+
+The product is formed in PyTorch layout ((out, in) or (out, in, kh, kw)) and laid out as the Flax
+kernel ((in, out) / HWIO) by the same rule as the weights themselves.
 """
 from __future__ import annotations
 
@@ -27,8 +33,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.params import flatten, flax_path_to_torch, unflatten
 from convert.io import examples, open_state_dict
+from convert.ldm import UnknownKey, unet_key_to_ldm
 from convert.motion import original_key_to_diffusers
 from convert.naming import torch_tensor_to_flax
 
@@ -43,10 +51,18 @@ _PROCESSOR = re.compile(r"^(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|
 _KOHYA = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
 _DOTTED = {"unet.": "unet", "text_encoder.": "text_encoder"}
 ALPHA_RULES = ("kohya", "original")  # see the module docstring
+PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+PEFT_CONFIG = "adapter_config.json"
+_PEFT_PREFIX = "base_model.model."
+_PEFT_DEFAULT_ALPHA = 8  # peft's LoraConfig default, which peft itself uses when a config omits lora_alpha
 
 
-class LoraError(ValueError):
+class LoraError(InputError):
     """A LoRA that cannot be applied; the message names the file and the problem."""
+
+
+class LoraScaleError(UsageError, LoraError):
+    """A LoRA scale or alpha that is not a finite number (a flag or config value: exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +88,13 @@ class LoraWeights:
 
 
 def parse_scale(value, what: str = "LoRA scale") -> float:
-    """A finite float, or a LoraError saying the value is not a number."""
+    """A finite float, or a `LoraScaleError` (`<what>: must be a number, got ...`)."""
     try:
         scale = float(value)
     except (TypeError, ValueError):
-        raise LoraError(f"{what} must be a number, got {value!r}") from None
+        raise LoraScaleError(f"{what}: must be a number, got {value!r}") from None
     if not math.isfinite(scale):
-        raise LoraError(f"{what} must be a finite number, got {value!r}")
+        raise LoraScaleError(f"{what}: must be a finite number, got {value!r}")
     return scale
 
 
@@ -142,13 +158,20 @@ def _metadata_alphas(metadata: Mapping[str, str]) -> dict[str, dict]:
 
 
 def _alpha(component: str, module: str, found: Mapping[str, np.ndarray], rank: int, meta: Mapping) -> float:
+    """One module's alpha: its `.alpha` tensor (kohya), else its adapter config's (`alpha_pattern`
+    matched as peft's `get_pattern_key` does, over `lora_alpha`; `use_rslora` scales alpha / sqrt(rank),
+    written here as the alpha that gives it), else rank (scale 1)."""
     if "alpha" in found:
         return float(np.asarray(found["alpha"]).reshape(()))
     cfg = meta.get(component, {})
+    alpha = cfg.get("lora_alpha")
     for pattern, value in (cfg.get("alpha_pattern") or {}).items():
         if re.match(rf"(.*\.)?({pattern})$", module):
-            return float(value)
-    return float(cfg["lora_alpha"]) if cfg.get("lora_alpha") is not None else float(rank)
+            alpha = value
+            break
+    if alpha is None:
+        return float(rank)
+    return float(alpha) * (math.sqrt(rank) if cfg.get("use_rslora") else 1.0)
 
 
 # ----------------------------------------------------------------------------- resolving targets
@@ -178,7 +201,6 @@ def module_index(params: Mapping, component: str = "unet") -> dict[str, Path]:
 
 def _ldm_namer(params: Mapping):
     """diffusers UNet module name -> [its LDM name] (empty for modules LDM lacks, e.g. motion modules)."""
-    from convert.ldm import UnknownKey, unet_key_to_ldm
     top = params.get("down_blocks_0", {})
     layers = sum(1 for k in top if k.startswith("resnets_"))
     if not layers:
@@ -195,11 +217,14 @@ def _ldm_namer(params: Mapping):
 
 
 def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mapping], *, source: str,
-              metadata: Mapping[str, str] | None = None, skip_other: bool = False) -> dict[str, dict[Path, LoraWeights]]:
+              metadata: Mapping[str, str] | None = None, lora_configs: Mapping[str, Mapping] | None = None,
+              skip_other: bool = False) -> dict[str, dict[Path, LoraWeights]]:
     """{component: {flax kernel path: LoraWeights}} of a LoRA state dict, resolved against the
     params of each component in `targets` ({"unet": ..., "text_encoder": ...}). Weights for a
-    component not in `targets` are an error, or skipped with `skip_other`."""
-    meta = _metadata_alphas(metadata or {})
+    component not in `targets` are an error, or skipped with `skip_other`. Alphas of weights
+    without `.alpha`: from `lora_configs` ({component: peft LoraConfig fields}) if given, else from
+    the file's `metadata` (diffusers' `lora_adapter_metadata`), else rank."""
+    meta = lora_configs if lora_configs is not None else _metadata_alphas(metadata or {})
     indexes = {c: module_index(p, c) for c, p in targets.items()}
     out: dict[str, dict[Path, LoraWeights]] = {}
     absent: list[str] = []
@@ -210,6 +235,7 @@ def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mappin
                 continue
             raise LoraError(f"{source}: has {component} LoRA weights (e.g. {raw!r}) but no {component} "
                             f"params were given to apply them to")
+        module = name  # as the adapter config's patterns name it
         if component == "text_encoder":
             name = _strip_text_model(name, "_" if kohya else ".")
         key = "_" + name if kohya else _motion_rename(name)
@@ -218,7 +244,7 @@ def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mappin
             absent.append(raw)
             continue
         up, down = np.asarray(found["up"]), np.asarray(found["down"])
-        weights = LoraWeights(up, down, _alpha(component, name, found, int(down.shape[0]), meta))
+        weights = LoraWeights(up, down, _alpha(component, module, found, int(down.shape[0]), meta))
         if path in out.setdefault(component, {}):
             raise LoraError(f"{source}: two entries target {'/'.join(path)} (one is {raw!r})")
         out[component][path] = weights
@@ -228,13 +254,68 @@ def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mappin
     return out
 
 
+def lora_weights_file(path) -> str:
+    """The weights file of a LoRA given as a file, or as a PEFT `save_pretrained` folder
+    (`adapter_model.safetensors` / `.bin`). Raises LoraError for a folder without one."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return path
+    for name in PEFT_WEIGHTS:
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise LoraError(f"{path}: a LoRA folder must be a PEFT adapter (save_pretrained output), but it has no "
+                    f"{' or '.join(PEFT_WEIGHTS)}")
+
+
+def peft_lora_config(path: str) -> dict:
+    """The fields of a PEFT `adapter_config.json` that set alphas: {"lora_alpha", "alpha_pattern",
+    "use_rslora"}. Refuses adapters that are not plain LoRA (LoHa, LoKr, IA3..., DoRA, LoRA biases)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise LoraError(f"{path}: cannot read the PEFT adapter config: {e}") from None
+    if not isinstance(cfg, dict):
+        raise LoraError(f"{path}: a PEFT adapter config must be a JSON object")
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise LoraError(f"{path}: a PEFT {cfg['peft_type']} adapter; only LoRA adapters are supported")
+    for field, what in (("use_dora", "DoRA"), ("lora_bias", "LoRA biases (lora_bias)")):
+        if cfg.get(field):
+            raise LoraError(f"{path}: {what} adapters are not supported")
+    return {"lora_alpha": cfg.get("lora_alpha", _PEFT_DEFAULT_ALPHA), "alpha_pattern": cfg.get("alpha_pattern") or {},
+            "use_rslora": bool(cfg.get("use_rslora"))}
+
+
+def _peft_components(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """PEFT keys `base_model.model.<module>...` -> `text_encoder.<module>...` for a CLIP text model's
+    modules (`text_model.encoder.layers.*`; transformers 5: `encoder.layers.*`), else `unet.<module>...`
+    (a UNet, or a motion module applied as one; neither has a top-level `encoder`)."""
+    out = {}
+    for key, value in tensors.items():
+        name = key[len(_PEFT_PREFIX):]
+        text = name.startswith(("text_model.", "encoder.layers."))
+        out[("text_encoder." if text else "unet.") + name] = value
+    return out
+
+
 def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False) -> dict[str, dict[Path, LoraWeights]]:
-    """Read a LoRA file (.safetensors / .ckpt / .bin; `"state_dict"` and `module.` wrappers removed)."""
-    with open_state_dict(path) as sd:
+    """Read a LoRA (.safetensors / .ckpt / .bin; `"state_dict"` and `module.` wrappers removed), or a
+    PEFT adapter: its `save_pretrained` folder, or the weights file with `adapter_config.json` beside it."""
+    weights = lora_weights_file(path)
+    with open_state_dict(weights) as sd:
         tensors, metadata = {k: sd[k] for k in sd}, dict(sd.metadata)
     if tensors and all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
-    return normalize(tensors, targets, source=str(path), metadata=metadata, skip_other=skip_other)
+    lora_configs = None
+    if tensors and all(k.startswith(_PEFT_PREFIX) for k in tensors):
+        config = os.path.join(os.path.dirname(weights), PEFT_CONFIG)
+        if not os.path.isfile(config):
+            raise LoraError(f"{path}: a PEFT adapter (keys {_PEFT_PREFIX}*) needs the {PEFT_CONFIG} that "
+                            f"save_pretrained writes beside it (its lora_alpha sets the scale); not found at {config}")
+        cfg = peft_lora_config(config)
+        tensors, lora_configs = _peft_components(tensors), {"unet": cfg, "text_encoder": cfg}
+    return normalize(tensors, targets, source=str(path), metadata=metadata, lora_configs=lora_configs,
+                     skip_other=skip_other)
 
 
 def read_factors(path, alpha: float | None = None) -> dict[Path, LoraWeights]:

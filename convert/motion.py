@@ -11,6 +11,11 @@ prefix) and diffusers `MotionAdapter` folders. The output tree uses MotionAdapte
 which is exactly the motion part of `UNet3DConditionModel`'s params. The sinusoidal position
 encoding (`pos_encoder.pe`, `pos_embed.pe`) is never loaded: its length L (from its [1, L, C] shape)
 goes into `MotionConfig.max_seq_length` and the network regenerates it.
+
+The version (v1: joint resnet GroupNorm over all frames; v2/v3: per-frame) is not stored in a file;
+the reference loaders read it from the layout (`convert.detect.version_from_layout`). Files without
+the position-encoding buffer (the original trainer's saves register it non-persistent; AnimateLCM-style
+files) do not show it, so there the caller must say it (`version=`), else `MotionModuleError`.
 """
 from __future__ import annotations
 
@@ -21,10 +26,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
+import jax
 import numpy as np
+from tqdm import tqdm
 
+from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.models.configs import MotionConfig
 from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
+from convert.detect import version_from_layout
 from convert.io import StateDict, examples, open_state_dict
 from convert.naming import torch_tensor_to_flax
 
@@ -43,9 +52,16 @@ _IMAGE_UNET_KEY = re.compile(r"^(conv_in|conv_out|conv_norm_out|time_embedding|"
                              r"(down_blocks|up_blocks)\.\d+\.(resnets|attentions|downsamplers|upsamplers)|"
                              r"mid_block\.(resnets|attentions))\.")
 MOTION_ADAPTER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+# what each version is, for the choice a file without a position encoding leaves to the caller
+VERSIONS = {"v1": "position-encoding length 24, joint resnet GroupNorm over all frames, no mid-block module",
+            "v2": "length 32, per-frame resnet GroupNorm, a mid-block module",
+            "v3": "length 32, per-frame resnet GroupNorm, no mid-block module"}
+DEFAULT_MAX_SEQ_LENGTH = {"v1": 24, "v2": 32, "v3": 32}
+VERSION_FLAGS = ("`--motion-version` (python -m animatediff_jax.sample), `--version` (python -m convert motion) "
+                 "or version= (Python)")
 
 
-class MotionModuleError(ValueError):
+class MotionModuleError(InputError):
     """A motion-module file that cannot be converted (the message names the file and the problem)."""
 
 
@@ -86,8 +102,8 @@ def sinusoid(length: int, channels: int) -> np.ndarray:
     return np.asarray(sinusoidal_positions(length, channels), np.float32)[None]
 
 
-def expected_shapes(block_out_channels, layers_per_block: int, use_mid_block: bool,
-                    num_transformer_blocks: int = 1) -> dict[str, tuple[int, ...]]:
+def motion_adapter_key_shapes(block_out_channels, layers_per_block: int, use_mid_block: bool,
+                              num_transformer_blocks: int = 1) -> dict[str, tuple[int, ...]]:
     """Every MotionAdapter key (without `pos_embed`) of a module layout, with its PyTorch shape."""
     def module(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
         out = {f"{prefix}.norm.weight": (c,), f"{prefix}.norm.bias": (c,),
@@ -167,15 +183,6 @@ def infer_layout(shapes: Mapping[str, tuple], source: str):
     return tuple(channels), layers, any(m.group(1) == "mid_block" for m in keys), 1 + max(blocks, default=0)
 
 
-def detect_version(shapes: Mapping[str, tuple]) -> str:
-    """v1/v2/v3 of an original-format module from its {key: shape}, as the reference loaders decide."""
-    if "mid_block.motion_modules.0.temporal_transformer.norm.bias" in shapes:
-        return "v2"
-    pe = shapes.get("down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0."
-                    "attention_blocks.0.pos_encoder.pe")
-    return "v1" if pe is not None and pe[1] == 24 else "v3"
-
-
 def _pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
     """Position-encoding length L read from the [1, L, C] buffers; warn if they are not the sinusoid."""
     pes = sorted(k for k in shapes if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe"))
@@ -190,6 +197,33 @@ def _pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
     return lengths.pop()
 
 
+def resolve_version(version: str | None, use_mid_block: bool, pe_length: int | None, source: str) -> str:
+    """The module's version: the caller's (`version`), checked against the layout, else the file's.
+
+    The file shows it only through its position-encoding buffer (`version_from_layout`); without one
+    (the original trainer's saves, AnimateLCM-style files) nothing is guessed: `MotionModuleError`
+    lists the choices and the options that pass one. A caller's version whose mid-block module the
+    file lacks (v2), or has (v1, v3), is refused as well. Raises `UsageError` for an unknown name.
+    """
+    if version is None:
+        version = version_from_layout(use_mid_block, pe_length)
+        if version is None:
+            mid = "has a mid-block module (of these only v2 has one)" if use_mid_block else \
+                "has no mid-block module (v1 or v3)"
+            raise MotionModuleError(
+                f"{source}: no position-encoding buffer (pos_encoder.pe), so the file does not say its motion-"
+                f"module version; it {mid}. Pass the version with {VERSION_FLAGS}: "
+                + "; ".join(f"{v}: {d}" for v, d in VERSIONS.items()) + "."
+                + ("" if use_mid_block else " The original trainer's shipped config (configs/training/v1) trains v1."))
+        return version
+    if version not in VERSIONS:
+        raise UsageError(f"{source}: unknown motion-module version {version!r}; choose one of {', '.join(VERSIONS)}")
+    if use_mid_block != (version == "v2"):
+        raise MotionModuleError(f"{source}: given version {version} ({VERSIONS[version]}), but the file "
+                                f"{'has' if use_mid_block else 'has no'} mid-block module")
+    return version
+
+
 def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>", heads: int = 8,
                            norm_num_groups: int = 32, max_seq_length: int | None = None,
                            version: str | None = None, dtype=np.float32, progress: bool = False,
@@ -198,7 +232,10 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     `convert.io.StateDict`: then keys and shapes are checked first and tensors read one at a time).
 
     `heads` and `norm_num_groups` cannot be read from the weights (every released module uses
-    8 and 32). `max_seq_length` overrides the length read from the position-encoding buffers.
+    8 and 32). `version` ("v1" | "v2" | "v3", see `VERSIONS`) overrides the version the file's layout
+    shows and is required when the file has no position-encoding buffer (`resolve_version`).
+    `max_seq_length` overrides the length read from the position-encoding buffers (default without
+    one: the version's, `DEFAULT_MAX_SEQ_LENGTH`).
     `dtype` casts floating tensors (None keeps the file's dtype); `progress` shows a progress bar.
     From a lazy `.safetensors` the leaves are zero-copy views of the mapped file where no cast is
     needed (kernels transposed as views). `device` (True, a jax Device/Sharding) puts each leaf
@@ -214,9 +251,8 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
         warnings.warn(f"{source}: ignoring {len(image_keys)} image-UNet keys (a full training checkpoint?), "
                       f"e.g. {examples(image_keys, 2)}; only the motion modules are converted")
         shapes = {k: v for k, v in shapes.items() if not _IMAGE_UNET_KEY.match(k)}
-    length = _pe_length(shapes, read, source)
+    file_length = _pe_length(shapes, read, source)
     if original:
-        detected = detect_version(shapes)
         renamed = {new: k for k in shapes if (new := original_key_to_diffusers(k)) is not None}
     else:
         renamed = {k: k for k in shapes if not k.endswith("pos_embed.pe")}
@@ -225,16 +261,9 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
         raise MotionModuleError(f"{source}: this is an SDXL motion module (320 channels at up_blocks.2); "
                                 "only SD1.x motion modules are supported")
     channels, layers, mid, n_tb = infer_layout(shapes, source)
-    check_layout(shapes, expected_shapes(channels, layers, mid, n_tb), source)
-    length = max_seq_length or length
-    if length is None:
-        raise MotionModuleError(f"{source}: no position-encoding buffer to read its length from; "
-                                "pass max_seq_length (24 for v1, 32 for v2/v3)")
-    if not original:
-        detected = "v2" if mid else ("v1" if length == 24 else "v3")
-    version = version or detected
-    if version not in ("v1", "v2", "v3"):
-        raise MotionModuleError(f"{source}: unknown motion-module version {version!r} (v1, v2 or v3)")
+    check_layout(shapes, motion_adapter_key_shapes(channels, layers, mid, n_tb), source)
+    version = resolve_version(version, mid, file_length, source)
+    length = max_seq_length or file_length or DEFAULT_MAX_SEQ_LENGTH[version]
     for c in channels:
         if c % heads or c % norm_num_groups:
             raise MotionModuleError(f"{source}: {c} channels not divisible by heads={heads} "
@@ -243,17 +272,15 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
                           use_mid_block=mid, norm_num_groups=norm_num_groups,
                           resnet_norm="joint" if version == "v1" else "frame")
     flat = {}
-    from tqdm import tqdm
     for key, file_key in tqdm(renamed.items(), desc=f"motion module {Path(source).name}", unit="tensor",
                               disable=not progress):  # one tensor in flight
-        source = np.asarray(read(file_key))
-        array = source if dtype is None else source.astype(dtype, copy=False)
+        stored = np.asarray(read(file_key))
+        array = stored if dtype is None else stored.astype(dtype, copy=False)
         path = torch_key_to_flax(key, array.ndim)
         flat[path] = torch_tensor_to_flax(path, array)
         if device is not None:
-            import jax
             flat[path] = jax.device_put(flat[path], None if device is True else device).block_until_ready()
-        if (device is not None or array is not source) and isinstance(tensors, StateDict):
+        if (device is not None or array is not stored) and isinstance(tensors, StateDict):
             tensors.release(names[file_key])  # its bytes now live elsewhere (a cast copy, a device)
     return MotionModule(unflatten(flat), config, channels, layers, version)
 
@@ -261,8 +288,11 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
 def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int | None = None,
                        max_seq_length: int | None = None, version: str | None = None,
                        dtype=np.float32, progress: bool = False, device=None) -> MotionModule:
-    """Read an original motion-module file (.ckpt/.pt/.bin/.safetensors) or a MotionAdapter folder
-    (`device`: see `motion_from_state_dict`)."""
+    """Read an original motion-module file (.ckpt/.pt/.bin/.safetensors; also the original trainer's
+    `{"state_dict": {"module.<key>": ...}, "global_step": ...}` saves) or a MotionAdapter folder (whose
+    config.json gives heads, groups, length and so the version). `version` and `max_seq_length`: what the
+    caller knows (a flag, an inference config); a file without `pos_encoder.pe` needs `version`
+    (`resolve_version`). Other arguments: see `motion_from_state_dict`. Raises `MotionModuleError`."""
     path = Path(path)
     if path.is_dir():
         cfg_file = path / "config.json"
@@ -278,12 +308,15 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
             if len(set(heads_cfg)) != 1:
                 raise MotionModuleError(f"{path}: per-block head counts {heads_cfg} are not supported")
             heads_cfg = heads_cfg[0]
+        # config.json states the layout the weights' pos_embed.pe would show (diffusers' defaults: 32, mid block)
+        cfg_length = cfg.get("motion_max_seq_length", 32)
         with open_state_dict(weights) as sd:
             mm = motion_from_state_dict(
                 sd, source=str(path), heads=heads or heads_cfg,
                 norm_num_groups=norm_num_groups or cfg.get("motion_norm_num_groups", 32),
-                max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", 32), version=version, dtype=dtype,
-                progress=progress, device=device)
+                max_seq_length=max_seq_length or cfg_length,
+                version=version or version_from_layout(cfg.get("use_motion_mid_block", True), cfg_length),
+                dtype=dtype, progress=progress, device=device)
         if tuple(cfg.get("block_out_channels", mm.block_out_channels)) != mm.block_out_channels:
             raise MotionModuleError(f"{path}: config.json block_out_channels {cfg['block_out_channels']} "
                                     f"disagree with the weights {list(mm.block_out_channels)}")
@@ -299,7 +332,7 @@ def motion_module_from_params(params: Mapping, config: MotionConfig, version: st
     shapes = {flax_path_to_torch(p): tuple(np.shape(v))[::-1] if p[-1] == "kernel" else tuple(np.shape(v))
               for p, v in flatten(params).items()}  # Linear kernels (in, out) -> PyTorch (out, in)
     layout = infer_layout(shapes, "motion params")
-    check_layout(shapes, expected_shapes(*layout), "motion params")
+    check_layout(shapes, motion_adapter_key_shapes(*layout), "motion params")
     return MotionModule(dict(params), config, layout[0], layout[1], version)
 
 

@@ -1,6 +1,6 @@
 """The parameter shapes our Flax networks have for a config, traced once and cached on disk.
 
-    cached_param_shapes("unet", config)   # {("down_blocks_0", "resnets_0", "conv1", "kernel"): (3, 3, 320, 320), ...}
+    flax_param_shapes("unet", config)   # {("down_blocks_0", "resnets_0", "conv1", "kernel"): (3, 3, 320, 320), ...}
 
 Tracing a network's `init` takes seconds at SD1.5 size, and every conversion checks its plan
 against this table, so it is cached under `shape_cache_dir()`, keyed by network, config and a hash
@@ -39,7 +39,7 @@ def _models_fingerprint() -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def cached_param_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
+def flax_param_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Flax param path -> shape that our network with `config` has. Tracing the network's init takes
     seconds, so the table is cached on disk (`shape_cache_dir()`), keyed by network, config and a
     hash of the network code; an unwritable cache only costs the trace."""

@@ -50,6 +50,8 @@ def test_motion_versions():
     assert motion_version({**shapes, mid: (1280,)}, {**shapes, mid: (1280,)}.__getitem__) == "v2"
     v3 = {"module." + PE: (1, 32, 320), "module." + up2: (640,)}
     assert motion_version(v3, v3.__getitem__) == "v3"
+    no_pe = {"module." + up2: (640,), "module." + mid: (1280,)}  # trainer save: pe not stored
+    assert motion_version(no_pe, no_pe.__getitem__) is None
     xl = {PE: (1, 32, 320), up2: (320,)}
     with pytest.raises(CheckpointError, match="mm.ckpt: an SDXL motion module"):
         motion_version(xl, xl.__getitem__, "mm.ckpt")
@@ -61,3 +63,11 @@ def test_describe_counts_without_loading(tmp_path):
     info = describe(path)
     assert info["kind"] == "motion_module" and info["version"] == "v3"
     assert info["parameters"] == 32 * 8 + 8 and info["dtypes"] == {"float16": 1, "float32": 1}
+
+
+def test_describe_module_without_position_encoding(tmp_path):
+    path = str(tmp_path / "checkpoint.safetensors")
+    save_file({"module." + MM + "norm.weight": np.ones(8, np.float32)}, path)
+    info = describe(path)
+    assert info["kind"] == "motion_module"
+    assert info["version"].startswith("not stored (no pos_encoder.pe)") and "--motion-version" in info["version"]
