@@ -25,6 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from animatediff_jax.errors import InputError
 from convert.io import examples, open_state_dict
 from convert.motion import original_key_to_diffusers
 from convert.naming import flatten, flax_path_to_torch, torch_tensor_to_flax, unflatten
@@ -41,7 +42,7 @@ _KOHYA = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_e
 _DOTTED = {"unet.": "unet", "text_encoder.": "text_encoder"}
 
 
-class LoraError(ValueError):
+class LoraError(InputError):
     """A LoRA that cannot be applied; the message names the file and the problem."""
 
 

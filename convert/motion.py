@@ -23,6 +23,7 @@ from typing import Mapping
 
 import numpy as np
 
+from animatediff_jax.errors import InputError
 from animatediff_jax.models.configs import MotionConfig
 from convert.naming import flatten, flax_path_to_torch, torch_key_to_flax, torch_tensor_to_flax, unflatten
 from convert.io import StateDict, examples, open_state_dict
@@ -44,7 +45,7 @@ _IMAGE_UNET_KEY = re.compile(r"^(conv_in|conv_out|conv_norm_out|time_embedding|"
 MOTION_ADAPTER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
-class MotionModuleError(ValueError):
+class MotionModuleError(InputError):
     """A motion-module file that cannot be converted (the message names the file and the problem)."""
 
 

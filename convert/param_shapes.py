@@ -12,7 +12,7 @@ import functools
 import json
 import os
 
-from animatediff_jax.checkpoint import atomic_path
+from animatediff_jax.outputs import atomic_path
 
 
 def shape_cache_dir() -> str:
