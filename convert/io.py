@@ -225,13 +225,21 @@ class ShardedStateDict(StateDict):
             sd.close()
 
 
+def _is_zipfile(path: str) -> bool:
+    """`zipfile.is_zipfile`, which itself raises `BadZipFile` for some corrupt archives."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f"{path}: corrupt zip archive ({e})") from None
+
+
 def _torch_load(path: str):
     try:
         import torch
     except ImportError:
         raise CheckpointError(f"{path}: reading pickle checkpoints needs PyTorch "
                               "(pip install animatediff_jax[torch]) — or convert it to .safetensors") from None
-    zipped = zipfile.is_zipfile(path)
+    zipped = _is_zipfile(path)
     if not zipped:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -246,11 +254,12 @@ def _torch_load(path: str):
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{path}: refused to load: the pickle holds objects other than tensors and plain containers "
-            f"(it could run code). Only weights_only loading is allowed. Detail: {first}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+            f"{path}: refused to load: the pickle holds objects or opcodes other than tensors and plain "
+            f"containers (it could run code, or it is corrupt). Only weights_only loading is allowed. "
+            f"Detail: {first}") from None
+    except Exception as e:  # noqa: BLE001 - whatever torch.load raises on a file it was given is about that file
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({type(e).__name__}: {detail})") from None
 
 
 def _unwrap(path: str, obj) -> dict:
@@ -280,7 +289,7 @@ def open_state_dict(path: str) -> StateDict:
     ext = os.path.splitext(path)[1].lower()
     if ext in SAFETENSORS_EXT:
         return SafetensorsStateDict(path)
-    if ext in PICKLE_EXT or zipfile.is_zipfile(path):
+    if ext in PICKLE_EXT or _is_zipfile(path):
         return TorchStateDict(path)
     try:
         return SafetensorsStateDict(path)
