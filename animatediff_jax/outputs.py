@@ -147,6 +147,10 @@ def _writing(path: str, make_temp) -> Iterator[str]:
         tmp = make_temp()
         yield tmp
         done = True
+    except OutputError as e:  # from a file written inside our temp folder: name where it was going
+        if tmp is not None and tmp in str(e):
+            raise OutputError(str(e).replace(tmp, path)) from e.__cause__
+        raise
     except UserError:
         raise
     except OSError as e:
