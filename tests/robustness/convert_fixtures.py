@@ -6,10 +6,11 @@ import os
 
 import numpy as np
 
+from tests.convert.ldm_fixtures import build, ldm_state_dict, save_single_file
+
 
 def tiny_ldm(path: str, edit=None) -> str:
     """A tiny SD1.x LDM single file (.safetensors); `edit(state_dict)` may change tensors first."""
-    from tests.convert.ldm_fixtures import build, ldm_state_dict, save_single_file
     sd = ldm_state_dict(*build("small"))
     if edit:
         edit(sd)
