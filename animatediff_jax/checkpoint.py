@@ -83,8 +83,14 @@ def save_params(path: str, params: Mapping, *, config=None, source: str | None =
 def read_metadata(path: str) -> dict[str, str]:
     """The metadata of a safetensors file (header validated; a stored config must parse)."""
     with SafetensorsFile(path) as f:
-        load_config(f.metadata, path)
+        _check_config(f.metadata, path)
         return dict(f.metadata)
+
+
+def _check_config(metadata: Mapping[str, str], path: str) -> None:
+    """Our own params files (format=flax) must hold a config that parses (`InputError` naming the file)."""
+    if metadata.get("format") == "flax":
+        load_config(metadata, path)
 
 
 def load_config(metadata: Mapping[str, str], path: str = "params metadata"):
@@ -120,7 +126,7 @@ def load_params(path: str, *, dtype: str | np.dtype | None = None,
     Raises `InputError` (file named) for a missing or invalid file or a broken stored config.
     """
     with SafetensorsFile(path) as f:
-        load_config(f.metadata, path)
+        _check_config(f.metadata, path)
         flat = {}
         for name, entry in f.entries.items():
             leaf = f.view(name)

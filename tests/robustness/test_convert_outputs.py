@@ -176,3 +176,19 @@ def test_stale_leftovers_cleaned_only_when_safe(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_folder_swap_without_renameat2(tmp_path, monkeypatch):
+    """Where the kernel cannot exchange two paths, the swap falls back to two renames: same result."""
+    import animatediff_jax.outputs as outputs
+    monkeypatch.setattr(outputs, "_renameat2", None)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with atomic_folder(str(target)) as tmp:
+        open(os.path.join(tmp, "new.txt"), "w").close()
+    assert os.listdir(target) == ["new.txt"] and sorted(os.listdir(tmp_path)) == ["out"]
+    with pytest.raises(KeyError), atomic_folder(str(target)) as tmp:  # a failing block: nothing changes
+        open(os.path.join(tmp, "half.txt"), "w").close()
+        raise KeyError("boom")
+    assert os.listdir(target) == ["new.txt"] and sorted(os.listdir(tmp_path)) == ["out"]

@@ -116,3 +116,14 @@ def test_broken_config_in_flax_metadata_names_the_file(tmp_path):
         load_params(path)
     with pytest.raises(InputError, match=r"x\.safetensors: unknown config class"):
         load_config({"config": "{}", "config_class": "Nope"}, "x.safetensors")
+
+
+def test_no_other_safetensors_reader_in_the_project():
+    """Issue 12/13: every `.safetensors` read goes through `animatediff_jax.safetensors_file`."""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[2]
+    readers = ("safe_open", "load_file", 'unpack("<Q"', "safetensors.numpy.load", "safetensors.torch.load")
+    offenders = [f"{p.relative_to(root)}: {r}" for folder in ("animatediff_jax", "convert")
+                 for p in sorted((root / folder).rglob("*.py")) if p.name != "safetensors_file.py"
+                 for r in readers if r in p.read_text()]
+    assert offenders == []
