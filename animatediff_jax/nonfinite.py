@@ -42,11 +42,11 @@ def _jnp():
 
 
 def describe(found: Mapping[str, str]) -> str:
-    """'3 tensors hold NaN/Inf: 'a' (NaN), 'b' (Inf), ... (and k more)'."""
+    """"3 tensors hold NaN/Inf: 'a' (NaN), 'b' (Inf), ... (and k more)"."""
     names = sorted(found)
     listed = ", ".join(f"{n!r} ({found[n]})" for n in names[:MAX_LISTED])
     more = f" (and {len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
-    return f"{len(names)} tensor{'s' if len(names) != 1 else ''} hold NaN/Inf: {listed}{more}"
+    return f"{len(names)} {'tensor holds' if len(names) == 1 else 'tensors hold'} NaN/Inf: {listed}{more}"
 
 
 class NonFinite:

@@ -56,7 +56,7 @@ def test_convert_merge_blames_the_input_or_the_merge(tmp_path, capsys):
     bad = flax_file(str(tmp_path / "bad.safetensors"), 1.0, nan_at="b")
     out = str(tmp_path / "m.safetensors")
     assert main(["merge", out, a, bad, "-q"]) == 1
-    assert _lines(capsys) == [f"error: {bad}: 1 tensor hold NaN/Inf: 'b/bias' (NaN); refusing to write it "
+    assert _lines(capsys) == [f"error: {bad}: 1 tensor holds NaN/Inf: 'b/bias' (NaN); refusing to write it "
                               "(pass --allow-nonfinite to write it anyway)"]
     huge = flax_file(str(tmp_path / "huge.safetensors"), 1e5)  # finite, but over float16's range once cast
     assert main(["merge", out, huge, huge, "--dtype", "float16", "-q"]) == 1
@@ -75,7 +75,7 @@ def test_convert_motion_and_lora_refuse_nonfinite(tmp_path, capsys):
     assert main(["motion", str(tmp_path / "mm.ckpt"), str(tmp_path / "mm.safetensors"), "--heads", "2",
                  "--norm-groups", "8", "-q"]) == 1
     line = _line(capsys)
-    assert line.startswith(f"error: {tmp_path / 'mm.ckpt'}: 1 tensor hold NaN/Inf: 'down_blocks_0/motion_modules_0/")
+    assert line.startswith(f"error: {tmp_path / 'mm.ckpt'}: 1 tensor holds NaN/Inf: 'down_blocks_0/motion_modules_0/")
     assert "to_q/kernel' (Inf)" in line
 
     unet = tiny_unet()
@@ -87,7 +87,7 @@ def test_convert_motion_and_lora_refuse_nonfinite(tmp_path, capsys):
     assert main(["lora", str(tmp_path / "unet.safetensors"), str(tmp_path / "fused.safetensors"),
                  "--lora", str(tmp_path / "l.safetensors")]) == 1
     line = _line(capsys)
-    assert line.startswith(f"error: {tmp_path / 'unet.safetensors'} + LoRAs: 1 tensor hold NaN/Inf: ") and "(NaN)" in line
+    assert line.startswith(f"error: {tmp_path / 'unet.safetensors'} + LoRAs: 1 tensor holds NaN/Inf: ") and "(NaN)" in line
     assert sorted(os.listdir(tmp_path)) == ["l.safetensors", "mm.ckpt", "unet.safetensors"]
 
 
@@ -98,13 +98,15 @@ def test_loaders_that_touch_the_data_warn_by_name(tmp_path, capsys):
     assert _lines(capsys) == []
     for kwargs in ({"dtype": "float32"}, {"device": True}):
         params, _ = load_params(path, **kwargs)
-        assert _lines(capsys) == [f"warning: {path}: 1 tensor hold NaN/Inf: 'a/kernel' (NaN)"]
+        assert _lines(capsys) == [f"warning: {path}: 1 tensor holds NaN/Inf: 'a/kernel' (NaN)"]
     assert snapshot(path) == before
     with torch.no_grad():
         assert find_nonfinite({"x": np.array([1.0, np.inf]), "y": {"z": np.arange(3)}}) == {"x": "Inf"}
 
 
-@pytest.mark.parametrize("n,word", [(1, "tensor"), (2, "tensors")])
-def test_message_grammar(n, word):
+@pytest.mark.parametrize("n,words", [(1, "tensor holds"), (2, "tensors hold"), (7, "tensors hold")])
+def test_message_grammar_and_length(n, words):
     from animatediff_jax.nonfinite import describe
-    assert describe({f"t{i}": "NaN" for i in range(n)}).startswith(f"{n} {word} hold")
+    text = describe({f"t{i}": "NaN" for i in range(n)})
+    assert text.startswith(f"{n} {words} NaN/Inf: 't0' (NaN)")
+    assert text.endswith("(and 2 more)") == (n == 7)
