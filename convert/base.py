@@ -127,6 +127,9 @@ def infer_unet_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> 
             cross_attention_dim=shapes[to_k][1], use_linear_projection=len(shapes[proj_in]) == 2)
     except (KeyError, StopIteration) as e:
         raise CheckpointError(f"{path}: cannot infer the UNet config: missing {e}") from None
+    except IndexError:  # a tensor of the wrong rank
+        raise CheckpointError(f"{path}: cannot infer the UNet config: a key tensor has the wrong number of "
+                              "dimensions") from None
 
 
 def infer_vae_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> VAEConfig:
@@ -142,6 +145,9 @@ def infer_vae_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> V
             layers_per_block=_count(keys, "encoder.down_blocks.0.resnets."))
     except KeyError as e:
         raise CheckpointError(f"{path}: cannot infer the VAE config: missing {e}") from None
+    except IndexError:  # a tensor of the wrong rank
+        raise CheckpointError(f"{path}: cannot infer the VAE config: a key tensor has the wrong number of "
+                              "dimensions") from None
 
 
 def infer_text_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> CLIPTextConfig:
@@ -152,8 +158,11 @@ def infer_text_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> 
             max_position_embeddings=shapes["text_model.embeddings.position_embedding.weight"][0],
             num_hidden_layers=_count(list(shapes), "text_model.encoder.layers."),
             intermediate_size=shapes["text_model.encoder.layers.0.mlp.fc1.weight"][0])
-    except (KeyError, ValueError) as e:
+    except KeyError as e:
         raise CheckpointError(f"{path}: cannot infer the text-encoder config: missing {e}") from None
+    except (ValueError, IndexError):  # a tensor of the wrong rank
+        raise CheckpointError(f"{path}: cannot infer the text-encoder config: a key tensor has the wrong number "
+                              "of dimensions") from None
 
 
 INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": infer_text_config}

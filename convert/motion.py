@@ -176,12 +176,15 @@ def detect_version(shapes: Mapping[str, tuple]) -> str:
         return "v2"
     pe = shapes.get("down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0."
                     "attention_blocks.0.pos_encoder.pe")
-    return "v1" if pe is not None and pe[1] == 24 else "v3"
+    return "v1" if pe is not None and len(pe) == 3 and pe[1] == 24 else "v3"
 
 
 def _pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
     """Position-encoding length L read from the [1, L, C] buffers; warn if they are not the sinusoid."""
     pes = sorted(k for k in shapes if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe"))
+    bad = [k for k in pes if len(shapes[k]) != 3 or shapes[k][0] != 1]
+    if bad:
+        raise MotionModuleError(f"{source}: {bad[0]} has shape {tuple(shapes[bad[0]])}, expected (1, length, channels)")
     lengths = {int(shapes[k][1]) for k in pes}
     if len(lengths) > 1:
         raise MotionModuleError(f"{source}: position encodings of different lengths {sorted(lengths)}")
