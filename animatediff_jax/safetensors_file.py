@@ -281,7 +281,8 @@ def write_safetensors(path: str, specs: Mapping[str, tuple[tuple[int, ...], np.d
             written = set()
             for name, array in tensors:
                 if name not in specs or name in written:
-                    raise ValueError(f"{path}: tensor {name!r} {'written twice' if name in written else 'not in header'}")
+                    problem = "written twice" if name in written else "not in header"
+                    raise ValueError(f"{path}: tensor {name!r} {problem}")
                 shape, dtype = specs[name]
                 array = np.asarray(array)
                 if tuple(array.shape) != tuple(shape) or array.dtype != np.dtype(dtype):

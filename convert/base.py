@@ -26,10 +26,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from animatediff_jax.checkpoint import params_metadata, store_dtype
+from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder
 from animatediff_jax.safetensors_file import SafetensorsFile, write_safetensors
-from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from convert import ldm
 from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
@@ -438,7 +438,8 @@ def convert_base(source: str, out_dir: str, *, ema: bool = False, dtype: str | N
             stream = _stream_leaves(plan, dtype, "converting" if progress else None)
             for name, net in plan.networks.items():
                 specs = {"/".join(p): (l.shape, store_dtype(dtype, l.dtype)) for p, l in net.leaves.items()}
-                tensors = (("/".join(p), nonfinite.check(("" if single_file else f"{name}/") + net.leaves[p].source_key, a))
+                label = "" if single_file else f"{name}/"
+                tensors = (("/".join(p), nonfinite.check(label + net.leaves[p].source_key, a))
                            for _, p, a in itertools.islice(stream, len(specs)))
                 write_safetensors(os.path.join(tmp_dir, f"{name}.safetensors"), specs, tensors, params_metadata(
                     net.config, f"{plan.source_format}:{os.path.abspath(net.path)}", dtype))

@@ -10,7 +10,8 @@ shapes and dtypes are known without reading data. Two ways to get a tensor:
   drops the resident pages a view touched once its bytes live elsewhere (a copy, a device, a
   written file), so a streaming job's memory does not grow with every page it read.
 
-- `.safetensors` goes through `animatediff_jax.safetensors_file` (the one validated reader); a `*.safetensors.index.json`
+- `.safetensors` goes through `animatediff_jax.safetensors_file` (the one validated reader); a
+  `*.safetensors.index.json`
   / `*.bin.index.json` of a sharded diffusers save opens as one `ShardedStateDict` over its shards.
 - Pickle-based files (`.ckpt`, `.bin`, `.pt`) go through `torch.load(weights_only=True, mmap=True)`
   only: a pickle that would build anything but tensors and plain containers is refused; plain
@@ -259,7 +260,8 @@ def _torch_load(path: str):
             f"Detail: {first}") from None
     except Exception as e:  # noqa: BLE001 - whatever torch.load raises on a file it was given is about that file
         detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({type(e).__name__}: {detail})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint "
+                              f"({type(e).__name__}: {detail})") from None
 
 
 def _unwrap(path: str, obj) -> dict:

@@ -165,8 +165,10 @@ def test_stale_leftovers_cleaned_only_when_safe(tmp_path):
     dead.wait()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        names = {"dead": f".out.{dead.pid}-0123abcd@{host}.partial", "alive": f".out.{alive.pid}-0123abcd@{host}.partial",
-                 "other host": f".out.{dead.pid}-0123abcd@elsewhere.partial", "other output": f".other.{dead.pid}-0123abcd@{host}.partial",
+        names = {"dead": f".out.{dead.pid}-0123abcd@{host}.partial",
+                 "alive": f".out.{alive.pid}-0123abcd@{host}.partial",
+                 "other host": f".out.{dead.pid}-0123abcd@elsewhere.partial",
+                 "other output": f".other.{dead.pid}-0123abcd@{host}.partial",
                  "dead old": f".out.{dead.pid}-89abcdef@{host}.old"}
         for n in names.values():
             (tmp_path / n).mkdir()
