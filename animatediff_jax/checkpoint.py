@@ -4,8 +4,9 @@ A stored params file is a plain safetensors file: keys are the `/`-joined Flax p
 (`down_blocks_0/resnets_1/conv1/kernel`), the metadata holds the model config as JSON, its class,
 the source format and the dtype. Any safetensors reader opens it; `load_params` maps it zero-copy
 (through the project's one validated reader, `safetensors_file.SafetensorsFile`) and, when asked,
-puts each leaf straight into its target sharding. Invalid files, a broken config in the metadata
-and non-finite leaves (see `nonfinite`) are `InputError`s naming the file.
+puts each leaf straight into its target sharding. Invalid files and a broken config in the metadata
+are `InputError`s naming the file; non-finite leaves are named in a warning when a load touches the
+data (a cast or a device put; see `nonfinite`).
 """
 from __future__ import annotations
 
