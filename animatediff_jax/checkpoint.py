@@ -2,144 +2,27 @@
 
 A stored params file is a plain safetensors file: keys are the `/`-joined Flax paths
 (`down_blocks_0/resnets_1/conv1/kernel`), the metadata holds the model config as JSON, its class,
-the source format and the dtype. Any safetensors reader opens it; `load_params` maps it zero-copy and,
-when asked, puts each leaf straight into its target sharding.
-
-The safetensors layout (8-byte little-endian header length, JSON header, one flat data buffer) is
-simple enough that we read and write it ourselves: that lets the converters stream (header first,
-then one tensor at a time, so peak memory is one tensor) and lets loads be `np.memmap` views.
+the source format and the dtype. Any safetensors reader opens it; `load_params` maps it zero-copy
+(through the project's one validated reader, `safetensors_file.SafetensorsFile`) and, when asked,
+puts each leaf straight into its target sharding. Invalid files and a broken config in the metadata
+are `InputError`s naming the file; non-finite leaves are named in a warning when a load touches the
+data (a cast or a device put; see `nonfinite`).
 """
 from __future__ import annotations
 
 import json
-import os
-import struct
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import ml_dtypes
 import numpy as np
 
-from animatediff_jax.params import atomic_path, flatten, unflatten
+from animatediff_jax.errors import InputError
+from animatediff_jax.nonfinite import NonFinite
+from animatediff_jax.params import flatten, unflatten
+from animatediff_jax.safetensors_file import DTYPES, SafetensorsFile, write_safetensors
 
-# safetensors dtype names <-> numpy dtypes.
-DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 STORE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
                 "float16": np.dtype(np.float16)}
-_MAX_HEADER = 100 * 2**20
-
-
-class SafetensorsError(ValueError):
-    """A file that is not a valid (complete) safetensors file."""
-
-
-# ----------------------------------------------------------------------------- raw format
-
-def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
-    """(tensor entries {name: {dtype, shape, data_offsets}}, metadata, data start) of a safetensors file.
-
-    Checks the header against the file size, so a truncated file fails here, before any tensor is read.
-    """
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise SafetensorsError(f"{path}: not a safetensors file (only {size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER or 8 + n > size:
-            raise SafetensorsError(f"{path}: corrupt or truncated safetensors header "
-                                   f"(header length {n}, file size {size})")
-        try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SafetensorsError(f"{path}: corrupt safetensors header ({e})") from None
-    if not isinstance(header, dict):
-        raise SafetensorsError(f"{path}: corrupt safetensors header (not a JSON object)")
-    metadata = header.pop("__metadata__", None) or {}
-    start, end_max = 8 + n, 0
-    for name, entry in header.items():
-        try:
-            dtype = DTYPES[entry["dtype"]]
-            begin, end = entry["data_offsets"]
-            count = int(np.prod(entry["shape"], dtype=np.int64))
-        except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{path}: corrupt safetensors entry for {name!r}: {entry!r}") from None
-        if end - begin != count * dtype.itemsize:
-            raise SafetensorsError(f"{path}: corrupt safetensors entry for {name!r}: "
-                                   f"{end - begin} bytes for shape {entry['shape']} {entry['dtype']}")
-        end_max = max(end_max, end)
-    if start + end_max > size:
-        raise SafetensorsError(f"{path}: truncated safetensors file: data needs {start + end_max} bytes, "
-                               f"file has {size}")
-    return header, metadata, start
-
-
-def tensor_info(entry: Mapping) -> tuple[tuple[int, ...], np.dtype]:
-    return tuple(entry["shape"]), DTYPES[entry["dtype"]]
-
-
-def read_tensor(f, entry: Mapping, start: int) -> np.ndarray:
-    """One tensor of an open safetensors file, read (not mapped) into a fresh array.
-
-    Positional reads (`os.pread`) leave the file offset alone, so threads may share `f`.
-    """
-    shape, dtype = tensor_info(entry)
-    begin, end = entry["data_offsets"]
-    buf = np.empty(end - begin, np.uint8)
-    view, done = memoryview(buf), 0
-    while done < len(buf):
-        n = os.preadv(f.fileno(), [view[done:]], start + begin + done)
-        if n <= 0:
-            raise SafetensorsError(f"{f.name}: truncated while reading a tensor")
-        done += n
-    return buf.view(dtype).reshape(shape)
-
-
-def write_safetensors(path: str, specs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
-                      tensors: Iterable[tuple[str, np.ndarray]], metadata: Mapping[str, str] | None = None) -> None:
-    """Write a safetensors file atomically, streaming.
-
-    `specs` gives every tensor's (shape, dtype) up front (the header comes first); `tensors` then
-    yields (name, array) one at a time, in any order, each exactly once. Only one tensor is held.
-    """
-    names = sorted(specs)
-    header: dict[str, Any] = {}
-    offset = 0
-    for name in names:
-        shape, dtype = specs[name]
-        dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": [int(s) for s in shape],
-                        "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)
-    start = 8 + len(blob)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)) + blob)
-            f.truncate(start + offset)
-            written = set()
-            for name, array in tensors:
-                if name not in specs or name in written:
-                    raise ValueError(f"{path}: tensor {name!r} {'written twice' if name in written else 'not in header'}")
-                shape, dtype = specs[name]
-                array = np.asarray(array)
-                if tuple(array.shape) != tuple(shape) or array.dtype != np.dtype(dtype):
-                    raise ValueError(f"{path}: tensor {name!r} is {array.shape} {array.dtype}, "
-                                     f"header says {tuple(shape)} {np.dtype(dtype)}")
-                f.seek(start + header[name]["data_offsets"][0])
-                f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # no copy if contiguous
-                written.add(name)
-            missing = set(specs) - written
-            if missing:
-                raise ValueError(f"{path}: {len(missing)} tensors never written, e.g. {sorted(missing)[:3]}")
 
 
 # ----------------------------------------------------------------------------- Flax params
@@ -176,34 +59,59 @@ def params_metadata(config=None, source: str | None = None, dtype: str | None = 
 
 
 def save_params(path: str, params: Mapping, *, config=None, source: str | None = None,
-                dtype: str | None = None, metadata: Mapping[str, str] | None = None) -> None:
+                dtype: str | None = None, metadata: Mapping[str, str] | None = None,
+                nonfinite: NonFinite | None = None) -> None:
     """Store a params pytree (numpy or jax leaves) as `.safetensors`, atomically, one leaf at a time.
 
     `dtype` ("float32" / "bfloat16" / "float16") casts floating leaves; None keeps each leaf's dtype.
+    `nonfinite`: each written leaf passes its check, and its `report()` runs before the file is
+    committed (so a refusal leaves nothing behind). Raises `OutputError` if `path` cannot be written.
     """
     flat = {_join(p): leaf for p, leaf in flatten(params).items()}
     specs = {k: (tuple(np.shape(v)), store_dtype(dtype, np.dtype(v.dtype))) for k, v in flat.items()}
 
     def leaves():
         for k, v in flat.items():
-            yield k, np.asarray(v).astype(specs[k][1], copy=False)
+            leaf = np.asarray(v).astype(specs[k][1], copy=False)
+            yield k, (nonfinite.check(k, leaf) if nonfinite else leaf)
+        if nonfinite:
+            nonfinite.report()  # before write_safetensors renames the file into place
 
     write_safetensors(path, specs, leaves(), params_metadata(config, source, dtype, metadata))
 
 
 def read_metadata(path: str) -> dict[str, str]:
-    return read_header(path)[1]
+    """The metadata of a safetensors file (header validated; a stored config must parse)."""
+    with SafetensorsFile(path) as f:
+        _check_config(f.metadata, path)
+        return dict(f.metadata)
 
 
-def load_config(metadata: Mapping[str, str]):
-    """The config dataclass stored in params metadata (None if there is none)."""
+def _check_config(metadata: Mapping[str, str], path: str) -> None:
+    """Our own params files (format=flax) must hold a config that parses (`InputError` naming the file)."""
+    if metadata.get("format") == "flax":
+        load_config(metadata, path)
+
+
+def load_config(metadata: Mapping[str, str], path: str = "params metadata"):
+    """The config dataclass stored in params metadata (None if there is none).
+
+    Raises `InputError` naming `path` for an unknown class or a config that does not parse."""
     if "config" not in metadata:
         return None
     from animatediff_jax.models import configs
     cls = getattr(configs, metadata.get("config_class", ""), None)
     if cls is None:
-        raise ValueError(f"unknown config class {metadata.get('config_class')!r} in params metadata")
-    return cls.from_dict(json.loads(metadata["config"]))
+        raise InputError(f"{path}: unknown config class {metadata.get('config_class')!r} in the metadata")
+    try:
+        fields = json.loads(metadata["config"])
+        if not isinstance(fields, dict):
+            raise ValueError(f"not a JSON object: {metadata['config'][:40]!r}")
+        return cls.from_dict(fields)
+    except RecursionError:
+        raise InputError(f"{path}: broken {cls.__name__} in the metadata (JSON nested too deeply)") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:  # json errors are ValueErrors
+        raise InputError(f"{path}: broken {cls.__name__} in the metadata ({type(e).__name__}: {e})") from None
 
 
 def load_params(path: str, *, dtype: str | np.dtype | None = None,
@@ -213,21 +121,27 @@ def load_params(path: str, *, dtype: str | np.dtype | None = None,
     Leaves are `np.memmap` views of the file (zero-copy; pages load on first touch) unless `dtype`
     asks for a cast. With `device=True` or a `sharding` each leaf is `jax.device_put` one by one:
     `sharding` is one `jax.sharding.Sharding` for every leaf, a pytree of them matching the params,
-    or a function `(path tuple, shape) -> Sharding`.
+    or a function `(path tuple, shape) -> Sharding`. A cast or a device put touches every leaf, and
+    then non-finite leaves are reported on stderr by name (see `nonfinite`).
+    Raises `InputError` (file named) for a missing or invalid file or a broken stored config.
     """
-    header, metadata, start = read_header(path)
-    mm = np.memmap(path, dtype=np.uint8, mode="r")
-    flat = {}
-    for name, entry in header.items():
-        shape, file_dtype = tensor_info(entry)
-        begin, end = entry["data_offsets"]
-        leaf = mm[start + begin:start + end].view(file_dtype).reshape(shape)
-        target = store_dtype(dtype, file_dtype)
-        if target != file_dtype:
-            leaf = leaf.astype(target)
-        flat[tuple(name.split("/"))] = leaf
+    with SafetensorsFile(path) as f:
+        _check_config(f.metadata, path)
+        flat = {}
+        for name, entry in f.entries.items():
+            leaf = f.view(name)
+            target = store_dtype(dtype, entry.dtype)
+            if target != entry.dtype:
+                leaf = leaf.astype(target)
+            flat[tuple(name.split("/"))] = leaf
+        metadata = dict(f.metadata)
     if sharding is not None or device:
         flat = _device_put(flat, sharding)
+    if sharding is not None or device or dtype is not None:
+        found = NonFinite(path, allow=True)
+        for p, leaf in flat.items():
+            found.check(_join(p), leaf)
+        found.report()
     return unflatten(flat), dict(metadata)
 
 

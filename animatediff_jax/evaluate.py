@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     text = report(results, args.weights, args.steps, args.guidance, time.time() - start)
     print(text)
     if args.results != "-":
-        from animatediff_jax.params import atomic_path
+        from animatediff_jax.outputs import atomic_path
         with atomic_path(args.results) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write("# Miniature AnimateDiff: measured results\n\n" + text)
         print(f"wrote {args.results}")

@@ -4,7 +4,7 @@ Parameters are plain nested dicts with diffusers-Flax names; a *path* is the tup
 root to a leaf, `("down_blocks_0", "motion_modules_1", "proj_in", "kernel")`. `flatten` / `unflatten`
 are the one conversion between the nested and the {path: leaf} form (used instead of
 `flax.traverse_util` everywhere). Also here: the path <-> PyTorch key rule, the motion-module path
-rule, inserting motion params into a UNet tree, atomic file writes, and the cache root.
+rule, inserting motion params into a UNet tree, and the cache root (atomic writes: `outputs.py`).
 
     down_blocks.0.resnets.1.conv1.weight (4-D)  <->  down_blocks_0/resnets_1/conv1/kernel
     ...attn1.to_q.weight (2-D)                  <->  .../attn1/to_q/kernel
@@ -17,11 +17,9 @@ splits it back only for names in `MODULE_LISTS`, so `time_embedding.linear_1` st
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -149,21 +147,6 @@ def _merge(a: Mapping, b: Mapping) -> dict:
     for k, v in b.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary name next to `path`; rename it to `path` only if the block succeeds."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def cache_root() -> str:

@@ -331,7 +331,7 @@ def write_sample(run_dir: str, idx: int, prompt, frames: np.ndarray, args) -> li
     if args.png:
         out.append(video.write_png_frames(stem, frames))
     if args.save_npy:
-        from animatediff_jax.params import atomic_path
+        from animatediff_jax.outputs import atomic_path
         with atomic_path(stem + ".npy") as tmp, open(tmp, "wb") as f:
             np.save(f, frames.astype(np.float32))
         out.append(stem + ".npy")
@@ -340,7 +340,7 @@ def write_sample(run_dir: str, idx: int, prompt, frames: np.ndarray, args) -> li
 
 def write_config(run_dir: str, used: list) -> str:
     import yaml
-    from animatediff_jax.params import atomic_path
+    from animatediff_jax.outputs import atomic_path
     from animatediff_jax.sampling.prompt_config import resolved_config
     path = os.path.join(run_dir, "config.yaml")
     with atomic_path(path) as tmp, open(tmp, "w") as f:
@@ -379,7 +379,7 @@ def run(args, argv: list[str]) -> str:
     freeinit = FreeInitOptions(args.freeinit_iters, args.freeinit_filter) if args.freeinit_iters > 1 else None
     run_dir = new_run_dir(args.out, name)
     print(f"writing to {run_dir}")
-    from animatediff_jax.params import atomic_path
+    from animatediff_jax.outputs import atomic_path
     with atomic_path(os.path.join(run_dir, "command.txt")) as tmp, open(tmp, "w") as f:
         f.write(" ".join(["python -m animatediff_jax.sample"] + [repr(a) if " " in a else a for a in argv]) + "\n")
     samples, used, idx = [], [], 0

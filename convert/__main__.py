@@ -2,6 +2,9 @@
 
 Commands come from `register(subparsers)` in `convert/commands_base.py` (base models, merging,
 inspection, UNet export) and `convert/commands_motion.py` (motion modules, LoRA), when present.
+Errors a user can fix (`animatediff_jax.errors.UserError`) print one `error: <file or flag>: <problem>`
+line through `run_cli` (exit 2 for a bad flag, 1 for a bad input or an unwritable output); anything
+else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import argparse
 import importlib
 import importlib.util
 import sys
+
+from animatediff_jax.errors import run_cli
 
 COMMAND_MODULES = ("convert.commands_base", "convert.commands_motion")
 
@@ -26,12 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = args.run(args)
-    except (ValueError, KeyError, OSError) as e:  # CheckpointError is a ValueError: clear message, no traceback
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 1
-    return int(result or 0)
+    return run_cli(lambda: args.run(args))
 
 
 if __name__ == "__main__":

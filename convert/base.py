@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -31,10 +30,12 @@ from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from tqdm.auto import tqdm
 
-from animatediff_jax.checkpoint import (load_config, params_metadata, read_header, read_tensor, store_dtype,
-                                        tensor_info, write_safetensors)
+from animatediff_jax.checkpoint import load_config, params_metadata, store_dtype
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig, to_dict
-from animatediff_jax.params import atomic_path, flax_path_to_torch, torch_key_to_flax, unflatten
+from animatediff_jax.nonfinite import NonFinite
+from animatediff_jax.outputs import atomic_folder
+from animatediff_jax.params import flax_path_to_torch, torch_key_to_flax, unflatten
+from animatediff_jax.safetensors_file import SafetensorsFile, write_safetensors
 from animatediff_jax.schedules import PRESETS
 from convert import ldm
 from convert.detect import require_sd1
@@ -132,6 +133,9 @@ def infer_unet_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> 
             cross_attention_dim=shapes[to_k][1], use_linear_projection=len(shapes[proj_in]) == 2)
     except (KeyError, StopIteration) as e:
         raise CheckpointError(f"{path}: cannot infer the UNet config: missing {e}") from None
+    except IndexError:  # a tensor of the wrong rank
+        raise CheckpointError(f"{path}: cannot infer the UNet config: a key tensor has the wrong number of "
+                              "dimensions") from None
 
 
 def infer_vae_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> VAEConfig:
@@ -147,6 +151,9 @@ def infer_vae_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> V
             layers_per_block=_count(keys, "encoder.down_blocks.0.resnets."))
     except KeyError as e:
         raise CheckpointError(f"{path}: cannot infer the VAE config: missing {e}") from None
+    except IndexError:  # a tensor of the wrong rank
+        raise CheckpointError(f"{path}: cannot infer the VAE config: a key tensor has the wrong number of "
+                              "dimensions") from None
 
 
 def infer_text_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> CLIPTextConfig:
@@ -157,8 +164,11 @@ def infer_text_config(shapes: Mapping[str, tuple[int, ...]], path: str = "") -> 
             max_position_embeddings=shapes["text_model.embeddings.position_embedding.weight"][0],
             num_hidden_layers=_count(list(shapes), "text_model.encoder.layers."),
             intermediate_size=shapes["text_model.encoder.layers.0.mlp.fc1.weight"][0])
-    except (KeyError, ValueError) as e:
+    except KeyError as e:
         raise CheckpointError(f"{path}: cannot infer the text-encoder config: missing {e}") from None
+    except (ValueError, IndexError):  # a tensor of the wrong rank
+        raise CheckpointError(f"{path}: cannot infer the text-encoder config: a key tensor has the wrong number "
+                              "of dimensions") from None
 
 
 INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": infer_text_config}
@@ -413,36 +423,41 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
 
 def convert_base(source: str, out_dir: str, *, ema: bool = False, dtype: str | None = None,
                  variant: str | None = None, revision: str | None = None, overrides=None,
-                 progress: bool = True) -> dict[str, str]:
+                 progress: bool = True, allow_nonfinite: bool = False) -> dict[str, str]:
     """Stream an SD1.x base model into `out_dir/{unet,vae,text_encoder}.safetensors` (Flax params,
     config in the metadata), `scheduler_config.json` and, for a folder, a copy of `tokenizer/`.
-    Returns {name: path}. Each file is written under a temporary name and renamed when complete."""
+    Returns {name: path}. The folder is written as a temporary sibling and swapped in whole
+    (`outputs.atomic_folder`): an existing `out_dir` is replaced only once the new one is complete.
+    Source tensors holding NaN/Inf are refused by name (`InputError`, nothing written) unless
+    `allow_nonfinite` (then a warning names them)."""
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
-    written, stream = {}, None
+    final = {name: os.path.join(out_dir, f"{name}.safetensors") for name in plan.networks}
+    final["scheduler"] = os.path.join(out_dir, "scheduler_config.json")
+    if plan.tokenizer_path:
+        final["tokenizer"] = os.path.join(out_dir, "tokenizer")
+    nonfinite = NonFinite(os.fspath(source), allow=allow_nonfinite)
+    single_file = plan.source_format.startswith("ldm")  # else name tensors by network: 'unet/conv_in.weight'
+    stream = None
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        stream = _stream_leaves(plan, dtype, "converting" if progress else None)
-        for name, net in plan.networks.items():
-            specs = {"/".join(p): (l.shape, store_dtype(dtype, l.dtype)) for p, l in net.leaves.items()}
-            tensors = (("/".join(p), a) for _, p, a in itertools.islice(stream, len(specs)))
-            out = os.path.join(out_dir, f"{name}.safetensors")
-            write_safetensors(out, specs, tensors, params_metadata(
-                net.config, f"{plan.source_format}:{os.path.abspath(net.path)}", dtype))
-            written[name] = out
+        with atomic_folder(out_dir) as tmp_dir:
+            stream = _stream_leaves(plan, dtype, "converting" if progress else None)
+            for name, net in plan.networks.items():
+                specs = {"/".join(p): (l.shape, store_dtype(dtype, l.dtype)) for p, l in net.leaves.items()}
+                label = "" if single_file else f"{name}/"
+                tensors = (("/".join(p), nonfinite.check(label + net.leaves[p].source_key, a))
+                           for _, p, a in itertools.islice(stream, len(specs)))
+                write_safetensors(os.path.join(tmp_dir, f"{name}.safetensors"), specs, tensors, params_metadata(
+                    net.config, f"{plan.source_format}:{os.path.abspath(net.path)}", dtype))
+            nonfinite.report()
+            with open(os.path.join(tmp_dir, "scheduler_config.json"), "w") as f:
+                json.dump(plan.scheduler_config, f, indent=2)
+            if plan.tokenizer_path:
+                shutil.copytree(plan.tokenizer_path, os.path.join(tmp_dir, "tokenizer"))
     finally:
         if stream is not None:
             stream.close()
         plan.close()
-    out = os.path.join(out_dir, "scheduler_config.json")
-    with atomic_path(out) as tmp, open(tmp, "w") as f:
-        json.dump(plan.scheduler_config, f, indent=2)
-    written["scheduler"] = out
-    if plan.tokenizer_path:
-        dst = os.path.join(out_dir, "tokenizer")
-        if os.path.abspath(dst) != os.path.abspath(plan.tokenizer_path):
-            shutil.copytree(plan.tokenizer_path, dst, dirs_exist_ok=True)
-        written["tokenizer"] = dst
-    return written
+    return final
 
 
 # ----------------------------------------------------------------------------- export
@@ -451,38 +466,28 @@ def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None =
     """A stored Flax UNet (`unet.safetensors` from `convert_base`, or a trained one) -> a diffusers
     `UNet2DConditionModel` folder (`config.json` + `diffusion_pytorch_model.safetensors`). Motion-module
     subtrees, if any, are left out (they export separately as a motion module). Written to a temporary
-    folder and renamed."""
-    header, meta, start = read_header(params_path)
-    config = load_config(meta)
-    if not isinstance(config, UNetConfig):
-        raise CheckpointError(f"{params_path}: not a stored UNet (metadata config_class "
-                              f"{meta.get('config_class')!r}, expected 'UNetConfig')")
-    names = [n for n in header if not any(part.startswith("motion_modules") for part in n.split("/"))]
-    specs = {}
-    for n in names:
-        path = tuple(n.split("/"))
-        shape, file_dtype = tensor_info(header[n])
-        torch_shape = flax_tensor_to_torch(path, np.broadcast_to(np.zeros((), np.int8), shape)).shape
-        specs[flax_path_to_torch(path)] = (n, tuple(torch_shape), store_dtype(dtype, file_dtype))
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
-    try:
-        with open(params_path, "rb") as f:
-            def tensors():
-                for key, (n, _, dt) in specs.items():
-                    a = flax_tensor_to_torch(tuple(n.split("/")), read_tensor(f, header[n], start))
-                    yield key, np.ascontiguousarray(a).astype(dt, copy=False)
+    sibling folder and swapped in whole (`outputs.atomic_folder`)."""
+    with SafetensorsFile(params_path) as source:
+        config = load_config(source.metadata, params_path)
+        if not isinstance(config, UNetConfig):
+            raise CheckpointError(f"{params_path}: not a stored UNet (metadata config_class "
+                                  f"{source.metadata.get('config_class')!r}, expected 'UNetConfig')")
+        names = [n for n in source.entries if not any(part.startswith("motion_modules") for part in n.split("/"))]
+        specs = {}
+        for n in names:
+            path = tuple(n.split("/"))
+            torch_shape = flax_tensor_to_torch(path, np.broadcast_to(np.zeros((), np.int8), source.shape(n))).shape
+            specs[flax_path_to_torch(path)] = (n, tuple(torch_shape), store_dtype(dtype, source.dtype(n)))
 
+        def tensors():
+            for key, (n, _, dt) in specs.items():
+                a = flax_tensor_to_torch(tuple(n.split("/")), source.read(n))
+                yield key, np.ascontiguousarray(a).astype(dt, copy=False)
+
+        with atomic_folder(out_dir) as tmp:
             write_safetensors(os.path.join(tmp, "diffusion_pytorch_model.safetensors"),
                               {k: (s, dt) for k, (_, s, dt) in specs.items()}, tensors(), {"format": "pt"})
-        cfg = {"_class_name": "UNet2DConditionModel", **to_dict(config)}
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(cfg, f, indent=2)
-        if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
+            cfg = {"_class_name": "UNet2DConditionModel", **to_dict(config)}
+            with open(os.path.join(tmp, "config.json"), "w") as f:
+                json.dump(cfg, f, indent=2)
     return out_dir

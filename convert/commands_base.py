@@ -1,16 +1,49 @@
-"""CLI commands for base models: `base`, `merge`, `inspect`, `export-unet` (see `python -m convert -h`)."""
+"""CLI commands for base models: `base`, `merge`, `inspect`, `export-unet` (see `python -m convert -h`).
+
+Every command that writes refuses an existing output unless `--overwrite` (checked before any work,
+see `animatediff_jax.outputs.check_output`) and writes it atomically (a folder is swapped in whole).
+Converters refuse NaN/Inf tensors by name unless `--allow-nonfinite` (`animatediff_jax.nonfinite`).
+"""
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import os
+
+from animatediff_jax.errors import UsageError
+from animatediff_jax.outputs import check_output
 
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def add_output_options(p: argparse.ArgumentParser, *, nonfinite: bool = True) -> None:
+    """`--overwrite` (and, for converters, `--allow-nonfinite`) on a command that writes."""
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output (default: refuse)")
+    if nonfinite:
+        p.add_argument("--allow-nonfinite", action="store_true",
+                       help="write tensors holding NaN/Inf (default: refuse, naming them)")
+
+
+def _overrides(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        overrides = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"--overrides: not valid JSON ({e})") from None
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise UsageError('--overrides: expected a JSON object of objects, e.g. {"unet": {"attention_head_dim": 8}}')
+    return overrides
+
+
 def _base(args) -> int:
     from convert.base import convert_base
-    overrides = json.loads(args.overrides) if args.overrides else None
+    overrides = _overrides(args.overrides)
+    check_output(args.out_dir, overwrite=args.overwrite, folder=True)
     written = convert_base(args.source, args.out_dir, ema=args.ema, dtype=args.dtype, variant=args.variant,
-                           revision=args.revision, overrides=overrides, progress=not args.quiet)
+                           revision=args.revision, overrides=overrides, progress=not args.quiet,
+                           allow_nonfinite=args.allow_nonfinite)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
@@ -20,19 +53,30 @@ def _merge(args) -> int:
     from convert.merge import merge_add_difference, merge_weighted
     if args.add_difference is not None:
         if len(args.inputs) != 3:
-            raise ValueError(f"--add-difference needs exactly three inputs A B C, got {len(args.inputs)}")
+            raise UsageError(f"--add-difference: needs exactly three inputs A B C, got {len(args.inputs)}")
+        if args.weights:
+            raise UsageError("--weights: not used with --add-difference")
+    elif len(args.inputs) < 2:
+        raise UsageError(f"inputs: a weighted sum needs at least two models, got {len(args.inputs)}")
+    elif args.weights and len(args.weights) != len(args.inputs):
+        raise UsageError(f"--weights: one weight per input: {len(args.inputs)} inputs, {len(args.weights)} weights")
+    numbers = (args.weights or []) + ([args.add_difference] if args.add_difference is not None else [])
+    if not all(math.isfinite(x) for x in numbers):
+        raise UsageError(f"{'--add-difference' if args.add_difference is not None else '--weights'}: "
+                         f"must be finite numbers, got {numbers}")
+    check_output(args.output, overwrite=args.overwrite)
+    if args.add_difference is not None:
         merge_add_difference(*args.inputs, args.add_difference, args.output, dtype=args.dtype,
-                             progress=not args.quiet)
+                             progress=not args.quiet, allow_nonfinite=args.allow_nonfinite)
     else:
         weights = args.weights or [1.0 / len(args.inputs)] * len(args.inputs)
-        merge_weighted(args.inputs, weights, args.output, dtype=args.dtype, progress=not args.quiet)
+        merge_weighted(args.inputs, weights, args.output, dtype=args.dtype, progress=not args.quiet,
+                       allow_nonfinite=args.allow_nonfinite)
     print(args.output)
     return 0
 
 
 def _inspect(args) -> int:
-    import os
-
     from convert.base import NETWORKS, weights_file
     from convert.detect import describe
     files = []
@@ -52,6 +96,7 @@ def _inspect(args) -> int:
 
 def _export_unet(args) -> int:
     from convert.base import export_unet_diffusers
+    check_output(args.out_dir, overwrite=args.overwrite, folder=True)
     print(export_unet_diffusers(args.params, args.out_dir, dtype=args.dtype))
     return 0
 
@@ -72,6 +117,7 @@ def register(subparsers) -> None:
     p.add_argument("--overrides", help='JSON config overrides per network, e.g. \'{"unet": {"attention_head_dim": 8}}\' '
                                        "(single files: what tensor shapes cannot tell)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_output_options(p)
     p.set_defaults(run=_base)
 
     p = subparsers.add_parser(
@@ -85,6 +131,7 @@ def register(subparsers) -> None:
     p.add_argument("--add-difference", type=float, metavar="S", help="A + S*(B - C) for inputs A B C")
     p.add_argument("--dtype", choices=DTYPES, help="output dtype of floating tensors (default: as the first input)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_output_options(p)
     p.set_defaults(run=_merge)
 
     p = subparsers.add_parser(
@@ -104,4 +151,5 @@ def register(subparsers) -> None:
     p.add_argument("params", help="Flax UNet params .safetensors")
     p.add_argument("out_dir")
     p.add_argument("--dtype", choices=DTYPES, help="output dtype (default: as stored)")
+    add_output_options(p, nonfinite=False)
     p.set_defaults(run=_export_unet)

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 
-from convert.commands_base import DTYPES
+from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.nonfinite import NonFinite
+from animatediff_jax.outputs import atomic_folder, check_output
+from convert.commands_base import DTYPES, add_output_options
 
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
 
@@ -40,22 +44,25 @@ def load_motion(path: str, args=None):
         params, meta = load_params(path)
         config = load_config(meta)
         if type(config).__name__ != "MotionConfig":
-            raise ValueError(f"{path}: holds {meta.get('config_class', 'no config')}, not motion-module params")
+            raise InputError(f"{path}: holds {meta.get('config_class', 'no config')}, not motion-module params")
         return motion_module_from_params(params, config, json.loads(meta.get("motion", "{}")).get("version", ""))
     return load_motion_module(path, heads=getattr(args, "heads", None), norm_num_groups=getattr(args, "norm_groups", None),
                               max_seq_length=getattr(args, "max_seq_length", None), version=getattr(args, "version", None),
                               progress=not getattr(args, "quiet", True))
 
 
-def _save_motion(path: str, mm, source: str, dtype) -> None:
+def _save_motion(path: str, mm, origin: str, source: str, args) -> None:
+    """Motion params to `path`; `origin` (the input as given) is named if tensors hold NaN/Inf."""
     from animatediff_jax.checkpoint import save_params
     from convert.motion import motion_metadata
-    save_params(path, mm.params, config=mm.config, source=source, dtype=dtype, metadata=motion_metadata(mm))
+    save_params(path, mm.params, config=mm.config, source=source, dtype=args.dtype, metadata=motion_metadata(mm),
+                nonfinite=NonFinite(origin, allow=args.allow_nonfinite))
 
 
 def _motion(args) -> int:
+    check_output(args.output, overwrite=args.overwrite)
     mm = load_motion(args.source, args)
-    _save_motion(args.output, mm, f"motion:{os.path.abspath(args.source)}", args.dtype)
+    _save_motion(args.output, mm, args.source, f"motion:{os.path.abspath(args.source)}", args)
     print(f"{args.output}: motion module {mm.version}, max_seq_length {mm.config.max_seq_length}, "
           f"mid block {mm.config.use_mid_block}, heads {mm.config.num_attention_heads}")
     return 0
@@ -66,43 +73,57 @@ def _lora_args(values) -> list[tuple[str, float]]:
     loras = [parse_path_scale(v) for v in values]
     for path, _ in loras:
         if not os.path.exists(path):
-            raise ValueError(f"{path}: no such LoRA file")
+            raise InputError(f"{path}: no such LoRA file")
     return loras
 
 
 def _lora(args) -> int:
     from animatediff_jax.checkpoint import load_config, load_params, save_params
     from convert.lora import apply_lora_files
+    folder = os.path.isdir(args.base)
+    check_output(args.output, overwrite=args.overwrite, folder=folder)
     loras = _lora_args(args.lora)
-    if os.path.isdir(args.base):
+    if folder:
         files = {c: os.path.join(args.base, f"{c}.safetensors") for c in PARAMS_FILES}
         files = {c: f for c, f in files.items() if os.path.isfile(f)}
         if "unet" not in files:
-            raise ValueError(f"{args.base}: no unet.safetensors (convert the base with `python -m convert base`)")
-        outputs = {c: os.path.join(args.output, f"{c}.safetensors") for c in files}
+            raise InputError(f"{args.base}: no unet.safetensors (convert the base with `python -m convert base`)")
     else:
-        files, outputs = {"unet": args.base}, {"unet": args.output}
+        files = {"unet": args.base}
     loaded = {c: load_params(f) for c, f in files.items()}
-    fused = apply_lora_files({c: p for c, (p, _) in loaded.items()}, loras, skip_other=not os.path.isdir(args.base))
-    for c, out in outputs.items():
+    fused = apply_lora_files({c: p for c, (p, _) in loaded.items()}, loras, skip_other=not folder)
+    names = json.dumps([[os.path.basename(p), s] for p, s in loras])
+
+    def save(c: str, out: str) -> None:
         meta = loaded[c][1]
-        save_params(out, fused[c], config=load_config(meta), source=meta.get("source"), dtype=args.dtype,
-                    metadata={"loras": json.dumps([[os.path.basename(p), s] for p, s in loras])})
-        print(out)
-    if os.path.isdir(args.base) and os.path.abspath(args.base) != os.path.abspath(args.output):
+        save_params(out, fused[c], config=load_config(meta, files[c]), source=meta.get("source"), dtype=args.dtype,
+                    metadata={"loras": names}, nonfinite=NonFinite(f"{files[c]} + LoRAs", allow=args.allow_nonfinite))
+
+    if not folder:
+        save("unet", args.output)
+        print(args.output)
+        return 0
+    with atomic_folder(args.output) as tmp:  # the whole folder: fused networks + the rest copied
+        for c in files:
+            save(c, os.path.join(tmp, f"{c}.safetensors"))
         for name in sorted(os.listdir(args.base)):  # vae, scheduler, tokenizer: unchanged
-            src, dst = os.path.join(args.base, name), os.path.join(args.output, name)
-            if name not in {f"{c}.safetensors" for c in files}:
-                (shutil.copytree(src, dst, dirs_exist_ok=True) if os.path.isdir(src) else shutil.copy2(src, dst))
+            src, dst = os.path.join(args.base, name), os.path.join(tmp, name)
+            if name not in {f"{c}.safetensors" for c in files} and not name.startswith("."):
+                (shutil.copytree(src, dst) if os.path.isdir(src) else shutil.copy2(src, dst))
+    for c in files:
+        print(os.path.join(args.output, f"{c}.safetensors"))
     return 0
 
 
 def _motion_lora(args) -> int:
     from convert.lora import fuse_motion_loras
     from dataclasses import replace
+    check_output(args.output, overwrite=args.overwrite)
+    loras = _lora_args(args.lora)
     mm = load_motion(args.motion, args)
-    fused = replace(mm, params=fuse_motion_loras(mm.params, _lora_args(args.lora)))
-    _save_motion(args.output, fused, f"motion:{os.path.abspath(args.motion)}+motion-lora", args.dtype)
+    fused = replace(mm, params=fuse_motion_loras(mm.params, loras))
+    _save_motion(args.output, fused, f"{args.motion} + MotionLoRAs",
+                 f"motion:{os.path.abspath(args.motion)}+motion-lora", args)
     print(args.output)
     return 0
 
@@ -110,9 +131,12 @@ def _motion_lora(args) -> int:
 def _export_motion(args) -> int:
     import numpy as np
     from convert.export import ORIGINAL_SUFFIXES, export_adapter, export_original
+    fmt = args.format or ("original" if args.output.endswith(ORIGINAL_SUFFIXES) else "diffusers")
+    if fmt == "original" and not args.output.endswith(ORIGINAL_SUFFIXES):
+        raise UsageError(f"{args.output}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    check_output(args.output, overwrite=args.overwrite, folder=fmt == "diffusers")
     mm = load_motion(args.params, args)
     params, config = mm.params, mm.config
-    fmt = args.format or ("original" if args.output.endswith(ORIGINAL_SUFFIXES) else "diffusers")
     dtype = np.float16 if args.dtype == "float16" else np.float32
     if fmt == "original":
         export_original(params, config, args.output, dtype=dtype)
@@ -125,12 +149,18 @@ def _export_motion(args) -> int:
 def _export_motion_lora(args) -> int:
     import numpy as np
     from animatediff_jax.params import is_motion_path
+    from convert.export import ORIGINAL_SUFFIXES
     from convert.export import export_motion_lora
     from convert.lora import read_factors
+    if not args.output.endswith(ORIGINAL_SUFFIXES):
+        raise UsageError(f"{args.output}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    if args.alpha is not None and not math.isfinite(args.alpha):
+        raise UsageError(f"--alpha: must be a finite number, got {args.alpha}")
+    check_output(args.output, overwrite=args.overwrite)
     lora = read_factors(args.factors, args.alpha)
     other = [p for p in lora if not is_motion_path(p)]
     if other:
-        raise ValueError(f"{args.factors}: {len(other)} factors are not on motion modules (e.g. "
+        raise InputError(f"{args.factors}: {len(other)} factors are not on motion modules (e.g. "
                          f"{'/'.join(other[0])}); a MotionLoRA holds motion-module factors only")
     export_motion_lora(lora, args.output, dtype=np.float16 if args.dtype == "float16" else np.float32,
                        style=args.format)
@@ -150,6 +180,7 @@ def register(subparsers) -> None:
     p.add_argument("output", help="output .safetensors (Flax params)")
     _motion_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
+    add_output_options(p)
     p.set_defaults(run=_motion)
 
     p = subparsers.add_parser(
@@ -162,6 +193,7 @@ def register(subparsers) -> None:
     p.add_argument("--lora", action="append", required=True, metavar="PATH[:SCALE]",
                    help="LoRA file and its scale (default 1.0); repeat for several")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as the base)")
+    add_output_options(p)
     p.set_defaults(run=_lora)
 
     p = subparsers.add_parser(
@@ -175,6 +207,7 @@ def register(subparsers) -> None:
                    help="MotionLoRA file and its alpha (default 1.0); repeat to combine several")
     _motion_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
+    add_output_options(p)
     p.set_defaults(run=_motion_lora)
 
     p = subparsers.add_parser(
@@ -188,6 +221,7 @@ def register(subparsers) -> None:
                    help="default: original for a .ckpt/.pt/.pth/.safetensors OUTPUT, else diffusers")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
     _motion_options(p)
+    add_output_options(p, nonfinite=False)
     p.set_defaults(run=_export_motion)
 
     p = subparsers.add_parser(
@@ -219,4 +253,5 @@ W += (alpha / r) * up @ down; neither output format stores alpha, so alpha / r i
     p.add_argument("--alpha", type=float,
                    help="LoRA alpha of the factors (default: the file's 'alpha' metadata, else the rank: scale 1)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
+    add_output_options(p, nonfinite=False)
     p.set_defaults(run=_export_motion_lora)

@@ -8,23 +8,23 @@
   diffusers naming.
 
 Every file is written to a temporary name and renamed into place; a folder is assembled in a
-temporary folder and renamed.
+temporary sibling folder and swapped in whole (`animatediff_jax.outputs`).
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from animatediff_jax.models.configs import MotionConfig
+from animatediff_jax.outputs import atomic_folder, atomic_path
 from convert.motion import (MOTION_ADAPTER_WEIGHTS, check_layout, diffusers_key_to_original, infer_layout,
                             motion_adapter_key_shapes, sinusoid)
-from animatediff_jax.params import atomic_path, flax_path_to_torch
+from animatediff_jax.outputs import atomic_path
+from animatediff_jax.params import flax_path_to_torch
 from convert.naming import flax_to_state_dict
 
 ORIGINAL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
@@ -86,7 +86,6 @@ def _save_tensors(path: str, sd: Mapping[str, np.ndarray], metadata: Mapping[str
     """`.safetensors` (safetensors.numpy) or a torch pickle, chosen by suffix; written atomically."""
     with atomic_path(path) as tmp:
         if path.endswith(".safetensors"):
-            from safetensors.numpy import save_file
             save_file(dict(sd), tmp, metadata=dict(metadata) if metadata else None)
         else:
             import torch
@@ -104,27 +103,15 @@ def export_original(params: Mapping, config: MotionConfig, path, dtype=np.float3
 def export_adapter(params: Mapping, config: MotionConfig, folder, dtype=np.float32) -> None:
     """Write a diffusers `MotionAdapter` folder (config.json + diffusion_pytorch_model.safetensors).
 
-    An existing folder is replaced only after the new one is complete.
+    Written as a temporary sibling folder and swapped in whole (an existing folder is replaced only
+    once the new one is complete).
     """
-    folder = Path(folder).absolute()
     sd = motion_to_adapter(params, config, dtype)
     cfg = adapter_config(params, config)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
-    try:
-        from safetensors.numpy import save_file
-        save_file(sd, str(tmp / MOTION_ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            folder.rename(old)
-        tmp.rename(folder)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with atomic_folder(os.fspath(folder)) as tmp:
+        save_file(sd, os.path.join(tmp, MOTION_ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            f.write(json.dumps(cfg, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- MotionLoRA

@@ -10,7 +10,8 @@ shapes and dtypes are known without reading data. Two ways to get a tensor:
   drops the resident pages a view touched once its bytes live elsewhere (a copy, a device, a
   written file), so a streaming job's memory does not grow with every page it read.
 
-- `.safetensors` is parsed here (header checked against the file size); a `*.safetensors.index.json`
+- `.safetensors` goes through `animatediff_jax.safetensors_file` (the one validated reader); a
+  `*.safetensors.index.json`
   / `*.bin.index.json` of a sharded diffusers save opens as one `ShardedStateDict` over its shards.
 - Pickle-based files (`.ckpt`, `.bin`, `.pt`) go through `torch.load(weights_only=True, mmap=True)`
   only: a pickle that would build anything but tensors and plain containers is refused; plain
@@ -20,20 +21,21 @@ shapes and dtypes are known without reading data. Two ways to get a tensor:
 from __future__ import annotations
 
 import json
-import mmap
 import os
+import pickle
 import zipfile
 from typing import Iterator, Mapping
 
 import numpy as np
 
-from animatediff_jax.checkpoint import SafetensorsError, read_header, read_tensor, tensor_info
+from animatediff_jax.errors import InputError
+from animatediff_jax.safetensors_file import SafetensorsError, SafetensorsFile
 
 SAFETENSORS_EXT = (".safetensors",)
 PICKLE_EXT = (".ckpt", ".bin", ".pt", ".pth")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
@@ -78,53 +80,40 @@ class StateDict(Mapping):
 
 
 class SafetensorsStateDict(StateDict):
+    """A `.safetensors` file through the project's one validated reader (`SafetensorsFile`)."""
+
     def __init__(self, path: str):
         self.path = path
         try:
-            self._header, self.metadata, self._start = read_header(path)
+            self._file = SafetensorsFile(path)
         except SafetensorsError as e:
             raise CheckpointError(str(e)) from None
-        self._file = open(path, "rb")
-        self._map: mmap.mmap | None = None
+        self.metadata = self._file.metadata
 
     def shape(self, key):
-        return tensor_info(self._header[key])[0]
+        return self._file.shape(key)
 
     def dtype(self, key):
-        return tensor_info(self._header[key])[1]
+        return self._file.dtype(key)
 
     def __getitem__(self, key):
-        return read_tensor(self._file, self._header[key], self._start)
+        return self._file.read(key)
 
     def view(self, key):
-        shape, dtype = tensor_info(self._header[key])
-        begin, end = self._header[key]["data_offsets"]
-        if end == begin:
-            return np.zeros(shape, dtype)
-        if self._map is None:
-            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        return np.frombuffer(self._map, np.uint8, end - begin, self._start + begin).view(dtype).reshape(shape)
+        return self._file.view(key)
 
     def release(self, key):
-        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        begin, end = self._header[key]["data_offsets"]
-        page = mmap.PAGESIZE
-        first = -(-(self._start + begin) // page) * page  # whole pages inside the tensor only
-        last = (self._start + end) // page * page
-        if last > first:
-            self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
+        self._file.release(key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._header)
+        return self._file.keys()
 
     def __len__(self):
-        return len(self._header)
+        return len(self._file.entries)
 
     def close(self):
         """Closes the file; the memory map is only dropped (views keep it alive until they die)."""
         self._file.close()
-        self._map = None
 
 
 def torch_to_numpy(t) -> np.ndarray:
@@ -237,14 +226,21 @@ class ShardedStateDict(StateDict):
             sd.close()
 
 
+def _is_zipfile(path: str) -> bool:
+    """`zipfile.is_zipfile`, which itself raises `BadZipFile` for some corrupt archives."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f"{path}: corrupt zip archive ({e})") from None
+
+
 def _torch_load(path: str):
     try:
         import torch
     except ImportError:
         raise CheckpointError(f"{path}: reading pickle checkpoints needs PyTorch "
                               "(pip install animatediff_jax[torch]) — or convert it to .safetensors") from None
-    import pickle
-    zipped = zipfile.is_zipfile(path)
+    zipped = _is_zipfile(path)
     if not zipped:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -259,11 +255,13 @@ def _torch_load(path: str):
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{path}: refused to load: the pickle holds objects other than tensors and plain containers "
-            f"(it could run code). Only weights_only loading is allowed. Detail: {first}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+            f"{path}: refused to load: the pickle holds objects or opcodes other than tensors and plain "
+            f"containers (it could run code, or it is corrupt). Only weights_only loading is allowed. "
+            f"Detail: {first}") from None
+    except Exception as e:  # noqa: BLE001 - whatever torch.load raises on a file it was given is about that file
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint "
+                              f"({type(e).__name__}: {detail})") from None
 
 
 def _unwrap(path: str, obj) -> dict:
@@ -293,7 +291,7 @@ def open_state_dict(path: str) -> StateDict:
     ext = os.path.splitext(path)[1].lower()
     if ext in SAFETENSORS_EXT:
         return SafetensorsStateDict(path)
-    if ext in PICKLE_EXT or zipfile.is_zipfile(path):
+    if ext in PICKLE_EXT or _is_zipfile(path):
         return TorchStateDict(path)
     try:
         return SafetensorsStateDict(path)

@@ -12,7 +12,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from animatediff_jax.params import flatten, unflatten
 
-from animatediff_jax.checkpoint import store_dtype, write_safetensors
+from animatediff_jax.checkpoint import store_dtype
+from animatediff_jax.nonfinite import NonFinite
+from animatediff_jax.nonfinite import kind as nonfinite_kind
+from animatediff_jax.safetensors_file import write_safetensors
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 
 
@@ -60,7 +63,7 @@ def _check_same(shapes_by_name: Mapping[str, Mapping[str, tuple]]) -> None:
 
 
 def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndarray]], np.ndarray],
-                 dtype: str | None, progress: bool, note: str) -> str:
+                 dtype: str | None, progress: bool, note: str, allow_nonfinite: bool) -> str:
     sds: list[StateDict] = []
     try:
         for p in paths:
@@ -68,6 +71,9 @@ def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndar
         _check_same({sd.path: {k: sd.shape(k) for k in sd} for sd in sds})
         first = sds[0]
         specs = {k: (first.shape(k), store_dtype(dtype, first.dtype(k))) for k in first}
+        # A non-finite result is blamed on the inputs holding NaN/Inf there, else on the merge itself
+        # (e.g. an overflow when casting to --dtype); inputs are only scanned where the result is bad.
+        found = {p: NonFinite(p, allow=allow_nonfinite) for p in [*paths, out]}
 
         def tensors():
             from tqdm.auto import tqdm
@@ -75,8 +81,16 @@ def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndar
                 parts = [sd[k] for sd in sds]
                 if np.issubdtype(specs[k][1], np.integer) or specs[k][1] == np.bool_:
                     yield k, parts[0]  # integer buffers (e.g. position ids) are taken from the first model
-                else:
-                    yield k, combine(parts).astype(specs[k][1])
+                    continue
+                with np.errstate(over="ignore"):  # an overflow to Inf is reported by name below
+                    merged = combine(parts).astype(specs[k][1])
+                if nonfinite_kind(merged):
+                    bad = [found[p].check(k, part) for p, part in zip(paths, parts) if nonfinite_kind(part)]
+                    if not bad:
+                        found[out].check(k, merged)
+                yield k, merged
+            for check in found.values():
+                check.report()  # before write_safetensors renames the output into place
 
         meta = dict(first.metadata)
         meta["merge"] = note
@@ -88,16 +102,18 @@ def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndar
 
 
 def merge_weighted(paths: Sequence[str], weights: Sequence[float], out: str, *, dtype: str | None = None,
-                   progress: bool = True) -> str:
-    """Stream Σ w_i · model_i into `out` (.safetensors, keys and metadata of the first input)."""
+                   progress: bool = True, allow_nonfinite: bool = False) -> str:
+    """Stream Σ w_i · model_i into `out` (.safetensors, keys and metadata of the first input).
+    NaN/Inf in the result is refused by tensor name (`InputError`) unless `allow_nonfinite`."""
     if len(paths) < 2 or len(paths) != len(weights):
         raise ValueError(f"weighted sum needs >= 2 models and one weight each; got {len(paths)} and {len(weights)}")
     note = "weighted_sum: " + ", ".join(f"{w}*{p}" for p, w in zip(paths, weights))
-    return _merge_files(paths, out, lambda ts: weighted_sum(ts, weights), dtype, progress, note)
+    return _merge_files(paths, out, lambda ts: weighted_sum(ts, weights), dtype, progress, note, allow_nonfinite)
 
 
 def merge_add_difference(a: str, b: str, c: str, scale: float, out: str, *, dtype: str | None = None,
-                         progress: bool = True) -> str:
-    """Stream A + scale·(B − C) into `out`."""
+                         progress: bool = True, allow_nonfinite: bool = False) -> str:
+    """Stream A + scale·(B − C) into `out` (NaN/Inf: as `merge_weighted`)."""
     note = f"add_difference: {a} + {scale}*({b} - {c})"
-    return _merge_files([a, b, c], out, lambda ts: add_difference(*ts, scale), dtype, progress, note)
+    return _merge_files([a, b, c], out, lambda ts: add_difference(*ts, scale), dtype, progress, note,
+                        allow_nonfinite)

@@ -186,6 +186,9 @@ def infer_layout(shapes: Mapping[str, tuple], source: str):
 def _pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
     """Position-encoding length L read from the [1, L, C] buffers; warn if they are not the sinusoid."""
     pes = sorted(k for k in shapes if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe"))
+    bad = [k for k in pes if len(shapes[k]) != 3 or shapes[k][0] != 1]
+    if bad:
+        raise MotionModuleError(f"{source}: {bad[0]} has shape {tuple(shapes[bad[0]])}, expected (1, length, channels)")
     lengths = {int(shapes[k][1]) for k in pes}
     if len(lengths) > 1:
         raise MotionModuleError(f"{source}: position encodings of different lengths {sorted(lengths)}")

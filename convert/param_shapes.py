@@ -12,7 +12,8 @@ import functools
 import json
 import os
 
-from animatediff_jax.params import atomic_path, cache_root
+from animatediff_jax.outputs import atomic_path
+from animatediff_jax.params import cache_root
 
 
 def shape_cache_dir() -> str:

@@ -8,8 +8,9 @@ from animatediff_jax.errors import InputError
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig
 from animatediff_jax.models.init import check_params, example_inputs, param_shapes, random_params
-from animatediff_jax.params import (ParamsMismatchError, atomic_path, cache_root, flatten, insert_motion,
-                                    is_motion_path, unflatten)
+from animatediff_jax.outputs import atomic_path
+from animatediff_jax.params import (ParamsMismatchError, cache_root, flatten, insert_motion, is_motion_path,
+                                    unflatten)
 from animatediff_jax.sampling.pipeline import enable_compilation_cache
 from convert.param_shapes import shape_cache_dir
 

@@ -20,7 +20,8 @@ from animatediff_jax.miniature.budget import BUDGETS, DTYPE, SEEDS, SOURCE, STAG
 from animatediff_jax.miniature.shipped import motion_path, paths
 from animatediff_jax.miniature.trainer import Networks, fit
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
-from animatediff_jax.params import atomic_path, flatten, unflatten
+from animatediff_jax.outputs import atomic_path
+from animatediff_jax.params import flatten, unflatten
 
 # ----------------------------------------------------------------------------- files
 
@@ -68,8 +69,8 @@ def stage_vae(out: str, budget: Budget) -> dict:
 
 def stage_text(out: str, budget: Budget) -> dict:
     """A CLIP text encoder at its Flax initialisation: random token/position features, frozen."""
-    from animatediff_jax.models.clip_text import CLIPTextModel
     from animatediff_jax.miniature.vocab import BOS, EOS
+    from animatediff_jax.models.clip_text import CLIPTextModel
     with open(os.path.join(paths(out)["tokenizer"], "vocab.json"), encoding="utf-8") as f:
         vocab = json.load(f)
     cfg = dataclasses.replace(budget.text, vocab_size=len(vocab), bos_token_id=vocab[BOS], eos_token_id=vocab[EOS],

@@ -19,7 +19,8 @@ from typing import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from animatediff_jax.params import atomic_path, flatten, flax_path_to_torch, is_motion_path, unflatten
+from animatediff_jax.outputs import atomic_path
+from animatediff_jax.params import flatten, flax_path_to_torch, is_motion_path, unflatten
 
 PROJECTIONS = re.compile(r"transformer_blocks_\d+/attn[12]/(to_q|to_k|to_v|to_out_0)/kernel$")
 TARGETS = ("motion", "unet")

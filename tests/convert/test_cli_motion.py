@@ -87,7 +87,7 @@ def test_bad_input_exits_cleanly(tmp_path, v2_file, capsys):
     assert main(["motion", str(src), str(out), "--heads", "2", "--norm-groups", "8"]) == 0
     torch.save(motion_lora(adapter, 1), tmp_path / "zoom.ckpt")
     capsys.readouterr()
-    assert main(["motion-lora", str(out), str(tmp_path / "x.safetensors"), "--lora", f"{tmp_path / 'zoom.ckpt'}:big"]) == 1
+    assert main(["motion-lora", str(out), str(tmp_path / "x.safetensors"), "--lora", f"{tmp_path / 'zoom.ckpt'}:big"]) == 2  # usage
     assert "must be a number, got 'big'" in capsys.readouterr().err
     assert main(["motion-lora", str(out), str(tmp_path / "x.safetensors"), "--lora", str(tmp_path / "nope.ckpt")]) == 1
     assert "nope.ckpt: no such LoRA file" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from animatediff_jax import evaluate
-from animatediff_jax.miniature import direction_probe, lora, stages, world
+from animatediff_jax.miniature import direction_probe, lora, stages
 from animatediff_jax.miniature.budget import BUDGETS, STAGES
 from animatediff_jax.miniature.shipped import motion_path, paths
 from animatediff_jax.params import flatten

@@ -1,0 +1,232 @@
+"""Writing outputs safely: all or nothing, never silently over an existing output, normal permissions.
+
+- `check_output(path, overwrite=..., folder=...)`: the refusal a CLI gives *before any work*: an
+  existing output without `--overwrite`, a file where a folder is expected (or the reverse), a
+  parent that is a file, a read-only location. Each is an `OutputError` naming the path.
+- `atomic_path(path)`: a temporary file next to `path`, renamed onto it (`os.replace`) only when the
+  block succeeds. `atomic_folder(path)`: a temporary sibling folder, swapped in whole when the block
+  succeeds (`renameat2(RENAME_EXCHANGE)` where the kernel has it, so a killed run leaves either the
+  old folder or the new one, never a mix).
+- Temporary names are `.<name>.<pid>-<token>@<host>.partial` (and `.old` for a swapped-out folder):
+  on every failure path they are removed; leftovers of a killed run (same host, same owner, process
+  gone) are removed by the next write to the same output, anything else is left alone (ignored).
+- Files and folders are created with the umask's permissions (as `cp` and `mkdir` would), not the
+  0600/0700 of `tempfile`.
+- An `OSError` while writing becomes an `OutputError` naming the output (`disk full`, `read-only`...);
+  parent folders created for the output are removed again when the write fails.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import re
+import secrets
+import shutil
+import socket
+from typing import Iterator
+
+from animatediff_jax.errors import OutputError, UserError
+
+_HOST = socket.gethostname().replace("/", "_")
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _temp_name(path: str, kind: str) -> str:
+    directory, base = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{base}.{os.getpid()}-{secrets.token_hex(4)}@{_HOST}.{kind}")
+
+
+def _stale_pattern(base: str) -> re.Pattern:
+    return re.compile(rf"\.{re.escape(base)}\.(?P<pid>\d+)-[0-9a-f]{{8}}@(?P<host>[^/]*)\.(partial|old)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(path: str) -> list[str]:
+    """Remove temporary leftovers of killed runs that wrote `path`: entries named like ours, made
+    on this host by this user, whose process is gone. Returns what was removed."""
+    directory, base = os.path.split(os.path.abspath(path))
+    pattern, removed = _stale_pattern(base), []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name)
+        if not m or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _pid_alive(int(m["pid"])):
+            continue
+        full = os.path.join(directory, name)
+        try:
+            st = os.lstat(full)
+            if st.st_uid != os.getuid():
+                continue
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.unlink(full)
+            removed.append(full)
+        except OSError:
+            continue  # someone else's business; ignored
+    return removed
+
+
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def check_output(path: str, *, overwrite: bool = False, folder: bool = False, flag: str = "--overwrite") -> None:
+    """Refuse, before any work, an output that cannot or may not be written. An existing empty folder
+    counts as absent. Raises `OutputError` naming `path`."""
+    path = os.fspath(path)
+    if os.path.lexists(path):
+        is_dir = os.path.isdir(path)
+        if folder and not is_dir:
+            raise OutputError(f"{path}: exists and is not a folder (the output is a folder)")
+        if not folder and is_dir:
+            raise OutputError(f"{path}: is a folder (the output is a file)")
+        if not overwrite and not (is_dir and not os.listdir(path)):
+            raise OutputError(f"{path}: already exists; pass {flag} to replace it")
+    parent = _nearest_existing(os.path.dirname(os.path.abspath(path)))
+    if not os.path.isdir(parent):
+        raise OutputError(f"{path}: cannot be created: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot be created: {parent} is not writable")
+
+
+def _make_parents(directory: str) -> list[str]:
+    """`os.makedirs`, returning the folders it created (outermost first)."""
+    created = []
+    while not os.path.isdir(directory):
+        created.append(directory)
+        directory = os.path.dirname(directory)
+    for d in reversed(created):
+        os.mkdir(d)
+    return list(reversed(created))
+
+
+def _remove_parents(created: list[str]) -> None:
+    for d in reversed(created):
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def _writing(path: str, make_temp) -> Iterator[str]:
+    """Shared frame of `atomic_path`/`atomic_folder`: parents, temp creation, OSError -> OutputError,
+    cleanup on every failure path (KeyboardInterrupt included)."""
+    path = os.path.abspath(os.fspath(path))
+    created: list[str] = []
+    tmp, done = None, False
+    try:
+        created = _make_parents(os.path.dirname(path))
+        clean_stale(path)
+        tmp = make_temp()
+        yield tmp
+        done = True
+    except OutputError as e:  # from a file written inside our temp folder: name where it was going
+        if tmp is not None and tmp in str(e):
+            raise OutputError(str(e).replace(tmp, path)) from e.__cause__
+        raise
+    except UserError:
+        raise
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e
+    finally:
+        if not done:
+            if tmp is not None:
+                _remove(tmp)
+            _remove_parents(created)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yield a temporary file name next to `path` (the file exists, empty, with the umask's
+    permissions); rename it onto `path` only if the block succeeds. See the module docstring."""
+    def make_temp() -> str:
+        tmp = _temp_name(path, "partial")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        return tmp
+
+    with _writing(path, make_temp) as tmp:
+        yield tmp
+        os.replace(tmp, os.fspath(path))
+
+
+def _libc_renameat2():
+    """glibc's renameat2, or None (then the swap falls back to two renames)."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+_renameat2 = _libc_renameat2()
+_AT_FDCWD = -100
+
+
+def exchange(a: str, b: str) -> bool:
+    """Atomically swap two existing paths (Linux `renameat2(RENAME_EXCHANGE)`). False if the system
+    or filesystem cannot; raises OSError for other failures."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _swap_in(tmp: str, path: str) -> None:
+    """Put the finished folder `tmp` at `path`, replacing an existing folder as a whole."""
+    if not os.path.isdir(path):
+        os.rename(tmp, path)  # absent (or an empty folder made meanwhile): one atomic rename
+        return
+    if exchange(tmp, path):  # tmp now holds the old folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = _temp_name(path, "old")  # fallback: a kill between the renames leaves the old one here
+    os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str) -> Iterator[str]:
+    """Yield a temporary sibling folder of `path` (made with the umask's permissions); when the
+    block succeeds it replaces `path` as a whole (an existing folder included). See the module
+    docstring."""
+    def make_temp() -> str:
+        tmp = _temp_name(path, "partial")
+        os.mkdir(tmp, 0o777)
+        return tmp
+
+    with _writing(path, make_temp) as tmp:
+        yield tmp
+        _swap_in(tmp, os.path.abspath(os.fspath(path)))

@@ -1,0 +1,44 @@
+"""`python -m convert` through `run_cli`: bad flags are one `error: <flag>: ...` line with exit 2, tensors
+of the wrong rank in an input one `error: <file>: ...` line with exit 1 (no traceback)."""
+import numpy as np
+import pytest
+
+from convert.__main__ import main
+from tests.convert.motion_helpers import original_state_dict, random_adapter, write_original
+from tests.robustness.convert_fixtures import flax_file, tiny_ldm
+
+
+def _line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--add-difference", "0.5"], "error: --add-difference: needs exactly three inputs A B C, got 2"),
+    (["--weights", "1"], "error: --weights: one weight per input: 2 inputs, 1 weights"),
+    (["--weights", "nan", "1"], "error: --weights: must be finite numbers, got [nan, 1.0]"),
+])
+def test_merge_flag_errors_exit_2(tmp_path, capsys, extra, message):
+    a = flax_file(str(tmp_path / "a.safetensors"), 1.0)
+    assert main(["merge", str(tmp_path / "m.safetensors"), a, a, *extra]) == 2
+    assert _line(capsys) == message
+
+
+def test_bad_overrides_json_exits_2(tmp_path, capsys):
+    assert main(["base", str(tmp_path / "x.ckpt"), str(tmp_path / "out"), "--overrides", "{nope"]) == 2
+    assert _line(capsys).startswith("error: --overrides: not valid JSON")
+
+
+def test_wrong_rank_tensors_name_the_file(tmp_path, capsys):
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    src = tiny_ldm(str(tmp_path / "scalar.safetensors"), edit=lambda sd: sd.__setitem__(key, np.float32(1.0)))
+    assert main(["base", src, str(tmp_path / "out"), "-q"]) == 1
+    assert _line(capsys) == (f"error: {src}: cannot infer the UNet config: a key tensor has the wrong number "
+                             "of dimensions")
+    sd = original_state_dict(random_adapter("v2", (32, 64), 1))
+    pe = next(k for k in sorted(sd) if k.endswith("pos_encoder.pe"))
+    sd[pe] = sd[pe].reshape(-1)
+    write_original(sd, tmp_path / "mm.ckpt")
+    assert main(["motion", str(tmp_path / "mm.ckpt"), str(tmp_path / "mm.safetensors"), "-q"]) == 1
+    assert _line(capsys).startswith(f"error: {tmp_path / 'mm.ckpt'}: {pe} has shape (")
