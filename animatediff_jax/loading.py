@@ -12,18 +12,27 @@ domain adapter fused into the spatial attention; MotionLoRAs fused into the moti
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from dataclasses import dataclass, replace
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from animatediff_jax.checkpoint import load_config, load_params, read_metadata, save_params
+from animatediff_jax.errors import InputError, UserError
+from convert.base import convert_base, plan_base
+from convert.lora import apply_lora_files, fuse_domain_adapter, fuse_motion_loras
+from convert.motion import MotionModule, load_motion_module
+from convert.naming import flatten
+
+NETWORKS = ("unet", "vae", "text_encoder")
 
 
-class LoadError(ValueError):
+class LoadError(InputError):
     """A set of weights that cannot be assembled into a pipeline (message names the file)."""
 
 
@@ -42,8 +51,9 @@ class LoadedWeights:
 
 
 def require_exists(path: str | None, what: str) -> None:
+    """LoadError `<what> <path>: not found` unless `path` is None or exists (what: a role or a flag)."""
     if path is not None and not os.path.exists(path):
-        raise LoadError(f"{what} {path!r} not found")
+        raise LoadError(f"{what} {path}: not found")
 
 
 def cache_key(path: str) -> str:
@@ -62,6 +72,11 @@ def cache_key(path: str) -> str:
     return h.hexdigest()[:24]
 
 
+def settings_key(settings: dict) -> str:
+    """A short hash of conversion settings (part of a cache key: other settings, another file)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def is_flax_file(path: str) -> bool:
     """A `.safetensors` written by animatediff_jax.checkpoint (metadata format=flax)."""
     if not (os.path.isfile(path) and path.endswith(".safetensors")):
@@ -72,14 +87,31 @@ def is_flax_file(path: str) -> bool:
         return False
 
 
-def _is_converted_base(path: str) -> bool:
-    return os.path.isdir(path) and all(is_flax_file(os.path.join(path, f"{n}.safetensors"))
-                                       for n in ("unet", "vae", "text_encoder"))
+def is_converted_base(path: str) -> bool:
+    """A folder written by `convert base` (Flax unet/vae/text_encoder .safetensors)."""
+    return os.path.isdir(path) and all(is_flax_file(os.path.join(path, f"{n}.safetensors")) for n in NETWORKS)
+
+
+def has_tokenizer(path: str) -> bool:
+    """An SD1.x base that carries its CLIP tokenizer (a folder with `tokenizer/`; single files carry none)."""
+    return os.path.isdir(os.path.join(path, "tokenizer"))
+
+
+def base_configs(path: str) -> dict:
+    """{"unet", "vae", "text_encoder"} -> config of an SD1.x base (diffusers folder, single file or
+    converted folder), from config files, names and shapes only: no tensor data is read."""
+    if is_converted_base(path):
+        return {n: load_config(read_metadata(os.path.join(path, f"{n}.safetensors"))) for n in NETWORKS}
+    plan = plan_base(path, check=False)
+    try:
+        return {n: plan.networks[n].config for n in NETWORKS}
+    finally:
+        plan.close()
 
 
 def _read_converted_base(folder: str) -> dict:
     out = {}
-    for name in ("unet", "vae", "text_encoder"):
+    for name in NETWORKS:
         params, meta = load_params(os.path.join(folder, f"{name}.safetensors"))
         out[name], out[f"{name}_config"] = params, load_config(meta)
     sched = os.path.join(folder, "scheduler_config.json")
@@ -92,18 +124,16 @@ def _read_converted_base(folder: str) -> dict:
 def load_sd(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> dict:
     """An SD1.x model (diffusers folder, LDM single file, or converted folder) as Flax params + configs.
     `overrides`: config fields a single file cannot show (head counts, norm groups), per network."""
-    from convert.base import convert_base
     require_exists(path, what)
-    if _is_converted_base(path):
+    if is_converted_base(path):
         return _read_converted_base(path)
-    key = cache_key(path) + (hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
-                             if overrides else "")
+    key = cache_key(path) + (settings_key(overrides) if overrides else "")
     folder = os.path.join(cache_dir, "converted", "sd-" + key)
-    if not _is_converted_base(folder):
+    if not is_converted_base(folder):
         print(f"converting {what} {path} -> {folder}")
         try:
             convert_base(path, folder, overrides=overrides)
-        except Exception as e:  # noqa: BLE001 - re-raised with the role of the file
+        except UserError as e:  # re-raised with the role of the file
             raise LoadError(f"{what} {path}: {e}") from e
     return _read_converted_base(folder)
 
@@ -117,20 +147,41 @@ def _unseen_fields(sd: dict) -> dict:
             "text_encoder": dict(num_attention_heads=t.num_attention_heads)}
 
 
-def load_motion(path: str, cache_dir: str):
-    """A motion module (original file, MotionAdapter folder, or converted Flax file) -> convert.motion.MotionModule."""
-    from convert.motion import MotionModule, load_motion_module
+def load_motion(path: str, cache_dir: str, *, version: str | None = None,
+                max_seq_length: int | None = None) -> MotionModule:
+    """A motion module (original file, MotionAdapter folder, or converted Flax file) -> `MotionModule`.
+
+    version ("v1"/"v2"/"v3") and max_seq_length (position-encoding length) are what the user or an
+    inference config says about the module (`convert.motion.load_motion_module`: they win over what
+    the file shows, and a file without a position-encoding buffer needs them). A PyTorch file is
+    converted once and cached under `cache_dir/converted/` (key: the file and these settings); within
+    a process the result is kept, so validation and the pipeline read each file once."""
     require_exists(path, "motion module")
-    cached = path if is_flax_file(path) else os.path.join(cache_dir, "converted", f"motion-{cache_key(path)}.safetensors")
+    settings = dict(version=version, max_seq_length=max_seq_length)
+    return _load_motion(os.path.abspath(path), cache_key(path), tuple(settings.items()), cache_dir)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_motion(path: str, key: str, settings: tuple, cache_dir: str) -> MotionModule:
+    settings = dict(settings)
+    given = {k: v for k, v in settings.items() if v is not None}
+    cached = path if is_flax_file(path) else os.path.join(
+        cache_dir, "converted", f"motion-{key}" + (f"-{settings_key(given)}" if given else "") + ".safetensors")
     if is_flax_file(cached):
         params, meta = load_params(cached)
         if "motion" not in meta:
             raise LoadError(f"{path}: a Flax params file but not a motion module (no motion metadata)")
         info = json.loads(meta["motion"])
-        return MotionModule(params, load_config(meta), tuple(info["block_out_channels"]),
-                            int(info["layers_per_block"]), info["version"])
-    mm = load_motion_module(path)
-    save_params(cached, mm.params, config=mm.config, source=f"motion:{os.path.abspath(path)}",
+        mm = MotionModule(params, load_config(meta), tuple(info["block_out_channels"]),
+                          int(info["layers_per_block"]), info["version"])
+        if cached == path and given:  # a converted file states its version; a different one is a mistake
+            said = dict(version=mm.version, max_seq_length=mm.config.max_seq_length)
+            clash = {k: v for k, v in given.items() if said[k] != v}
+            if clash:
+                raise LoadError(f"{path}: a converted motion module with {said}; asked for {clash}")
+        return mm
+    mm = load_motion_module(path, **settings)
+    save_params(cached, mm.params, config=mm.config, source=f"motion:{path}",
                 metadata={"motion": json.dumps({"block_out_channels": list(mm.block_out_channels),
                                                 "layers_per_block": mm.layers_per_block, "version": mm.version})})
     return mm
@@ -157,9 +208,10 @@ def check_motion_fits(unet_config, mm, motion_path: str, base_path: str) -> None
 def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tuple[str, float]] = (),
                  motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
                  domain_adapter: tuple[str, float] | None = None, motion_input_norm: str = "frame",
+                 motion_version: str | None = None, motion_max_seq_length: int | None = None,
                  cache_dir: str) -> LoadedWeights:
-    """Assemble all weights (see module docstring). Files are checked to exist before any conversion."""
-    from convert.lora import apply_lora_files, fuse_domain_adapter, fuse_motion_loras
+    """Assemble all weights (see module docstring). Files are checked to exist before any conversion.
+    motion_version / motion_max_seq_length: see `load_motion`."""
 
     require_exists(base, "base model")
     require_exists(dreambooth, "DreamBooth checkpoint")
@@ -176,14 +228,14 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
         raise LoadError(f"motion_input_norm must be 'frame' or 'joint', got {motion_input_norm!r}")
 
     sd = load_sd(base, cache_dir, "base model")
-    mm = load_motion(motion_module, cache_dir) if motion_module else None
+    mm = load_motion(motion_module, cache_dir, version=motion_version,
+                     max_seq_length=motion_max_seq_length) if motion_module else None
     if mm is not None:
         check_motion_fits(sd["unet_config"], mm, motion_module, base)
     if dreambooth:
         db = load_sd(dreambooth, cache_dir, "DreamBooth checkpoint", overrides=_unseen_fields(sd))
-        from convert.naming import flatten
         shapes = lambda tree: {p: np.shape(v) for p, v in flatten(tree).items()}  # noqa: E731
-        for name in ("unet", "vae", "text_encoder"):
+        for name in NETWORKS:
             if shapes(db[name]) != shapes(sd[name]):
                 raise LoadError(f"DreamBooth checkpoint {dreambooth}: its {name} layout differs from the base "
                                 f"model {base} (not the same SD1.x family)")
@@ -209,8 +261,6 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
 
 def check_params(module, params: dict, example_inputs, what: str) -> None:
     """Every parameter the network needs is present with its shape, nothing extra."""
-    import jax
-    from convert.naming import flatten
     want = {p: tuple(s.shape) for p, s in flatten(
         jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *example_inputs))["params"]).items()}
     have = {p: tuple(np.shape(v)) for p, v in flatten(params).items()}

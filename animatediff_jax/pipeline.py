@@ -29,6 +29,7 @@ import numpy as np
 
 from animatediff_jax import context as ctx
 from animatediff_jax import freeinit as fi
+from animatediff_jax.errors import UsageError
 from animatediff_jax.models import vae as vae_lib
 from animatediff_jax.prompt_travel import interpolate_embeddings, parse_prompt_map
 from animatediff_jax.samplers import Sampler, make_sampler, sampler_from_diffusers_config, start_index
@@ -200,6 +201,7 @@ class AnimateDiffPipeline:
              scheduler_config: str | Mapping[str, Any] = "original", dtype: str | None = None,
              attention_impl: str = "xla", motion_input_norm: str = "frame", clip_skip: int = 0,
              tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
+             motion_version: str | None = None, motion_max_seq_length: int | None = None,
              **kwargs) -> "AnimateDiffPipeline":
         """Load every weight once (PyTorch or converted Flax files; see `loading.py`).
 
@@ -209,7 +211,9 @@ class AnimateDiffPipeline:
         `scheduler/` config), a diffusers config dict, or the path of a scheduler_config.json.
         motion_input_norm: "frame" (original AnimateDiff, the released checkpoints) or "joint"
         (diffusers' AnimateDiffTransformer3D). tokenizer: a CLIP tokenizer folder, needed when the base
-        is a single file (which carries none).
+        is a single file (which carries none). motion_version ("v1"/"v2"/"v3"), motion_max_seq_length:
+        what the user knows of the motion module (`loading.load_motion`), needed for a file without a
+        position-encoding buffer.
         """
         from animatediff_jax.loading import LoadError, check_params, load_weights
         from animatediff_jax.models.clip_text import CLIPTextModel
@@ -219,7 +223,8 @@ class AnimateDiffPipeline:
 
         w = load_weights(base, dreambooth=dreambooth, loras=loras, motion_module=motion_module,
                          motion_loras=motion_loras, domain_adapter=domain_adapter,
-                         motion_input_norm=motion_input_norm,
+                         motion_input_norm=motion_input_norm, motion_version=motion_version,
+                         motion_max_seq_length=motion_max_seq_length,
                          cache_dir=cache_dir or os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE))
         if check:
             c = w.unet_config
@@ -278,7 +283,7 @@ class AnimateDiffPipeline:
 
     @property
     def vae_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.vae.config.downsample_factor
 
     def make_sampler(self, steps: int, strength: float = 1.0, eta: float = 0.0) -> Sampler:
         """The configured sampler for `steps` steps (base model's scheduler config honoured)."""
@@ -291,25 +296,12 @@ class AnimateDiffPipeline:
     def check_inputs(self, *, width: int, height: int, frames: int, steps: int,
                      context: ctx.ContextOptions | None, num_prompts: int, num_seeds: int | None) -> None:
         """Every size/count error, raised before anything is traced or compiled."""
-        m = max(8, self.vae_scale)
-        if width % m or height % m or width <= 0 or height <= 0:
-            raise ValueError(f"width and height must be positive multiples of {m}, got {width}x{height}")
-        if frames < 1:
-            raise ValueError(f"frames must be ≥ 1, got {frames}")
-        if steps < 1:
-            raise ValueError(f"steps must be ≥ 1, got {steps}")
-        window = frames if context is None else min(context.length, frames)
-        if window > self.max_frames:
-            if context is None:
-                raise ValueError(f"{frames} frames exceed the motion module's position encoding "
-                                 f"({self.max_frames} frames); use context windows (context length ≤ "
-                                 f"{self.max_frames}) for longer videos")
-            raise ValueError(f"context length {context.length} exceeds the motion module's position "
-                             f"encoding ({self.max_frames} frames)")
+        check_video_size(width=width, height=height, frames=frames, steps=steps, context=context,
+                         vae_scale=self.vae_scale, max_frames=self.max_frames)
         if num_prompts < 1:
-            raise ValueError("no prompt given")
+            raise UsageError("no prompt given")
         if num_seeds is not None and num_seeds != num_prompts:
-            raise ValueError(f"{num_seeds} seeds for {num_prompts} prompts")
+            raise UsageError(f"{num_seeds} seeds for {num_prompts} prompts")
 
     # ---------------------------------------------------------------- jitted functions
     def encode_text(self, prompts: Sequence[str]) -> jax.Array:
@@ -457,6 +449,27 @@ class AnimateDiffPipeline:
             return cond
         uncond = jnp.stack([one(n, None) for n in negs])
         return jnp.concatenate([uncond, cond])
+
+
+def check_video_size(*, width: int, height: int, frames: int, steps: int, context: ctx.ContextOptions | None,
+                     vae_scale: int, max_frames: int) -> None:
+    """UsageError unless the sizes fit the models: width/height positive multiples of max(8, vae_scale)
+    pixels, frames and steps ≥ 1, the frames one motion-module call sees (the video, or the context
+    window) ≤ max_frames (its position-encoding length). The geometry comes from the loaded configs."""
+    m = max(8, vae_scale)
+    if width % m or height % m or width <= 0 or height <= 0:
+        raise UsageError(f"width and height must be positive multiples of {m}, got {width}x{height}")
+    if frames < 1:
+        raise UsageError(f"frames must be ≥ 1, got {frames}")
+    if steps < 1:
+        raise UsageError(f"steps must be ≥ 1, got {steps}")
+    window = frames if context is None else min(context.length, frames)
+    if window > max_frames:
+        if context is None:
+            raise UsageError(f"{frames} frames exceed the motion module's position encoding ({max_frames} "
+                             f"frames); use context windows (context length ≤ {max_frames}) for longer videos")
+        raise UsageError(f"context length {context.length} exceeds the motion module's position "
+                         f"encoding ({max_frames} frames)")
 
 
 def _schedule(sampler: Sampler):

@@ -30,11 +30,13 @@ from typing import Any
 
 import yaml
 
+from animatediff_jax.errors import UsageError
+
 PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BUILTIN = "builtin:"
 
 
-class PromptConfigError(ValueError):
+class PromptConfigError(UsageError):
     """A prompt config that cannot be run as written."""
 
 
@@ -82,6 +84,9 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "W": ((int,), "an integer"),
     "H": ((int,), "an integer"),
     "L": ((int,), "an integer"),
+    "random_seed": ((int, list), "the seeds a run used (recorded by the original and by sample; `seed` decides)"),
+    "clip_skip": ((int,), "an integer ≥ 0 (read by sample)"),
+    "sample_options": ((dict,), "a mapping of sample flags (written by sample; read by sample)"),
 }
 # Keys of the original that this project does not implement: refused by name, never ignored.
 _UNSUPPORTED = {
