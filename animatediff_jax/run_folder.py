@@ -48,24 +48,45 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
     to a fresh `parent/name-<time>` (then `final`), on failure removed.
 
     Raises OutputError naming `parent` when it cannot be created or written."""
+    created = _missing_folders(parent)
     try:
         os.makedirs(parent, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
         tmp = tempfile.mkdtemp(prefix=f".{name}-{stamp}.partial-", dir=parent)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0o700; a run folder gets the umask's permissions
     except OSError as e:
+        _remove_empty(created)
         raise OutputError(f"{flag} {parent}: cannot create the run folder ({e.strerror or e})") from None
     folder = RunFolder(tmp)
     try:
         yield folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
         raise
     try:
         folder.final = _rename_fresh(tmp, os.path.join(parent, f"{name}-{stamp}"))
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"{flag} {parent}: cannot move the finished run into place ({e.strerror or e})") from None
+
+
+def _missing_folders(path: str) -> list[str]:
+    """The folders `os.makedirs(path)` would create, deepest first."""
+    out, path = [], os.path.abspath(path)
+    while not os.path.lexists(path):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
+
+
+def _remove_empty(folders: list[str]) -> None:
+    """Remove folders this run created (deepest first) if they are still empty: a failed run leaves none."""
+    for path in folders:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
 
 
 def _umask() -> int:

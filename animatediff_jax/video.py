@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from animatediff_jax.errors import InputError
+
 VIDEO_EXTENSIONS = (".gif", ".mp4")
 
 
@@ -225,7 +227,8 @@ def _read_png_dir(path: str) -> np.ndarray:
 def read_video(path, num_frames: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a GIF, a video file (MP4, WebM, ... via PyAV) or a folder of frames into (F, H, W, 3)
     float32 in [0, 1]. `num_frames`: resample uniformly in time to that many frames; `size`:
-    (height, width) to resize every frame to (bicubic)."""
+    (height, width) to resize every frame to (bicubic). A file that is not a readable video is an
+    InputError naming it; a missing one a FileNotFoundError."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"video not found: {path}")
@@ -239,9 +242,9 @@ def read_video(path, num_frames: int | None = None, size: tuple[int, int] | None
     except (OSError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise
-        raise ValueError(f"{path}: cannot read as a video ({e})") from None
+        raise InputError(f"{path}: cannot read as a video ({e})") from None
     if frames.shape[0] == 0:
-        raise ValueError(f"{path}: no frames")
+        raise InputError(f"{path}: no frames")
     if num_frames is not None:
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
