@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 from animatediff_jax.errors import OutputError
+from animatediff_jax.video import default_mode
 
 STEM_BYTES = 120  # a prompt-derived file stem, at most (leaves room for suffixes and temp names in 255)
 
@@ -53,7 +54,7 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
         os.makedirs(parent, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
         tmp = tempfile.mkdtemp(prefix=f".{name}-{stamp}.partial-", dir=parent)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0o700; a run folder gets the umask's permissions
+        os.chmod(tmp, default_mode(folder=True))  # mkdtemp makes it 0o700
     except OSError as e:
         _remove_empty(created)
         raise OutputError(f"{flag} {parent}: cannot create the run folder ({e.strerror or e})") from None
@@ -87,12 +88,6 @@ def _remove_empty(folders: list[str]) -> None:
             os.rmdir(path)
         except OSError:
             return
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _rename_fresh(tmp: str, target: str) -> str:

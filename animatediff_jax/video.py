@@ -74,10 +74,19 @@ def _check_target(path: str, overwrite: bool) -> None:
     os.makedirs(parent, exist_ok=True)
 
 
+def default_mode(folder: bool = False) -> int:
+    """Permissions a new file (0o666) or folder (0o777) gets under the process umask, as `cp` gives
+    (tempfile's 0o600/0o700 are for secrets, not for outputs)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if folder else 0o666) & ~mask
+
+
 def _temp_path(path: str) -> str:
     """A fresh temporary file next to `path`, with the same extension (writers pick formats by it)."""
     d, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{os.path.splitext(name)[1]}", dir=d)
+    os.fchmod(fd, default_mode())
     os.close(fd)
     return tmp
 
@@ -162,6 +171,7 @@ def write_png_frames(directory, frames, overwrite: bool = False) -> str:
     parent, name = os.path.split(directory)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
     try:
+        os.chmod(tmp, default_mode(folder=True))
         for k, f in enumerate(frames):
             Image.fromarray(f).save(os.path.join(tmp, f"{k:05d}.png"))
         if os.path.lexists(directory):

@@ -54,13 +54,11 @@ def test_success_renames_the_partial_folder_into_place(out, monkeypatch, capsys)
     assert sorted(os.listdir(out / run / "sample")) == ["0-a-red-circle-moving-right.gif",
                                                          "0-a-red-circle-moving-right.mp4",
                                                          "0-a-red-circle-moving-right.npy"]
-    assert oct(os.stat(out / run).st_mode & 0o777) == oct(0o777 & ~_umask())
-
-
-def _umask():
-    mask = os.umask(0)
+    mask = os.umask(0o022)  # outputs get the umask's permissions, as `cp` gives them (not tempfile's 0o600)
     os.umask(mask)
-    return mask
+    assert oct(os.stat(out / run).st_mode & 0o777) == oct(0o777 & ~mask)
+    for path in [out / run / "sample.gif", out / run / "config.yaml", *(out / run / "sample").iterdir()]:
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~mask), path
 
 
 @pytest.mark.parametrize("failure", ["load", "nan", "enospc"])
@@ -70,9 +68,11 @@ def test_a_failed_run_leaves_no_folder(out, monkeypatch, capsys, failure):
             raise LoadError("style.safetensors: targets layers the model does not have")
         monkeypatch.setattr(sample, "load_pipeline", load)
     else:
-        monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: StandInPipeline(np.nan if failure == "nan" else 0.5))
+        pipe = StandInPipeline(np.nan if failure == "nan" else 0.5)
+        monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: pipe)
+    calls = []
     if failure == "enospc":  # the disk fills while the MP4 is written (after the GIF)
-        real, calls = av.VideoFrame.from_ndarray, []
+        real = av.VideoFrame.from_ndarray
 
         def failing(array, format):  # noqa: A002 - PyAV's keyword
             calls.append(1)
@@ -83,7 +83,11 @@ def test_a_failed_run_leaves_no_folder(out, monkeypatch, capsys, failure):
     assert _main(out) == 1
     err = _one_error_line(capsys)
     assert {"load": "targets layers", "nan": "NaN/inf", "enospc": "No space left on device"}[failure] in err
-    assert os.listdir(out) == []  # neither a run folder nor a hidden partial one
+    assert not out.exists()  # no run folder, no hidden partial one, not even the --out folder the run made
+    out.mkdir()
+    calls.clear()
+    assert _main(out) == 1
+    assert os.listdir(out) == []  # an existing --out stays, empty
 
 
 def test_out_that_is_a_file_is_refused_before_any_model_loads(out, monkeypatch, capsys):
