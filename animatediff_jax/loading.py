@@ -209,9 +209,10 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
                  motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
                  domain_adapter: tuple[str, float] | None = None, motion_input_norm: str = "frame",
                  motion_version: str | None = None, motion_max_seq_length: int | None = None,
-                 cache_dir: str) -> LoadedWeights:
+                 lora_alpha_rule: str = "kohya", cache_dir: str) -> LoadedWeights:
     """Assemble all weights (see module docstring). Files are checked to exist before any conversion.
-    motion_version / motion_max_seq_length: see `load_motion`."""
+    motion_version / motion_max_seq_length: see `load_motion`. `lora_alpha_rule`: how `loras` are
+    scaled, "kohya" (flags) or "original" (prompt configs), see `convert.lora.fuse`."""
 
     require_exists(base, "base model")
     require_exists(dreambooth, "DreamBooth checkpoint")
@@ -242,7 +243,7 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
             sd[name] = db[name]
     nets = {"unet": sd["unet"], "text_encoder": sd["text_encoder"]}
     if loras:
-        nets = apply_lora_files(nets, list(loras))
+        nets = apply_lora_files(nets, list(loras), alpha_rule=lora_alpha_rule)
     unet2d = nets["unet"]
     if domain_adapter is not None:
         unet2d = fuse_domain_adapter(unet2d, *domain_adapter)

@@ -202,7 +202,7 @@ class AnimateDiffPipeline:
              attention_impl: str = "xla", motion_input_norm: str = "frame", clip_skip: int = 0,
              tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
              motion_version: str | None = None, motion_max_seq_length: int | None = None,
-             **kwargs) -> "AnimateDiffPipeline":
+             lora_alpha_rule: str = "kohya", **kwargs) -> "AnimateDiffPipeline":
         """Load every weight once (PyTorch or converted Flax files; see `loading.py`).
 
         scheduler: "ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm" (None: DDIM, or the class of
@@ -213,7 +213,8 @@ class AnimateDiffPipeline:
         (diffusers' AnimateDiffTransformer3D). tokenizer: a CLIP tokenizer folder, needed when the base
         is a single file (which carries none). motion_version ("v1"/"v2"/"v3"), motion_max_seq_length:
         what the user knows of the motion module (`loading.load_motion`), needed for a file without a
-        position-encoding buffer.
+        position-encoding buffer. lora_alpha_rule: "kohya" (W += scale · alpha/rank · up @ down)
+        or "original" (W += scale · up @ down, how the original's prompt configs apply `lora_alpha`).
         """
         from animatediff_jax.loading import LoadError, check_params, load_weights
         from animatediff_jax.models.clip_text import CLIPTextModel
@@ -224,7 +225,7 @@ class AnimateDiffPipeline:
         w = load_weights(base, dreambooth=dreambooth, loras=loras, motion_module=motion_module,
                          motion_loras=motion_loras, domain_adapter=domain_adapter,
                          motion_input_norm=motion_input_norm, motion_version=motion_version,
-                         motion_max_seq_length=motion_max_seq_length,
+                         motion_max_seq_length=motion_max_seq_length, lora_alpha_rule=lora_alpha_rule,
                          cache_dir=cache_dir or os.environ.get("ANIMATEDIFF_JAX_CACHE", DEFAULT_CACHE))
         if check:
             c = w.unet_config

@@ -1,15 +1,47 @@
-"""Prompt configs of the original AnimateDiff (`configs/prompts/*.yaml`, FORMATS.md §4).
+"""Prompt configs of the original AnimateDiff (`configs/prompts/*.yaml`, FORMATS.md §4), every release.
 
-A config is a YAML list of entries (or, in the first release's layout, a mapping name -> entry).
-Each entry names the weights (motion module, optional MotionLoRAs, domain adapter, DreamBooth file,
-LoRA) and the prompts to sample with them. `load_prompt_config` validates every key and type and
-returns plain `PromptEntry` objects; nothing is loaded or compiled here, so a bad file fails fast
-with an error naming the file, the entry and the key.
+A config is a YAML list of entries, or a mapping `name: entry` (the layout of the first two releases,
+e.g. `ToonYou: {...}`). Each entry names the weights and the prompts to sample with them.
+`load_prompt_config` validates every key and type and returns plain `PromptEntry` objects; nothing
+is converted or compiled here, so a bad file fails fast with an error naming the config file, the
+entry and the key (`PromptConfigError`, a `UsageError`; a named file that is missing or unreadable
+is an `InputError`).
 
-Beyond the original schema, an entry may carry `prompt_map` (the key animatediff-cli-prompt-travel
-uses): prompt travel, `{frame: prompt}` (one video whose text embedding moves from key frame to
-key frame) or a list of such maps (one video each); these videos follow those of `prompt`, which
-may then be left out. Frames are integers (or digit strings, as in prompt-travel's JSON) in [0, L).
+The releases' schemas, read with the meaning the original's `scripts/animate.py` gives them:
+
+- first release (ToonYou, Lyriel, RcnzCartoon, MajicMix, RealisticVision, Tusun, FilmVelvia, ...):
+  `path` is a DreamBooth single file, or a LoRA (a file whose every key contains "lora": the original's
+  test, which it applied to `.safetensors` files) that is fused at `lora_alpha` into the DreamBooth
+  named by `base`; `""` means none (a LoRA with `base: ""` goes on the `--base` model itself, where the
+  original fails). `base` is only read for a LoRA `path`; given for anything else it is refused (the
+  original ignores it). A `.ckpt` `path`, which the first release loaded as a whole UNet state dict in
+  its own module names, is read as a DreamBooth file like any other. `motion_module` may be a list: one
+  run per module.
+- v2: `inference_config`, `motion_module`, `motion_module_lora_configs` ([{path, alpha}]),
+  `dreambooth_path`, `lora_model_path`, `lora_alpha` (default 0.8); `""` means none.
+- v3: `adapter_lora_path`, `adapter_lora_scale` (default 1.0; `domain_lora_scale`, which some v3
+  configs carry, is unused there too), `W`, `H`, `L` per entry. SparseCtrl (`controlnet_path` and the
+  other `controlnet_*` keys) is refused as not supported yet while `controlnet_path` names a file; with
+  `controlnet_path` empty or absent the original does not read the other keys, nor does this.
+- every release: `seed` (an integer, or a list: one broadcasts to all prompts, else one per prompt;
+  -1 = draw a random seed), `steps`, `guidance_scale`, `prompt`, `n_prompt` (one broadcasts).
+- saved configs (the original's and ours) carry `random_seed`: the seeds the run actually used, one
+  per prompt. It takes the place of each `seed` of -1, so re-running a saved config reproduces its
+  videos (the original would draw new ones); a `seed` other than -1 wins (an edited config). Delete
+  `random_seed` to draw new seeds.
+
+LoRA strength: a LoRA named by a config is fused as the original fuses it, W += lora_alpha · up @ down,
+ignoring the per-layer `.alpha` a kohya file carries (`lora_alpha_rule: original`, the default); the
+command line's `--lora PATH:SCALE` uses the kohya/A1111 rule W += SCALE · (alpha / rank) · up @ down,
+and a config written from flags records `lora_alpha_rule: kohya` (see `convert.lora.fuse`).
+
+Beyond the original schema (the keys this project writes into a run's `config.yaml`):
+- `lora_model_path` may be a list of LoRAs (fused in order) with `lora_alpha` one number or one per
+  LoRA; `lora_alpha_rule` is "original" or "kohya" (above).
+- `prompt_map` (the key animatediff-cli-prompt-travel uses): prompt travel, `{frame: prompt}` (one
+  video whose text embedding moves from key frame to key frame) or a list of such maps (one video
+  each); these videos follow those of `prompt`, which may then be left out. Frames are integers (or
+  digit strings, as in prompt-travel's JSON) in [0, L).
 
 Relative paths resolve as the original resolves them: against the current directory (the original
 is run from its repository root). Where that file does not exist but one relative to the config's
@@ -21,6 +53,7 @@ motion-module file) when neither exists.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import secrets
@@ -30,14 +63,14 @@ from typing import Any
 
 import yaml
 
-from animatediff_jax.errors import UsageError
+from animatediff_jax.errors import InputError, UsageError
 
 PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BUILTIN = "builtin:"
 
 
 class PromptConfigError(UsageError):
-    """A prompt config that cannot be run as written."""
+    """A prompt config that cannot be run as written (a key's value); names the file, entry and key."""
 
 
 @dataclass
@@ -54,8 +87,8 @@ class PromptEntry:
     adapter_lora_path: str | None = None
     adapter_lora_scale: float = 1.0
     dreambooth_path: str | None = None
-    lora_model_path: str | None = None
-    lora_alpha: float = 0.8
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (path, lora_alpha), fused in order
+    lora_alpha_rule: str = "original"  # "original" | "kohya" (convert.lora.ALPHA_RULES, fuse)
     inference_config: str | None = None
     W: int | None = None
     H: int | None = None
@@ -72,10 +105,16 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "adapter_lora_path": ((str,), "a path"),
     "adapter_lora_scale": (_NUM, "a number"),
     "domain_lora_scale": (_NUM, "a number"),  # present in the original v3 configs; unused there too
+    "path": ((str,), "a path"),  # first release: a DreamBooth file or a LoRA
+    "base": ((str,), "a path"),  # first release: the DreamBooth a LoRA `path` is fused into
     "dreambooth_path": ((str,), "a path"),
-    "lora_model_path": ((str,), "a path"),
-    "lora_alpha": (_NUM, "a number"),
+    "lora_model_path": ((str, list), "a path or a list of paths"),
+    "lora_alpha": ((int, float, list), "a number or a list of numbers"),
+    "lora_alpha_rule": ((str,), "'original' or 'kohya'"),
     "seed": ((int, list), "an integer or a list of integers"),
+    "random_seed": ((int, list), "an integer or a list of integers"),
+    "clip_skip": ((int,), "an integer ≥ 0 (read by sample)"),
+    "sample_options": ((dict,), "a mapping of sample flags (written by sample, which reads and checks it)"),
     "steps": ((int,), "an integer"),
     "guidance_scale": (_NUM, "a number"),
     "prompt": ((list, str), "a list of prompts"),
@@ -84,36 +123,32 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "W": ((int,), "an integer"),
     "H": ((int,), "an integer"),
     "L": ((int,), "an integer"),
-    "random_seed": ((int, list), "the seeds a run used (recorded by the original and by sample; `seed` decides)"),
-    "clip_skip": ((int,), "an integer ≥ 0 (read by sample)"),
-    "sample_options": ((dict,), "a mapping of sample flags (written by sample; read by sample)"),
 }
-# Keys of the original that this project does not implement: refused by name, never ignored.
-_UNSUPPORTED = {
-    "controlnet_path", "controlnet_config", "controlnet_images", "controlnet_image_indexs",
-    "normalize_condition_images",
-}
+# SparseCtrl keys of the v3 release: refused by name while `controlnet_path` names a file.
+_SPARSECTRL = ("controlnet_path", "controlnet_config", "controlnet_images", "controlnet_image_indexs",
+               "normalize_condition_images")
 
 
-def _err(source: str, entry: str, msg: str) -> PromptConfigError:
-    return PromptConfigError(f"{source}: {entry}: {msg}")
+def _err(source: str, entry: str, msg: str, cls: type = PromptConfigError) -> Exception:
+    return cls(f"{source}: {entry}: {msg}")
 
 
 def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, entry: str) -> str:
-    """Absolute path of a file named in a config, or a clear error listing where it looked."""
+    """Absolute path of a file named in a config, or an InputError listing where it looked."""
     p = Path(os.path.expanduser(path))
     tried = [p if p.is_absolute() else Path.cwd() / p]
     if not p.is_absolute() and config_dir is not None:
         tried.append(config_dir / p)
-    m = re.fullmatch(r"(?:.*/)?inference-(v\d)\.yaml", path)
+    m = re.fullmatch(r"(?:.*/)?inference(?:-(v\d))?\.yaml", path)  # the first release's is inference.yaml (v1)
+    version = (m.group(1) or "v1") if m else None
     if m:
-        tried.append(PROJECT_CONFIGS / "inference" / f"{m.group(1)}.yaml")
+        tried.append(PROJECT_CONFIGS / "inference" / f"{version}.yaml")
     for t in tried:
         if t.exists():
             return str(t.resolve())
     if m:  # the original's inference configs all carry the same scheduler settings (built in)
-        return f"{BUILTIN}inference-{m.group(1)}"
-    raise _err(source, entry, f"{what} {path!r} not found (looked at: {', '.join(map(str, tried))})")
+        return f"{BUILTIN}inference-{version}"
+    raise _err(source, entry, f"{what} {path!r} not found (looked at: {', '.join(map(str, tried))})", InputError)
 
 
 def _check_type(value, key: str, source: str, entry: str):
@@ -121,6 +156,13 @@ def _check_type(value, key: str, source: str, entry: str):
     # bool is an int in Python; a YAML `yes` where a number belongs is a mistake.
     if isinstance(value, bool) or not isinstance(value, types):
         raise _err(source, entry, f"key {key!r} must be {desc}, got {type(value).__name__} {value!r}")
+    _check_finite(value, f"key {key!r}", source, entry)
+
+
+def _check_finite(value, where: str, source: str, entry: str):
+    """A YAML `.nan` / `.inf` where a number belongs is refused (it would silently give NaN frames)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _err(source, entry, f"{where} must be a finite number, got {value!r}")
 
 
 def _str_list(value, key: str, source: str, entry: str) -> list[str]:
@@ -163,30 +205,116 @@ def check_prompt_frames(entry: PromptEntry, frames: int, source: str | None = No
             raise _err(source, entry.name, msg) if source else PromptConfigError(f"{entry.name}: {msg}")
 
 
-def _seeds(value, n: int, source: str, entry: str) -> list[int]:
+def _int_list(value, key: str, source: str, entry: str, allow_random: bool) -> list[int]:
     seeds = [value] if isinstance(value, int) else value
     for i, s in enumerate(seeds):
-        if isinstance(s, bool) or not isinstance(s, int) or not (s == -1 or 0 <= s < 2**64):
-            raise _err(source, entry, f"seed[{i}] must be -1 or an integer in [0, 2**64), got {s!r}")
+        if isinstance(s, bool) or not isinstance(s, int) or not ((allow_random and s == -1) or 0 <= s < 2**64):
+            want = "-1 or an integer in [0, 2**64)" if allow_random else "an integer in [0, 2**64)"
+            raise _err(source, entry, f"{key}[{i}] must be {want}, got {s!r}")
+    return list(seeds)
+
+
+def _seeds(raw: dict, n: int, source: str, entry: str) -> list[int]:
+    """`seed` as the original reads it (one broadcasts, else one per prompt; -1 = random), with each -1
+    replaced by the `random_seed` a saved config records for that prompt."""
+    seeds = _int_list(raw.get("seed", -1), "seed", source, entry, allow_random=True)
     if len(seeds) == 1:
         seeds = seeds * n
     if len(seeds) != n:
         raise _err(source, entry, f"{len(seeds)} seeds for {n} prompts (give one seed or one per prompt)")
-    return list(seeds)
+    if "random_seed" not in raw:
+        return seeds
+    used = _int_list(raw["random_seed"], "random_seed", source, entry, allow_random=False)
+    if len(used) != n:
+        raise _err(source, entry, f"random_seed records {len(used)} seeds for {n} prompts (a saved config "
+                                  "records one per prompt; delete random_seed to draw new seeds)")
+    return [u if s == -1 else s for s, u in zip(seeds, used)]
+
+
+def _is_lora_file(path: str, source: str, entry: str) -> bool:
+    """The first release's test for a `path`: a checkpoint file whose every key contains "lora"."""
+    if os.path.isdir(path):
+        return False  # a DreamBooth model as a folder
+    # lazy: convert.io imports flax (via animatediff_jax.checkpoint); `sample --help` must not pay for it
+    from convert.io import CheckpointError, open_state_dict
+    try:
+        with open_state_dict(path) as sd:
+            keys = list(sd)
+    except CheckpointError as e:
+        raise _err(source, entry, f"key 'path': {e}", InputError) from None
+    return bool(keys) and all("lora" in k for k in keys)
+
+
+def _lora_list(raw: dict, source: str, entry: str, config_dir: Path | None) -> list[tuple[str, float]]:
+    """`lora_model_path` (a path, "" for none, or a list) with `lora_alpha` (one number or one per LoRA)."""
+    paths = raw.get("lora_model_path", "")
+    paths = ([paths] if paths else []) if isinstance(paths, str) else paths
+    for i, p in enumerate(paths):
+        if not isinstance(p, str) or not p:
+            raise _err(source, entry, f"lora_model_path[{i}] must be a path, got {p!r}")
+    alphas = raw.get("lora_alpha", 0.8)
+    alphas = alphas if isinstance(alphas, list) else [alphas]
+    for i, a in enumerate(alphas):
+        if isinstance(a, bool) or not isinstance(a, _NUM):
+            raise _err(source, entry, f"lora_alpha[{i}] must be a number, got {a!r}")
+        _check_finite(a, f"lora_alpha[{i}]", source, entry)
+    if len(alphas) == 1:
+        alphas = alphas * len(paths)
+    if paths and len(alphas) != len(paths):
+        raise _err(source, entry, f"{len(alphas)} lora_alpha for {len(paths)} LoRAs (give one or one per LoRA)")
+    key = "key 'lora_model_path'" if isinstance(raw.get("lora_model_path"), str) else "lora_model_path[{}]"
+    return [(resolve_path(p, config_dir, what=f"{key.format(i)}: LoRA", source=source, entry=entry), float(a))
+            for i, (p, a) in enumerate(zip(paths, alphas))]
+
+
+def _image_layers(raw: dict, source: str, entry: str, config_dir: Path | None
+                  ) -> tuple[str | None, list[tuple[str, float]]]:
+    """(DreamBooth path or None, [(LoRA path, lora_alpha)]) in either layout (see module docstring)."""
+    def path(key, what):
+        v = raw.get(key, "")
+        return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=entry) if v else None
+
+    if "path" not in raw and "base" not in raw:
+        return path("dreambooth_path", "DreamBooth checkpoint"), _lora_list(raw, source, entry, config_dir)
+    mixed = sorted({"dreambooth_path", "lora_model_path"} & set(raw))
+    if mixed:
+        raise _err(source, entry, f"keys 'path'/'base' (first-release layout) and {mixed} (later releases) "
+                                  "cannot be combined: use one layout")
+    if "path" not in raw:
+        raise _err(source, entry, "key 'base' names the DreamBooth a LoRA 'path' is fused into, but 'path' is missing")
+    first = path("path", "DreamBooth checkpoint or LoRA")
+    base = path("base", "DreamBooth checkpoint")
+    if first is not None and _is_lora_file(first, source, entry):
+        alpha = raw.get("lora_alpha", 0.8)
+        if isinstance(alpha, (bool, list)):
+            raise _err(source, entry, f"key 'lora_alpha' must be a number, got {alpha!r}")
+        return base, [(first, float(alpha))]
+    if base is not None:
+        what = "'path' is empty" if first is None else f"'path' {raw['path']!r} is not a LoRA"
+        raise _err(source, entry, f"key 'base' is only used when 'path' is a LoRA, and {what} "
+                                  "(the original ignores it): remove 'base', or use dreambooth_path")
+    return first, []
+
+
+def _check_sparsectrl(raw: dict, source: str, entry: str) -> None:
+    """SparseCtrl runs in the original only when `controlnet_path` names a file; then refuse it by name."""
+    if raw.get("controlnet_path", ""):
+        given = [k for k in _SPARSECTRL if k in raw]
+        raise _err(source, entry, f"key 'controlnet_path': SparseCtrl is not supported yet (this entry sets "
+                                  f"{given}); remove the controlnet_* keys to sample without sparse controls")
 
 
 def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> list[PromptEntry]:
     """Validate one entry; an entry listing several motion modules becomes one entry per module."""
     if not isinstance(raw, dict):
         raise _err(source, name, f"an entry must be a mapping of keys, got {type(raw).__name__}")
-    unsupported = sorted(set(raw) & _UNSUPPORTED)
-    if unsupported:
-        raise _err(source, name, f"keys {unsupported} (SparseCtrl) are not supported by animatediff_jax")
-    unknown = sorted(set(raw) - set(_SCHEMA))
+    _check_sparsectrl(raw, source, name)
+    unknown = sorted(set(raw) - set(_SCHEMA) - set(_SPARSECTRL))
     if unknown:
         raise _err(source, name, f"unknown keys {unknown}; known keys: {sorted(_SCHEMA)}")
     for key, value in raw.items():
-        _check_type(value, key, source, name)
+        if key in _SCHEMA:
+            _check_type(value, key, source, name)
     if "prompt" not in raw and "prompt_map" not in raw:
         raise _err(source, name, "missing key 'prompt' (or 'prompt_map')")
     prompts: list = _str_list(raw.get("prompt", []), "prompt", source, name)
@@ -203,11 +331,15 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     if len(n_prompts) != len(prompts):
         raise _err(source, name, f"{len(n_prompts)} n_prompt for {len(prompts)} prompts "
                                  "(give one to broadcast or one per prompt)")
-    seeds = _seeds(raw.get("seed", -1), len(prompts), source, name)
+    seeds = _seeds(raw, len(prompts), source, name)
+    rule = raw.get("lora_alpha_rule", "original")
+    from convert.lora import ALPHA_RULES  # lazy: convert.lora imports flax; `sample --help` must not pay for it
+    if rule not in ALPHA_RULES:
+        raise _err(source, name, f"key 'lora_alpha_rule' must be one of {list(ALPHA_RULES)}, got {rule!r}")
 
     def path(key, what):
         v = raw.get(key, "")
-        return resolve_path(v, config_dir, what=what, source=source, entry=name) if v else None
+        return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=name) if v else None
 
     loras = []
     for i, item in enumerate(raw.get("motion_module_lora_configs", []) or []):
@@ -216,7 +348,9 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         alpha = item.get("alpha", 1.0)
         if isinstance(alpha, bool) or not isinstance(alpha, _NUM):
             raise _err(source, name, f"motion_module_lora_configs[{i}].alpha must be a number, got {alpha!r}")
-        loras.append((resolve_path(item["path"], config_dir, what="MotionLoRA", source=source, entry=name),
+        _check_finite(alpha, f"motion_module_lora_configs[{i}].alpha", source, name)
+        loras.append((resolve_path(item["path"], config_dir, what=f"motion_module_lora_configs[{i}].path: MotionLoRA",
+                                   source=source, entry=name),
                       float(alpha)))
     for key in ("W", "H", "L", "steps"):
         if key in raw and raw[key] <= 0:
@@ -230,37 +364,44 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     for i, m in enumerate(modules):
         if m is not None and not isinstance(m, str):
             raise _err(source, name, f"motion_module[{i}] must be a path, got {m!r}")
+    dreambooth, image_loras = _image_layers(raw, source, name, config_dir)
     base = PromptEntry(
         name=name, prompts=prompts, n_prompts=n_prompts, seeds=seeds,
         steps=raw.get("steps", 25), guidance_scale=float(raw.get("guidance_scale", 7.5)),
         motion_module_lora_configs=loras,
         adapter_lora_path=path("adapter_lora_path", "domain adapter"),
         adapter_lora_scale=float(raw.get("adapter_lora_scale", 1.0)),
-        dreambooth_path=path("dreambooth_path", "DreamBooth checkpoint"),
-        lora_model_path=path("lora_model_path", "LoRA"),
-        lora_alpha=float(raw.get("lora_alpha", 0.8)),
+        dreambooth_path=dreambooth, loras=image_loras, lora_alpha_rule=rule,
         inference_config=path("inference_config", "inference config"),
         W=raw.get("W"), H=raw.get("H"), L=raw.get("L"), raw=dict(raw))
     if base.L is not None:
         check_prompt_frames(base, base.L, source)
     out = []
     for i, m in enumerate(modules):
-        mm = resolve_path(m, config_dir, what="motion module", source=source, entry=name) if m else None
+        key = "key 'motion_module'" if len(modules) == 1 else f"motion_module[{i}]"
+        mm = resolve_path(m, config_dir, what=f"{key}: motion module", source=source, entry=name) if m else None
         sub = f"{name}[motion_module {i}]" if len(modules) > 1 else name
         out.append(dataclasses.replace(base, name=sub, motion_module=mm, raw={**raw, "motion_module": m}))
     return out
 
 
+def _read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's content, or an InputError naming the file (missing, not UTF-8, not YAML)."""
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: {what} is not valid YAML: {e}") from None
+
+
 def load_prompt_config(path: str | os.PathLike) -> list[PromptEntry]:
     """Read and validate a prompt config file (see module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise PromptConfigError(f"prompt config {str(path)!r} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise PromptConfigError(f"{path}: not valid YAML: {e}") from None
-    if isinstance(data, dict):  # first release: {name: entry}
+    data = _read_yaml(path, "prompt config")
+    if isinstance(data, dict):  # first and v2 releases: {name: entry}
         items = list(data.items())
     elif isinstance(data, list):
         items = [(f"entry {i}", e) for i, e in enumerate(data)]
@@ -286,7 +427,7 @@ def inference_settings(path: str | None) -> dict:
     if path.startswith(BUILTIN):
         from animatediff_jax.samplers import ORIGINAL_SCHEDULER_KWARGS
         return dict(ORIGINAL_SCHEDULER_KWARGS)
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    data = _read_yaml(Path(path), "inference config") or {}
     if not isinstance(data, dict):
         raise PromptConfigError(f"{path}: an inference config must be a mapping")
     kwargs = data.get("noise_scheduler_kwargs", {}) or {}

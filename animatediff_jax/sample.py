@@ -86,7 +86,7 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
     e.steps, e.guidance_scale = _first(opts.steps, e.steps), _first(opts.guidance_scale, e.guidance_scale)
     model = dict(base=opts.base, tokenizer=opts.tokenizer, dreambooth=e.dreambooth_path,
                  motion_module=e.motion_module, motion_loras=e.motion_module_lora_configs,
-                 loras=([(e.lora_model_path, e.lora_alpha)] if e.lora_model_path else []) + list(opts.lora),
+                 loras=list(e.loras), lora_alpha_rule=e.lora_alpha_rule,
                  domain_adapter=(e.adapter_lora_path, e.adapter_lora_scale) if e.adapter_lora_path else None,
                  motion_version=motion.get("version"), motion_max_seq_length=motion.get("max_seq_length"))
     sizes = dict(width=_first(opts.width, e.W, 512), height=_first(opts.height, e.H, 512),
@@ -129,7 +129,7 @@ def _flag_jobs(args) -> list[Job]:
                             seeds=seeds * (n // len(seeds)), steps=_first(args.steps, sizes["steps"]),
                             guidance_scale=_first(args.guidance_scale, 7.5))
         entry.raw = _entry_of_flags(model, entry)
-        model = dict(dict(tokenizer=args.tokenizer, loras=[], motion_loras=[]), **model,
+        model = dict(dict(tokenizer=args.tokenizer, loras=[], motion_loras=[]), **model, lora_alpha_rule="kohya",
                      motion_version=args.motion_version, motion_max_seq_length=None)
         size = {k: _first(getattr(args, k), sizes[k]) for k in ("width", "height", "frames")}
         jobs.append(Job(entry, args, model, size, clip_skip=_first(args.clip_skip, 0),
@@ -148,6 +148,9 @@ def _entry_of_flags(model: dict, e: PromptEntry) -> dict:
         raw["motion_module"] = abspath(model["motion_module"])
     if model.get("dreambooth"):
         raw["dreambooth_path"] = abspath(model["dreambooth"])
+    if model.get("loras"):  # every --lora, with the rule flags use (prompt configs default to the original's)
+        raw.update(lora_model_path=[abspath(p) for p, _ in model["loras"]], lora_alpha=[a for _, a in model["loras"]],
+                   lora_alpha_rule="kohya")
     if model.get("motion_loras"):
         raw["motion_module_lora_configs"] = [dict(path=abspath(p), alpha=a) for p, a in model["motion_loras"]]
     if model.get("domain_adapter"):
@@ -352,7 +355,7 @@ def saved_entry(job: Job, seeds: list[int], dtype: str) -> dict:
     if job.clip_skip:
         raw["clip_skip"] = job.clip_skip
     raw["sample_options"] = options_of(job.opts, base=job.model["base"], tokenizer=job.model["tokenizer"],
-                                       dtype=dtype)
+                                       dtype=dtype)  # the LoRAs are in the entry: lora_model_path, lora_alpha
     return raw
 
 

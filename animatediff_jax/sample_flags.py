@@ -21,7 +21,7 @@ EXAMPLES = f"""examples:
 SCHEDULERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm")
 MOTION_VERSIONS = ("v1", "v2", "v3")
 # Flags a prompt config's entry may also carry under `sample_options` (written there by every run).
-SAMPLE_OPTIONS = ("base", "tokenizer", "lora", "motion_version", "scheduler", "scheduler_config", "eta",
+SAMPLE_OPTIONS = ("base", "tokenizer", "motion_version", "scheduler", "scheduler_config", "eta",
                   "context_length", "context_stride", "context_weighting", "no_noise_shuffle", "freeinit_iters",
                   "freeinit_filter", "init_video", "strength", "latents", "dtype", "attention", "decode_chunk",
                   "batch_size", "fps", "diffusers_norm")
@@ -195,10 +195,6 @@ def option_tokens(options, where: str) -> list[str]:
             if not isinstance(value, bool):
                 raise UsageError(f"{where}: {key} must be true or false, got {value!r}")
             tokens += [flag] if value else []
-        elif key == "lora":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise UsageError(f"{where}: lora must be a list of 'PATH[:SCALE]', got {value!r}")
-            tokens += [f"{flag}={v}" for v in value]
         elif value is not None:
             if isinstance(value, (bool, list, dict)):
                 raise UsageError(f"{where}: {key} must be a single value, got {value!r}")
@@ -216,7 +212,5 @@ def options_of(opts: argparse.Namespace, **resolved) -> dict:
             continue
         if key in _PATHS or (key == "scheduler_config" and value not in ("original", "base")):
             value = os.path.abspath(value)
-        if key == "lora":
-            value = [f"{os.path.abspath(path)}:{scale!r}" for path, scale in value]
         out[key] = value
     return out

@@ -10,8 +10,10 @@ Key styles understood (any of them for the UNet, the text encoder, or a motion m
     ...attn1.processor.to_q_lora.down.weight / .up                                           older diffusers,
                                                                                              MotionLoRA, v3 adapter
 
-Fusing: W += scale · (alpha / rank) · up @ down, with rank = down.shape[0] and alpha = rank when the
-file gives none. The product is formed in PyTorch layout ((out, in) or (out, in, kh, kw)) and laid
+Fusing (`alpha_rule`): "kohya" (kohya / A1111 / diffusers, the default) W += scale · (alpha / rank) · up @ down,
+with rank = down.shape[0] and alpha = rank when the file gives none; "original" (the original AnimateDiff's
+`convert_lora`, which its prompt configs' `lora_alpha` means) W += scale · up @ down, the file's alphas
+ignored. The product is formed in PyTorch layout ((out, in) or (out, in, kh, kw)) and laid
 out as the Flax kernel ((in, out) / HWIO) by the same rule as the weights themselves.
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ _ROLE_SUFFIXES = (  # (suffix, role) tried in order; the module name is what pre
 _PROCESSOR = re.compile(r"^(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
 _KOHYA = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
 _DOTTED = {"unet.": "unet", "text_encoder.": "text_encoder"}
+ALPHA_RULES = ("kohya", "original")  # see the module docstring
 
 
 class LoraError(ValueError):
@@ -56,11 +59,15 @@ class LoraWeights:
     def rank(self) -> int:
         return int(self.down.shape[0])
 
-    def delta(self) -> np.ndarray:
-        """(alpha / rank) · up @ down, shaped like the PyTorch weight (float64)."""
+    def delta(self, alpha_rule: str = "kohya") -> np.ndarray:
+        """(alpha / rank) · up @ down ("kohya") or up @ down ("original"), shaped like the PyTorch weight
+        (float64)."""
+        if alpha_rule not in ALPHA_RULES:
+            raise ValueError(f"alpha_rule must be one of {ALPHA_RULES}, got {alpha_rule!r}")
         up = np.asarray(self.up, np.float64).reshape(self.up.shape[0], self.rank)
         down = np.asarray(self.down, np.float64).reshape(self.rank, -1)
-        return ((self.alpha / self.rank) * (up @ down)).reshape((up.shape[0],) + tuple(self.down.shape[1:]))
+        factor = self.alpha / self.rank if alpha_rule == "kohya" else 1.0
+        return (factor * (up @ down)).reshape((up.shape[0],) + tuple(self.down.shape[1:]))
 
 
 def parse_scale(value, what: str = "LoRA scale") -> float:
@@ -269,15 +276,17 @@ def read_factors(path, alpha: float | None = None) -> dict[Path, LoraWeights]:
 
 # ----------------------------------------------------------------------------- fusing
 
-def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, *, source: str = "LoRA") -> dict:
-    """Params with W += scale · (alpha / rank) · up @ down at each LoRA target; other leaves shared."""
+def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, *, source: str = "LoRA",
+         alpha_rule: str = "kohya") -> dict:
+    """Params with W += scale · (alpha / rank) · up @ down ("kohya") or W += scale · up @ down ("original")
+    at each LoRA target (module docstring); other leaves shared."""
     scale = parse_scale(scale)
     flat = flatten(params)
     for path, w in lora.items():
         if path not in flat:
             raise LoraError(f"{source}: targets {'/'.join(path)}, which the model does not have")
         kernel = flat[path]
-        delta = w.delta()
+        delta = w.delta(alpha_rule)
         if delta.ndim == 2 and np.ndim(kernel) == 4 and np.shape(kernel)[:2] == (1, 1):
             delta = delta[:, :, None, None]  # linear LoRA on a 1x1 conv (e.g. proj_in trained as Linear)
         elif delta.ndim == 4 and np.ndim(kernel) == 2 and delta.shape[2:] == (1, 1):
@@ -292,14 +301,15 @@ def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, 
 
 
 def apply_lora_files(components: Mapping[str, Mapping], loras: Sequence[tuple[str, float]],
-                     skip_other: bool = False) -> dict[str, dict]:
+                     skip_other: bool = False, alpha_rule: str = "kohya") -> dict[str, dict]:
     """Fuse several LoRA files, each at its scale, into the given networks ({"unet": params, ...}).
-    `skip_other`: ignore a file's weights for networks not given (instead of refusing)."""
+    `skip_other`: ignore a file's weights for networks not given (instead of refusing). `alpha_rule`:
+    "kohya" or "original" (see `fuse`)."""
     out = dict(components)
     for path, scale in loras:
         scale = parse_scale(scale, f"{path}: LoRA scale")
         for component, lora in read_lora(path, out, skip_other).items():
-            out[component] = fuse(out[component], lora, scale, source=str(path))
+            out[component] = fuse(out[component], lora, scale, source=str(path), alpha_rule=alpha_rule)
     return out
 
 

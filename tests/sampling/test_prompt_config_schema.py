@@ -3,6 +3,7 @@ import textwrap
 
 import pytest
 
+from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.prompt_config import (PromptConfigError, draw_seeds, inference_settings,
                                            load_prompt_config, resolved_config)
 
@@ -42,7 +43,9 @@ def test_original_schema_entry(tmp_path, monkeypatch):
     assert e.seeds == [10788741199826055526, -1] and e.steps == 4 and e.guidance_scale == 8.0
     assert e.motion_module == str(tmp_path / "mm.ckpt")
     assert e.motion_module_lora_configs == [(str(tmp_path / "ml.ckpt"), 0.5)]
-    assert e.lora_alpha == 0.6 and e.W == 64 and e.H is None
+    assert e.dreambooth_path == str(tmp_path / "db.safetensors")
+    assert e.loras == [(str(tmp_path / "lora.safetensors"), 0.6)] and e.lora_alpha_rule == "original"
+    assert e.W == 64 and e.H is None
     # the original's inference config name maps to this project's file or the built-in settings
     assert e.inference_config.endswith("v2.yaml") or e.inference_config == "builtin:inference-v2"
     assert inference_settings(e.inference_config)["beta_schedule"] == "linear"
@@ -64,7 +67,7 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
         """)
     es = load_prompt_config(p)  # relative to the config's folder when not found from the cwd
     assert [e.motion_module for e in es] == [str(tmp_path / "mm.ckpt"), str(tmp_path / "mm2.ckpt")]
-    assert es[0].seeds == [7, 7, 7] and es[0].lora_alpha == 0.8
+    assert es[0].seeds == [7, 7, 7] and es[0].loras == [] and es[0].dreambooth_path is None
 
 
 @pytest.mark.parametrize("body,match", [
@@ -74,8 +77,16 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
     ('- prompt: ["a", "b"]\n  n_prompt: ["x", "y", "z"]\n', r"3 n_prompt for 2 prompts"),
     ('- prompt: ["a", "b"]\n  seed: [1, 2, 3]\n', r"3 seeds for 2 prompts"),
     ('- prompt: ["a"]\n  W: 100\n', r"'W' must be a multiple of 8"),
-    ('- prompt: ["a"]\n  dreambooth_path: "missing.safetensors"\n', r"DreamBooth checkpoint 'missing.safetensors' not found"),
-    ('- prompt: ["a"]\n  controlnet_path: "x"\n', r"not supported"),
+    ('- prompt: ["a"]\n  controlnet_path: "x"\n', r"key 'controlnet_path': SparseCtrl is not supported yet"),
+    ('- prompt: ["a"]\n  lora_model_path: "lora.safetensors"\n  lora_alpha: [1, 2]\n', r"2 lora_alpha for 1 LoRAs"),
+    ('- prompt: ["a"]\n  lora_alpha_rule: "a1111"\n', r"key 'lora_alpha_rule' must be one of \['kohya', 'original'\]"),
+    ('- prompt: ["a"]\n  guidance_scale: .nan\n', r"key 'guidance_scale' must be a finite number, got nan"),
+    ('- prompt: ["a"]\n  lora_model_path: "lora.safetensors"\n  lora_alpha: [.inf]\n',
+     r"lora_alpha\[0\] must be a finite number, got inf"),
+    ('- prompt: ["a"]\n  motion_module_lora_configs: [{path: "ml.ckpt", alpha: -.inf}]\n',
+     r"motion_module_lora_configs\[0\].alpha must be a finite number, got -inf"),
+    ('- prompt: ["a", "b"]\n  random_seed: [1]\n', r"random_seed records 1 seeds for 2 prompts"),
+    ('- prompt: ["a"]\n  random_seed: [-1]\n', r"random_seed\[0\] must be an integer in \[0, 2\*\*64\)"),
     ('- prompt: ["a"]\n  motion_module_lora_configs: [{path: "ml.ckpt", alpha: "high"}]\n', r"alpha must be a number"),
     ('- steps: 3\n', r"missing key 'prompt' \(or 'prompt_map'\)"),
     ('- prompt: [1]\n', r"prompt\[0\] must be a string"),
@@ -95,7 +106,16 @@ def test_bad_configs_name_file_entry_and_key(tmp_path, monkeypatch, body, match)
     p = _write(tmp_path, body)
     with pytest.raises(PromptConfigError, match=match) as e:
         load_prompt_config(p)
-    assert str(p) in str(e.value)
+    assert str(p) in str(e.value) and isinstance(e.value, UsageError) and e.value.exit_code == 2
+
+
+def test_missing_file_named_by_a_key_is_an_input_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, '- prompt: ["a"]\n  dreambooth_path: "missing.safetensors"\n')
+    match = r"entry 0: key 'dreambooth_path': DreamBooth checkpoint 'missing.safetensors' not found"
+    with pytest.raises(InputError, match=match) as e:
+        load_prompt_config(p)
+    assert str(e.value).startswith(str(p)) and e.value.exit_code == 1
 
 
 def test_prompt_map_travel_entries(tmp_path, monkeypatch):
@@ -122,18 +142,47 @@ def test_prompt_map_travel_entries(tmp_path, monkeypatch):
 
 
 def test_missing_and_invalid_files(tmp_path):
-    with pytest.raises(PromptConfigError, match="not found"):
+    with pytest.raises(InputError, match="nope.yaml: prompt config not found"):
         load_prompt_config(tmp_path / "nope.yaml")
     (tmp_path / "bad.yaml").write_text("- prompt: [a\n")
-    with pytest.raises(PromptConfigError, match="not valid YAML"):
+    with pytest.raises(InputError, match="bad.yaml: prompt config is not valid YAML"):
         load_prompt_config(tmp_path / "bad.yaml")
+    (tmp_path / "latin1.yaml").write_bytes('- prompt: ["caf\xe9"]\n'.encode("latin-1"))
+    with pytest.raises(InputError, match="latin1.yaml: prompt config is not UTF-8 text"):
+        load_prompt_config(tmp_path / "latin1.yaml")
+    (tmp_path / "inference.yaml").write_text("noise_scheduler_kwargs: [1\n")
+    with pytest.raises(InputError, match="inference.yaml: inference config is not valid YAML"):
+        inference_settings(str(tmp_path / "inference.yaml"))
 
 
-@pytest.mark.parametrize("name", ["v2-realistic-vision.yaml", "v3-domain-adapter.yaml", "prompt-travel.yaml"])
+@pytest.mark.parametrize("name", ["v2-realistic-vision.yaml", "v3-domain-adapter.yaml", "prompt-travel.yaml",
+                                  "first-release-tusun.yaml"])
 def test_example_configs_follow_the_schema(name, tmp_path, monkeypatch):
     """The shipped examples are valid; only their (not shipped) weight files are missing."""
     from animatediff_jax.prompt_config import PROJECT_CONFIGS
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(PromptConfigError, match="not found") as e:
+    with pytest.raises(InputError, match="not found") as e:
         load_prompt_config(PROJECT_CONFIGS / "prompts" / name)
     assert "unknown keys" not in str(e.value) and "must be" not in str(e.value)
+
+
+def test_several_loras_and_the_alpha_rule(tmp_path, monkeypatch):
+    """Beyond the original: a list of LoRAs (one lora_alpha broadcasts, or one each) and `lora_alpha_rule`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b.safetensors").write_bytes(b"x")
+    p = _write(tmp_path, """
+        - prompt: ["a"]
+          lora_model_path: ["lora.safetensors", "b.safetensors"]
+          lora_alpha: 0.7
+        - prompt: ["a"]
+          lora_model_path: ["lora.safetensors", "b.safetensors"]
+          lora_alpha: [0.5, -1]
+          lora_alpha_rule: kohya
+        - prompt: ["a"]
+          lora_model_path: "lora.safetensors"
+        """)
+    a, b, c = load_prompt_config(p)
+    la, lb = str(tmp_path / "lora.safetensors"), str(tmp_path / "b.safetensors")
+    assert a.loras == [(la, 0.7), (lb, 0.7)] and a.lora_alpha_rule == "original"
+    assert b.loras == [(la, 0.5), (lb, -1.0)] and b.lora_alpha_rule == "kohya"
+    assert c.loras == [(la, 0.8)]  # the original's default lora_alpha

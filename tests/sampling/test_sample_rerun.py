@@ -40,8 +40,9 @@ def test_rerunning_config_yaml_reproduces_the_videos_bit_for_bit(files, tmp_path
     (entry,) = yaml.safe_load((folder.parent / "config.yaml").read_text())
     assert entry["seed"] == entry["random_seed"] and all(s >= 0 for s in entry["seed"]) and len(entry["seed"]) == 2
     assert entry["clip_skip"] == 1
+    assert entry["lora_model_path"] == [str(files / "a.safetensors"), str(files / "b.safetensors")]
+    assert (entry["lora_alpha"], entry["lora_alpha_rule"]) == ([0.7, 0.5], "kohya")  # every --lora, the flags' rule
     opts = entry["sample_options"]
-    assert opts["lora"] == [f"{files / 'a.safetensors'}:0.7", f"{files / 'b.safetensors'}:0.5"]
     assert (opts["scheduler"], opts["base"], opts["dtype"]) == ("euler_ancestral", str(files / "base"), "float32")
 
     monkeypatch.chdir(tmp_path)
