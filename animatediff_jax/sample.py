@@ -32,8 +32,7 @@ import numpy as np
 import yaml
 
 from animatediff_jax.errors import InputError, OutputError, UsageError, run_cli
-from animatediff_jax.models.configs import motion_config_from_inference_yaml
-from animatediff_jax.prompt_config import BUILTIN, PromptEntry, check_prompt_frames, draw_seeds, \
+from animatediff_jax.prompt_config import PromptEntry, check_prompt_frames, draw_seeds, inference_config, \
     load_prompt_config, resolved_config
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
 from animatediff_jax.sample_flags import ENTRY_FLAGS, PROG, build_parser, option_tokens, options_of
@@ -157,38 +156,6 @@ def _entry_of_flags(model: dict, e: PromptEntry) -> dict:
         raw["adapter_lora_path"], raw["adapter_lora_scale"] = abspath(model["domain_adapter"][0]), \
             model["domain_adapter"][1]
     return raw
-
-
-def inference_config(path: str | None) -> tuple[dict, dict]:
-    """(motion-module settings {version, max_seq_length}, noise_scheduler_kwargs) of an entry's
-    inference config (original schema). version: v1 without `use_inflated_groupnorm` (the original's
-    default, joint resnet GroupNorm), else v2 with `motion_module_mid_block`, else v3; max_seq_length:
-    `temporal_position_encoding_max_len` where the file states it."""
-    from animatediff_jax.samplers import ORIGINAL_SCHEDULER_KWARGS  # noqa: PLC0415 - imports jax
-    if path is None:
-        return {}, {}
-    if path.startswith(BUILTIN):  # the original's file, absent here: its scheduler settings are known
-        return {}, dict(ORIGINAL_SCHEDULER_KWARGS)
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML ({e})") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: an inference config must be a mapping, got {type(data).__name__}")
-    try:
-        motion, scheduler = motion_config_from_inference_yaml(data)
-    except ValueError as e:  # its refusal of a setting, worded for a dict: name the file instead
-        raise UsageError(f"{path}: {str(e).removeprefix('<dict>: ')}") from None
-    if motion is None:
-        return {}, scheduler
-    version = "v1" if motion.resnet_norm == "joint" else ("v2" if motion.use_mid_block else "v3")
-    stated = ((data.get("unet_additional_kwargs") or {}).get("motion_module_kwargs") or {}).get(
-        "temporal_position_encoding_max_len")
-    return dict(version=version, max_seq_length=stated), scheduler
 
 
 def scheduler_source(value: str) -> str | dict:

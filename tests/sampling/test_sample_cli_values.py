@@ -149,8 +149,8 @@ def test_config_values_are_checked(env, capsys):
           motion_module: "{MOTION}"
           prompt: ["a cat"]
         """)
-    err = _error(capsys, [cfg, *base], 2)
-    assert err.startswith(f"error: {os.path.realpath('bad-inference.yaml')}: not UTF-8 text")
+    err = _error(capsys, [cfg, *base], 1)
+    assert err.startswith(f"error: {os.path.realpath('bad-inference.yaml')}: inference config is not UTF-8 text")
     cfg = _config(f"""
         - motion_module: "{MOTION}"
           clip_skip: -1
