@@ -98,15 +98,28 @@ def has_tokenizer(path: str) -> bool:
 
 
 def base_configs(path: str) -> dict:
-    """{"unet", "vae", "text_encoder"} -> config of an SD1.x base (diffusers folder, single file or
-    converted folder), from config files, names and shapes only: no tensor data is read."""
+    """{"unet", "vae", "text_encoder"} -> config, and "scheduler" -> its scheduler config dict ({} if
+    none), of an SD1.x base (diffusers folder, single file or converted folder), from config files,
+    names and shapes only: no tensor data is read."""
     if is_converted_base(path):
-        return {n: load_config(read_metadata(os.path.join(path, f"{n}.safetensors"))) for n in NETWORKS}
+        configs = {n: load_config(read_metadata(os.path.join(path, f"{n}.safetensors"))) for n in NETWORKS}
+        return dict(configs, scheduler=_read_scheduler_config(path))
     plan = plan_base(path, check=False)
     try:
-        return {n: plan.networks[n].config for n in NETWORKS}
+        return dict({n: plan.networks[n].config for n in NETWORKS}, scheduler=dict(plan.scheduler_config))
     finally:
         plan.close()
+
+
+def _read_scheduler_config(folder: str) -> dict:
+    path = os.path.join(folder, "scheduler_config.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LoadError(f"{path}: not a JSON scheduler config ({e})") from None
 
 
 def _read_converted_base(folder: str) -> dict:
@@ -114,8 +127,7 @@ def _read_converted_base(folder: str) -> dict:
     for name in NETWORKS:
         params, meta = load_params(os.path.join(folder, f"{name}.safetensors"))
         out[name], out[f"{name}_config"] = params, load_config(meta)
-    sched = os.path.join(folder, "scheduler_config.json")
-    out["scheduler_config"] = json.load(open(sched)) if os.path.exists(sched) else {}
+    out["scheduler_config"] = _read_scheduler_config(folder)
     tok = os.path.join(folder, "tokenizer")
     out["tokenizer_path"] = tok if os.path.isdir(tok) else None
     return out
@@ -161,29 +173,29 @@ def load_motion(path: str, cache_dir: str, *, version: str | None = None,
     return _load_motion(os.path.abspath(path), cache_key(path), tuple(settings.items()), cache_dir)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)  # leaves are memory-mapped views of the converted file: cheap to keep
 def _load_motion(path: str, key: str, settings: tuple, cache_dir: str) -> MotionModule:
     settings = dict(settings)
     given = {k: v for k, v in settings.items() if v is not None}
     cached = path if is_flax_file(path) else os.path.join(
         cache_dir, "converted", f"motion-{key}" + (f"-{settings_key(given)}" if given else "") + ".safetensors")
-    if is_flax_file(cached):
-        params, meta = load_params(cached)
-        if "motion" not in meta:
-            raise LoadError(f"{path}: a Flax params file but not a motion module (no motion metadata)")
-        info = json.loads(meta["motion"])
-        mm = MotionModule(params, load_config(meta), tuple(info["block_out_channels"]),
-                          int(info["layers_per_block"]), info["version"])
-        if cached == path and given:  # a converted file states its version; a different one is a mistake
-            said = dict(version=mm.version, max_seq_length=mm.config.max_seq_length)
-            clash = {k: v for k, v in given.items() if said[k] != v}
-            if clash:
-                raise LoadError(f"{path}: a converted motion module with {said}; asked for {clash}")
-        return mm
-    mm = load_motion_module(path, **settings)
-    save_params(cached, mm.params, config=mm.config, source=f"motion:{path}",
-                metadata={"motion": json.dumps({"block_out_channels": list(mm.block_out_channels),
-                                                "layers_per_block": mm.layers_per_block, "version": mm.version})})
+    if not is_flax_file(cached):
+        mm = load_motion_module(path, **settings)
+        save_params(cached, mm.params, config=mm.config, source=f"motion:{path}",
+                    metadata={"motion": json.dumps({"block_out_channels": list(mm.block_out_channels),
+                                                    "layers_per_block": mm.layers_per_block,
+                                                    "version": mm.version})})
+    params, meta = load_params(cached)  # zero-copy
+    if "motion" not in meta:
+        raise LoadError(f"{path}: a Flax params file but not a motion module (no motion metadata)")
+    info = json.loads(meta["motion"])
+    mm = MotionModule(params, load_config(meta), tuple(info["block_out_channels"]), int(info["layers_per_block"]),
+                      info["version"])
+    if cached == path and given:  # a converted file states its version; a different one is a mistake
+        said = dict(version=mm.version, max_seq_length=mm.config.max_seq_length)
+        clash = {k: v for k, v in given.items() if said[k] != v}
+        if clash:
+            raise LoadError(f"{path}: a converted motion module with {said}; asked for {clash}")
     return mm
 
 

@@ -288,10 +288,7 @@ class AnimateDiffPipeline:
 
     def make_sampler(self, steps: int, strength: float = 1.0, eta: float = 0.0) -> Sampler:
         """The configured sampler for `steps` steps (base model's scheduler config honoured)."""
-        extra = {"eta": eta} if eta else {}  # DDIM only: other samplers refuse the option
-        if self.scheduler_config:
-            return sampler_from_diffusers_config(self.scheduler_config, self.scheduler, steps, strength, **extra)
-        return make_sampler(self.scheduler or "ddim", "B", steps, strength=strength, **extra)
+        return configured_sampler(self.scheduler_config, self.scheduler, steps, strength, eta)
 
     # ---------------------------------------------------------------- validation (no compilation)
     def check_inputs(self, *, width: int, height: int, frames: int, steps: int,
@@ -450,6 +447,17 @@ class AnimateDiffPipeline:
             return cond
         uncond = jnp.stack([one(n, None) for n in negs])
         return jnp.concatenate([uncond, cond])
+
+
+def configured_sampler(scheduler_config: Mapping[str, Any], scheduler: str | None, steps: int,
+                       strength: float = 1.0, eta: float = 0.0) -> Sampler:
+    """The sampler a pipeline uses: `scheduler` (None: DDIM, or the config's class) over a diffusers
+    scheduler config, or DDIM over schedule B when the config is empty. Raises ValueError for settings
+    that do not go together (e.g. eta with a sampler other than DDIM)."""
+    extra = {"eta": eta} if eta else {}  # DDIM only: other samplers refuse the option
+    if scheduler_config:
+        return sampler_from_diffusers_config(scheduler_config, scheduler, steps, strength, **extra)
+    return make_sampler(scheduler or "ddim", "B", steps, strength=strength, **extra)
 
 
 def check_video_size(*, width: int, height: int, frames: int, steps: int, context: ctx.ContextOptions | None,

@@ -182,9 +182,8 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     latents and the init video are read here (once)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
     from animatediff_jax.context import ContextOptions  # noqa: PLC0415
-    from animatediff_jax.pipeline import check_video_size  # noqa: PLC0415
-    from animatediff_jax.samplers import ORIGINAL_SCHEDULER_KWARGS, sampler_from_diffusers_config, \
-        start_index  # noqa: PLC0415
+    from animatediff_jax.pipeline import check_video_size, configured_sampler  # noqa: PLC0415
+    from animatediff_jax.samplers import ORIGINAL_SCHEDULER_KWARGS, start_index  # noqa: PLC0415
     configs, videos, latents = {}, {}, {}
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
@@ -237,16 +236,14 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         if job.clip_skip >= layers:
             raise UsageError(f"{where}--clip-skip/clip_skip: must be < {layers} (the text encoder's layers), "
                              f"got {job.clip_skip}")
-        sched = job.scheduler_config
-        if sched == "original":
-            sched = dict(ORIGINAL_SCHEDULER_KWARGS)
-        if isinstance(sched, dict):  # "base" is the base's own config, checked when it loads
-            try:
-                sampler_from_diffusers_config(sched, o.scheduler or (None if "_class_name" in sched else "ddim"),
-                                              e.steps, **({"eta": o.eta} if o.eta else {}))
-            except ValueError as err:
-                raise UsageError(f"{where}scheduler settings (--scheduler, --scheduler-config, --eta or the "
-                                 f"inference_config): {err}") from None
+        sched = job.scheduler_config  # resolved as AnimateDiffPipeline.load resolves it
+        if isinstance(sched, str):
+            sched = ORIGINAL_SCHEDULER_KWARGS if sched == "original" else base["scheduler"]
+        try:
+            configured_sampler(sched, o.scheduler or (None if "_class_name" in sched else "ddim"), e.steps, eta=o.eta)
+        except ValueError as err:
+            raise UsageError(f"{where}scheduler settings (--scheduler, --scheduler-config, --eta or the "
+                             f"inference_config): {err}") from None
         if o.init_video:
             loading.require_exists(o.init_video, "--init-video")
             try:

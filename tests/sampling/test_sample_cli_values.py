@@ -77,6 +77,7 @@ def test_never_valid_values_are_refused_at_parse_time(env, capsys, flags, messag
     (["--scheduler-config", "missing.json"], 2, "--scheduler-config missing.json: not 'original', 'base' or an "
                                                 "existing file"),
     (["--scheduler", "euler", "--eta", "0.5"], 2, "scheduler settings"),
+    (["--scheduler", "euler", "--eta", "0.5", "--scheduler-config", "base"], 2, "scheduler settings"),  # none there
 ])
 def test_values_that_do_not_fit_the_models_are_refused_before_loading(env, capsys, flags, rc, message):
     err = _error(capsys, ["--prompt", "a cat", "--W", "32", "--H", "32", "--out", "out", *flags], rc)
