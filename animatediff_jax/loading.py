@@ -2,7 +2,10 @@
 
 Every path may be a PyTorch checkpoint (converted on the fly by `convert/`, the result cached as Flax
 `.safetensors` under ~/.cache/animatediff_jax/converted/<key>, key = hash of the file's size,
-mtime and first/last MiB) or an already-converted Flax file/folder. All files are checked to
+mtime and first/last MiB, and of the settings the conversion was given) or an already-converted
+Flax file/folder. `base_configs` reads a base's configs from headers only (for the CLI's checks of
+sizes against the models' geometry); a motion module is kept within the process, so the CLI's
+validation and the pipeline read it once. All files are checked to
 exist and to belong to SD1.x before anything is converted; the motion module must fit the base
 UNet (same channels and layers), otherwise the error names both files.
 
