@@ -96,8 +96,12 @@ def is_converted_base(path: str) -> bool:
 
 
 def has_tokenizer(path: str) -> bool:
-    """An SD1.x base that carries its CLIP tokenizer (a folder with `tokenizer/`; single files carry none)."""
-    return os.path.isdir(os.path.join(path, "tokenizer"))
+    """A folder holding a CLIP tokenizer (vocab.json + merges.txt, or tokenizer.json), directly or in its
+    `tokenizer/` (an SD1.x diffusers or converted folder; single files carry none)."""
+    def holds(folder):
+        return os.path.isfile(os.path.join(folder, "tokenizer.json")) or all(
+            os.path.isfile(os.path.join(folder, f)) for f in ("vocab.json", "merges.txt"))
+    return os.path.isdir(path) and (holds(path) or holds(os.path.join(path, "tokenizer")))
 
 
 def base_configs(path: str) -> dict:

@@ -199,6 +199,9 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
             loading.require_exists(m["domain_adapter"][0], "--domain-adapter")
         if m["motion_loras"] and not m.get("motion_module"):
             raise UsageError(f"{where}--motion-lora: needs a motion module (--motion-module)")
+        if m.get("tokenizer") is not None and not loading.has_tokenizer(m["tokenizer"]):
+            raise InputError(f"--tokenizer {m['tokenizer']}: no CLIP tokenizer there (needs vocab.json + merges.txt, "
+                             "or tokenizer.json)")
         if m.get("tokenizer") is None and not loading.has_tokenizer(m["base"]):
             raise UsageError(f"--tokenizer: {m['base']} carries no CLIP tokenizer (a single file); pass "
                              "--tokenizer <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")

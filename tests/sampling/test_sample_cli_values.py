@@ -179,6 +179,9 @@ def test_single_file_base_without_tokenizer_is_refused_before_conversion(env, ca
     err = _error(capsys, ["--base", single, "--prompt", "a cat", "--out", "out"], 2)
     assert err.startswith(f"error: --tokenizer: {single} carries no CLIP tokenizer")
     assert not os.path.exists(tmp_path / "cache" / "converted")  # nothing was converted
+    os.mkdir("empty")
+    err = _error(capsys, ["--base", single, "--tokenizer", "empty", "--prompt", "a cat", "--out", "out"], 1)
+    assert err.startswith("error: --tokenizer empty: no CLIP tokenizer there")
     with pytest.raises(Validated):  # with one, validation passes
         sample.main(["--base", single, "--tokenizer", os.path.join(MINIATURE, "base", "tokenizer"), "--prompt",
                      "a cat", "--W", "64", "--H", "64", "--out", "out"])
