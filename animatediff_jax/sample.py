@@ -4,434 +4,398 @@
     python -m animatediff_jax.sample configs/prompts/v2-example.yaml --base models/sd15
     python -m animatediff_jax.sample --base models/sd15 --motion-module mm_sd_v15_v2.ckpt \\
         --dreambooth toonyou.safetensors --lora style.safetensors:0.8 --prompt "a cat" --seed 42
+    python -m animatediff_jax.sample samples/sample-2026-01-01T12-00-00/config.yaml   # the same videos again
 
 A prompt config in the original AnimateDiff schema (FORMATS.md §4) or the same settings as flags.
-Outputs go to a new folder `--out/<name>-<time>` (never an earlier run's): per sample a GIF and an
-MP4 (optional PNG frames, raw .npy frames), `sample.gif` with all samples in a grid, and
-`config.yaml` with the seeds actually used. Every input is validated before anything compiles.
+Every flag and config value is checked (type, range, finiteness, files, sizes against the models'
+configs) before any model loads. Outputs go to a new folder `--out/<name>-<time>` that appears only
+when the run is complete (never an earlier run's): per sample a GIF and an MP4 under `sample/`
+(optional PNG frames, raw .npy frames), `sample.gif` with all samples in a grid, `command.txt`, and
+`config.yaml`: the entries with the seeds actually used and, under `sample_options`, every other
+setting that shapes the videos, so that re-running it reproduces them.
+
+Precedence: a flag given on the command line > the entry's key (`W`, `H`, `L`, `steps`,
+`guidance_scale`, `clip_skip`) or `sample_options` > the default.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
+import contextlib
+import dataclasses
+import json
 import os
-import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import yaml
 
-from animatediff_jax.sampling.prompt_config import PromptConfigError, PromptEntry, check_prompt_frames, draw_seeds, \
-    inference_settings, load_prompt_config
-
-SCHEDULERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm")
-
-
-class UsageError(ValueError):
-    """Bad command-line input (printed as one line, exit status 2)."""
-
-
-def _path_scale(arg: str, what: str) -> tuple[str, float]:
-    """`PATH` or `PATH:SCALE`."""
-    if ":" in arg and not os.path.exists(arg):
-        path, _, scale = arg.rpartition(":")
-        try:
-            return path, float(scale)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} {arg!r}: scale {scale!r} is not a number") from None
-    return arg, 1.0
-
-
-def _travel(arg: str) -> tuple[int, str]:
-    frame, sep, prompt = arg.partition(":")
-    if not sep or not frame.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"--travel {arg!r}: expected FRAME:PROMPT, e.g. 8:a dog running")
-    return int(frame), prompt.strip()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m animatediff_jax.sample", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("config", nargs="?", help="prompt config (original AnimateDiff YAML schema)")
-    p.add_argument("--config", dest="config_opt", metavar="YAML", help="same as the positional config")
-    m = p.add_argument_group("models (PyTorch files are converted on the fly and cached; Flax files load directly)")
-    m.add_argument("--base", help="SD1.x base: diffusers folder, single file or converted folder "
-                                  "(default: the miniature AnimateDiff shipped in animatediff_jax/assets/miniature)")
-    m.add_argument("--dreambooth", help="personalized SD1.x checkpoint (single file)")
-    m.add_argument("--lora", action="append", default=[], type=lambda a: _path_scale(a, "--lora"),
-                   metavar="PATH[:SCALE]", help="LoRA (kohya/diffusers), repeatable; scale default 1.0")
-    m.add_argument("--motion-module", help="AnimateDiff motion module (v1/v2/v3 file or MotionAdapter folder)")
-    m.add_argument("--motion-lora", action="append", default=[], metavar="PATH[:SCALE]",
-                   type=lambda a: _path_scale(a, "--motion-lora"), help="MotionLoRA, repeatable")
-    m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=lambda a: _path_scale(a, "--domain-adapter"),
-                   help="v3 domain adapter LoRA")
-    m.add_argument("--tokenizer", help="CLIP tokenizer folder (needed when --base is a single file)")
-    m.add_argument("--diffusers-norm", action="store_true",
-                   help="normalise the motion module's input over all frames jointly as diffusers does "
-                        "(default: per frame, as the original and its released checkpoints)")
-    g = p.add_argument_group("generation")
-    g.add_argument("--prompt", action="append", help="prompt, repeatable (one video each)")
-    g.add_argument("--negative-prompt", action="append", help="one (broadcast) or one per prompt")
-    g.add_argument("--travel", action="append", type=_travel, metavar="FRAME:PROMPT",
-                   help="prompt travel: a prompt from FRAME on, embeddings interpolated between key frames")
-    g.add_argument("--seed", action="append", type=int, help="one per prompt or one for all; -1 = random")
-    g.add_argument("--steps", type=int, help="denoising steps (default 25)")
-    g.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 7.5)")
-    g.add_argument("--width", "--W", type=int, help="default 512 (the miniature: 32)")
-    g.add_argument("--height", "--H", type=int, help="default 512 (the miniature: 32)")
-    g.add_argument("--frames", "--L", type=int, help="default 16")
-    g.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default: DDIM)")
-    g.add_argument("--scheduler-config", default="original",
-                   help="'original' (AnimateDiff: linear 0.00085-0.012, DDIM leading, offset 1), 'base' "
-                        "(the base folder's scheduler config) or a scheduler_config.json path")
-    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
-    g.add_argument("--context-length", type=int, help="sliding context window length (long videos)")
-    g.add_argument("--context-stride", type=int, default=4, help="frames between context windows")
-    g.add_argument("--context-weighting", choices=("pyramid", "uniform"), default="pyramid")
-    g.add_argument("--no-noise-shuffle", action="store_true", help="no FreeNoise noise rescheduling")
-    g.add_argument("--freeinit-iters", type=int, default=1, help="FreeInit passes (1 = off)")
-    g.add_argument("--freeinit-filter", choices=("butterworth", "gaussian", "ideal"), default="butterworth")
-    g.add_argument("--init-video", help="video-to-video: input GIF / MP4 / frame folder")
-    g.add_argument("--strength", type=float, default=0.8, help="video-to-video strength in (0, 1]")
-    g.add_argument("--latents", help="initial noise .npy in diffusers layout (batch, 4, frames, h, w)")
-    r = p.add_argument_group("runtime and outputs")
-    r.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU/TPU, float32 on CPU")
-    r.add_argument("--attention", choices=("xla", "chunked", "cudnn"), default="xla")
-    r.add_argument("--decode-chunk", type=int, metavar="N",
-                   help="frames the VAE decodes at once (default: the pipeline's, sized for an 8 GB card at 512x512; "
-                        "larger is faster and needs more memory)")
-    r.add_argument("--out", default="samples", help="parent folder of the run folder")
-    r.add_argument("--batch-size", type=int, default=1,
-                   help="videos per call (a seed gives the same video at any batch size; larger batches use "
-                        "more memory)")
-    r.add_argument("--fps", type=float, default=8.0)
-    r.add_argument("--png", action="store_true", help="also write PNG frames per sample")
-    r.add_argument("--save-npy", action="store_true", help="also write raw frames (F, H, W, 3) float32 .npy")
-    r.add_argument("--no-progress", action="store_true", help="no per-step progress bar")
-    return p
-
+from animatediff_jax.errors import InputError, OutputError, UsageError, run_cli
+from animatediff_jax.sampling.prompt_config import PromptEntry, check_prompt_frames, draw_seeds, inference_config, \
+    load_prompt_config, resolved_config
+from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
+from animatediff_jax.sample_flags import ENTRY_FLAGS, PROG, build_parser, option_tokens, options_of
 
 # ----------------------------------------------------------------------------- jobs
 
 @dataclass
 class Job:
-    """One model setup and the videos to sample with it."""
+    """One model setup and the videos to sample with it, every setting resolved and checked."""
     entry: PromptEntry
-    model: dict = field(default_factory=dict)      # loading.load_pipeline kwargs
-    sizes: dict = field(default_factory=dict)      # width, height, frames
+    opts: argparse.Namespace  # this job's settings: the flags over the entry's sample_options
+    model: dict  # loading.load_pipeline kwargs for the files
+    sizes: dict  # width, height, frames
+    clip_skip: int = 0
+    scheduler_config: str | dict = "original"
+    context: object = None  # ContextOptions, made by `validate`
+    latents: np.ndarray | None = field(default=None, repr=False)  # read by `validate`
+    init_video: np.ndarray | None = field(default=None, repr=False)
 
 
-def jobs_from_args(args) -> tuple[list[Job], str]:
-    """Jobs (validated, files checked) from a prompt config or from flags, and the run's name."""
+def jobs_from_args(args, argv: list[str]) -> tuple[list[Job], str]:
+    """Jobs from a prompt config or from flags, and the run's name (values checked, files not yet)."""
     config = args.config or args.config_opt
     if args.config and args.config_opt:
-        raise UsageError("give the prompt config once (positional or --config)")
-    common = dict(base=args.base, tokenizer=args.tokenizer)
+        raise UsageError("--config: give the prompt config once (positional or --config)")
     if config:
-        if args.prompt or args.travel:
-            raise UsageError("--prompt/--travel and a prompt config are exclusive")
-        if args.base is None:
-            raise UsageError("a prompt config needs --base (the SD1.x model its entries build on)")
-        jobs = []
-        for e in load_prompt_config(config):
-            model = dict(common, dreambooth=e.dreambooth_path, motion_module=e.motion_module,
-                         loras=e.loras, lora_alpha_rule=e.lora_alpha_rule,
-                         motion_loras=e.motion_module_lora_configs,
-                         domain_adapter=(e.adapter_lora_path, e.adapter_lora_scale) if e.adapter_lora_path else None,
-                         scheduler_kwargs=inference_settings(e.inference_config))
-            sizes = dict(width=e.W or args.width or 512, height=e.H or args.height or 512,
-                         frames=e.L or args.frames or 16)
-            jobs.append(Job(e, model, sizes))
-        return jobs, os.path.splitext(os.path.basename(config))[0]
+        given = [flag for dest, flag in ENTRY_FLAGS.items() if getattr(args, dest)]
+        if given:
+            raise UsageError(f"{given[0]}: not with a prompt config (its entries name prompts, seeds and weights; "
+                             "a flag would apply to none or all of them)")
+        return [_config_job(e, argv, config) for e in load_prompt_config(config)], Path(config).stem
+    return _flag_jobs(args), "sample"
+
+
+def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
+    where = f"{config}: {e.name}: sample_options"
+    tokens = option_tokens(e.raw.get("sample_options") or {}, where)
+    try:  # argv parsed already: an error here is the entry's
+        opts = build_parser().parse_args(tokens + argv)
+    except UsageError as err:
+        raise UsageError(f"{where}: {err}") from None
+    if opts.base is None:
+        raise UsageError("--base: a prompt config needs the SD1.x model its entries build on")
+    motion, scheduler_kwargs = inference_config(e.inference_config)
+    if opts.motion_version:  # the flag says what the user knows; it wins over the inference config
+        motion = dict(version=opts.motion_version)
+    clip_skip = e.raw.get("clip_skip", 0)
+    if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or clip_skip < 0:
+        raise UsageError(f"{config}: {e.name}: clip_skip must be an integer ≥ 0, got {clip_skip!r}")
+    e.steps, e.guidance_scale = _first(opts.steps, e.steps), _first(opts.guidance_scale, e.guidance_scale)
+    model = dict(base=opts.base, tokenizer=opts.tokenizer, dreambooth=e.dreambooth_path,
+                 motion_module=e.motion_module, motion_loras=e.motion_module_lora_configs,
+                 loras=list(e.loras), lora_alpha_rule=e.lora_alpha_rule,
+                 domain_adapter=(e.adapter_lora_path, e.adapter_lora_scale) if e.adapter_lora_path else None,
+                 motion_version=motion.get("version"), motion_max_seq_length=motion.get("max_seq_length"))
+    sizes = dict(width=_first(opts.width, e.W, 512), height=_first(opts.height, e.H, 512),
+                 frames=_first(opts.frames, e.L, 16))
+    return Job(e, opts, model, sizes, clip_skip=_first(opts.clip_skip, clip_skip),
+               scheduler_config=scheduler_kwargs or scheduler_source(opts.scheduler_config))
+
+
+def _first(*values):
+    return next(v for v in values if v is not None)
+
+
+def _flag_jobs(args) -> list[Job]:
     prompts: list = list(args.prompt or [])
     if args.travel:
         prompts.append(dict(args.travel))
     default = args.base is None
-    if default and (args.dreambooth or args.motion_module or args.lora or args.motion_lora or args.domain_adapter):
-        raise UsageError("--dreambooth/--lora/--motion-module/... need --base (the SD1.x model they build on)")
+    if default and (args.dreambooth or args.motion_module or args.lora or args.motion_lora or args.domain_adapter
+                    or args.tokenizer):
+        raise UsageError("--base: --dreambooth/--lora/--motion-module/... need the SD1.x model they build on")
     if default:  # the miniature (miniature/shipped.py): its own prompts unless given some
-        from animatediff_jax.miniature.shipped import DEFAULT_SAMPLE, default_jobs
+        from animatediff_jax.miniature.shipped import DEFAULT_SAMPLE, default_jobs  # noqa: PLC0415 - loads configs
         setups = default_jobs(prompts)
     elif not prompts:
-        raise UsageError("no prompt: give --prompt (or --travel, or a prompt config)")
+        raise UsageError("--prompt: no prompt (give --prompt, --travel or a prompt config)")
     else:
-        setups = [("command line", dict(common, dreambooth=args.dreambooth, motion_module=args.motion_module,
+        setups = [("command line", dict(base=args.base, dreambooth=args.dreambooth, motion_module=args.motion_module,
                                         loras=args.lora, motion_loras=args.motion_lora,
                                         domain_adapter=args.domain_adapter), prompts)]
-    negs = args.negative_prompt or [""]
-    seeds = args.seed or [-1]
-    for _, _, job_prompts in setups:
-        if len(negs) not in (1, len(job_prompts)):
-            raise UsageError(f"{len(negs)} --negative-prompt for {len(job_prompts)} prompts")
-        if len(seeds) not in (1, len(job_prompts)):
-            raise UsageError(f"{len(seeds)} --seed for {len(job_prompts)} prompts")
-    for s in seeds:
-        if not (s == -1 or 0 <= s < 2**64):
-            raise UsageError(f"--seed {s}: must be -1 or in [0, 2**64)")
-    base_sizes = DEFAULT_SAMPLE if default else dict(width=512, height=512, frames=16, steps=25)
-    sizes = dict(width=args.width or base_sizes["width"], height=args.height or base_sizes["height"],
-                 frames=args.frames or base_sizes["frames"])
+    negs, seeds = args.negative_prompt or [""], args.seed or [-1]
+    sizes = DEFAULT_SAMPLE if default else dict(width=512, height=512, frames=16, steps=25)
     jobs = []
     for name, model, job_prompts in setups:
         n = len(job_prompts)
+        if len(negs) not in (1, n):
+            raise UsageError(f"--negative-prompt: {len(negs)} given for {n} prompts (give one or one per prompt)")
+        if len(seeds) not in (1, n):
+            raise UsageError(f"--seed: {len(seeds)} given for {n} prompts (give one or one per prompt)")
         entry = PromptEntry(name=name, prompts=job_prompts, n_prompts=negs * (n // len(negs)),
-                            seeds=seeds * (n // len(seeds)), steps=args.steps or base_sizes["steps"],
-                            guidance_scale=7.5 if args.guidance_scale is None else args.guidance_scale,
-                            raw=_schema_raw(args, job_prompts, negs, seeds))
-        jobs.append(Job(entry, dict(model, scheduler_kwargs=None), sizes))
-    return jobs, "sample"
+                            seeds=seeds * (n // len(seeds)), steps=_first(args.steps, sizes["steps"]),
+                            guidance_scale=_first(args.guidance_scale, 7.5))
+        entry.raw = _entry_of_flags(model, entry)
+        model = dict(dict(tokenizer=args.tokenizer, loras=[], motion_loras=[]), **model, lora_alpha_rule="kohya",
+                     motion_version=args.motion_version, motion_max_seq_length=None)
+        size = {k: _first(getattr(args, k), sizes[k]) for k in ("width", "height", "frames")}
+        jobs.append(Job(entry, args, model, size, clip_skip=_first(args.clip_skip, 0),
+                        scheduler_config=scheduler_source(args.scheduler_config)))
+    return jobs
 
 
-def _schema_raw(args, prompts, negs, seeds) -> dict:
-    """The flags as an entry of the original prompt-config schema (written to config.yaml)."""
-    raw = dict(prompt=[p if isinstance(p, str) else {int(k): v for k, v in p.items()} for p in prompts],
-               n_prompt=list(negs), seed=list(seeds))
-    for key, value in (("steps", args.steps), ("guidance_scale", args.guidance_scale), ("W", args.width),
-                       ("H", args.height), ("L", args.frames), ("motion_module", args.motion_module),
-                       ("dreambooth_path", args.dreambooth)):
-        if value is not None:
-            raw[key] = value
-    if args.lora:  # every --lora, with the rule flags use (prompt configs default to the original's)
-        raw.update(lora_model_path=[p for p, _ in args.lora], lora_alpha=[s for _, s in args.lora],
+def _entry_of_flags(model: dict, e: PromptEntry) -> dict:
+    """A job given by flags as an entry of the original prompt-config schema (for config.yaml)."""
+    texts = [p for p in e.prompts if isinstance(p, str)]
+    maps = [{int(k): v for k, v in p.items()} for p in e.prompts if not isinstance(p, str)]
+    raw = dict(**({"prompt": texts} if texts else {}), **({"prompt_map": maps} if maps else {}),
+               n_prompt=list(e.n_prompts))
+    abspath = lambda p: os.path.abspath(p) if p else None  # noqa: E731
+    if model.get("motion_module"):
+        raw["motion_module"] = abspath(model["motion_module"])
+    if model.get("dreambooth"):
+        raw["dreambooth_path"] = abspath(model["dreambooth"])
+    if model.get("loras"):  # every --lora, with the rule flags use (prompt configs default to the original's)
+        raw.update(lora_model_path=[abspath(p) for p, _ in model["loras"]], lora_alpha=[a for _, a in model["loras"]],
                    lora_alpha_rule="kohya")
-    if args.motion_lora:
-        raw["motion_module_lora_configs"] = [dict(path=p, alpha=a) for p, a in args.motion_lora]
-    if args.domain_adapter:
-        raw["adapter_lora_path"], raw["adapter_lora_scale"] = args.domain_adapter
+    if model.get("motion_loras"):
+        raw["motion_module_lora_configs"] = [dict(path=abspath(p), alpha=a) for p, a in model["motion_loras"]]
+    if model.get("domain_adapter"):
+        raw["adapter_lora_path"], raw["adapter_lora_scale"] = abspath(model["domain_adapter"][0]), \
+            model["domain_adapter"][1]
     return raw
 
 
-def apply_overrides(job: Job, args) -> None:
-    """Flags that also apply in config mode (steps, guidance)."""
-    if args.config or args.config_opt:
-        if args.steps:
-            job.entry.steps = args.steps
-        if args.guidance_scale is not None:
-            job.entry.guidance_scale = args.guidance_scale
+def scheduler_source(value: str) -> str | dict:
+    """--scheduler-config: 'original', 'base', or a scheduler_config.json read now (errors name the file)."""
+    if value in ("original", "base"):
+        return value
+    if not os.path.isfile(value):
+        raise UsageError(f"--scheduler-config {value}: not 'original', 'base' or an existing file")
+    try:
+        with open(value, encoding="utf-8") as f:
+            config = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"--scheduler-config {value}: not a JSON file ({e})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"--scheduler-config {value}: must hold a JSON object, got {type(config).__name__}")
+    return config
 
 
-def _context(args):
-    from animatediff_jax.sampling.context_windows import ContextOptions
-    if args.context_length is None:
-        return None
-    return ContextOptions(args.context_length, args.context_stride, args.context_weighting,
-                          shuffle_noise=not args.no_noise_shuffle)
+# ----------------------------------------------------------------------------- validation
 
-
-def _base_unet_config(base: str):
-    """The base UNet's config from names and shapes only (no tensor data read)."""
-    from animatediff_jax.checkpoint import load_config, read_metadata
-    from animatediff_jax.loading import is_converted_base
-    from convert.base import plan_base
-    if is_converted_base(base):
-        return load_config(read_metadata(os.path.join(base, "unet.safetensors")))
-    plan = plan_base(base, check=False)
-    plan.close()
-    return plan.networks["unet"].config
-
-
-def validate(jobs: list[Job], args, cache_dir: str) -> None:
-    """Every check that can fail, for every job, before any model is compiled."""
-    from animatediff_jax.loading import check_motion_fits, load_motion, require_exists
-    from animatediff_jax.sampling.freeinit import FreeInitOptions
-    from animatediff_jax.sampling.samplers import sampler_from_diffusers_config, start_index
-    context = _context(args)
-    if args.freeinit_iters > 1:
-        FreeInitOptions(args.freeinit_iters, args.freeinit_filter)
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    if args.decode_chunk is not None and args.decode_chunk < 1:
-        raise UsageError(f"--decode-chunk must be ≥ 1, got {args.decode_chunk}")
-    if args.init_video:
-        require_exists(args.init_video, "init video")
-        start_index(max(j.entry.steps for j in jobs), args.strength)
+def validate(jobs: list[Job], cache_dir: str) -> None:
+    """Every check that can fail, for every job, before any model is built: files exist and fit
+    together, sizes fit the models' geometry (from their configs), settings are consistent; the
+    latents and the init video are read here (once)."""
+    from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
+    from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415
+    from animatediff_jax.sampling.pipeline import check_video_size, configured_sampler  # noqa: PLC0415
+    from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS, start_index  # noqa: PLC0415
+    configs, videos, latents = {}, {}, {}
     for job in jobs:
-        e, s, m = job.entry, job.sizes, job.model
+        e, s, m, o = job.entry, job.sizes, job.model, job.opts
         where = f"{e.name}: " if len(jobs) > 1 or e.name != "command line" else ""
-        if s["width"] % 8 or s["height"] % 8 or s["width"] <= 0 or s["height"] <= 0:
-            raise UsageError(f"{where}width and height must be positive multiples of 8, got {s['width']}x{s['height']}")
-        if s["frames"] < 1 or e.steps < 1:
-            raise UsageError(f"{where}frames and steps must be positive")
-        check_prompt_frames(e, s["frames"])
-        for key, what in (("base", "base model"), ("dreambooth", "DreamBooth checkpoint"),
-                          ("motion_module", "motion module"), ("tokenizer", "tokenizer")):
-            require_exists(m.get(key), what)
-        for path, _ in list(m.get("loras", [])) + list(m.get("motion_loras", [])):
-            require_exists(path, "LoRA")
+        for key, flag in (("base", "--base"), ("dreambooth", "--dreambooth"), ("motion_module", "--motion-module"),
+                          ("tokenizer", "--tokenizer")):
+            loading.require_exists(m.get(key), flag)
+        for path, _ in m["loras"]:
+            loading.require_exists(path, "--lora")
+        for path, _ in m["motion_loras"]:
+            loading.require_exists(path, "--motion-lora")
         if m.get("domain_adapter"):
-            require_exists(m["domain_adapter"][0], "domain adapter")
-        if m.get("motion_loras") and not m.get("motion_module"):
-            raise UsageError(f"{where}--motion-lora needs --motion-module")
+            loading.require_exists(m["domain_adapter"][0], "--domain-adapter")
+        if m["motion_loras"] and not m.get("motion_module"):
+            raise UsageError(f"{where}--motion-lora: needs a motion module (--motion-module)")
+        if m.get("tokenizer") is not None and not loading.has_tokenizer(m["tokenizer"]):
+            raise InputError(f"--tokenizer {m['tokenizer']}: no CLIP tokenizer there (needs vocab.json + merges.txt, "
+                             "or tokenizer.json)")
+        if m.get("tokenizer") is None and not loading.has_tokenizer(m["base"]):
+            raise UsageError(f"--tokenizer: {m['base']} carries no CLIP tokenizer (a single file); pass "
+                             "--tokenizer <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
+        if m["base"] not in configs:
+            configs[m["base"]] = loading.base_configs(m["base"])
+        base = configs[m["base"]]
+        if m.get("dreambooth"):
+            db = loading.base_configs(m["dreambooth"])
+            if (db["unet"].block_out_channels, db["unet"].layers_per_block) != \
+                    (base["unet"].block_out_channels, base["unet"].layers_per_block):
+                raise InputError(f"--dreambooth {m['dreambooth']}: its UNet (channels "
+                                 f"{list(db['unet'].block_out_channels)}) is not of the base's family "
+                                 f"({m['base']}: {list(base['unet'].block_out_channels)})")
+        mm = None
         if m.get("motion_module"):
-            mm = load_motion(m["motion_module"], cache_dir)
-            check_motion_fits(_base_unet_config(m["base"]), mm, m["motion_module"], m["base"])
-            max_len = mm.config.max_seq_length
-        else:
-            max_len = None  # the frame-wise image model: no limit
-        window = s["frames"] if context is None else min(context.length, s["frames"])
-        if max_len is not None and window > max_len:
-            raise UsageError(
-                f"{where}{s['frames']} frames exceed the motion module's position encoding ({max_len})"
-                + ("; use --context-length" if context is None else f": --context-length must be ≤ {max_len}"))
-        cfg = _scheduler_config(args, m.get("scheduler_kwargs"))
-        if isinstance(cfg, dict):  # "original"/"base" are checked when the pipeline loads
-            sampler_from_diffusers_config(cfg, args.scheduler or (None if "_class_name" in cfg else "ddim"), e.steps)
-        if args.latents:
-            lat = np.load(args.latents, mmap_mode="r")
-            want = (len(e.prompts), 4, s["frames"], s["height"] // 8, s["width"] // 8)
-            if tuple(lat.shape) != want:
-                raise UsageError(f"{args.latents}: latents of shape {tuple(lat.shape)}, this run needs {want} "
-                                 "(batch, 4, frames, height/8, width/8)")
-
-
-def _scheduler_config(args, entry_kwargs):
-    """The scheduler config for loading.load_pipeline: an entry's inference config wins."""
-    if entry_kwargs:
-        return dict(entry_kwargs)
-    sc = args.scheduler_config
-    if sc in ("original", "base"):
-        return sc
-    if not os.path.isfile(sc):
-        raise UsageError(f"--scheduler-config {sc!r}: not 'original', 'base' or an existing file")
-    import json
-    with open(sc) as f:
+            mm = loading.load_motion(m["motion_module"], cache_dir, version=m["motion_version"],
+                                     max_seq_length=m["motion_max_seq_length"])
+            loading.check_motion_fits(base["unet"], mm, m["motion_module"], m["base"])
+        context = None
+        if o.context_length is not None:
+            try:
+                context = ContextOptions(o.context_length, o.context_stride, o.context_weighting,
+                                         shuffle_noise=not o.no_noise_shuffle)
+            except ValueError as err:
+                raise UsageError(f"--context-length/--context-stride: {err}") from None
+        job.context = context
         try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{sc}: not valid JSON ({e})") from None
+            check_video_size(width=s["width"], height=s["height"], frames=s["frames"], steps=e.steps,
+                             context=context, vae_scale=base["vae"].downsample_factor,
+                             max_frames=mm.config.max_seq_length if mm else 10**9)
+        except UsageError as err:
+            raise UsageError(f"{where}{err}") from None
+        check_prompt_frames(e, s["frames"])
+        layers = base["text_encoder"].num_hidden_layers
+        if job.clip_skip >= layers:
+            raise UsageError(f"{where}--clip-skip/clip_skip: must be < {layers} (the text encoder's layers), "
+                             f"got {job.clip_skip}")
+        sched = job.scheduler_config  # resolved as loading.load_pipeline resolves it
+        if isinstance(sched, str):
+            sched = ORIGINAL_SCHEDULER_KWARGS if sched == "original" else base["scheduler"]
+        try:
+            configured_sampler(sched, o.scheduler or (None if "_class_name" in sched else "ddim"), e.steps, eta=o.eta)
+        except ValueError as err:
+            raise UsageError(f"{where}scheduler settings (--scheduler, --scheduler-config, --eta or the "
+                             f"inference_config): {err}") from None
+        if o.init_video:
+            loading.require_exists(o.init_video, "--init-video")
+            try:
+                start_index(e.steps, o.strength)
+            except ValueError as err:
+                raise UsageError(f"--strength: {err}") from None
+            key = (o.init_video, s["frames"], s["height"], s["width"])
+            if key not in videos:
+                from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
+                videos[key] = read_video(o.init_video, num_frames=s["frames"], size=(s["height"], s["width"]))
+            job.init_video = videos[key]
+        if o.latents:
+            if o.latents not in latents:
+                latents[o.latents] = read_latents(o.latents)
+            lat, f = latents[o.latents], base["vae"].downsample_factor
+            want = (len(e.prompts), base["unet"].in_channels, s["frames"], s["height"] // f, s["width"] // f)
+            if tuple(lat.shape) != want:
+                raise UsageError(f"--latents {o.latents}: shape {tuple(lat.shape)}, this run needs {want} "
+                                 f"(batch, channels, frames, height/{f}, width/{f})")
+            job.latents = lat
+
+
+def read_latents(path: str) -> np.ndarray:
+    """A --latents .npy file: one finite float array (no pickled objects)."""
+    try:
+        lat = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # numpy's refusals of a file that is not a plain array
+        raise InputError(f"--latents {path}: not a numeric .npy array ({e})") from None
+    if not isinstance(lat, np.ndarray):
+        raise InputError(f"--latents {path}: an .npz archive; give one .npy array")
+    if not np.issubdtype(lat.dtype, np.floating):
+        raise InputError(f"--latents {path}: dtype {lat.dtype}; the latents must be floating point")
+    if not np.isfinite(lat).all():
+        raise InputError(f"--latents {path}: holds NaN or inf")
+    return lat
 
 
 # ----------------------------------------------------------------------------- outputs
 
-def new_run_dir(parent: str, name: str) -> str:
-    """A fresh folder `parent/name-<time>` (suffixed -1, -2, ... if taken): never an earlier run's."""
-    stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
-    os.makedirs(parent, exist_ok=True)
-    k = 0
-    while True:
-        path = os.path.join(parent, f"{name}-{stamp}" + (f"-{k}" if k else ""))
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            k += 1
-
-
-def slug(prompt) -> str:
-    text = prompt if isinstance(prompt, str) else " ".join(dict(prompt).values())
-    words = re.sub(r"[^\w\s-]", "", text).split()[:10]
-    return "-".join(words) or "sample"
-
-
-def write_sample(run_dir: str, idx: int, prompt, frames: np.ndarray, args) -> list[str]:
-    from animatediff_jax import video
+def write_sample(run_dir: str, idx: int, prompt, frames: np.ndarray, opts, args) -> list[str]:
+    """GIF + MP4 (+ PNG frames, .npy) of one video; an OSError while writing is an OutputError."""
+    from animatediff_jax import video  # noqa: PLC0415 - PIL/PyAV
     stem = os.path.join(run_dir, "sample", f"{idx}-{slug(prompt)}")
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
-    out = [video.write_gif(stem + ".gif", frames, fps=args.fps), video.write_mp4(stem + ".mp4", frames, fps=args.fps)]
-    if args.png:
-        out.append(video.write_png_frames(stem, frames))
-    if args.save_npy:
-        from animatediff_jax.outputs import atomic_path
-        with atomic_path(stem + ".npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, frames.astype(np.float32))
-        out.append(stem + ".npy")
+    with output_errors(stem):
+        os.makedirs(os.path.dirname(stem), exist_ok=True)
+        out = [video.write_gif(stem + ".gif", frames, fps=opts.fps),
+               video.write_mp4(stem + ".mp4", frames, fps=opts.fps)]
+        if args.png:
+            out.append(video.write_png_frames(stem, frames))
+        if args.save_npy:  # the run folder as a whole is atomic: a plain write suffices
+            np.save(stem + ".npy", frames.astype(np.float32))
+            out.append(stem + ".npy")
     return out
 
 
-def write_config(run_dir: str, used: list) -> str:
-    import yaml
-    from animatediff_jax.outputs import atomic_path
-    from animatediff_jax.sampling.prompt_config import resolved_config
-    path = os.path.join(run_dir, "config.yaml")
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        yaml.safe_dump(resolved_config(used), f, sort_keys=False, allow_unicode=True)
-    return path
+@contextlib.contextmanager
+def output_errors(path: str):
+    """An OSError while writing outputs (disk full, read-only, name too long) -> OutputError naming the file."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as e:
+        raise OutputError(f"{e.filename or path}: cannot write ({e.strerror or e})") from None
+
+
+def saved_entry(job: Job, seeds: list[int], dtype: str) -> dict:
+    """The entry to write to config.yaml: as given, with the sizes, steps, guidance, seeds actually used
+    (`seed` and the original's `random_seed`) and, under `sample_options`, every other setting."""
+    e = job.entry
+    raw = dict(e.raw, W=job.sizes["width"], H=job.sizes["height"], L=job.sizes["frames"], steps=e.steps,
+               guidance_scale=e.guidance_scale, seed=list(seeds))
+    if job.clip_skip:
+        raw["clip_skip"] = job.clip_skip
+    raw["sample_options"] = options_of(job.opts, base=job.model["base"], tokenizer=job.model["tokenizer"],
+                                       dtype=dtype)  # the LoRAs are in the entry: lora_model_path, lora_alpha
+    return raw
 
 
 # ----------------------------------------------------------------------------- main
 
-def load_pipeline(job: Job, args, cache_dir: str):
-    """The job's pipeline and a notice to print (None)."""
+def load_pipeline(job: Job, cache_dir: str):
+    """The job's pipeline (weights loaded, checked, fused)."""
     from animatediff_jax import loading
-    m = dict(job.model)
-    sched = _scheduler_config(args, m.pop("scheduler_kwargs"))
-    pipe = loading.load_pipeline(**m, scheduler=args.scheduler, scheduler_config=sched, dtype=args.dtype,
-                                    attention_impl=args.attention,
-                                    motion_input_norm="joint" if args.diffusers_norm else "frame",
-                                    cache_dir=cache_dir,
-                                    **({} if args.decode_chunk is None else {"decode_chunk_size": args.decode_chunk}))
-    return pipe, None
+    o = job.opts
+    return loading.load_pipeline(**job.model, scheduler=o.scheduler, scheduler_config=job.scheduler_config,
+                                    dtype=o.dtype, attention_impl=o.attention, clip_skip=job.clip_skip,
+                                    motion_input_norm="joint" if o.diffusers_norm else "frame", cache_dir=cache_dir,
+                                    **({} if o.decode_chunk is None else {"decode_chunk_size": o.decode_chunk}))
 
 
 def run(args, argv: list[str]) -> str:
     """Validate, load, sample and write; returns the run folder."""
+    from animatediff_jax import video  # noqa: PLC0415 - PIL/PyAV
     from animatediff_jax.params import cache_root
-    from animatediff_jax.sampling.freeinit import FreeInitOptions
-    from animatediff_jax.sampling.pipeline import enable_compilation_cache, from_diffusers_latents
+    from animatediff_jax.sampling.freeinit import FreeInitOptions  # noqa: PLC0415 - imports jax
+    from animatediff_jax.sampling.pipeline import enable_compilation_cache, from_diffusers_latents# noqa: PLC0415
 
     cache_dir = cache_root()
-    jobs, name = jobs_from_args(args)
-    for job in jobs:
-        apply_overrides(job, args)
-    validate(jobs, args, cache_dir)
+    jobs, name = jobs_from_args(args, argv)
+    validate(jobs, cache_dir)
+    check_writable_parent(args.out)
     enable_compilation_cache()
-    context = _context(args)
-    freeinit = FreeInitOptions(args.freeinit_iters, args.freeinit_filter) if args.freeinit_iters > 1 else None
-    run_dir = new_run_dir(args.out, name)
-    print(f"writing to {run_dir}")
-    from animatediff_jax.outputs import atomic_path
-    with atomic_path(os.path.join(run_dir, "command.txt")) as tmp, open(tmp, "w") as f:
-        f.write(" ".join(["python -m animatediff_jax.sample"] + [repr(a) if " " in a else a for a in argv]) + "\n")
-    samples, used, idx = [], [], 0
-    for job in jobs:
-        e, s = job.entry, job.sizes
-        pipe, notice = load_pipeline(job, args, cache_dir)
-        if notice:
-            print(f"NOTE: {notice}")
-        seeds = draw_seeds(e.seeds)
-        latents = from_diffusers_latents(np.load(args.latents)) if args.latents else None
-        init_video = None
-        if args.init_video:
-            from animatediff_jax.video import read_video
-            init_video = read_video(args.init_video, num_frames=s["frames"], size=(s["height"], s["width"]))
-        print(f"{e.name}: {len(e.prompts)} video(s), {s['frames']}x{s['height']}x{s['width']}, {e.steps} steps, "
-              f"seeds {seeds}")
-        n = args.batch_size
-        for i in range(0, len(e.prompts), n):
-            result = pipe(e.prompts[i:i + n], e.n_prompts[i:i + n], seeds[i:i + n], width=s["width"],
-                          height=s["height"], frames=s["frames"], steps=e.steps, guidance_scale=e.guidance_scale,
-                          eta=args.eta, latents=None if latents is None else latents[i:i + n], context=context,
-                          freeinit=freeinit, init_video=init_video,
-                          strength=args.strength if init_video is not None else 1.0, progress=not args.no_progress)
-            for prompt, frames in zip(e.prompts[i:i + n], result.frames):
-                for path in write_sample(run_dir, idx, prompt, frames, args):
-                    print(f"  wrote {path}")
-                samples.append(frames)
-                idx += 1
-        e.raw.update(W=s["width"], H=s["height"], L=s["frames"], steps=e.steps, guidance_scale=e.guidance_scale)
-        used.append((e, seeds))  # the settings actually used (the original also records W, H, L)
-    from animatediff_jax import video
-    if len({x.shape for x in samples}) == 1:
-        grid = video.write_grid(os.path.join(run_dir, "sample.gif"), np.stack(samples), fps=args.fps)
-        print(f"wrote {grid}")
-    else:
-        print("samples differ in size: no grid written")
-    print(f"wrote {write_config(run_dir, used)}")
-    return run_dir
+    with run_folder(args.out, name) as folder:
+        print(f"sampling into {args.out}/ (the run folder appears there when every file is written)")
+        with output_errors(folder.partial), open(os.path.join(folder.partial, "command.txt"), "w",
+                                                 encoding="utf-8") as f:
+            f.write(" ".join([PROG] + [repr(a) if " " in a else a for a in argv]) + "\n")
+        samples, used, idx = [], [], 0
+        for job in jobs:
+            e, s, o = job.entry, job.sizes, job.opts
+            pipe = load_pipeline(job, cache_dir)
+            seeds = draw_seeds(e.seeds)
+            latents = None if job.latents is None else from_diffusers_latents(job.latents)
+            freeinit = FreeInitOptions(o.freeinit_iters, o.freeinit_filter) if o.freeinit_iters > 1 else None
+            print(f"{e.name}: {len(e.prompts)} video(s), {s['frames']}x{s['height']}x{s['width']}, {e.steps} steps, "
+                  f"seeds {seeds}")
+            n = o.batch_size
+            for i in range(0, len(e.prompts), n):
+                result = pipe(e.prompts[i:i + n], e.n_prompts[i:i + n], seeds[i:i + n], width=s["width"],
+                              height=s["height"], frames=s["frames"], steps=e.steps, guidance_scale=e.guidance_scale,
+                              eta=o.eta, latents=None if latents is None else latents[i:i + n], context=job.context,
+                              freeinit=freeinit, init_video=job.init_video,
+                              strength=o.strength if job.init_video is not None else 1.0,
+                              progress=not args.no_progress)
+                for prompt, frames in zip(e.prompts[i:i + n], result.frames):
+                    if not np.isfinite(frames).all():
+                        raise InputError(f"{e.name}: prompt {prompt!r}: the video came out NaN/inf (non-finite "
+                                         f"weights in a model file, or --dtype {pipe.description['dtype']} "
+                                         "overflowing: try --dtype float32)")
+                    for path in write_sample(folder.partial, idx, prompt, frames, o, args):
+                        print(f"  wrote {os.path.relpath(path, folder.partial)}")
+                    samples.append(frames)
+                    idx += 1
+            used.append((dataclasses.replace(e, raw=saved_entry(job, seeds, pipe.description["dtype"])), seeds))
+        with output_errors(folder.partial):
+            if len({x.shape for x in samples}) == 1:
+                video.write_grid(os.path.join(folder.partial, "sample.gif"), np.stack(samples), fps=jobs[0].opts.fps)
+            else:
+                print("samples differ in size: no grid written")
+            with open(os.path.join(folder.partial, "config.yaml"), "w", encoding="utf-8") as f:
+                yaml.safe_dump(resolved_config(used), f, sort_keys=False, allow_unicode=True)
+    print(f"wrote {folder.final}")
+    return folder.final
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    try:
-        run(args, argv)
-    except (UsageError, PromptConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # bad weights, sizes, settings: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(lambda: run(build_parser().parse_args(argv), argv) and None)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from animatediff_jax.errors import InputError
+
 VIDEO_EXTENSIONS = (".gif", ".mp4")
 
 
@@ -72,10 +74,19 @@ def _check_target(path: str, overwrite: bool) -> None:
     os.makedirs(parent, exist_ok=True)
 
 
+def default_mode(folder: bool = False) -> int:
+    """Permissions a new file (0o666) or folder (0o777) gets under the process umask, as `cp` gives
+    (tempfile's 0o600/0o700 are for secrets, not for outputs)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if folder else 0o666) & ~mask
+
+
 def _temp_path(path: str) -> str:
     """A fresh temporary file next to `path`, with the same extension (writers pick formats by it)."""
     d, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{os.path.splitext(name)[1]}", dir=d)
+    os.fchmod(fd, default_mode())
     os.close(fd)
     return tmp
 
@@ -160,6 +171,7 @@ def write_png_frames(directory, frames, overwrite: bool = False) -> str:
     parent, name = os.path.split(directory)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
     try:
+        os.chmod(tmp, default_mode(folder=True))
         for k, f in enumerate(frames):
             Image.fromarray(f).save(os.path.join(tmp, f"{k:05d}.png"))
         if os.path.lexists(directory):
@@ -225,7 +237,8 @@ def _read_png_dir(path: str) -> np.ndarray:
 def read_video(path, num_frames: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a GIF, a video file (MP4, WebM, ... via PyAV) or a folder of frames into (F, H, W, 3)
     float32 in [0, 1]. `num_frames`: resample uniformly in time to that many frames; `size`:
-    (height, width) to resize every frame to (bicubic)."""
+    (height, width) to resize every frame to (bicubic). A file that is not a readable video is an
+    InputError naming it; a missing one a FileNotFoundError."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"video not found: {path}")
@@ -239,9 +252,9 @@ def read_video(path, num_frames: int | None = None, size: tuple[int, int] | None
     except (OSError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise
-        raise ValueError(f"{path}: cannot read as a video ({e})") from None
+        raise InputError(f"{path}: cannot read as a video ({e})") from None
     if frames.shape[0] == 0:
-        raise ValueError(f"{path}: no frames")
+        raise InputError(f"{path}: no frames")
     if num_frames is not None:
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")

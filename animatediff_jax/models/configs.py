@@ -98,6 +98,11 @@ class VAEConfig:
     scaling_factor: float = 0.18215
     sample_size: int = 512
 
+    @property
+    def downsample_factor(self) -> int:
+        """Pixels per latent along each side (diffusers' `vae_scale_factor`): 2 ** (down blocks - 1), 8 for SD1.x."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "VAEConfig":
         return _from_dict(cls, d)

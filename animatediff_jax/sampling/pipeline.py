@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from animatediff_jax.errors import UsageError
 from animatediff_jax.models import vae as vae_lib
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.init import example_inputs, random_params
@@ -211,38 +212,22 @@ class AnimateDiffPipeline:
 
     @property
     def vae_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.vae.config.downsample_factor
 
     def make_sampler(self, steps: int, strength: float = 1.0, eta: float = 0.0) -> Sampler:
         """The configured sampler for `steps` steps (base model's scheduler config honoured)."""
-        extra = {"eta": eta} if eta else {}  # DDIM only: other samplers refuse the option
-        if self.scheduler_config:
-            return sampler_from_diffusers_config(self.scheduler_config, self.scheduler, steps, strength, **extra)
-        return make_sampler(self.scheduler or "ddim", "B", steps, strength=strength, **extra)
+        return configured_sampler(self.scheduler_config, self.scheduler, steps, strength, eta)
 
     # ---------------------------------------------------------------- validation (no compilation)
     def check_inputs(self, *, width: int, height: int, frames: int, steps: int,
                      context: ctx.ContextOptions | None, num_prompts: int, num_seeds: int | None) -> None:
         """Every size/count error, raised before anything is traced or compiled."""
-        m = max(8, self.vae_scale)
-        if width % m or height % m or width <= 0 or height <= 0:
-            raise ValueError(f"width and height must be positive multiples of {m}, got {width}x{height}")
-        if frames < 1:
-            raise ValueError(f"frames must be ≥ 1, got {frames}")
-        if steps < 1:
-            raise ValueError(f"steps must be ≥ 1, got {steps}")
-        window = frames if context is None else min(context.length, frames)
-        if window > self.max_frames:
-            if context is None:
-                raise ValueError(f"{frames} frames exceed the motion module's position encoding "
-                                 f"({self.max_frames} frames); use context windows (context length ≤ "
-                                 f"{self.max_frames}) for longer videos")
-            raise ValueError(f"context length {context.length} exceeds the motion module's position "
-                             f"encoding ({self.max_frames} frames)")
+        check_video_size(width=width, height=height, frames=frames, steps=steps, context=context,
+                         vae_scale=self.vae_scale, max_frames=self.max_frames)
         if num_prompts < 1:
-            raise ValueError("no prompt given")
+            raise UsageError("no prompt given")
         if num_seeds is not None and num_seeds != num_prompts:
-            raise ValueError(f"{num_seeds} seeds for {num_prompts} prompts")
+            raise UsageError(f"{num_seeds} seeds for {num_prompts} prompts")
 
     # ---------------------------------------------------------------- jitted functions
     def encode_text(self, prompts: Sequence[str]) -> jax.Array:
@@ -390,6 +375,38 @@ class AnimateDiffPipeline:
             return cond
         uncond = jnp.stack([one(n, None) for n in negs])
         return jnp.concatenate([uncond, cond])
+
+
+def configured_sampler(scheduler_config: Mapping[str, Any], scheduler: str | None, steps: int,
+                       strength: float = 1.0, eta: float = 0.0) -> Sampler:
+    """The sampler a pipeline uses: `scheduler` (None: DDIM, or the config's class) over a diffusers
+    scheduler config, or DDIM over schedule B when the config is empty. Raises ValueError for settings
+    that do not go together (e.g. eta with a sampler other than DDIM)."""
+    extra = {"eta": eta} if eta else {}  # DDIM only: other samplers refuse the option
+    if scheduler_config:
+        return sampler_from_diffusers_config(scheduler_config, scheduler, steps, strength, **extra)
+    return make_sampler(scheduler or "ddim", "B", steps, strength=strength, **extra)
+
+
+def check_video_size(*, width: int, height: int, frames: int, steps: int, context: ctx.ContextOptions | None,
+                     vae_scale: int, max_frames: int) -> None:
+    """UsageError unless the sizes fit the models: width/height positive multiples of max(8, vae_scale)
+    pixels, frames and steps ≥ 1, the frames one motion-module call sees (the video, or the context
+    window) ≤ max_frames (its position-encoding length). The geometry comes from the loaded configs."""
+    m = max(8, vae_scale)
+    if width % m or height % m or width <= 0 or height <= 0:
+        raise UsageError(f"width and height must be positive multiples of {m}, got {width}x{height}")
+    if frames < 1:
+        raise UsageError(f"frames must be ≥ 1, got {frames}")
+    if steps < 1:
+        raise UsageError(f"steps must be ≥ 1, got {steps}")
+    window = frames if context is None else min(context.length, frames)
+    if window > max_frames:
+        if context is None:
+            raise UsageError(f"{frames} frames exceed the motion module's position encoding ({max_frames} "
+                             f"frames); use context windows (context length ≤ {max_frames}) for longer videos")
+        raise UsageError(f"context length {context.length} exceeds the motion module's position "
+                         f"encoding ({max_frames} frames)")
 
 
 def _schedule(sampler: Sampler):

@@ -64,6 +64,7 @@ from typing import Any
 import yaml
 
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.sampling.inference_config import motion_config_from_inference_yaml
 
 PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BUILTIN = "builtin:"
@@ -113,6 +114,8 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "lora_alpha_rule": ((str,), "'original' or 'kohya'"),
     "seed": ((int, list), "an integer or a list of integers"),
     "random_seed": ((int, list), "an integer or a list of integers"),
+    "clip_skip": ((int,), "an integer ≥ 0 (read by sample)"),
+    "sample_options": ((dict,), "a mapping of sample flags (written by sample, which reads and checks it)"),
     "steps": ((int,), "an integer"),
     "guidance_scale": (_NUM, "a number"),
     "prompt": ((list, str), "a list of prompts"),
@@ -418,20 +421,33 @@ def draw_seeds(seeds: list[int]) -> list[int]:
     return [secrets.randbits(63) if s == -1 else s for s in seeds]
 
 
-def inference_settings(path: str | None) -> dict:
-    """`noise_scheduler_kwargs` of an (original-style) inference config, {} when none is given."""
+def inference_config(path: str | None) -> tuple[dict, dict]:
+    """What an entry's inference config (original schema) says: (motion-module settings, noise_scheduler_kwargs).
+
+    Motion settings {version, max_seq_length}, for `loading.load_motion` (empty when the file has no
+    motion module, or none is given): version "v1" without `use_inflated_groupnorm` (the original's
+    default: joint resnet GroupNorm), else "v2" with `motion_module_mid_block`, else "v3";
+    max_seq_length is `temporal_position_encoding_max_len` where the file states it (None otherwise).
+    Unsupported settings are refused naming the file (`models.configs.motion_config_from_inference_yaml`).
+    `builtin:` (the original's file, absent here) gives the original's scheduler settings."""
+    from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS  # noqa: PLC0415 - imports jax
     if path is None:
-        return {}
+        return {}, {}
     if path.startswith(BUILTIN):
-        from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
-        return dict(ORIGINAL_SCHEDULER_KWARGS)
-    data = _read_yaml(Path(path), "inference config") or {}
+        return {}, dict(ORIGINAL_SCHEDULER_KWARGS)
+    data = _read_yaml(Path(path), "inference config")
     if not isinstance(data, dict):
-        raise PromptConfigError(f"{path}: an inference config must be a mapping")
-    kwargs = data.get("noise_scheduler_kwargs", {}) or {}
-    if not isinstance(kwargs, dict):
-        raise PromptConfigError(f"{path}: noise_scheduler_kwargs must be a mapping")
-    return dict(kwargs)
+        raise PromptConfigError(f"{path}: an inference config must be a mapping, got {type(data).__name__}")
+    try:
+        motion, scheduler = motion_config_from_inference_yaml(data)
+    except ValueError as e:  # its refusal of a setting, worded for a dict: name the file instead
+        raise PromptConfigError(f"{path}: {str(e).removeprefix('<dict>: ')}") from None
+    if motion is None:
+        return {}, scheduler
+    version = "v1" if motion.resnet_norm == "joint" else ("v2" if motion.use_mid_block else "v3")
+    stated = ((data.get("unet_additional_kwargs") or {}).get("motion_module_kwargs") or {}).get(
+        "temporal_position_encoding_max_len")
+    return dict(version=version, max_seq_length=stated), scheduler
 
 
 def resolved_config(entries: list[tuple[PromptEntry, list[int]]]) -> list[dict]:

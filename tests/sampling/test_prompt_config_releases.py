@@ -6,6 +6,7 @@ The configs below are small copies of the original files' structure (first relea
 v3 2023-12: `v3/v3-1-T2V.yaml`, `3_sparsectrl/*`; saved `config.yaml` with `random_seed`), pointing at tiny
 random-weight files in the real formats (LDM single files, a kohya LoRA, `.ckpt` motion modules).
 """
+import dataclasses
 import textwrap
 
 import numpy as np
@@ -59,9 +60,11 @@ def _config(repo, name: str, text: str):
 
 
 def _jobs(config, *flags):
-    args = sample.build_parser().parse_args([str(config), "--base", "models/StableDiffusion/stable-diffusion-v1-5",
-                                             *flags])
-    return sample.jobs_from_args(args)[0]
+    return _jobs_of([str(config), "--base", "models/StableDiffusion/stable-diffusion-v1-5", *flags])
+
+
+def _jobs_of(argv: list[str]):
+    return sample.jobs_from_args(sample.build_parser().parse_args(argv), argv)[0]
 
 
 def _abs(repo, rel: str) -> str:
@@ -221,7 +224,7 @@ def test_v2_release_motion_lora_mapping(repo, monkeypatch):
     assert e.dreambooth_path == _abs(repo, "models/DreamBooth_LoRA/toonyou_beta3.safetensors") and e.loras == []
     (job,) = _jobs(cfg)
     assert job.model["motion_loras"] == e.motion_module_lora_configs and job.model["loras"] == []
-    assert job.model["scheduler_kwargs"]["beta_schedule"] == "linear"  # the original's inference-v2.yaml
+    assert job.scheduler_config["beta_schedule"] == "linear"  # the original's inference-v2.yaml
 
 
 # ----------------------------------------------------------------------------- v3 (2023-12, list layout)
@@ -256,9 +259,11 @@ def test_v3_release_domain_adapter(repo, monkeypatch, scale_key):
     assert e.adapter_lora_path == _abs(repo, "models/Motion_Module/v3_sd15_adapter.ckpt")
     assert e.adapter_lora_scale == 1.0 and e.dreambooth_path is None and e.loras == []
     assert (e.W, e.H, e.L, e.seeds, e.guidance_scale) == (384, 256, None, [123, 234], 8.5)
-    (job,) = _jobs(cfg, "--W", "64")  # W/H per entry in this release: the entry wins
+    (job,) = _jobs(cfg)  # W/H per entry in this release: the entry's, unless a flag is given
     assert job.model["domain_adapter"] == (e.adapter_lora_path, 1.0) and job.model["dreambooth"] is None
     assert job.sizes == dict(width=384, height=256, frames=16)
+    (job,) = _jobs(cfg, "--W", "64")  # a flag given on the command line is never ignored: it wins (sample's rule)
+    assert job.sizes == dict(width=64, height=256, frames=16)
 
 
 SPARSECTRL = """
@@ -367,8 +372,7 @@ def _unet_after_loading(job, cache) -> dict:
     """The fused UNet params the job's model settings give, loaded the way `sample` loads them."""
     from animatediff_jax import loading
     from animatediff_jax.params import flatten
-    model = {k: v for k, v in job.model.items() if k != "scheduler_kwargs"}  # sample passes these separately
-    pipe = loading.load_pipeline(**model, cache_dir=str(cache), check=False)
+    pipe = loading.load_pipeline(**job.model, cache_dir=str(cache), check=False)
     return {p: np.asarray(v) for p, v in flatten(pipe.unet_params).items()}
 
 
@@ -388,13 +392,12 @@ def test_lora_strength_config_follows_the_original_flags_follow_kohya(repo, monk
           n_prompt: [""]
         """)
     (from_config,) = _jobs(cfg)
-    args = sample.build_parser().parse_args([
+    (from_flags,) = _jobs_of([
         "--base", "models/StableDiffusion/stable-diffusion-v1-5", "--prompt", "tusuncub",
         "--dreambooth", "models/DreamBooth_LoRA/moonfilm_reality20.safetensors",
         "--motion-module", "models/Motion_Module/mm_sd_v14.ckpt",
         "--lora", "models/DreamBooth_LoRA/TUSUN.safetensors:0.6"])
-    (from_flags,) = sample.jobs_from_args(args)[0]
-    plain = _unet_after_loading(type(from_config)(from_config.entry, {**from_config.model, "loras": []}), cache)
+    plain = _unet_after_loading(dataclasses.replace(from_config, model={**from_config.model, "loras": []}), cache)
     lora = load_file(str(repo / "models" / "DreamBooth_LoRA" / "TUSUN.safetensors"))
     for job, factor in ((from_config, 0.6), (from_flags, 0.6 * 1.0 / LORA_RANK)):
         fused = _unet_after_loading(job, cache)
@@ -418,10 +421,9 @@ def test_config_written_from_flags_keeps_every_lora_and_the_kohya_rule(repo, mon
     from animatediff_jax.sampling.prompt_config import resolved_config
     monkeypatch.chdir(repo)
     lora = "models/DreamBooth_LoRA/TUSUN.safetensors"
-    args = sample.build_parser().parse_args([
+    (job,) = _jobs_of([
         "--base", "models/StableDiffusion/stable-diffusion-v1-5", "--prompt", "a cat", "--seed", "3",
         "--lora", f"{lora}:0.5", "--lora", f"{lora}:-0.3"])
-    (job,) = sample.jobs_from_args(args)[0]
     assert job.model["loras"] == [(lora, 0.5), (lora, -0.3)] and job.model.get("lora_alpha_rule", "kohya") == "kohya"
     saved = tmp_path / "config.yaml"
     saved.write_text(yaml.safe_dump(resolved_config([(job.entry, [3])]), sort_keys=False))

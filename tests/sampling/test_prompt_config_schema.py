@@ -4,8 +4,8 @@ import textwrap
 import pytest
 
 from animatediff_jax.errors import InputError, UsageError
-from animatediff_jax.sampling.prompt_config import (PromptConfigError, draw_seeds, inference_settings,
-                                                    load_prompt_config, resolved_config)
+from animatediff_jax.sampling.prompt_config import (PromptConfigError, draw_seeds, inference_config,
+                                           load_prompt_config, resolved_config)
 
 
 def _write(tmp_path, text, files=("mm.ckpt", "db.safetensors", "lora.safetensors", "ml.ckpt")):
@@ -48,7 +48,7 @@ def test_original_schema_entry(tmp_path, monkeypatch):
     assert e.W == 64 and e.H is None
     # the original's inference config name maps to this project's file or the built-in settings
     assert e.inference_config.endswith("v2.yaml") or e.inference_config == "builtin:inference-v2"
-    assert inference_settings(e.inference_config)["beta_schedule"] == "linear"
+    assert inference_config(e.inference_config)[1]["beta_schedule"] == "linear"
     seeds = draw_seeds(e.seeds)
     assert seeds[0] == 10788741199826055526 and seeds[1] >= 0
     (out,) = resolved_config([(e, seeds)])
@@ -152,7 +152,7 @@ def test_missing_and_invalid_files(tmp_path):
         load_prompt_config(tmp_path / "latin1.yaml")
     (tmp_path / "inference.yaml").write_text("noise_scheduler_kwargs: [1\n")
     with pytest.raises(InputError, match="inference.yaml: inference config is not valid YAML"):
-        inference_settings(str(tmp_path / "inference.yaml"))
+        inference_config(str(tmp_path / "inference.yaml"))
 
 
 @pytest.mark.parametrize("name", ["v2-realistic-vision.yaml", "v3-domain-adapter.yaml", "prompt-travel.yaml",

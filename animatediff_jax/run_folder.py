@@ -1,0 +1,114 @@
+"""The folder one sampling run writes: complete or absent, never half-written, never an earlier run's.
+
+A run writes into a hidden temporary folder next to its final place (`<parent>/.<name>-<time>.partial-*`)
+and renames it to `<parent>/<name>-<time>` (suffixed `-1`, `-2`, ... if taken) only when every file
+is written. On any failure the temporary folder is removed; a run killed outright leaves only a
+hidden `.partial` folder, which no later run reads or reuses. File names derived from prompts are
+bounded in UTF-8 bytes (file systems limit names to 255 bytes, not characters) and made unique within
+a run by their index prefix.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+from animatediff_jax.errors import OutputError
+from animatediff_jax.video import default_mode
+
+STEM_BYTES = 120  # a prompt-derived file stem, at most (leaves room for suffixes and temp names in 255)
+
+
+def check_writable_parent(parent: str, flag: str = "--out") -> None:
+    """`parent` is (or can be created as) a writable folder; else an OutputError naming it. No side effects."""
+    path = os.path.abspath(parent)
+    probe = path
+    while not os.path.lexists(probe):  # the nearest existing ancestor decides whether it can be created
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise OutputError(f"{flag} {parent}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {parent}: {probe} is not writable")
+
+
+@dataclass
+class RunFolder:
+    """Where a run writes (`partial`, hidden) and, once it succeeded, where its files are (`final`)."""
+    partial: str
+    final: str | None = None
+
+
+@contextlib.contextmanager
+def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolder]:
+    """Yield a `RunFolder` whose hidden `partial` folder the run writes into; on success it is renamed
+    to a fresh `parent/name-<time>` (then `final`), on failure removed.
+
+    Raises OutputError naming `parent` when it cannot be created or written."""
+    created = _missing_folders(parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+        tmp = tempfile.mkdtemp(prefix=f".{name}-{stamp}.partial-", dir=parent)
+        os.chmod(tmp, default_mode(folder=True))  # mkdtemp makes it 0o700
+    except OSError as e:
+        _remove_empty(created)
+        raise OutputError(f"{flag} {parent}: cannot create the run folder ({e.strerror or e})") from None
+    folder = RunFolder(tmp)
+    try:
+        yield folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    try:
+        folder.final = _rename_fresh(tmp, os.path.join(parent, f"{name}-{stamp}"))
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{flag} {parent}: cannot move the finished run into place ({e.strerror or e})") from None
+
+
+def _missing_folders(path: str) -> list[str]:
+    """The folders `os.makedirs(path)` would create, deepest first."""
+    out, path = [], os.path.abspath(path)
+    while not os.path.lexists(path):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
+
+
+def _remove_empty(folders: list[str]) -> None:
+    """Remove folders this run created (deepest first) if they are still empty: a failed run leaves none."""
+    for path in folders:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+
+
+def _rename_fresh(tmp: str, target: str) -> str:
+    """Rename `tmp` to `target`, or `target-1`, `target-2`, ... whichever is free first."""
+    k = 0
+    while True:
+        path = target + (f"-{k}" if k else "")
+        if not os.path.lexists(path):
+            try:
+                os.rename(tmp, path)  # fails (ENOTEMPTY/EEXIST) if a run took the name meanwhile
+                return path
+            except OSError:
+                if not os.path.lexists(path):
+                    raise
+        k += 1
+
+
+def slug(prompt: str | Mapping[int, str], max_bytes: int = STEM_BYTES) -> str:
+    """A file-name stem from a prompt (or a prompt-travel map): its first words joined by `-`, without
+    punctuation, at most `max_bytes` UTF-8 bytes (cut at a character boundary); "sample" if empty."""
+    text = prompt if isinstance(prompt, str) else " ".join(dict(prompt).values())
+    stem = "-".join(re.sub(r"[^\w\s-]", "", text).split()[:10])
+    stem = stem.encode("utf-8")[:max_bytes].decode("utf-8", "ignore").strip("-")
+    return stem or "sample"

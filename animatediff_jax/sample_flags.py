@@ -1,0 +1,216 @@
+"""The flags of `python -m animatediff_jax.sample`: their values checked as they are parsed (type,
+range, finiteness; an error is one `UsageError` line naming the flag), and `sample_options`, the
+same flags as a mapping in a prompt-config entry (what a run writes to its config.yaml so that
+re-running it reproduces the videos; read back through the same parser).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+
+from animatediff_jax.errors import UsageError
+
+PROG = "python -m animatediff_jax.sample"
+EXAMPLES = f"""examples:
+  {PROG}                       # the miniature (shipped weights)
+  {PROG} configs/prompts/v2-realistic-vision.yaml --base models/sd15
+  {PROG} --base models/sd15 --motion-module mm_sd_v15_v2.ckpt --prompt "a cat" --seed 42
+  {PROG} samples/sample-<time>/config.yaml   # the same videos again"""
+SCHEDULERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm")
+MOTION_VERSIONS = ("v1", "v2", "v3")
+# Flags a prompt config's entry may also carry under `sample_options` (written there by every run).
+SAMPLE_OPTIONS = ("base", "tokenizer", "motion_version", "scheduler", "scheduler_config", "eta",
+                  "context_length", "context_stride", "context_weighting", "no_noise_shuffle", "freeinit_iters",
+                  "freeinit_filter", "init_video", "strength", "latents", "dtype", "attention", "decode_chunk",
+                  "batch_size", "fps", "diffusers_norm")
+_SWITCHES = {"no_noise_shuffle", "diffusers_norm"}  # store_true flags
+_PATHS = {"base", "tokenizer", "init_video", "latents"}
+# Flags that name what an entry of a prompt config names itself: refused next to a config.
+ENTRY_FLAGS = {"prompt": "--prompt", "travel": "--travel", "seed": "--seed", "negative_prompt": "--negative-prompt",
+                "dreambooth": "--dreambooth", "lora": "--lora", "motion_module": "--motion-module",
+                "motion_lora": "--motion-lora", "domain_adapter": "--domain-adapter"}
+
+
+# ----------------------------------------------------------------------------- flag values
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {value}")
+        return value
+    return parse
+
+
+def _number(low: float | None = None, high: float | None = None, above: float | None = None):
+    """A finite float in [low, high] (or > above)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if (low is not None and value < low) or (above is not None and value <= above) \
+                or (high is not None and value > high):
+            lo = f"[{low}" if low is not None else f"({above}"
+            raise argparse.ArgumentTypeError(f"must be in {lo}, {'inf)' if high is None else f'{high}]'}, got {value}")
+        return value
+    return parse
+
+
+def _seed(text: str) -> int:
+    value = _int_at_least(-1)(text)
+    if value >= 2**64:
+        raise argparse.ArgumentTypeError(f"must be -1 or in [0, 2**64), got {value}")
+    return value
+
+
+def _path_scale(arg: str) -> tuple[str, float]:
+    """`PATH` or `PATH:SCALE` (SCALE a finite number, default 1.0)."""
+    if ":" in arg and not os.path.exists(arg):
+        path, _, scale = arg.rpartition(":")
+        try:
+            return path, _number()(scale)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{arg!r}: scale {e}") from None
+    return arg, 1.0
+
+
+def _travel(arg: str) -> tuple[int, str]:
+    frame, sep, prompt = arg.partition(":")
+    if not sep or not frame.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{arg!r}: expected FRAME:PROMPT, e.g. 8:a dog running")
+    return int(frame), prompt.strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one UsageError `--flag: problem` (printed by run_cli, exit 2)."""
+
+    def error(self, message: str):
+        raise UsageError(re.sub(r"^argument ([^:]+): ", r"\1: ", message))
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each default shown once: argparse's own where a flag has one and its help does not say it."""
+
+    def _get_help_string(self, action):
+        text, default = action.help or "", action.default
+        if action.option_strings and "default" not in text and not (
+                default is None or default is False or default == [] or default is argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    pos, nonneg, scale = _int_at_least(1), _int_at_least(0), _path_scale
+    p = _Parser(prog=PROG, formatter_class=_HelpFormatter,
+                description="Text-to-video with AnimateDiff: a prompt config, or the same settings as flags.\n"
+                            "Every value is checked before any model loads.", epilog=EXAMPLES)
+    p.add_argument("config", nargs="?",
+                   help="prompt config (original AnimateDiff YAML schema, or a run's config.yaml)")
+    p.add_argument("--config", dest="config_opt", metavar="YAML", help="same as the positional config")
+    m = p.add_argument_group("models (PyTorch files are converted on the fly and cached; Flax files load directly)")
+    m.add_argument("--base", help="SD1.x base: diffusers folder, single file or converted folder "
+                                  "(default: the miniature AnimateDiff shipped in animatediff_jax/assets/miniature)")
+    m.add_argument("--dreambooth", help="personalized SD1.x checkpoint (single file)")
+    m.add_argument("--lora", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
+                   help="LoRA (kohya/diffusers), repeatable, fused as scale * alpha/rank * up @ down; "
+                        "scale default 1.0")
+    m.add_argument("--motion-module", help="AnimateDiff motion module (v1/v2/v3 file or MotionAdapter folder)")
+    m.add_argument("--motion-version", choices=MOTION_VERSIONS,
+                   help="the motion module's version, for files that do not show it (no position-encoding buffer, "
+                        "e.g. saved by the original trainer): v1 = 24 frames, joint resnet GroupNorm; v2 = 32, mid "
+                        "block; v3 = 32, no mid block (default: read from the file, or the entry's inference_config)")
+    m.add_argument("--motion-lora", action="append", default=[], metavar="PATH[:SCALE]", type=scale,
+                   help="MotionLoRA, repeatable")
+    m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=scale, help="v3 domain adapter LoRA")
+    m.add_argument("--tokenizer", help="CLIP tokenizer folder (needed when --base is a single file)")
+    m.add_argument("--diffusers-norm", action="store_true",
+                   help="normalise the motion module's input over all frames jointly as diffusers does "
+                        "(default: per frame, as the original and its released checkpoints)")
+    g = p.add_argument_group("generation (a given flag overrides a prompt config's value)")
+    g.add_argument("--prompt", action="append", help="prompt, repeatable (one video each)")
+    g.add_argument("--negative-prompt", action="append", help="one (broadcast) or one per prompt")
+    g.add_argument("--travel", action="append", type=_travel, metavar="FRAME:PROMPT",
+                   help="prompt travel: a prompt from FRAME on, embeddings interpolated between key frames")
+    g.add_argument("--seed", action="append", type=_seed, help="one per prompt or one for all; -1 = random (default)")
+    g.add_argument("--steps", type=pos, help="denoising steps (default 25)")
+    g.add_argument("--guidance-scale", type=_number(), help="classifier-free guidance (default 7.5)")
+    g.add_argument("--width", "--W", type=pos, help="pixels (default 512; the miniature: 32)")
+    g.add_argument("--height", "--H", type=pos, help="pixels (default 512; the miniature: 32)")
+    g.add_argument("--frames", "--L", type=pos, help="video length (default 16)")
+    g.add_argument("--clip-skip", type=nonneg, metavar="N",
+                   help="use the text encoder's N-th last layer (diffusers' rule; A1111's 'clip skip 2' is 1) "
+                        "(default 0: the last)")
+    g.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default: DDIM)")
+    g.add_argument("--scheduler-config", default="original",
+                   help="'original' (AnimateDiff: linear 0.00085-0.012, DDIM leading, offset 1), 'base' "
+                        "(the base folder's scheduler config) or a scheduler_config.json path")
+    g.add_argument("--eta", type=_number(low=0), default=0.0, help="DDIM eta")
+    g.add_argument("--context-length", type=pos, help="sliding context window length (long videos)")
+    g.add_argument("--context-stride", type=pos, default=4, help="frames between context windows")
+    g.add_argument("--context-weighting", choices=("pyramid", "uniform"), default="pyramid",
+                   help="how the predictions of overlapping windows are averaged")
+    g.add_argument("--no-noise-shuffle", action="store_true", help="no FreeNoise noise rescheduling")
+    g.add_argument("--freeinit-iters", type=pos, default=1, help="FreeInit passes (1 = off)")
+    g.add_argument("--freeinit-filter", choices=("butterworth", "gaussian", "ideal"), default="butterworth",
+                   help="FreeInit's low-pass filter")
+    g.add_argument("--init-video", help="video-to-video: input GIF / MP4 / frame folder")
+    g.add_argument("--strength", type=_number(above=0, high=1), default=0.8, help="video-to-video strength")
+    g.add_argument("--latents", help="initial noise .npy in diffusers layout (batch, channels, frames, h, w)")
+    r = p.add_argument_group("runtime and outputs")
+    r.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU/TPU, float32 on CPU")
+    r.add_argument("--attention", choices=("xla", "chunked", "cudnn"), default="xla",
+                   help="attention implementation (cudnn: flash attention, GPU, bfloat16)")
+    r.add_argument("--decode-chunk", type=pos, metavar="N",
+                   help="frames the VAE decodes at once (default: the pipeline's, sized for an 8 GB card at 512x512; "
+                        "larger is faster and needs more memory)")
+    r.add_argument("--out", default="samples", help="parent folder of the run folder")
+    r.add_argument("--batch-size", type=pos, default=1,
+                   help="videos per call (a seed gives the same video at any batch size; larger batches use "
+                        "more memory)")
+    r.add_argument("--fps", type=_number(low=0.01, high=1000), default=8.0, help="frames per second of the GIF/MP4")
+    r.add_argument("--png", action="store_true", help="also write PNG frames per sample")
+    r.add_argument("--save-npy", action="store_true", help="also write raw frames (F, H, W, 3) float32 .npy")
+    r.add_argument("--no-progress", action="store_true", help="no per-step progress bar")
+    return p
+
+
+def option_tokens(options, where: str) -> list[str]:
+    """An entry's `sample_options` mapping as command-line tokens (parsed by the same parser)."""
+    if not isinstance(options, dict):
+        raise UsageError(f"{where}: must be a mapping of option: value, got {type(options).__name__}")
+    tokens = []
+    for key, value in options.items():
+        if key not in SAMPLE_OPTIONS:
+            raise UsageError(f"{where}: unknown option {key!r}; known: {', '.join(SAMPLE_OPTIONS)}")
+        flag = "--" + key.replace("_", "-")
+        if key in _SWITCHES:
+            if not isinstance(value, bool):
+                raise UsageError(f"{where}: {key} must be true or false, got {value!r}")
+            tokens += [flag] if value else []
+        elif value is not None:
+            if isinstance(value, (bool, list, dict)):
+                raise UsageError(f"{where}: {key} must be a single value, got {value!r}")
+            tokens.append(f"{flag}={value}")
+    return tokens
+
+
+def options_of(opts: argparse.Namespace, **resolved) -> dict:
+    """The `sample_options` of a job for config.yaml: each option's value (`resolved` ones win: the
+    model files actually used, the dtype actually computed in), paths made absolute, unset ones left out."""
+    out = {}
+    for key in SAMPLE_OPTIONS:
+        value = resolved[key] if key in resolved else getattr(opts, key)
+        if value is None or value is False or value == []:
+            continue
+        if key in _PATHS or (key == "scheduler_config" and value not in ("original", "base")):
+            value = os.path.abspath(value)
+        out[key] = value
+    return out

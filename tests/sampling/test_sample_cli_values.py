@@ -1,0 +1,199 @@
+"""Every `python -m animatediff_jax.sample` flag and config value is checked before any model loads,
+with one `error: <flag, key or file>: <problem>` line; sizes are checked against the models' own
+geometry (the shipped miniature: VAE factor 4, 24-frame motion module, 2 text-encoder layers)."""
+import os
+import textwrap
+
+import numpy as np
+import pytest
+
+from animatediff_jax import sample
+from animatediff_jax.miniature.shipped import MINIATURE
+
+MOTION = os.path.join(MINIATURE, "motion_module_B.safetensors")
+
+
+class Validated(Exception):
+    """Raised in place of loading a model: validation passed."""
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+    def load(job, cache_dir):
+        env.jobs.append(job)
+        raise Validated
+    env.jobs = []
+    monkeypatch.setattr(sample, "load_pipeline", load)
+    return env
+
+
+def _error(capsys, argv, rc):
+    assert sample.main(argv) == rc
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not os.path.exists("out"), "an output folder appeared before validation passed"
+    return err
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--steps", "0"], "--steps: must be ≥ 1, got 0"),
+    (["--frames", "0"], "--frames/--L: must be ≥ 1, got 0"),
+    (["--width", "0"], "--width/--W: must be ≥ 1, got 0"),
+    (["--H", "-32"], "--height/--H: must be ≥ 1, got -32"),
+    (["--steps", "2.5"], "--steps: '2.5' is not an integer"),
+    (["--guidance-scale", "nan"], "--guidance-scale: must be a finite number, got nan"),
+    (["--guidance-scale", "inf"], "--guidance-scale: must be a finite number, got inf"),
+    (["--fps", "0"], "--fps: must be in [0.01, 1000], got 0.0"),
+    (["--eta", "-0.5"], "--eta: must be in [0, inf), got -0.5"),
+    (["--strength", "0"], "--strength: must be in (0, 1], got 0.0"),
+    (["--strength", "1.5"], "--strength: must be in (0, 1], got 1.5"),
+    (["--seed", "-2"], "--seed: must be ≥ -1, got -2"),
+    (["--seed", str(2**64)], "--seed: must be -1 or in [0, 2**64)"),
+    (["--clip-skip", "-1"], "--clip-skip: must be ≥ 0, got -1"),
+    (["--batch-size", "0"], "--batch-size: must be ≥ 1, got 0"),
+    (["--context-length", "0"], "--context-length: must be ≥ 1, got 0"),
+    (["--freeinit-iters", "0"], "--freeinit-iters: must be ≥ 1, got 0"),
+    (["--lora", "x.safetensors:nan"], "--lora: 'x.safetensors:nan': scale must be a finite number, got nan"),
+    (["--motion-version", "v4"], "--motion-version: invalid choice: 'v4'"),
+])
+def test_never_valid_values_are_refused_at_parse_time(env, capsys, flags, message):
+    err = _error(capsys, ["--prompt", "a cat", "--out", "out", *flags], 2)
+    assert err == f"error: {message}\n" or message in err
+    assert env.jobs == []
+
+
+@pytest.mark.parametrize("flags,rc,message", [
+    (["--width", "36"], 2, "width and height must be positive multiples of 8, got 36x32"),
+    (["--frames", "25"], 2, "25 frames exceed the motion module's position encoding (24 frames)"),
+    (["--frames", "32", "--context-length", "25"], 2, "context length 25 exceeds"),
+    (["--context-length", "4", "--context-stride", "8"], 2, "--context-length/--context-stride: context stride 8 > "
+                                                            "length 4"),
+    (["--clip-skip", "2"], 2, "--clip-skip/clip_skip: must be < 2 (the text encoder's layers), got 2"),
+    (["--init-video", "missing.gif"], 1, "--init-video missing.gif: not found"),
+    (["--strength", "0.01", "--init-video", MOTION], 2, "--strength: "),
+    (["--scheduler-config", "missing.json"], 2, "--scheduler-config missing.json: not 'original', 'base' or an "
+                                                "existing file"),
+    (["--scheduler", "euler", "--eta", "0.5"], 2, "scheduler settings"),
+    (["--scheduler", "euler", "--eta", "0.5", "--scheduler-config", "base"], 2, "scheduler settings"),  # none there
+])
+def test_values_that_do_not_fit_the_models_are_refused_before_loading(env, capsys, flags, rc, message):
+    err = _error(capsys, ["--prompt", "a cat", "--W", "32", "--H", "32", "--out", "out", *flags], rc)
+    assert message in err
+    assert env.jobs == []
+
+
+def test_corrupt_init_video_and_bad_scheduler_json_name_the_file(env, capsys):
+    open("junk.mp4", "wb").write(b"not a video at all")
+    assert "junk.mp4: cannot read as a video" in _error(capsys, ["--prompt", "x", "--init-video", "junk.mp4",
+                                                                 "--out", "out"], 1)
+    open("sched.json", "wb").write(b"\xff\xfe{")
+    assert "--scheduler-config sched.json: not a JSON file" in _error(
+        capsys, ["--prompt", "x", "--scheduler-config", "sched.json", "--out", "out"], 2)
+
+
+def test_latents_are_checked_against_the_models_geometry(env, capsys):
+    """The miniature's VAE downsamples by 4 (not SD's 8): 32x32 pixels are 8x8 latents."""
+    base = ["--prompt", "a cat", "--W", "32", "--H", "32", "--L", "4", "--out", "out", "--latents", "lat.npy"]
+    np.save("lat.npy", np.zeros((1, 4, 4, 4, 4), np.float32))  # what a hard-coded factor 8 would ask for
+    assert "--latents lat.npy: shape (1, 4, 4, 4, 4), this run needs (1, 4, 4, 8, 8) (batch, channels, frames, " \
+           "height/4, width/4)" in _error(capsys, base, 2)
+    np.save("lat.npy", np.zeros((1, 4, 4, 8, 8), np.float32))
+    with pytest.raises(Validated):
+        sample.main(base)
+    assert env.jobs[0].latents.shape == (1, 4, 4, 8, 8)
+    np.save("lat.npy", np.array([[None]], object), allow_pickle=True)
+    assert "--latents lat.npy: not a numeric .npy array" in _error(capsys, base, 1)
+    np.save("lat.npy", np.full((1, 4, 4, 8, 8), np.nan, np.float32))
+    assert "--latents lat.npy: holds NaN or inf" in _error(capsys, base, 1)
+    np.save("lat.npy", np.zeros((1, 4, 4, 8, 8), np.int64))
+    assert "--latents lat.npy: dtype int64" in _error(capsys, base, 1)
+
+
+def _config(text: str) -> str:
+    with open("cfg.yaml", "w") as f:
+        f.write(textwrap.dedent(text))
+    return "cfg.yaml"
+
+
+def test_config_mode_flags_override_entry_values_or_are_refused(env, capsys):
+    cfg = _config(f"""
+        - motion_module: "{MOTION}"
+          steps: 7
+          W: 64
+          clip_skip: 1
+          seed: 3
+          prompt: ["a cat"]
+        """)
+    base = [cfg, "--base", os.path.join(MINIATURE, "base"), "--H", "32", "--L", "4", "--out", "out"]
+    with pytest.raises(Validated):
+        sample.main(base)
+    job = env.jobs.pop()
+    assert (job.entry.steps, job.sizes["width"], job.clip_skip) == (7, 64, 1)  # the entry's values
+    with pytest.raises(Validated):
+        sample.main(base + ["--steps", "2", "--W", "32", "--clip-skip", "0"])
+    job = env.jobs.pop()
+    assert (job.entry.steps, job.sizes["width"], job.clip_skip) == (2, 32, 0)  # a given flag wins
+    assert "--steps: must be ≥ 1, got 0" in _error(capsys, base + ["--steps", "0"], 2)  # never "not given"
+    assert "--seed: not with a prompt config" in _error(capsys, base + ["--seed", "5"], 2)
+    assert "--base: a prompt config needs" in _error(capsys, base[:1] + base[3:], 2)
+
+
+def test_config_values_are_checked(env, capsys):
+    base = ["--base", os.path.join(MINIATURE, "base"), "--W", "32", "--H", "32", "--L", "4", "--out", "out"]
+    with open("bad-inference.yaml", "wb") as f:
+        f.write("noise_scheduler_kwargs:\n  beta_schedule: \"línear\"\n".encode("latin-1"))
+    cfg = _config(f"""
+        - inference_config: bad-inference.yaml
+          motion_module: "{MOTION}"
+          prompt: ["a cat"]
+        """)
+    err = _error(capsys, [cfg, *base], 1)
+    assert err.startswith(f"error: {os.path.realpath('bad-inference.yaml')}: inference config is not UTF-8 text")
+    cfg = _config(f"""
+        - motion_module: "{MOTION}"
+          clip_skip: -1
+          prompt: ["a cat"]
+        """)
+    assert "cfg.yaml: entry 0: clip_skip must be an integer ≥ 0, got -1" in _error(capsys, [cfg, *base], 2)
+    cfg = _config(f"""
+        - motion_module: "{MOTION}"
+          prompt: ["a cat"]
+          sample_options: {{eta: .nan, scheduler: ddim}}
+        """)
+    assert "cfg.yaml: entry 0: sample_options: --eta: must be a finite number, got nan" in _error(
+        capsys, [cfg, *base], 2)
+    cfg = _config(f"""
+        - motion_module: "{MOTION}"
+          prompt: ["a cat"]
+          sample_options: {{out: elsewhere}}
+        """)
+    assert "sample_options: unknown option 'out'" in _error(capsys, [cfg, *base], 2)
+
+
+def test_single_file_base_without_tokenizer_is_refused_before_conversion(env, capsys, tmp_path):
+    from tests.sampling.tiny_models import write_dreambooth
+    single = write_dreambooth(str(tmp_path / "sd15-like.safetensors"))
+    err = _error(capsys, ["--base", single, "--prompt", "a cat", "--out", "out"], 2)
+    assert err.startswith(f"error: --tokenizer: {single} carries no CLIP tokenizer")
+    assert not os.path.exists(tmp_path / "cache" / "converted")  # nothing was converted
+    os.mkdir("empty")
+    err = _error(capsys, ["--base", single, "--tokenizer", "empty", "--prompt", "a cat", "--out", "out"], 1)
+    assert err.startswith("error: --tokenizer empty: no CLIP tokenizer there")
+    with pytest.raises(Validated):  # with one, validation passes
+        sample.main(["--base", single, "--tokenizer", os.path.join(MINIATURE, "base", "tokenizer"), "--prompt",
+                     "a cat", "--W", "64", "--H", "64", "--out", "out"])
+    assert not os.path.exists(tmp_path / "cache" / "converted")  # validation reads headers only
+
+
+def test_help_shows_each_default_once_and_the_module_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        sample.main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m animatediff_jax.sample ")
+    assert "(default: None)" not in text and "(default 25) (default" not in text
+    for block in text.split("\n  -"):
+        assert block.count("default") <= 1, block

@@ -1,0 +1,103 @@
+"""What an inference config or --motion-version says about a motion module reaches the motion loader:
+`use_inflated_groupnorm` / `motion_module_mid_block` decide the version (v1: joint resnet GroupNorm),
+`temporal_position_encoding_max_len` the length; converted files are cached per these settings."""
+import os
+import textwrap
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from animatediff_jax import loading, sample
+from animatediff_jax.params import flatten
+from tests.sampling import tiny_models as tm
+
+
+class Validated(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("motion-settings")
+    tm.write_base_folder(str(root / "base"))
+    tm.write_v3_motion_module(str(root / "v3.safetensors"))  # no mid block, pe of 32 rows
+    tensors = load_file(str(root / "v3.safetensors"))
+    save_file({k: v for k, v in tensors.items() if not k.endswith("pos_encoder.pe")},  # as the trainer saves it
+              str(root / "no_pe.safetensors"))
+    for name, inflated, max_len in (("v1-like", "false", 24), ("v3-like", "true", 32)):
+        (root / f"{name}.yaml").write_text(textwrap.dedent(f"""
+            unet_additional_kwargs:
+              use_inflated_groupnorm: {inflated}
+              use_motion_module: true
+              motion_module_mid_block: false
+              motion_module_type: Vanilla
+              motion_module_kwargs:
+                num_attention_heads: 8
+                num_transformer_block: 1
+                temporal_position_encoding: true
+                temporal_position_encoding_max_len: {max_len}
+            noise_scheduler_kwargs: {{beta_start: 0.00085, beta_end: 0.012, beta_schedule: linear}}
+            """))
+    return root
+
+
+@pytest.fixture
+def jobs(files, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    loading._load_motion.cache_clear()
+    seen = []
+
+    def load(job, cache_dir):
+        seen.append(job)
+        raise Validated
+    monkeypatch.setattr(sample, "load_pipeline", load)
+    return seen
+
+
+def _run_config(files, inference, motion):
+    (files / "cfg.yaml").write_text(textwrap.dedent(f"""
+        - inference_config: "{files / inference}"
+          motion_module: "{files / motion}"
+          prompt: ["a cat"]
+        """))
+    with pytest.raises(Validated):
+        sample.main([str(files / "cfg.yaml"), "--base", str(files / "base"), "--W", "32", "--H", "32", "--L", "4"])
+
+
+@pytest.mark.parametrize("inference,version,norm,length", [("v1-like.yaml", "v1", "joint", 24),
+                                                           ("v3-like.yaml", "v3", "frame", 32)])
+def test_inference_config_decides_the_version_of_a_module_without_pe(files, jobs, tmp_path, inference, version,
+                                                                     norm, length):
+    _run_config(files, inference, "no_pe.safetensors")
+    (job,) = jobs
+    assert (job.model["motion_version"], job.model["motion_max_seq_length"]) == (version, length)
+    mm = loading.load_motion(str(files / "no_pe.safetensors"), str(tmp_path / "cache"), version=version,
+                             max_seq_length=length)  # the module validation loaded (kept in-process)
+    assert (mm.version, mm.config.resnet_norm, mm.config.max_seq_length) == (version, norm, length)
+    with_pe = loading.load_motion(str(files / "v3.safetensors"), str(tmp_path / "cache"))
+    assert with_pe.version == "v3"
+    for path, value in flatten(with_pe.params).items():  # same weights as the released layout
+        np.testing.assert_array_equal(np.asarray(flatten(mm.params)[path]), np.asarray(value))
+
+
+def test_motion_version_flag_reaches_the_loader(files, jobs, tmp_path):
+    with pytest.raises(Validated):
+        sample.main(["--base", str(files / "base"), "--motion-module", str(files / "v3.safetensors"),
+                     "--motion-version", "v1", "--prompt", "a cat", "--W", "32", "--H", "32", "--L", "4"])
+    assert jobs[0].model["motion_version"] == "v1"
+    mm = loading.load_motion(str(files / "v3.safetensors"), str(tmp_path / "cache"), version="v1")
+    assert (mm.version, mm.config.resnet_norm) == ("v1", "joint")
+
+
+def test_the_conversion_cache_is_keyed_by_the_settings(files, tmp_path):
+    cache = str(tmp_path / "cache")
+    path = str(files / "v3.safetensors")
+    plain = loading.load_motion(path, cache)
+    loading._load_motion.cache_clear()  # from here on, only the disk cache could mix them up
+    as_v1 = loading.load_motion(path, cache, version="v1", max_seq_length=24)
+    again = loading.load_motion(path, cache)
+    assert (plain.config.resnet_norm, as_v1.config.resnet_norm, again.config.resnet_norm) == ("frame", "joint", "frame")
+    assert (as_v1.config.max_seq_length, again.config.max_seq_length) == (24, 32)
+    assert len([f for f in os.listdir(os.path.join(cache, "converted")) if f.startswith("motion-")]) == 2
