@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from animatediff_jax import schedules
-
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+from animatediff_jax.training.config import PREDICTION_TYPES
 
 
 def sample_noise(rng: jax.Array, shape: tuple[int, ...], num_train_timesteps: int
