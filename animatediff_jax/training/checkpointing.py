@@ -50,25 +50,19 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, main: bo
     is moved and an InputError names the newest checkpoint and its error.
     """
     steps = sorted(manager.all_steps(), reverse=True)
-    failed: list[int] = []
-    first_error: Exception | None = None
+    failed: list[tuple[int, Exception]] = []
     for step in steps:
         try:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 -- orbax/TensorStore read errors are plain Exceptions
-            first_error = first_error or e
-            failed.append(step)
-            if main:
-                print(f"warning: {os.path.join(manager.directory, str(step))}: cannot be restored "
-                      f"({_one_line(e)}); trying the previous checkpoint", file=sys.stderr, flush=True)
+            failed.append((step, e))
             continue
-        if failed:
-            _set_aside(manager, failed, main)
+        _set_aside(manager, failed, step, main)
         return restored["state"], restored["meta"]
     if failed:
         raise InputError(f"{os.path.join(manager.directory, str(steps[0]))}: no checkpoint of this run can be "
-                         f"restored ({_one_line(first_error)}); does the config match the run that wrote them?")
+                         f"restored ({_one_line(failed[0][1])}); does the config match the run that wrote them?")
     return None
 
 
@@ -77,16 +71,21 @@ def _one_line(e: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _set_aside(manager: ocp.CheckpointManager, steps: list[int], main: bool) -> None:
-    """Rename unreadable step folders to `<step>.corrupt[-N]` (process 0) and re-read the step list."""
+def _set_aside(manager: ocp.CheckpointManager, failed: list[tuple[int, Exception]], restored: int,
+               main: bool) -> None:
+    """Rename unreadable step folders to `<step>.corrupt[-N]` (process 0, one warning line each) and
+    re-read the step list, so the resumed run can save those steps again."""
+    if not failed:
+        return
     if main:
-        for step in steps:
+        for step, error in failed:
             path = os.path.join(manager.directory, str(step))
             target, n = path + ".corrupt", 1
             while os.path.exists(target):
                 target, n = f"{path}.corrupt-{n}", n + 1
             os.rename(path, target)
-            print(f"warning: moved the unreadable checkpoint to {target}", file=sys.stderr, flush=True)
+            print(f"warning: {path}: cannot be restored ({_one_line(error)}); moved to {target}, resuming "
+                  f"from step {restored}", file=sys.stderr, flush=True)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("checkpoints set aside")
     manager.reload()
