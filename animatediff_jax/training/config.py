@@ -107,7 +107,7 @@ class MeshSizes:
 class Distributed:
     """`distributed`: joining the other hosts of a multi-host run (jax.distributed)."""
     initialize: bool | Literal["auto"] = False
-    """auto (or true): let JAX detect the cluster (TPU pods, SLURM); false: single host unless the keys below are set."""
+    """auto (or true): JAX detects the cluster (TPU pods, SLURM); false: one host unless the keys below are set."""
     coordinator_address: str | None = None
     """host:port of process 0's coordinator; give it with num_processes and process_id."""
     num_processes: int | None = bounded(None, ge=1)

@@ -91,7 +91,8 @@ class HostInput:
         clip = batch["video"].shape[1:4] if "video" in batch else batch["latent_mean"].shape[1:2]
         want = (self.frames, self.size, self.size)[:len(clip)]
         if tuple(clip) != want:
-            raise UsageError(f"train_data.sample_n_frames: the dataset's clips are {tuple(clip)} (frames, height, width); "
+            raise UsageError(f"train_data.sample_n_frames: the dataset's clips are {tuple(clip)} "
+                             "(frames, height, width); "
                              f"sample_n_frames / sample_size ask for {want}")
         return batch
 

@@ -1,14 +1,19 @@
 """The typed training config: YAML + overrides merge, numbers by field type, every bad value refused
 on load naming its dotted key, and the command line answering (help, config errors) without JAX."""
+import importlib.util
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from animatediff_jax import schedules, sharding, train
+from animatediff_jax.data import procedural
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.models import attention
 from animatediff_jax.models.configs import UNetConfig
 from animatediff_jax.training import config as config_lib
+from animatediff_jax.training import metrics
 from animatediff_jax.training.config import load_config
 
 TOKENIZER = ["tokenizer_path=."]   # any existing folder: the config only checks that it exists
@@ -158,9 +163,6 @@ def test_shipped_configs_load():
 
 def test_choices_equal_their_homes():
     # The config keeps copies of names whose home modules import JAX (see config.py).
-    from animatediff_jax import schedules, sharding
-    from animatediff_jax.data import procedural
-    from animatediff_jax.models import attention
     assert config_lib.NOISE_SCHEDULES == tuple(sorted(schedules.PRESETS))
     assert config_lib.ATTENTION_IMPLS == attention.IMPLEMENTATIONS
     assert config_lib.MESH_AXES == sharding.AXES
@@ -171,7 +173,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     """Run the training CLI in a fresh interpreter; it reports which heavy modules it imported."""
     code = textwrap.dedent(f"""
         import sys
-        from animatediff_jax import train
+        from animatediff_jax import schedules, sharding, train
+from animatediff_jax.data import procedural
         try:
             rc = train.main({list(args)!r})
         except SystemExit as e:
@@ -193,4 +196,14 @@ def test_help_and_config_errors_answer_without_importing_jax(tmp_path):
     assert done.returncode == 2 and "imported: \n" in done.stdout
     assert done.stderr == ("error: export_formats[1]: must be one of original, diffusers; "
                            "got 'difusers'\n"), done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_tensorboard_writer_is_named_at_start_up(tmp_path, monkeypatch, capsys):
+    assert metrics.SummaryWriter.__module__.startswith("tensorboardX") and "tensorboardX" in train.RUN_REQUIREMENTS
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboardX" else real(name, *a))
+    assert train.main(["--workdir", str(tmp_path / "run"), "tokenizer_path=."]) == 1
+    assert capsys.readouterr().err == ("error: tensorboardX: not installed, but needed for the TensorBoard writer of "
+                                       "the training metrics (pip install tensorboardX)\n")
     assert not (tmp_path / "run").exists()
