@@ -173,8 +173,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     """Run the training CLI in a fresh interpreter; it reports which heavy modules it imported."""
     code = textwrap.dedent(f"""
         import sys
-        from animatediff_jax import schedules, sharding, train
-from animatediff_jax.data import procedural
+        from animatediff_jax import train
         try:
             rc = train.main({list(args)!r})
         except SystemExit as e:
