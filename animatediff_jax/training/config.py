@@ -14,7 +14,8 @@ Values are coerced by the field's declared type, not by what YAML guesses: YAML 
 field's range, is not finite, names an unknown choice, or contradicts another key is a `UsageError`
 naming the dotted key (a missing file named by a path key is an `InputError`). All of it happens
 here, before jax is imported or anything compiles: this module needs only the standard library,
-PyYAML and the model-config dataclasses (`models/configs.py`, standard library only).
+PyYAML and the model-config dataclasses (`models/configs.py`, standard library only). The generic
+part (merging, coercion, ranges) is `training/typed_config.py`.
 """
 from __future__ import annotations
 
