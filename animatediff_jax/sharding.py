@@ -20,6 +20,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from animatediff_jax.errors import UsageError
+
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 # Leaves smaller than this stay replicated: sharding biases and norms costs more than it saves.
@@ -43,7 +45,7 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     explicit = (coordinator_address, num_processes, process_id)
     if any(v is not None for v in explicit):
         if any(v is None for v in explicit):
-            raise ValueError("distributed: give coordinator_address, num_processes and process_id "
+            raise UsageError("distributed: give coordinator_address, num_processes and process_id "
                              f"together (got {explicit}), or none of them with initialize: auto")
         jax.distributed.initialize(coordinator_address, int(num_processes), int(process_id))
     elif auto:
@@ -56,15 +58,15 @@ def mesh_shape(data: int = -1, fsdp: int = 1, tensor: int = 1, num_devices: int 
     n = jax.device_count() if num_devices is None else num_devices
     sizes = [int(data), int(fsdp), int(tensor)]
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"mesh {dict(zip(AXES, sizes))}: sizes must be positive, with at most one -1")
+        raise UsageError(f"mesh {dict(zip(AXES, sizes))}: sizes must be positive, with at most one -1")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if n % known:
-            raise ValueError(f"mesh {dict(zip(AXES, sizes))} does not divide the {n} devices "
+            raise UsageError(f"mesh {dict(zip(AXES, sizes))} does not divide the {n} devices "
                              f"({known} does not divide {n})")
         sizes[sizes.index(-1)] = n // known
     if math.prod(sizes) != n:
-        raise ValueError(f"mesh {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices, "
+        raise UsageError(f"mesh {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices, "
                          f"but there are {n}")
     return tuple(sizes)
 
@@ -141,10 +143,10 @@ def check_batch(global_batch: int, mesh: Mesh, micro_batches: int = 1) -> None:
     """The global batch must split evenly over the batch shards and, per shard, into micro-batches."""
     shards = batch_shards(mesh)
     if global_batch % shards:
-        raise ValueError(f"train_batch_size {global_batch} does not divide over the mesh's "
+        raise UsageError(f"train_batch_size {global_batch} does not divide over the mesh's "
                          f"data×fsdp = {shards} batch shards")
     if (global_batch // shards) % micro_batches:
-        raise ValueError(f"train_batch_size {global_batch} over {shards} batch shards gives "
+        raise UsageError(f"train_batch_size {global_batch} over {shards} batch shards gives "
                          f"{global_batch // shards} per shard, which gradient_accumulation_steps="
                          f"{micro_batches} does not divide")
 

@@ -23,7 +23,7 @@ from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training.metrics import compiled_flops, device_peak_tflops
 from animatediff_jax.training.optimizer import make_optimizer
-from animatediff_jax.training.step import Models, create_train_state, make_loss_and_grads, make_train_step
+from animatediff_jax.training.step import ApplyFunctions, create_train_state, make_loss_and_grads, make_train_step
 from animatediff_jax.training.trainable import split
 
 SMALL = UNetConfig(block_out_channels=(64, 128, 128), layers_per_block=1, cross_attention_dim=128,
@@ -35,8 +35,8 @@ SMALL_MOTION = MotionConfig(num_attention_heads=8, max_seq_length=32)
 
 def build_step(unet_cfg, motion_cfg, dtype, remat):
     unet = UNet3DConditionModel(unet_cfg, motion_cfg, dtype=dtype, param_dtype=jnp.float32, remat=remat)
-    models = Models(unet=lambda p, z, t, c: unet.apply({"params": p}, z, t, c),
-                    encode_video=None, encode_text=lambda p, ids: p["embeddings"][ids])
+    models = ApplyFunctions(unet=lambda p, z, t, c: unet.apply({"params": p}, z, t, c),
+                            encode_video=None, encode_text=lambda p, ids: p["embeddings"][ids])
     lg = make_loss_and_grads(models, NoiseSchedule.preset("B").alphas_cumprod, jnp.zeros((77,), jnp.int32))
     opt = make_optimizer()
     return unet, opt, make_train_step(lg, opt)

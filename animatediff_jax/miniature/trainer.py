@@ -26,7 +26,7 @@ from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL, sample_latent
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training.optimizer import make_optimizer
-from animatediff_jax.training.step import Models, create_train_state, make_loss_and_grads, make_train_step
+from animatediff_jax.training.step import ApplyFunctions, create_train_state, make_loss_and_grads, make_train_step
 
 Batches = Callable[[int], tuple[np.ndarray, list[str]]]  # step -> ((B, F, H, W, 3) uint8, captions)
 
@@ -40,7 +40,7 @@ class Networks:
     text: CLIPTextConfig
 
 
-def models(nets: Networks, transform: Callable[[dict], dict] | None = None) -> Models:
+def models(nets: Networks, transform: Callable[[dict], dict] | None = None) -> ApplyFunctions:
     """Pure apply functions (float32). `transform` maps the merged UNet params before apply."""
     unet = UNet3DConditionModel(nets.unet, nets.motion)
     vae = AutoencoderKL(nets.vae)
@@ -59,7 +59,7 @@ def models(nets: Networks, transform: Callable[[dict], dict] | None = None) -> M
     def encode_text(p, ids):
         return text.apply({"params": p}, ids).last_hidden_state
 
-    return Models(unet_fn, encode_video, encode_text)
+    return ApplyFunctions(unet_fn, encode_video, encode_text)
 
 
 def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokenizer, *, steps: int,

@@ -3,19 +3,24 @@
 Saved per step: the `TrainState` (trainable params, optimizer state, step, RNG) sharded as it lives
 on the devices, and a small JSON item (the input position and the run's config) — never the frozen
 base, which is re-read from its source. Every process calls every method (orbax coordinates the
-hosts: one writes the metadata, each its own shards). SIGTERM (how TPU VMs are told they will be
+hosts: one writes the metadata, each its own shards). Resuming skips (and sets aside) a newest
+checkpoint that cannot be read, so a run whose last save was cut short resumes from the one before.
+SIGTERM (how TPU VMs are told they will be
 preempted) sets a flag the loop polls, so it can save the current step and exit cleanly.
 """
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from animatediff_jax.errors import InputError
 
 
 def make_manager(directory: str, save_every: int, keep: int, async_save: bool = True
@@ -33,15 +38,57 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, forc
                                                       meta=ocp.args.JsonSave(meta)), force=force)
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, dict] | None:
-    """(state, meta) of the latest finished checkpoint, placed like `abstract_state`
-    (a pytree of `jax.ShapeDtypeStruct` with shardings); None when there is none."""
-    step = manager.latest_step()
-    if step is None:
-        return None
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return restored["state"], restored["meta"]
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, main: bool = True
+                   ) -> tuple[Any, dict] | None:
+    """(state, meta) of the newest checkpoint that restores, placed like `abstract_state` (a pytree
+    of `jax.ShapeDtypeStruct` with shardings); None when there is no checkpoint.
+
+    A newer checkpoint that cannot be read (a truncated or corrupt file: orbax and TensorStore raise
+    plain `Exception`s) is skipped with one warning line on stderr (`main` process) and, once an
+    older one has restored, moved aside to `<step>.corrupt` so the resumed run can save that step
+    again. When none restores (e.g. the config no longer matches the run that wrote them), nothing
+    is moved and an InputError names the newest checkpoint and its error.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    failed: list[tuple[int, Exception]] = []
+    for step in steps:
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 -- orbax/TensorStore read errors are plain Exceptions
+            failed.append((step, e))
+            continue
+        _set_aside(manager, failed, step, main)
+        return restored["state"], restored["meta"]
+    if failed:
+        raise InputError(f"{os.path.join(manager.directory, str(steps[0]))}: no checkpoint of this run can be "
+                         f"restored ({_one_line(failed[0][1])}); does the config match the run that wrote them?")
+    return None
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _set_aside(manager: ocp.CheckpointManager, failed: list[tuple[int, Exception]], restored: int,
+               main: bool) -> None:
+    """Rename unreadable step folders to `<step>.corrupt[-N]` (process 0, one warning line each) and
+    re-read the step list, so the resumed run can save those steps again."""
+    if not failed:
+        return
+    if main:
+        for step, error in failed:
+            path = os.path.join(manager.directory, str(step))
+            target, n = path + ".corrupt", 1
+            while os.path.exists(target):
+                target, n = f"{path}.corrupt-{n}", n + 1
+            os.rename(path, target)
+            print(f"warning: {path}: cannot be restored ({_one_line(error)}); moved to {target}, resuming "
+                  f"from step {restored}", file=sys.stderr, flush=True)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("checkpoints set aside")
+    manager.reload()
 
 
 def abstract(tree: Any, shardings: Any) -> Any:

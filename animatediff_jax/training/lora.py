@@ -19,22 +19,23 @@ from typing import Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from animatediff_jax.errors import UsageError
 from animatediff_jax.outputs import atomic_path
 from animatediff_jax.params import flatten, flax_path_to_torch, is_motion_path, unflatten
+from animatediff_jax.training.config import LORA_TARGETS
 
 PROJECTIONS = re.compile(r"transformer_blocks_\d+/attn[12]/(to_q|to_k|to_v|to_out_0)/kernel$")
-TARGETS = ("motion", "unet")
 
 
 def target_paths(unet_params: Mapping, targets: str) -> list[tuple[str, ...]]:
     """Flax kernel paths the LoRA covers: motion-module ("motion") or spatial ("unet") projections."""
-    if targets not in TARGETS:
-        raise ValueError(f"lora targets must be one of {TARGETS}, got {targets!r}")
+    if targets not in LORA_TARGETS:
+        raise ValueError(f"lora targets must be one of {LORA_TARGETS}, got {targets!r}")
     want_motion = targets == "motion"
     paths = [p for p in flatten(unet_params)
              if PROJECTIONS.search("/".join(p)) and is_motion_path(p) == want_motion]
     if not paths:
-        raise ValueError(f"the UNet has no {'motion-module' if want_motion else 'spatial'} attention "
+        raise UsageError(f"lora.targets: the UNet has no {'motion-module' if want_motion else 'spatial'} attention "
                          "projection to put LoRA factors on")
     return paths
 

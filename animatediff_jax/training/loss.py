@@ -12,9 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from animatediff_jax import schedules
-
-# `schedules.PREDICTION_TYPES` less "sample" (x_0 prediction is not a training objective here).
-TRAINABLE_PREDICTION_TYPES = tuple(p for p in schedules.PREDICTION_TYPES if p != "sample")
+from animatediff_jax.training.config import PREDICTION_TYPES
 
 
 def sample_noise(rng: jax.Array, shape: tuple[int, ...], num_train_timesteps: int
@@ -33,7 +31,7 @@ def target(latents: jax.Array, noise: jax.Array, timesteps: jax.Array, alphas_cu
         return noise
     if prediction_type == "v_prediction":
         return schedules.velocity(alphas_cumprod, latents, noise, timesteps)
-    raise ValueError(f"prediction_type must be one of {TRAINABLE_PREDICTION_TYPES}, got {prediction_type!r}")
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
 def mse(prediction: jax.Array, target_: jax.Array) -> jax.Array:

@@ -13,6 +13,7 @@ import os
 import time
 
 import jax
+from tensorboardX import SummaryWriter
 
 # Dense bfloat16 peak TFLOP/s per device (chip for TPU), by `device_kind` prefix.
 PEAK_TFLOPS = {
@@ -55,7 +56,6 @@ class MetricsLogger:
         self.main = jax.process_index() == 0
         self.writer = None
         if self.main:
-            from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self._t = time.perf_counter()
         self._n = 0

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import optax
 
-SCHEDULES = ("constant", "cosine", "linear")
+from animatediff_jax.training.config import LR_SCHEDULERS
 
 
 def learning_rate_schedule(learning_rate: float, lr_scheduler: str = "constant",
                            lr_warmup_steps: int = 0, max_train_steps: int = 1) -> optax.Schedule:
     """Linear warmup from 0 over `lr_warmup_steps`, then constant, cosine or linear decay to 0."""
-    if lr_scheduler not in SCHEDULES:
-        raise ValueError(f"lr_scheduler must be one of {SCHEDULES}, got {lr_scheduler!r}")
+    if lr_scheduler not in LR_SCHEDULERS:
+        raise ValueError(f"lr_scheduler must be one of {LR_SCHEDULERS}, got {lr_scheduler!r}")
     decay_steps = max(max_train_steps - lr_warmup_steps, 1)
     if lr_scheduler == "constant":
         after = optax.constant_schedule(learning_rate)

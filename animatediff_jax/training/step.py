@@ -1,7 +1,8 @@
 """One training step: frozen VAE + text encoder, noised latents, UNet prediction, MSE, AdamW update.
 
     state = create_train_state(trainable_params, optimizer, seed)
-    step = make_train_step(models, optimizer, alphas_cumprod, null_ids)
+    loss_and_grads = make_loss_and_grads(apply_functions, alphas_cumprod, null_ids)
+    step = make_train_step(loss_and_grads, optimizer)
     state, metrics = jax.jit(step, in_shardings=..., out_shardings=..., donate_argnums=0)(state, frozen, batch)
 
 `frozen` = {'unet': frozen UNet subtree, 'vae': ..., 'text_encoder': ...} is an ordinary argument that
@@ -40,15 +41,15 @@ def create_train_state(params: Params, optimizer: optax.GradientTransformation, 
 
 
 @dataclass(frozen=True)
-class Models:
-    """Pure apply functions of the three networks (params first)."""
+class ApplyFunctions:
+    """The pure apply functions of the three networks (params first), as the loss calls them."""
     unet: Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]   # (p, z (B,F,h,w,c), t (B,), text (B,L,D))
     encode_video: Callable[[Params, jax.Array, jax.Array], jax.Array]      # (p, video uint8 (B,F,H,W,3), rng) -> z
     encode_text: Callable[[Params, jax.Array], jax.Array]                  # (p, ids (B,L)) -> (B,L,D)
     sample_latents: Callable | None = None                                 # (mean, logvar, rng) -> z
 
 
-def make_loss_and_grads(models: Models, alphas_cumprod: jax.Array, null_ids: jax.Array,
+def make_loss_and_grads(apply: ApplyFunctions, alphas_cumprod: jax.Array, null_ids: jax.Array,
                         null_text_ratio: float = 0.1, prediction_type: str = "epsilon",
                         micro_batches: int = 1, micro_sharding: jax.sharding.Sharding | None = None,
                         combine: Callable[[Params, Params], Params] = merge):
@@ -66,7 +67,7 @@ def make_loss_and_grads(models: Models, alphas_cumprod: jax.Array, null_ids: jax
 
     def micro_loss(params, frozen_unet, mb):
         full = combine(params, frozen_unet)
-        prediction = models.unet(full, mb["noisy"], mb["timesteps"], mb["text"])
+        prediction = apply.unet(full, mb["noisy"], mb["timesteps"], mb["text"])
         return losses.mse(prediction, mb["target"])
 
     def loss_and_grads(params, frozen, batch, rng):
@@ -74,11 +75,11 @@ def make_loss_and_grads(models: Models, alphas_cumprod: jax.Array, null_ids: jax
         if "latents" in batch:
             latents = batch["latents"].astype(jnp.float32)
         elif "latent_mean" in batch:  # pre-computed moments: the draw encoding the video would make
-            latents = models.sample_latents(batch["latent_mean"], batch["latent_logvar"], rng_vae)
+            latents = apply.sample_latents(batch["latent_mean"], batch["latent_logvar"], rng_vae)
         else:
-            latents = models.encode_video(frozen["vae"], batch["video"], rng_vae).astype(jnp.float32)
+            latents = apply.encode_video(frozen["vae"], batch["video"], rng_vae).astype(jnp.float32)
         ids = losses.drop_captions(rng_drop, batch["input_ids"], null_ids, null_text_ratio)
-        text = models.encode_text(frozen["text_encoder"], ids)
+        text = apply.encode_text(frozen["text_encoder"], ids)
         noise, timesteps = losses.sample_noise(rng_noise, latents.shape, num_timesteps)
         data = {"noisy": schedules.add_noise(alphas_cumprod, latents, noise, timesteps),
                 "timesteps": timesteps, "text": text,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Mapping, Sequence
 
+from animatediff_jax.errors import UsageError
 from animatediff_jax.params import flatten, flax_path_to_torch, unflatten
 
 
@@ -24,14 +25,14 @@ def is_trainable(path: tuple[str, ...], patterns: Sequence[re.Pattern]) -> bool:
 def split(params: Mapping, trainable_modules: Sequence[str]) -> tuple[dict, dict]:
     """params -> (trainable, frozen), two disjoint nested dicts whose union is `params`.
 
-    Raises ValueError when no parameter matches: training nothing is always a configuration error.
+    Raises UsageError when no parameter matches: training nothing is always a configuration error.
     """
     patterns = [re.compile(p) for p in trainable_modules]
     trainable, frozen = {}, {}
     for path, leaf in flatten(params).items():
         (trainable if is_trainable(path, patterns) else frozen)[path] = leaf
     if not trainable:
-        raise ValueError(f"trainable_modules {list(trainable_modules)} match no parameter "
+        raise UsageError(f"trainable_modules: {list(trainable_modules)} match no parameter "
                          f"(example path: {'/'.join(next(iter(flatten(params))))})")
     return unflatten(trainable), unflatten(frozen)
 

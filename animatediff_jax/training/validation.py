@@ -16,9 +16,10 @@ import json
 import os
 from typing import Callable, Mapping
 
-
+from animatediff_jax.errors import UsageError
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.schedules import NoiseSchedule
+from animatediff_jax.training.config import TrainingConfig
 from animatediff_jax.video import write_gif, write_grid
 
 
@@ -34,24 +35,25 @@ class Validator:
     host params {'vae': full VAE incl. decoder, 'text_encoder': ...}; `unet_params(trained)` gives the
     full UNet params for the trained subtree (merged with, or LoRA-fused into, the frozen UNet)."""
 
-    def __init__(self, cfg: Mapping, workdir: str, configs: tuple, frozen: Mapping, tokenizer,
+    def __init__(self, cfg: TrainingConfig, workdir: str, configs: tuple, frozen: Mapping, tokenizer,
                  unet_params: Callable[[Mapping], Mapping]):
-        v, d = cfg["validation_data"], cfg["train_data"]
-        self.every, self.extra = int(cfg["validation_steps"]), {int(s) for s in cfg["validation_steps_tuple"]}
-        self.prompts = list(v["prompts"])
-        self.frames = 1 if cfg["image_finetune"] else int(v["video_length"] or d["sample_n_frames"])
-        self.width, self.height = int(v["width"] or d["sample_size"]), int(v["height"] or d["sample_size"])
-        self.steps, self.guidance = int(v["num_inference_steps"]), float(v["guidance_scale"])
-        self.seed, self.directory = int(cfg["global_seed"]), os.path.join(workdir, "samples")
+        v, d = cfg.validation_data, cfg.train_data
+        self.every, self.extra = cfg.validation_steps, set(cfg.validation_steps_tuple)
+        self.prompts = list(v.prompts)
+        self.frames = 1 if cfg.image_finetune else (v.video_length or d.sample_n_frames)
+        self.width, self.height = v.width or d.sample_size, v.height or d.sample_size
+        self.steps, self.guidance = v.num_inference_steps, v.guidance_scale
+        self.seed, self.directory = cfg.global_seed, os.path.join(workdir, "samples")
         self.configs, self.frozen, self.tokenizer, self.unet_params = configs, frozen, tokenizer, unet_params
-        self.options = dict(attention_impl=cfg["attention_impl"], scheduler="ddim",
-                            scheduler_config=scheduler_config(cfg["noise_schedule"], cfg["prediction_type"]))
-        if self.enabled:
-            if not self.prompts:
-                raise ValueError("validation_steps is set but validation_data.prompts is empty")
-            self._pipeline(None).check_inputs(width=self.width, height=self.height, frames=self.frames,
-                                              steps=self.steps, context=None, num_prompts=len(self.prompts),
-                                              num_seeds=None)
+        self.options = dict(attention_impl=cfg.attention_impl, scheduler="ddim",
+                            scheduler_config=scheduler_config(cfg.noise_schedule, cfg.prediction_type))
+        if self.enabled:  # what depends on the networks (frame limits, VAE factor); the rest is checked on load
+            try:
+                self._pipeline(None).check_inputs(width=self.width, height=self.height, frames=self.frames,
+                                                  steps=self.steps, context=None, num_prompts=len(self.prompts),
+                                                  num_seeds=None)
+            except ValueError as e:
+                raise UsageError(f"validation_data: {e}") from None
 
     @property
     def enabled(self) -> bool:

@@ -1,7 +1,7 @@
 """Training from raw clips and from pre-computed latents: same clips, same VAE noise key -> same loss.
 
 Both forms go through the real input path (procedural TFDS dataset -> precompute job -> TrainInput)
-and the training engineer's loss (training/step.py, train.apply_functions).
+and the training engineer's loss (training/step.py, training/trainer.apply_functions).
 """
 
 import jax
@@ -38,7 +38,7 @@ MOTION = MotionConfig(num_attention_heads=2, norm_num_groups=8, max_seq_length=8
 
 
 def test_raw_and_precomputed_give_the_same_training_losses(tmp_path):
-    from animatediff_jax.train import apply_functions
+    from animatediff_jax.training.trainer import apply_functions
 
     # The real input path: procedural world -> TFDS (ArrayRecord) -> pre-computed latents.
     builder = ProceduralVideos(config=ProceduralConfig(name="t", num_examples=8, frames=FRAMES, size=SIZE),

@@ -14,13 +14,13 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def main(port: str, process_id: str, workdir: str, out: str, *overrides: str) -> None:
-    from animatediff_jax import train
     from animatediff_jax.params import flatten
+    from animatediff_jax.training import trainer
     from animatediff_jax.training.config import load_config
     distributed = [f"distributed.coordinator_address=127.0.0.1:{port}", "distributed.num_processes=2",
                    f"distributed.process_id={process_id}"] if int(port) else []
     cfg = load_config(None, list(overrides) + distributed)
-    result = train.train(cfg, workdir)
+    result = trainer.train(cfg, workdir)
     np.savez(out, **{"/".join(p): v for p, v in flatten(result["params"]).items()},
              _local_devices=np.int32(jax.local_device_count()), _loss=np.float64(result["loss"]))
 

@@ -10,10 +10,10 @@ import orbax.checkpoint as ocp
 import pytest
 import torch
 
-from animatediff_jax import train
 from animatediff_jax.params import flatten
+from animatediff_jax.errors import UsageError
 from animatediff_jax.schedules import NoiseSchedule
-from animatediff_jax.training import lora
+from animatediff_jax.training import lora, trainer
 from animatediff_jax.training.config import load_config
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import create_train_state, make_loss_and_grads, make_train_step
@@ -32,18 +32,18 @@ def setup(tmp_path_factory):
     tok = tiny.write_tokenizer(tmp_path_factory.mktemp("tok"))
     # A trained-looking motion module: non-zero proj_out, so its attention affects the output.
     cfg = load_config(None, tiny.overrides(tok, motion_module_kwargs=MOTION))
-    unet, vae, text, motion, text_cfg, vae_cfg, params = train.build_models(cfg)
-    tokenizer = train.load_tokenizer(cfg, text_cfg.max_position_embeddings)
+    unet, vae, text, motion, text_cfg, vae_cfg, params = trainer.build_models(cfg)
+    tokenizer = trainer.load_tokenizer(cfg, text_cfg.max_position_embeddings)
     return dict(tok=tok, motion=motion, frozen=params,
-                batch=train.HostInput(cfg, train.open_source(cfg), tokenizer, (0, BATCH), BATCH)(0),
-                models=train.apply_functions(unet, vae, text, vae_cfg),
+                batch=trainer.HostInput(cfg, trainer.open_source(cfg), tokenizer, (0, BATCH), BATCH)(0),
+                apply=trainer.apply_functions(unet, vae, text, vae_cfg),
                 null_ids=jax.numpy.asarray(tokenizer([""])[0]))
 
 
 def _loss_and_grads(setup, combine=None):
     abar = NoiseSchedule.preset("B").alphas_cumprod
     kw = {} if combine is None else {"combine": combine}
-    return make_loss_and_grads(setup["models"], abar, setup["null_ids"], 0.5, **kw)
+    return make_loss_and_grads(setup["apply"], abar, setup["null_ids"], 0.5, **kw)
 
 
 def _kernel(path):
@@ -88,14 +88,14 @@ def test_motion_lora_trains_only_factors_and_leaves_the_unet_bit_identical(setup
 
 
 def test_motion_lora_run_checkpoints_factors_and_exports_the_original_format(setup, tmp_path):
-    module = train.motion_subtree(setup["frozen"]["unet"])
+    module = trainer.motion_subtree(setup["frozen"]["unet"])
     mm = str(tmp_path / "mm_v2.ckpt")
     export_original(module, setup["motion"], mm)
     workdir = tmp_path / "run"
     cfg = load_config(None, tiny.overrides(
         setup["tok"], motion_module_kwargs=MOTION, motion_module_path=mm, learning_rate=1e-2,
         lora={"rank": RANK, "alpha": ALPHA, "targets": "motion"}))
-    result = train.train(cfg, str(workdir))
+    result = trainer.train(cfg, str(workdir))
     factors = result["params"]["lora"]
     assert result["step"] == 3 and set(result["params"]) == {"lora"}
     assert all(np.abs(f["up"]).max() > 0 for f in factors.values())
@@ -137,7 +137,7 @@ def test_spatial_lora_export_reads_back_as_kohya(setup, tmp_path):
     for f in factors.values():
         f["up"] = rng.standard_normal(f["up"].shape).astype(np.float32)
     cfg = load_config(None, tiny.overrides(setup["tok"], lora={"rank": RANK, "alpha": ALPHA, "targets": "unet"}))
-    path = train.export_lora(cfg, str(tmp_path), factors)
+    path = trainer.export_lora(cfg, str(tmp_path), factors)
     assert os.path.basename(path) == "lora.safetensors"
     fused = flatten(apply_lora_files({"unet": unet}, [(path, 1.0)])["unet"])
     ours = flatten(lora.fuse(unet, factors, ALPHA / RANK))   # the fusion training differentiates
@@ -153,12 +153,11 @@ def test_spatial_lora_export_reads_back_as_kohya(setup, tmp_path):
 
 def test_lora_config_errors(setup, tmp_path):
     cfg = lambda **kw: load_config(None, tiny.overrides(setup["tok"], **kw))  # noqa: E731
-    with pytest.raises(ValueError, match="set motion_module_path"):
-        train.split_trainable(cfg(lora={"rank": 2}), setup["frozen"]["unet"], setup["motion"])
-    with pytest.raises(ValueError, match="written as .safetensors"):
-        train.split_trainable(cfg(lora={"rank": 2, "targets": "unet", "file": "x.ckpt"}),
-                              setup["frozen"]["unet"], setup["motion"])
+    with pytest.raises(UsageError, match="^lora.targets: .*set motion_module_path"):
+        cfg(lora={"rank": 2})
+    with pytest.raises(UsageError, match="^lora.file: .*written as .safetensors"):
+        cfg(lora={"rank": 2, "targets": "unet", "file": "x.ckpt"})
     with pytest.raises(ValueError, match="lora targets must be one of"):
         lora.init_factors(setup["frozen"]["unet"], "text", 2, 0)
-    with pytest.raises(ValueError, match="unknown config key 'lora.ranks'"):
+    with pytest.raises(ValueError, match=r"^lora\.ranks: unknown config key \(did you mean lora\.rank\?\)"):
         cfg(lora={"ranks": 2})

@@ -3,12 +3,12 @@ across both: 3 steps with per-host data give identical params on both hosts, equ
 with two devices and the same mesh."""
 import os
 import socket
-import subprocess
 import sys
 
 import numpy as np
 
 from tests.training import tiny
+from tests.training.processes import run_together
 from tests.utils import rel_err
 
 
@@ -21,13 +21,9 @@ def _free_port() -> int:
 def _workers(tmp_path, port, n, devices, overrides):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
     name = "host" if port else "single"
-    procs = [subprocess.Popen(
+    logs = run_together([
         [sys.executable, "-m", "tests.training.multihost_worker", str(port), str(i), str(tmp_path / name),
-         str(tmp_path / f"{name}{i}.npz"), *overrides],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(n)]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
+         str(tmp_path / f"{name}{i}.npz"), *overrides] for i in range(n)], env, timeout=600)
     return logs, [dict(np.load(tmp_path / f"{name}{i}.npz")) for i in range(n)]
 
 

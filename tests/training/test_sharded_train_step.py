@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 
-from animatediff_jax import sharding as shd
-from animatediff_jax import train
 from animatediff_jax.params import flatten
+from animatediff_jax import sharding as shd
 from animatediff_jax.schedules import NoiseSchedule
+from animatediff_jax.training import trainer
 from animatediff_jax.training.config import load_config
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import create_train_state, make_loss_and_grads, make_train_step
@@ -26,20 +26,20 @@ def setup(tmp_path_factory):
     # A non-zero proj_out so that every motion parameter gets a gradient in the first step.
     cfg = load_config(None, tiny.overrides(tok, motion_module_kwargs={
         "num_attention_heads": 2, "norm_num_groups": 8, "max_seq_length": 8, "zero_init_proj_out": False}))
-    unet, vae, text, motion, text_cfg, vae_cfg, params = train.build_models(cfg)
-    trainable, frozen_unet = split(params["unet"], cfg["trainable_modules"])
+    unet, vae, text, motion, text_cfg, vae_cfg, params = trainer.build_models(cfg)
+    trainable, frozen_unet = split(params["unet"], cfg.trainable_modules)
     frozen = {"unet": frozen_unet, "vae": params["vae"], "text_encoder": params["text_encoder"]}
-    tokenizer = train.load_tokenizer(cfg, text_cfg.max_position_embeddings)
-    batch = train.HostInput(cfg, train.open_source(cfg), tokenizer, (0, BATCH), BATCH)(0)
-    models = train.apply_functions(unet, vae, text, vae_cfg)
+    tokenizer = trainer.load_tokenizer(cfg, text_cfg.max_position_embeddings)
+    batch = trainer.HostInput(cfg, trainer.open_source(cfg), tokenizer, (0, BATCH), BATCH)(0)
+    apply = trainer.apply_functions(unet, vae, text, vae_cfg)
     abar = NoiseSchedule.preset("B").alphas_cumprod
     null_ids = jnp.asarray(tokenizer([""])[0])
-    return dict(cfg=cfg, trainable=trainable, frozen=frozen, batch=batch, models=models, abar=abar,
+    return dict(cfg=cfg, trainable=trainable, frozen=frozen, batch=batch, apply=apply, abar=abar,
                 null_ids=null_ids)
 
 
 def _step(setup, micro=1, micro_sharding=None):
-    lg = make_loss_and_grads(setup["models"], setup["abar"], setup["null_ids"], 0.5, "epsilon", micro,
+    lg = make_loss_and_grads(setup["apply"], setup["abar"], setup["null_ids"], 0.5, "epsilon", micro,
                              micro_sharding)
     opt = make_optimizer(learning_rate=1e-3)
     return lg, opt, make_train_step(lg, opt, return_grads=True)
@@ -67,8 +67,8 @@ def test_sharded_step_equals_single_device(setup, single, data, fsdp):
     state_sh = shd.tree_shardings(state0, mesh)
     frozen_sh = shd.tree_shardings(setup["frozen"], mesh)
     batch_sh, rep = shd.batch_sharding(mesh), shd.replicated(mesh)
-    state = train.place(state0, state_sh)
-    frozen = train.place(setup["frozen"], frozen_sh)
+    state = trainer.place(state0, state_sh)
+    frozen = trainer.place(setup["frozen"], frozen_sh)
     batch = shd.global_batch(setup["batch"], batch_sh, BATCH)
     metrics_sh = {"loss": rep, "grad_norm": rep, "finite": rep, "grads": state_sh.params}
     new, metrics = jax.jit(step, in_shardings=(state_sh, frozen_sh, batch_sh),

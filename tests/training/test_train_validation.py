@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from animatediff_jax import train
+from animatediff_jax.errors import UsageError
+from animatediff_jax.training import trainer
 from animatediff_jax.training.config import load_config
 from animatediff_jax.video import read_video
 from tests.training import tiny
@@ -25,9 +26,9 @@ def tok(tmp_path_factory):
 
 
 def test_validation_gifs_at_step_2_leave_training_unchanged(tok, tmp_path):
-    plain = train.train(load_config(None, tiny.overrides(tok)), str(tmp_path / "plain"))
+    plain = trainer.train(load_config(None, tiny.overrides(tok)), str(tmp_path / "plain"))
     run = tmp_path / "validated"
-    result = train.train(load_config(None, tiny.overrides(tok, validation_steps=2, validation_data=VALIDATION)),
+    result = trainer.train(load_config(None, tiny.overrides(tok, validation_steps=2, validation_data=VALIDATION)),
                          str(run))
 
     assert sorted(os.listdir(run / "samples")) == ["step-2"]          # steps 1 and 3 are not due
@@ -44,10 +45,11 @@ def test_validation_gifs_at_step_2_leave_training_unchanged(tok, tmp_path):
     np.testing.assert_array_equal(_flat(result["params"]), _flat(plain["params"]))
 
 
-def test_bad_validation_config_fails_before_training(tok, tmp_path):
-    with pytest.raises(ValueError, match="validation_data.prompts is empty"):
-        train.train(load_config(None, tiny.overrides(tok, validation_steps=2)), str(tmp_path / "a"))
-    with pytest.raises(ValueError, match="multiples of 8"):
-        train.train(load_config(None, tiny.overrides(tok, validation_steps_tuple=[2],
-                                                     validation_data=dict(VALIDATION, width=30))),
-                    str(tmp_path / "b"))
+def test_bad_validation_config_fails_on_load(tok):
+    with pytest.raises(UsageError, match="^validation_data.prompts: empty"):
+        load_config(None, tiny.overrides(tok, validation_steps=2))
+    with pytest.raises(UsageError, match="^validation_data.width: 30 pixels; .*multiples of 8"):
+        load_config(None, tiny.overrides(tok, validation_steps_tuple=[2], validation_data=dict(VALIDATION, width=30)))
+    with pytest.raises(UsageError, match="^validation_data.video_length: 9 frames exceed .* max_seq_length 8"):
+        load_config(None, tiny.overrides(tok, validation_steps_tuple=[2],
+                                         validation_data=dict(VALIDATION, video_length=9)))

@@ -1,4 +1,4 @@
-"""Config, mesh, batch, partition-rule, trainable-split and optimizer checks (no network needed)."""
+"""Mesh, batch, partition-rule, trainable-split and optimizer checks (no network needed)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,37 +8,9 @@ import torch
 from jax.sharding import PartitionSpec as P
 
 from animatediff_jax import sharding as shd
-from animatediff_jax.training.config import load_config
 from animatediff_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from animatediff_jax.training.trainable import merge, split
 from tests.utils import rel_err
-
-
-def test_config_overrides_and_unknown_keys(tmp_path):
-    path = tmp_path / "t.yaml"
-    path.write_text("learning_rate: 3.0e-5\ntrain_data:\n  sample_n_frames: 8\n")
-    cfg = load_config(str(path), ["mesh.fsdp=4", "trainable_modules=[motion_modules., lora]",
-                                  "unet_config.layers_per_block=1"])
-    assert cfg["learning_rate"] == 3e-5 and cfg["train_data"]["sample_n_frames"] == 8
-    assert cfg["train_data"]["sample_size"] == 256 and cfg["mesh"] == {"data": -1, "fsdp": 4, "tensor": 1}
-    assert cfg["trainable_modules"] == ["motion_modules.", "lora"]
-    assert cfg["unet_config"] == {"layers_per_block": 1}
-    path.write_text("train_data:\n  sample_n_frame: 8\n")
-    with pytest.raises(ValueError, match=r"t\.yaml.*unknown config key 'train_data\.sample_n_frame'"):
-        load_config(str(path))
-    with pytest.raises(ValueError, match="unknown config key 'learning_rat'"):
-        load_config(None, ["learning_rat=1"])
-    with pytest.raises(ValueError, match="not key=value"):
-        load_config(None, ["learning_rate"])
-
-
-def test_shipped_configs_load():
-    for name in ("training", "image_finetune", "motion_lora"):
-        cfg = load_config(f"configs/training/{name}.yaml")
-        assert cfg["noise_schedule"] == "B" and cfg["learning_rate"] > 0
-    assert load_config("configs/training/motion_lora.yaml")["lora"] == {
-        "rank": 4, "alpha": None, "targets": "motion", "file": "motion_lora.ckpt"}
-    assert load_config("configs/training/training.yaml")["validation_data"]["prompts"]
 
 
 def test_mesh_sizes_and_errors():

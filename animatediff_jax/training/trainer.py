@@ -1,0 +1,394 @@
+"""The training run: motion modules (or the image UNet, or LoRA / MotionLoRA factors) against a
+frozen SD1.x base, from a checked `TrainingConfig` (training/config.py).
+
+    result = train(load_config("configs/training/training.yaml", ["max_train_steps=10"]), "runs/mm")
+
+One file, read top to bottom: mesh, input, model + optimizer, sharding, update step, checkpoint,
+training loop (logging / validation), export. The same code runs on one CPU, on eight devices, and
+on many hosts (`distributed.*`). The command line (`python -m animatediff_jax.train`) is train.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from animatediff_jax import sharding as shd
+from animatediff_jax.checkpoint import save_params
+from animatediff_jax.data.train_input import TrainInput, source_from_config
+from animatediff_jax.errors import InputError, UsageError, UserError
+from animatediff_jax.models.clip_text import CLIPTextModel
+from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
+from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.models.vae import AutoencoderKL, sample_latent
+from animatediff_jax.schedules import NoiseSchedule
+from animatediff_jax.tokenizer import PromptTokenizer
+from animatediff_jax.training import checkpointing as ckpt
+from animatediff_jax.training import lora
+from animatediff_jax.training.config import TrainingConfig
+from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
+from animatediff_jax.training.optimizer import make_optimizer
+from animatediff_jax.training.step import (ApplyFunctions, TrainState, create_train_state, make_loss_and_grads,
+                                           make_train_step)
+from animatediff_jax.loading import read_base, read_motion_module
+from animatediff_jax.params import flatten, insert_motion, is_motion_path, unflatten
+from animatediff_jax.training.trainable import count, merge, split
+from animatediff_jax.training.validation import Validator
+from convert.export import export_adapter, export_original
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The loss or the gradients became NaN/Inf; the state before that step is saved."""
+
+
+# ===================================== mesh =====================================================
+def setup_mesh(cfg: TrainingConfig) -> jax.sharding.Mesh:
+    """Join the other hosts (when configured), then the ('data', 'fsdp', 'tensor') mesh."""
+    d = cfg.distributed
+    if not jax.distributed.is_initialized():
+        shd.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id,
+                                   auto=d.initialize in (True, "auto"))
+    m = cfg.mesh
+    return shd.make_mesh(m.data, m.fsdp, m.tensor)
+
+
+# ===================================== input ====================================================
+def load_tokenizer(cfg: TrainingConfig, length: int) -> PromptTokenizer:
+    """PromptTokenizer from `tokenizer_path` or the base model folder's `tokenizer/`."""
+    return PromptTokenizer.from_pretrained(cfg.tokenizer_path or cfg.pretrained_model_path, max_length=length)
+
+
+def open_source(cfg: TrainingConfig):
+    """The random-access example source `train_data` names (data/train_input.py): the procedural
+    world, or a built TFDS dataset directory of video clips or pre-computed latents."""
+    return source_from_config(dataclasses.asdict(cfg.train_data))
+
+
+class HostInput:
+    """step -> this host's rows of that step's global batch (numpy); the position is the step.
+
+    The data are split by batch shard (data x fsdp), not by process: each shard's rows come from its
+    own `TrainInput` shard, so any number of hosts together read exactly what one host would with the
+    same mesh, and a resumed run continues where it stopped."""
+
+    def __init__(self, cfg: TrainingConfig, source, tokenizer, rows: tuple[int, int], shard_rows: int):
+        d = cfg.train_data
+        self.frames, self.size = d.sample_n_frames, d.sample_size
+        self.shards = [TrainInput(source, tokenizer, cfg.train_batch_size, (s, s + shard_rows), seed=d.seed)
+                       for s in range(rows[0], rows[1], shard_rows)]
+
+    def __call__(self, step: int) -> dict:
+        parts = [shard(step) for shard in self.shards]
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        clip = batch["video"].shape[1:4] if "video" in batch else batch["latent_mean"].shape[1:2]
+        want = (self.frames, self.size, self.size)[:len(clip)]
+        if tuple(clip) != want:
+            raise UsageError(f"train_data.sample_n_frames: the dataset's clips are {tuple(clip)} "
+                             "(frames, height, width); "
+                             f"sample_n_frames / sample_size ask for {want}")
+        return batch
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
+
+
+# ===================================== model + optimizer ========================================
+def build_models(cfg: TrainingConfig, decoder: bool = False):
+    """(unet, vae, text encoder modules, motion config, text config, vae config, initial params
+    {'unet','vae','text_encoder'}). The VAE params hold the encoder only, unless `decoder`
+    (validation sampling decodes)."""
+    dtype = jnp.bfloat16 if cfg.mixed_precision_training else jnp.float32
+    motion = cfg.motion_config
+    base = None
+    if cfg.pretrained_model_path:
+        base = read_base(cfg.pretrained_model_path, dtype="float32", progress=jax.process_index() == 0)
+        unet_cfg, vae_cfg, text_cfg = base.unet_config, base.vae_config, base.text_config
+    else:
+        unet_cfg = cfg.unet_config or UNetConfig()
+        vae_cfg = cfg.vae_config or VAEConfig()
+        text_cfg = cfg.text_encoder_config or CLIPTextConfig()
+    unet = UNet3DConditionModel(unet_cfg, motion, dtype=dtype, param_dtype=jnp.float32,
+                                attention_impl=cfg.attention_impl, remat=cfg.gradient_checkpointing)
+    vae = AutoencoderKL(vae_cfg, dtype=dtype)
+    text = CLIPTextModel(text_cfg, dtype=dtype)
+    d = cfg.train_data
+    frames, size = (1 if cfg.image_finetune else d.sample_n_frames), d.sample_size
+    latent = size // 2 ** (len(vae_cfg.block_out_channels) - 1)
+    # rbg keys: random init compiles several times faster than with threefry (values differ, fine).
+    r = jax.random.split(jax.random.key(cfg.global_seed, impl="unsafe_rbg"), 3)
+    params = {"unet": jax.jit(unet.init)(r[0], jnp.zeros((1, frames, latent, latent, unet_cfg.in_channels)),
+                                         jnp.zeros((1,), jnp.int32),
+                                         jnp.zeros((1, 1, unet_cfg.cross_attention_dim)))["params"]}
+    if base is None:
+        # Training only encodes: the decoder's params are built only for validation sampling.
+        params["vae"] = jax.jit(partial(vae.init, method=AutoencoderKL.encode))(
+            r[1], jnp.zeros((1, size, size, 3)))["params"]
+        if decoder:
+            params["vae"] = {**params["vae"], **jax.jit(partial(vae.init, method=AutoencoderKL.decode))(
+                r[1], jnp.zeros((1, latent, latent, vae_cfg.latent_channels)))["params"]}
+        params["text_encoder"] = jax.jit(text.init)(r[2], jnp.zeros((1, 1), jnp.int32))["params"]
+    else:
+        params["unet"] = with_base(params["unet"], base.unet, cfg.pretrained_model_path)
+        params["vae"] = {k: v for k, v in base.vae.items()
+                         if decoder or k in ("encoder", "quant_conv")}
+        params["text_encoder"] = base.text_encoder
+    if cfg.motion_module_path and motion is not None:
+        mm = read_motion_module(cfg.motion_module_path)
+        params["unet"] = insert_motion(params["unet"], mm.params)
+    return unet, vae, text, motion, text_cfg, vae_cfg, params
+
+
+def split_trainable(cfg: TrainingConfig, unet_params: dict):
+    """(trainable params, frozen UNet params, combine) where `combine(trainable, frozen)` is the UNet
+    params the loss runs with: the `trainable_modules` subtree merged back, or — with `lora.rank` > 0
+    — fresh LoRA factors {'lora': ...} fused into the whole (frozen) UNet."""
+    rank = cfg.lora.rank
+    if rank == 0:
+        trainable, frozen = split(unet_params, cfg.trainable_modules)
+        return trainable, frozen, merge
+    factors = lora.init_factors(unet_params, cfg.lora.targets, rank, cfg.global_seed)
+    scale = cfg.lora_alpha / rank
+    return {"lora": factors}, unet_params, lambda trained, frozen: lora.fuse(frozen, trained["lora"], scale)
+
+
+def with_base(init: dict, base_unet: dict, source: str) -> dict:
+    """The freshly initialised (inflated) UNet params with every 2D leaf taken from the base model."""
+    flat, base = flatten(init), flatten(base_unet)
+    missing = [p for p in flat if p not in base and not any(s.startswith("motion_modules_") for s in p)]
+    extra = [p for p in base if p not in flat]
+    if missing or extra:
+        raise InputError(f"{source}: the base UNet does not fit the configured network: "
+                         f"missing {['/'.join(p) for p in missing[:3]]}, unexpected {['/'.join(p) for p in extra[:3]]}")
+    for p, v in base.items():
+        if np.shape(v) != np.shape(flat[p]):
+            raise InputError(f"{source}: {'/'.join(p)} has shape {np.shape(v)}, expected {np.shape(flat[p])}")
+        flat[p] = v
+    return unflatten(flat)
+
+
+def apply_functions(unet, vae, text, vae_cfg) -> ApplyFunctions:
+    """The three networks' pure apply functions (params first), as the train step calls them."""
+
+    def unet_fn(p, z, t, ctx):
+        return unet.apply({"params": p}, z, t, ctx)
+
+    def encode_video(p, video, rng):  # (B, F, H, W, 3) uint8 -> (B, F, h, w, c) scaled latent sample
+        b, f = video.shape[:2]
+        x = video.reshape((b * f,) + video.shape[2:]).astype(jnp.float32) / 127.5 - 1.0
+        mean, logvar = vae.apply({"params": p}, x, method=AutoencoderKL.encode)
+        z = sample_latent(rng, mean, logvar) * vae_cfg.scaling_factor
+        return z.reshape((b, f) + z.shape[1:])
+
+    def encode_text(p, ids):
+        return text.apply({"params": p}, ids).last_hidden_state
+
+    def sample_latents(mean, logvar, rng):  # stored VAE moments -> the same draw encode_video makes
+        b, f = mean.shape[:2]
+        fold = lambda m: m.reshape((b * f,) + m.shape[2:])
+        z = sample_latent(rng, fold(mean), fold(logvar)) * vae_cfg.scaling_factor
+        return z.reshape(mean.shape)
+
+    return ApplyFunctions(unet_fn, encode_video, encode_text, sample_latents)
+
+
+# ===================================== sharding =================================================
+def place(tree, shardings):
+    """Host values (identical on every process) -> global arrays in `shardings` (multi-host safe)."""
+    def one(x, s):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+    return jax.tree.map(one, tree, shardings)
+
+
+def gather(tree):
+    """Global (possibly sharded across hosts) arrays -> full numpy values on every host."""
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def motion_subtree(tree: dict) -> dict:
+    """Only the motion-module leaves of a UNet params tree."""
+    return unflatten({p: v for p, v in flatten(tree).items() if is_motion_path(p)})
+
+
+# ===================================== training =================================================
+def train(cfg: TrainingConfig, workdir: str) -> dict:
+    """Run (or resume) training; returns {'step', 'loss', 'params'} (trainable params, numpy).
+
+    Raises NonFiniteLossError when a step's loss or gradients are not finite (the state before
+    that step saved), UsageError when the config does not fit the devices or the data."""
+    if cfg.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cfg.compilation_cache_dir)
+    mesh = setup_mesh(cfg)
+    main = jax.process_index() == 0
+    batch_size, micro = cfg.train_batch_size, cfg.gradient_accumulation_steps
+    shd.check_batch(batch_size, mesh, micro)
+    rules = cfg.sharding_rules
+    batch_sharding = shd.batch_sharding(mesh)
+
+    source = open_source(cfg)   # before the (slow) model build: bad data fails fast
+
+    # ----- model + optimizer
+    unet, vae, text, motion, text_cfg, vae_cfg, params = build_models(cfg, decoder=cfg.validating)
+    trainable, frozen_unet, combine = split_trainable(cfg, params["unet"])
+    encoder = {k: v for k, v in params["vae"].items() if k in ("encoder", "quant_conv")}
+    frozen_dtype = jnp.bfloat16 if cfg.mixed_precision_training else jnp.float32
+    frozen = jax.tree.map(lambda x: np.asarray(x).astype(frozen_dtype),
+                          {"unet": frozen_unet, "vae": encoder, "text_encoder": params["text_encoder"]})
+    optimizer = make_optimizer(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2,
+                               cfg.adam_weight_decay, cfg.adam_epsilon, cfg.max_grad_norm,
+                               cfg.lr_scheduler, cfg.lr_warmup_steps, cfg.max_train_steps)
+    if main:
+        print(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices, {jax.process_count()} process(es); "
+              f"trainable {count(trainable):,} params, frozen {count(frozen):,}", flush=True)
+
+    # ----- sharding
+    state_host = jax.eval_shape(lambda p: create_train_state(p, optimizer, cfg.global_seed), trainable)
+    state_shardings = shd.tree_shardings(state_host, mesh, rules)
+    frozen_shardings = shd.tree_shardings(frozen, mesh, rules)
+    state = jax.jit(lambda p: create_train_state(p, optimizer, cfg.global_seed),
+                    out_shardings=state_shardings)(place(trainable, state_shardings.params))
+    frozen = place(frozen, frozen_shardings)
+
+    # ----- input
+    tokenizer = load_tokenizer(cfg, text_cfg.max_position_embeddings)
+    next_rows = HostInput(cfg, source, tokenizer, shd.host_rows(batch_sharding, batch_size),
+                          batch_size // shd.batch_shards(mesh))
+    null_ids = jnp.asarray(tokenizer([""])[0])
+    validator = None
+    if cfg.validating:  # host copies of the frozen weights, kept for sampling; checked before training
+        validator = Validator(cfg, workdir, (unet.config, motion, vae_cfg, text_cfg),
+                              {"vae": params["vae"], "text_encoder": params["text_encoder"]}, tokenizer,
+                              lambda trained: combine(trained, frozen_unet))
+    del params
+
+    # ----- update step
+    schedule = NoiseSchedule.preset(cfg.noise_schedule)
+    micro_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, shd.BATCH_AXES))
+    loss_and_grads = make_loss_and_grads(
+        apply_functions(unet, vae, text, vae_cfg), schedule.alphas_cumprod, null_ids,
+        cfg.cfg_random_null_text_ratio, cfg.prediction_type, micro, micro_sharding, combine)
+    step_fn = jax.jit(make_train_step(loss_and_grads, optimizer),
+                      in_shardings=(state_shardings, frozen_shardings, batch_sharding),
+                      out_shardings=(state_shardings, shd.replicated(mesh)), donate_argnums=0)
+
+    # ----- checkpoint
+    manager = ckpt.make_manager(os.path.join(workdir, "checkpoints"), cfg.checkpointing_steps,
+                                cfg.checkpoints_total_limit)
+    restored = ckpt.restore_latest(manager, ckpt.abstract(state, state_shardings), main)
+    if restored is not None:
+        state, meta = restored
+        if main:
+            print(f"resumed from step {int(meta['step'])} ({manager.directory})", flush=True)
+    preempted = ckpt.PreemptionFlag()
+
+    # ----- loop
+    step = int(state.step)
+    first = shd.global_batch(next_rows(step), batch_sharding, batch_size)
+    compiled = step_fn.lower(state, frozen, first).compile()
+    logger = MetricsLogger(workdir, batch_size, compiled_flops(compiled), cfg.log_every_steps,
+                           cfg.max_train_steps)
+    loss = float("nan")
+    try:
+        while step < cfg.max_train_steps:
+            batch = first if first is not None else shd.global_batch(next_rows(step), batch_sharding, batch_size)
+            first = None
+            state, metrics = compiled(state, frozen, batch)
+            metrics = jax.device_get(metrics)
+            if not metrics["finite"]:   # the state is the one before this step: save it unless saved
+                manager.wait_until_finished()
+                if step not in manager.all_steps():
+                    ckpt.save(manager, step, state, {"step": step, "position": step}, force=True)
+                    manager.wait_until_finished()
+                raise NonFiniteLossError(
+                    f"step {step + 1}: non-finite loss {float(metrics['loss'])} (grad norm "
+                    f"{float(metrics['grad_norm'])}); training stopped, the state after step {step} is saved "
+                    f"in {manager.directory} (lower learning_rate, or check the data)")
+            step, loss = step + 1, float(metrics["loss"])
+            logger.step(step, {"loss": loss, "grad_norm": float(metrics["grad_norm"])})
+            stop = preempted.reached()
+            ckpt.save(manager, step, state, {"step": step, "position": step},
+                      force=stop or step == cfg.max_train_steps)
+            if validator is not None and validator.due(step):  # while the checkpoint writes
+                validate(validator, step, state, logger)
+            if stop:
+                if main:
+                    print(f"SIGTERM: saved step {step}, exiting", flush=True)
+                break
+        manager.wait_until_finished()
+    finally:
+        preempted.restore_handler()
+        manager.close()
+        logger.close()
+        next_rows.close()
+
+    # ----- export
+    trained = gather(state.params)
+    if step >= cfg.max_train_steps and cfg.lora.rank:
+        if main:
+            export_lora(cfg, workdir, trained["lora"])
+    elif step >= cfg.max_train_steps:
+        module = motion_subtree(merge(trained, gather(motion_subtree(frozen["unet"]))))
+        if main:
+            export(cfg, workdir, trained if motion is None else module, motion)
+    return {"step": step, "loss": loss, "params": trained}
+
+
+def validate(validator, step: int, state: TrainState, logger: MetricsLogger) -> None:
+    """Sample the validation prompts from the current trainable params on process 0 (every process
+    takes part in gathering them); the state itself is only read."""
+    start = time.perf_counter()
+    trained = gather(state.params)
+    if jax.process_index() == 0:
+        written = validator(step, trained)
+        print(f"validation: step {step}, {len(written)} GIFs in {os.path.dirname(written[0])} "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+    logger.exclude(time.perf_counter() - start)
+
+
+# ===================================== export ===================================================
+def export(cfg: TrainingConfig, workdir: str, trained: dict, motion) -> list[str]:
+    """Write the trained parameters: the motion module in the `export_formats` (original AnimateDiff
+    file, diffusers MotionAdapter folder; through convert/), or the fine-tuned UNet subtree as params."""
+    os.makedirs(workdir, exist_ok=True)
+    written = []
+    if motion is None:
+        written.append(os.path.join(workdir, "unet_trainable.safetensors"))
+        save_params(written[-1], trained, source="animatediff_jax.train")
+    else:
+        formats = {"original": ("motion_module.ckpt", export_original),
+                   "diffusers": ("motion_adapter", export_adapter)}
+        for name in cfg.export_formats:
+            written.append(os.path.join(workdir, formats[name][0]))
+            formats[name][1](trained, motion, written[-1])
+    write_config(cfg, workdir)
+    return written
+
+
+def export_lora(cfg: TrainingConfig, workdir: str, factors: dict) -> str:
+    """Write trained LoRA factors: motion targets as an original AnimateDiff MotionLoRA, spatial
+    targets as a kohya LoRA (float32), both read back by convert/lora.py; and the factors themselves
+    as `lora_factors.safetensors` (alpha in the metadata: `python -m convert export-motion-lora`)."""
+    path = os.path.join(workdir, cfg.lora_file)
+    os.makedirs(workdir, exist_ok=True)
+    save_params(os.path.join(workdir, "lora_factors.safetensors"), {"lora": factors},
+                source="animatediff_jax.train", metadata={"alpha": str(cfg.lora_alpha)})
+    if cfg.lora.targets == "motion":
+        lora.export_motion_lora(path, factors, cfg.lora_alpha)
+    else:
+        lora.save_kohya(path, factors, cfg.lora_alpha, dtype=np.float32)
+    write_config(cfg, workdir)
+    return path
+
+
+def write_config(cfg: TrainingConfig, workdir: str) -> None:
+    """The run's whole config as `<workdir>/config.json`."""
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(cfg.to_dict(), f, indent=1)
