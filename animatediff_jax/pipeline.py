@@ -173,7 +173,7 @@ class AnimateDiffPipeline:
 
     @classmethod
     def build(cls, unet_config, motion_config, vae_config, text_config, unet_params, vae_params, text_params,
-              tokenizer, *, dtype: str | None = None, attention_impl: str = "xla", **kwargs
+              tokenizer, *, dtype: str | None = None, attention_impl: str = "auto", **kwargs
               ) -> "AnimateDiffPipeline":
         """From configs and parameter trees. dtype: compute and parameter dtype (default: bfloat16 on
         GPU/TPU, float32 on CPU); kwargs go to the constructor (scheduler, scheduler_config, ...)."""
@@ -198,7 +198,7 @@ class AnimateDiffPipeline:
              motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
              domain_adapter: tuple[str, float] | None = None, scheduler: str | None = None,
              scheduler_config: str | Mapping[str, Any] = "original", dtype: str | None = None,
-             attention_impl: str = "xla", motion_input_norm: str = "frame", clip_skip: int = 0,
+             attention_impl: str = "auto", motion_input_norm: str = "frame", clip_skip: int = 0,
              tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
              **kwargs) -> "AnimateDiffPipeline":
         """Load every weight once (PyTorch or converted Flax files; see `loading.py`).
@@ -255,7 +255,7 @@ class AnimateDiffPipeline:
 
     @classmethod
     def random(cls, unet_config, motion_config, vae_config, text_config, tokenizer, *, seed: int = 0,
-               dtype: str | None = None, attention_impl: str = "xla", **kwargs) -> "AnimateDiffPipeline":
+               dtype: str | None = None, attention_impl: str = "auto", **kwargs) -> "AnimateDiffPipeline":
         """Random (Flax default-initialised) weights at the given configs: for demos and benchmarks."""
         from animatediff_jax.models.clip_text import CLIPTextModel
         from animatediff_jax.models.unet3d import UNet3DConditionModel

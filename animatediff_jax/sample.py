@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latents", help="initial noise .npy in diffusers layout (batch, 4, frames, h, w)")
     r = p.add_argument_group("runtime and outputs")
     r.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU/TPU, float32 on CPU")
-    r.add_argument("--attention", choices=("xla", "chunked", "cudnn"), default="xla")
+    r.add_argument("--attention", choices=("auto", "xla", "chunked", "cudnn", "tpu_flash"), default="auto")
     r.add_argument("--decode-chunk", type=int, metavar="N",
                    help="frames the VAE decodes at once (default: the pipeline's, sized for an 8 GB card at 512x512; "
                         "larger is faster and needs more memory)")

@@ -33,7 +33,7 @@ class TemporalTransformerBlock(nn.Module):
     heads: int
     max_seq_length: int
     layer_norm_eps: float = 1e-5
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -52,7 +52,7 @@ class TemporalTransformerBlock(nn.Module):
 class MotionModule(nn.Module):
     """One motion module (diffusers AnimateDiffTransformer3D). x: (B, F, H, W, C) -> same shape."""
     config: MotionConfig
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 

@@ -48,7 +48,7 @@ class _Layers(nn.Module):
     """Shared fields and the layer factories of the UNet's blocks."""
     config: UNetConfig
     motion: MotionConfig | None
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     remat: bool | str = False
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
@@ -138,7 +138,7 @@ class UNet3DConditionModel(nn.Module):
     motion: MotionConfig | None = None
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     remat: bool | str = False
 
     @nn.compact

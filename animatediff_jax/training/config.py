@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "gradient_accumulation_steps": 1,
     "gradient_checkpointing": False,  # nn.remat over UNet blocks
     "mixed_precision_training": True,  # bfloat16 compute, float32 master weights
-    "attention_impl": "xla",
+    "attention_impl": "auto",
     "max_train_steps": 100,
     "checkpointing_steps": 60,
     "checkpoints_total_limit": 3,     # keep the last K checkpoints
