@@ -36,16 +36,20 @@ def configs(smoke: bool):
     if not smoke:
         return (c.SD15_UNET, c.MOTION_V2, c.SD15_VAE, c.SD15_TEXT, dict(frames=16, size=512, steps=25, timed=2),
                 dict(batch=1, frames=16, size=256, steps=5))
-    unet = c.UNetConfig(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
-                        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=4,
-                        norm_num_groups=8)
-    motion = c.MotionConfig(num_attention_heads=4, norm_num_groups=8, max_seq_length=32)
-    vae = c.VAEConfig(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                      up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=8)
+    unet = c.UNetConfig(block_out_channels=(16,), down_block_types=("CrossAttnDownBlock2D",),
+                        up_block_types=("CrossAttnUpBlock2D",), layers_per_block=1, cross_attention_dim=32,
+                        attention_head_dim=2, norm_num_groups=4)
+    motion = c.MotionConfig(num_attention_heads=2, norm_num_groups=4, max_seq_length=32, use_mid_block=False)
+    vae = c.VAEConfig(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
+                      up_block_types=("UpDecoderBlock2D",), layers_per_block=1, norm_num_groups=4)
     text = c.CLIPTextConfig(vocab_size=514, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                             num_attention_heads=2, eos_token_id=513, pad_token_id=513, bos_token_id=512)
-    return unet, motion, vae, text, dict(frames=2, size=32, steps=2, timed=1), dict(batch=1, frames=2, size=32, steps=1)
+    return unet, motion, vae, text, dict(frames=2, size=16, steps=1, timed=1), dict(batch=1, frames=2, size=16, steps=1)
+
+
+def latent_size(vae_config, size: int) -> int:
+    """Latent side for `size` pixels: the VAE halves the resolution at every level but the last."""
+    return size // 2 ** (len(vae_config.block_out_channels) - 1)
 
 
 def _tokenizer_dir() -> str:
@@ -86,7 +90,8 @@ def part_ours(smoke: bool, kernel: str) -> dict:
     dtype = "float32" if smoke else "bfloat16"
     pipe = AnimateDiffPipeline.random(unet_c, motion_c, vae_c, text_c, PromptTokenizer.from_pretrained(_tokenizer_dir()),
                                       dtype=dtype, attention_impl=kernel)
-    latents = np.random.default_rng(0).standard_normal((1, s["frames"], s["size"] // 8, s["size"] // 8, 4), np.float32)
+    lat = latent_size(vae_c, s["size"])
+    latents = np.random.default_rng(0).standard_normal((1, s["frames"], lat, lat, 4), np.float32)
 
     def call():
         pipe(["a cat walking"], [""], seeds=[0], width=s["size"], height=s["size"], frames=s["frames"],
@@ -95,7 +100,6 @@ def part_ours(smoke: bool, kernel: str) -> dict:
     first, times = _time(call, s["timed"])
     # FLOPs: XLA's count of one CFG UNet forward (implementation "xla": the same math, counted exactly).
     unet = UNet3DConditionModel(unet_c, motion_c, attention_impl="xla", dtype=jnp.dtype(dtype))
-    lat = s["size"] // 8
     args = (jax.ShapeDtypeStruct((2, s["frames"], lat, lat, 4), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.int32),
             jax.ShapeDtypeStruct((2, 77, unet_c.cross_attention_dim), jnp.float32))
     params = jax.eval_shape(lambda: unet.init(jax.random.PRNGKey(0), *(jnp.zeros(a.shape, a.dtype) for a in args)))
@@ -126,8 +130,9 @@ def part_diffusers(smoke: bool) -> dict:
                                scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
                                                        steps_offset=1, clip_sample=False)).to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
-    latents = torch.from_numpy(np.random.default_rng(0).standard_normal(
-        (1, 4, s["frames"], s["size"] // 8, s["size"] // 8), np.float32)).to(device, dtype)
+    lat = latent_size(vae_c, s["size"])
+    latents = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 4, s["frames"], lat, lat), np.float32))
+    latents = latents.to(device, dtype)
 
     def call():
         pipe(prompt=["a cat walking"], negative_prompt=[""], num_frames=s["frames"], height=s["size"], width=s["size"],
@@ -147,10 +152,11 @@ def part_train(smoke: bool) -> dict:
     from animatediff_jax.training.metrics import compiled_flops
     from animatediff_jax.training.step import create_train_state
     from benchmarks.train_step import build_step, inputs
-    unet_c, motion_c, _, _, _, t = configs(smoke)
+    unet_c, motion_c, vae_c, _, _, t = configs(smoke)
     dtype = jnp.float32 if smoke else jnp.bfloat16
     unet, opt, step = build_step(unet_c, motion_c, dtype, False)
-    trainable, frozen, batch = inputs(unet, unet_c, t["batch"], t["frames"], t["size"] // 8, abstract=False)
+    trainable, frozen, batch = inputs(unet, unet_c, t["batch"], t["frames"], latent_size(vae_c, t["size"]),
+                                    abstract=False)
     state = create_train_state(trainable, opt, 0)
     t0 = time.perf_counter()
     compiled = jax.jit(step, donate_argnums=0).lower(state, frozen, batch).compile()
