@@ -55,7 +55,7 @@ def attention(q, k, v, *, implementation: str = "auto", query_chunk: int = QUERY
         raise ValueError(f"unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}")
     if implementation == "auto":
         implementation = select_implementation(jax.default_backend(), q.dtype, q.shape[1], k.shape[1],
-                                               q.shape[-1], _compute_capability())
+                                               q.shape[-1], _compute_capability(), jax.device_count())
     if implementation == "cudnn":
         reason = cudnn_unsupported(jax.default_backend(), q.dtype, q.shape[-1], _compute_capability())
         if reason is None:
@@ -74,13 +74,15 @@ def attention(q, k, v, *, implementation: str = "auto", query_chunk: int = QUERY
 
 
 def select_implementation(backend: str, dtype, lq: int, lk: int, head_dim: int,
-                          compute_capability: str | None = None) -> str:
-    """What ``"auto"`` runs for these inputs (pure; `compute_capability` like "9.0" on GPU).
+                          compute_capability: str | None = None, devices: int = 1) -> str:
+    """What ``"auto"`` runs for these inputs (pure; `compute_capability` like "9.0" on GPU; `devices`:
+    how many devices the program may be sharded over).
 
     GPU: ``"cudnn"`` where cuDNN flash attention takes the dtype and head dim (SD1.5's 40 and 80
     everywhere; 160 only on Hopper or later — cuDNN allows head dims up to 128 before sm90, 256 from
-    it), else ``"chunked"``. TPU: ``"tpu_flash"`` where both lengths are multiples of 128 (SD1.5's
-    spatial self-attention), else ``"chunked"`` for long and ``"xla"`` for short attention (text
+    it), else ``"chunked"``. TPU: ``"tpu_flash"`` on a single device where both lengths are multiples
+    of 128 (SD1.5's spatial self-attention) — XLA cannot partition a Pallas (Mosaic) kernel over a
+    sharded batch without a shard_map, so with several devices ``auto`` stays with XLA kernels — else ``"chunked"`` for long and ``"xla"`` for short attention (text
     cross-attention, the motion module's frames). CPU: ``"chunked"`` when both lengths are ≥ 256
     (spatial self-attention from a 16x16 latent up), ``"xla"`` otherwise (measured:
     benchmarks/attention_speed.py).
@@ -88,7 +90,7 @@ def select_implementation(backend: str, dtype, lq: int, lk: int, head_dim: int,
     long = min(lq, lk) >= CHUNKED_MIN_KEYS
     if backend == "gpu" and cudnn_unsupported(backend, dtype, head_dim, compute_capability) is None:
         return "cudnn"
-    if backend == "tpu" and tpu_flash_unsupported(backend, lq, lk) is None:
+    if backend == "tpu" and devices == 1 and tpu_flash_unsupported(backend, lq, lk) is None:
         return "tpu_flash"
     return "chunked" if long else "xla"
 

@@ -55,25 +55,26 @@ def test_chunked_grad_equals_xla():
         assert rel_err(a, r) < 1e-5
 
 
-@pytest.mark.parametrize("backend,dtype,lq,lk,d,cc,expected", [
-    ("cpu", jnp.float32, 4096, 4096, 40, None, "chunked"),   # spatial self-attention, 64x64 latent
-    ("cpu", jnp.float32, 256, 256, 40, None, "chunked"),     # threshold: both lengths >= 256
-    ("cpu", jnp.float32, 255, 4096, 40, None, "xla"),
-    ("cpu", jnp.float32, 4096, 77, 40, None, "xla"),         # text cross-attention
-    ("cpu", jnp.float32, 16, 16, 40, None, "xla"),           # motion module (frames)
-    ("gpu", jnp.bfloat16, 4096, 4096, 40, "8.0", "cudnn"),
-    ("gpu", jnp.bfloat16, 1024, 77, 80, "8.0", "cudnn"),
-    ("gpu", jnp.bfloat16, 256, 256, 160, "8.0", "chunked"),  # head dim 160 > 128 before Hopper
-    ("gpu", jnp.bfloat16, 64, 64, 160, "8.0", "xla"),
-    ("gpu", jnp.bfloat16, 256, 256, 160, "9.0", "cudnn"),    # Hopper allows up to 256
-    ("gpu", jnp.float16, 16, 16, 40, "9.0", "cudnn"),
-    ("gpu", jnp.float32, 4096, 4096, 40, "9.0", "chunked"),  # cuDNN flash needs bf16/fp16
-    ("tpu", jnp.bfloat16, 4096, 4096, 40, None, "tpu_flash"),
-    ("tpu", jnp.bfloat16, 4096, 77, 40, None, "xla"),        # 77 is not a multiple of 128
-    ("tpu", jnp.bfloat16, 1000, 1000, 40, None, "chunked"),
+@pytest.mark.parametrize("backend,dtype,lq,lk,d,cc,devices,expected", [
+    ("cpu", jnp.float32, 4096, 4096, 40, None, 1, "chunked"),   # spatial self-attention, 64x64 latent
+    ("cpu", jnp.float32, 256, 256, 40, None, 1, "chunked"),     # threshold: both lengths >= 256
+    ("cpu", jnp.float32, 255, 4096, 40, None, 1, "xla"),
+    ("cpu", jnp.float32, 4096, 77, 40, None, 1, "xla"),         # text cross-attention
+    ("cpu", jnp.float32, 16, 16, 40, None, 1, "xla"),           # motion module (frames)
+    ("gpu", jnp.bfloat16, 4096, 4096, 40, "8.0", 1, "cudnn"),
+    ("gpu", jnp.bfloat16, 1024, 77, 80, "8.0", 1, "cudnn"),
+    ("gpu", jnp.bfloat16, 256, 256, 160, "8.0", 1, "chunked"),  # head dim 160 > 128 before Hopper
+    ("gpu", jnp.bfloat16, 64, 64, 160, "8.0", 1, "xla"),
+    ("gpu", jnp.bfloat16, 256, 256, 160, "9.0", 1, "cudnn"),    # Hopper allows up to 256
+    ("gpu", jnp.float16, 16, 16, 40, "9.0", 1, "cudnn"),
+    ("gpu", jnp.float32, 4096, 4096, 40, "9.0", 1, "chunked"),  # cuDNN flash needs bf16/fp16
+    ("tpu", jnp.bfloat16, 4096, 4096, 40, None, 1, "tpu_flash"),
+    ("tpu", jnp.bfloat16, 4096, 77, 40, None, 1, "xla"),        # 77 is not a multiple of 128
+    ("tpu", jnp.bfloat16, 1000, 1000, 40, None, 1, "chunked"),
+    ("tpu", jnp.bfloat16, 4096, 4096, 40, None, 8, "chunked"),  # sharded: no Pallas kernel without shard_map
 ])
-def test_auto_selection(backend, dtype, lq, lk, d, cc, expected):
-    assert attention_lib.select_implementation(backend, dtype, lq, lk, d, cc) == expected
+def test_auto_selection(backend, dtype, lq, lk, d, cc, devices, expected):
+    assert attention_lib.select_implementation(backend, dtype, lq, lk, d, cc, devices) == expected
 
 
 def test_auto_matches_xla_on_this_backend():
