@@ -298,7 +298,7 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
                   motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
                   domain_adapter: tuple[str, float] | None = None, scheduler: str | None = None,
                   scheduler_config: str | Mapping[str, Any] = "original", dtype: str | None = None,
-                  attention_impl: str = "xla", motion_input_norm: str = "frame", clip_skip: int = 0,
+                  attention_impl: str = "auto", motion_input_norm: str = "frame", clip_skip: int = 0,
                   tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
                   motion_version: str | None = None, motion_max_seq_length: int | None = None,
                   lora_alpha_rule: str = "kohya", **kwargs) -> AnimateDiffPipeline:

@@ -20,6 +20,8 @@ EXAMPLES = f"""examples:
   {PROG} samples/sample-<time>/config.yaml   # the same videos again"""
 SCHEDULERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm")
 MOTION_VERSIONS = ("v1", "v2", "v3")
+# = models/attention.IMPLEMENTATIONS (that module imports JAX; tests/test_cli_help.py keeps them equal)
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "chunked", "cudnn", "tpu_flash")
 # Flags a prompt config's entry may also carry under `sample_options` (written there by every run).
 SAMPLE_OPTIONS = ("base", "tokenizer", "motion_version", "scheduler", "scheduler_config", "eta",
                   "context_length", "context_stride", "context_weighting", "no_noise_shuffle", "freeinit_iters",
@@ -166,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latents", help="initial noise .npy in diffusers layout (batch, channels, frames, h, w)")
     r = p.add_argument_group("runtime and outputs")
     r.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU/TPU, float32 on CPU")
-    r.add_argument("--attention", choices=("xla", "chunked", "cudnn"), default="xla",
-                   help="attention implementation (cudnn: flash attention, GPU, bfloat16)")
+    r.add_argument("--attention", choices=ATTENTION_IMPLEMENTATIONS, default="auto",
+                   help="attention implementation (default: auto, the fastest measured for the backend and length)")
     r.add_argument("--decode-chunk", type=pos, metavar="N",
                    help="frames the VAE decodes at once (default: the pipeline's, sized for an 8 GB card at 512x512; "
                         "larger is faster and needs more memory)")

@@ -1,21 +1,24 @@
-"""Sampling speed: animatediff_jax vs diffusers' AnimateDiffPipeline, same machine, config and steps.
+"""Sampling speed on CPU: animatediff_jax vs diffusers' AnimateDiffPipeline, interleaved round by round.
 
-    python benchmarks/sample_speed.py                    # CPU: small config, float32, both implementations
-    python benchmarks/sample_speed.py --config sd15      # GPU: SD1.5 + motion module v2, 16x512x512, 25 DDIM
-                                                         #      steps, CFG; random weights; ours bf16 vs diffusers
-                                                         #      fp16 + SDPA; peak memory, fraction of matmul peak
+    PYTHONPATH=. python benchmarks/sample_speed.py                       # 16x64², 16x128², frames 8/16/32
+    PYTHONPATH=. python benchmarks/sample_speed.py --cases 16x128 --rounds 5 --threads 2
 
-Both pipelines get the same prompts, latents, scheduler (DDIM) and number of steps; timings are the
-median of `--repeats` runs after one warm-up run (ours: the warm-up includes XLA compilation,
-reported separately). On the small config both run the same random weights (a diffusers folder
-written by this script and loaded by ours). At the SD1.5 config each side builds its own random
-weights (speed does not depend on the values).
+Both pipelines run the same small random SD1.x + MotionAdapter (a diffusers folder written by this
+script, loaded by ours with `motion_input_norm="joint"` so both compute the same function), the same
+prompts, initial latents, DDIM scheduler and steps, CFG 7.5 as one doubled batch, VAE decode
+included, float32. The process is pinned to `--threads` cores and torch gets as many threads, so
+both use the same cores. Per case: one first call each (ours: XLA compilation, no persistent cache;
+reported separately), then `--rounds` rounds, each timing ours then diffusers; the table gives medians
+and the median of the per-round ratios (diffusers s / ours s: > 1 = ours faster). A case `32x64w`
+samples 32 frames in context windows of 16 frames, stride 4 (ours: `ContextOptions`; diffusers:
+`enable_free_noise`, which windows only the motion modules). The load average during each case is
+printed: figures from a loaded machine are not the claim. GPU: benchmarks/gpu.sh.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -23,30 +26,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
+from benchmarks._pinning import load_average, machine_line, pin_threads  # noqa: E402
 
-SMALL = dict(frames=16, height=128, width=128, steps=10)
-SD15 = dict(frames=16, height=512, width=512, steps=25)
-
-
-def _timed(fn, repeats):
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+DEFAULT_CASES = ("16x64", "16x128", "8x64", "32x64w")
 
 
 def small_models(folder: str):
-    """A small random SD1.x base + MotionAdapter (diffusers), written to `folder`."""
+    """A small random SD1.x base + MotionAdapter (diffusers), written to `folder`/base and /adapter."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    from animatediff_jax.tiny_models import write_byte_tokenizer
+    from animatediff_jax.default_model import write_byte_tokenizer
     torch.manual_seed(0)
     unet = UNet2DConditionModel(block_out_channels=(64, 128, 128), layers_per_block=1, cross_attention_dim=128,
                                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -67,130 +57,85 @@ def small_models(folder: str):
     return unet, vae, text, tok, adapter, sched
 
 
-def sd15_diffusers(device: str):
-    """diffusers AnimateDiffPipeline at the SD1.5 + v2 configs, random weights, fp16, SDPA."""
-    import torch
-    from diffusers import AnimateDiffPipeline, AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    from animatediff_jax.tiny_models import write_byte_tokenizer
-    tok = CLIPTokenizer.from_pretrained(write_byte_tokenizer(tempfile.mkdtemp()))
-    pipe = AnimateDiffPipeline(
-        vae=AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-                          down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4),
-        text_encoder=CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                                  num_hidden_layers=12, projection_dim=768)), tokenizer=tok,
-        unet=UNet2DConditionModel(cross_attention_dim=768), motion_adapter=MotionAdapter(),
-        scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", steps_offset=1,
-                                clip_sample=False))
-    return pipe.to(device, torch.float16)
-
-
-def run_diffusers(pipe, latents, cfg, device):
-    import torch
-    pipe.set_progress_bar_config(disable=True)
-    lat = torch.from_numpy(latents).to(device, pipe.unet.dtype)
-
-    def call():
-        pipe(prompt=["a cat walking"], negative_prompt=[""], num_frames=cfg["frames"], height=cfg["height"],
-             width=cfg["width"], num_inference_steps=cfg["steps"], guidance_scale=7.5, latents=lat.clone(),
-             output_type="np")
-        if device == "cuda":
-            torch.cuda.synchronize()
-    return call
-
-
-def matmul_peak_tflops() -> float:
-    """Measured bf16 matmul throughput of the default JAX device (8192^3, median of 10)."""
-    import jax
-    import jax.numpy as jnp
-    n = 8192
-    a = jnp.ones((n, n), jnp.bfloat16)
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
-    ts = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        f(a).block_until_ready()
-        ts.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(ts) / 1e12
+def parse_case(case: str) -> tuple[int, int, bool]:
+    """'16x128' -> (16 frames, 128 px square, no windows); a trailing 'w' = context windows 16/4."""
+    m = re.fullmatch(r"(\d+)x(\d+)(w?)", case)
+    if not m:
+        raise SystemExit(f"error: --cases: {case!r} is not FRAMESxSIZE[w] (e.g. 16x128, 32x64w)")
+    return int(m[1]), int(m[2]), bool(m[3])
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", choices=("small", "sd15"), default="small")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="FRAMESxSIZE[w], w = context windows")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--ours-only", action="store_true", help="skip diffusers (time animatediff_jax alone)")
-    p.add_argument("--progress", action="store_true", help="ours with its per-step progress bar")
-    p.add_argument("--decode-chunk", type=int, help="ours: frames decoded at once (default: the pipeline's)")
+    p.add_argument("--attention", default="auto", help="ours: attention implementation")
     args = p.parse_args(argv)
+    cases = [parse_case(c) for c in args.cases]
+    threads = pin_threads(args.threads)
 
-    import jax
+    import numpy as np
     import torch
     from animatediff_jax import loading
-    from animatediff_jax.sampling.pipeline import (AnimateDiffPipeline, enable_compilation_cache,
-                                                   from_diffusers_latents)
-    torch.set_num_threads(args.threads)
-    enable_compilation_cache()
-    gpu = jax.default_backend() == "gpu"
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = SMALL if args.config == "small" else SD15
-    rng = np.random.default_rng(0)
-    latents = rng.standard_normal((1, 4, cfg["frames"], cfg["height"] // 8, cfg["width"] // 8), np.float32)
+    from animatediff_jax.sampling.context_windows import ContextOptions
+    from animatediff_jax.sampling.pipeline import from_diffusers_latents
+    torch.set_num_threads(threads)
+    folder = tempfile.mkdtemp()
+    unet, vae, text, tok, adapter, sched = small_models(folder)
+    ref = Reference(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, motion_adapter=adapter, scheduler=sched)
+    ref.set_progress_bar_config(disable=True)
+    ours = loading.load_pipeline(os.path.join(folder, "base"), motion_module=os.path.join(folder, "adapter"),
+                                    scheduler_config="base", motion_input_norm="joint", dtype="float32",
+                                    attention_impl=args.attention, cache_dir=os.path.join(folder, "cache"))
     rows = []
+    for frames, size, windows in cases:
+        latents = np.random.default_rng(0).standard_normal((1, 4, frames, size // 8, size // 8), np.float32)
+        if windows:
+            ref.enable_free_noise(context_length=16, context_stride=4, weighting_scheme="pyramid")
+        elif ref.free_noise_enabled:
+            ref.disable_free_noise()
+        context = ContextOptions(length=16, stride=4, weighting="pyramid") if windows else None
 
-    if args.config == "small":
-        folder = tempfile.mkdtemp()
-        unet, vae, text, tok, adapter, sched = small_models(folder)
-        from diffusers import AnimateDiffPipeline as Ref
-        ref = Ref(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, motion_adapter=adapter, scheduler=sched)
-        ours = loading.load_pipeline(os.path.join(folder, "base"), motion_module=os.path.join(folder, "adapter"),
-                                        scheduler_config="base", motion_input_norm="joint", dtype="float32",
-                                        cache_dir=os.path.join(folder, "cache"))
-        ref_dtype = "float32"
-    else:
-        from animatediff_jax.tiny_models import write_byte_tokenizer
-        from animatediff_jax.models.configs import MOTION_V2, SD15_TEXT, SD15_UNET, SD15_VAE
-        from animatediff_jax.tokenizer import PromptTokenizer
-        ref = sd15_diffusers(device)
-        ours = AnimateDiffPipeline.random(SD15_UNET, MOTION_V2, SD15_VAE, SD15_TEXT,
-                                          PromptTokenizer.from_pretrained(write_byte_tokenizer(tempfile.mkdtemp())),
-                                          dtype="bfloat16" if gpu else "float32", attention_impl="cudnn" if gpu else "xla")
-        ref_dtype = "float16"
+        def ours_call():
+            ours(["a cat walking"], [""], seeds=[0], width=size, height=size, frames=frames, steps=args.steps,
+                 guidance_scale=7.5, latents=from_diffusers_latents(latents), context=context, progress=False)
 
-    if args.decode_chunk:
-        ours.decode_chunk_size = args.decode_chunk
+        def ref_call():
+            ref(prompt=["a cat walking"], negative_prompt=[""], num_frames=frames, height=size, width=size,
+                num_inference_steps=args.steps, guidance_scale=7.5, latents=torch.from_numpy(latents),
+                output_type="np")
 
-    def ours_call():
-        r = ours(["a cat walking"], [""], seeds=[0], width=cfg["width"], height=cfg["height"], frames=cfg["frames"],
-                 steps=cfg["steps"], guidance_scale=7.5, latents=from_diffusers_latents(latents),
-                 progress=args.progress)
-        return r.frames
+        load_before = load_average()
+        first = {}
+        for name, call in (("ours", ours_call), ("diffusers", ref_call)):
+            t0 = time.perf_counter()
+            call()
+            first[name] = time.perf_counter() - t0
+        times = {"ours": [], "diffusers": []}
+        for _ in range(args.rounds):
+            for name, call in (("ours", ours_call), ("diffusers", ref_call)):
+                t0 = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - t0)
+        ratios = [d / o for o, d in zip(times["ours"], times["diffusers"])]
+        rows.append((f"{frames} × {size}²" + (" (windows 16/4)" if windows else ""), times, ratios, first,
+                     (load_before + load_average()) / 2))
+        print(f"done {frames}x{size}{'w' if windows else ''}: ours {times['ours']}, diffusers {times['diffusers']}",
+              file=sys.stderr, flush=True)
 
-    first, ours_t = _timed(ours_call, args.repeats)
-    rows.append(("animatediff_jax", ours.description.get("dtype"), ours_t, first - ours_t))
-    if not args.ours_only:
-        ref_first, ref_t = _timed(run_diffusers(ref, latents, cfg, device), args.repeats)
-        rows.append(("diffusers AnimateDiffPipeline", ref_dtype, ref_t, ref_first - ref_t))
-
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax backend "
-          f"{jax.default_backend()} ({jax.devices()[0].device_kind}), torch threads {torch.get_num_threads()}")
-    print(f"config: {args.config}, {cfg['frames']} frames x {cfg['height']}x{cfg['width']}, {cfg['steps']} DDIM "
-          f"steps, CFG 7.5, batch 1, VAE decode included; median of {args.repeats} after a warm-up\n")
-    print("| implementation | dtype | seconds / video | warm-up overhead (compile) s |")
-    print("|---|---|---|---|")
-    for name, dt, t, c in rows:
-        print(f"| {name} | {dt} | {t:.2f} | {c:.1f} |")
-    if not args.ours_only:
-        print(f"\nspeed-up of animatediff_jax over diffusers: {ref_t / ours_t:.2f}x")
-    if gpu:
-        stats = jax.devices()[0].memory_stats() or {}
-        peak = stats.get("peak_bytes_in_use", 0) / 2**30
-        print(f"peak GPU memory (ours): {peak:.2f} GiB; diffusers: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-        tflops = 928.0  # the run's FLOPs (SD1.5 + v2, 16x512x512, 25 steps, CFG), from the issue
-        peak_tflops = matmul_peak_tflops()
-        print(f"measured bf16 matmul peak {peak_tflops:.0f} TFLOP/s; achieved "
-              f"{tflops / ours_t:.0f} TFLOP/s = {tflops / ours_t / peak_tflops:.0%} of peak")
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine_line(threads)}, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"small random SD1.x + MotionAdapter, float32, {args.steps} DDIM steps, CFG 7.5, batch 1, decode "
+          f"included; ours attention={args.attention}; {args.rounds} interleaved rounds after one first call each\n")
+    print("| frames × size | ours s/video | diffusers s/video | diffusers/ours (median of rounds) | per-round ratios "
+          "| first call s: ours / diffusers | load avg |")
+    print("|---|---|---|---|---|---|---|")
+    for label, times, ratios, first, load in rows:
+        print(f"| {label} | {statistics.median(times['ours']):.2f} | {statistics.median(times['diffusers']):.2f} | "
+              f"{statistics.median(ratios):.2f}x | {', '.join(f'{r:.2f}' for r in ratios)} | "
+              f"{first['ours']:.1f} / {first['diffusers']:.1f} | {load:.1f} |")
 
 
 if __name__ == "__main__":

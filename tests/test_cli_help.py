@@ -38,3 +38,14 @@ def test_help_is_light_and_clear(module):
     help_text = text.split("@@HEAVY=")[0]
     for entry in re.split(r"\n  (?=-)", help_text):
         assert len(re.findall(r"\(default", entry)) <= 1, entry
+
+
+def test_light_copies_of_choices_equal_their_homes():
+    """The CLIs keep copies of a few choice lists so that --help need not import JAX."""
+    from animatediff_jax import sample_flags
+    from animatediff_jax.models import attention
+    from animatediff_jax.models.configs import MOTION_VERSIONS
+    from animatediff_jax.sampling.samplers import SAMPLERS
+    assert sample_flags.ATTENTION_IMPLEMENTATIONS == attention.IMPLEMENTATIONS
+    assert set(sample_flags.MOTION_VERSIONS) == set(MOTION_VERSIONS)
+    assert set(sample_flags.SCHEDULERS) == set(SAMPLERS)

@@ -3,12 +3,24 @@
 Spatial self-attention, cross-attention to the text, the motion module's temporal attention and the
 VAE's mid-block attention all call `attention(q, k, v, implementation=...)`:
 
-* ``"xla"``     plain einsum + softmax; under bfloat16/float16 the scores and softmax are float32.
-* ``"chunked"`` memory-efficient: queries in chunks (``lax.map``), keys in chunks with an online
-                (running max / running sum) softmax (``lax.scan``), so a 4096-token self-attention
-                never materialises the (Lq, Lk) score matrix. Same result as ``"xla"``.
-* ``"cudnn"``   flash attention via ``jax.nn.dot_product_attention(implementation="cudnn")``; GPU with
-                bfloat16/float16 inputs only. Elsewhere it falls back to ``"xla"`` with one warning.
+* ``"auto"``      (default) picks per backend and shape with `select_implementation`.
+* ``"xla"``       plain einsum + softmax; under bfloat16/float16 the scores and softmax are float32.
+                  Materialises the (B, H, Lq, Lk) scores: fast for short sequences only.
+* ``"chunked"``   memory-efficient, any backend: blocked over (batch·head) rows, queries *and* keys
+                  with an online (running max / running sum) softmax, each block's scores sized to
+                  stay in a CPU core's cache (~1 MiB), so a 4096-token self-attention never
+                  materialises the (Lq, Lk) score matrix and XLA emits one batched dot per block.
+                  Same result as ``"xla"`` (flash-attention algorithm, Dao et al. 2022).
+* ``"cudnn"``     flash attention via ``jax.nn.dot_product_attention(implementation="cudnn")``; GPU with
+                  bfloat16/float16 inputs and a head dim that cuDNN supports. Elsewhere: ``"chunked"``
+                  with one warning.
+* ``"tpu_flash"`` the Pallas TPU flash-attention kernel JAX ships
+                  (``jax.experimental.pallas.ops.tpu.flash_attention``); TPU with sequence lengths that
+                  are multiples of its 128 block. Elsewhere: ``"chunked"`` with one warning.
+
+No JAX library kernel avoids the score matrix on CPU (``jax.nn.dot_product_attention``'s ``xla`` path
+materialises it; the Pallas kernels are GPU/TPU only), hence ``"chunked"``. Measured kernel x tokens
+tables: BENCHMARKS.md, ``benchmarks/attention_speed.py``.
 """
 from __future__ import annotations
 
@@ -19,29 +31,96 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("xla", "chunked", "cudnn")
+IMPLEMENTATIONS = ("auto", "xla", "chunked", "cudnn", "tpu_flash")
+QUERY_CHUNK = 256       # queries per block of "chunked"
+KEY_CHUNK = 512         # keys per block of "chunked" (one online-softmax step)
+BLOCK_SCORES = 2 ** 18  # float32 scores per block (1 MiB): rows per block = BLOCK_SCORES // (Lq_blk * Lk_blk)
+CHUNKED_MIN_KEYS = 256  # "auto" off cuDNN/TPU flash: "chunked" from Lq, Lk >= this, "xla" below
+TPU_FLASH_BLOCK = 128   # the Pallas TPU kernel's default block; sequence lengths must be multiples of it
 _warned: set[str] = set()
 
 
-def attention(q, k, v, *, implementation: str = "xla", chunk_size: int = 1024):
+def attention(q, k, v, *, implementation: str = "auto", query_chunk: int = QUERY_CHUNK,
+              key_chunk: int = KEY_CHUNK):
     """softmax(q kᵀ / sqrt(D)) v per head.
 
     q: (B, Lq, H, D); k, v: (B, Lk, H, D)  ->  (B, Lq, H, D) in v's dtype.
+    `query_chunk`/`key_chunk` size the blocks of ``"chunked"`` only. Raises ValueError on
+    mismatched shapes or an unknown implementation.
     """
     if q.ndim != 4 or k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
         raise ValueError(f"attention: expected q (B, Lq, H, D) and k = v (B, Lk, H, D); "
                          f"got q {q.shape}, k {k.shape}, v {v.shape}")
-    if implementation == "xla":
-        return _xla(q, k, v)
-    if implementation == "chunked":
-        return _chunked(q, k, v, chunk_size)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}")
+    if implementation == "auto":
+        implementation = select_implementation(jax.default_backend(), q.dtype, q.shape[1], k.shape[1],
+                                               q.shape[-1], _compute_capability(), jax.device_count())
     if implementation == "cudnn":
-        reason = _cudnn_unsupported(q)
+        reason = cudnn_unsupported(jax.default_backend(), q.dtype, q.shape[-1], _compute_capability())
         if reason is None:
             return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
-        _warn_once(f"attention implementation 'cudnn' unavailable ({reason}); using 'xla' instead.")
-        return _xla(q, k, v)
-    raise ValueError(f"unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}")
+        _warn_once(f"attention implementation 'cudnn' unavailable ({reason}); using 'chunked' instead.")
+        implementation = "chunked"
+    if implementation == "tpu_flash":
+        reason = tpu_flash_unsupported(jax.default_backend(), q.shape[1], k.shape[1])
+        if reason is None:
+            return _tpu_flash(q, k, v)
+        _warn_once(f"attention implementation 'tpu_flash' unavailable ({reason}); using 'chunked' instead.")
+        implementation = "chunked"
+    if implementation == "chunked":
+        return _chunked(q, k, v, query_chunk, key_chunk)
+    return _xla(q, k, v)
+
+
+def select_implementation(backend: str, dtype, lq: int, lk: int, head_dim: int,
+                          compute_capability: str | None = None, devices: int = 1) -> str:
+    """What ``"auto"`` runs for these inputs (pure; `compute_capability` like "9.0" on GPU; `devices`:
+    how many devices the program may be sharded over).
+
+    GPU: ``"cudnn"`` where cuDNN flash attention takes the dtype and head dim (SD1.5's 40 and 80
+    everywhere; 160 only on Hopper or later — cuDNN allows head dims up to 128 before sm90, 256 from
+    it), else ``"chunked"``. TPU: ``"tpu_flash"`` on a single device where both lengths are multiples
+    of 128 (SD1.5's spatial self-attention) — XLA cannot partition a Pallas (Mosaic) kernel over a
+    sharded batch without a shard_map, so with several devices ``auto`` stays with XLA kernels — else ``"chunked"`` for long and ``"xla"`` for short attention (text
+    cross-attention, the motion module's frames). CPU: ``"chunked"`` when both lengths are ≥ 256
+    (spatial self-attention from a 16x16 latent up), ``"xla"`` otherwise (measured:
+    benchmarks/attention_speed.py).
+    """
+    long = min(lq, lk) >= CHUNKED_MIN_KEYS
+    if backend == "gpu" and cudnn_unsupported(backend, dtype, head_dim, compute_capability) is None:
+        return "cudnn"
+    if backend == "tpu" and devices == 1 and tpu_flash_unsupported(backend, lq, lk) is None:
+        return "tpu_flash"
+    return "chunked" if long else "xla"
+
+
+def cudnn_unsupported(backend: str, dtype, head_dim: int, compute_capability: str | None) -> str | None:
+    """Why cuDNN flash attention cannot run these inputs (None when it can)."""
+    if backend != "gpu":
+        return f"backend is {backend!r}, cuDNN needs a GPU"
+    if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+        return f"dtype is {jnp.dtype(dtype)}, cuDNN flash attention needs bfloat16 or float16"
+    major = int(str(compute_capability or "0").split(".")[0])
+    max_head_dim = 256 if major >= 9 else 128  # as jax._src.cudnn.fused_attention_stablehlo checks
+    if head_dim % 8 or head_dim > max_head_dim:
+        return (f"head dim {head_dim} is not a multiple of 8 up to {max_head_dim} "
+                f"(compute capability {compute_capability})")
+    return None
+
+
+def tpu_flash_unsupported(backend: str, lq: int, lk: int) -> str | None:
+    """Why the Pallas TPU flash-attention kernel cannot run these lengths (None when it can)."""
+    if backend != "tpu":
+        return f"backend is {backend!r}, the Pallas flash kernel needs a TPU"
+    if lq % TPU_FLASH_BLOCK or lk % TPU_FLASH_BLOCK:
+        return f"sequence lengths {lq}, {lk} are not multiples of {TPU_FLASH_BLOCK}"
+    return None
+
+
+def _compute_capability() -> str | None:
+    device = jax.devices()[0]
+    return getattr(device, "compute_capability", None)
 
 
 def _warn_once(message: str) -> None:
@@ -50,26 +129,18 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-def _cudnn_unsupported(q) -> str | None:
-    """Why cuDNN flash attention cannot run these inputs (None when it can)."""
-    if jax.default_backend() != "gpu":
-        return f"backend is {jax.default_backend()!r}, cuDNN needs a GPU"
-    if q.dtype not in (jnp.bfloat16, jnp.float16):
-        return f"dtype is {q.dtype}, cuDNN flash attention needs bfloat16 or float16"
-    head_dim = q.shape[-1]
-    if head_dim % 8 or head_dim > 256:
-        return f"head dim {head_dim} is not a multiple of 8 up to 256"
-    return None
-
-
-def _scores(q, k):
-    """(B, Lq, H, D), (B, Lk, H, D) -> float32 scaled scores (B, H, Lq, Lk)."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    return jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+def _tpu_flash(q, k, v):
+    # Lazy: the Pallas TPU kernels pull in Mosaic, needed only on a TPU.
+    from jax.experimental.pallas.ops.tpu.flash_attention import flash_attention
+    bhld = lambda t: t.transpose(0, 2, 1, 3)  # noqa: E731
+    out = flash_attention(bhld(q), bhld(k), bhld(v), sm_scale=1.0 / math.sqrt(q.shape[-1]))
+    return bhld(out).astype(v.dtype)
 
 
 def _xla(q, k, v):
-    probs = jax.nn.softmax(_scores(q, k), axis=-1).astype(v.dtype)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
@@ -82,39 +153,58 @@ def _pad_to(x, axis: int, multiple: int):
     return jnp.pad(x, widths)
 
 
-def _chunked(q, k, v, chunk_size: int):
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+def _largest_divisor_up_to(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, max(limit, 1)) + 1) if n % d == 0)
+
+
+def _chunked(q, k, v, query_chunk: int, key_chunk: int):
+    """Flash attention in XLA: rows (B·H) in groups of g, queries in blocks of qc, keys in blocks of kc.
+
+    Every block is a (g, qc, D) x (g, kc, D) batched dot whose (g, qc, kc) float32 scores stay
+    cache-sized; keys are folded in with a running max / running sum (online softmax).
+    """
+    if query_chunk < 1 or key_chunk < 1:
+        raise ValueError(f"query_chunk and key_chunk must be positive, got {query_chunk}, {key_chunk}")
     b, lq, h, d = q.shape
     lk = k.shape[1]
-    qc, kc = min(chunk_size, lq), min(chunk_size, lk)
-    # (nq, B, qc, H, D) and (nk, B, kc, H, D); padded keys are masked out below.
-    q_chunks = _pad_to(q, 1, qc).reshape(b, -1, qc, h, d).swapaxes(0, 1)
-    k_chunks = _pad_to(k, 1, kc).reshape(b, -1, kc, h, d).swapaxes(0, 1)
-    v_chunks = _pad_to(v, 1, kc).reshape(b, -1, kc, h, d).swapaxes(0, 1)
-    key_valid = (jnp.arange(k_chunks.shape[0] * kc) < lk).reshape(-1, kc)  # (nk, kc)
+    rows, qc, kc = b * h, min(query_chunk, lq), min(key_chunk, lk)
+    g = _largest_divisor_up_to(rows, BLOCK_SCORES // (qc * kc))
+    scale = 1.0 / math.sqrt(d)
 
-    def one_query_chunk(qi):  # (B, qc, H, D) -> (B, qc, H, D)
-        def step(carry, kv):
-            m, s, acc = carry  # running max (B,H,qc), running sum (B,H,qc), numerator (B,H,qc,D) in f32
-            ki, vi, valid = kv
-            scores = jnp.where(valid[None, None, None, :], _scores(qi, ki), -jnp.inf)
-            m_new = jnp.maximum(m, scores.max(axis=-1))
-            correction = jnp.exp(m - m_new)
-            p = jnp.exp(scores - m_new[..., None])
-            s = s * correction + p.sum(axis=-1)
-            acc = acc * correction[..., None] + jnp.einsum(
-                "bhqk,bkhd->bhqd", p.astype(v.dtype), vi, preferred_element_type=jnp.float32)
-            return (m_new, s, acc), None
+    def blocks(x, length, chunk):  # (B, L, H, D) -> (rows/g, n, g, chunk, D), L padded to n·chunk
+        x = _pad_to(x.transpose(0, 2, 1, 3).reshape(rows, length, d), 1, chunk)
+        return x.reshape(rows // g, g, -1, chunk, d).swapaxes(1, 2)
 
-        init = (jnp.full((b, h, qi.shape[1]), -jnp.inf, jnp.float32),
-                jnp.zeros((b, h, qi.shape[1]), jnp.float32),
-                jnp.zeros((b, h, qi.shape[1], d), jnp.float32))
-        (_, s, acc), _ = jax.lax.scan(step, init, (k_chunks, v_chunks, key_valid))
-        return (acc / s[..., None]).transpose(0, 2, 1, 3).astype(v.dtype)
+    qb, kb, vb = blocks(q, lq, qc), blocks(k, lk, kc), blocks(v, lk, kc)
+    nk = kb.shape[1]
+    key_bias = jnp.where(jnp.arange(nk * kc) < lk, 0.0, -jnp.inf).reshape(nk, kc)  # padded keys -> -inf
 
-    out = jax.lax.map(one_query_chunk, q_chunks)  # (nq, B, qc, H, D)
-    return out.swapaxes(0, 1).reshape(b, -1, h, d)[:, :lq]
+    def one_group(group):  # (nq, g, qc, D), (nk, g, kc, D) x2 -> (nq, g, qc, D)
+        q_g, k_g, v_g = group
+
+        def one_query_block(qi):  # (g, qc, D) -> (g, qc, D)
+            def step(carry, kv):
+                m, s, acc = carry  # running max, running sum (g, qc); numerator (g, qc, D); float32
+                ki, vi, bias = kv
+                scores = jnp.einsum("rqd,rkd->rqk", qi, ki, preferred_element_type=jnp.float32) * scale + bias
+                m_new = jnp.maximum(m, scores.max(axis=-1))
+                correction = jnp.exp(m - m_new)
+                p = jnp.exp(scores - m_new[..., None])
+                s = s * correction + p.sum(axis=-1)
+                acc = acc * correction[..., None] + jnp.einsum(
+                    "rqk,rkd->rqd", p.astype(v.dtype), vi, preferred_element_type=jnp.float32)
+                return (m_new, s, acc), None
+
+            init = (jnp.full((g, qc), -jnp.inf, jnp.float32), jnp.zeros((g, qc), jnp.float32),
+                    jnp.zeros((g, qc, d), jnp.float32))
+            (_, s, acc), _ = jax.lax.scan(step, init, (k_g, v_g, key_bias))
+            return (acc / s[..., None]).astype(v.dtype)
+
+        return jax.lax.map(one_query_block, q_g)
+
+    out = jax.lax.map(one_group, (qb, kb, vb))  # (rows/g, nq, g, qc, D)
+    out = out.swapaxes(1, 2).reshape(rows, -1, d)[:, :lq]
+    return out.reshape(b, h, lq, d).transpose(0, 2, 1, 3)
 
 
 class Attention(nn.Module):
@@ -125,7 +215,7 @@ class Attention(nn.Module):
     heads: int
     dim_head: int
     qkv_bias: bool = False
-    implementation: str = "xla"
+    implementation: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 

@@ -33,7 +33,7 @@ class TemporalTransformerBlock(nn.Module):
     heads: int
     max_seq_length: int
     layer_norm_eps: float = 1e-5
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -55,7 +55,7 @@ class MotionModule(nn.Module):
     `scale` multiplies the module's residual (ComfyUI's "motion scale"): x + scale * h. 1 is the
     paper's module exactly (no multiplication is traced), 0 turns the module off."""
     config: MotionConfig
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     scale: float = 1.0
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32

@@ -53,7 +53,7 @@ class BasicTransformerBlock(nn.Module):
     heads: int
     dim_head: int
     layer_norm_eps: float = 1e-5
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -83,7 +83,7 @@ class Transformer2DModel(nn.Module):
     num_layers: int = 1
     norm_num_groups: int = 32
     use_linear_projection: bool = False
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 

@@ -50,7 +50,7 @@ class _Layers(nn.Module):
     """Shared fields and the layer factories of the UNet's blocks."""
     config: UNetConfig
     motion: MotionConfig | None
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     remat: bool | str = False
     motion_scale: float = 1.0
     dtype: jnp.dtype = jnp.float32
@@ -146,7 +146,7 @@ class UNet3DConditionModel(nn.Module):
     motion: MotionConfig | None = None
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     remat: bool | str = False
     motion_scale: float = 1.0
     motion_block_scales: tuple[tuple[str, float], ...] = ()

@@ -48,7 +48,7 @@ class VAEAttention(nn.Module):
     """
     channels: int
     groups: int
-    implementation: str = "xla"
+    implementation: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -70,7 +70,7 @@ class MidBlock(nn.Module):
     channels: int
     groups: int
     act_fn: str
-    implementation: str = "xla"
+    implementation: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -109,7 +109,7 @@ class ResnetStack(nn.Module):
 class Encoder(nn.Module):
     """(N, H, W, in_channels) -> (N, H/2^(n-1), W/2^(n-1), 2 * latent_channels)."""
     config: VAEConfig
-    implementation: str = "xla"
+    implementation: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -131,7 +131,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """(N, h, w, latent_channels) -> (N, h * 2^(n-1), w * 2^(n-1), out_channels)."""
     config: VAEConfig
-    implementation: str = "xla"
+    implementation: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -155,7 +155,7 @@ class AutoencoderKL(nn.Module):
     (encode, then decode the mean) and serves `init`. `implementation` picks the attention kernel
     of the mid-block attention ("chunked" bounds memory at high resolution)."""
     config: VAEConfig
-    implementation: str = "xla"
+    implementation: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 

@@ -177,7 +177,7 @@ class AnimateDiffPipeline:
 
     @classmethod
     def build(cls, unet_config, motion_config, vae_config, text_config, unet_params, vae_params, text_params,
-              tokenizer, *, dtype: str | None = None, attention_impl: str = "xla", **kwargs
+              tokenizer, *, dtype: str | None = None, attention_impl: str = "auto", **kwargs
               ) -> "AnimateDiffPipeline":
         """From configs and parameter trees. dtype: compute and parameter dtype (default: bfloat16 on
         GPU/TPU, float32 on CPU); kwargs go to the constructor (scheduler, scheduler_config, ...)."""
@@ -196,7 +196,7 @@ class AnimateDiffPipeline:
 
     @classmethod
     def random(cls, unet_config, motion_config, vae_config, text_config, tokenizer, *, seed: int = 0,
-               dtype: str | None = None, attention_impl: str = "xla", **kwargs) -> "AnimateDiffPipeline":
+               dtype: str | None = None, attention_impl: str = "auto", **kwargs) -> "AnimateDiffPipeline":
         """Random (Flax default-initialised) weights at the given configs: for demos and benchmarks."""
         nets = (UNet3DConditionModel(unet_config, motion_config), vae_lib.AutoencoderKL(vae_config),
                 CLIPTextModel(text_config))

@@ -37,7 +37,7 @@ from animatediff_jax.training.typed_config import (bounded, build, field_type, m
 # Choices whose home module imports jax (too slow to import for checking a config): the same names,
 # kept equal to their homes by tests/training/test_training_config.py.
 NOISE_SCHEDULES = ("A", "B", "C")                    # schedules.PRESETS
-ATTENTION_IMPLS = ("xla", "chunked", "cudnn")       # models/attention.IMPLEMENTATIONS
+ATTENTION_IMPLS = ("auto", "xla", "chunked", "cudnn", "tpu_flash")  # models/attention.IMPLEMENTATIONS
 MESH_AXES = ("data", "fsdp", "tensor")               # sharding.AXES
 STYLES = ("plain", "stripes", "dots", "checker")     # data/procedural.STYLES (numpy-bound)
 # Choices that live here (their users import them from this module).
@@ -184,7 +184,7 @@ class TrainingConfig:
     """Rematerialise UNet blocks (nn.remat): less memory, more compute."""
     mixed_precision_training: bool = True
     """bfloat16 compute (float32 master weights); false = float32 throughout."""
-    attention_impl: Literal[ATTENTION_IMPLS] = "xla"
+    attention_impl: Literal[ATTENTION_IMPLS] = "auto"
     """Attention kernel: xla | chunked | cudnn."""
     max_train_steps: int = bounded(100, ge=1)
     """Optimizer steps of the whole run, >= 1."""

@@ -1,0 +1,253 @@
+"""One-shot GPU suite (run by benchmarks/gpu.sh): sampling and the train step at the real SD1.5 + v2 sizes.
+
+    python -m benchmarks.gpu_suite                 # NVIDIA GPU: the real configs (see gpu.sh)
+    python -m benchmarks.gpu_suite --smoke         # any machine: tiny configs through the same code
+
+Sampling: SD1.5 + motion module v2 with random weights at the real configs, 16 frames x 512², 25 DDIM
+steps, CFG 7.5 (doubled batch), batch 1, VAE decode included — ours in bfloat16 once per attention
+kernel vs diffusers' AnimateDiffPipeline in float16 with SDPA: seconds per video (median of the timed
+calls after a first call), first-call (compile) time, peak device memory, achieved TFLOP/s and its
+share of the measured bf16 matmul peak. Train step: SD1.5 + v2, 16 x 256² clips from pre-computed
+latents, motion modules trained, bfloat16: clips/s, MFU (vs the measured peak), peak memory.
+FLOPs are XLA's count of the UNet's forward (CFG batch) x steps for sampling (text encoder and decode
+not counted), and of the compiled train step. Each part runs in its own process (its own peak memory;
+JAX and torch never share a device). Prints one Markdown table and writes the rows to `--json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def configs(smoke: bool):
+    """(unet, motion, vae, text configs, sampling settings, train settings): the real ones or tiny ones."""
+    from animatediff_jax.models import configs as c
+    if not smoke:
+        return (c.SD15_UNET, c.MOTION_V2, c.SD15_VAE, c.SD15_TEXT, dict(frames=16, size=512, steps=25, timed=2),
+                dict(batch=1, frames=16, size=256, steps=5))
+    unet = c.UNetConfig(block_out_channels=(16,), down_block_types=("CrossAttnDownBlock2D",),
+                        up_block_types=("CrossAttnUpBlock2D",), layers_per_block=1, cross_attention_dim=32,
+                        attention_head_dim=2, norm_num_groups=4)
+    motion = c.MotionConfig(num_attention_heads=2, norm_num_groups=4, max_seq_length=32, use_mid_block=False)
+    vae = c.VAEConfig(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
+                      up_block_types=("UpDecoderBlock2D",), layers_per_block=1, norm_num_groups=4)
+    text = c.CLIPTextConfig(vocab_size=514, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                            num_attention_heads=2, eos_token_id=513, pad_token_id=513, bos_token_id=512)
+    return unet, motion, vae, text, dict(frames=2, size=16, steps=1, timed=1), dict(batch=1, frames=2, size=16, steps=1)
+
+
+def latent_size(vae_config, size: int) -> int:
+    """Latent side for `size` pixels: the VAE halves the resolution at every level but the last."""
+    return size // 2 ** (len(vae_config.block_out_channels) - 1)
+
+
+def _tokenizer_dir() -> str:
+    from animatediff_jax.default_model import write_byte_tokenizer
+    return write_byte_tokenizer(tempfile.mkdtemp())
+
+
+# ------------------------------------------------------------------ parts (each in its own process)
+def part_peak(smoke: bool) -> dict:
+    """Measured bf16 matmul throughput of the default JAX device (n^3 matmul, median of 10)."""
+    import jax
+    import jax.numpy as jnp
+    n = 512 if smoke else 8192
+    a = jnp.ones((n, n), jnp.bfloat16)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    ts = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        f(a).block_until_ready()
+        ts.append(time.perf_counter() - t0)
+    return dict(part="peak", device=jax.devices()[0].device_kind, peak_tflops=2 * n**3 / statistics.median(ts) / 1e12)
+
+
+def _device_peak_gib() -> float | None:
+    import jax
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
+
+
+def part_ours(smoke: bool, kernel: str) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from animatediff_jax.models.unet3d import UNet3DConditionModel
+    from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
+    from animatediff_jax.tokenizer import PromptTokenizer
+    unet_c, motion_c, vae_c, text_c, s, _ = configs(smoke)
+    dtype = "float32" if smoke else "bfloat16"
+    pipe = AnimateDiffPipeline.random(unet_c, motion_c, vae_c, text_c, PromptTokenizer.from_pretrained(_tokenizer_dir()),
+                                      dtype=dtype, attention_impl=kernel)
+    lat = latent_size(vae_c, s["size"])
+    latents = np.random.default_rng(0).standard_normal((1, s["frames"], lat, lat, 4), np.float32)
+
+    def call():
+        pipe(["a cat walking"], [""], seeds=[0], width=s["size"], height=s["size"], frames=s["frames"],
+             steps=s["steps"], guidance_scale=7.5, latents=latents, progress=False)
+
+    first, times = _time(call, s["timed"])
+    # FLOPs: XLA's count of one CFG UNet forward (implementation "xla": the same math, counted exactly).
+    unet = UNet3DConditionModel(unet_c, motion_c, attention_impl="xla", dtype=jnp.dtype(dtype))
+    args = (jax.ShapeDtypeStruct((2, s["frames"], lat, lat, 4), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.int32),
+            jax.ShapeDtypeStruct((2, 77, unet_c.cross_attention_dim), jnp.float32))
+    params = jax.eval_shape(lambda: unet.init(jax.random.PRNGKey(0), *(jnp.zeros(a.shape, a.dtype) for a in args)))
+    cost = jax.jit(unet.apply).lower(params, *args).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return dict(part="sample", impl=f"ours {kernel}", dtype=dtype, s_per_video=statistics.median(times),
+                first_call_s=first, peak_gib=_device_peak_gib(), tflop=float(cost["flops"]) * s["steps"] / 1e12)
+
+
+def part_diffusers(smoke: bool) -> dict:
+    import torch
+    from diffusers import AnimateDiffPipeline, AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from animatediff_jax.models.configs import to_dict
+    unet_c, motion_c, vae_c, text_c, s, _ = configs(smoke)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    unet = UNet2DConditionModel(**to_dict(unet_c))
+    adapter = MotionAdapter(block_out_channels=unet_c.block_out_channels, motion_layers_per_block=unet_c.layers_per_block,
+                            motion_transformer_layers_per_block=motion_c.num_transformer_blocks,
+                            motion_num_attention_heads=motion_c.num_attention_heads,
+                            motion_norm_num_groups=motion_c.norm_num_groups, motion_max_seq_length=motion_c.max_seq_length,
+                            use_motion_mid_block=motion_c.use_mid_block)
+    vae = AutoencoderKL(**{k: v for k, v in to_dict(vae_c).items() if k != "scaling_factor"})
+    text = CLIPTextModel(CLIPTextConfig(**to_dict(text_c)))
+    pipe = AnimateDiffPipeline(vae=vae, text_encoder=text, tokenizer=CLIPTokenizer.from_pretrained(_tokenizer_dir()),
+                               unet=unet, motion_adapter=adapter,
+                               scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
+                                                       steps_offset=1, clip_sample=False)).to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    lat = latent_size(vae_c, s["size"])
+    latents = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 4, s["frames"], lat, lat), np.float32))
+    latents = latents.to(device, dtype)
+
+    def call():
+        pipe(prompt=["a cat walking"], negative_prompt=[""], num_frames=s["frames"], height=s["size"], width=s["size"],
+             num_inference_steps=s["steps"], guidance_scale=7.5, latents=latents.clone(), output_type="np")
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    first, times = _time(call, s["timed"])
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    return dict(part="sample", impl="diffusers SDPA", dtype=str(dtype).removeprefix("torch."),
+                s_per_video=statistics.median(times), first_call_s=first, peak_gib=peak)
+
+
+def part_train(smoke: bool) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from animatediff_jax.training.metrics import compiled_flops
+    from animatediff_jax.training.step import create_train_state
+    from benchmarks.train_step import build_step, inputs
+    unet_c, motion_c, vae_c, _, _, t = configs(smoke)
+    dtype = jnp.float32 if smoke else jnp.bfloat16
+    unet, opt, step = build_step(unet_c, motion_c, dtype, False)
+    trainable, frozen, batch = inputs(unet, unet_c, t["batch"], t["frames"], latent_size(vae_c, t["size"]),
+                                    abstract=False)
+    state = create_train_state(trainable, opt, 0)
+    t0 = time.perf_counter()
+    compiled = jax.jit(step, donate_argnums=0).lower(state, frozen, batch).compile()
+    compile_s = time.perf_counter() - t0
+    state, m = compiled(state, frozen, batch)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for _ in range(t["steps"]):
+        state, m = compiled(state, frozen, batch)
+    jax.block_until_ready(m)
+    step_s = (time.perf_counter() - t0) / t["steps"]
+    flops = compiled_flops(compiled)
+    return dict(part="train", impl="ours train step", dtype=jnp.dtype(dtype).name, step_s=step_s,
+                clips_s=t["batch"] / step_s, first_call_s=compile_s, peak_gib=_device_peak_gib(),
+                tflop=None if flops is None else flops / 1e12)
+
+
+def _time(call, timed: int) -> tuple[float, list[float]]:
+    t0 = time.perf_counter()
+    call()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(timed):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return first, times
+
+
+# ------------------------------------------------------------------ orchestration
+def run_part(args: list[str], smoke: bool, timeout: float) -> dict:
+    """One part in a fresh process; its last stdout line is its JSON row (an error row if it failed)."""
+    cmd = [sys.executable, "-m", "benchmarks.gpu_suite", *(["--smoke"] if smoke else []), "--part", *args]
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(part=args[0], impl=" ".join(args), error=f"timed out after {timeout:.0f} s")
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        return dict(part=args[0], impl=" ".join(args), error=(done.stderr.strip().splitlines() or ["?"])[-1])
+    return json.loads(lines[-1])
+
+
+def table(rows: list[dict], peak: float | None) -> str:
+    def f(x, fmt):
+        return "n/a" if x is None else format(x, fmt)
+    out = ["| part | implementation | dtype | s/video or s/step | clips/s | first call s | peak memory GiB "
+           "| TFLOP/s | % of bf16 peak |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['part']} | {r['impl']} | | failed: {r['error']} | | | | | |")
+            continue
+        secs = r.get("s_per_video", r.get("step_s"))
+        tflops = r["tflop"] / secs if r.get("tflop") else None
+        share = f"{tflops / peak:.0%}" if tflops and peak else "n/a"
+        out.append(f"| {r['part']} | {r['impl']} | {r['dtype']} | {secs:.2f} | {f(r.get('clips_s'), '.2f')} | "
+                   f"{r['first_call_s']:.1f} | {f(r.get('peak_gib'), '.2f')} | {f(tflops, '.1f')} | {share} |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny configs (any backend), same code path")
+    p.add_argument("--kernels", nargs="+", default=["cudnn", "chunked"], help="our attention kernels to time")
+    p.add_argument("--json", default="gpu_suite.json", help="where the rows are written")
+    p.add_argument("--part-timeout", type=float, default=300.0, help="seconds per part before it is abandoned")
+    p.add_argument("--part", nargs="+", help=argparse.SUPPRESS)  # internal: run one part, print its JSON row
+    args = p.parse_args(argv)
+    if args.part:
+        name, *rest = args.part
+        fn = dict(peak=part_peak, ours=part_ours, diffusers=part_diffusers, train=part_train)[name]
+        print(json.dumps(fn(args.smoke, *rest)))
+        return
+    started = time.perf_counter()
+    run = lambda *part: run_part(list(part), args.smoke, args.part_timeout)  # noqa: E731
+    peak_row = run("peak")
+    rows = [run("ours", k) for k in args.kernels] + [run("diffusers"), run("train")]
+    peak = peak_row.get("peak_tflops")
+    ref = next((r for r in rows if r.get("impl") == "diffusers SDPA" and "error" not in r), None)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, device {peak_row.get('device', '?')}, measured "
+          f"bf16 matmul peak {'n/a' if peak is None else f'{peak:.3g}'} TFLOP/s, "
+          f"{'SMOKE (tiny configs)' if args.smoke else 'SD1.5 + v2, 16x512², 25 DDIM steps, CFG; train 16x256²'}\n")
+    print(table(rows, peak))
+    if ref:
+        for r in rows:
+            if r.get("impl", "").startswith("ours") and r.get("part") == "sample" and "error" not in r:
+                print(f"{r['impl']}: {ref['s_per_video'] / r['s_per_video']:.2f}x diffusers")
+    print(f"suite wall time {time.perf_counter() - started:.0f} s")
+    with open(args.json, "w") as fh:
+        json.dump(dict(peak=peak_row, rows=rows, smoke=args.smoke), fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

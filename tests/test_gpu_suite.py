@@ -1,0 +1,27 @@
+"""benchmarks/gpu.sh --smoke: the one-shot GPU suite's code path runs end to end on CPU with tiny configs.
+
+Four fresh JAX/torch processes: a few minutes on a quiet 2-core machine (the train step's compile dominates).
+"""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_gpu_suite_smoke_runs_every_part(tmp_path):
+    out = tmp_path / "suite.json"
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=os.pathsep.join(
+        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--smoke", "--no-install",
+                           "--kernels", "chunked", "--part-timeout", "1500", "--json", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "failed" not in done.stdout, done.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["impl"] for r in rows] == ["ours chunked", "diffusers SDPA", "ours train step"]
+    for r in rows:
+        assert r["first_call_s"] > 0 and r.get("s_per_video", r.get("step_s")) > 0, r
+    assert rows[0]["tflop"] > 0 and rows[2]["tflop"] > 0 and rows[2]["clips_s"] > 0
+    assert "| sample | ours chunked | float32 |" in done.stdout and "| train | ours train step |" in done.stdout
