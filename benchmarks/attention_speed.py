@@ -76,7 +76,7 @@ def main(argv=None):
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine_line(threads)}, torch {torch.__version__}")
     print(f"self-attention ({args.rows}, L, {args.heads}, {args.head_dim}), {jnp.dtype(dtype).name}, "
           f"{args.rounds} interleaved rounds; load average {load_before:.1f} before, {load_after:.1f} after")
-    print(f"'auto' picks: " + ", ".join(
+    print("'auto' picks: " + ", ".join(
         f"L={t}: {select_implementation(backend, dtype, t, t, args.head_dim, getattr(jax.devices()[0], 'compute_capability', None))}"
         for t in args.tokens) + "\n")
     print("| kernel | " + " | ".join(f"L={t}: median s (x torch)" for t in args.tokens) + " |")

@@ -78,6 +78,7 @@ def main(argv=None):
 
     import numpy as np
     import torch
+    from diffusers import AnimateDiffPipeline as Reference
     from animatediff_jax import loading
     from animatediff_jax.sampling.context_windows import ContextOptions
     from animatediff_jax.sampling.pipeline import from_diffusers_latents
