@@ -9,7 +9,10 @@ written). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+import warnings
 from typing import Callable
 
 
@@ -33,17 +36,43 @@ class OutputError(UserError, OSError):
     """An output that cannot be written: exists without `--overwrite`, read-only, disk full."""
 
 
+def plain_warnings() -> None:
+    """Show Python warnings to a CLI's user as `warning: <message>` lines (no file, line or source),
+    for a command run as a program (`if __name__ == "__main__"`), not in-process callers."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=file or sys.stderr)
+    warnings.showwarning = show
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that outputs being written are cleaned up on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def run_cli(work: Callable[[], int | None]) -> int:
     """Run a CLI's work; a `UserError` becomes one `error: ...` line on stderr and its exit code.
 
     Returns the exit code: `work()`'s return value (None = 0), `e.exit_code` for a `UserError`,
-    130 on Ctrl-C. Other exceptions propagate with their traceback (they are bugs).
+    130 on Ctrl-C and 143 on SIGTERM (both unwind like an exception, so temporary outputs are
+    removed; a command may install its own SIGTERM handler inside `work`, e.g. training's final
+    checkpoint). Other exceptions propagate with their traceback (they are bugs).
     """
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return int(work() or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)

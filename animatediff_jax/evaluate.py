@@ -35,8 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from animatediff_jax.data import procedural
+from animatediff_jax.errors import InputError, UsageError, run_cli
 from animatediff_jax.miniature import scoring, world
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths
+from animatediff_jax.outputs import atomic_path, check_output
 EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
 
 
@@ -196,33 +198,40 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m animatediff_jax.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", default=MINIATURE, help="folder written by python -m animatediff_jax.miniature.build")
+    parser.add_argument("--weights", default=MINIATURE, help="folder written by python -m animatediff_jax.miniature.build (default: the shipped weights)")
     parser.add_argument("--samples", type=int, default=32, help="videos per row (default 32, as in RESULTS.md)")
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--rows", help="only these rows, names separated by ';' (default: all)")
     parser.add_argument("--results", default="RESULTS.md",
-                        help="Markdown file to write the table to ('-': print only)")
+                        help="Markdown file to write the table to ('-': print only; default: RESULTS.md)")
     args = parser.parse_args(argv)
-    if args.samples < 1 or args.steps < 1:
-        parser.error("--samples and --steps must be positive")
+    return run_cli(lambda: run(args))
+
+
+def run(args) -> int:
+    for flag, value in (("--samples", args.samples), ("--steps", args.steps)):
+        if value < 1:
+            raise UsageError(f"{flag}: must be ≥ 1, got {value}")
     if not math.isfinite(args.guidance):
-        parser.error(f"--guidance {args.guidance}: must be a finite number")
+        raise UsageError(f"--guidance: must be a finite number, got {args.guidance}")
     if not os.path.isdir(os.path.join(args.weights, "base")):
-        parser.error(f"{args.weights}: no miniature weights (run python -m animatediff_jax.miniature.build)")
+        raise InputError(f"--weights {args.weights}: no miniature weights here "
+                         "(run python -m animatediff_jax.miniature.build)")
+    if args.results != "-":
+        check_output(args.results, overwrite=True)  # before the sampling, not after
     rows = ROWS
     if args.rows:
         names = [n.strip() for n in args.rows.split(";")]
         unknown = [n for n in names if n not in {r.name for r in ROWS}]
         if unknown:
-            parser.error(f"--rows: unknown row(s) {unknown}; rows are {[r.name for r in ROWS]}")
+            raise UsageError(f"--rows: unknown row(s) {unknown}; rows are {[r.name for r in ROWS]}")
         rows = [r for r in ROWS if r.name in names]
     start = time.time()
     results = evaluate(args.weights, args.samples, args.steps, args.guidance, rows)
     text = report(results, args.weights, args.steps, args.guidance, time.time() - start)
     print(text)
     if args.results != "-":
-        from animatediff_jax.outputs import atomic_path
         with atomic_path(args.results) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write("# Miniature AnimateDiff: measured results\n\n" + text)
         print(f"wrote {args.results}")

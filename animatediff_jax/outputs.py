@@ -162,6 +162,22 @@ def _writing(path: str, make_temp) -> Iterator[str]:
             _remove_parents(created)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _give_umask_modes(root: str) -> None:
+    """Regular files under `root` (or `root` itself) get 0666 & ~umask, as `cp` would give them: some
+    writers (safetensors' save_file, torch.save) replace the file we made with one of mode 0600."""
+    mode = 0o666 & ~_umask()
+    files = [root] if os.path.isfile(root) else [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+    for f in files:
+        if not os.path.islink(f):
+            os.chmod(f, mode)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary file name next to `path` (the file exists, empty, with the umask's
@@ -173,6 +189,7 @@ def atomic_path(path: str) -> Iterator[str]:
 
     with _writing(path, make_temp) as tmp:
         yield tmp
+        _give_umask_modes(tmp)
         os.replace(tmp, os.fspath(path))
 
 
@@ -229,4 +246,5 @@ def atomic_folder(path: str) -> Iterator[str]:
 
     with _writing(path, make_temp) as tmp:
         yield tmp
+        _give_umask_modes(tmp)
         _swap_in(tmp, os.path.abspath(os.fspath(path)))

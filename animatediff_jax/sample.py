@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from animatediff_jax.errors import InputError, OutputError, UsageError, run_cli
+from animatediff_jax.errors import InputError, OutputError, UsageError, UserError, plain_warnings, run_cli
 from animatediff_jax.sampling.prompt_config import PromptEntry, check_prompt_frames, draw_seeds, inference_config, \
     load_prompt_config, resolved_config
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
@@ -88,7 +88,7 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
                  loras=list(e.loras), lora_alpha_rule=e.lora_alpha_rule,
                  domain_adapter=(e.adapter_lora_path, e.adapter_lora_scale) if e.adapter_lora_path else None,
                  motion_version=motion.get("version"), motion_max_seq_length=motion.get("max_seq_length"))
-    sizes = dict(width=_first(opts.width, e.W, 512), height=_first(opts.height, e.H, 512),
+    sizes = dict(width=_given(opts.width, e.W), height=_given(opts.height, e.H),  # None: the base's own size
                  frames=_first(opts.frames, e.L, 16))
     return Job(e, opts, model, sizes, clip_skip=_first(opts.clip_skip, clip_skip),
                scheduler_config=scheduler_kwargs or scheduler_source(opts.scheduler_config))
@@ -98,25 +98,31 @@ def _first(*values):
     return next(v for v in values if v is not None)
 
 
+def _given(*values):
+    """The first value given, or None (a size the base model's geometry then decides, in `validate`)."""
+    return next((v for v in values if v is not None), None)
+
+
 def _flag_jobs(args) -> list[Job]:
     prompts: list = list(args.prompt or [])
     if args.travel:
         prompts.append(dict(args.travel))
-    default = args.base is None
-    if default and (args.dreambooth or args.motion_module or args.lora or args.motion_lora or args.domain_adapter
-                    or args.tokenizer):
-        raise UsageError("--base: --dreambooth/--lora/--motion-module/... need the SD1.x model they build on")
-    if default:  # the miniature (miniature/shipped.py): its own prompts unless given some
-        from animatediff_jax.miniature.shipped import DEFAULT_SAMPLE, default_jobs  # noqa: PLC0415 - loads configs
+    from animatediff_jax.miniature.shipped import DEFAULT_SAMPLE, MINIATURE, default_jobs  # noqa: PLC0415
+    given = args.dreambooth or args.motion_module or args.lora or args.motion_lora or args.domain_adapter
+    default = args.base is None and not given
+    if args.base is None and args.tokenizer:
+        raise UsageError("--tokenizer: goes with a single-file --base (the miniature carries its own tokenizer)")
+    base = args.base or os.path.join(MINIATURE, "base")  # model flags alone build on the shipped miniature
+    if default:  # the miniature's own jobs (miniature/shipped.py), its own prompts unless given some
         setups = default_jobs(prompts)
     elif not prompts:
         raise UsageError("--prompt: no prompt (give --prompt, --travel or a prompt config)")
     else:
-        setups = [("command line", dict(base=args.base, dreambooth=args.dreambooth, motion_module=args.motion_module,
+        setups = [("command line", dict(base=base, dreambooth=args.dreambooth, motion_module=args.motion_module,
                                         loras=args.lora, motion_loras=args.motion_lora,
                                         domain_adapter=args.domain_adapter), prompts)]
     negs, seeds = args.negative_prompt or [""], args.seed or [-1]
-    sizes = DEFAULT_SAMPLE if default else dict(width=512, height=512, frames=16, steps=25)
+    sizes = DEFAULT_SAMPLE if default else dict(width=None, height=None, frames=16, steps=25)  # None: the base's
     jobs = []
     for name, model, job_prompts in setups:
         n = len(job_prompts)
@@ -130,7 +136,7 @@ def _flag_jobs(args) -> list[Job]:
         entry.raw = _entry_of_flags(model, entry)
         model = dict(dict(tokenizer=args.tokenizer, loras=[], motion_loras=[]), **model, lora_alpha_rule="kohya",
                      motion_version=args.motion_version, motion_max_seq_length=None)
-        size = {k: _first(getattr(args, k), sizes[k]) for k in ("width", "height", "frames")}
+        size = {k: _given(getattr(args, k), sizes[k]) for k in ("width", "height", "frames")}
         jobs.append(Job(entry, args, model, size, clip_skip=_first(args.clip_skip, 0),
                         scheduler_config=scheduler_source(args.scheduler_config)))
     return jobs
@@ -228,6 +234,8 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
             except ValueError as err:
                 raise UsageError(f"--context-length/--context-stride: {err}") from None
         job.context = context
+        native = base["unet"].sample_size * base["vae"].downsample_factor  # what the base was trained at
+        s["width"], s["height"] = _given(s["width"], native), _given(s["height"], native)
         try:
             check_video_size(width=s["width"], height=s["height"], frames=s["frames"], steps=e.steps,
                              context=context, vae_scale=base["vae"].downsample_factor,
@@ -313,6 +321,20 @@ def output_errors(path: str):
         raise OutputError(f"{e.filename or path}: cannot write ({e.strerror or e})") from None
 
 
+@contextlib.contextmanager
+def memory_errors(what: str):
+    """The accelerator (or host) running out of memory -> one UserError line saying what was asked and
+    what to reduce, instead of XLA's dispatch traceback."""
+    import jax  # noqa: PLC0415 - the pipeline has imported it by now; sample's --help must not
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e) and "Out of memory" not in str(e):
+            raise
+        raise UserError(f"{what}: out of memory; use smaller --width/--height/--frames/--batch-size, "
+                        "a smaller --decode-chunk, or --attention chunked") from None
+
+
 def saved_entry(job: Job, seeds: list[int], dtype: str) -> dict:
     """The entry to write to config.yaml: as given, with the sizes, steps, guidance, seeds actually used
     (`seed` and the original's `random_seed`) and, under `sample_options`, every other setting."""
@@ -366,17 +388,20 @@ def run(args, argv: list[str]) -> str:
                   f"seeds {seeds}")
             n = o.batch_size
             for i in range(0, len(e.prompts), n):
-                result = pipe(e.prompts[i:i + n], e.n_prompts[i:i + n], seeds[i:i + n], width=s["width"],
-                              height=s["height"], frames=s["frames"], steps=e.steps, guidance_scale=e.guidance_scale,
-                              eta=o.eta, latents=None if latents is None else latents[i:i + n], context=job.context,
-                              freeinit=freeinit, init_video=job.init_video,
-                              strength=o.strength if job.init_video is not None else 1.0,
-                              progress=not args.no_progress)
+                with memory_errors(f"{e.name}: {s['frames']}x{s['height']}x{s['width']}, batch {n}"):
+                    result = pipe(e.prompts[i:i + n], e.n_prompts[i:i + n], seeds[i:i + n], width=s["width"],
+                                  height=s["height"], frames=s["frames"], steps=e.steps,
+                                  guidance_scale=e.guidance_scale, eta=o.eta,
+                                  latents=None if latents is None else latents[i:i + n], context=job.context,
+                                  freeinit=freeinit, init_video=job.init_video,
+                                  strength=o.strength if job.init_video is not None else 1.0,
+                                  progress=not args.no_progress)
                 for prompt, frames in zip(e.prompts[i:i + n], result.frames):
                     if not np.isfinite(frames).all():
+                        dtype = pipe.description["dtype"]
                         raise InputError(f"{e.name}: prompt {prompt!r}: the video came out NaN/inf (non-finite "
-                                         f"weights in a model file, or --dtype {pipe.description['dtype']} "
-                                         "overflowing: try --dtype float32)")
+                                         "weights in a model file" + (f", or --dtype {dtype} overflowing: try "
+                                                                       "--dtype float32)" if dtype != "float32" else ")"))
                     for path in write_sample(folder.partial, idx, prompt, frames, o, args):
                         print(f"  wrote {os.path.relpath(path, folder.partial)}")
                     samples.append(frames)
@@ -399,4 +424,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     sys.exit(main())

@@ -37,7 +37,7 @@ ENTRY_FLAGS = {"prompt": "--prompt", "travel": "--travel", "seed": "--seed", "ne
 
 # ----------------------------------------------------------------------------- flag values
 
-def _int_at_least(low: int):
+def _int_at_least(low: int, high: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -45,8 +45,13 @@ def _int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be ≤ {high}, got {value}")
         return value
     return parse
+
+
+MAX_SIDE = 8192  # pixels: far beyond any SD1.x model's training size; larger only exhausts memory
 
 
 def _number(low: float | None = None, high: float | None = None, above: float | None = None):
@@ -144,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", action="append", type=_seed, help="one per prompt or one for all; -1 = random (default)")
     g.add_argument("--steps", type=pos, help="denoising steps (default 25)")
     g.add_argument("--guidance-scale", type=_number(), help="classifier-free guidance (default 7.5)")
-    g.add_argument("--width", "--W", type=pos, help="pixels (default 512; the miniature: 32)")
-    g.add_argument("--height", "--H", type=pos, help="pixels (default 512; the miniature: 32)")
+    g.add_argument("--width", "--W", type=_int_at_least(1, MAX_SIDE),
+                   help="pixels (default: the base model's own size, UNet sample_size x VAE factor: 512 for SD1.5, "
+                        "32 for the miniature)")
+    g.add_argument("--height", "--H", type=_int_at_least(1, MAX_SIDE), help="pixels (default: as --width)")
     g.add_argument("--frames", "--L", type=pos, help="video length (default 16)")
     g.add_argument("--clip-skip", type=nonneg, metavar="N",
                    help="use the text encoder's N-th last layer (diffusers' rule; A1111's 'clip skip 2' is 1) "

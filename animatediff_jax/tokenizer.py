@@ -64,7 +64,8 @@ class PromptTokenizer:
         for i, ids in enumerate(full):
             if len(ids) > self.max_length:
                 dropped = ids[self.max_length - 1:-1]  # the kept sequence ends with end-of-text
-                text = self.tokenizer.decode(dropped)
+                text = self.tokenizer.decode(dropped, skip_special_tokens=True)
+                text = text if len(text) <= 60 else text[:60] + "…"
                 warnings.warn(
                     f"prompt {i} is {len(ids)} tokens long but CLIP takes {self.max_length}: "
                     f"{len(dropped)} tokens were dropped ({text!r})", stacklevel=2)

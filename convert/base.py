@@ -405,14 +405,19 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
     views of torch's mmap where the file is a zip archive. A cast (`dtype`) costs one pass.
 
     `device`: None keeps numpy views; True (default device), a `jax.Device`/`Sharding`, or a
-    function `(flax path, shape) -> Sharding` returns jax arrays, put leaf by leaf (see `_device_leaves`)."""
+    function `(flax path, shape) -> Sharding` returns jax arrays, put leaf by leaf (see `_device_leaves`).
+    When the load touches the data (a `dtype` cast or a device put), NaN/Inf tensors are named in one
+    warning on stderr (`nonfinite.py`)."""
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
     try:
         flat: dict[str, dict] = {name: {} for name in plan.networks}
         desc = "loading" if progress else None
         leaves = _view_leaves(plan, dtype, desc) if device is None else _device_leaves(plan, dtype, desc, device)
+        nonfinite = NonFinite(os.fspath(source), allow=True)  # a loader warns (convert's writers refuse)
+        touched = dtype is not None or device is not None  # zero-copy views stay unread
         for name, p, a in leaves:
-            flat[name][p] = a
+            flat[name][p] = nonfinite.check(f"{name}/{'/'.join(p)}", a) if touched else a
+        nonfinite.report()
     finally:
         plan.close()
     params = {name: unflatten(f) for name, f in flat.items()}

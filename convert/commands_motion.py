@@ -24,10 +24,21 @@ from convert.commands_base import DTYPES, add_output_options
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (heads, groups, sequence lengths)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
 def _motion_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--heads", type=int, help="attention heads (not stored in original files; default 8)")
-    p.add_argument("--norm-groups", type=int, help="GroupNorm groups (not stored in original files; default 32)")
-    p.add_argument("--max-seq-length", type=int,
+    p.add_argument("--heads", type=positive_int, help="attention heads (not stored in original files; default 8)")
+    p.add_argument("--norm-groups", type=positive_int, help="GroupNorm groups (not stored in original files; default 32)")
+    p.add_argument("--max-seq-length", type=positive_int,
                    help="position-encoding length (default: read from the file's pos_encoder.pe shape, "
                         "else the version's: 24 for v1, 32 for v2/v3)")
     p.add_argument("--version", choices=("v1", "v2", "v3"),

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Mapping
 
 import numpy as np
 from safetensors.numpy import save_file
 
+from animatediff_jax.errors import UsageError
 from animatediff_jax.models.configs import MotionConfig
 from animatediff_jax.outputs import atomic_folder, atomic_path
 from convert.motion import (MOTION_ADAPTER_WEIGHTS, check_layout, diffusers_key_to_original, infer_layout,
                             motion_adapter_key_shapes, sinusoid)
-from animatediff_jax.outputs import atomic_path
 from animatediff_jax.params import flax_path_to_torch
 from convert.naming import flax_to_state_dict
 
@@ -82,13 +83,23 @@ def motion_to_adapter(params: Mapping, config: MotionConfig, dtype=np.float32) -
     return _cast(sd, dtype)
 
 
+def _torch(path: str):
+    """torch, for writing a pickle; its absence is the user's to fix (the `torch` extra)."""
+    try:
+        import torch  # lazy: an optional extra, needed only for .ckpt/.pt/.pth outputs
+    except ImportError:
+        raise UsageError(f"{path}: writing a PyTorch pickle needs torch (pip install -e \".[torch]\"); "
+                         "or write a .safetensors file") from None
+    return torch
+
+
 def _save_tensors(path: str, sd: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
     """`.safetensors` (safetensors.numpy) or a torch pickle, chosen by suffix; written atomically."""
     with atomic_path(path) as tmp:
         if path.endswith(".safetensors"):
             save_file(dict(sd), tmp, metadata=dict(metadata) if metadata else None)
         else:
-            import torch
+            torch = _torch(path)
             torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, tmp)
 
 
@@ -97,6 +108,11 @@ def export_original(params: Mapping, config: MotionConfig, path, dtype=np.float3
     path = os.fspath(path)
     if not path.endswith(ORIGINAL_SUFFIXES):
         raise ValueError(f"{path}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    if (config.num_attention_heads, config.norm_num_groups) != (8, 32):
+        print(f"warning: {path}: the original format stores neither heads nor GroupNorm groups (its loaders "
+              f"assume 8 and 32); this module has {config.num_attention_heads} and {config.norm_num_groups}: "
+              f"load it back with --heads {config.num_attention_heads} --norm-groups {config.norm_num_groups}",
+              file=sys.stderr)
     _save_tensors(path, motion_to_original(params, config, dtype))
 
 

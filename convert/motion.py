@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.models.configs import MotionConfig
+from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
 from convert.detect import version_from_layout
 from convert.io import StateDict, examples, open_state_dict
@@ -275,6 +276,7 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
                           use_mid_block=mid, norm_num_groups=norm_num_groups,
                           resnet_norm="joint" if version == "v1" else "frame")
     flat = {}
+    nonfinite = NonFinite(source, allow=True)  # a loader warns (convert's writers refuse)
     for key, file_key in tqdm(renamed.items(), desc=f"motion module {Path(source).name}", unit="tensor",
                               disable=not progress):  # one tensor in flight
         stored = np.asarray(read(file_key))
@@ -283,8 +285,11 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
         flat[path] = torch_tensor_to_flax(path, array)
         if device is not None:
             flat[path] = jax.device_put(flat[path], None if device is True else device).block_until_ready()
-        if (device is not None or array is not stored) and isinstance(tensors, StateDict):
-            tensors.release(names[file_key])  # its bytes now live elsewhere (a cast copy, a device)
+        if device is not None or array is not stored:  # the data is touched anyway: report NaN/Inf by name
+            nonfinite.check(key, array)
+            if isinstance(tensors, StateDict):
+                tensors.release(names[file_key])  # its bytes now live elsewhere (a cast copy, a device)
+    nonfinite.report()
     return MotionModule(unflatten(flat), config, channels, layers, version)
 
 

@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "without --overwrite-shipped)")
     parser.add_argument("--overwrite-shipped", action="store_true",
                         help=f"allow --out to be the package's shipped weights ({MINIATURE})")
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="(default: full)")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="full",
+                        help="full: the shipped weights' steps and widths (~4 h on 2 cores); smoke: every stage at "
+                             "toy sizes, minutes, meaningless weights (default: full)")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages (default: all)")
     parser.add_argument("--schedules", help="motion-module noise schedules to train, e.g. B or B,A,C "
                                             "(default: the budget's)")
@@ -60,6 +62,8 @@ def checked_args(args) -> tuple[list[str], list[str] | None]:
     """(stages, schedules) from the flags; UsageError naming the flag for a bad value."""
     if os.path.realpath(args.out) == os.path.realpath(MINIATURE) and not args.overwrite_shipped:
         raise UsageError(f"--out {args.out}: the package's shipped weights; pass --overwrite-shipped to replace them")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out}: exists and is not a folder")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if not stages or not set(stages) <= set(STAGES):
         raise UsageError(f"--stages {args.stages!r}: each must be one of {','.join(STAGES)}")

@@ -1,0 +1,99 @@
+"""What a stranger's first hour found at the command-line boundaries: model flags without --base, the
+base model's own size, SIGTERM mid-run, outputs written by libraries with their own modes, flags of
+convert motion, evaluate's and build's outputs checked before any work, exports that lose settings."""
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from animatediff_jax import evaluate, sample
+from animatediff_jax.miniature import build
+from animatediff_jax.miniature.shipped import MINIATURE
+from animatediff_jax.outputs import atomic_folder, atomic_path
+from convert.__main__ import main as convert_main
+from tests.sampling.test_sample_cli_values import Validated, env  # noqa: F401 - the fixture
+
+MOTION = os.path.join(MINIATURE, "motion_module_B.safetensors")
+
+
+def test_model_flags_alone_build_on_the_miniature_at_its_own_size(env, capsys):  # noqa: F811
+    with pytest.raises(Validated):
+        sample.main(["--motion-module", MOTION, "--prompt", "a red circle moving left", "--L", "4", "--out", "out"])
+    job = env.jobs.pop()
+    assert job.model["base"] == os.path.join(MINIATURE, "base")
+    assert (job.sizes["width"], job.sizes["height"]) == (32, 32)  # UNet sample_size 8 x VAE factor 4, not 512
+    with pytest.raises(Validated):
+        sample.main(["--base", os.path.join(MINIATURE, "base"), "--prompt", "x", "--L", "4", "--W", "64", "--out", "o"])
+    assert env.jobs.pop().sizes == dict(width=64, height=32, frames=4)
+    assert sample.main(["--width", "1000000"]) == 2
+    assert "--width/--W: must be ≤ 8192, got 1000000" in capsys.readouterr().err
+
+
+def test_sigterm_unwinds_and_removes_what_was_being_written(tmp_path):
+    out = tmp_path / "result.bin"
+    code = ("import os, signal, time\n"
+            "from animatediff_jax.errors import run_cli\n"
+            "from animatediff_jax.outputs import atomic_path\n"
+            "def work():\n"
+            f"    with atomic_path({str(out)!r}) as tmp:\n"
+            "        open(tmp, 'wb').write(b'half')\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        time.sleep(30)\n"
+            "raise SystemExit(run_cli(work))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.strip() == "error: terminated (SIGTERM)"
+    assert os.listdir(tmp_path) == []  # neither the output nor its temporary file
+
+
+def test_outputs_get_the_umask_modes_even_when_a_writer_makes_its_own_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        def write_0600(path):
+            os.unlink(path)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # as safetensors' save_file does
+        with atomic_path(str(tmp_path / "a.safetensors")) as tmp:
+            write_0600(tmp)
+        with atomic_folder(str(tmp_path / "folder")) as tmp:
+            open(os.path.join(tmp, "w.safetensors"), "w").close()
+            write_0600(os.path.join(tmp, "w.safetensors"))
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "a.safetensors", tmp_path / "folder" / "w.safetensors"):
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o644, f
+
+
+@pytest.mark.parametrize("flag", ["--heads", "--norm-groups", "--max-seq-length"])
+def test_convert_motion_refuses_nonsense_numbers(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as e:
+        convert_main(["motion", MOTION, str(tmp_path / "x.safetensors"), flag, "-5"])
+    assert e.value.code == 2 and f"argument {flag}: must be ≥ 1, got -5" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
+
+
+def test_export_to_the_original_format_says_which_settings_it_cannot_store(tmp_path, capsys):
+    out = tmp_path / "mm.safetensors"
+    assert convert_main(["export-motion", MOTION, str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "stores neither heads nor GroupNorm groups" in err and "--heads 4" in err
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_evaluate_and_build_check_their_outputs_before_any_work(tmp_path, capsys):
+    assert evaluate.main(["--results", str(tmp_path), "--samples", "1", "--steps", "1"]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}")
+    assert evaluate.main(["--samples", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --samples: must be ≥ 1, got 0"
+    (tmp_path / "afile").write_text("x")
+    assert build.main(["--out", str(tmp_path / "afile"), "--stages", "tokenizer"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert np.array_equal(sorted(os.listdir(tmp_path)), ["afile"])
