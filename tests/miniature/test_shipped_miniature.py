@@ -6,11 +6,12 @@ import numpy as np
 
 from animatediff_jax import evaluate
 from animatediff_jax.miniature import scoring, world
+from animatediff_jax.miniature.shipped import MINIATURE
 
 
 def test_shipped_base_and_motion_module_make_moving_videos():
     row = evaluate.ROWS[0]  # base + motion module (schedule B)
-    pipe = evaluate.load_pipeline(row, evaluate.ASSETS)
+    pipe = evaluate.load_pipeline(row, MINIATURE)
     prompts, _ = evaluate.prompts_for(row, 4)
     videos = evaluate.sample(pipe, prompts, [0, 1, 2, 3], world.FRAMES, steps=25, guidance=7.5)
     assert videos.shape == (4, world.FRAMES, world.SIZE, world.SIZE, 3)

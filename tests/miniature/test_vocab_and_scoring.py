@@ -71,7 +71,7 @@ def test_an_object_jumping_between_frames_is_not_consistent():
 
 
 def test_direction_probe_separates_signal_from_noise():
-    from animatediff_jax.miniature.probe import probe_accuracy
+    from animatediff_jax.miniature.direction_probe import probe_accuracy
     rng = np.random.default_rng(0)
     labels = rng.choice(procedural.DIRECTIONS, 400)
     signal = (labels[:, None] == np.asarray(procedural.DIRECTIONS)[None]).astype(float)
