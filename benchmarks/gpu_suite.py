@@ -53,7 +53,7 @@ def latent_size(vae_config, size: int) -> int:
 
 
 def _tokenizer_dir() -> str:
-    from animatediff_jax.default_model import write_byte_tokenizer
+    from animatediff_jax.tiny_models import write_byte_tokenizer
     return write_byte_tokenizer(tempfile.mkdtemp())
 
 

@@ -36,7 +36,7 @@ def small_models(folder: str):
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    from animatediff_jax.default_model import write_byte_tokenizer
+    from animatediff_jax.tiny_models import write_byte_tokenizer
     torch.manual_seed(0)
     unet = UNet2DConditionModel(block_out_channels=(64, 128, 128), layers_per_block=1, cross_attention_dim=128,
                                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
