@@ -1,13 +1,20 @@
 """Weights for a sampling pipeline: base + DreamBooth + LoRAs + motion module (+ MotionLoRAs, v3 adapter).
 
+One user action, one way through:
+
+    files = ModelFiles(base, dreambooth=..., loras=..., motion_module=...)  # what the user names
+    checked = check_files(files, cache_dir)   # every check, before any work: files exist, SD1.x,
+                                              # DreamBooth of the base's family, the motion module
+                                              # read (once) and fitting the base UNet
+    pipe = pipeline_from_checked(checked)     # read/convert (once), fuse, check params, build
+    pipe = load_pipeline(base, ...)           # the two steps above, for Python users
+
 Every path may be a PyTorch checkpoint (converted on the fly by `convert/`, the result cached as Flax
 `.safetensors` under `params.cache_root()`/converted/<key>, key = hash of the file's size,
-mtime and first/last MiB, and of the settings the conversion was given) or an already-converted
-Flax file/folder. `base_configs` reads a base's configs from headers only (for the CLI's checks of
-sizes against the models' geometry); a motion module is kept within the process, so the CLI's
-validation and the pipeline read it once. All files are checked to
-exist and to belong to SD1.x before anything is converted; the motion module must fit the base
-UNet (same channels and layers), otherwise the error names both files.
+mtime and first/last MiB, and of the settings the conversion was given), an already-converted
+Flax file/folder, or (base, DreamBooth) a hub id in the local Hugging Face cache. A base that is not
+converted yet is planned once by `check_files` (configs from headers, shapes checked against the
+networks) and that plan is what the conversion streams; a motion module is kept within the process.
 
 Fusion order follows the original `load_weights`: motion module into the inflated UNet; DreamBooth
 weights replace the base's UNet/VAE/text encoder; LoRA (kohya/diffusers) fused at its scale; the v3
@@ -22,23 +29,26 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from animatediff_jax.checkpoint import load_config, load_params, read_metadata, save_params
-from animatediff_jax.errors import InputError, UserError
+from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.models.clip_text import CLIPTextModel
-from animatediff_jax.models.init import check_params
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
-from animatediff_jax.params import cache_root, flatten, insert_motion
+from animatediff_jax.params import cache_root, check_shapes, insert_motion
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
-from animatediff_jax.tokenizer import PromptTokenizer
-from convert.base import convert_base, plan_base
-from convert.lora import apply_lora_files, fuse_domain_adapter, fuse_motion_loras
+from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
+from convert.base import BasePlan, convert_base, load_base, plan_base, resolve_source
+from convert.lora import ALPHA_RULES, apply_lora_files, fuse_domain_adapter, fuse_motion_loras
 from convert.motion import MotionModule, load_motion_module
+from convert.param_shapes import module_param_shapes
 
 NETWORKS = ("unet", "vae", "text_encoder")
+# How errors name each file: by its role (Python API) or by the CLI flag that gave it (`sample`).
+ROLES = dict(base="base model", dreambooth="DreamBooth checkpoint", motion_module="motion module", loras="LoRA",
+             motion_loras="MotionLoRA", domain_adapter="domain adapter", tokenizer="tokenizer")
+FLAGS = dict(base="--base", dreambooth="--dreambooth", motion_module="--motion-module", loras="--lora",
+             motion_loras="--motion-lora", domain_adapter="--domain-adapter", tokenizer="--tokenizer")
 
 
 class LoadError(InputError):
@@ -97,31 +107,8 @@ def is_flax_file(path: str) -> bool:
 
 
 def is_converted_base(path: str) -> bool:
-    """A folder of converted Flax `unet`, `vae`, `text_encoder` `.safetensors` (what `load_sd_model` caches)."""
+    """A folder of converted Flax `unet`, `vae`, `text_encoder` `.safetensors` (what `read_sd_model` caches)."""
     return os.path.isdir(path) and all(is_flax_file(os.path.join(path, f"{n}.safetensors")) for n in NETWORKS)
-
-
-def has_tokenizer(path: str) -> bool:
-    """A folder holding a CLIP tokenizer (vocab.json + merges.txt, or tokenizer.json), directly or in its
-    `tokenizer/` (an SD1.x diffusers or converted folder; single files carry none)."""
-    def holds(folder):
-        return os.path.isfile(os.path.join(folder, "tokenizer.json")) or all(
-            os.path.isfile(os.path.join(folder, f)) for f in ("vocab.json", "merges.txt"))
-    return os.path.isdir(path) and (holds(path) or holds(os.path.join(path, "tokenizer")))
-
-
-def base_configs(path: str) -> dict:
-    """{"unet", "vae", "text_encoder"} -> config, and "scheduler" -> its scheduler config dict ({} if
-    none), of an SD1.x base (diffusers folder, single file or converted folder), from config files,
-    names and shapes only: no tensor data is read."""
-    if is_converted_base(path):
-        configs = {n: load_config(read_metadata(os.path.join(path, f"{n}.safetensors"))) for n in NETWORKS}
-        return dict(configs, scheduler=_read_scheduler_config(path))
-    plan = plan_base(path, check=False)
-    try:
-        return dict({n: plan.networks[n].config for n in NETWORKS}, scheduler=dict(plan.scheduler_config))
-    finally:
-        plan.close()
 
 
 def _read_scheduler_config(folder: str) -> dict:
@@ -141,8 +128,6 @@ def _read_converted_base(folder: str) -> dict:
         params, meta = load_params(os.path.join(folder, f"{name}.safetensors"))
         out[name], out[f"{name}_config"] = params, load_config(meta)
     out["scheduler_config"] = _read_scheduler_config(folder)
-    tok = os.path.join(folder, "tokenizer")
-    out["tokenizer_path"] = tok if os.path.isdir(tok) else None
     return out
 
 
@@ -150,41 +135,13 @@ def read_base(path: str, **kwargs):
     """An SD1.x base model read and converted in memory, uncached (`convert.base.load_base`, whose
     keyword arguments pass through: dtype, progress, device, ...) -> `convert.base.BaseModel`.
     Training reads its base this way."""
-    from convert.base import load_base  # local: torch/safetensors readers load only when a file is read
     return load_base(path, **kwargs)
 
 
 def read_motion_module(path: str, **kwargs):
     """A motion module read and converted in memory, uncached (`convert.motion.load_motion_module`;
     keyword arguments pass through) -> `convert.motion.MotionModule`. Training starts from it this way."""
-    from convert.motion import load_motion_module  # local: as in `read_base`
     return load_motion_module(path, **kwargs)
-
-
-def load_sd_model(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> dict:
-    """An SD1.x model (diffusers folder, LDM single file, or converted folder) as Flax params + configs.
-    `overrides`: config fields a single file cannot show (head counts, norm groups), per network."""
-    require_exists(path, what)
-    if is_converted_base(path):
-        return _read_converted_base(path)
-    key = cache_key(path) + (settings_key(overrides) if overrides else "")
-    folder = os.path.join(cache_dir, "converted", "sd-" + key)
-    if not is_converted_base(folder):
-        print(f"converting {what} {path} -> {folder}")
-        try:
-            convert_base(path, folder, overrides=overrides)
-        except UserError as e:  # re-raised with the role of the file
-            raise LoadError(f"{what} {path}: {e}") from e
-    return _read_converted_base(folder)
-
-
-def _unseen_fields(sd_model: dict) -> dict:
-    """The base's config fields that tensor shapes do not show: a DreamBooth file inherits them."""
-    u, v, t = sd_model["unet_config"], sd_model["vae_config"], sd_model["text_encoder_config"]
-    return {"unet": dict(norm_num_groups=u.norm_num_groups, attention_head_dim=u.attention_head_dim,
-                         num_attention_heads=u.num_attention_heads),
-            "vae": dict(norm_num_groups=v.norm_num_groups),
-            "text_encoder": dict(num_attention_heads=t.num_attention_heads)}
 
 
 def load_motion(path: str, cache_dir: str, *, version: str | None = None,
@@ -227,71 +184,257 @@ def _load_motion(path: str, key: str, settings: tuple, cache_dir: str) -> Motion
     return mm
 
 
-def check_motion_fits(unet_config, mm, motion_path: str, base_path: str) -> None:
+def check_motion_fits(unet_config, mm: MotionModule, motion_path: str, base_path: str,
+                      names: Mapping[str, str] = ROLES) -> None:
     """The motion module must have been trained for this UNet's layout (same model family)."""
     if tuple(mm.block_out_channels) != tuple(unet_config.block_out_channels) \
             or mm.layers_per_block != unet_config.layers_per_block:
         raise LoadError(
-            f"motion module {motion_path} (channels {list(mm.block_out_channels)}, {mm.layers_per_block} "
-            f"layers per block) does not fit the base UNet of {base_path} (channels "
+            f"{names['motion_module']} {motion_path} (channels {list(mm.block_out_channels)}, {mm.layers_per_block} "
+            f"layers per block) does not fit the base UNet of {names['base']} {base_path} (channels "
             f"{list(unet_config.block_out_channels)}, {unet_config.layers_per_block} layers per block): "
             "a motion module of another model family")
 
 
-def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tuple[str, float]] = (),
-                 motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
-                 domain_adapter: tuple[str, float] | None = None, motion_input_norm: str = "frame",
-                 motion_version: str | None = None, motion_max_seq_length: int | None = None,
-                 lora_alpha_rule: str = "kohya", cache_dir: str) -> LoadedWeights:
-    """Assemble all weights (see module docstring). Files are checked to exist before any conversion.
-    motion_version / motion_max_seq_length: see `load_motion`. `lora_alpha_rule`: how `loras` are
-    scaled, "kohya" (flags) or "original" (prompt configs), see `convert.lora.fuse`."""
+# ----------------------------------------------------------------------------- check, then load
 
-    require_exists(base, "base model")
-    require_exists(dreambooth, "DreamBooth checkpoint")
-    require_exists(motion_module, "motion module")
-    for p, _ in loras:
-        require_exists(p, "LoRA")
-    for p, _ in motion_loras:
-        require_exists(p, "MotionLoRA")
-    if domain_adapter is not None:
-        require_exists(domain_adapter[0], "domain adapter")
-    if motion_loras and motion_module is None:
-        raise LoadError("MotionLoRAs need a motion module")
-    if motion_input_norm not in ("frame", "joint"):
-        raise LoadError(f"motion_input_norm must be 'frame' or 'joint', got {motion_input_norm!r}")
+@dataclass(frozen=True)
+class ModelFiles:
+    """The weight files a user names for one pipeline. loras / motion_loras: (path, scale) pairs;
+    domain_adapter: (path, scale); motion_version ("v1"/"v2"/"v3") and motion_max_seq_length: what
+    the user knows of the motion module (`load_motion`); tokenizer: a CLIP tokenizer folder, needed
+    when the base is a single file; lora_alpha_rule: "kohya" (flags) or "original" (prompt configs),
+    see `convert.lora.fuse`."""
+    base: str
+    dreambooth: str | None = None
+    loras: tuple[tuple[str, float], ...] = ()
+    motion_module: str | None = None
+    motion_loras: tuple[tuple[str, float], ...] = ()
+    domain_adapter: tuple[str, float] | None = None
+    motion_version: str | None = None
+    motion_max_seq_length: int | None = None
+    tokenizer: str | None = None
+    lora_alpha_rule: str = "kohya"
 
-    sd_model = load_sd_model(base, cache_dir, "base model")
-    mm = load_motion(motion_module, cache_dir, version=motion_version,
-                     max_seq_length=motion_max_seq_length) if motion_module else None
-    if mm is not None:
-        check_motion_fits(sd_model["unet_config"], mm, motion_module, base)
-    if dreambooth:
-        db = load_sd_model(dreambooth, cache_dir, "DreamBooth checkpoint", overrides=_unseen_fields(sd_model))
-        shapes = lambda tree: {p: np.shape(v) for p, v in flatten(tree).items()}  # noqa: E731
+    def __post_init__(self):
+        object.__setattr__(self, "loras", tuple(tuple(x) for x in self.loras))
+        object.__setattr__(self, "motion_loras", tuple(tuple(x) for x in self.motion_loras))
+        if self.domain_adapter is not None:
+            object.__setattr__(self, "domain_adapter", tuple(self.domain_adapter))
+
+
+@dataclass(frozen=True)
+class SDSource:
+    """An SD1.x model (base or DreamBooth) as found: `folder` is the converted Flax folder (the path
+    itself when already converted), `configs` its {"unet", "vae", "text_encoder", "scheduler"}, and
+    `plan` the open conversion plan while `folder` is not written yet (None once it is)."""
+    path: str
+    folder: str
+    configs: dict
+    plan: BasePlan | None
+
+
+@dataclass(frozen=True)
+class CheckedFiles:
+    """`ModelFiles` that passed `check_files`, with what the checks read (reused by the load)."""
+    files: ModelFiles
+    base: SDSource
+    dreambooth: SDSource | None
+    motion: MotionModule | None
+    tokenizer: str
+
+
+def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = ROLES) -> CheckedFiles:
+    """Every check of `files` that can fail, before any conversion or compilation: each file exists
+    (base and DreamBooth may be hub ids in the local cache), is what its role needs, the DreamBooth
+    is of the base's family, the motion module fits the base UNet, a tokenizer is there. Errors
+    (`UserError`s) name the file by `names` (roles, or the CLI's flags: `FLAGS`)."""
+    for role in ("motion_module", "tokenizer"):
+        require_exists(getattr(files, role), names[role])
+    for role in ("loras", "motion_loras"):
+        for path, _ in getattr(files, role):
+            require_exists(path, names[role])
+    if files.domain_adapter is not None:
+        require_exists(files.domain_adapter[0], names["domain_adapter"])
+    if files.motion_loras and files.motion_module is None:
+        raise UsageError(f"{names['motion_loras']}: needs a motion module ({names['motion_module']})")
+    if files.lora_alpha_rule not in ALPHA_RULES:
+        raise UsageError(f"lora_alpha_rule: one of {ALPHA_RULES}, got {files.lora_alpha_rule!r}")
+    base_path = locate(files.base, names["base"])
+    tokenizer = tokenizer_folder(files.tokenizer if files.tokenizer is not None else base_path)
+    if tokenizer is None and files.tokenizer is not None:
+        raise InputError(f"{names['tokenizer']} {files.tokenizer}: no CLIP tokenizer there (needs vocab.json + "
+                         "merges.txt, or tokenizer.json)")
+    if tokenizer is None and not is_converted_base(base_path):
+        raise UsageError(f"{names['tokenizer']}: {files.base} carries no CLIP tokenizer (a single file); pass "
+                         f"{names['tokenizer']} <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
+    if tokenizer is None:
+        raise UsageError(f"{names['tokenizer']}: the converted model {files.base} carries no CLIP tokenizer (it was "
+                         f"converted from a single file); pass {names['tokenizer']} <tokenizer folder>")
+    base = sd_source(base_path, cache_dir, names["base"])
+    dreambooth = None
+    if files.dreambooth is not None:
+        dreambooth = sd_source(files.dreambooth, cache_dir, names["dreambooth"], overrides=_unseen_fields(base.configs))
+        _check_same_family(dreambooth, base, names)
+    mm = None
+    if files.motion_module is not None:
+        mm = load_motion(files.motion_module, cache_dir, version=files.motion_version,
+                         max_seq_length=files.motion_max_seq_length)
+        check_motion_fits(base.configs["unet"], mm, files.motion_module, files.base, names)
+    return CheckedFiles(files, base, dreambooth, mm, tokenizer)
+
+
+def locate(path: str, what: str) -> str:
+    """The local path of an SD1.x model given as a path or as a hub id in the local Hugging Face cache
+    (`convert.base.resolve_source`); LoadError naming `what` and the path otherwise."""
+    if not os.path.exists(path) and not _looks_like_hub_id(path):
+        raise LoadError(f"{what} {path}: not found")
+    try:
+        return resolve_source(path)
+    except UserError as e:
+        raise LoadError(f"{what} {e}") from e
+
+
+def sd_source(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> SDSource:
+    """An SD1.x model (diffusers folder, LDM single file, converted folder, or hub id in the local
+    cache): its converted folder if written, else a checked conversion plan (headers read, shapes
+    checked against the networks). `overrides`: config fields a single file cannot show (head
+    counts, norm groups), per network. InputError naming `what` and the path for anything that is
+    not an SD1.x model."""
+    path = locate(path, what)
+    if is_converted_base(path):
+        return SDSource(path, path, _converted_configs(path), None)
+    folder = os.path.join(cache_dir, "converted", "sd-" + cache_key(path) + (settings_key(overrides) if overrides else ""))
+    if is_converted_base(folder):
+        return SDSource(path, folder, _converted_configs(folder), None)
+    try:
+        plan = plan_base(path, overrides=overrides)
+    except UserError as e:  # re-raised with the role of the file
+        raise LoadError(f"{what} {path}: {e}") from e
+    configs = {n: plan.networks[n].config for n in NETWORKS}
+    return SDSource(path, folder, dict(configs, scheduler=dict(plan.scheduler_config)), plan)
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    return path.count("/") == 1 and not path.startswith((".", "/"))
+
+
+def _converted_configs(folder: str) -> dict:
+    configs = {n: load_config(read_metadata(os.path.join(folder, f"{n}.safetensors"))) for n in NETWORKS}
+    return dict(configs, scheduler=_read_scheduler_config(folder))
+
+
+def _unseen_fields(configs: dict) -> dict:
+    """The base's config fields that tensor shapes do not show: a DreamBooth file inherits them."""
+    u, v, t = configs["unet"], configs["vae"], configs["text_encoder"]
+    return {"unet": dict(norm_num_groups=u.norm_num_groups, attention_head_dim=u.attention_head_dim,
+                         num_attention_heads=u.num_attention_heads),
+            "vae": dict(norm_num_groups=v.norm_num_groups),
+            "text_encoder": dict(num_attention_heads=t.num_attention_heads)}
+
+
+# The config fields that fix parameter shapes: a DreamBooth must match its base in all of them.
+_SHAPE_FIELDS = {"unet": ("in_channels", "out_channels", "block_out_channels", "layers_per_block",
+                          "down_block_types", "up_block_types", "cross_attention_dim", "use_linear_projection"),
+                 "vae": ("in_channels", "out_channels", "latent_channels", "block_out_channels", "layers_per_block"),
+                 "text_encoder": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                  "max_position_embeddings")}
+
+
+def _check_same_family(db: SDSource, base: SDSource, names: Mapping[str, str]) -> None:
+    for net, fields in _SHAPE_FIELDS.items():
+        differ = {f: (getattr(db.configs[net], f), getattr(base.configs[net], f)) for f in fields
+                  if getattr(db.configs[net], f) != getattr(base.configs[net], f)}
+        if differ:
+            f, (mine, theirs) = next(iter(differ.items()))
+            raise LoadError(f"{names['dreambooth']} {db.path}: its {net} is not of the base's family "
+                            f"({names['base']} {base.path}): {f} {_short(mine)} vs {_short(theirs)}")
+
+
+def _short(value) -> str:
+    return str(list(value) if isinstance(value, tuple) else value)
+
+
+def read_sd_model(source: SDSource, what: str) -> dict:
+    """The model's Flax params and configs: its converted folder, written first from `source.plan`
+    if needed (the plan is consumed)."""
+    if source.plan is not None and is_converted_base(source.folder):  # converted since (another job)
+        source.plan.close()
+    elif source.plan is not None:
+        print(f"converting {what} {source.path} -> {source.folder}")
+        try:
+            convert_base(source.path, source.folder, plan=source.plan)
+        except UserError as e:  # re-raised with the role of the file
+            raise LoadError(f"{what} {source.path}: {e}") from e
+    return _read_converted_base(source.folder)
+
+
+def load_weights(checked: CheckedFiles, names: Mapping[str, str] = ROLES) -> LoadedWeights:
+    """Assemble all weights of checked files (see the module docstring); each file is read once."""
+    files = checked.files
+    sd_model = read_sd_model(checked.base, names["base"])
+    if checked.dreambooth is not None:
+        db = read_sd_model(checked.dreambooth, names["dreambooth"])
         for name in NETWORKS:
-            if shapes(db[name]) != shapes(sd_model[name]):
-                raise LoadError(f"DreamBooth checkpoint {dreambooth}: its {name} layout differs from the base "
-                                f"model {base} (not the same SD1.x family)")
             sd_model[name] = db[name]
     nets = {"unet": sd_model["unet"], "text_encoder": sd_model["text_encoder"]}
-    if loras:
-        nets = apply_lora_files(nets, list(loras), alpha_rule=lora_alpha_rule)
-    unet2d = nets["unet"]
-    if domain_adapter is not None:
-        unet2d = fuse_domain_adapter(unet2d, *domain_adapter)
-    motion_config = None
-    unet = unet2d
+    if files.loras:
+        nets = apply_lora_files(nets, list(files.loras), alpha_rule=files.lora_alpha_rule)
+    unet = nets["unet"]
+    if files.domain_adapter is not None:
+        unet = fuse_domain_adapter(unet, *files.domain_adapter)
+    mm = checked.motion
     if mm is not None:
-        motion = fuse_motion_loras(mm.params, list(motion_loras)) if motion_loras else mm.params
-        unet = insert_motion(unet2d, motion, strict=False)
-        motion_config = replace(mm.config, input_norm=motion_input_norm)
-    return LoadedWeights(sd_model["unet_config"], motion_config, sd_model["vae_config"],
+        motion = fuse_motion_loras(mm.params, list(files.motion_loras)) if files.motion_loras else mm.params
+        unet = insert_motion(unet, motion, strict=False)
+    return LoadedWeights(sd_model["unet_config"], mm.config if mm else None, sd_model["vae_config"],
                          sd_model["text_encoder_config"], unet, sd_model["vae"], nets["text_encoder"],
-                         sd_model["tokenizer_path"], sd_model["scheduler_config"],
-                         dict(base=base, dreambooth=dreambooth, loras=list(loras), motion_module=motion_module,
-                              motion_loras=list(motion_loras), domain_adapter=domain_adapter,
-                              motion_version=mm.version if mm else None))
+                         checked.tokenizer, sd_model["scheduler_config"],
+                         dict(base=files.base, dreambooth=files.dreambooth, loras=list(files.loras),
+                              motion_module=files.motion_module, motion_loras=list(files.motion_loras),
+                              domain_adapter=files.domain_adapter, motion_version=mm.version if mm else None))
+
+
+def scheduler_settings(scheduler_config: str | Mapping[str, Any], base_scheduler: Mapping[str, Any]) -> dict:
+    """A diffusers scheduler config dict from "original" (AnimateDiff's inference config), "base"
+    (`base_scheduler`, the base model's own), a dict, or the path of a scheduler_config.json."""
+    if isinstance(scheduler_config, str) and scheduler_config in ("original", "base"):
+        return dict(ORIGINAL_SCHEDULER_KWARGS) if scheduler_config == "original" else dict(base_scheduler)
+    if isinstance(scheduler_config, str):
+        if not os.path.isfile(scheduler_config):
+            raise LoadError(f"scheduler config {scheduler_config!r} not found")
+        with open(scheduler_config, encoding="utf-8") as f:
+            return json.load(f)
+    return dict(scheduler_config)
+
+
+def pipeline_from_checked(checked: CheckedFiles, *, scheduler: str | None = None,
+                          scheduler_config: str | Mapping[str, Any] = "original", dtype: str | None = None,
+                          attention_impl: str = "auto", motion_input_norm: str = "frame", clip_skip: int = 0,
+                          check: bool = True, names: Mapping[str, str] = ROLES, **kwargs) -> AnimateDiffPipeline:
+    """An `AnimateDiffPipeline` from checked files: weights read and fused (`load_weights`), checked
+    against their networks (`check`), then `AnimateDiffPipeline.build`. Options: `load_pipeline`."""
+    if motion_input_norm not in ("frame", "joint"):
+        raise UsageError(f"motion_input_norm must be 'frame' or 'joint', got {motion_input_norm!r}")
+    w = load_weights(checked, names)
+    motion_config = None if w.motion_config is None else replace(w.motion_config, input_norm=motion_input_norm)
+    files = checked.files
+    if check:
+        for net, params, what in ((UNet3DConditionModel(w.unet_config, motion_config), w.unet,
+                                   f"UNet ({files.base}, {files.motion_module})"),
+                                  (AutoencoderKL(w.vae_config), w.vae, f"VAE ({files.base})"),
+                                  (CLIPTextModel(w.text_config), w.text_encoder, f"text encoder ({files.base})")):
+            check_shapes(params, module_param_shapes(net), what)
+    sched = scheduler_settings(scheduler_config, w.scheduler_config)
+    if scheduler is None and "_class_name" not in sched:
+        scheduler = "ddim"
+    pipe = AnimateDiffPipeline.build(w.unet_config, motion_config, w.vae_config, w.text_config, w.unet,
+                                     w.vae, w.text_encoder, PromptTokenizer.from_pretrained(w.tokenizer_path),
+                                     dtype=dtype, attention_impl=attention_impl, scheduler=scheduler,
+                                     scheduler_config=sched, clip_skip=clip_skip, **kwargs)
+    pipe.description.update(w.sources, motion_input_norm=motion_input_norm)
+    pipe.make_sampler(1)  # validates the scheduler settings now, before any compilation
+    return pipe
 
 
 def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[tuple[str, float]] = (),
@@ -302,8 +445,8 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
                   tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
                   motion_version: str | None = None, motion_max_seq_length: int | None = None,
                   lora_alpha_rule: str = "kohya", **kwargs) -> AnimateDiffPipeline:
-    """An `AnimateDiffPipeline` from files: every weight loaded once (PyTorch or converted Flax files;
-    see the module docstring), checked against its network, then `AnimateDiffPipeline.build`.
+    """An `AnimateDiffPipeline` from files: `check_files` then `pipeline_from_checked` (see the module
+    docstring); every file read once, each check once.
 
     scheduler: "ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm" (None: DDIM, or the class of
     a given scheduler config). scheduler_config: "original" (AnimateDiff's inference config:
@@ -315,36 +458,13 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
     what the user knows of the motion module (`load_motion`), needed for a file without a
     position-encoding buffer. lora_alpha_rule: "kohya" (W += scale · alpha/rank · up @ down)
     or "original" (W += scale · up @ down, how the original's prompt configs apply `lora_alpha`).
+    Other keyword arguments go to `AnimateDiffPipeline.build`.
     """
-    w = load_weights(base, dreambooth=dreambooth, loras=loras, motion_module=motion_module,
-                     motion_loras=motion_loras, domain_adapter=domain_adapter,
-                     motion_input_norm=motion_input_norm, motion_version=motion_version,
-                     motion_max_seq_length=motion_max_seq_length, lora_alpha_rule=lora_alpha_rule,
-                     cache_dir=cache_dir or cache_root())
-    if check:
-        c = w.unet_config
-        check_params(UNet3DConditionModel(c, w.motion_config), w.unet, f"UNet ({base}, {motion_module})")
-        check_params(AutoencoderKL(w.vae_config), w.vae, f"VAE ({base})")
-        check_params(CLIPTextModel(w.text_config), w.text_encoder, f"text encoder ({base})")
-    tok_path = tokenizer or w.tokenizer_path
-    if tok_path is None:
-        raise LoadError(f"{base} carries no tokenizer (a single file); pass tokenizer=<CLIP tokenizer folder>")
-    if isinstance(scheduler_config, str) and scheduler_config in ("original", "base"):
-        sched = dict(ORIGINAL_SCHEDULER_KWARGS) if scheduler_config == "original" else w.scheduler_config
-    elif isinstance(scheduler_config, str):
-        if not os.path.isfile(scheduler_config):
-            raise LoadError(f"scheduler config {scheduler_config!r} not found")
-        with open(scheduler_config) as f:
-            sched = json.load(f)
-    else:
-        sched = dict(scheduler_config)
-    if scheduler is None and "_class_name" not in sched:
-        scheduler = "ddim"
-    pipe = AnimateDiffPipeline.build(w.unet_config, w.motion_config, w.vae_config, w.text_config, w.unet,
-                                     w.vae, w.text_encoder, PromptTokenizer.from_pretrained(tok_path),
-                                     dtype=dtype,
-                                     attention_impl=attention_impl, scheduler=scheduler,
-                                     scheduler_config=sched, clip_skip=clip_skip, **kwargs)
-    pipe.description.update(w.sources, motion_input_norm=motion_input_norm)
-    pipe.make_sampler(1)  # validates the scheduler settings now, before any compilation
-    return pipe
+    files = ModelFiles(base, dreambooth=dreambooth, loras=tuple(loras), motion_module=motion_module,
+                       motion_loras=tuple(motion_loras), domain_adapter=domain_adapter,
+                       motion_version=motion_version, motion_max_seq_length=motion_max_seq_length,
+                       tokenizer=tokenizer, lora_alpha_rule=lora_alpha_rule)
+    checked = check_files(files, cache_dir or cache_root())
+    return pipeline_from_checked(checked, scheduler=scheduler, scheduler_config=scheduler_config, dtype=dtype,
+                                 attention_impl=attention_impl, motion_input_norm=motion_input_norm,
+                                 clip_skip=clip_skip, check=check, **kwargs)

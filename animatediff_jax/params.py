@@ -142,6 +142,20 @@ def insert_motion(unet_params: Mapping, motion_params: Mapping, *, strict: bool 
     return unflatten(flat)
 
 
+def check_shapes(params: Mapping, want: Mapping[Path, tuple[int, ...]], what: str) -> None:
+    """Every path of `want` is in `params` with its shape, nothing extra (`ParamsMismatchError`
+    naming `what` and up to 4 paths of each kind otherwise): the one "params fit" check."""
+    have = {p: tuple(np.shape(v)) for p, v in flatten(params).items()}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    bad = sorted(p for p in set(want) & set(have) if tuple(want[p]) != have[p])
+    if missing or extra or bad:
+        show = lambda ps: ", ".join("/".join(p) for p in ps[:4])  # noqa: E731
+        raise ParamsMismatchError(f"{what}: parameters do not fit the network: "
+                                  + (f"{len(missing)} missing ({show(missing)}) " if missing else "")
+                                  + (f"{len(extra)} unexpected ({show(extra)}) " if extra else "")
+                                  + (f"{len(bad)} mis-shaped ({show(bad)})" if bad else ""))
+
+
 def _merge(a: Mapping, b: Mapping) -> dict:
     out = dict(a)
     for k, v in b.items():

@@ -49,6 +49,7 @@ class Job:
     clip_skip: int = 0
     scheduler_config: str | dict = "original"
     context: object = None  # ContextOptions, made by `validate`
+    checked: object = None  # loading.CheckedFiles of `model`, made by `validate`
     latents: np.ndarray | None = field(default=None, repr=False)  # read by `validate`
     init_video: np.ndarray | None = field(default=None, repr=False)
 
@@ -189,43 +190,16 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
     from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415
     from animatediff_jax.sampling.pipeline import check_video_size, configured_sampler  # noqa: PLC0415
-    from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS, start_index  # noqa: PLC0415
-    configs, videos, latents = {}, {}, {}
+    from animatediff_jax.sampling.samplers import start_index  # noqa: PLC0415
+    checked, videos, latents = {}, {}, {}
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
         where = f"{e.name}: " if len(jobs) > 1 or e.name != "command line" else ""
-        for key, flag in (("base", "--base"), ("dreambooth", "--dreambooth"), ("motion_module", "--motion-module"),
-                          ("tokenizer", "--tokenizer")):
-            loading.require_exists(m.get(key), flag)
-        for path, _ in m["loras"]:
-            loading.require_exists(path, "--lora")
-        for path, _ in m["motion_loras"]:
-            loading.require_exists(path, "--motion-lora")
-        if m.get("domain_adapter"):
-            loading.require_exists(m["domain_adapter"][0], "--domain-adapter")
-        if m["motion_loras"] and not m.get("motion_module"):
-            raise UsageError(f"{where}--motion-lora: needs a motion module (--motion-module)")
-        if m.get("tokenizer") is not None and not loading.has_tokenizer(m["tokenizer"]):
-            raise InputError(f"--tokenizer {m['tokenizer']}: no CLIP tokenizer there (needs vocab.json + merges.txt, "
-                             "or tokenizer.json)")
-        if m.get("tokenizer") is None and not loading.has_tokenizer(m["base"]):
-            raise UsageError(f"--tokenizer: {m['base']} carries no CLIP tokenizer (a single file); pass "
-                             "--tokenizer <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
-        if m["base"] not in configs:
-            configs[m["base"]] = loading.base_configs(m["base"])
-        base = configs[m["base"]]
-        if m.get("dreambooth"):
-            db = loading.base_configs(m["dreambooth"])
-            if (db["unet"].block_out_channels, db["unet"].layers_per_block) != \
-                    (base["unet"].block_out_channels, base["unet"].layers_per_block):
-                raise InputError(f"--dreambooth {m['dreambooth']}: its UNet (channels "
-                                 f"{list(db['unet'].block_out_channels)}) is not of the base's family "
-                                 f"({m['base']}: {list(base['unet'].block_out_channels)})")
-        mm = None
-        if m.get("motion_module"):
-            mm = loading.load_motion(m["motion_module"], cache_dir, version=m["motion_version"],
-                                     max_seq_length=m["motion_max_seq_length"])
-            loading.check_motion_fits(base["unet"], mm, m["motion_module"], m["base"])
+        files = loading.ModelFiles(**m)
+        if files not in checked:
+            checked[files] = loading.check_files(files, cache_dir, loading.FLAGS)
+        job.checked = checked[files]
+        base, mm = job.checked.base.configs, job.checked.motion
         context = None
         if o.context_length is not None:
             try:
@@ -247,9 +221,7 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         if job.clip_skip >= layers:
             raise UsageError(f"{where}--clip-skip/clip_skip: must be < {layers} (the text encoder's layers), "
                              f"got {job.clip_skip}")
-        sched = job.scheduler_config  # resolved as loading.load_pipeline resolves it
-        if isinstance(sched, str):
-            sched = ORIGINAL_SCHEDULER_KWARGS if sched == "original" else base["scheduler"]
+        sched = loading.scheduler_settings(job.scheduler_config, base["scheduler"])
         try:
             configured_sampler(sched, o.scheduler or (None if "_class_name" in sched else "ddim"), e.steps, eta=o.eta)
         except ValueError as err:
@@ -350,14 +322,15 @@ def saved_entry(job: Job, seeds: list[int], dtype: str) -> dict:
 
 # ----------------------------------------------------------------------------- main
 
-def load_pipeline(job: Job, cache_dir: str):
-    """The job's pipeline (weights loaded, checked, fused)."""
+def load_pipeline(job: Job):
+    """The job's pipeline from its checked files (weights read, fused, checked against the networks)."""
     from animatediff_jax import loading
     o = job.opts
-    return loading.load_pipeline(**job.model, scheduler=o.scheduler, scheduler_config=job.scheduler_config,
-                                    dtype=o.dtype, attention_impl=o.attention, clip_skip=job.clip_skip,
-                                    motion_input_norm="joint" if o.diffusers_norm else "frame", cache_dir=cache_dir,
-                                    **({} if o.decode_chunk is None else {"decode_chunk_size": o.decode_chunk}))
+    return loading.pipeline_from_checked(
+        job.checked, scheduler=o.scheduler, scheduler_config=job.scheduler_config, dtype=o.dtype,
+        attention_impl=o.attention, clip_skip=job.clip_skip, names=loading.FLAGS,
+        motion_input_norm="joint" if o.diffusers_norm else "frame",
+        **({} if o.decode_chunk is None else {"decode_chunk_size": o.decode_chunk}))
 
 
 def run(args, argv: list[str]) -> str:
@@ -380,7 +353,7 @@ def run(args, argv: list[str]) -> str:
         samples, used, idx = [], [], 0
         for job in jobs:
             e, s, o = job.entry, job.sizes, job.opts
-            pipe = load_pipeline(job, cache_dir)
+            pipe = load_pipeline(job)
             seeds = draw_seeds(e.seeds)
             latents = None if job.latents is None else from_diffusers_latents(job.latents)
             freeinit = FreeInitOptions(o.freeinit_iters, o.freeinit_filter) if o.freeinit_iters > 1 else None

@@ -40,13 +40,11 @@ class PromptTokenizer:
         from transformers import CLIPTokenizer
 
         if os.path.isdir(name_or_path):
-            folder = os.path.join(name_or_path, subfolder) if subfolder else name_or_path
-            if subfolder is None and not _has_tokenizer_files(folder) and \
-                    _has_tokenizer_files(os.path.join(folder, "tokenizer")):
-                folder = os.path.join(folder, "tokenizer")
-            if not _has_tokenizer_files(folder):
+            given = os.path.join(name_or_path, subfolder) if subfolder else name_or_path
+            folder = tokenizer_folder(given) if subfolder is None else given if _has_files(given) else None
+            if folder is None:
                 raise FileNotFoundError(
-                    f"{folder}: no CLIP tokenizer here (need vocab.json + merges.txt, or tokenizer.json)")
+                    f"{given}: no CLIP tokenizer here (need vocab.json + merges.txt, or tokenizer.json)")
             return cls(CLIPTokenizer.from_pretrained(folder), max_length)
         kwargs = {"subfolder": subfolder} if subfolder else {}
         return cls(CLIPTokenizer.from_pretrained(name_or_path, **kwargs), max_length)
@@ -74,6 +72,16 @@ class PromptTokenizer:
         return out.astype(np.int32)
 
 
-def _has_tokenizer_files(folder: str) -> bool:
-    has = lambda name: os.path.isfile(os.path.join(folder, name))
+def tokenizer_folder(path: str) -> str | None:
+    """The folder holding a CLIP tokenizer (vocab.json + merges.txt, or tokenizer.json): `path` itself
+    or its `tokenizer/` (an SD1.x diffusers or converted folder); None if neither (single files carry
+    no tokenizer)."""
+    for folder in (path, os.path.join(path, "tokenizer")):
+        if os.path.isdir(folder) and _has_files(folder):
+            return folder
+    return None
+
+
+def _has_files(folder: str) -> bool:
+    has = lambda name: os.path.isfile(os.path.join(folder, name))  # noqa: E731
     return (has("vocab.json") and has("merges.txt")) or has("tokenizer.json")

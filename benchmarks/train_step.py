@@ -16,7 +16,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from animatediff_jax.models.configs import MOTION_V2, SD15_UNET, MotionConfig, UNetConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel

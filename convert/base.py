@@ -178,7 +178,11 @@ INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": inf
 
 def check_plan(plan: NetworkPlan) -> None:
     """Raise if the plan's leaves are not exactly our network's params (names and shapes)."""
-    want = flax_param_shapes(plan.name, plan.config)
+    try:
+        want = flax_param_shapes(plan.name, plan.config)
+    except ValueError as e:  # e.g. channels that the (unseen, default) GroupNorm groups do not divide
+        raise CheckpointError(f"{plan.path}: the {plan.name} inferred from its tensor shapes cannot be built "
+                              f"({e}); a single file does not show norm groups or heads, SD1.x's are assumed") from None
     have = plan.leaves
     missing = [("/".join(p)) for p in want if p not in have]
     unexpected = [have[p].source_key for p in have if p not in want]
@@ -428,14 +432,16 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
 
 def convert_base(source: str, out_dir: str, *, ema: bool = False, dtype: str | None = None,
                  variant: str | None = None, revision: str | None = None, overrides=None,
-                 progress: bool = True, allow_nonfinite: bool = False) -> dict[str, str]:
+                 progress: bool = True, allow_nonfinite: bool = False, plan: BasePlan | None = None
+                 ) -> dict[str, str]:
     """Stream an SD1.x base model into `out_dir/{unet,vae,text_encoder}.safetensors` (Flax params,
     config in the metadata), `scheduler_config.json` and, for a folder, a copy of `tokenizer/`.
     Returns {name: path}. The folder is written as a temporary sibling and swapped in whole
     (`outputs.atomic_folder`): an existing `out_dir` is replaced only once the new one is complete.
     Source tensors holding NaN/Inf are refused by name (`InputError`, nothing written) unless
-    `allow_nonfinite` (then a warning names them)."""
-    plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
+    `allow_nonfinite` (then a warning names them). `plan`: the checked `plan_base` of `source` when the
+    caller has it already (it is consumed; the planning arguments are then unused)."""
+    plan = plan or plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
     final = {name: os.path.join(out_dir, f"{name}.safetensors") for name in plan.networks}
     final["scheduler"] = os.path.join(out_dir, "scheduler_config.json")
     if plan.tokenizer_path:

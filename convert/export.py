@@ -168,3 +168,26 @@ def export_motion_lora(lora: Mapping, path, dtype=np.float32, style: str = "orig
     if not path.endswith(ORIGINAL_SUFFIXES):
         raise ValueError(f"{path}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
     _save_tensors(path, motion_lora_to_original(lora, dtype, style))
+
+
+# ----------------------------------------------------------------------------- kohya LoRA
+
+def lora_to_kohya(lora: Mapping, dtype=np.float16) -> dict[str, np.ndarray]:
+    """kohya / A1111 LoRA state dict from `{flax kernel path: LoraWeights}` of the UNet: keys
+    `lora_unet_<diffusers module, dots as _>.lora_down.weight`, `.lora_up.weight` and `.alpha` (the
+    LoRA's alpha, so the kohya rule W += scale · alpha/rank · up @ down gives back the same update)."""
+    out = {}
+    for path, w in lora.items():
+        key = "lora_unet_" + flax_path_to_torch(path)[: -len(".weight")].replace(".", "_")
+        out[key + ".lora_down.weight"] = np.asarray(w.down)
+        out[key + ".lora_up.weight"] = np.asarray(w.up)
+        out[key + ".alpha"] = np.asarray(w.alpha)
+    return _cast(out, dtype)
+
+
+def export_kohya_lora(lora: Mapping, path, dtype=np.float16) -> None:
+    """Write a kohya-style LoRA `.safetensors` (what A1111, ComfyUI and our `--lora` read), atomically."""
+    path = os.fspath(path)
+    if not path.endswith(".safetensors"):
+        raise ValueError(f"{path}: kohya LoRAs are written as .safetensors")
+    _save_tensors(path, lora_to_kohya(lora, dtype), {"format": "pt", "ss_network_module": "networks.lora"})

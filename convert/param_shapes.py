@@ -9,9 +9,18 @@ of the network code (and jax/flax versions): a code change invalidates it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 
+import flax
+import jax
+
+import animatediff_jax.models as models
+from animatediff_jax.models.clip_text import CLIPTextModel
+from animatediff_jax.models.init import param_shapes
+from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.models.vae import AutoencoderKL
 from animatediff_jax.outputs import atomic_path
 from animatediff_jax.params import cache_root
 
@@ -24,12 +33,6 @@ def shape_cache_dir() -> str:
 @functools.lru_cache(maxsize=1)
 def _models_fingerprint() -> str:
     """Hash of the network code (and jax/flax versions): a cached shape table is valid while it holds."""
-    import hashlib
-
-    import flax
-    import jax
-
-    import animatediff_jax.models as models
     h = hashlib.sha256(f"{jax.__version__} {flax.__version__}".encode())
     folder = os.path.dirname(models.__file__)
     for name in sorted(os.listdir(folder)):
@@ -39,20 +42,30 @@ def _models_fingerprint() -> str:
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=16)
 def flax_param_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Flax param path -> shape that our network with `config` has. Tracing the network's init takes
-    seconds, so the table is cached on disk (`shape_cache_dir()`), keyed by network, config and a
-    hash of the network code; an unwritable cache only costs the trace."""
-    import hashlib
-    key = hashlib.sha256(f"{network} {config!r} {_models_fingerprint()}".encode()).hexdigest()[:32]
-    path = os.path.join(shape_cache_dir(), f"{network}-{key}.json")
+    """Flax param path -> shape of our `network` ("unet" without motion modules, "vae",
+    "text_encoder") with `config` (`module_param_shapes`)."""
+    return module_param_shapes(_network(network, config))
+
+
+def module_param_shapes(module) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flax param path -> shape of a network module (`animatediff_jax.models.init.param_shapes`).
+    Tracing a network's init takes seconds, so the table is cached on disk (`shape_cache_dir()`),
+    keyed by the module's fields (its repr: configs included) and a hash of the network code; an
+    unwritable cache only costs the trace."""
+    return _cached_shapes(repr(module), module)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_shapes(key_text: str, module) -> dict[tuple[str, ...], tuple[int, ...]]:
+    key = hashlib.sha256(f"{key_text} {_models_fingerprint()}".encode()).hexdigest()[:32]
+    path = os.path.join(shape_cache_dir(), f"{type(module).__name__}-{key}.json")
     try:
         with open(path, encoding="utf-8") as f:
             return {tuple(p): tuple(s) for p, s in json.load(f)}
     except (OSError, ValueError, TypeError):
         pass
-    shapes = _traced_shapes(network, config)
+    shapes = param_shapes(module)
     try:
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump([[list(p), list(s)] for p, s in shapes.items()], f)
@@ -61,14 +74,9 @@ def flax_param_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, 
     return shapes
 
 
-def _traced_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Flax param path -> shape that our network with `config` has (traced, nothing allocated)."""
-    from animatediff_jax.models import init  # local: jax/flax stay unloaded while the table is cached
+def _network(network: str, config):
     if network == "text_encoder":
-        from animatediff_jax.models.clip_text import CLIPTextModel
-        return init.param_shapes(CLIPTextModel(config))
+        return CLIPTextModel(config)
     if network == "vae":
-        from animatediff_jax.models.vae import AutoencoderKL
-        return init.param_shapes(AutoencoderKL(config))
-    from animatediff_jax.models.unet3d import UNet3DConditionModel
-    return init.param_shapes(UNet3DConditionModel(config, None))
+        return AutoencoderKL(config)
+    return UNet3DConditionModel(config, None)

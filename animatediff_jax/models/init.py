@@ -13,7 +13,7 @@ import numpy as np
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
-from animatediff_jax.params import ParamsMismatchError, flatten
+from animatediff_jax.params import check_shapes, flatten
 
 
 def example_inputs(module) -> tuple:
@@ -59,15 +59,5 @@ def random_params(module, seed: int, *example_inputs) -> dict:
 
 
 def check_params(module, params: dict, what: str) -> None:
-    """Every parameter the network needs is present with its shape, nothing extra
-    (`ParamsMismatchError` naming `what` and up to 4 paths of each kind otherwise)."""
-    want = param_shapes(module)
-    have = {p: tuple(np.shape(v)) for p, v in flatten(params).items()}
-    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    bad = [p for p in set(want) & set(have) if want[p] != have[p]]
-    if missing or extra or bad:
-        show = lambda ps: ", ".join("/".join(p) for p in ps[:4])  # noqa: E731
-        raise ParamsMismatchError(f"{what}: parameters do not fit the network: "
-                                  + (f"{len(missing)} missing ({show(missing)}) " if missing else "")
-                                  + (f"{len(extra)} unexpected ({show(extra)}) " if extra else "")
-                                  + (f"{len(bad)} mis-shaped ({show(sorted(bad))})" if bad else ""))
+    """`params.check_shapes` against the traced shapes of `module`."""
+    check_shapes(params, param_shapes(module), what)

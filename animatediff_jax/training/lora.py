@@ -20,9 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from animatediff_jax.errors import UsageError
-from animatediff_jax.outputs import atomic_path
-from animatediff_jax.params import flatten, flax_path_to_torch, is_motion_path, unflatten
+from animatediff_jax.params import flatten, is_motion_path, unflatten
 from animatediff_jax.training.config import LORA_TARGETS
+from convert.export import export_kohya_lora
+from convert.export import export_motion_lora as export_motion_lora_file
+from convert.lora import LoraWeights
 
 PROJECTIONS = re.compile(r"transformer_blocks_\d+/attn[12]/(to_q|to_k|to_v|to_out_0)/kernel$")
 
@@ -72,35 +74,25 @@ def fuse(unet_params: Mapping, factors: Mapping, scale: float) -> dict:
     return unflatten(flat)
 
 
-def lora_weights(factors: Mapping, alpha: float) -> dict:
-    """{flax kernel path: convert.lora.LoraWeights} — the form convert/ reads and writes."""
-    from convert.lora import LoraWeights
-    return {tuple(name.split(".")): LoraWeights(np.asarray(f["up"]), np.asarray(f["down"]), float(alpha))
+def lora_weights(factors: Mapping, alpha: float | None) -> dict:
+    """{flax kernel path: convert.lora.LoraWeights} — the form convert/ reads and writes
+    (alpha None: each layer's rank)."""
+    return {tuple(name.split(".")): LoraWeights(np.asarray(f["up"]), np.asarray(f["down"]),
+                                                float(np.shape(f["down"])[0] if alpha is None else alpha))
             for name, f in factors.items()}
 
 
 def save_kohya(path: str, factors: Mapping, alpha: float | None = None, dtype=np.float16) -> None:
-    """Write factors as a kohya-style LoRA `.safetensors` (atomically): `lora_unet_<module with _>`
-    `.lora_down.weight`, `.lora_up.weight`, `.alpha` (default alpha = rank, i.e. scale 1)."""
-    from safetensors.numpy import save_file
-    tensors = {}
-    for name, f in factors.items():
-        module = flax_path_to_torch(tuple(name.split(".")))[: -len(".weight")]
-        key = "lora_unet_" + module.replace(".", "_")
-        down, up = np.asarray(f["down"]), np.asarray(f["up"])
-        tensors[key + ".lora_down.weight"] = down.astype(dtype)
-        tensors[key + ".lora_up.weight"] = up.astype(dtype)
-        tensors[key + ".alpha"] = np.asarray(down.shape[0] if alpha is None else alpha, dtype)
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", "ss_network_module": "networks.lora"})
+    """Write factors as a kohya-style LoRA `.safetensors` (`convert.export.export_kohya_lora`);
+    alpha None: each layer's rank (scale 1)."""
+    export_kohya_lora(lora_weights(factors, alpha), path, dtype=dtype)
 
 
 def export_motion_lora(path: str, factors: Mapping, alpha: float, dtype=np.float32) -> None:
     """Write motion-module factors as an original AnimateDiff MotionLoRA (`.ckpt` or `.safetensors`;
     the format has no alpha, so alpha / rank is folded into `up`)."""
-    from convert.export import export_motion_lora as write
     paths = [tuple(name.split(".")) for name in factors]
     if not all(is_motion_path(p) for p in paths):
         raise ValueError("a MotionLoRA holds motion-module factors only (lora targets: motion)")
-    write(lora_weights(factors, alpha), path, dtype=dtype)
+    export_motion_lora_file(lora_weights(factors, alpha), path, dtype=dtype)
 

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from animatediff_jax import sharding as shd
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.data.train_input import TrainInput, source_from_config
-from animatediff_jax.errors import InputError, UsageError, UserError
+from animatediff_jax.errors import UsageError, UserError
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel
@@ -38,7 +38,7 @@ from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import (ApplyFunctions, TrainState, create_train_state, make_loss_and_grads,
                                            make_train_step)
 from animatediff_jax.loading import read_base, read_motion_module
-from animatediff_jax.params import flatten, insert_motion, is_motion_path, unflatten
+from animatediff_jax.params import check_shapes, flatten, insert_motion, is_motion_path, unflatten
 from animatediff_jax.training.trainable import count, merge, split
 from animatediff_jax.training.validation import Validator
 from convert.export import export_adapter, export_original
@@ -136,7 +136,11 @@ def build_models(cfg: TrainingConfig, decoder: bool = False):
                 r[1], jnp.zeros((1, latent, latent, vae_cfg.latent_channels)))["params"]}
         params["text_encoder"] = jax.jit(text.init)(r[2], jnp.zeros((1, 1), jnp.int32))["params"]
     else:
-        params["unet"] = with_base(params["unet"], base.unet, cfg.pretrained_model_path)
+        # The base's 2D leaves with the fresh motion modules: exactly the configured network's params.
+        fresh_motion = unflatten({p: v for p, v in flatten(params["unet"]).items() if is_motion_path(p)})
+        want = {p: np.shape(v) for p, v in flatten(params["unet"]).items()}
+        params["unet"] = insert_motion(base.unet, fresh_motion, strict=False)
+        check_shapes(params["unet"], want, f"{cfg.pretrained_model_path}: its UNet with the configured motion modules")
         params["vae"] = {k: v for k, v in base.vae.items()
                          if decoder or k in ("encoder", "quant_conv")}
         params["text_encoder"] = base.text_encoder
@@ -157,21 +161,6 @@ def split_trainable(cfg: TrainingConfig, unet_params: dict):
     factors = lora.init_factors(unet_params, cfg.lora.targets, rank, cfg.global_seed)
     scale = cfg.lora_alpha / rank
     return {"lora": factors}, unet_params, lambda trained, frozen: lora.fuse(frozen, trained["lora"], scale)
-
-
-def with_base(init: dict, base_unet: dict, source: str) -> dict:
-    """The freshly initialised (inflated) UNet params with every 2D leaf taken from the base model."""
-    flat, base = flatten(init), flatten(base_unet)
-    missing = [p for p in flat if p not in base and not any(s.startswith("motion_modules_") for s in p)]
-    extra = [p for p in base if p not in flat]
-    if missing or extra:
-        raise InputError(f"{source}: the base UNet does not fit the configured network: "
-                         f"missing {['/'.join(p) for p in missing[:3]]}, unexpected {['/'.join(p) for p in extra[:3]]}")
-    for p, v in base.items():
-        if np.shape(v) != np.shape(flat[p]):
-            raise InputError(f"{source}: {'/'.join(p)} has shape {np.shape(v)}, expected {np.shape(flat[p])}")
-        flat[p] = v
-    return unflatten(flat)
 
 
 def apply_functions(unet, vae, text, vae_cfg) -> ApplyFunctions:

@@ -49,7 +49,7 @@ def jobs(files, tmp_path, monkeypatch):
     loading._load_motion.cache_clear()
     seen = []
 
-    def load(job, cache_dir):
+    def load(job):
         seen.append(job)
         raise Validated
     monkeypatch.setattr(sample, "load_pipeline", load)

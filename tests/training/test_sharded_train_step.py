@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
 
 from animatediff_jax.params import flatten
 from animatediff_jax import sharding as shd
