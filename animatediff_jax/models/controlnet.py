@@ -157,8 +157,8 @@ class SparseControlNetModel(_ControlNetEncoder):
             if conditioning_mask is None or tuple(conditioning_mask.shape) != (b, f):
                 raise ValueError(f"conditioning_mask: expected shape (batch, frames) = ({b}, {f}), got "
                                  f"{None if conditioning_mask is None else tuple(conditioning_mask.shape)}")
-            mask = jnp.broadcast_to(jnp.asarray(conditioning_mask)[:, :, None, None, None].astype(controlnet_cond.dtype),
-                                    (*controlnet_cond.shape[:-1], 1))
+            mask = jnp.asarray(conditioning_mask, controlnet_cond.dtype)[:, :, None, None, None]
+            mask = jnp.broadcast_to(mask, (*controlnet_cond.shape[:-1], 1))
             controlnet_cond = jnp.concatenate([controlnet_cond, mask], axis=-1)
         if cfg.set_noisy_sample_input_to_zero:
             sample = jnp.zeros_like(sample)

@@ -40,7 +40,7 @@ SPARSE = {
                        layers_per_block=1, attention_head_dim=2, conditioning_channels=4,
                        use_simplified_condition_embedding=True, motion_num_attention_heads=2, motion_max_seq_length=8),
     "scribble_linear": dict(block_out_channels=[16, 32, 32],
-                            down_block_types=["DownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion"],
+                            down_block_types=["DownBlockMotion"] + ["CrossAttnDownBlockMotion"] * 2,
                             layers_per_block=1, attention_head_dim=[1, 2, 4], use_linear_projection=True,
                             conditioning_channels=3, use_simplified_condition_embedding=False,
                             conditioning_embedding_out_channels=[4, 8, 8], motion_num_attention_heads=4,
@@ -283,6 +283,7 @@ def test_config_from_diffusers_dicts():
         assert cfg.conditioning_channels == d["conditioning_channels"]
         assert cfg.use_simplified_condition_embedding == d.get("use_simplified_condition_embedding", False)
     assert ControlNetConfig.from_dict({"_class_name": "SparseControlNetModel"}).set_noisy_sample_input_to_zero
+    assert ControlNetConfig.from_dict({"concate_conditioning_mask": True}).concat_conditioning_mask  # original key
     with pytest.raises(ValueError, match="addition_embed_type='text_time' is not supported"):
         ControlNetConfig.from_dict({"addition_embed_type": "text_time"})
     with pytest.raises(ValueError, match="transformer_layers_per_block"):
