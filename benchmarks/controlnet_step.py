@@ -48,7 +48,8 @@ def controlnet_config(unet: UNetConfig) -> ControlNetConfig:
         return SD15_CONTROLNET
     fields = ("in_channels", "block_out_channels", "down_block_types", "layers_per_block", "attention_head_dim",
               "cross_attention_dim", "norm_num_groups")
-    return ControlNetConfig(**{k: getattr(unet, k) for k in fields}, conditioning_embedding_out_channels=(8, 16, 16, 16))
+    return ControlNetConfig(**{k: getattr(unet, k) for k in fields},
+                            conditioning_embedding_out_channels=(8, 16, 16, 16))
 
 
 def median_time(fn, repeats):
@@ -88,8 +89,8 @@ def main():
         image = rng.random((b, f, side * s, side * s, 3), np.float32)
         sparse_cfg = dataclasses.replace(cn_cfg, conditioning_channels=4, concat_conditioning_mask=True,
                                          use_simplified_condition_embedding=True, set_noisy_sample_input_to_zero=True)
-        sparse = SparseControlNetModel(sparse_cfg, dataclasses.replace(MOTION_SPARSECTRL,
-                                                                      norm_num_groups=ucfg.norm_num_groups), dtype=dtype)
+        sparse_motion = dataclasses.replace(MOTION_SPARSECTRL, norm_num_groups=ucfg.norm_num_groups)
+        sparse = SparseControlNetModel(sparse_cfg, sparse_motion, dtype=dtype)
         latent_cond = rng.standard_normal((b, f, side, side, 4), np.float32)
         mask = np.zeros((b, f), np.float32)
         mask[:, 0] = 1.0
@@ -113,8 +114,8 @@ def main():
             compile_s = time.perf_counter() - t0
             step_s = median_time(lambda: jax.block_until_ready(fn(*inputs)), args.repeats)
             plain_s = plain_s or step_s
-            print(f"{name:7} {side:>3}x{side:<3} {label:>15} {compile_s:>9.1f} {step_s:>8.3f} {step_s / plain_s:>6.2f}x",
-                  flush=True)
+            print(f"{name:7} {side:>3}x{side:<3} {label:>15} {compile_s:>9.1f} {step_s:>8.3f} "
+                  f"{step_s / plain_s:>6.2f}x", flush=True)
 
 
 if __name__ == "__main__":
