@@ -1,14 +1,16 @@
 """Benchmark: cost of a ControlNet / SparseCtrl encoder per denoising step, relative to the plain UNet step.
 
     python benchmarks/controlnet_step.py [--configs tiny medium sd15] [--frames 16] [--batch 2] [--repeats 3]
-                                         [--dtype float32|bfloat16]
+                                         [--dtype float32|bfloat16] [--flops]
 
 One step = one jitted UNet3DConditionModel call on (batch, frames, h, w, 4) latents (batch 2 = the
 two halves of classifier-free guidance); "+ controlnet" adds a ControlNetModel (per-frame, condition
 at 8x the latent size) whose residuals the UNet adds; "+ sparsectrl" a SparseControlNetModel (RGB
 variant: 4-channel latent condition + mask, motion modules). Random weights (N(0, 1/fan_in)), the
 same inputs for every row. Each row: compile (first call) seconds, then the median of `--repeats`
-timed calls, and the ratio to the plain step. No network is compared to another implementation here
+timed calls, and the ratio to the plain step. `--flops` instead prints XLA's cost analysis of each
+lowered step (floating-point operations, nothing allocated or run: machine-independent, so SD1.5 sizes
+are cheap on any host). No network is compared to another implementation here
 (tests/models/test_controlnet.py does that).
 """
 from __future__ import annotations
@@ -52,6 +54,11 @@ def controlnet_config(unet: UNetConfig) -> ControlNetConfig:
                             conditioning_embedding_out_channels=(8, 16, 16, 16))
 
 
+def param_shapes(module, *inputs):
+    """The params tree of `module` as ShapeDtypeStructs (traced, nothing allocated)."""
+    return jax.eval_shape(lambda *a: module.init(jax.random.PRNGKey(0), *a), *inputs)["params"]
+
+
 def median_time(fn, repeats):
     times = []
     for _ in range(repeats):
@@ -68,12 +75,16 @@ def main():
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--flops", action="store_true", help="XLA cost analysis of the lowered steps, no runs")
     args = parser.parse_args()
     dtype = jnp.dtype(args.dtype)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
           f"({jax.default_backend()}, {jax.devices()[0].device_kind}); batch {args.batch}, {args.frames} frames, "
           f"{args.dtype}")
-    print(f"{'config':7} {'latent':>7} {'step':>15} {'compile s':>9} {'step s':>8} {'x plain':>7}")
+    if args.flops:
+        print(f"{'config':7} {'latent':>7} {'step':>15} {'TFLOP':>9} {'x plain':>7}")
+    else:
+        print(f"{'config':7} {'latent':>7} {'step':>15} {'compile s':>9} {'step s':>8} {'x plain':>7}")
     for name in args.configs:
         ucfg, side = CONFIGS[name]
         rng = np.random.default_rng(0)
@@ -94,9 +105,13 @@ def main():
         latent_cond = rng.standard_normal((b, f, side, side, 4), np.float32)
         mask = np.zeros((b, f), np.float32)
         mask[:, 0] = 1.0
-        up = random_params(unet, 0, x, t, text)
-        cp = random_params(controlnet, 1, x, t, text, image)
-        sp = random_params(sparse, 2, x, t, text, latent_cond, mask)
+        if args.flops:  # abstract params: nothing allocated
+            up, cp = param_shapes(unet, x, t, text), param_shapes(controlnet, x, t, text, image)
+            sp = param_shapes(sparse, x, t, text, latent_cond, mask)
+        else:
+            up = random_params(unet, 0, x, t, text)
+            cp = random_params(controlnet, 1, x, t, text, image)
+            sp = random_params(sparse, 2, x, t, text, latent_cond, mask)
 
         steps = {
             "plain": (jax.jit(lambda p, x, t, c: unet.apply({"params": p}, x, t, c)), (up, x, t, text)),
@@ -109,6 +124,12 @@ def main():
         }
         plain_s = None
         for label, (fn, inputs) in steps.items():
+            if args.flops:
+                flops = fn.lower(*inputs).cost_analysis()["flops"]
+                plain_s = plain_s or flops
+                print(f"{name:7} {side:>3}x{side:<3} {label:>15} {flops / 1e12:>9.2f} {flops / plain_s:>6.2f}x",
+                      flush=True)
+                continue
             t0 = time.perf_counter()
             jax.block_until_ready(fn(*inputs))
             compile_s = time.perf_counter() - t0
