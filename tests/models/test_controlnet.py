@@ -12,12 +12,14 @@ import torch
 from diffusers import ControlNetModel as TorchControlNet
 from diffusers import SparseControlNetModel as TorchSparseControlNet
 
-from animatediff_jax.models.configs import ControlNetConfig, sparsectrl_motion_config
+from animatediff_jax.models.configs import (MOTION_SPARSECTRL, SD15_CONTROLNET, SPARSECTRL_RGB, SPARSECTRL_SCRIBBLE,
+                                            ControlNetConfig, sparsectrl_motion_config)
 from animatediff_jax.models.controlnet import ControlNetModel, SparseControlNetModel
 from animatediff_jax.models.unet3d import UNet3DConditionModel
-from animatediff_jax.params import flatten
+from animatediff_jax.params import flatten, torch_key_to_flax
 from tests.models.test_unet3d_parity import (_FAST_COMPILE, _inputs, _motion_pair, _params, _randomise,
                                              _run_diffusers_motion, _same_tree)
+from convert.naming import torch_tensor_to_flax
 from tests.utils import rel_err
 
 TEXT_DIM = 24
@@ -288,3 +290,37 @@ def test_config_from_diffusers_dicts():
         ControlNetConfig.from_dict({"addition_embed_type": "text_time"})
     with pytest.raises(ValueError, match="transformer_layers_per_block"):
         ControlNetConfig.from_dict({"transformer_layers_per_block": [1, 2, 10]})
+
+
+def _torch_shapes(model) -> dict:
+    """Flax path -> shape of a (meta-device) diffusers model's state dict, renamed as the converters do."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("pos_embed.pe"):
+            continue
+        view = np.broadcast_to(np.float32(0), tuple(value.shape))  # no memory: only the layout change matters
+        path = torch_key_to_flax(key, view.ndim)
+        out[path] = torch_tensor_to_flax(path, view).shape
+    return out
+
+
+@pytest.mark.parametrize("kind", ["controlnet", "sparsectrl_rgb", "sparsectrl_scribble"])
+def test_full_size_parameter_shapes_match_diffusers(kind):
+    """SD15_CONTROLNET / SPARSECTRL_RGB / SPARSECTRL_SCRIBBLE (+ MOTION_SPARSECTRL) have exactly the
+    parameters of diffusers' full-size models (built on the meta device: nothing allocated)."""
+    with torch.device("meta"):
+        if kind == "controlnet":
+            torch_model, ours = TorchControlNet(cross_attention_dim=768), ControlNetModel(SD15_CONTROLNET)
+        else:
+            rgb = kind == "sparsectrl_rgb"
+            torch_model = TorchSparseControlNet(conditioning_channels=4 if rgb else 3,
+                                                use_simplified_condition_embedding=rgb)
+            ours = SparseControlNetModel(SPARSECTRL_RGB if rgb else SPARSECTRL_SCRIBBLE, MOTION_SPARSECTRL)
+    cfg = ours.config
+    s = cfg.condition_downsample_factor()
+    inputs = [np.zeros((1, 2, 8, 8, 4), np.float32), np.zeros((1,), np.int32), np.zeros((1, 77, 768), np.float32),
+              np.zeros((1, 2, 8 * s, 8 * s, cfg.conditioning_channels), np.float32)]
+    if kind != "controlnet":
+        inputs.append(np.ones((1, 2), np.float32))
+    params = jax.eval_shape(ours.init, jax.random.PRNGKey(0), *inputs)["params"]
+    assert {k: v.shape for k, v in flatten(params).items()} == _torch_shapes(torch_model)
