@@ -115,9 +115,10 @@ def cross_attention_dim(keys: Iterable[str], shape: ShapeFn) -> int | None:
 
 def require_sd1(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
     """Raise a clear error for a Stable Diffusion 2.x or SDXL checkpoint, or a ControlNet / SparseCtrl
-    file, given where an SD1.x model is expected."""
+    file (without an SD UNet of its own), given where an SD1.x model is expected."""
     keys = list(keys)
-    refuse_control(keys, path, "a Stable Diffusion model")
+    if not any(k.startswith("model.diffusion_model.") for k in keys):
+        refuse_control(keys, path, "a Stable Diffusion model")
     family = model_family(keys, shape)
     if family == "sd1":
         return
