@@ -20,6 +20,7 @@ KINDS = ("flax", "ldm", "diffusers_unet", "diffusers_vae", "clip_text", "motion_
 # ControlNets in the LDM ("cldm") layout: `control_model.`-prefixed (or bare) keys of these parts
 CONTROLNET_LDM_PREFIX = "control_model."
 _CONTROLNET_LDM_PARTS = ("input_hint_block.", "zero_convs.", "middle_block_out.")
+_CONTROLNET_PARTS = ("controlnet_cond_embedding.", "controlnet_down_blocks.")  # diffusers' names
 # how each control kind is described and which sampler flag takes it
 CONTROL_KINDS = {"controlnet": ("a ControlNet", "--controlnet"),
                  "sparsectrl": ("a SparseCtrl encoder (AnimateDiff v3 v3_sd15_sparsectrl_*.ckpt or a diffusers "
@@ -34,15 +35,16 @@ def strip_module_prefix(key: str) -> str:
 def control_kind(keys: Iterable[str]) -> str | None:
     """'sparsectrl', 'controlnet' or None, from the key names (possibly `module.`-prefixed).
 
-    SparseCtrl: diffusers-named encoder keys (`controlnet_cond_embedding.`, `controlnet_down_blocks.`)
-    with motion modules; ControlNet: the same without motion modules, or the LDM layout
-    (`control_model.input_hint_block.`, `zero_convs.`, `middle_block_out.`, prefixed or bare)."""
+    SparseCtrl: diffusers-named encoder keys (both `controlnet_cond_embedding.` and
+    `controlnet_down_blocks.`) with motion modules; ControlNet: the same without motion modules, or
+    the LDM layout (`input_hint_block.`, `zero_convs.` and `middle_block_out.`, `control_model.`-prefixed
+    or bare). A stray key of one part alone does not make a file a ControlNet."""
     keys = [strip_module_prefix(k) for k in keys]
-    if any(k.startswith(("controlnet_cond_embedding.", "controlnet_down_blocks.", "controlnet_mid_block."))
-           for k in keys):
+    starts = lambda parts: all(any(k.startswith(p) for k in keys) for p in parts)  # noqa: E731
+    if starts(_CONTROLNET_PARTS):
         return "sparsectrl" if any(".motion_modules." in k for k in keys) else "controlnet"
-    bare = (k[len(CONTROLNET_LDM_PREFIX):] if k.startswith(CONTROLNET_LDM_PREFIX) else k for k in keys)
-    return "controlnet" if any(k.startswith(_CONTROLNET_LDM_PARTS) for k in bare) else None
+    keys = [k[len(CONTROLNET_LDM_PREFIX):] if k.startswith(CONTROLNET_LDM_PREFIX) else k for k in keys]
+    return "controlnet" if starts(_CONTROLNET_LDM_PARTS) else None
 
 
 def refuse_control(keys: Iterable[str], path: str, expected: str) -> None:
