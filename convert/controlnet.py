@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
-from huggingface_hub import snapshot_download
 
 from animatediff_jax.checkpoint import load_config, load_params, save_params, store_dtype
 from animatediff_jax.models.configs import ControlNetConfig, MotionConfig, sparsectrl_motion_config, to_dict
@@ -51,7 +50,7 @@ from animatediff_jax.params import unflatten
 from animatediff_jax.safetensors_file import SafetensorsFile
 from convert import ldm
 from convert.base import Leaf, check_leaves, flax_leaf, resolve_source, weights_file
-from convert.detect import (CONTROLNET_LDM_PREFIX, checkpoint_kind, control_kind, require_sd1_controlnet,
+from convert.detect import (CONTROLNET_LDM_PREFIX, checkpoint_kind, control_layout, require_sd1_controlnet,
                             strip_module_prefix)
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 from convert.motion import original_key_to_diffusers, pe_length
@@ -276,14 +275,13 @@ def _plan_file(path: str, overrides) -> ControlNetPlan:
         bare = {(k[len(CONTROLNET_LDM_PREFIX):] if k.startswith(CONTROLNET_LDM_PREFIX) else k): s
                 for k, s in shapes.items()}
         require_sd1_controlnet(list(bare), bare.__getitem__, path)
-        length = None
-        if kind == "controlnet" and "conv_in.weight" not in names:
-            entries, layout = _ldm_entries(list(names), path), "ldm"
+        length, layout = None, control_layout(names)
+        if layout == "ldm":
+            entries = _ldm_entries(list(names), path)
         elif kind == "sparsectrl":
             entries, length = _motion_entries(shapes, lambda k: sd.view(names[k]), path)
-            layout = "original" if any(".temporal_transformer." in k for k in names) else "diffusers"
         else:
-            entries, layout = {k: k for k in names}, "diffusers"
+            entries = {k: k for k in names}
         inferred = infer_config({d: shapes[k] for d, k in entries.items()}, kind, path)
         if kind == "sparsectrl":
             inferred.update(motion_num_attention_heads=SPARSECTRL_HEADS, motion_max_seq_length=length or 32)
@@ -349,19 +347,24 @@ def plan_controlnet(source: str, *, variant: str | None = None, revision: str | 
 
 # ----------------------------------------------------------------------------- load / convert
 
-def _stored(path: str) -> LoadedControlNet | None:
+def _stored(path: str, dtype: str | None, overrides) -> LoadedControlNet | None:
     """A file written by `convert_controlnet` (None for any other file)."""
     if not path.endswith(".safetensors") or not os.path.isfile(path):
         return None
     with SafetensorsFile(path) as f:
-        meta = dict(f.metadata)
-    if meta.get("format") != "flax":
-        return None
-    params, meta = load_params(path)
+        if f.metadata.get("format") != "flax":
+            return None
+    if overrides:
+        raise UsageError(f"overrides: {path} is already converted (its config is stored); overrides apply to "
+                         "PyTorch sources")
+    params, meta = load_params(path, dtype=dtype)
     config = load_config(meta, path)
     if not isinstance(config, ControlNetConfig) or meta.get("kind") not in KINDS:
         raise CheckpointError(f"{path}: holds {meta.get('config_class', 'no config')} params, not a ControlNet")
-    motion = MotionConfig.from_dict(json.loads(meta["motion"])) if meta.get("motion") else None
+    try:
+        motion = MotionConfig.from_dict(json.loads(meta["motion"])) if meta.get("motion") else None
+    except (ValueError, TypeError, AttributeError) as e:  # json errors are ValueErrors
+        raise CheckpointError(f"{path}: broken MotionConfig in the metadata ({type(e).__name__}: {e})") from None
     return LoadedControlNet(meta["kind"], config, motion, params)
 
 
@@ -373,7 +376,7 @@ def load_controlnet(source: str, *, dtype: str | None = None, variant: str | Non
     then leaves are zero-copy views of the memory-mapped file (the file must stay in place while they
     live). A cast touches every tensor, and then NaN/Inf tensors are named in one warning on stderr
     (`nonfinite.py`; `convert_controlnet` refuses them). Raises `CheckpointError` naming the file."""
-    stored = _stored(os.fspath(source)) if os.path.exists(os.fspath(source)) else None
+    stored = _stored(os.fspath(source), dtype, overrides)
     if stored is not None:
         return stored
     plan = plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)

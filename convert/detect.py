@@ -47,6 +47,16 @@ def control_kind(keys: Iterable[str]) -> str | None:
     return "controlnet" if starts(_CONTROLNET_LDM_PARTS) else None
 
 
+def control_layout(keys: Iterable[str]) -> str:
+    """How a ControlNet / SparseCtrl file names its keys: "ldm" (cldm: `input_hint_block`, `zero_convs`),
+    "original" (the AnimateDiff v3 SparseCtrl `.ckpt`: motion modules with `temporal_transformer`) or
+    "diffusers"."""
+    keys = [strip_module_prefix(k) for k in keys]
+    if not any(k.startswith(_CONTROLNET_PARTS) for k in keys):
+        return "ldm"
+    return "original" if any(".temporal_transformer." in k for k in keys) else "diffusers"
+
+
 def refuse_control(keys: Iterable[str], path: str, expected: str) -> None:
     """Raise `CheckpointError` naming the file, what it is and the flag that takes it, when a
     ControlNet or SparseCtrl file is given where `expected` (e.g. "a motion module") is."""
@@ -206,6 +216,8 @@ def describe(path: str) -> dict:
         if kind == "motion_module":
             info["version"] = motion_version(keys, sd.shape, path) or \
                 "not stored (no pos_encoder.pe): pass it (convert motion --version, sample --motion-version)"
+        if kind in CONTROL_KINDS:
+            info["layout"] = control_layout(keys)
         if kind == "flax":
             info.update({k: sd.metadata[k] for k in ("config_class", "source", "dtype") if k in sd.metadata})
     return info

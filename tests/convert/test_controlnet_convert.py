@@ -13,12 +13,12 @@ import pytest
 import torch
 from huggingface_hub import constants
 
+from animatediff_jax.errors import UsageError
 from animatediff_jax.models.configs import ControlNetConfig, MotionConfig, sparsectrl_motion_config
 from animatediff_jax.params import flatten
 from convert.controlnet import convert_controlnet, load_controlnet
 from convert.detect import describe
 from convert.io import CheckpointError
-from convert.motion import load_motion_module
 from convert.naming import state_dict_to_flax
 from tests.convert import controlnet_fixtures as F
 
@@ -124,6 +124,9 @@ def test_dtype_cast_and_converted_file_round_trip(controlnets, tmp_path):
     back = load_controlnet(out)
     assert back.kind == "controlnet" and back.config == load_controlnet(folder).config
     _assert_params_equal(back.params, sd)
+    assert all(np.asarray(v).dtype == np.float16 for v in flatten(load_controlnet(out, dtype="float16").params).values())
+    with pytest.raises(UsageError, match="is already converted"):
+        load_controlnet(out, overrides={"global_pool_conditions": True})
 
 
 # ----------------------------------------------------------------------------- SparseCtrl
@@ -177,8 +180,10 @@ def test_sparsectrl_converted_file_round_trip(sparsectrls, tmp_path):
     _assert_params_equal(back.params, sd)
 
 
-def test_describe_names_the_kind(controlnets, sparsectrls, tmp_path):
+def test_describe_names_the_kind_and_layout(controlnets, sparsectrls, tmp_path):
     _, sd, _ = controlnets["small"]
-    assert describe(F.save_safetensors(F.to_ldm(sd, 1), str(tmp_path / "c.safetensors")))["kind"] == "controlnet"
+    info = describe(F.save_safetensors(F.to_ldm(sd, 1), str(tmp_path / "c.safetensors")))
+    assert (info["kind"], info["layout"]) == ("controlnet", "ldm")
     original = F.to_original_sparsectrl(sparsectrls["rgb"][1])
-    assert describe(F.save_safetensors(original, str(tmp_path / "s.safetensors")))["kind"] == "sparsectrl"
+    info = describe(F.save_safetensors(original, str(tmp_path / "s.safetensors")))
+    assert (info["kind"], info["layout"]) == ("sparsectrl", "original")
