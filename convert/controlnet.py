@@ -284,7 +284,10 @@ def _plan_file(path: str, overrides) -> ControlNetPlan:
             entries = {k: k for k in names}
         inferred = infer_config({d: shapes[k] for d, k in entries.items()}, kind, path)
         if kind == "sparsectrl":
-            inferred.update(motion_num_attention_heads=SPARSECTRL_HEADS, motion_max_seq_length=length or 32)
+            blocks = {k.split(".transformer_blocks.")[1].split(".")[0] for k in entries
+                      if ".motion_modules." in k and ".transformer_blocks." in k}
+            inferred.update(motion_num_attention_heads=SPARSECTRL_HEADS, motion_max_seq_length=length or 32,
+                            temporal_transformer_layers_per_block=max(len(blocks), 1))
         config, motion = configs(inferred, kind, overrides, path)
         ext = os.path.splitext(path)[1].lower().lstrip(".")
         return _plan(sd, {d: names[k] for d, k in entries.items()}, kind, config, motion, f"{kind}-{layout}-{ext}")

@@ -147,12 +147,13 @@ def require_sd1(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
 def require_sd1_controlnet(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
     """Raise a clear error for an SDXL or SD2.x ControlNet / SparseCtrl. `keys`: diffusers-named, or
     LDM-named without the `control_model.` prefix. SDXL: a `label_emb` / `add_embedding` (the
-    size-and-crop conditioning), 2048-dim cross-attention or several transformer blocks per attention;
+    size-and-crop conditioning), 2048-dim cross-attention or several transformer blocks per spatial
+    attention (SparseCtrl's motion modules may have several);
     SD2.x: 1024-dim cross-attention. Other widths pass, as in `model_family` (miniature test models)."""
     keys = list(keys)
     dim = cross_attention_dim(keys, shape)
-    if dim == 2048 or any(k.startswith(("label_emb.", "add_embedding.")) or ".transformer_blocks.1." in k
-                          for k in keys):
+    if dim == 2048 or any(k.startswith(("label_emb.", "add_embedding.")) or
+                          (".transformer_blocks.1." in k and ".motion_modules." not in k) for k in keys):
         raise CheckpointError(f"{path}: SDXL ControlNets are not supported (SD1.x only): it has "
                               + ("2048-dim cross-attention" if dim == 2048 else
                                  "SDXL's size conditioning (label_emb / add_embedding) or deep transformer blocks"))

@@ -131,8 +131,8 @@ def test_dtype_cast_and_converted_file_round_trip(controlnets, tmp_path):
 
 # ----------------------------------------------------------------------------- SparseCtrl
 
-@pytest.mark.parametrize("variant", ["rgb", "scribble"])
-@pytest.mark.parametrize("wrapper", [None, "controlnet", "state_dict"])
+@pytest.mark.parametrize("variant, wrapper", [("rgb", None), ("rgb", "controlnet"), ("scribble", None),
+                                              ("scribble", "state_dict"), ("deep", None)])
 def test_original_sparsectrl_ckpt_equals_the_diffusers_model(sparsectrls, tmp_path, variant, wrapper):
     model, sd, folder = sparsectrls[variant]
     path = F.save_torch(F.to_original_sparsectrl(sd), str(tmp_path / f"v3_sd15_sparsectrl_{variant}.ckpt"), wrapper)
@@ -149,7 +149,7 @@ def test_original_sparsectrl_ckpt_equals_the_diffusers_model(sparsectrls, tmp_pa
         assert set(ref) == set(sd) and all(torch.equal(ref[k], torch.from_numpy(sd[k])) for k in sd)
 
 
-@pytest.mark.parametrize("variant", ["rgb", "scribble"])
+@pytest.mark.parametrize("variant", ["rgb", "scribble", "deep"])
 def test_sparsectrl_folder(sparsectrls, variant):
     model, sd, folder = sparsectrls[variant]
     net = load_controlnet(folder)
