@@ -194,7 +194,7 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], kind: str, path: str) ->
         if proj_in is not None:
             config["use_linear_projection"] = len(shapes[proj_in]) == 2
         simplified = "controlnet_cond_embedding.weight" in shapes
-        cond_in = shapes["controlnet_cond_embedding.weight" if simplified else "controlnet_cond_embedding.conv_in.weight"]
+        cond_in = shapes["controlnet_cond_embedding." + ("weight" if simplified else "conv_in.weight")]
         if not simplified:
             blocks = _indices(keys, "controlnet_cond_embedding.blocks.")
             config["conditioning_embedding_out_channels"] = [cond_in[0]] + [

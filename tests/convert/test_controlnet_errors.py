@@ -90,8 +90,8 @@ def test_other_kinds_given_as_controlnet_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="v3_sd15_mm.ckpt: this is an AnimateDiff motion module .*"
                                               "--motion-module"):
         load_controlnet(motion)
-    lora = F.save_safetensors({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": np.zeros((4, 32), np.float32)},
-                              str(tmp_path / "style.safetensors"))
+    key = "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"
+    lora = F.save_safetensors({key: np.zeros((4, 32), np.float32)}, str(tmp_path / "style.safetensors"))
     with pytest.raises(CheckpointError, match="style.safetensors: this is a LoRA .*--lora"):
         load_controlnet(lora)
     with pytest.raises(CheckpointError, match="other.safetensors: not a ControlNet or SparseCtrl file"):
@@ -126,7 +126,8 @@ def test_folder_problems(small, sparse, tmp_path):
     mismatched = tmp_path / "mismatched"
     mismatched.mkdir()
     os.symlink(weights, mismatched / "diffusion_pytorch_model.safetensors")
-    (mismatched / "config.json").write_text(open(config).read().replace('"layers_per_block": 1', '"layers_per_block": 2'))
+    text = open(config).read()
+    (mismatched / "config.json").write_text(text.replace('"layers_per_block": 1', '"layers_per_block": 2'))
     with pytest.raises(CheckpointError, match="does not match our ControlNet with config .* missing"):
         load_controlnet(str(mismatched))
 
