@@ -371,6 +371,19 @@ def _stored(path: str, dtype: str | None, overrides) -> LoadedControlNet | None:
     return LoadedControlNet(meta["kind"], config, motion, params)
 
 
+def _read(plan: ControlNetPlan, dtype: str | None, nonfinite: NonFinite) -> dict:
+    """The plan's Flax params: zero-copy views, or cast copies (checked for NaN/Inf by name)."""
+    flat = {}
+    for p, leaf in plan.leaves.items():
+        a = leaf.view()
+        target = store_dtype(dtype, leaf.dtype)
+        if a.dtype != target:
+            a = nonfinite.check(leaf.source_key, a.astype(target))
+            leaf.source.release(leaf.source_key)  # the copy holds the bytes now
+        flat[p] = a
+    return unflatten(flat)
+
+
 def load_controlnet(source: str, *, dtype: str | None = None, variant: str | None = None,
                     revision: str | None = None, overrides: Mapping[str, Any] | None = None) -> LoadedControlNet:
     """(kind, ControlNetConfig, MotionConfig | None, Flax params) of any source above.
@@ -385,31 +398,33 @@ def load_controlnet(source: str, *, dtype: str | None = None, variant: str | Non
     plan = plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
     try:
         nonfinite = NonFinite(os.fspath(source), allow=True)  # a loader warns
-        flat = {}
-        for p, leaf in plan.leaves.items():
-            a = leaf.view()
-            target = store_dtype(dtype, leaf.dtype)
-            if a.dtype != target:
-                a = nonfinite.check(leaf.source_key, a.astype(target))
-                leaf.source.release(leaf.source_key)  # the copy holds the bytes now
-            flat[p] = a
+        params = _read(plan, dtype, nonfinite)
         nonfinite.report()
     finally:
         plan.close()
-    return LoadedControlNet(plan.kind, plan.config, plan.motion, unflatten(flat))
+    return LoadedControlNet(plan.kind, plan.config, plan.motion, params)
 
 
 def convert_controlnet(source: str, output: str, *, dtype: str | None = None, variant: str | None = None,
                        revision: str | None = None, overrides: Mapping[str, Any] | None = None,
                        allow_nonfinite: bool = False) -> LoadedControlNet:
     """Write a ControlNet / SparseCtrl source as one Flax params `.safetensors` (`output`), the
-    `ControlNetConfig` in its metadata (`config`, `config_class`), plus `kind` and, for SparseCtrl,
-    the `MotionConfig` (`motion`, JSON). Written atomically (`save_params`); tensors holding NaN/Inf
-    are refused by name (`InputError`, nothing written) unless `allow_nonfinite`."""
-    net = load_controlnet(source, variant=variant, revision=revision, overrides=overrides)
-    extra = {"kind": net.kind}
-    if net.motion is not None:
-        extra["motion"] = json.dumps(to_dict(net.motion))
-    save_params(output, net.params, config=net.config, source=f"{net.kind}:{os.path.abspath(os.fspath(source))}",
-                dtype=dtype, metadata=extra, nonfinite=NonFinite(os.fspath(source), allow=allow_nonfinite))
+    `ControlNetConfig` in its metadata (`config`, `config_class`), `source` ("<format>:<path>"),
+    `kind` and, for SparseCtrl, the `MotionConfig` (`motion`, JSON). Written atomically, one tensor
+    at a time (`save_params`); tensors holding NaN/Inf are refused by name (`InputError`, nothing
+    written) unless `allow_nonfinite`. Returns what was written (its params views of the source)."""
+    nonfinite = NonFinite(os.fspath(source), allow=allow_nonfinite)
+    stored = _stored(os.fspath(source), None, overrides)
+    plan = None if stored else plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
+    try:
+        net = stored or LoadedControlNet(plan.kind, plan.config, plan.motion, _read(plan, None, nonfinite))
+        extra = {"kind": net.kind}
+        if net.motion is not None:
+            extra["motion"] = json.dumps(to_dict(net.motion))
+        fmt = plan.source_format if plan else "flax"
+        save_params(output, net.params, config=net.config, source=f"{fmt}:{os.path.abspath(os.fspath(source))}",
+                    dtype=dtype, metadata=extra, nonfinite=nonfinite)
+    finally:
+        if plan is not None:
+            plan.close()
     return net

@@ -27,6 +27,7 @@ def test_convert_ldm_file_and_sparsectrl(tmp_path, capsys):
         capsys.readouterr().out
     meta = read_metadata(out)
     assert (meta["config_class"], meta["kind"], meta["dtype"]) == ("ControlNetConfig", "controlnet", "float16")
+    assert meta["source"] == f"controlnet-ldm-pth:{src}"
     net = load_controlnet(out)
     want, have = flatten(state_dict_to_flax(sd)), flatten(net.params)
     assert set(have) == set(want)
@@ -42,7 +43,9 @@ def test_convert_ldm_file_and_sparsectrl(tmp_path, capsys):
     out2 = str(tmp_path / "scribble.safetensors")
     assert main(["controlnet", sparse, out2]) == 0
     assert "sparsectrl" in capsys.readouterr().out
-    assert json.loads(read_metadata(out2)["motion"])["double_self_attention"] is False
+    meta = read_metadata(out2)
+    assert json.loads(meta["motion"])["double_self_attention"] is False
+    assert meta["source"].startswith("sparsectrl-original-ckpt:")
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
