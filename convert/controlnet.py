@@ -42,12 +42,11 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from animatediff_jax.checkpoint import load_config, load_params, save_params, store_dtype
-from animatediff_jax.models.configs import ControlNetConfig, MotionConfig, sparsectrl_motion_config, to_dict
+from animatediff_jax.checkpoint import load_config, save_params, store_dtype
 from animatediff_jax.errors import UsageError
+from animatediff_jax.models.configs import ControlNetConfig, MotionConfig, sparsectrl_motion_config, to_dict
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import unflatten
-from animatediff_jax.safetensors_file import SafetensorsFile
 from convert import ldm
 from convert.base import Leaf, check_leaves, flax_leaf, resolve_source, weights_file
 from convert.detect import (CONTROLNET_LDM_PREFIX, checkpoint_kind, control_layout, require_sd1_controlnet,
@@ -234,12 +233,36 @@ def _plan(sd: StateDict, entries: Mapping[str, str], kind: str, config: ControlN
           motion: MotionConfig | None, source_format: str) -> ControlNetPlan:
     """Leaves of `entries` ({diffusers key: file key}), checked against our network's param shapes."""
     leaves = dict(flax_leaf(d, tuple(sd.shape(k)), sd, k, _identity) for d, k in entries.items())
+    return _checked(ControlNetPlan(kind, config, motion, leaves, source_format, sd))
+
+
+def _checked(plan: ControlNetPlan) -> ControlNetPlan:
+    """`plan`, if its leaves are exactly our network's params (`CheckpointError` naming the file)."""
+    kind, config, motion = plan.kind, plan.config, plan.motion
     want = flax_param_shapes("sparsectrl", (config, motion)) if kind == "sparsectrl" else \
         flax_param_shapes("controlnet", config)
-    check_leaves(leaves, want, sd.path,
+    check_leaves(plan.leaves, want, plan.source.path,
                  f"does not match our {'SparseCtrl encoder' if kind == 'sparsectrl' else 'ControlNet'} with "
                  f"config {config}" + (f" and motion modules {motion}" if motion else ""))
-    return ControlNetPlan(kind, config, motion, leaves, source_format, sd)
+    return plan
+
+
+def _plan_stored(sd: StateDict, overrides) -> ControlNetPlan:
+    """A file written by `convert_controlnet`: Flax params, configs in the metadata."""
+    if overrides:
+        raise UsageError(f"overrides: {sd.path} is already converted (its config is stored); overrides apply to "
+                         "PyTorch sources")
+    meta = sd.metadata
+    config = load_config(meta, sd.path)
+    if not isinstance(config, ControlNetConfig) or meta.get("kind") not in KINDS:
+        raise CheckpointError(f"{sd.path}: holds {meta.get('config_class', 'no config')} params, not a ControlNet")
+    try:
+        motion = MotionConfig.from_dict(json.loads(meta["motion"])) if meta.get("motion") else None
+    except (ValueError, TypeError, AttributeError) as e:  # json errors are ValueErrors
+        raise CheckpointError(f"{sd.path}: broken MotionConfig in the metadata ({type(e).__name__}: {e})") from None
+    leaves = {tuple(k.split("/")): Leaf(tuple(sd.shape(k)), np.dtype(sd.dtype(k)), lambda k=k: sd.view(k), k, sd)
+              for k in sd}
+    return _checked(ControlNetPlan(meta["kind"], config, motion, leaves, "flax", sd))
 
 
 def _identity(a: np.ndarray) -> np.ndarray:
@@ -266,6 +289,8 @@ def _refuse_other(kind: str, keys: list[str], path: str) -> None:
 def _plan_file(path: str, overrides) -> ControlNetPlan:
     sd = open_state_dict(path)
     try:
+        if sd.metadata.get("format") == "flax":
+            return _plan_stored(sd, overrides)
         raw = list(sd)
         strip = bool(raw) and all(k.startswith("module.") for k in raw)
         names = {strip_module_prefix(k) if strip else k: k for k in raw}  # clean key -> file key
@@ -350,27 +375,6 @@ def plan_controlnet(source: str, *, variant: str | None = None, revision: str | 
 
 # ----------------------------------------------------------------------------- load / convert
 
-def _stored(path: str, dtype: str | None, overrides) -> LoadedControlNet | None:
-    """A file written by `convert_controlnet` (None for any other file)."""
-    if not path.endswith(".safetensors") or not os.path.isfile(path):
-        return None
-    with SafetensorsFile(path) as f:
-        if f.metadata.get("format") != "flax":
-            return None
-    if overrides:
-        raise UsageError(f"overrides: {path} is already converted (its config is stored); overrides apply to "
-                         "PyTorch sources")
-    params, meta = load_params(path, dtype=dtype)
-    config = load_config(meta, path)
-    if not isinstance(config, ControlNetConfig) or meta.get("kind") not in KINDS:
-        raise CheckpointError(f"{path}: holds {meta.get('config_class', 'no config')} params, not a ControlNet")
-    try:
-        motion = MotionConfig.from_dict(json.loads(meta["motion"])) if meta.get("motion") else None
-    except (ValueError, TypeError, AttributeError) as e:  # json errors are ValueErrors
-        raise CheckpointError(f"{path}: broken MotionConfig in the metadata ({type(e).__name__}: {e})") from None
-    return LoadedControlNet(meta["kind"], config, motion, params)
-
-
 def _read(plan: ControlNetPlan, dtype: str | None, nonfinite: NonFinite) -> dict:
     """The plan's Flax params: zero-copy views, or cast copies (checked for NaN/Inf by name)."""
     flat = {}
@@ -392,9 +396,6 @@ def load_controlnet(source: str, *, dtype: str | None = None, variant: str | Non
     then leaves are zero-copy views of the memory-mapped file (the file must stay in place while they
     live). A cast touches every tensor, and then NaN/Inf tensors are named in one warning on stderr
     (`nonfinite.py`; `convert_controlnet` refuses them). Raises `CheckpointError` naming the file."""
-    stored = _stored(os.fspath(source), dtype, overrides)
-    if stored is not None:
-        return stored
     plan = plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
     try:
         nonfinite = NonFinite(os.fspath(source), allow=True)  # a loader warns
@@ -414,17 +415,14 @@ def convert_controlnet(source: str, output: str, *, dtype: str | None = None, va
     at a time (`save_params`); tensors holding NaN/Inf are refused by name (`InputError`, nothing
     written) unless `allow_nonfinite`. Returns what was written (its params views of the source)."""
     nonfinite = NonFinite(os.fspath(source), allow=allow_nonfinite)
-    stored = _stored(os.fspath(source), None, overrides)
-    plan = None if stored else plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
+    plan = plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
     try:
-        net = stored or LoadedControlNet(plan.kind, plan.config, plan.motion, _read(plan, None, nonfinite))
+        net = LoadedControlNet(plan.kind, plan.config, plan.motion, _read(plan, None, nonfinite))
         extra = {"kind": net.kind}
         if net.motion is not None:
             extra["motion"] = json.dumps(to_dict(net.motion))
-        fmt = plan.source_format if plan else "flax"
-        save_params(output, net.params, config=net.config, source=f"{fmt}:{os.path.abspath(os.fspath(source))}",
-                    dtype=dtype, metadata=extra, nonfinite=nonfinite)
+        save_params(output, net.params, config=net.config, dtype=dtype, metadata=extra, nonfinite=nonfinite,
+                    source=f"{plan.source_format}:{os.path.abspath(os.fspath(source))}")
     finally:
-        if plan is not None:
-            plan.close()
+        plan.close()
     return net

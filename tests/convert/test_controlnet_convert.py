@@ -13,10 +13,11 @@ import pytest
 import torch
 from huggingface_hub import constants
 
+from animatediff_jax.checkpoint import save_params
 from animatediff_jax.errors import UsageError
 from animatediff_jax.models.configs import ControlNetConfig, MotionConfig, sparsectrl_motion_config
 from animatediff_jax.params import flatten
-from convert.controlnet import convert_controlnet, load_controlnet
+from convert.controlnet import convert_controlnet, load_controlnet, plan_controlnet
 from convert.detect import describe
 from convert.io import CheckpointError
 from convert.naming import state_dict_to_flax
@@ -128,6 +129,13 @@ def test_dtype_cast_and_converted_file_round_trip(controlnets, tmp_path):
     assert all(np.asarray(v).dtype == np.float16 for v in flatten(half).values())
     with pytest.raises(UsageError, match="is already converted"):
         load_controlnet(out, overrides={"global_pool_conditions": True})
+    plan = plan_controlnet(out)  # what the sampler checks before loading
+    plan.close()
+    assert (plan.kind, plan.config, plan.source_format) == ("controlnet", back.config, "flax")
+    other = str(tmp_path / "motion.safetensors")
+    save_params(other, {"w": np.zeros(2, np.float32)}, config=MotionConfig())
+    with pytest.raises(CheckpointError, match="motion.safetensors: holds MotionConfig params, not a ControlNet"):
+        load_controlnet(other)
 
 
 # ----------------------------------------------------------------------------- SparseCtrl
