@@ -61,6 +61,8 @@ HUB_PATTERNS = ["config.json", "diffusion_pytorch_model*", "controlnet/*"]
 SPARSECTRL_HEADS = 8  # the motion modules' heads in the v3 SparseCtrl configs (not stored in the weights)
 # diffusers SparseControlNetModel config keys of its motion modules (`sparsectrl_motion_config`)
 MOTION_KEYS = ("motion_num_attention_heads", "motion_max_seq_length", "temporal_transformer_layers_per_block")
+# metadata key of a converted SparseCtrl's MotionConfig (not "motion": that marks a converted motion module)
+MOTION_METADATA = "motion_config"
 _HINT = re.compile(r"^input_hint_block\.(\d+)\.(weight|bias)$")
 _ZERO_CONV = re.compile(r"^zero_convs\.(\d+)\.0\.(weight|bias)$")
 _MID_OUT = re.compile(r"^middle_block_out\.0\.(weight|bias)$")
@@ -176,7 +178,7 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], kind: str, path: str) ->
     try:
         levels = _indices(keys, "down_blocks.")
         attention = [any(k.startswith(f"down_blocks.{i}.attentions.") for k in keys) for i in levels]
-        motion = "Motion" if kind == "sparsectrl" else "2D"
+        block_suffix = "Motion" if kind == "sparsectrl" else "2D"
         to_k = next((k for k in keys if k.endswith("attn2.to_k.weight")), None)
         proj_in = next((k for k in keys if k.startswith("down_blocks.") and k.endswith("attentions.0.proj_in.weight")),
                        None)
@@ -184,7 +186,7 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], kind: str, path: str) ->
             "_class_name": "SparseControlNetModel" if kind == "sparsectrl" else "ControlNetModel",
             "in_channels": shapes["conv_in.weight"][1],
             "block_out_channels": [shapes[f"down_blocks.{i}.resnets.0.conv1.weight"][0] for i in levels],
-            "down_block_types": [("CrossAttnDownBlock" if a else "DownBlock") + motion for a in attention],
+            "down_block_types": [("CrossAttnDownBlock" if a else "DownBlock") + block_suffix for a in attention],
             "layers_per_block": len(_indices(keys, "down_blocks.0.resnets.")),
             "norm_num_groups": 32, "attention_head_dim": 8,
         }
@@ -257,7 +259,7 @@ def _plan_stored(sd: StateDict, overrides) -> ControlNetPlan:
     if not isinstance(config, ControlNetConfig) or meta.get("kind") not in KINDS:
         raise CheckpointError(f"{sd.path}: holds {meta.get('config_class', 'no config')} params, not a ControlNet")
     try:
-        motion = MotionConfig.from_dict(json.loads(meta["motion"])) if meta.get("motion") else None
+        motion = MotionConfig.from_dict(json.loads(meta[MOTION_METADATA])) if meta.get(MOTION_METADATA) else None
     except (ValueError, TypeError, AttributeError) as e:  # json errors are ValueErrors
         raise CheckpointError(f"{sd.path}: broken MotionConfig in the metadata ({type(e).__name__}: {e})") from None
     leaves = {tuple(k.split("/")): Leaf(tuple(sd.shape(k)), np.dtype(sd.dtype(k)), lambda k=k: sd.view(k), k, sd)
@@ -411,7 +413,7 @@ def convert_controlnet(source: str, output: str, *, dtype: str | None = None, va
                        allow_nonfinite: bool = False) -> LoadedControlNet:
     """Write a ControlNet / SparseCtrl source as one Flax params `.safetensors` (`output`), the
     `ControlNetConfig` in its metadata (`config`, `config_class`), `source` ("<format>:<path>"),
-    `kind` and, for SparseCtrl, the `MotionConfig` (`motion`, JSON). Written atomically, one tensor
+    `kind` and, for SparseCtrl, the `MotionConfig` (`MOTION_METADATA`, JSON). Written atomically, one tensor
     at a time (`save_params`); tensors holding NaN/Inf are refused by name (`InputError`, nothing
     written) unless `allow_nonfinite`. Returns what was written (its params views of the source)."""
     nonfinite = NonFinite(os.fspath(source), allow=allow_nonfinite)
@@ -420,7 +422,7 @@ def convert_controlnet(source: str, output: str, *, dtype: str | None = None, va
         net = LoadedControlNet(plan.kind, plan.config, plan.motion, _read(plan, None, nonfinite))
         extra = {"kind": net.kind}
         if net.motion is not None:
-            extra["motion"] = json.dumps(to_dict(net.motion))
+            extra[MOTION_METADATA] = json.dumps(to_dict(net.motion))
         save_params(output, net.params, config=net.config, dtype=dtype, metadata=extra, nonfinite=nonfinite,
                     source=f"{plan.source_format}:{os.path.abspath(os.fspath(source))}")
     finally:

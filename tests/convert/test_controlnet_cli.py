@@ -44,7 +44,8 @@ def test_convert_ldm_file_and_sparsectrl(tmp_path, capsys):
     assert main(["controlnet", sparse, out2]) == 0
     assert "sparsectrl" in capsys.readouterr().out
     meta = read_metadata(out2)
-    assert json.loads(meta["motion"])["double_self_attention"] is False
+    assert json.loads(meta["motion_config"])["double_self_attention"] is False
+    assert "motion" not in meta  # the key that marks a converted motion module
     assert meta["source"].startswith("sparsectrl-original-ckpt:")
 
 
