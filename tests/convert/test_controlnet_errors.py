@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.loading import load_motion
 from convert.base import load_base
 from convert.controlnet import convert_controlnet, load_controlnet
 from convert.io import CheckpointError
@@ -65,14 +66,16 @@ def test_sdxl_width_and_sd2_controlnets_are_refused(small, tmp_path):
             load_controlnet(path)
 
 
-def test_sparsectrl_given_as_motion_module_names_the_flag(sparse):
+def test_sparsectrl_given_as_motion_module_names_the_flag(sparse, tmp_path):
     path, folder = sparse
-    for source in (path, folder):
-        with pytest.raises(InputError) as e:
-            load_motion_module(source)
-        message = str(e.value)
-        assert message.startswith(str(source)) and "SparseCtrl" in message and "--sparsectrl" in message
-        assert "not a motion module" in message
+    for load in (load_motion_module, lambda p: load_motion(p, str(tmp_path / "cache"))):  # convert's, the sampler's
+        for source in (path, folder):
+            with pytest.raises(InputError) as e:
+                load(source)
+            message = str(e.value)
+            assert message.startswith(str(source)) and "SparseCtrl" in message and "--sparsectrl" in message
+            assert "not a motion module" in message
+    assert not os.path.exists(tmp_path / "cache")  # nothing cached
 
 
 def test_controlnet_given_as_motion_module_or_base_names_the_flag(small, tmp_path):
