@@ -208,7 +208,7 @@ def _identity(a: np.ndarray) -> np.ndarray:
 
 
 def flax_leaf(key: str, shape: tuple[int, ...], sd: StateDict, source_key: str,
-               transform: Callable[[np.ndarray], np.ndarray]) -> tuple[tuple[str, ...], Leaf]:
+              transform: Callable[[np.ndarray], np.ndarray]) -> tuple[tuple[str, ...], Leaf]:
     path = torch_key_to_flax(key, len(shape))
     flax_shape = torch_tensor_to_flax(path, np.broadcast_to(np.zeros((), np.int8), shape)).shape
     return path, Leaf(tuple(flax_shape), np.dtype(sd.dtype(source_key)),

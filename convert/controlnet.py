@@ -384,7 +384,7 @@ def _read(plan: ControlNetPlan, dtype: str | None, nonfinite: NonFinite) -> dict
         a = leaf.view()
         target = store_dtype(dtype, leaf.dtype)
         if a.dtype != target:
-            a = nonfinite.check(leaf.source_key, a.astype(target))
+            a = nonfinite.check(leaf.source_key, a.astype(target, order="K"))  # keeps a transposed view's layout
             leaf.source.release(leaf.source_key)  # the copy holds the bytes now
         flat[p] = a
     return unflatten(flat)

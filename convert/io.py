@@ -270,8 +270,8 @@ def _torch_load(path: str):
 def _unwrap(path: str, obj) -> dict:
     """The flat {key: tensor} inside a loaded pickle: unwraps (nested) `WRAPPERS`, drops non-tensors."""
     import torch
-    while isinstance(obj, Mapping) and (key := next((w for w in WRAPPERS if isinstance(obj.get(w), Mapping)), None)):
-        obj = obj[key]
+    while isinstance(obj, Mapping) and any(isinstance(obj.get(w), Mapping) for w in WRAPPERS):
+        obj = next(obj[w] for w in WRAPPERS if isinstance(obj.get(w), Mapping))
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), got "
                               f"{type(obj).__name__}")
