@@ -142,8 +142,9 @@ class ControlNetConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ControlNetConfig":
-        """From a diffusers ControlNetModel / SparseControlNetModel config.json dict (keys it does not
-        know are ignored; absent keys take the defaults of the class named by `_class_name`).
+        """From a diffusers ControlNetModel / SparseControlNetModel config.json dict, or the original
+        SparseCtrl's `controlnet_additional_kwargs` merged into the UNet's (keys it does not know are
+        ignored; absent keys take the defaults of the class named by `_class_name`).
         ValueError for settings only SDXL-style ControlNets use (e.g. addition_embed_type)."""
         for key, allowed in _CONTROLNET_ONLY.items():
             value = d.get(key, allowed[0])
@@ -153,6 +154,8 @@ class ControlNetConfig:
                 raise ValueError(f"ControlNet config: {key}={d[key]!r} is not supported (SD1.x ControlNets only; "
                                  f"supported: {allowed[0]!r})")
         defaults = _SPARSE_DEFAULTS if d.get("_class_name") == "SparseControlNetModel" else {}
+        if "concate_conditioning_mask" in d:  # the original sparse_controlnet.py's spelling
+            d = {"concat_conditioning_mask": d["concate_conditioning_mask"], **d}
         return _from_dict(cls, {**defaults, **d})
 
     def unet_config(self) -> UNetConfig:

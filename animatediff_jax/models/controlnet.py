@@ -157,9 +157,9 @@ class SparseControlNetModel(_ControlNetEncoder):
             if conditioning_mask is None or tuple(conditioning_mask.shape) != (b, f):
                 raise ValueError(f"conditioning_mask: expected shape (batch, frames) = ({b}, {f}), got "
                                  f"{None if conditioning_mask is None else tuple(conditioning_mask.shape)}")
-            mask = jnp.broadcast_to(jnp.asarray(conditioning_mask)[:, :, None, None, None].astype(controlnet_cond.dtype),
-                                    (*controlnet_cond.shape[:-1], 1))
-            controlnet_cond = jnp.concatenate([controlnet_cond, mask], axis=-1)
+            mask = jnp.asarray(conditioning_mask).astype(self.dtype)[:, :, None, None, None]
+            mask = jnp.broadcast_to(mask, (*controlnet_cond.shape[:-1], 1))
+            controlnet_cond = jnp.concatenate([jnp.asarray(controlnet_cond).astype(self.dtype), mask], axis=-1)
         if cfg.set_noisy_sample_input_to_zero:
             sample = jnp.zeros_like(sample)
         return self.encode(sample, timesteps, encoder_hidden_states, controlnet_cond, self.motion,

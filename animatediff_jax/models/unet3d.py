@@ -7,7 +7,9 @@ frame of its sample. A motion module follows each resnet(+attention) layer of ev
 (layers_per_block of them) and up block (layers_per_block + 1), and the mid block's attention iff
 `motion.use_mid_block`. `motion=None` gives the frame-wise 2D UNet (SD1.x applied to each frame).
 With `motion.resnet_norm == "joint"` (v1) the resnet GroupNorms and conv_norm_out pool statistics
-over all frames of a sample, as the original non-inflated GroupNorm did.
+over all frames of a sample, as the original non-inflated GroupNorm did. A ControlNet's residuals
+(`down_block_additional_residuals`, `mid_block_additional_residual`) are added to the skips and the mid
+block's output as in diffusers.
 
 The parameter tree is the Flax rename (`convert.naming.state_dict_to_flax`) of diffusers'
 `UNetMotionModel.state_dict()` without its `pos_embed.pe` buffers; with `motion=None` it is that of

@@ -40,13 +40,14 @@ SPARSE = {
                        layers_per_block=1, attention_head_dim=2, conditioning_channels=4,
                        use_simplified_condition_embedding=True, motion_num_attention_heads=2, motion_max_seq_length=8),
     "scribble_linear": dict(block_out_channels=[16, 32, 32],
-                            down_block_types=["DownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion"],
-                            layers_per_block=2, attention_head_dim=[1, 2, 4], use_linear_projection=True,
+                            down_block_types=["DownBlockMotion"] + ["CrossAttnDownBlockMotion"] * 2,
+                            layers_per_block=1, attention_head_dim=[1, 2, 4], use_linear_projection=True,
                             conditioning_channels=3, use_simplified_condition_embedding=False,
                             conditioning_embedding_out_channels=[4, 8, 8], motion_num_attention_heads=4,
                             temporal_transformer_layers_per_block=2, motion_max_seq_length=8),
 }
 COMMON = dict(in_channels=4, cross_attention_dim=TEXT_DIM, norm_num_groups=8)
+SPARSE_SCALE = 1.3  # conditioning_scale of every SparseControlNet run (one compiled program per network)
 
 _COMPILED = {}
 
@@ -121,6 +122,7 @@ def test_controlnet_matches_diffusers(controlnet_pair):
     _assert_close(_apply(ours, params, *inputs, 0.7), _run_torch(torch_model, *inputs, scale=0.7))
 
 
+@pytest.mark.parametrize("controlnet_pair", ["two_level_rgb"], indirect=True)
 def test_controlnet_guess_mode_matches_diffusers(controlnet_pair):
     torch_model, ours, params, inputs = controlnet_pair
     _assert_close(_apply(ours, params, *inputs, 0.7, guess_mode=True),
@@ -161,7 +163,7 @@ def test_sparse_controlnet_matches_diffusers(sparse_pair):
     _same_tree(jax.eval_shape(ours.init, jax.random.PRNGKey(0), *inputs)["params"], params)
     motion = [k for k in flatten(params) if any(p.startswith("motion_modules") for p in k)]
     assert motion and not any("attn2" in k for k in motion)  # one temporal self-attention per block
-    _assert_close(_apply(ours, params, *inputs, 1.3), _run_torch(torch_model, *inputs, scale=1.3))
+    _assert_close(_apply(ours, params, *inputs, SPARSE_SCALE), _run_torch(torch_model, *inputs, scale=SPARSE_SCALE))
 
 
 def _strip_motion(tree):
@@ -169,23 +171,120 @@ def _strip_motion(tree):
         if isinstance(tree, dict) else tree
 
 
+@pytest.mark.parametrize("sparse_pair", ["rgb_latent"], indirect=True)
 def test_sparse_motion_scale_zero_is_the_frame_wise_encoder(sparse_pair):
     """motion_scale 0 == the same encoder without motion modules (motion=None: each frame alone), which
     the temporal one differs from."""
     _, ours, params, inputs = sparse_pair
-    want = _apply(dataclasses.replace(ours, motion=None), _strip_motion(params), *inputs)
-    off = _apply(dataclasses.replace(ours, motion_scale=0.0), params, *inputs)
-    on = _apply(ours, params, *inputs)
+    want = _apply(dataclasses.replace(ours, motion=None), _strip_motion(params), *inputs, SPARSE_SCALE)
+    off = _apply(dataclasses.replace(ours, motion_scale=0.0), params, *inputs, SPARSE_SCALE)
+    on = _apply(ours, params, *inputs, SPARSE_SCALE)
     for g, w in zip(off[0] + [off[1]], want[0] + [want[1]]):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * np.abs(w).max())
     assert max(rel_err(a, b) for a, b in zip(on[0] + [on[1]], want[0] + [want[1]])) > 1e-3
 
 
+@pytest.mark.parametrize("sparse_pair", ["rgb_latent"], indirect=True)
 def test_sparse_noisy_sample_is_ignored_unless_configured(sparse_pair):
     """set_noisy_sample_input_to_zero (diffusers: always): the sample does not matter; without it it does."""
     _, ours, params, (sample, *rest) = sparse_pair
-    a, b = _apply(ours, params, sample, *rest), _apply(ours, params, sample + 1.0, *rest)
+    a, b = _apply(ours, params, sample, *rest, SPARSE_SCALE), _apply(ours, params, sample + 1.0, *rest, SPARSE_SCALE)
     assert all(np.array_equal(x, y) for x, y in zip(a[0] + [a[1]], b[0] + [b[1]]))
     live = dataclasses.replace(ours, config=dataclasses.replace(ours.config, set_noisy_sample_input_to_zero=False))
-    c, d = _apply(live, params, sample, *rest), _apply(live, params, sample + 1.0, *rest)
+    c, d = _apply(live, params, sample, *rest, SPARSE_SCALE), _apply(live, params, sample + 1.0, *rest, SPARSE_SCALE)
     assert rel_err(c[1], d[1]) > 1e-3
+
+
+def _residual_shapes(unet_cfg, sample, timesteps, text):
+    """Shapes of the skips and mid output of `unet_cfg`'s down path: a ControlNet of the same layout's."""
+    cfg = ControlNetConfig(**{k: getattr(unet_cfg, k) for k in (
+        "in_channels", "block_out_channels", "down_block_types", "layers_per_block", "attention_head_dim",
+        "cross_attention_dim", "norm_num_groups", "use_linear_projection")}, conditioning_embedding_out_channels=(4,))
+    cond = np.zeros((*sample.shape[:-1], cfg.conditioning_channels), np.float32)
+    down, mid = jax.eval_shape(lambda: ControlNetModel(cfg).init_with_output(
+        jax.random.PRNGKey(0), sample, timesteps, text, cond)[0])
+    return [d.shape for d in down], mid.shape
+
+
+def test_unet_residuals_match_diffusers_unet_motion_model():
+    """The same residuals (one of them spatially pooled, as global_pool_conditions gives) added by ours
+    and by diffusers' UNetMotionModel. (Residuals None: the unchanged path, covered by test_unet3d_parity.)"""
+    torch_model, ours = _motion_pair("two_level", use_mid_block=True)
+    params = _params(torch_model)
+    sample, timesteps, text = _inputs(1, 3, 8, 8, seed=10)
+    down_shapes, mid_shape = _residual_shapes(ours.config, sample, timesteps, text)
+    rng = np.random.RandomState(11)
+    down = [rng.randn(*s).astype(np.float32) for s in down_shapes]
+    down[-1] = down[-1].mean(axis=(2, 3), keepdims=True)
+    mid = rng.randn(*mid_shape).astype(np.float32)
+    f = sample.shape[1]
+    with torch.no_grad():
+        want = torch_model(torch.from_numpy(sample).permute(0, 4, 1, 2, 3), torch.from_numpy(timesteps),
+                           torch.from_numpy(text).repeat_interleave(f, dim=0),
+                           down_block_additional_residuals=[_to_torch_frames(d) for d in down],
+                           mid_block_additional_residual=_to_torch_frames(mid)).sample
+    want = want.permute(0, 2, 3, 4, 1).numpy()
+    args = (sample, timesteps, text, down, mid)
+    fn = jax.jit(lambda p, *a: ours.apply({"params": p}, *a))
+    got = np.asarray(fn.lower(params, *args).compile(compiler_options=_FAST_COMPILE)(params, *args))
+    plain = _run_diffusers_motion(torch_model, sample, timesteps, text)
+    assert rel_err(want, plain) > 1e-2  # the residuals matter
+    assert rel_err(got, want) <= 1e-5, rel_err(got, want)
+
+
+def test_wrong_residuals_are_refused():
+    _, ours = _motion_pair("two_level", use_mid_block=True)
+    sample, timesteps, text = _inputs(1, 2, 8, 8)
+    down_shapes, mid_shape = _residual_shapes(ours.config, sample, timesteps, text)
+    down = [np.zeros(s, np.float32) for s in down_shapes]
+    init = lambda *a: jax.eval_shape(ours.init, jax.random.PRNGKey(0), sample, timesteps, text, *a)  # noqa: E731
+    with pytest.raises(ValueError, match=r"down_block_additional_residuals: expected 4 tensor\(s\)"):
+        init(down[:-1], None)
+    with pytest.raises(ValueError, match=r"mid_block_additional_residual: expected 1 tensor\(s\) shaped "
+                                         r"\[\(1, 2, 4, 4, 64\)\]"):
+        init(down, np.zeros((1, 2, 8, 8, 64), np.float32))
+
+
+def test_wrong_condition_shapes_are_refused():
+    """Wrong control image size or frame count, a missing/wrong mask, a SparseCtrl config given to the
+    2D ControlNet: one ValueError naming the expected shape, before anything compiles."""
+    cfg = ControlNetConfig.from_dict(_torch_config("two_level_rgb"))
+    sample, timesteps, text = _inputs(2, 3, 8, 8)
+    cond = _condition(cfg, 2, 3, 8, 8, seed=0)
+    init = lambda m, *a: jax.eval_shape(m.init, jax.random.PRNGKey(0), sample, timesteps, text, *a)  # noqa: E731
+    init(ControlNetModel(cfg), cond)
+    expected = r"controlnet_cond: expected shape .* = \(2, 3, 16, 16, 3\) \(pixel \(2 x the latent 8x8\) size"
+    with pytest.raises(ValueError, match=expected):
+        init(ControlNetModel(cfg), cond[:, :, :8, :8])
+    with pytest.raises(ValueError, match=expected + r".*got \(2, 2, 16, 16, 3\)"):
+        init(ControlNetModel(cfg), cond[:, :2])
+    with pytest.raises(ValueError, match="use SparseControlNetModel"):
+        init(ControlNetModel(dataclasses.replace(cfg, concat_conditioning_mask=True)), cond)
+    d = {"_class_name": "SparseControlNetModel", **_torch_config("rgb_latent")}
+    sparse = SparseControlNetModel(ControlNetConfig.from_dict(d), sparsectrl_motion_config(d))
+    latent_cond = _condition(sparse.config, 2, 3, 8, 8, seed=0)
+    mask = np.ones((2, 3), np.float32)
+    init(sparse, latent_cond, mask)
+    with pytest.raises(ValueError, match=r"= \(2, 3, 8, 8, 4\) \(latent size"):
+        init(sparse, _condition(sparse.config, 2, 3, 8, 8, seed=0)[..., :3], mask)
+    with pytest.raises(ValueError, match=r"conditioning_mask: expected shape \(batch, frames\) = \(2, 3\)"):
+        init(sparse, latent_cond, mask[:, :2])
+    with pytest.raises(ValueError, match=r"conditioning_mask: .* got None"):
+        init(sparse, latent_cond)
+
+
+def test_config_from_diffusers_dicts():
+    """ControlNetConfig.from_dict reads diffusers' config.json of both classes, with each class's
+    defaults, and refuses SDXL-only settings by key."""
+    for cls, name in ((TorchControlNet, "two_level_rgb"), (TorchSparseControlNet, "rgb_latent")):
+        d = dict(cls(**_torch_config(name)).config)  # what config.json holds, _class_name included
+        cfg = ControlNetConfig.from_dict({**d, "_class_name": cls.__name__})
+        assert cfg.block_out_channels == tuple(d["block_out_channels"])
+        assert cfg.conditioning_channels == d["conditioning_channels"]
+        assert cfg.use_simplified_condition_embedding == d.get("use_simplified_condition_embedding", False)
+    assert ControlNetConfig.from_dict({"_class_name": "SparseControlNetModel"}).set_noisy_sample_input_to_zero
+    assert ControlNetConfig.from_dict({"concate_conditioning_mask": True}).concat_conditioning_mask  # original key
+    with pytest.raises(ValueError, match="addition_embed_type='text_time' is not supported"):
+        ControlNetConfig.from_dict({"addition_embed_type": "text_time"})
+    with pytest.raises(ValueError, match="transformer_layers_per_block"):
+        ControlNetConfig.from_dict({"transformer_layers_per_block": [1, 2, 10]})
