@@ -218,7 +218,8 @@ def configs(d: Mapping[str, Any], kind: str, overrides: Mapping[str, Any] | None
     """(ControlNetConfig, SparseCtrl's MotionConfig or None) of a diffusers config dict with `overrides`
     (diffusers config keys: `ControlNetConfig` fields and `MOTION_KEYS`) applied on top."""
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ControlNetConfig)} - set(MOTION_KEYS))
+    known = {f.name for f in dataclasses.fields(ControlNetConfig)} | set(MOTION_KEYS) | {"concate_conditioning_mask"}
+    unknown = sorted(set(overrides) - known)  # concate_: the original sparse_controlnet.py's spelling
     if unknown:
         raise UsageError(f"overrides: unknown ControlNet config keys {unknown} for {path} (allowed: "
                          f"ControlNetConfig fields and {', '.join(MOTION_KEYS)})")
