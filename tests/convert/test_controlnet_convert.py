@@ -196,3 +196,11 @@ def test_describe_names_the_kind_and_layout(controlnets, sparsectrls, tmp_path):
     original = F.to_original_sparsectrl(sparsectrls["rgb"][1])
     info = describe(F.save_safetensors(original, str(tmp_path / "s.safetensors")))
     assert (info["kind"], info["layout"]) == ("sparsectrl", "original")
+
+
+def test_trainer_module_prefix_is_dropped(sparsectrls, tmp_path):
+    """Checkpoints saved through DataParallel prefix every key with `module.`."""
+    _, sd, _ = sparsectrls["rgb"]
+    prefixed = {"module." + k: v for k, v in F.to_original_sparsectrl(sd).items()}
+    net = load_controlnet(F.save_torch(prefixed, str(tmp_path / "sc.ckpt"), "state_dict"), overrides=SPARSE_HIDDEN)
+    _assert_params_equal(net.params, sd)

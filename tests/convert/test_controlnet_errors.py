@@ -149,3 +149,17 @@ def test_nonfinite_tensors_are_named(small, tmp_path, capsys):
     assert not os.path.exists(out)
     convert_controlnet(path, out, allow_nonfinite=True)
     assert os.path.isfile(out)
+
+
+def test_unexpected_and_misshaped_keys_are_named(small, tmp_path):
+    sd, _ = small
+    ldm = F.to_ldm(sd, 1)
+    extra = dict(ldm, **{"control_model.input_blocks.1.9.weight": np.zeros(4, np.float32),
+                         "control_model.output_blocks.0.0.in_layers.0.weight": np.zeros(4, np.float32)})
+    with pytest.raises(CheckpointError, match="extra.pth: 2 keys that an LDM ControlNet does not have: "
+                                              "'control_model.input_blocks.1.9.weight', 'control_model.output_blocks"):
+        load_controlnet(F.save_torch(extra, str(tmp_path / "extra.pth")))
+    bad = dict(ldm, **{"control_model.zero_convs.1.0.weight": np.zeros((32, 32, 3, 3), np.float32)})
+    with pytest.raises(CheckpointError, match=r"bad.pth: does not match our ControlNet .* 1 with the wrong shape .*"
+                                              r"zero_convs.1.0.weight \(3, 3, 32, 32\) \(expected \(1, 1, 32, 32\)\)"):
+        load_controlnet(F.save_torch(bad, str(tmp_path / "bad.pth")))
