@@ -1,6 +1,8 @@
 """The parameter shapes our Flax networks have for a config, traced once and cached on disk.
 
     flax_param_shapes("unet", config)   # {("down_blocks_0", "resnets_0", "conv1", "kernel"): (3, 3, 320, 320), ...}
+    flax_param_shapes("controlnet", controlnet_config)
+    flax_param_shapes("sparsectrl", (controlnet_config, motion_config))
 
 Tracing a network's `init` takes seconds at SD1.5 size, and every conversion checks its plan
 against this table, so it is cached under `shape_cache_dir()`, keyed by network, config and a hash
@@ -18,6 +20,7 @@ import jax
 
 import animatediff_jax.models as models
 from animatediff_jax.models.clip_text import CLIPTextModel
+from animatediff_jax.models.controlnet import ControlNetModel, SparseControlNetModel
 from animatediff_jax.models.init import param_shapes
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
@@ -75,6 +78,12 @@ def _cached_shapes(key_text: str, module) -> dict[tuple[str, ...], tuple[int, ..
 
 
 def _network(network: str, config):
+    """Our module for a network name: "unet" (no motion modules), "vae", "text_encoder",
+    "controlnet" (config a ControlNetConfig), "sparsectrl" (config (ControlNetConfig, MotionConfig))."""
+    if network == "controlnet":
+        return ControlNetModel(config)
+    if network == "sparsectrl":
+        return SparseControlNetModel(config[0], motion=config[1])
     if network == "text_encoder":
         return CLIPTextModel(config)
     if network == "vae":

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from animatediff_jax.models.clip_text import CLIPTextModel
+from animatediff_jax.models.controlnet import ControlNetModel, SparseControlNetModel
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
 from animatediff_jax.params import check_shapes, flatten
@@ -18,7 +19,9 @@ from animatediff_jax.params import check_shapes, flatten
 
 def example_inputs(module) -> tuple:
     """Inputs `module.init` can trace: UNet (latents (1, 2, s, s, C_in), timesteps (1,), text (1, 2, D)),
-    VAE (images (1, s, s, C_in)), text encoder (token ids (1, 4) int32); s = 2^(levels - 1), at least 8."""
+    VAE (images (1, s, s, C_in)), text encoder (token ids (1, 4) int32), ControlNets (the UNet's inputs,
+    a condition (1, 2, s·k, s·k, C_cond) with k the condition embedding's factor, SparseCtrl's mask
+    (1, 2)); s = 2^(levels - 1), at least 8."""
     if isinstance(module, UNet3DConditionModel):
         c = module.config
         side = max(8, 2 ** (len(c.block_out_channels) - 1))
@@ -29,6 +32,14 @@ def example_inputs(module) -> tuple:
         return (jnp.zeros((1, side, side, module.config.in_channels)),)
     if isinstance(module, CLIPTextModel):
         return (jnp.zeros((1, 4), jnp.int32),)
+    if isinstance(module, (ControlNetModel, SparseControlNetModel)):
+        # 2 frames of 2^(levels-1) latents (at least 8); the condition at the embedding's factor times that
+        c = module.config
+        side = max(8, 2 ** (len(c.block_out_channels) - 1))
+        cond = side * c.condition_downsample_factor()
+        inputs = (jnp.zeros((1, 2, side, side, c.in_channels)), jnp.zeros((1,)),
+                  jnp.zeros((1, 2, c.cross_attention_dim)), jnp.zeros((1, 2, cond, cond, c.conditioning_channels)))
+        return inputs + ((jnp.ones((1, 2)),) if isinstance(module, SparseControlNetModel) else ())
     raise TypeError(f"no example inputs for {type(module).__name__}")
 
 
