@@ -48,6 +48,8 @@ class Job:
     sizes: dict  # width, height, frames
     clip_skip: int = 0
     scheduler_config: str | dict = "original"
+    motion_scale: float = 1.0
+    motion_block_scales: dict = field(default_factory=dict)
     context: object = None  # ContextOptions, made by `validate`
     latents: np.ndarray | None = field(default=None, repr=False)  # read by `validate`
     init_video: np.ndarray | None = field(default=None, repr=False)
@@ -91,7 +93,9 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
     sizes = dict(width=_given(opts.width, e.W), height=_given(opts.height, e.H),  # None: the base's own size
                  frames=_first(opts.frames, e.L, 16))
     return Job(e, opts, model, sizes, clip_skip=_first(opts.clip_skip, clip_skip),
-               scheduler_config=scheduler_kwargs or scheduler_source(opts.scheduler_config))
+               scheduler_config=scheduler_kwargs or scheduler_source(opts.scheduler_config),
+               motion_scale=_first(opts.motion_scale, e.motion_scale),
+               motion_block_scales=_first(opts.motion_block_scales, e.motion_block_scales))
 
 
 def _first(*values):
@@ -138,7 +142,8 @@ def _flag_jobs(args) -> list[Job]:
                      motion_version=args.motion_version, motion_max_seq_length=None)
         size = {k: _given(getattr(args, k), sizes[k]) for k in ("width", "height", "frames")}
         jobs.append(Job(entry, args, model, size, clip_skip=_first(args.clip_skip, 0),
-                        scheduler_config=scheduler_source(args.scheduler_config)))
+                        scheduler_config=scheduler_source(args.scheduler_config),
+                        motion_scale=_first(args.motion_scale, 1.0), motion_block_scales=args.motion_block_scales or {}))
     return jobs
 
 
@@ -188,7 +193,8 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     latents and the init video are read here (once)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
     from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415
-    from animatediff_jax.sampling.pipeline import check_video_size, configured_sampler  # noqa: PLC0415
+    from animatediff_jax.models.unet3d import UNet3DConditionModel  # noqa: PLC0415
+    from animatediff_jax.sampling.pipeline import check_motion_scales, check_video_size, configured_sampler  # noqa: PLC0415
     from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS, start_index  # noqa: PLC0415
     configs, videos, latents = {}, {}, {}
     for job in jobs:
@@ -226,6 +232,12 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
             mm = loading.load_motion(m["motion_module"], cache_dir, version=m["motion_version"],
                                      max_seq_length=m["motion_max_seq_length"])
             loading.check_motion_fits(base["unet"], mm, m["motion_module"], m["base"])
+        try:
+            check_motion_scales(UNet3DConditionModel(base["unet"], mm.config if mm else None), job.motion_scale,
+                                job.motion_block_scales)
+        except UsageError as err:
+            raise UsageError(f"{where}--motion-scale/--motion-block-scales (motion_scale/motion_block_scales): "
+                             f"{str(err).removeprefix('motion_scale/motion_block_scales: ')}") from None
         context = None
         if o.context_length is not None:
             try:
@@ -343,6 +355,12 @@ def saved_entry(job: Job, seeds: list[int], dtype: str) -> dict:
                guidance_scale=e.guidance_scale, seed=list(seeds))
     if job.clip_skip:
         raw["clip_skip"] = job.clip_skip
+    for key in ("motion_scale", "motion_block_scales"):  # the values used, where not the default
+        raw.pop(key, None)
+    if job.motion_scale != 1.0:
+        raw["motion_scale"] = job.motion_scale
+    if job.motion_block_scales:
+        raw["motion_block_scales"] = dict(job.motion_block_scales)
     raw["sample_options"] = options_of(job.opts, base=job.model["base"], tokenizer=job.model["tokenizer"],
                                        dtype=dtype)  # the LoRAs are in the entry: lora_model_path, lora_alpha
     return raw
@@ -395,6 +413,7 @@ def run(args, argv: list[str]) -> str:
                                   latents=None if latents is None else latents[i:i + n], context=job.context,
                                   freeinit=freeinit, init_video=job.init_video,
                                   strength=o.strength if job.init_video is not None else 1.0,
+                                  motion_scale=job.motion_scale, motion_block_scales=job.motion_block_scales,
                                   progress=not args.no_progress)
                 for prompt, frames in zip(e.prompts[i:i + n], result.frames):
                     if not np.isfinite(frames).all():

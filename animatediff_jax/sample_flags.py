@@ -89,6 +89,23 @@ def _path_scale(arg: str) -> tuple[str, float]:
     return arg, 1.0
 
 
+def _block_scales(arg: str) -> dict[str, float]:
+    """`BLOCK=FACTOR,...` (e.g. `down_blocks_0=0.5,mid_block=1.2`): {block: finite factor}. Whether
+    the blocks exist is checked against the models' configs before any model loads."""
+    out: dict[str, float] = {}
+    for item in arg.split(","):
+        block, sep, factor = item.strip().partition("=")
+        if not sep or not block:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected BLOCK=FACTOR, e.g. mid_block=1.2")
+        if block in out:
+            raise argparse.ArgumentTypeError(f"{block} is given twice")
+        try:
+            out[block] = _number()(factor)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{item!r}: factor {e}") from None
+    return out
+
+
 def _travel(arg: str) -> tuple[int, str]:
     frame, sep, prompt = arg.partition(":")
     if not sep or not frame.strip().isdigit():
@@ -138,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MotionLoRA, repeatable")
     m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=scale, help="v3 domain adapter LoRA")
     m.add_argument("--tokenizer", help="CLIP tokenizer folder (needed when --base is a single file)")
+    m.add_argument("--motion-scale", type=_number(), metavar="S",
+                   help="multiplier on every motion module's residual (ComfyUI's motion scale): 1 = the paper's "
+                        "model, 0 = no motion module (default: the entry's motion_scale, else 1)")
+    m.add_argument("--motion-block-scales", type=_block_scales, metavar="BLOCK=F,...",
+                   help="further motion-scale factors per UNet block, e.g. down_blocks_0=0.5,mid_block=1.2 "
+                        "(blocks: down_blocks_<i>, mid_block, up_blocks_<i>; default: the entry's "
+                        "motion_block_scales, else 1)")
     m.add_argument("--diffusers-norm", action="store_true",
                    help="normalise the motion module's input over all frames jointly as diffusers does "
                         "(default: per frame, as the original and its released checkpoints)")

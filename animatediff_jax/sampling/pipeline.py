@@ -31,7 +31,7 @@ from animatediff_jax.errors import UsageError
 from animatediff_jax.models import vae as vae_lib
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.init import example_inputs, random_params
-from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.models.unet3d import UNet3DConditionModel, motion_scales
 from animatediff_jax.params import cache_root
 from animatediff_jax.sampling import context_windows as ctx, freeinit as fi
 from animatediff_jax.sampling.prompt_travel import interpolate_embeddings, parse_prompt_map
@@ -113,6 +113,53 @@ def guided_eps(unet_apply: Callable, params, x: jax.Array, t: jax.Array, emb: ja
 def select_frames(emb: jax.Array, idx: jax.Array) -> jax.Array:
     """Embeddings for the frames `idx`: per-video (N, T, D) pass through; per-frame (N, F, T, D) are sliced."""
     return emb if emb.ndim == 3 else jnp.take(emb, idx, axis=1)
+
+
+def motion_scaled_params(unet_params, unet: UNet3DConditionModel, motion_scale: float = 1.0,
+                         motion_block_scales: Mapping[str, float] | None = None):
+    """The UNet's params with each motion module's residual multiplied by `motion_scale` times its
+    block's factor in `motion_block_scales` ({"down_blocks_0": 0.5, "mid_block": 1.2, ...}; default 1):
+    ComfyUI's "motion scale". The residual is `proj_out(h)`, linear, so scaling proj_out's kernel and
+    bias is the model's `motion_scale` (`unet3d.motion_scales`, the one home of the rule) as data: a
+    new scale is a new argument, not a new executable. Factors of 1 leave the tree untouched (bit for
+    bit today's UNet); 0 is the frame-wise UNet. UsageError for a non-finite factor, a block the UNet
+    does not have, or a factor ≠ 1 where no motion module is (no module at all, or a mid block without one)."""
+    factors = check_motion_scales(unet, motion_scale, motion_block_scales)
+    if all(f == 1.0 for f in factors.values()):
+        return unet_params
+
+    def scaled(module):
+        out = dict(module["proj_out"])
+        return {**module, "proj_out": {k: (jnp.asarray(v, jnp.float32) * factor).astype(v.dtype)
+                                       for k, v in out.items()}}
+
+    params = dict(unet_params)
+    for block, factor in factors.items():
+        if factor != 1.0:
+            params[block] = {k: scaled(v) if k.startswith("motion_modules") else v
+                             for k, v in params[block].items()}
+    return params
+
+
+def check_motion_scales(unet: UNet3DConditionModel, motion_scale: float = 1.0,
+                        motion_block_scales: Mapping[str, float] | None = None) -> dict[str, float]:
+    """{block: factor} for the blocks that hold motion modules (see `motion_scaled_params`), checked."""
+    try:
+        factors = motion_scales(unet.config, motion_scale, tuple((motion_block_scales or {}).items()))
+    except ValueError as e:
+        raise UsageError(f"motion_scale/motion_block_scales: {str(e).removeprefix('motion_block_scales: ')}") \
+            from None
+    if unet.motion is None:
+        without = set(factors)
+    else:
+        without = set() if unet.motion.use_mid_block else {"mid_block"}
+    idle = sorted(b for b in without if factors[b] != 1.0)
+    if idle:
+        raise UsageError(f"motion_scale/motion_block_scales: {', '.join(idle)} "
+                         f"{'has' if len(idle) == 1 else 'have'} no motion module to scale"
+                         + (" (no motion module loaded)" if unet.motion is None else
+                            " (this motion module has no mid-block module: v1 and v3 have none)"))
+    return {b: f for b, f in factors.items() if b not in without}
 
 
 def denoise_step(unet_apply: Callable, sampler: Sampler, params, x: jax.Array, state, i: jax.Array,
@@ -220,8 +267,10 @@ class AnimateDiffPipeline:
 
     # ---------------------------------------------------------------- validation (no compilation)
     def check_inputs(self, *, width: int, height: int, frames: int, steps: int,
-                     context: ctx.ContextOptions | None, num_prompts: int, num_seeds: int | None) -> None:
-        """Every size/count error, raised before anything is traced or compiled."""
+                     context: ctx.ContextOptions | None, num_prompts: int, num_seeds: int | None,
+                     motion_scale: float = 1.0, motion_block_scales: Mapping[str, float] | None = None) -> None:
+        """Every size/count/setting error, raised before anything is traced or compiled."""
+        check_motion_scales(self.unet, motion_scale, motion_block_scales)
         check_video_size(width=width, height=height, frames=frames, steps=steps, context=context,
                          vae_scale=self.vae_scale, max_frames=self.max_frames)
         if num_prompts < 1:
@@ -267,10 +316,12 @@ class AnimateDiffPipeline:
         return _jitted(("step", unet) + sig, lambda: jax.jit(unet_denoise_step))
 
     def denoise(self, sampler: Sampler, x: jax.Array, emb: jax.Array, guidance_scale: float, keys: jax.Array,
-                *, context: ctx.ContextOptions | None = None, progress: bool = True, label: str = "denoising"
-                ) -> jax.Array:
+                *, context: ctx.ContextOptions | None = None, progress: bool = True, label: str = "denoising",
+                unet_params=None) -> jax.Array:
         """All steps of `sampler` from x (already scaled to its first step); returns clean latents.
-        keys (B, 2): each video's sampler stream. progress: a tqdm bar advanced after each finished step."""
+        keys (B, 2): each video's sampler stream. progress: a tqdm bar advanced after each finished step.
+        unet_params: the UNet's params for this call (default `self.unet_params`; `motion_scaled_params`)."""
+        unet_params = self.unet_params if unet_params is None else unet_params
         cfg = emb.shape[0] == 2 * x.shape[0]
         if context is not None and context.length >= x.shape[1]:
             context = None  # one window holding every frame is the plain step
@@ -279,7 +330,7 @@ class AnimateDiffPipeline:
         from tqdm.auto import tqdm
         with tqdm(total=sampler.num_steps, desc=label, unit="step", disable=not progress) as bar:
             for i in range(sampler.num_steps):
-                x, state = step(self.unet_params, x, state, np.int32(i), emb, g, keys)
+                x, state = step(unet_params, x, state, np.int32(i), emb, g, keys)
                 if progress:
                     x.block_until_ready()
                     bar.update(1)
@@ -291,7 +342,8 @@ class AnimateDiffPipeline:
                  *, width: int = 512, height: int = 512, frames: int = 16, steps: int = 25,
                  guidance_scale: float = 7.5, eta: float = 0.0, latents=None,
                  context: ctx.ContextOptions | None = None, freeinit: fi.FreeInitOptions | None = None,
-                 init_video=None, strength: float = 1.0, progress: bool = True) -> GenerationResult:
+                 init_video=None, strength: float = 1.0, motion_scale: float = 1.0,
+                 motion_block_scales: Mapping[str, float] | None = None, progress: bool = True) -> GenerationResult:
         """Generate one video per prompt.
 
         prompts: strings, or {frame: prompt} dicts for prompt travel. negative_prompts: one (broadcast)
@@ -300,7 +352,10 @@ class AnimateDiffPipeline:
         videos longer than the motion module. freeinit: FreeInit passes. init_video: (B or 1, F, H, W, 3)
         in [0, 1] for video-to-video with `strength` in (0, 1]; with FreeInit, each later pass starts
         from the low frequencies of the previous result noised to the strength's timestep and the high
-        frequencies of the input video noised there with fresh noise.
+        frequencies of the input video noised there with fresh noise. motion_scale: multiplier on every
+        motion module's residual (1: the paper's UNet, bit for bit; 0: the frame-wise UNet; no recompilation
+        for a new value), motion_block_scales: further factors per block, e.g. {"mid_block": 1.2,
+        "down_blocks_0": 0.5} (`motion_scaled_params`).
         """
         prompts = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
         negs = [negative_prompts or ""] if negative_prompts is None or isinstance(negative_prompts, str) \
@@ -311,7 +366,8 @@ class AnimateDiffPipeline:
             raise ValueError(f"{len(negs)} negative prompts for {len(prompts)} prompts")
         seeds = [seeds] if isinstance(seeds, int) else seeds
         self.check_inputs(width=width, height=height, frames=frames, steps=steps, context=context,
-                          num_prompts=len(prompts), num_seeds=None if seeds is None else len(seeds))
+                          num_prompts=len(prompts), num_seeds=None if seeds is None else len(seeds),
+                          motion_scale=motion_scale, motion_block_scales=motion_block_scales)
         if init_video is None and strength != 1.0:
             raise ValueError("strength < 1 needs an init video")
         travel = [parse_prompt_map(p, frames) if isinstance(p, Mapping) else None for p in prompts]
@@ -333,6 +389,7 @@ class AnimateDiffPipeline:
             start_index(steps, strength)  # validates strength
 
         emb = self._embeddings(prompts, travel, negs, frames, guidance_scale > 1)
+        unet_params = motion_scaled_params(self.unet_params, self.unet, motion_scale, motion_block_scales)
         noise = latents if latents is not None else initial_noise(seeds, shape)
         if context is not None and context.shuffle_noise and latents is None:
             noise = jnp.stack([ctx.reschedule_noise(noise[i:i + 1], context, s)[0] for i, s in enumerate(seeds)])
@@ -354,7 +411,8 @@ class AnimateDiffPipeline:
                 fresh = stream_noise(seeds, FREEINIT + k, shape)
                 x = fi.reinitialize(x, noise, fresh_start(fresh), lowpass, start)
             x = self.denoise(sampler, x, emb, guidance_scale, seed_stream(seeds, STEPS), context=context,
-                             progress=progress, label=f"pass {k + 1}/{passes}" if passes > 1 else "denoising")
+                             progress=progress, label=f"pass {k + 1}/{passes}" if passes > 1 else "denoising",
+                             unet_params=unet_params)
         video = self.decode(x)
         return GenerationResult(np.asarray(video, np.float32), list(seeds), np.asarray(x, np.float32))
 

@@ -38,6 +38,10 @@ and a config written from flags records `lora_alpha_rule: kohya` (see `convert.l
 Beyond the original schema (the keys this project writes into a run's `config.yaml`):
 - `lora_model_path` may be a list of LoRAs (fused in order) with `lora_alpha` one number or one per
   LoRA; `lora_alpha_rule` is "original" or "kohya" (above).
+- `motion_scale` (a number, default 1) and `motion_block_scales` ({block: factor}, blocks
+  `down_blocks_<i>`, `mid_block`, `up_blocks_<i>`): multipliers on the motion modules' residual
+  (ComfyUI's motion scale; `--motion-scale`, `--motion-block-scales` override them); whether the
+  blocks exist is checked against the models by `sample` before any model loads.
 - `prompt_map` (the key animatediff-cli-prompt-travel uses): prompt travel, `{frame: prompt}` (one
   video whose text embedding moves from key frame to key frame) or a list of such maps (one video
   each); these videos follow those of `prompt`, which may then be left out. Frames are integers (or
@@ -94,6 +98,8 @@ class PromptEntry:
     W: int | None = None
     H: int | None = None
     L: int | None = None
+    motion_scale: float = 1.0  # multiplier on the motion modules' residual (pipeline.motion_scaled_params)
+    motion_block_scales: dict[str, float] = field(default_factory=dict)  # {block: factor}
     raw: dict = field(default_factory=dict)  # the entry as written (for the resolved config)
 
 
@@ -115,6 +121,8 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "seed": ((int, list), "an integer or a list of integers"),
     "random_seed": ((int, list), "an integer or a list of integers"),
     "clip_skip": ((int,), "an integer ≥ 0 (read by sample)"),
+    "motion_scale": (_NUM, "a number"),
+    "motion_block_scales": ((dict,), "a {block: factor} mapping, e.g. {mid_block: 1.2}"),
     "sample_options": ((dict,), "a mapping of sample flags (written by sample, which reads and checks it)"),
     "steps": ((int,), "an integer"),
     "guidance_scale": (_NUM, "a number"),
@@ -365,6 +373,12 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     for i, m in enumerate(modules):
         if m is not None and not isinstance(m, str):
             raise _err(source, name, f"motion_module[{i}] must be a path, got {m!r}")
+    block_scales = raw.get("motion_block_scales", {})
+    for block, factor in block_scales.items():
+        if not isinstance(block, str) or isinstance(factor, bool) or not isinstance(factor, _NUM):
+            raise _err(source, name, f"motion_block_scales: {block!r}: {factor!r} must be a block name "
+                                     "and a number, e.g. {mid_block: 1.2}")
+        _check_finite(factor, f"motion_block_scales.{block}", source, name)
     dreambooth, image_loras = _image_layers(raw, source, name, config_dir)
     base = PromptEntry(
         name=name, prompts=prompts, n_prompts=n_prompts, seeds=seeds,
@@ -374,7 +388,8 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         adapter_lora_scale=float(raw.get("adapter_lora_scale", 1.0)),
         dreambooth_path=dreambooth, loras=image_loras, lora_alpha_rule=rule,
         inference_config=path("inference_config", "inference config"),
-        W=raw.get("W"), H=raw.get("H"), L=raw.get("L"), raw=dict(raw))
+        W=raw.get("W"), H=raw.get("H"), L=raw.get("L"), motion_scale=float(raw.get("motion_scale", 1.0)),
+        motion_block_scales={b: float(f) for b, f in block_scales.items()}, raw=dict(raw))
     if base.L is not None:
         check_prompt_frames(base, base.L, source)
     out = []
