@@ -178,8 +178,14 @@ INFER = {"unet": infer_unet_config, "vae": infer_vae_config, "text_encoder": inf
 
 def check_plan(plan: NetworkPlan) -> None:
     """Raise if the plan's leaves are not exactly our network's params (names and shapes)."""
-    want = flax_param_shapes(plan.name, plan.config)
-    have = plan.leaves
+    check_leaves(plan.leaves, flax_param_shapes(plan.name, plan.config), plan.path,
+                 f"the {plan.name} does not match an SD1.x {plan.name} with config {plan.config}")
+
+
+def check_leaves(have: Mapping[tuple[str, ...], Leaf], want: Mapping[tuple[str, ...], tuple[int, ...]],
+                 path: str, what: str) -> None:
+    """Raise `CheckpointError` "<path>: <what>: N missing (...); N unexpected (...); N with the wrong
+    shape" unless the leaves are exactly the params `want` (Flax path -> shape)."""
     missing = [("/".join(p)) for p in want if p not in have]
     unexpected = [have[p].source_key for p in have if p not in want]
     wrong = [f"{have[p].source_key} {have[p].shape} (expected {want[p]})"
@@ -192,8 +198,7 @@ def check_plan(plan: NetworkPlan) -> None:
     if wrong:
         problems.append(f"{len(wrong)} with the wrong shape (Flax layout): {examples(wrong, 3)}")
     if problems:
-        raise CheckpointError(f"{plan.path}: the {plan.name} does not match an SD1.x {plan.name} with config "
-                              f"{plan.config}: " + "; ".join(problems))
+        raise CheckpointError(f"{path}: {what}: " + "; ".join(problems))
 
 
 # ----------------------------------------------------------------------------- planning
@@ -202,7 +207,7 @@ def _identity(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _flax_leaf(key: str, shape: tuple[int, ...], sd: StateDict, source_key: str,
+def flax_leaf(key: str, shape: tuple[int, ...], sd: StateDict, source_key: str,
                transform: Callable[[np.ndarray], np.ndarray]) -> tuple[tuple[str, ...], Leaf]:
     path = torch_key_to_flax(key, len(shape))
     flax_shape = torch_tensor_to_flax(path, np.broadcast_to(np.zeros((), np.int8), shape)).shape
@@ -221,7 +226,7 @@ def _network_plan(name: str, sd: StateDict, entries: Mapping[str, tuple[str, tup
             config = dataclasses.replace(config, **overrides)
         except TypeError as e:
             raise CheckpointError(f"{sd.path}: bad {name} config override {dict(overrides)}: {e}") from None
-    leaves = dict(_flax_leaf(k, shape, sd, src, transform) for k, (src, shape, transform) in entries.items())
+    leaves = dict(flax_leaf(k, shape, sd, src, transform) for k, (src, shape, transform) in entries.items())
     return NetworkPlan(name, config, leaves, sd.path)
 
 
@@ -305,14 +310,15 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
         raise
 
 
-def resolve_source(source: str, revision: str | None = None) -> str:
-    """A local file or folder as given; otherwise a hub id, downloaded (SD1.x components only)."""
+def resolve_source(source: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> str:
+    """A local file or folder as given; otherwise a hub id, downloaded (`allow_patterns`; default
+    the SD1.x components only)."""
     if os.path.exists(source):
         return source
     if source.count("/") != 1 or source.startswith((".", "/")):
         raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
     try:
-        return snapshot_download(source, revision=revision, allow_patterns=[
+        return snapshot_download(source, revision=revision, allow_patterns=allow_patterns or [
             "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
             ignore_patterns=["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"])
     except LocalEntryNotFoundError as e:

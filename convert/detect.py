@@ -16,12 +16,43 @@ from convert.io import CheckpointError, ShardedStateDict, examples, open_state_d
 ShapeFn = Callable[[str], tuple[int, ...]]
 
 KINDS = ("flax", "ldm", "diffusers_unet", "diffusers_vae", "clip_text", "motion_module", "motion_adapter",
-         "motion_lora", "lora_kohya", "lora_peft", "lora_diffusers_old", "unknown")
+         "motion_lora", "lora_kohya", "lora_peft", "lora_diffusers_old", "controlnet", "sparsectrl", "unknown")
+# ControlNets in the LDM ("cldm") layout: `control_model.`-prefixed (or bare) keys of these parts
+CONTROLNET_LDM_PREFIX = "control_model."
+_CONTROLNET_LDM_PARTS = ("input_hint_block.", "zero_convs.", "middle_block_out.")
+# how each control kind is described and which sampler flag takes it
+CONTROL_KINDS = {"controlnet": ("a ControlNet", "--controlnet"),
+                 "sparsectrl": ("a SparseCtrl encoder (AnimateDiff v3 v3_sd15_sparsectrl_*.ckpt or a diffusers "
+                                "SparseControlNetModel)", "--sparsectrl")}
 
 
 def strip_module_prefix(key: str) -> str:
     """Keys written by the official AnimateDiff trainer (DataParallel) start with `module.`."""
     return key[len("module."):] if key.startswith("module.") else key
+
+
+def control_kind(keys: Iterable[str]) -> str | None:
+    """'sparsectrl', 'controlnet' or None, from the key names (possibly `module.`-prefixed).
+
+    SparseCtrl: diffusers-named encoder keys (`controlnet_cond_embedding.`, `controlnet_down_blocks.`)
+    with motion modules; ControlNet: the same without motion modules, or the LDM layout
+    (`control_model.input_hint_block.`, `zero_convs.`, `middle_block_out.`, prefixed or bare)."""
+    keys = [strip_module_prefix(k) for k in keys]
+    if any(k.startswith(("controlnet_cond_embedding.", "controlnet_down_blocks.", "controlnet_mid_block."))
+           for k in keys):
+        return "sparsectrl" if any(".motion_modules." in k for k in keys) else "controlnet"
+    bare = (k[len(CONTROLNET_LDM_PREFIX):] if k.startswith(CONTROLNET_LDM_PREFIX) else k for k in keys)
+    return "controlnet" if any(k.startswith(_CONTROLNET_LDM_PARTS) for k in bare) else None
+
+
+def refuse_control(keys: Iterable[str], path: str, expected: str) -> None:
+    """Raise `CheckpointError` naming the file, what it is and the flag that takes it, when a
+    ControlNet or SparseCtrl file is given where `expected` (e.g. "a motion module") is."""
+    kind = control_kind(keys)
+    if kind is not None:
+        what, flag = CONTROL_KINDS[kind]
+        raise CheckpointError(f"{path}: this is {what}, not {expected}; pass it with {flag} "
+                              "(python -m animatediff_jax.sample), or convert it with `python -m convert controlnet`")
 
 
 def checkpoint_kind(keys: Iterable[str], metadata: dict | None = None) -> str:
@@ -39,6 +70,9 @@ def checkpoint_kind(keys: Iterable[str], metadata: dict | None = None) -> str:
         return "motion_lora"
     if has("processor.") and has("_lora."):
         return "lora_diffusers_old"
+    control = control_kind(keys)
+    if control is not None:
+        return control
     if has("motion_modules."):
         return "motion_module" if has(".temporal_transformer.") else "motion_adapter"
     if starts("model.diffusion_model.") or starts("first_stage_model.") or starts("cond_stage_model.") \
@@ -80,8 +114,10 @@ def cross_attention_dim(keys: Iterable[str], shape: ShapeFn) -> int | None:
 
 
 def require_sd1(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
-    """Raise a clear error for a Stable Diffusion 2.x or SDXL checkpoint given where SD1.x is expected."""
+    """Raise a clear error for a Stable Diffusion 2.x or SDXL checkpoint, or a ControlNet / SparseCtrl
+    file, given where an SD1.x model is expected."""
     keys = list(keys)
+    refuse_control(keys, path, "a Stable Diffusion model")
     family = model_family(keys, shape)
     if family == "sd1":
         return
@@ -93,6 +129,23 @@ def require_sd1(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
     }[family]
     raise CheckpointError(f"{path}: not a Stable Diffusion 1.x model: {why}. AnimateDiff motion modules "
                           "here are for SD1.x (768-dim CLIP ViT-L/14 cross-attention).")
+
+
+def require_sd1_controlnet(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
+    """Raise a clear error for an SDXL or SD2.x ControlNet / SparseCtrl. `keys`: diffusers-named, or
+    LDM-named without the `control_model.` prefix. SDXL: a `label_emb` / `add_embedding` (the
+    size-and-crop conditioning), 2048-dim cross-attention or several transformer blocks per attention;
+    SD2.x: 1024-dim cross-attention. Other widths pass, as in `model_family` (miniature test models)."""
+    keys = list(keys)
+    dim = cross_attention_dim(keys, shape)
+    if dim == 2048 or any(k.startswith(("label_emb.", "add_embedding.")) or ".transformer_blocks.1." in k
+                          for k in keys):
+        raise CheckpointError(f"{path}: SDXL ControlNets are not supported (SD1.x only): it has "
+                              + ("2048-dim cross-attention" if dim == 2048 else
+                                 "SDXL's size conditioning (label_emb / add_embedding) or deep transformer blocks"))
+    if dim == 1024:
+        raise CheckpointError(f"{path}: SD2.x ControlNets are not supported (SD1.x only): it has 1024-dim "
+                              "(OpenCLIP) cross-attention, SD1.x has 768")
 
 
 # ----------------------------------------------------------------------------- motion modules

@@ -15,7 +15,7 @@ shapes and dtypes are known without reading data. Two ways to get a tensor:
   / `*.bin.index.json` of a sharded diffusers save opens as one `ShardedStateDict` over its shards.
 - Pickle-based files (`.ckpt`, `.bin`, `.pt`) go through `torch.load(weights_only=True, mmap=True)`
   only: a pickle that would build anything but tensors and plain containers is refused; plain
-  `pickle` is never used. A `"state_dict"` wrapper (possibly nested) is unwrapped.
+  `pickle` is never used. A `"state_dict"` or `"controlnet"` wrapper (possibly nested) is unwrapped.
 - A truncated or corrupt file fails with an error naming the file.
 """
 from __future__ import annotations
@@ -33,6 +33,9 @@ from animatediff_jax.safetensors_file import SafetensorsError, SafetensorsFile
 
 SAFETENSORS_EXT = (".safetensors",)
 PICKLE_EXT = (".ckpt", ".bin", ".pt", ".pth")
+# what training scripts wrap a state dict in: Lightning / the AnimateDiff trainer ("state_dict"), the
+# original AnimateDiff SparseCtrl loader ("controlnet")
+WRAPPERS = ("state_dict", "controlnet")
 
 
 class CheckpointError(InputError):
@@ -265,10 +268,10 @@ def _torch_load(path: str):
 
 
 def _unwrap(path: str, obj) -> dict:
-    """The flat {key: tensor} inside a loaded pickle: unwraps (nested) "state_dict", drops non-tensors."""
+    """The flat {key: tensor} inside a loaded pickle: unwraps (nested) `WRAPPERS`, drops non-tensors."""
     import torch
-    while isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
+    while isinstance(obj, Mapping) and (key := next((w for w in WRAPPERS if isinstance(obj.get(w), Mapping)), None)):
+        obj = obj[key]
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), got "
                               f"{type(obj).__name__}")

@@ -34,7 +34,7 @@ from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.models.configs import MotionConfig
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
-from convert.detect import version_from_layout
+from convert.detect import refuse_control, version_from_layout
 from convert.io import StateDict, examples, open_state_dict
 from convert.naming import torch_tensor_to_flax
 
@@ -184,7 +184,7 @@ def infer_layout(shapes: Mapping[str, tuple], source: str):
     return tuple(channels), layers, any(m.group(1) == "mid_block" for m in keys), 1 + max(blocks, default=0)
 
 
-def _pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
+def pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
     """Position-encoding length L read from the [1, L, C] buffers; warn if they are not the sinusoid."""
     pes = sorted(k for k in shapes if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe"))
     bad = [k for k in pes if len(shapes[k]) != 3 or shapes[k][0] != 1]
@@ -246,6 +246,7 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     there one by one, releasing its source pages once it is on the device (as `convert.base.load_base`).
     """
     tensors, shapes, names = _file_keys(state_dict)
+    refuse_control(shapes, source, "a motion module")
     # zero-copy views of a lazy file (memory-mapped); a cast or transpose is left to the caller / device_put
     get = tensors.view if isinstance(tensors, StateDict) else tensors.__getitem__
     read = lambda clean: get(names[clean])  # noqa: E731
@@ -255,7 +256,7 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
         warnings.warn(f"{source}: ignoring {len(image_keys)} image-UNet keys (a full training checkpoint?), "
                       f"e.g. {examples(image_keys, 2)}; only the motion modules are converted")
         shapes = {k: v for k, v in shapes.items() if not _IMAGE_UNET_KEY.match(k)}
-    file_length = _pe_length(shapes, read, source)
+    file_length = pe_length(shapes, read, source)
     if original:
         renamed = {new: k for k in shapes if (new := original_key_to_diffusers(k)) is not None}
     else:

@@ -1,6 +1,8 @@
 """The parameter shapes our Flax networks have for a config, traced once and cached on disk.
 
     flax_param_shapes("unet", config)   # {("down_blocks_0", "resnets_0", "conv1", "kernel"): (3, 3, 320, 320), ...}
+    flax_param_shapes("controlnet", controlnet_config)
+    flax_param_shapes("sparsectrl", (controlnet_config, motion_config))
 
 Tracing a network's `init` takes seconds at SD1.5 size, and every conversion checks its plan
 against this table, so it is cached under `shape_cache_dir()`, keyed by network, config and a hash
@@ -64,6 +66,8 @@ def flax_param_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, 
 def _traced_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Flax param path -> shape that our network with `config` has (traced, nothing allocated)."""
     from animatediff_jax.models import init  # local: jax/flax stay unloaded while the table is cached
+    if network in ("controlnet", "sparsectrl"):
+        return _control_shapes(network, config)
     if network == "text_encoder":
         from animatediff_jax.models.clip_text import CLIPTextModel
         return init.param_shapes(CLIPTextModel(config))
@@ -72,3 +76,20 @@ def _traced_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...
         return init.param_shapes(AutoencoderKL(config))
     from animatediff_jax.models.unet3d import UNet3DConditionModel
     return init.param_shapes(UNet3DConditionModel(config, None))
+
+
+def _control_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """"controlnet": `config` a ControlNetConfig; "sparsectrl": (ControlNetConfig, MotionConfig).
+    Traced on the smallest inputs: 2 frames of 2^(levels-1) latents (at least 8), the condition at
+    `condition_downsample_factor()` times that."""
+    import jax.numpy as jnp  # local, as above
+
+    from animatediff_jax.models import controlnet, init
+    cfg, motion = config if network == "sparsectrl" else (config, None)
+    side = max(8, 2 ** (len(cfg.block_out_channels) - 1))
+    cond_side = side * cfg.condition_downsample_factor()
+    inputs = (jnp.zeros((1, 2, side, side, cfg.in_channels)), jnp.zeros((1,)), jnp.zeros((1, 2, cfg.cross_attention_dim)),
+              jnp.zeros((1, 2, cond_side, cond_side, cfg.conditioning_channels)))
+    if motion is None:
+        return init.param_shapes(controlnet.ControlNetModel(cfg), *inputs)
+    return init.param_shapes(controlnet.SparseControlNetModel(cfg, motion=motion), *inputs, jnp.ones((1, 2)))

@@ -65,7 +65,10 @@ class MotionConfig:
     `input_norm`: "frame" normalises the module's input GroupNorm per frame, as the original
     AnimateDiff code (and the released checkpoints) do; "joint" normalises over all frames, as
     diffusers' AnimateDiffTransformer3D does. `resnet_norm`: "frame" (v2/v3, inflated GroupNorm) or
-    "joint" (v1: resnet GroupNorms see all frames at once).
+    "joint" (v1: resnet GroupNorms see all frames at once). `double_self_attention`: two temporal
+    self-attentions per transformer block (the motion modules: attention_block_types
+    ("Temporal_Self", "Temporal_Self")) or one (SparseCtrl's encoder: ("Temporal_Self",); diffusers'
+    `temporal_double_self_attention=False`, which has no attn2/norm2 parameters).
     """
     num_attention_heads: int = 8
     num_transformer_blocks: int = 1
@@ -77,10 +80,110 @@ class MotionConfig:
     input_norm: Literal["frame", "joint"] = "frame"
     resnet_norm: Literal["frame", "joint"] = "frame"
     zero_init_proj_out: bool = True
+    double_self_attention: bool = True
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "MotionConfig":
         return _from_dict(cls, d)
+
+
+# diffusers' SparseControlNetModel defaults where they differ from ControlNetModel's.
+_SPARSE_DEFAULTS = dict(conditioning_channels=4, cross_attention_dim=768, down_block_types=(
+    "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "DownBlockMotion"))
+# diffusers ControlNet config keys whose other values this project's SD1.x networks do not implement
+# (SDXL ControlNets set addition_embed_type="text_time" and transformer_layers_per_block > 1).
+_CONTROLNET_ONLY = dict(transformer_layers_per_block=(1, [1]), addition_embed_type=(None,), class_embed_type=(None,),
+                        encoder_hid_dim=(None,), encoder_hid_dim_type=(None,), num_class_embeds=(None,),
+                        resnet_time_scale_shift=("default",), mid_block_scale_factor=(1, 1.0),
+                        mid_block_type=("UNetMidBlock2DCrossAttn",), only_cross_attention=(False,),
+                        transformer_layers_per_mid_block=(None, 1))
+
+
+@dataclass(frozen=True)
+class ControlNetConfig:
+    """SD1.x ControlNet (diffusers `ControlNetModel`) and SparseCtrl encoder (`SparseControlNetModel`)
+    layout; defaults = diffusers' ControlNetModel (SD1.5 ControlNet v1.1).
+
+    The encoder copy (conv_in, time embedding, down blocks, mid block) has the UNet's fields
+    (`unet_config()`). `conditioning_channels`: channels of the control image (3: RGB; SparseCtrl RGB
+    takes 4-channel VAE latents) before SparseCtrl's mask channel (`concat_conditioning_mask` adds
+    one). `conditioning_embedding_out_channels`: the conv widths of `controlnet_cond_embedding`, which
+    downsamples the control image 2 ** (len - 1) times (8x: pixel -> latent resolution) unless
+    `use_simplified_condition_embedding` (SparseCtrl: one zero-initialised 3x3 conv, control at
+    latent resolution). `global_pool_conditions`: residuals are spatial means (shuffle ControlNet).
+    `set_noisy_sample_input_to_zero` (SparseCtrl; diffusers always does it): the encoder sees zeros
+    instead of the noisy latents, so only the condition and the timestep steer it.
+    """
+    in_channels: int = 4
+    conditioning_channels: int = 3
+    flip_sin_to_cos: bool = True
+    freq_shift: int = 0
+    down_block_types: tuple[str, ...] = (
+        "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    layers_per_block: int = 2
+    downsample_padding: int = 1
+    act_fn: str = "silu"
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    cross_attention_dim: int = 1280
+    attention_head_dim: int | tuple[int, ...] = 8  # = number of heads for SD1.x (diffusers' misnomer)
+    num_attention_heads: int | tuple[int, ...] | None = None
+    use_linear_projection: bool = False
+    conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
+    global_pool_conditions: bool = False
+    controlnet_conditioning_channel_order: Literal["rgb", "bgr"] = "rgb"
+    concat_conditioning_mask: bool = True
+    use_simplified_condition_embedding: bool = True
+    set_noisy_sample_input_to_zero: bool = True
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ControlNetConfig":
+        """From a diffusers ControlNetModel / SparseControlNetModel config.json dict (keys it does not
+        know are ignored; absent keys take the defaults of the class named by `_class_name`).
+        ValueError for settings only SDXL-style ControlNets use (e.g. addition_embed_type)."""
+        for key, allowed in _CONTROLNET_ONLY.items():
+            value = d.get(key, allowed[0])
+            if isinstance(value, list) and value and all(v == value[0] for v in value):
+                value = value[0]  # one value per block, all the same
+            if value not in allowed:
+                raise ValueError(f"ControlNet config: {key}={d[key]!r} is not supported (SD1.x ControlNets only; "
+                                 f"supported: {allowed[0]!r})")
+        defaults = _SPARSE_DEFAULTS if d.get("_class_name") == "SparseControlNetModel" else {}
+        return _from_dict(cls, {**defaults, **d})
+
+    def unet_config(self) -> UNetConfig:
+        """The UNetConfig whose down blocks and mid block the encoder copy shares (up blocks unused)."""
+        return UNetConfig(
+            in_channels=self.in_channels, block_out_channels=self.block_out_channels,
+            down_block_types=self.down_block_types, up_block_types=("UpBlock2D",) * len(self.block_out_channels),
+            layers_per_block=self.layers_per_block, attention_head_dim=self.attention_head_dim,
+            num_attention_heads=self.num_attention_heads, cross_attention_dim=self.cross_attention_dim,
+            norm_num_groups=self.norm_num_groups, norm_eps=self.norm_eps,
+            use_linear_projection=self.use_linear_projection, flip_sin_to_cos=self.flip_sin_to_cos,
+            freq_shift=self.freq_shift, downsample_padding=self.downsample_padding, act_fn=self.act_fn)
+
+    def condition_downsample_factor(self) -> int:
+        """Control-image pixels per latent pixel along each side: 1 with the simplified (SparseCtrl)
+        embedding, else 2 ** (len(conditioning_embedding_out_channels) - 1) (8 for SD1.x)."""
+        if self.use_simplified_condition_embedding:
+            return 1
+        return 2 ** (len(self.conditioning_embedding_out_channels) - 1)
+
+
+def sparsectrl_motion_config(d: Mapping[str, Any], input_norm: Literal["frame", "joint"] = "frame") -> MotionConfig:
+    """The MotionConfig of a SparseCtrl encoder's motion modules from a diffusers SparseControlNetModel
+    config dict: one temporal self-attention per block (`double_self_attention=False`), none in the
+    mid block. `input_norm` as in MotionConfig ("joint" reproduces diffusers, "frame" the original)."""
+    heads = d.get("motion_num_attention_heads", 8)
+    blocks = d.get("temporal_transformer_layers_per_block", 1)
+    if not isinstance(heads, int) or not isinstance(blocks, int):
+        raise ValueError(f"SparseControlNetModel config: per-block motion_num_attention_heads ({heads!r}) or "
+                         f"temporal_transformer_layers_per_block ({blocks!r}) are not supported; give one int")
+    return MotionConfig(num_attention_heads=heads, num_transformer_blocks=blocks,
+                        max_seq_length=d.get("motion_max_seq_length", 32), use_mid_block=False,
+                        norm_num_groups=d.get("norm_num_groups", 32), input_norm=input_norm,
+                        double_self_attention=False)
 
 
 @dataclass(frozen=True)
@@ -140,3 +243,11 @@ MOTION_V1 = MotionConfig(max_seq_length=24, use_mid_block=False, resnet_norm="jo
 MOTION_V2 = MotionConfig(max_seq_length=32, use_mid_block=True)
 MOTION_V3 = MotionConfig(max_seq_length=32, use_mid_block=False)
 MOTION_VERSIONS = {"v1": MOTION_V1, "v2": MOTION_V2, "v3": MOTION_V3}
+SD15_CONTROLNET = ControlNetConfig(cross_attention_dim=768)
+# The v3 SparseCtrl encoders (v3_sd15_sparsectrl_rgb.ckpt: 4 latent channels, simplified embedding;
+# ..._scribble.ckpt: 3 RGB channels, full embedding), as the original configs/inference/sparsectrl yamls.
+SPARSECTRL_RGB = ControlNetConfig(conditioning_channels=4, cross_attention_dim=768,
+                                  down_block_types=_SPARSE_DEFAULTS["down_block_types"])
+SPARSECTRL_SCRIBBLE = dataclasses.replace(SPARSECTRL_RGB, conditioning_channels=3,
+                                          use_simplified_condition_embedding=False)
+MOTION_SPARSECTRL = MotionConfig(max_seq_length=32, use_mid_block=False, double_self_attention=False)

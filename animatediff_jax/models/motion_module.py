@@ -2,7 +2,8 @@
 
     x (B, F, H, W, C) -> GroupNorm `norm` -> (B*H*W, F, C) -> Linear proj_in
       -> transformer_blocks_N: [LayerNorm -> + sinusoidal position encoding -> self-attention over
-         frames] x 2 (attn1, attn2: "Temporal_Self", "Temporal_Self"), then LayerNorm -> GEGLU ff
+         frames] x 2 (attn1, attn2: "Temporal_Self", "Temporal_Self"; x 1, attn1 only, with
+         MotionConfig.double_self_attention False: SparseCtrl), then LayerNorm norm3 -> GEGLU ff
       -> Linear proj_out (zero-initialised, so a new module starts as the identity) -> + x
 
 The input GroupNorm (MotionConfig.input_norm):
@@ -26,13 +27,15 @@ from animatediff_jax.models.transformer_2d import FeedForward, layer_norm
 
 
 class TemporalTransformerBlock(nn.Module):
-    """Two position-encoded temporal self-attentions and a GEGLU feed-forward, each residual.
+    """Two (or, `double_self_attention=False`, one) position-encoded temporal self-attentions and a
+    GEGLU feed-forward, each residual.
 
     x: (N, F, C) with N = batch * pixels; returns the same shape.
     """
     heads: int
     max_seq_length: int
     layer_norm_eps: float = 1e-5
+    double_self_attention: bool = True
     attention_impl: str = "auto"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
@@ -42,7 +45,7 @@ class TemporalTransformerBlock(nn.Module):
         frames, c = x.shape[1], x.shape[2]
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         pe = sinusoidal_positions(self.max_seq_length, c)[:frames].astype(self.dtype)  # (F, C)
-        for i in (1, 2):
+        for i in ((1, 2) if self.double_self_attention else (1,)):
             h = layer_norm(f"norm{i}", self.layer_norm_eps, **kw)(x) + pe
             x = x + Attention(self.heads, c // self.heads, implementation=self.attention_impl,
                               name=f"attn{i}", **kw)(h)
@@ -79,7 +82,8 @@ class MotionModule(nn.Module):
         h = nn.Dense(c, name="proj_in", **kw)(h)
         for i in range(cfg.num_transformer_blocks):
             h = TemporalTransformerBlock(cfg.num_attention_heads, cfg.max_seq_length, cfg.layer_norm_eps,
-                                         self.attention_impl, name=f"transformer_blocks_{i}", **kw)(h)
+                                         cfg.double_self_attention, self.attention_impl,
+                                         name=f"transformer_blocks_{i}", **kw)(h)
         zero = nn.initializers.zeros if cfg.zero_init_proj_out else nn.initializers.lecun_normal()
         h = nn.Dense(c, kernel_init=zero, name="proj_out", **kw)(h)
         if self.scale != 1.0:
