@@ -35,6 +35,7 @@ from animatediff_jax.errors import InputError, OutputError, UsageError, UserErro
 from animatediff_jax.sampling.prompt_config import PromptEntry, check_prompt_frames, draw_seeds, inference_config, \
     load_prompt_config, resolved_config
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
+from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags
 from animatediff_jax.sample_flags import ENTRY_FLAGS, PROG, build_parser, option_tokens, options_of
 
 # ----------------------------------------------------------------------------- jobs
@@ -50,9 +51,11 @@ class Job:
     scheduler_config: str | dict = "original"
     motion_scale: float = 1.0
     motion_block_scales: dict = field(default_factory=dict)
+    controls: list = field(default_factory=list)  # sample_control.ControlSpec
     context: object = None  # ContextOptions, made by `validate`
     latents: np.ndarray | None = field(default=None, repr=False)  # read by `validate`
     init_video: np.ndarray | None = field(default=None, repr=False)
+    control_inputs: list = field(default_factory=list, repr=False)  # control.Control, made by `validate`
 
 
 def jobs_from_args(args, argv: list[str]) -> tuple[list[Job], str]:
@@ -95,7 +98,8 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
     return Job(e, opts, model, sizes, clip_skip=_first(opts.clip_skip, clip_skip),
                scheduler_config=scheduler_kwargs or scheduler_source(opts.scheduler_config),
                motion_scale=_first(opts.motion_scale, e.motion_scale),
-               motion_block_scales=_first(opts.motion_block_scales, e.motion_block_scales))
+               motion_block_scales=_first(opts.motion_block_scales, e.motion_block_scales),
+               controls=specs_from_entry(e))
 
 
 def _first(*values):
@@ -127,6 +131,7 @@ def _flag_jobs(args) -> list[Job]:
                                         domain_adapter=args.domain_adapter), prompts)]
     negs, seeds = args.negative_prompt or [""], args.seed or [-1]
     sizes = DEFAULT_SAMPLE if default else dict(width=None, height=None, frames=16, steps=25)  # None: the base's
+    controls = specs_from_flags(args)
     jobs = []
     for name, model, job_prompts in setups:
         n = len(job_prompts)
@@ -137,13 +142,14 @@ def _flag_jobs(args) -> list[Job]:
         entry = PromptEntry(name=name, prompts=job_prompts, n_prompts=negs * (n // len(negs)),
                             seeds=seeds * (n // len(seeds)), steps=_first(args.steps, sizes["steps"]),
                             guidance_scale=_first(args.guidance_scale, 7.5))
-        entry.raw = _entry_of_flags(model, entry)
+        entry.raw = dict(_entry_of_flags(model, entry), **entry_keys(controls))
         model = dict(dict(tokenizer=args.tokenizer, loras=[], motion_loras=[]), **model, lora_alpha_rule="kohya",
                      motion_version=args.motion_version, motion_max_seq_length=None)
         size = {k: _given(getattr(args, k), sizes[k]) for k in ("width", "height", "frames")}
         jobs.append(Job(entry, args, model, size, clip_skip=_first(args.clip_skip, 0),
                         scheduler_config=scheduler_source(args.scheduler_config),
-                        motion_scale=_first(args.motion_scale, 1.0), motion_block_scales=args.motion_block_scales or {}))
+                        motion_scale=_first(args.motion_scale, 1.0), motion_block_scales=args.motion_block_scales or {},
+                        controls=controls))
     return jobs
 
 
@@ -255,6 +261,11 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         except UsageError as err:
             raise UsageError(f"{where}{err}") from None
         check_prompt_frames(e, s["frames"])
+        if job.controls:
+            job.control_inputs = check_controls(
+                job.controls, base_unet=base["unet"], vae_config=base["vae"], width=s["width"], height=s["height"],
+                frames=s["frames"], window=s["frames"] if context is None else min(context.length, s["frames"]),
+                joint_motion=o.diffusers_norm, batch=min(o.batch_size, len(e.prompts)), where=where)
         layers = base["text_encoder"].num_hidden_layers
         if job.clip_skip >= layers:
             raise UsageError(f"{where}--clip-skip/clip_skip: must be < {layers} (the text encoder's layers), "
@@ -399,6 +410,8 @@ def run(args, argv: list[str]) -> str:
         for job in jobs:
             e, s, o = job.entry, job.sizes, job.opts
             pipe = load_pipeline(job, cache_dir)
+            controls = load_controls(job.controls, job.control_inputs, dtype=pipe.description["dtype"],
+                                     attention_impl=o.attention)
             seeds = draw_seeds(e.seeds)
             latents = None if job.latents is None else from_diffusers_latents(job.latents)
             freeinit = FreeInitOptions(o.freeinit_iters, o.freeinit_filter) if o.freeinit_iters > 1 else None
@@ -414,6 +427,7 @@ def run(args, argv: list[str]) -> str:
                                   freeinit=freeinit, init_video=job.init_video,
                                   strength=o.strength if job.init_video is not None else 1.0,
                                   motion_scale=job.motion_scale, motion_block_scales=job.motion_block_scales,
+                                  controlnets=controls,
                                   progress=not args.no_progress)
                 for prompt, frames in zip(e.prompts[i:i + n], result.frames):
                     if not np.isfinite(frames).all():

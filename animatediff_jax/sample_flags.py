@@ -32,7 +32,10 @@ _PATHS = {"base", "tokenizer", "init_video", "latents"}
 # Flags that name what an entry of a prompt config names itself: refused next to a config.
 ENTRY_FLAGS = {"prompt": "--prompt", "travel": "--travel", "seed": "--seed", "negative_prompt": "--negative-prompt",
                 "dreambooth": "--dreambooth", "lora": "--lora", "motion_module": "--motion-module",
-                "motion_lora": "--motion-lora", "domain_adapter": "--domain-adapter"}
+                "motion_lora": "--motion-lora", "domain_adapter": "--domain-adapter", "controlnet": "--controlnet",
+                "control_video": "--control-video", "control_guidance_start": "--control-guidance-start",
+                "control_guidance_end": "--control-guidance-end", "sparsectrl": "--sparsectrl",
+                "keyframes": "--keyframes", "keyframe_images": "--keyframe-images"}
 
 
 # ----------------------------------------------------------------------------- flag values
@@ -106,6 +109,22 @@ def _block_scales(arg: str) -> dict[str, float]:
     return out
 
 
+def _int_list(arg: str) -> list[int]:
+    """`0,8,15` -> [0, 8, 15] (negative counts from the end: -1 is the last frame)."""
+    try:
+        return [int(v) for v in arg.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{arg!r}: expected comma-separated frame numbers, e.g. 0,8,15") from None
+
+
+def _path_list(arg: str) -> list[str]:
+    """`a.png,b.png` -> ["a.png", "b.png"]."""
+    paths = arg.split(",")
+    if not all(paths):
+        raise argparse.ArgumentTypeError(f"{arg!r}: expected comma-separated paths, e.g. a.png,b.png")
+    return paths
+
+
 def _travel(arg: str) -> tuple[int, str]:
     frame, sep, prompt = arg.partition(":")
     if not sep or not frame.strip().isdigit():
@@ -165,6 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--diffusers-norm", action="store_true",
                    help="normalise the motion module's input over all frames jointly as diffusers does "
                         "(default: per frame, as the original and its released checkpoints)")
+    c = p.add_argument_group("control (users bring their control images: depth, pose, edges, ... at the output size)")
+    c.add_argument("--controlnet", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
+                   help="SD1.x ControlNet (diffusers folder, control_v11*_sd15_*.pth/.safetensors), repeatable "
+                        "(residuals summed); SCALE = conditioning scale, default 1.0")
+    c.add_argument("--control-video", action="append", default=[], metavar="VIDEO",
+                   help="the conditioning video of each --controlnet, in order: a video file or a folder of frames, "
+                        "one frame per output frame (or a single image for all), at the output size")
+    c.add_argument("--control-guidance-start", action="append", default=[], type=_number(0, 1), metavar="F",
+                   help="fraction of the steps before which a ControlNet is off: one for all or one per --controlnet "
+                        "(default 0)")
+    c.add_argument("--control-guidance-end", action="append", default=[], type=_number(0, 1), metavar="F",
+                   help="fraction of the steps after which a ControlNet is off (default 1)")
+    c.add_argument("--sparsectrl", type=scale, metavar="PATH[:SCALE]",
+                   help="SparseCtrl encoder (v3_sd15_sparsectrl_rgb.ckpt / _scribble.ckpt, or a diffusers "
+                        "SparseControlNetModel folder) conditioning --keyframes with --keyframe-images")
+    c.add_argument("--keyframes", type=_int_list, metavar="I,J,...",
+                   help="the frames the key images condition, e.g. 0,8,15 (-1 = the last frame)")
+    c.add_argument("--keyframe-images", type=_path_list, metavar="A.png,B.png,...",
+                   help="one image per --keyframes entry (centre-cropped to the output aspect and resized, as the "
+                        "original SparseCtrl reads them)")
     g = p.add_argument_group("generation (a given flag overrides a prompt config's value)")
     g.add_argument("--prompt", action="append", help="prompt, repeatable (one video each)")
     g.add_argument("--negative-prompt", action="append", help="one (broadcast) or one per prompt")

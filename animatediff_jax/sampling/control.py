@@ -14,7 +14,7 @@ original AnimateDiff v3 SparseCtrl):
   are floats in [0, 1] at the output size (H, W) = (height, width): preprocessing (depth, pose,
   edges, resizing) is the user's.
 - A SparseCtrl encoder takes K key images (K, H, W, 3) and the frames they belong to (`keyframes`,
-  K distinct indices in [0, F)): the condition is zero on every other frame and a mask channel marks
+  K distinct indices in [0, F), or negative from the end): the condition is zero on every other frame and a mask channel marks
   the key frames. For the RGB encoder (`use_simplified_condition_embedding`, 4 condition channels)
   the key images are VAE-encoded latents, sampled from the posterior and scaled by the VAE's
   scaling factor, as the original and diffusers do (each video draws from its own seed); the
@@ -151,9 +151,10 @@ def check_controls(controls: Sequence[Control], *, batch: int, frames: int, widt
         keys = list(c.keyframes)
         if len(keys) != count:
             raise UsageError(f"{what}: {len(keys)} keyframes for {count} key images (give one frame per image)")
-        if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < frames for k in keys):
-            raise UsageError(f"{what}: keyframes must be frame indices in [0, {frames}), got {keys}")
-        if len(set(keys)) != len(keys):
+        if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not -frames <= k < frames for k in keys):
+            raise UsageError(f"{what}: keyframes must be frame indices in [0, {frames}) (or from the end, -1 = "
+                             f"the last), got {keys}")
+        if len(set(keyframe_indices(keys, frames))) != len(keys):
             raise UsageError(f"{what}: keyframes {keys} name a frame twice")
         if window > net.max_frames:
             raise UsageError(f"{what}: its motion modules see at most {net.max_frames} frames at once, this call "
@@ -161,6 +162,11 @@ def check_controls(controls: Sequence[Control], *, batch: int, frames: int, widt
         if net.encodes_images and latent_channels != cfg.conditioning_channels:
             raise UsageError(f"{what}: encodes the key images to {cfg.conditioning_channels}-channel latents, but "
                              f"the VAE makes {latent_channels}")
+
+
+def keyframe_indices(keyframes: Sequence[int], frames: int) -> list[int]:
+    """Key frames in [0, frames): negative ones count from the end (-1: the last), as the original's."""
+    return [int(k) % frames for k in keyframes]
 
 
 def keep_schedule(control: Control, num_steps: int) -> np.ndarray:

@@ -451,7 +451,7 @@ class AnimateDiffPipeline:
             if net.encodes_images:
                 keys = jax.vmap(lambda k, n=n: jax.random.fold_in(k, n))(seed_stream(seeds, KEY_IMAGES))
                 images = self.encode_video(images, keys)
-            cond, mask = cn.sparse_condition(jnp.asarray(images), c.keyframes, frames)
+            cond, mask = cn.sparse_condition(jnp.asarray(images), cn.keyframe_indices(c.keyframes, frames), frames)
             out.append((net, cn.ControlArgs(net.params, cond, mask, scales)))
         return out
 
