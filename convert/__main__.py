@@ -1,7 +1,8 @@
 """`python -m convert <command>`: convert, merge, inspect and export checkpoints (`--help` on each).
 
 Commands come from `register(subparsers)` in `convert/commands_base.py` (base models, merging,
-inspection, UNet export) and `convert/commands_motion.py` (motion modules, LoRA), when present.
+inspection, UNet export), `convert/commands_motion.py` (motion modules, LoRA) and
+`convert/commands_controlnet.py` (ControlNets, SparseCtrl), when present.
 Errors a user can fix (`animatediff_jax.errors.UserError`) print one `error: <file or flag>: <problem>`
 line through `run_cli` (exit 2 for a bad flag, 1 for a bad input or an unwritable output); anything
 else is a bug and keeps its traceback.
@@ -15,7 +16,7 @@ import sys
 
 from animatediff_jax.errors import run_cli
 
-COMMAND_MODULES = ("convert.commands_base", "convert.commands_motion")
+COMMAND_MODULES = ("convert.commands_base", "convert.commands_motion", "convert.commands_controlnet")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,17 +41,15 @@ from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
-from huggingface_hub import snapshot_download
 
-from animatediff_jax.checkpoint import load_config, load_params, save_params, store_dtype
-from animatediff_jax.models.configs import ControlNetConfig, MotionConfig, sparsectrl_motion_config, to_dict
+from animatediff_jax.checkpoint import load_config, save_params, store_dtype
 from animatediff_jax.errors import UsageError
+from animatediff_jax.models.configs import ControlNetConfig, MotionConfig, sparsectrl_motion_config, to_dict
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import unflatten
-from animatediff_jax.safetensors_file import SafetensorsFile
 from convert import ldm
 from convert.base import Leaf, check_leaves, flax_leaf, resolve_source, weights_file
-from convert.detect import (CONTROLNET_LDM_PREFIX, checkpoint_kind, control_kind, require_sd1_controlnet,
+from convert.detect import (CONTROLNET_LDM_PREFIX, checkpoint_kind, control_layout, require_sd1_controlnet,
                             strip_module_prefix)
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 from convert.motion import original_key_to_diffusers, pe_length
@@ -195,7 +193,7 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], kind: str, path: str) ->
         if proj_in is not None:
             config["use_linear_projection"] = len(shapes[proj_in]) == 2
         simplified = "controlnet_cond_embedding.weight" in shapes
-        cond_in = shapes["controlnet_cond_embedding.weight" if simplified else "controlnet_cond_embedding.conv_in.weight"]
+        cond_in = shapes["controlnet_cond_embedding." + ("weight" if simplified else "conv_in.weight")]
         if not simplified:
             blocks = _indices(keys, "controlnet_cond_embedding.blocks.")
             config["conditioning_embedding_out_channels"] = [cond_in[0]] + [
@@ -235,12 +233,36 @@ def _plan(sd: StateDict, entries: Mapping[str, str], kind: str, config: ControlN
           motion: MotionConfig | None, source_format: str) -> ControlNetPlan:
     """Leaves of `entries` ({diffusers key: file key}), checked against our network's param shapes."""
     leaves = dict(flax_leaf(d, tuple(sd.shape(k)), sd, k, _identity) for d, k in entries.items())
+    return _checked(ControlNetPlan(kind, config, motion, leaves, source_format, sd))
+
+
+def _checked(plan: ControlNetPlan) -> ControlNetPlan:
+    """`plan`, if its leaves are exactly our network's params (`CheckpointError` naming the file)."""
+    kind, config, motion = plan.kind, plan.config, plan.motion
     want = flax_param_shapes("sparsectrl", (config, motion)) if kind == "sparsectrl" else \
         flax_param_shapes("controlnet", config)
-    check_leaves(leaves, want, sd.path,
+    check_leaves(plan.leaves, want, plan.source.path,
                  f"does not match our {'SparseCtrl encoder' if kind == 'sparsectrl' else 'ControlNet'} with "
                  f"config {config}" + (f" and motion modules {motion}" if motion else ""))
-    return ControlNetPlan(kind, config, motion, leaves, source_format, sd)
+    return plan
+
+
+def _plan_stored(sd: StateDict, overrides) -> ControlNetPlan:
+    """A file written by `convert_controlnet`: Flax params, configs in the metadata."""
+    if overrides:
+        raise UsageError(f"overrides: {sd.path} is already converted (its config is stored); overrides apply to "
+                         "PyTorch sources")
+    meta = sd.metadata
+    config = load_config(meta, sd.path)
+    if not isinstance(config, ControlNetConfig) or meta.get("kind") not in KINDS:
+        raise CheckpointError(f"{sd.path}: holds {meta.get('config_class', 'no config')} params, not a ControlNet")
+    try:
+        motion = MotionConfig.from_dict(json.loads(meta["motion"])) if meta.get("motion") else None
+    except (ValueError, TypeError, AttributeError) as e:  # json errors are ValueErrors
+        raise CheckpointError(f"{sd.path}: broken MotionConfig in the metadata ({type(e).__name__}: {e})") from None
+    leaves = {tuple(k.split("/")): Leaf(tuple(sd.shape(k)), np.dtype(sd.dtype(k)), lambda k=k: sd.view(k), k, sd)
+              for k in sd}
+    return _checked(ControlNetPlan(meta["kind"], config, motion, leaves, "flax", sd))
 
 
 def _identity(a: np.ndarray) -> np.ndarray:
@@ -267,6 +289,8 @@ def _refuse_other(kind: str, keys: list[str], path: str) -> None:
 def _plan_file(path: str, overrides) -> ControlNetPlan:
     sd = open_state_dict(path)
     try:
+        if sd.metadata.get("format") == "flax":
+            return _plan_stored(sd, overrides)
         raw = list(sd)
         strip = bool(raw) and all(k.startswith("module.") for k in raw)
         names = {strip_module_prefix(k) if strip else k: k for k in raw}  # clean key -> file key
@@ -276,17 +300,19 @@ def _plan_file(path: str, overrides) -> ControlNetPlan:
         bare = {(k[len(CONTROLNET_LDM_PREFIX):] if k.startswith(CONTROLNET_LDM_PREFIX) else k): s
                 for k, s in shapes.items()}
         require_sd1_controlnet(list(bare), bare.__getitem__, path)
-        length = None
-        if kind == "controlnet" and "conv_in.weight" not in names:
-            entries, layout = _ldm_entries(list(names), path), "ldm"
+        length, layout = None, control_layout(names)
+        if layout == "ldm":
+            entries = _ldm_entries(list(names), path)
         elif kind == "sparsectrl":
             entries, length = _motion_entries(shapes, lambda k: sd.view(names[k]), path)
-            layout = "original" if any(".temporal_transformer." in k for k in names) else "diffusers"
         else:
-            entries, layout = {k: k for k in names}, "diffusers"
+            entries = {k: k for k in names}
         inferred = infer_config({d: shapes[k] for d, k in entries.items()}, kind, path)
         if kind == "sparsectrl":
-            inferred.update(motion_num_attention_heads=SPARSECTRL_HEADS, motion_max_seq_length=length or 32)
+            blocks = {k.split(".transformer_blocks.")[1].split(".")[0] for k in entries
+                      if ".motion_modules." in k and ".transformer_blocks." in k}
+            inferred.update(motion_num_attention_heads=SPARSECTRL_HEADS, motion_max_seq_length=length or 32,
+                            temporal_transformer_layers_per_block=max(len(blocks), 1))
         config, motion = configs(inferred, kind, overrides, path)
         ext = os.path.splitext(path)[1].lower().lstrip(".")
         return _plan(sd, {d: names[k] for d, k in entries.items()}, kind, config, motion, f"{kind}-{layout}-{ext}")
@@ -349,20 +375,17 @@ def plan_controlnet(source: str, *, variant: str | None = None, revision: str | 
 
 # ----------------------------------------------------------------------------- load / convert
 
-def _stored(path: str) -> LoadedControlNet | None:
-    """A file written by `convert_controlnet` (None for any other file)."""
-    if not path.endswith(".safetensors") or not os.path.isfile(path):
-        return None
-    with SafetensorsFile(path) as f:
-        meta = dict(f.metadata)
-    if meta.get("format") != "flax":
-        return None
-    params, meta = load_params(path)
-    config = load_config(meta, path)
-    if not isinstance(config, ControlNetConfig) or meta.get("kind") not in KINDS:
-        raise CheckpointError(f"{path}: holds {meta.get('config_class', 'no config')} params, not a ControlNet")
-    motion = MotionConfig.from_dict(json.loads(meta["motion"])) if meta.get("motion") else None
-    return LoadedControlNet(meta["kind"], config, motion, params)
+def _read(plan: ControlNetPlan, dtype: str | None, nonfinite: NonFinite) -> dict:
+    """The plan's Flax params: zero-copy views, or cast copies (checked for NaN/Inf by name)."""
+    flat = {}
+    for p, leaf in plan.leaves.items():
+        a = leaf.view()
+        target = store_dtype(dtype, leaf.dtype)
+        if a.dtype != target:
+            a = nonfinite.check(leaf.source_key, a.astype(target))
+            leaf.source.release(leaf.source_key)  # the copy holds the bytes now
+        flat[p] = a
+    return unflatten(flat)
 
 
 def load_controlnet(source: str, *, dtype: str | None = None, variant: str | None = None,
@@ -373,37 +396,33 @@ def load_controlnet(source: str, *, dtype: str | None = None, variant: str | Non
     then leaves are zero-copy views of the memory-mapped file (the file must stay in place while they
     live). A cast touches every tensor, and then NaN/Inf tensors are named in one warning on stderr
     (`nonfinite.py`; `convert_controlnet` refuses them). Raises `CheckpointError` naming the file."""
-    stored = _stored(os.fspath(source)) if os.path.exists(os.fspath(source)) else None
-    if stored is not None:
-        return stored
     plan = plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
     try:
         nonfinite = NonFinite(os.fspath(source), allow=True)  # a loader warns
-        flat = {}
-        for p, leaf in plan.leaves.items():
-            a = leaf.view()
-            target = store_dtype(dtype, leaf.dtype)
-            if a.dtype != target:
-                a = nonfinite.check(leaf.source_key, a.astype(target))
-                leaf.source.release(leaf.source_key)  # the copy holds the bytes now
-            flat[p] = a
+        params = _read(plan, dtype, nonfinite)
         nonfinite.report()
     finally:
         plan.close()
-    return LoadedControlNet(plan.kind, plan.config, plan.motion, unflatten(flat))
+    return LoadedControlNet(plan.kind, plan.config, plan.motion, params)
 
 
 def convert_controlnet(source: str, output: str, *, dtype: str | None = None, variant: str | None = None,
                        revision: str | None = None, overrides: Mapping[str, Any] | None = None,
                        allow_nonfinite: bool = False) -> LoadedControlNet:
     """Write a ControlNet / SparseCtrl source as one Flax params `.safetensors` (`output`), the
-    `ControlNetConfig` in its metadata (`config`, `config_class`), plus `kind` and, for SparseCtrl,
-    the `MotionConfig` (`motion`, JSON). Written atomically (`save_params`); tensors holding NaN/Inf
-    are refused by name (`InputError`, nothing written) unless `allow_nonfinite`."""
-    net = load_controlnet(source, variant=variant, revision=revision, overrides=overrides)
-    extra = {"kind": net.kind}
-    if net.motion is not None:
-        extra["motion"] = json.dumps(to_dict(net.motion))
-    save_params(output, net.params, config=net.config, source=f"{net.kind}:{os.path.abspath(os.fspath(source))}",
-                dtype=dtype, metadata=extra, nonfinite=NonFinite(os.fspath(source), allow=allow_nonfinite))
+    `ControlNetConfig` in its metadata (`config`, `config_class`), `source` ("<format>:<path>"),
+    `kind` and, for SparseCtrl, the `MotionConfig` (`motion`, JSON). Written atomically, one tensor
+    at a time (`save_params`); tensors holding NaN/Inf are refused by name (`InputError`, nothing
+    written) unless `allow_nonfinite`. Returns what was written (its params views of the source)."""
+    nonfinite = NonFinite(os.fspath(source), allow=allow_nonfinite)
+    plan = plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
+    try:
+        net = LoadedControlNet(plan.kind, plan.config, plan.motion, _read(plan, None, nonfinite))
+        extra = {"kind": net.kind}
+        if net.motion is not None:
+            extra["motion"] = json.dumps(to_dict(net.motion))
+        save_params(output, net.params, config=net.config, dtype=dtype, metadata=extra, nonfinite=nonfinite,
+                    source=f"{plan.source_format}:{os.path.abspath(os.fspath(source))}")
+    finally:
+        plan.close()
     return net

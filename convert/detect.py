@@ -20,6 +20,7 @@ KINDS = ("flax", "ldm", "diffusers_unet", "diffusers_vae", "clip_text", "motion_
 # ControlNets in the LDM ("cldm") layout: `control_model.`-prefixed (or bare) keys of these parts
 CONTROLNET_LDM_PREFIX = "control_model."
 _CONTROLNET_LDM_PARTS = ("input_hint_block.", "zero_convs.", "middle_block_out.")
+_CONTROLNET_PARTS = ("controlnet_cond_embedding.", "controlnet_down_blocks.")  # diffusers' names
 # how each control kind is described and which sampler flag takes it
 CONTROL_KINDS = {"controlnet": ("a ControlNet", "--controlnet"),
                  "sparsectrl": ("a SparseCtrl encoder (AnimateDiff v3 v3_sd15_sparsectrl_*.ckpt or a diffusers "
@@ -34,15 +35,26 @@ def strip_module_prefix(key: str) -> str:
 def control_kind(keys: Iterable[str]) -> str | None:
     """'sparsectrl', 'controlnet' or None, from the key names (possibly `module.`-prefixed).
 
-    SparseCtrl: diffusers-named encoder keys (`controlnet_cond_embedding.`, `controlnet_down_blocks.`)
-    with motion modules; ControlNet: the same without motion modules, or the LDM layout
-    (`control_model.input_hint_block.`, `zero_convs.`, `middle_block_out.`, prefixed or bare)."""
+    SparseCtrl: diffusers-named encoder keys (both `controlnet_cond_embedding.` and
+    `controlnet_down_blocks.`) with motion modules; ControlNet: the same without motion modules, or
+    the LDM layout (`input_hint_block.`, `zero_convs.` and `middle_block_out.`, `control_model.`-prefixed
+    or bare). A stray key of one part alone does not make a file a ControlNet."""
     keys = [strip_module_prefix(k) for k in keys]
-    if any(k.startswith(("controlnet_cond_embedding.", "controlnet_down_blocks.", "controlnet_mid_block."))
-           for k in keys):
+    starts = lambda parts: all(any(k.startswith(p) for k in keys) for p in parts)  # noqa: E731
+    if starts(_CONTROLNET_PARTS):
         return "sparsectrl" if any(".motion_modules." in k for k in keys) else "controlnet"
-    bare = (k[len(CONTROLNET_LDM_PREFIX):] if k.startswith(CONTROLNET_LDM_PREFIX) else k for k in keys)
-    return "controlnet" if any(k.startswith(_CONTROLNET_LDM_PARTS) for k in bare) else None
+    keys = [k[len(CONTROLNET_LDM_PREFIX):] if k.startswith(CONTROLNET_LDM_PREFIX) else k for k in keys]
+    return "controlnet" if starts(_CONTROLNET_LDM_PARTS) else None
+
+
+def control_layout(keys: Iterable[str]) -> str:
+    """How a ControlNet / SparseCtrl file names its keys: "ldm" (cldm: `input_hint_block`, `zero_convs`),
+    "original" (the AnimateDiff v3 SparseCtrl `.ckpt`: motion modules with `temporal_transformer`) or
+    "diffusers"."""
+    keys = [strip_module_prefix(k) for k in keys]
+    if not any(k.startswith(_CONTROLNET_PARTS) for k in keys):
+        return "ldm"
+    return "original" if any(".temporal_transformer." in k for k in keys) else "diffusers"
 
 
 def refuse_control(keys: Iterable[str], path: str, expected: str) -> None:
@@ -115,9 +127,10 @@ def cross_attention_dim(keys: Iterable[str], shape: ShapeFn) -> int | None:
 
 def require_sd1(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
     """Raise a clear error for a Stable Diffusion 2.x or SDXL checkpoint, or a ControlNet / SparseCtrl
-    file, given where an SD1.x model is expected."""
+    file (without an SD UNet of its own), given where an SD1.x model is expected."""
     keys = list(keys)
-    refuse_control(keys, path, "a Stable Diffusion model")
+    if not any(k.startswith("model.diffusion_model.") for k in keys):
+        refuse_control(keys, path, "a Stable Diffusion model")
     family = model_family(keys, shape)
     if family == "sd1":
         return
@@ -134,12 +147,13 @@ def require_sd1(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
 def require_sd1_controlnet(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
     """Raise a clear error for an SDXL or SD2.x ControlNet / SparseCtrl. `keys`: diffusers-named, or
     LDM-named without the `control_model.` prefix. SDXL: a `label_emb` / `add_embedding` (the
-    size-and-crop conditioning), 2048-dim cross-attention or several transformer blocks per attention;
+    size-and-crop conditioning), 2048-dim cross-attention or several transformer blocks per spatial
+    attention (SparseCtrl's motion modules may have several);
     SD2.x: 1024-dim cross-attention. Other widths pass, as in `model_family` (miniature test models)."""
     keys = list(keys)
     dim = cross_attention_dim(keys, shape)
-    if dim == 2048 or any(k.startswith(("label_emb.", "add_embedding.")) or ".transformer_blocks.1." in k
-                          for k in keys):
+    if dim == 2048 or any(k.startswith(("label_emb.", "add_embedding.")) or
+                          (".transformer_blocks.1." in k and ".motion_modules." not in k) for k in keys):
         raise CheckpointError(f"{path}: SDXL ControlNets are not supported (SD1.x only): it has "
                               + ("2048-dim cross-attention" if dim == 2048 else
                                  "SDXL's size conditioning (label_emb / add_embedding) or deep transformer blocks"))
@@ -203,6 +217,8 @@ def describe(path: str) -> dict:
         if kind == "motion_module":
             info["version"] = motion_version(keys, sd.shape, path) or \
                 "not stored (no pos_encoder.pe): pass it (convert motion --version, sample --motion-version)"
+        if kind in CONTROL_KINDS:
+            info["layout"] = control_layout(keys)
         if kind == "flax":
             info.update({k: sd.metadata[k] for k in ("config_class", "source", "dtype") if k in sd.metadata})
     return info

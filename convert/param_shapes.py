@@ -88,8 +88,9 @@ def _control_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ..
     cfg, motion = config if network == "sparsectrl" else (config, None)
     side = max(8, 2 ** (len(cfg.block_out_channels) - 1))
     cond_side = side * cfg.condition_downsample_factor()
-    inputs = (jnp.zeros((1, 2, side, side, cfg.in_channels)), jnp.zeros((1,)), jnp.zeros((1, 2, cfg.cross_attention_dim)),
-              jnp.zeros((1, 2, cond_side, cond_side, cfg.conditioning_channels)))
+    sample = jnp.zeros((1, 2, side, side, cfg.in_channels))
+    condition = jnp.zeros((1, 2, cond_side, cond_side, cfg.conditioning_channels))
+    inputs = (sample, jnp.zeros((1,)), jnp.zeros((1, 2, cfg.cross_attention_dim)), condition)
     if motion is None:
         return init.param_shapes(controlnet.ControlNetModel(cfg), *inputs)
     return init.param_shapes(controlnet.SparseControlNetModel(cfg, motion=motion), *inputs, jnp.ones((1, 2)))

@@ -89,7 +89,8 @@ class MotionConfig:
 
 # diffusers' SparseControlNetModel defaults where they differ from ControlNetModel's.
 _SPARSE_DEFAULTS = dict(conditioning_channels=4, cross_attention_dim=768, down_block_types=(
-    "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "DownBlockMotion"))
+    "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "DownBlockMotion"),
+    concat_conditioning_mask=True, use_simplified_condition_embedding=True, set_noisy_sample_input_to_zero=True)
 # diffusers ControlNet config keys whose other values this project's SD1.x networks do not implement
 # (SDXL ControlNets set addition_embed_type="text_time" and transformer_layers_per_block > 1).
 _CONTROLNET_ONLY = dict(transformer_layers_per_block=(1, [1]), addition_embed_type=(None,), class_embed_type=(None,),
@@ -102,7 +103,8 @@ _CONTROLNET_ONLY = dict(transformer_layers_per_block=(1, [1]), addition_embed_ty
 @dataclass(frozen=True)
 class ControlNetConfig:
     """SD1.x ControlNet (diffusers `ControlNetModel`) and SparseCtrl encoder (`SparseControlNetModel`)
-    layout; defaults = diffusers' ControlNetModel (SD1.5 ControlNet v1.1).
+    layout; defaults = diffusers' ControlNetModel (SD1.5 ControlNet v1.1), `from_dict` of a
+    SparseControlNetModel config takes SparseControlNetModel's.
 
     The encoder copy (conv_in, time embedding, down blocks, mid block) has the UNet's fields
     (`unet_config()`). `conditioning_channels`: channels of the control image (3: RGB; SparseCtrl RGB
@@ -133,9 +135,10 @@ class ControlNetConfig:
     conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
     global_pool_conditions: bool = False
     controlnet_conditioning_channel_order: Literal["rgb", "bgr"] = "rgb"
-    concat_conditioning_mask: bool = True
-    use_simplified_condition_embedding: bool = True
-    set_noisy_sample_input_to_zero: bool = True
+    # SparseCtrl only (False = ControlNetModel's behaviour; SparseControlNetModel's defaults are True)
+    concat_conditioning_mask: bool = False
+    use_simplified_condition_embedding: bool = False
+    set_noisy_sample_input_to_zero: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ControlNetConfig":
@@ -246,8 +249,7 @@ MOTION_VERSIONS = {"v1": MOTION_V1, "v2": MOTION_V2, "v3": MOTION_V3}
 SD15_CONTROLNET = ControlNetConfig(cross_attention_dim=768)
 # The v3 SparseCtrl encoders (v3_sd15_sparsectrl_rgb.ckpt: 4 latent channels, simplified embedding;
 # ..._scribble.ckpt: 3 RGB channels, full embedding), as the original configs/inference/sparsectrl yamls.
-SPARSECTRL_RGB = ControlNetConfig(conditioning_channels=4, cross_attention_dim=768,
-                                  down_block_types=_SPARSE_DEFAULTS["down_block_types"])
+SPARSECTRL_RGB = ControlNetConfig(**_SPARSE_DEFAULTS)
 SPARSECTRL_SCRIBBLE = dataclasses.replace(SPARSECTRL_RGB, conditioning_channels=3,
                                           use_simplified_condition_embedding=False)
 MOTION_SPARSECTRL = MotionConfig(max_seq_length=32, use_mid_block=False, double_self_attention=False)

@@ -152,20 +152,23 @@ class UNet3DConditionModel(nn.Module):
     motion_block_scales: tuple[tuple[str, float], ...] = ()
 
     @nn.compact
-    def __call__(self, sample, timesteps, encoder_hidden_states):
+    def __call__(self, sample, timesteps, encoder_hidden_states, down_block_additional_residuals=None,
+                 mid_block_additional_residual=None):
+        """sample (B, F, h, w, C_in), timesteps (B,) or scalar, encoder_hidden_states (B, T, D) or per
+        frame (B, F, T, D) -> (B, F, h, w, C_out) float32.
+
+        `down_block_additional_residuals` / `mid_block_additional_residual` (diffusers' names and
+        semantics, e.g. a ControlNet's outputs): added to the down blocks' skip connections (one tensor
+        per skip, conv_in's first: 1 + down blocks x layers_per_block + downsamplers, each
+        (B, F, h_i, w_i, C_i) or spatially pooled (B, F, 1, 1, C_i)) and to the mid block's output.
+        None adds nothing (bit-identical to no residuals). ValueError on a count or shape mismatch."""
         cfg = self.config
-        _check(cfg, sample, encoder_hidden_states)
+        check_inputs(cfg, sample, encoder_hidden_states)
         scales = motion_scales(cfg, self.motion_scale, self.motion_block_scales)
-        b = sample.shape[0]
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         blocks = dict(config=cfg, motion=self.motion, attention_impl=self.attention_impl, remat=self.remat, **kw)
-        timesteps = jnp.asarray(timesteps)
-        if timesteps.ndim > 1 or (timesteps.ndim == 1 and timesteps.shape[0] not in (1, b)):
-            raise ValueError(f"timesteps must be a scalar or shape ({b},), got shape {timesteps.shape}")
-        t = timestep_embedding(jnp.broadcast_to(timesteps.reshape(-1), (b,)), cfg.block_out_channels[0],
-                               cfg.flip_sin_to_cos, cfg.freq_shift)
         temb = TimestepEmbedding(4 * cfg.block_out_channels[0], cfg.act_fn, name="time_embedding", **kw)(
-            t.astype(self.dtype))
+            timestep_features(cfg, timesteps, sample.shape[0]).astype(self.dtype))
         context = encoder_hidden_states.astype(self.dtype)
 
         x = conv(cfg.block_out_channels[0], 3, "conv_in", **kw)(sample.astype(self.dtype))
@@ -174,7 +177,13 @@ class UNet3DConditionModel(nn.Module):
             x, res = DownBlock(index=i, name=f"down_blocks_{i}", motion_scale=scales[f"down_blocks_{i}"],
                                **blocks)(x, temb, context)
             skips += res
+        if down_block_additional_residuals is not None:
+            _check_residuals("down_block_additional_residuals", down_block_additional_residuals, skips)
+            skips = [s + r.astype(s.dtype) for s, r in zip(skips, down_block_additional_residuals)]
         x = MidBlock(name="mid_block", motion_scale=scales["mid_block"], **blocks)(x, temb, context)
+        if mid_block_additional_residual is not None:
+            _check_residuals("mid_block_additional_residual", (mid_block_additional_residual,), (x,))
+            x = x + mid_block_additional_residual.astype(x.dtype)
         for i in range(len(cfg.up_block_types)):
             n = cfg.layers_per_block + 1
             res, skips = skips[-n:], skips[:-n]
@@ -202,8 +211,18 @@ def motion_scales(cfg: UNetConfig, scale: float, block_scales: tuple[tuple[str, 
     return out
 
 
-def _check(cfg: UNetConfig, sample, text) -> None:
-    """Clear errors for inputs or configs this UNet cannot run."""
+def timestep_features(cfg: UNetConfig, timesteps, batch: int):
+    """Timesteps, a scalar or (batch,) (or (1,)), -> (batch, block_out_channels[0]) float32 sinusoidal
+    features (diffusers' `time_proj`), the input of `time_embedding`. ValueError for other shapes."""
+    timesteps = jnp.asarray(timesteps)
+    if timesteps.ndim > 1 or (timesteps.ndim == 1 and timesteps.shape[0] not in (1, batch)):
+        raise ValueError(f"timesteps must be a scalar or shape ({batch},), got shape {timesteps.shape}")
+    return timestep_embedding(jnp.broadcast_to(timesteps.reshape(-1), (batch,)), cfg.block_out_channels[0],
+                              cfg.flip_sin_to_cos, cfg.freq_shift)
+
+
+def check_inputs(cfg: UNetConfig, sample, text) -> None:
+    """Clear errors for inputs or configs this UNet (or a ControlNet's encoder copy) cannot run."""
     n = len(cfg.block_out_channels)
     if len(cfg.down_block_types) != n or len(cfg.up_block_types) != n:
         raise ValueError(f"UNetConfig: {n} block_out_channels but {len(cfg.down_block_types)} down and "
@@ -220,3 +239,15 @@ def _check(cfg: UNetConfig, sample, text) -> None:
         raise ValueError(f"encoder_hidden_states must be ({sample.shape[0]}, tokens, {cfg.cross_attention_dim})"
                          f" or per frame ({sample.shape[0]}, {sample.shape[1]}, tokens, "
                          f"{cfg.cross_attention_dim}), got {text.shape}")
+
+
+def _check_residuals(name: str, residuals, targets) -> None:
+    """ValueError unless `residuals` are one per target, each the target's (B, F, h, w, C) shape or
+    its spatial mean's (B, F, 1, 1, C) (ControlNets with global_pool_conditions)."""
+    want = [tuple(t.shape) for t in targets]
+    got = [tuple(getattr(r, "shape", ())) for r in residuals]
+    ok = len(got) == len(want) and all(
+        len(g) == 5 and (g == w or g == w[:2] + (1, 1) + w[4:]) for g, w in zip(got, want))
+    if not ok:
+        raise ValueError(f"{name}: expected {len(want)} tensor(s) shaped {want} (or spatially pooled, "
+                         f"h = w = 1), got {len(got)} shaped {got}")

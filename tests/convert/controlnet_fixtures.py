@@ -41,7 +41,12 @@ SPARSECTRL_RGB = dict(
     use_simplified_condition_embedding=True)
 SPARSECTRL_SCRIBBLE = dict(SPARSECTRL_RGB, conditioning_channels=3, use_simplified_condition_embedding=False,
                            conditioning_embedding_out_channels=(8, 16))
-SPARSECTRLS = {"rgb": SPARSECTRL_RGB, "scribble": SPARSECTRL_SCRIBBLE}
+# a third layout: three levels, linear projections, two temporal transformer blocks per motion module
+SPARSECTRL_DEEP = dict(SPARSECTRL_SCRIBBLE, block_out_channels=(16, 32, 32), layers_per_block=2,
+                       down_block_types=("DownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion"),
+                       use_linear_projection=True, conditioning_embedding_out_channels=(4, 8, 8),
+                       temporal_transformer_layers_per_block=2)
+SPARSECTRLS = {"rgb": SPARSECTRL_RGB, "scribble": SPARSECTRL_SCRIBBLE, "deep": SPARSECTRL_DEEP}
 # what single files cannot show (`load_controlnet(overrides=...)`), for the tiny configs above
 HIDDEN = {"norm_num_groups": 8, "attention_head_dim": 2}
 

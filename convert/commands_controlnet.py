@@ -1,0 +1,66 @@
+"""CLI command `controlnet`: an SD1.x ControlNet or AnimateDiff v3 SparseCtrl encoder -> Flax params.
+
+    python -m convert controlnet control_v11p_sd15_canny.pth canny.safetensors
+    python -m convert controlnet v3_sd15_sparsectrl_scribble.ckpt scribble.safetensors
+    python -m convert controlnet lllyasviel/control_v11f1p_sd15_depth depth.safetensors   # hub id (cached)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from animatediff_jax.errors import UsageError
+from animatediff_jax.outputs import check_output
+from convert.commands_base import DTYPES, add_output_options
+
+
+def _overrides(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        overrides = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"--overrides: not valid JSON ({e})") from None
+    if not isinstance(overrides, dict):
+        raise UsageError('--overrides: expected a JSON object, e.g. {"global_pool_conditions": true}')
+    return overrides
+
+
+def _controlnet(args) -> int:
+    from convert.controlnet import convert_controlnet  # local: the CLI's help stays light
+    overrides = _overrides(args.overrides)
+    check_output(args.output, overwrite=args.overwrite)
+    net = convert_controlnet(args.source, args.output, dtype=args.dtype, variant=args.variant,
+                             revision=args.revision, overrides=overrides, allow_nonfinite=args.allow_nonfinite)
+    c = net.config
+    motion = f", motion modules: {net.motion.num_attention_heads} heads, length {net.motion.max_seq_length}" \
+        if net.motion else ""
+    print(f"{args.output}: {net.kind}, blocks {list(c.block_out_channels)}, condition {c.conditioning_channels} "
+          f"channels at 1/{c.condition_downsample_factor()} latent scale{motion}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "controlnet", help="SD1.x ControlNet or v3 SparseCtrl encoder -> Flax params",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Convert an SD1.x ControlNet or an AnimateDiff v3 SparseCtrl encoder into Flax params
+(.safetensors; ControlNetConfig, kind and the SparseCtrl motion config in the metadata), for
+`python -m animatediff_jax.sample --controlnet` / `--sparsectrl`.
+
+SOURCE: a diffusers ControlNetModel / SparseControlNetModel folder or hub id (owner/name, read from
+the Hugging Face cache), an LDM-layout single file (control_v11p_sd15_*.pth / .safetensors, keys
+control_model.* or bare), or an original SparseCtrl .ckpt (v3_sd15_sparsectrl_rgb.ckpt, _scribble).
+SDXL and SD2.x ControlNets are refused.
+
+Single files do not store the head counts (SD1.x: 8), global_pool_conditions (true only for the
+v1.1 shuffle ControlNet) or the SparseCtrl motion heads (8): set them with --overrides.""")
+    p.add_argument("source", help="ControlNet / SparseCtrl folder, hub id or single file")
+    p.add_argument("output", help="output .safetensors (Flax params)")
+    p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as in the source)")
+    p.add_argument("--variant", help="diffusers weight variant, e.g. fp16")
+    p.add_argument("--revision", help="hub revision")
+    p.add_argument("--overrides", metavar="JSON",
+                   help='diffusers config keys over the inferred config, e.g. \'{"global_pool_conditions": true}\'')
+    add_output_options(p)
+    p.set_defaults(run=_controlnet)
