@@ -189,7 +189,8 @@ def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: in
                                    s.control_guidance_end, list(s.keyframes) if s.kind == "sparsectrl" else None))
     try:
         cn.check_controls(controls, batch=batch, frames=frames, width=width, height=height, window=window,
-                          cross_attention_dim=base_unet.cross_attention_dim, latent_channels=vae_config.latent_channels)
+                          cross_attention_dim=base_unet.cross_attention_dim, latent_channels=vae_config.latent_channels,
+                          vae_scale=vae_config.downsample_factor)
     except UsageError as e:  # "controlnets[n] (--flag path): problem" -> "--flag path: problem"
         message = str(e).split(" (", 1)[1].replace("): ", ": ", 1) if str(e).startswith("controlnets[") else str(e)
         raise UsageError(f"{where}{message}") from None

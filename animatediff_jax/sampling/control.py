@@ -106,7 +106,7 @@ def frame_count_rule(count: int, frames: int, what: str) -> None:
 
 
 def check_controls(controls: Sequence[Control], *, batch: int, frames: int, width: int, height: int,
-                   window: int, cross_attention_dim: int, latent_channels: int) -> None:
+                   window: int, cross_attention_dim: int, latent_channels: int, vae_scale: int) -> None:
     """Every error of `controls` for a video of this size, before anything is traced: kinds, scales
     and guidance fractions, image shapes and value ranges, frame counts, key frames, the frames a
     SparseCtrl encoder's motion modules see at once (`window`: the video or the context window)."""
@@ -119,6 +119,10 @@ def check_controls(controls: Sequence[Control], *, batch: int, frames: int, widt
         if cfg.cross_attention_dim != cross_attention_dim:
             raise UsageError(f"{what}: cross_attention_dim {cfg.cross_attention_dim} does not fit the base model's "
                              f"text encoder ({cross_attention_dim}): a ControlNet of another model family")
+        factor = cfg.condition_downsample_factor()
+        if not net.encodes_images and factor != vae_scale:
+            raise UsageError(f"{what}: embeds control images {factor}x down to latent size, but the VAE's factor is "
+                             f"{vae_scale}: a ControlNet of another model family")
         if cfg.global_pool_conditions:
             raise UsageError(f"{what}: a global-pooling ControlNet (shuffle; diffusers' guess mode) is not supported")
         for name in ("conditioning_scale", "control_guidance_start", "control_guidance_end"):

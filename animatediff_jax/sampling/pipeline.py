@@ -284,7 +284,7 @@ class AnimateDiffPipeline:
             cn.check_controls(controlnets, batch=num_prompts, frames=frames, width=width, height=height,
                               window=frames if context is None else min(context.length, frames),
                               cross_attention_dim=self.unet.config.cross_attention_dim,
-                              latent_channels=self.vae.config.latent_channels)
+                              latent_channels=self.vae.config.latent_channels, vae_scale=self.vae_scale)
         check_video_size(width=width, height=height, frames=frames, steps=steps, context=context,
                          vae_scale=self.vae_scale, max_frames=self.max_frames)
         if num_prompts < 1:

@@ -9,6 +9,7 @@ import yaml
 from PIL import Image
 
 from animatediff_jax import sample
+from animatediff_jax.miniature.shipped import MINIATURE
 from animatediff_jax.sample_control import read_key_image
 from tests.convert import controlnet_fixtures as cf
 from tests.sampling import tiny_models as tm
@@ -34,6 +35,9 @@ def files(tmp_path_factory):
     rgb = dict(cf.SPARSECTRL_RGB)
     from diffusers import SparseControlNetModel
     cf.save_folder(cf.randomize(SparseControlNetModel(**rgb), seed=6), str(root / "sparse"))
+    from diffusers import ControlNetModel
+    cf.save_folder(cf.randomize(ControlNetModel(**dict(cf.CONTROLNET_SMALL, cross_attention_dim=64)), seed=7),
+                   str(root / "cn64"))  # the miniature's text width
     _frames(root / "video", 4)
     _frames(root / "one", 1, seed=1)
     _frames(root / "wide", 4, size=(32, 48))
@@ -91,6 +95,19 @@ def test_bad_controls_are_refused_before_loading(env, capsys, flags, rc, message
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err, err
     assert not env.jobs and not os.path.exists("out")
+
+
+@pytest.mark.parametrize("net,message", [
+    ("cn", "--controlnet cn: cross_attention_dim 32 does not fit the base model's text encoder (64)"),
+    ("cn64", "--controlnet cn64: embeds control images 8x down to latent size, but the VAE's factor is 4"),
+])
+def test_controlnets_of_another_family_are_refused(env, capsys, net, message):
+    """The shipped miniature (text width 64, VAE factor 4) with tiny SD-style ControlNets."""
+    assert sample.main(["--motion-module", os.path.join(MINIATURE, "motion_module_B.safetensors"), "--prompt", "a",
+                        "--W", "32", "--H", "32", "--L", "4", "--controlnet", net, "--control-video", "video",
+                        "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
 
 
 def test_good_controls_pass_validation(env):
