@@ -110,6 +110,13 @@ def test_controlnets_of_another_family_are_refused(env, capsys, net, message):
     assert message in err and err.count("\n") == 1, err
 
 
+def test_a_sparsectrl_file_given_as_motion_module_is_refused(env, capsys):
+    assert sample.main(["--base", "base", "--motion-module", "sparse", "--prompt", "a", *SIZE, "--out", "out"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "sparse" in err and "SparseCtrl" in err, err
+    assert not env.jobs
+
+
 def test_good_controls_pass_validation(env):
     with pytest.raises(Validated):
         sample.run(sample.build_parser().parse_args(argv := [
