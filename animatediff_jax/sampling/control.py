@@ -181,8 +181,9 @@ def keep_schedule(control: Control, num_steps: int) -> np.ndarray:
     return np.where(off, 0.0, float(control.conditioning_scale)).astype(np.float32)
 
 
-def condition(images, batch: int, frames: int) -> np.ndarray:
-    """A ControlNet's images as (1 or batch, frames, H, W, C) float32 (a single image repeated)."""
+def condition(images, frames: int) -> np.ndarray:
+    """Checked images (frames or 1, H, W, C) or (1 or B, frames or 1, H, W, C), float or uint8, as
+    (1 or B, frames, H, W, C) float32 in [0, 1] (a single image repeated for every frame)."""
     images = np.asarray(images)
     images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     images = images[None] if images.ndim == 4 else images

@@ -279,18 +279,18 @@ class AnimateDiffPipeline:
                      motion_scale: float = 1.0, motion_block_scales: Mapping[str, float] | None = None,
                      controlnets: Sequence[cn.Control] = ()) -> None:
         """Every size/count/setting error, raised before anything is traced or compiled."""
-        check_motion_scales(self.unet, motion_scale, motion_block_scales)
-        if controlnets:
-            cn.check_controls(controlnets, batch=num_prompts, frames=frames, width=width, height=height,
-                              window=frames if context is None else min(context.length, frames),
-                              cross_attention_dim=self.unet.config.cross_attention_dim,
-                              latent_channels=self.vae.config.latent_channels, vae_scale=self.vae_scale)
         check_video_size(width=width, height=height, frames=frames, steps=steps, context=context,
                          vae_scale=self.vae_scale, max_frames=self.max_frames)
         if num_prompts < 1:
             raise UsageError("no prompt given")
         if num_seeds is not None and num_seeds != num_prompts:
             raise UsageError(f"{num_seeds} seeds for {num_prompts} prompts")
+        check_motion_scales(self.unet, motion_scale, motion_block_scales)
+        if controlnets:
+            cn.check_controls(controlnets, batch=num_prompts, frames=frames, width=width, height=height,
+                              window=frames if context is None else min(context.length, frames),
+                              cross_attention_dim=self.unet.config.cross_attention_dim,
+                              latent_channels=self.vae.config.latent_channels, vae_scale=self.vae_scale)
 
     # ---------------------------------------------------------------- jitted functions
     def encode_text(self, prompts: Sequence[str]) -> jax.Array:
@@ -444,7 +444,7 @@ class AnimateDiffPipeline:
         out = []
         for n, c in enumerate(controlnets):
             net, scales = c.controlnet, jnp.asarray(cn.keep_schedule(c, num_steps))
-            images = cn.condition(c.images, len(seeds), frames if net.kind == "controlnet" else len(c.keyframes))
+            images = cn.condition(c.images, frames if net.kind == "controlnet" else len(c.keyframes))
             if net.kind == "controlnet":
                 out.append((net, cn.ControlArgs(net.params, jnp.asarray(images), None, scales)))
                 continue
