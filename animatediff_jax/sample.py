@@ -200,7 +200,8 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
     from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415
     from animatediff_jax.models.unet3d import UNet3DConditionModel  # noqa: PLC0415
-    from animatediff_jax.sampling.pipeline import check_motion_scales, check_video_size, configured_sampler  # noqa: PLC0415
+    from animatediff_jax.sampling.pipeline import (  # noqa: PLC0415
+        check_motion_scales, check_video_size, configured_sampler)
     from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS, start_index  # noqa: PLC0415
     configs, videos, latents = {}, {}, {}
     for job in jobs:

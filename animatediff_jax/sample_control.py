@@ -97,8 +97,8 @@ def entry_keys(specs: list[ControlSpec]) -> dict:
                                    control_guidance_end=s.control_guidance_end) for s in nets]
     for s in specs:
         if s.kind == "sparsectrl":
-            out.update(controlnet_path=os.path.abspath(s.path), controlnet_images=[os.path.abspath(i) for i in s.images],
-                       controlnet_image_indexs=list(s.keyframes), controlnet_conditioning_scale=s.conditioning_scale)
+            out.update(controlnet_path=os.path.abspath(s.path),
+                       controlnet_images=[os.path.abspath(i) for i in s.images], controlnet_image_indexs=list(s.keyframes), controlnet_conditioning_scale=s.conditioning_scale)
             if s.normalize:
                 out["normalize_condition_images"] = True
             if s.config:
@@ -172,8 +172,8 @@ def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: in
         plan.close()
         if plan.kind != s.kind:
             other = "--sparsectrl" if plan.kind == "sparsectrl" else "--controlnet"
-            raise UsageError(f"{s.flag} {s.path}: a {'SparseCtrl encoder' if plan.kind == 'sparsectrl' else 'ControlNet'}"
-                             f"; pass it with {other}")
+            what = "SparseCtrl encoder" if plan.kind == "sparsectrl" else "ControlNet"
+            raise UsageError(f"{s.flag} {s.path}: a {what}; pass it with {other}")
         motion = plan.motion
         if motion is not None and joint_motion:
             motion = dataclasses.replace(motion, input_norm="joint")

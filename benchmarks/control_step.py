@@ -87,10 +87,10 @@ def main():
     emb = jnp.asarray(rng.standard_normal((2, 77, text_dim)), dt)
     scales = jnp.ones((sampler.num_steps,), jnp.float32)
     video = jnp.asarray(rng.random((1, f, lat * 8, lat * 8, 3)), jnp.float32)
-    cond, mask = sparse_condition(jnp.asarray(rng.standard_normal((1, 3, lat, lat, 4)), jnp.float32), [0, f // 2, f - 1], f)
-    cases = {"plain step": (),
-             "1 ControlNet": ((cn, ControlArgs(cn_p, video, None, scales)),),
-             "2 ControlNets": ((cn, ControlArgs(cn_p, video, None, scales)), (cn, ControlArgs(cn_p, video, None, scales))),
+    keys = jnp.asarray(rng.standard_normal((1, 3, lat, lat, 4)), jnp.float32)
+    cond, mask = sparse_condition(keys, [0, f // 2, f - 1], f)
+    one = (cn, ControlArgs(cn_p, video, None, scales))
+    cases = {"plain step": (), "1 ControlNet": (one,), "2 ControlNets": (one, one),
              "1 SparseCtrl (RGB)": ((sc, ControlArgs(sc_p, cond, mask, scales)),)}
     pipe = AnimateDiffPipeline(unet, unet_p, None, None, None, None, None)
     rows = []
@@ -98,7 +98,8 @@ def main():
         step = pipe.step_function(sampler, True, None, tuple(c.network for c, _ in controls))
         control = tuple(a for _, a in controls)
         state = sampler.init_state(x)
-        call = lambda: step(unet_p, x, state, np.int32(3), emb, jnp.float32(7.5), jnp.zeros((1, 2), jnp.uint32),  # noqa: E731
+        keys = jnp.zeros((1, 2), jnp.uint32)
+        call = lambda: step(unet_p, x, state, np.int32(3), emb, jnp.float32(7.5), keys,  # noqa: E731
                             control)[0].block_until_ready()
         t = time.perf_counter()
         call()

@@ -14,10 +14,11 @@ original AnimateDiff v3 SparseCtrl):
   are floats in [0, 1] at the output size (H, W) = (height, width): preprocessing (depth, pose,
   edges, resizing) is the user's.
 - A SparseCtrl encoder takes K key images (K, H, W, 3) and the frames they belong to (`keyframes`,
-  K distinct indices in [0, F), or negative from the end): the condition is zero on every other frame and a mask channel marks
-  the key frames. For the RGB encoder (`use_simplified_condition_embedding`, 4 condition channels)
-  the key images are VAE-encoded latents, sampled from the posterior and scaled by the VAE's
-  scaling factor, as the original and diffusers do (each video draws from its own seed); the
+  K distinct indices in [0, F), or negative from the end): the condition is zero on every other
+  frame and a mask channel marks the key frames. For the RGB encoder
+  (`use_simplified_condition_embedding`, 4 condition channels) the key images are VAE-encoded
+  latents, sampled from the posterior and scaled by the VAE's scaling factor, as the original and
+  diffusers do (each video draws from its own seed); the
   scribble encoder takes the images themselves.
 - `conditioning_scale` multiplies the residuals; `control_guidance_start` / `_end` (fractions of
   the steps) switch the network on only for step i with start ≤ i/N and (i+1)/N ≤ end (diffusers'
@@ -222,7 +223,8 @@ def residuals(networks: Sequence[ControlNetModel], args: Sequence[ControlArgs], 
         cond = jnp.take(a.cond, idx, axis=1)
         cond = jnp.broadcast_to(cond, (n,) + cond.shape[1:]) if cond.shape[0] == 1 else \
             jnp.concatenate([cond] * (n // cond.shape[0]))
-        extra = {} if a.mask is None else {"conditioning_mask": jnp.broadcast_to(jnp.take(a.mask, idx), (n, idx.shape[0]))}
+        extra = {} if a.mask is None else {
+            "conditioning_mask": jnp.broadcast_to(jnp.take(a.mask, idx), (n, idx.shape[0]))}
         d, m = net.apply({"params": a.params}, x, t, emb, cond, conditioning_scale=a.scales[i], **extra)
         down = list(d) if down is None else [p + q for p, q in zip(down, d)]
         mid = m if mid is None else mid + m
