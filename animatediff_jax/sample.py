@@ -35,6 +35,7 @@ from animatediff_jax.errors import InputError, OutputError, UsageError, UserErro
 from animatediff_jax.sampling.prompt_config import PromptEntry, check_prompt_frames, draw_seeds, inference_config, \
     load_prompt_config, resolved_config
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
+from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags
 from animatediff_jax.sample_flags import ENTRY_FLAGS, PROG, build_parser, option_tokens, options_of
 
 # ----------------------------------------------------------------------------- jobs
@@ -48,10 +49,14 @@ class Job:
     sizes: dict  # width, height, frames
     clip_skip: int = 0
     scheduler_config: str | dict = "original"
+    motion_scale: float = 1.0
+    motion_block_scales: dict = field(default_factory=dict)
+    controls: list = field(default_factory=list)  # sample_control.ControlSpec
     context: object = None  # ContextOptions, made by `validate`
     checked: object = None  # loading.CheckedFiles of `model`, made by `validate`
     latents: np.ndarray | None = field(default=None, repr=False)  # read by `validate`
     init_video: np.ndarray | None = field(default=None, repr=False)
+    control_inputs: list = field(default_factory=list, repr=False)  # control.Control, made by `validate`
 
 
 def jobs_from_args(args, argv: list[str]) -> tuple[list[Job], str]:
@@ -92,7 +97,10 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
     sizes = dict(width=_given(opts.width, e.W), height=_given(opts.height, e.H),  # None: the base's own size
                  frames=_first(opts.frames, e.L, 16))
     return Job(e, opts, model, sizes, clip_skip=_first(opts.clip_skip, clip_skip),
-               scheduler_config=scheduler_kwargs or scheduler_source(opts.scheduler_config))
+               scheduler_config=scheduler_kwargs or scheduler_source(opts.scheduler_config),
+               motion_scale=_first(opts.motion_scale, e.motion_scale),
+               motion_block_scales=_first(opts.motion_block_scales, e.motion_block_scales),
+               controls=specs_from_entry(e))
 
 
 def _first(*values):
@@ -124,6 +132,7 @@ def _flag_jobs(args) -> list[Job]:
                                         domain_adapter=args.domain_adapter), prompts)]
     negs, seeds = args.negative_prompt or [""], args.seed or [-1]
     sizes = DEFAULT_SAMPLE if default else dict(width=None, height=None, frames=16, steps=25)  # None: the base's
+    controls = specs_from_flags(args)
     jobs = []
     for name, model, job_prompts in setups:
         n = len(job_prompts)
@@ -134,12 +143,14 @@ def _flag_jobs(args) -> list[Job]:
         entry = PromptEntry(name=name, prompts=job_prompts, n_prompts=negs * (n // len(negs)),
                             seeds=seeds * (n // len(seeds)), steps=_first(args.steps, sizes["steps"]),
                             guidance_scale=_first(args.guidance_scale, 7.5))
-        entry.raw = _entry_of_flags(model, entry)
+        entry.raw = dict(_entry_of_flags(model, entry), **entry_keys(controls))
         model = dict(dict(tokenizer=args.tokenizer, loras=[], motion_loras=[]), **model, lora_alpha_rule="kohya",
                      motion_version=args.motion_version, motion_max_seq_length=None)
         size = {k: _given(getattr(args, k), sizes[k]) for k in ("width", "height", "frames")}
         jobs.append(Job(entry, args, model, size, clip_skip=_first(args.clip_skip, 0),
-                        scheduler_config=scheduler_source(args.scheduler_config)))
+                        scheduler_config=scheduler_source(args.scheduler_config),
+                        motion_scale=_first(args.motion_scale, 1.0), motion_block_scales=args.motion_block_scales or {},
+                        controls=controls))
     return jobs
 
 
@@ -189,7 +200,9 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     latents and the init video are read here (once)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
     from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415
-    from animatediff_jax.sampling.pipeline import check_video_size, configured_sampler  # noqa: PLC0415
+    from animatediff_jax.models.unet3d import UNet3DConditionModel  # noqa: PLC0415
+    from animatediff_jax.sampling.pipeline import (  # noqa: PLC0415
+        check_motion_scales, check_video_size, configured_sampler)
     from animatediff_jax.sampling.samplers import start_index  # noqa: PLC0415
     checked, videos, latents = {}, {}, {}
     for job in jobs:
@@ -200,6 +213,12 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
             checked[files] = loading.check_files(files, cache_dir, loading.FLAGS)
         job.checked = checked[files]
         base, mm = job.checked.base.configs, job.checked.motion
+        try:
+            check_motion_scales(UNet3DConditionModel(base["unet"], mm.config if mm else None), job.motion_scale,
+                                job.motion_block_scales)
+        except UsageError as err:
+            raise UsageError(f"{where}--motion-scale/--motion-block-scales (motion_scale/motion_block_scales): "
+                             f"{str(err).removeprefix('motion_scale/motion_block_scales: ')}") from None
         context = None
         if o.context_length is not None:
             try:
@@ -217,6 +236,11 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         except UsageError as err:
             raise UsageError(f"{where}{err}") from None
         check_prompt_frames(e, s["frames"])
+        if job.controls:
+            job.control_inputs = check_controls(
+                job.controls, base_unet=base["unet"], vae_config=base["vae"], width=s["width"], height=s["height"],
+                frames=s["frames"], window=s["frames"] if context is None else min(context.length, s["frames"]),
+                joint_motion=o.diffusers_norm, batch=min(o.batch_size, len(e.prompts)), where=where)
         layers = base["text_encoder"].num_hidden_layers
         if job.clip_skip >= layers:
             raise UsageError(f"{where}--clip-skip/clip_skip: must be < {layers} (the text encoder's layers), "
@@ -315,6 +339,12 @@ def saved_entry(job: Job, seeds: list[int], dtype: str) -> dict:
                guidance_scale=e.guidance_scale, seed=list(seeds))
     if job.clip_skip:
         raw["clip_skip"] = job.clip_skip
+    for key in ("motion_scale", "motion_block_scales"):  # the values used, where not the default
+        raw.pop(key, None)
+    if job.motion_scale != 1.0:
+        raw["motion_scale"] = job.motion_scale
+    if job.motion_block_scales:
+        raw["motion_block_scales"] = dict(job.motion_block_scales)
     raw["sample_options"] = options_of(job.opts, base=job.model["base"], tokenizer=job.model["tokenizer"],
                                        dtype=dtype)  # the LoRAs are in the entry: lora_model_path, lora_alpha
     return raw
@@ -354,6 +384,8 @@ def run(args, argv: list[str]) -> str:
         for job in jobs:
             e, s, o = job.entry, job.sizes, job.opts
             pipe = load_pipeline(job)
+            controls = load_controls(job.controls, job.control_inputs, dtype=pipe.description["dtype"],
+                                     attention_impl=o.attention)
             seeds = draw_seeds(e.seeds)
             latents = None if job.latents is None else from_diffusers_latents(job.latents)
             freeinit = FreeInitOptions(o.freeinit_iters, o.freeinit_filter) if o.freeinit_iters > 1 else None
@@ -368,6 +400,8 @@ def run(args, argv: list[str]) -> str:
                                   latents=None if latents is None else latents[i:i + n], context=job.context,
                                   freeinit=freeinit, init_video=job.init_video,
                                   strength=o.strength if job.init_video is not None else 1.0,
+                                  motion_scale=job.motion_scale, motion_block_scales=job.motion_block_scales,
+                                  controlnets=controls,
                                   progress=not args.no_progress)
                 for prompt, frames in zip(e.prompts[i:i + n], result.frames):
                     if not np.isfinite(frames).all():

@@ -32,7 +32,10 @@ _PATHS = {"base", "tokenizer", "init_video", "latents"}
 # Flags that name what an entry of a prompt config names itself: refused next to a config.
 ENTRY_FLAGS = {"prompt": "--prompt", "travel": "--travel", "seed": "--seed", "negative_prompt": "--negative-prompt",
                 "dreambooth": "--dreambooth", "lora": "--lora", "motion_module": "--motion-module",
-                "motion_lora": "--motion-lora", "domain_adapter": "--domain-adapter"}
+                "motion_lora": "--motion-lora", "domain_adapter": "--domain-adapter", "controlnet": "--controlnet",
+                "control_video": "--control-video", "control_guidance_start": "--control-guidance-start",
+                "control_guidance_end": "--control-guidance-end", "sparsectrl": "--sparsectrl",
+                "keyframes": "--keyframes", "keyframe_images": "--keyframe-images"}
 
 
 # ----------------------------------------------------------------------------- flag values
@@ -89,6 +92,39 @@ def _path_scale(arg: str) -> tuple[str, float]:
     return arg, 1.0
 
 
+def _block_scales(arg: str) -> dict[str, float]:
+    """`BLOCK=FACTOR,...` (e.g. `down_blocks_0=0.5,mid_block=1.2`): {block: finite factor}. Whether
+    the blocks exist is checked against the models' configs before any model loads."""
+    out: dict[str, float] = {}
+    for item in arg.split(","):
+        block, sep, factor = item.strip().partition("=")
+        if not sep or not block:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected BLOCK=FACTOR, e.g. mid_block=1.2")
+        if block in out:
+            raise argparse.ArgumentTypeError(f"{block} is given twice")
+        try:
+            out[block] = _number()(factor)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{item!r}: factor {e}") from None
+    return out
+
+
+def _int_list(arg: str) -> list[int]:
+    """`0,8,15` -> [0, 8, 15] (negative counts from the end: -1 is the last frame)."""
+    try:
+        return [int(v) for v in arg.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{arg!r}: expected comma-separated frame numbers, e.g. 0,8,15") from None
+
+
+def _path_list(arg: str) -> list[str]:
+    """`a.png,b.png` -> ["a.png", "b.png"]."""
+    paths = arg.split(",")
+    if not all(paths):
+        raise argparse.ArgumentTypeError(f"{arg!r}: expected comma-separated paths, e.g. a.png,b.png")
+    return paths
+
+
 def _travel(arg: str) -> tuple[int, str]:
     frame, sep, prompt = arg.partition(":")
     if not sep or not frame.strip().isdigit():
@@ -138,9 +174,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MotionLoRA, repeatable")
     m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=scale, help="v3 domain adapter LoRA")
     m.add_argument("--tokenizer", help="CLIP tokenizer folder (needed when --base is a single file)")
+    m.add_argument("--motion-scale", type=_number(), metavar="S",
+                   help="multiplier on every motion module's residual (ComfyUI's motion scale): 1 = the paper's "
+                        "model, 0 = no motion module (default: the entry's motion_scale, else 1)")
+    m.add_argument("--motion-block-scales", type=_block_scales, metavar="BLOCK=F,...",
+                   help="further motion-scale factors per UNet block, e.g. down_blocks_0=0.5,mid_block=1.2 "
+                        "(blocks: down_blocks_<i>, mid_block, up_blocks_<i>; default: the entry's "
+                        "motion_block_scales, else 1)")
     m.add_argument("--diffusers-norm", action="store_true",
                    help="normalise the motion module's input over all frames jointly as diffusers does "
                         "(default: per frame, as the original and its released checkpoints)")
+    c = p.add_argument_group("control (users bring their control images: depth, pose, edges, ... at the output size)")
+    c.add_argument("--controlnet", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
+                   help="SD1.x ControlNet (diffusers folder, control_v11*_sd15_*.pth/.safetensors), repeatable "
+                        "(residuals summed); SCALE = conditioning scale, default 1.0")
+    c.add_argument("--control-video", action="append", default=[], metavar="VIDEO",
+                   help="the conditioning video of each --controlnet, in order: a video file or a folder of frames, "
+                        "one frame per output frame (or a single image for all), at the output size")
+    c.add_argument("--control-guidance-start", action="append", default=[], type=_number(0, 1), metavar="F",
+                   help="fraction of the steps before which a ControlNet is off: one for all or one per --controlnet "
+                        "(default 0)")
+    c.add_argument("--control-guidance-end", action="append", default=[], type=_number(0, 1), metavar="F",
+                   help="fraction of the steps after which a ControlNet is off (default 1)")
+    c.add_argument("--sparsectrl", type=scale, metavar="PATH[:SCALE]",
+                   help="SparseCtrl encoder (v3_sd15_sparsectrl_rgb.ckpt / _scribble.ckpt, or a diffusers "
+                        "SparseControlNetModel folder) conditioning --keyframes with --keyframe-images")
+    c.add_argument("--keyframes", type=_int_list, metavar="I,J,...",
+                   help="the frames the key images condition, e.g. 0,8,15 (-1 = the last frame)")
+    c.add_argument("--keyframe-images", type=_path_list, metavar="A.png,B.png,...",
+                   help="one image per --keyframes entry (centre-cropped to the output aspect and resized, as the "
+                        "original SparseCtrl reads them)")
     g = p.add_argument_group("generation (a given flag overrides a prompt config's value)")
     g.add_argument("--prompt", action="append", help="prompt, repeatable (one video each)")
     g.add_argument("--negative-prompt", action="append", help="one (broadcast) or one per prompt")

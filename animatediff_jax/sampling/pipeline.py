@@ -31,9 +31,9 @@ from animatediff_jax.errors import UsageError
 from animatediff_jax.models import vae as vae_lib
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.init import example_inputs, random_params
-from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.models.unet3d import UNet3DConditionModel, motion_scales
 from animatediff_jax.params import cache_root
-from animatediff_jax.sampling import context_windows as ctx, freeinit as fi
+from animatediff_jax.sampling import context_windows as ctx, control as cn, freeinit as fi
 from animatediff_jax.sampling.prompt_travel import interpolate_embeddings, parse_prompt_map
 from animatediff_jax.sampling.samplers import Sampler, make_sampler, sampler_from_diffusers_config, start_index
 from animatediff_jax.schedules import NoiseSchedule
@@ -77,7 +77,8 @@ def from_diffusers_latents(latents) -> np.ndarray:
 
 
 # The random streams of a video, each derived from its seed alone (`seed_stream`).
-NOISE, STEPS, POSTERIOR, FREEINIT = 0, 1, 2, 10  # FreeInit pass k draws from stream FREEINIT + k
+NOISE, STEPS, POSTERIOR, KEY_IMAGES, FREEINIT = 0, 1, 2, 3, 10  # FreeInit pass k: stream FREEINIT + k
+# KEY_IMAGES, folded with n: the VAE posterior sample of the SparseCtrl key images of controlnets[n]
 
 
 def seed_stream(seeds: Sequence[int], stream: int) -> jax.Array:
@@ -97,15 +98,16 @@ def initial_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> jax.Array:
 
 # ----------------------------------------------------------------------------- jitted pieces
 
-def guided_eps(unet_apply: Callable, params, x: jax.Array, t: jax.Array, emb: jax.Array,
-               guidance_scale: jax.Array, cfg: bool) -> jax.Array:
-    """Classifier-free guided model output. x (B, F, h, w, c); emb (2B, ...) [uncond; cond] if cfg.
+def guided_eps(model: Callable, x: jax.Array, t: jax.Array, emb: jax.Array, guidance_scale: jax.Array,
+               cfg: bool) -> jax.Array:
+    """Classifier-free guided model output. x (B, F, h, w, c); emb (2B, ...) [uncond; cond] if cfg;
+    model(x, timesteps (N,), emb) the network (UNet, with its ControlNets).
 
-    With cfg the UNet runs once on the doubled batch [x; x]."""
+    With cfg the model runs once on the doubled batch [x; x]."""
     b = x.shape[0]
     if not cfg:
-        return unet_apply(params, x, jnp.full((b,), t), emb)
-    out = unet_apply(params, jnp.concatenate([x, x]), jnp.full((2 * b,), t), emb)
+        return model(x, jnp.full((b,), t), emb)
+    out = model(jnp.concatenate([x, x]), jnp.full((2 * b,), t), emb)
     uncond, cond = out[:b].astype(jnp.float32), out[b:].astype(jnp.float32)
     return (uncond + guidance_scale * (cond - uncond)).astype(x.dtype)
 
@@ -115,17 +117,70 @@ def select_frames(emb: jax.Array, idx: jax.Array) -> jax.Array:
     return emb if emb.ndim == 3 else jnp.take(emb, idx, axis=1)
 
 
-def denoise_step(unet_apply: Callable, sampler: Sampler, params, x: jax.Array, state, i: jax.Array,
-                 emb: jax.Array, guidance_scale: jax.Array, keys: jax.Array, *, cfg: bool,
-                 context: ctx.ContextOptions | None):
+def motion_scaled_params(unet_params, unet: UNet3DConditionModel, motion_scale: float = 1.0,
+                         motion_block_scales: Mapping[str, float] | None = None):
+    """The UNet's params with each motion module's residual multiplied by `motion_scale` times its
+    block's factor in `motion_block_scales` ({"down_blocks_0": 0.5, "mid_block": 1.2, ...}; default 1):
+    ComfyUI's "motion scale". The residual is `proj_out(h)`, linear, so scaling proj_out's kernel and
+    bias is the model's `motion_scale` (`unet3d.motion_scales`, the one home of the rule) as data: a
+    new scale is a new argument, not a new executable. Factors of 1 leave the tree untouched (bit for
+    bit today's UNet); 0 is the frame-wise UNet. UsageError for a non-finite factor, a block the UNet
+    does not have, or a factor ≠ 1 where no motion module is (no module at all, or a mid block without one)."""
+    factors = check_motion_scales(unet, motion_scale, motion_block_scales)
+    if all(f == 1.0 for f in factors.values()):
+        return unet_params
+
+    def scaled(module):
+        out = dict(module["proj_out"])
+        return {**module, "proj_out": {k: (jnp.asarray(v, jnp.float32) * factor).astype(v.dtype)
+                                       for k, v in out.items()}}
+
+    params = dict(unet_params)
+    for block, factor in factors.items():
+        if factor != 1.0:
+            params[block] = {k: scaled(v) if k.startswith("motion_modules") else v
+                             for k, v in params[block].items()}
+    return params
+
+
+def check_motion_scales(unet: UNet3DConditionModel, motion_scale: float = 1.0,
+                        motion_block_scales: Mapping[str, float] | None = None) -> dict[str, float]:
+    """{block: factor} for the blocks that hold motion modules (see `motion_scaled_params`), checked."""
+    try:
+        factors = motion_scales(unet.config, motion_scale, tuple((motion_block_scales or {}).items()))
+    except ValueError as e:
+        raise UsageError(f"motion_scale/motion_block_scales: {str(e).removeprefix('motion_block_scales: ')}") \
+            from None
+    if unet.motion is None:
+        without = set(factors)
+    else:
+        without = set() if unet.motion.use_mid_block else {"mid_block"}
+    idle = sorted(b for b in without if factors[b] != 1.0)
+    if idle:
+        raise UsageError(f"motion_scale/motion_block_scales: {', '.join(idle)} "
+                         f"{'has' if len(idle) == 1 else 'have'} no motion module to scale"
+                         + (" (no motion module loaded)" if unet.motion is None else
+                            " (this motion module has no mid-block module: v1 and v3 have none)"))
+    return {b: f for b, f in factors.items() if b not in without}
+
+
+def denoise_step(unet: UNet3DConditionModel, sampler: Sampler, params, x: jax.Array, state, i: jax.Array,
+                 emb: jax.Array, guidance_scale: jax.Array, keys: jax.Array, control: tuple = (), *, cfg: bool,
+                 context: ctx.ContextOptions | None, networks: tuple = ()):
     """Sampler step `i` (traced) from latents x (B, F, h, w, c): returns (x_next, state).
 
     keys (B, 2): each video's sampler stream; step i draws its noise (stochastic samplers) from
-    fold_in(key, i), per video."""
+    fold_in(key, i), per video. networks: ControlNet modules (static), control: their
+    `control.ControlArgs` (traced), whose residuals the UNet adds (`control.residuals`)."""
     t = sampler.timestep(i)
 
     def window_fn(xw, idx):
-        return guided_eps(unet_apply, params, xw, t, select_frames(emb, idx), guidance_scale, cfg)
+        def model(xm, tm, em):
+            down, mid = cn.residuals(networks, control, xm, tm, em, i, idx)
+            extra = {} if down is None else dict(down_block_additional_residuals=down,
+                                                 mid_block_additional_residual=mid)
+            return unet.apply({"params": params}, xm, tm, em, **extra)
+        return guided_eps(model, xw, t, select_frames(emb, idx), guidance_scale, cfg)
 
     xs = sampler.scale_model_input(x, i)
     out = window_fn(xs, jnp.arange(xs.shape[1])) if context is None else ctx.windowed(window_fn, xs, context)
@@ -220,14 +275,22 @@ class AnimateDiffPipeline:
 
     # ---------------------------------------------------------------- validation (no compilation)
     def check_inputs(self, *, width: int, height: int, frames: int, steps: int,
-                     context: ctx.ContextOptions | None, num_prompts: int, num_seeds: int | None) -> None:
-        """Every size/count error, raised before anything is traced or compiled."""
+                     context: ctx.ContextOptions | None, num_prompts: int, num_seeds: int | None,
+                     motion_scale: float = 1.0, motion_block_scales: Mapping[str, float] | None = None,
+                     controlnets: Sequence[cn.Control] = ()) -> None:
+        """Every size/count/setting error, raised before anything is traced or compiled."""
         check_video_size(width=width, height=height, frames=frames, steps=steps, context=context,
                          vae_scale=self.vae_scale, max_frames=self.max_frames)
         if num_prompts < 1:
             raise UsageError("no prompt given")
         if num_seeds is not None and num_seeds != num_prompts:
             raise UsageError(f"{num_seeds} seeds for {num_prompts} prompts")
+        check_motion_scales(self.unet, motion_scale, motion_block_scales)
+        if controlnets:
+            cn.check_controls(controlnets, batch=num_prompts, frames=frames, width=width, height=height,
+                              window=frames if context is None else min(context.length, frames),
+                              cross_attention_dim=self.unet.config.cross_attention_dim,
+                              latent_channels=self.vae.config.latent_channels, vae_scale=self.vae_scale)
 
     # ---------------------------------------------------------------- jitted functions
     def encode_text(self, prompts: Sequence[str]) -> jax.Array:
@@ -255,31 +318,35 @@ class AnimateDiffPipeline:
         z = jax.vmap(vae_lib.sample_latent)(keys, mean, logvar)
         return z * vae.config.scaling_factor
 
-    def step_function(self, sampler: Sampler, cfg: bool, context: ctx.ContextOptions | None) -> Callable:
-        """The jitted `denoise_step` (params, x, state, i, emb, guidance_scale, keys) -> (x, state),
-        compiled once per sampler, shapes and options."""
+    def step_function(self, sampler: Sampler, cfg: bool, context: ctx.ContextOptions | None,
+                      networks: tuple = ()) -> Callable:
+        """The jitted `denoise_step` (params, x, state, i, emb, guidance_scale, keys, control) -> (x, state),
+        compiled once per sampler, shapes, options and ControlNet modules (`networks`)."""
         unet = self.unet
-        sig = (sampler.name, sampler.num_steps, repr(sorted(sampler.options.items())), cfg, context)
+        sig = (sampler.name, sampler.num_steps, repr(sorted(sampler.options.items())), cfg, context, networks)
 
-        def unet_denoise_step(p, x, s, i, e, g, k):  # the name JAX's cache logs show
-            return denoise_step(lambda *a: unet.apply({"params": a[0]}, *a[1:]), sampler, p, x, s, i, e, g, k,
-                                cfg=cfg, context=context)
+        def unet_denoise_step(p, x, s, i, e, g, k, c=()):  # the name JAX's cache logs show
+            return denoise_step(unet, sampler, p, x, s, i, e, g, k, c, cfg=cfg, context=context, networks=networks)
         return _jitted(("step", unet) + sig, lambda: jax.jit(unet_denoise_step))
 
     def denoise(self, sampler: Sampler, x: jax.Array, emb: jax.Array, guidance_scale: float, keys: jax.Array,
-                *, context: ctx.ContextOptions | None = None, progress: bool = True, label: str = "denoising"
-                ) -> jax.Array:
+                *, context: ctx.ContextOptions | None = None, progress: bool = True, label: str = "denoising",
+                unet_params=None, controls: Sequence[tuple[cn.ControlNet, cn.ControlArgs]] = ()) -> jax.Array:
         """All steps of `sampler` from x (already scaled to its first step); returns clean latents.
-        keys (B, 2): each video's sampler stream. progress: a tqdm bar advanced after each finished step."""
+        keys (B, 2): each video's sampler stream. progress: a tqdm bar advanced after each finished step.
+        unet_params: the UNet's params for this call (default `self.unet_params`; `motion_scaled_params`).
+        controls: (network, its ControlArgs) pairs (`control_args`)."""
+        unet_params = self.unet_params if unet_params is None else unet_params
         cfg = emb.shape[0] == 2 * x.shape[0]
         if context is not None and context.length >= x.shape[1]:
             context = None  # one window holding every frame is the plain step
-        step = self.step_function(sampler, cfg, context)
+        step = self.step_function(sampler, cfg, context, tuple(c.network for c, _ in controls))
+        control = tuple(a for _, a in controls)
         g, state = jnp.float32(guidance_scale), sampler.init_state(x)
         from tqdm.auto import tqdm
         with tqdm(total=sampler.num_steps, desc=label, unit="step", disable=not progress) as bar:
             for i in range(sampler.num_steps):
-                x, state = step(self.unet_params, x, state, np.int32(i), emb, g, keys)
+                x, state = step(unet_params, x, state, np.int32(i), emb, g, keys, control)
                 if progress:
                     x.block_until_ready()
                     bar.update(1)
@@ -291,7 +358,9 @@ class AnimateDiffPipeline:
                  *, width: int = 512, height: int = 512, frames: int = 16, steps: int = 25,
                  guidance_scale: float = 7.5, eta: float = 0.0, latents=None,
                  context: ctx.ContextOptions | None = None, freeinit: fi.FreeInitOptions | None = None,
-                 init_video=None, strength: float = 1.0, progress: bool = True) -> GenerationResult:
+                 init_video=None, strength: float = 1.0, motion_scale: float = 1.0,
+                 motion_block_scales: Mapping[str, float] | None = None, controlnets: Sequence[cn.Control] = (),
+                 progress: bool = True) -> GenerationResult:
         """Generate one video per prompt.
 
         prompts: strings, or {frame: prompt} dicts for prompt travel. negative_prompts: one (broadcast)
@@ -300,7 +369,11 @@ class AnimateDiffPipeline:
         videos longer than the motion module. freeinit: FreeInit passes. init_video: (B or 1, F, H, W, 3)
         in [0, 1] for video-to-video with `strength` in (0, 1]; with FreeInit, each later pass starts
         from the low frequencies of the previous result noised to the strength's timestep and the high
-        frequencies of the input video noised there with fresh noise.
+        frequencies of the input video noised there with fresh noise. motion_scale: multiplier on every
+        motion module's residual (1: the paper's UNet, bit for bit; 0: the frame-wise UNet; no recompilation
+        for a new value), motion_block_scales: further factors per block, e.g. {"mid_block": 1.2,
+        "down_blocks_0": 0.5} (`motion_scaled_params`). controlnets: `control.Control`s (ControlNets with a
+        conditioning video, SparseCtrl encoders with key images; see `animatediff_jax.sampling.control`).
         """
         prompts = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
         negs = [negative_prompts or ""] if negative_prompts is None or isinstance(negative_prompts, str) \
@@ -311,7 +384,9 @@ class AnimateDiffPipeline:
             raise ValueError(f"{len(negs)} negative prompts for {len(prompts)} prompts")
         seeds = [seeds] if isinstance(seeds, int) else seeds
         self.check_inputs(width=width, height=height, frames=frames, steps=steps, context=context,
-                          num_prompts=len(prompts), num_seeds=None if seeds is None else len(seeds))
+                          num_prompts=len(prompts), num_seeds=None if seeds is None else len(seeds),
+                          motion_scale=motion_scale, motion_block_scales=motion_block_scales,
+                          controlnets=controlnets)
         if init_video is None and strength != 1.0:
             raise ValueError("strength < 1 needs an init video")
         travel = [parse_prompt_map(p, frames) if isinstance(p, Mapping) else None for p in prompts]
@@ -333,6 +408,7 @@ class AnimateDiffPipeline:
             start_index(steps, strength)  # validates strength
 
         emb = self._embeddings(prompts, travel, negs, frames, guidance_scale > 1)
+        unet_params = motion_scaled_params(self.unet_params, self.unet, motion_scale, motion_block_scales)
         noise = latents if latents is not None else initial_noise(seeds, shape)
         if context is not None and context.shuffle_noise and latents is None:
             noise = jnp.stack([ctx.reschedule_noise(noise[i:i + 1], context, s)[0] for i, s in enumerate(seeds)])
@@ -346,6 +422,7 @@ class AnimateDiffPipeline:
             a_T, sigma = float(_schedule(sampler).alphas_cumprod[-1]), sampler.init_noise_sigma
             start = lambda clean, n: (a_T ** 0.5 * clean + (1 - a_T) ** 0.5 * n) * sigma  # noqa: E731
             fresh_start = lambda n: n * sigma  # noqa: E731
+        controls = self.control_args(controlnets, seeds, frames, sampler.num_steps)
         x = fresh_start(noise)
         passes = freeinit.iterations if freeinit is not None else 1
         for k in range(passes):
@@ -354,9 +431,29 @@ class AnimateDiffPipeline:
                 fresh = stream_noise(seeds, FREEINIT + k, shape)
                 x = fi.reinitialize(x, noise, fresh_start(fresh), lowpass, start)
             x = self.denoise(sampler, x, emb, guidance_scale, seed_stream(seeds, STEPS), context=context,
-                             progress=progress, label=f"pass {k + 1}/{passes}" if passes > 1 else "denoising")
+                             progress=progress, label=f"pass {k + 1}/{passes}" if passes > 1 else "denoising",
+                             unet_params=unet_params, controls=controls)
         video = self.decode(x)
         return GenerationResult(np.asarray(video, np.float32), list(seeds), np.asarray(x, np.float32))
+
+    def control_args(self, controlnets: Sequence[cn.Control], seeds: Sequence[int], frames: int, num_steps: int
+                     ) -> list[tuple[cn.ControlNet, cn.ControlArgs]]:
+        """Each (checked) Control's network and its step arguments: the condition over the video's
+        frames (SparseCtrl RGB key images VAE-encoded, each video from its own seed), the mask, the
+        per-step scales."""
+        out = []
+        for n, c in enumerate(controlnets):
+            net, scales = c.controlnet, jnp.asarray(cn.keep_schedule(c, num_steps))
+            images = cn.condition(c.images, frames if net.kind == "controlnet" else len(c.keyframes))
+            if net.kind == "controlnet":
+                out.append((net, cn.ControlArgs(net.params, jnp.asarray(images), None, scales)))
+                continue
+            if net.encodes_images:
+                keys = jax.vmap(lambda k, n=n: jax.random.fold_in(k, n))(seed_stream(seeds, KEY_IMAGES))
+                images = self.encode_video(images, keys)
+            cond, mask = cn.sparse_condition(jnp.asarray(images), cn.keyframe_indices(c.keyframes, frames), frames)
+            out.append((net, cn.ControlArgs(net.params, cond, mask, scales)))
+        return out
 
     def _embeddings(self, prompts, travel, negs, frames: int, cfg: bool) -> jax.Array:
         """[uncond; cond] embeddings (2B, T, D), or (2B, F, T, D) when any prompt travels."""

@@ -20,9 +20,15 @@ The releases' schemas, read with the meaning the original's `scripts/animate.py`
 - v2: `inference_config`, `motion_module`, `motion_module_lora_configs` ([{path, alpha}]),
   `dreambooth_path`, `lora_model_path`, `lora_alpha` (default 0.8); `""` means none.
 - v3: `adapter_lora_path`, `adapter_lora_scale` (default 1.0; `domain_lora_scale`, which some v3
-  configs carry, is unused there too), `W`, `H`, `L` per entry. SparseCtrl (`controlnet_path` and the
-  other `controlnet_*` keys) is refused as not supported yet while `controlnet_path` names a file; with
-  `controlnet_path` empty or absent the original does not read the other keys, nor does this.
+  configs carry, is unused there too), `W`, `H`, `L` per entry. SparseCtrl: `controlnet_path` (the
+  encoder file; empty or absent: none, and the other `controlnet_*` keys are not read, as in the
+  original), `controlnet_images` (key-image paths), `controlnet_image_indexs` (their frames, default
+  [0]; negative counts from the end, -1 = the last frame; the first len(indexs) images are used, at
+  least that many must be given), `controlnet_conditioning_scale` (default 1.0),
+  `normalize_condition_images` (grey-scale, min-max normalised: the scribble configs) and
+  `controlnet_config` (the original's inference yaml of the encoder: its `set_noisy_sample_input_to_zero`
+  and motion-module head count are honoured; absent file: the released encoders' settings). Key images
+  are read as the original reads them: centre-cropped to the W:H aspect, resized to H x W (bilinear).
 - every release: `seed` (an integer, or a list: one broadcasts to all prompts, else one per prompt;
   -1 = draw a random seed), `steps`, `guidance_scale`, `prompt`, `n_prompt` (one broadcasts).
 - saved configs (the original's and ours) carry `random_seed`: the seeds the run actually used, one
@@ -38,6 +44,13 @@ and a config written from flags records `lora_alpha_rule: kohya` (see `convert.l
 Beyond the original schema (the keys this project writes into a run's `config.yaml`):
 - `lora_model_path` may be a list of LoRAs (fused in order) with `lora_alpha` one number or one per
   LoRA; `lora_alpha_rule` is "original" or "kohya" (above).
+- `motion_scale` (a number, default 1) and `motion_block_scales` ({block: factor}, blocks
+  `down_blocks_<i>`, `mid_block`, `up_blocks_<i>`): multipliers on the motion modules' residual
+  (ComfyUI's motion scale; `--motion-scale`, `--motion-block-scales` override them); whether the
+  blocks exist is checked against the models by `sample` before any model loads.
+- `controlnets`: a list of {path, video, conditioning_scale (default 1), control_guidance_start
+  (default 0), control_guidance_end (default 1)}: ControlNets, each with its conditioning video (a
+  video file or a folder of frames at the output size, one frame per video frame or a single image).
 - `prompt_map` (the key animatediff-cli-prompt-travel uses): prompt travel, `{frame: prompt}` (one
   video whose text embedding moves from key frame to key frame) or a list of such maps (one video
   each); these videos follow those of `prompt`, which may then be left out. Frames are integers (or
@@ -94,6 +107,10 @@ class PromptEntry:
     W: int | None = None
     H: int | None = None
     L: int | None = None
+    motion_scale: float = 1.0  # multiplier on the motion modules' residual (pipeline.motion_scaled_params)
+    motion_block_scales: dict[str, float] = field(default_factory=dict)  # {block: factor}
+    controlnets: list[dict] = field(default_factory=list)  # {path, video, conditioning_scale, control_guidance_*}
+    sparsectrl: dict | None = None  # {path, images, keyframes, conditioning_scale, normalize, config}
     raw: dict = field(default_factory=dict)  # the entry as written (for the resolved config)
 
 
@@ -115,6 +132,10 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "seed": ((int, list), "an integer or a list of integers"),
     "random_seed": ((int, list), "an integer or a list of integers"),
     "clip_skip": ((int,), "an integer ≥ 0 (read by sample)"),
+    "motion_scale": (_NUM, "a number"),
+    "motion_block_scales": ((dict,), "a {block: factor} mapping, e.g. {mid_block: 1.2}"),
+    "controlnets": ((list,), "a list of {path, video, conditioning_scale, control_guidance_start, "
+                             "control_guidance_end}"),
     "sample_options": ((dict,), "a mapping of sample flags (written by sample, which reads and checks it)"),
     "steps": ((int,), "an integer"),
     "guidance_scale": (_NUM, "a number"),
@@ -125,9 +146,11 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "H": ((int,), "an integer"),
     "L": ((int,), "an integer"),
 }
-# SparseCtrl keys of the v3 release: refused by name while `controlnet_path` names a file.
+# SparseCtrl keys of the v3 release: read only when `controlnet_path` names a file (as the original).
 _SPARSECTRL = ("controlnet_path", "controlnet_config", "controlnet_images", "controlnet_image_indexs",
-               "normalize_condition_images")
+               "controlnet_conditioning_scale", "normalize_condition_images")
+_CONTROLNET_ITEM = {"path": str, "video": str, "conditioning_scale": _NUM, "control_guidance_start": _NUM,
+                    "control_guidance_end": _NUM}
 
 
 def _err(source: str, entry: str, msg: str, cls: type = PromptConfigError) -> Exception:
@@ -297,19 +320,75 @@ def _image_layers(raw: dict, source: str, entry: str, config_dir: Path | None
     return first, []
 
 
-def _check_sparsectrl(raw: dict, source: str, entry: str) -> None:
-    """SparseCtrl runs in the original only when `controlnet_path` names a file; then refuse it by name."""
-    if raw.get("controlnet_path", ""):
-        given = [k for k in _SPARSECTRL if k in raw]
-        raise _err(source, entry, f"key 'controlnet_path': SparseCtrl is not supported yet (this entry sets "
-                                  f"{given}); remove the controlnet_* keys to sample without sparse controls")
+def _sparsectrl(raw: dict, source: str, entry: str, config_dir: Path | None) -> dict | None:
+    """The SparseCtrl keys with the original's meaning (module docstring), paths resolved; None
+    when `controlnet_path` is empty or absent (the original then reads none of them)."""
+    path = raw.get("controlnet_path", "")
+    if not path:
+        return None
+    if not isinstance(path, str):
+        raise _err(source, entry, f"key 'controlnet_path' must be a path, got {path!r}")
+
+    def resolve(p, what):
+        return resolve_path(p, config_dir, what=what, source=source, entry=entry)
+    images = raw.get("controlnet_images", [])
+    images = [images] if isinstance(images, str) else images
+    if not isinstance(images, list) or not images or not all(isinstance(i, str) and i for i in images):
+        raise _err(source, entry, f"key 'controlnet_images' must be a non-empty list of image paths, got {images!r}")
+    indexes = raw.get("controlnet_image_indexs", [0])
+    if not isinstance(indexes, list) or not indexes or any(isinstance(i, bool) or not isinstance(i, int)
+                                                           for i in indexes):
+        raise _err(source, entry, f"key 'controlnet_image_indexs' must be a non-empty list of frame indices, "
+                                  f"got {indexes!r}")
+    if len(images) < len(indexes):
+        raise _err(source, entry, f"{len(indexes)} controlnet_image_indexs but {len(images)} controlnet_images "
+                                  "(the original needs at least one image per index)")
+    scale = raw.get("controlnet_conditioning_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, _NUM):
+        raise _err(source, entry, f"key 'controlnet_conditioning_scale' must be a number, got {scale!r}")
+    _check_finite(scale, "key 'controlnet_conditioning_scale'", source, entry)
+    normalize = raw.get("normalize_condition_images", False)
+    if not isinstance(normalize, bool):
+        raise _err(source, entry, f"key 'normalize_condition_images' must be true or false, got {normalize!r}")
+    config = raw.get("controlnet_config", "")
+    if config and not isinstance(config, str):
+        raise _err(source, entry, f"key 'controlnet_config' must be a path, got {config!r}")
+    try:  # the original's configs/inference/sparsectrl/*.yaml, when present
+        config = resolve(config, "key 'controlnet_config': SparseCtrl inference config") if config else None
+    except InputError:
+        config = None
+    return dict(path=resolve(path, "key 'controlnet_path': SparseCtrl encoder"),
+                images=[resolve(i, f"controlnet_images[{n}]: key image") for n, i in enumerate(images[:len(indexes)])],
+                keyframes=list(indexes), conditioning_scale=float(scale), normalize=normalize, config=config)
+
+
+def _controlnets(raw: dict, source: str, entry: str, config_dir: Path | None) -> list[dict]:
+    """`controlnets`: [{path, video, conditioning_scale, control_guidance_start, control_guidance_end}]."""
+    out = []
+    for n, item in enumerate(raw.get("controlnets", [])):
+        where = f"controlnets[{n}]"
+        if not isinstance(item, dict) or not {"path", "video"} <= set(item) or set(item) - set(_CONTROLNET_ITEM):
+            raise _err(source, entry, f"{where} must be {{{', '.join(_CONTROLNET_ITEM)}}} (path and video "
+                                      f"required), got {item!r}")
+        for key, value in item.items():
+            if isinstance(value, bool) or not isinstance(value, _CONTROLNET_ITEM[key]):
+                raise _err(source, entry, f"{where}.{key} must be a {'path' if key in ('path', 'video') else 'number'}"
+                                          f", got {value!r}")
+            _check_finite(value, f"{where}.{key}", source, entry)
+        out.append(dict(path=resolve_path(item["path"], config_dir, what=f"{where}.path: ControlNet", source=source,
+                                          entry=entry),
+                        video=resolve_path(item["video"], config_dir, what=f"{where}.video: control video",
+                                           source=source, entry=entry),
+                        conditioning_scale=float(item.get("conditioning_scale", 1.0)),
+                        control_guidance_start=float(item.get("control_guidance_start", 0.0)),
+                        control_guidance_end=float(item.get("control_guidance_end", 1.0))))
+    return out
 
 
 def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> list[PromptEntry]:
     """Validate one entry; an entry listing several motion modules becomes one entry per module."""
     if not isinstance(raw, dict):
         raise _err(source, name, f"an entry must be a mapping of keys, got {type(raw).__name__}")
-    _check_sparsectrl(raw, source, name)
     unknown = sorted(set(raw) - set(_SCHEMA) - set(_SPARSECTRL))
     if unknown:
         raise _err(source, name, f"unknown keys {unknown}; known keys: {sorted(_SCHEMA)}")
@@ -365,6 +444,12 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     for i, m in enumerate(modules):
         if m is not None and not isinstance(m, str):
             raise _err(source, name, f"motion_module[{i}] must be a path, got {m!r}")
+    block_scales = raw.get("motion_block_scales", {})
+    for block, factor in block_scales.items():
+        if not isinstance(block, str) or isinstance(factor, bool) or not isinstance(factor, _NUM):
+            raise _err(source, name, f"motion_block_scales: {block!r}: {factor!r} must be a block name "
+                                     "and a number, e.g. {mid_block: 1.2}")
+        _check_finite(factor, f"motion_block_scales.{block}", source, name)
     dreambooth, image_loras = _image_layers(raw, source, name, config_dir)
     base = PromptEntry(
         name=name, prompts=prompts, n_prompts=n_prompts, seeds=seeds,
@@ -374,7 +459,10 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         adapter_lora_scale=float(raw.get("adapter_lora_scale", 1.0)),
         dreambooth_path=dreambooth, loras=image_loras, lora_alpha_rule=rule,
         inference_config=path("inference_config", "inference config"),
-        W=raw.get("W"), H=raw.get("H"), L=raw.get("L"), raw=dict(raw))
+        W=raw.get("W"), H=raw.get("H"), L=raw.get("L"), motion_scale=float(raw.get("motion_scale", 1.0)),
+        motion_block_scales={b: float(f) for b, f in block_scales.items()},
+        controlnets=_controlnets(raw, source, name, config_dir), sparsectrl=_sparsectrl(raw, source, name, config_dir),
+        raw=dict(raw))
     if base.L is not None:
         check_prompt_frames(base, base.L, source)
     out = []

@@ -276,19 +276,38 @@ SPARSECTRL = """
 """
 
 
-def test_v3_sparsectrl_refused_by_key(repo, monkeypatch):
+def test_v3_sparsectrl_keys_run_with_the_originals_meaning(repo, monkeypatch, tmp_path):
+    """3_sparsectrl/3_1_sparsectrl_i2v.yaml's keys: the encoder file (the original's .ckpt layout), key images
+    at controlnet_image_indexs (-1: the last frame), the inference yaml absent here (the file's settings)."""
+    from PIL import Image
+
+    from tests.convert import controlnet_fixtures as cf
     monkeypatch.chdir(repo)
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
+    (repo / "models" / "SparseCtrl").mkdir(exist_ok=True)
+    cf.save_torch(cf.to_original_sparsectrl(cf.state_dict(cf.sparsectrl("rgb"))),
+                  str(repo / "models" / "SparseCtrl" / "v3_sd15_sparsectrl_rgb.ckpt"), wrapper="controlnet")
+    (repo / "__assets__" / "demos" / "image").mkdir(parents=True, exist_ok=True)
+    for i in (1, 2):
+        Image.fromarray(np.full((300, 400, 3), 60 * i, np.uint8)).save(
+            repo / "__assets__" / "demos" / "image" / f"interpolation_{i}.png")
     sparsectrl = SPARSECTRL.format(path="models/SparseCtrl/v3_sd15_sparsectrl_rgb.ckpt")
     cfg = _config(repo, "3_1_sparsectrl_i2v.yaml", V3_T2V.format(scale_key="adapter_lora_scale", controlnet=sparsectrl))
-    with pytest.raises(PromptConfigError, match=r"entry 0: key 'controlnet_path': SparseCtrl is not supported yet") \
-            as e:
-        load_prompt_config(cfg)
-    assert isinstance(e.value, UsageError) and "unknown keys" not in str(e.value)
+    (e,) = load_prompt_config(cfg)
+    assert e.sparsectrl == dict(path=_abs(repo, "models/SparseCtrl/v3_sd15_sparsectrl_rgb.ckpt"),
+                                images=[_abs(repo, f"__assets__/demos/image/interpolation_{i}.png") for i in (1, 2)],
+                                keyframes=[0, -1], conditioning_scale=1.0, normalize=False, config=None)
+    (job,) = _jobs(cfg)
+    sample.validate([job], str(tmp_path / "cache"))  # every check before loading: the file is a SparseCtrl encoder
+    (control,) = job.control_inputs
+    assert control.controlnet.kind == "sparsectrl" and control.controlnet.encodes_images
+    assert np.asarray(control.images).shape == (2, 256, 384, 3) and list(control.keyframes) == [0, -1]
+    np.testing.assert_allclose(np.asarray(control.images)[1], 120 / 255, atol=1e-6)
     # with controlnet_path empty the original reads none of the controlnet_* keys; neither do we
     cfg = _config(repo, "no_sparsectrl.yaml", V3_T2V.format(scale_key="adapter_lora_scale",
                                                             controlnet=SPARSECTRL.format(path="")))
     (e,) = load_prompt_config(cfg)
-    assert e.adapter_lora_path is not None
+    assert e.adapter_lora_path is not None and e.sparsectrl is None
 
 
 # ----------------------------------------------------------------------------- saved configs: random_seed

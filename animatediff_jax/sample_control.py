@@ -1,0 +1,211 @@
+"""ControlNets and SparseCtrl for `python -m animatediff_jax.sample`: the flags (`--controlnet PATH[:SCALE]`
+with `--control-video`, `--control-guidance-start/-end`; `--sparsectrl PATH[:SCALE]` with `--keyframes`
+and `--keyframe-images`) and the prompt-config keys (`controlnets`, the original v3's `controlnet_*`) as
+`ControlSpec`s; `check_controls` checks them before any model loads (the file exists and is a ControlNet
+/ SparseCtrl encoder of the base's family, the control video has the output size and 1 or L frames, the
+key frames lie in the video) and reads the images; `load_controls` reads the weights.
+
+Pairing: the n-th `--control-video` belongs to the n-th `--controlnet`; `--control-guidance-start` /
+`-end` are given once (for every ControlNet) or once per ControlNet. A control video is read with the
+project's video reader as it is (no resizing: it must have the output size). Key images are read as the
+original SparseCtrl reads them (`read_key_image`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import yaml
+
+from animatediff_jax.errors import InputError, UsageError
+
+
+@dataclass
+class ControlSpec:
+    """One ControlNet (kind "controlnet": `video`, guidance window) or SparseCtrl encoder (kind
+    "sparsectrl": key `images` at `keyframes`, `normalize`, the original's `config` yaml) of a job."""
+    kind: str
+    path: str
+    conditioning_scale: float = 1.0
+    video: str | None = None
+    control_guidance_start: float = 0.0
+    control_guidance_end: float = 1.0
+    images: list[str] = field(default_factory=list)
+    keyframes: list[int] = field(default_factory=list)
+    normalize: bool = False
+    config: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--controlnet" if self.kind == "controlnet" else "--sparsectrl"
+
+
+def specs_from_flags(args) -> list[ControlSpec]:
+    """The control flags as specs (counts and pairing checked; files not yet)."""
+    nets, videos = args.controlnet, args.control_video
+    if len(videos) != len(nets):
+        raise UsageError(f"--control-video: {len(videos)} given for {len(nets)} --controlnet (give one conditioning "
+                         "video per ControlNet, in the same order)")
+    window = {}
+    for name in ("control_guidance_start", "control_guidance_end"):
+        values = getattr(args, name)
+        if len(values) not in (0, 1, len(nets)) or (values and not nets):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag}: {len(values)} given for {len(nets)} --controlnet (give one for all or one "
+                             "per ControlNet)")
+        window[name] = values * len(nets) if len(values) == 1 else values or [None] * len(nets)
+    specs = [ControlSpec("controlnet", path, scale, video=video,
+                         **{k: v[n] for k, v in window.items() if v[n] is not None})
+             for n, ((path, scale), video) in enumerate(zip(nets, videos))]
+    if args.sparsectrl is None:
+        for name in ("keyframes", "keyframe_images"):
+            if getattr(args, name):
+                raise UsageError(f"--{name.replace('_', '-')}: goes with --sparsectrl")
+        return specs
+    if not args.keyframes or not args.keyframe_images:
+        raise UsageError("--sparsectrl: needs --keyframes and --keyframe-images (the frames and their images)")
+    if len(args.keyframes) != len(args.keyframe_images):
+        raise UsageError(f"--keyframe-images: {len(args.keyframe_images)} images for {len(args.keyframes)} "
+                         "--keyframes (one image per key frame)")
+    path, scale = args.sparsectrl
+    return specs + [ControlSpec("sparsectrl", path, scale, images=list(args.keyframe_images),
+                                keyframes=list(args.keyframes))]
+
+
+def specs_from_entry(entry) -> list[ControlSpec]:
+    """A prompt-config entry's `controlnets` and SparseCtrl keys (parsed by `prompt_config`) as specs."""
+    specs = [ControlSpec("controlnet", c["path"], c["conditioning_scale"], video=c["video"],
+                         control_guidance_start=c["control_guidance_start"],
+                         control_guidance_end=c["control_guidance_end"]) for c in entry.controlnets]
+    s = entry.sparsectrl
+    if s is not None:
+        specs.append(ControlSpec("sparsectrl", s["path"], s["conditioning_scale"], images=list(s["images"]),
+                                 keyframes=list(s["keyframes"]), normalize=s["normalize"], config=s["config"]))
+    return specs
+
+
+def entry_keys(specs: list[ControlSpec]) -> dict:
+    """The prompt-config keys that say what `specs` say (a run's config.yaml; paths absolute)."""
+    out = {}
+    nets = [s for s in specs if s.kind == "controlnet"]
+    if nets:
+        out["controlnets"] = [dict(path=os.path.abspath(s.path), video=os.path.abspath(s.video),
+                                   conditioning_scale=s.conditioning_scale,
+                                   control_guidance_start=s.control_guidance_start,
+                                   control_guidance_end=s.control_guidance_end) for s in nets]
+    for s in specs:
+        if s.kind == "sparsectrl":
+            out.update(controlnet_path=os.path.abspath(s.path),
+                       controlnet_images=[os.path.abspath(i) for i in s.images], controlnet_image_indexs=list(s.keyframes), controlnet_conditioning_scale=s.conditioning_scale)
+            if s.normalize:
+                out["normalize_condition_images"] = True
+            if s.config:
+                out["controlnet_config"] = os.path.abspath(s.config)
+    return out
+
+
+def config_overrides(path: str | None) -> dict:
+    """The diffusers config keys the original's SparseCtrl inference yaml (`controlnet_config`) states
+    that a .ckpt cannot show: `set_noisy_sample_input_to_zero` and the motion modules' head count."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise InputError(f"{path}: controlnet_config is not a readable YAML file ({e})") from None
+    kwargs = data.get("controlnet_additional_kwargs") or {} if isinstance(data, dict) else {}
+    out = {}
+    if "set_noisy_sample_input_to_zero" in kwargs:
+        out["set_noisy_sample_input_to_zero"] = bool(kwargs["set_noisy_sample_input_to_zero"])
+    heads = (kwargs.get("motion_module_kwargs") or {}).get("num_attention_heads")
+    if heads is not None:
+        out["motion_num_attention_heads"] = heads
+    return out
+
+
+def read_key_image(path: str, height: int, width: int, normalize: bool = False) -> np.ndarray:
+    """A key image (H, W, 3) float32 in [0, 1] as the original SparseCtrl reads it: RGB, centre-cropped
+    to the W:H aspect (what its RandomResizedCrop(scale=(1, 1), ratio=W/H) falls back to), resized to
+    H x W bilinearly (torchvision's resize of a PIL image), and with `normalize` (its scribble configs'
+    `normalize_condition_images`) the channel mean min-max normalised, repeated to 3 channels."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - PIL is only needed here
+    try:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise InputError(f"{path}: cannot read as an image ({e})") from None
+    w, h = image.size
+    ratio = width / height
+    cw, ch = (w, int(round(w / ratio))) if w / h < ratio else ((int(round(h * ratio)), h) if w / h > ratio else (w, h))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    image = image.crop((left, top, left + cw, top + ch)).resize((width, height), Image.BILINEAR)
+    out = np.asarray(image, np.float32) / 255.0
+    if normalize:
+        grey = out.mean(axis=-1, keepdims=True)
+        span = grey.max() - grey.min()
+        if span == 0:
+            raise InputError(f"{path}: a single-colour image cannot be normalised (normalize_condition_images)")
+        out = np.repeat((grey - grey.min()) / span, 3, axis=-1)
+    return out
+
+
+def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: int, height: int, frames: int,
+                   window: int, joint_motion: bool, batch: int, where: str = "") -> list:
+    """Param-less `Control`s of `specs`, every error raised now (before any model loads), one line naming
+    the flag (or config key) and the file: files exist and are of the right kind and family, control
+    videos have the output size and 1 or `frames` frames, key frames lie in the video."""
+    from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
+    from animatediff_jax.sampling import control as cn  # noqa: PLC0415
+    from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
+    from convert.controlnet import plan_controlnet  # noqa: PLC0415
+    from convert.io import CheckpointError  # noqa: PLC0415
+    controls = []
+    for s in specs:
+        loading.require_exists(s.path, s.flag)
+        try:
+            plan = plan_controlnet(s.path, overrides=config_overrides(s.config) or None)
+        except CheckpointError as e:
+            raise InputError(f"{s.flag} {s.path}: {str(e).removeprefix(s.path + ': ')}") from None
+        plan.close()
+        if plan.kind != s.kind:
+            other = "--sparsectrl" if plan.kind == "sparsectrl" else "--controlnet"
+            what = "SparseCtrl encoder" if plan.kind == "sparsectrl" else "ControlNet"
+            raise UsageError(f"{s.flag} {s.path}: a {what}; pass it with {other}")
+        motion = plan.motion
+        if motion is not None and joint_motion:
+            motion = dataclasses.replace(motion, input_norm="joint")
+        net = cn.ControlNet.build(plan.kind, plan.config, motion, {}, source=f"{s.flag} {s.path}")
+        if s.kind == "controlnet":
+            loading.require_exists(s.video, "--control-video")
+            images = read_video(s.video)
+        else:
+            for image in s.images:
+                loading.require_exists(image, "--keyframe-images")
+            images = np.stack([read_key_image(i, height, width, s.normalize) for i in s.images])
+        controls.append(cn.Control(net, images, s.conditioning_scale, s.control_guidance_start,
+                                   s.control_guidance_end, list(s.keyframes) if s.kind == "sparsectrl" else None))
+    try:
+        cn.check_controls(controls, batch=batch, frames=frames, width=width, height=height, window=window,
+                          cross_attention_dim=base_unet.cross_attention_dim, latent_channels=vae_config.latent_channels,
+                          vae_scale=vae_config.downsample_factor)
+    except UsageError as e:  # "controlnets[n] (--flag path): problem" -> "--flag path: problem"
+        message = str(e).split(" (", 1)[1].replace("): ", ": ", 1) if str(e).startswith("controlnets[") else str(e)
+        raise UsageError(f"{where}{message}") from None
+    return controls
+
+
+def load_controls(specs: list[ControlSpec], controls: list, *, dtype: str, attention_impl: str) -> list:
+    """`check_controls`' Controls with their networks' weights read (in the pipeline's dtype)."""
+    from animatediff_jax.sampling import control as cn  # noqa: PLC0415
+    from convert.controlnet import load_controlnet  # noqa: PLC0415
+    out = []
+    for s, c in zip(specs, controls):
+        net = c.controlnet
+        params = load_controlnet(s.path, overrides=config_overrides(s.config) or None).params
+        loaded = cn.ControlNet.build(net.kind, net.config, getattr(net.network, "motion", None), params, dtype=dtype,
+                                     attention_impl=attention_impl, source=net.source)
+        out.append(dataclasses.replace(c, controlnet=loaded))
+    return out

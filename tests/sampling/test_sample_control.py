@@ -1,0 +1,179 @@
+"""`--controlnet PATH[:SCALE] --control-video V`, `--sparsectrl PATH --keyframes --keyframe-images` and the
+prompt-config keys (`controlnets`, the original v3's `controlnet_*`): every problem one line naming the flag
+before any model loads; a run's config.yaml records the controls and reproduces the videos bit for bit."""
+import os
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from animatediff_jax import sample
+from animatediff_jax.miniature.shipped import MINIATURE
+from animatediff_jax.sample_control import read_key_image
+from tests.convert import controlnet_fixtures as cf
+from tests.sampling import tiny_models as tm
+from tests.sampling.test_sample_cli_values import Validated
+
+SIZE = ["--W", "32", "--H", "32", "--L", "4", "--steps", "2", "--no-progress", "--save-npy"]
+
+
+def _frames(folder, n, size=(32, 32), seed=0):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i:03d}.png"))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("control_cli")
+    tm.write_base_folder(str(root / "base"))
+    tm.write_adapter_folder(str(root / "adapter"))
+    cf.save_folder(cf.controlnet("small", seed=5), str(root / "cn"))
+    rgb = dict(cf.SPARSECTRL_RGB)
+    from diffusers import SparseControlNetModel
+    cf.save_folder(cf.randomize(SparseControlNetModel(**rgb), seed=6), str(root / "sparse"))
+    from diffusers import ControlNetModel
+    cf.save_folder(cf.randomize(ControlNetModel(**dict(cf.CONTROLNET_SMALL, cross_attention_dim=64)), seed=7),
+                   str(root / "cn64"))  # the miniature's text width
+    _frames(root / "video", 4)
+    _frames(root / "one", 1, seed=1)
+    _frames(root / "wide", 4, size=(32, 48))
+    _frames(root / "five", 5)
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(10 + i).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+            root / f"key{i}.png")
+    return root
+
+
+@pytest.fixture
+def env(files, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
+    monkeypatch.chdir(files)
+
+    def load(job):
+        env.jobs.append(job)
+        raise Validated
+    env.jobs = []
+    monkeypatch.setattr(sample, "load_pipeline", load)
+    return env
+
+
+MODEL = ["--base", "base", "--motion-module", "adapter", "--prompt", "a cat", *SIZE, "--out", "out"]
+
+
+@pytest.mark.parametrize("flags,rc,message", [
+    (["--controlnet", "cn"], 2, "--control-video: 0 given for 1 --controlnet"),
+    (["--controlnet", "cn", "--control-video", "video", "--control-guidance-start", "0.1", "--control-guidance-start",
+      "0.2"], 2, "--control-guidance-start: 2 given for 1 --controlnet"),
+    (["--controlnet", "cn:nan", "--control-video", "video"], 2, "--controlnet: 'cn:nan': scale must be a finite"),
+    (["--controlnet", "nope", "--control-video", "video"], 1, "--controlnet nope: not found"),
+    (["--controlnet", "cn", "--control-video", "nope"], 1, "--control-video nope: not found"),
+    (["--controlnet", "cn", "--control-video", "wide"], 2,
+     "--controlnet cn: images of shape (4, 32, 48, 3); this call needs ([1,] frames, 32, 32, 3)"),
+    (["--controlnet", "cn", "--control-video", "five"], 2,
+     "--controlnet cn: 5 control frames for a 4-frame video; give one image per frame (4) or a single image"),
+    (["--controlnet", "cn", "--control-video", "video", "--control-guidance-start", "0.6",
+      "--control-guidance-end", "0.5"], 2, "need 0 ≤ control_guidance_start < control_guidance_end ≤ 1"),
+    (["--controlnet", "sparse", "--control-video", "video"], 2, "--controlnet sparse: a SparseCtrl encoder; pass it "
+                                                                "with --sparsectrl"),
+    (["--sparsectrl", "cn", "--keyframes", "0", "--keyframe-images", "key0.png"], 2,
+     "--sparsectrl cn: a ControlNet; pass it with --controlnet"),
+    (["--sparsectrl", "sparse", "--keyframes", "0,4", "--keyframe-images", "key0.png,key1.png"], 2,
+     "--sparsectrl sparse: keyframes must be frame indices in [0, 4)"),
+    (["--sparsectrl", "sparse", "--keyframes", "0,-4", "--keyframe-images", "key0.png,key1.png"], 2,
+     "keyframes [0, -4] name a frame twice"),
+    (["--sparsectrl", "sparse", "--keyframes", "0,1", "--keyframe-images", "key0.png"], 2,
+     "--keyframe-images: 1 images for 2 --keyframes"),
+    (["--keyframes", "0"], 2, "--keyframes: goes with --sparsectrl"),
+])
+def test_bad_controls_are_refused_before_loading(env, capsys, flags, rc, message):
+    assert sample.main([*MODEL, *flags]) == rc
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err, err
+    assert not env.jobs and not os.path.exists("out")
+
+
+@pytest.mark.parametrize("net,message", [
+    ("cn", "--controlnet cn: cross_attention_dim 32 does not fit the base model's text encoder (64)"),
+    ("cn64", "--controlnet cn64: embeds control images 8x down to latent size, but the VAE's factor is 4"),
+])
+def test_controlnets_of_another_family_are_refused(env, capsys, net, message):
+    """The shipped miniature (text width 64, VAE factor 4) with tiny SD-style ControlNets."""
+    assert sample.main(["--motion-module", os.path.join(MINIATURE, "motion_module_B.safetensors"), "--prompt", "a",
+                        "--W", "32", "--H", "32", "--L", "4", "--controlnet", net, "--control-video", "video",
+                        "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_a_sparsectrl_file_given_as_motion_module_is_refused(env, capsys):
+    assert sample.main(["--base", "base", "--motion-module", "sparse", "--prompt", "a", *SIZE, "--out", "out"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "sparse" in err and "SparseCtrl" in err, err
+    assert not env.jobs
+
+
+def test_good_controls_pass_validation(env):
+    with pytest.raises(Validated):
+        sample.run(sample.build_parser().parse_args(argv := [
+            *MODEL, "--controlnet", "cn:0.5", "--control-video", "one", "--sparsectrl", "sparse",
+            "--keyframes", "0,-1", "--keyframe-images", "key0.png,key1.png"]), argv)
+    (job,) = env.jobs
+    net, sparse = job.control_inputs
+    assert np.asarray(net.images).shape == (1, 32, 32, 3) and net.conditioning_scale == 0.5
+    assert np.asarray(sparse.images).shape == (2, 32, 32, 3) and list(sparse.keyframes) == [0, -1]
+
+
+def test_key_images_are_read_as_the_original_reads_them(files):
+    """The original's RandomResizedCrop((H, W), scale=(1, 1), ratio=(W/H, W/H)) finds no random crop of
+    another aspect and falls back to the centre crop at W/H; then a bilinear resize (PIL) and ToTensor.
+    (torchvision is not in the test environment; these are the cases of that rule.)"""
+    with Image.open(files / "key0.png") as im:  # 56 x 40 (W x H)
+        image = im.convert("RGB")
+    same_aspect = read_key_image(str(files / "key0.png"), 20, 28)  # 28:20 = 56:40: a plain resize
+    np.testing.assert_array_equal(same_aspect, np.asarray(image.resize((28, 20), Image.BILINEAR), np.float32) / 255)
+    square = read_key_image(str(files / "key0.png"), 16, 16)  # the middle 40 x 40 columns 8..48
+    np.testing.assert_array_equal(square, np.asarray(image.crop((8, 0, 48, 40)).resize((16, 16), Image.BILINEAR),
+                                                     np.float32) / 255)
+    tall = read_key_image(str(files / "key0.png"), 32, 16)  # W:H = 1:2 -> 20 x 40 from column 18
+    np.testing.assert_array_equal(tall, np.asarray(image.crop((18, 0, 38, 40)).resize((16, 32), Image.BILINEAR),
+                                                   np.float32) / 255)
+    grey = read_key_image(str(files / "key0.png"), 16, 16, normalize=True)  # the scribble configs' normalisation
+    mean = square.mean(axis=-1)
+    np.testing.assert_allclose(grey[..., 0], (mean - mean.min()) / (mean.max() - mean.min()), atol=1e-6)
+    assert np.array_equal(grey[..., 0], grey[..., 2])
+
+
+def _videos(out):
+    (run,) = os.listdir(out)
+    folder = out / run
+    return folder, {f: np.load(folder / "sample" / f) for f in sorted(os.listdir(folder / "sample"))
+                    if f.endswith(".npy")}
+
+
+def test_config_yaml_records_the_controls_and_reproduces_the_videos(files, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
+    monkeypatch.chdir(files)
+    model = ["--base", "base", "--motion-module", "adapter", "--prompt", "a cat", "--seed", "3", *SIZE]
+    controls = ["--controlnet", "cn:0.8", "--control-video", "video", "--control-guidance-end", "0.5",
+                "--sparsectrl", "sparse:0.9", "--keyframes", "0,-1", "--keyframe-images", "key0.png,key1.png"]
+    assert sample.main([*model, "--out", str(tmp_path / "plain")]) == 0
+    assert sample.main([*model, *controls, "--out", str(tmp_path / "controlled")]) == 0
+    _, plain = _videos(tmp_path / "plain")
+    folder, controlled = _videos(tmp_path / "controlled")
+    assert all(np.abs(controlled[n] - plain[n]).max() > 1e-4 for n in plain)  # the controls reach the UNet
+    (entry,) = yaml.safe_load((folder / "config.yaml").read_text())
+    assert entry["controlnets"] == [dict(path=str(files / "cn"), video=str(files / "video"), conditioning_scale=0.8,
+                                         control_guidance_start=0.0, control_guidance_end=0.5)]
+    assert (entry["controlnet_path"], entry["controlnet_image_indexs"], entry["controlnet_conditioning_scale"]) == (
+        str(files / "sparse"), [0, -1], 0.9)
+    monkeypatch.chdir(tmp_path)
+    assert sample.main([str(folder / "config.yaml"), "--no-progress", "--save-npy", "--out",
+                        str(tmp_path / "again")]) == 0
+    _, again = _videos(tmp_path / "again")
+    for n in controlled:
+        np.testing.assert_array_equal(again[n], controlled[n])
