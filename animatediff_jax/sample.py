@@ -187,6 +187,7 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     together, sizes fit the models' geometry (from their configs), settings are consistent; the
     latents and the init video are read here (once)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
+    from animatediff_jax.file_roles import check_model_path  # noqa: PLC0415 - imports loading
     from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415
     from animatediff_jax.sampling.pipeline import check_video_size, configured_sampler  # noqa: PLC0415
     from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS, start_index  # noqa: PLC0415
@@ -197,19 +198,20 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         for key, flag in (("base", "--base"), ("dreambooth", "--dreambooth"), ("motion_module", "--motion-module"),
                           ("tokenizer", "--tokenizer")):
             loading.require_exists(m.get(key), flag)
-        for path, _ in m["loras"]:
-            loading.require_exists(path, "--lora")
-        for path, _ in m["motion_loras"]:
-            loading.require_exists(path, "--motion-lora")
-        if m.get("domain_adapter"):
-            loading.require_exists(m["domain_adapter"][0], "--domain-adapter")
+            check_model_path(m.get(key), flag)  # one of our files given to the wrong flag; an empty folder
+        lora_flags = [(p, "--lora") for p, _ in m["loras"]] + [(p, "--motion-lora") for p, _ in m["motion_loras"]] + \
+            ([(m["domain_adapter"][0], "--domain-adapter")] if m.get("domain_adapter") else [])
+        for path, flag in lora_flags:
+            loading.require_exists(path, flag)
+            check_model_path(path, flag)
         if m["motion_loras"] and not m.get("motion_module"):
             raise UsageError(f"{where}--motion-lora: needs a motion module (--motion-module)")
         if m.get("tokenizer") is not None and not loading.has_tokenizer(m["tokenizer"]):
             raise InputError(f"--tokenizer {m['tokenizer']}: no CLIP tokenizer there (needs vocab.json + merges.txt, "
                              "or tokenizer.json)")
         if m.get("tokenizer") is None and not loading.has_tokenizer(m["base"]):
-            raise UsageError(f"--tokenizer: {m['base']} carries no CLIP tokenizer (a single file); pass "
+            kind = "a single file" if os.path.isfile(m["base"]) else "a folder without tokenizer/"
+            raise UsageError(f"--tokenizer: {m['base']} carries no CLIP tokenizer ({kind}); pass "
                              "--tokenizer <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
         if m["base"] not in configs:
             configs[m["base"]] = loading.base_configs(m["base"])
@@ -250,6 +252,10 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         sched = job.scheduler_config  # resolved as loading.load_pipeline resolves it
         if isinstance(sched, str):
             sched = ORIGINAL_SCHEDULER_KWARGS if sched == "original" else base["scheduler"]
+        train_steps = int(sched.get("num_train_timesteps", 1000))
+        if e.steps > train_steps:
+            raise UsageError(f"{where}--steps/steps: must be ≤ {train_steps} (the scheduler's num_train_timesteps), "
+                             f"got {e.steps}")
         try:
             configured_sampler(sched, o.scheduler or (None if "_class_name" in sched else "ddim"), e.steps, eta=o.eta)
         except ValueError as err:

@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 
-from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.errors import ArgumentParser, InputError, UsageError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder, check_output
 from convert.commands_base import DTYPES, add_output_options
@@ -24,15 +24,7 @@ from convert.commands_base import DTYPES, add_output_options
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (heads, groups, sequence lengths)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
+positive_int = ArgumentParser.integer(1)  # argparse type: heads, groups, sequence lengths
 
 
 def _motion_options(p: argparse.ArgumentParser) -> None:
