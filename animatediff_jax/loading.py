@@ -37,6 +37,7 @@ from animatediff_jax.tokenizer import PromptTokenizer
 from convert.base import convert_base, plan_base
 from convert.lora import apply_lora_files, fuse_domain_adapter, fuse_motion_loras
 from convert.motion import MotionModule, load_motion_module
+from convert.unet3d_checkpoint import read_unet3d_checkpoint
 
 NETWORKS = ("unet", "vae", "text_encoder")
 
@@ -242,10 +243,11 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
                  motion_module: str | None = None, motion_loras: Sequence[tuple[str, float]] = (),
                  domain_adapter: tuple[str, float] | None = None, motion_input_norm: str = "frame",
                  motion_version: str | None = None, motion_max_seq_length: int | None = None,
-                 lora_alpha_rule: str = "kohya", cache_dir: str) -> LoadedWeights:
+                 lora_alpha_rule: str = "kohya", unet_checkpoint: str | None = None, cache_dir: str) -> LoadedWeights:
     """Assemble all weights (see module docstring). Files are checked to exist before any conversion.
     motion_version / motion_max_seq_length: see `load_motion`. `lora_alpha_rule`: how `loras` are
-    scaled, "kohya" (flags) or "original" (prompt configs), see `convert.lora.fuse`."""
+    scaled, "kohya" (flags) or "original" (prompt configs), see `convert.lora.fuse`. `unet_checkpoint`: a
+    first-release `.ckpt` path, the whole UNet3D replacing the UNet (`convert/unet3d_checkpoint.py`)."""
 
     require_exists(base, "base model")
     require_exists(dreambooth, "DreamBooth checkpoint")
@@ -286,6 +288,11 @@ def load_weights(base: str, *, dreambooth: str | None = None, loras: Sequence[tu
         motion = fuse_motion_loras(mm.params, list(motion_loras)) if motion_loras else mm.params
         unet = insert_motion(unet2d, motion, strict=False)
         motion_config = replace(mm.config, input_norm=motion_input_norm)
+    if unet_checkpoint is not None:  # loaded after the motion module, replacing the whole UNet (the original)
+        if mm is None:
+            raise LoadError(f"{unet_checkpoint}: a first-release UNet3D .ckpt needs the entry's motion_module "
+                            "(the layout of the motion modules it holds)")
+        unet = read_unet3d_checkpoint(unet_checkpoint, sd_model["unet"], mm)
     return LoadedWeights(sd_model["unet_config"], motion_config, sd_model["vae_config"],
                          sd_model["text_encoder_config"], unet, sd_model["vae"], nets["text_encoder"],
                          sd_model["tokenizer_path"], sd_model["scheduler_config"],
@@ -301,7 +308,8 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
                   attention_impl: str = "auto", motion_input_norm: str = "frame", clip_skip: int = 0,
                   tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
                   motion_version: str | None = None, motion_max_seq_length: int | None = None,
-                  lora_alpha_rule: str = "kohya", **kwargs) -> AnimateDiffPipeline:
+                  lora_alpha_rule: str = "kohya", unet_checkpoint: str | None = None,
+                  **kwargs) -> AnimateDiffPipeline:
     """An `AnimateDiffPipeline` from files: every weight loaded once (PyTorch or converted Flax files;
     see the module docstring), checked against its network, then `AnimateDiffPipeline.build`.
 
@@ -320,7 +328,7 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
                      motion_loras=motion_loras, domain_adapter=domain_adapter,
                      motion_input_norm=motion_input_norm, motion_version=motion_version,
                      motion_max_seq_length=motion_max_seq_length, lora_alpha_rule=lora_alpha_rule,
-                     cache_dir=cache_dir or cache_root())
+                     unet_checkpoint=unet_checkpoint, cache_dir=cache_dir or cache_root())
     if check:
         c = w.unet_config
         check_params(UNet3DConditionModel(c, w.motion_config), w.unet, f"UNet ({base}, {motion_module})")

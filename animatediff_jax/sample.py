@@ -85,6 +85,7 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
     e.steps, e.guidance_scale = _first(opts.steps, e.steps), _first(opts.guidance_scale, e.guidance_scale)
     model = dict(base=opts.base, tokenizer=opts.tokenizer, dreambooth=e.dreambooth_path,
                  motion_module=e.motion_module, motion_loras=e.motion_module_lora_configs,
+                 unet_checkpoint=e.unet_checkpoint,
                  loras=list(e.loras), lora_alpha_rule=e.lora_alpha_rule,
                  domain_adapter=(e.adapter_lora_path, e.adapter_lora_scale) if e.adapter_lora_path else None,
                  motion_version=motion.get("version"), motion_max_seq_length=motion.get("max_seq_length"))
@@ -188,6 +189,7 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     latents and the init video are read here (once)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
     from animatediff_jax.file_roles import check_model_path  # noqa: PLC0415 - imports loading
+    from convert.unet3d_checkpoint import check_kind  # noqa: PLC0415
     from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415
     from animatediff_jax.sampling.pipeline import check_video_size, configured_sampler  # noqa: PLC0415
     from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS, start_index  # noqa: PLC0415
@@ -204,6 +206,12 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         for path, flag in lora_flags:
             loading.require_exists(path, flag)
             check_model_path(path, flag)
+        if m.get("unet_checkpoint"):  # a first-release `.ckpt` path: the whole UNet3D (convert/unet3d_checkpoint.py)
+            loading.require_exists(m["unet_checkpoint"], "path")
+            if not m.get("motion_module"):
+                raise UsageError(f"{where}path {m['unet_checkpoint']}: a first-release UNet3D .ckpt needs the "
+                                 "entry's motion_module (the layout of the motion modules it holds)")
+            check_kind(m["unet_checkpoint"])
         if m["motion_loras"] and not m.get("motion_module"):
             raise UsageError(f"{where}--motion-lora: needs a motion module (--motion-module)")
         if m.get("tokenizer") is not None and not loading.has_tokenizer(m["tokenizer"]):
