@@ -9,6 +9,9 @@ written). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import argparse
+import difflib
+import re
 import signal
 import sys
 import threading
@@ -34,6 +37,56 @@ class InputError(UserError, ValueError):
 
 class OutputError(UserError, OSError):
     """An output that cannot be written: exists without `--overwrite`, read-only, disk full."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for every CLI: a mistake on the command line raises one `UsageError` `<flag>: <problem>`
+    (printed by `run_cli`, exit 2) instead of printing the whole usage block; parse inside `run_cli`.
+    Subcommand parsers (`add_subparsers().add_parser`) are of this class too. An unknown flag names
+    the closest known ones (`-W: unknown flag; did you mean --W?`)."""
+
+    INT_MAX = 2**31 - 1  # counts (steps, frames, sizes, batches...) become int32 in JAX/XLA: larger ones overflow
+
+    @staticmethod
+    def integer(low: int, high: int = INT_MAX):
+        """argparse `type=`: an integer in [low, high] (default high: int32's largest), else the flag's error
+        (`--steps: must be ≤ 2147483647, got 99999999999`)."""
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+            if value < low:
+                raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {value}")
+            if value > high:
+                raise argparse.ArgumentTypeError(f"must be ≤ {high}, got {value}")
+            return value
+        return parse
+
+    def error(self, message: str):
+        raise UsageError(self._flag_first(message))
+
+    def _flag_first(self, message: str) -> str:
+        unknown = re.fullmatch(r"unrecognized arguments: (.*)", message, re.S)
+        if unknown:
+            token = unknown.group(1).split(" ")[0]
+            if not token.startswith("-"):
+                return f"{token}: unexpected argument (this command takes no more positional arguments)"
+            flag = token.split("=")[0]
+            known = [o for parser in self._parsers() for o in parser._option_string_actions if o.startswith("--")]
+            spelled = "--" + flag.lstrip("-")
+            close = [spelled] if spelled in known else difflib.get_close_matches(spelled, known, n=2, cutoff=0.6)
+            return f"{flag}: unknown flag" + (f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else
+                                              f" (see {self.prog} --help)")
+        required = re.fullmatch(r"the following arguments are required: (.*)", message)
+        if required:
+            return f"{required.group(1)}: required"
+        return re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+
+    def _parsers(self) -> list[argparse.ArgumentParser]:
+        """This parser and its subcommands' (argparse reports their unknown flags from the top)."""
+        subs = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        return [self] + [p for a in subs for p in dict.fromkeys(a.choices.values())]
 
 
 def plain_warnings() -> None:

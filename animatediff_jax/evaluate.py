@@ -22,7 +22,6 @@ domain fidelity any model decoding with this VAE can reach).
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from animatediff_jax.data import procedural
-from animatediff_jax.errors import InputError, UsageError, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
 from animatediff_jax.miniature import scoring, world
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths
 from animatediff_jax.outputs import atomic_path, check_output
@@ -197,22 +196,18 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m animatediff_jax.evaluate", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m animatediff_jax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--weights", default=MINIATURE, help="folder written by python -m animatediff_jax.miniature.build (default: the shipped weights)")
-    parser.add_argument("--samples", type=int, default=32, help="videos per row (default 32, as in RESULTS.md)")
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    parser.add_argument("--samples", type=ArgumentParser.integer(1), default=32, help="videos per row (default 32, as in RESULTS.md)")
+    parser.add_argument("--steps", type=ArgumentParser.integer(1, 1000), default=25, help="DDIM steps (default 25)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--rows", help="only these rows, names separated by ';' (default: all)")
     parser.add_argument("--results", default="RESULTS.md",
                         help="Markdown file to write the table to ('-': print only; default: RESULTS.md)")
-    args = parser.parse_args(argv)
-    return run_cli(lambda: run(args))
+    return run_cli(lambda: run(parser.parse_args(argv)))
 
 
 def run(args) -> int:
-    for flag, value in (("--samples", args.samples), ("--steps", args.steps)):
-        if value < 1:
-            raise UsageError(f"{flag}: must be ≥ 1, got {value}")
     if not math.isfinite(args.guidance):
         raise UsageError(f"--guidance: must be a finite number, got {args.guidance}")
     if not os.path.isdir(os.path.join(args.weights, "base")):

@@ -42,6 +42,7 @@ from convert.base import BasePlan, convert_base, load_base, plan_base, resolve_s
 from convert.lora import ALPHA_RULES, apply_lora_files, fuse_domain_adapter, fuse_motion_loras
 from convert.motion import MotionModule, load_motion_module
 from convert.param_shapes import module_param_shapes
+from convert.unet3d_checkpoint import check_kind, read_unet3d_checkpoint
 
 NETWORKS = ("unet", "vae", "text_encoder")
 # How errors name each file: by its role (Python API) or by the CLI flag that gave it (`sample`).
@@ -204,7 +205,8 @@ class ModelFiles:
     domain_adapter: (path, scale); motion_version ("v1"/"v2"/"v3") and motion_max_seq_length: what
     the user knows of the motion module (`load_motion`); tokenizer: a CLIP tokenizer folder, needed
     when the base is a single file; lora_alpha_rule: "kohya" (flags) or "original" (prompt configs),
-    see `convert.lora.fuse`."""
+    see `convert.lora.fuse`; unet_checkpoint: a first-release `.ckpt` `path`, the whole UNet3D
+    (diffusers names) replacing the UNet after the motion module (`convert/unet3d_checkpoint.py`)."""
     base: str
     dreambooth: str | None = None
     loras: tuple[tuple[str, float], ...] = ()
@@ -215,6 +217,7 @@ class ModelFiles:
     motion_max_seq_length: int | None = None
     tokenizer: str | None = None
     lora_alpha_rule: str = "kohya"
+    unet_checkpoint: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "loras", tuple(tuple(x) for x in self.loras))
@@ -258,6 +261,12 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         require_exists(files.domain_adapter[0], names["domain_adapter"])
     if files.motion_loras and files.motion_module is None:
         raise UsageError(f"{names['motion_loras']}: needs a motion module ({names['motion_module']})")
+    if files.unet_checkpoint is not None:
+        require_exists(files.unet_checkpoint, "path")
+        if files.motion_module is None:
+            raise UsageError(f"path {files.unet_checkpoint}: a first-release UNet3D .ckpt needs the entry's "
+                             "motion_module (the layout of the motion modules it holds)")
+        check_kind(files.unet_checkpoint)
     if files.lora_alpha_rule not in ALPHA_RULES:
         raise UsageError(f"lora_alpha_rule: one of {ALPHA_RULES}, got {files.lora_alpha_rule!r}")
     base_path = locate(files.base, names["base"])
@@ -387,6 +396,8 @@ def load_weights(checked: CheckedFiles, names: Mapping[str, str] = ROLES) -> Loa
     if mm is not None:
         motion = fuse_motion_loras(mm.params, list(files.motion_loras)) if files.motion_loras else mm.params
         unet = insert_motion(unet, motion, strict=False)
+    if files.unet_checkpoint is not None:  # loaded after the motion module, replacing the whole UNet (the original)
+        unet = read_unet3d_checkpoint(files.unet_checkpoint, sd_model["unet"], mm)
     return LoadedWeights(sd_model["unet_config"], mm.config if mm else None, sd_model["vae_config"],
                          sd_model["text_encoder_config"], unet, sd_model["vae"], nets["text_encoder"],
                          checked.tokenizer, sd_model["scheduler_config"],
@@ -444,7 +455,8 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
                   attention_impl: str = "auto", motion_input_norm: str = "frame", clip_skip: int = 0,
                   tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
                   motion_version: str | None = None, motion_max_seq_length: int | None = None,
-                  lora_alpha_rule: str = "kohya", **kwargs) -> AnimateDiffPipeline:
+                  lora_alpha_rule: str = "kohya", unet_checkpoint: str | None = None,
+                  **kwargs) -> AnimateDiffPipeline:
     """An `AnimateDiffPipeline` from files: `check_files` then `pipeline_from_checked` (see the module
     docstring); every file read once, each check once.
 
@@ -463,7 +475,7 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
     files = ModelFiles(base, dreambooth=dreambooth, loras=tuple(loras), motion_module=motion_module,
                        motion_loras=tuple(motion_loras), domain_adapter=domain_adapter,
                        motion_version=motion_version, motion_max_seq_length=motion_max_seq_length,
-                       tokenizer=tokenizer, lora_alpha_rule=lora_alpha_rule)
+                       tokenizer=tokenizer, lora_alpha_rule=lora_alpha_rule, unet_checkpoint=unet_checkpoint)
     checked = check_files(files, cache_dir or cache_root())
     return pipeline_from_checked(checked, scheduler=scheduler, scheduler_config=scheduler_config, dtype=dtype,
                                  attention_impl=attention_impl, motion_input_norm=motion_input_norm,

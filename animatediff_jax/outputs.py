@@ -10,6 +10,8 @@
 - Temporary names are `.<name>.<pid>-<token>@<host>.partial` (and `.old` for a swapped-out folder):
   on every failure path they are removed; leftovers of a killed run (same host, same owner, process
   gone) are removed by the next write to the same output, anything else is left alone (ignored).
+  `temp_name` and `clean_stale_matching` give other writers (a sampling run's folder, `run_folder.py`)
+  the same names and the same rule.
 - Files and folders are created with the umask's permissions (as `cp` and `mkdir` would), not the
   0600/0700 of `tempfile`.
 - An `OSError` while writing becomes an `OutputError` naming the output (`disk full`, `read-only`...);
@@ -34,13 +36,15 @@ _HOST = socket.gethostname().replace("/", "_")
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
-def _temp_name(path: str, kind: str) -> str:
+def temp_name(path: str, kind: str = "partial") -> str:
+    """`<dir>/.<name>.<pid>-<token>@<host>.<kind>` for `path` = `<dir>/<name>`: a fresh temporary name
+    that says which process on which host writes it (what `clean_stale_matching` reads)."""
     directory, base = os.path.split(os.path.abspath(path))
     return os.path.join(directory, f".{base}.{os.getpid()}-{secrets.token_hex(4)}@{_HOST}.{kind}")
 
 
-def _stale_pattern(base: str) -> re.Pattern:
-    return re.compile(rf"\.{re.escape(base)}\.(?P<pid>\d+)-[0-9a-f]{{8}}@(?P<host>[^/]*)\.(partial|old)")
+def _stale_pattern(base_regex: str) -> re.Pattern:
+    return re.compile(rf"\.(?:{base_regex})\.(?P<pid>\d+)-[0-9a-f]{{8}}@(?P<host>[^/]*)\.(partial|old)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -57,7 +61,14 @@ def clean_stale(path: str) -> list[str]:
     """Remove temporary leftovers of killed runs that wrote `path`: entries named like ours, made
     on this host by this user, whose process is gone. Returns what was removed."""
     directory, base = os.path.split(os.path.abspath(path))
-    pattern, removed = _stale_pattern(base), []
+    return clean_stale_matching(directory, re.escape(base))
+
+
+def clean_stale_matching(directory: str, base_regex: str) -> list[str]:
+    """`clean_stale` for every output in `directory` whose name matches `base_regex` (a regular
+    expression for `<name>` in `temp_name`'s `.<name>.<pid>-<token>@<host>.<kind>`): removed only
+    when made on this host, by this user, by a process that is gone. Returns what was removed."""
+    pattern, removed = _stale_pattern(base_regex), []
     try:
         names = os.listdir(directory)
     except OSError:
@@ -183,7 +194,7 @@ def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary file name next to `path` (the file exists, empty, with the umask's
     permissions); rename it onto `path` only if the block succeeds. See the module docstring."""
     def make_temp() -> str:
-        tmp = _temp_name(path, "partial")
+        tmp = temp_name(path, "partial")
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         return tmp
 
@@ -228,7 +239,7 @@ def _swap_in(tmp: str, path: str) -> None:
     if exchange(tmp, path):  # tmp now holds the old folder
         shutil.rmtree(tmp, ignore_errors=True)
         return
-    old = _temp_name(path, "old")  # fallback: a kill between the renames leaves the old one here
+    old = temp_name(path, "old")  # fallback: a kill between the renames leaves the old one here
     os.rename(path, old)
     os.rename(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
@@ -240,7 +251,7 @@ def atomic_folder(path: str) -> Iterator[str]:
     block succeeds it replaces `path` as a whole (an existing folder included). See the module
     docstring."""
     def make_temp() -> str:
-        tmp = _temp_name(path, "partial")
+        tmp = temp_name(path, "partial")
         os.mkdir(tmp, 0o777)
         return tmp
 

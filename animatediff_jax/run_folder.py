@@ -1,9 +1,12 @@
 """The folder one sampling run writes: complete or absent, never half-written, never an earlier run's.
 
-A run writes into a hidden temporary folder next to its final place (`<parent>/.<name>-<time>.partial-*`)
-and renames it to `<parent>/<name>-<time>` (suffixed `-1`, `-2`, ... if taken) only when every file
-is written. On any failure the temporary folder is removed; a run killed outright leaves only a
-hidden `.partial` folder, which no later run reads or reuses. File names derived from prompts are
+A run writes into a hidden temporary folder next to its final place
+(`<parent>/.<name>-<time>.<pid>-<token>@<host>.partial`, `outputs.temp_name`) and renames it to
+`<parent>/<name>-<time>` (suffixed `-1`, `-2`, ... if taken) only when every file is written. On any
+failure the temporary folder is removed; a run killed outright (SIGKILL, power loss) leaves its hidden
+`.partial` folder, which no later run reads or reuses, and the next run into the same `parent` removes
+it by the rule `outputs.py` uses for its temporary files: named like ours, made on this host by this
+user, and its writer process gone (anything else is left alone). File names derived from prompts are
 bounded in UTF-8 bytes (file systems limit names to 255 bytes, not characters) and made unique within
 a run by their index prefix.
 """
@@ -14,13 +17,15 @@ import datetime
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 from animatediff_jax.errors import OutputError
+from animatediff_jax.outputs import clean_stale_matching, temp_name
 from animatediff_jax.video import default_mode
 
+STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
+_RUN_NAME = r".+-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d"  # `<name>-<time>` of any run's folder
 STEM_BYTES = 120  # a prompt-derived file stem, at most (leaves room for suffixes and temp names in 255)
 
 
@@ -46,15 +51,18 @@ class RunFolder:
 @contextlib.contextmanager
 def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolder]:
     """Yield a `RunFolder` whose hidden `partial` folder the run writes into; on success it is renamed
-    to a fresh `parent/name-<time>` (then `final`), on failure removed.
+    to a fresh `parent/name-<time>` (then `final`), on failure removed. Killed runs' leftovers in
+    `parent` are removed first (module docstring).
 
     Raises OutputError naming `parent` when it cannot be created or written."""
     created = _missing_folders(parent)
     try:
         os.makedirs(parent, exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
-        tmp = tempfile.mkdtemp(prefix=f".{name}-{stamp}.partial-", dir=parent)
-        os.chmod(tmp, default_mode(folder=True))  # mkdtemp makes it 0o700
+        clean_stale_matching(parent, _RUN_NAME)  # hidden folders of runs that were killed outright
+        stamp = datetime.datetime.now().strftime(STAMP_FORMAT)
+        tmp = temp_name(os.path.join(parent, f"{name}-{stamp}"))
+        os.mkdir(tmp)
+        os.chmod(tmp, default_mode(folder=True))
     except OSError as e:
         _remove_empty(created)
         raise OutputError(f"{flag} {parent}: cannot create the run folder ({e.strerror or e})") from None

@@ -91,6 +91,7 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
     e.steps, e.guidance_scale = _first(opts.steps, e.steps), _first(opts.guidance_scale, e.guidance_scale)
     model = dict(base=opts.base, tokenizer=opts.tokenizer, dreambooth=e.dreambooth_path,
                  motion_module=e.motion_module, motion_loras=e.motion_module_lora_configs,
+                 unet_checkpoint=e.unet_checkpoint,
                  loras=list(e.loras), lora_alpha_rule=e.lora_alpha_rule,
                  domain_adapter=(e.adapter_lora_path, e.adapter_lora_scale) if e.adapter_lora_path else None,
                  motion_version=motion.get("version"), motion_max_seq_length=motion.get("max_seq_length"))
@@ -199,6 +200,7 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     together, sizes fit the models' geometry (from their configs), settings are consistent; the
     latents and the init video are read here (once)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
+    from animatediff_jax.file_roles import check_model_path  # noqa: PLC0415 - imports loading
     from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415
     from animatediff_jax.models.unet3d import UNet3DConditionModel  # noqa: PLC0415
     from animatediff_jax.sampling.pipeline import (  # noqa: PLC0415
@@ -208,6 +210,12 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
         where = f"{e.name}: " if len(jobs) > 1 or e.name != "command line" else ""
+        for key, flag in (("base", "--base"), ("dreambooth", "--dreambooth"), ("motion_module", "--motion-module"),
+                          ("tokenizer", "--tokenizer")):
+            check_model_path(m.get(key), flag)  # one of our files given to the wrong flag; an empty folder
+        for path, flag in [(p, "--lora") for p, _ in m["loras"]] + [(p, "--motion-lora") for p, _ in m["motion_loras"]] \
+                + ([(m["domain_adapter"][0], "--domain-adapter")] if m.get("domain_adapter") else []):
+            check_model_path(path, flag)
         files = loading.ModelFiles(**m)
         if files not in checked:
             checked[files] = loading.check_files(files, cache_dir, loading.FLAGS)
@@ -246,6 +254,10 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
             raise UsageError(f"{where}--clip-skip/clip_skip: must be < {layers} (the text encoder's layers), "
                              f"got {job.clip_skip}")
         sched = loading.scheduler_settings(job.scheduler_config, base["scheduler"])
+        train_steps = int(sched.get("num_train_timesteps", 1000))
+        if e.steps > train_steps:
+            raise UsageError(f"{where}--steps/steps: must be ≤ {train_steps} (the scheduler's num_train_timesteps), "
+                             f"got {e.steps}")
         try:
             configured_sampler(sched, o.scheduler or (None if "_class_name" in sched else "ddim"), e.steps, eta=o.eta)
         except ValueError as err:

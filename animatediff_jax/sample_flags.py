@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 
-from animatediff_jax.errors import UsageError
+from animatediff_jax.errors import ArgumentParser, UsageError
 
 PROG = "python -m animatediff_jax.sample"
 EXAMPLES = f"""examples:
@@ -40,18 +39,8 @@ ENTRY_FLAGS = {"prompt": "--prompt", "travel": "--travel", "seed": "--seed", "ne
 
 # ----------------------------------------------------------------------------- flag values
 
-def _int_at_least(low: int, high: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {value}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"must be ≤ {high}, got {value}")
-        return value
-    return parse
+def _int_at_least(low: int, high: int = ArgumentParser.INT_MAX):
+    return ArgumentParser.integer(low, high)
 
 
 MAX_SIDE = 8192  # pixels: far beyond any SD1.x model's training size; larger only exhausts memory
@@ -75,7 +64,8 @@ def _number(low: float | None = None, high: float | None = None, above: float | 
 
 
 def _seed(text: str) -> int:
-    value = _int_at_least(-1)(text)
+    """-1 (random) or a seed in [0, 2**64) (numpy's SeedSequence takes any; JAX's PRNG keys take 64 bits)."""
+    value = _int_at_least(-1, high=2**64)(text)
     if value >= 2**64:
         raise argparse.ArgumentTypeError(f"must be -1 or in [0, 2**64), got {value}")
     return value
@@ -132,11 +122,7 @@ def _travel(arg: str) -> tuple[int, str]:
     return int(frame), prompt.strip()
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one UsageError `--flag: problem` (printed by run_cli, exit 2)."""
-
-    def error(self, message: str):
-        raise UsageError(re.sub(r"^argument ([^:]+): ", r"\1: ", message))
+_Parser = ArgumentParser  # errors are one UsageError `--flag: problem` (printed by run_cli, exit 2)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

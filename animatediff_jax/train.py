@@ -16,7 +16,7 @@ import importlib.util
 import sys
 from typing import Sequence
 
-from animatediff_jax.errors import UserError, run_cli
+from animatediff_jax.errors import ArgumentParser, UserError, run_cli
 from animatediff_jax.training.config import load_config
 
 # Packages the run imports that a lighter install may lack: name -> what needs it.
@@ -24,7 +24,7 @@ RUN_REQUIREMENTS = {"tensorboardX": "the TensorBoard writer of the training metr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m animatediff_jax.train", description=__doc__.split("\n\n")[0].replace("\n", " "),
         epilog="Every key, its meaning and allowed values: animatediff_jax/training/config.py "
                "(unknown keys are errors). Numbers are read by the key's type: learning_rate=1e-4 works.")
@@ -60,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(lambda: run(args))
+    return run_cli(lambda: run(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -9,18 +9,17 @@ else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import sys
 
-from animatediff_jax.errors import run_cli
+from animatediff_jax.errors import ArgumentParser, run_cli
 
 COMMAND_MODULES = ("convert.commands_base", "convert.commands_motion", "convert.commands_controlnet")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m convert",
         description="Convert community PyTorch checkpoints (SD1.x, AnimateDiff, LoRA) to Flax params and back.")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
@@ -31,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(lambda: args.run(args))
+    def work() -> int:
+        args = build_parser().parse_args(argv)  # inside run_cli: a bad flag is one `error:` line, exit 2
+        return args.run(args)
+    return run_cli(work)
 
 
 if __name__ == "__main__":

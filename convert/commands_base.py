@@ -10,8 +10,9 @@ import argparse
 import json
 import math
 import os
+import sys
 
-from animatediff_jax.errors import UsageError
+from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.outputs import check_output
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -76,22 +77,42 @@ def _merge(args) -> int:
     return 0
 
 
-def _inspect(args) -> int:
+def _inspect_files(path: str) -> list[str]:
+    """The weights files `inspect` describes for `path`: the file itself, or each network's of a folder
+    (a diffusers SD folder, or one written by `convert base`: unet/vae/text_encoder.safetensors)."""
     from convert.base import NETWORKS, weights_file
+    if not os.path.isdir(path):
+        return [path]
+    converted = [os.path.join(path, f"{n}.safetensors") for n in NETWORKS]
+    if any(os.path.isfile(f) for f in converted):
+        return [f for f in converted if os.path.isfile(f)]
+    if not os.path.isdir(os.path.join(path, "unet")):
+        raise InputError(f"{path}: a folder that is not a model folder (neither a diffusers SD folder with unet/, "
+                         "vae/, text_encoder/ nor one written by `convert base`); give its weights files")
+    return [weights_file(os.path.join(path, n), n, None) for n in NETWORKS]
+
+
+def _inspect(args) -> int:
+    """Each given file described; a file that cannot be read is an `error:` line and the others go on
+    (exit 1 at the end if any failed)."""
     from convert.detect import describe
-    files = []
-    for path in args.files:  # a diffusers folder: each network's weights file
-        files += [weights_file(os.path.join(path, n), n, None) for n in NETWORKS] if os.path.isdir(path) else [path]
-    for path in files:
-        info = describe(path)
-        if args.json:
-            print(json.dumps(info))
+    failed = 0
+    for path in args.files:
+        try:
+            infos = [describe(f) for f in _inspect_files(path)]
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            failed += 1
             continue
-        print(path)
-        for k, v in info.items():
-            if k != "file":
-                print(f"  {k:<13}{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"  {k:<13}{v}")
-    return 0
+        for info in infos:
+            if args.json:
+                print(json.dumps(info), flush=True)
+                continue
+            print(info["file"])
+            for k, v in info.items():
+                if k != "file":
+                    print(f"  {k:<13}{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"  {k:<13}{v}")
+    return 1 if failed else 0
 
 
 def _export_unet(args) -> int:
@@ -139,7 +160,9 @@ def register(subparsers) -> None:
         description="Describe checkpoint files without loading their tensors: file format, kind (LDM single file, "
                     "diffusers UNet/VAE, CLIP, motion module, LoRA, Flax params...), model family (SD1.x/SD2/"
                     "SDXL), motion-module version, parameter count and dtypes.")
-    p.add_argument("files", nargs="+", help="checkpoint files, or diffusers SD folders (each network's weights)")
+    p.add_argument("files", nargs="+", help="checkpoint files, diffusers SD folders or folders written by `convert "
+                                             "base` (each network's weights); an unreadable one is reported and "
+                                             "the others still described (exit 1)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.set_defaults(run=_inspect)
 

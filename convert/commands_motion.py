@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 
-from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.errors import ArgumentParser, InputError, UsageError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder, check_output
 from convert.commands_base import DTYPES, add_output_options
@@ -24,15 +24,7 @@ from convert.commands_base import DTYPES, add_output_options
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (heads, groups, sequence lengths)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
+positive_int = ArgumentParser.integer(1)  # argparse type: heads, groups, sequence lengths
 
 
 def _motion_options(p: argparse.ArgumentParser) -> None:
@@ -102,7 +94,8 @@ def _lora(args) -> int:
     else:
         files = {"unet": args.base}
     loaded = {c: load_params(f) for c, f in files.items()}
-    fused = apply_lora_files({c: p for c, (p, _) in loaded.items()}, loras, skip_other=not folder)
+    fused = apply_lora_files({c: p for c, (p, _) in loaded.items()}, loras, skip_other=not folder,
+                             allow_nonfinite=args.allow_nonfinite)
     names = json.dumps([[os.path.basename(p), s] for p, s in loras])
 
     def save(c: str, out: str) -> None:
@@ -132,7 +125,7 @@ def _motion_lora(args) -> int:
     check_output(args.output, overwrite=args.overwrite)
     loras = _lora_args(args.lora)
     mm = load_motion(args.motion, args)
-    fused = replace(mm, params=fuse_motion_loras(mm.params, loras))
+    fused = replace(mm, params=fuse_motion_loras(mm.params, loras, allow_nonfinite=args.allow_nonfinite))
     _save_motion(args.output, fused, f"{args.motion} + MotionLoRAs",
                  f"motion:{os.path.abspath(args.motion)}+motion-lora", args)
     print(args.output)
@@ -168,7 +161,7 @@ def _export_motion_lora(args) -> int:
     if args.alpha is not None and not math.isfinite(args.alpha):
         raise UsageError(f"--alpha: must be a finite number, got {args.alpha}")
     check_output(args.output, overwrite=args.overwrite)
-    lora = read_factors(args.factors, args.alpha)
+    lora = read_factors(args.factors, args.alpha, allow_nonfinite=args.allow_nonfinite)
     other = [p for p in lora if not is_motion_path(p)]
     if other:
         raise InputError(f"{args.factors}: {len(other)} factors are not on motion modules (e.g. "
@@ -264,5 +257,5 @@ W += (alpha / r) * up @ down; neither output format stores alpha, so alpha / r i
     p.add_argument("--alpha", type=float,
                    help="LoRA alpha of the factors (default: the file's 'alpha' metadata, else the rank: scale 1)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
-    add_output_options(p, nonfinite=False)
+    add_output_options(p)
     p.set_defaults(run=_export_motion_lora)

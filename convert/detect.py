@@ -6,6 +6,7 @@ reading tensor data. `describe(path)` opens a file and reports everything (used 
 from __future__ import annotations
 
 import collections
+import json
 import os
 from typing import Callable, Iterable
 
@@ -221,4 +222,6 @@ def describe(path: str) -> dict:
             info["layout"] = control_layout(keys)
         if kind == "flax":
             info.update({k: sd.metadata[k] for k in ("config_class", "source", "dtype") if k in sd.metadata})
+            if "motion" in sd.metadata:  # our converted motion modules state their version
+                info["version"] = json.loads(sd.metadata["motion"]).get("version") or "not stored"
     return info

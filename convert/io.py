@@ -238,12 +238,7 @@ def _is_zipfile(path: str) -> bool:
 
 
 def _torch_load(path: str):
-    try:
-        import torch
-    except ImportError:
-        raise CheckpointError(f"{path}: reading pickle checkpoints needs PyTorch "
-                              "(pip install animatediff_jax[torch]) — or convert it to .safetensors") from None
-    zipped = _is_zipfile(path)
+    zipped = _is_zipfile(path)  # what the file is, first: a corrupt file is that, with or without torch
     if not zipped:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -253,6 +248,11 @@ def _torch_load(path: str):
         if magic[:1] != b"\x80":  # neither a zip archive nor a legacy (protocol 2+) torch pickle
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); "
                                   "corrupt or truncated?")
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: reading pickle checkpoints needs PyTorch "
+                              "(pip install animatediff_jax[torch]) — or convert it to .safetensors") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as e:

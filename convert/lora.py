@@ -19,6 +19,11 @@ ignored. PEFT adapters (a `save_pretrained` folder, or its `adapter_model.safete
 with `use_rslora` the scale alpha / sqrt(rank) (peft's `LoraLayer.update_layer`); `rank_pattern` needs
 nothing, the rank is the factors' shape.
 
+NaN / Inf in a LoRA file (`animatediff_jax/nonfinite.py`): every reader here names the file and its
+tensors: with `allow_nonfinite=True` (loaders: `sample --lora`, `--motion-lora`, `--domain-adapter`)
+as a warning, with False (converters: `python -m convert lora | motion-lora | export-motion-lora`
+without `--allow-nonfinite`) as an `InputError` before anything is fused or written.
+
 The product is formed in PyTorch layout ((out, in) or (out, in, kh, kw)) and laid out as the Flax
 kernel ((in, out) / HWIO) by the same rule as the weights themselves.
 """
@@ -34,6 +39,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, unflatten
 from convert.io import examples, open_state_dict
 from convert.ldm import UnknownKey, unet_key_to_ldm
@@ -298,12 +304,24 @@ def _peft_components(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     return out
 
 
-def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False) -> dict[str, dict[Path, LoraWeights]]:
+def check_finite(tensors: Mapping[str, np.ndarray], source: str, allow_nonfinite: bool) -> None:
+    """NaN/Inf tensors of a LoRA file named (by the file's keys): a warning if `allow_nonfinite`, else
+    an `InputError` (module docstring)."""
+    nonfinite = NonFinite(source, allow=allow_nonfinite)
+    for key, value in tensors.items():
+        nonfinite.check(key, value)
+    nonfinite.report()
+
+
+def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False,
+              allow_nonfinite: bool = True) -> dict[str, dict[Path, LoraWeights]]:
     """Read a LoRA (.safetensors / .ckpt / .bin; `"state_dict"` and `module.` wrappers removed), or a
-    PEFT adapter: its `save_pretrained` folder, or the weights file with `adapter_config.json` beside it."""
+    PEFT adapter: its `save_pretrained` folder, or the weights file with `adapter_config.json` beside it.
+    NaN/Inf tensors: warned about by name, or refused unless `allow_nonfinite` (`check_finite`)."""
     weights = lora_weights_file(path)
     with open_state_dict(weights) as sd:
         tensors, metadata = {k: sd[k] for k in sd}, dict(sd.metadata)
+    check_finite(tensors, str(weights), allow_nonfinite)
     if tensors and all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
     lora_configs = None
@@ -318,7 +336,7 @@ def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False) ->
                      skip_other=skip_other)
 
 
-def read_factors(path, alpha: float | None = None) -> dict[Path, LoraWeights]:
+def read_factors(path, alpha: float | None = None, allow_nonfinite: bool = True) -> dict[Path, LoraWeights]:
     """LoRA factors as the project's training code holds them, from a Flax params `.safetensors`
     (written by `animatediff_jax.checkpoint.save_params`) -> `{flax kernel path: LoraWeights}`.
 
@@ -326,9 +344,11 @@ def read_factors(path, alpha: float | None = None) -> dict[Path, LoraWeights]:
     {"down": (r, in), "up": (out, r)}}}` — file keys `lora/<dotted path>/down` and `.../up`; the
     `lora/` level and the dots are optional (`<a/b/.../kernel>/down` also reads). `alpha`: the
     factors' alpha (update = alpha / r · up @ down); default the file's metadata `alpha` (or
-    `lora_alpha`), else r (scale 1). An optional scalar `<path>/alpha` leaf sets one factor's alpha."""
+    `lora_alpha`), else r (scale 1). An optional scalar `<path>/alpha` leaf sets one factor's alpha.
+    NaN/Inf factors: as in `read_lora`."""
     with open_state_dict(path) as sd:
         tensors, metadata = {k: sd[k] for k in sd}, dict(sd.metadata)
+    check_finite(tensors, str(path), allow_nonfinite)
     found: dict[Path, dict[str, np.ndarray]] = {}
     for key, value in tensors.items():
         parts = key.split("/")
@@ -383,14 +403,14 @@ def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, 
 
 
 def apply_lora_files(components: Mapping[str, Mapping], loras: Sequence[tuple[str, float]],
-                     skip_other: bool = False, alpha_rule: str = "kohya") -> dict[str, dict]:
+                     skip_other: bool = False, alpha_rule: str = "kohya", allow_nonfinite: bool = True) -> dict[str, dict]:
     """Fuse several LoRA files, each at its scale, into the given networks ({"unet": params, ...}).
     `skip_other`: ignore a file's weights for networks not given (instead of refusing). `alpha_rule`:
-    "kohya" or "original" (see `fuse`)."""
+    "kohya" or "original" (see `fuse`). `allow_nonfinite`: see `read_lora`."""
     out = dict(components)
     for path, scale in loras:
         scale = parse_scale(scale, f"{path}: LoRA scale")
-        for component, lora in read_lora(path, out, skip_other).items():
+        for component, lora in read_lora(path, out, skip_other, allow_nonfinite).items():
             out[component] = fuse(out[component], lora, scale, source=str(path), alpha_rule=alpha_rule)
     return out
 
@@ -405,17 +425,18 @@ def parse_path_scale(arg: str, default: float = 1.0) -> tuple[str, float]:
 
 # ----------------------------------------------------------------------------- motion LoRA, v3 adapter
 
-def fuse_motion_loras(motion_params: Mapping, loras: Iterable[tuple[str, float]]) -> dict:
+def fuse_motion_loras(motion_params: Mapping, loras: Iterable[tuple[str, float]],
+                      allow_nonfinite: bool = True) -> dict:
     """Fuse MotionLoRAs (original `processor.*_lora` or diffusers format), each at its alpha.
 
     MotionLoRAs are trained on v2 modules and cover its mid-block module; a module without one
-    (v1, v3) is refused rather than silently given a partial update.
+    (v1, v3) is refused rather than silently given a partial update. `allow_nonfinite`: see `read_lora`.
     """
     params = dict(motion_params)
     for path, alpha in loras:
         alpha = parse_scale(alpha, f"{path}: MotionLoRA alpha")
         try:
-            lora = read_lora(path, {"unet": params}).get("unet", {})
+            lora = read_lora(path, {"unet": params}, allow_nonfinite=allow_nonfinite).get("unet", {})
         except LoraError as e:
             if "mid_block" in str(e) and "motion_modules_0" not in params.get("mid_block", {}):
                 raise LoraError(f"{e}. This MotionLoRA was trained for a v2 motion module (which has a "
@@ -425,8 +446,9 @@ def fuse_motion_loras(motion_params: Mapping, loras: Iterable[tuple[str, float]]
     return params
 
 
-def fuse_domain_adapter(unet_params: Mapping, path, scale: float = 1.0) -> dict:
-    """Fuse the v3 domain adapter (a LoRA on the spatial attention of the image UNet) at `scale`."""
+def fuse_domain_adapter(unet_params: Mapping, path, scale: float = 1.0, allow_nonfinite: bool = True) -> dict:
+    """Fuse the v3 domain adapter (a LoRA on the spatial attention of the image UNet) at `scale`.
+    `allow_nonfinite`: see `read_lora`."""
     scale = parse_scale(scale, f"{path}: domain adapter scale")
-    lora = read_lora(path, {"unet": unet_params}).get("unet", {})
+    lora = read_lora(path, {"unet": unet_params}, allow_nonfinite=allow_nonfinite).get("unet", {})
     return fuse(unet_params, lora, scale, source=str(path))

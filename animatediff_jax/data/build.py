@@ -12,34 +12,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Sequence
+
+from animatediff_jax.errors import ArgumentParser, run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    p = argparse.ArgumentParser(prog="python -m animatediff_jax.data.build", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m animatediff_jax.data.build", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kind", required=True)
     w = sub.add_parser("webvid", help="WebVid-style CSV (videoid, name, page_dir) + a folder of mp4 files")
     w.add_argument("--csv", required=True)
     w.add_argument("--video_dir", required=True)
-    w.add_argument("--frames", type=int, default=16)
-    w.add_argument("--stride", type=int, default=4)
-    w.add_argument("--size", type=int, default=256)
-    w.add_argument("--min_frames", type=int, default=1)
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--workers", type=int, default=4, help="decoding threads")
+    w.add_argument("--frames", type=ArgumentParser.integer(1), default=16)
+    w.add_argument("--stride", type=ArgumentParser.integer(1), default=4)
+    w.add_argument("--size", type=ArgumentParser.integer(1), default=256)
+    w.add_argument("--min_frames", type=ArgumentParser.integer(1), default=1)
+    w.add_argument("--seed", type=ArgumentParser.integer(0), default=0)
+    w.add_argument("--workers", type=ArgumentParser.integer(1), default=4, help="decoding threads")
     g = sub.add_parser("procedural", help="the procedural world of moving coloured shapes")
-    g.add_argument("--num_examples", type=int, default=1024)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--frames", type=int, default=16)
-    g.add_argument("--size", type=int, default=64)
+    g.add_argument("--num_examples", type=ArgumentParser.integer(1), default=1024)
+    g.add_argument("--seed", type=ArgumentParser.integer(0), default=0)
+    g.add_argument("--frames", type=ArgumentParser.integer(1), default=16)
+    g.add_argument("--size", type=ArgumentParser.integer(1), default=64)
     g.add_argument("--style", default="plain")
     g.add_argument("--trigger", default="")
     g.add_argument("--images", action="store_true", help="single frames, captions without motion")
     for s in (w, g):
         s.add_argument("--data_dir", required=True, help="TFDS data_dir to write into (a local path)")
         s.add_argument("--name", required=True, help="name of this variant (the TFDS config name)")
-        s.add_argument("--num_shards", type=int, default=None, help="ArrayRecord files (default: TFDS's choice)")
+        s.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None, help="ArrayRecord files (default: TFDS's choice)")
     args = p.parse_args(argv)
 
     import tensorflow_datasets as tfds
@@ -64,4 +67,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(lambda: main() and 0))  # a bad flag or input: one `error:` line

@@ -24,11 +24,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from animatediff_jax.errors import InputError, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m animatediff_jax.data.precompute", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m animatediff_jax.data.precompute", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True, help="built video dataset directory (…/name/config/version)")
     p.add_argument("--pretrained_model_path", required=True,
@@ -36,11 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tokenizer_path", default=None, help="default: the base model's tokenizer")
     p.add_argument("--data_dir", required=True, help="TFDS data_dir to write into")
     p.add_argument("--name", required=True, help="name of the pre-computed variant")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--num_shards", type=int, default=None, help="ArrayRecord files (default: TFDS's choice)")
-    p.add_argument("--chunk_size", type=int, default=8, help="frames per VAE call")
-    args = p.parse_args(argv)
-    return run_cli(lambda: run(args))
+    p.add_argument("--batch_size", type=ArgumentParser.integer(1), default=8)
+    p.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None,
+                   help="ArrayRecord files (default: TFDS's choice)")
+    p.add_argument("--chunk_size", type=ArgumentParser.integer(1), default=8, help="frames per VAE call")
+    return run_cli(lambda: run(p.parse_args(argv)))
 
 
 def run(args) -> None:

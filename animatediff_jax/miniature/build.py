@@ -28,7 +28,7 @@ import os
 import sys
 import time
 
-from animatediff_jax.errors import UsageError, run_cli
+from animatediff_jax.errors import ArgumentParser, UsageError, run_cli
 from animatediff_jax.miniature.budget import BUDGETS, STAGES
 from animatediff_jax.miniature.shipped import MINIATURE
 
@@ -36,7 +36,7 @@ DEFAULT_OUT = "miniature-build"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m animatediff_jax.miniature.build",
+    parser = ArgumentParser(prog="python -m animatediff_jax.miniature.build",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"output folder (default: ./{DEFAULT_OUT}; never the package's shipped weights "
@@ -49,11 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages (default: all)")
     parser.add_argument("--schedules", help="motion-module noise schedules to train, e.g. B or B,A,C "
                                             "(default: the budget's)")
-    parser.add_argument("--motion-steps", type=int, help="motion-module training steps, every schedule "
+    parser.add_argument("--motion-steps", type=ArgumentParser.integer(1), help="motion-module training steps, every schedule "
                                                          "(default: the budget's, per schedule)")
     parser.add_argument("--motion-lr", type=float, help="motion-module peak learning rate, every schedule "
                                                         "(default: the budget's, per schedule)")
-    parser.add_argument("--motion-checkpoint-every", type=int, default=0,
+    parser.add_argument("--motion-checkpoint-every", type=ArgumentParser.integer(0), default=0,
                         help="also write motion_module_<S>.step<N>.safetensors every N steps (default: 0, never)")
     return parser
 
@@ -70,19 +70,14 @@ def checked_args(args) -> tuple[list[str], list[str] | None]:
     schedules = [s.strip() for s in args.schedules.split(",")] if args.schedules else None
     if schedules is not None and not set(schedules) <= {"A", "B", "C"}:
         raise UsageError(f"--schedules {args.schedules!r}: each must be A, B or C")
-    if args.motion_steps is not None and args.motion_steps <= 0:
-        raise UsageError(f"--motion-steps {args.motion_steps}: must be a positive number of steps")
-    if args.motion_checkpoint_every < 0:
-        raise UsageError(f"--motion-checkpoint-every {args.motion_checkpoint_every}: must be 0 (never) or positive")
     if args.motion_lr is not None and not 0 < args.motion_lr < float("inf"):
         raise UsageError(f"--motion-lr {args.motion_lr}: must be a positive finite learning rate")
     return stages, schedules
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-
     def work() -> int:
+        args = build_parser().parse_args(argv)
         stages, schedules = checked_args(args)
         # Imported after parsing: the stages pull in JAX and the networks (seconds), --help must not.
         from animatediff_jax.miniature.stages import build

@@ -13,23 +13,19 @@ learn to use; it does not mean the module has learned to.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from animatediff_jax.errors import UsageError, run_cli
+from animatediff_jax.errors import ArgumentParser, run_cli
 from animatediff_jax.miniature.shipped import MINIATURE
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m animatediff_jax.miniature.probe",
+    parser = ArgumentParser(prog="python -m animatediff_jax.miniature.probe",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--weights", default=MINIATURE, help="folder written by the miniature build (default: the shipped weights)")
-    parser.add_argument("--clips", type=int, default=192, help="clips to probe, 3/4 fit and 1/4 held out (default: 192)")
-    args = parser.parse_args(argv)
-
+    parser.add_argument("--clips", type=ArgumentParser.integer(16), default=192, help="clips to probe, 3/4 fit and 1/4 held out (default: 192)")
     def work() -> int:
-        if args.clips < 16:
-            raise UsageError(f"--clips {args.clips}: must be at least 16")
+        args = parser.parse_args(argv)
         # Imported after parsing: the probe pulls in JAX and the networks (seconds), --help must not.
         from animatediff_jax.miniature.direction_probe import pooled_features, probe_accuracy
         features, labels = pooled_features(args.weights, args.clips)

@@ -14,8 +14,8 @@ The releases' schemas, read with the meaning the original's `scripts/animate.py`
   test, which it applied to `.safetensors` files) that is fused at `lora_alpha` into the DreamBooth
   named by `base`; `""` means none (a LoRA with `base: ""` goes on the `--base` model itself, where the
   original fails). `base` is only read for a LoRA `path`; given for anything else it is refused (the
-  original ignores it). A `.ckpt` `path`, which the first release loaded as a whole UNet state dict in
-  its own module names, is read as a DreamBooth file like any other. `motion_module` may be a list: one
+  original ignores it). A `.ckpt` `path` is what the first release loads strictly as its whole UNet3D
+  state dict (image layers and motion modules, `convert/unet3d_checkpoint.py`): `unet_checkpoint`. `motion_module` may be a list: one
   run per module.
 - v2: `inference_config`, `motion_module`, `motion_module_lora_configs` ([{path, alpha}]),
   `dreambooth_path`, `lora_model_path`, `lora_alpha` (default 0.8); `""` means none.
@@ -101,6 +101,7 @@ class PromptEntry:
     adapter_lora_path: str | None = None
     adapter_lora_scale: float = 1.0
     dreambooth_path: str | None = None
+    unet_checkpoint: str | None = None  # first release: a `.ckpt` `path`, the whole UNet3D (convert/unet3d_checkpoint.py)
     loras: list[tuple[str, float]] = field(default_factory=list)  # (path, lora_alpha), fused in order
     lora_alpha_rule: str = "original"  # "original" | "kohya" (convert.lora.ALPHA_RULES, fuse)
     inference_config: str | None = None
@@ -292,14 +293,15 @@ def _lora_list(raw: dict, source: str, entry: str, config_dir: Path | None) -> l
 
 
 def _image_layers(raw: dict, source: str, entry: str, config_dir: Path | None
-                  ) -> tuple[str | None, list[tuple[str, float]]]:
-    """(DreamBooth path or None, [(LoRA path, lora_alpha)]) in either layout (see module docstring)."""
+                  ) -> tuple[str | None, list[tuple[str, float]], str | None]:
+    """(DreamBooth path or None, [(LoRA path, lora_alpha)], first-release UNet3D `.ckpt` or None) in
+    either layout (see module docstring)."""
     def path(key, what):
         v = raw.get(key, "")
         return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=entry) if v else None
 
     if "path" not in raw and "base" not in raw:
-        return path("dreambooth_path", "DreamBooth checkpoint"), _lora_list(raw, source, entry, config_dir)
+        return path("dreambooth_path", "DreamBooth checkpoint"), _lora_list(raw, source, entry, config_dir), None
     mixed = sorted({"dreambooth_path", "lora_model_path"} & set(raw))
     if mixed:
         raise _err(source, entry, f"keys 'path'/'base' (first-release layout) and {mixed} (later releases) "
@@ -308,16 +310,18 @@ def _image_layers(raw: dict, source: str, entry: str, config_dir: Path | None
         raise _err(source, entry, "key 'base' names the DreamBooth a LoRA 'path' is fused into, but 'path' is missing")
     first = path("path", "DreamBooth checkpoint or LoRA")
     base = path("base", "DreamBooth checkpoint")
-    if first is not None and _is_lora_file(first, source, entry):
+    if first is not None and first.endswith(".ckpt") and base is None:  # the original: unet.load_state_dict
+        return None, [], first
+    if first is not None and not first.endswith(".ckpt") and _is_lora_file(first, source, entry):
         alpha = raw.get("lora_alpha", 0.8)
         if isinstance(alpha, (bool, list)):
             raise _err(source, entry, f"key 'lora_alpha' must be a number, got {alpha!r}")
-        return base, [(first, float(alpha))]
+        return base, [(first, float(alpha))], None
     if base is not None:
         what = "'path' is empty" if first is None else f"'path' {raw['path']!r} is not a LoRA"
         raise _err(source, entry, f"key 'base' is only used when 'path' is a LoRA, and {what} "
                                   "(the original ignores it): remove 'base', or use dreambooth_path")
-    return first, []
+    return first, [], None
 
 
 def _sparsectrl(raw: dict, source: str, entry: str, config_dir: Path | None) -> dict | None:
@@ -450,14 +454,14 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
             raise _err(source, name, f"motion_block_scales: {block!r}: {factor!r} must be a block name "
                                      "and a number, e.g. {mid_block: 1.2}")
         _check_finite(factor, f"motion_block_scales.{block}", source, name)
-    dreambooth, image_loras = _image_layers(raw, source, name, config_dir)
+    dreambooth, image_loras, unet_checkpoint = _image_layers(raw, source, name, config_dir)
     base = PromptEntry(
         name=name, prompts=prompts, n_prompts=n_prompts, seeds=seeds,
         steps=raw.get("steps", 25), guidance_scale=float(raw.get("guidance_scale", 7.5)),
         motion_module_lora_configs=loras,
         adapter_lora_path=path("adapter_lora_path", "domain adapter"),
         adapter_lora_scale=float(raw.get("adapter_lora_scale", 1.0)),
-        dreambooth_path=dreambooth, loras=image_loras, lora_alpha_rule=rule,
+        dreambooth_path=dreambooth, unet_checkpoint=unet_checkpoint, loras=image_loras, lora_alpha_rule=rule,
         inference_config=path("inference_config", "inference config"),
         W=raw.get("W"), H=raw.get("H"), L=raw.get("L"), motion_scale=float(raw.get("motion_scale", 1.0)),
         motion_block_scales={b: float(f) for b, f in block_scales.items()},

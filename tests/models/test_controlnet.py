@@ -15,7 +15,6 @@ from diffusers import SparseControlNetModel as TorchSparseControlNet
 from animatediff_jax.models.configs import (MOTION_SPARSECTRL, SD15_CONTROLNET, SPARSECTRL_RGB, SPARSECTRL_SCRIBBLE,
                                             ControlNetConfig, sparsectrl_motion_config)
 from animatediff_jax.models.controlnet import ControlNetModel, SparseControlNetModel
-from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.params import flatten, torch_key_to_flax
 from tests.models.test_unet3d_parity import (_FAST_COMPILE, _inputs, _motion_pair, _params, _randomise,
                                              _run_diffusers_motion, _same_tree)

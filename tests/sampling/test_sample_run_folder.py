@@ -5,6 +5,10 @@ stand-in pipeline returning fixed frames, so each test takes seconds.
 """
 import errno
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import av
 import numpy as np
@@ -118,9 +122,58 @@ def test_run_folder_that_cannot_be_created_is_one_line(out, monkeypatch, capsys)
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(run_folder.tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(run_folder, "temp_name", read_only)
     assert _main(out) == 1
     assert f"--out {out}: cannot create the run folder (Read-only file system)" in _one_error_line(capsys)
+
+
+HANGING_RUN = textwrap.dedent("""
+    import sys, time
+    from animatediff_jax import sample
+    class Hang:  # the run folder exists and holds command.txt; "sampling" never ends
+        description = {"dtype": "float32"}
+        def __call__(self, *a, **k):
+            print("HANGING", flush=True)
+            time.sleep(600)
+    sample.load_pipeline = lambda *a, **k: Hang()
+    sample.main(["--prompt", "a red circle", "--steps", "1", "--frames", "4", "--no-progress", "--out", sys.argv[1]])
+""")
+
+
+def _hidden(folder) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.startswith("."))
+
+
+def test_a_run_killed_outright_is_cleaned_by_the_next_run(out, monkeypatch, capsys):
+    """SIGKILL leaves the hidden .partial folder (nothing can run on the way out); the next run into the
+    same --out removes it because its writer is gone, but leaves a live run's folder and others' names."""
+    killed = subprocess.Popen([sys.executable, "-c", HANGING_RUN, str(out)], stdout=subprocess.PIPE, text=True)
+    alive = subprocess.Popen([sys.executable, "-c", HANGING_RUN, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        for proc in (killed, alive):
+            assert "HANGING\n" in iter(proc.stdout.readline, "")  # reads up to the marker (or fails at EOF)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(30)
+        hidden = _hidden(out)
+        assert len(hidden) == 2 and all(n.startswith(".sample-") and n.endswith(".partial") for n in hidden)
+        assert all(os.path.isfile(out / n / "command.txt") for n in hidden)
+        of_alive = [n for n in hidden if f".{alive.pid}-" in n]
+        of_killed = [n for n in hidden if f".{killed.pid}-" in n]
+        assert len(of_alive) == len(of_killed) == 1
+        foreign = [".sample-2026-01-01T00-00-00.1-0123abcd@elsewhere.partial",  # another host's run
+                   ".sample-2026-01-01T00-00-00.partial-x1y2z3"]  # not our naming: never ours to remove
+        for n in foreign:
+            (out / n).mkdir()
+        monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: StandInPipeline())
+        assert _main(out) == 0
+        assert _hidden(out) == sorted(of_alive + foreign)
+        assert len([n for n in os.listdir(out) if n.startswith("sample-")]) == 1
+    finally:
+        for proc in (killed, alive):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
+            proc.stdout.close()
 
 
 TAGS = ", ".join(f"masterpiece_{i}, best quality, ultra-detailed, 8k wallpaper" for i in range(18))  # ~900 chars

@@ -1,0 +1,68 @@
+"""Which `sample` flag takes which model file: a wrong file named for what it is, before any work.
+
+Users mix up paths: one of our converted Flax files given to `--dreambooth`, a converted model folder
+given to `--motion-module`, an empty or unrelated folder given to `--base`. Each then failed deep in
+a loader with a misleading message ("not SD1.x", "no tokenizer"). `check_model_path(path, flag)`
+says what the path is and which flag takes it (`UsageError`, exit 2), or, for a folder that holds no
+SD1.x model at all, what was expected there (`InputError`, exit 1). Files of other tools (PyTorch
+checkpoints, LoRAs) pass unchanged: their loaders check them.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from animatediff_jax.checkpoint import read_metadata
+from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.loading import is_converted_base, is_flax_file
+
+MODEL_FLAGS = ("--base", "--dreambooth")  # an SD1.x model: diffusers folder, converted folder or single file
+_NETWORK_NAMES = {"UNetConfig": "UNet", "VAEConfig": "VAE", "CLIPTextConfig": "text encoder"}
+EXPECTED_MODEL = ("a diffusers SD1.x folder (unet/, vae/, text_encoder/ with their config.json), a folder written "
+                  "by `python -m convert base` (unet.safetensors, vae.safetensors, text_encoder.safetensors) "
+                  "or a single .safetensors/.ckpt file")
+
+
+def _flax_metadata(path: str) -> dict | None:
+    """The metadata of one of our Flax params files (format=flax), else None."""
+    return read_metadata(path) if is_flax_file(path) else None
+
+
+def converted_role(path: str) -> tuple[str, tuple[str, ...]] | None:
+    """(what it is, the `sample` flags that take it) for one of our converted files or folders; None
+    for anything else. A single network's file is taken by no flag (its folder is)."""
+    if is_converted_base(path):
+        return "a converted SD1.x model folder", MODEL_FLAGS
+    meta = _flax_metadata(path)
+    if meta is None:
+        return None
+    cls = meta.get("config_class")
+    if "motion" in meta or cls == "MotionConfig":
+        version = json.loads(meta.get("motion", "{}")).get("version")
+        return f"a converted motion module ({version or 'Flax params'})", ("--motion-module",)
+    if cls in _NETWORK_NAMES:
+        return f"a converted {_NETWORK_NAMES[cls]} alone (Flax params)", ()
+    return f"Flax params ({cls or 'no config'}; e.g. LoRA factors from training)", ()
+
+
+def check_model_path(path: str | None, flag: str) -> None:
+    """Refuse `path` for `flag` when it is one of our converted files the flag does not take, or (for
+    --base / --dreambooth) a folder holding no SD1.x model. The message names the flag and the path."""
+    if path is None or not os.path.exists(path):
+        return
+    role = converted_role(path)
+    if role is not None:
+        what, flags = role
+        if flag in flags:
+            return
+        if flags:
+            hint = f"{' or '.join(flags)} take{'s' if len(flags) == 1 else ''} it"
+        elif "alone" in what and is_converted_base(os.path.dirname(os.path.abspath(path))):
+            hint = f"{' or '.join(MODEL_FLAGS)} take the folder holding it ({os.path.dirname(path) or '.'})"
+        elif "alone" in what:
+            hint = f"{' or '.join(MODEL_FLAGS)} take a whole model (unet, vae and text_encoder files together)"
+        else:
+            hint = "no sample flag takes it"
+        raise UsageError(f"{flag} {path}: {what}, not what {flag} takes; {hint}")
+    if flag in MODEL_FLAGS and os.path.isdir(path) and not os.path.isdir(os.path.join(path, "unet")):
+        raise InputError(f"{flag} {path}: no SD1.x model here: expected {EXPECTED_MODEL}")

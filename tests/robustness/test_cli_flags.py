@@ -1,0 +1,89 @@
+"""Command-line mistakes, in every CLI alike (issue 13/14, a stranger's findings): one line
+`error: <flag>: <problem>` with exit code 2 from the shared parser (`errors.ArgumentParser` inside
+`run_cli`), never argparse's usage block; integer flags refuse values that would overflow (int32)
+naming the flag."""
+import subprocess
+import sys
+
+import pytest
+
+from animatediff_jax import evaluate, sample
+from animatediff_jax.errors import ArgumentParser
+from convert.__main__ import main as convert_main
+
+CLIS = {"animatediff_jax.sample": [], "animatediff_jax.train": ["--workdir", "w"], "animatediff_jax.evaluate": [],
+        "animatediff_jax.miniature.build": [], "animatediff_jax.miniature.probe": [],
+        "animatediff_jax.data.build": ["procedural", "--data_dir", "d", "--name", "n"],
+        "animatediff_jax.data.precompute": ["--source", "s", "--pretrained_model_path", "p", "--data_dir", "d",
+                                            "--name", "n"],
+        "convert": ["inspect", "f"]}  # with the flags each requires (argparse reports missing ones first)
+HUGE = "99999999999"
+
+
+def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_an_unknown_flag_is_one_line_naming_it(module):
+    done = _cli(module, *CLIS[module], "--no-such-flag", "1")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"error: --no-such-flag: unknown flag (see python -m {module} --help)"]
+    missing = _cli(module, *CLIS[module][:-2]) if CLIS[module] else None
+    if missing is not None:
+        assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1, missing.stderr
+        assert missing.stderr.startswith("error: ") and missing.stderr.rstrip().endswith(": required")
+
+
+@pytest.mark.parametrize("args,line", [
+    (["merge", "o.safetensors", "a", "--weigths", "1"], "error: --weigths: unknown flag; did you mean --weights?"),
+    (["merge", "o.safetensors", "a", "--weights", "x"], "error: --weights: invalid float value: 'x'"),
+    (["merge"], "error: output, inputs: required"),
+    (["frobnicate"], "error: <command>: invalid choice: 'frobnicate' (choose from 'base', 'merge', 'inspect', "
+                     "'export-unet', 'motion', 'lora', 'motion-lora', 'export-motion', 'export-motion-lora')"),
+    (["motion", "a", "b", "--heads", HUGE], f"error: --heads: must be ≤ 2147483647, got {HUGE}"),
+])
+def test_convert_flag_errors(capsys, args, line):
+    assert convert_main(args) == 2
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_evaluate_flag_errors(capsys):
+    for args, line in ((["--samples", "x"], "error: --samples: 'x' is not an integer"),
+                       (["--samples", HUGE], f"error: --samples: must be ≤ 2147483647, got {HUGE}"),
+                       (["--steps", "0"], "error: --steps: must be ≥ 1, got 0"),
+                       (["--sample", "3", "--rows"], "error: --rows: expected one argument")):
+        assert evaluate.main(args) == 2
+        assert capsys.readouterr().err.splitlines() == [line]
+
+
+SAMPLE_INTEGER_FLAGS = ["--steps", "--frames", "--width", "--height", "--clip-skip", "--context-length",
+                        "--context-stride", "--freeinit-iters", "--decode-chunk", "--batch-size"]
+
+
+@pytest.mark.parametrize("flag", SAMPLE_INTEGER_FLAGS)
+def test_sample_integer_flags_name_themselves_on_overflow(capsys, flag):
+    assert sample.main([flag, HUGE]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {flag}") and line.endswith(f": must be ≤ {8192 if flag in ('--width', '--height') else 2147483647}, got {HUGE}")
+
+
+def test_sample_single_dash_flag_is_unknown_not_a_config_path(capsys):
+    assert sample.main(["-W", "32"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: -W: unknown flag; did you mean --W?"]
+
+
+def test_sample_steps_beyond_the_schedule_name_steps(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    assert sample.main(["--steps", "5000", "--out", str(tmp_path / "out")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("--steps/steps: must be ≤ 1000 (the scheduler's num_train_timesteps), got 5000")
+
+
+def test_integer_type_bounds():
+    parse = ArgumentParser.integer(1, 10)
+    assert parse("10") == 10
+    for text, problem in (("0", "must be ≥ 1, got 0"), ("11", "must be ≤ 10, got 11"), ("1.5", "'1.5' is not an integer")):
+        with pytest.raises(Exception, match=problem):
+            parse(text)

@@ -1,0 +1,33 @@
+"""`python -m convert inspect A B C` reports every file: an unreadable one is an `error:` line and the
+others are still described (exit 1 at the end); converted folders are read; our Flax motion modules
+show their version as the original files do."""
+import json
+import os
+
+from animatediff_jax.miniature.shipped import MINIATURE, motion_path
+from convert.__main__ import main
+from tests.convert.motion_helpers import original_state_dict, random_adapter, write_original
+
+
+def test_inspect_reports_every_file_and_fails_at_the_end(tmp_path, capsys):
+    bad = tmp_path / "g.ckpt"
+    bad.write_bytes(b"garbage!")
+    (tmp_path / "empty").mkdir()
+    write_original(original_state_dict(random_adapter("v3", (32, 64), 1)), tmp_path / "mm.ckpt")
+    files = [str(bad), motion_path(MINIATURE, "B"), str(tmp_path / "missing"), os.path.join(MINIATURE, "base"),
+             str(tmp_path / "empty"), str(tmp_path / "mm.ckpt")]
+    assert main(["inspect", "--json", *files]) == 1
+    out, err = capsys.readouterr()
+    infos = [json.loads(line) for line in out.splitlines()]
+    assert [os.path.basename(i["file"]) for i in infos] == ["motion_module_B.safetensors", "unet.safetensors",
+                                                            "vae.safetensors", "text_encoder.safetensors", "mm.ckpt"]
+    assert infos[0]["kind"] == "flax" and infos[0]["version"] == "v2"  # as for the original files:
+    assert infos[-1]["kind"] == "motion_module" and infos[-1]["version"] == "v3"
+    assert [i["config_class"] for i in infos[1:4]] == ["UNetConfig", "VAEConfig", "CLIPTextConfig"]
+    lines = err.splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert lines[0].startswith(f"error: {bad}: not a PyTorch checkpoint")
+    assert lines[1].startswith(f"error: {tmp_path / 'missing'}: ")
+    assert lines[2].startswith(f"error: {tmp_path / 'empty'}: a folder that is not a model folder")
+    assert main(["inspect", motion_path(MINIATURE, "A")]) == 0
+    assert "  version      v2\n" in capsys.readouterr().out
