@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from animatediff_jax import sample
-from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.errors import InputError
 from animatediff_jax.sampling.prompt_config import PromptConfigError, draw_seeds, load_prompt_config
 from tests.sampling import tiny_models as tm
 
