@@ -274,12 +274,10 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
     if tokenizer is None and files.tokenizer is not None:
         raise InputError(f"{names['tokenizer']} {files.tokenizer}: no CLIP tokenizer there (needs vocab.json + "
                          "merges.txt, or tokenizer.json)")
-    if tokenizer is None and not is_converted_base(base_path):
-        raise UsageError(f"{names['tokenizer']}: {files.base} carries no CLIP tokenizer (a single file); pass "
-                         f"{names['tokenizer']} <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
     if tokenizer is None:
-        raise UsageError(f"{names['tokenizer']}: the converted model {files.base} carries no CLIP tokenizer (it was "
-                         f"converted from a single file); pass {names['tokenizer']} <tokenizer folder>")
+        kind = "a single file" if os.path.isfile(base_path) else "a folder without tokenizer/"
+        raise UsageError(f"{names['tokenizer']}: {files.base} carries no CLIP tokenizer ({kind}); pass "
+                         f"{names['tokenizer']} <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
     base = sd_source(base_path, cache_dir, names["base"])
     dreambooth = None
     if files.dreambooth is not None:

@@ -40,7 +40,7 @@ def test_an_unknown_flag_is_one_line_naming_it(module):
     (["merge", "o.safetensors", "a", "--weights", "x"], "error: --weights: invalid float value: 'x'"),
     (["merge"], "error: output, inputs: required"),
     (["frobnicate"], "error: <command>: invalid choice: 'frobnicate' (choose from 'base', 'merge', 'inspect', "
-                     "'export-unet', 'motion', 'lora', 'motion-lora', 'export-motion', 'export-motion-lora')"),
+                     "'export-unet', 'motion', 'lora', 'motion-lora', 'export-motion', 'export-motion-lora', 'controlnet')"),
     (["motion", "a", "b", "--heads", HUGE], f"error: --heads: must be ≤ 2147483647, got {HUGE}"),
 ])
 def test_convert_flag_errors(capsys, args, line):
