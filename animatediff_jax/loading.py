@@ -285,8 +285,12 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         _check_same_family(dreambooth, base, names)
     mm = None
     if files.motion_module is not None:
-        mm = load_motion(files.motion_module, cache_dir, version=files.motion_version,
-                         max_seq_length=files.motion_max_seq_length)
+        try:
+            mm = load_motion(files.motion_module, cache_dir, version=files.motion_version,
+                             max_seq_length=files.motion_max_seq_length)
+        except UserError as e:  # re-raised naming the role (or flag) of the file
+            raise (UsageError if isinstance(e, UsageError) else LoadError)(
+                f"{names['motion_module']} {e}") from e
         check_motion_fits(base.configs["unet"], mm, files.motion_module, files.base, names)
     return CheckedFiles(files, base, dreambooth, mm, tokenizer)
 

@@ -116,6 +116,10 @@ def _given(*values):
 def _flag_jobs(args) -> list[Job]:
     prompts: list = list(args.prompt or [])
     if args.travel:
+        frames = [f for f, _ in args.travel]
+        twice = sorted({f for f in frames if frames.count(f) > 1})
+        if twice:
+            raise UsageError(f"--travel: frame(s) {twice} given twice (one prompt per key frame)")
         prompts.append(dict(args.travel))
     from animatediff_jax.miniature.shipped import DEFAULT_SAMPLE, MINIATURE, default_jobs  # noqa: PLC0415
     given = args.dreambooth or args.motion_module or args.lora or args.motion_lora or args.domain_adapter
@@ -272,7 +276,10 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
             key = (o.init_video, s["frames"], s["height"], s["width"])
             if key not in videos:
                 from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
-                videos[key] = read_video(o.init_video, num_frames=s["frames"], size=(s["height"], s["width"]))
+                try:
+                    videos[key] = read_video(o.init_video, num_frames=s["frames"], size=(s["height"], s["width"]))
+                except UserError as err:
+                    raise InputError(f"--init-video {err}") from None
             job.init_video = videos[key]
         if o.latents:
             if o.latents not in latents:

@@ -115,6 +115,12 @@ def _path_list(arg: str) -> list[str]:
     return paths
 
 
+def _folder(arg: str) -> str:
+    if not arg.strip():
+        raise argparse.ArgumentTypeError("empty path: give a folder (default: samples)")
+    return arg
+
+
 def _travel(arg: str) -> tuple[int, str]:
     frame, sep, prompt = arg.partition(":")
     if not sep or not frame.strip().isdigit():
@@ -229,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--decode-chunk", type=pos, metavar="N",
                    help="frames the VAE decodes at once (default: the pipeline's, sized for an 8 GB card at 512x512; "
                         "larger is faster and needs more memory)")
-    r.add_argument("--out", default="samples", help="parent folder of the run folder")
+    r.add_argument("--out", default="samples", type=_folder, help="parent folder of the run folder")
     r.add_argument("--batch-size", type=pos, default=1,
                    help="videos per call (a seed gives the same video at any batch size; larger batches use "
                         "more memory)")

@@ -23,7 +23,7 @@ from safetensors.numpy import save_file
 from animatediff_jax.errors import UsageError
 from animatediff_jax.models.configs import MotionConfig
 from animatediff_jax.outputs import atomic_folder, atomic_path
-from convert.motion import (MOTION_ADAPTER_WEIGHTS, check_layout, diffusers_key_to_original, infer_layout,
+from convert.motion import (GROUPS_METADATA, HEADS_METADATA, MOTION_ADAPTER_WEIGHTS, check_layout, diffusers_key_to_original, infer_layout,
                             motion_adapter_key_shapes, sinusoid)
 from animatediff_jax.params import flax_path_to_torch
 from convert.naming import flax_to_state_dict
@@ -108,12 +108,14 @@ def export_original(params: Mapping, config: MotionConfig, path, dtype=np.float3
     path = os.fspath(path)
     if not path.endswith(ORIGINAL_SUFFIXES):
         raise ValueError(f"{path}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
-    if (config.num_attention_heads, config.norm_num_groups) != (8, 32):
-        print(f"warning: {path}: the original format stores neither heads nor GroupNorm groups (its loaders "
-              f"assume 8 and 32); this module has {config.num_attention_heads} and {config.norm_num_groups}: "
-              f"load it back with --heads {config.num_attention_heads} --norm-groups {config.norm_num_groups}",
-              file=sys.stderr)
-    _save_tensors(path, motion_to_original(params, config, dtype))
+    geometry = {HEADS_METADATA: str(config.num_attention_heads), GROUPS_METADATA: str(config.norm_num_groups)}
+    if (config.num_attention_heads, config.norm_num_groups) != (8, 32) and not path.endswith(".safetensors"):
+        print(f"warning: {path}: a PyTorch pickle stores neither heads nor GroupNorm groups (the original's "
+              f"loaders assume 8 and 32); this module has {config.num_attention_heads} and "
+              f"{config.norm_num_groups}: convert it back with `python -m convert motion {path} OUT.safetensors "
+              f"--heads {config.num_attention_heads} --norm-groups {config.norm_num_groups}` and sample with OUT, "
+              "or write a .safetensors (its metadata keeps them)", file=sys.stderr)
+    _save_tensors(path, motion_to_original(params, config, dtype), geometry)
 
 
 def export_adapter(params: Mapping, config: MotionConfig, folder, dtype=np.float32) -> None:

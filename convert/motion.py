@@ -76,6 +76,12 @@ class MotionModule:
     version: str  # "v1" | "v2" | "v3"
 
 
+# Original-format `.safetensors` written by `convert/export.py` keep what the format cannot show (the
+# original's loaders assume 8 heads, 32 groups) in their metadata, under diffusers' MotionAdapter names.
+HEADS_METADATA = "motion_num_attention_heads"
+GROUPS_METADATA = "motion_norm_num_groups"
+
+
 def original_key_to_diffusers(key: str) -> str | None:
     """Original AnimateDiff key -> MotionAdapter key; None for the position-encoding buffer."""
     if ".pos_encoder." in key:
@@ -331,9 +337,21 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
                                     f"disagree with the weights {list(mm.block_out_channels)}")
         return mm
     with open_state_dict(path) as sd:
-        return motion_from_state_dict(sd, source=str(path), heads=heads or 8, norm_num_groups=norm_num_groups or 32,
+        stored = {key: _stored_int(sd.metadata, key, path) for key in (HEADS_METADATA, GROUPS_METADATA)}
+        return motion_from_state_dict(sd, source=str(path), heads=heads or stored[HEADS_METADATA] or 8,
+                                      norm_num_groups=norm_num_groups or stored[GROUPS_METADATA] or 32,
                                       max_seq_length=max_seq_length, version=version, dtype=dtype,
                                       progress=progress, device=device)
+
+
+def _stored_int(metadata: Mapping[str, str], key: str, path) -> int | None:
+    """A positive int our exporter stored in an original-format file's metadata, else None."""
+    if key not in metadata:
+        return None
+    value = metadata[key]
+    if not (isinstance(value, str) and value.isdigit() and int(value) > 0):
+        raise MotionModuleError(f"{path}: metadata {key}={value!r} is not a positive integer")
+    return int(value)
 
 
 def motion_module_from_params(params: Mapping, config: MotionConfig, version: str) -> MotionModule:

@@ -13,6 +13,9 @@ from animatediff_jax import evaluate, sample
 from animatediff_jax.miniature import build
 from animatediff_jax.miniature.shipped import MINIATURE
 from animatediff_jax.outputs import atomic_folder, atomic_path
+from animatediff_jax.params import flatten
+from animatediff_jax.loading import load_motion
+from convert.motion import load_motion_module
 from convert.__main__ import main as convert_main
 from tests.sampling.test_sample_cli_values import Validated, env  # noqa: F401 - the fixture
 
@@ -73,12 +76,23 @@ def test_convert_motion_refuses_nonsense_numbers(tmp_path, capsys, flag):
     assert not os.listdir(tmp_path)
 
 
-def test_export_to_the_original_format_says_which_settings_it_cannot_store(tmp_path, capsys):
+def test_export_to_the_original_format_keeps_or_names_what_the_format_cannot_show(tmp_path, capsys):
+    """The original format has no heads/groups (its loaders assume 8/32; the miniature has 4/16): an
+    original-format .safetensors keeps them in its metadata and loads back equal; a pickle cannot,
+    so the export says how to convert it back (a stranger's run sampled such a file silently wrong)."""
     out = tmp_path / "mm.safetensors"
     assert convert_main(["export-motion", MOTION, str(out)]) == 0
-    err = capsys.readouterr().err
-    assert "stores neither heads nor GroupNorm groups" in err and "--heads 4" in err
+    assert "warning" not in capsys.readouterr().err
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o666 & ~_umask()
+    back, ours = load_motion_module(str(out)), load_motion(MOTION, str(tmp_path / "cache"))
+    assert (back.config.num_attention_heads, back.config.norm_num_groups) == (4, 16)
+    assert back.config == ours.config
+    for path, leaf in flatten(ours.params).items():
+        np.testing.assert_array_equal(np.asarray(flatten(back.params)[path]), np.asarray(leaf))
+    pytest.importorskip("torch")
+    assert convert_main(["export-motion", MOTION, str(tmp_path / "mm.ckpt")]) == 0
+    err = capsys.readouterr().err
+    assert "stores neither heads nor GroupNorm groups" in err and "--heads 4 --norm-groups 16" in err
 
 
 def _umask() -> int:

@@ -58,6 +58,7 @@ def _error(capsys, argv, rc):
     (["--freeinit-iters", "0"], "--freeinit-iters: must be ≥ 1, got 0"),
     (["--lora", "x.safetensors:nan"], "--lora: 'x.safetensors:nan': scale must be a finite number, got nan"),
     (["--motion-version", "v4"], "--motion-version: invalid choice: 'v4'"),
+    (["--out", ""], "--out: empty path"),
 ])
 def test_never_valid_values_are_refused_at_parse_time(env, capsys, flags, message):
     err = _error(capsys, ["--prompt", "a cat", "--out", "out", *flags], 2)
@@ -87,11 +88,22 @@ def test_values_that_do_not_fit_the_models_are_refused_before_loading(env, capsy
 
 def test_corrupt_init_video_and_bad_scheduler_json_name_the_file(env, capsys):
     open("junk.mp4", "wb").write(b"not a video at all")
-    assert "junk.mp4: cannot read as a video" in _error(capsys, ["--prompt", "x", "--init-video", "junk.mp4",
+    assert "--init-video junk.mp4: cannot read as a video" in _error(capsys, ["--prompt", "x", "--init-video", "junk.mp4",
                                                                  "--out", "out"], 1)
     open("sched.json", "wb").write(b"\xff\xfe{")
     assert "--scheduler-config sched.json: not a JSON file" in _error(
         capsys, ["--prompt", "x", "--scheduler-config", "sched.json", "--out", "out"], 2)
+
+
+def test_file_errors_name_the_flag_and_travel_frames_are_given_once(env, capsys):
+    """Found by a stranger: a truncated --motion-module was reported by path alone; a key frame given
+    twice to --travel silently dropped one prompt."""
+    with open(MOTION, "rb") as f:
+        open("bad.safetensors", "wb").write(f.read(1000))
+    err = _error(capsys, ["--prompt", "x", "--motion-module", "bad.safetensors", "--out", "out"], 1)
+    assert err.startswith(f"error: --motion-module {os.path.abspath('bad.safetensors')}: truncated"), err
+    err = _error(capsys, ["--travel", "0:a", "--travel", "0:b", "--out", "out"], 2)
+    assert err == "error: --travel: frame(s) [0] given twice (one prompt per key frame)\n"
 
 
 def test_latents_are_checked_against_the_models_geometry(env, capsys):
