@@ -36,10 +36,12 @@ class ControlSpec:
     keyframes: list[int] = field(default_factory=list)
     normalize: bool = False
     config: str | None = None
+    key: str | None = None  # the prompt-config key it came from (None: a flag)
 
     @property
     def flag(self) -> str:
-        return "--controlnet" if self.kind == "controlnet" else "--sparsectrl"
+        """How errors name it: the flag, or the prompt-config key the user wrote."""
+        return self.key or ("--controlnet" if self.kind == "controlnet" else "--sparsectrl")
 
 
 def specs_from_flags(args) -> list[ControlSpec]:
@@ -78,11 +80,13 @@ def specs_from_entry(entry) -> list[ControlSpec]:
     """A prompt-config entry's `controlnets` and SparseCtrl keys (parsed by `prompt_config`) as specs."""
     specs = [ControlSpec("controlnet", c["path"], c["conditioning_scale"], video=c["video"],
                          control_guidance_start=c["control_guidance_start"],
-                         control_guidance_end=c["control_guidance_end"]) for c in entry.controlnets]
+                         control_guidance_end=c["control_guidance_end"], key=f"controlnets[{i}].path")
+             for i, c in enumerate(entry.controlnets)]
     s = entry.sparsectrl
     if s is not None:
         specs.append(ControlSpec("sparsectrl", s["path"], s["conditioning_scale"], images=list(s["images"]),
-                                 keyframes=list(s["keyframes"]), normalize=s["normalize"], config=s["config"]))
+                                 keyframes=list(s["keyframes"]), normalize=s["normalize"], config=s["config"],
+                                 key="controlnet_path"))
     return specs
 
 
