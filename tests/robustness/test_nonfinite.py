@@ -201,7 +201,7 @@ def test_sample_lora_warns_by_name_before_sampling(tmp_path, monkeypatch, capsys
     save_file(lora, str(tmp_path / "bad.safetensors"), metadata={"format": "pt"})
     real = sample.load_pipeline
 
-    def load(job, cache_dir):
+    def load(job):
         real(job, cache_dir)
         return StandInPipeline()
     monkeypatch.setattr(sample, "load_pipeline", load)
