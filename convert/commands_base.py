@@ -26,15 +26,24 @@ def add_output_options(p: argparse.ArgumentParser, *, nonfinite: bool = True) ->
                        help="write tensors holding NaN/Inf (default: refuse, naming them)")
 
 
-def _overrides(text: str | None) -> dict | None:
+def json_object(text: str | None, flag: str, example: str) -> dict | None:
+    """A flag's JSON-object value (None when not given); UsageError naming `flag` otherwise."""
     if not text:
         return None
     try:
-        overrides = json.loads(text)
+        value = json.loads(text)
     except ValueError as e:
-        raise UsageError(f"--overrides: not valid JSON ({e})") from None
-    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-        raise UsageError('--overrides: expected a JSON object of objects, e.g. {"unet": {"attention_head_dim": 8}}')
+        raise UsageError(f"{flag}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag}: expected a JSON object, e.g. {example}")
+    return value
+
+
+def _overrides(text: str | None) -> dict | None:
+    example = '{"unet": {"attention_head_dim": 8}}'
+    overrides = json_object(text, "--overrides", example)
+    if overrides is not None and not all(isinstance(v, dict) for v in overrides.values()):
+        raise UsageError(f"--overrides: expected a JSON object of objects, e.g. {example}")
     return overrides
 
 

@@ -7,28 +7,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from animatediff_jax.errors import UsageError
 from animatediff_jax.outputs import check_output
-from convert.commands_base import DTYPES, add_output_options
-
-
-def _overrides(text: str | None) -> dict | None:
-    if not text:
-        return None
-    try:
-        overrides = json.loads(text)
-    except ValueError as e:
-        raise UsageError(f"--overrides: not valid JSON ({e})") from None
-    if not isinstance(overrides, dict):
-        raise UsageError('--overrides: expected a JSON object, e.g. {"global_pool_conditions": true}')
-    return overrides
+from convert.commands_base import DTYPES, add_output_options, json_object
 
 
 def _controlnet(args) -> int:
     from convert.controlnet import convert_controlnet  # local: the CLI's help stays light
-    overrides = _overrides(args.overrides)
+    overrides = json_object(args.overrides, "--overrides", '{"global_pool_conditions": true}')
     check_output(args.output, overwrite=args.overwrite)
     net = convert_controlnet(args.source, args.output, dtype=args.dtype, variant=args.variant,
                              revision=args.revision, overrides=overrides, allow_nonfinite=args.allow_nonfinite)
