@@ -10,9 +10,12 @@ preempted) sets a flag the loop polls, so it can save the current step and exit 
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import signal
 import sys
+import types
 from typing import Any
 
 import jax
@@ -50,28 +53,57 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, main: bo
     is moved and an InputError names the newest checkpoint and its error.
     """
     steps = sorted(manager.all_steps(), reverse=True)
-    failed: list[tuple[int, Exception]] = []
+    failed: list[tuple[int, str]] = []
     for step in steps:
-        try:
-            restored = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        except Exception as e:  # noqa: BLE001 -- orbax/TensorStore read errors are plain Exceptions
-            failed.append((step, e))
-            continue
+        with _quiet_sibling_read_failures():
+            try:
+                restored = manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+            except Exception as e:  # noqa: BLE001 -- orbax/TensorStore read errors are plain Exceptions
+                failed.append((step, _one_line(e)))
+                continue
         _set_aside(manager, failed, step, main)
         return restored["state"], restored["meta"]
     if failed:
         raise InputError(f"{os.path.join(manager.directory, str(steps[0]))}: no checkpoint of this run can be "
-                         f"restored ({_one_line(failed[0][1])}); does the config match the run that wrote them?")
+                         f"restored ({failed[0][1]}); does the config match the run that wrote them?")
     return None
 
 
-def _one_line(e: BaseException, limit: int = 160) -> str:
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """The root cause of `e` (orbax wraps TensorStore's error, which names the file and byte range) as
+    one line of at most `limit` characters."""
+    while e.__cause__ is not None:
+        e = e.__cause__
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _set_aside(manager: ocp.CheckpointManager, failed: list[tuple[int, Exception]], restored: int,
+@contextlib.contextmanager
+def _quiet_sibling_read_failures():
+    """Silence orbax's per-array read coroutines that fail again while a failed restore unwinds.
+
+    orbax's `_read_array_index_and_device_put` turns any BaseException (also the GeneratorExit that
+    closes it when the restore is abandoned) into a new Exception, so each unread array of a corrupt
+    checkpoint prints "Exception ignored in: <coroutine ...>" and a traceback when it is collected.
+    The failure is already reported in one line; only those coroutines are silenced, and they are
+    collected before the hook is put back.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.object, types.CoroutineType)
+                and unraisable.object.__qualname__ == "_read_array_index_and_device_put"):
+            previous(unraisable)
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
+
+
+def _set_aside(manager: ocp.CheckpointManager, failed: list[tuple[int, str]], restored: int,
                main: bool) -> None:
     """Rename unreadable step folders to `<step>.corrupt[-N]` (process 0, one warning line each) and
     re-read the step list, so the resumed run can save those steps again."""
@@ -84,7 +116,7 @@ def _set_aside(manager: ocp.CheckpointManager, failed: list[tuple[int, Exception
             while os.path.exists(target):
                 target, n = f"{path}.corrupt-{n}", n + 1
             os.rename(path, target)
-            print(f"warning: {path}: cannot be restored ({_one_line(error)}); moved to {target}, resuming "
+            print(f"warning: {path}: cannot be restored ({error}); moved to {target}, resuming "
                   f"from step {restored}", file=sys.stderr, flush=True)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("checkpoints set aside")

@@ -202,7 +202,7 @@ def test_sample_lora_warns_by_name_before_sampling(tmp_path, monkeypatch, capsys
     real = sample.load_pipeline
 
     def load(job):
-        real(job, cache_dir)
+        real(job)
         return StandInPipeline()
     monkeypatch.setattr(sample, "load_pipeline", load)
     monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
