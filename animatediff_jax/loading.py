@@ -5,7 +5,8 @@ One user action, one way through:
     files = ModelFiles(base, dreambooth=..., loras=..., motion_module=...)  # what the user names
     checked = check_files(files, cache_dir)   # every check, before any work: files exist, SD1.x,
                                               # DreamBooth of the base's family, the motion module
-                                              # read (once) and fitting the base UNet
+                                              # read (once) and fitting the base UNet, each
+                                              # LoRA read (once) and fitting its layers
     pipe = pipeline_from_checked(checked)     # read/convert (once), fuse, check params, build
     pipe = load_pipeline(base, ...)           # the two steps above, for Python users
 
@@ -29,19 +30,22 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+import jax
+
 from animatediff_jax.checkpoint import load_config, load_params, read_metadata, save_params
 from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
-from animatediff_jax.params import cache_root, check_shapes, insert_motion
+from animatediff_jax.params import cache_root, check_shapes, insert_motion, unflatten
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
 from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
 from convert.base import BasePlan, convert_base, load_base, plan_base, resolve_source
-from convert.lora import ALPHA_RULES, apply_lora_files, fuse_domain_adapter, fuse_motion_loras
+from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora, read_motion_lora,
+                         read_spatial_lora)
 from convert.motion import MotionModule, load_motion_module
-from convert.param_shapes import module_param_shapes
+from convert.param_shapes import flax_param_shapes, module_param_shapes
 from convert.unet3d_checkpoint import check_kind, read_unet3d_checkpoint
 
 NETWORKS = ("unet", "vae", "text_encoder")
@@ -238,6 +242,15 @@ class SDSource:
 
 
 @dataclass(frozen=True)
+class ReadLora:
+    """A LoRA file read and checked against its networks' shapes: {component: {Flax kernel path:
+    LoraWeights}} (`convert.lora.read_lora`), to be fused at `scale`."""
+    path: str
+    scale: float
+    updates: Mapping[str, Mapping[tuple[str, ...], LoraWeights]]
+
+
+@dataclass(frozen=True)
 class CheckedFiles:
     """`ModelFiles` that passed `check_files`, with what the checks read (reused by the load)."""
     files: ModelFiles
@@ -245,12 +258,16 @@ class CheckedFiles:
     dreambooth: SDSource | None
     motion: MotionModule | None
     tokenizer: str
+    loras: tuple[ReadLora, ...] = ()
+    motion_loras: tuple[ReadLora, ...] = ()
+    domain_adapter: ReadLora | None = None
 
 
 def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = ROLES) -> CheckedFiles:
     """Every check of `files` that can fail, before any conversion or compilation: each file exists
     (base and DreamBooth may be hub ids in the local cache), is what its role needs, the DreamBooth
-    is of the base's family, the motion module fits the base UNet, a tokenizer is there. Errors
+    is of the base's family, the motion module fits the base UNet, a tokenizer is there, every LoRA
+    (MotionLoRA, domain adapter) targets layers of the shapes the networks have. Errors
     (`UserError`s) name the file by `names` (roles, or the CLI's flags: `FLAGS`)."""
     for role in ("motion_module", "tokenizer"):
         require_exists(getattr(files, role), names[role])
@@ -288,11 +305,42 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         try:
             mm = load_motion(files.motion_module, cache_dir, version=files.motion_version,
                              max_seq_length=files.motion_max_seq_length)
-        except UserError as e:  # re-raised naming the role (or flag) of the file
-            raise (UsageError if isinstance(e, UsageError) else LoadError)(
-                f"{names['motion_module']} {e}") from e
+        except UserError as e:
+            raise _named(e, names["motion_module"]) from e
         check_motion_fits(base.configs["unet"], mm, files.motion_module, files.base, names)
-    return CheckedFiles(files, base, dreambooth, mm, tokenizer)
+    return CheckedFiles(files, base, dreambooth, mm, tokenizer, **_read_loras(files, base.configs, mm, names))
+
+
+def _named(e: UserError, name: str) -> UserError:
+    """`e` re-raised naming the role (or flag) of its file: a UsageError stays one (exit code 2)."""
+    return (UsageError if isinstance(e, UsageError) else LoadError)(f"{name} {e}")
+
+
+def _shapes(network: str, config) -> dict:
+    """Our `network`'s params as `jax.ShapeDtypeStruct` leaves (traced shapes; no weights)."""
+    return unflatten({p: jax.ShapeDtypeStruct(shape, "float32")
+                      for p, shape in flax_param_shapes(network, config).items()})
+
+
+def _read_loras(files: ModelFiles, configs: Mapping, mm: MotionModule | None, names: Mapping[str, str]) -> dict:
+    """The LoRAs, MotionLoRAs and domain adapter of `files`, each read once and checked against the
+    shapes of the layers it targets (the DreamBooth has the base's shapes: `_check_same_family`)."""
+    if not (files.loras or files.motion_loras or files.domain_adapter):
+        return {}
+    unet = _shapes("unet", configs["unet"]) if files.loras or files.domain_adapter else None
+
+    def read(role: str, path: str, scale, reader) -> ReadLora:
+        try:
+            return ReadLora(path, parse_scale(scale, f"{path}: scale"), reader(path))
+        except UserError as e:
+            raise _named(e, names[role]) from e
+    targets = {"unet": unet, "text_encoder": _shapes("text_encoder", configs["text_encoder"])} if files.loras else {}
+    return dict(
+        loras=tuple(read("loras", p, s, lambda p: read_spatial_lora(p, targets)) for p, s in files.loras),
+        motion_loras=tuple(read("motion_loras", p, s, lambda p: {"unet": read_motion_lora(p, mm.params)})
+                           for p, s in files.motion_loras),
+        domain_adapter=None if files.domain_adapter is None else read(
+            "domain_adapter", *files.domain_adapter, lambda p: read_lora(p, {"unet": unet})))
 
 
 def locate(path: str, what: str) -> str:
@@ -389,14 +437,16 @@ def load_weights(checked: CheckedFiles, names: Mapping[str, str] = ROLES) -> Loa
         for name in NETWORKS:
             sd_model[name] = db[name]
     nets = {"unet": sd_model["unet"], "text_encoder": sd_model["text_encoder"]}
-    if files.loras:
-        nets = apply_lora_files(nets, list(files.loras), alpha_rule=files.lora_alpha_rule)
+    for lora in checked.loras:
+        nets.update({c: _fused(nets[c], lora, c, files.lora_alpha_rule) for c in lora.updates})
     unet = nets["unet"]
-    if files.domain_adapter is not None:
-        unet = fuse_domain_adapter(unet, *files.domain_adapter)
+    if checked.domain_adapter is not None:
+        unet = _fused(unet, checked.domain_adapter)
     mm = checked.motion
     if mm is not None:
-        motion = fuse_motion_loras(mm.params, list(files.motion_loras)) if files.motion_loras else mm.params
+        motion = mm.params
+        for lora in checked.motion_loras:
+            motion = _fused(motion, lora)
         unet = insert_motion(unet, motion, strict=False)
     if files.unet_checkpoint is not None:  # loaded after the motion module, replacing the whole UNet (the original)
         unet = read_unet3d_checkpoint(files.unet_checkpoint, sd_model["unet"], mm)
@@ -406,6 +456,10 @@ def load_weights(checked: CheckedFiles, names: Mapping[str, str] = ROLES) -> Loa
                          dict(base=files.base, dreambooth=files.dreambooth, loras=list(files.loras),
                               motion_module=files.motion_module, motion_loras=list(files.motion_loras),
                               domain_adapter=files.domain_adapter, motion_version=mm.version if mm else None))
+
+
+def _fused(params: Mapping, lora: ReadLora, component: str = "unet", alpha_rule: str = "kohya") -> dict:
+    return fuse(params, lora.updates[component], lora.scale, source=lora.path, alpha_rule=alpha_rule)
 
 
 def scheduler_settings(scheduler_config: str | Mapping[str, Any], base_scheduler: Mapping[str, Any]) -> dict:

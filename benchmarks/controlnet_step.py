@@ -1,6 +1,6 @@
 """Benchmark: cost of a ControlNet / SparseCtrl encoder per denoising step, relative to the plain UNet step.
 
-    python benchmarks/controlnet_step.py [--configs tiny medium sd15] [--frames 16] [--batch 2] [--repeats 3]
+    PYTHONPATH=. python benchmarks/controlnet_step.py [--configs tiny medium sd15] [--frames 16] [--batch 2] [--repeats 3]
                                          [--dtype float32|bfloat16] [--flops]
 
 One step = one jitted UNet3DConditionModel call on (batch, frames, h, w, 4) latents (batch 2 = the
@@ -30,6 +30,7 @@ from animatediff_jax.models.configs import (MOTION_SPARSECTRL, MOTION_V3, SD15_C
 from animatediff_jax.models.controlnet import ControlNetModel, SparseControlNetModel
 from animatediff_jax.models.init import random_params
 from animatediff_jax.models.unet3d import UNet3DConditionModel
+from benchmarks._timing import median_time
 
 _SMALL = dict(down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
@@ -57,15 +58,6 @@ def controlnet_config(unet: UNetConfig) -> ControlNetConfig:
 def param_shapes(module, *inputs):
     """The params tree of `module` as ShapeDtypeStructs (traced, nothing allocated)."""
     return jax.eval_shape(lambda *a: module.init(jax.random.PRNGKey(0), *a), *inputs)["params"]
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main():

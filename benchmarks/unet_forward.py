@@ -22,6 +22,7 @@ from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel
+from benchmarks._timing import median_time
 from convert.naming import state_dict_to_flax
 
 CONFIGS = {
@@ -57,15 +58,6 @@ def build(name):
               rng.randn(BATCH, TOKENS, kwargs["cross_attention_dim"]).astype(np.float32))
     n_params = sum(p.numel() for p in ref.parameters())
     return ref, ours, {"params": params}, inputs, n_params
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main():

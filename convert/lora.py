@@ -67,6 +67,14 @@ class LoraError(InputError):
     """A LoRA that cannot be applied; the message names the file and the problem."""
 
 
+class LoraTargetsAbsent(LoraError):
+    """LoRA modules that target layers the model does not have; `absent` holds their names in the file."""
+
+    def __init__(self, message: str, absent: Sequence[str]):
+        super().__init__(message)
+        self.absent = list(absent)
+
+
 class LoraScaleError(UsageError, LoraError):
     """A LoRA scale or alpha that is not a finite number (a flag or config value: exit code 2)."""
 
@@ -255,8 +263,8 @@ def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mappin
             raise LoraError(f"{source}: two entries target {'/'.join(path)} (one is {raw!r})")
         out[component][path] = weights
     if absent:
-        raise LoraError(f"{source}: {len(absent)} LoRA modules target layers the model does not have, "
-                        f"e.g. {examples(absent)}")
+        raise LoraTargetsAbsent(f"{source}: {len(absent)} LoRA modules target layers the model does not have, "
+                                f"e.g. {examples(absent)}", absent)
     return out
 
 
@@ -317,6 +325,9 @@ def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False,
               allow_nonfinite: bool = True) -> dict[str, dict[Path, LoraWeights]]:
     """Read a LoRA (.safetensors / .ckpt / .bin; `"state_dict"` and `module.` wrappers removed), or a
     PEFT adapter: its `save_pretrained` folder, or the weights file with `adapter_config.json` beside it.
+    Every update is checked against `targets` ({component: params}; leaves may be shapes only, e.g.
+    `jax.ShapeDtypeStruct`, so a LoRA can be checked before any weights are loaded): LoraError naming
+    the file for a layer the model lacks or a shape it does not have.
     NaN/Inf tensors: warned about by name, or refused unless `allow_nonfinite` (`check_finite`)."""
     weights = lora_weights_file(path)
     with open_state_dict(weights) as sd:
@@ -332,8 +343,11 @@ def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False,
                             f"save_pretrained writes beside it (its lora_alpha sets the scale); not found at {config}")
         cfg = peft_lora_config(config)
         tensors, lora_configs = _peft_components(tensors), {"unet": cfg, "text_encoder": cfg}
-    return normalize(tensors, targets, source=str(path), metadata=metadata, lora_configs=lora_configs,
+    lora = normalize(tensors, targets, source=str(path), metadata=metadata, lora_configs=lora_configs,
                      skip_other=skip_other)
+    for component, updates in lora.items():
+        check_fits(targets[component], updates, str(path))
+    return lora
 
 
 def read_factors(path, alpha: float | None = None, allow_nonfinite: bool = True) -> dict[Path, LoraWeights]:
@@ -378,25 +392,41 @@ def read_factors(path, alpha: float | None = None, allow_nonfinite: bool = True)
 
 # ----------------------------------------------------------------------------- fusing
 
+def _fitted(path: Path, delta: np.ndarray, kernel_shape: tuple[int, ...], source: str, w: LoraWeights) -> np.ndarray:
+    """A PyTorch-layout update in the Flax layout of the kernel at `path` (a linear update on a 1x1 conv
+    and back allowed); LoraError when its shape is not the kernel's."""
+    if delta.ndim == 2 and len(kernel_shape) == 4 and kernel_shape[:2] == (1, 1):
+        delta = delta[:, :, None, None]  # linear LoRA on a 1x1 conv (e.g. proj_in trained as Linear)
+    elif delta.ndim == 4 and len(kernel_shape) == 2 and delta.shape[2:] == (1, 1):
+        delta = delta[:, :, 0, 0]
+    delta = torch_tensor_to_flax(path, delta)
+    if delta.shape != kernel_shape:
+        raise LoraError(f"{source}: {'/'.join(path)} has shape {kernel_shape} but the LoRA "
+                        f"update is {delta.shape} (up {w.up.shape}, down {w.down.shape})")
+    return delta
+
+
+def check_fits(params: Mapping, lora: Mapping[Path, LoraWeights], source: str = "LoRA") -> None:
+    """LoraError unless every update of `lora` has a kernel of its shape in `params` (arrays, or any
+    leaves with a `.shape`, e.g. `jax.ShapeDtypeStruct`); nothing is computed."""
+    flat = flatten(params)
+    for path, w in lora.items():
+        if path not in flat:
+            raise LoraError(f"{source}: targets {'/'.join(path)}, which the model does not have")
+        shape = (w.up.shape[0],) + tuple(w.down.shape[1:])
+        _fitted(path, np.broadcast_to(np.float64(0), shape), tuple(np.shape(flat[path])), source, w)
+
+
 def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, *, source: str = "LoRA",
          alpha_rule: str = "kohya") -> dict:
     """Params with W += scale · (alpha / rank) · up @ down ("kohya") or W += scale · up @ down ("original")
     at each LoRA target (module docstring); other leaves shared."""
     scale = parse_scale(scale)
+    check_fits(params, lora, source)
     flat = flatten(params)
     for path, w in lora.items():
-        if path not in flat:
-            raise LoraError(f"{source}: targets {'/'.join(path)}, which the model does not have")
         kernel = flat[path]
-        delta = w.delta(alpha_rule)
-        if delta.ndim == 2 and np.ndim(kernel) == 4 and np.shape(kernel)[:2] == (1, 1):
-            delta = delta[:, :, None, None]  # linear LoRA on a 1x1 conv (e.g. proj_in trained as Linear)
-        elif delta.ndim == 4 and np.ndim(kernel) == 2 and delta.shape[2:] == (1, 1):
-            delta = delta[:, :, 0, 0]
-        delta = torch_tensor_to_flax(path, delta)
-        if delta.shape != tuple(np.shape(kernel)):
-            raise LoraError(f"{source}: {'/'.join(path)} has shape {tuple(np.shape(kernel))} but the LoRA "
-                            f"update is {delta.shape} (up {w.up.shape}, down {w.down.shape})")
+        delta = _fitted(path, w.delta(alpha_rule), tuple(np.shape(kernel)), source, w)
         dtype = np.asarray(kernel).dtype
         flat[path] = (np.asarray(kernel, np.float64) + scale * delta).astype(dtype)
     return unflatten(flat)
@@ -410,7 +440,7 @@ def apply_lora_files(components: Mapping[str, Mapping], loras: Sequence[tuple[st
     out = dict(components)
     for path, scale in loras:
         scale = parse_scale(scale, f"{path}: LoRA scale")
-        for component, lora in read_lora(path, out, skip_other, allow_nonfinite).items():
+        for component, lora in read_spatial_lora(path, out, skip_other, allow_nonfinite).items():
             out[component] = fuse(out[component], lora, scale, source=str(path), alpha_rule=alpha_rule)
     return out
 
@@ -425,24 +455,43 @@ def parse_path_scale(arg: str, default: float = 1.0) -> tuple[str, float]:
 
 # ----------------------------------------------------------------------------- motion LoRA, v3 adapter
 
+def read_motion_lora(path, motion_params: Mapping, allow_nonfinite: bool = True) -> dict[Path, LoraWeights]:
+    """A MotionLoRA (original `processor.*_lora` or diffusers format) read and checked against a motion
+    module's params (`read_lora`; leaves may be shapes only). MotionLoRAs are trained on v2 modules and
+    cover its mid-block module: a module without one (v1, v3) is refused rather than silently given a
+    partial update; a LoRA of the image UNet's layers is named as such."""
+    try:
+        return read_lora(path, {"unet": motion_params}, allow_nonfinite=allow_nonfinite).get("unet", {})
+    except LoraTargetsAbsent as e:
+        if not any("motion_modules" in name for name in e.absent):
+            raise LoraError(f"{path}: a LoRA of the image UNet's layers (e.g. {examples(e.absent, 2)}), not a "
+                            "MotionLoRA (which targets motion_modules): apply it as a LoRA (--lora)") from None
+        if any("mid_block" in name for name in e.absent) and "motion_modules_0" not in motion_params.get("mid_block", {}):
+            raise LoraError(f"{e}. This MotionLoRA was trained for a v2 motion module (which has a "
+                            "mid-block module); the given module has none (v1/v3)") from None
+        raise
+
+
+def read_spatial_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False, allow_nonfinite: bool = True
+                      ) -> dict[str, dict[Path, LoraWeights]]:
+    """A LoRA of the image networks ({"unet": 2D UNet params, "text_encoder": ...}; `read_lora`), a
+    MotionLoRA given in its place named as such."""
+    try:
+        return read_lora(path, targets, skip_other, allow_nonfinite)
+    except LoraTargetsAbsent as e:
+        if all("motion_modules" in name for name in e.absent):
+            raise LoraError(f"{path}: a MotionLoRA (it targets motion_modules, e.g. {examples(e.absent, 1)}), "
+                            "not a LoRA of the image UNet: apply it as a MotionLoRA (--motion-lora)") from None
+        raise
+
+
 def fuse_motion_loras(motion_params: Mapping, loras: Iterable[tuple[str, float]],
                       allow_nonfinite: bool = True) -> dict:
-    """Fuse MotionLoRAs (original `processor.*_lora` or diffusers format), each at its alpha.
-
-    MotionLoRAs are trained on v2 modules and cover its mid-block module; a module without one
-    (v1, v3) is refused rather than silently given a partial update. `allow_nonfinite`: see `read_lora`.
-    """
+    """Fuse MotionLoRAs (`read_motion_lora`), each at its alpha. `allow_nonfinite`: see `read_lora`."""
     params = dict(motion_params)
     for path, alpha in loras:
         alpha = parse_scale(alpha, f"{path}: MotionLoRA alpha")
-        try:
-            lora = read_lora(path, {"unet": params}, allow_nonfinite=allow_nonfinite).get("unet", {})
-        except LoraError as e:
-            if "mid_block" in str(e) and "motion_modules_0" not in params.get("mid_block", {}):
-                raise LoraError(f"{e}. This MotionLoRA was trained for a v2 motion module (which has a "
-                                "mid-block module); the given module has none (v1/v3)") from None
-            raise
-        params = fuse(params, lora, alpha, source=str(path))
+        params = fuse(params, read_motion_lora(path, params, allow_nonfinite), alpha, source=str(path))
     return params
 
 

@@ -10,11 +10,12 @@ preempted) sets a flag the loop polls, so it can save the current step and exit 
 """
 from __future__ import annotations
 
-import contextlib
-import gc
+import functools
+import logging
 import os
 import signal
 import sys
+import threading
 import types
 from typing import Any
 
@@ -54,14 +55,15 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, main: bo
     """
     steps = sorted(manager.all_steps(), reverse=True)
     failed: list[tuple[int, str]] = []
+    if steps:
+        _silence_abandoned_reads()
     for step in steps:
-        with _quiet_sibling_read_failures():
-            try:
-                restored = manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-            except Exception as e:  # noqa: BLE001 -- orbax/TensorStore read errors are plain Exceptions
-                failed.append((step, _one_line(e)))
-                continue
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 -- orbax/TensorStore read errors are plain Exceptions
+            failed.append((step, _one_line(e)))
+            continue
         _set_aside(manager, failed, step, main)
         return restored["state"], restored["meta"]
     if failed:
@@ -79,28 +81,57 @@ def _one_line(e: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-@contextlib.contextmanager
-def _quiet_sibling_read_failures():
-    """Silence orbax's per-array read coroutines that fail again while a failed restore unwinds.
+def _abandoned_read_noise(exc: BaseException | None) -> bool:
+    """Whether `exc` (or an exception it was raised from) is one of orbax's abandoned array reads: its
+    wrapper ("Encountered error while reading array index"), or TensorStore's completion arriving at
+    the event loop orbax has closed ("Event loop is closed")."""
+    while exc is not None:
+        text = str(exc)
+        if text.startswith("Encountered error while reading array index") or (
+                isinstance(exc, RuntimeError) and text == "Event loop is closed"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
-    orbax's `_read_array_index_and_device_put` turns any BaseException (also the GeneratorExit that
-    closes it when the restore is abandoned) into a new Exception, so each unread array of a corrupt
-    checkpoint prints "Exception ignored in: <coroutine ...>" and a traceback when it is collected.
-    The failure is already reported in one line; only those coroutines are silenced, and they are
-    collected before the hook is put back.
+
+class _AsyncioNoise(logging.Filter):
+    """Drops asyncio's reports of orbax's abandoned reads ("... exception was never retrieved", "Task
+    was destroyed but it is pending", "Exception in callback")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (_abandoned_read_noise(exc) or "_read_array_index_and_device_put" in record.getMessage())
+
+
+@functools.lru_cache(maxsize=None)
+def _silence_abandoned_reads() -> None:
+    """Silence, for the rest of the process, what orbax's abandoned reads print after a failed restore.
+
+    orbax runs a restore's per-array reads on an event loop it closes as soon as the first read fails,
+    without waiting for the others: each then reports its own failure later, from whatever thread and
+    at whatever time it finishes or is collected — "Exception ignored in: <coroutine
+    _read_array_index_and_device_put>" (unraisable), asyncio's "exception was never retrieved" (logged),
+    and TensorStore callbacks raising "Event loop is closed" (excepthooks), each with a traceback. The
+    failure is already reported in one line (`restore_latest`); only these reports are dropped, every
+    other exception still reaches the previous hook. Installed once, before the first restore.
     """
-    previous = sys.unraisablehook
+    previous_unraisable, previous_except, previous_thread = sys.unraisablehook, sys.excepthook, threading.excepthook
 
-    def hook(unraisable):
-        if not (isinstance(unraisable.object, types.CoroutineType)
-                and unraisable.object.__qualname__ == "_read_array_index_and_device_put"):
-            previous(unraisable)
-    sys.unraisablehook = hook
-    try:
-        yield
-    finally:
-        gc.collect()
-        sys.unraisablehook = previous
+    def unraisable(u):
+        coroutine = isinstance(u.object, types.CoroutineType) and \
+            u.object.__qualname__ == "_read_array_index_and_device_put"
+        if not (coroutine or _abandoned_read_noise(u.exc_value)):
+            previous_unraisable(u)
+
+    def excepthook(kind, value, tb):
+        if not _abandoned_read_noise(value):
+            previous_except(kind, value, tb)
+
+    def thread_excepthook(args):
+        if not _abandoned_read_noise(args.exc_value):
+            previous_thread(args)
+    sys.unraisablehook, sys.excepthook, threading.excepthook = unraisable, excepthook, thread_excepthook
+    logging.getLogger("asyncio").addFilter(_AsyncioNoise())
 
 
 def _set_aside(manager: ocp.CheckpointManager, failed: list[tuple[int, str]], restored: int,

@@ -17,7 +17,8 @@ from animatediff_jax.params import flatten
 from animatediff_jax.loading import load_motion
 from convert.motion import load_motion_module
 from convert.__main__ import main as convert_main
-from tests.sampling.test_sample_cli_values import Validated, env  # noqa: F401 - the fixture
+from tests.sampling.stop_at_load import Validated
+from tests.sampling.test_sample_cli_values import env  # noqa: F401 - the fixture
 
 MOTION = os.path.join(MINIATURE, "motion_module_B.safetensors")
 

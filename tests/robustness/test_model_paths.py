@@ -3,7 +3,9 @@ one line naming the flag and the file, what it is and which flag takes it, befor
 import os
 import sys
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from animatediff_jax import sample
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path
@@ -68,3 +70,52 @@ def test_garbage_ckpt_is_not_a_checkpoint_with_or_without_torch(run, tmp_path, m
     assert code == 1 and line.endswith(want), line
     assert convert_main(["base", str(bad), str(tmp_path / "conv"), "-q"]) == 1
     assert capsys.readouterr().err.splitlines() == [f"error: {want}"]
+
+
+# --------------------------------------------------------------------------- LoRAs, checked before any weights load
+LORA = os.path.join(MINIATURE, "lora_checker.safetensors")
+
+
+def _motion_lora(path):
+    """A MotionLoRA (original processor format) for the shipped motion module: one update of its first
+    temporal attention's to_q."""
+    kernel = load_file(MOTION)["down_blocks_0/motion_modules_0/transformer_blocks_0/attn1/to_q/kernel"]
+    prefix = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.processor"
+    save_file({f"{prefix}.to_q_lora.down.weight": np.ones((2, kernel.shape[0]), np.float32),
+               f"{prefix}.to_q_lora.up.weight": np.ones((kernel.shape[1], 2), np.float32)}, str(path))
+    return str(path)
+
+
+def test_a_spatial_lora_given_as_a_motion_lora_is_named_before_any_load(run):
+    code, line = run("--motion-module", MOTION, "--motion-lora", LORA)
+    assert code == 1
+    assert line.startswith(f"error: --motion-lora {LORA}: a LoRA of the image UNet's layers (e.g. 'lora_unet_")
+    assert line.endswith("not a MotionLoRA (which targets motion_modules): apply it as a LoRA (--lora)")
+
+
+def test_a_motion_lora_given_as_a_lora_is_named_before_any_load(run, tmp_path):
+    path = _motion_lora(tmp_path / "zoom.safetensors")
+    code, line = run("--lora", path)
+    assert code == 1 and line.startswith(f"error: --lora {path}: a MotionLoRA (it targets motion_modules")
+    assert line.endswith("not a LoRA of the image UNet: apply it as a MotionLoRA (--motion-lora)")
+
+
+def test_a_lora_of_another_width_is_refused_before_any_load(run, tmp_path):
+    # e.g. an SD2 LoRA (cross-attention 1024) on an SD1.x model: the names exist, the shapes do not.
+    lora = load_file(LORA)
+    key = sorted(k for k in lora if k.endswith("attn2_to_k.lora_down.weight"))[0]
+    lora[key] = np.concatenate([lora[key], lora[key]], axis=1)
+    save_file(lora, str(tmp_path / "wide.safetensors"))
+    code, line = run("--lora", str(tmp_path / "wide.safetensors"))
+    assert code == 1
+    assert line.startswith(f"error: --lora {tmp_path / 'wide.safetensors'}: "), line
+    assert "attn2/to_k/kernel has shape" in line and "but the LoRA update is" in line, line
+
+
+def test_a_motion_lora_that_fits_passes_the_checks(tmp_path):
+    from animatediff_jax import loading
+    files = loading.ModelFiles(BASE, motion_module=MOTION, motion_loras=((_motion_lora(tmp_path / "z.safetensors"), 0.5),))
+    checked = loading.check_files(files, str(tmp_path / "cache"))
+    (lora,) = checked.motion_loras
+    assert lora.scale == 0.5 and list(lora.updates["unet"]) == [
+        ("down_blocks_0", "motion_modules_0", "transformer_blocks_0", "attn1", "to_q", "kernel")]

@@ -9,24 +9,16 @@ import pytest
 
 from animatediff_jax import sample
 from animatediff_jax.miniature.shipped import MINIATURE
+from tests.sampling.stop_at_load import Validated, stop_at_load
 
 MOTION = os.path.join(MINIATURE, "motion_module_B.safetensors")
-
-
-class Validated(Exception):
-    """Raised in place of loading a model: validation passed."""
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-
-    def load(job):
-        env.jobs.append(job)
-        raise Validated
-    env.jobs = []
-    monkeypatch.setattr(sample, "load_pipeline", load)
+    env.jobs = stop_at_load(monkeypatch)
     return env
 
 

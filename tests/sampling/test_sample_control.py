@@ -13,7 +13,7 @@ from animatediff_jax.miniature.shipped import MINIATURE
 from animatediff_jax.sample_control import read_key_image
 from tests.convert import controlnet_fixtures as cf
 from tests.sampling import tiny_models as tm
-from tests.sampling.test_sample_cli_values import Validated
+from tests.sampling.stop_at_load import Validated, stop_at_load
 
 SIZE = ["--W", "32", "--H", "32", "--L", "4", "--steps", "2", "--no-progress", "--save-npy"]
 
@@ -52,12 +52,7 @@ def files(tmp_path_factory):
 def env(files, tmp_path, monkeypatch):
     monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
     monkeypatch.chdir(files)
-
-    def load(job):
-        env.jobs.append(job)
-        raise Validated
-    env.jobs = []
-    monkeypatch.setattr(sample, "load_pipeline", load)
+    env.jobs = stop_at_load(monkeypatch)
     return env
 
 

@@ -10,7 +10,7 @@ import yaml
 from animatediff_jax import sample
 from animatediff_jax.sampling.prompt_config import PromptConfigError, load_prompt_config
 from tests.sampling import tiny_models as tm
-from tests.sampling.test_sample_cli_values import Validated, _error, env  # noqa: F401 - the fixture
+from tests.sampling.test_sample_cli_values import _error, env  # noqa: F401 - the fixture
 
 SIZE = ["--W", "32", "--H", "32", "--L", "4", "--steps", "2", "--no-progress", "--save-npy"]
 

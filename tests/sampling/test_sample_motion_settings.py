@@ -11,10 +11,7 @@ from safetensors.numpy import load_file, save_file
 from animatediff_jax import loading, sample
 from animatediff_jax.params import flatten
 from tests.sampling import tiny_models as tm
-
-
-class Validated(Exception):
-    pass
+from tests.sampling.stop_at_load import Validated, stop_at_load
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +44,7 @@ def jobs(files, tmp_path, monkeypatch):
     monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     loading._load_motion.cache_clear()
-    seen = []
-
-    def load(job):
-        seen.append(job)
-        raise Validated
-    monkeypatch.setattr(sample, "load_pipeline", load)
-    return seen
+    return stop_at_load(monkeypatch)
 
 
 def _run_config(files, inference, motion):

@@ -1,9 +1,11 @@
 """Resuming from the newest readable checkpoint when the newest one is cut short."""
 import gc
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 from animatediff_jax.training import checkpointing
 
@@ -59,28 +61,46 @@ class _Pending:
         yield
 
 
-def _suspended(name):
+def _suspended(name, message="Encountered error while reading array index: (slice(0, 2, 1),)"):
     """A coroutine named `name` suspended in an await, written as orbax's `_read_array_index_and_device_put`
     is: any BaseException (also the GeneratorExit of being closed when collected) becomes a new Exception."""
     async def read():
         try:
             await _Pending()
         except BaseException as e:
-            raise Exception("Encountered error while reading array index") from e
+            raise Exception(message) from e
     read.__qualname__ = read.__name__ = name
     coroutine = read()
     coroutine.send(None)
     return coroutine
 
 
-def test_only_orbax_read_coroutines_are_silenced_and_the_hook_is_put_back(monkeypatch):
-    reported = []
+def test_only_the_abandoned_reads_reports_are_silenced(monkeypatch):
+    reported, excepted, thread_excepted = [], [], []
     monkeypatch.setattr(sys, "unraisablehook", reported.append)
-    with checkpointing._quiet_sibling_read_failures():
-        orbax_read, other = _suspended("_read_array_index_and_device_put"), _suspended("other")
-        del orbax_read, other
-    assert [u.object.__qualname__ for u in reported] == ["other"]
-    assert sys.unraisablehook == reported.append
-    _suspended("_read_array_index_and_device_put")        # outside the context it is reported again
+    monkeypatch.setattr(sys, "excepthook", lambda *a: excepted.append(a[1]))
+    monkeypatch.setattr(threading, "excepthook", lambda args: thread_excepted.append(args.exc_value))
+    asyncio_log = logging.getLogger("asyncio")
+    monkeypatch.setattr(asyncio_log, "filters", [])
+    checkpointing._silence_abandoned_reads.__wrapped__()     # the process-wide install, undone after the test
+
+    _suspended("_read_array_index_and_device_put")           # collected at once
+    _suspended("other", "a bug of ours")
     gc.collect()
-    assert [u.object.__qualname__ for u in reported] == ["other", "_read_array_index_and_device_put"]
+    assert [u.object.__qualname__ for u in reported] == ["other"]
+
+    closed, other = RuntimeError("Event loop is closed"), ValueError("a bug of ours")
+    for error in (closed, other):
+        sys.excepthook(type(error), error, None)
+        threading.excepthook(threading.ExceptHookArgs((type(error), error, None, None)))
+    assert excepted == [other] and thread_excepted == [other]
+
+    def record(message, exc=None):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None,
+                                 (type(exc), exc, None) if exc else None)
+    wrapped = Exception("Encountered error while reading array index: (slice(0, 2, 1),)")
+    wrapped.__cause__ = ValueError("OUT_OF_RANGE: Error reading")
+    assert not asyncio_log.filter(record("Future exception was never retrieved", wrapped))
+    assert not asyncio_log.filter(record("Task was destroyed but it is pending! task: <Task coro="
+                                         "<_read_array_index_and_device_put() running at serialization.py:328>>"))
+    assert asyncio_log.filter(record("Future exception was never retrieved", other))

@@ -23,6 +23,15 @@ STEPS = 10
 ONE_DEVICE = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONUNBUFFERED="1")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _shared_compilation_cache(tmp_path_factory):
+    """This module's runs compile the same train step: they share JAX's persistent compilation cache (as
+    a resumed run does with `compilation_cache_dir`), so only the first one compiles it."""
+    ONE_DEVICE["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+    yield
+    del ONE_DEVICE["JAX_COMPILATION_CACHE_DIR"]
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     return tiny.write_base(tmp_path_factory.mktemp("base"))
