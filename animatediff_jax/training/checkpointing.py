@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import types
 from typing import Any
 
 import jax
@@ -118,9 +117,7 @@ def _silence_abandoned_reads() -> None:
     previous_unraisable, previous_except, previous_thread = sys.unraisablehook, sys.excepthook, threading.excepthook
 
     def unraisable(u):
-        coroutine = isinstance(u.object, types.CoroutineType) and \
-            u.object.__qualname__ == "_read_array_index_and_device_put"
-        if not (coroutine or _abandoned_read_noise(u.exc_value)):
+        if not _abandoned_read_noise(u.exc_value):
             previous_unraisable(u)
 
     def excepthook(kind, value, tb):
