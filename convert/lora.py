@@ -407,12 +407,16 @@ def _fitted(path: Path, delta: np.ndarray, kernel_shape: tuple[int, ...], source
 
 
 def check_fits(params: Mapping, lora: Mapping[Path, LoraWeights], source: str = "LoRA") -> None:
-    """LoraError unless every update of `lora` has a kernel of its shape in `params` (arrays, or any
-    leaves with a `.shape`, e.g. `jax.ShapeDtypeStruct`); nothing is computed."""
+    """LoraError unless every update of `lora` has up and down factors of one rank and a kernel of its
+    shape in `params` (arrays, or any leaves with a `.shape`, e.g. `jax.ShapeDtypeStruct`); nothing is
+    computed."""
     flat = flatten(params)
     for path, w in lora.items():
         if path not in flat:
             raise LoraError(f"{source}: targets {'/'.join(path)}, which the model does not have")
+        if w.up.ndim < 2 or w.up.shape[1] != w.rank:
+            raise LoraError(f"{source}: {'/'.join(path)}: up {w.up.shape} and down {w.down.shape} do not share a "
+                            "rank (up is (out, r), down is (r, in))")
         shape = (w.up.shape[0],) + tuple(w.down.shape[1:])
         _fitted(path, np.broadcast_to(np.float64(0), shape), tuple(np.shape(flat[path])), source, w)
 

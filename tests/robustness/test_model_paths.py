@@ -112,6 +112,17 @@ def test_a_lora_of_another_width_is_refused_before_any_load(run, tmp_path):
     assert "attn2/to_k/kernel has shape" in line and "but the LoRA update is" in line, line
 
 
+def test_up_and_down_of_different_ranks_are_refused_before_any_load(run, tmp_path):
+    # A stranger's finding: this passed the shape check and crashed with a traceback while fusing.
+    lora = load_file(LORA)
+    key = sorted(k for k in lora if k.endswith("attn1_to_k.lora_down.weight"))[0]
+    lora[key] = np.concatenate([lora[key], lora[key][:1]], axis=0)
+    save_file(lora, str(tmp_path / "ranks.safetensors"))
+    code, line = run("--lora", str(tmp_path / "ranks.safetensors"))
+    assert code == 1 and line.startswith(f"error: --lora {tmp_path / 'ranks.safetensors'}: "), line
+    assert "do not share a rank" in line, line
+
+
 def test_a_motion_lora_that_fits_passes_the_checks(tmp_path):
     from animatediff_jax import loading
     files = loading.ModelFiles(BASE, motion_module=MOTION, motion_loras=((_motion_lora(tmp_path / "z.safetensors"), 0.5),))
