@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 IMPLEMENTATIONS = ("auto", "xla", "chunked", "cudnn", "tpu_flash")
-QUERY_CHUNK = 256       # queries per block of "chunked"
+QUERY_CHUNK = 512       # queries per block of "chunked"
 KEY_CHUNK = 512         # keys per block of "chunked" (one online-softmax step)
 BLOCK_SCORES = 2 ** 18  # float32 scores per block (1 MiB): rows per block = BLOCK_SCORES // (Lq_blk * Lk_blk)
 CHUNKED_MIN_KEYS = 256  # "auto" off cuDNN/TPU flash: "chunked" from Lq, Lk >= this, "xla" below
@@ -175,9 +175,12 @@ def _chunked(q, k, v, query_chunk: int, key_chunk: int):
         x = _pad_to(x.transpose(0, 2, 1, 3).reshape(rows, length, d), 1, chunk)
         return x.reshape(rows // g, g, -1, chunk, d).swapaxes(1, 2)
 
-    qb, kb, vb = blocks(q, lq, qc), blocks(k, lk, kc), blocks(v, lk, kc)
+    # The scale is folded into q once (not into every block's scores), and padded keys get a -inf
+    # bias only when the key length needs padding: each saves a pass over every block's scores.
+    qb, kb, vb = blocks(q * jnp.asarray(scale, q.dtype), lq, qc), blocks(k, lk, kc), blocks(v, lk, kc)
     nk = kb.shape[1]
-    key_bias = jnp.where(jnp.arange(nk * kc) < lk, 0.0, -jnp.inf).reshape(nk, kc)  # padded keys -> -inf
+    key_bias = (jnp.where(jnp.arange(nk * kc) < lk, 0.0, -jnp.inf).reshape(nk, kc) if lk % kc
+                else jnp.zeros((nk, 0), jnp.float32))
 
     def one_group(group):  # (nq, g, qc, D), (nk, g, kc, D) x2 -> (nq, g, qc, D)
         q_g, k_g, v_g = group
@@ -186,7 +189,9 @@ def _chunked(q, k, v, query_chunk: int, key_chunk: int):
             def step(carry, kv):
                 m, s, acc = carry  # running max, running sum (g, qc); numerator (g, qc, D); float32
                 ki, vi, bias = kv
-                scores = jnp.einsum("rqd,rkd->rqk", qi, ki, preferred_element_type=jnp.float32) * scale + bias
+                scores = jnp.einsum("rqd,rkd->rqk", qi, ki, preferred_element_type=jnp.float32)
+                if bias.size:
+                    scores = scores + bias
                 m_new = jnp.maximum(m, scores.max(axis=-1))
                 correction = jnp.exp(m - m_new)
                 p = jnp.exp(scores - m_new[..., None])
