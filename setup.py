@@ -21,7 +21,9 @@ setup(
         "numpy>=1.24",
         "ml_dtypes>=0.4",  # bfloat16 numpy dtype for .safetensors I/O
         "safetensors>=0.4",
-        "transformers>=4.40",  # CLIPTokenizer only; networks are our own
+        "transformers>=4.40",  # CLIPTokenizer only (builds it once); networks are our own
+        "tokenizers>=0.19",  # runs the tokenizer transformers built (cached), without importing transformers
+        "flatbuffers>=23",  # jax.export serialisation: traced programs cached on disk (sampling/program_cache.py)
         "huggingface_hub>=0.23",
         "pyyaml>=6",
         "tqdm>=4.60",

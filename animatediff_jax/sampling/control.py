@@ -210,6 +210,9 @@ class ControlArgs:
 
 
 jax.tree_util.register_dataclass(ControlArgs, data_fields=["params", "cond", "mask", "scales"], meta_fields=[])
+# A step taking ControlArgs can be exported to disk like any other (sampling/program_cache.py).
+jax.export.register_pytree_node_serialization(ControlArgs, serialized_name="animatediff_jax.ControlArgs",
+                                              serialize_auxdata=lambda aux: b"", deserialize_auxdata=lambda data: ())
 
 
 def residuals(networks: Sequence[ControlNetModel], args: Sequence[ControlArgs], x: jax.Array, t: jax.Array,

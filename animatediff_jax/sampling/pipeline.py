@@ -34,6 +34,7 @@ from animatediff_jax.models.init import example_inputs, random_params
 from animatediff_jax.models.unet3d import UNet3DConditionModel, motion_scales
 from animatediff_jax.params import cache_root
 from animatediff_jax.sampling import context_windows as ctx, control as cn, freeinit as fi
+from animatediff_jax.sampling.program_cache import DiskCachedProgram
 from animatediff_jax.sampling.prompt_travel import interpolate_embeddings, parse_prompt_map
 from animatediff_jax.sampling.samplers import Sampler, make_sampler, sampler_from_diffusers_config, start_index
 from animatediff_jax.schedules import NoiseSchedule
@@ -44,14 +45,15 @@ from animatediff_jax.schedules import NoiseSchedule
 def enable_compilation_cache(path: str | None = None) -> str:
     """Turn on JAX's persistent compilation cache so a second run skips XLA compilation: `path`, else
     $JAX_COMPILATION_CACHE_DIR, else $ANIMATEDIFF_JAX_CACHE/jax_cache (~/.cache/animatediff_jax/jax_cache).
-    Programs compiling in under a second are not written unless
+    Every program is written, however fast it compiled (JAX's default skips those under a second, but
+    the small ones — text encoding, VAE decode — still cost ~0.6 s each per run to recompile), unless
     $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise."""
     path = path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or \
         os.path.join(cache_root(), "jax_cache")
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
 
 
@@ -191,10 +193,12 @@ def denoise_step(unet: UNet3DConditionModel, sampler: Sampler, params, x: jax.Ar
 _JITTED: dict = {}  # compiled functions, shared by pipelines whose networks are configured alike
 
 
-def _jitted(key, build: Callable):
-    """The jitted function for `key` (network modules + static options), built once per process."""
+def _jitted(key: tuple, build: Callable) -> DiskCachedProgram:
+    """The jitted function for `key` = (name, network modules + static options...), built once per
+    process, its traced program kept on disk for later runs (`program_cache`; `repr(key)` describes
+    what the trace closes over)."""
     if key not in _JITTED:
-        _JITTED[key] = build()
+        _JITTED[key] = DiskCachedProgram(key[0], repr(key[1:]), build())
     return _JITTED[key]
 
 
@@ -297,21 +301,22 @@ class AnimateDiffPipeline:
         """CLIP embeddings (N, 77, D) of prompts (one jitted call)."""
         ids = jnp.asarray(self.tokenizer(list(prompts)))
         text, skip = self.text_encoder, self.clip_skip
-        fn = _jitted(("text", text, skip), lambda: jax.jit(
+        fn = _jitted(("text_encode", text, skip), lambda: jax.jit(
             lambda p, ids: text.apply({"params": p}, ids, clip_skip=skip)[0]))
         return fn(self.text_params, ids)
 
     def decode(self, latents: jax.Array) -> jax.Array:
         """Latents (B, F, h, w, 4) -> frames (B, F, H, W, 3) in [0, 1], `decode_chunk_size` frames at a time."""
-        chunk = self.decode_chunk_size
-        video = vae_lib.decode_video(self.vae, self.vae_params, latents, chunk)
-        return jnp.clip(video / 2 + 0.5, 0.0, 1.0)
+        vae, chunk = self.vae, self.decode_chunk_size
+        fn = _jitted(("vae_decode", vae, chunk), lambda: jax.jit(
+            lambda p, z: jnp.clip(vae_lib.decode_video(vae, p, z, chunk) / 2 + 0.5, 0.0, 1.0)))
+        return fn(self.vae_params, latents)
 
     def encode_video(self, video: np.ndarray, keys: jax.Array) -> jax.Array:
         """Frames (1 or B, F, H, W, 3) in [0, 1] -> scaled latents (B, F, h, w, 4) for B = len(keys):
         each video's latents sampled from the posterior with its own key (B, 2)."""
         vae, chunk = self.vae, self.decode_chunk_size
-        fn = _jitted(("encode", vae, chunk), lambda: jax.jit(
+        fn = _jitted(("vae_encode", vae, chunk), lambda: jax.jit(
             lambda p, v: vae_lib.encode_video_moments(vae, p, v * 2 - 1, chunk)))
         mean, logvar = fn(self.vae_params, jnp.asarray(video, jnp.float32))  # (1 or B, F, h, w, 4) each
         mean, logvar = (jnp.broadcast_to(m, (keys.shape[0],) + m.shape[1:]) for m in (mean, logvar))
@@ -323,11 +328,12 @@ class AnimateDiffPipeline:
         """The jitted `denoise_step` (params, x, state, i, emb, guidance_scale, keys, control) -> (x, state),
         compiled once per sampler, shapes, options and ControlNet modules (`networks`)."""
         unet = self.unet
-        sig = (sampler.name, sampler.num_steps, repr(sorted(sampler.options.items())), cfg, context, networks)
+        sig = (sampler.name, sampler.num_steps, repr(sorted(sampler.options.items())), sampler.fingerprint(), cfg,
+               context, networks)
 
         def unet_denoise_step(p, x, s, i, e, g, k, c=()):  # the name JAX's cache logs show
             return denoise_step(unet, sampler, p, x, s, i, e, g, k, c, cfg=cfg, context=context, networks=networks)
-        return _jitted(("step", unet) + sig, lambda: jax.jit(unet_denoise_step))
+        return _jitted(("unet_denoise_step", unet) + sig, lambda: jax.jit(unet_denoise_step))
 
     def denoise(self, sampler: Sampler, x: jax.Array, emb: jax.Array, guidance_scale: float, keys: jax.Array,
                 *, context: ctx.ContextOptions | None = None, progress: bool = True, label: str = "denoising",

@@ -17,6 +17,7 @@ Option names are diffusers' config names. The loop works in float32 whatever the
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -90,6 +91,16 @@ class Sampler:
     @property
     def num_steps(self) -> int:
         return int(self.timesteps.shape[0])
+
+    def fingerprint(self) -> str:
+        """sha256 of every constant a traced step closes over (timesteps, per-step coefficients,
+        noise scale, options): equal fingerprints trace to the same program."""
+        digest = hashlib.sha256(repr((self.name, self.init_noise_sigma, self.prediction_type, self.noise_scale,
+                                      self.stochastic, sorted(self.options.items()))).encode())
+        for name, values in [("timesteps", self.timesteps)] + sorted(self.coef.items()):
+            array = np.ascontiguousarray(values)
+            digest.update(f"{name}{array.dtype}{array.shape}".encode() + array.tobytes())
+        return digest.hexdigest()
 
     def timestep(self, i) -> jnp.ndarray:
         """The model's timestep at step `i` (traceable; `timesteps` itself is a numpy array)."""

@@ -1,6 +1,9 @@
 """PromptTokenizer vs transformers' CLIPTokenizer(padding="max_length", truncation=True), on a tiny
-BPE vocabulary written in CLIP's format."""
+BPE vocabulary written in CLIP's format; the tokenizer cache (a later load without transformers)."""
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -10,7 +13,8 @@ from transformers import CLIPTokenizer
 from animatediff_jax.tokenizer import PromptTokenizer
 
 MERGES = ["c a", "ca t</w>", "d o", "do g</w>", "t h", "th e</w>", "r u", "ru n", "run s</w>"]
-PROMPTS = ["", "the cat runs", "A  Dog, the CAT!", "cat " * 40, "dog " * 75, "the cat " * 60]
+PROMPTS = ["", "the cat runs", "A  Dog, the CAT!", "cat " * 40, "dog " * 75, "the cat " * 60,
+           "Café déjà vu — 🐱", "tab\tand\nnew line", "  leading and trailing  ", "ＦＵＬＬwidth ﬁ ligature"]
 
 
 def _write_tokenizer(folder, with_config: bool):
@@ -25,18 +29,32 @@ def _write_tokenizer(folder, with_config: bool):
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Each test its own (empty) cache root."""
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return _write_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer", with_config=True)
 
 
-def test_matches_clip_tokenizer_padding_and_truncation(folder):
-    ours = PromptTokenizer.from_pretrained(str(folder))
-    ref = CLIPTokenizer.from_pretrained(str(folder))(PROMPTS, padding="max_length", truncation=True,
-                                                     max_length=77, return_tensors="np").input_ids
+def _reference(folder):
+    return CLIPTokenizer.from_pretrained(str(folder))(PROMPTS, padding="max_length", truncation=True,
+                                                      max_length=77, return_tensors="np").input_ids
+
+
+def _ids(tok):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ids = ours(PROMPTS)
+        return tok(PROMPTS)
+
+
+def test_matches_clip_tokenizer_padding_and_truncation(folder):
+    ref = _reference(folder)
+    ids = _ids(PromptTokenizer.from_pretrained(str(folder)))
     assert ids.dtype == np.int32 and ids.shape == (len(PROMPTS), 77)
     np.testing.assert_array_equal(ids, ref)
     eos = ref[0, 1]  # "" -> bos, end-of-text, padding
@@ -69,3 +87,51 @@ def test_diffusers_folder_and_default_length(tmp_path):
 def test_missing_files_named_in_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         PromptTokenizer.from_pretrained(str(tmp_path))
+
+
+LOAD_FROM_CACHE = """
+import json, sys, warnings
+from animatediff_jax.tokenizer import PromptTokenizer
+tok = PromptTokenizer.from_pretrained(sys.argv[1])
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    ids = tok(json.loads(sys.argv[2]))
+print(json.dumps(dict(transformers="transformers" in sys.modules, ids=ids.tolist(), max_length=tok.max_length)))
+"""
+
+
+def test_a_later_load_reads_the_cache_without_transformers(folder, _cache):
+    ref = _reference(folder)
+    np.testing.assert_array_equal(_ids(PromptTokenizer.from_pretrained(str(folder))), ref)  # builds, writes
+    assert len(os.listdir(_cache / "tokenizers")) == 1
+    proc = subprocess.run([sys.executable, "-c", LOAD_FROM_CACHE, str(folder), json.dumps(PROMPTS)],
+                          capture_output=True, text=True, env=dict(os.environ, ANIMATEDIFF_JAX_CACHE=str(_cache)))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["transformers"] is False  # the cached tokenizer needs the tokenizers library only
+    np.testing.assert_array_equal(np.array(out["ids"]), ref)
+    assert out["max_length"] == 77
+
+
+def test_cache_is_keyed_by_the_folders_files(tmp_path, _cache):
+    a = _write_tokenizer(tmp_path / "a", with_config=True)
+    b = _write_tokenizer(tmp_path / "b", with_config=True)
+    vocab = json.loads((b / "vocab.json").read_text())
+    vocab["t"], vocab["h"] = vocab["h"], vocab["t"]  # same files but two ids swapped
+    (b / "vocab.json").write_text(json.dumps(vocab))
+    PromptTokenizer.from_pretrained(str(a))
+    np.testing.assert_array_equal(_ids(PromptTokenizer.from_pretrained(str(b))), _reference(b))
+    assert len(os.listdir(_cache / "tokenizers")) == 2
+
+
+def test_damaged_or_unwritable_cache_costs_only_the_build(folder, _cache, tmp_path, monkeypatch):
+    ref = _reference(folder)
+    PromptTokenizer.from_pretrained(str(folder))
+    (entry,) = (_cache / "tokenizers").iterdir()
+    entry.write_text('{"settings": {"pad_token_id": 1}, "tokenizer": "{not json')
+    np.testing.assert_array_equal(_ids(PromptTokenizer.from_pretrained(str(folder))), ref)
+    assert "model" in json.loads(json.loads(entry.read_text())["tokenizer"])  # rebuilt and rewritten
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(blocked))  # the cache root is a file: unwritable
+    np.testing.assert_array_equal(_ids(PromptTokenizer.from_pretrained(str(folder))), ref)

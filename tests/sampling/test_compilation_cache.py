@@ -1,5 +1,6 @@
 """The denoising step is written to and reloaded from JAX's persistent compilation cache, with the
-progress bar on: two fresh processes sample the same small video; the second reads the step from disk."""
+progress bar on: two fresh processes sample the same small video; the second reads the step from disk,
+and the traced programs too (`program_cache`): it never traces the UNet, the VAE or the text encoder."""
 import json
 import os
 import subprocess
@@ -14,7 +15,14 @@ SCRIPT = textwrap.dedent("""
     from animatediff_jax.tiny_models import TINY_MOTION, TINY_TEXT, TINY_UNET, TINY_VAE, write_byte_tokenizer
     from animatediff_jax.tokenizer import PromptTokenizer
 
-    hits, misses = [], []
+    hits, misses, traced = [], [], []
+    from animatediff_jax.models import clip_text, unet3d, vae
+    for cls, method in ((unet3d.UNet3DConditionModel, "__call__"), (vae.AutoencoderKL, "decode"),
+                        (clip_text.CLIPTextModel, "__call__")):
+        def counting(self, *a, original=getattr(cls, method), name=cls.__name__, **k):
+            traced.append(name)
+            return original(self, *a, **k)
+        setattr(cls, method, counting)
 
     class Record(logging.Handler):
         def emit(self, record):
@@ -31,13 +39,16 @@ SCRIPT = textwrap.dedent("""
     tok = PromptTokenizer.from_pretrained(write_byte_tokenizer(sys.argv[1]))
     pipe = AnimateDiffPipeline.random(TINY_UNET, dataclasses.replace(TINY_MOTION, max_seq_length=16), TINY_VAE,
                                       TINY_TEXT, tok, dtype="float32")
+    traced.clear()  # random() traces the networks' init
     out = pipe(["a cat"], seeds=[7], width=16, height=16, frames=4, steps=3, progress=True)
-    print(json.dumps(dict(hits=hits, misses=misses, cache=cache, checksum=float(abs(out.latents).sum()))))
+    print(json.dumps(dict(hits=hits, misses=misses, cache=cache, traced=sorted(set(traced)),
+                          checksum=float(abs(out.latents).sum()), frames=float(abs(out.frames).sum()))))
 """)
 
 
 def _run(tmp_path, cache):
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), ANIMATEDIFF_JAX_CACHE=str(tmp_path / "root"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu", XLA_FLAGS="")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "tok")], env=env, capture_output=True,
                           text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
@@ -58,3 +69,8 @@ def test_second_run_loads_the_denoise_step_from_the_cache(tmp_path):
     assert "jit_unet_denoise_step" in second["hits"], second
     assert "jit_unet_denoise_step" not in second["misses"], second
     assert second["checksum"] == first["checksum"]  # the cached executable computes the same video
+    assert second["frames"] == first["frames"]
+    assert first["traced"] == ["AutoencoderKL", "CLIPTextModel", "UNet3DConditionModel"]
+    assert second["traced"] == []  # every program came from disk (program_cache)
+    programs = sorted(f.split("-")[0] for f in os.listdir(tmp_path / "root" / "programs"))
+    assert programs == ["text_encode", "unet_denoise_step", "vae_decode"], programs

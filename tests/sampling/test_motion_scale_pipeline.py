@@ -58,13 +58,13 @@ def test_scales_follow_the_models_rule_without_recompiling(parts):
     pipe = _pipe(parts)
     pipe(["a cat"], motion_scale=0.5, **KW)
     step = pipe.step_function(pipe.make_sampler(2), True, None)
-    compiled = step._cache_size()
+    compiled = step.compiled_count()
     for scale, blocks in ((1.7, {}), (0.8, {"mid_block": 2.0, "down_blocks_0": 0.25})):
         got = pipe(["a cat"], motion_scale=scale, motion_block_scales=blocks, **KW).frames
         ref = _pipe(parts, motion_scale=scale, motion_block_scales=tuple(blocks.items()))(["a cat"], **KW).frames
         assert np.abs(got - pipe(["a cat"], **KW).frames).max() > 1e-3  # the scale moves the frames
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
-    assert step._cache_size() == compiled  # a new scale is new data, not a new executable
+    assert step.compiled_count() == compiled  # a new scale is new data, not a new executable
 
 
 @pytest.mark.parametrize("kw, match", [
