@@ -104,7 +104,7 @@ def main(argv=None):
                  guidance_scale=7.5, latents=from_diffusers_latents(latents), context=context, progress=False)
 
         def ref_call():
-            ref(prompt=["a cat walking"], negative_prompt=[""], num_frames=frames, height=size, width=size,
+            ref(prompt="a cat walking", negative_prompt="", num_frames=frames, height=size, width=size,
                 num_inference_steps=args.steps, guidance_scale=7.5, latents=torch.from_numpy(latents),
                 output_type="np")
 
