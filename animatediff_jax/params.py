@@ -168,8 +168,9 @@ def cache_root() -> str:
     $XDG_CACHE_HOME/animatediff_jax, else ~/.cache/animatediff_jax (read at each call).
 
     Under it: `converted/` (PyTorch checkpoints converted on first use), `param_shapes/` (the
-    traced parameter-shape tables of `convert/`), `jax_cache/` (JAX's compilation cache, unless
-    $JAX_COMPILATION_CACHE_DIR says otherwise).
+    traced parameter-shape tables of `convert/`), `tokenizers/` (tokenizers as transformers built
+    them, `tokenizer.py`), `programs/` (exported traced programs, `sampling/program_cache.py`),
+    `jax_cache/` (JAX's compilation cache, unless $JAX_COMPILATION_CACHE_DIR says otherwise).
     """
     return os.environ.get("ANIMATEDIFF_JAX_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "animatediff_jax")

@@ -294,12 +294,18 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
 
 def read_latents(path: str) -> np.ndarray:
     """A --latents .npy file: one finite float array (no pickled objects)."""
+    if not os.path.isfile(path):
+        raise InputError(f"--latents {path}: {'not a file' if os.path.exists(path) else 'not found'}")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:4] == b"PK\x03\x04":
+        raise InputError(f"--latents {path}: an .npz archive; give one .npy array")
+    if magic != b"\x93NUMPY":  # numpy would try it as a pickle and advise allow_pickle
+        raise InputError(f"--latents {path}: not a .npy file (no NumPy array header)")
     try:
         lat = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:  # numpy's refusals of a file that is not a plain array
         raise InputError(f"--latents {path}: not a numeric .npy array ({e})") from None
-    if not isinstance(lat, np.ndarray):
-        raise InputError(f"--latents {path}: an .npz archive; give one .npy array")
     if not np.issubdtype(lat.dtype, np.floating):
         raise InputError(f"--latents {path}: dtype {lat.dtype}; the latents must be floating point")
     if not np.isfinite(lat).all():

@@ -20,6 +20,7 @@ from its own seed (`seed_stream`), so the same seed gives the same video whateve
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -42,15 +43,21 @@ from animatediff_jax.schedules import NoiseSchedule
 
 # ----------------------------------------------------------------------------- environment
 
-def enable_compilation_cache(path: str | None = None) -> str:
+def enable_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache so a second run skips XLA compilation: `path`, else
     $JAX_COMPILATION_CACHE_DIR, else $ANIMATEDIFF_JAX_CACHE/jax_cache (~/.cache/animatediff_jax/jax_cache).
     Every program is written, however fast it compiled (JAX's default skips those under a second, but
     the small ones — text encoding, VAE decode — still cost ~0.6 s each per run to recompile), unless
-    $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise."""
+    $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise. A folder that cannot be created (e.g.
+    the cache root lies under a file) leaves the cache off with one warning; returns None then."""
     path = path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or \
         os.path.join(cache_root(), "jax_cache")
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        warnings.warn(f"compilation cache {path}: cannot create it ({e.strerror or e}); every run compiles anew",
+                      stacklevel=2)
+        return None
     jax.config.update("jax_compilation_cache_dir", path)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

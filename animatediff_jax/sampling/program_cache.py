@@ -22,6 +22,7 @@ import functools
 import hashlib
 import importlib.metadata
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -66,7 +67,7 @@ class DiskCachedProgram:
         if not all(isinstance(x, (np.ndarray, np.generic, jax.Array)) for x in leaves):
             return self.jitted(*args)  # Python scalars are weakly typed: their programs differ
         try:
-            avals = tuple((np.shape(x), jax.dtypes.canonicalize_dtype(np.result_type(x))) for x in leaves)
+            avals = tuple((np.shape(x), jax.dtypes.canonicalize_dtype(x.dtype)) for x in leaves)
         except TypeError:  # e.g. typed PRNG keys: no numpy dtype
             return self.jitted(*args)
         program = self._programs.get((tree, avals))
@@ -105,8 +106,8 @@ class DiskCachedProgram:
         try:
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 f.write(blob)
-        except OSError:
-            pass
+        except OSError as e:
+            _warn_unwritable(program_dir(), e)
         return self._callable(exported, specs)
 
     def _callable(self, exported: jax.export.Exported, specs: tuple) -> Callable:
@@ -117,3 +118,15 @@ class DiskCachedProgram:
             return exported.call(*args)
         call.__name__ = call.__qualname__ = self.name  # JAX's logs and cache entries: jit_<name>
         return jax.jit(call).lower(*specs).compile()
+
+
+def _warn_unwritable(folder: str, error: OSError) -> None:
+    """One warning per folder and reason, not one per program."""
+    reason = getattr(error.__cause__, "strerror", None) or error.strerror or str(error)
+    _warn_once(folder, reason)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(folder: str, reason: str) -> None:
+    warnings.warn(f"program cache {folder}: cannot write ({reason}); later runs will trace the networks again",
+                  stacklevel=5)

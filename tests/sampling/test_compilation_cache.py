@@ -7,6 +7,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+from animatediff_jax.sampling.pipeline import enable_compilation_cache
+
 SCRIPT = textwrap.dedent("""
     import dataclasses, json, logging, sys
     import jax
@@ -74,3 +78,10 @@ def test_second_run_loads_the_denoise_step_from_the_cache(tmp_path):
     assert second["traced"] == []  # every program came from disk (program_cache)
     programs = sorted(f.split("-")[0] for f in os.listdir(tmp_path / "root" / "programs"))
     assert programs == ["text_encode", "unet_denoise_step", "vae_decode"], programs
+
+
+def test_unwritable_cache_folder_warns_and_leaves_the_cache_off(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match=r"a-file/jax_cache: cannot create it \(Not a directory\)"):
+        assert enable_compilation_cache(str(blocker / "jax_cache")) is None

@@ -90,3 +90,15 @@ def test_what_it_cannot_serve_runs_the_jitted_function(tmp_path):
     DiskCachedProgram("toy", "k", jax.jit(lambda p, s: _fn(p, x * s)))(params, 2.0)  # Python scalar
     DiskCachedProgram("toy", "<object at 0x7f00>", jitted)(params, x)  # unstable description
     assert _files() == []
+
+
+def test_unwritable_folder_warns_once_and_still_runs(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(blocker))
+    params, x = _args()
+    with pytest.warns(UserWarning, match=r"a-file/programs: cannot write \(") as caught:
+        out = DiskCachedProgram("toy", "k", jax.jit(_fn))(params, x)
+        DiskCachedProgram("toy2", "k", jax.jit(_fn))(params, x)
+    assert len([w for w in caught if "program cache" in str(w.message)]) == 1
+    np.testing.assert_allclose(out["y"], jax.jit(_fn)(params, x)["y"], rtol=1e-6)

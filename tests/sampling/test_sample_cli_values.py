@@ -110,6 +110,14 @@ def test_latents_are_checked_against_the_models_geometry(env, capsys):
     assert env.jobs[0].latents.shape == (1, 4, 4, 8, 8)
     np.save("lat.npy", np.array([[None]], object), allow_pickle=True)
     assert "--latents lat.npy: not a numeric .npy array" in _error(capsys, base, 1)
+    with open("lat.txt", "w") as f:
+        f.write("0 1 2\n")
+    assert _error(capsys, base[:-1] + ["lat.txt"], 1) == \
+        "error: --latents lat.txt: not a .npy file (no NumPy array header)\n"
+    assert _error(capsys, base[:-1] + ["missing.npy"], 1) == "error: --latents missing.npy: not found\n"
+    np.savez("lat.npz", a=np.zeros(3))
+    assert _error(capsys, base[:-1] + ["lat.npz"], 1) == \
+        "error: --latents lat.npz: an .npz archive; give one .npy array\n"
     np.save("lat.npy", np.full((1, 4, 4, 8, 8), np.nan, np.float32))
     assert "--latents lat.npy: holds NaN or inf" in _error(capsys, base, 1)
     np.save("lat.npy", np.zeros((1, 4, 4, 8, 8), np.int64))
