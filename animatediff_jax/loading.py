@@ -42,6 +42,7 @@ from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
 from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
 from convert.base import BasePlan, convert_base, load_base, plan_base, resolve_source
+from convert.io import checkpoint_format
 from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora, read_motion_lora,
                          read_spatial_lora)
 from convert.motion import MotionModule, load_motion_module
@@ -287,6 +288,11 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
     if files.lora_alpha_rule not in ALPHA_RULES:
         raise UsageError(f"lora_alpha_rule: one of {ALPHA_RULES}, got {files.lora_alpha_rule!r}")
     base_path = locate(files.base, names["base"])
+    if os.path.isfile(base_path):  # what the file is, before what it lacks (a tokenizer)
+        try:
+            checkpoint_format(base_path)
+        except UserError as e:
+            raise LoadError(f"{names['base']} {str(e)}") from e
     tokenizer = tokenizer_folder(files.tokenizer if files.tokenizer is not None else base_path)
     if tokenizer is None and files.tokenizer is not None:
         raise InputError(f"{names['tokenizer']} {files.tokenizer}: no CLIP tokenizer there (needs vocab.json + "
@@ -369,7 +375,7 @@ def sd_source(path: str, cache_dir: str, what: str, overrides: dict | None = Non
     try:
         plan = plan_base(path, overrides=overrides)
     except UserError as e:  # re-raised with the role of the file
-        raise LoadError(f"{what} {path}: {e}") from e
+        raise LoadError(f"{what} {path}: {str(e).removeprefix(f'{path}: ')}") from e
     configs = {n: plan.networks[n].config for n in NETWORKS}
     return SDSource(path, folder, dict(configs, scheduler=dict(plan.scheduler_config)), plan)
 

@@ -281,25 +281,34 @@ def _unwrap(path: str, obj) -> dict:
     return tensors
 
 
-def open_state_dict(path: str) -> StateDict:
-    """Open one checkpoint file (or a shard index) lazily. The format comes from the file's content,
-    not only its name."""
+def checkpoint_format(path: str) -> str:
+    """"shards" (an index .json), "safetensors" or "pickle" — from the file's name and content, without
+    unpickling anything (a file named otherwise has its safetensors header parsed). CheckpointError for
+    a missing, empty or unknown file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path}: empty file")
     if path.lower().endswith(".json"):
-        return ShardedStateDict(path)
+        return "shards"
     ext = os.path.splitext(path)[1].lower()
     if ext in SAFETENSORS_EXT:
-        return SafetensorsStateDict(path)
+        return "safetensors"
     if ext in PICKLE_EXT or _is_zipfile(path):
-        return TorchStateDict(path)
+        return "pickle"
     try:
-        return SafetensorsStateDict(path)
+        SafetensorsStateDict(path)
     except CheckpointError:
         raise CheckpointError(f"{path}: unknown checkpoint format (expected .safetensors, .ckpt, .bin, .pt)") from None
+    return "safetensors"
+
+
+def open_state_dict(path: str) -> StateDict:
+    """Open one checkpoint file (or a shard index) lazily. The format comes from the file's content,
+    not only its name (`checkpoint_format`)."""
+    opener = {"shards": ShardedStateDict, "safetensors": SafetensorsStateDict, "pickle": TorchStateDict}
+    return opener[checkpoint_format(path)](os.fspath(path))
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:

@@ -194,6 +194,10 @@ def test_single_file_base_without_tokenizer_is_refused_before_conversion(env, ca
     os.mkdir("empty")
     err = _error(capsys, ["--base", single, "--tokenizer", "empty", "--prompt", "a cat", "--out", "out"], 1)
     assert err.startswith("error: --tokenizer empty: no CLIP tokenizer there")
+    with open("notes.txt", "w") as f:  # not a model at all: said before the tokenizer it lacks
+        f.write("hello")
+    assert _error(capsys, ["--base", "notes.txt", "--prompt", "a cat", "--out", "out"], 1) == \
+        "error: --base notes.txt: unknown checkpoint format (expected .safetensors, .ckpt, .bin, .pt)\n"
     # With one, validation goes on to plan the conversion from headers (nothing converted): this tiny
     # file's channels do not fit the GroupNorm groups a single file is assumed to have (SD1.x's 32).
     err = _error(capsys, ["--base", single, "--tokenizer", os.path.join(MINIATURE, "base", "tokenizer"), "--prompt",
