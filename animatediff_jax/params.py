@@ -17,6 +17,9 @@ splits it back only for names in `MODULE_LISTS`, so `time_embedding.linear_1` st
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
 import os
 import re
 from typing import Iterable, Mapping
@@ -174,3 +177,19 @@ def cache_root() -> str:
     """
     return os.environ.get("ANIMATEDIFF_JAX_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "animatediff_jax")
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(folder: str) -> str:
+    """sha256 of the jax, jaxlib and flax versions and of every .py file under `folder` (recursively):
+    a cache entry derived from tracing that code (shape tables, exported programs) is valid while it
+    holds."""
+    digest = hashlib.sha256()
+    for name in ("jax", "jaxlib", "flax"):
+        digest.update(f"{name}={importlib.metadata.version(name)};".encode())
+    files = sorted(os.path.relpath(os.path.join(where, name), folder)
+                   for where, _, names in os.walk(folder) for name in names if name.endswith(".py"))
+    for name in files:
+        with open(os.path.join(folder, name), "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read() + b"\0")
+    return digest.hexdigest()

@@ -15,9 +15,6 @@ import hashlib
 import json
 import os
 
-import flax
-import jax
-
 import animatediff_jax.models as models
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.controlnet import ControlNetModel, SparseControlNetModel
@@ -25,7 +22,7 @@ from animatediff_jax.models.init import param_shapes
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
 from animatediff_jax.outputs import atomic_path
-from animatediff_jax.params import cache_root
+from animatediff_jax.params import cache_root, code_fingerprint
 
 
 def shape_cache_dir() -> str:
@@ -34,17 +31,6 @@ def shape_cache_dir() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _models_fingerprint() -> str:
-    """Hash of the network code (and jax/flax versions): a cached shape table is valid while it holds."""
-    h = hashlib.sha256(f"{jax.__version__} {flax.__version__}".encode())
-    folder = os.path.dirname(models.__file__)
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".py"):
-            with open(os.path.join(folder, name), "rb") as f:
-                h.update(name.encode() + f.read())
-    return h.hexdigest()
-
-
 def flax_param_shapes(network: str, config) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Flax param path -> shape of our `network` ("unet" without motion modules, "vae",
     "text_encoder") with `config` (`module_param_shapes`)."""
@@ -61,7 +47,7 @@ def module_param_shapes(module) -> dict[tuple[str, ...], tuple[int, ...]]:
 
 @functools.lru_cache(maxsize=16)
 def _cached_shapes(key_text: str, module) -> dict[tuple[str, ...], tuple[int, ...]]:
-    key = hashlib.sha256(f"{key_text} {_models_fingerprint()}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{key_text} {code_fingerprint(os.path.dirname(models.__file__))}".encode()).hexdigest()[:32]
     path = os.path.join(shape_cache_dir(), f"{type(module).__name__}-{key}.json")
     try:
         with open(path, encoding="utf-8") as f:

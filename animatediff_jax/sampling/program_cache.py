@@ -12,15 +12,15 @@ The file's key covers everything the trace depends on: the caller's description 
 inputs (network modules with their configs, sampler constants, options: a `repr` without object
 addresses), the argument tree with its shapes and dtypes, the package's source code, the versions of
 jax, jaxlib and flax, the backend and the jax settings that change tracing. Calls the cache cannot
-serve — arguments spread over several devices (sharded), a pytree jax.export cannot serialise (e.g.
-custom control-argument classes), a static description holding an object address — run the plain
+serve — arguments spread over several devices (sharded), Python scalars or typed PRNG keys, a pytree
+node jax.export cannot serialise (one not registered for it, as `control.ControlArgs` is), a static
+description holding an object address — run the plain
 jitted function; an unreadable, damaged or unwritable cache costs only the trace.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import os
 import warnings
 from pathlib import Path
@@ -30,25 +30,14 @@ import jax
 import numpy as np
 
 from animatediff_jax.outputs import atomic_path
-from animatediff_jax.params import cache_root
+from animatediff_jax.params import cache_root, code_fingerprint
 
-_PACKAGE = Path(__file__).resolve().parents[1]
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # its whole source keys a program
 
 
 def program_dir() -> str:
     """Where exported programs are kept: `programs/` under `params.cache_root()`."""
     return os.path.join(cache_root(), "programs")
-
-
-@functools.lru_cache(maxsize=1)
-def source_fingerprint() -> str:
-    """sha256 of the package's Python sources and the versions that shape a trace."""
-    digest = hashlib.sha256()
-    for name in ("jax", "jaxlib", "flax"):
-        digest.update(f"{name}={importlib.metadata.version(name)};".encode())
-    for path in sorted(_PACKAGE.rglob("*.py")):
-        digest.update(str(path.relative_to(_PACKAGE)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 class DiskCachedProgram:
@@ -90,7 +79,7 @@ class DiskCachedProgram:
     def _program(self, specs: tuple, signature: str) -> Callable:
         """The exported program for these argument specs, from disk or exported now (and written)."""
         settings = (jax.default_backend(), jax.config.jax_default_matmul_precision, jax.config.jax_enable_x64)
-        key = hashlib.sha256(f"{source_fingerprint()}|{settings}|{self.name}|{self.static_key}|{signature}"
+        key = hashlib.sha256(f"{code_fingerprint(_PACKAGE)}|{settings}|{self.name}|{self.static_key}|{signature}"
                              .encode()).hexdigest()[:40]
         path = os.path.join(program_dir(), f"{self.name}-{key}.jaxexport")
         try:
