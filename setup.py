@@ -19,6 +19,7 @@ setup(
         "optax>=0.2",
         "orbax-checkpoint>=0.6",
         "numpy>=1.24",
+        "scipy>=1.10",  # evaluation: connected pieces of object masks, confidence intervals
         "ml_dtypes>=0.4",  # bfloat16 numpy dtype for .safetensors I/O
         "safetensors>=0.4",
         "transformers>=4.40",  # CLIPTokenizer only (builds it once); networks are our own

@@ -10,12 +10,16 @@ them from the pixels (`miniature/scoring.py`):
 - moving: the object moves coherently in any direction (travels, and is the same object in >= 75%
   of the frames): separates "the module makes motion" from "the motion follows the caption";
 - colour accuracy: the object has the captioned colour;
+- shape accuracy: the object has the captioned shape (circle, square, triangle; chance: 33%);
 - temporal consistency: fraction of frames showing the same object (colour, size);
 - domain fidelity: fraction of frames whose background the style classifier (fitted on dataset
   images) assigns to the row's domain.
+Every cell is the mean over the row's videos with its 95% confidence interval: Wilson's for the
+yes/no scores, a percentile bootstrap (2000 resamples, fixed seed) for the fractions.
 Rows: base + motion module; DreamBooth + module; LoRA + module; the personalized models without a
-module (16 frames denoised independently: the no-motion baseline); the personalized models' own
-single images (the reference for domain fidelity); the base with modules trained under noise
+module (16 frames denoised independently: the no-motion baseline); the base's and the personalized
+models' own single images (what the text-to-image models draw before any motion module; the
+personalized ones are the reference for domain fidelity); the base with modules trained under noise
 schedules A and C (the paper's ablation; B is the paper's choice). Reference rows score real clips
 of the prompts, and dataset images of each personalized domain passed through the VAE (the most
 domain fidelity any model decoding with this VAE can reach).
@@ -32,6 +36,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from animatediff_jax.data import procedural
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
@@ -60,6 +65,7 @@ ROWS = (
     Row("LoRA + module", world.LORA, "lora", "B"),
     Row("DreamBooth, no module", world.DREAMBOOTH, "dreambooth", None),
     Row("LoRA, no module", world.LORA, "lora", None),
+    Row("base images", world.BASE, None, None, frames=1),
     Row("DreamBooth images", world.DREAMBOOTH, "dreambooth", None, frames=1),
     Row("LoRA images", world.LORA, "lora", None, frames=1),
     Row("base + module (schedule A)", world.BASE, None, "A"),
@@ -96,26 +102,47 @@ def sample(pipe, prompts: list[str], seeds: list[int], frames: int, steps: int, 
     return np.concatenate(out)
 
 
+METRICS = ("motion", "moving", "color", "shape", "consistency", "domain")
+_VIDEO_ONLY = ("motion", "moving", "consistency")  # not defined for single images
+_YES_NO = ("motion", "moving", "color", "shape")
+
+
+def interval(values: list[float], yes_no: bool) -> tuple[float, float]:
+    """95% confidence interval of the mean of `values`: Wilson's score interval for 0/1 values, else a
+    percentile bootstrap (2000 resamples, seed 0: the same values give the same interval)."""
+    x = np.asarray(values, np.float64)
+    if yes_no:
+        ci = stats.binomtest(int(x.sum()), len(x)).proportion_ci(0.95, method="wilson")
+        return float(ci.low), float(ci.high)
+    if np.ptp(x) == 0:
+        return float(x[0]), float(x[0])
+    ci = stats.bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
+                         random_state=np.random.default_rng(0)).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
 def summarize(scores: list[scoring.VideoScore], motion: bool) -> dict:
-    mean = lambda key: float(np.mean([getattr(s, key) for s in scores]))  # noqa: E731
-    return {"motion": mean("motion") if motion else None, "moving": mean("moving") if motion else None,
-            "color": mean("color"),
-            "consistency": mean("consistency") if motion else None, "domain": mean("domain")}
+    """{metric: (mean, low, high) or None where the metric does not apply}."""
+    out = {}
+    for key in METRICS:
+        values = [getattr(s, key) for s in scores]
+        out[key] = None if key in _VIDEO_ONLY and not motion else (float(np.mean(values)),
+                                                                   *interval(values, key in _YES_NO))
+    return out
 
 
-def score_row(videos: np.ndarray, specs, row: Row, classifier: scoring.StyleClassifier) -> dict:
-    return summarize([scoring.score_video(v, s.color, s.direction if row.frames > 1 else None, row.domain.style,
-                                          classifier) for v, s in zip(videos, specs)], row.frames > 1)
+def score_row(videos: np.ndarray, specs, row: Row, judges: scoring.Judges) -> dict:
+    return summarize([scoring.score_video(v, s, row.domain.style, judges, motion=row.frames > 1)
+                      for v, s in zip(videos, specs)], row.frames > 1)
 
 
-def dataset_row(count: int, classifier: scoring.StyleClassifier) -> dict:
+def dataset_row(count: int, judges: scoring.Judges) -> dict:
     """The scores of real clips of the evaluation prompts (what a perfect model would get)."""
     specs = [procedural.clip_spec(EVAL_SEED, i, world.FRAMES, world.SIZE) for i in range(count)]
-    return summarize([scoring.score_video(procedural.render(s), s.color, s.direction, "plain", classifier)
-                      for s in specs], True)
+    return summarize([scoring.score_video(procedural.render(s), s, "plain", judges) for s in specs], True)
 
 
-def vae_rows(weights: str, count: int, classifier: scoring.StyleClassifier) -> list[dict]:
+def vae_rows(weights: str, count: int, judges: scoring.Judges) -> list[dict]:
     """Colour and domain scores of `count` dataset images per personalized domain after an
     encode (posterior mean) / decode round trip through the miniature's VAE."""
     import jax
@@ -132,7 +159,7 @@ def vae_rows(weights: str, count: int, classifier: scoring.StyleClassifier) -> l
         decoded = np.clip(np.asarray(roundtrip(params, images)) / 2 + 0.5, 0.0, 1.0)
         rows.append({"name": f"{domain.style} images through the VAE (reference)", "module": "-", "samples": count,
                      "seeds": f"images 0..{count - 1} of dataset {EVAL_SEED}", "seconds": 0.0,
-                     **summarize([scoring.score_video(d[None], s.color, None, domain.style, classifier)
+                     **summarize([scoring.score_video(d[None], s, domain.style, judges, motion=False)
                                   for d, s in zip(decoded, specs)], False)})
     return rows
 
@@ -142,11 +169,11 @@ def evaluate(weights: str = MINIATURE, samples: int = 32, steps: int = 25, guida
     """Sample and score every row; returns one dict per row (plus the dataset reference first)."""
     from animatediff_jax.sampling.pipeline import enable_compilation_cache
     enable_compilation_cache()
-    classifier = scoring.StyleClassifier.fit(world.SIZE)
+    judges = scoring.Judges.fit(world.SIZE)
     seeds = [seed_offset + i for i in range(samples)]
     results = [{"name": "dataset clips (reference)", "module": "-", "samples": samples,
                 "seeds": f"clips 0..{samples - 1} of dataset {EVAL_SEED}", "seconds": 0.0,
-                **dataset_row(samples, classifier)}] + vae_rows(weights, samples, classifier)
+                **dataset_row(samples, judges)}] + vae_rows(weights, samples, judges)
     for row in rows:
         start = time.time()
         pipe = load_pipeline(row, weights)
@@ -154,23 +181,25 @@ def evaluate(weights: str = MINIATURE, samples: int = 32, steps: int = 25, guida
         videos = sample(pipe, prompts, seeds, row.frames, steps, guidance)
         results.append({"name": row.name, "module": row.schedule or "none", "samples": samples,
                         "seeds": f"{seeds[0]}..{seeds[-1]}", "seconds": round(time.time() - start, 1),
-                        **score_row(videos, specs, row, classifier)})
+                        **score_row(videos, specs, row, judges)})
         print(format_row(results[-1]), flush=True)
     return results
 
 
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.0f}%"
+def _cell(x) -> str:
+    """'75% (58–87)': the mean and its 95% interval, or '–' where the metric does not apply."""
+    return "–" if x is None else f"{100 * x[0]:.0f}% ({100 * x[1]:.0f}–{100 * x[2]:.0f})"
 
 
 def format_row(r: dict) -> str:
-    return (f"| {r['name']} | {r['module']} | {r['samples']} | {r['seeds']} | {_pct(r['motion'])} | "
-            f"{_pct(r['moving'])} | {_pct(r['color'])} | {_pct(r['consistency'])} | {_pct(r['domain'])} |")
+    return (f"| {r['name']} | {r['module']} | {r['samples']} | {r['seeds']} | "
+            + " | ".join(_cell(r[key]) for key in METRICS) + " |")
 
 
 def table(results: list[dict]) -> str:
     head = ("| model | motion module (schedule) | samples | sampling seeds | motion accuracy | moving (any direction) "
-            "| colour accuracy | temporal consistency | domain fidelity |\n|---|---|---|---|---|---|---|---|---|")
+            "| colour accuracy | shape accuracy | temporal consistency | domain fidelity |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head] + [format_row(r) for r in results])
 
 

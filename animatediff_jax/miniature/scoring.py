@@ -3,19 +3,24 @@
 The world is synthetic, so what a frame shows can be read off it directly:
 - the object is the set of saturated (or near-white) pixels — every background is muted;
 - its colour is the nearest of the world's object colours to the mean object pixel;
+- its shape is read from the largest connected piece of the mask: how much of its bounding box it
+  fills (square ~1.0, circle ~0.79, triangle ~0.6) and how much of it lies in the box's top half (the
+  world's triangles point up: ~0.26, else ~0.46), by a nearest-centroid classifier fitted on dataset
+  images (`shape_classifier`);
 - its track is the per-frame centroid; the direction of motion is the dominant axis and sign of
   the least-squares velocity;
 - the background style ("domain") is predicted by a nearest-centroid classifier over the frame's
-  pooled power spectrum, fitted on images of the dataset itself (`StyleClassifier.fit`).
+  pooled power spectrum, fitted on images of the dataset itself (`style_classifier`).
 
 All functions take float frames in [0, 1] shaped (F, H, W, 3) (or uint8).
 """
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import ndimage
 
 from animatediff_jax.data import procedural
 
@@ -43,6 +48,7 @@ class Track:
     centres: np.ndarray    # (F, 2) centroid (x, y) in pixels (nan where absent)
     areas: np.ndarray      # (F,) object pixel count
     colors: list           # (F,) nearest object colour name (None where absent)
+    shape_features: np.ndarray  # (F, 2) `shape_features` of the object (nan where absent)
 
 
 def track(video: np.ndarray, min_area: int = 3) -> Track:
@@ -53,6 +59,7 @@ def track(video: np.ndarray, min_area: int = 3) -> Track:
     yy, xx = np.mgrid[0:h, 0:w]
     centres = np.full((frames, 2), np.nan, np.float64)
     colors: list = [None] * frames
+    shapes = np.full((frames, 2), np.nan, np.float64)
     areas = masks.reshape(frames, -1).sum(-1)
     present = areas >= min_area
     for f in np.flatnonzero(present):
@@ -60,7 +67,20 @@ def track(video: np.ndarray, min_area: int = 3) -> Track:
         centres[f] = (xx[m].mean(), yy[m].mean())
         mean_rgb = x[f][m].mean(0)
         colors[f] = _COLOR_NAMES[int(np.argmin(((_COLOR_TABLE - mean_rgb) ** 2).sum(-1)))]
-    return Track(present, centres, areas, colors)
+        shapes[f] = shape_features(m)
+    return Track(present, centres, areas, colors, shapes)
+
+
+def shape_features(mask: np.ndarray) -> tuple[float, float]:
+    """(fill, top share) of the largest connected piece of a (H, W) object mask: the fraction of its
+    bounding box it covers, and the fraction of its pixels above the box's middle row."""
+    labels, count = ndimage.label(mask)
+    sizes = ndimage.sum_labels(mask, labels, range(1, count + 1))
+    piece = labels == 1 + int(np.argmax(sizes))
+    ys, xs = np.nonzero(piece)
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    middle = (ys.min() + ys.max()) / 2
+    return float(piece.sum() / box), float(np.mean(ys < middle))
 
 
 def direction_of(t: Track, min_travel: float = 2.0) -> str | None:
@@ -107,6 +127,12 @@ def majority_color(t: Track) -> str | None:
     return _majority(names) if names else None
 
 
+def majority_shape(t: Track, classifier: "NearestCentroid") -> str | None:
+    """The shape of most frames showing the object (ties: the first seen), or None if it never shows."""
+    idx = np.flatnonzero(t.present)
+    return _majority(classifier.predict(t.shape_features[idx])) if len(idx) else None
+
+
 def spectrum_features(frames: np.ndarray, bins: int = 8) -> np.ndarray:
     """(N, bins*bins) log power spectrum of each grey frame, pooled into bins×bins blocks."""
     x = _as_float(frames)
@@ -119,33 +145,61 @@ def spectrum_features(frames: np.ndarray, bins: int = 8) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class StyleClassifier:
-    """Nearest-centroid classifier of background style on standardised spectrum features."""
-    styles: tuple[str, ...]
-    centroids: np.ndarray  # (S, D)
-    mean: np.ndarray
-    std: np.ndarray
+class NearestCentroid:
+    """Nearest-centroid classifier on standardised features (each feature scaled to unit spread)."""
+    labels: tuple[str, ...]
+    centroids: np.ndarray  # (K, D)
+    mean: np.ndarray       # (D,)
+    std: np.ndarray        # (D,)
 
     @classmethod
-    def fit(cls, size: int, per_style: int = 64, seed: int = 1234,
-            styles: tuple[str, ...] = procedural.STYLES) -> "StyleClassifier":
-        feats, labels = [], []
-        for s, style in enumerate(styles):
-            imgs = np.stack([procedural.generate_image(seed, i, size=size, style=style)[0]
-                             for i in range(per_style)])
-            feats.append(spectrum_features(imgs))
-            labels += [s] * per_style
-        feats = np.concatenate(feats)
-        mean, std = feats.mean(0), feats.std(0) + 1e-6
-        z = (feats - mean) / std
-        labels = np.asarray(labels)
-        centroids = np.stack([z[labels == s].mean(0) for s in range(len(styles))])
-        return cls(tuple(styles), centroids, mean, std)
+    def fit(cls, features: np.ndarray, labels: list[str]) -> "NearestCentroid":
+        """`features` (N, D), `labels` (N,): one centroid per distinct label, in order of appearance."""
+        mean, std = features.mean(0), features.std(0) + 1e-6
+        z, labels = (features - mean) / std, np.asarray(labels)
+        names = tuple(dict.fromkeys(labels.tolist()))
+        return cls(names, np.stack([z[labels == n].mean(0) for n in names]), mean, std)
 
-    def predict(self, frames: np.ndarray) -> list[str]:
-        z = (spectrum_features(frames) - self.mean) / self.std
-        d = ((z[:, None, :] - self.centroids[None]) ** 2).sum(-1)
-        return [self.styles[i] for i in d.argmin(-1)]
+    def predict(self, features: np.ndarray) -> list[str]:
+        """(N, D) -> N labels."""
+        z = (np.asarray(features) - self.mean) / self.std
+        return [self.labels[i] for i in ((z[:, None, :] - self.centroids[None]) ** 2).sum(-1).argmin(-1)]
+
+
+def _dataset_images(size: int, per_class: int, seed: int, **fixed) -> np.ndarray:
+    """(per_class, size, size, 3) uint8 images of dataset `seed` with the ClipSpec/style fields in `fixed`."""
+    style = fixed.pop("style", "plain")
+    out = []
+    for i in range(per_class):
+        spec = replace(procedural.clip_spec(seed, i, frames=1, size=size), **fixed)
+        out.append(procedural.render(spec, procedural.STYLES[i % len(procedural.STYLES)] if style is None else style)[0])
+    return np.stack(out)
+
+
+def style_classifier(size: int, per_style: int = 64, seed: int = 1234,
+                     styles: tuple[str, ...] = procedural.STYLES) -> NearestCentroid:
+    """Background style from `spectrum_features`, fitted on `per_style` dataset images of each style."""
+    feats = [spectrum_features(_dataset_images(size, per_style, seed, style=style)) for style in styles]
+    return NearestCentroid.fit(np.concatenate(feats), [s for s in styles for _ in range(per_style)])
+
+
+def shape_classifier(size: int, per_shape: int = 128, seed: int = 4321) -> NearestCentroid:
+    """Object shape from `shape_features`, fitted on `per_shape` dataset images of each shape (every
+    colour, size and background style)."""
+    feats = [[shape_features(m) for m in object_mask(_dataset_images(size, per_shape, seed, shape=shape, style=None))]
+             for shape in procedural.SHAPES]
+    return NearestCentroid.fit(np.concatenate(feats), [s for s in procedural.SHAPES for _ in range(per_shape)])
+
+
+@dataclass(frozen=True)
+class Judges:
+    """The classifiers that read what a frame shows beyond colour and position."""
+    style: NearestCentroid
+    shape: NearestCentroid
+
+    @classmethod
+    def fit(cls, size: int) -> "Judges":
+        return cls(style_classifier(size), shape_classifier(size))
 
 
 def moves_coherently(t: Track, min_consistency: float = 0.75) -> bool:
@@ -159,17 +213,20 @@ class VideoScore:
     motion: float       # 1.0 if the object moves in the captioned direction
     moving: float       # 1.0 if the object moves coherently in any direction
     color: float        # 1.0 if the object has the captioned colour
+    shape: float        # 1.0 if the object has the captioned shape
     consistency: float  # fraction of frames with the same object
     domain: float       # fraction of frames classified as the target style
 
 
-def score_video(video: np.ndarray, color: str, direction: str | None, style: str,
-                classifier: StyleClassifier) -> VideoScore:
-    """Score one generated video against what its caption asked for."""
+def score_video(video: np.ndarray, spec: procedural.ClipSpec, style: str, judges: Judges,
+                motion: bool = True) -> VideoScore:
+    """Score one generated video (F, H, W, 3) against what the caption of `spec` asked for (its
+    colour, shape and, with `motion`, direction) over a `style` background."""
     t = track(video)
     moved = direction_of(t)
-    domain = float(np.mean([p == style for p in classifier.predict(np.asarray(video))]))
-    return VideoScore(motion=float(direction is not None and moved == direction),
+    domain = float(np.mean([p == style for p in judges.style.predict(spectrum_features(video))]))
+    return VideoScore(motion=float(motion and moved == spec.direction),
                       moving=float(moves_coherently(t)),
-                      color=float(majority_color(t) == color),
+                      color=float(majority_color(t) == spec.color),
+                      shape=float(majority_shape(t, judges.shape) == spec.shape),
                       consistency=consistency(t), domain=domain)
