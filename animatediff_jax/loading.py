@@ -161,18 +161,19 @@ def load_motion(path: str, cache_dir: str, *, version: str | None = None,
     a process the result is kept, so validation and the pipeline read each file once."""
     require_exists(path, "motion module")
     settings = dict(version=version, max_seq_length=max_seq_length)
-    return _load_motion(os.path.abspath(path), cache_key(path), tuple(settings.items()), cache_dir)
+    return _load_motion(path, os.path.abspath(path), cache_key(path), tuple(settings.items()), cache_dir)
 
 
 @functools.lru_cache(maxsize=8)  # leaves are memory-mapped views of the converted file: cheap to keep
-def _load_motion(path: str, key: str, settings: tuple, cache_dir: str) -> MotionModule:
+def _load_motion(path: str, absolute: str, key: str, settings: tuple, cache_dir: str) -> MotionModule:
+    """`path` as the user gave it (what messages show); `absolute` keys the process cache with `key`."""
     settings = dict(settings)
     given = {k: v for k, v in settings.items() if v is not None}
     cached = path if is_flax_file(path) else os.path.join(
         cache_dir, "converted", f"motion-{key}" + (f"-{settings_key(given)}" if given else "") + ".safetensors")
     if not is_flax_file(cached):
         mm = load_motion_module(path, **settings)
-        save_params(cached, mm.params, config=mm.config, source=f"motion:{path}",
+        save_params(cached, mm.params, config=mm.config, source=f"motion:{absolute}",
                     metadata={"motion": json.dumps({"block_out_channels": list(mm.block_out_channels),
                                                     "layers_per_block": mm.layers_per_block,
                                                     "version": mm.version})})

@@ -36,7 +36,8 @@ from animatediff_jax.sampling.prompt_config import PromptEntry, check_prompt_fra
     load_prompt_config, resolved_config
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
 from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags
-from animatediff_jax.sample_flags import ENTRY_FLAGS, PROG, build_parser, option_tokens, options_of
+from animatediff_jax.sample_flags import (DEFAULT_STRENGTH, ENTRY_FLAGS, PROG, build_parser, option_tokens,
+                                         options_of)
 
 # ----------------------------------------------------------------------------- jobs
 
@@ -267,8 +268,12 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         except ValueError as err:
             raise UsageError(f"{where}scheduler settings (--scheduler, --scheduler-config, --eta or the "
                              f"inference_config): {err}") from None
+        if o.strength is not None and not o.init_video:
+            raise UsageError(f"{where}--strength/strength: applies only to video-to-video (give --init-video too)")
         if o.init_video:
             loading.require_exists(o.init_video, "--init-video")
+            if o.strength is None:
+                o.strength = DEFAULT_STRENGTH  # resolved here, so config.yaml records what was used
             try:
                 start_index(e.steps, o.strength)
             except ValueError as err:
@@ -424,7 +429,7 @@ def run(args, argv: list[str]) -> str:
                                   guidance_scale=e.guidance_scale, eta=o.eta,
                                   latents=None if latents is None else latents[i:i + n], context=job.context,
                                   freeinit=freeinit, init_video=job.init_video,
-                                  strength=o.strength if job.init_video is not None else 1.0,
+                                  strength=o.strength if job.init_video is not None else 1.0,  # 1.0: text-to-video
                                   motion_scale=job.motion_scale, motion_block_scales=job.motion_block_scales,
                                   controlnets=controls,
                                   progress=not args.no_progress)

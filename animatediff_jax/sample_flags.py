@@ -43,6 +43,7 @@ def _int_at_least(low: int, high: int = ArgumentParser.INT_MAX):
     return ArgumentParser.integer(low, high)
 
 
+DEFAULT_STRENGTH = 0.8  # --strength of a video-to-video run that gives none (diffusers' default)
 MAX_SIDE = 8192  # pixels: far beyond any SD1.x model's training size; larger only exhausts memory
 
 
@@ -226,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--freeinit-filter", choices=("butterworth", "gaussian", "ideal"), default="butterworth",
                    help="FreeInit's low-pass filter")
     g.add_argument("--init-video", help="video-to-video: input GIF / MP4 / frame folder")
-    g.add_argument("--strength", type=_number(above=0, high=1), default=0.8, help="video-to-video strength")
+    g.add_argument("--strength", type=_number(above=0, high=1),
+                   help=f"video-to-video strength, only with --init-video (default: {DEFAULT_STRENGTH})")
     g.add_argument("--latents", help="initial noise .npy in diffusers layout (batch, channels, frames, h, w)")
     r = p.add_argument_group("runtime and outputs")
     r.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU/TPU, float32 on CPU")

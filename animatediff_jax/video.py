@@ -252,7 +252,8 @@ def read_video(path, num_frames: int | None = None, size: tuple[int, int] | None
     except (OSError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise
-        raise InputError(f"{path}: cannot read as a video ({e})") from None
+        reason = getattr(e, "strerror", None) or str(e)  # FFmpeg's message without its errno and the path again
+        raise InputError(f"{path}: cannot read as a video ({reason})") from None
     if frames.shape[0] == 0:
         raise InputError(f"{path}: no frames")
     if num_frames is not None:
