@@ -210,8 +210,9 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
     if os.path.exists(record_path):
         with open(record_path, encoding="utf-8") as f:
             record = json.load(f)
-        budget = ", ".join(f"{s}: {record[s].get('steps', '-')} steps" for s in
-                           ("vae", "base", "dreambooth", "lora") if s in record)
+        budget = ", ".join(f"{s}: {record[s].get('steps', '-')} steps" if record[s].get("trained", True)
+                           else f"{s}: untrained (random initialisation)"
+                           for s in ("vae", "text", "base", "dreambooth", "lora") if s in record)
         motion = record.get("motion", {})
         budget += "".join(f", motion {name}: {entry.get('steps', motion.get('steps', '-'))} steps"
                           + (f" at lr {entry['learning_rate']:g}" if "learning_rate" in entry else "")
