@@ -11,7 +11,7 @@ STAGES = ("tokenizer", "vae", "text", "base", "dreambooth", "lora", "motion")
 DTYPE = "float16"  # storage dtype of the shipped weights
 SOURCE = "animatediff_jax.miniature.build"
 # Dataset seeds (disjoint streams of the procedural world) and training seeds.
-SEEDS = dict(vae=0, vae_decoder=5, text=1, base_data=11, base=12, dreambooth_data=21, dreambooth=22,
+SEEDS = dict(vae=0, vae_decoder=5, text=1, text_data=51, base_data=11, base=12, dreambooth_data=21, dreambooth=22,
              lora_data=31, lora=32, motion_data=41, motion=42)
 
 
@@ -21,6 +21,9 @@ class Budget:
     vae_steps: int
     vae_batch: int
     decoder_steps: int
+    text_steps: int
+    text_batch: int
+    text_pool: int  # pre-rendered examples the text encoder's batches are drawn from
     base_steps: int
     personalize_steps: int
     image_batch: int
@@ -36,11 +39,12 @@ class Budget:
 
 
 BUDGETS = {
-    "full": Budget(vae_steps=600, vae_batch=16, decoder_steps=400, base_steps=1500, personalize_steps=200,
+    "full": Budget(vae_steps=600, vae_batch=16, decoder_steps=400, text_steps=600, text_batch=128, text_pool=4096,
+                   base_steps=1500, personalize_steps=200,
                    image_batch=32, motion_steps=4000, video_batch=4,
                    learning_rates=dict(base=1e-3, dreambooth=2e-4, lora=1e-3, motion=1e-3)),
     # CI smoke test: every stage runs end to end at toy widths; the weights are meaningless.
-    "smoke": Budget(vae_steps=2, vae_batch=2, decoder_steps=1, base_steps=2, personalize_steps=2, image_batch=2,
+    "smoke": Budget(vae_steps=2, vae_batch=2, decoder_steps=1, text_steps=2, text_batch=4, text_pool=8, base_steps=2, personalize_steps=2, image_batch=2,
                     motion_steps=2, video_batch=1, lora_rank=2, schedules=("B",),
                     vae=dataclasses.replace(world.VAE, block_out_channels=(8, 8), norm_num_groups=4,
                                             down_block_types=("DownEncoderBlock2D",) * 2,

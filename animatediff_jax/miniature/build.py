@@ -8,7 +8,8 @@
 Stages, in order (each reads what the earlier ones wrote under --out):
   tokenizer   word-level CLIP tokenizer for the caption vocabulary        base/tokenizer/
   vae         AutoencoderKL on images of every style, then its decoder alone base/vae.safetensors
-  text        CLIP text encoder, random init, frozen (never trained)      base/text_encoder.safetensors
+  text        CLIP text encoder (2 layers, width 64), pre-trained contrastively against clips and
+              images of every domain, then frozen                         base/text_encoder.safetensors
   base        the base text-to-image UNet, trained from scratch on single frames of plain clips
               captioned with the clip's full caption ("a red circle moving left"), schedule A (SD's)
                                                                           base/unet.safetensors
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--motion-lr", type=float, help="motion-module peak learning rate, every schedule "
                                                         "(default: the budget's, per schedule)")
     parser.add_argument("--motion-checkpoint-every", type=ArgumentParser.integer(0), default=0,
-                        help="also write motion_module_<S>.step<N>.safetensors every N steps (default: 0, never)")
+                        help="every N steps write motion_module_<S>.step<N>.safetensors and the training state "
+                             "(motion_module_<S>.resume.msgpack): a stopped build run again with the same "
+                             "flags continues from there (default: 0, never)")
     return parser
 
 

@@ -10,7 +10,6 @@ import shutil
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from animatediff_jax.checkpoint import load_config, load_params, save_params
@@ -68,16 +67,19 @@ def stage_vae(out: str, budget: Budget) -> dict:
 
 
 def stage_text(out: str, budget: Budget) -> dict:
-    """A CLIP text encoder at its Flax initialisation: random token/position features, frozen."""
+    """The CLIP text encoder, pre-trained contrastively against the world's clips and images of every
+    domain (`text_pretraining.py`), then frozen for every later stage, as SD's CLIP is."""
+    from animatediff_jax.miniature.text_pretraining import pretrain_text_encoder
     from animatediff_jax.miniature.vocab import BOS, EOS
-    from animatediff_jax.models.clip_text import CLIPTextModel
     with open(os.path.join(paths(out)["tokenizer"], "vocab.json"), encoding="utf-8") as f:
         vocab = json.load(f)
     cfg = dataclasses.replace(budget.text, vocab_size=len(vocab), bos_token_id=vocab[BOS], eos_token_id=vocab[EOS],
                               pad_token_id=vocab[EOS])
-    params = jax.jit(CLIPTextModel(cfg).init)(jax.random.PRNGKey(SEEDS["text"]), jnp.zeros((1, 4), jnp.int32))
-    save_params(paths(out)["text"], params["params"], config=cfg, source=SOURCE, dtype=DTYPE)
-    return {"trained": False}
+    params, metrics = pretrain_text_encoder(cfg, tokenizer(out), steps=budget.text_steps, batch=budget.text_batch,
+                                            pool=budget.text_pool, seed=SEEDS["text"], data_seed=SEEDS["text_data"])
+    save_params(paths(out)["text"], params, config=cfg, source=SOURCE, dtype=DTYPE)
+    return {"trained": True, "steps": budget.text_steps, "batch": budget.text_batch, "pool": budget.text_pool,
+            **metrics}
 
 
 def stage_base(out: str, budget: Budget) -> dict:
@@ -151,7 +153,9 @@ def save_motion(path: str, params: dict, unet_cfg: UNetConfig, motion_cfg: Motio
 
 def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
     """One motion module per schedule, each from the same initialisation, against the frozen base.
-    With `checkpoint_every`, intermediate modules are also written as motion_module_<S>.step<N>."""
+    With `checkpoint_every`, intermediate modules are also written as motion_module_<S>.step<N>, and
+    the training state as motion_module_<S>.resume.msgpack: a build stopped part-way (a killed process,
+    a session's end) continues from there when run again with the same settings."""
     nets, base = networks(out, budget.motion)
     b, steps, lr, record = budget.video_batch, budget.motion_steps, budget.learning_rates["motion"], {}
     for schedule in budget.schedules:
@@ -165,7 +169,8 @@ def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
                            lambda s: world.clips(SEEDS["motion_data"], s * b, b), tokenizer(out),
                            steps=steps, schedule=schedule, learning_rate=lr,
                            seed=SEEDS["motion"], name=f"motion {schedule}", checkpoint=checkpoint,
-                           checkpoint_every=checkpoint_every)
+                           checkpoint_every=checkpoint_every,
+                           resume=final.replace(".safetensors", ".resume.msgpack") if checkpoint_every else None)
         save_motion(final, module, nets.unet, nets.motion, schedule)
         record[schedule] = {"loss": loss, "seconds": round(time.time() - start, 1),
                             "steps": steps, "learning_rate": lr}

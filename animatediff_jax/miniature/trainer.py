@@ -12,6 +12,7 @@ any function of the step (single frames, trigger captions, clips), and train LoR
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,11 +20,13 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL, sample_latent
+from animatediff_jax.outputs import atomic_path
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import ApplyFunctions, create_train_state, make_loss_and_grads, make_train_step
@@ -66,14 +69,17 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
         schedule: str, learning_rate: float, seed: int, name: str,
         transform: Callable[[dict], dict] | None = None, warmup: int = 50,
         log_every: int = 100, checkpoint: Callable[[int, dict], None] | None = None,
-        checkpoint_every: int = 0) -> tuple[dict, float]:
+        checkpoint_every: int = 0, resume: str | None = None) -> tuple[dict, float]:
     """Train `trainable` (a UNet subtree, or LoRA factors with `transform`) for `steps` AdamW steps.
 
     frozen = {'unet': the rest of the UNet params, 'vae': ..., 'text_encoder': ...}. Noise schedule
     `schedule` is A, B or C; 10% of captions are dropped (classifier-free guidance), gradients
     clipped at norm 1, cosine learning-rate decay after `warmup` steps. Every `checkpoint_every`
-    steps (0: never) `checkpoint(step, params as numpy)` is called. Returns (params as numpy, mean
-    loss of the last 10% of steps).
+    steps (0: never) `checkpoint(step, params as numpy)` is called and, with `resume` (a file path),
+    the whole training state (step, params, optimizer state, PRNG key, losses so far) is written
+    there; a later call with the same settings continues from that file instead of from step 0 and
+    ends where an uninterrupted run would have (batches are a function of the step). The file is
+    removed once training ends. Returns (params as numpy, mean loss of the last 10% of steps).
     """
     optimizer = make_optimizer(learning_rate, adam_weight_decay=1e-2, max_grad_norm=1.0,
                                lr_scheduler="cosine", lr_warmup_steps=min(warmup, steps // 2),
@@ -83,9 +89,11 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
                                          null_ids, null_text_ratio=0.1)
     step_fn = jax.jit(make_train_step(loss_and_grads, optimizer), donate_argnums=0)
     state = create_train_state(jax.tree.map(jnp.asarray, trainable), optimizer, seed)
+    settings = {"name": name, "steps": steps, "schedule": schedule, "learning_rate": learning_rate, "seed": seed}
+    state, losses = resume_state(resume, state, settings) if resume else (state, [])
     frozen = jax.tree.map(jnp.asarray, frozen)
-    losses, start = [], time.time()
-    for step in range(steps):
+    start = time.time()
+    for step in range(int(state.step), steps):
         video, captions = batches(step)
         state, metrics = step_fn(state, frozen, {"video": video, "input_ids": tokenizer(captions)})
         losses.append(metrics["loss"])
@@ -95,7 +103,38 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
             recent = float(np.mean(jax.device_get(losses[-log_every:])))
             print(f"  {name} step {step + 1:5d}/{steps}  loss {recent:.4f}  ({time.time() - start:.0f}s)",
                   flush=True)
-        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step < steps - 1:
-            checkpoint(step + 1, jax.tree.map(np.asarray, jax.device_get(state.params)))
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step < steps - 1:
+            if checkpoint is not None:
+                checkpoint(step + 1, jax.tree.map(np.asarray, jax.device_get(state.params)))
+            if resume:
+                save_resume_state(resume, state, settings, losses)
+    if resume and os.path.exists(resume):
+        os.remove(resume)
     tail = jax.device_get(losses[-max(steps // 10, 1):])
     return jax.tree.map(np.asarray, jax.device_get(state.params)), float(np.mean(tail))
+
+
+def save_resume_state(path: str, state, settings: dict, losses: list) -> None:
+    """Write the training state, the run's settings and its losses so far to `path` (msgpack, atomic)."""
+    record = {"settings": settings, "losses": np.asarray(jax.device_get(losses), np.float32),
+              "state": serialization.to_state_dict(jax.device_get(state))}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(serialization.msgpack_serialize(record))
+
+
+def resume_state(path: str, fresh, settings: dict) -> tuple[object, list]:
+    """(state, losses) from `path` if it holds a run with the same `settings`, else (`fresh`, []). A
+    file of other settings, or one that cannot be read, is set aside with one line saying why."""
+    if not os.path.exists(path):
+        return fresh, []
+    try:
+        with open(path, "rb") as f:
+            record = serialization.msgpack_restore(f.read())
+        if record["settings"] != settings:
+            raise ValueError(f"it is of another run ({record['settings']}, this one is {settings})")
+        state = serialization.from_state_dict(fresh, record["state"])
+    except (OSError, ValueError, KeyError, TypeError) as e:  # msgpack's errors are ValueErrors
+        print(f"  {settings['name']}: not resuming from {path}: {e}; starting at step 0", flush=True)
+        return fresh, []
+    print(f"  {settings['name']}: resuming at step {int(state.step)} from {path}", flush=True)
+    return state, [jnp.float32(x) for x in record["losses"]]
