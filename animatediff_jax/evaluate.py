@@ -14,15 +14,15 @@ them from the pixels (`miniature/scoring.py`):
 - temporal consistency: fraction of frames showing the same object (colour, size);
 - domain fidelity: fraction of frames whose background the style classifier (fitted on dataset
   images) assigns to the row's domain.
-Every cell is the mean over the row's videos with its 95% confidence interval: Wilson's for the
-yes/no scores, a percentile bootstrap (2000 resamples, fixed seed) for the fractions.
+Every cell is the mean over the row's videos with its 95% confidence interval (Wilson's; for the
+fractions with their sum as the count, which is conservative).
 Rows: base + motion module; DreamBooth + module; LoRA + module; the personalized models without a
 module (16 frames denoised independently: the no-motion baseline); the base's and the personalized
 models' own single images (what the text-to-image models draw before any motion module; the
 personalized ones are the reference for domain fidelity); the base with modules trained under noise
 schedules A and C (the paper's ablation; B is the paper's choice). Reference rows score real clips
-of the prompts, and dataset images of each personalized domain passed through the VAE (the most
-domain fidelity any model decoding with this VAE can reach).
+of the prompts, and dataset images of each domain passed through the VAE (the most colour, shape
+and domain fidelity any model decoding with this VAE can reach).
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from animatediff_jax.data import procedural
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
@@ -91,6 +90,23 @@ def load_pipeline(row: Row, weights: str):
         motion_module=motion_path(weights, row.schedule) if row.motion else None, dtype="float32")
 
 
+def check_row_files(weights: str, rows) -> None:
+    """Before any sampling: every file the rows need is under `weights` (InputError naming the row and
+    what builds the file)."""
+    p = paths(weights)
+    for row in rows:
+        need = [(p["base"], "the base stage")]
+        if row.personalization:
+            need.append((p[row.personalization], f"the {row.personalization} stage"))
+        if row.motion:
+            need.append((motion_path(weights, row.schedule), f"the motion stage with --schedules {row.schedule}"))
+        for path, stage in need:
+            if not os.path.exists(path):
+                raise InputError(f"--weights {weights}: no {os.path.relpath(path, weights)}, which row "
+                                 f"{row.name!r} needs (built by {stage} of python -m animatediff_jax.miniature.build; "
+                                 "or leave the row out with --rows)")
+
+
 def sample(pipe, prompts: list[str], seeds: list[int], frames: int, steps: int, guidance: float,
            batch: int = 8) -> np.ndarray:
     """(N, frames, SIZE, SIZE, 3) float frames in [0, 1], `batch` videos per call."""
@@ -104,21 +120,18 @@ def sample(pipe, prompts: list[str], seeds: list[int], frames: int, steps: int, 
 
 METRICS = ("motion", "moving", "color", "shape", "consistency", "domain")
 _VIDEO_ONLY = ("motion", "moving", "consistency")  # not defined for single images
-_YES_NO = ("motion", "moving", "color", "shape")
 
 
-def interval(values: list[float], yes_no: bool) -> tuple[float, float]:
-    """95% confidence interval of the mean of `values`: Wilson's score interval for 0/1 values, else a
-    percentile bootstrap (2000 resamples, seed 0: the same values give the same interval)."""
-    x = np.asarray(values, np.float64)
-    if yes_no:
-        ci = stats.binomtest(int(x.sum()), len(x)).proportion_ci(0.95, method="wilson")
-        return float(ci.low), float(ci.high)
-    if np.ptp(x) == 0:
-        return float(x[0]), float(x[0])
-    ci = stats.bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
-                         random_state=np.random.default_rng(0)).confidence_interval
-    return float(ci.low), float(ci.high)
+def interval(values: list[float], z: float = 1.959964) -> tuple[float, float]:
+    """95% confidence interval of the mean of `values` in [0, 1]: Wilson's score interval with the
+    values' sum as the count of successes. For yes/no scores this is the binomial Wilson interval; for
+    fractions (consistency, domain) it is conservative, since a [0, 1] variable's variance is at most
+    p(1 - p). It never shrinks to a point: 2 of 2 is not "100% (100–100)"."""
+    n = len(values)
+    p = float(np.sum(values)) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def summarize(scores: list[scoring.VideoScore], motion: bool) -> dict:
@@ -126,8 +139,7 @@ def summarize(scores: list[scoring.VideoScore], motion: bool) -> dict:
     out = {}
     for key in METRICS:
         values = [getattr(s, key) for s in scores]
-        out[key] = None if key in _VIDEO_ONLY and not motion else (float(np.mean(values)),
-                                                                   *interval(values, key in _YES_NO))
+        out[key] = None if key in _VIDEO_ONLY and not motion else (float(np.mean(values)), *interval(values))
     return out
 
 
@@ -143,8 +155,9 @@ def dataset_row(count: int, judges: scoring.Judges) -> dict:
 
 
 def vae_rows(weights: str, count: int, judges: scoring.Judges) -> list[dict]:
-    """Colour and domain scores of `count` dataset images per personalized domain after an
-    encode (posterior mean) / decode round trip through the miniature's VAE."""
+    """Colour, shape and domain scores of `count` dataset images of each domain after an encode
+    (posterior mean) / decode round trip through the miniature's VAE: the most any model decoding
+    with this VAE can reach."""
     import jax
     from animatediff_jax.checkpoint import load_config, load_params
     from animatediff_jax.models.vae import AutoencoderKL
@@ -153,7 +166,7 @@ def vae_rows(weights: str, count: int, judges: scoring.Judges) -> list[dict]:
     roundtrip = jax.jit(lambda p, x: vae.apply({"params": p}, vae.apply({"params": p}, x, method=AutoencoderKL.encode)[0],
                                                method=AutoencoderKL.decode))
     rows = []
-    for domain in (world.DREAMBOOTH, world.LORA):
+    for domain in (world.BASE, world.DREAMBOOTH, world.LORA):
         specs = [procedural.clip_spec(EVAL_SEED, i, 1, world.SIZE) for i in range(count)]
         images = np.stack([procedural.render(s, domain.style)[0] for s in specs]).astype(np.float32) / 127.5 - 1
         decoded = np.clip(np.asarray(roundtrip(params, images)) / 2 + 0.5, 0.0, 1.0)
@@ -220,7 +233,7 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Measured {when} on {platform.machine()} CPU ({os.cpu_count()} cores), {seconds:.0f}s, with\n"
             f"`python -m animatediff_jax.evaluate --samples {results[0]['samples']} --steps {steps} "
-            f"--guidance {guidance}`.\nDDIM {steps} steps (the original inference config), CFG {guidance}, "
+            f"--guidance {guidance}`.\nDDIM {steps} steps{' (the original inference config)' if steps == 25 else ''}, CFG {guidance}, "
             f"{world.SIZE}x{world.SIZE}, {world.FRAMES} frames; prompts from dataset seed {EVAL_SEED}.\n"
             f"Weights: {os.path.relpath(weights)} (build budget: {budget}).\n\n{table(results)}\n")
 
@@ -252,6 +265,7 @@ def run(args) -> int:
         if unknown:
             raise UsageError(f"--rows: unknown row(s) {unknown}; rows are {[r.name for r in ROWS]}")
         rows = [r for r in ROWS if r.name in names]
+    check_row_files(args.weights, rows)
     start = time.time()
     results = evaluate(args.weights, args.samples, args.steps, args.guidance, rows)
     text = report(results, args.weights, args.steps, args.guidance, time.time() - start)

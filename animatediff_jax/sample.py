@@ -200,6 +200,11 @@ def scheduler_source(value: str) -> str | dict:
 
 # ----------------------------------------------------------------------------- validation
 
+# check_video_size's subjects as the flags (and prompt-config keys) that set them
+SIZE_FLAGS = {"width/height": "--width/--height (W/H)", "frames": "--frames (L)", "steps": "--steps",
+              "context length": "--context-length"}
+
+
 def validate(jobs: list[Job], cache_dir: str) -> None:
     """Every check that can fail, for every job, before any model is built: files exist and fit
     together, sizes fit the models' geometry (from their configs), settings are consistent; the
@@ -214,13 +219,16 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     checked, videos, latents = {}, {}, {}
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
-        where = f"{e.name}: " if len(jobs) > 1 or e.name != "command line" else ""
+        where = f"{e.name}: " if len(jobs) > 1 else ""  # which job, where there are several
         for key, flag in (("base", "--base"), ("dreambooth", "--dreambooth"), ("motion_module", "--motion-module"),
                           ("tokenizer", "--tokenizer")):
             check_model_path(m.get(key), flag)  # one of our files given to the wrong flag; an empty folder
         for path, flag in [(p, "--lora") for p, _ in m["loras"]] + [(p, "--motion-lora") for p, _ in m["motion_loras"]] \
                 + ([(m["domain_adapter"][0], "--domain-adapter")] if m.get("domain_adapter") else []):
             check_model_path(path, flag)
+        if m["motion_loras"] and not m.get("motion_module") and job.opts.base is None:
+            raise UsageError("--motion-lora: needs --motion-module (model flags without --base build on the shipped "
+                             "miniature's base alone, not on its motion module)")
         files = loading.ModelFiles(**m)
         if files not in checked:
             checked[files] = loading.check_files(files, cache_dir, loading.FLAGS)
@@ -247,7 +255,8 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
                              context=context, vae_scale=base["vae"].downsample_factor,
                              max_frames=mm.config.max_seq_length if mm else 10**9)
         except UsageError as err:
-            raise UsageError(f"{where}{err}") from None
+            what, _, problem = str(err).partition(": ")
+            raise UsageError(f"{where}{SIZE_FLAGS.get(what, what)}: {problem}") from None
         check_prompt_frames(e, s["frames"])
         if job.controls:
             job.control_inputs = check_controls(

@@ -502,20 +502,21 @@ def check_video_size(*, width: int, height: int, frames: int, steps: int, contex
                      vae_scale: int, max_frames: int) -> None:
     """UsageError unless the sizes fit the models: width/height positive multiples of max(8, vae_scale)
     pixels, frames and steps ≥ 1, the frames one motion-module call sees (the video, or the context
-    window) ≤ max_frames (its position-encoding length). The geometry comes from the loaded configs."""
+    window) ≤ max_frames (its position-encoding length). The geometry comes from the loaded configs.
+    Messages start with what is wrong ("width/height: ", "frames: ", "steps: ", "context length: ")."""
     m = max(8, vae_scale)
     if width % m or height % m or width <= 0 or height <= 0:
-        raise UsageError(f"width and height must be positive multiples of {m}, got {width}x{height}")
+        raise UsageError(f"width/height: must be positive multiples of {m}, got {width}x{height}")
     if frames < 1:
-        raise UsageError(f"frames must be ≥ 1, got {frames}")
+        raise UsageError(f"frames: must be ≥ 1, got {frames}")
     if steps < 1:
-        raise UsageError(f"steps must be ≥ 1, got {steps}")
+        raise UsageError(f"steps: must be ≥ 1, got {steps}")
     window = frames if context is None else min(context.length, frames)
     if window > max_frames:
         if context is None:
-            raise UsageError(f"{frames} frames exceed the motion module's position encoding ({max_frames} "
+            raise UsageError(f"frames: {frames} frames exceed the motion module's position encoding ({max_frames} "
                              f"frames); use context windows (context length ≤ {max_frames}) for longer videos")
-        raise UsageError(f"context length {context.length} exceeds the motion module's position "
+        raise UsageError(f"context length: {context.length} exceeds the motion module's position "
                          f"encoding ({max_frames} frames)")
 
 

@@ -1,34 +1,29 @@
 """The evaluation table's 95% confidence intervals (issue 15: "with confidence intervals")."""
-import math
-
 import numpy as np
+from scipy import stats
 
 from animatediff_jax import evaluate
 
 
-def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    centre = (k + z * z / 2) / (n + z * z)
-    half = z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
-    return centre - half, centre + half
-
-
 def test_yes_no_scores_get_wilson_intervals():
-    for k, n in ((16, 32), (0, 32), (32, 32), (3, 40)):
-        low, high = evaluate.interval([1.0] * k + [0.0] * (n - k), yes_no=True)
-        want = _wilson(k, n)
-        assert abs(low - want[0]) < 1e-6 and abs(high - want[1]) < 1e-6, (k, n)
-    assert evaluate.interval([1.0] * 32, yes_no=True)[0] > 0.89  # 32 of 32 cannot claim more than ~90%
+    for k, n in ((16, 32), (0, 32), (32, 32), (3, 40), (2, 2)):
+        low, high = evaluate.interval([1.0] * k + [0.0] * (n - k))
+        want = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")  # scipy as the reference
+        assert abs(low - want.low) < 1e-6 and abs(high - want.high) < 1e-6, (k, n)
+    assert evaluate.interval([1.0] * 32)[0] > 0.89  # 32 of 32 cannot claim more than ~90%
 
 
-def test_fraction_intervals_hold_the_mean_are_reproducible_and_narrow_with_samples():
+def test_fraction_intervals_hold_the_mean_never_collapse_and_narrow_with_samples():
     rng = np.random.default_rng(3)
     small, large = rng.uniform(0.4, 1.0, 32), rng.uniform(0.4, 1.0, 512)
-    low, high = evaluate.interval(small, yes_no=False)
+    low, high = evaluate.interval(small)
     assert low < small.mean() < high
-    assert evaluate.interval(small, yes_no=False) == (low, high)
-    large_low, large_high = evaluate.interval(large, yes_no=False)
+    large_low, large_high = evaluate.interval(large)
     assert large_high - large_low < (high - low) / 2
-    assert evaluate.interval([0.75] * 32, yes_no=False) == (0.75, 0.75)
+    low, high = evaluate.interval([1.0, 1.0])  # two videos, both fully consistent: no certainty
+    assert high == 1.0 and low < 0.5
+    low, high = evaluate.interval([0.75] * 32)
+    assert low < 0.75 < high
 
 
 def test_a_cell_shows_the_mean_and_its_interval():
@@ -36,3 +31,16 @@ def test_a_cell_shows_the_mean_and_its_interval():
     scores = {key: (0.5, 0.25, 0.75) for key in evaluate.METRICS}
     line = evaluate.format_row({**row, **scores, "motion": None})
     assert line.startswith("| r | B | 32 | 0..31 | – | 50% (25–75) |") and line.count("50% (25–75)") == 5
+
+
+def test_rows_whose_files_are_missing_are_refused_before_sampling(tmp_path, capsys):
+    """Found by a stranger: a row whose motion module was never built failed after the rows before it
+    had been sampled, and the work was lost."""
+    weights = tmp_path / "w"
+    (weights / "base").mkdir(parents=True)
+    (weights / "base" / "unet.safetensors").write_bytes(b"")
+    (weights / "motion_module_B.safetensors").write_bytes(b"")
+    rows = "base + module;base + module (schedule A)"
+    assert evaluate.main(["--weights", str(weights), "--rows", rows, "--results", "-"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no motion_module_A.safetensors, which row 'base + module (schedule A)' needs" in err

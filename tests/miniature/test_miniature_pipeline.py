@@ -70,7 +70,7 @@ def test_sampling_and_evaluation_run_on_the_built_files(smoke):
     rows = [r for r in evaluate.ROWS if r.name in ("DreamBooth + module", "LoRA, no module", "LoRA images")]
     assert len(rows) == 3
     results = evaluate.evaluate(smoke, samples=1, steps=2, rows=rows)
-    assert [r["name"] for r in results[3:]] == [r.name for r in rows]  # after the 3 reference rows
+    assert [r["name"] for r in results[4:]] == [r.name for r in rows]  # after the 4 reference rows
     for r in results:
         for key in evaluate.METRICS:
             assert r[key] is None or 0.0 <= r[key][1] <= r[key][0] <= r[key][2] <= 1.0  # mean inside its interval

@@ -59,9 +59,9 @@ def test_never_valid_values_are_refused_at_parse_time(env, capsys, flags, messag
 
 
 @pytest.mark.parametrize("flags,rc,message", [
-    (["--width", "36"], 2, "width and height must be positive multiples of 8, got 36x32"),
-    (["--frames", "25"], 2, "25 frames exceed the motion module's position encoding (24 frames)"),
-    (["--frames", "32", "--context-length", "25"], 2, "context length 25 exceeds"),
+    (["--width", "36"], 2, "error: --width/--height (W/H): must be positive multiples of 8, got 36x32"),
+    (["--frames", "25"], 2, "error: --frames (L): 25 frames exceed the motion module's position encoding (24 frames)"),
+    (["--frames", "32", "--context-length", "25"], 2, "error: --context-length: 25 exceeds"),
     (["--context-length", "4", "--context-stride", "8"], 2, "--context-length/--context-stride: context stride 8 > "
                                                             "length 4"),
     (["--clip-skip", "2"], 2, "--clip-skip/clip_skip: must be < 2 (the text encoder's layers), got 2"),
