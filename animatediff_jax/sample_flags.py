@@ -254,6 +254,8 @@ def option_tokens(options, where: str) -> list[str]:
         raise UsageError(f"{where}: must be a mapping of option: value, got {type(options).__name__}")
     tokens = []
     for key, value in options.items():
+        if key == "strength" and not options.get("init_video"):
+            continue  # runs before 2026-12 recorded the default strength of every run; it never applied
         if key not in SAMPLE_OPTIONS:
             raise UsageError(f"{where}: unknown option {key!r}; known: {', '.join(SAMPLE_OPTIONS)}")
         flag = "--" + key.replace("_", "-")

@@ -100,6 +100,12 @@ def test_strength_is_resolved_for_video_to_video_only(env, capsys, tmp_path):
     with pytest.raises(Validated):
         sample.main(["--prompt", "x", "--init-video", "in.gif", "--strength", "0.3", "--out", "out"])
     assert env.jobs[-1].opts.strength == 0.3
+    # a config.yaml of an earlier version recorded strength 0.8 for every run: it still re-runs
+    with open("old.yaml", "w") as f:
+        f.write(f"- prompt: [x]\n  motion_module: {MOTION}\n  sample_options: {{strength: 0.8, scheduler: ddim}}\n")
+    with pytest.raises(Validated):
+        sample.main(["old.yaml", "--base", os.path.join(MINIATURE, "base"), "--out", "out"])
+    assert env.jobs[-1].opts.strength is None
 
 
 def test_file_errors_name_the_flag_and_travel_frames_are_given_once(env, capsys):
