@@ -48,5 +48,5 @@ def _table(hash_seed: int, cache: str) -> list[str]:
 def test_a_tiny_evaluation_twice_gives_the_same_table(tmp_path):
     """Two processes (different hash seeds, as two runs of the command have) on the shipped weights."""
     first, second = _table(1, str(tmp_path / "cache")), _table(2, str(tmp_path / "cache"))
-    assert len(first) == 4 and first[-1].startswith("| base + module | B | 3 |")
+    assert len(first) == 5 and first[-1].startswith("| base + module | B | 3 |")  # 4 reference rows, then it
     assert first == second
