@@ -201,8 +201,8 @@ def scheduler_source(value: str) -> str | dict:
 # ----------------------------------------------------------------------------- validation
 
 # check_video_size's subjects as the flags (and prompt-config keys) that set them
-SIZE_FLAGS = {"width/height": "--width/--height (W/H)", "frames": "--frames (L)", "steps": "--steps",
-              "context length": "--context-length"}
+SIZE_FLAGS = {"size": "--width/--height (W/H)", "frames": "--frames (L)", "steps": "--steps",
+              "context": "--context-length"}
 
 
 def validate(jobs: list[Job], cache_dir: str) -> None:
@@ -253,10 +253,9 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         try:
             check_video_size(width=s["width"], height=s["height"], frames=s["frames"], steps=e.steps,
                              context=context, vae_scale=base["vae"].downsample_factor,
-                             max_frames=mm.config.max_seq_length if mm else 10**9)
+                             max_frames=mm.config.max_seq_length if mm else 10**9, names=SIZE_FLAGS)
         except UsageError as err:
-            what, _, problem = str(err).partition(": ")
-            raise UsageError(f"{where}{SIZE_FLAGS.get(what, what)}: {problem}") from None
+            raise UsageError(f"{where}{err}") from None
         check_prompt_frames(e, s["frames"])
         if job.controls:
             job.control_inputs = check_controls(

@@ -498,25 +498,29 @@ def configured_sampler(scheduler_config: Mapping[str, Any], scheduler: str | Non
     return make_sampler(scheduler or "ddim", "B", steps, strength=strength, **extra)
 
 
+SIZE_NAMES = {"size": "width/height", "frames": "frames", "steps": "steps", "context": "context length"}
+
+
 def check_video_size(*, width: int, height: int, frames: int, steps: int, context: ctx.ContextOptions | None,
-                     vae_scale: int, max_frames: int) -> None:
+                     vae_scale: int, max_frames: int, names: dict[str, str] = SIZE_NAMES) -> None:
     """UsageError unless the sizes fit the models: width/height positive multiples of max(8, vae_scale)
     pixels, frames and steps ≥ 1, the frames one motion-module call sees (the video, or the context
     window) ≤ max_frames (its position-encoding length). The geometry comes from the loaded configs.
-    Messages start with what is wrong ("width/height: ", "frames: ", "steps: ", "context length: ")."""
+    Messages start with what is wrong, named by `names` (the arguments here; the CLI passes its flags)."""
     m = max(8, vae_scale)
     if width % m or height % m or width <= 0 or height <= 0:
-        raise UsageError(f"width/height: must be positive multiples of {m}, got {width}x{height}")
+        raise UsageError(f"{names['size']}: must be positive multiples of {m}, got {width}x{height}")
     if frames < 1:
-        raise UsageError(f"frames: must be ≥ 1, got {frames}")
+        raise UsageError(f"{names['frames']}: must be ≥ 1, got {frames}")
     if steps < 1:
-        raise UsageError(f"steps: must be ≥ 1, got {steps}")
+        raise UsageError(f"{names['steps']}: must be ≥ 1, got {steps}")
     window = frames if context is None else min(context.length, frames)
     if window > max_frames:
         if context is None:
-            raise UsageError(f"frames: {frames} frames exceed the motion module's position encoding ({max_frames} "
-                             f"frames); use context windows (context length ≤ {max_frames}) for longer videos")
-        raise UsageError(f"context length: {context.length} exceeds the motion module's position "
+            raise UsageError(f"{names['frames']}: {frames} frames exceed the motion module's position encoding "
+                             f"({max_frames} frames); use context windows (context length ≤ {max_frames}) for "
+                             "longer videos")
+        raise UsageError(f"{names['context']}: {context.length} exceeds the motion module's position "
                          f"encoding ({max_frames} frames)")
 
 
