@@ -2,7 +2,7 @@
 
 - `check_output(path, overwrite=..., folder=...)`: the refusal a CLI gives *before any work*: an
   existing output without `--overwrite`, a file where a folder is expected (or the reverse), a
-  parent that is a file, a read-only location. Each is an `OutputError` naming the path.
+  parent that is a file, a location where no file can be created (tried, `write_problem`). Each is an `OutputError` naming the path.
 - `atomic_path(path)`: a temporary file next to `path`, renamed onto it (`os.replace`) only when the
   block succeeds. `atomic_folder(path)`: a temporary sibling folder, swapped in whole when the block
   succeeds (`renameat2(RENAME_EXCHANGE)` where the kernel has it, so a killed run leaves either the
@@ -99,6 +99,19 @@ def _nearest_existing(path: str) -> str:
     return path
 
 
+def write_problem(folder: str) -> str | None:
+    """Why no file can be created in the existing folder `folder`, or None when one can. Tried by
+    creating and removing an empty hidden file, since permission bits do not tell (root passes
+    `os.access` on read-only mounts and in /proc)."""
+    probe = temp_name(os.path.join(folder, "write-probe"), "probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as e:
+        return e.strerror or str(e)
+    os.unlink(probe)
+    return None
+
+
 def check_output(path: str, *, overwrite: bool = False, folder: bool = False, flag: str = "--overwrite") -> None:
     """Refuse, before any work, an output that cannot or may not be written. An existing empty folder
     counts as absent. Raises `OutputError` naming `path`."""
@@ -114,8 +127,9 @@ def check_output(path: str, *, overwrite: bool = False, folder: bool = False, fl
     parent = _nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(parent):
         raise OutputError(f"{path}: cannot be created: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: cannot be created: {parent} is not writable")
+    why = write_problem(parent)
+    if why:
+        raise OutputError(f"{path}: cannot be created: {parent} is not writable ({why})")
 
 
 def _make_parents(directory: str) -> list[str]:

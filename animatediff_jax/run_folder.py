@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 from animatediff_jax.errors import OutputError
-from animatediff_jax.outputs import clean_stale_matching, temp_name
+from animatediff_jax.outputs import clean_stale_matching, temp_name, write_problem
 from animatediff_jax.video import default_mode
 
 STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
@@ -30,15 +30,17 @@ STEM_BYTES = 120  # a prompt-derived file stem, at most (leaves room for suffixe
 
 
 def check_writable_parent(parent: str, flag: str = "--out") -> None:
-    """`parent` is (or can be created as) a writable folder; else an OutputError naming it. No side effects."""
+    """`parent` is (or can be created as) a writable folder; else an OutputError naming it. Leaves
+    nothing behind (the probe file of `outputs.write_problem` is removed)."""
     path = os.path.abspath(parent)
     probe = path
     while not os.path.lexists(probe):  # the nearest existing ancestor decides whether it can be created
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         raise OutputError(f"{flag} {parent}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {parent}: {probe} is not writable")
+    why = write_problem(probe)
+    if why:
+        raise OutputError(f"{flag} {parent}: {probe} is not writable ({why})")
 
 
 @dataclass

@@ -93,10 +93,10 @@ def stage_base(out: str, budget: Budget) -> dict:
     network = UNet3DConditionModel(unet_cfg)
     init = random_params(network, SEEDS["base"], *example_inputs(network))
     b = budget.image_batch
-    unet, loss = fit(nets, jax.tree.map(np.asarray, init), {"unet": {}, "vae": vae, "text_encoder": text},
-                     lambda s: world.clip_frames(SEEDS["base_data"], s * b, b), tokenizer(out),
-                     steps=budget.base_steps, schedule="A", learning_rate=budget.learning_rates["base"],
-                     seed=SEEDS["base"], name="base")
+    unet, loss, _ = fit(nets, jax.tree.map(np.asarray, init), {"unet": {}, "vae": vae, "text_encoder": text},
+                        lambda s: world.clip_frames(SEEDS["base_data"], s * b, b), tokenizer(out),
+                        steps=budget.base_steps, schedule="A", learning_rate=budget.learning_rates["base"],
+                        seed=SEEDS["base"], name="base")
     save_params(p["base"], unet, config=unet_cfg, source=SOURCE, dtype=DTYPE)
     return {"steps": budget.base_steps, "batch": b, "schedule": "A", "loss": loss}
 
@@ -106,10 +106,10 @@ def stage_dreambooth(out: str, budget: Budget) -> dict:
     p = paths(out)
     nets, base = networks(out)
     b, domain = budget.image_batch, world.DREAMBOOTH
-    unet, loss = fit(nets, base["unet"], {"unet": {}, "vae": base["vae"], "text_encoder": base["text_encoder"]},
-                     lambda s: world.images(SEEDS["dreambooth_data"], s * b, b, domain), tokenizer(out),
-                     steps=budget.personalize_steps, schedule="A", learning_rate=budget.learning_rates["dreambooth"],
-                     seed=SEEDS["dreambooth"], name="dreambooth")
+    unet, loss, _ = fit(nets, base["unet"], {"unet": {}, "vae": base["vae"], "text_encoder": base["text_encoder"]},
+                        lambda s: world.images(SEEDS["dreambooth_data"], s * b, b, domain), tokenizer(out),
+                        steps=budget.personalize_steps, schedule="A", learning_rate=budget.learning_rates["dreambooth"],
+                        seed=SEEDS["dreambooth"], name="dreambooth")
     folder = p["dreambooth"]
     os.makedirs(folder, exist_ok=True)
     save_params(os.path.join(folder, "unet.safetensors"), unet, config=nets.unet, source=SOURCE, dtype=DTYPE)
@@ -123,11 +123,11 @@ def stage_lora(out: str, budget: Budget) -> dict:
     """LoRA factors on the frozen base UNet's attention projections, on the LoRA domain's images."""
     nets, base = networks(out)
     b, domain = budget.image_batch, world.LORA
-    factors, loss = fit(nets, lora.init_factors(base["unet"], budget.lora_rank, SEEDS["lora"]),
-                        {"unet": base["unet"], "vae": base["vae"], "text_encoder": base["text_encoder"]},
-                        lambda s: world.images(SEEDS["lora_data"], s * b, b, domain), tokenizer(out),
-                        steps=budget.personalize_steps, schedule="A", learning_rate=budget.learning_rates["lora"],
-                        seed=SEEDS["lora"], name="lora", transform=lora.fuse_factors)
+    factors, loss, _ = fit(nets, lora.init_factors(base["unet"], budget.lora_rank, SEEDS["lora"]),
+                           {"unet": base["unet"], "vae": base["vae"], "text_encoder": base["text_encoder"]},
+                           lambda s: world.images(SEEDS["lora_data"], s * b, b, domain), tokenizer(out),
+                           steps=budget.personalize_steps, schedule="A", learning_rate=budget.learning_rates["lora"],
+                           seed=SEEDS["lora"], name="lora", transform=lora.fuse_factors)
     lora.save_kohya(paths(out)["lora"], factors)
     return {"steps": budget.personalize_steps, "batch": b, "rank": budget.lora_rank, "style": domain.style,
             "trigger": domain.trigger, "loss": loss}
@@ -159,23 +159,24 @@ def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
     nets, base = networks(out, budget.motion)
     b, steps, lr, record = budget.video_batch, budget.motion_steps, budget.learning_rates["motion"], {}
     for schedule in budget.schedules:
-        start, final = time.time(), motion_path(out, schedule)
+        final = motion_path(out, schedule)
 
         def checkpoint(step, module, schedule=schedule, final=final):
             save_motion(final.replace(".safetensors", f".step{step}.safetensors"), module, nets.unet,
                         nets.motion, schedule)
-        module, loss = fit(nets, fresh_motion_params(nets.unet, nets.motion, SEEDS["motion"]),
-                           {"unet": base["unet"], "vae": base["vae"], "text_encoder": base["text_encoder"]},
-                           lambda s: world.clips(SEEDS["motion_data"], s * b, b), tokenizer(out),
-                           steps=steps, schedule=schedule, learning_rate=lr,
-                           seed=SEEDS["motion"], name=f"motion {schedule}", checkpoint=checkpoint,
-                           checkpoint_every=checkpoint_every,
-                           resume=final.replace(".safetensors", ".resume.msgpack") if checkpoint_every else None)
+        module, loss, seconds = fit(nets, fresh_motion_params(nets.unet, nets.motion, SEEDS["motion"]),
+                                    {"unet": base["unet"], "vae": base["vae"], "text_encoder": base["text_encoder"]},
+                                    lambda s: world.clips(SEEDS["motion_data"], s * b, b), tokenizer(out),
+                                    steps=steps, schedule=schedule, learning_rate=lr,
+                                    seed=SEEDS["motion"], name=f"motion {schedule}", checkpoint=checkpoint,
+                                    checkpoint_every=checkpoint_every,
+                                    resume=final.replace(".safetensors", ".resume.msgpack") if checkpoint_every else None)
         save_motion(final, module, nets.unet, nets.motion, schedule)
-        record[schedule] = {"loss": loss, "seconds": round(time.time() - start, 1),
+        record[schedule] = {"loss": loss, "seconds": round(seconds, 1),  # every part of a resumed run
                             "steps": steps, "learning_rate": lr}
         print(f"[motion {schedule}] {record[schedule]['seconds']:.0f}s", flush=True)
-    return {"batch": b, "frames": world.FRAMES, "schedules": record}
+    return {"batch": b, "frames": world.FRAMES, "schedules": record,
+            "seconds": round(sum(r["seconds"] for r in record.values()), 1)}  # over resumed parts too
 
 
 STAGE_FUNCTIONS = dict(tokenizer=stage_tokenizer, vae=stage_vae, text=stage_text, base=stage_base,

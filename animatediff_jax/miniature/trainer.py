@@ -1,6 +1,6 @@
 """Training the miniature's UNets with the project's training step (single device, in memory).
 
-    trained, loss = fit(spec, trainable, frozen, batches, steps=1000, schedule="B")
+    trained, loss, seconds = fit(spec, trainable, frozen, batches, steps=1000, schedule="B")
 
 The objective, noising, caption dropout, gradient clipping and AdamW update are those of
 `animatediff_jax.training` (`make_loss_and_grads`, `make_train_step`, `make_optimizer`): the
@@ -69,7 +69,7 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
         schedule: str, learning_rate: float, seed: int, name: str,
         transform: Callable[[dict], dict] | None = None, warmup: int = 50,
         log_every: int = 100, checkpoint: Callable[[int, dict], None] | None = None,
-        checkpoint_every: int = 0, resume: str | None = None) -> tuple[dict, float]:
+        checkpoint_every: int = 0, resume: str | None = None) -> tuple[dict, float, float]:
     """Train `trainable` (a UNet subtree, or LoRA factors with `transform`) for `steps` AdamW steps.
 
     frozen = {'unet': the rest of the UNet params, 'vae': ..., 'text_encoder': ...}. Noise schedule
@@ -79,7 +79,8 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
     the whole training state (step, params, optimizer state, PRNG key, losses so far) is written
     there; a later call with the same settings continues from that file instead of from step 0 and
     ends where an uninterrupted run would have (batches are a function of the step). The file is
-    removed once training ends. Returns (params as numpy, mean loss of the last 10% of steps).
+    removed once training ends. Returns (params as numpy, mean loss of the last 10% of steps, seconds
+    spent training: every part of a resumed run, compilation included).
     """
     optimizer = make_optimizer(learning_rate, adam_weight_decay=1e-2, max_grad_norm=1.0,
                                lr_scheduler="cosine", lr_warmup_steps=min(warmup, steps // 2),
@@ -90,9 +91,9 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
     step_fn = jax.jit(make_train_step(loss_and_grads, optimizer), donate_argnums=0)
     state = create_train_state(jax.tree.map(jnp.asarray, trainable), optimizer, seed)
     settings = {"name": name, "steps": steps, "schedule": schedule, "learning_rate": learning_rate, "seed": seed}
-    state, losses = resume_state(resume, state, settings) if resume else (state, [])
+    state, losses, before = resume_state(resume, state, settings) if resume else (state, [], 0.0)
     frozen = jax.tree.map(jnp.asarray, frozen)
-    start = time.time()
+    start = time.time() - before
     for step in range(int(state.step), steps):
         video, captions = batches(step)
         state, metrics = step_fn(state, frozen, {"video": video, "input_ids": tokenizer(captions)})
@@ -107,26 +108,28 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
             if checkpoint is not None:
                 checkpoint(step + 1, jax.tree.map(np.asarray, jax.device_get(state.params)))
             if resume:
-                save_resume_state(resume, state, settings, losses)
+                save_resume_state(resume, state, settings, losses, time.time() - start)
     if resume and os.path.exists(resume):
         os.remove(resume)
     tail = jax.device_get(losses[-max(steps // 10, 1):])
-    return jax.tree.map(np.asarray, jax.device_get(state.params)), float(np.mean(tail))
+    return jax.tree.map(np.asarray, jax.device_get(state.params)), float(np.mean(tail)), time.time() - start
 
 
-def save_resume_state(path: str, state, settings: dict, losses: list) -> None:
-    """Write the training state, the run's settings and its losses so far to `path` (msgpack, atomic)."""
+def save_resume_state(path: str, state, settings: dict, losses: list, seconds: float) -> None:
+    """Write the training state, the run's settings, its losses and the seconds spent so far to `path`
+    (msgpack, atomic)."""
     record = {"settings": settings, "losses": np.asarray(jax.device_get(losses), np.float32),
-              "state": serialization.to_state_dict(jax.device_get(state))}
+              "seconds": float(seconds), "state": serialization.to_state_dict(jax.device_get(state))}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(serialization.msgpack_serialize(record))
 
 
-def resume_state(path: str, fresh, settings: dict) -> tuple[object, list]:
-    """(state, losses) from `path` if it holds a run with the same `settings`, else (`fresh`, []). A
-    file of other settings, or one that cannot be read, is set aside with one line saying why."""
+def resume_state(path: str, fresh, settings: dict) -> tuple[object, list, float]:
+    """(state, losses, seconds spent) from `path` if it holds a run with the same `settings`, else
+    (`fresh`, [], 0). A file of other settings, or one that cannot be read, is set aside with one line
+    saying why. Files written before the seconds were recorded count as 0 s."""
     if not os.path.exists(path):
-        return fresh, []
+        return fresh, [], 0.0
     try:
         with open(path, "rb") as f:
             record = serialization.msgpack_restore(f.read())
@@ -135,6 +138,6 @@ def resume_state(path: str, fresh, settings: dict) -> tuple[object, list]:
         state = serialization.from_state_dict(fresh, record["state"])
     except (OSError, ValueError, KeyError, TypeError) as e:  # msgpack's errors are ValueErrors
         print(f"  {settings['name']}: not resuming from {path}: {e}; starting at step 0", flush=True)
-        return fresh, []
+        return fresh, [], 0.0
     print(f"  {settings['name']}: resuming at step {int(state.step)} from {path}", flush=True)
-    return state, [jnp.float32(x) for x in record["losses"]]
+    return state, [jnp.float32(x) for x in record["losses"]], float(record.get("seconds", 0.0))

@@ -4,9 +4,11 @@ what is tested is that every stage runs, writes the files the next one reads, an
 load as a base folder, a DreamBooth checkpoint, a kohya LoRA and a motion module."""
 import json
 import os
+import time
 
 import numpy as np
 import pytest
+from flax import serialization
 
 from animatediff_jax import evaluate
 from animatediff_jax.miniature import direction_probe, lora, stages, trainer, world
@@ -108,15 +110,19 @@ def _fit(smoke, resume, stop_at=None, steps=4, lr=1e-3):
 
 
 def test_a_stopped_run_resumes_to_the_uninterrupted_result(smoke, tmp_path, capsys):
-    whole, whole_loss = _fit(smoke, str(tmp_path / "a.msgpack"))
+    whole, whole_loss, _ = _fit(smoke, str(tmp_path / "a.msgpack"))
     assert not os.path.exists(tmp_path / "a.msgpack")  # removed once training ends
     path = str(tmp_path / "b.msgpack")
     with pytest.raises(Stop):
         _fit(smoke, path, stop_at=3)
     assert os.path.exists(path)
-    resumed, resumed_loss = _fit(smoke, path)
+    with open(path, "rb") as f:
+        before = serialization.msgpack_restore(f.read())["seconds"]
+    start = time.time()
+    resumed, resumed_loss, seconds = _fit(smoke, path)
     assert "resuming at step 2" in capsys.readouterr().out
     assert resumed_loss == whole_loss
+    assert 0 < before < seconds <= before + (time.time() - start)  # both parts counted (build.json)
     for key, value in flatten(whole).items():
         np.testing.assert_array_equal(flatten(resumed)[key], value)
 

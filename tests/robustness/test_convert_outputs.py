@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from animatediff_jax.outputs import atomic_folder, atomic_path, clean_stale
+from animatediff_jax import evaluate, sample
+from animatediff_jax.outputs import atomic_folder, atomic_path, check_output, clean_stale
+from animatediff_jax.run_folder import check_writable_parent
 from convert.__main__ import main
 from tests.robustness.convert_fixtures import flax_file, leftovers, snapshot, tiny_ldm
 
@@ -74,6 +76,21 @@ def test_output_kinds_and_places_that_cannot_work(tmp_path, src, capsys):
     assert main(["merge", str(tmp_path), src, src]) == 1
     assert _error_line(capsys) == f"error: {tmp_path}: is a folder (the output is a file)"
     assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_place_whose_permissions_lie_is_refused_before_any_work(tmp_path, src, capsys):
+    """/proc passes `os.access(W_OK)` for root but takes no new file: the check tries one (and removes it)."""
+    assert main(["base", src, "/proc/animatediff-out", "-q"]) == 1
+    assert _error_line(capsys) == ("error: /proc/animatediff-out: cannot be created: /proc is not writable "
+                                   "(No such file or directory)")
+    assert evaluate.main(["--results", "/proc/results.md", "--samples", "1"]) == 1
+    assert _error_line(capsys).startswith("error: /proc/results.md: cannot be created: /proc is not writable")
+    assert sample.main(["--out", "/proc/samples"]) == 1
+    assert _error_line(capsys) == "error: --out /proc/samples: /proc is not writable (No such file or directory)"
+    check_output(str(tmp_path / "fine.md"))                 # a writable place passes and keeps nothing
+    check_writable_parent(str(tmp_path / "runs"))
+    assert os.listdir(tmp_path) == []
 
 
 def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, src, capsys, monkeypatch):

@@ -62,12 +62,12 @@ def write_base(folder) -> str:
 
 def base_overrides(base: str, **extra) -> list[str]:
     """key=value overrides for training a v2-style motion module on `write_base`'s model:
-    16x16 latents (32 px frames, 2-level VAE), 4 frames, global batch 8, float32."""
+    8x8 latents (16 px frames, 2-level VAE: the UNet's sample size), 4 frames, global batch 4, float32."""
     cfg = {
         "pretrained_model_path": base,
-        "train_data": {"sample_size": 32, "sample_n_frames": 4, "num_clips": 64},
+        "train_data": {"sample_size": 16, "sample_n_frames": 4, "num_clips": 64},
         "motion_module_kwargs": {"max_seq_length": 8},
-        "train_batch_size": 8, "mixed_precision_training": False, "max_train_steps": 3,
+        "train_batch_size": 4, "mixed_precision_training": False, "max_train_steps": 3,
         "checkpointing_steps": 2, "log_every_steps": 1, "global_seed": 0,
     }
     cfg.update(extra)
