@@ -27,10 +27,10 @@ and domain fidelity any model decoding with this VAE can reach).
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -40,7 +40,7 @@ import numpy as np
 from animatediff_jax.data import procedural
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
 from animatediff_jax.miniature import scoring, world
-from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths
+from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths, read_record
 from animatediff_jax.outputs import atomic_path, check_output
 EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
 
@@ -216,29 +216,26 @@ def table(results: list[dict]) -> str:
     return "\n".join([head] + [format_row(r) for r in results])
 
 
-def report(results: list[dict], weights: str, steps: int, guidance: float, seconds: float) -> str:
-    """The Markdown results section: settings, table and the build budget it was measured on."""
-    record_path = os.path.join(weights, "build.json")
-    budget = "unknown"
-    if os.path.exists(record_path):
-        with open(record_path, encoding="utf-8") as f:
-            record = json.load(f)
-        budget = ", ".join(f"{s}: {record[s].get('steps', '-')} steps" if record[s].get("trained", True)
-                           else f"{s}: untrained (random initialisation)"
-                           for s in ("vae", "text", "base", "dreambooth", "lora") if s in record)
-        motion = record.get("motion", {})
-        budget += "".join(f", motion {name}: {entry.get('steps', motion.get('steps', '-'))} steps"
-                          + (f" at lr {entry['learning_rate']:g}" if "learning_rate" in entry else "")
-                          for name, entry in sorted(motion.get("schedules", {}).items()))
+def report(results: list[dict], weights: str, steps: int, guidance: float, seconds: float,
+           command: str = "python -m animatediff_jax.evaluate") -> str:
+    """The Markdown results section: settings, the command that measured it, table and the build budget
+    (from build.json, `read_record`) it was measured on."""
+    record = read_record(weights)
+    budget = ", ".join(f"{s}: {record[s].get('steps', '-')} steps" if record[s].get("trained", True)
+                       else f"{s}: untrained (random initialisation)"
+                       for s in ("vae", "text", "base", "dreambooth", "lora") if s in record) or "unknown"
+    motion = record.get("motion", {})
+    budget += "".join(f", motion {name}: {entry.get('steps', motion.get('steps', '-'))} steps"
+                      + (f" at lr {entry['learning_rate']:g}" if "learning_rate" in entry else "")
+                      for name, entry in sorted(motion.get("schedules", {}).items()))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Measured {when} on {platform.machine()} CPU ({os.cpu_count()} cores), {seconds:.0f}s, with\n"
-            f"`python -m animatediff_jax.evaluate --samples {results[0]['samples']} --steps {steps} "
-            f"--guidance {guidance}`.\nDDIM {steps} steps{' (the original inference config)' if steps == 25 else ''}, CFG {guidance}, "
+            f"`{command}`.\nDDIM {steps} steps{' (the original inference config)' if steps == 25 else ''}, CFG {guidance}, "
             f"{world.SIZE}x{world.SIZE}, {world.FRAMES} frames; prompts from dataset seed {EVAL_SEED}.\n"
             f"Weights: {os.path.relpath(weights)} (build budget: {budget}).\n\n{table(results)}\n")
 
 
-def main(argv=None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m animatediff_jax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--weights", default=MINIATURE, help="folder written by python -m animatediff_jax.miniature.build (default: the shipped weights)")
     parser.add_argument("--samples", type=ArgumentParser.integer(1), default=32, help="videos per row (default 32, as in RESULTS.md)")
@@ -247,7 +244,22 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", help="only these rows, names separated by ';' (default: all)")
     parser.add_argument("--results", default="RESULTS.md",
                         help="Markdown file to write the table to ('-': print only; default: RESULTS.md)")
-    return run_cli(lambda: run(parser.parse_args(argv)))
+    return parser
+
+
+def main(argv=None) -> int:
+    return run_cli(lambda: run(build_parser().parse_args(argv)))
+
+
+def command(args) -> str:
+    """The command line that measures the same table (every setting that shapes it; not --results)."""
+    words = ["python", "-m", "animatediff_jax.evaluate", "--samples", str(args.samples), "--steps", str(args.steps),
+             "--guidance", str(args.guidance)]
+    if os.path.abspath(args.weights) != os.path.abspath(MINIATURE):
+        words += ["--weights", args.weights]
+    if args.rows is not None:
+        words += ["--rows", args.rows]
+    return shlex.join(words)
 
 
 def run(args) -> int:
@@ -258,9 +270,13 @@ def run(args) -> int:
                          "(run python -m animatediff_jax.miniature.build)")
     if args.results != "-":
         check_output(args.results, overwrite=True)  # before the sampling, not after
+    read_record(args.weights)  # a damaged build.json is refused now, not after the sampling
     rows = ROWS
-    if args.rows:
+    if args.rows is not None:
         names = [n.strip() for n in args.rows.split(";")]
+        if not any(names):
+            raise UsageError(f"--rows {args.rows!r}: no row names; give names separated by ';' (rows are "
+                             f"{[r.name for r in ROWS]}), or leave --rows out for all")
         unknown = [n for n in names if n not in {r.name for r in ROWS}]
         if unknown:
             raise UsageError(f"--rows: unknown row(s) {unknown}; rows are {[r.name for r in ROWS]}")
@@ -268,7 +284,7 @@ def run(args) -> int:
     check_row_files(args.weights, rows)
     start = time.time()
     results = evaluate(args.weights, args.samples, args.steps, args.guidance, rows)
-    text = report(results, args.weights, args.steps, args.guidance, time.time() - start)
+    text = report(results, args.weights, args.steps, args.guidance, time.time() - start, command(args))
     print(text)
     if args.results != "-":
         with atomic_path(args.results) as tmp, open(tmp, "w", encoding="utf-8") as f:

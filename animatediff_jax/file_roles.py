@@ -14,7 +14,7 @@ import os
 
 from animatediff_jax.checkpoint import read_metadata
 from animatediff_jax.errors import InputError, UsageError
-from animatediff_jax.loading import is_converted_base, is_flax_file
+from animatediff_jax.loading import NETWORKS, is_converted_base, is_flax_file
 
 MODEL_FLAGS = ("--base", "--dreambooth")  # an SD1.x model: diffusers folder, converted folder or single file
 _NETWORK_NAMES = {"UNetConfig": "UNet", "VAEConfig": "VAE", "CLIPTextConfig": "text encoder"}
@@ -65,4 +65,24 @@ def check_model_path(path: str | None, flag: str) -> None:
             hint = "no sample flag takes it"
         raise UsageError(f"{flag} {path}: {what}, not what {flag} takes; {hint}")
     if flag in MODEL_FLAGS and os.path.isdir(path) and not os.path.isdir(os.path.join(path, "unet")):
+        problems = converted_folder_problems(path)
+        if len(problems) < len(NETWORKS):  # some of a converted folder's files are there
+            raise InputError(f"{flag} {path}: an incomplete converted SD1.x folder: {'; '.join(problems)}")
         raise InputError(f"{flag} {path}: no SD1.x model here: expected {EXPECTED_MODEL}")
+
+
+def converted_folder_problems(folder: str) -> list[str]:
+    """What keeps `folder` from being a converted SD1.x folder: one line per network file that is
+    missing, unreadable (truncated, corrupt: the reader's reason) or not one of our converted files."""
+    problems = []
+    for name in NETWORKS:
+        path = os.path.join(folder, f"{name}.safetensors")
+        if not os.path.exists(path):
+            problems.append(f"{name}.safetensors is missing")
+        elif not is_flax_file(path):
+            try:
+                read_metadata(path)
+                problems.append(f"{name}.safetensors is not a converted network (no format=flax metadata)")
+            except (OSError, ValueError) as e:  # the reader's message names the file
+                problems.append(str(e) if path in str(e) else f"{name}.safetensors: {e}")
+    return problems

@@ -107,7 +107,7 @@ def write_problem(folder: str) -> str | None:
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as e:
-        return e.strerror or str(e)
+        return f"creating a file there failed: {e.strerror or e}"
     os.unlink(probe)
     return None
 

@@ -444,9 +444,10 @@ def run(args, argv: list[str]) -> str:
                 for prompt, frames in zip(e.prompts[i:i + n], result.frames):
                     if not np.isfinite(frames).all():
                         dtype = pipe.description["dtype"]
-                        raise InputError(f"{e.name}: prompt {prompt!r}: the video came out NaN/inf (non-finite "
-                                         "weights in a model file" + (f", or --dtype {dtype} overflowing: try "
-                                                                       "--dtype float32)" if dtype != "float32" else ")"))
+                        raise InputError(f"{e.name}: prompt {prompt!r}: the video came out NaN/inf (a model "
+                                         "file's weights overflow with these settings" +
+                                         (f", or --dtype {dtype} does: try --dtype float32)" if dtype != "float32"
+                                          else ")"))
                     for path in write_sample(folder.partial, idx, prompt, frames, o, args):
                         print(f"  wrote {os.path.relpath(path, folder.partial)}")
                     samples.append(frames)

@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler-config", default="original",
                    help="'original' (AnimateDiff: linear 0.00085-0.012, DDIM leading, offset 1), 'base' "
                         "(the base folder's scheduler config) or a scheduler_config.json path")
-    g.add_argument("--eta", type=_number(low=0), default=0.0, help="DDIM eta")
+    g.add_argument("--eta", type=_number(0, 1), default=0.0,
+                   help="DDIM eta in [0, 1]: 0 deterministic (default), 1 DDPM's noise")
     g.add_argument("--context-length", type=pos, help="sliding context window length (long videos)")
     g.add_argument("--context-stride", type=pos, default=4, help="frames between context windows")
     g.add_argument("--context-weighting", choices=("pyramid", "uniform"), default="pyramid",

@@ -70,18 +70,21 @@ class PromptTokenizer:
         if not all(isinstance(p, str) for p in prompts):
             raise TypeError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
         out = np.full((len(prompts), self.max_length), self.pad_token_id, np.int32)
-        for i, encoding in enumerate(self.backend.encode_batch(prompts)):
+        for i, (prompt, encoding) in enumerate(zip(prompts, self.backend.encode_batch(prompts))):
             ids = encoding.ids
             if len(ids) > self.max_length:
-                dropped = ids[self.max_length - 1:-1]  # the kept sequence ends with end-of-text
-                text = self.backend.decode(dropped, skip_special_tokens=True)
-                text = text if len(text) <= 60 else text[:60] + "…"
-                warnings.warn(
-                    f"prompt {i} is {len(ids)} tokens long but CLIP takes {self.max_length}: "
-                    f"{len(dropped)} tokens were dropped ({text!r})", stacklevel=2)
+                dropped = len(ids) - self.max_length  # the kept sequence ends with end-of-text
+                # the prompt's own text from the first dropped token on (its character offset)
+                warnings.warn(f"prompt {_short(prompt)} is {len(ids)} tokens long but CLIP takes {self.max_length}: "
+                              f"the last {dropped} were dropped "
+                              f"({_short(prompt[encoding.offsets[self.max_length - 1][0]:].strip())})", stacklevel=2)
                 ids = ids[:self.max_length - 1] + [self.eos_token_id]
             out[i, :len(ids)] = ids
         return out
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def cached_tokenizer(folder: str) -> dict:

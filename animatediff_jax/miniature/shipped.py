@@ -10,11 +10,14 @@ motion module trained on the world's videos against the frozen base. `default_jo
 bare command samples (the base and the DreamBooth model, both with the motion module); every job is
 an ordinary `loading.load_pipeline` of those files. Measured quality: RESULTS.md.
 `paths(folder)` / `motion_path(folder, schedule)` say where each weight lives in the shipped folder
-or in one written by the build.
+or in one written by the build; `read_record(folder)` reads its build.json.
 """
 from __future__ import annotations
 
+import json
 import os
+
+from animatediff_jax.errors import InputError
 
 MINIATURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "miniature")
 # Sizes and steps of the default jobs (the miniature's training resolution and the original's DDIM steps).
@@ -46,3 +49,20 @@ def paths(folder: str) -> dict[str, str]:
 def motion_path(folder: str, schedule: str) -> str:
     """The motion module trained under noise schedule `schedule` ('A', 'B' or 'C')."""
     return os.path.join(folder, f"motion_module_{schedule}.safetensors")
+
+
+def read_record(folder: str) -> dict:
+    """The build record (build.json: {stage: {budget, seconds, steps, ...}, 'seeds': ...}) of the
+    weights in `folder`; {} when there is none. InputError naming the file when it is not one."""
+    path = paths(folder)["record"]
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise InputError(f"{path}: not a readable build record ({e}); delete it or restore it") from None
+    if not (isinstance(record, dict) and all(isinstance(v, dict) for v in record.values())
+            and isinstance(record.get("motion", {}).get("schedules", {}), dict)):
+        raise InputError(f"{path}: not a build record (a JSON object of stage entries); delete it or restore it")
+    return record

@@ -16,7 +16,7 @@ from animatediff_jax.checkpoint import load_config, load_params, save_params
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.miniature import lora, world
 from animatediff_jax.miniature.budget import BUDGETS, DTYPE, SEEDS, SOURCE, STAGES, Budget
-from animatediff_jax.miniature.shipped import motion_path, paths
+from animatediff_jax.miniature.shipped import motion_path, paths, read_record
 from animatediff_jax.miniature.trainer import Networks, fit
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
 from animatediff_jax.outputs import atomic_path
@@ -183,18 +183,15 @@ STAGE_FUNCTIONS = dict(tokenizer=stage_tokenizer, vae=stage_vae, text=stage_text
                        dreambooth=stage_dreambooth, lora=stage_lora, motion=stage_motion)
 
 
-def record_stage(path: str, stage: str, entry: dict) -> dict:
-    """Add one stage's entry to build.json (re-read first: stages may run as parallel processes;
+def record_stage(out: str, stage: str, entry: dict) -> dict:
+    """Add one stage's entry to `out`'s build.json (re-read first: stages may run as parallel processes;
     motion entries of different schedules are merged)."""
-    record = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+    record = read_record(out)
     if stage == "motion" and "motion" in record:
         entry = {**record["motion"], **entry, "schedules": {**record["motion"].get("schedules", {}),
                                                             **entry["schedules"]}}
     record.update(seeds=SEEDS, **{stage: entry})
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(paths(out)["record"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1, default=str)
     return record
 
@@ -216,13 +213,13 @@ def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, .
         lrs = {**chosen.learning_rates, "motion": chosen.learning_rates["motion"] if motion_lr is None else motion_lr}
         chosen = dataclasses.replace(chosen, motion_steps=steps, learning_rates=lrs)
     os.makedirs(out, exist_ok=True)
-    record = {}
+    record = read_record(out)  # an unreadable build.json stops the build before any stage, not after one
     for stage in (s for s in STAGES if s in stages):
         print(f"[{stage}] ...", flush=True)
         start = time.time()
         extra = {"checkpoint_every": motion_checkpoint_every} if stage == "motion" else {}
         info = STAGE_FUNCTIONS[stage](out, chosen, **extra)
         seconds = time.time() - start
-        record = record_stage(paths(out)["record"], stage, {"budget": budget, "seconds": round(seconds, 1), **info})
+        record = record_stage(out, stage, {"budget": budget, "seconds": round(seconds, 1), **info})
         print(f"[{stage}] done in {seconds:.0f}s", flush=True)
     return record

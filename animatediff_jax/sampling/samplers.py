@@ -395,8 +395,10 @@ def make_sampler(name: str, schedule: NoiseSchedule | str = "B", num_inference_s
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {o['prediction_type']!r}")
     if "timestep_spacing" in o and o["timestep_spacing"] not in SPACINGS:
         raise ValueError(f"unknown timestep_spacing {o['timestep_spacing']!r}; choose one of {SPACINGS}")
-    if name == "ddim" and o["eta"] < 0:
-        raise ValueError(f"eta must be >= 0, got {o['eta']}")
+    if name == "ddim" and not 0 <= o["eta"] <= 1:
+        # eta interpolates deterministic DDIM (0) and DDPM's posterior noise (1); above 1 the noise
+        # outgrows 1 - alpha_bar_prev and the direction term's square root is of a negative number
+        raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM's noise), got {o['eta']}")
     sch = NoiseSchedule.preset(schedule) if isinstance(schedule, str) else schedule
     n = int(num_inference_steps)
     if not 1 <= n <= sch.num_train_timesteps:

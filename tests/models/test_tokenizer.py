@@ -64,8 +64,14 @@ def test_matches_clip_tokenizer_padding_and_truncation(folder):
 def test_overlong_prompt_warns_with_dropped_count(folder):
     tok = PromptTokenizer.from_pretrained(str(folder))
     # "the cat " * 60 = 120 word tokens + bos + eos = 122 -> 45 dropped.
-    with pytest.warns(UserWarning, match=r"prompt 1 is 122 tokens long but CLIP takes 77: 45 tokens were dropped"):
-        tok(["the cat", "the cat " * 60])
+    with pytest.warns(UserWarning) as caught:
+        tok(["the cat", "a dog " * 37 + "a " + "the cat " * 22 + "x"])  # 74 + 1 kept of 120
+    # the prompt named by its own text, the dropped part quoted from it (not as BPE tokens)
+    assert [str(w.message) for w in caught] == [
+        "prompt 'a dog a dog a dog a dog a dog a dog a do…' is 122 tokens long but CLIP takes 77: the last 45 were "
+        "dropped ('the cat the cat the cat the cat the cat …')"]
+    with pytest.warns(UserWarning, match=r"the last 11 were dropped \('été ☀️'\)"):
+        tok("x " * 75 + "été ☀️")  # byte-level pieces of non-ASCII words: quoted whole from the prompt
 
 
 def test_prompt_at_the_limit_does_not_warn(folder):

@@ -2,6 +2,7 @@
 base model's own size, SIGTERM mid-run, outputs written by libraries with their own modes, flags of
 convert motion, evaluate's and build's outputs checked before any work, exports that lose settings."""
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from animatediff_jax import evaluate, sample
-from animatediff_jax.miniature import build
+from animatediff_jax.miniature import build, stages
 from animatediff_jax.miniature.shipped import MINIATURE
 from animatediff_jax.outputs import atomic_folder, atomic_path
 from animatediff_jax.params import flatten
@@ -111,3 +112,30 @@ def test_evaluate_and_build_check_their_outputs_before_any_work(tmp_path, capsys
     assert build.main(["--out", str(tmp_path / "afile"), "--stages", "tokenizer"]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
     assert np.array_equal(sorted(os.listdir(tmp_path)), ["afile"])
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"vae": 3}'])
+def test_a_damaged_build_record_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, content):
+    weights = tmp_path / "weights"
+    shutil.copytree(os.path.join(MINIATURE, "base"), weights / "base")
+    (weights / "build.json").write_text(content)
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("sampled"))
+    assert evaluate.main(["--weights", str(weights), "--rows", "base images", "--results", "-"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {weights / 'build.json'}: not a ") and err.count("\n") == 1, err
+    monkeypatch.setattr(stages, "STAGE_FUNCTIONS", {})  # no stage may start
+    assert build.main(["--out", str(weights), "--stages", "tokenizer"]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {weights / 'build.json'}: not a ")
+    assert (weights / "build.json").read_text() == content
+
+
+def test_evaluate_rows_must_name_rows_and_the_table_records_its_command(tmp_path, capsys):
+    for empty in ("", " ; "):
+        assert evaluate.main(["--rows", empty, "--results", "-"]) == 2
+        assert capsys.readouterr().err.startswith(f"error: --rows {empty!r}: no row names")
+    args = evaluate.build_parser().parse_args(
+        ["--samples", "2", "--steps", "3", "--rows", "base images;LoRA images", "--weights", str(tmp_path)])
+    assert evaluate.command(args) == (f"python -m animatediff_jax.evaluate --samples 2 --steps 3 --guidance 7.5 "
+                                      f"--weights {tmp_path} --rows 'base images;LoRA images'")
+    assert evaluate.command(evaluate.build_parser().parse_args([])) == \
+        "python -m animatediff_jax.evaluate --samples 32 --steps 25 --guidance 7.5"

@@ -54,6 +54,28 @@ def test_an_empty_base_folder_says_what_was_expected(run, tmp_path):
                            "folder")
 
 
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not ours"])
+def test_a_converted_folder_with_a_bad_file_names_that_file(run, tmp_path, damage):
+    folder = tmp_path / "base"
+    folder.mkdir()
+    for name in ("unet", "text_encoder", "vae"):
+        os.link(os.path.join(BASE, f"{name}.safetensors"), folder / f"{name}.safetensors")
+    os.symlink(os.path.join(BASE, "tokenizer"), folder / "tokenizer")
+    vae = folder / "vae.safetensors"
+    vae.unlink()
+    if damage == "truncated":
+        data = open(os.path.join(BASE, "vae.safetensors"), "rb").read()
+        vae.write_bytes(data[:len(data) // 2])
+    elif damage == "not ours":
+        save_file({"x": np.zeros(2, np.float32)}, str(vae))
+    code, line = run("--base", str(folder))
+    assert code == 1
+    assert line.startswith(f"error: --base {folder}: an incomplete converted SD1.x folder: "), line
+    assert {"missing": "vae.safetensors is missing",
+            "truncated": f"{vae}: truncated safetensors file: the tensors cover ",
+            "not ours": "vae.safetensors is not a converted network (no format=flax metadata)"}[damage] in line, line
+
+
 def test_a_converted_folder_without_tokenizer_is_not_called_a_single_file(run):
     code, line = run("--base", os.path.join(MINIATURE, "dreambooth"))
     assert code == 2 and "(a folder without tokenizer/)" in line and "single file" not in line

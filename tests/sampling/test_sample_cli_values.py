@@ -39,7 +39,8 @@ def _error(capsys, argv, rc):
     (["--guidance-scale", "nan"], "--guidance-scale: must be a finite number, got nan"),
     (["--guidance-scale", "inf"], "--guidance-scale: must be a finite number, got inf"),
     (["--fps", "0"], "--fps: must be in [0.01, 1000], got 0.0"),
-    (["--eta", "-0.5"], "--eta: must be in [0, inf), got -0.5"),
+    (["--eta", "-0.5"], "--eta: must be in [0, 1], got -0.5"),
+    (["--eta", "1.5"], "--eta: must be in [0, 1], got 1.5"),  # DDIM's noise would outgrow its variance: NaN
     (["--strength", "0"], "--strength: must be in (0, 1], got 0.0"),
     (["--strength", "1.5"], "--strength: must be in (0, 1], got 1.5"),
     (["--seed", "-2"], "--seed: must be ≥ -1, got -2"),
@@ -198,6 +199,12 @@ def test_config_values_are_checked(env, capsys):
         """)
     assert "cfg.yaml: entry 0: sample_options: --eta: must be a finite number, got nan" in _error(
         capsys, [cfg, *base], 2)
+    cfg = _config(f"""
+        - motion_module: "{MOTION}"
+          prompt: ["a cat"]
+          sample_options: {{eta: 5, scheduler: ddim}}
+        """)
+    assert "cfg.yaml: entry 0: sample_options: --eta: must be in [0, 1], got 5.0" in _error(capsys, [cfg, *base], 2)
     cfg = _config(f"""
         - motion_module: "{MOTION}"
           prompt: ["a cat"]

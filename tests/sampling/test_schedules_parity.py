@@ -209,6 +209,11 @@ def test_bad_input_errors(tmp_path):
         S.make_sampler("pndm")
     with pytest.raises(ValueError, match="unknown options.*'etaa'"):
         S.make_sampler("ddim", "B", 25, etaa=1.0)
+    with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
+        S.make_sampler("ddim", "B", 25, eta=1.5)
+    # Why 1 is the bound: the direction term's variance 1 - abar_prev - std^2 is >= 0 up to eta 1 only.
+    c = S.make_sampler("ddim", "B", 25, eta=1.0).coef
+    assert (1 - c["a_prev"] - c["std"] ** 2 >= -1e-12).all() and (1 - c["a_prev"] - (1.5 * c["std"]) ** 2 < 0).any()
     with pytest.raises(ValueError, match="thresholding"):
         S.sampler_from_diffusers_config(dict(SD15_SCHEDULER_CONFIG, thresholding=True))
     with pytest.raises(ValueError, match="not supported"):
