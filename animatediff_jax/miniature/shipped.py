@@ -62,7 +62,8 @@ def read_record(folder: str) -> dict:
             record = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise InputError(f"{path}: not a readable build record ({e}); delete it or restore it") from None
-    if not (isinstance(record, dict) and all(isinstance(v, dict) for v in record.values())
+    if not (isinstance(record, dict) and all(isinstance(v, (dict, str)) for v in record.values())  # str: notes
+            and isinstance(record.get("motion", {}), dict)
             and isinstance(record.get("motion", {}).get("schedules", {}), dict)):
         raise InputError(f"{path}: not a build record (a JSON object of stage entries); delete it or restore it")
     return record

@@ -1,6 +1,7 @@
 """What a stranger's first hour found at the command-line boundaries: model flags without --base, the
 base model's own size, SIGTERM mid-run, outputs written by libraries with their own modes, flags of
 convert motion, evaluate's and build's outputs checked before any work, exports that lose settings."""
+import json
 import os
 import shutil
 import stat
@@ -12,7 +13,7 @@ import pytest
 
 from animatediff_jax import evaluate, sample
 from animatediff_jax.miniature import build, stages
-from animatediff_jax.miniature.shipped import MINIATURE
+from animatediff_jax.miniature.shipped import MINIATURE, read_record
 from animatediff_jax.outputs import atomic_folder, atomic_path
 from animatediff_jax.params import flatten
 from animatediff_jax.loading import load_motion
@@ -127,6 +128,13 @@ def test_a_damaged_build_record_is_one_line_before_any_work(tmp_path, capsys, mo
     assert build.main(["--out", str(weights), "--stages", "tokenizer"]) == 1
     assert capsys.readouterr().err.startswith(f"error: {weights / 'build.json'}: not a ")
     assert (weights / "build.json").read_text() == content
+
+
+def test_a_build_record_with_notes_is_read(tmp_path):
+    record = {"seeds": {"vae": 0}, "vae": {"budget": "full", "steps": 600}, "carried_over": "vae copied from X",
+              "motion": {"schedules": {"B": {"steps": 4000}}}}
+    (tmp_path / "build.json").write_text(json.dumps(record))
+    assert read_record(str(tmp_path)) == record and read_record(str(tmp_path / "none")) == {}
 
 
 def test_evaluate_rows_must_name_rows_and_the_table_records_its_command(tmp_path, capsys):
