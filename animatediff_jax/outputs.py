@@ -2,7 +2,8 @@
 
 - `check_output(path, overwrite=..., folder=...)`: the refusal a CLI gives *before any work*: an
   existing output without `--overwrite`, a file where a folder is expected (or the reverse), a
-  parent that is a file, a location where no file can be created (tried, `write_problem`). Each is an `OutputError` naming the path.
+  parent that is a file, a location where no file can be created (tried, `write_problem`). Each is
+  an `OutputError` naming the path.
 - `atomic_path(path)`: a temporary file next to `path`, renamed onto it (`os.replace`) only when the
   block succeeds. `atomic_folder(path)`: a temporary sibling folder, swapped in whole when the block
   succeeds (`renameat2(RENAME_EXCHANGE)` where the kernel has it, so a killed run leaves either the
@@ -92,7 +93,8 @@ def clean_stale_matching(directory: str, base_regex: str) -> list[str]:
     return removed
 
 
-def _nearest_existing(path: str) -> str:
+def nearest_existing(path: str) -> str:
+    """`path` or its nearest ancestor that exists (what decides whether `path` can be created)."""
     path = os.path.abspath(path)
     while not os.path.lexists(path):
         path = os.path.dirname(path)
@@ -124,7 +126,7 @@ def check_output(path: str, *, overwrite: bool = False, folder: bool = False, fl
             raise OutputError(f"{path}: is a folder (the output is a file)")
         if not overwrite and not (is_dir and not os.listdir(path)):
             raise OutputError(f"{path}: already exists; pass {flag} to replace it")
-    parent = _nearest_existing(os.path.dirname(os.path.abspath(path)))
+    parent = nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(parent):
         raise OutputError(f"{path}: cannot be created: {parent} is not a folder")
     why = write_problem(parent)

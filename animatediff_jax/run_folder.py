@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 from animatediff_jax.errors import OutputError
-from animatediff_jax.outputs import clean_stale_matching, temp_name, write_problem
+from animatediff_jax.outputs import clean_stale_matching, nearest_existing, temp_name, write_problem
 from animatediff_jax.video import default_mode
 
 STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
@@ -32,10 +32,7 @@ STEM_BYTES = 120  # a prompt-derived file stem, at most (leaves room for suffixe
 def check_writable_parent(parent: str, flag: str = "--out") -> None:
     """`parent` is (or can be created as) a writable folder; else an OutputError naming it. Leaves
     nothing behind (the probe file of `outputs.write_problem` is removed)."""
-    path = os.path.abspath(parent)
-    probe = path
-    while not os.path.lexists(probe):  # the nearest existing ancestor decides whether it can be created
-        probe = os.path.dirname(probe)
+    probe = nearest_existing(parent)
     if not os.path.isdir(probe):
         raise OutputError(f"{flag} {parent}: {probe} is a file, not a folder")
     why = write_problem(probe)
