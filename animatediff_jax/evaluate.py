@@ -158,13 +158,13 @@ def vae_rows(weights: str, count: int, judges: scoring.Judges) -> list[dict]:
     """Colour, shape and domain scores of `count` dataset images of each domain after an encode
     (posterior mean) / decode round trip through the miniature's VAE: the most any model decoding
     with this VAE can reach."""
-    import jax
     from animatediff_jax.checkpoint import load_config, load_params
     from animatediff_jax.models.vae import AutoencoderKL
+    from animatediff_jax.xla_options import jit
     params, meta = load_params(paths(weights)["vae"], dtype="float32")
     vae = AutoencoderKL(load_config(meta))
-    roundtrip = jax.jit(lambda p, x: vae.apply({"params": p}, vae.apply({"params": p}, x, method=AutoencoderKL.encode)[0],
-                                               method=AutoencoderKL.decode))
+    roundtrip = jit(lambda p, x: vae.apply({"params": p}, vae.apply({"params": p}, x, method=AutoencoderKL.encode)[0],
+                                           method=AutoencoderKL.decode))
     rows = []
     for domain in (world.BASE, world.DREAMBOOTH, world.LORA):
         specs = [procedural.clip_spec(EVAL_SEED, i, 1, world.SIZE) for i in range(count)]

@@ -40,6 +40,7 @@ def main(argv=None):
     import numpy as np
     import torch
     from animatediff_jax.models.attention import attention, select_implementation
+    from animatediff_jax.xla_options import jit
     torch.set_num_threads(threads)
     backend = jax.default_backend()
     kernels = args.kernels or {"cpu": ["xla", "chunked"], "gpu": ["xla", "chunked", "cudnn"],
@@ -55,7 +56,7 @@ def main(argv=None):
         jq = [jnp.asarray(t, dtype) for t in qkv]
         tq = [torch.from_numpy(t).transpose(1, 2).to(device, torch.float32 if backend == "cpu" else torch.float16)
               for t in qkv]
-        fns = {k: jax.jit(lambda q, kk, v, k=k: attention(q, kk, v, implementation=k)) for k in kernels}
+        fns = {k: jit(lambda q, kk, v, k=k: attention(q, kk, v, implementation=k)) for k in kernels}
         calls = {k: (lambda f=f: f(*jq).block_until_ready()) for k, f in fns.items()}
 
         def torch_call():

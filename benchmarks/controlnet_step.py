@@ -30,6 +30,7 @@ from animatediff_jax.models.configs import (MOTION_SPARSECTRL, MOTION_V3, SD15_C
 from animatediff_jax.models.controlnet import ControlNetModel, SparseControlNetModel
 from animatediff_jax.models.init import random_params
 from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.xla_options import jit
 from benchmarks._timing import median_time
 
 _SMALL = dict(down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -106,11 +107,11 @@ def main():
             sp = random_params(sparse, 2, x, t, text, latent_cond, mask)
 
         steps = {
-            "plain": (jax.jit(lambda p, x, t, c: unet.apply({"params": p}, x, t, c)), (up, x, t, text)),
-            "+ controlnet": (jax.jit(lambda p, q, x, t, c, i: unet.apply(
+            "plain": (jit(lambda p, x, t, c: unet.apply({"params": p}, x, t, c)), (up, x, t, text)),
+            "+ controlnet": (jit(lambda p, q, x, t, c, i: unet.apply(
                 {"params": p}, x, t, c, *controlnet.apply({"params": q}, x, t, c, i, 1.0))),
                 (up, cp, x, t, text, image)),
-            "+ sparsectrl": (jax.jit(lambda p, q, x, t, c, i, m: unet.apply(
+            "+ sparsectrl": (jit(lambda p, q, x, t, c, i, m: unet.apply(
                 {"params": p}, x, t, c, *sparse.apply({"params": q}, x, t, c, i, m, 1.0))),
                 (up, sp, x, t, text, latent_cond, mask)),
         }

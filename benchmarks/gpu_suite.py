@@ -62,9 +62,10 @@ def part_peak(smoke: bool) -> dict:
     """Measured bf16 matmul throughput of the default JAX device (n^3 matmul, median of 10)."""
     import jax
     import jax.numpy as jnp
+    from animatediff_jax.xla_options import jit
     n = 512 if smoke else 8192
     a = jnp.ones((n, n), jnp.bfloat16)
-    f = jax.jit(lambda a: a @ a)
+    f = jit(lambda a: a @ a)
     f(a).block_until_ready()
     ts = []
     for _ in range(10):
@@ -86,6 +87,7 @@ def part_ours(smoke: bool, kernel: str) -> dict:
     from animatediff_jax.models.unet3d import UNet3DConditionModel
     from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
     from animatediff_jax.tokenizer import PromptTokenizer
+    from animatediff_jax.xla_options import jit
     unet_c, motion_c, vae_c, text_c, s, _ = configs(smoke)
     dtype = "float32" if smoke else "bfloat16"
     pipe = AnimateDiffPipeline.random(unet_c, motion_c, vae_c, text_c, PromptTokenizer.from_pretrained(_tokenizer_dir()),
@@ -103,7 +105,7 @@ def part_ours(smoke: bool, kernel: str) -> dict:
     args = (jax.ShapeDtypeStruct((2, s["frames"], lat, lat, 4), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.int32),
             jax.ShapeDtypeStruct((2, 77, unet_c.cross_attention_dim), jnp.float32))
     params = jax.eval_shape(lambda: unet.init(jax.random.PRNGKey(0), *(jnp.zeros(a.shape, a.dtype) for a in args)))
-    cost = jax.jit(unet.apply).lower(params, *args).cost_analysis()
+    cost = jit(unet.apply).lower(params, *args).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return dict(part="sample", impl=f"ours {kernel}", dtype=dtype, s_per_video=statistics.median(times),
                 first_call_s=first, peak_gib=_device_peak_gib(), tflop=float(cost["flops"]) * s["steps"] / 1e12)
@@ -151,6 +153,7 @@ def part_train(smoke: bool) -> dict:
     import jax.numpy as jnp
     from animatediff_jax.training.metrics import compiled_flops
     from animatediff_jax.training.step import create_train_state
+    from animatediff_jax.xla_options import jit
     from benchmarks.train_step import build_step, inputs
     unet_c, motion_c, vae_c, _, _, t = configs(smoke)
     dtype = jnp.float32 if smoke else jnp.bfloat16
@@ -159,7 +162,7 @@ def part_train(smoke: bool) -> dict:
                                     abstract=False)
     state = create_train_state(trainable, opt, 0)
     t0 = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=0).lower(state, frozen, batch).compile()
+    compiled = jit(step, donate_argnums=0).lower(state, frozen, batch).compile()
     compile_s = time.perf_counter() - t0
     state, m = compiled(state, frozen, batch)
     jax.block_until_ready(m)

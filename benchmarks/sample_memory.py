@@ -54,6 +54,7 @@ def main(argv=None):
     from animatediff_jax.models.unet3d import UNet3DConditionModel
     from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
     from animatediff_jax.sampling.samplers import original_ddim
+    from animatediff_jax.xla_options import jit
 
     f, lat = args.frames, args.size // 8
     sds = jax.ShapeDtypeStruct
@@ -82,7 +83,8 @@ def main(argv=None):
         weights[dtype] = (_nbytes(unet_p), _nbytes(vae_p), _nbytes(text_p))
         for chunk in args.decode_chunks:
             t0 = time.perf_counter()
-            compiled = vae_lib.decode_video.lower(vae, vae_p, x, chunk_size=chunk).compile()
+            decode = jit(vae_lib.decode_video, static_argnames=("vae", "chunk_size"))
+            compiled = decode.lower(vae, vae_p, x, chunk_size=chunk).compile()
             rows.append((dtype, f"VAE decode of {f} frames, chunk {chunk}", compiled.memory_analysis(),
                          time.perf_counter() - t0, _nbytes(x)))
             print(dtype, rows[-1][1], f"compiled in {rows[-1][3]:.0f} s", flush=True)

@@ -24,6 +24,7 @@ from animatediff_jax.training.metrics import compiled_flops, device_peak_tflops
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import ApplyFunctions, create_train_state, make_loss_and_grads, make_train_step
 from animatediff_jax.training.trainable import split
+from animatediff_jax.xla_options import jit
 
 SMALL = UNetConfig(block_out_channels=(64, 128, 128), layers_per_block=1, cross_attention_dim=128,
                    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -45,7 +46,7 @@ def inputs(unet, unet_cfg, batch, frames, latent, abstract):
     z = jnp.zeros((batch, frames, latent, latent, 4))
     init = lambda: unet.init(jax.random.PRNGKey(0), z[:1], jnp.zeros((1,), jnp.int32),
                              jnp.zeros((1, 77, unet_cfg.cross_attention_dim)))["params"]
-    params = jax.eval_shape(init) if abstract else jax.jit(init)()
+    params = jax.eval_shape(init) if abstract else jit(init)()
     trainable, frozen_unet = split(params, ["motion_modules."])
     emb = jnp.zeros((8, unet_cfg.cross_attention_dim))
     frozen = {"unet": frozen_unet, "vae": {}, "text_encoder": {"embeddings": emb}}
@@ -58,7 +59,7 @@ def measure(batch, frames, latent, steps, dtype, remat):
     trainable, frozen, b = inputs(unet, SMALL, batch, frames, latent, abstract=False)
     state = create_train_state(trainable, opt, 0)
     t0 = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=0).lower(state, frozen, b).compile()
+    compiled = jit(step, donate_argnums=0).lower(state, frozen, b).compile()
     compile_s = time.perf_counter() - t0
     state, m = compiled(state, frozen, b)
     jax.block_until_ready(m)
@@ -79,7 +80,7 @@ def sd15_flops_per_clip(frames=16, size=256, dtype=jnp.bfloat16):
     unet, opt, step = build_step(SD15_UNET, MOTION_V2, dtype, False)
     trainable, frozen, b = inputs(unet, SD15_UNET, 1, frames, size // 8, abstract=True)
     state = jax.eval_shape(lambda p: create_train_state(p, opt, 0), trainable)
-    analysis = jax.jit(step).lower(state, frozen, b).cost_analysis()
+    analysis = jit(step).lower(state, frozen, b).cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     return float(analysis["flops"])
 

@@ -22,6 +22,7 @@ from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel
+from animatediff_jax.xla_options import jit
 from benchmarks._timing import median_time
 from convert.naming import state_dict_to_flax
 
@@ -80,7 +81,7 @@ def main():
             want = ref(ts, tt, te).sample.permute(0, 2, 3, 4, 1).numpy()
             ref_s = median_time(lambda: ref(ts, tt, te), args.repeats)
         for impl in args.attention:
-            fwd = jax.jit(dataclasses.replace(ours, attention_impl=impl).apply)
+            fwd = jit(dataclasses.replace(ours, attention_impl=impl).apply)
             t0 = time.perf_counter()
             out = np.asarray(fwd(params, sample, t, text))
             compile_s = time.perf_counter() - t0

@@ -134,8 +134,9 @@ def vae_encoder(vae, params, chunk_size: int = 8) -> EncodeVideo:
     import jax.numpy as jnp
 
     from animatediff_jax.models.vae import AutoencoderKL
+    from animatediff_jax.xla_options import jit
 
-    @jax.jit
+    @jit
     def moments(video):  # (B, F, H, W, 3) uint8 -> 2 x (B, F, h, w, c)
         b, f = video.shape[:2]
         x = video.reshape((b * f,) + video.shape[2:]).astype(jnp.float32) / 127.5 - 1.0
@@ -151,10 +152,11 @@ def vae_encoder(vae, params, chunk_size: int = 8) -> EncodeVideo:
 
 def text_encoder(text_model, params, tokenizer) -> EncodeText:
     """EncodeText from a `CLIPTextModel`, its params and a `PromptTokenizer`."""
-    import jax
     import jax.numpy as jnp
 
-    embed = jax.jit(lambda ids: text_model.apply({"params": params}, ids).last_hidden_state.astype(jnp.float32))
+    from animatediff_jax.xla_options import jit
+
+    embed = jit(lambda ids: text_model.apply({"params": params}, ids).last_hidden_state.astype(jnp.float32))
 
     def encode(captions):
         ids = tokenizer(list(captions))

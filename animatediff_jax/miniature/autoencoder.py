@@ -18,6 +18,7 @@ import optax
 from animatediff_jax.data import procedural
 from animatediff_jax.models.configs import VAEConfig
 from animatediff_jax.models.vae import AutoencoderKL, sample_latent
+from animatediff_jax.xla_options import jit
 
 
 def image_batch(seed: int, step: int, batch: int, size: int, styles: tuple[str, ...]) -> np.ndarray:
@@ -55,7 +56,7 @@ def train_autoencoder(config: VAEConfig, steps: int, batch: int = 32, learning_r
         kl = 0.5 * jnp.mean(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
         return l1 + mse + kl_weight * kl, {"l1": l1, "mse": mse, "kl": kl}
 
-    @jax.jit
+    @jit
     def step_fn(p, o, x, key):
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, key)
         updates, o = optimizer.update(grads, o, p)
@@ -73,6 +74,6 @@ def train_autoencoder(config: VAEConfig, steps: int, batch: int = 32, learning_r
     params = {**frozen, **params}
     # Scaling factor: unit variance of the (unscaled) posterior means over held-out images.
     held_out = image_batch(seed + 7, 0, 256, size, styles)
-    mean, _ = jax.jit(lambda p, x: vae.apply({"params": p}, x, method=AutoencoderKL.encode))(params, held_out)
+    mean, _ = jit(lambda p, x: vae.apply({"params": p}, x, method=AutoencoderKL.encode))(params, held_out)
     scale = float(1.0 / np.std(np.asarray(mean)))
     return dataclasses.replace(config, scaling_factor=round(scale, 5)), params, {k: float(v) for k, v in metrics.items()}

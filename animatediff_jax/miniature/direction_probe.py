@@ -12,6 +12,7 @@ from animatediff_jax.miniature.trainer import models
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.params import flatten
 from animatediff_jax.schedules import NoiseSchedule, add_noise
+from animatediff_jax.xla_options import jit
 
 PROBE_SEED = 777  # a dataset seed no stage trains on
 
@@ -23,7 +24,7 @@ def pooled_features(weights: str, clips: int, batch: int = 8, seed: int = 0) -> 
     unet = UNet3DConditionModel(nets.unet, None)
     alphas_cumprod = NoiseSchedule.preset("B").alphas_cumprod
 
-    @jax.jit
+    @jit
     def features(video, ids, t, key):
         k_vae, k_noise = jax.random.split(key)
         z = fns.encode_video(base["vae"], video, k_vae)

@@ -33,6 +33,7 @@ from animatediff_jax.data import procedural
 from animatediff_jax.miniature import world
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig
+from animatediff_jax.xla_options import jit
 
 KEY_FRAMES = (0, world.FRAMES // 2, world.FRAMES - 1)  # frames the clip encoder sees
 EMBED = 64  # width of the shared caption/clip space
@@ -141,7 +142,7 @@ def pretrain_text_encoder(config: CLIPTextConfig, tokenizer, *, steps: int, batc
     optimizer = optax.adamw(schedule, weight_decay=1e-2)
     opt_state = optimizer.init(params)
 
-    @jax.jit
+    @jit
     def step_fn(p, o, ids, frames, labels):
         def loss_fn(p):
             return contrastive_loss(model.apply({"params": p}, ids, frames), labels[:, None] == labels[None, :])

@@ -30,6 +30,7 @@ from animatediff_jax.outputs import atomic_path
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import ApplyFunctions, create_train_state, make_loss_and_grads, make_train_step
+from animatediff_jax.xla_options import jit
 
 Batches = Callable[[int], tuple[np.ndarray, list[str]]]  # step -> ((B, F, H, W, 3) uint8, captions)
 
@@ -88,7 +89,7 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
     null_ids = jnp.asarray(tokenizer([""])[0])
     loss_and_grads = make_loss_and_grads(models(nets, transform), NoiseSchedule.preset(schedule).alphas_cumprod,
                                          null_ids, null_text_ratio=0.1)
-    step_fn = jax.jit(make_train_step(loss_and_grads, optimizer), donate_argnums=0)
+    step_fn = jit(make_train_step(loss_and_grads, optimizer), donate_argnums=0)
     state = create_train_state(jax.tree.map(jnp.asarray, trainable), optimizer, seed)
     settings = {"name": name, "steps": steps, "schedule": schedule, "learning_rate": learning_rate, "seed": seed}
     state, losses, before = resume_state(resume, state, settings) if resume else (state, [], 0.0)

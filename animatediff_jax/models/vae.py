@@ -13,11 +13,11 @@ n blocks. Parameter paths equal `convert.naming.state_dict_to_flax(AutoencoderKL
 `quant_conv/kernel`, `decoder/up_blocks_0/upsamplers_0/conv/kernel`, ...
 
 `encode_video` (and `encode_video_moments`) / `decode_video` work on (B, F, H, W, C) videos a few frames at a time (`lax.map` over
-chunks, so 16 frames at 512x512 fit in memory) and apply / remove the latent scaling factor.
+chunks, so 16 frames at 512x512 fit in memory) and apply / remove the latent scaling factor. They are
+meant to be traced inside the caller's compiled program (the pipeline's decode, the trainer's step):
+jit them with `xla_options.jit` (static `vae` and `chunk_size`) to call them on their own.
 """
 from __future__ import annotations
-
-import functools
 
 import flax.linen as nn
 import jax
@@ -201,7 +201,6 @@ def _map_chunks(fn, x: jax.Array, chunk_size: int) -> jax.Array:
     return out.reshape(-1, *out.shape[2:])[:n]
 
 
-@functools.partial(jax.jit, static_argnames=("vae", "chunk_size"))
 def encode_video_moments(vae: AutoencoderKL, params, video: jax.Array,
                          chunk_size: int = 8) -> tuple[jax.Array, jax.Array]:
     """video (B, F, H, W, 3) in [-1, 1] -> posterior (mean, logvar), each (B, F, H/f, W/f, latent),
@@ -228,7 +227,6 @@ def encode_video(vae: AutoencoderKL, params, video: jax.Array, key: jax.Array | 
     return mean * vae.config.scaling_factor
 
 
-@functools.partial(jax.jit, static_argnames=("vae", "chunk_size"))
 def decode_video(vae: AutoencoderKL, params, latents: jax.Array, chunk_size: int = 8) -> jax.Array:
     """Scaled latents (B, F, h, w, latent) -> video (B, F, h*f, w*f, 3), float32, nominally in [-1, 1].
 

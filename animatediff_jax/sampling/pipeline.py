@@ -39,6 +39,7 @@ from animatediff_jax.sampling.program_cache import DiskCachedProgram
 from animatediff_jax.sampling.prompt_travel import interpolate_embeddings, parse_prompt_map
 from animatediff_jax.sampling.samplers import Sampler, make_sampler, sampler_from_diffusers_config, start_index
 from animatediff_jax.schedules import NoiseSchedule
+from animatediff_jax.xla_options import jit
 
 
 # ----------------------------------------------------------------------------- environment
@@ -308,14 +309,14 @@ class AnimateDiffPipeline:
         """CLIP embeddings (N, 77, D) of prompts (one jitted call)."""
         ids = jnp.asarray(self.tokenizer(list(prompts)))
         text, skip = self.text_encoder, self.clip_skip
-        fn = _jitted(("text_encode", text, skip), lambda: jax.jit(
+        fn = _jitted(("text_encode", text, skip), lambda: jit(
             lambda p, ids: text.apply({"params": p}, ids, clip_skip=skip)[0]))
         return fn(self.text_params, ids)
 
     def decode(self, latents: jax.Array) -> jax.Array:
         """Latents (B, F, h, w, 4) -> frames (B, F, H, W, 3) in [0, 1], `decode_chunk_size` frames at a time."""
         vae, chunk = self.vae, self.decode_chunk_size
-        fn = _jitted(("vae_decode", vae, chunk), lambda: jax.jit(
+        fn = _jitted(("vae_decode", vae, chunk), lambda: jit(
             lambda p, z: jnp.clip(vae_lib.decode_video(vae, p, z, chunk) / 2 + 0.5, 0.0, 1.0)))
         return fn(self.vae_params, latents)
 
@@ -323,7 +324,7 @@ class AnimateDiffPipeline:
         """Frames (1 or B, F, H, W, 3) in [0, 1] -> scaled latents (B, F, h, w, 4) for B = len(keys):
         each video's latents sampled from the posterior with its own key (B, 2)."""
         vae, chunk = self.vae, self.decode_chunk_size
-        fn = _jitted(("vae_encode", vae, chunk), lambda: jax.jit(
+        fn = _jitted(("vae_encode", vae, chunk), lambda: jit(
             lambda p, v: vae_lib.encode_video_moments(vae, p, v * 2 - 1, chunk)))
         mean, logvar = fn(self.vae_params, jnp.asarray(video, jnp.float32))  # (1 or B, F, h, w, 4) each
         mean, logvar = (jnp.broadcast_to(m, (keys.shape[0],) + m.shape[1:]) for m in (mean, logvar))
@@ -340,7 +341,7 @@ class AnimateDiffPipeline:
 
         def unet_denoise_step(p, x, s, i, e, g, k, c=()):  # the name JAX's cache logs show
             return denoise_step(unet, sampler, p, x, s, i, e, g, k, c, cfg=cfg, context=context, networks=networks)
-        return _jitted(("unet_denoise_step", unet) + sig, lambda: jax.jit(unet_denoise_step))
+        return _jitted(("unet_denoise_step", unet) + sig, lambda: jit(unet_denoise_step))
 
     def denoise(self, sampler: Sampler, x: jax.Array, emb: jax.Array, guidance_scale: float, keys: jax.Array,
                 *, context: ctx.ContextOptions | None = None, progress: bool = True, label: str = "denoising",

@@ -31,6 +31,7 @@ import numpy as np
 
 from animatediff_jax.outputs import atomic_path
 from animatediff_jax.params import cache_root, code_fingerprint
+from animatediff_jax.xla_options import jit
 
 _PACKAGE = str(Path(__file__).resolve().parents[1])  # its whole source keys a program
 
@@ -101,12 +102,12 @@ class DiskCachedProgram:
 
     def _callable(self, exported: jax.export.Exported, specs: tuple) -> Callable:
         """The exported program compiled for `specs` (XLA's executable from the persistent cache when
-        there). A compiled program, unlike a jitted function, takes committed and uncommitted arrays
+        there), with the package's compiler options (`xla_options`). A compiled program, unlike a jitted function, takes committed and uncommitted arrays
         alike: the first step's latents are uncommitted, the next ones (its outputs) committed."""
         def call(*args):
             return exported.call(*args)
         call.__name__ = call.__qualname__ = self.name  # JAX's logs and cache entries: jit_<name>
-        return jax.jit(call).lower(*specs).compile()
+        return jit(call).lower(*specs).compile()
 
 
 def _warn_unwritable(folder: str, error: OSError) -> None:

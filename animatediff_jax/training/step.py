@@ -3,7 +3,7 @@
     state = create_train_state(trainable_params, optimizer, seed)
     loss_and_grads = make_loss_and_grads(apply_functions, alphas_cumprod, null_ids)
     step = make_train_step(loss_and_grads, optimizer)
-    state, metrics = jax.jit(step, in_shardings=..., out_shardings=..., donate_argnums=0)(state, frozen, batch)
+    state, metrics = xla_options.jit(step, in_shardings=..., out_shardings=..., donate_argnums=0)(state, frozen, batch)
 
 `frozen` = {'unet': frozen UNet subtree, 'vae': ..., 'text_encoder': ...} is an ordinary argument that
 is never differentiated, so it gets neither gradients nor optimizer state and comes back unchanged.

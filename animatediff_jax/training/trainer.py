@@ -41,6 +41,7 @@ from animatediff_jax.loading import read_base, read_motion_module
 from animatediff_jax.params import check_shapes, flatten, insert_motion, is_motion_path, unflatten
 from animatediff_jax.training.trainable import count, merge, split
 from animatediff_jax.training.validation import Validator
+from animatediff_jax.xla_options import jit
 from convert.export import export_adapter, export_original
 
 
@@ -124,17 +125,17 @@ def build_models(cfg: TrainingConfig, decoder: bool = False):
     latent = size // 2 ** (len(vae_cfg.block_out_channels) - 1)
     # rbg keys: random init compiles several times faster than with threefry (values differ, fine).
     r = jax.random.split(jax.random.key(cfg.global_seed, impl="unsafe_rbg"), 3)
-    params = {"unet": jax.jit(unet.init)(r[0], jnp.zeros((1, frames, latent, latent, unet_cfg.in_channels)),
-                                         jnp.zeros((1,), jnp.int32),
-                                         jnp.zeros((1, 1, unet_cfg.cross_attention_dim)))["params"]}
+    params = {"unet": jit(unet.init)(r[0], jnp.zeros((1, frames, latent, latent, unet_cfg.in_channels)),
+                                     jnp.zeros((1,), jnp.int32),
+                                     jnp.zeros((1, 1, unet_cfg.cross_attention_dim)))["params"]}
     if base is None:
         # Training only encodes: the decoder's params are built only for validation sampling.
-        params["vae"] = jax.jit(partial(vae.init, method=AutoencoderKL.encode))(
+        params["vae"] = jit(partial(vae.init, method=AutoencoderKL.encode))(
             r[1], jnp.zeros((1, size, size, 3)))["params"]
         if decoder:
-            params["vae"] = {**params["vae"], **jax.jit(partial(vae.init, method=AutoencoderKL.decode))(
+            params["vae"] = {**params["vae"], **jit(partial(vae.init, method=AutoencoderKL.decode))(
                 r[1], jnp.zeros((1, latent, latent, vae_cfg.latent_channels)))["params"]}
-        params["text_encoder"] = jax.jit(text.init)(r[2], jnp.zeros((1, 1), jnp.int32))["params"]
+        params["text_encoder"] = jit(text.init)(r[2], jnp.zeros((1, 1), jnp.int32))["params"]
     else:
         # The base's 2D leaves with the fresh motion modules: exactly the configured network's params.
         fresh_motion = unflatten({p: v for p, v in flatten(params["unet"]).items() if is_motion_path(p)})
@@ -242,8 +243,8 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
     state_host = jax.eval_shape(lambda p: create_train_state(p, optimizer, cfg.global_seed), trainable)
     state_shardings = shd.tree_shardings(state_host, mesh, rules)
     frozen_shardings = shd.tree_shardings(frozen, mesh, rules)
-    state = jax.jit(lambda p: create_train_state(p, optimizer, cfg.global_seed),
-                    out_shardings=state_shardings)(place(trainable, state_shardings.params))
+    state = jit(lambda p: create_train_state(p, optimizer, cfg.global_seed),
+                out_shardings=state_shardings)(place(trainable, state_shardings.params))
     frozen = place(frozen, frozen_shardings)
 
     # ----- input
@@ -264,9 +265,9 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
     loss_and_grads = make_loss_and_grads(
         apply_functions(unet, vae, text, vae_cfg), schedule.alphas_cumprod, null_ids,
         cfg.cfg_random_null_text_ratio, cfg.prediction_type, micro, micro_sharding, combine)
-    step_fn = jax.jit(make_train_step(loss_and_grads, optimizer),
-                      in_shardings=(state_shardings, frozen_shardings, batch_sharding),
-                      out_shardings=(state_shardings, shd.replicated(mesh)), donate_argnums=0)
+    step_fn = jit(make_train_step(loss_and_grads, optimizer),
+                  in_shardings=(state_shardings, frozen_shardings, batch_sharding),
+                  out_shardings=(state_shardings, shd.replicated(mesh)), donate_argnums=0)
 
     # ----- checkpoint
     manager = ckpt.make_manager(os.path.join(workdir, "checkpoints"), cfg.checkpointing_steps,
