@@ -244,7 +244,7 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         if o.context_length is not None:
             try:
                 context = ContextOptions(o.context_length, o.context_stride, o.context_weighting,
-                                         shuffle_noise=not o.no_noise_shuffle)
+                                         shuffle_noise=not o.no_noise_shuffle, scope=o.context_scope)
             except ValueError as err:
                 raise UsageError(f"--context-length/--context-stride: {err}") from None
         job.context = context

@@ -23,7 +23,8 @@ MOTION_VERSIONS = ("v1", "v2", "v3")
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "chunked", "cudnn", "tpu_flash")
 # Flags a prompt config's entry may also carry under `sample_options` (written there by every run).
 SAMPLE_OPTIONS = ("base", "tokenizer", "motion_version", "scheduler", "scheduler_config", "eta",
-                  "context_length", "context_stride", "context_weighting", "no_noise_shuffle", "freeinit_iters",
+                  "context_length", "context_stride", "context_weighting", "context_scope", "no_noise_shuffle",
+                  "freeinit_iters",
                   "freeinit_filter", "init_video", "strength", "latents", "dtype", "attention", "decode_chunk",
                   "batch_size", "fps", "diffusers_norm")
 _SWITCHES = {"no_noise_shuffle", "diffusers_norm"}  # store_true flags
@@ -223,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--context-stride", type=pos, default=4, help="frames between context windows")
     g.add_argument("--context-weighting", choices=("pyramid", "uniform"), default="pyramid",
                    help="how the predictions of overlapping windows are averaged")
+    g.add_argument("--context-scope", choices=("unet", "motion"), default="unet",
+                   help="what runs per window: 'unet' the whole UNet (memory of one window; each frame "
+                        "computed in ~length/stride windows) or 'motion' only the motion modules' "
+                        "attentions (FreeNoise as diffusers: a frame costs what the plain loop's does; "
+                        "memory grows with the frames)")
     g.add_argument("--no-noise-shuffle", action="store_true", help="no FreeNoise noise rescheduling")
     g.add_argument("--freeinit-iters", type=pos, default=1, help="FreeInit passes (1 = off)")
     g.add_argument("--freeinit-filter", choices=("butterworth", "gaussian", "ideal"), default="butterworth",

@@ -9,9 +9,11 @@ prompts, initial latents, DDIM scheduler and steps, CFG 7.5 as one doubled batch
 included, float32. The process is pinned to `--threads` cores and torch gets as many threads, so
 both use the same cores. Per case: one first call each (ours: XLA compilation, no persistent cache;
 reported separately), then `--rounds` rounds, each timing ours then diffusers; the table gives medians
-and the median of the per-round ratios (diffusers s / ours s: > 1 = ours faster). A case `32x64w`
-samples 32 frames in context windows of 16 frames, stride 4 (ours: `ContextOptions`; diffusers:
-`enable_free_noise`, which windows only the motion modules). The load average during each case is
+and the median of the per-round ratios (diffusers s / ours s: > 1 = ours faster). Cases `32x64w` and
+`32x64m` sample 32 frames in context windows of 16 frames, stride 4: diffusers with `enable_free_noise`
+(which windows only the motion modules' attentions), ours with `ContextOptions(scope="unet")` (the
+whole UNet per window: more work per frame, less memory) for `w` and `scope="motion"` (the same
+algorithm as diffusers') for `m`. The load average during each case is
 printed: figures from a loaded machine are not the claim. GPU: benchmarks/gpu.sh.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._pinning import load_average, machine_line, pin_threads  # noqa: E402
 
-DEFAULT_CASES = ("16x64", "16x128", "8x64", "32x64w")
+DEFAULT_CASES = ("16x64", "16x128", "8x64", "32x64w", "32x64m")
 
 
 def small_models(folder: str):
@@ -57,17 +59,19 @@ def small_models(folder: str):
     return unet, vae, text, tok, adapter, sched
 
 
-def parse_case(case: str) -> tuple[int, int, bool]:
-    """'16x128' -> (16 frames, 128 px square, no windows); a trailing 'w' = context windows 16/4."""
-    m = re.fullmatch(r"(\d+)x(\d+)(w?)", case)
+def parse_case(case: str) -> tuple[int, int, str | None]:
+    """'16x128' -> (16 frames, 128 px square, no windows); a trailing 'w' / 'm' = context windows 16/4
+    of scope "unet" / "motion"."""
+    m = re.fullmatch(r"(\d+)x(\d+)([wm]?)", case)
     if not m:
-        raise SystemExit(f"error: --cases: {case!r} is not FRAMESxSIZE[w] (e.g. 16x128, 32x64w)")
-    return int(m[1]), int(m[2]), bool(m[3])
+        raise SystemExit(f"error: --cases: {case!r} is not FRAMESxSIZE[w|m] (e.g. 16x128, 32x64w, 32x64m)")
+    return int(m[1]), int(m[2]), {"w": "unet", "m": "motion"}.get(m[3])
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="FRAMESxSIZE[w], w = context windows")
+    p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES),
+                   help="FRAMESxSIZE[w|m]: w / m = context windows 16/4 of scope unet / motion")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -97,7 +101,7 @@ def main(argv=None):
             ref.enable_free_noise(context_length=16, context_stride=4, weighting_scheme="pyramid")
         elif ref.free_noise_enabled:
             ref.disable_free_noise()
-        context = ContextOptions(length=16, stride=4, weighting="pyramid") if windows else None
+        context = ContextOptions(length=16, stride=4, weighting="pyramid", scope=windows) if windows else None
 
         def ours_call():
             ours(["a cat walking"], [""], seeds=[0], width=size, height=size, frames=frames, steps=args.steps,
@@ -121,9 +125,10 @@ def main(argv=None):
                 call()
                 times[name].append(time.perf_counter() - t0)
         ratios = [d / o for o, d in zip(times["ours"], times["diffusers"])]
-        rows.append((f"{frames} × {size}²" + (" (windows 16/4)" if windows else ""), times, ratios, first,
+        rows.append((f"{frames} × {size}²" + (f" (windows 16/4, ours scope {windows})" if windows else ""), times,
+                     ratios, first,
                      (load_before + load_average()) / 2))
-        print(f"done {frames}x{size}{'w' if windows else ''}: ours {times['ours']}, diffusers {times['diffusers']}",
+        print(f"done {frames}x{size} {windows or ''}: ours {times['ours']}, diffusers {times['diffusers']}",
               file=sys.stderr, flush=True)
 
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine_line(threads)}, "

@@ -55,6 +55,7 @@ class _Layers(nn.Module):
     attention_impl: str = "auto"
     remat: bool | str = False
     motion_scale: float = 1.0
+    motion_window: tuple[int, int, str] | None = None
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -75,8 +76,8 @@ class _Layers(nn.Module):
             name=name, **self._kw())
 
     def temporal(self, name: str):
-        return _rematted(MotionModule, self.remat)(self.motion, self.attention_impl, self.motion_scale, name=name,
-                                                   **self._kw())
+        return _rematted(MotionModule, self.remat)(self.motion, self.attention_impl, self.motion_scale,
+                                                   self.motion_window, name=name, **self._kw())
 
 
 class DownBlock(_Layers):
@@ -143,7 +144,9 @@ class UNet3DConditionModel(nn.Module):
 
     `motion_scale` multiplies every motion module's residual (1: the paper's UNet, bit for bit; 0:
     the frame-wise UNet); `motion_block_scales` multiplies it further per block, as
-    (("down_blocks_0", 0.5), ("mid_block", 1.2), ...) pairs of block names and factors."""
+    (("down_blocks_0", 0.5), ("mid_block", 1.2), ...) pairs of block names and factors.
+    `motion_window`: (length, stride, weighting) of the motion modules' FreeNoise attention fusion
+    (`motion_module.py`; sampling's context scope "motion"), or None."""
     config: UNetConfig
     motion: MotionConfig | None = None
     dtype: jnp.dtype = jnp.float32
@@ -152,6 +155,7 @@ class UNet3DConditionModel(nn.Module):
     remat: bool | str = False
     motion_scale: float = 1.0
     motion_block_scales: tuple[tuple[str, float], ...] = ()
+    motion_window: tuple[int, int, str] | None = None
 
     @nn.compact
     def __call__(self, sample, timesteps, encoder_hidden_states, down_block_additional_residuals=None,
@@ -168,7 +172,8 @@ class UNet3DConditionModel(nn.Module):
         check_inputs(cfg, sample, encoder_hidden_states)
         scales = motion_scales(cfg, self.motion_scale, self.motion_block_scales)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        blocks = dict(config=cfg, motion=self.motion, attention_impl=self.attention_impl, remat=self.remat, **kw)
+        blocks = dict(config=cfg, motion=self.motion, attention_impl=self.attention_impl, remat=self.remat,
+                      motion_window=self.motion_window, **kw)
         temb = TimestepEmbedding(4 * cfg.block_out_channels[0], cfg.act_fn, name="time_embedding", **kw)(
             timestep_features(cfg, timesteps, sample.shape[0]).astype(self.dtype))
         context = encoder_hidden_states.astype(self.dtype)

@@ -1,12 +1,19 @@
 """Sliding context windows over the frames (FreeNoise, Qiu et al. 2023) for videos longer than
-the motion module's position encoding.
+the motion module's position encoding. Windows of `length` frames start every `stride` frames (the
+last one aligned to the end so every frame is covered; `models/frame_windows.py`); where windows
+overlap, results are averaged with per-position weights. Two scopes:
 
-The whole UNet call (with classifier-free guidance) runs on windows of `length` frames that start
-every `stride` frames (the last window is aligned to the end so every frame is covered); each
-frame's prediction is the weighted mean over the windows that contain it. Windows run one after
-another in a `lax.scan`, so memory is that of one window and time grows linearly with the number
-of frames. With `length >= frames` there is a single window and the model is called exactly as
-without context windows.
+* "unet" (default; the context scheduling of the AnimateDiff community tools, e.g. animatediff-cli):
+  the whole UNet call (with classifier-free guidance) runs on each window and each frame's
+  prediction is the weighted mean over the windows that contain it (`windowed`). Windows run one
+  after another in a `lax.scan`, so memory is that of one window; but every frame is computed in
+  about length/stride windows (4 at 16/4), so a frame costs that many times the plain loop's.
+* "motion" (FreeNoise's window-based attention fusion, as diffusers' `enable_free_noise`): the UNet
+  runs once on all frames; only the motion modules' attentions run per window (their outputs fused
+  with the weights), every frame-wise layer and the motion modules' feed-forward once per frame. A
+  frame costs about what it costs in the plain loop; memory grows with the frames.
+With `length >= frames` there is a single window and the model is called exactly as without context
+windows, in either scope.
 
 FreeNoise's noise rescheduling: frames beyond the first window reuse the first window's noise,
 shuffled within blocks of `stride` frames, so distant windows start from correlated noise
@@ -21,42 +28,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from animatediff_jax.models.frame_windows import WEIGHTINGS, context_windows, window_weights
+
+SCOPES = ("unet", "motion")
+
 
 @dataclass(frozen=True)
 class ContextOptions:
     """Context-window settings. `length`: frames per window (≤ the motion module's position
     encoding length); `stride`: frames between window starts; `weighting`: how overlapping
-    predictions are averaged; `shuffle_noise`: FreeNoise noise rescheduling of the initial noise."""
+    predictions are averaged; `shuffle_noise`: FreeNoise noise rescheduling of the initial noise;
+    `scope`: what runs per window, "unet" or "motion" (module docstring). ValueError on bad values."""
     length: int = 16
     stride: int = 4
     weighting: Literal["uniform", "pyramid"] = "pyramid"
     shuffle_noise: bool = True
+    scope: Literal["unet", "motion"] = "unet"
 
     def __post_init__(self):
         if self.length < 1 or self.stride < 1:
             raise ValueError(f"context length and stride must be positive, got {self.length}, {self.stride}")
         if self.stride > self.length:
             raise ValueError(f"context stride {self.stride} > length {self.length} would leave frames uncovered")
-        if self.weighting not in ("uniform", "pyramid"):
+        if self.weighting not in WEIGHTINGS:
             raise ValueError(f"context weighting must be 'uniform' or 'pyramid', got {self.weighting!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"context scope must be 'unet' or 'motion', got {self.scope!r}")
 
-
-def context_windows(num_frames: int, length: int, stride: int) -> np.ndarray:
-    """Frame indices of each window, (num_windows, min(length, num_frames)) int32."""
-    if length >= num_frames:
-        return np.arange(num_frames, dtype=np.int32)[None]
-    starts = list(range(0, num_frames - length + 1, stride))
-    if starts[-1] + length < num_frames:
-        starts.append(num_frames - length)
-    return np.stack([np.arange(s, s + length, dtype=np.int32) for s in starts])
-
-
-def window_weights(length: int, weighting: str) -> np.ndarray:
-    """Per-frame weight inside a window: uniform ones, or FreeNoise's pyramid (1, 2, .., 2, 1)."""
-    if weighting == "uniform":
-        return np.ones(length, np.float32)
-    half = np.arange(1, (length + 1) // 2 + 1, dtype=np.float32)
-    return np.concatenate([half, half[: length // 2][::-1]])
+    def motion_window(self) -> tuple[int, int, str] | None:
+        """(length, stride, weighting) for the motion modules' window fusion (scope "motion"), else None."""
+        return (self.length, self.stride, self.weighting) if self.scope == "motion" else None
 
 
 def shuffled_noise_indices(num_frames: int, length: int, stride: int, seed: int) -> np.ndarray:

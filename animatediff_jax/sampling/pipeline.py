@@ -183,6 +183,8 @@ def denoise_step(unet: UNet3DConditionModel, sampler: Sampler, params, x: jax.Ar
     fold_in(key, i), per video. networks: ControlNet modules (static), control: their
     `control.ControlArgs` (traced), whose residuals the UNet adds (`control.residuals`)."""
     t = sampler.timestep(i)
+    if context is not None and context.scope == "motion":  # windows inside the motion modules only
+        unet, context = unet.clone(motion_window=context.motion_window()), None
 
     def window_fn(xw, idx):
         def model(xm, tm, em):

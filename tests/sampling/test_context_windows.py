@@ -4,8 +4,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from animatediff_jax.sampling.context_windows import (ContextOptions, context_windows, reschedule_noise,
-                                     shuffled_noise_indices, window_weights, windowed)
+from animatediff_jax.models.attention import Attention
+from animatediff_jax.models.configs import MotionConfig
+from animatediff_jax.models.embeddings import sinusoidal_positions
+from animatediff_jax.models.frame_windows import context_windows, window_weights
+from animatediff_jax.models.motion_module import MotionModule, TemporalTransformerBlock
+from animatediff_jax.models.transformer_2d import FeedForward, layer_norm
+from animatediff_jax.sampling.context_windows import (ContextOptions, reschedule_noise, shuffled_noise_indices,
+                                                      windowed)
 
 
 @pytest.mark.parametrize("frames,length,stride", [(40, 16, 4), (17, 8, 3), (9, 4, 4), (5, 16, 4)])
@@ -67,3 +73,54 @@ def test_bad_options():
         ContextOptions(length=4, stride=8)
     with pytest.raises(ValueError, match="weighting"):
         ContextOptions(weighting="gauss")
+    with pytest.raises(ValueError, match="scope"):
+        ContextOptions(scope="spatial")
+
+
+def _block_reference(params, x, windows, weights, heads, max_seq_length):
+    """FreeNoise's attention fusion written out: both attentions per window (positions from 0),
+    the weighted mean over every window holding a frame, then the feed-forward on every frame."""
+    n, frames, c = x.shape
+    ln = lambda name, h: layer_norm(name, 1e-5, jnp.float32, jnp.float32).apply({"params": params[name]}, h)
+    acc, total = np.zeros((n, frames, c)), np.zeros(frames)
+    for idx in windows:
+        h = x[:, idx]
+        pe = sinusoidal_positions(max_seq_length, c)[:len(idx)]
+        for i in (1, 2):
+            h = h + Attention(heads, c // heads).apply({"params": params[f"attn{i}"]}, ln(f"norm{i}", h) + pe)
+        acc[:, idx] += np.asarray(h) * weights[None, :, None]
+        total[idx] += weights
+    fused = jnp.asarray(acc / total[None, :, None], jnp.float32)
+    return fused + FeedForward().apply({"params": params["ff"]}, ln("norm3", fused))
+
+
+@pytest.mark.parametrize("frames,length,stride,weighting", [(11, 4, 3, "pyramid"), (8, 4, 2, "uniform")])
+def test_motion_window_fusion_matches_its_definition(frames, length, stride, weighting):
+    x = jax.random.normal(jax.random.PRNGKey(2), (3, frames, 16))
+    block = TemporalTransformerBlock(heads=2, max_seq_length=8, window=(length, stride, weighting))
+    params = block.init(jax.random.PRNGKey(3), x)["params"]
+    want = _block_reference(params, x, context_windows(frames, length, stride), window_weights(length, weighting),
+                            heads=2, max_seq_length=8)
+    np.testing.assert_allclose(np.asarray(block.apply({"params": params}, x)), np.asarray(want), rtol=1e-5, atol=1e-5)
+    plain = TemporalTransformerBlock(heads=2, max_seq_length=frames).apply({"params": params}, x)
+    assert np.abs(np.asarray(plain) - np.asarray(want)).max() > 1e-3  # windows change the result
+
+
+def test_one_motion_window_is_the_plain_block_exactly():
+    x = jax.random.normal(jax.random.PRNGKey(4), (2, 6, 16))
+    plain = TemporalTransformerBlock(heads=2, max_seq_length=8)
+    params = plain.init(jax.random.PRNGKey(5), x)["params"]
+    one = TemporalTransformerBlock(heads=2, max_seq_length=8, window=(8, 4, "pyramid"))
+    np.testing.assert_array_equal(np.asarray(one.apply({"params": params}, x)),
+                                  np.asarray(plain.apply({"params": params}, x)))
+
+
+def test_motion_windows_take_more_frames_than_the_position_encoding():
+    cfg = MotionConfig(num_attention_heads=2, max_seq_length=4, norm_num_groups=4)
+    x = jax.random.normal(jax.random.PRNGKey(6), (1, 10, 2, 2, 8))
+    params = MotionModule(cfg, window=(4, 2, "pyramid")).init(jax.random.PRNGKey(7), x)["params"]
+    assert MotionModule(cfg, window=(4, 2, "pyramid")).apply({"params": params}, x).shape == x.shape
+    with pytest.raises(ValueError, match="10 frames exceed"):
+        MotionModule(cfg).apply({"params": params}, x)
+    with pytest.raises(ValueError, match="6 frames exceed"):
+        MotionModule(cfg, window=(6, 2, "pyramid")).apply({"params": params}, x)

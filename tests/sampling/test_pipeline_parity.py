@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from animatediff_jax import loading
+from animatediff_jax.sampling.context_windows import ContextOptions
 from animatediff_jax.sampling.pipeline import from_diffusers_latents
 from tests.sampling.tiny_models import diffusers_pipeline
 from tests.utils import rel_err
@@ -62,3 +63,31 @@ def test_same_seed_same_video_and_batch_independent(models):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(a[0], c[0], atol=1e-6)  # a video does not depend on its batch neighbours
     assert np.abs(a[1] - c[1]).max() > 1e-3
+
+
+def test_motion_scope_windows_are_diffusers_free_noise(models):
+    """Context scope "motion" = diffusers' FreeNoise (`enable_free_noise`): 8 frames in windows of 4
+    every 2 (they tile the frames, where diffusers' and our last-window rule agree), pyramid weights."""
+    from diffusers import DDIMScheduler
+    ref, root, _ = models
+    ref.scheduler = DDIMScheduler.from_config(ref.scheduler.config)
+    frames = 8
+    latents = torch.randn((1, 4, frames, H // 8, W // 8), generator=torch.Generator().manual_seed(11))
+    kw = dict(prompt="a red cat walking", negative_prompt="blurry", num_frames=frames, height=H, width=W,
+              num_inference_steps=3, guidance_scale=7.5, output_type="latent")
+    ref.enable_free_noise(context_length=4, context_stride=2, weighting_scheme="pyramid")
+    try:
+        expected = from_diffusers_latents(ref(latents=latents.clone(), **kw).frames.numpy())
+    finally:
+        ref.disable_free_noise()
+    pipe = _ours(root, "ddim")
+    ours = {scope: pipe(["a red cat walking"], ["blurry"], seeds=[0], width=W, height=H, frames=frames, steps=3,
+                        guidance_scale=7.5, latents=from_diffusers_latents(latents.numpy()), progress=False,
+                        context=ContextOptions(4, 2, "pyramid", shuffle_noise=False, scope=scope)).latents
+            for scope in ("motion", "unet")}
+    err = rel_err(ours["motion"], expected)
+    print(f"FreeNoise: latents rel err {err:.2e}; scope unet vs motion {rel_err(ours['unet'], expected):.2e}")
+    assert err <= 1e-4
+    # the comparison discriminates: the other scope (whole UNet per window) lands ~100x further away
+    # (this tiny model's motion modules move the latents little, so both are near)
+    assert rel_err(ours["unet"], expected) > 30 * err
