@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +34,12 @@ import yaml
 
 from animatediff_jax.errors import InputError, OutputError, UsageError, UserError, plain_warnings, run_cli
 from animatediff_jax.sampling.prompt_config import PromptEntry, check_prompt_frames, draw_seeds, inference_config, \
+    travel_frame_problem, \
     load_prompt_config, resolved_config
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
 from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags
-from animatediff_jax.sample_flags import (DEFAULT_STRENGTH, ENTRY_FLAGS, PROG, build_parser, option_tokens,
-                                         options_of)
+from animatediff_jax.sample_flags import (CONTEXT_SETTINGS, DEFAULT_STRENGTH, ENTRY_FLAGS, PROG, build_parser,
+                                         option_tokens, options_of)
 
 # ----------------------------------------------------------------------------- jobs
 
@@ -58,6 +60,7 @@ class Job:
     latents: np.ndarray | None = field(default=None, repr=False)  # read by `validate`
     init_video: np.ndarray | None = field(default=None, repr=False)
     control_inputs: list = field(default_factory=list, repr=False)  # control.Control, made by `validate`
+    config: str | None = None  # the prompt config it comes from (None: flags)
 
 
 def jobs_from_args(args, argv: list[str]) -> tuple[list[Job], str]:
@@ -102,7 +105,7 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
                scheduler_config=scheduler_kwargs or scheduler_source(opts.scheduler_config),
                motion_scale=_first(opts.motion_scale, e.motion_scale),
                motion_block_scales=_first(opts.motion_block_scales, e.motion_block_scales),
-               controls=specs_from_entry(e))
+               controls=specs_from_entry(e), config=config)
 
 
 def _first(*values):
@@ -142,10 +145,11 @@ def _flag_jobs(args) -> list[Job]:
     jobs = []
     for name, model, job_prompts in setups:
         n = len(job_prompts)
+        videos = f"{n} videos ({n - bool(args.travel)} --prompt + 1 --travel)" if args.travel else f"{n} prompts"
         if len(negs) not in (1, n):
-            raise UsageError(f"--negative-prompt: {len(negs)} given for {n} prompts (give one or one per prompt)")
+            raise UsageError(f"--negative-prompt: {len(negs)} given for {videos} (give one, or one per video)")
         if len(seeds) not in (1, n):
-            raise UsageError(f"--seed: {len(seeds)} given for {n} prompts (give one or one per prompt)")
+            raise UsageError(f"--seed: {len(seeds)} given for {videos} (give one, or one per video)")
         entry = PromptEntry(name=name, prompts=job_prompts, n_prompts=negs * (n // len(negs)),
                             seeds=seeds * (n // len(seeds)), steps=_first(args.steps, sizes["steps"]),
                             guidance_scale=_first(args.guidance_scale, 7.5))
@@ -202,7 +206,27 @@ def scheduler_source(value: str) -> str | dict:
 
 # check_video_size's subjects as the flags (and prompt-config keys) that set them
 SIZE_FLAGS = {"size": "--width/--height (W/H)", "frames": "--frames (L)", "steps": "--steps",
-              "context": "--context-length"}
+              "context": "--context-length (context_length)"}
+
+
+def context_options(o: argparse.Namespace, where: str):
+    """The job's ContextOptions (unset settings: its defaults), or None without --context-length; the
+    window settings given without it are ignored, with a warning."""
+    from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415 - imports jax
+    settings = {key: getattr(o, key) for key in CONTEXT_SETTINGS if getattr(o, key) not in (None, False)}
+    if o.context_length is None:
+        if settings:
+            warnings.warn(f"{where}{', '.join(CONTEXT_SETTINGS[k] for k in settings)} "
+                          f"({', '.join(settings)}): ignored without --context-length (no context windows)")
+        return None
+    given = dict(stride=o.context_stride, weighting=o.context_weighting, scope=o.context_scope,
+                 shuffle_noise=False if o.no_noise_shuffle else None)
+    try:
+        return ContextOptions(o.context_length, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as err:
+        default = "" if o.context_stride is not None else f" (--context-stride not given: {ContextOptions.stride})"
+        raise UsageError(f"{where}--context-length/--context-stride (context_length/context_stride): "
+                         f"{err}{default}") from None
 
 
 def validate(jobs: list[Job], cache_dir: str) -> None:
@@ -211,7 +235,6 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     latents and the init video are read here (once)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
     from animatediff_jax.file_roles import check_model_path  # noqa: PLC0415 - imports loading
-    from animatediff_jax.sampling.context_windows import ContextOptions  # noqa: PLC0415
     from animatediff_jax.models.unet3d import UNet3DConditionModel  # noqa: PLC0415
     from animatediff_jax.sampling.pipeline import (  # noqa: PLC0415
         check_motion_scales, check_video_size, configured_sampler)
@@ -219,7 +242,8 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     checked, videos, latents = {}, {}, {}
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
-        where = f"{e.name}: " if len(jobs) > 1 else ""  # which job, where there are several
+        # which job: the config's entry, or the job's name where flags made several
+        where = f"{job.config}: {e.name}: " if job.config else f"{e.name}: " if len(jobs) > 1 else ""
         for key, flag in (("base", "--base"), ("dreambooth", "--dreambooth"), ("motion_module", "--motion-module"),
                           ("tokenizer", "--tokenizer")):
             check_model_path(m.get(key), flag)  # one of our files given to the wrong flag; an empty folder
@@ -240,14 +264,7 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         except UsageError as err:
             raise UsageError(f"{where}--motion-scale/--motion-block-scales (motion_scale/motion_block_scales): "
                              f"{str(err).removeprefix('motion_scale/motion_block_scales: ')}") from None
-        context = None
-        if o.context_length is not None:
-            try:
-                context = ContextOptions(o.context_length, o.context_stride, o.context_weighting,
-                                         shuffle_noise=not o.no_noise_shuffle, scope=o.context_scope)
-            except ValueError as err:
-                raise UsageError(f"--context-length/--context-stride: {err}") from None
-        job.context = context
+        job.context = context = context_options(o, where)
         native = base["unet"].sample_size * base["vae"].downsample_factor  # what the base was trained at
         s["width"], s["height"] = _given(s["width"], native), _given(s["height"], native)
         try:
@@ -256,7 +273,10 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
                              max_frames=mm.config.max_seq_length if mm else 10**9, names=SIZE_FLAGS)
         except UsageError as err:
             raise UsageError(f"{where}{err}") from None
-        check_prompt_frames(e, s["frames"])
+        if job.config:
+            check_prompt_frames(e, s["frames"], job.config)
+        elif (problem := travel_frame_problem(e, s["frames"])) is not None:
+            raise UsageError(f"--travel: {problem}")
         if job.controls:
             job.control_inputs = check_controls(
                 job.controls, base_unet=base["unet"], vae_config=base["vae"], width=s["width"], height=s["height"],
@@ -383,8 +403,11 @@ def saved_entry(job: Job, seeds: list[int], dtype: str) -> dict:
         raw["motion_scale"] = job.motion_scale
     if job.motion_block_scales:
         raw["motion_block_scales"] = dict(job.motion_block_scales)
+    c = job.context  # the window settings used (defaults included), when windows were on
+    context = {} if c is None else dict(context_stride=c.stride, context_weighting=c.weighting,
+                                        context_scope=c.scope, no_noise_shuffle=not c.shuffle_noise)
     raw["sample_options"] = options_of(job.opts, base=job.model["base"], tokenizer=job.model["tokenizer"],
-                                       dtype=dtype)  # the LoRAs are in the entry: lora_model_path, lora_alpha
+                                       dtype=dtype, **context)  # the LoRAs are in the entry: lora_model_path, lora_alpha
     return raw
 
 

@@ -28,6 +28,9 @@ SAMPLE_OPTIONS = ("base", "tokenizer", "motion_version", "scheduler", "scheduler
                   "freeinit_filter", "init_video", "strength", "latents", "dtype", "attention", "decode_chunk",
                   "batch_size", "fps", "diffusers_norm")
 _SWITCHES = {"no_noise_shuffle", "diffusers_norm"}  # store_true flags
+# The context-window settings: meaningful only with context_length (flags --context-*, --no-noise-shuffle).
+CONTEXT_SETTINGS = {"context_stride": "--context-stride", "context_weighting": "--context-weighting",
+                    "context_scope": "--context-scope", "no_noise_shuffle": "--no-noise-shuffle"}
 _PATHS = {"base", "tokenizer", "init_video", "latents"}
 # Flags that name what an entry of a prompt config names itself: refused next to a config.
 ENTRY_FLAGS = {"prompt": "--prompt", "travel": "--travel", "seed": "--seed", "negative_prompt": "--negative-prompt",
@@ -221,14 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eta", type=_number(0, 1), default=0.0,
                    help="DDIM eta in [0, 1]: 0 deterministic (default), 1 DDPM's noise")
     g.add_argument("--context-length", type=pos, help="sliding context window length (long videos)")
-    g.add_argument("--context-stride", type=pos, default=4, help="frames between context windows")
-    g.add_argument("--context-weighting", choices=("pyramid", "uniform"), default="pyramid",
-                   help="how the predictions of overlapping windows are averaged")
-    g.add_argument("--context-scope", choices=("unet", "motion"), default="unet",
-                   help="what runs per window: 'unet' the whole UNet (memory of one window; each frame "
-                        "computed in ~length/stride windows) or 'motion' only the motion modules' "
-                        "attentions (FreeNoise as diffusers: a frame costs what the plain loop's does; "
-                        "memory grows with the frames)")
+    # The window settings below take effect with --context-length only; unset (None) = ContextOptions' defaults.
+    g.add_argument("--context-stride", type=pos, help="frames between context windows (default 4)")
+    g.add_argument("--context-weighting", choices=("pyramid", "uniform"),
+                   help="how the predictions of overlapping windows are averaged (default pyramid)")
+    g.add_argument("--context-scope", choices=("unet", "motion"),
+                   help="what runs per window: 'unet' (default) the whole UNet (memory of one window; each "
+                        "frame computed in ~length/stride windows) or 'motion' only the motion modules' "
+                        "attentions (FreeNoise as diffusers runs it: a frame costs about what the plain loop's "
+                        "does; memory grows with the frames)")
     g.add_argument("--no-noise-shuffle", action="store_true", help="no FreeNoise noise rescheduling")
     g.add_argument("--freeinit-iters", type=pos, default=1, help="FreeInit passes (1 = off)")
     g.add_argument("--freeinit-filter", choices=("butterworth", "gaussian", "ideal"), default="butterworth",
@@ -271,7 +275,9 @@ def option_tokens(options, where: str) -> list[str]:
                 raise UsageError(f"{where}: {key} must be true or false, got {value!r}")
             tokens += [flag] if value else []
         elif value is not None:
-            if isinstance(value, (bool, list, dict)):
+            if isinstance(value, bool):
+                raise UsageError(f"{where}: {key} takes a number, name or path, not {str(value).lower()}")
+            if isinstance(value, (list, dict)):
                 raise UsageError(f"{where}: {key} must be a single value, got {value!r}")
             tokens.append(f"{flag}={value}")
     return tokens
@@ -279,9 +285,12 @@ def option_tokens(options, where: str) -> list[str]:
 
 def options_of(opts: argparse.Namespace, **resolved) -> dict:
     """The `sample_options` of a job for config.yaml: each option's value (`resolved` ones win: the
-    model files actually used, the dtype actually computed in), paths made absolute, unset ones left out."""
+    model files actually used, the dtype actually computed in), paths made absolute, unset ones left out,
+    and the context-window settings left out without context windows (they did not apply)."""
     out = {}
     for key in SAMPLE_OPTIONS:
+        if key in CONTEXT_SETTINGS and opts.context_length is None:
+            continue
         value = resolved[key] if key in resolved else getattr(opts, key)
         if value is None or value is False or value == []:
             continue

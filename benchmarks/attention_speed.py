@@ -31,7 +31,9 @@ def main(argv=None):
     p.add_argument("--head-dim", type=int, default=40)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--kernels", nargs="+", default=None, help="default: every kernel that runs here")
+    p.add_argument("--kernels", nargs="+", default=None,
+                   help="default: every kernel that runs here; KERNEL@defaults compiles KERNEL with XLA's default "
+                        "options instead of the package's (animatediff_jax/xla_options.py)")
     args = p.parse_args(argv)
     threads = pin_threads(args.threads)
 
@@ -43,7 +45,7 @@ def main(argv=None):
     from animatediff_jax.xla_options import jit
     torch.set_num_threads(threads)
     backend = jax.default_backend()
-    kernels = args.kernels or {"cpu": ["xla", "chunked"], "gpu": ["xla", "chunked", "cudnn"],
+    kernels = args.kernels or {"cpu": ["xla", "chunked", "chunked@defaults"], "gpu": ["xla", "chunked", "cudnn"],
                                "tpu": ["xla", "chunked", "tpu_flash"]}[backend]
     dtype = jnp.float32 if backend == "cpu" else jnp.bfloat16
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -56,7 +58,9 @@ def main(argv=None):
         jq = [jnp.asarray(t, dtype) for t in qkv]
         tq = [torch.from_numpy(t).transpose(1, 2).to(device, torch.float32 if backend == "cpu" else torch.float16)
               for t in qkv]
-        fns = {k: jit(lambda q, kk, v, k=k: attention(q, kk, v, implementation=k)) for k in kernels}
+        fns = {k: (jax.jit if k.endswith("@defaults") else jit)(
+            lambda q, kk, v, impl=k.removesuffix("@defaults"): attention(q, kk, v, implementation=impl))
+            for k in kernels}
         calls = {k: (lambda f=f: f(*jq).block_until_ready()) for k, f in fns.items()}
 
         def torch_call():

@@ -26,8 +26,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
-from huggingface_hub import constants, snapshot_download
-from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub import constants
 from tqdm.auto import tqdm
 
 from animatediff_jax.checkpoint import load_config, params_metadata, store_dtype
@@ -322,6 +321,9 @@ def resolve_source(source: str, revision: str | None = None, allow_patterns: lis
         return source
     if source.count("/") != 1 or source.startswith((".", "/")):
         raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
+    # ~0.15-0.4 s of imports (their HTTP stack), paid only for hub ids
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
     try:
         return snapshot_download(source, revision=revision, allow_patterns=allow_patterns or [
             "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],

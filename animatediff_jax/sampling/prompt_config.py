@@ -221,13 +221,18 @@ def _prompt_map(value, index: int | None, source: str, entry: str) -> dict[int, 
     return dict(sorted(out.items()))
 
 
-def check_prompt_frames(entry: PromptEntry, frames: int, source: str | None = None) -> None:
-    """Every prompt-travel frame of an entry lies in [0, frames) (frames: the L the entry samples with)."""
-    for p in entry.prompts:
-        if isinstance(p, dict) and max(p) >= frames:
-            msg = (f"prompt travel frame {max(p)} is outside the video's {frames} frames "
-                   f"(L = {frames}: frames 0..{frames - 1})")
-            raise _err(source, entry.name, msg) if source else PromptConfigError(f"{entry.name}: {msg}")
+def travel_frame_problem(entry: PromptEntry, frames: int) -> str | None:
+    """What is wrong with the entry's prompt-travel frames for a video of `frames` frames, or None."""
+    last = max((max(p) for p in entry.prompts if isinstance(p, dict)), default=-1)
+    return f"prompt travel frame {last} is outside the video's {frames} frames (0..{frames - 1})" \
+        if last >= frames else None
+
+
+def check_prompt_frames(entry: PromptEntry, frames: int, source: str) -> None:
+    """Every prompt-travel frame of the entry of prompt config `source` lies in [0, frames) (frames: the
+    L the entry samples with); PromptConfigError naming the file and entry otherwise."""
+    if (problem := travel_frame_problem(entry, frames)) is not None:
+        raise _err(source, entry.name, problem)
 
 
 def _int_list(value, key: str, source: str, entry: str, allow_random: bool) -> list[int]:

@@ -140,7 +140,7 @@ def test_prompt_map_travel_entries(tmp_path, monkeypatch):
     assert b.prompts == [{0: "sunrise", 8: "noon", 15: "night"}, {3: "rain"}]
     assert b.n_prompts == ["blurry", "blurry"] and b.seeds == [4, 4]
     from animatediff_jax.sampling.prompt_config import check_prompt_frames
-    check_prompt_frames(b, 16)
+    check_prompt_frames(b, 16, str(p))
     with pytest.raises(PromptConfigError, match="entry 1: prompt travel frame 15 is outside the video's 12 frames"):
         check_prompt_frames(b, 12, str(p))
     assert resolved_config([(a, [1, 2])])[0]["prompt_map"] == {0: "a cat, spring", 12: "a cat, winter"}

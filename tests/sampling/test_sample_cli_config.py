@@ -65,8 +65,8 @@ def test_original_schema_config_end_to_end(files, monkeypatch, tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (["--width", "36"], "multiples of 8"),
     (["--frames", "40"], "exceed the motion module's position encoding (16 frames)"),
-    (["--frames", "40", "--context-length", "24"], "--context-length: 24 exceeds the motion module's position "
-                                                    "encoding (16 frames)"),
+    (["--frames", "40", "--context-length", "24"], "--context-length (context_length): 24 exceeds the motion "
+                                                    "module's position encoding (16 frames)"),
     (["--dreambooth", "missing.safetensors"], "--dreambooth missing.safetensors: not found"),  # a file: exit 1
     (["--lora", "models/style.safetensors:strong"], "scale 'strong' is not a number"),
     (["--seed", "1", "--seed", "2", "--seed", "3"], "--seed: 3 given for 1 prompts"),

@@ -2,7 +2,9 @@
 with one `error: <flag, key or file>: <problem>` line; sizes are checked against the models' own
 geometry (the shipped miniature: VAE factor 4, 24-frame motion module, 2 text-encoder layers)."""
 import os
+import re
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -62,9 +64,15 @@ def test_never_valid_values_are_refused_at_parse_time(env, capsys, flags, messag
 @pytest.mark.parametrize("flags,rc,message", [
     (["--width", "36"], 2, "error: --width/--height (W/H): must be positive multiples of 8, got 36x32"),
     (["--frames", "25"], 2, "error: --frames (L): 25 frames exceed the motion module's position encoding (24 frames)"),
-    (["--frames", "32", "--context-length", "25"], 2, "error: --context-length: 25 exceeds"),
-    (["--context-length", "4", "--context-stride", "8"], 2, "--context-length/--context-stride: context stride 8 > "
-                                                            "length 4"),
+    (["--frames", "32", "--context-length", "25"], 2, "error: --context-length (context_length): 25 exceeds"),
+    (["--context-length", "4", "--context-stride", "8"], 2, "--context-length/--context-stride (context_length/"
+                                                            "context_stride): context stride 8 > length 4"),
+    (["--frames", "30", "--context-length", "2"], 2, "context stride 4 > length 2 would leave frames uncovered "
+                                                     "(--context-stride not given: 4)"),
+    (["--travel", "0:a", "--travel", "50:b", "--frames", "20"], 2,
+     "error: --travel: prompt travel frame 50 is outside the video's 20 frames (0..19)"),
+    (["--travel", "0:a", "--travel", "9:b", "--seed", "1", "--seed", "2", "--seed", "3"], 2,
+     "--seed: 3 given for 2 videos (1 --prompt + 1 --travel)"),
     (["--clip-skip", "2"], 2, "--clip-skip/clip_skip: must be < 2 (the text encoder's layers), got 2"),
     (["--init-video", "missing.gif"], 1, "--init-video missing.gif: not found"),
     (["--strength", "0.01", "--init-video", MOTION], 2, "--strength: "),
@@ -211,6 +219,38 @@ def test_config_values_are_checked(env, capsys):
           sample_options: {{out: elsewhere}}
         """)
     assert "sample_options: unknown option 'out'" in _error(capsys, [cfg, *base], 2)
+    cfg = _config(f"""
+        - motion_module: "{MOTION}"
+          prompt: ["a cat"]
+          sample_options: {{context_length: true}}
+        """)
+    assert "cfg.yaml: entry 0: sample_options: context_length takes a number, name or path, not true" in _error(
+        capsys, [cfg, *base], 2)
+    for options, message in [("{context_length: 64}", "--context-length (context_length): 64 exceeds"),
+                             ("{context_length: 8, context_stride: 20}", "--context-length/--context-stride "
+                              "(context_length/context_stride): context stride 20 > length 8")]:
+        cfg = _config(f"""
+            - motion_module: "{MOTION}"
+              prompt: ["a cat"]
+              sample_options: {options}
+            """)
+        assert f"error: cfg.yaml: entry 0: {message}" in _error(capsys, [cfg, *base[:-4], "--L", "32", "--out", "out"], 2)
+
+
+def test_window_settings_without_context_length_are_ignored_with_a_warning(env, capsys):
+    base = ["--prompt", "a cat", "--W", "32", "--H", "32", "--out", "out"]
+    message = ("--context-stride, --context-scope, --no-noise-shuffle (context_stride, context_scope, "
+               "no_noise_shuffle): ignored without --context-length (no context windows)")
+    with pytest.warns(UserWarning, match=re.escape(message)), pytest.raises(Validated):
+        sample.main(base + ["--context-stride", "2", "--context-scope", "motion", "--no-noise-shuffle"])
+    assert env.jobs.pop().context is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(Validated):
+            sample.main(base + ["--frames", "32", "--context-length", "16", "--context-scope", "motion"])
+    context = env.jobs.pop().context
+    assert (context.length, context.stride, context.weighting, context.scope, context.shuffle_noise) == \
+        (16, 4, "pyramid", "motion", True)  # the unset settings: ContextOptions' defaults
 
 
 def test_single_file_base_without_tokenizer_is_refused_before_conversion(env, capsys, tmp_path):
