@@ -90,21 +90,45 @@ def load_pipeline(row: Row, weights: str):
         motion_module=motion_path(weights, row.schedule) if row.motion else None, dtype="float32")
 
 
+def missing_file(weights: str, row: Row) -> str | None:
+    """What of row `row`'s files is not under `weights` ("no motion_module_A.safetensors, which row ...
+    needs (built by ...)"), or None when all are there."""
+    p = paths(weights)
+    need = [(p["base"], "the base stage")]
+    if row.personalization:
+        need.append((p[row.personalization], f"the {row.personalization} stage"))
+    if row.motion:
+        need.append((motion_path(weights, row.schedule), f"the motion stage with --schedules {row.schedule}"))
+    for path, stage in need:
+        if not os.path.exists(path):
+            return (f"no {os.path.relpath(path, weights)}, which row {row.name!r} needs (built by {stage} of "
+                    "python -m animatediff_jax.miniature.build)")
+    return None
+
+
 def check_row_files(weights: str, rows) -> None:
     """Before any sampling: every file the rows need is under `weights` (InputError naming the row and
     what builds the file)."""
-    p = paths(weights)
     for row in rows:
-        need = [(p["base"], "the base stage")]
-        if row.personalization:
-            need.append((p[row.personalization], f"the {row.personalization} stage"))
-        if row.motion:
-            need.append((motion_path(weights, row.schedule), f"the motion stage with --schedules {row.schedule}"))
-        for path, stage in need:
-            if not os.path.exists(path):
-                raise InputError(f"--weights {weights}: no {os.path.relpath(path, weights)}, which row "
-                                 f"{row.name!r} needs (built by {stage} of python -m animatediff_jax.miniature.build; "
-                                 "or leave the row out with --rows)")
+        problem = missing_file(weights, row)
+        if problem:
+            raise InputError(f"--weights {weights}: {problem}; or leave the row out with --rows")
+
+
+def available_rows(weights: str) -> list[Row]:
+    """The rows whose files are under `weights` (the default: all rows), one line printed for each one
+    left out (e.g. the schedule-ablation modules of a build that trained schedule B only); InputError
+    when none is left."""
+    rows = []
+    for row in ROWS:
+        problem = missing_file(weights, row)
+        if problem:
+            print(f"left out: {problem}", flush=True)
+        else:
+            rows.append(row)
+    if not rows:
+        raise InputError(f"--weights {weights}: no row can be sampled (no base/unet.safetensors?)")
+    return rows
 
 
 def sample(pipe, prompts: list[str], seeds: list[int], frames: int, steps: int, guidance: float,
@@ -241,7 +265,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--samples", type=ArgumentParser.integer(1), default=32, help="videos per row (default 32, as in RESULTS.md)")
     parser.add_argument("--steps", type=ArgumentParser.integer(1, 1000), default=25, help="DDIM steps (default 25)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    parser.add_argument("--rows", help="only these rows, names separated by ';' (default: all)")
+    parser.add_argument("--rows", help="only these rows, names separated by ';' (default: every row whose files "
+                        "are in --weights; those left out are named)")
     parser.add_argument("--results", default="RESULTS.md",
                         help="Markdown file to write the table to ('-': print only; default: RESULTS.md)")
     return parser
@@ -271,8 +296,9 @@ def run(args) -> int:
     if args.results != "-":
         check_output(args.results, overwrite=True)  # before the sampling, not after
     read_record(args.weights)  # a damaged build.json is refused now, not after the sampling
-    rows = ROWS
-    if args.rows is not None:
+    if args.rows is None:
+        rows = available_rows(args.weights)
+    else:
         names = [n.strip() for n in args.rows.split(";")]
         if not any(names):
             raise UsageError(f"--rows {args.rows!r}: no row names; give names separated by ';' (rows are "
@@ -281,7 +307,7 @@ def run(args) -> int:
         if unknown:
             raise UsageError(f"--rows: unknown row(s) {unknown}; rows are {[r.name for r in ROWS]}")
         rows = [r for r in ROWS if r.name in names]
-    check_row_files(args.weights, rows)
+        check_row_files(args.weights, rows)
     start = time.time()
     results = evaluate(args.weights, args.samples, args.steps, args.guidance, rows)
     text = report(results, args.weights, args.steps, args.guidance, time.time() - start, command(args))

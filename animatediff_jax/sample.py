@@ -33,9 +33,8 @@ import numpy as np
 import yaml
 
 from animatediff_jax.errors import InputError, OutputError, UsageError, UserError, plain_warnings, run_cli
-from animatediff_jax.sampling.prompt_config import PromptEntry, check_prompt_frames, draw_seeds, inference_config, \
-    travel_frame_problem, \
-    load_prompt_config, resolved_config
+from animatediff_jax.sampling.prompt_config import (PromptEntry, check_prompt_frames, draw_seeds, inference_config,
+                                                     travel_frame_problem, load_prompt_config, resolved_config)
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
 from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags
 from animatediff_jax.sample_flags import (CONTEXT_SETTINGS, DEFAULT_STRENGTH, ENTRY_FLAGS, PROG, build_parser,
@@ -429,7 +428,7 @@ def run(args, argv: list[str]) -> str:
     from animatediff_jax import video  # noqa: PLC0415 - PIL/PyAV
     from animatediff_jax.params import cache_root
     from animatediff_jax.sampling.freeinit import FreeInitOptions  # noqa: PLC0415 - imports jax
-    from animatediff_jax.sampling.pipeline import enable_compilation_cache, from_diffusers_latents# noqa: PLC0415
+    from animatediff_jax.sampling.pipeline import enable_compilation_cache, from_diffusers_latents  # noqa: PLC0415
 
     cache_dir = cache_root()
     jobs, name = jobs_from_args(args, argv)

@@ -35,14 +35,14 @@ class Budget:
     text: CLIPTextConfig = world.TEXT
     unet: UNetConfig = world.UNET
     motion: MotionConfig = world.MOTION
-    learning_rates: dict = field(default_factory=lambda: dict(base=1e-3, dreambooth=2e-4, lora=1e-3, motion=5e-4))
+    learning_rates: dict = field(default_factory=lambda: dict(vae=1e-3, base=1e-3, dreambooth=2e-4, lora=1e-3, motion=5e-4))
 
 
 BUDGETS = {
-    "full": Budget(vae_steps=600, vae_batch=16, decoder_steps=400, text_steps=600, text_batch=128, text_pool=4096,
-                   base_steps=1500, personalize_steps=200,
+    "full": Budget(vae_steps=2000, vae_batch=32, decoder_steps=200, text_steps=600, text_batch=128, text_pool=4096,
+                   base_steps=2000, personalize_steps=1000,
                    image_batch=32, motion_steps=4000, video_batch=4,
-                   learning_rates=dict(base=1e-3, dreambooth=2e-4, lora=1e-3, motion=1e-3)),
+                   learning_rates=dict(vae=2e-3, base=1e-3, dreambooth=1e-3, lora=5e-4, motion=1e-3)),
     # CI smoke test: every stage runs end to end at toy widths; the weights are meaningless.
     "smoke": Budget(vae_steps=2, vae_batch=2, decoder_steps=1, text_steps=2, text_batch=4, text_pool=8, base_steps=2, personalize_steps=2, image_batch=2,
                     motion_steps=2, video_batch=1, lora_rank=2, schedules=("B",),

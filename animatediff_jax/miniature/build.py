@@ -7,11 +7,12 @@
 
 Stages, in order (each reads what the earlier ones wrote under --out):
   tokenizer   word-level CLIP tokenizer for the caption vocabulary        base/tokenizer/
-  vae         AutoencoderKL on images of every style, then its decoder alone base/vae.safetensors
+  vae         AutoencoderKL on images of every style (the object's pixels weighted 4x), then its
+              decoder alone                                               base/vae.safetensors
   text        CLIP text encoder (2 layers, width 64), pre-trained contrastively against clips and
               images of every domain, then frozen                         base/text_encoder.safetensors
-  base        the base text-to-image UNet, trained from scratch on single frames of plain clips
-              captioned with the clip's full caption ("a red circle moving left"), schedule A (SD's)
+  base        the base text-to-image UNet, trained from scratch on single frames of plain clips,
+              captioned with ("a red circle moving left") or without the motion words, schedule A (SD's)
                                                                           base/unet.safetensors
   dreambooth  full fine-tune of the base UNet on "stripes" images, trigger "sks" (images only)
                                                                           dreambooth/*.safetensors
@@ -20,7 +21,7 @@ Stages, in order (each reads what the earlier ones wrote under --out):
   motion      motion modules trained on plain clips against the frozen base, one per noise schedule
               (B, the paper's, and A and C, its ablation)                 motion_module_{B,A,C}.safetensors
 `build.json` records the budget, seeds, seconds and final loss of every stage. The full budget takes
-about 4 hours on a 2-core CPU (1.3 h for the image stages, 0.75-1.3 h per motion module; README).
+about 2.5 hours on a 2-core CPU (35 min for the image stages, 30-40 min per motion module; README).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite-shipped", action="store_true",
                         help=f"allow --out to be the package's shipped weights ({MINIATURE})")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="full",
-                        help="full: the shipped weights' steps and widths (~4 h on 2 cores); smoke: every stage at "
+                        help="full: the shipped weights' steps and widths (~2.5 h on 2 cores); smoke: every stage at "
                              "toy sizes, minutes, meaningless weights (default: full)")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages (default: all)")
     parser.add_argument("--schedules", help="motion-module noise schedules to train, e.g. B or B,A,C "

@@ -56,13 +56,17 @@ def stage_vae(out: str, budget: Budget) -> dict:
     """The autoencoder, then its decoder alone (the latents stay as they are) from the stored weights."""
     from animatediff_jax.miniature.autoencoder import train_autoencoder
     path = paths(out)["vae"]
-    cfg, params, metrics = train_autoencoder(budget.vae, budget.vae_steps, batch=budget.vae_batch, seed=SEEDS["vae"])
+    lr = budget.learning_rates["vae"]
+    cfg, params, metrics = train_autoencoder(budget.vae, budget.vae_steps, batch=budget.vae_batch, learning_rate=lr,
+                                             seed=SEEDS["vae"])
     save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)
     params, cfg = load(path)
     _, params, decoder = train_autoencoder(cfg, budget.decoder_steps, batch=budget.vae_batch, params=params,
+                                           learning_rate=lr / 2,
                                            trainable=("decoder", "post_quant_conv"), seed=SEEDS["vae_decoder"])
     save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)  # the latents' scaling stays
     return {"steps": budget.vae_steps, "decoder_steps": budget.decoder_steps, "batch": budget.vae_batch,
+            "learning_rate": lr,
             "scaling_factor": cfg.scaling_factor, **metrics, "decoder": decoder}
 
 

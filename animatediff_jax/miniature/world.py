@@ -60,13 +60,16 @@ def clips(seed: int, first: int, count: int, style: str = "plain", trigger: str 
 
 
 def clip_frames(seed: int, first: int, count: int) -> tuple[np.ndarray, list[str]]:
-    """One frame of each plain clip first..first+count-1, captioned with the clip's full caption
-    (direction included): ((count, 1, SIZE, SIZE, 3) uint8, captions). The base model's data."""
+    """One frame of each plain clip first..first+count-1: ((count, 1, SIZE, SIZE, 3) uint8, captions).
+    The base model's data. Odd clips are captioned in full ("a red circle moving left"), even ones
+    as a still image ("a red circle"), as an image model's captions mention motion only sometimes:
+    trained on one form alone, the base drew the other's colours at chance (RESULTS.md: base images
+    38% colour, base + module 78%)."""
     videos, captions = [], []
     for i in range(first, first + count):
         spec = procedural.clip_spec(seed, i, FRAMES, SIZE)
         videos.append(procedural.render(spec)[i % FRAMES][None])
-        captions.append(procedural.caption(spec))
+        captions.append(procedural.caption(spec, motion=bool(i % 2)))
     return np.stack(videos), captions
 
 

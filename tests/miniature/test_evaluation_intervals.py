@@ -1,8 +1,11 @@
-"""The evaluation table's 95% confidence intervals (issue 15: "with confidence intervals")."""
+"""The evaluation table's 95% confidence intervals (issue 15: "with confidence intervals"), and which
+rows it samples."""
 import numpy as np
+import pytest
 from scipy import stats
 
 from animatediff_jax import evaluate
+from animatediff_jax.errors import InputError
 
 
 def test_yes_no_scores_get_wilson_intervals():
@@ -44,3 +47,20 @@ def test_rows_whose_files_are_missing_are_refused_before_sampling(tmp_path, caps
     assert evaluate.main(["--weights", str(weights), "--rows", rows, "--results", "-"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no motion_module_A.safetensors, which row 'base + module (schedule A)' needs" in err
+
+
+def test_by_default_rows_without_their_files_are_left_out_and_named(tmp_path, capsys):
+    """A build that trained schedule B only (as the shipped one): the ablation rows are left out with
+    one line each, not an error; with no base at all nothing can be sampled."""
+    weights = tmp_path / "w"
+    (weights / "base").mkdir(parents=True)
+    (weights / "base" / "unet.safetensors").write_bytes(b"")
+    (weights / "motion_module_B.safetensors").write_bytes(b"")
+    rows = evaluate.available_rows(str(weights))
+    assert [r.name for r in rows] == ["base + module", "base images"]
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(evaluate.ROWS) - 2 and all(line.startswith("left out: no ") for line in out)
+    assert any("motion_module_A.safetensors, which row 'base + module (schedule A)' needs" in line for line in out)
+    (weights / "base" / "unet.safetensors").unlink()
+    with pytest.raises(InputError, match="no row can be sampled"):
+        evaluate.available_rows(str(weights))

@@ -29,5 +29,5 @@ def test_inspect_reports_every_file_and_fails_at_the_end(tmp_path, capsys):
     assert lines[0].startswith(f"error: {bad}: not a PyTorch checkpoint")
     assert lines[1].startswith(f"error: {tmp_path / 'missing'}: ")
     assert lines[2].startswith(f"error: {tmp_path / 'empty'}: a folder that is not a model folder")
-    assert main(["inspect", motion_path(MINIATURE, "A")]) == 0
+    assert main(["inspect", motion_path(MINIATURE, "B")]) == 0
     assert "  version      v2\n" in capsys.readouterr().out
