@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from typing import Iterator, Mapping
 
@@ -254,7 +255,9 @@ def _torch_load(path: str):
         raise CheckpointError(f"{path}: reading pickle checkpoints needs PyTorch "
                               "(pip install animatediff_jax[torch]) — or convert it to .safetensors") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+        with warnings.catch_warnings():  # a damaged protocol byte: torch warns, then loads or fails (ours)
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
