@@ -19,6 +19,7 @@ from its own seed (`seed_stream`), so the same seed gives the same video whateve
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass
@@ -70,12 +71,12 @@ def default_dtype() -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
-def seed_key(seed: int) -> jax.Array:
-    """A threefry key for any seed in [0, 2**64) (the original's seeds use all 64 bits)."""
+def seed_key(seed: int) -> np.ndarray:
+    """A threefry key (2,) uint32 for any seed in [0, 2**64) (the original's seeds use all 64 bits)."""
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     seed = int(seed)
-    return jnp.asarray(np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32))
+    return np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32)
 
 
 def from_diffusers_latents(latents) -> np.ndarray:
@@ -91,14 +92,26 @@ NOISE, STEPS, POSTERIOR, KEY_IMAGES, FREEINIT = 0, 1, 2, 3, 10  # FreeInit pass 
 # KEY_IMAGES, folded with n: the VAE posterior sample of the SparseCtrl key images of controlnets[n]
 
 
+# The two below are jitted rather than run eagerly so that the persistent compilation cache serves
+# them: eagerly, their few ops compile anew at every start-up of the sampler (~0.3 s each).
+@jax.jit
+def _fold_in(keys: jax.Array, stream: jax.Array) -> jax.Array:
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, stream)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _normal(keys: jax.Array, stream: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(_fold_in(keys, stream))
+
+
 def seed_stream(seeds: Sequence[int], stream: int) -> jax.Array:
     """One key per video, (B, 2) uint32: stream `stream` of each seed."""
-    return jnp.stack([jax.random.fold_in(seed_key(s), stream) for s in seeds])
+    return _fold_in(np.stack([seed_key(s) for s in seeds]), np.uint32(stream))
 
 
 def stream_noise(seeds: Sequence[int], stream: int, shape: tuple[int, ...]) -> jax.Array:
     """N(0, I) noise (B, *shape) from stream `stream` of each seed."""
-    return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(seed_stream(seeds, stream))
+    return _normal(np.stack([seed_key(s) for s in seeds]), np.uint32(stream), tuple(shape))
 
 
 def initial_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> jax.Array:
@@ -203,6 +216,16 @@ def denoise_step(unet: UNet3DConditionModel, sampler: Sampler, params, x: jax.Ar
 _JITTED: dict = {}  # compiled functions, shared by pipelines whose networks are configured alike
 
 
+def cast_leaf(a, dtype) -> np.ndarray | jax.Array:
+    """One parameter array in `dtype` if it is floating point (other dtypes unchanged). Host (numpy)
+    arrays are cast on the host: casting them with jnp would compile one conversion per distinct
+    shape, ~60 small programs and ~0.5 s at every start-up of the sampler."""
+    if isinstance(a, jax.Array):
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    a = np.asarray(a)
+    return a.astype(dtype, copy=False) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+
 def _jitted(key: tuple, build: Callable) -> DiskCachedProgram:
     """The jitted function for `key` = (name, network modules + static options...), built once per
     process, its traced program kept on disk for later runs (`program_cache`; `repr(key)` describes
@@ -255,9 +278,7 @@ class AnimateDiffPipeline:
         unet = UNet3DConditionModel(unet_config, motion_config, attention_impl=attention_impl, **kw)
         vae = vae_lib.AutoencoderKL(vae_config, implementation=attention_impl, **kw)
         text = CLIPTextModel(text_config, **kw)
-        cast = lambda tree: jax.tree.map(  # noqa: E731
-            lambda a: jnp.asarray(a, dt) if jnp.issubdtype(np.asarray(a).dtype, jnp.floating) else jnp.asarray(a),
-            tree)
+        cast = lambda tree: jax.device_put(jax.tree.map(functools.partial(cast_leaf, dtype=dt), tree))  # noqa: E731
         pipe = cls(unet, cast(unet_params), vae, cast(vae_params), text, cast(text_params), tokenizer, **kwargs)
         pipe.description.setdefault("dtype", str(dt))
         pipe.description.setdefault("attention", attention_impl)
