@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
-import signal
 import sys
-import threading
 import warnings
 from typing import Callable
+
+from animatediff_jax.interrupts import Terminated, stoppable
 
 
 class UserError(Exception):
@@ -97,26 +97,18 @@ def plain_warnings() -> None:
     warnings.showwarning = show
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so that outputs being written are cleaned up on the way out."""
-
-
-def _terminate(signum, frame):
-    raise Terminated()
-
-
 def run_cli(work: Callable[[], int | None]) -> int:
     """Run a CLI's work; a `UserError` becomes one `error: ...` line on stderr and its exit code.
 
     Returns the exit code: `work()`'s return value (None = 0), `e.exit_code` for a `UserError`,
-    130 on Ctrl-C and 143 on SIGTERM (both unwind like an exception, so temporary outputs are
-    removed; a command may install its own SIGTERM handler inside `work`, e.g. training's final
+    130 on Ctrl-C and 143 on SIGTERM: both unwind like an exception, so temporary outputs are removed,
+    and a run that does not stop by itself (blocked inside XLA) is ended by `interrupts.stoppable`'s
+    watchdog. A command may install its own SIGTERM handler inside `work` (training's final
     checkpoint). Other exceptions propagate with their traceback (they are bugs).
     """
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
-        return int(work() or 0)
+        with stoppable():
+            return int(work() or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -126,6 +118,3 @@ def run_cli(work: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if main_thread and previous is not None:
-            signal.signal(signal.SIGTERM, previous)

@@ -32,6 +32,7 @@ import socket
 from typing import Iterator
 
 from animatediff_jax.errors import OutputError, UserError
+from animatediff_jax.interrupts import raise_if_signalled, temporary
 
 _HOST = socket.gethostname().replace("/", "_")
 _RENAME_EXCHANGE = 2  # linux/fs.h
@@ -172,7 +173,8 @@ def _writing(path: str, make_temp) -> Iterator[str]:
         created = _make_parents(os.path.dirname(path))
         clean_stale(path)
         tmp = make_temp()
-        yield tmp
+        with temporary(tmp):  # removed should a stuck run be ended (interrupts.py)
+            yield tmp
         done = True
     except OutputError as e:  # from a file written inside our temp folder: name where it was going
         if tmp is not None and tmp in str(e):
@@ -216,6 +218,7 @@ def atomic_path(path: str) -> Iterator[str]:
 
     with _writing(path, make_temp) as tmp:
         yield tmp
+        raise_if_signalled()  # a Ctrl-C/SIGTERM whose exception was swallowed never completes an output
         _give_umask_modes(tmp)
         os.replace(tmp, os.fspath(path))
 
@@ -273,5 +276,6 @@ def atomic_folder(path: str) -> Iterator[str]:
 
     with _writing(path, make_temp) as tmp:
         yield tmp
+        raise_if_signalled()
         _give_umask_modes(tmp)
         _swap_in(tmp, os.path.abspath(os.fspath(path)))

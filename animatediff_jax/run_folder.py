@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 from animatediff_jax.errors import OutputError
+from animatediff_jax.interrupts import raise_if_signalled, temporary
 from animatediff_jax.outputs import clean_stale_matching, nearest_existing, temp_name, write_problem
 from animatediff_jax.video import default_mode
 
@@ -67,7 +68,9 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
         raise OutputError(f"{flag} {parent}: cannot create the run folder ({e.strerror or e})") from None
     folder = RunFolder(tmp)
     try:
-        yield folder
+        with temporary(tmp):
+            yield folder
+            raise_if_signalled()  # a Ctrl-C/SIGTERM whose exception was swallowed never completes a run
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)

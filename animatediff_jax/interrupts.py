@@ -1,0 +1,147 @@
+"""Stopping a command-line run on Ctrl-C or SIGTERM, including while it is inside XLA.
+
+Python runs a signal handler only between bytecodes of the main thread. While the main thread is
+inside one long XLA compilation or computation (minutes, for a large video) the handler does not run;
+and an exception raised by a handler that happens to run inside a garbage-collection callback is
+swallowed ("Exception ignored in ..."), so the run would go on and finish. Inside `stoppable()` a
+SIGINT or SIGTERM therefore does three things:
+
+1. it raises where the main thread is (`KeyboardInterrupt`, or `Terminated` for SIGTERM), so the
+   outputs being written unwind and remove themselves: the usual path;
+2. it is remembered: `raise_if_signalled()` raises it again where a run is about to make its output
+   final (`run_folder`, `outputs.atomic_path`), so a swallowed raise cannot complete a run;
+3. it wakes a watchdog thread (through `signal.set_wakeup_fd`, which works while the main thread is
+   blocked in C++): if the process still runs `GRACE_S` seconds later, or at a second signal, the
+   watchdog removes the temporary outputs registered with `temporary()`, prints one line and ends the
+   process with `os._exit(128 + signal)`; and once the run has unwound, the interpreter's own exit
+   (which waits for XLA computations still in flight) gets `GRACE_S` seconds too.
+
+A signal whose handler is not ours when it arrives (training installs its own SIGTERM handler to write
+a final checkpoint on preemption) is left to that handler: the watchdog ignores it.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import select
+import shutil
+import signal
+import threading
+import time
+from typing import Iterator
+
+GRACE_S = 5.0  # seconds a signalled run gets to unwind by itself before the watchdog ends it
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_lock = threading.Lock()
+_temporaries: set[str] = set()
+_signalled: list[int] = []
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that outputs being written are cleaned up on the way out."""
+
+
+def _exception(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _handler(signum, frame):
+    _signalled.append(signum)
+    raise _exception(signum)
+
+
+def raise_if_signalled() -> None:
+    """Raise the first SIGINT/SIGTERM received inside `stoppable()` (KeyboardInterrupt or Terminated)
+    if there was one: call it before making an output final."""
+    if _signalled:
+        raise _exception(_signalled[0])
+
+
+@contextlib.contextmanager
+def temporary(path: str) -> Iterator[str]:
+    """Register `path` (a temporary file or folder being written) for removal should the watchdog
+    have to end the process; unregistered when the block ends."""
+    with _lock:
+        _temporaries.add(path)
+    try:
+        yield path
+    finally:
+        with _lock:
+            _temporaries.discard(path)
+
+
+def _remove_temporaries() -> None:
+    with _lock:
+        paths = list(_temporaries)
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _force_exit(signum: int, why: str) -> None:
+    _remove_temporaries()
+    name = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    os.write(2, f"error: {name}: {why}; ended it, its temporary outputs removed\n".encode())
+    os._exit(128 + signum)
+
+
+def _watch(read_fd: int, stop: threading.Event) -> None:
+    first, deadline = None, None
+    while not stop.is_set():
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([read_fd], [], [], wait)
+        if stop.is_set():
+            break
+        if not ready:
+            _force_exit(first, f"the run did not stop within {GRACE_S:.0f} s of the signal")
+        for signum in os.read(read_fd, 64):
+            if signum not in SIGNALS or signal.getsignal(signum) is not _handler:
+                continue  # the wake-up byte of `stoppable`'s exit, or a signal some other handler owns
+            if deadline is None:
+                first, deadline = signum, time.monotonic() + GRACE_S
+            else:
+                _force_exit(signum, "a second signal")
+    os.close(read_fd)
+
+
+@contextlib.contextmanager
+def stoppable() -> Iterator[None]:
+    """Within the block (in the main thread) SIGINT and SIGTERM stop the run as the module docstring
+    says. Outside the main thread it does nothing (signals are the main thread's)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    watchdog = threading.Thread(target=_watch, args=(read_fd, stop), name="interrupt-watchdog", daemon=True)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        for s, h in previous.items():
+            signal.signal(s, h)
+        stop.set()
+        os.write(write_fd, b"\0")
+        watchdog.join()
+        os.close(write_fd)
+        if _signalled:  # unwound; the interpreter's exit may still wait on an XLA computation in flight
+            atexit.register(_exit_within_grace, _signalled[0])
+        _signalled.clear()
+
+
+def _exit_within_grace(signum: int) -> None:
+    """At interpreter exit after a signal: end the process should the rest of the exit (JAX's own
+    exit handlers wait for computations still running) take longer than `GRACE_S`."""
+    def later():
+        time.sleep(GRACE_S)
+        os._exit(128 + signum)
+    threading.Thread(target=later, name="exit-watchdog", daemon=True).start()

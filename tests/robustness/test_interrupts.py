@@ -1,0 +1,137 @@
+"""Ctrl-C and SIGTERM stop a command-line run and leave no temporary output, even when the run is
+blocked inside an XLA computation or the exception was swallowed (a user found both: a TERM ignored
+for minutes during a large compile, and a Ctrl-C in the first second raised inside a garbage-collection
+callback, after which the run finished with exit code 0)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from animatediff_jax.errors import run_cli
+from animatediff_jax.interrupts import GRACE_S
+from animatediff_jax.run_folder import run_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+PRELUDE = """
+import signal, sys, time
+from animatediff_jax.errors import run_cli
+from animatediff_jax.run_folder import run_folder
+"""
+
+BLOCKED_IN_XLA = PRELUDE + """
+import jax, jax.numpy as jnp
+loop = jax.jit(lambda x: jax.lax.while_loop(lambda v: v[0] < 1e15, lambda v: (v[0] + 1.0, v[1] * 0.5 + 1.0),
+                                            (jnp.zeros(()), x))[1]).lower(jnp.ones(())).compile()
+def work():
+    with run_folder(sys.argv[1], "run"):
+        print("ready", flush=True)
+        loop(jnp.ones(())).block_until_ready()  # hours: the main thread never returns to Python
+sys.exit(run_cli(work))
+"""
+
+SWALLOWS = PRELUDE + """
+def work():
+    with run_folder(sys.argv[1], "run"):
+        for i in range(600):  # like a callback that catches the interrupt and goes on
+            try:
+                if i == 0:
+                    print("ready", flush=True)
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass
+sys.exit(run_cli(work))
+"""
+
+OWN_HANDLER = PRELUDE + """
+def work():
+    seen = []
+    signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))  # as training's preemption flag does
+    print("ready", flush=True)
+    deadline = time.monotonic() + 60
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(float(sys.argv[2]))  # the final checkpoint, longer than the watchdog's grace
+    print("saved", flush=True)
+    return 0 if seen else 3
+sys.exit(run_cli(work))
+"""
+
+
+def start(tmp_path, script: str, *args: str) -> subprocess.Popen:
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    return proc
+
+
+def stop(proc: subprocess.Popen, *signals: int, gap: float = 0.5) -> tuple[int, float, str]:
+    """Send `signals` (`gap` s apart); the exit code, seconds from the first signal to the exit, stderr."""
+    t0 = time.monotonic()
+    for i, s in enumerate(signals):
+        if i:
+            time.sleep(gap)
+        proc.send_signal(s)
+    try:
+        rc = proc.wait(timeout=GRACE_S + 60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the run did not stop")
+    return rc, time.monotonic() - t0, proc.stderr.read()
+
+
+def test_sigterm_ends_a_run_blocked_in_xla_and_removes_its_folder(tmp_path):
+    out = tmp_path / "out"
+    rc, seconds, err = stop(start(tmp_path, BLOCKED_IN_XLA, str(out)), signal.SIGTERM)
+    assert rc == 143 and seconds < 2 * GRACE_S + 30
+    # the watchdog's line if the handler never ran; the usual one if it ran (then the exit, which waits
+    # for the computation in flight, is ended by the exit watchdog)
+    assert err.strip().splitlines()[-1] in ("error: terminated (SIGTERM)", "error: terminated (SIGTERM): the run "
+                                            f"did not stop within {GRACE_S:.0f} s of the signal; ended it, its "
+                                            "temporary outputs removed")
+    assert not out.exists() or os.listdir(out) == []  # the hidden .partial run folder was removed
+
+
+def test_second_ctrl_c_ends_it_at_once(tmp_path):
+    out = tmp_path / "out"
+    rc, seconds, err = stop(start(tmp_path, SWALLOWS, str(out)), signal.SIGINT, signal.SIGINT)
+    assert rc == 130 and seconds < GRACE_S
+    assert "error: interrupted: a second signal" in err
+    assert os.listdir(out) == []
+
+
+def test_swallowed_ctrl_c_still_ends_the_run(tmp_path):
+    out = tmp_path / "out"
+    rc, seconds, err = stop(start(tmp_path, SWALLOWS, str(out)), signal.SIGINT)
+    assert rc == 130 and GRACE_S - 1 < seconds < GRACE_S + 30
+    assert os.listdir(out) == []
+
+
+def test_a_command_with_its_own_handler_is_left_to_finish(tmp_path):
+    proc = start(tmp_path, OWN_HANDLER, "-", str(GRACE_S + 2))
+    rc, seconds, err = stop(proc, signal.SIGTERM)
+    assert rc == 0 and seconds > GRACE_S + 1, err
+    assert proc.stdout.read().strip() == "saved"
+
+
+def test_swallowed_interrupt_never_completes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+
+    def work():
+        with run_folder(str(out), "run") as folder:
+            (tmp_path / "written").write_text(folder.partial)
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass  # swallowed, as inside a garbage-collection callback
+        return 0
+
+    assert run_cli(work) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted"
+    assert not out.exists()  # the run folder and the --out folder it made are gone
