@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 
-from animatediff_jax.errors import InputError, UsageError, UserError
+from animatediff_jax.errors import UsageError, UserError
 from animatediff_jax.outputs import check_output
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -86,29 +85,14 @@ def _merge(args) -> int:
     return 0
 
 
-def _inspect_files(path: str) -> list[str]:
-    """The weights files `inspect` describes for `path`: the file itself, or each network's of a folder
-    (a diffusers SD folder, or one written by `convert base`: unet/vae/text_encoder.safetensors)."""
-    from convert.base import NETWORKS, weights_file
-    if not os.path.isdir(path):
-        return [path]
-    converted = [os.path.join(path, f"{n}.safetensors") for n in NETWORKS]
-    if any(os.path.isfile(f) for f in converted):
-        return [f for f in converted if os.path.isfile(f)]
-    if not os.path.isdir(os.path.join(path, "unet")):
-        raise InputError(f"{path}: a folder that is not a model folder (neither a diffusers SD folder with unet/, "
-                         "vae/, text_encoder/ nor one written by `convert base`); give its weights files")
-    return [weights_file(os.path.join(path, n), n, None) for n in NETWORKS]
-
-
 def _inspect(args) -> int:
     """Each given file described; a file that cannot be read is an `error:` line and the others go on
     (exit 1 at the end if any failed)."""
-    from convert.detect import describe
+    from convert.detect import describe_path
     failed = 0
     for path in args.files:
         try:
-            infos = [describe(f) for f in _inspect_files(path)]
+            infos = describe_path(path)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             failed += 1
@@ -168,10 +152,12 @@ def register(subparsers) -> None:
         "inspect", help="what a checkpoint file is: format, kind, model family, version, parameters, dtypes",
         description="Describe checkpoint files without loading their tensors: file format, kind (LDM single file, "
                     "diffusers UNet/VAE, CLIP, motion module, LoRA, Flax params...), model family (SD1.x/SD2/"
-                    "SDXL), motion-module version, parameter count and dtypes.")
-    p.add_argument("files", nargs="+", help="checkpoint files, diffusers SD folders or folders written by `convert "
-                                             "base` (each network's weights); an unreadable one is reported and "
-                                             "the others still described (exit 1)")
+                    "SDXL; Flax params by the network they hold), motion-module version, parameter count and "
+                    "dtypes; for a folder, its layout too.")
+    p.add_argument("files", nargs="+", help="checkpoint files or model folders (each weights file described): "
+                                             "diffusers SD folders, folders written by `convert base`, diffusers "
+                                             "MotionAdapter / ControlNet / SparseCtrl folders, PEFT LoRA adapters; "
+                                             "an unreadable one is reported and the others still described (exit 1)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.set_defaults(run=_inspect)
 

@@ -134,10 +134,12 @@ def _motion_lora(args) -> int:
 
 def _export_motion(args) -> int:
     import numpy as np
-    from convert.export import ORIGINAL_SUFFIXES, export_adapter, export_original
+    from convert.export import ORIGINAL_SUFFIXES, export_adapter, export_original, require_torch
     fmt = args.format or ("original" if args.output.endswith(ORIGINAL_SUFFIXES) else "diffusers")
     if fmt == "original" and not args.output.endswith(ORIGINAL_SUFFIXES):
         raise UsageError(f"{args.output}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    if fmt == "original":
+        require_torch(args.output)
     check_output(args.output, overwrite=args.overwrite, folder=fmt == "diffusers")
     mm = load_motion(args.params, args)
     params, config = mm.params, mm.config
@@ -153,13 +155,13 @@ def _export_motion(args) -> int:
 def _export_motion_lora(args) -> int:
     import numpy as np
     from animatediff_jax.params import is_motion_path
-    from convert.export import ORIGINAL_SUFFIXES
-    from convert.export import export_motion_lora
+    from convert.export import ORIGINAL_SUFFIXES, export_motion_lora, require_torch
     from convert.lora import read_factors
     if not args.output.endswith(ORIGINAL_SUFFIXES):
         raise UsageError(f"{args.output}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
     if args.alpha is not None and not math.isfinite(args.alpha):
         raise UsageError(f"--alpha: must be a finite number, got {args.alpha}")
+    require_torch(args.output)
     check_output(args.output, overwrite=args.overwrite)
     lora = read_factors(args.factors, args.alpha, allow_nonfinite=args.allow_nonfinite)
     other = [p for p in lora if not is_motion_path(p)]

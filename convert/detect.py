@@ -1,18 +1,23 @@
 """What a checkpoint is, from its key names and a few shapes: kind, model family, motion-module version.
 
 All functions take the keys and a `shape(key)` function, so they run on a lazy `StateDict` without
-reading tensor data. `describe(path)` opens a file and reports everything (used by `convert inspect`).
+reading tensor data. `describe(path)` opens a file and reports everything; `describe_path(path)` does
+so for a file or for each weights file of a model folder in any layout the loaders read
+(`folder_layout`). Both are what `convert inspect` prints.
 """
 from __future__ import annotations
 
 import collections
 import json
 import os
-from typing import Callable, Iterable
+import re
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from animatediff_jax.params import flax_path_to_torch
 from convert.io import CheckpointError, ShardedStateDict, examples, open_state_dict
+from convert.naming import flax_tensor_to_torch
 
 ShapeFn = Callable[[str], tuple[int, ...]]
 
@@ -100,6 +105,17 @@ def checkpoint_kind(keys: Iterable[str], metadata: dict | None = None) -> str:
     return "unknown"
 
 
+def _cross_keys(keys: Iterable[str]) -> list[str]:
+    """The image network's cross-attention key projections (a motion module's `attn2` is temporal)."""
+    return [k for k in keys if k.endswith("attn2.to_k.weight") and ".motion_modules." not in k]
+
+
+def width_family(dim: int) -> str:
+    """The family of a cross-attention input width: 768 SD1.x (CLIP ViT-L), 1024 SD2 (OpenCLIP ViT-H),
+    2048 SDXL (both its text encoders); other widths (miniature test models) count as SD1.x."""
+    return {1024: "sd2", 2048: "sdxl"}.get(dim, "sd1")
+
+
 def model_family(keys: Iterable[str], shape: ShapeFn) -> str:
     """'sd1', 'sd2', 'sdxl' or 'unknown' for an LDM file or a diffusers UNet / text-encoder state dict."""
     keys = list(keys)
@@ -109,10 +125,9 @@ def model_family(keys: Iterable[str], shape: ShapeFn) -> str:
         return "sdxl"
     if any(k.startswith("cond_stage_model.model.") for k in keys):
         return "sd2"  # OpenCLIP ViT-H text encoder
-    cross = [k for k in keys if k.endswith("attn2.to_k.weight")]
+    cross = _cross_keys(keys)
     if cross:
-        dim = shape(cross[0])[-1]
-        return "sd1" if dim == 768 else "sd2" if dim == 1024 else "sdxl" if dim == 2048 else "sd1"
+        return width_family(shape(cross[0])[-1])
     tok = next((k for k in keys if k.endswith("embeddings.token_embedding.weight")), None)
     if tok is not None:
         return "sd1" if shape(tok)[-1] != 1024 else "sd2"
@@ -121,9 +136,74 @@ def model_family(keys: Iterable[str], shape: ShapeFn) -> str:
     return "unknown"
 
 
+# a LoRA's down (A) matrix of a cross-attention key projection, (rank, width): kohya (diffusers or LDM
+# paths), PEFT, and the older `processor.to_k_lora` keys; and of a CLIP text layer's query projection
+_LORA_CROSS = re.compile(r"attn2[._](?:to_k[._]lora[._]down|to_k[._]lora_A|processor[._]to_k_lora[._]down)[._]")
+_LORA_TEXT = re.compile(r"self_attn[._]q_proj[._](?:lora[._]down|lora_A)[._]")
+_LORA_SDXL_PREFIXES = ("lora_te1_", "lora_te2_", "text_encoder_2.")  # SDXL's two text encoders
+
+
+def lora_family(keys: Iterable[str], shape: ShapeFn) -> str | None:
+    """The family a (kohya, PEFT or processor-style) LoRA adapts: 'sdxl' when it has SDXL's second text
+    encoder; else the width of its cross-attention key projections (`width_family`); else its text
+    encoder's width (1024: SD2's OpenCLIP, else SD1.x's CLIP); None when it adapts none of these
+    (convolutions only, say)."""
+    keys = [strip_module_prefix(k) for k in keys]
+    if any(k.startswith(_LORA_SDXL_PREFIXES) for k in keys):
+        return "sdxl"
+    cross = next((k for k in keys if _LORA_CROSS.search(k)), None)
+    if cross is not None:
+        return width_family(shape(cross)[-1])
+    text = next((k for k in keys if _LORA_TEXT.search(k)), None)
+    if text is not None:
+        return "sd2" if shape(text)[-1] == 1024 else "sd1"
+    return None
+
+
+def motion_family(keys: Iterable[str], shape: ShapeFn) -> str:
+    """'sdxl' for a motion module (or MotionLoRA) with 320 channels at up_blocks.2 -- SDXL's UNet has
+    three blocks (1280, 640, 320 channels going up), SD1.x's four (1280, 1280, 640, 320) -- else 'sd1',
+    which every other AnimateDiff module is for. Keys in the original or MotionAdapter naming, possibly
+    `module.`- or (diffusers MotionLoRAs) `unet.`-prefixed."""
+    for key in keys:
+        name = strip_module_prefix(key).removeprefix("unet.")
+        if name.startswith("up_blocks.2.motion_modules.") and name.endswith(("norm.weight", "_lora.down.weight")):
+            return "sdxl" if shape(key)[-1] == 320 else "sd1"
+    return "sd1"
+
+
+def flax_as_torch(keys: Iterable[str], shape: ShapeFn) -> tuple[list[str], ShapeFn]:
+    """The PyTorch names and shapes of a Flax params file's `/`-joined keys (kernels transposed back:
+    Linear (in, out) -> (out, in)), which the rules here read."""
+    names = {flax_path_to_torch(tuple(k.split("/"))): k for k in keys}
+
+    def torch_shape(name: str) -> tuple[int, ...]:
+        path = tuple(names[name].split("/"))
+        return flax_tensor_to_torch(path, np.broadcast_to(np.int8(0), shape(names[name]))).shape
+    return list(names), torch_shape
+
+
+MOTION_KINDS = ("motion_module", "motion_adapter", "motion_lora")
+LORA_KINDS = ("lora_kohya", "lora_peft", "lora_diffusers_old")
+
+
+def file_family(kind: str, keys: Iterable[str], shape: ShapeFn) -> str | None:
+    """'sd1', 'sd2' or 'sdxl': the family a file of `kind` (`checkpoint_kind`) is for, None where its
+    keys do not show it. A Flax params file is judged as the network its PyTorch names make."""
+    if kind == "flax":
+        keys, shape = flax_as_torch(keys, shape)
+        kind = checkpoint_kind(keys)
+    if kind in MOTION_KINDS:
+        return motion_family(keys, shape)
+    if kind in LORA_KINDS:
+        return lora_family(keys, shape)
+    family = "unknown" if kind == "unknown" else model_family(keys, shape)
+    return None if family == "unknown" else family
+
+
 def cross_attention_dim(keys: Iterable[str], shape: ShapeFn) -> int | None:
-    k = next((k for k in keys if k.endswith("attn2.to_k.weight")), None)
-    return None if k is None else int(shape(k)[-1])
+    cross = _cross_keys(keys)
+    return int(shape(cross[0])[-1]) if cross else None
 
 
 def require_sd1(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
@@ -165,9 +245,11 @@ def require_sd1_controlnet(keys: Iterable[str], shape: ShapeFn, path: str) -> No
 
 # ----------------------------------------------------------------------------- motion modules
 
-MOTION_PE = "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe"
-MOTION_V2_MID = "mid_block.motion_modules.0.temporal_transformer.norm.bias"
-MOTION_SDXL_PROBE = "up_blocks.2.motion_modules.0.temporal_transformer.norm.weight"
+# where the version shows, in the original naming and in the MotionAdapter's (diffusers)
+MOTION_PE = ("down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe",
+             "down_blocks.0.motion_modules.0.transformer_blocks.0.pos_embed.pe")
+MOTION_V2_MID = ("mid_block.motion_modules.0.temporal_transformer.norm.bias", "mid_block.motion_modules.0.norm.bias")
+ADAPTER_MAX_SEQ_LENGTH = 32  # a diffusers MotionAdapter config's default motion_max_seq_length
 
 
 def version_from_layout(has_mid_block: bool, pe_length: int | None) -> str | None:
@@ -179,24 +261,37 @@ def version_from_layout(has_mid_block: bool, pe_length: int | None) -> str | Non
     return "v2" if has_mid_block else "v1" if pe_length == 24 else "v3"
 
 
+def adapter_version(config: Mapping) -> str | None:
+    """The version a diffusers MotionAdapter's config.json states (`version_from_layout` of its
+    `use_motion_mid_block` and `motion_max_seq_length`, by diffusers' defaults a mid block and 32)."""
+    return version_from_layout(config.get("use_motion_mid_block", True),
+                               config.get("motion_max_seq_length", ADAPTER_MAX_SEQ_LENGTH))
+
+
 def motion_version(keys: Iterable[str], shape: ShapeFn, path: str = "<motion module>") -> str | None:
-    """`version_from_layout` of an original-format motion module (keys possibly `module.`-prefixed):
-    None when it has no `pos_encoder.pe`. An SDXL module (320 channels at up_blocks.2) or a file
-    without motion-module keys is refused (`CheckpointError`)."""
+    """`version_from_layout` of a motion module, original or MotionAdapter-named (keys possibly
+    `module.`-prefixed): None when it has no position encoding (`pos_encoder.pe` / `pos_embed.pe`).
+    An SDXL module (`motion_family`) or a file without motion-module keys is refused (`CheckpointError`)."""
     raw = {strip_module_prefix(k): k for k in keys}
-    if MOTION_SDXL_PROBE in raw and shape(raw[MOTION_SDXL_PROBE])[-1] == 320:
+    if motion_family(raw.values(), shape) == "sdxl":
         raise CheckpointError(f"{path}: an SDXL motion module (320 channels at up_blocks.2); only SD1.x "
                               "motion modules are supported")
     if not any(".motion_modules." in k or k.startswith("motion_modules.") for k in raw):
         raise CheckpointError(f"{path}: not a motion module (keys: {examples(list(raw), 3)})")
-    pe_length = int(shape(raw[MOTION_PE])[1]) if MOTION_PE in raw else None
-    return version_from_layout(MOTION_V2_MID in raw, pe_length)
+    pe = next((raw[k] for k in MOTION_PE if k in raw), None)
+    return version_from_layout(any(k in raw for k in MOTION_V2_MID), None if pe is None else int(shape(pe)[1]))
 
 
 # ----------------------------------------------------------------------------- one file
 
-def describe(path: str) -> dict:
-    """Format, kind, family, version, parameter count and dtypes of one checkpoint file."""
+_VERSION_NOT_STORED = "not stored (no {}): pass it (convert motion --version, sample --motion-version)"
+_PE_NAMES = {"motion_module": "pos_encoder.pe", "motion_adapter": "pos_embed.pe"}
+
+
+def describe(path: str, config: Mapping | None = None) -> dict:
+    """Format, kind, family, version, parameter count and dtypes of one checkpoint file. `config`: the
+    config.json of the diffusers folder holding it, if any (a MotionAdapter's version is read from it,
+    as the loader does)."""
     with open_state_dict(path) as sd:
         keys = list(sd)
         sharded = isinstance(sd, ShardedStateDict)
@@ -208,16 +303,18 @@ def describe(path: str) -> dict:
                 "parameters": int(sum(int(np.prod(sd.shape(k), dtype=np.int64)) for k in keys)),
                 "dtypes": dict(collections.Counter(str(sd.dtype(k)) for k in keys)),
                 "bytes": sum(map(os.path.getsize, sd.shard_paths)) if sharded else os.path.getsize(path)}
-        if kind in ("ldm", "diffusers_unet", "clip_text"):
-            info["family"] = model_family(keys, sd.shape)
+        family = file_family(kind, keys, sd.shape)
+        if family is not None:
+            info["family"] = family
         if kind == "ldm":
             info["networks"] = sorted({n for n, p in (("unet", "model.diffusion_model."), ("vae", "first_stage_model."),
                                                       ("text_encoder", "cond_stage_model."))
                                        if any(k.startswith(p) for k in keys)})
             info["ema"] = any(k.startswith("model_ema.diffusion_model") for k in keys)
-        if kind == "motion_module":
-            info["version"] = motion_version(keys, sd.shape, path) or \
-                "not stored (no pos_encoder.pe): pass it (convert motion --version, sample --motion-version)"
+        if kind in _PE_NAMES and family == "sd1":  # v1/v2/v3 name SD1.x modules
+            version = adapter_version(config) if kind == "motion_adapter" and config is not None else \
+                motion_version(keys, sd.shape, path)
+            info["version"] = version or _VERSION_NOT_STORED.format(_PE_NAMES[kind])
         if kind in CONTROL_KINDS:
             info["layout"] = control_layout(keys)
         if kind == "flax":
@@ -225,3 +322,61 @@ def describe(path: str) -> dict:
             if "motion" in sd.metadata:  # our converted motion modules state their version
                 info["version"] = json.loads(sd.metadata["motion"]).get("version") or "not stored"
     return info
+
+
+# ----------------------------------------------------------------------------- folders
+
+def _json_object(path: str) -> dict:
+    """A folder's config file, which must be a JSON object (CheckpointError naming it otherwise)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable config ({type(e).__name__}: {e})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: not a config (a JSON object), found {type(value).__name__}")
+    return value
+
+
+def folder_layout(path: str) -> tuple[str, list[str], dict | None]:
+    """(what a model folder is, its weights files, its config.json if a diffusers model folder), for
+    every folder the loaders read:
+
+    - written by `convert base` / `convert lora`: {unet,vae,text_encoder}.safetensors (those present);
+    - a diffusers SD folder: unet/, vae/, text_encoder/ (`--base`, `convert base`);
+    - a diffusers model folder: config.json + diffusion_pytorch_model.* -- a MotionAdapter
+      (`--motion-module`, also `export-motion --format diffusers`'s output), a ControlNetModel or
+      SparseControlNetModel (`--controlnet`, `--sparsectrl`; or a pipeline folder's controlnet/), a UNet
+      (`export-unet`'s output);
+    - a PEFT LoRA adapter (`save_pretrained`: adapter_config.json + adapter_model.*; `--lora`).
+    CheckpointError naming the folder for any other."""
+    from convert.base import NETWORKS, weights_file  # lazy: convert.base imports this module (and JAX)
+    from convert.lora import PEFT_CONFIG, PEFT_WEIGHTS, lora_weights_file
+    converted = [os.path.join(path, f"{n}.safetensors") for n in NETWORKS]
+    if any(os.path.isfile(f) for f in converted):
+        return "converted base folder (convert base)", [f for f in converted if os.path.isfile(f)], None
+    if os.path.isdir(os.path.join(path, "unet")):
+        return "diffusers SD folder", [weights_file(os.path.join(path, n), n, None) for n in NETWORKS], None
+    for folder in (path, os.path.join(path, "controlnet")):
+        if os.path.isfile(os.path.join(folder, "config.json")):
+            config = _json_object(os.path.join(folder, "config.json"))
+            name = config.get("_class_name")
+            return (f"diffusers {name if isinstance(name, str) else 'model'} folder",
+                    [weights_file(folder, "unet", None)], config)
+    if any(os.path.isfile(os.path.join(path, n)) for n in (PEFT_CONFIG, *PEFT_WEIGHTS)):
+        return "PEFT LoRA adapter folder", [lora_weights_file(path)], None
+    raise CheckpointError(
+        f"{path}: a folder that is not a model folder (none of: one written by `convert base`; a diffusers SD "
+        "folder with unet/, vae/, text_encoder/; a diffusers model folder with config.json and "
+        "diffusion_pytorch_model.* (MotionAdapter, ControlNet, SparseCtrl); a PEFT LoRA adapter with "
+        f"{PEFT_CONFIG} and adapter_model.*); "
+        "give its weights files")
+
+
+def describe_path(path: str) -> list[dict]:
+    """`describe` of a file, or of each weights file of a model folder (`folder_layout`), then naming
+    the folder's layout."""
+    if not os.path.isdir(path):
+        return [describe(path)]
+    layout, files, config = folder_layout(path)
+    return [{"file": f, "folder": layout, **describe(f, config)} for f in files]

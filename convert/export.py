@@ -12,6 +12,7 @@ temporary sibling folder and swapped in whole (`animatediff_jax.outputs`).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from typing import Mapping
 import numpy as np
 from safetensors.numpy import save_file
 
-from animatediff_jax.errors import UsageError
+from animatediff_jax.errors import OutputError
 from animatediff_jax.models.configs import MotionConfig
 from animatediff_jax.outputs import atomic_folder, atomic_path
 from convert.motion import (GROUPS_METADATA, HEADS_METADATA, MOTION_ADAPTER_WEIGHTS, check_layout, diffusers_key_to_original, infer_layout,
@@ -83,23 +84,23 @@ def motion_to_adapter(params: Mapping, config: MotionConfig, dtype=np.float32) -
     return _cast(sd, dtype)
 
 
-def _torch(path: str):
-    """torch, for writing a pickle; its absence is the user's to fix (the `torch` extra)."""
-    try:
-        import torch  # lazy: an optional extra, needed only for .ckpt/.pt/.pth outputs
-    except ImportError:
-        raise UsageError(f"{path}: writing a PyTorch pickle needs torch (pip install -e \".[torch]\"); "
-                         "or write a .safetensors file") from None
-    return torch
+def require_torch(path: str) -> None:
+    """OutputError (exit 1, as reading a pickle without torch) when `path` is to be a PyTorch pickle
+    (.ckpt/.pt/.pth) and torch, the `torch` extra, is not installed; found without importing it, so
+    that commands check before any work."""
+    if not path.endswith(".safetensors") and importlib.util.find_spec("torch") is None:
+        raise OutputError(f"{path}: writing a PyTorch pickle needs torch (pip install -e \".[torch]\"); "
+                          "or write a .safetensors file")
 
 
 def _save_tensors(path: str, sd: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
-    """`.safetensors` (safetensors.numpy) or a torch pickle, chosen by suffix; written atomically."""
+    """`.safetensors` (safetensors.numpy) or a torch pickle (callers `require_torch` first), chosen by
+    suffix; written atomically."""
     with atomic_path(path) as tmp:
         if path.endswith(".safetensors"):
             save_file(dict(sd), tmp, metadata=dict(metadata) if metadata else None)
         else:
-            torch = _torch(path)
+            import torch  # lazy: an optional extra, needed only for .ckpt/.pt/.pth outputs
             torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, tmp)
 
 
@@ -108,6 +109,7 @@ def export_original(params: Mapping, config: MotionConfig, path, dtype=np.float3
     path = os.fspath(path)
     if not path.endswith(ORIGINAL_SUFFIXES):
         raise ValueError(f"{path}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    require_torch(path)  # before the pickle's warning below, and any work
     geometry = {HEADS_METADATA: str(config.num_attention_heads), GROUPS_METADATA: str(config.norm_num_groups)}
     if (config.num_attention_heads, config.norm_num_groups) != (8, 32) and not path.endswith(".safetensors"):
         print(f"warning: {path}: a PyTorch pickle stores neither heads nor GroupNorm groups (the original's "
@@ -169,6 +171,7 @@ def export_motion_lora(lora: Mapping, path, dtype=np.float32, style: str = "orig
     path = os.fspath(path)
     if not path.endswith(ORIGINAL_SUFFIXES):
         raise ValueError(f"{path}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    require_torch(path)
     _save_tensors(path, motion_lora_to_original(lora, dtype, style))
 
 

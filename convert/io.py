@@ -253,7 +253,7 @@ def _torch_load(path: str):
         import torch
     except ImportError:
         raise CheckpointError(f"{path}: reading pickle checkpoints needs PyTorch "
-                              "(pip install animatediff_jax[torch]) — or convert it to .safetensors") from None
+                              "(pip install -e \".[torch]\") — or convert it to .safetensors") from None
     try:
         with warnings.catch_warnings():  # a damaged protocol byte: torch warns, then loads or fails (ours)
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)

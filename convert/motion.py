@@ -34,7 +34,7 @@ from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.models.configs import MotionConfig
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
-from convert.detect import refuse_control, version_from_layout
+from convert.detect import ADAPTER_MAX_SEQ_LENGTH, adapter_version, refuse_control, version_from_layout
 from convert.io import StateDict, examples, open_state_dict
 from convert.naming import torch_tensor_to_flax
 
@@ -323,14 +323,12 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
             if len(set(heads_cfg)) != 1:
                 raise MotionModuleError(f"{path}: per-block head counts {heads_cfg} are not supported")
             heads_cfg = heads_cfg[0]
-        # config.json states the layout the weights' pos_embed.pe would show (diffusers' defaults: 32, mid block)
-        cfg_length = cfg.get("motion_max_seq_length", 32)
         with open_state_dict(weights) as sd:
             mm = motion_from_state_dict(
                 sd, source=str(path), heads=heads or heads_cfg,
                 norm_num_groups=norm_num_groups or cfg.get("motion_norm_num_groups", 32),
-                max_seq_length=max_seq_length or cfg_length,
-                version=version or version_from_layout(cfg.get("use_motion_mid_block", True), cfg_length),
+                max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", ADAPTER_MAX_SEQ_LENGTH),
+                version=version or adapter_version(cfg),  # the layout config.json states (pos_embed.pe would show)
                 dtype=dtype, progress=progress, device=device)
         if tuple(cfg.get("block_out_channels", mm.block_out_channels)) != mm.block_out_channels:
             raise MotionModuleError(f"{path}: config.json block_out_channels {cfg['block_out_channels']} "
