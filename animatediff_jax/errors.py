@@ -47,6 +47,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
     INT_MAX = 2**31 - 1  # counts (steps, frames, sizes, batches...) become int32 in JAX/XLA: larger ones overflow
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # a value starting with '-' and a digit is a value, never a flag (no flag of ours starts so):
+        # argparse's own rule misses `-1e30` and `-1:x` and answered "expected one argument"
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
     @staticmethod
     def integer(low: int, high: int = INT_MAX):
         """argparse `type=`: an integer in [low, high] (default high: int32's largest), else the flag's error

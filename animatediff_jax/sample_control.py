@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import yaml
 
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.yaml_file import read_yaml_mapping
 
 
 @dataclass
@@ -115,12 +115,8 @@ def config_overrides(path: str | None) -> dict:
     that a .ckpt cannot show: `set_noisy_sample_input_to_zero` and the motion modules' head count."""
     if path is None:
         return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise InputError(f"{path}: controlnet_config is not a readable YAML file ({e})") from None
-    kwargs = data.get("controlnet_additional_kwargs") or {} if isinstance(data, dict) else {}
+    data = read_yaml_mapping(path, "SparseCtrl inference config (controlnet_config)")
+    kwargs = data.get("controlnet_additional_kwargs") or {}
     out = {}
     if "set_noisy_sample_input_to_zero" in kwargs:
         out["set_noisy_sample_input_to_zero"] = bool(kwargs["set_noisy_sample_input_to_zero"])

@@ -10,6 +10,7 @@ import math
 import os
 
 from animatediff_jax.errors import ArgumentParser, UsageError
+from animatediff_jax.sampling.prompt_config import seed_problem
 
 PROG = "python -m animatediff_jax.sample"
 EXAMPLES = f"""examples:
@@ -69,10 +70,28 @@ def _number(low: float | None = None, high: float | None = None, above: float | 
 
 
 def _seed(text: str) -> int:
-    """-1 (random) or a seed in [0, 2**64) (numpy's SeedSequence takes any; JAX's PRNG keys take 64 bits)."""
-    value = _int_at_least(-1, high=2**64)(text)
-    if value >= 2**64:
-        raise argparse.ArgumentTypeError(f"must be -1 or in [0, 2**64), got {value}")
+    """-1 (random) or a seed in [0, SEED_MAX], as a prompt config's `seed`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if (problem := seed_problem(value)) is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+MAX_FPS = 50  # a GIF's frame delays are whole 1/100 s; players show delays under 2/100 s at 1/10 s
+
+
+def _fps(text: str) -> float:
+    """Frames per second in [0.01, MAX_FPS] (at the slowest, a frame per 100 s)."""
+    value = _number()(text)
+    if value > MAX_FPS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_FPS}, got {value:g} (a GIF stores frame delays in whole 1/100 s, and players "
+            f"show delays under 2/100 s, i.e. over {MAX_FPS} fps, at 1/10 s)")
+    if value < 0.01:
+        raise argparse.ArgumentTypeError(f"must be in [0.01, {MAX_FPS}], got {value:g}")
     return value
 
 
@@ -127,10 +146,19 @@ def _folder(arg: str) -> str:
 
 
 def _travel(arg: str) -> tuple[int, str]:
+    """`FRAME:PROMPT`, FRAME an integer ≥ 0 (that it lies in the video is checked once its length is known)."""
     frame, sep, prompt = arg.partition(":")
-    if not sep or not frame.strip().isdigit():
+    if not sep:
         raise argparse.ArgumentTypeError(f"{arg!r}: expected FRAME:PROMPT, e.g. 8:a dog running")
-    return int(frame), prompt.strip()
+    try:
+        number = int(frame)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{arg!r}: frame {frame.strip()!r} is not an integer "
+                                         "(expected FRAME:PROMPT, e.g. 8:a dog running)") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{arg!r}: frame must be an integer ≥ 0 (0 is the first frame), "
+                                         f"got {number}")
+    return number, prompt.strip()
 
 
 _Parser = ArgumentParser  # errors are one UsageError `--flag: problem` (printed by run_cli, exit 2)
@@ -158,11 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("models (PyTorch files are converted on the fly and cached; Flax files load directly)")
     m.add_argument("--base", help="SD1.x base: diffusers folder, single file or converted folder "
                                   "(default: the miniature AnimateDiff shipped in animatediff_jax/assets/miniature)")
-    m.add_argument("--dreambooth", help="personalized SD1.x checkpoint (single file)")
+    m.add_argument("--dreambooth", help="personalized SD1.x model whose weights replace the --base's (same family): "
+                                        "single file, diffusers folder or converted folder, as --base")
     m.add_argument("--lora", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
                    help="LoRA (kohya/diffusers), repeatable, fused as scale * alpha/rank * up @ down; "
                         "scale default 1.0")
-    m.add_argument("--motion-module", help="AnimateDiff motion module (v1/v2/v3 file or MotionAdapter folder)")
+    m.add_argument("--motion-module", help="AnimateDiff motion module (v1/v2/v3 file or MotionAdapter folder); "
+                   "without --base the shipped miniature's; 'none': no module (each frame an independent image)")
     m.add_argument("--motion-version", choices=MOTION_VERSIONS,
                    help="the motion module's version, for files that do not show it (no position-encoding buffer, "
                         "e.g. saved by the original trainer): v1 = 24 frames, joint resnet GroupNorm; v2 = 32, mid "
@@ -252,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=pos, default=1,
                    help="videos per call (a seed gives the same video at any batch size; larger batches use "
                         "more memory)")
-    r.add_argument("--fps", type=_number(low=0.01, high=1000), default=8.0, help="frames per second of the GIF/MP4")
+    r.add_argument("--fps", type=_fps, default=8.0,
+                   help=f"frames per second of the GIF/MP4, at most {MAX_FPS} (GIF frame delays are whole 1/100 s)")
     r.add_argument("--png", action="store_true", help="also write PNG frames per sample")
     r.add_argument("--save-npy", action="store_true", help="also write raw frames (F, H, W, 3) float32 .npy")
     r.add_argument("--no-progress", action="store_true", help="no per-step progress bar")

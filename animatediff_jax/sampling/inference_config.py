@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import yaml
-
 from animatediff_jax.models.configs import MotionConfig
+from animatediff_jax.yaml_file import read_yaml_mapping
 
 
 _UNET_KWARGS_DEFAULTS = {  # the original UNet3DConditionModel's defaults for absent keys
@@ -37,10 +36,7 @@ def motion_config_from_inference_yaml(source) -> tuple[MotionConfig | None, dict
     where = "<dict>"
     if not isinstance(source, Mapping):
         where = str(source)
-        with open(source) as f:
-            source = yaml.safe_load(f)
-        if not isinstance(source, Mapping):
-            raise ValueError(f"{where}: expected a mapping at the top level")
+        source = read_yaml_mapping(source, "inference config")
 
     def refuse(msg: str):
         raise ValueError(f"{where}: {msg}")

@@ -29,8 +29,8 @@ The releases' schemas, read with the meaning the original's `scripts/animate.py`
   `controlnet_config` (the original's inference yaml of the encoder: its `set_noisy_sample_input_to_zero`
   and motion-module head count are honoured; absent file: the released encoders' settings). Key images
   are read as the original reads them: centre-cropped to the W:H aspect, resized to H x W (bilinear).
-- every release: `seed` (an integer, or a list: one broadcasts to all prompts, else one per prompt;
-  -1 = draw a random seed), `steps`, `guidance_scale`, `prompt`, `n_prompt` (one broadcasts).
+- every release: `seed` (an integer in [0, 2**64 - 1], or a list: one broadcasts to all prompts, else
+  one per prompt; -1 = draw a random seed), `steps`, `guidance_scale`, `prompt`, `n_prompt` (one broadcasts).
 - saved configs (the original's and ours) carry `random_seed`: the seeds the run actually used, one
   per prompt. It takes the place of each `seed` of -1, so re-running a saved config reproduces its
   videos (the original would draw new ones); a `seed` other than -1 wins (an edited config). Delete
@@ -74,13 +74,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.sampling.inference_config import motion_config_from_inference_yaml
+from animatediff_jax.yaml_file import read_yaml, read_yaml_mapping
 
 PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BUILTIN = "builtin:"
+SEED_MAX = 2**64 - 1  # a seed becomes a JAX PRNG key of 64 bits (numpy's SeedSequence would take any)
 
 
 class PromptConfigError(UsageError):
@@ -235,12 +235,19 @@ def check_prompt_frames(entry: PromptEntry, frames: int, source: str) -> None:
         raise _err(source, entry.name, problem)
 
 
+def seed_problem(value, allow_random: bool = True) -> str | None:
+    """What is wrong with `value` as a seed (`--seed`, `seed`; -1 = draw one, where `allow_random`), or None."""
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if integer and (0 <= value <= SEED_MAX or (allow_random and value == -1)):
+        return None
+    return f"must be {'-1 (random) or ' if allow_random else ''}an integer in [0, {SEED_MAX}], got {value!r}"
+
+
 def _int_list(value, key: str, source: str, entry: str, allow_random: bool) -> list[int]:
     seeds = [value] if isinstance(value, int) else value
     for i, s in enumerate(seeds):
-        if isinstance(s, bool) or not isinstance(s, int) or not ((allow_random and s == -1) or 0 <= s < 2**64):
-            want = "-1 or an integer in [0, 2**64)" if allow_random else "an integer in [0, 2**64)"
-            raise _err(source, entry, f"{key}[{i}] must be {want}, got {s!r}")
+        if (problem := seed_problem(s, allow_random)) is not None:
+            raise _err(source, entry, f"{key}[{i}] {problem}")
     return list(seeds)
 
 
@@ -483,22 +490,10 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     return out
 
 
-def _read_yaml(path: Path, what: str) -> Any:
-    """A YAML file's content, or an InputError naming the file (missing, not UTF-8, not YAML)."""
-    if not path.is_file():
-        raise InputError(f"{path}: {what} not found")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: {what} is not valid YAML: {e}") from None
-
-
 def load_prompt_config(path: str | os.PathLike) -> list[PromptEntry]:
     """Read and validate a prompt config file (see module docstring)."""
     path = Path(path)
-    data = _read_yaml(path, "prompt config")
+    data = read_yaml(path, "prompt config")
     if isinstance(data, dict):  # first and v2 releases: {name: entry}
         items = list(data.items())
     elif isinstance(data, list):
@@ -532,9 +527,7 @@ def inference_config(path: str | None) -> tuple[dict, dict]:
         return {}, {}
     if path.startswith(BUILTIN):
         return {}, dict(ORIGINAL_SCHEDULER_KWARGS)
-    data = _read_yaml(Path(path), "inference config")
-    if not isinstance(data, dict):
-        raise PromptConfigError(f"{path}: an inference config must be a mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "inference config")
     try:
         motion, scheduler = motion_config_from_inference_yaml(data)
     except ValueError as e:  # its refusal of a setting, worded for a dict: name the file instead

@@ -31,8 +31,8 @@ import yaml
 
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.models.configs import MOTION_VERSIONS, CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
-from animatediff_jax.training.typed_config import (bounded, build, field_type, merge, read_yaml_mapping, wants_text,
-                                                   yaml_problem)
+from animatediff_jax.training.typed_config import bounded, build, field_type, merge, wants_text
+from animatediff_jax.yaml_file import read_yaml_mapping, yaml_problem
 
 # Choices whose home module imports jax (too slow to import for checking a config): the same names,
 # kept equal to their homes by tests/training/test_training_config.py.
@@ -261,7 +261,7 @@ def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Train
     """
     raw: dict = {}
     if path:
-        data = read_yaml_mapping(path, "a training config")
+        data = read_yaml_mapping(path, "training config")
         try:
             merge(raw, data, TrainingConfig, "")
         except UsageError as e:

@@ -23,43 +23,13 @@ import typing
 from dataclasses import field
 from typing import Any, Literal, Mapping, Sequence, Union
 
-import yaml
-
-from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.errors import UsageError
 
 
 def bounded(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
             le: float | None = None, lt: float | None = None):
     """A dataclass field whose number (or each number of a tuple) must lie in the given bounds."""
     return field(default=default, metadata={"bounds": (ge, gt, le, lt)})
-
-
-def read_yaml_mapping(path: str, what: str = "the file") -> Mapping:
-    """The YAML mapping in file `path` ({} when empty); InputError naming the file when it cannot be read,
-    is not UTF-8, not YAML or not a mapping (`what` names the expected content in that message)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise InputError(f"{path}: {what} must be a YAML mapping, got {type(data).__name__}")
-    return data
-
-
-def yaml_problem(e: yaml.YAMLError) -> str:
-    """A YAML error as one line: the problem and where (line, column)."""
-    mark = getattr(e, "problem_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return f"{getattr(e, 'problem', None) or e}{where}"
 
 
 @functools.cache

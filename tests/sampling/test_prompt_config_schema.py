@@ -91,7 +91,7 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
     ('- prompt: ["a"]\n  motion_module_lora_configs: [{path: "ml.ckpt", alpha: -.inf}]\n',
      r"motion_module_lora_configs\[0\].alpha must be a finite number, got -inf"),
     ('- prompt: ["a", "b"]\n  random_seed: [1]\n', r"random_seed records 1 seeds for 2 prompts"),
-    ('- prompt: ["a"]\n  random_seed: [-1]\n', r"random_seed\[0\] must be an integer in \[0, 2\*\*64\)"),
+    ('- prompt: ["a"]\n  random_seed: [-1]\n', r"random_seed\[0\] must be an integer in \[0, 18446744073709551615\]"),
     ('- prompt: ["a"]\n  motion_module_lora_configs: [{path: "ml.ckpt", alpha: "high"}]\n', r"alpha must be a number"),
     ('- steps: 3\n', r"missing key 'prompt' \(or 'prompt_map'\)"),
     ('- prompt: [1]\n', r"prompt\[0\] must be a string"),

@@ -50,17 +50,17 @@ def test_unknown_keys_and_malformed_overrides(tmp_path):
 
 
 def test_files_that_cannot_be_read_name_the_file(tmp_path):
-    with pytest.raises(InputError, match="missing.yaml: no such file"):
+    with pytest.raises(InputError, match="missing.yaml: training config not found"):
         load_config(str(tmp_path / "missing.yaml"))
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"learning_rate: \xff\xfe\n")
-    with pytest.raises(InputError, match=r"bad\.yaml: not UTF-8 text"):
+    with pytest.raises(InputError, match=r"bad\.yaml: training config is not UTF-8 text"):
         load_config(str(bad))
     bad.write_text("learning_rate: [1,\n")
-    with pytest.raises(InputError, match=r"bad\.yaml: not valid YAML: .*line"):
+    with pytest.raises(InputError, match=r"bad\.yaml: training config is not valid YAML: line"):
         load_config(str(bad))
     bad.write_text("- a\n- b\n")
-    with pytest.raises(InputError, match=r"bad\.yaml: a training config must be a YAML mapping"):
+    with pytest.raises(InputError, match=r"bad\.yaml: training config must be a YAML mapping"):
         load_config(str(bad))
 
 

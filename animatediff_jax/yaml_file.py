@@ -1,0 +1,67 @@
+"""The YAML files the project reads (prompt, inference, SparseCtrl and training configs), read one way.
+
+    data = read_yaml("configs/prompts/v2.yaml", "prompt config")            # any YAML document
+    data = read_yaml_mapping("configs/training/training.yaml", "training config")
+
+Whatever keeps a file from being used is an `InputError` of one line that names the file first, then
+its role and the problem: not found, a directory, unreadable, not UTF-8, not valid YAML (with the
+line and column), empty, or (`read_yaml_mapping`) not a mapping.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from animatediff_jax.errors import InputError
+
+
+def read_yaml(path: str | os.PathLike, role: str) -> Any:
+    """The YAML document in file `path`; InputError `<path>: <role> <problem>` when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: {role} is a directory, not a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: {role} not found") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the {role} ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: {role} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: {role} is not valid YAML: {yaml_problem(e)}") from None
+    if data is None:
+        raise InputError(f"{path}: {role} is empty (no YAML content)")
+    return data
+
+
+def read_yaml_mapping(path: str | os.PathLike, role: str) -> Mapping:
+    """The YAML mapping in file `path` (`read_yaml`'s errors, or InputError when it is not a mapping)."""
+    data = read_yaml(path, role)
+    if not isinstance(data, Mapping):
+        raise InputError(f"{path}: {role} must be a YAML mapping (key: value lines), got a {type(data).__name__}")
+    return data
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: where (line, column), the problem, and what it was reading
+    (`line 2, column 2: expected ',' or ']', but got ':' (while parsing a flow sequence from line 1, column 4)`)."""
+    if isinstance(e, yaml.reader.ReaderError):  # a control character; its position counts characters
+        return f"character {e.position + 1}: unacceptable character #x{e.character:04x} ({e.reason})"
+    if not isinstance(e, yaml.MarkedYAMLError):
+        return " ".join(str(e).split())
+    problem, context = e.problem or e.context, e.context if e.problem else None
+    mark = e.problem_mark or e.context_mark
+    text = f"{_at(mark)}: {problem}" if mark else str(problem)
+    if context and e.context_mark and e.context_mark is not mark:
+        text += f" ({context} from {_at(e.context_mark)})"
+    return text
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"

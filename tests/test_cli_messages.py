@@ -1,0 +1,183 @@
+"""The messages a user sees for bad seeds, travel frames, fps, and YAML files that cannot be used: one
+`error: <flag or file>: <problem>` line that states the real bound or the real problem, before any
+model loads; every YAML the project reads (prompt, inference, SparseCtrl and training configs) fails
+the same way (`animatediff_jax.yaml_file`)."""
+import os
+import re
+
+import pytest
+
+from animatediff_jax import sample
+from animatediff_jax.errors import InputError
+from animatediff_jax.miniature.shipped import MINIATURE
+from animatediff_jax.sample_control import config_overrides
+from animatediff_jax.sample_flags import build_parser
+from animatediff_jax.sampling.prompt_config import inference_config, load_prompt_config
+from animatediff_jax.training.config import load_config
+from tests.sampling.stop_at_load import Validated, stop_at_load
+
+SEED_MAX = "18446744073709551615"  # 2**64 - 1
+SMALL = ["--W", "32", "--H", "32", "--L", "4", "--out", "out"]
+
+
+@pytest.fixture
+def jobs(tmp_path, monkeypatch):
+    """The jobs that passed validation (none load a model); the working directory is tmp_path."""
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return stop_at_load(monkeypatch)
+
+
+def error_line(capsys, argv, rc) -> str:
+    """The one error line `sample.main(argv)` prints (exit code `rc`), without `error: ` and newline."""
+    assert sample.main(argv) == rc
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not os.path.exists("out"), "an output folder appeared before validation passed"
+    return err.removeprefix("error: ").removesuffix("\n")
+
+
+def validates(argv) -> bool:
+    with pytest.raises(Validated):
+        sample.main(argv)
+    return True
+
+
+# ----------------------------------------------------------------------------- 1. seeds
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", str(2**64), "-2"])
+def test_seed_bound_stated_is_the_real_one(jobs, capsys, seed):
+    assert error_line(capsys, ["--prompt", "a", "--seed", seed, *SMALL], 2) == \
+        f"--seed: must be -1 (random) or an integer in [0, {SEED_MAX}], got {seed}"
+
+
+def test_the_largest_seed_stated_is_accepted(jobs):
+    assert validates(["--prompt", "a", "--seed", SEED_MAX, *SMALL])
+    assert jobs[0].entry.seeds == [2**64 - 1]
+
+
+def test_prompt_config_seed_states_the_same_bound(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f'- prompt: ["a"]\n  seed: {2**64}\n')
+    with pytest.raises(ValueError, match=rf"c\.yaml: entry 0: seed\[0\] must be -1 \(random\) or an integer in "
+                                         rf"\[0, {SEED_MAX}\], got {2**64}$"):
+        load_prompt_config(path)
+    path.write_text(f'- prompt: ["a"]\n  seed: {SEED_MAX}\n  random_seed: [{2**64}]\n')
+    with pytest.raises(ValueError, match=rf"random_seed\[0\] must be an integer in \[0, {SEED_MAX}\], got"):
+        load_prompt_config(path)
+    path.write_text(f'- prompt: ["a"]\n  seed: {SEED_MAX}\n')
+    assert load_prompt_config(path)[0].seeds == [2**64 - 1]
+
+
+# ----------------------------------------------------------------------------- 2. travel frames
+
+@pytest.mark.parametrize("travel,message", [
+    ("-1:a dog", "frame must be an integer ≥ 0 (0 is the first frame), got -1"),
+    ("1.5:a dog", "frame '1.5' is not an integer (expected FRAME:PROMPT, e.g. 8:a dog running)"),
+    ("a dog", "expected FRAME:PROMPT, e.g. 8:a dog running"),
+], ids=["negative", "not an integer", "no colon"])
+def test_travel_frame_problem_is_named(jobs, capsys, travel, message):
+    assert error_line(capsys, [f"--travel={travel}", *SMALL], 2) == f"--travel: {travel!r}: {message}"
+
+
+def test_negative_values_are_values_not_flags(jobs, capsys):
+    # argparse's own rule took `-1e30` and `-1:a dog` for flags: "expected one argument"
+    assert build_parser().parse_args(["--guidance-scale", "-1e30"]).guidance_scale == -1e30
+    assert error_line(capsys, ["--travel", "-1:a dog", *SMALL], 2) == \
+        "--travel: '-1:a dog': frame must be an integer ≥ 0 (0 is the first frame), got -1"
+    assert error_line(capsys, ["--steps", "-.5", *SMALL], 2) == "--steps: '-.5' is not an integer"
+
+
+# ----------------------------------------------------------------------------- 5. fps
+
+def test_fps_is_limited_to_what_a_gif_shows(jobs, capsys, tmp_path):
+    line = error_line(capsys, ["--prompt", "a", "--fps", "1000", *SMALL], 2)
+    assert line.startswith("--fps: must be at most 50, got 1000 (a GIF stores frame delays in whole 1/100 s")
+    assert validates(["--prompt", "a", "--fps", "50", *SMALL])
+    config = tmp_path / "c.yaml"
+    config.write_text('- prompt: ["a"]\n  sample_options: {fps: 60}\n')
+    line = error_line(capsys, [str(config), "--base", os.path.join(MINIATURE, "base"), *SMALL], 2)
+    assert line.startswith(f"{config}: entry 0: sample_options: --fps: must be at most 50, got 60 (a GIF")
+
+
+# ----------------------------------------------------------------------------- 6. --dreambooth
+
+def test_dreambooth_help_names_what_is_accepted(jobs):
+    help_text = " ".join(build_parser().format_help().split())
+    assert "(single file)" not in help_text
+    assert "single file, diffusers folder or converted folder" in help_text
+    assert validates(["--dreambooth", os.path.join(MINIATURE, "dreambooth"), "--prompt", "a", *SMALL])
+
+
+# ----------------------------------------------------------------------------- 3, 4. YAML files
+
+# (file content or None for a directory, the problem after `<path>: <role> `)
+BAD_FILES = [
+    (None, "is a directory, not a YAML file"),
+    ("a: [1\nb: 2\n", "is not valid YAML: line 2, column 2: expected ',' or ']', but got ':' "
+                      "(while parsing a flow sequence from line 1, column 4)"),
+    ('a: "open\n', "is not valid YAML: line 2, column 1: found unexpected end of stream "
+                   "(while scanning a quoted scalar from line 1, column 4)"),
+    ("a: 1\x01\n", "is not valid YAML: character 5: unacceptable character #x0001 "
+                   "(special characters are not allowed)"),
+    (b"a: caf\xe9\n", "is not UTF-8 text (invalid continuation byte at byte 6)"),
+    ("", "is empty (no YAML content)"),
+    ("# only a comment\n", "is empty (no YAML content)"),
+]
+BAD_FILE_IDS = ["directory", "unclosed bracket", "unclosed quote", "control character", "latin-1", "empty",
+                "comment only"]
+
+
+def bad_file(tmp_path, content):
+    path = tmp_path / "bad.yaml"
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+@pytest.mark.parametrize("content,problem", BAD_FILES, ids=BAD_FILE_IDS)
+def test_prompt_config_file_problems_are_one_line(jobs, capsys, tmp_path, content, problem):
+    path = bad_file(tmp_path, content)
+    assert error_line(capsys, [str(path), *SMALL], 1) == f"{path}: prompt config {problem}"
+
+
+@pytest.mark.parametrize("content,problem", BAD_FILES, ids=BAD_FILE_IDS)
+def test_inference_config_file_problems_are_one_line(jobs, capsys, tmp_path, content, problem):
+    path = bad_file(tmp_path, content)
+    config = tmp_path / "c.yaml"
+    config.write_text(f'- prompt: ["a"]\n  inference_config: "{path}"\n')
+    assert error_line(capsys, [str(config), "--base", os.path.join(MINIATURE, "base"), *SMALL], 1) == \
+        f"{path}: inference config {problem}"
+
+
+@pytest.mark.parametrize("content,problem", BAD_FILES, ids=BAD_FILE_IDS)
+def test_training_and_sparsectrl_config_file_problems_are_one_line(tmp_path, content, problem):
+    path = bad_file(tmp_path, content)
+    with pytest.raises(InputError) as e:
+        load_config(str(path))
+    assert str(e.value) == f"{path}: training config {problem}"
+    with pytest.raises(InputError) as e:
+        config_overrides(str(path))
+    assert str(e.value) == f"{path}: SparseCtrl inference config (controlnet_config) {problem}"
+
+
+def test_missing_unreadable_and_non_mapping_files(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(InputError, match=f"^{re.escape(str(missing))}: prompt config not found$"):
+        load_prompt_config(missing)
+    with pytest.raises(InputError, match=f"^{re.escape(str(missing))}: training config not found$"):
+        load_config(str(missing))
+    (tmp_path / "file").write_text("a: 1\n")
+    below_a_file = str(tmp_path / "file" / "c.yaml")
+    with pytest.raises(InputError) as e:
+        inference_config(below_a_file)
+    assert str(e.value) == f"{below_a_file}: cannot read the inference config (Not a directory)"
+    listed = str(tmp_path / "list.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(InputError) as e:
+        inference_config(listed)
+    assert str(e.value) == f"{listed}: inference config must be a YAML mapping (key: value lines), got a list"
