@@ -1,7 +1,7 @@
 """Measure the paper's claim on the miniature AnimateDiff: `python -m animatediff_jax.evaluate`.
 
-    python -m animatediff_jax.evaluate                          # shipped weights, table -> RESULTS.md
-    python -m animatediff_jax.evaluate --samples 8 --results -  # quicker, print only
+    python -m animatediff_jax.evaluate --results RESULTS.md     # shipped weights, table -> RESULTS.md
+    python -m animatediff_jax.evaluate --samples 8              # quicker, print only
 
 Each row samples `--samples` videos (prompt i describes clip i of a held-out seed of the procedural
 world, e.g. "sks, a red circle moving left on stripes background"; sampling seed = i) and scores
@@ -267,8 +267,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--rows", help="only these rows, names separated by ';' (default: every row whose files "
                         "are in --weights; those left out are named)")
-    parser.add_argument("--results", default="RESULTS.md",
-                        help="Markdown file to write the table to ('-': print only; default: RESULTS.md)")
+    parser.add_argument("--results", default="-",  # not RESULTS.md: a quick run would replace the measured table
+                        help="Markdown file to write the table to, e.g. RESULTS.md (default '-': print only)")
     return parser
 
 

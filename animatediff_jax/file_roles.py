@@ -3,8 +3,8 @@
 Users mix up paths: one of our converted Flax files given to `--dreambooth`, a converted model folder
 given to `--motion-module`, an empty or unrelated folder given to `--base`. Each then failed deep in
 a loader with a misleading message ("not SD1.x", "no tokenizer"). `check_model_path(path, flag)`
-says what the path is and which flag takes it (`UsageError`, exit 2), or, for a folder that holds no
-SD1.x model at all, what was expected there (`InputError`, exit 1). Files of other tools (PyTorch
+says what the path is and which flag takes it, or, for a folder that holds no SD1.x model at all, what
+was expected there (both `InputError`, exit 1: the file is of the wrong kind). Files of other tools (PyTorch
 checkpoints, LoRAs) pass unchanged: their loaders check them.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import os
 
 from animatediff_jax.checkpoint import read_metadata
-from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.errors import InputError
 from animatediff_jax.loading import NETWORKS, is_converted_base, is_flax_file
 
 MODEL_FLAGS = ("--base", "--dreambooth")  # an SD1.x model: diffusers folder, converted folder or single file
@@ -63,7 +63,7 @@ def check_model_path(path: str | None, flag: str) -> None:
             hint = f"{' or '.join(MODEL_FLAGS)} take a whole model (unet, vae and text_encoder files together)"
         else:
             hint = "no sample flag takes it"
-        raise UsageError(f"{flag} {path}: {what}, not what {flag} takes; {hint}")
+        raise InputError(f"{flag} {path}: {what}, not what {flag} takes; {hint}")  # a file of the wrong kind
     if flag in MODEL_FLAGS and os.path.isdir(path) and not os.path.isdir(os.path.join(path, "unet")):
         problems = converted_folder_problems(path)
         if len(problems) < len(NETWORKS):  # some of a converted folder's files are there

@@ -27,17 +27,20 @@ import functools
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import jax
+import numpy as np
 
 from animatediff_jax.checkpoint import load_config, load_params, read_metadata, save_params
 from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
-from animatediff_jax.params import cache_root, check_shapes, insert_motion, unflatten
+from animatediff_jax.nonfinite import describe as describe_nonfinite, kind as nonfinite_kind
+from animatediff_jax.params import cache_root, check_shapes, flatten, insert_motion, unflatten
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
 from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
@@ -299,9 +302,11 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         raise InputError(f"{names['tokenizer']} {files.tokenizer}: no CLIP tokenizer there (needs vocab.json + "
                          "merges.txt, or tokenizer.json)")
     if tokenizer is None:
-        kind = "a single file" if os.path.isfile(base_path) else "a folder without tokenizer/"
-        raise UsageError(f"{names['tokenizer']}: {files.base} carries no CLIP tokenizer ({kind}); pass "
-                         f"{names['tokenizer']} <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
+        single = os.path.isfile(base_path)  # a single file never carries one: the flag is missing (usage)
+        error = UsageError if single else InputError  # a folder that should: the folder is incomplete
+        raise error(f"{names['tokenizer']}: {files.base} carries no CLIP tokenizer "
+                    f"({'a single file' if single else 'a folder without tokenizer/'}); pass "
+                    f"{names['tokenizer']} <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
     base = sd_source(base_path, cache_dir, names["base"])
     dreambooth = None
     if files.dreambooth is not None:
@@ -439,21 +444,23 @@ def load_weights(checked: CheckedFiles, names: Mapping[str, str] = ROLES) -> Loa
     """Assemble all weights of checked files (see the module docstring); each file is read once."""
     files = checked.files
     sd_model = read_sd_model(checked.base, names["base"])
+    for name in NETWORKS:
+        refuse_nonfinite(sd_model[name], f"{names['base']} {files.base} ({name})")
     if checked.dreambooth is not None:
         db = read_sd_model(checked.dreambooth, names["dreambooth"])
         for name in NETWORKS:
-            sd_model[name] = db[name]
+            sd_model[name] = refuse_nonfinite(db[name], f"{names['dreambooth']} {files.dreambooth} ({name})")
     nets = {"unet": sd_model["unet"], "text_encoder": sd_model["text_encoder"]}
     for lora in checked.loras:
-        nets.update({c: _fused(nets[c], lora, c, files.lora_alpha_rule) for c in lora.updates})
+        nets.update({c: _fused(nets[c], lora, c, files.lora_alpha_rule, names["loras"]) for c in lora.updates})
     unet = nets["unet"]
     if checked.domain_adapter is not None:
-        unet = _fused(unet, checked.domain_adapter)
+        unet = _fused(unet, checked.domain_adapter, flag=names["domain_adapter"])
     mm = checked.motion
     if mm is not None:
-        motion = mm.params
+        motion = refuse_nonfinite(mm.params, f"{names['motion_module']} {files.motion_module}")
         for lora in checked.motion_loras:
-            motion = _fused(motion, lora)
+            motion = _fused(motion, lora, flag=names["motion_loras"])
         unet = insert_motion(unet, motion, strict=False)
     if files.unet_checkpoint is not None:  # loaded after the motion module, replacing the whole UNet (the original)
         unet = read_unet3d_checkpoint(files.unet_checkpoint, sd_model["unet"], mm)
@@ -465,13 +472,31 @@ def load_weights(checked: CheckedFiles, names: Mapping[str, str] = ROLES) -> Loa
                               domain_adapter=files.domain_adapter, motion_version=mm.version if mm else None))
 
 
-def _fused(params: Mapping, lora: ReadLora, component: str = "unet", alpha_rule: str = "kohya") -> dict:
-    return fuse(params, lora.updates[component], lora.scale, source=lora.path, alpha_rule=alpha_rule)
+def _fused(params: Mapping, lora: ReadLora, component: str = "unet", alpha_rule: str = "kohya",
+           flag: str = "LoRA") -> dict:
+    fused = fuse(params, lora.updates[component], lora.scale, source=lora.path, alpha_rule=alpha_rule)
+    return refuse_nonfinite(fused, f"{flag} {lora.path}:{lora.scale:g} (fused into the {component})",
+                            only=set(lora.updates[component]))
+
+
+def refuse_nonfinite(tree: Mapping, what: str, only: set | None = None) -> Mapping:
+    """`tree` unchanged, unless its leaves (those at the flattened paths `only`, if given) hold NaN or
+    Inf: then LoadError `<what>: N tensors hold NaN/Inf: 'path' (NaN), ...`, since every video
+    sampled with them would come out NaN. One isfinite pass per checked leaf (host arrays)."""
+    found = {"/".join(map(str, p)): k for p, leaf in flatten(tree).items()
+             if (only is None or p in only) and (k := nonfinite_kind(np.asarray(leaf)))}
+    if found:
+        raise LoadError(f"{what}: {describe_nonfinite(found)}; every video sampled with it would come out NaN")
+    return tree
 
 
 def scheduler_settings(scheduler_config: str | Mapping[str, Any], base_scheduler: Mapping[str, Any]) -> dict:
     """A diffusers scheduler config dict from "original" (AnimateDiff's inference config), "base"
     (`base_scheduler`, the base model's own), a dict, or the path of a scheduler_config.json."""
+    if scheduler_config == "base" and not base_scheduler:
+        warnings.warn("scheduler config 'base': the base model has none (no scheduler/ or scheduler_config.json); "
+                      "using AnimateDiff's original one")  # one location: said once per run
+        scheduler_config = "original"
     if isinstance(scheduler_config, str) and scheduler_config in ("original", "base"):
         return dict(ORIGINAL_SCHEDULER_KWARGS) if scheduler_config == "original" else dict(base_scheduler)
     if isinstance(scheduler_config, str):

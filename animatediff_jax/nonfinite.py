@@ -5,7 +5,10 @@ Policy (issue 13, kind 6):
   whose written tensors hold NaN or Inf is not written (nothing is left behind) and the error names
   the input and the tensors. `--allow-nonfinite` writes it anyway, with a warning naming them.
   Converting is the moment a broken download or a diverged training run is cheapest to catch.
-- Loaders *warn* (naming the file and the tensors) where the load touches the data anyway: a cast
+- The sampler *refuses* (`loading.refuse_nonfinite`): every file's weights, and each LoRA's fused
+  result, are checked before sampling, since one NaN weight makes every video NaN; the error names
+  the flag, the file (and LoRA scale) and the tensors.
+- Other loaders *warn* (naming the file and the tensors) where the load touches the data anyway: a cast
   (`load_params(dtype=...)`) or a device put (`device=` / `sharding=`). Zero-copy loads that touch
   nothing stay free; `find_nonfinite(tree)` names the culprits when a caller needs them (e.g. after
   non-finite frames).

@@ -124,18 +124,20 @@ def _flag_jobs(args) -> list[Job]:
         if twice:
             raise UsageError(f"--travel: frame(s) {twice} given twice (one prompt per key frame)")
         prompts.append(dict(args.travel))
-    from animatediff_jax.miniature.shipped import DEFAULT_SAMPLE, MINIATURE, default_jobs  # noqa: PLC0415
+    from animatediff_jax.miniature.shipped import DEFAULT_SAMPLE, MINIATURE, default_jobs, motion_path  # noqa: PLC0415
     given = args.dreambooth or args.motion_module or args.lora or args.motion_lora or args.domain_adapter
     default = args.base is None and not given
     if args.base is None and args.tokenizer:
         raise UsageError("--tokenizer: goes with a single-file --base (the miniature carries its own tokenizer)")
-    base = args.base or os.path.join(MINIATURE, "base")  # model flags alone build on the shipped miniature
+    base = args.base or os.path.join(MINIATURE, "base")  # model flags alone build on the shipped miniature,
+    motion_module = None if args.motion_module == "none" else \
+        args.motion_module or (motion_path(MINIATURE, "B") if args.base is None else None)  # its module included
     if default:  # the miniature's own jobs (miniature/shipped.py), its own prompts unless given some
         setups = default_jobs(prompts)
     elif not prompts:
         raise UsageError("--prompt: no prompt (give --prompt, --travel or a prompt config)")
     else:
-        setups = [("command line", dict(base=base, dreambooth=args.dreambooth, motion_module=args.motion_module,
+        setups = [("command line", dict(base=base, dreambooth=args.dreambooth, motion_module=motion_module,
                                         loras=args.lora, motion_loras=args.motion_lora,
                                         domain_adapter=args.domain_adapter), prompts)]
     negs, seeds = args.negative_prompt or [""], args.seed or [-1]
@@ -249,9 +251,8 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         for path, flag in [(p, "--lora") for p, _ in m["loras"]] + [(p, "--motion-lora") for p, _ in m["motion_loras"]] \
                 + ([(m["domain_adapter"][0], "--domain-adapter")] if m.get("domain_adapter") else []):
             check_model_path(path, flag)
-        if m["motion_loras"] and not m.get("motion_module") and job.opts.base is None:
-            raise UsageError("--motion-lora: needs --motion-module (model flags without --base build on the shipped "
-                             "miniature's base alone, not on its motion module)")
+        if m["motion_loras"] and not m.get("motion_module"):
+            raise UsageError(f"{where}--motion-lora: needs a motion module (--motion-module)")
         files = loading.ModelFiles(**m)
         if files not in checked:
             checked[files] = loading.check_files(files, cache_dir, loading.FLAGS)
@@ -309,9 +310,13 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
             if key not in videos:
                 from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
                 try:
+                    shape = read_video(o.init_video).shape[:3]
                     videos[key] = read_video(o.init_video, num_frames=s["frames"], size=(s["height"], s["width"]))
                 except UserError as err:
                     raise InputError(f"--init-video {err}") from None
+                if shape != videos[key].shape[:3]:
+                    print(f"--init-video {o.init_video}: {'x'.join(map(str, shape))} (frames x height x width) "
+                          f"resampled to {'x'.join(map(str, videos[key].shape[:3]))} (frames evenly in time, bicubic)")
             job.init_video = videos[key]
         if o.latents:
             if o.latents not in latents:
@@ -412,6 +417,25 @@ def saved_entry(job: Job, seeds: list[int], dtype: str) -> dict:
 
 # ----------------------------------------------------------------------------- main
 
+def describe_models(model: dict) -> str:
+    """The files a job samples with, on one line (`base B, motion module M, LoRA L x0.8`): every
+    model a job uses is said, and so is the absence of a motion module (frame-wise images)."""
+    def short(path: str) -> str:
+        rel = os.path.relpath(path)
+        return rel if len(rel) < len(path) else path
+    parts = [f"base {short(model['base'])}"]
+    if model.get("dreambooth"):
+        parts.append(f"DreamBooth {short(model['dreambooth'])}")
+    parts.append(f"motion module {short(model['motion_module'])}" if model.get("motion_module")
+                 else "no motion module (each frame an independent image)")
+    parts += [f"LoRA {short(p)} x{w:g}" for p, w in model.get("loras") or []]
+    parts += [f"MotionLoRA {short(p)} x{w:g}" for p, w in model.get("motion_loras") or []]
+    if model.get("domain_adapter"):
+        p, w = model["domain_adapter"]
+        parts.append(f"domain adapter {short(p)} x{w:g}")
+    return ", ".join(parts)
+
+
 def load_pipeline(job: Job):
     """The job's pipeline from its checked files (weights read, fused, checked against the networks)."""
     from animatediff_jax import loading
@@ -451,6 +475,7 @@ def run(args, argv: list[str]) -> str:
             freeinit = FreeInitOptions(o.freeinit_iters, o.freeinit_filter) if o.freeinit_iters > 1 else None
             print(f"{e.name}: {len(e.prompts)} video(s), {s['frames']}x{s['height']}x{s['width']}, {e.steps} steps, "
                   f"seeds {seeds}")
+            print(f"  models: {describe_models(job.model)}")
             n = o.batch_size
             for i in range(0, len(e.prompts), n):
                 with memory_errors(f"{e.name}: {s['frames']}x{s['height']}x{s['width']}, batch {n}"):
@@ -466,9 +491,10 @@ def run(args, argv: list[str]) -> str:
                 for prompt, frames in zip(e.prompts[i:i + n], result.frames):
                     if not np.isfinite(frames).all():
                         dtype = pipe.description["dtype"]
-                        raise InputError(f"{e.name}: prompt {prompt!r}: the video came out NaN/inf (a model "
-                                         "file's weights overflow with these settings" +
-                                         (f", or --dtype {dtype} does: try --dtype float32)" if dtype != "float32"
+                        raise InputError(f"{e.name}: prompt {prompt!r}: the video came out NaN/inf although every "
+                                         "weight is finite: the computation overflows (a huge --guidance-scale, "
+                                         "LoRA or motion scale, or weights too large for these settings" +
+                                         (f"; or --dtype {dtype}: try --dtype float32)" if dtype != "float32"
                                           else ")"))
                     for path in write_sample(folder.partial, idx, prompt, frames, o, args):
                         print(f"  wrote {os.path.relpath(path, folder.partial)}")

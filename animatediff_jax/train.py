@@ -17,7 +17,7 @@ import sys
 from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, UserError, run_cli
-from animatediff_jax.training.config import load_config
+from animatediff_jax.training.config import TrainingConfig, load_config
 
 # Packages the run imports that a lighter install may lack: name -> what needs it.
 RUN_REQUIREMENTS = {"tensorboardX": "the TensorBoard writer of the training metrics"}
@@ -38,16 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_requirements() -> None:
-    """UserError naming the package when one the run imports is not installed (found without importing it)."""
+def check_requirements(cfg: TrainingConfig) -> None:
+    """UserError naming the package when one the run imports, or the export it ends with, needs is not
+    installed (found without importing it): before training, not after it."""
     for name, purpose in RUN_REQUIREMENTS.items():
         if importlib.util.find_spec(name) is None:
             raise UserError(f"{name}: not installed, but needed for {purpose} (pip install {name})")
+    if importlib.util.find_spec("torch") is not None:
+        return
+    torch = 'torch: not installed, but needed to write {what}, a PyTorch pickle (pip install -e ".[torch]"); or {fix}'
+    if cfg.lora.rank and not cfg.lora_file.endswith(".safetensors"):
+        raise UserError(torch.format(what=f"lora.file {cfg.lora_file!r}", fix="name it .safetensors"))
+    if not cfg.lora.rank and "original" in cfg.export_formats:
+        raise UserError(torch.format(what="export_formats 'original' (motion_module.ckpt)",
+                                     fix="set export_formats=[diffusers]"))
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    check_requirements()
+    check_requirements(cfg)
     # Lazy: JAX, Flax, orbax, tensorboardX and the networks take seconds to import; the checks above
     # (and --help) must not wait for them.
     import jax

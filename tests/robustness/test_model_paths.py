@@ -31,15 +31,15 @@ def run(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("flags,code,line", [
-    (["--dreambooth", UNET], 2, f"error: --dreambooth {UNET}: a converted UNet alone (Flax params), not what "
+    (["--dreambooth", UNET], 1, f"error: --dreambooth {UNET}: a converted UNet alone (Flax params), not what "
                                 f"--dreambooth takes; --base or --dreambooth take the folder holding it ({BASE})"),
-    (["--base", UNET], 2, f"error: --base {UNET}: a converted UNet alone (Flax params), not what --base takes; "
+    (["--base", UNET], 1, f"error: --base {UNET}: a converted UNet alone (Flax params), not what --base takes; "
                           f"--base or --dreambooth take the folder holding it ({BASE})"),
-    (["--dreambooth", MOTION], 2, f"error: --dreambooth {MOTION}: a converted motion module (v2), not what "
+    (["--dreambooth", MOTION], 1, f"error: --dreambooth {MOTION}: a converted motion module (v2), not what "
                                   "--dreambooth takes; --motion-module takes it"),
-    (["--motion-module", BASE], 2, f"error: --motion-module {BASE}: a converted SD1.x model folder, not what "
+    (["--motion-module", BASE], 1, f"error: --motion-module {BASE}: a converted SD1.x model folder, not what "
                                    "--motion-module takes; --base or --dreambooth take it"),
-    (["--lora", MOTION], 2, f"error: --lora {MOTION}: a converted motion module (v2), not what --lora takes; "
+    (["--lora", MOTION], 1, f"error: --lora {MOTION}: a converted motion module (v2), not what --lora takes; "
                             "--motion-module takes it"),
 ])
 def test_our_files_given_to_the_wrong_flag(run, flags, code, line):
@@ -78,7 +78,7 @@ def test_a_converted_folder_with_a_bad_file_names_that_file(run, tmp_path, damag
 
 def test_a_converted_folder_without_tokenizer_is_not_called_a_single_file(run):
     code, line = run("--base", os.path.join(MINIATURE, "dreambooth"))
-    assert code == 2 and "(a folder without tokenizer/)" in line and "single file" not in line
+    assert code == 1 and "(a folder without tokenizer/)" in line and "single file" not in line
 
 
 @pytest.mark.parametrize("torch_installed", [True, False])

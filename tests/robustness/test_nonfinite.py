@@ -187,9 +187,10 @@ def test_lora_readers_warn_or_refuse_by_name_in_every_layout(tmp_path, capsys, l
         apply_lora_files({"unet": params}, [(str(path), 1.0)], skip_other=True, allow_nonfinite=False)
 
 
-def test_sample_lora_warns_by_name_before_sampling(tmp_path, monkeypatch, capsys):
-    """`sample --lora` with a NaN tensor: the warning names the LoRA file and key when it is loaded (the
-    real loader; sampling replaced by a stand-in)."""
+def test_sample_lora_warns_by_name_and_refuses_before_sampling(tmp_path, monkeypatch, capsys):
+    """`sample --lora` with a NaN tensor: the warning names the LoRA file and key when it is read, and the
+    run is refused before sampling, since the fused weights would make every video NaN (the real loader;
+    sampling replaced by a stand-in)."""
     from safetensors.numpy import load_file, save_file
 
     from animatediff_jax import sample
@@ -207,5 +208,7 @@ def test_sample_lora_warns_by_name_before_sampling(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(sample, "load_pipeline", load)
     monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
     assert sample.main(["--lora", str(tmp_path / "bad.safetensors"), "--prompt", "a red circle", "--steps", "1",
-                        "--frames", "4", "--no-progress", "--out", str(tmp_path / "out")]) == 0
-    assert f"warning: {tmp_path / 'bad.safetensors'}: 1 tensor holds NaN/Inf: '{key}' (NaN)" in _lines(capsys)
+                        "--frames", "4", "--no-progress", "--out", str(tmp_path / "out")]) == 1
+    lines = _lines(capsys)
+    assert f"warning: {tmp_path / 'bad.safetensors'}: 1 tensor holds NaN/Inf: '{key}' (NaN)" in lines
+    assert lines[-1].startswith(f"error: --lora {tmp_path / 'bad.safetensors'}:1 (fused into the ")

@@ -1,0 +1,64 @@
+"""The sampler refuses weights holding NaN/Inf before sampling, naming the file and the tensors (a user's
+Flax motion module with one NaN sampled a NaN video, and the error then blamed an overflow)."""
+import shutil
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from animatediff_jax.miniature.shipped import MINIATURE
+from animatediff_jax.sample import main
+
+
+def poisoned(src: str, dst: str, value: float = np.nan) -> str:
+    """A copy of the safetensors file `src` at `dst` whose first floating tensor's first value is `value`;
+    returns that tensor's name."""
+    with safe_open(src, "np") as f:
+        metadata = f.metadata()
+    tensors = load_file(src)
+    name = sorted(k for k, v in tensors.items() if np.issubdtype(v.dtype, np.floating))[0]
+    t = tensors[name].copy()
+    t.flat[0] = value
+    tensors[name] = t
+    save_file(tensors, dst, metadata=metadata)
+    return name
+
+
+def sample(tmp_path, capsys, *flags):
+    rc = main([*flags, "--prompt", "a red circle", "--steps", "1", "--frames", "2", "--out", str(tmp_path / "out"),
+               "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err[-1] if err else ""
+
+
+def test_nan_in_a_motion_module(tmp_path, capsys):
+    bad = str(tmp_path / "mm.safetensors")
+    name = poisoned(f"{MINIATURE}/motion_module_B.safetensors", bad)
+    rc, err = sample(tmp_path, capsys, "--motion-module", bad)
+    assert rc == 1
+    assert err.startswith(f"error: --motion-module {bad}: 1 tensor holds NaN/Inf: ")
+    assert name.replace(".", "/").split("/")[-1] in err and "(NaN)" in err and "would come out NaN" in err
+    assert not any((tmp_path / "out").glob("sample-*"))
+
+
+def test_inf_in_the_base_unet(tmp_path, capsys):
+    base = tmp_path / "base"
+    shutil.copytree(f"{MINIATURE}/base", base)
+    poisoned(f"{MINIATURE}/base/unet.safetensors", str(base / "unet.safetensors"), np.inf)
+    rc, err = sample(tmp_path, capsys, "--base", str(base), "--motion-module", f"{MINIATURE}/motion_module_B.safetensors")
+    assert rc == 1 and err.startswith(f"error: --base {base} (unet): 1 tensor holds NaN/Inf: ") and "(Inf)" in err
+
+
+def test_nan_in_a_lora_is_named_with_its_scale(tmp_path, capsys):
+    bad = str(tmp_path / "lora.safetensors")
+    poisoned(f"{MINIATURE}/lora_checker.safetensors", bad)
+    rc, err = sample(tmp_path, capsys, "--lora", f"{bad}:0.5")
+    assert rc == 1
+    assert err.startswith(f"error: --lora {bad}:0.5 (fused into the ") and "NaN/Inf" in err
+
+
+@pytest.mark.parametrize("flags", [[], ["--lora", f"{MINIATURE}/lora_checker.safetensors:0.8"]])
+def test_finite_weights_pass(tmp_path, capsys, flags):
+    rc, err = sample(tmp_path, capsys, *flags)
+    assert rc == 0, err
