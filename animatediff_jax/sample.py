@@ -191,15 +191,19 @@ def scheduler_source(value: str) -> str | dict:
     """--scheduler-config: 'original', 'base', or a scheduler_config.json read now (errors name the file)."""
     if value in ("original", "base"):
         return value
+    if os.path.isdir(value):
+        raise InputError(f"--scheduler-config {value}: a directory, not a scheduler_config.json file")
     if not os.path.isfile(value):
         raise UsageError(f"--scheduler-config {value}: not 'original', 'base' or an existing file")
     try:
         with open(value, encoding="utf-8") as f:
             config = json.load(f)
+    except OSError as e:
+        raise InputError(f"--scheduler-config {value}: cannot read it ({e.strerror or e})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"--scheduler-config {value}: not a JSON file ({e})") from None
+        raise InputError(f"--scheduler-config {value}: not a JSON file ({e})") from None
     if not isinstance(config, dict):
-        raise UsageError(f"--scheduler-config {value}: must hold a JSON object, got {type(config).__name__}")
+        raise InputError(f"--scheduler-config {value}: must hold a JSON object, got {type(config).__name__}")
     return config
 
 

@@ -80,7 +80,8 @@ def test_never_valid_values_are_refused_at_parse_time(env, capsys, flags, messag
     (["--scheduler-config", "missing.json"], 2, "--scheduler-config missing.json: not 'original', 'base' or an "
                                                 "existing file"),
     (["--scheduler", "euler", "--eta", "0.5"], 2, "scheduler settings"),
-    (["--scheduler", "euler", "--eta", "0.5", "--scheduler-config", "base"], 2, "scheduler settings"),  # none there
+    pytest.param(["--scheduler", "euler", "--eta", "0.5", "--scheduler-config", "base"], 2, "scheduler settings",
+                 marks=pytest.mark.filterwarnings("ignore:scheduler config 'base'")),  # none there: said (test_sample_notices)
 ])
 def test_values_that_do_not_fit_the_models_are_refused_before_loading(env, capsys, flags, rc, message):
     err = _error(capsys, ["--prompt", "a cat", "--W", "32", "--H", "32", "--out", "out", *flags], rc)
@@ -94,7 +95,10 @@ def test_corrupt_init_video_and_bad_scheduler_json_name_the_file(env, capsys):
     assert "--init-video junk.mp4: cannot read as a video (" in err and "Errno" not in err  # FFmpeg's words only
     open("sched.json", "wb").write(b"\xff\xfe{")
     assert "--scheduler-config sched.json: not a JSON file" in _error(
-        capsys, ["--prompt", "x", "--scheduler-config", "sched.json", "--out", "out"], 2)
+        capsys, ["--prompt", "x", "--scheduler-config", "sched.json", "--out", "out"], 1)  # a file fault
+    os.mkdir("sched_dir")
+    assert _error(capsys, ["--prompt", "x", "--scheduler-config", "sched_dir", "--out", "out"], 1) == \
+        "error: --scheduler-config sched_dir: a directory, not a scheduler_config.json file\n"
 
 
 def test_strength_is_resolved_for_video_to_video_only(env, capsys, tmp_path):
