@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 
@@ -39,6 +38,7 @@ import numpy as np
 
 from animatediff_jax.data import procedural
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
+from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature import scoring, world
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths, read_record
 from animatediff_jax.outputs import atomic_path, check_output
@@ -320,4 +320,4 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main())

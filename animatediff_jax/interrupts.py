@@ -4,7 +4,7 @@ Python runs a signal handler only between bytecodes of the main thread. While th
 inside one long XLA compilation or computation (minutes, for a large video) the handler does not run;
 and an exception raised by a handler that happens to run inside a garbage-collection callback is
 swallowed ("Exception ignored in ..."), so the run would go on and finish. Inside `stoppable()` a
-SIGINT or SIGTERM therefore does three things:
+SIGINT or SIGTERM therefore does three things (and a swallowed one is not printed):
 
 1. it raises where the main thread is (`KeyboardInterrupt`, or `Terminated` for SIGTERM), so the
    outputs being written unwind and remove themselves: the usual path;
@@ -13,20 +13,22 @@ SIGINT or SIGTERM therefore does three things:
 3. it wakes a watchdog thread (through `signal.set_wakeup_fd`, which works while the main thread is
    blocked in C++): if the process still runs `GRACE_S` seconds later, or at a second signal, the
    watchdog removes the temporary outputs registered with `temporary()`, prints one line and ends the
-   process with `os._exit(128 + signal)`; and once the run has unwound, the interpreter's own exit
-   (which waits for XLA computations still in flight) gets `GRACE_S` seconds too.
+   process with `os._exit(128 + signal)`.
+A program ends through `exit_cli`, which, after a signal, skips the interpreter's teardown (it waits
+for XLA computations still in flight and can crash mid-compilation).
 
 A signal whose handler is not ours when it arrives (training installs its own SIGTERM handler to write
 a final checkpoint on preemption) is left to that handler: the watchdog ignores it.
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
+import functools
 import os
 import select
 import shutil
 import signal
+import sys
 import threading
 import time
 from typing import Iterator
@@ -50,6 +52,13 @@ def _exception(signum: int) -> KeyboardInterrupt:
 def _handler(signum, frame):
     _signalled.append(signum)
     raise _exception(signum)
+
+
+def _unraisable(previous, info) -> None:
+    # our interrupt raised where Python cannot propagate it (a garbage-collection callback): it is
+    # remembered (`raise_if_signalled`, the watchdog), so not printed as "Exception ignored in ..."
+    if not (isinstance(info.exc_value, KeyboardInterrupt) and _signalled):
+        previous(info)
 
 
 def raise_if_signalled() -> None:
@@ -106,7 +115,6 @@ def _watch(read_fd: int, stop: threading.Event) -> None:
                 first, deadline = signum, time.monotonic() + GRACE_S
             else:
                 _force_exit(signum, "a second signal")
-    os.close(read_fd)
 
 
 @contextlib.contextmanager
@@ -121,27 +129,34 @@ def stoppable() -> Iterator[None]:
     stop = threading.Event()
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_unraisable, previous_hook)
     watchdog = threading.Thread(target=_watch, args=(read_fd, stop), name="interrupt-watchdog", daemon=True)
     watchdog.start()
     try:
         yield
     finally:
         signal.set_wakeup_fd(previous_fd)
+        sys.unraisablehook = previous_hook
         for s, h in previous.items():
             signal.signal(s, h)
         stop.set()
-        os.write(write_fd, b"\0")
+        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the watchdog as well
+            os.write(write_fd, b"\0")
         watchdog.join()
+        os.close(read_fd)
         os.close(write_fd)
-        if _signalled:  # unwound; the interpreter's exit may still wait on an XLA computation in flight
-            atexit.register(_exit_within_grace, _signalled[0])
         _signalled.clear()
 
 
-def _exit_within_grace(signum: int) -> None:
-    """At interpreter exit after a signal: end the process should the rest of the exit (JAX's own
-    exit handlers wait for computations still running) take longer than `GRACE_S`."""
-    def later():
-        time.sleep(GRACE_S)
-        os._exit(128 + signum)
-    threading.Thread(target=later, name="exit-watchdog", daemon=True).start()
+def exit_cli(code: int) -> None:
+    """End a command-line program with `code` (its `__main__`: `exit_cli(main())`). After Ctrl-C or
+    SIGTERM (130 / 143) the run has unwound and removed its outputs, so the process ends at once,
+    streams flushed, without the interpreter's teardown: that waits for XLA computations still in
+    flight (minutes) and can crash while a compilation is half-done in another thread."""
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)

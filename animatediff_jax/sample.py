@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from animatediff_jax.errors import InputError, OutputError, UsageError, UserError, plain_warnings, run_cli
+from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.sampling.prompt_config import (PromptEntry, check_prompt_frames, draw_seeds, inference_config,
                                                      travel_frame_problem, load_prompt_config, resolved_config)
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
@@ -523,4 +524,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     plain_warnings()
-    sys.exit(main())
+    exit_cli(main())

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 
 from animatediff_jax.errors import ArgumentParser, run_cli
+from animatediff_jax.interrupts import exit_cli
 
 COMMAND_MODULES = ("convert.commands_base", "convert.commands_motion", "convert.commands_controlnet")
 
@@ -37,4 +37,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main())

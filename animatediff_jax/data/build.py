@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, run_cli
+from animatediff_jax.interrupts import exit_cli
 
 
 def main(argv: Sequence[str] | None = None) -> str:
@@ -67,4 +67,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda: main() and 0))  # a bad flag or input: one `error:` line
+    exit_cli(run_cli(lambda: main() and 0))  # a bad flag or input: one `error:` line

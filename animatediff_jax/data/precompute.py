@@ -21,10 +21,10 @@ the examples by index (see `pipeline.InputPipeline`), so any number of hosts can
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, InputError, run_cli
+from animatediff_jax.interrupts import exit_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,4 +67,4 @@ def run(args) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main())

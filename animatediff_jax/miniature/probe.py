@@ -13,9 +13,9 @@ learn to use; it does not mean the module has learned to.
 """
 from __future__ import annotations
 
-import sys
 
 from animatediff_jax.errors import ArgumentParser, run_cli
+from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature.shipped import MINIATURE
 
 
@@ -39,4 +39,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main())

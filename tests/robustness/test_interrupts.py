@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PRELUDE = """
 import signal, sys, time
 from animatediff_jax.errors import run_cli
+from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.run_folder import run_folder
 """
 
@@ -30,7 +31,7 @@ def work():
     with run_folder(sys.argv[1], "run"):
         print("ready", flush=True)
         loop(jnp.ones(())).block_until_ready()  # hours: the main thread never returns to Python
-sys.exit(run_cli(work))
+exit_cli(run_cli(work))
 """
 
 SWALLOWS = PRELUDE + """
@@ -43,7 +44,7 @@ def work():
                 time.sleep(0.05)
             except KeyboardInterrupt:
                 pass
-sys.exit(run_cli(work))
+exit_cli(run_cli(work))
 """
 
 OWN_HANDLER = PRELUDE + """
@@ -57,7 +58,7 @@ def work():
     time.sleep(float(sys.argv[2]))  # the final checkpoint, longer than the watchdog's grace
     print("saved", flush=True)
     return 0 if seen else 3
-sys.exit(run_cli(work))
+exit_cli(run_cli(work))
 """
 
 
@@ -135,3 +136,21 @@ def test_swallowed_interrupt_never_completes_the_run_folder(tmp_path, capsys):
     assert run_cli(work) == 130
     assert capsys.readouterr().err.strip() == "error: interrupted"
     assert not out.exists()  # the run folder and the --out folder it made are gone
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.0, 1.6])
+def test_ctrl_c_early_in_a_sample_run_is_a_clean_130(tmp_path, delay):
+    """At these delays the signal lands in JAX's import, a garbage-collection callback or the start-up
+    (a user saw a BrokenPipeError traceback and exit 1, and an 'Exception ignored' traceback)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+           "ANIMATEDIFF_JAX_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "animatediff_jax.sample", "--steps", "2", "--no-progress",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(delay)
+    rc, seconds, err = stop(proc, signal.SIGINT)
+    if rc == 0:  # it finished before the signal (a fast machine): nothing to check
+        return
+    assert rc == 130 and "Traceback" not in err and "Exception ignored" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted"), err
+    assert not out.exists() or os.listdir(out) == []
