@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, UserError, run_cli
+from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.training.config import TrainingConfig, load_config
 
 # Packages the run imports that a lighter install may lack: name -> what needs it.
 RUN_REQUIREMENTS = {"tensorboardX": "the TensorBoard writer of the training metrics"}
+PREEMPTED_EXIT = 143  # 128 + SIGTERM: a scheduler tells a preempted (saved, resumable) run from a finished one
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,9 @@ def check_requirements(cfg: TrainingConfig) -> None:
     for name, purpose in RUN_REQUIREMENTS.items():
         if importlib.util.find_spec(name) is None:
             raise UserError(f"{name}: not installed, but needed for {purpose} (pip install {name})")
+    if cfg.train_data.source == "tfds" and importlib.util.find_spec("tensorflow_datasets") is None:
+        raise UserError('tensorflow_datasets: not installed, but needed to read train_data.source tfds '
+                        '(pip install -e ".[data]")')
     if importlib.util.find_spec("torch") is not None:
         return
     torch = 'torch: not installed, but needed to write {what}, a PyTorch pickle (pip install -e ".[torch]"); or {fix}'
@@ -56,6 +60,8 @@ def check_requirements(cfg: TrainingConfig) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
+    check_writable_parent(args.workdir, "--workdir")
     check_requirements(cfg)
     # Lazy: JAX, Flax, orbax, tensorboardX and the networks take seconds to import; the checks above
     # (and --help) must not wait for them.
@@ -63,9 +69,18 @@ def run(args: argparse.Namespace) -> int:
 
     from animatediff_jax.training.trainer import train
     result = train(cfg, args.workdir)
+    if result["preempted"]:  # the trainer said which step it saved
+        return PREEMPTED_EXIT
     if jax.process_index() == 0:
-        print(f"done: step {result['step']}, loss {result['loss']:.5f}", flush=True)
+        print(summary(result, cfg.max_train_steps), flush=True)
     return 0
+
+
+def summary(result: dict, max_steps: int) -> str:
+    """The line a run that reached `max_steps` ends with."""
+    if result["start"] >= max_steps:
+        return f"already finished: step {result['step']} of {max_steps} (max_train_steps); nothing to train"
+    return f"done: step {result['step']}, loss {result['loss']:.5f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,4 +88,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main())

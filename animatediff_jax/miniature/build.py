@@ -27,28 +27,32 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-from animatediff_jax.errors import ArgumentParser, UsageError, run_cli
+from animatediff_jax.errors import ArgumentParser, OutputError, UsageError, run_cli
+from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature.budget import BUDGETS, STAGES
 from animatediff_jax.miniature.shipped import MINIATURE
+from animatediff_jax.run_folder import check_writable_parent
 
 DEFAULT_OUT = "miniature-build"
+SHIPPED_SUFFIX = os.path.join("animatediff_jax", "assets", "miniature")  # in any checkout or install
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m animatediff_jax.miniature.build",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=DEFAULT_OUT,
-                        help=f"output folder (default: ./{DEFAULT_OUT}; never the package's shipped weights "
-                             "without --overwrite-shipped)")
+                        help=f"output folder (default: ./{DEFAULT_OUT}; never a package's shipped weights "
+                             "without --overwrite-shipped, nor a folder holding a build without --stages)")
     parser.add_argument("--overwrite-shipped", action="store_true",
-                        help=f"allow --out to be the package's shipped weights ({MINIATURE})")
+                        help=f"allow --out to be a package's shipped weights (a folder ending in {SHIPPED_SUFFIX}, "
+                             f"e.g. {MINIATURE})")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="full",
                         help="full: the shipped weights' steps and widths (~2.5 h on 2 cores); smoke: every stage at "
                              "toy sizes, minutes, meaningless weights (default: full)")
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages (default: all)")
+    parser.add_argument("--stages", help="comma-separated subset of the stages (default: all); needed to "
+                                         "continue a build in an --out that holds one (build.json)")
     parser.add_argument("--schedules", help="motion-module noise schedules to train, e.g. B or B,A,C "
                                             "(default: the budget's)")
     parser.add_argument("--motion-steps", type=ArgumentParser.integer(1), help="motion-module training steps, every schedule "
@@ -63,12 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def checked_args(args) -> tuple[list[str], list[str] | None]:
-    """(stages, schedules) from the flags; UsageError naming the flag for a bad value."""
-    if os.path.realpath(args.out) == os.path.realpath(MINIATURE) and not args.overwrite_shipped:
-        raise UsageError(f"--out {args.out}: the package's shipped weights; pass --overwrite-shipped to replace them")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out}: exists and is not a folder")
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    """(stages, schedules) from the flags; UsageError naming the flag for a bad value, OutputError for an
+    --out that may not be written (`check_out`)."""
+    check_out(args)
+    stages = [s.strip() for s in (args.stages or ",".join(STAGES)).split(",") if s.strip()]
     if not stages or not set(stages) <= set(STAGES):
         raise UsageError(f"--stages {args.stages!r}: each must be one of {','.join(STAGES)}")
     schedules = [s.strip() for s in args.schedules.split(",")] if args.schedules else None
@@ -77,6 +79,23 @@ def checked_args(args) -> tuple[list[str], list[str] | None]:
     if args.motion_lr is not None and not 0 < args.motion_lr < float("inf"):
         raise UsageError(f"--motion-lr {args.motion_lr}: must be a positive finite learning rate")
     return stages, schedules
+
+
+def check_out(args) -> None:
+    """--out may be written: not shipped weights (without --overwrite-shipped), a writable folder, and
+    not holding a build unless --stages continues it or a --motion-checkpoint-every run resumes one.
+    OutputError naming --out (UsageError for a file given as --out)."""
+    if os.path.realpath(args.out).endswith(os.sep + SHIPPED_SUFFIX) and not args.overwrite_shipped:
+        raise OutputError(f"--out {args.out}: a package's shipped weights; pass --overwrite-shipped to replace them")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out}: exists and is not a folder")
+    check_writable_parent(args.out)
+    if args.stages is not None or not os.path.isfile(os.path.join(args.out, "build.json")):
+        return
+    if args.motion_checkpoint_every and any(name.endswith(".resume.msgpack") for name in os.listdir(args.out)):
+        return
+    raise OutputError(f"--out {args.out}: already holds a build (build.json); pass --stages to rebuild "
+                      "stages of it, or choose another --out")
 
 
 def main(argv=None) -> int:
@@ -96,4 +115,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main())

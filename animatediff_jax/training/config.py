@@ -326,6 +326,8 @@ def check(cfg: TrainingConfig) -> None:
                          f"motion module's max_seq_length {cfg.motion_config.max_seq_length}")
 
     d = cfg.train_data
+    if not cfg.pretrained_model_path:  # a base's VAE is checked once read (trainer.build_models)
+        check_sample_size(d.sample_size, cfg.vae_config or VAEConfig())
     if d.source == "tfds" and not d.dataset_dir:
         raise UsageError("train_data.dataset_dir: train_data.source tfds needs a built TFDS dataset directory")
 
@@ -367,6 +369,14 @@ def check(cfg: TrainingConfig) -> None:
                       ("motion_module_path", cfg.motion_module_path), ("train_data.dataset_dir", d.dataset_dir)):
         if path and not os.path.exists(path):
             raise InputError(f"{key}: {path}: no such file or directory")
+
+
+def check_sample_size(size: int, vae: VAEConfig) -> None:
+    """UsageError unless `train_data.sample_size` is a multiple of the VAE's downsampling factor."""
+    factor = 2 ** (len(vae.block_out_channels) - 1)
+    if size % factor:
+        raise UsageError(f"train_data.sample_size: {size} pixels is not a multiple of {factor}, the VAE's "
+                         "downsampling factor")
 
 
 def _regex(pattern: str, key: str) -> None:

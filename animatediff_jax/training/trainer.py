@@ -32,13 +32,13 @@ from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.tokenizer import PromptTokenizer
 from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training import lora
-from animatediff_jax.training.config import TrainingConfig
+from animatediff_jax.training.config import TrainingConfig, check_sample_size
 from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import (ApplyFunctions, TrainState, create_train_state, make_loss_and_grads,
                                            make_train_step)
-from animatediff_jax.loading import read_base, read_motion_module
-from animatediff_jax.params import check_shapes, flatten, insert_motion, is_motion_path, unflatten
+from animatediff_jax.loading import is_flax_file, load_motion, read_base, read_motion_module
+from animatediff_jax.params import cache_root, check_shapes, flatten, insert_motion, is_motion_path, unflatten
 from animatediff_jax.training.trainable import count, merge, split
 from animatediff_jax.training.validation import Validator
 from animatediff_jax.xla_options import jit
@@ -121,6 +121,7 @@ def build_models(cfg: TrainingConfig, decoder: bool = False):
     vae = AutoencoderKL(vae_cfg, dtype=dtype)
     text = CLIPTextModel(text_cfg, dtype=dtype)
     d = cfg.train_data
+    check_sample_size(d.sample_size, vae_cfg)
     frames, size = (1 if cfg.image_finetune else d.sample_n_frames), d.sample_size
     latent = size // 2 ** (len(vae_cfg.block_out_channels) - 1)
     # rbg keys: random init compiles several times faster than with threefry (values differ, fine).
@@ -146,9 +147,16 @@ def build_models(cfg: TrainingConfig, decoder: bool = False):
                          if decoder or k in ("encoder", "quant_conv")}
         params["text_encoder"] = base.text_encoder
     if cfg.motion_module_path and motion is not None:
-        mm = read_motion_module(cfg.motion_module_path)
-        params["unet"] = insert_motion(params["unet"], mm.params)
+        params["unet"] = insert_motion(params["unet"], read_motion(cfg.motion_module_path).params)
     return unet, vae, text, motion, text_cfg, vae_cfg, params
+
+
+def read_motion(path: str):
+    """The motion module to start from: a Flax file of this project (a miniature's, a converted one) read
+    as the sampler reads it, or an original file / MotionAdapter folder converted in memory."""
+    if is_flax_file(path):
+        return load_motion(path, cache_root())  # a Flax file is read in place: nothing is cached
+    return read_motion_module(path)
 
 
 def split_trainable(cfg: TrainingConfig, unet_params: dict):
@@ -210,7 +218,9 @@ def motion_subtree(tree: dict) -> dict:
 
 # ===================================== training =================================================
 def train(cfg: TrainingConfig, workdir: str) -> dict:
-    """Run (or resume) training; returns {'step', 'loss', 'params'} (trainable params, numpy).
+    """Run (or resume) training; returns {'step', 'loss', 'params'} (trainable params, numpy), 'start'
+    (the step it resumed from; loss is NaN when it trained none) and 'preempted' (stopped by SIGTERM,
+    the step saved, not exported).
 
     Raises NonFiniteLossError when a step's loss or gradients are not finite (the state before
     that step saved), UsageError when the config does not fit the devices or the data."""
@@ -280,12 +290,12 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
     preempted = ckpt.PreemptionFlag()
 
     # ----- loop
-    step = int(state.step)
+    step = start = int(state.step)
     first = shd.global_batch(next_rows(step), batch_sharding, batch_size)
     compiled = step_fn.lower(state, frozen, first).compile()
     logger = MetricsLogger(workdir, batch_size, compiled_flops(compiled), cfg.log_every_steps,
                            cfg.max_train_steps)
-    loss = float("nan")
+    loss, stop = float("nan"), False
     try:
         while step < cfg.max_train_steps:
             batch = first if first is not None else shd.global_batch(next_rows(step), batch_sharding, batch_size)
@@ -328,7 +338,8 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
         module = motion_subtree(merge(trained, gather(motion_subtree(frozen["unet"]))))
         if main:
             export(cfg, workdir, trained if motion is None else module, motion)
-    return {"step": step, "loss": loss, "params": trained}
+    return {"step": step, "start": start, "loss": loss, "params": trained,
+            "preempted": stop and step < cfg.max_train_steps}
 
 
 def validate(validator, step: int, state: TrainState, logger: MetricsLogger) -> None:

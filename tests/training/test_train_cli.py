@@ -90,7 +90,7 @@ def test_sigterm_and_sigkill_resume_to_the_uninterrupted_result(base, tmp_path):
     assert rc == 0 and f"step {STEPS}/{STEPS}" in log, log[-3000:]
 
     rc, log = _run(run, overrides, 2, signal.SIGTERM)
-    assert rc == 0, log[-3000:]
+    assert rc == 143 and "done:" not in log, log[-3000:]                # preempted: not a finished run
     stopped = int(log.split("SIGTERM: saved step ")[1].split(",")[0])
     assert 2 <= stopped < STEPS and _latest(run) == stopped            # a checkpoint at the current step
 
@@ -108,6 +108,10 @@ def test_sigterm_and_sigkill_resume_to_the_uninterrupted_result(base, tmp_path):
     rc, log = _run(run, overrides)
     assert rc == 0 and f"resumed from step {killed_at}" in log, log[-3000:]
     _assert_same_export(run, reference)
+
+    rc, log = _run(run, overrides)                                      # finished: nothing to train
+    assert rc == 0 and f"already finished: step {STEPS} of {STEPS} (max_train_steps); nothing to train" in log
+    assert "nan" not in log and "done:" not in log, log[-3000:]
 
     rc, log = _run(corrupt, overrides)
     assert rc == 0 and f"resumed from step {previous}" in log, log[-3000:]

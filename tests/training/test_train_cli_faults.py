@@ -1,0 +1,71 @@
+"""Faults of the training command a user met: an unwritable --workdir, a tfds source without the
+[data] extra, a sample size the VAE cannot halve, the project's own Flax motion module as a start."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from animatediff_jax import train
+from animatediff_jax.checkpoint import save_params
+from animatediff_jax.errors import UsageError
+from animatediff_jax.params import flatten
+from animatediff_jax.training import trainer
+from animatediff_jax.training.config import load_config
+from tests.training import tiny
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("training started"))
+
+
+@pytest.fixture
+def overrides(tmp_path):
+    return tiny.overrides(tiny.write_tokenizer(tmp_path / "tok"))
+
+
+@pytest.mark.parametrize("workdir, problem", [("/proc/w", "/proc is not writable"),
+                                              ("some_file.ckpt", "is a file, not a folder")])
+def test_an_unwritable_workdir_is_one_line_before_any_work(no_training, overrides, tmp_path, capsys,
+                                                           workdir, problem):
+    (tmp_path / "some_file.ckpt").write_text("x")
+    workdir = workdir if workdir.startswith("/") else str(tmp_path / workdir)
+    assert train.main(["--workdir", workdir, *overrides]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --workdir {workdir}: ") and problem in err and err.count("\n") == 1, err
+
+
+def test_tfds_without_the_data_extra_is_named_before_training(no_training, overrides, tmp_path, capsys,
+                                                              monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow_datasets" else real(name, *a))
+    argv = ["--workdir", str(tmp_path / "w"), *overrides,
+            f"train_data={json.dumps({'source': 'tfds', 'dataset_dir': str(tmp_path), 'sample_size': 32})}"]
+    assert train.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: tensorflow_datasets: not installed") and 'pip install -e ".[data]"' in err
+    assert err.count("\n") == 1 and not (tmp_path / "w").exists()
+
+
+def test_a_sample_size_the_vae_cannot_downsample_is_a_usage_error(tmp_path):
+    tok = tiny.write_tokenizer(tmp_path / "tok")
+    data = {"sample_n_frames": 4}
+    with pytest.raises(UsageError, match=r"^train_data.sample_size: 33 pixels is not a multiple of 8"):
+        load_config(None, tiny.overrides(tok, train_data={**data, "sample_size": 33}) + ["vae_config=null"])
+    with pytest.raises(UsageError, match=r"^train_data.sample_size: 34 pixels is not a multiple of 4"):
+        load_config(None, tiny.overrides(tok, train_data={**data, "sample_size": 34}))  # tiny's 3-level VAE
+
+
+def test_training_starts_from_the_projects_flax_motion_module(overrides, tmp_path):
+    *_, motion, _, _, params = trainer.build_models(load_config(None, overrides))
+    module = {k: np.asarray(v) + 1.0 for k, v in flatten(trainer.motion_subtree(params["unet"])).items()}
+    path = str(tmp_path / "motion_module.safetensors")  # as the miniature build writes one (stages.save_motion)
+    save_params(path, trainer.unflatten(module), config=motion, source="test", metadata={"motion": json.dumps(
+        {"block_out_channels": [32, 64], "layers_per_block": 1, "version": "v2"})})
+    *_, started = trainer.build_models(load_config(None, overrides + [f"motion_module_path={path}"]))
+    got = flatten(trainer.motion_subtree(started["unet"]))
+    assert got.keys() == module.keys()
+    for k, v in module.items():
+        np.testing.assert_array_equal(np.asarray(got[k]), v, err_msg=k)
