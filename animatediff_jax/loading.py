@@ -186,6 +186,10 @@ def _load_motion(path: str, absolute: str, key: str, settings: tuple, cache_dir:
     info = json.loads(meta["motion"])
     mm = MotionModule(params, load_config(meta), tuple(info["block_out_channels"]), int(info["layers_per_block"]),
                       info["version"])
+    heads, groups = mm.config.num_attention_heads, mm.config.norm_num_groups
+    if any(c % heads or c % groups for c in mm.block_out_channels):  # a damaged or hand-edited config
+        raise LoadError(f"{path}: its config (num_attention_heads={heads}, norm_num_groups={groups}) does not "
+                        f"divide its channels {list(mm.block_out_channels)}")
     if cached == path and given:  # a converted file states its version; a different one is a mistake
         said = dict(version=mm.version, max_seq_length=mm.config.max_seq_length)
         clash = {k: v for k, v in given.items() if said[k] != v}

@@ -62,3 +62,18 @@ def test_nan_in_a_lora_is_named_with_its_scale(tmp_path, capsys):
 def test_finite_weights_pass(tmp_path, capsys, flags):
     rc, err = sample(tmp_path, capsys, *flags)
     assert rc == 0, err
+
+
+def test_a_motion_module_whose_config_cannot_be_is_refused(tmp_path, capsys):
+    """A Flax motion module whose metadata config lies (7 heads for 32 channels) was accepted by every
+    check and then failed inside the network with a traceback."""
+    import json
+    src = f"{MINIATURE}/motion_module_B.safetensors"
+    with safe_open(src, "np") as f:
+        metadata = f.metadata()
+    config = json.loads(metadata["config"])
+    metadata["config"] = json.dumps({**config, "num_attention_heads": 7})
+    bad = str(tmp_path / "lie.safetensors")
+    save_file(load_file(src), bad, metadata=metadata)
+    rc, err = sample(tmp_path, capsys, "--motion-module", bad)
+    assert rc == 1 and err.startswith(f"error: --motion-module {bad}: its config (num_attention_heads=7, ")
