@@ -115,9 +115,22 @@ def write_problem(folder: str) -> str | None:
     return None
 
 
+def refuse_unsafe_target(path: str) -> None:
+    """OutputError for an output path that must never be written: empty (it would resolve to the
+    current folder), or a folder holding the current folder (replacing it would delete the folder the
+    run stands in: a converter given `""` once replaced a whole checkout)."""
+    path = os.fspath(path)
+    if not path.strip():
+        raise OutputError("output: empty path")
+    target, here = os.path.realpath(path), os.path.realpath(os.getcwd())
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        raise OutputError(f"{path}: is the current folder or holds it; refusing to write over it")
+
+
 def check_output(path: str, *, overwrite: bool = False, folder: bool = False, flag: str = "--overwrite") -> None:
-    """Refuse, before any work, an output that cannot or may not be written. An existing empty folder
-    counts as absent. Raises `OutputError` naming `path`."""
+    """Refuse, before any work, an output that cannot or may not be written (`refuse_unsafe_target`
+    included). An existing empty folder counts as absent. Raises `OutputError` naming `path`."""
+    refuse_unsafe_target(path)
     path = os.fspath(path)
     if os.path.lexists(path):
         is_dir = os.path.isdir(path)
@@ -166,6 +179,7 @@ def _remove(path: str) -> None:
 def _writing(path: str, make_temp) -> Iterator[str]:
     """Shared frame of `atomic_path`/`atomic_folder`: parents, temp creation, OSError -> OutputError,
     cleanup on every failure path (KeyboardInterrupt included)."""
+    refuse_unsafe_target(path)
     path = os.path.abspath(os.fspath(path))
     created: list[str] = []
     tmp, done = None, False

@@ -1,0 +1,52 @@
+"""An output path that resolves to the current folder, or to a folder holding it, is never written:
+a converter given an empty output path once swapped its export in for the whole checkout it ran in.
+Every test runs inside its own scratch folder (monkeypatch.chdir), so a regression destroys only that."""
+import os
+
+import pytest
+
+from animatediff_jax.errors import OutputError
+from animatediff_jax.outputs import atomic_folder, atomic_path, check_output
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A folder standing in for a checkout, with a file that must survive; the current folder is inside it."""
+    root = tmp_path / "checkout"
+    (root / "sub").mkdir(parents=True)
+    (root / "precious.txt").write_text("keep")
+    monkeypatch.chdir(root / "sub")
+    return root
+
+
+@pytest.mark.parametrize("target", ["", " ", ".", "..", "./", "CHECKOUT"])
+def test_folder_outputs_refuse_the_current_folder_and_its_parents(checkout, target):
+    target = str(checkout) if target == "CHECKOUT" else target
+    with pytest.raises(OutputError):
+        with atomic_folder(target) as tmp:
+            open(os.path.join(tmp, "x"), "w").close()
+    with pytest.raises(OutputError):
+        check_output(target, overwrite=True, folder=True)
+    assert (checkout / "precious.txt").read_text() == "keep" and (checkout / "sub").is_dir()
+
+
+def test_an_empty_file_output_is_refused(checkout):
+    with pytest.raises(OutputError, match="empty path"):
+        with atomic_path(""):
+            pass
+    with pytest.raises(OutputError, match="empty path"):
+        check_output("")
+
+
+def test_a_sibling_folder_is_still_written(checkout):
+    with atomic_folder(str(checkout / "out")) as tmp:
+        open(os.path.join(tmp, "x"), "w").close()
+    assert (checkout / "out" / "x").exists()
+
+
+def test_convert_with_an_empty_output_leaves_the_folder_alone(checkout, capsys):
+    from convert.__main__ import main
+    from animatediff_jax.miniature.shipped import paths, MINIATURE
+    assert main(["export-unet", paths(MINIATURE)["base"], ""]) in (1, 2)
+    assert capsys.readouterr().err.count("\n") == 1
+    assert (checkout / "precious.txt").read_text() == "keep" and (checkout / "sub").is_dir()
