@@ -107,9 +107,33 @@ def _entry(name: str, raw: Any) -> TensorEntry:
     return TensorEntry(DTYPES[dtype], tuple(shape), offsets[0], offsets[1])
 
 
+# what a file's first bytes show it to be (`sniff`): its name, and the suffix it should have
+FORMATS = {"safetensors": ("a safetensors", ".safetensors"), "pickle": ("a PyTorch checkpoint (zip/pickle)", ".ckpt")}
+
+
+def sniff(head: bytes) -> str | None:
+    """"safetensors" (an 8-byte header length, then the header's '{'), "pickle" (a zip archive's
+    PK\\x03\\x04 or a pickle's protocol byte \\x80) or None, from a file's first 9 bytes."""
+    if head[8:9] == b"{":
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "pickle"
+    return None
+
+
+def misnamed(path: str, kind: str) -> str:
+    """The error message for a `kind` (`FORMATS`) file whose name says otherwise."""
+    name, suffix = FORMATS[kind]
+    ext = os.path.splitext(path)[1]
+    return f"{path}: this is {name} file named {ext or 'without a suffix'}; rename it to {suffix}"
+
+
 def parse_header(path: str, head: bytes, file_size: int) -> Header:
     """Validate a header: `head` is the file's first bytes (at least 8 + header length, if the file
-    has them), `file_size` its size. Pure (no file access, no library). Raises `SafetensorsError`."""
+    has them), `file_size` its size. Pure (no file access, no library). Raises `SafetensorsError`
+    (a PyTorch checkpoint given as safetensors is named as such)."""
+    if sniff(head) == "pickle":
+        raise SafetensorsError(misnamed(path, "pickle"))
     if file_size < 8 or len(head) < 8:
         raise SafetensorsError(f"{path}: not a safetensors file ({file_size} bytes, shorter than the "
                                "8-byte header length)")

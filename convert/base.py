@@ -482,11 +482,14 @@ def convert_base(source: str, out_dir: str, *, ema: bool = False, dtype: str | N
 
 # ----------------------------------------------------------------------------- export
 
-def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None = None) -> str:
+def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None = None,
+                          allow_nonfinite: bool = False) -> str:
     """A stored Flax UNet (`unet.safetensors` from `convert_base`, or a trained one) -> a diffusers
     `UNet2DConditionModel` folder (`config.json` + `diffusion_pytorch_model.safetensors`). Motion-module
     subtrees, if any, are left out (they export separately as a motion module). Written to a temporary
-    sibling folder and swapped in whole (`outputs.atomic_folder`)."""
+    sibling folder and swapped in whole (`outputs.atomic_folder`). NaN/Inf tensors (also from a cast to
+    `dtype`) are refused by name unless `allow_nonfinite` (then a warning)."""
+    nonfinite = NonFinite(params_path, allow=allow_nonfinite)
     with SafetensorsFile(params_path) as source:
         config = load_config(source.metadata, params_path)
         if not isinstance(config, UNetConfig):
@@ -502,7 +505,10 @@ def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None =
         def tensors():
             for key, (n, _, dt) in specs.items():
                 a = flax_tensor_to_torch(tuple(n.split("/")), source.read(n))
-                yield key, np.ascontiguousarray(a).astype(dt, copy=False)
+                with np.errstate(over="ignore", invalid="ignore"):  # an overflow to Inf is named below
+                    a = np.ascontiguousarray(a).astype(dt, copy=False)
+                yield key, nonfinite.check(n, a)
+            nonfinite.report()  # before write_safetensors renames the file into place
 
         with atomic_folder(out_dir) as tmp:
             write_safetensors(os.path.join(tmp, "diffusion_pytorch_model.safetensors"),

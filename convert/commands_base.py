@@ -17,12 +17,19 @@ from animatediff_jax.outputs import check_output
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def add_output_options(p: argparse.ArgumentParser, *, nonfinite: bool = True) -> None:
-    """`--overwrite` (and, for converters, `--allow-nonfinite`) on a command that writes."""
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """`--overwrite` and `--allow-nonfinite` on a command that writes tensors."""
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (default: refuse)")
-    if nonfinite:
-        p.add_argument("--allow-nonfinite", action="store_true",
-                       help="write tensors holding NaN/Inf (default: refuse, naming them)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="write tensors holding NaN/Inf (default: refuse, naming them)")
+
+
+def output_path(text: str) -> str:
+    """argparse `type=` of an output file or folder: refuses an empty path (`output: empty path`), which
+    would otherwise name the current folder only after all the work."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty path")
+    return text
 
 
 def json_object(text: str | None, flag: str, example: str) -> dict | None:
@@ -111,7 +118,7 @@ def _inspect(args) -> int:
 def _export_unet(args) -> int:
     from convert.base import export_unet_diffusers
     check_output(args.out_dir, overwrite=args.overwrite, folder=True)
-    print(export_unet_diffusers(args.params, args.out_dir, dtype=args.dtype))
+    print(export_unet_diffusers(args.params, args.out_dir, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite))
     return 0
 
 
@@ -123,7 +130,7 @@ def register(subparsers) -> None:
                     "OUT_DIR/{unet,vae,text_encoder}.safetensors (Flax params, config in the metadata), "
                     "scheduler_config.json and tokenizer/ (folders only). SD2/SDXL files are refused.")
     p.add_argument("source", help="diffusers folder, hub id (owner/name) or .safetensors/.ckpt single file")
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", type=output_path)
     p.add_argument("--ema", action="store_true", help="single files: use the EMA UNet weights (model_ema.*)")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as in the source)")
     p.add_argument("--variant", help="diffusers weight variant, e.g. fp16")
@@ -139,7 +146,7 @@ def register(subparsers) -> None:
         description="Merge checkpoints with identical keys and shapes (Flax params files or single files of one "
                     "layout), streaming tensor by tensor. Default: weighted sum (equal weights unless --weights). "
                     "With --add-difference S: A + S*(B - C). Arithmetic in float32.")
-    p.add_argument("output", help="output .safetensors")
+    p.add_argument("output", type=output_path, help="output .safetensors")
     p.add_argument("inputs", nargs="+", help="input checkpoints")
     p.add_argument("--weights", type=float, nargs="+", help="one weight per input (weighted sum)")
     p.add_argument("--add-difference", type=float, metavar="S", help="A + S*(B - C) for inputs A B C")
@@ -167,7 +174,7 @@ def register(subparsers) -> None:
                     "UNet2DConditionModel folder (config.json + diffusion_pytorch_model.safetensors) that "
                     "UNet2DConditionModel.from_pretrained loads. Motion modules are not included.")
     p.add_argument("params", help="Flax UNet params .safetensors")
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", type=output_path)
     p.add_argument("--dtype", choices=DTYPES, help="output dtype (default: as stored)")
-    add_output_options(p, nonfinite=False)
+    add_output_options(p)
     p.set_defaults(run=_export_unet)

@@ -19,12 +19,24 @@ import shutil
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder, check_output
-from convert.commands_base import DTYPES, add_output_options
+from convert.commands_base import DTYPES, add_output_options, output_path
 
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
 
 
 positive_int = ArgumentParser.integer(1)  # argparse type: heads, groups, sequence lengths
+
+
+def positive_alpha(text: str) -> float:
+    """argparse `type=` of a LoRA alpha: a finite number > 0 (as training's lora.alpha), since 0 writes a
+    LoRA that does nothing and a negative one a negated update."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def _motion_options(p: argparse.ArgumentParser) -> None:
@@ -42,12 +54,15 @@ def _motion_options(p: argparse.ArgumentParser) -> None:
 def load_motion(path: str, args=None):
     """`MotionModule` of a converted Flax motion file or of any motion-module source."""
     from animatediff_jax.checkpoint import load_config, load_params, read_metadata
-    from convert.motion import load_motion_module, motion_module_from_params
+    from convert.motion import load_motion_module, motion_module_from_params, resolve_version
     if path.endswith(".safetensors") and os.path.isfile(path) and read_metadata(path).get("format") == "flax":
         params, meta = load_params(path)
         config = load_config(meta)
         if type(config).__name__ != "MotionConfig":
             raise InputError(f"{path}: holds {meta.get('config_class', 'no config')}, not motion-module params")
+        version = getattr(args, "version", None)
+        if version is not None:  # the check a motion-module file gets: a given version must fit the mid block
+            resolve_version(version, config.use_mid_block, config.max_seq_length, path)
         return motion_module_from_params(params, config, json.loads(meta.get("motion", "{}")).get("version", ""))
     return load_motion_module(path, heads=getattr(args, "heads", None), norm_num_groups=getattr(args, "norm_groups", None),
                               max_seq_length=getattr(args, "max_seq_length", None), version=getattr(args, "version", None),
@@ -144,10 +159,9 @@ def _export_motion(args) -> int:
     mm = load_motion(args.params, args)
     params, config = mm.params, mm.config
     dtype = np.float16 if args.dtype == "float16" else np.float32
-    if fmt == "original":
-        export_original(params, config, args.output, dtype=dtype)
-    else:
-        export_adapter(params, config, args.output, dtype=dtype)
+    nonfinite = NonFinite(args.params, allow=args.allow_nonfinite)
+    export = export_original if fmt == "original" else export_adapter
+    export(params, config, args.output, dtype=dtype, nonfinite=nonfinite)
     print(args.output)
     return 0
 
@@ -159,8 +173,6 @@ def _export_motion_lora(args) -> int:
     from convert.lora import read_factors
     if not args.output.endswith(ORIGINAL_SUFFIXES):
         raise UsageError(f"{args.output}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
-    if args.alpha is not None and not math.isfinite(args.alpha):
-        raise UsageError(f"--alpha: must be a finite number, got {args.alpha}")
     require_torch(args.output)
     check_output(args.output, overwrite=args.overwrite)
     lora = read_factors(args.factors, args.alpha, allow_nonfinite=args.allow_nonfinite)
@@ -168,8 +180,9 @@ def _export_motion_lora(args) -> int:
     if other:
         raise InputError(f"{args.factors}: {len(other)} factors are not on motion modules (e.g. "
                          f"{'/'.join(other[0])}); a MotionLoRA holds motion-module factors only")
+    source = args.factors if args.alpha is None else f"{args.factors} at --alpha {args.alpha:g}"
     export_motion_lora(lora, args.output, dtype=np.float16 if args.dtype == "float16" else np.float32,
-                       style=args.format)
+                       style=args.format, nonfinite=NonFinite(source, allow=args.allow_nonfinite))
     print(f"{args.output}: MotionLoRA ({args.format} format), {len(lora)} projections, "
           f"rank {max(w.rank for w in lora.values())}")
     return 0
@@ -183,7 +196,7 @@ def register(subparsers) -> None:
                     "diffusers MotionAdapter folder -- into Flax params (.safetensors, MotionConfig in the "
                     "metadata). The version and config are read from the keys and shapes; SDXL modules are refused.")
     p.add_argument("source", help="motion-module file or MotionAdapter folder")
-    p.add_argument("output", help="output .safetensors (Flax params)")
+    p.add_argument("output", type=output_path, help="output .safetensors (Flax params)")
     _motion_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
     add_output_options(p)
@@ -195,7 +208,7 @@ def register(subparsers) -> None:
                     "folder written by `python -m convert base` (UNet and text encoder are fused, the rest copied "
                     "to OUTPUT) or a single UNet params file (text-encoder weights of the LoRA are then skipped).")
     p.add_argument("base", help="converted base folder, or a UNet params .safetensors")
-    p.add_argument("output", help="output folder (or .safetensors when BASE is a file)")
+    p.add_argument("output", type=output_path, help="output folder (or .safetensors when BASE is a file)")
     p.add_argument("--lora", action="append", required=True, metavar="PATH[:SCALE]",
                    help="LoRA file and its scale (default 1.0); repeat for several")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as the base)")
@@ -208,7 +221,7 @@ def register(subparsers) -> None:
                     "module at their alphas: W += alpha * up @ down. MOTION is converted Flax motion params or "
                     "any motion-module source `motion` accepts.")
     p.add_argument("motion", help="motion params .safetensors, original file or MotionAdapter folder")
-    p.add_argument("output", help="output .safetensors (Flax params)")
+    p.add_argument("output", type=output_path, help="output .safetensors (Flax params)")
     p.add_argument("--lora", action="append", required=True, metavar="PATH[:ALPHA]",
                    help="MotionLoRA file and its alpha (default 1.0); repeat to combine several")
     _motion_options(p)
@@ -222,12 +235,12 @@ def register(subparsers) -> None:
                     "the original code, ComfyUI and MotionAdapter.from_single_file) or to a diffusers "
                     "MotionAdapter folder (config.json + diffusion_pytorch_model.safetensors).")
     p.add_argument("params", help="motion params .safetensors (or any motion-module source)")
-    p.add_argument("output", help=".ckpt/.safetensors file (original) or a folder (diffusers)")
+    p.add_argument("output", type=output_path, help=".ckpt/.safetensors file (original) or a folder (diffusers)")
     p.add_argument("--format", choices=("original", "diffusers"),
                    help="default: original for a .ckpt/.pt/.pth/.safetensors OUTPUT, else diffusers")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
     _motion_options(p)
-    add_output_options(p, nonfinite=False)
+    add_output_options(p)
     p.set_defaults(run=_export_motion)
 
     p = subparsers.add_parser(
@@ -253,10 +266,10 @@ W += (alpha / r) * up @ down; neither output format stores alpha, so alpha / r i
   to_q_lora.down.weight', as the hub's diffusers MotionLoRAs; loads with
   AnimateDiffPipeline.load_lora_weights.""")
     p.add_argument("factors", help="Flax LoRA-factors .safetensors (layout above)")
-    p.add_argument("output", help="output .ckpt/.pt/.pth (torch pickle) or .safetensors")
+    p.add_argument("output", type=output_path, help="output .ckpt/.pt/.pth (torch pickle) or .safetensors")
     p.add_argument("--format", choices=("original", "diffusers"), default="original",
                    help="key naming (default original)")
-    p.add_argument("--alpha", type=float,
+    p.add_argument("--alpha", type=positive_alpha,
                    help="LoRA alpha of the factors (default: the file's 'alpha' metadata, else the rank: scale 1)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
     add_output_options(p)

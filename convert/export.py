@@ -23,6 +23,7 @@ from safetensors.numpy import save_file
 
 from animatediff_jax.errors import OutputError
 from animatediff_jax.models.configs import MotionConfig
+from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder, atomic_path
 from convert.motion import (GROUPS_METADATA, HEADS_METADATA, MOTION_ADAPTER_WEIGHTS, check_layout, diffusers_key_to_original, infer_layout,
                             motion_adapter_key_shapes, sinusoid)
@@ -42,7 +43,10 @@ def _adapter_state_dict(params: Mapping, source: str) -> tuple[dict[str, np.ndar
 
 
 def _cast(sd: Mapping[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
-    return {k: np.ascontiguousarray(np.asarray(v, dtype=dtype or np.asarray(v).dtype)) for k, v in sd.items()}
+    """Each tensor in `dtype`; a value out of its range becomes ±Inf silently, for `_save_tensors`' check
+    to name (no numpy warning)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {k: np.ascontiguousarray(np.asarray(v, dtype=dtype or np.asarray(v).dtype)) for k, v in sd.items()}
 
 
 def motion_to_original(params: Mapping, config: MotionConfig, dtype=np.float32) -> dict[str, np.ndarray]:
@@ -93,9 +97,15 @@ def require_torch(path: str) -> None:
                           "or write a .safetensors file")
 
 
-def _save_tensors(path: str, sd: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
+def _save_tensors(path: str, sd: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None,
+                  nonfinite: NonFinite | None = None) -> None:
     """`.safetensors` (safetensors.numpy) or a torch pickle (callers `require_torch` first), chosen by
-    suffix; written atomically."""
+    suffix; written atomically. `nonfinite`: every tensor passes its check and its `report()` (refuse
+    or warn) runs before anything is written."""
+    if nonfinite:
+        for k, v in sd.items():
+            nonfinite.check(k, v)
+        nonfinite.report()
     with atomic_path(path) as tmp:
         if path.endswith(".safetensors"):
             save_file(dict(sd), tmp, metadata=dict(metadata) if metadata else None)
@@ -104,32 +114,35 @@ def _save_tensors(path: str, sd: Mapping[str, np.ndarray], metadata: Mapping[str
             torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, tmp)
 
 
-def export_original(params: Mapping, config: MotionConfig, path, dtype=np.float32) -> None:
-    """Write an original-format motion module (`.ckpt`/`.pt`/`.pth` pickle or `.safetensors`)."""
+def export_original(params: Mapping, config: MotionConfig, path, dtype=np.float32,
+                    nonfinite: NonFinite | None = None) -> None:
+    """Write an original-format motion module (`.ckpt`/`.pt`/`.pth` pickle or `.safetensors`).
+    `nonfinite`: see `_save_tensors`."""
     path = os.fspath(path)
     if not path.endswith(ORIGINAL_SUFFIXES):
         raise ValueError(f"{path}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
-    require_torch(path)  # before the pickle's warning below, and any work
+    require_torch(path)  # before any work
     geometry = {HEADS_METADATA: str(config.num_attention_heads), GROUPS_METADATA: str(config.norm_num_groups)}
+    _save_tensors(path, motion_to_original(params, config, dtype), geometry, nonfinite)
     if (config.num_attention_heads, config.norm_num_groups) != (8, 32) and not path.endswith(".safetensors"):
         print(f"warning: {path}: a PyTorch pickle stores neither heads nor GroupNorm groups (the original's "
               f"loaders assume 8 and 32); this module has {config.num_attention_heads} and "
               f"{config.norm_num_groups}: convert it back with `python -m convert motion {path} OUT.safetensors "
               f"--heads {config.num_attention_heads} --norm-groups {config.norm_num_groups}` and sample with OUT, "
               "or write a .safetensors (its metadata keeps them)", file=sys.stderr)
-    _save_tensors(path, motion_to_original(params, config, dtype), geometry)
 
 
-def export_adapter(params: Mapping, config: MotionConfig, folder, dtype=np.float32) -> None:
+def export_adapter(params: Mapping, config: MotionConfig, folder, dtype=np.float32,
+                   nonfinite: NonFinite | None = None) -> None:
     """Write a diffusers `MotionAdapter` folder (config.json + diffusion_pytorch_model.safetensors).
 
     Written as a temporary sibling folder and swapped in whole (an existing folder is replaced only
-    once the new one is complete).
+    once the new one is complete). `nonfinite`: see `_save_tensors`.
     """
     sd = motion_to_adapter(params, config, dtype)
     cfg = adapter_config(params, config)
     with atomic_folder(os.fspath(folder)) as tmp:
-        save_file(sd, os.path.join(tmp, MOTION_ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
+        _save_tensors(os.path.join(tmp, MOTION_ADAPTER_WEIGHTS[0]), sd, {"format": "pt"}, nonfinite)
         with open(os.path.join(tmp, "config.json"), "w") as f:
             f.write(json.dumps(cfg, indent=2) + "\n")
 
@@ -157,7 +170,8 @@ def motion_lora_to_original(lora: Mapping, dtype=np.float32, style: str = "origi
         module = flax_path_to_torch(path[:-2] + ("weight",))  # ...attn1.weight
         prefix = (diffusers_key_to_original(module) if style == "original" else "unet." + module)[: -len(".weight")]
         name = _LORA_TARGETS[path[-2]]
-        up = np.asarray(w.up, np.float64) * (w.alpha / w.rank)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is named by `_save_tensors`' check
+            up = np.asarray(w.up, np.float64) * (w.alpha / w.rank)
         out[f"{prefix}.processor.{name}_lora.down.weight"] = np.asarray(w.down)
         out[f"{prefix}.processor.{name}_lora.up.weight"] = up
     return _cast(out, dtype)
@@ -166,13 +180,15 @@ def motion_lora_to_original(lora: Mapping, dtype=np.float32, style: str = "origi
 MOTION_LORA_STYLES = ("original", "diffusers")
 
 
-def export_motion_lora(lora: Mapping, path, dtype=np.float32, style: str = "original") -> None:
-    """Write a MotionLoRA (`.ckpt` pickle or `.safetensors`) in the original or diffusers naming."""
+def export_motion_lora(lora: Mapping, path, dtype=np.float32, style: str = "original",
+                       nonfinite: NonFinite | None = None) -> None:
+    """Write a MotionLoRA (`.ckpt` pickle or `.safetensors`) in the original or diffusers naming.
+    `nonfinite`: see `_save_tensors`."""
     path = os.fspath(path)
     if not path.endswith(ORIGINAL_SUFFIXES):
         raise ValueError(f"{path}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
     require_torch(path)
-    _save_tensors(path, motion_lora_to_original(lora, dtype, style))
+    _save_tensors(path, motion_lora_to_original(lora, dtype, style), nonfinite=nonfinite)
 
 
 # ----------------------------------------------------------------------------- kohya LoRA

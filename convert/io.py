@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from typing import Iterator, Mapping
@@ -30,7 +31,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from animatediff_jax.errors import InputError
-from animatediff_jax.safetensors_file import SafetensorsError, SafetensorsFile
+from animatediff_jax.safetensors_file import SafetensorsError, SafetensorsFile, misnamed, sniff
 
 SAFETENSORS_EXT = (".safetensors",)
 PICKLE_EXT = (".ckpt", ".bin", ".pt", ".pth")
@@ -242,11 +243,13 @@ def _torch_load(path: str):
     zipped = _is_zipfile(path)  # what the file is, first: a corrupt file is that, with or without torch
     if not zipped:
         with open(path, "rb") as f:
-            magic = f.read(4)
-        if magic == b"PK\x03\x04":
+            head = f.read(9)
+        if sniff(head) == "safetensors":
+            raise CheckpointError(misnamed(path, "safetensors"))
+        if head[:4] == b"PK\x03\x04":
             raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint (a zip archive without "
                                   "its central directory)")
-        if magic[:1] != b"\x80":  # neither a zip archive nor a legacy (protocol 2+) torch pickle
+        if head[:1] != b"\x80":  # neither a zip archive nor a legacy (protocol 2+) torch pickle
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); "
                                   "corrupt or truncated?")
     try:
@@ -259,15 +262,24 @@ def _torch_load(path: str):
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{path}: refused to load: the pickle holds objects or opcodes other than tensors and plain "
             f"containers (it could run code, or it is corrupt). Only weights_only loading is allowed. "
-            f"Detail: {first}") from None
+            f"Detail: {_refusal_detail(e)}") from None
     except Exception as e:  # noqa: BLE001 - whatever torch.load raises on a file it was given is about that file
         detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint "
                               f"({type(e).__name__}: {detail})") from None
+
+
+def _refusal_detail(e: pickle.UnpicklingError) -> str:
+    """What torch's weights_only unpickler refused (e.g. 'Unsupported global: GLOBAL os.system ...'),
+    without its advice to load the file unsafely (weights_only=False, add_safe_globals) or its colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    detail = found.group(1) if found else (text.strip().splitlines() or [type(e).__name__])[0]
+    advice = r"\s*(?:Please use|Re-running|This file can still be loaded|Weights only load failed)"
+    return re.split(advice, detail)[0].strip() or type(e).__name__
 
 
 def _unwrap(path: str, obj) -> dict:

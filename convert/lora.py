@@ -430,9 +430,10 @@ def fuse(params: Mapping, lora: Mapping[Path, LoraWeights], scale: float = 1.0, 
     flat = flatten(params)
     for path, w in lora.items():
         kernel = flat[path]
-        delta = _fitted(path, w.delta(alpha_rule), tuple(np.shape(kernel)), source, w)
         dtype = np.asarray(kernel).dtype
-        flat[path] = (np.asarray(kernel, np.float64) + scale * delta).astype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow to Inf is named by the NaN/Inf checks
+            delta = _fitted(path, w.delta(alpha_rule), tuple(np.shape(kernel)), source, w)
+            flat[path] = (np.asarray(kernel, np.float64) + scale * delta).astype(dtype)
     return unflatten(flat)
 
 

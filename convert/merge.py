@@ -82,7 +82,7 @@ def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndar
                 if np.issubdtype(specs[k][1], np.integer) or specs[k][1] == np.bool_:
                     yield k, parts[0]  # integer buffers (e.g. position ids) are taken from the first model
                     continue
-                with np.errstate(over="ignore"):  # an overflow to Inf is reported by name below
+                with np.errstate(over="ignore", invalid="ignore"):  # Inf (and Inf - Inf) is reported by name below
                     merged = combine(parts).astype(specs[k][1])
                 if nonfinite_kind(merged):
                     bad = [found[p].check(k, part) for p, part in zip(paths, parts) if nonfinite_kind(part)]
