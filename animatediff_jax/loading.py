@@ -32,15 +32,14 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import jax
-import numpy as np
 
 from animatediff_jax.checkpoint import load_config, load_params, read_metadata, save_params
 from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
-from animatediff_jax.nonfinite import describe as describe_nonfinite, kind as nonfinite_kind
-from animatediff_jax.params import cache_root, check_shapes, flatten, insert_motion, unflatten
+from animatediff_jax.nonfinite import describe as describe_nonfinite, find_nonfinite
+from animatediff_jax.params import cache_root, check_shapes, insert_motion, unflatten
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
 from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
@@ -486,9 +485,8 @@ def _fused(params: Mapping, lora: ReadLora, component: str = "unet", alpha_rule:
 def refuse_nonfinite(tree: Mapping, what: str, only: set | None = None) -> Mapping:
     """`tree` unchanged, unless its leaves (those at the flattened paths `only`, if given) hold NaN or
     Inf: then LoadError `<what>: N tensors hold NaN/Inf: 'path' (NaN), ...`, since every video
-    sampled with them would come out NaN. One isfinite pass per checked leaf (host arrays)."""
-    found = {"/".join(map(str, p)): k for p, leaf in flatten(tree).items()
-             if (only is None or p in only) and (k := nonfinite_kind(np.asarray(leaf)))}
+    sampled with them would come out NaN. One isfinite pass per checked leaf."""
+    found = find_nonfinite(tree, only)
     if found:
         raise LoadError(f"{what}: {describe_nonfinite(found)}; every video sampled with it would come out NaN")
     return tree

@@ -17,7 +17,7 @@ The check is one `isfinite` pass per floating tensor (integer and bool tensors a
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 from animatediff_jax.params import flatten
@@ -82,10 +82,13 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def find_nonfinite(tree: Mapping) -> dict[str, str]:
-    """{'/'-joined path: kind} of the non-finite leaves of a params pytree (reads every leaf)."""
+def find_nonfinite(tree: Mapping, only: Collection[tuple] | None = None) -> dict[str, str]:
+    """{'/'-joined path: kind} of the non-finite leaves of a params pytree (reads every leaf, or only
+    those at the flattened paths `only`)."""
     found = {}
     for path, leaf in flatten(tree).items():
+        if only is not None and path not in only:
+            continue
         problem = kind(leaf)
         if problem:
             found["/".join(map(str, path))] = problem
