@@ -313,12 +313,13 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
                 raise UsageError(f"--strength: {err}") from None
             key = (o.init_video, s["frames"], s["height"], s["width"])
             if key not in videos:
-                from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
+                from animatediff_jax.video import fit_frames, read_frames  # noqa: PLC0415 - PIL/PyAV
                 try:
-                    shape = read_video(o.init_video).shape[:3]
-                    videos[key] = read_video(o.init_video, num_frames=s["frames"], size=(s["height"], s["width"]))
+                    frames = read_frames(o.init_video)
                 except UserError as err:
                     raise InputError(f"--init-video {err}") from None
+                videos[key] = fit_frames(frames, num_frames=s["frames"], size=(s["height"], s["width"]))
+                shape = frames.shape[:3]
                 if shape != videos[key].shape[:3]:
                     print(f"--init-video {o.init_video}: {'x'.join(map(str, shape))} (frames x height x width) "
                           f"resampled to {'x'.join(map(str, videos[key].shape[:3]))} (frames evenly in time, bicubic)")

@@ -286,9 +286,14 @@ def _read_png_dir(path: str) -> np.ndarray:
 
 def read_video(path, num_frames: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a GIF, a video file (MP4, WebM, ... via PyAV) or a folder of frames into (F, H, W, 3)
-    float32 in [0, 1]. `num_frames`: resample uniformly in time to that many frames; `size`:
-    (height, width) to resize every frame to (bicubic). A file that is not a readable video is an
-    InputError naming it; a missing one a FileNotFoundError."""
+    float32 in [0, 1]: `fit_frames(read_frames(path), num_frames, size)`."""
+    return fit_frames(read_frames(path), num_frames, size)
+
+
+def read_frames(path) -> np.ndarray:
+    """The frames of a GIF, a video file (MP4, WebM, ... via PyAV) or a folder of frames, (F, H, W, 3)
+    uint8. A file that is not a readable video (or has no frames) is an InputError naming it; a
+    missing one a FileNotFoundError."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"video not found: {path}")
@@ -306,6 +311,12 @@ def read_video(path, num_frames: int | None = None, size: tuple[int, int] | None
         raise InputError(f"{path}: cannot read as a video ({reason})") from None
     if frames.shape[0] == 0:
         raise InputError(f"{path}: no frames")
+    return frames
+
+
+def fit_frames(frames: np.ndarray, num_frames: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 frames (F, H, W, 3) -> float32 in [0, 1]; `num_frames`: resampled uniformly in time to
+    that many frames; `size`: (height, width) every frame is resized to (bicubic)."""
     if num_frames is not None:
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
