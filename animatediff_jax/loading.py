@@ -26,12 +26,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import jax
+import numpy as np
 
 from animatediff_jax.checkpoint import load_config, load_params, read_metadata, save_params
 from animatediff_jax.errors import InputError, UsageError, UserError
@@ -40,6 +42,7 @@ from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
 from animatediff_jax.nonfinite import describe as describe_nonfinite, find_nonfinite
 from animatediff_jax.params import cache_root, check_shapes, insert_motion, unflatten
+from animatediff_jax.safetensors_file import SafetensorsFile
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
 from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
@@ -324,6 +327,21 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
             raise _named(e, names["motion_module"]) from e
         check_motion_fits(base.configs["unet"], mm, files.motion_module, files.base, names)
     return CheckedFiles(files, base, dreambooth, mm, tokenizer, **_read_loras(files, base.configs, mm, names))
+
+
+def parameter_count(checked: CheckedFiles) -> int:
+    """Parameters the pipeline of `checked` holds (base UNet, VAE, text encoder and the motion module),
+    counted from the converted files' headers or the conversion plan: nothing read or traced."""
+    base = checked.base
+    if base.plan is not None:
+        shapes = [leaf.shape for n in NETWORKS for leaf in base.plan.networks[n].leaves.values()]
+    else:
+        shapes = []
+        for n in NETWORKS:
+            with SafetensorsFile(os.path.join(base.folder, f"{n}.safetensors")) as f:
+                shapes += [entry.shape for entry in f.entries.values()]
+    motion = [] if checked.motion is None else [np.shape(a) for a in jax.tree.leaves(checked.motion.params)]
+    return sum(math.prod(shape) for shape in shapes + motion)
 
 
 def _named(e: UserError, name: str) -> UserError:

@@ -8,11 +8,13 @@
 
 A prompt config in the original AnimateDiff schema (FORMATS.md §4) or the same settings as flags.
 Every flag and config value is checked (type, range, finiteness, files, sizes against the models'
-configs) before any model loads. Outputs go to a new folder `--out/<name>-<time>` that appears only
-when the run is complete (never an earlier run's): per sample a GIF and an MP4 under `sample/`
-(optional PNG frames, raw .npy frames), `sample.gif` with all samples in a grid, `command.txt`, and
-`config.yaml`: the entries with the seeds actually used and, under `sample_options`, every other
-setting that shapes the videos, so that re-running it reproduces them.
+configs) before any model loads, and so is the run's estimated peak memory against the memory
+available (`memory_estimate`; --allow-over-memory skips that). Outputs go to a new folder
+`--out/<name>-<time>` that appears only when the run is complete (never an earlier run's): per
+sample a GIF and an MP4 under `sample/` (optional PNG frames, raw .npy frames), `sample.gif` with
+all samples in a grid, `command.txt`, and `config.yaml`: the entries with the seeds actually used
+and, under `sample_options`, every other setting that shapes the videos, so that re-running it
+reproduces them.
 
 Precedence: a flag given on the command line > the entry's key (`W`, `H`, `L`, `steps`,
 `guidance_scale`, `clip_skip`) or `sample_options` > the default.
@@ -235,6 +237,12 @@ def context_options(o: argparse.Namespace, where: str):
                          f"{err}{default}") from None
 
 
+def job_prefix(job: Job, jobs: int) -> str:
+    """What starts a message about one of `jobs` jobs: the config's entry (`cfg.yaml: name: `), the
+    job's name where flags made several, else nothing."""
+    return f"{job.config}: {job.entry.name}: " if job.config else f"{job.entry.name}: " if jobs > 1 else ""
+
+
 def validate(jobs: list[Job], cache_dir: str) -> None:
     """Every check that can fail, for every job, before any model is built: files exist and fit
     together, sizes fit the models' geometry (from their configs), settings are consistent; the
@@ -248,8 +256,7 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     checked, videos, latents = {}, {}, {}
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
-        # which job: the config's entry, or the job's name where flags made several
-        where = f"{job.config}: {e.name}: " if job.config else f"{e.name}: " if len(jobs) > 1 else ""
+        where = job_prefix(job, len(jobs))
         for key, flag in (("base", "--base"), ("dreambooth", "--dreambooth"), ("motion_module", "--motion-module"),
                           ("tokenizer", "--tokenizer")):
             check_model_path(m.get(key), flag)  # one of our files given to the wrong flag; an empty folder
@@ -333,6 +340,50 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
                 raise UsageError(f"--latents {o.latents}: shape {tuple(lat.shape)}, this run needs {want} "
                                  f"(batch, channels, frames, height/{f}, width/{f})")
             job.latents = lat
+
+
+def check_memory(jobs: list[Job]) -> None:
+    """UsageError naming the sizes when the run's estimated peak memory (`memory_estimate`: from the
+    models' configs and the validated settings, nothing loaded) exceeds the memory available."""
+    from animatediff_jax import memory_estimate as mem  # noqa: PLC0415 - imports jax
+    platform = mem.current_platform()
+    estimates = [job_memory(job, platform) for job in jobs]
+    run = mem.combined(estimates)
+    short = mem.shortfall(run, platform)
+    if short is None:
+        return
+    need, have, what = short
+    job, est = max(zip(jobs, estimates), key=lambda pair: pair[1].device)  # the job the hints are for
+    s, o, chunk = job.sizes, job.opts, decode_chunk(job)
+    hints = [f", use {flag}" for flag, helps in (
+        ("--attention chunked", est.unet_scores + est.decode_scores > est.device / 4),
+        ("--context-length 16", job.context is None and s["frames"] > 16 and est.unet >= est.decode),
+        ("a smaller --decode-chunk", est.decode > est.unet and min(chunk, s["frames"]) > 1)) if helps]
+    batch = f" x --batch-size {o.batch_size}" if min(o.batch_size, len(job.entry.prompts)) > 1 else ""
+    raise UsageError(f"{job_prefix(job, len(jobs))}{SIZE_FLAGS['size']} {s['width']}x{s['height']} x "
+                     f"{SIZE_FLAGS['frames']} {s['frames']}{batch}: needs ~{need / mem.GIB:.1f} GiB ({run.parts()}), "
+                     f"{have / mem.GIB:.1f} GiB of {what} available; lower them{''.join(hints)}, or pass "
+                     "--allow-over-memory to run anyway")
+
+
+def decode_chunk(job: Job) -> int:
+    """Frames the job's VAE decodes at once: --decode-chunk, else the pipeline's default."""
+    from animatediff_jax.sampling.pipeline import DECODE_CHUNK  # noqa: PLC0415 - imports jax
+    return job.opts.decode_chunk or DECODE_CHUNK
+
+
+def job_memory(job: Job, platform):
+    """The `memory_estimate.Estimate` of a validated job on `platform` (its models' configs and
+    parameter count, its sizes and settings)."""
+    from animatediff_jax import loading, memory_estimate as mem  # noqa: PLC0415 - import jax
+    from animatediff_jax.sampling.pipeline import default_dtype  # noqa: PLC0415
+    base, mm, s, o = job.checked.base.configs, job.checked.motion, job.sizes, job.opts
+    models = mem.Models(base["unet"], mm.config if mm else None, base["vae"], base["text_encoder"],
+                        loading.parameter_count(job.checked))
+    return mem.estimate(models, batch=min(o.batch_size, len(job.entry.prompts)), cfg=job.entry.guidance_scale > 1,
+                        frames=s["frames"], height=s["height"], width=s["width"], context=job.context,
+                        decode_chunk=decode_chunk(job), dtype=o.dtype or default_dtype(),
+                        attention=o.attention, platform=platform, videos=len(job.entry.prompts) + bool(o.init_video))
 
 
 def read_latents(path: str) -> np.ndarray:
@@ -449,8 +500,7 @@ def load_pipeline(job: Job):
     return loading.pipeline_from_checked(
         job.checked, scheduler=o.scheduler, scheduler_config=job.scheduler_config, dtype=o.dtype,
         attention_impl=o.attention, clip_skip=job.clip_skip, names=loading.FLAGS,
-        motion_input_norm="joint" if o.diffusers_norm else "frame",
-        **({} if o.decode_chunk is None else {"decode_chunk_size": o.decode_chunk}))
+        motion_input_norm="joint" if o.diffusers_norm else "frame", decode_chunk_size=decode_chunk(job))
 
 
 def run(args, argv: list[str]) -> str:
@@ -463,6 +513,8 @@ def run(args, argv: list[str]) -> str:
     cache_dir = cache_root()
     jobs, name = jobs_from_args(args, argv)
     validate(jobs, cache_dir)
+    if not args.allow_over_memory:
+        check_memory(jobs)
     check_writable_parent(args.out)
     enable_compilation_cache()
     with run_folder(args.out, name) as folder:

@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--decode-chunk", type=pos, metavar="N",
                    help="frames the VAE decodes at once (default: the pipeline's, sized for an 8 GB card at 512x512; "
                         "larger is faster and needs more memory)")
+    r.add_argument("--allow-over-memory", action="store_true",
+                   help="sample even where the run's estimated peak memory exceeds the memory available (the "
+                        "estimate, from the models' configs and the sizes, is checked before any model loads)")
     r.add_argument("--out", default="samples", type=_folder, help="parent folder of the run folder")
     r.add_argument("--batch-size", type=pos, default=1,
                    help="videos per call (a seed gives the same video at any batch size; larger batches use "

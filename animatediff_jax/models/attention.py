@@ -53,24 +53,29 @@ def attention(q, k, v, *, implementation: str = "auto", query_chunk: int = QUERY
                          f"got q {q.shape}, k {k.shape}, v {v.shape}")
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}")
-    if implementation == "auto":
-        implementation = select_implementation(jax.default_backend(), q.dtype, q.shape[1], k.shape[1],
-                                               q.shape[-1], _compute_capability(), jax.device_count())
-    if implementation == "cudnn":
-        reason = cudnn_unsupported(jax.default_backend(), q.dtype, q.shape[-1], _compute_capability())
-        if reason is None:
-            return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
-        _warn_once(f"attention implementation 'cudnn' unavailable ({reason}); using 'chunked' instead.")
-        implementation = "chunked"
-    if implementation == "tpu_flash":
-        reason = tpu_flash_unsupported(jax.default_backend(), q.shape[1], k.shape[1])
-        if reason is None:
-            return _tpu_flash(q, k, v)
-        _warn_once(f"attention implementation 'tpu_flash' unavailable ({reason}); using 'chunked' instead.")
-        implementation = "chunked"
-    if implementation == "chunked":
+    kernel, reason = resolve_implementation(implementation, jax.default_backend(), q.dtype, q.shape[1], k.shape[1],
+                                            q.shape[-1], _compute_capability(), jax.device_count())
+    if reason is not None:
+        _warn_once(f"attention implementation {implementation!r} unavailable ({reason}); using {kernel!r} instead.")
+    if kernel == "cudnn":
+        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+    if kernel == "tpu_flash":
+        return _tpu_flash(q, k, v)
+    if kernel == "chunked":
         return _chunked(q, k, v, query_chunk, key_chunk)
     return _xla(q, k, v)
+
+
+def resolve_implementation(implementation: str, backend: str, dtype, lq: int, lk: int, head_dim: int,
+                           compute_capability: str | None = None, devices: int = 1) -> tuple[str, str | None]:
+    """(the kernel `attention` runs for `implementation` with these inputs, why the one asked for
+    cannot run or None) — pure: ``"auto"`` is `select_implementation`'s choice; ``"cudnn"`` and
+    ``"tpu_flash"`` fall back to ``"chunked"`` where they cannot run (the reason says why)."""
+    if implementation == "auto":
+        return select_implementation(backend, dtype, lq, lk, head_dim, compute_capability, devices), None
+    reason = (cudnn_unsupported(backend, dtype, head_dim, compute_capability) if implementation == "cudnn" else
+              tpu_flash_unsupported(backend, lq, lk) if implementation == "tpu_flash" else None)
+    return ("chunked", reason) if reason is not None else (implementation, None)
 
 
 def select_implementation(backend: str, dtype, lq: int, lk: int, head_dim: int,

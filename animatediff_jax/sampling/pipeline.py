@@ -214,6 +214,7 @@ def denoise_step(unet: UNet3DConditionModel, sampler: Sampler, params, x: jax.Ar
 
 
 _JITTED: dict = {}  # compiled functions, shared by pipelines whose networks are configured alike
+DECODE_CHUNK = 4  # frames the VAE decodes (and encodes) at once unless told (AnimateDiffPipeline's docstring)
 
 
 def cast_leaf(a, dtype) -> np.ndarray | jax.Array:
@@ -256,7 +257,8 @@ class AnimateDiffPipeline:
 
     def __init__(self, unet, unet_params, vae, vae_params, text_encoder, text_params, tokenizer,
                  scheduler_config: Mapping[str, Any] | None = None, scheduler: str | None = "ddim",
-                 clip_skip: int = 0, decode_chunk_size: int = 4, description: Mapping[str, Any] | None = None):
+                 clip_skip: int = 0, decode_chunk_size: int = DECODE_CHUNK,
+                 description: Mapping[str, Any] | None = None):
         self.unet, self.unet_params = unet, unet_params
         self.vae, self.vae_params = vae, vae_params
         self.text_encoder, self.text_params = text_encoder, text_params

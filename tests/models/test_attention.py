@@ -77,6 +77,22 @@ def test_auto_selection(backend, dtype, lq, lk, d, cc, devices, expected):
     assert attention_lib.select_implementation(backend, dtype, lq, lk, d, cc, devices) == expected
 
 
+@pytest.mark.parametrize("impl,backend,dtype,lq,expected,reason", [
+    ("auto", "cpu", jnp.float32, 4096, "chunked", None),
+    ("auto", "gpu", jnp.bfloat16, 4096, "cudnn", None),
+    ("xla", "gpu", jnp.bfloat16, 4096, "xla", None),
+    ("cudnn", "cpu", jnp.bfloat16, 4096, "chunked", "GPU"),
+    ("cudnn", "gpu", jnp.float32, 4096, "chunked", "bfloat16"),
+    ("tpu_flash", "tpu", jnp.bfloat16, 1000, "chunked", "multiples of 128"),
+    ("tpu_flash", "tpu", jnp.bfloat16, 4096, "tpu_flash", None),
+])
+def test_resolve_names_the_kernel_that_runs_and_why_not_the_one_asked(impl, backend, dtype, lq, expected, reason):
+    """What `attention` runs (and the memory estimate counts) for each implementation a user may ask for."""
+    kernel, why = attention_lib.resolve_implementation(impl, backend, dtype, lq, lq, 40, "9.0", 1)
+    assert kernel == expected
+    assert (why is None) if reason is None else (reason in why)
+
+
 def test_auto_matches_xla_on_this_backend():
     for lq, lk in [(300, 300), (7, 5)]:
         q, k, v = _qkv(lq, lk)
