@@ -46,12 +46,13 @@ from animatediff_jax.safetensors_file import SafetensorsFile
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
 from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
-from convert.base import BasePlan, convert_base, load_base, plan_base, resolve_source
+from convert.base import BasePlan, convert_base, load_base, plan_base
 from convert.io import checkpoint_format
 from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora, read_motion_lora,
                          read_spatial_lora)
 from convert.motion import MotionModule, load_motion_module
 from convert.param_shapes import flax_param_shapes, module_param_shapes
+from convert.sources import is_hub_id, resolve_source
 from convert.unet3d_checkpoint import check_kind, read_unet3d_checkpoint
 
 NETWORKS = ("unet", "vae", "text_encoder")
@@ -378,8 +379,8 @@ def _read_loras(files: ModelFiles, configs: Mapping, mm: MotionModule | None, na
 
 def locate(path: str, what: str) -> str:
     """The local path of an SD1.x model given as a path or as a hub id in the local Hugging Face cache
-    (`convert.base.resolve_source`); LoadError naming `what` and the path otherwise."""
-    if not os.path.exists(path) and not _looks_like_hub_id(path):
+    (`convert.sources.resolve_source`); LoadError naming `what` and the path otherwise."""
+    if not os.path.exists(path) and not is_hub_id(path):
         raise LoadError(f"{what} {path}: not found")
     try:
         return resolve_source(path)
@@ -405,10 +406,6 @@ def sd_source(path: str, cache_dir: str, what: str, overrides: dict | None = Non
         raise LoadError(f"{what} {path}: {str(e).removeprefix(f'{path}: ')}") from e
     configs = {n: plan.networks[n].config for n in NETWORKS}
     return SDSource(path, folder, dict(configs, scheduler=dict(plan.scheduler_config)), plan)
-
-
-def _looks_like_hub_id(path: str) -> bool:
-    return path.count("/") == 1 and not path.startswith((".", "/"))
 
 
 def _converted_configs(folder: str) -> dict:

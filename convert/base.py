@@ -1,9 +1,10 @@
 """An SD1.x base model (UNet, VAE, CLIP text encoder) from any of its PyTorch forms -> Flax params.
 
 Sources: a diffusers folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, weights as
-`.safetensors` or `.bin`, whole or sharded with an `*.index.json`; VAE attention also under older
-diffusers' names, `ldm.vae_key_from_old_diffusers`), a hub id of one (resolved through
-the Hugging Face cache by `huggingface_hub.snapshot_download`, offline too), or
+`.safetensors` or `.bin`, whole or sharded, plain or in a variant such as fp16: every layout
+`convert.sources.weights_file` reads; VAE attention also under older diffusers' names,
+`ldm.vae_key_from_old_diffusers`), a hub id of one (resolved through the Hugging Face cache,
+`convert.sources.resolve_source`, offline too), or
 an LDM single file (`.safetensors` / `.ckpt`, optional `"state_dict"` wrapper, optional EMA weights),
 whose configs are inferred from tensor shapes (SD1.5 layout rules; head counts, which shapes cannot
 show, follow SD1.x: 8 UNet heads, CLIP head dim 64 — override with `overrides`).
@@ -26,7 +27,6 @@ from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
-from huggingface_hub import constants
 from tqdm.auto import tqdm
 
 from animatediff_jax.checkpoint import load_config, params_metadata, store_dtype
@@ -41,13 +41,13 @@ from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 from convert.naming import flax_tensor_to_torch, torch_tensor_to_flax
 from convert.param_shapes import flax_param_shapes
+from convert.sources import DIFFUSERS_WEIGHTS, SD_COMPONENTS, resolve_source, weights_file
 
-NETWORKS = ("unet", "vae", "text_encoder")
+NETWORKS = tuple(SD_COMPONENTS)  # unet, vae, text_encoder
 CONFIG_CLASSES = {"unet": UNetConfig, "vae": VAEConfig, "text_encoder": CLIPTextConfig}
 # SD1.x's v1-inference.yaml noise schedule, for single files (a diffusers folder brings its own).
 SD1_SCHEDULER = {"_class_name": "DDIMScheduler", **PRESETS["A"], "prediction_type": "epsilon",
                  "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
-_WEIGHT_STEMS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
 _FOLDER_SKIP = ("text_model.embeddings.position_ids",)
 
 
@@ -261,23 +261,6 @@ def _plan_single_file(path: str, ema: bool, overrides) -> BasePlan:
         raise
 
 
-def weights_file(folder: str, name: str, variant: str | None) -> str:
-    """The weights of one component folder: a single file, or the shard index of a sharded save
-    (`*.safetensors.index.json` / `*.bin.index.json`; with a variant, diffusers names the index
-    `*.safetensors.index.<variant>.json`)."""
-    stems = [_WEIGHT_STEMS[name]] + (["pytorch_model"] if name == "text_encoder" else [])
-    candidates = []
-    for v in ([variant] if variant else []) + [None]:
-        for stem in stems:
-            for ext in ("safetensors", "bin"):
-                candidates += [f"{stem}.{v}.{ext}", f"{stem}.{ext}.index.{v}.json"] if v else \
-                              [f"{stem}.{ext}", f"{stem}.{ext}.index.json"]
-    for c in candidates:
-        if os.path.isfile(os.path.join(folder, c)):
-            return os.path.join(folder, c)
-    raise CheckpointError(f"{folder}: no weights file (looked for {', '.join(candidates)})")
-
-
 def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
     nets, files = {}, []
     try:
@@ -288,7 +271,7 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
                 raise CheckpointError(f"{folder}: not a diffusers SD folder: {cfg_path} is missing")
             with open(cfg_path) as f:
                 config = CONFIG_CLASSES[name].from_dict(json.load(f))
-            sd = open_state_dict(weights_file(sub, name, variant))
+            sd = open_state_dict(weights_file(sub, SD_COMPONENTS[name], variant))
             files.append(sd)
             entries = {}
             rename = {"text_encoder": ldm.text_key_to_diffusers, "vae": ldm.vae_key_from_old_diffusers}.get(name, str)
@@ -312,32 +295,6 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
         for f in files:
             f.close()
         raise
-
-
-def resolve_source(source: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> str:
-    """A local file or folder as given; otherwise a hub id, downloaded (`allow_patterns`; default
-    the SD1.x components only)."""
-    if os.path.exists(source):
-        return source
-    if source.count("/") != 1 or source.startswith((".", "/")):
-        raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
-    # ~0.15-0.4 s of imports (their HTTP stack), paid only for hub ids
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-    try:
-        return snapshot_download(source, revision=revision, allow_patterns=allow_patterns or [
-            "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
-            ignore_patterns=["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"])
-    except LocalEntryNotFoundError as e:
-        mode = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
-        raise CheckpointError(
-            f"{source}: no such local file or folder, and hub id {source!r} (revision {revision or 'main'}) is "
-            f"not in the Hugging Face cache {constants.HF_HUB_CACHE} while {mode}. Download it once with "
-            f"network access (or point HF_HUB_CACHE at a cache that has it). Detail: "
-            f"{str(e).strip().splitlines()[0]}") from None
-    except Exception as e:  # noqa: BLE001 - unknown repo, auth, bad revision...: one clear message
-        raise CheckpointError(f"{source}: no such local file or folder, and fetching it as a hub id failed "
-                              f"({type(e).__name__}: {e})") from None
 
 
 def plan_base(source: str, *, ema: bool = False, variant: str | None = None, revision: str | None = None,
@@ -511,7 +468,7 @@ def export_unet_diffusers(params_path: str, out_dir: str, *, dtype: str | None =
             nonfinite.report()  # before write_safetensors renames the file into place
 
         with atomic_folder(out_dir) as tmp:
-            write_safetensors(os.path.join(tmp, "diffusion_pytorch_model.safetensors"),
+            write_safetensors(os.path.join(tmp, DIFFUSERS_WEIGHTS),
                               {k: (s, dt) for k, (_, s, dt) in specs.items()}, tensors(), {"format": "pt"})
             cfg = {"_class_name": "UNet2DConditionModel", **to_dict(config)}
             with open(os.path.join(tmp, "config.json"), "w") as f:

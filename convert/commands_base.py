@@ -15,6 +15,8 @@ from animatediff_jax.errors import UsageError, UserError
 from animatediff_jax.outputs import check_output
 
 DTYPES = ("float32", "bfloat16", "float16")
+VARIANT_HELP = ("diffusers folders: the weight variant, e.g. fp16, where present (default: the plain weights, "
+                "else the one variant the folder holds)")
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -99,7 +101,7 @@ def _inspect(args) -> int:
     failed = 0
     for path in args.files:
         try:
-            infos = describe_path(path)
+            infos = describe_path(path, args.variant, args.revision)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             failed += 1
@@ -133,7 +135,7 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", type=output_path)
     p.add_argument("--ema", action="store_true", help="single files: use the EMA UNet weights (model_ema.*)")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as in the source)")
-    p.add_argument("--variant", help="diffusers weight variant, e.g. fp16")
+    p.add_argument("--variant", help=VARIANT_HELP)
     p.add_argument("--revision", help="hub revision")
     p.add_argument("--overrides", help='JSON config overrides per network, e.g. \'{"unet": {"attention_head_dim": 8}}\' '
                                        "(single files: what tensor shapes cannot tell)")
@@ -161,10 +163,15 @@ def register(subparsers) -> None:
                     "diffusers UNet/VAE, CLIP, motion module, LoRA, Flax params...), model family (SD1.x/SD2/"
                     "SDXL; Flax params by the network they hold), motion-module version, parameter count and "
                     "dtypes; for a folder, its layout too.")
-    p.add_argument("files", nargs="+", help="checkpoint files or model folders (each weights file described): "
-                                             "diffusers SD folders, folders written by `convert base`, diffusers "
-                                             "MotionAdapter / ControlNet / SparseCtrl folders, PEFT LoRA adapters; "
-                                             "an unreadable one is reported and the others still described (exit 1)")
+    p.add_argument("files", nargs="+", help="checkpoint files, model folders or hub ids of them (owner/name, "
+                                             "found through the Hugging Face cache as `base` finds them; each "
+                                             "weights file described): diffusers SD folders (weights whole or "
+                                             "sharded, plain or a variant such as fp16), folders written by "
+                                             "`convert base`, diffusers MotionAdapter / ControlNet / SparseCtrl "
+                                             "folders, PEFT LoRA adapters; an unreadable one is reported and the "
+                                             "others still described (exit 1)")
+    p.add_argument("--variant", help=VARIANT_HELP)
+    p.add_argument("--revision", help="hub ids: the revision (branch, tag or commit)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.set_defaults(run=_inspect)
 

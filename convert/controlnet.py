@@ -2,8 +2,8 @@
 
 Sources (`load_controlnet(source)`):
 - a diffusers `ControlNetModel` or `SparseControlNetModel` folder (`config.json` +
-  `diffusion_pytorch_model.safetensors` / `.bin`, whole or sharded; a pipeline folder's `controlnet/`
-  subfolder), or a hub id of one (resolved through the Hugging Face cache, offline too);
+  `diffusion_pytorch_model.safetensors` / `.bin`, whole or sharded, plain or a variant such as fp16
+  (`convert.sources.weights_file`); a pipeline folder's `controlnet/` subfolder), or a hub id of one (resolved through the Hugging Face cache, offline too);
 - an LDM ("cldm") single file, `control_v11p_sd15_*.pth` / `.safetensors`: keys `control_model.*`
   (the v1.0 `control_sd15_*.pth` files also hold a whole SD model, which is ignored) or bare
   `input_blocks.*` / `input_hint_block.*` / `zero_convs.*` / `middle_block_out.*`. The encoder copy
@@ -48,16 +48,16 @@ from animatediff_jax.models.configs import ControlNetConfig, MotionConfig, spars
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import unflatten
 from convert import ldm
-from convert.base import Leaf, check_leaves, flax_leaf, resolve_source, weights_file
+from convert.base import Leaf, check_leaves, flax_leaf
 from convert.detect import (CONTROLNET_LDM_PREFIX, checkpoint_kind, control_layout, require_sd1_controlnet,
                             strip_module_prefix)
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 from convert.motion import original_key_to_diffusers, pe_length
 from convert.param_shapes import flax_param_shapes
+from convert.sources import HUB_PATTERNS, resolve_source, weights_file
 
 KINDS = ("controlnet", "sparsectrl")
 CLASS_NAMES = {"ControlNetModel": "controlnet", "SparseControlNetModel": "sparsectrl"}
-HUB_PATTERNS = ["config.json", "diffusion_pytorch_model*", "controlnet/*"]
 SPARSECTRL_HEADS = 8  # the motion modules' heads in the v3 SparseCtrl configs (not stored in the weights)
 # diffusers SparseControlNetModel config keys of its motion modules (`sparsectrl_motion_config`)
 MOTION_KEYS = ("motion_num_attention_heads", "motion_max_seq_length", "temporal_transformer_layers_per_block")
@@ -341,7 +341,7 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> ControlNetPlan:
         raise CheckpointError(f"{cfg_path}: not a ControlNet config (_class_name "
                               f"{cfg.get('_class_name') if isinstance(cfg, dict) else None!r}; expected one of "
                               f"{', '.join(CLASS_NAMES)})")
-    sd = open_state_dict(weights_file(folder, "unet", variant))
+    sd = open_state_dict(weights_file(folder, variant=variant))
     try:
         keys = list(sd)
         require_sd1_controlnet(keys, sd.shape, sd.path)
@@ -359,8 +359,8 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> ControlNetPlan:
 
 def resolve_controlnet(source: str, revision: str | None = None) -> str:
     """A local file or folder as given; otherwise a hub id of a diffusers ControlNet (its config and
-    weights only), through the Hugging Face cache (`convert.base.resolve_source`)."""
-    return resolve_source(source, revision, allow_patterns=HUB_PATTERNS)
+    weights only), through the Hugging Face cache (`convert.sources.resolve_source`)."""
+    return resolve_source(source, revision, allow_patterns=HUB_PATTERNS["model"])
 
 
 def plan_controlnet(source: str, *, variant: str | None = None, revision: str | None = None,

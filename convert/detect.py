@@ -18,6 +18,7 @@ import numpy as np
 from animatediff_jax.params import flax_path_to_torch
 from convert.io import CheckpointError, ShardedStateDict, examples, open_state_dict
 from convert.naming import flax_tensor_to_torch
+from convert.sources import HUB_PATTERNS, SD_COMPONENTS, is_hub_id, resolve_source, weights_file
 
 ShapeFn = Callable[[str], tuple[int, ...]]
 
@@ -295,7 +296,7 @@ def describe(path: str, config: Mapping | None = None) -> dict:
     with open_state_dict(path) as sd:
         keys = list(sd)
         sharded = isinstance(sd, ShardedStateDict)
-        ext = os.path.splitext(path[: -len(".index.json")] if sharded else path)[1].lower().lstrip(".")
+        ext = os.path.splitext(sd.shard_paths[0] if sharded else path)[1].lower().lstrip(".")
         kind = checkpoint_kind(keys, sd.metadata)
         fmt = "safetensors" if ext == "safetensors" else f"pickle ({ext})"
         info = {"file": path, "format": f"{fmt}, {len(sd.shard_paths)} shards" if sharded else fmt,
@@ -338,9 +339,10 @@ def _json_object(path: str) -> dict:
     return value
 
 
-def folder_layout(path: str) -> tuple[str, list[str], dict | None]:
+def folder_layout(path: str, variant: str | None = None) -> tuple[str, list[str], dict | None]:
     """(what a model folder is, its weights files, its config.json if a diffusers model folder), for
-    every folder the loaders read:
+    every folder the loaders read; a diffusers folder's weights as its loader finds them
+    (`convert.sources.weights_file`: whole or sharded, plain or `variant`, else its one variant):
 
     - written by `convert base` / `convert lora`: {unet,vae,text_encoder}.safetensors (those present);
     - a diffusers SD folder: unet/, vae/, text_encoder/ (`--base`, `convert base`);
@@ -350,19 +352,19 @@ def folder_layout(path: str) -> tuple[str, list[str], dict | None]:
       (`export-unet`'s output);
     - a PEFT LoRA adapter (`save_pretrained`: adapter_config.json + adapter_model.*; `--lora`).
     CheckpointError naming the folder for any other."""
-    from convert.base import NETWORKS, weights_file  # lazy: convert.base imports this module (and JAX)
-    from convert.lora import PEFT_CONFIG, PEFT_WEIGHTS, lora_weights_file
-    converted = [os.path.join(path, f"{n}.safetensors") for n in NETWORKS]
+    from convert.lora import PEFT_CONFIG, PEFT_WEIGHTS, lora_weights_file  # lazy: a cycle through convert.motion
+    converted = [os.path.join(path, f"{n}.safetensors") for n in SD_COMPONENTS]
     if any(os.path.isfile(f) for f in converted):
         return "converted base folder (convert base)", [f for f in converted if os.path.isfile(f)], None
     if os.path.isdir(os.path.join(path, "unet")):
-        return "diffusers SD folder", [weights_file(os.path.join(path, n), n, None) for n in NETWORKS], None
+        return "diffusers SD folder", [weights_file(os.path.join(path, n), stems, variant)
+                                       for n, stems in SD_COMPONENTS.items()], None
     for folder in (path, os.path.join(path, "controlnet")):
         if os.path.isfile(os.path.join(folder, "config.json")):
             config = _json_object(os.path.join(folder, "config.json"))
             name = config.get("_class_name")
             return (f"diffusers {name if isinstance(name, str) else 'model'} folder",
-                    [weights_file(folder, "unet", None)], config)
+                    [weights_file(folder, variant=variant)], config)
     if any(os.path.isfile(os.path.join(path, n)) for n in (PEFT_CONFIG, *PEFT_WEIGHTS)):
         return "PEFT LoRA adapter folder", [lora_weights_file(path)], None
     raise CheckpointError(
@@ -373,10 +375,19 @@ def folder_layout(path: str) -> tuple[str, list[str], dict | None]:
         "give its weights files")
 
 
-def describe_path(path: str) -> list[dict]:
-    """`describe` of a file, or of each weights file of a model folder (`folder_layout`), then naming
-    the folder's layout."""
+# what a hub id given to `inspect` is downloaded with: any model folder `folder_layout` reads
+INSPECT_HUB_PATTERNS = [p for patterns in HUB_PATTERNS.values() for p in patterns]
+
+
+def describe_path(path: str, variant: str | None = None, revision: str | None = None) -> list[dict]:
+    """`describe` of a file, or of each weights file of a model folder (`folder_layout`, `variant`
+    choosing among a diffusers folder's weight variants), then naming the folder's layout. A hub id
+    ('owner/name', where no such path exists) is its snapshot folder in the Hugging Face cache, found
+    (or downloaded, at `revision`) as `convert base` finds it (`convert.sources.resolve_source`);
+    CheckpointError, one line, where it cannot be."""
+    if not os.path.exists(path) and is_hub_id(path):
+        path = resolve_source(path, revision, allow_patterns=INSPECT_HUB_PATTERNS)
     if not os.path.isdir(path):
         return [describe(path)]
-    layout, files, config = folder_layout(path)
+    layout, files, config = folder_layout(path, variant)
     return [{"file": f, "folder": layout, **describe(f, config)} for f in files]

@@ -25,10 +25,11 @@ from animatediff_jax.errors import OutputError
 from animatediff_jax.models.configs import MotionConfig
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder, atomic_path
-from convert.motion import (GROUPS_METADATA, HEADS_METADATA, MOTION_ADAPTER_WEIGHTS, check_layout, diffusers_key_to_original, infer_layout,
+from convert.motion import (GROUPS_METADATA, HEADS_METADATA, check_layout, diffusers_key_to_original, infer_layout,
                             motion_adapter_key_shapes, sinusoid)
 from animatediff_jax.params import flax_path_to_torch
 from convert.naming import flax_to_state_dict
+from convert.sources import DIFFUSERS_WEIGHTS
 
 ORIGINAL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 
@@ -142,7 +143,7 @@ def export_adapter(params: Mapping, config: MotionConfig, folder, dtype=np.float
     sd = motion_to_adapter(params, config, dtype)
     cfg = adapter_config(params, config)
     with atomic_folder(os.fspath(folder)) as tmp:
-        _save_tensors(os.path.join(tmp, MOTION_ADAPTER_WEIGHTS[0]), sd, {"format": "pt"}, nonfinite)
+        _save_tensors(os.path.join(tmp, DIFFUSERS_WEIGHTS), sd, {"format": "pt"}, nonfinite)
         with open(os.path.join(tmp, "config.json"), "w") as f:
             f.write(json.dumps(cfg, indent=2) + "\n")
 

@@ -37,6 +37,7 @@ from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_fla
 from convert.detect import ADAPTER_MAX_SEQ_LENGTH, adapter_version, refuse_control, version_from_layout
 from convert.io import StateDict, examples, open_state_dict
 from convert.naming import torch_tensor_to_flax
+from convert.sources import weights_file
 
 # original -> diffusers MotionAdapter, applied in this order (FORMATS.md §3)
 _ORIGINAL_TO_DIFFUSERS = (
@@ -52,7 +53,6 @@ _SDXL_KEY = "up_blocks.2.motion_modules.0.norm.weight"
 _IMAGE_UNET_KEY = re.compile(r"^(conv_in|conv_out|conv_norm_out|time_embedding|"
                              r"(down_blocks|up_blocks)\.\d+\.(resnets|attentions|downsamplers|upsamplers)|"
                              r"mid_block\.(resnets|attentions))\.")
-MOTION_ADAPTER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 # what each version is, for the choice a file without a position encoding leaves to the caller
 VERSIONS = {"v1": "position-encoding length 24, joint resnet GroupNorm over all frames, no mid-block module",
             "v2": "length 32, per-frame resnet GroupNorm, a mid-block module",
@@ -305,16 +305,18 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
                        dtype=np.float32, progress: bool = False, device=None) -> MotionModule:
     """Read an original motion-module file (.ckpt/.pt/.bin/.safetensors; also the original trainer's
     `{"state_dict": {"module.<key>": ...}, "global_step": ...}` saves) or a MotionAdapter folder (whose
-    config.json gives heads, groups, length and so the version). `version` and `max_seq_length`: what the
-    caller knows (a flag, an inference config); a file without `pos_encoder.pe` needs `version`
-    (`resolve_version`). Other arguments: see `motion_from_state_dict`. Raises `MotionModuleError`."""
+    config.json gives heads, groups, length and so the version; its weights in any layout
+    `convert.sources.weights_file` reads: plain or a variant such as fp16, whole or sharded).
+    `version` and `max_seq_length`: what the caller knows (a flag, an inference config); a file
+    without `pos_encoder.pe` needs `version` (`resolve_version`). Other arguments: see
+    `motion_from_state_dict`. Raises `MotionModuleError` (`CheckpointError` for a folder without weights)."""
     path = Path(path)
     if path.is_dir():
         cfg_file = path / "config.json"
-        weights = next((path / w for w in MOTION_ADAPTER_WEIGHTS if (path / w).exists()), None)
-        if not cfg_file.exists() or weights is None:
-            raise MotionModuleError(f"{path}: a MotionAdapter folder needs config.json and one of "
-                                    f"{', '.join(MOTION_ADAPTER_WEIGHTS)}")
+        if not cfg_file.exists():
+            raise MotionModuleError(f"{path}: a MotionAdapter folder needs config.json (and its weights, "
+                                    "diffusion_pytorch_model.*)")
+        weights = weights_file(str(path))
         cfg = json.loads(cfg_file.read_text())
         if cfg.get("conv_in_channels"):
             raise MotionModuleError(f"{path}: a SparseCtrl adapter (conv_in_channels) is not a motion module")

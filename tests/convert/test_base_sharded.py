@@ -9,7 +9,7 @@ import pytest
 from diffusers import DDIMScheduler
 
 from animatediff_jax.params import flatten
-from convert.base import load_base, weights_file
+from convert.base import load_base
 from convert.detect import describe
 from convert.io import CheckpointError, ShardedStateDict, open_state_dict
 from convert.naming import state_dict_to_flax
@@ -96,11 +96,3 @@ def test_broken_index_names_the_file(folders, tmp_path):
     with pytest.raises(CheckpointError, match=r"index.json: not a shard index"):
         open_state_dict(str(bad))
 
-
-def test_variant_shard_index_is_found(folders, tmp_path):
-    (u, _, _), _, _ = folders
-    u.save_pretrained(str(tmp_path / "unet"), max_shard_size=SHARD, variant="fp16")
-    index = weights_file(str(tmp_path / "unet"), "unet", "fp16")
-    assert os.path.basename(index) == "diffusion_pytorch_model.safetensors.index.fp16.json"
-    with open_state_dict(index) as sd:
-        assert set(sd) == set(u.state_dict())

@@ -1,0 +1,127 @@
+"""Where a model's weights are: a hub id resolved through the Hugging Face cache (`resolve_source`),
+and the weights file of a diffusers / transformers model folder (`weights_file`).
+
+Every loader of a model folder (`convert base`'s unet/, vae/, text_encoder/; MotionAdapter,
+ControlNet and SparseCtrl folders) and `convert inspect` find its weights through `weights_file`,
+which reads every layout `save_pretrained` writes (diffusers 0.42, transformers 5, huggingface_hub's
+`save_torch_state_dict`), with the stem `diffusion_pytorch_model` (diffusers) or `model` /
+`pytorch_model` (transformers):
+
+    <stem>.safetensors / <stem>.bin                                   whole
+    <stem>.safetensors.index.json (+ <stem>-00001-of-0000N.safetensors)  sharded
+    <stem>.fp16.safetensors / <stem>.fp16.bin                         variant "fp16", whole
+    <stem>.safetensors.index.fp16.json (+ <stem>.fp16-00001-of-0000N.safetensors)  variant, sharded
+    <stem>.fp16.safetensors.index.json   (huggingface_hub's save_torch_state_dict)
+    <stem>.safetensors.fp16.index.json   (older diffusers; diffusers still reads it)
+
+The choice follows diffusers' `DiffusionPipeline.from_pretrained`: a named variant where the folder
+has it, else the plain weights (a pipeline falls back so per component); without a variant, the plain
+weights where present (a folder holding both loads as diffusers loads it), else the one variant the
+folder holds (several: the caller must name one). Within one variant: the first stem
+with weights, `.safetensors` before `.bin`, a whole file before a shard index.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from huggingface_hub import constants
+
+from convert.io import CheckpointError
+
+DIFFUSERS_STEMS = ("diffusion_pytorch_model",)
+TRANSFORMERS_STEMS = ("model", "pytorch_model")
+# the weights of an SD folder's components (diffusers' UNet and VAE, transformers' CLIP text model)
+SD_COMPONENTS = {"unet": DIFFUSERS_STEMS, "vae": DIFFUSERS_STEMS, "text_encoder": TRANSFORMERS_STEMS}
+FORMATS = ("safetensors", "bin")  # preferred first
+DIFFUSERS_WEIGHTS = f"{DIFFUSERS_STEMS[0]}.safetensors"  # what the exporters write into a diffusers folder
+# what a hub id of each kind of repository is downloaded with (`resolve_source`'s allow_patterns)
+HUB_PATTERNS = {"sd": ["unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
+                "model": ["config.json", "diffusion_pytorch_model*", "controlnet/*"],  # MotionAdapter, ControlNet
+                "peft": ["adapter_config.json", "adapter_model*"]}
+# a stem or variant name: no dots, no hyphens (`model-00001-of-00002`, `fp16-00001-of-00002` are shards)
+_VARIANT = r"[A-Za-z0-9_]+"
+_WEIGHTS_NAME = re.compile(
+    rf"(?P<stem>{_VARIANT})(?:\.(?P<a>{_VARIANT}))?\.(?P<ext>{'|'.join(FORMATS)})"
+    rf"(?P<index>(?:\.(?P<b>{_VARIANT}))?\.index(?:\.(?P<c>{_VARIANT}))?\.json)?")
+
+
+def parse_weights_name(name: str) -> tuple[str, str | None, str, bool] | None:
+    """(stem, variant or None, "safetensors"/"bin", whether a shard index) of a weights file name in
+    one of the layouts above; None for any other name (a shard, a config, a name with two variants)."""
+    m = _WEIGHTS_NAME.fullmatch(name)
+    variants = [] if m is None else [v for v in (m["a"], m["b"], m["c"]) if v is not None]
+    if m is None or len(variants) > 1:
+        return None
+    return m["stem"], (variants or [None])[0], m["ext"], m["index"] is not None
+
+
+def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant: str | None = None) -> str:
+    """The weights of a diffusers / transformers model folder: a single file, or the shard index of
+    a sharded save (opened by `convert.io.open_state_dict` either way); choice as in the module
+    docstring. `stems`: `DIFFUSERS_STEMS`, `TRANSFORMERS_STEMS` (`SD_COMPONENTS` per SD component).
+
+    Raises CheckpointError naming the folder when it holds no weights file, or (no `variant` given)
+    only weights of several variants."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        raise CheckpointError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+    found = {}  # (variant, stem rank, format rank, index?) -> name
+    for name in names:
+        parsed = parse_weights_name(name)
+        if parsed is not None and parsed[0] in stems and os.path.isfile(os.path.join(folder, name)):
+            stem, v, ext, index = parsed
+            found.setdefault((v, stems.index(stem), FORMATS.index(ext), index), name)
+    plain = any(v is None for v, *_ in found)
+    variants = sorted({v for v, *_ in found} - {None})
+    if variant in variants:
+        chosen = variant
+    elif plain:  # no variant asked, or the asked one absent
+        chosen = None
+    elif variant is None and len(variants) == 1:
+        chosen = variants[0]
+    elif variants:
+        asked = f"no {variant!r} variant, " if variant else ""
+        raise CheckpointError(f"{folder}: {asked}no plain weights, only the variants {', '.join(variants)} of "
+                              f"{' / '.join(stems)}: choose one (--variant)")
+    else:
+        raise CheckpointError(f"{folder}: no weights file: expected {' or '.join(stems)}[.VARIANT]"
+                              f".{{{','.join(FORMATS)}}}, or a shard index <name>.{{{','.join(FORMATS)}}}"
+                              ".index[.VARIANT].json")
+    return os.path.join(folder, found[min(k for k in found if k[0] == chosen)])
+
+
+def is_hub_id(source: str) -> bool:
+    """Whether `source` is written like a hub id, 'owner/name' (checked where no such path exists)."""
+    return source.count("/") == 1 and not source.startswith((".", "/"))
+
+
+def resolve_source(source: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> str:
+    """A local file or folder as given; otherwise a hub id, downloaded into (or, offline or when the
+    hub cannot be reached, found in) the Hugging Face cache by `huggingface_hub.snapshot_download`,
+    the files `allow_patterns` match (default `HUB_PATTERNS["sd"]`, an SD model's components).
+    Returns the local path (a snapshot folder for a hub id). CheckpointError, one line naming
+    `source`, for a path that does not exist and is not a hub id, an id that is not cached while
+    the hub is unreachable, or a failed download (unknown repository, revision, access...)."""
+    if os.path.exists(source):
+        return source
+    if not is_hub_id(source):
+        raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
+    # ~0.15-0.4 s of imports (their HTTP stack), paid only for hub ids
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    try:
+        return snapshot_download(source, revision=revision, allow_patterns=allow_patterns or HUB_PATTERNS["sd"],
+                                 ignore_patterns=["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"])
+    except LocalEntryNotFoundError as e:
+        mode = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        raise CheckpointError(
+            f"{source}: no such local file or folder, and hub id {source!r} (revision {revision or 'main'}) is "
+            f"not in the Hugging Face cache {constants.HF_HUB_CACHE} while {mode}. Download it once with "
+            f"network access (or point HF_HUB_CACHE at a cache that has it). Detail: "
+            f"{str(e).strip().splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - unknown repo, auth, bad revision...: one clear message
+        detail = " ".join(str(e).split())  # huggingface_hub's messages span lines
+        raise CheckpointError(f"{source}: no such local file or folder, and fetching it as a hub id failed "
+                              f"({type(e).__name__}: {detail})") from None

@@ -1,0 +1,265 @@
+"""Diffusers folders whose weights exist only as a variant (fp16), in every layout `save_pretrained` and
+huggingface_hub write, are read through the one resolver (`convert.sources.weights_file`) by every
+loader -- SD folders (UNet, VAE, text encoder), MotionAdapter and ControlNet folders -- equal to the
+same weights in the plain layout, and described by `inspect`; the plain weights win where both are
+there. `inspect` takes hub ids as `convert base` does (a fake Hugging Face cache, offline); one that
+cannot be found is one `error:` line."""
+import copy
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from huggingface_hub import constants, save_torch_state_dict
+from huggingface_hub.errors import LocalEntryNotFoundError
+
+from animatediff_jax.params import flatten
+from convert.__main__ import main
+from convert.base import load_base
+from convert.controlnet import load_controlnet
+from convert.io import CheckpointError
+from convert.motion import load_motion_module
+from convert.sources import parse_weights_name, weights_file
+from tests.convert import controlnet_fixtures as F
+from tests.convert.ldm_fixtures import build, save_folder
+from tests.convert.motion_helpers import random_adapter
+
+SHARD = "200KB"  # the small UNet is ~1.6 MB in float16: several shards
+COMPONENTS = ("unet", "vae", "text_encoder")
+LAYOUTS = ("safetensors", "bin", "sharded", "hub-sharded")
+MAIN, OTHER = "a" * 40, "b" * 40
+
+
+def save_variant(model, folder: str, layout: str, stem: str = "diffusion_pytorch_model") -> str:
+    """`model` saved in `folder` as the fp16 variant only, in `layout`: "safetensors" / "bin" whole
+    (`<stem>.fp16.safetensors`), "sharded" (`save_pretrained`'s `<stem>.safetensors.index.fp16.json` +
+    `<stem>.fp16-0000k-of-0000n.safetensors`) or "hub-sharded" (huggingface_hub's
+    `save_torch_state_dict`: `<stem>.fp16.safetensors.index.json`). transformers saves safetensors
+    only, so a CLIP `.bin` is written as `pytorch_model.fp16.bin` by huggingface_hub."""
+    if layout in ("safetensors", "sharded") or (layout == "bin" and stem == "diffusion_pytorch_model"):
+        model.save_pretrained(folder, variant="fp16", safe_serialization=layout != "bin",
+                              **({"max_shard_size": SHARD} if layout == "sharded" else {}))
+        return folder
+    safe = layout != "bin"
+    os.makedirs(folder, exist_ok=True)
+    pattern = f"{stem if safe else 'pytorch_model'}.fp16{{suffix}}.{'safetensors' if safe else 'bin'}"
+    save_torch_state_dict(model.state_dict(), folder, filename_pattern=pattern, safe_serialization=safe,
+                          max_shard_size=SHARD if layout == "hub-sharded" else "5GB")
+    (model.config.save_pretrained if stem == "model" else model.save_config)(folder)
+    return folder
+
+
+def save_variant_sd_folder(path: str, models, layout: str) -> str:
+    for name, model in zip(COMPONENTS, models):
+        save_variant(model, os.path.join(path, name), layout, "model" if name == "text_encoder" else
+                     "diffusion_pytorch_model")
+    return path
+
+
+def weight_files(folder: str) -> list[str]:
+    return sorted(f for f in os.listdir(folder) if f != "config.json")
+
+
+def assert_same_tree(ours, ref):
+    ours, ref = flatten(ours), flatten(ref)
+    assert set(ours) == set(ref)
+    for p, v in ref.items():
+        np.testing.assert_array_equal(np.asarray(ours[p]), np.asarray(v), err_msg="/".join(p))
+
+
+def assert_same_base(ours, ref):
+    for name in COMPONENTS:
+        assert_same_tree(getattr(ours, name), getattr(ref, name))
+    assert (ours.unet_config, ours.vae_config, ours.text_config) == (ref.unet_config, ref.vae_config, ref.text_config)
+
+
+def inspect_json(capsys, *args) -> list[dict]:
+    capsys.readouterr()
+    assert main(["inspect", "--json", *args]) == 0, capsys.readouterr().err
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    """(float32 models, float16 models, the plain float16 folder, {layout: fp16-variant-only folder})."""
+    root = tmp_path_factory.mktemp("variants")
+    full = build("small")
+    half = [copy.deepcopy(m).half() for m in full]
+    plain = save_folder(str(root / "plain"), *half)
+    return full, half, plain, {layout: save_variant_sd_folder(str(root / layout), half, layout) for layout in LAYOUTS}
+
+
+# --------------------------------------------------------------------------- names
+
+@pytest.mark.parametrize("name, parsed", [
+    ("diffusion_pytorch_model.safetensors", ("diffusion_pytorch_model", None, "safetensors", False)),
+    ("diffusion_pytorch_model.fp16.bin", ("diffusion_pytorch_model", "fp16", "bin", False)),
+    ("model.safetensors.index.json", ("model", None, "safetensors", True)),
+    ("model.safetensors.index.fp16.json", ("model", "fp16", "safetensors", True)),  # save_pretrained
+    ("diffusion_pytorch_model.fp16.safetensors.index.json",  # huggingface_hub save_torch_state_dict
+     ("diffusion_pytorch_model", "fp16", "safetensors", True)),
+    ("diffusion_pytorch_model.bin.non_ema.index.json", ("diffusion_pytorch_model", "non_ema", "bin", True)),  # older
+    ("diffusion_pytorch_model.fp16-00001-of-00004.safetensors", None),  # a shard
+    ("diffusion_pytorch_model-00001-of-00004.safetensors", None),
+    ("diffusion_pytorch_model.fp16.safetensors.index.bf16.json", None),  # two variants
+    ("config.json", None), ("diffusion_pytorch_model.ckpt", None),
+])
+def test_weights_file_names(name, parsed):
+    assert parse_weights_name(name) == parsed
+
+
+# --------------------------------------------------------------------------- SD folders
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_variant_only_sd_folder_loads_like_the_plain_one(sd, layout):
+    _, _, plain, folders = sd
+    ours = load_base(folders[layout], progress=False)
+    assert ours.source_format == f"diffusers-{'bin' if layout == 'bin' else 'safetensors'}"
+    assert {np.asarray(v).dtype for v in flatten(ours.unet).values()} == {np.dtype(np.float16)}
+    assert_same_base(ours, load_base(plain, progress=False))
+    assert_same_base(load_base(folders[layout], variant="fp16", progress=False), ours)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_inspect_describes_a_variant_only_sd_folder(sd, layout, capsys):
+    folder = sd[3][layout]
+    infos = inspect_json(capsys, folder)
+    assert [i["kind"] for i in infos] == ["diffusers_unet", "diffusers_vae", "clip_text"]
+    assert all(i["folder"] == "diffusers SD folder" and set(i["dtypes"]) == {"float16"} for i in infos)
+    assert all(".fp16." in os.path.basename(i["file"]) for i in infos)
+    sharded = layout.endswith("sharded")
+    assert infos[0]["format"].startswith("safetensors, ") == sharded and infos[0]["format"].endswith(" shards") == sharded
+    if layout == "bin":
+        assert [os.path.basename(i["file"]) for i in infos] == [
+            "diffusion_pytorch_model.fp16.bin", "diffusion_pytorch_model.fp16.bin", "pytorch_model.fp16.bin"]
+        assert infos[0]["format"] == "pickle (bin)"
+
+
+def test_plain_weights_win_over_a_variant_unless_it_is_asked_for(sd, tmp_path, capsys):
+    full, half, plain, folders = sd
+    both = save_folder(str(tmp_path / "both"), *full)
+    for name in COMPONENTS:
+        for f in weight_files(os.path.join(folders["safetensors"], name)):
+            shutil.copy(os.path.join(folders["safetensors"], name, f), os.path.join(both, name, f))
+    default = load_base(both, progress=False)
+    assert {np.asarray(v).dtype for v in flatten(default.unet).values()} == {np.dtype(np.float32)}
+    assert_same_base(load_base(both, variant="fp16", progress=False), load_base(plain, progress=False))
+    assert [os.path.basename(i["file"]) for i in inspect_json(capsys, both)] == [
+        "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors", "model.safetensors"]
+    assert [os.path.basename(i["file"]) for i in inspect_json(capsys, "--variant", "fp16", both)] == [
+        "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors"]
+    # a variant the folder lacks falls back to the plain weights (as diffusers' pipelines do per component)
+    assert_same_base(load_base(both, variant="bf16", progress=False), default)
+
+
+def test_several_variants_and_no_plain_weights_must_be_chosen(sd, tmp_path, capsys):
+    unet = shutil.copytree(os.path.join(sd[3]["safetensors"], "unet"), tmp_path / "unet")
+    shutil.copy(unet / "diffusion_pytorch_model.fp16.safetensors", unet / "diffusion_pytorch_model.bf16.safetensors")
+    with pytest.raises(CheckpointError, match=r"unet: no plain weights, only the variants bf16, fp16 of "
+                                              r"diffusion_pytorch_model: choose one \(--variant\)$"):
+        weights_file(str(unet))
+    assert weights_file(str(unet), variant="bf16").endswith("diffusion_pytorch_model.bf16.safetensors")
+    with pytest.raises(CheckpointError, match=r"unet: no 'ema' variant, no plain weights, only the variants bf16, fp16"):
+        weights_file(str(unet), variant="ema")
+    (unet / "diffusion_pytorch_model.bf16.safetensors").unlink()
+    (unet / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"unet: no weights file: expected diffusion_pytorch_model\[.VARIANT\]"):
+        weights_file(str(unet))
+
+
+# --------------------------------------------------------------------------- MotionAdapter, ControlNet folders
+
+@pytest.mark.parametrize("layout", ["safetensors", "sharded"])
+def test_variant_only_motion_adapter_folder(tmp_path, layout, capsys):
+    adapter = random_adapter("v2").half()
+    adapter.save_pretrained(str(tmp_path / "plain"))
+    folder = save_variant(adapter, str(tmp_path / "fp16"), layout)
+    assert all(".fp16" in f for f in weight_files(folder))
+    ours, ref = load_motion_module(folder), load_motion_module(tmp_path / "plain")
+    assert_same_tree(ours.params, ref.params)
+    assert (ours.config, ours.version) == (ref.config, "v2")
+    info = inspect_json(capsys, folder)[0]
+    assert (info["folder"], info["kind"], info["version"]) == ("diffusers MotionAdapter folder", "motion_adapter", "v2")
+
+
+def test_variant_only_controlnet_folder(tmp_path, capsys):
+    model = F.controlnet("small").half()
+    plain = F.save_folder(model, str(tmp_path / "plain"))
+    folder = save_variant(model, str(tmp_path / "fp16"), "safetensors")
+    ours, ref = load_controlnet(folder), load_controlnet(plain)
+    assert ours.config == ref.config
+    assert_same_tree(ours.params, ref.params)
+    info = inspect_json(capsys, folder)[0]
+    assert info["file"].endswith("diffusion_pytorch_model.fp16.safetensors")
+    assert (info["folder"], info["kind"]) == ("diffusers ControlNetModel folder", "controlnet")
+
+
+# --------------------------------------------------------------------------- hub ids
+
+@pytest.fixture
+def hub_cache(sd, tmp_path, monkeypatch):
+    """A Hugging Face cache in the hub's layout (`models--org--name/refs/<branch>`,
+    `snapshots/<commit>/...`): org/tiny-sd (main: fp16 only; branch `plain`: plain weights) and
+    org/tiny-adapter (a MotionAdapter); offline, HF_HUB_CACHE pointed at it."""
+    def repo(name, snapshots):
+        for ref, (commit, make) in snapshots.items():
+            make(str(tmp_path / f"models--org--{name}" / "snapshots" / commit))
+            (tmp_path / f"models--org--{name}" / "refs").mkdir(exist_ok=True)
+            (tmp_path / f"models--org--{name}" / "refs" / ref).write_text(commit)
+    repo("tiny-sd", {"main": (MAIN, lambda d: shutil.copytree(sd[3]["safetensors"], d)),
+                     "plain": (OTHER, lambda d: shutil.copytree(sd[2], d))})
+    repo("tiny-adapter", {"main": (MAIN, lambda d: random_adapter("v3").save_pretrained(d))})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads both at import: set its constants as a fresh process would have them
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return tmp_path
+
+
+def test_inspect_takes_hub_ids_from_the_cache(hub_cache, capsys):
+    infos = inspect_json(capsys, "org/tiny-sd", "org/tiny-adapter")
+    snapshot = hub_cache / "models--org--tiny-sd" / "snapshots" / MAIN
+    assert [i["file"] for i in infos[:3]] == [
+        str(snapshot / "unet" / "diffusion_pytorch_model.fp16.safetensors"),
+        str(snapshot / "vae" / "diffusion_pytorch_model.fp16.safetensors"),
+        str(snapshot / "text_encoder" / "model.fp16.safetensors")]
+    assert [i["kind"] for i in infos] == ["diffusers_unet", "diffusers_vae", "clip_text", "motion_adapter"]
+    assert (infos[3]["folder"], infos[3]["version"]) == ("diffusers MotionAdapter folder", "v3")
+    plain = inspect_json(capsys, "--revision", "plain", "org/tiny-sd")
+    assert [os.path.basename(os.path.dirname(os.path.dirname(i["file"]))) for i in plain] == [OTHER] * 3
+    assert {os.path.basename(i["file"]) for i in plain} == {"diffusion_pytorch_model.safetensors", "model.safetensors"}
+    assert main(["inspect", "org/tiny-adapter"]) == 0  # the text form too
+    assert "  kind         motion_adapter\n" in capsys.readouterr().out
+
+
+def test_absent_hub_id_is_one_error_line_and_the_others_are_described(hub_cache, capsys):
+    capsys.readouterr()
+    assert main(["inspect", "--json", "org/absent", "org/tiny-adapter"]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: org/absent: no such local file or folder, and hub id 'org/absent' (revision main) "
+                          f"is not in the Hugging Face cache {hub_cache} while HF_HUB_OFFLINE is set")
+    assert [json.loads(line)["kind"] for line in out.splitlines()] == ["motion_adapter"]
+    assert sorted(os.listdir(hub_cache)) == ["models--org--tiny-adapter", "models--org--tiny-sd"]  # nothing written
+
+
+@pytest.mark.parametrize("error, says", [
+    (LocalEntryNotFoundError("Cannot find the requested files in the disk cache.\nSecond line."),
+     "is not in the Hugging Face cache .* while the hub could not be reached"),
+    (ValueError("Repository Not Found for url: https://huggingface.co/api/models/org/x.\nPlease make sure..."),
+     r"fetching it as a hub id failed \(ValueError: Repository Not Found for url: .* Please make sure...\)$")])
+def test_unreachable_or_failing_hub_is_one_error_line(monkeypatch, capsys, error, says):
+    """The resolver's boundary: huggingface_hub's download raising as it does with no network (the
+    cache then lacks the id) or for an unknown repository."""
+    def fail(*args, **kwargs):
+        raise error
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fail)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    capsys.readouterr()
+    assert main(["inspect", "org/x"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: org/x: no such local file or folder, ")
+    assert re.search(says, err.rstrip("\n")), err
