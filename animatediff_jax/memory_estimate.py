@@ -1,6 +1,6 @@
 """The peak memory of a sample run, estimated from the models' configs and the run's settings before
 any weight loads or anything compiles (`estimate`), and whether it exceeds the memory available
-(`shortfall`: the host's MemAvailable, an accelerator's free memory).
+(`shortfall`: the host's MemAvailable or its container's cgroup limit, an accelerator's free memory).
 
 The estimate adds up the dominant buffers, in bytes, each from a small function here:
 
@@ -58,6 +58,7 @@ i.e. 0.94-1.00 of the measured peak; of the part above the runtime's 0.6 GiB, 0.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import jax
@@ -230,15 +231,34 @@ def vae_decode(vae: VAEConfig, *, chunk: int, frames: int, height: int, width: i
     return (VAE_LIVE * chunk * vae.block_out_channels[0] * itemsize + 2 * frames * RGB_BYTES) * height * width
 
 
-def host_available(meminfo: str = "/proc/meminfo") -> int | None:
-    """The host's available memory in bytes: MemAvailable of `meminfo` (Linux); None where unknown."""
+def host_available(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup") -> int | None:
+    """The host's available memory in bytes: MemAvailable of `meminfo` (Linux), lowered to what the
+    process's memory cgroup still allows (a container's limit: cgroup v2 `memory.max` - `memory.current`,
+    or v1 `memory/memory.limit_in_bytes` - `memory/memory.usage_in_bytes`); None where unknown."""
     try:
         with open(meminfo, encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # kB
+            free = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
     except (OSError, ValueError, IndexError):
-        return None
+        free = None
+    room = cgroup_room(cgroup)
+    return room if free is None else free if room is None else min(free, room)
+
+
+def cgroup_room(root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes the memory cgroup at `root` still allows (limit - usage; v2 files, else v1's); None where
+    there is no limit ("max", v1's huge sentinel) or no such files."""
+    for limit, usage in (("memory.max", "memory.current"),
+                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            with open(os.path.join(root, limit), encoding="ascii") as f:
+                text = f.read().strip()
+            with open(os.path.join(root, usage), encoding="ascii") as f:
+                used = int(f.read())
+        except (OSError, ValueError):
+            continue
+        if text == "max" or not text.isdigit() or int(text) >= 1 << 60:
+            return None
+        return max(int(text) - used, 0)
     return None
 
 

@@ -64,8 +64,28 @@ def test_flash_kernels_hold_no_scores_and_context_windows_cap_the_step():
 def test_host_available_reads_memavailable(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       32000000 kB\nMemAvailable:   2097152 kB\n")
-    assert mem.host_available(str(meminfo)) == 2 * GIB
-    assert mem.host_available(str(tmp_path / "absent")) is None
+    assert mem.host_available(str(meminfo), str(tmp_path / "no-cgroup")) == 2 * GIB
+    assert mem.host_available(str(tmp_path / "absent"), str(tmp_path / "no-cgroup")) is None
+
+
+def test_host_available_is_lowered_to_a_containers_cgroup_limit(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable:   8388608 kB\n")  # 8 GiB free on the host
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{3 * GIB}\n")
+    (v2 / "memory.current").write_text(f"{GIB}\n")
+    assert mem.host_available(str(meminfo), str(v2)) == 2 * GIB  # the container's 3 GiB, 1 GiB used
+    (v2 / "memory.max").write_text("max\n")
+    assert mem.host_available(str(meminfo), str(v2)) == 8 * GIB  # no limit
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{4 * GIB}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{GIB}\n")
+    assert mem.host_available(str(meminfo), str(tmp_path / "v1")) == 3 * GIB
+    assert mem.host_available(str(tmp_path / "absent"), str(tmp_path / "v1")) == 3 * GIB
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert mem.host_available(str(meminfo), str(tmp_path / "v1")) == 8 * GIB
 
 
 def test_an_accelerator_is_compared_with_its_own_memory(monkeypatch):
