@@ -21,8 +21,8 @@ Stages, in order (each reads what the earlier ones wrote under --out):
   motion      motion modules trained on plain clips against the frozen base, one per noise schedule
               (B, the paper's; A and C, its ablation, on request)         motion_module_{B,A,C}.safetensors
 `build.json` records the budget, seeds, seconds and final loss of every stage. The full budget takes
-about 1.5 hours on a quiet 2-core CPU (~38 min for the image stages, ~48 min for the 8000 steps of
-motion module B; README).
+about 2 hours on a quiet 2-core CPU (~38 min for the image stages, ~72 min for the 12000 steps of
+motion module B at ~0.36 s each; README).
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"allow --out to be a package's shipped weights (a folder ending in {SHIPPED_SUFFIX}, "
                              f"e.g. {MINIATURE})")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="full",
-                        help="full: the shipped weights' steps and widths (~1.5 h on 2 cores); smoke: every stage at "
+                        help="full: the shipped weights' steps and widths (~2 h on 2 cores); smoke: every stage at "
                              "toy sizes, minutes, meaningless weights (default: full)")
     parser.add_argument("--stages", help="comma-separated subset of the stages (default: all); needed to "
                                          "continue a build in an --out that holds one (build.json)")
