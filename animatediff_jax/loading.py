@@ -13,7 +13,10 @@ One user action, one way through:
 Every path may be a PyTorch checkpoint (converted on the fly by `convert/`, the result cached as Flax
 `.safetensors` under `params.cache_root()`/converted/<key>, key = hash of the file's size,
 mtime and first/last MiB, and of the settings the conversion was given), an already-converted
-Flax file/folder, or (base, DreamBooth) a hub id in the local Hugging Face cache. A base that is not
+Flax file/folder, or a hub id (`owner/name`) of a diffusers SD folder (base, DreamBooth), a
+MotionAdapter, a LoRA repo (PEFT adapter, diffusers LoRA or MotionLoRA), a ControlNet / SparseCtrl
+(`sample_control`): a snapshot in the Hugging Face cache, downloaded when the hub is reachable
+(`locate`). One weight `variant` (e.g. fp16) applies to every diffusers folder. A base that is not
 converted yet is planned once by `check_files` (configs from headers, shapes checked against the
 networks) and that plan is what the conversion streams; a motion module is kept within the process.
 
@@ -52,7 +55,8 @@ from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora
                          read_spatial_lora)
 from convert.motion import MotionModule, load_motion_module
 from convert.param_shapes import flax_param_shapes, module_param_shapes
-from convert.sources import is_hub_id, resolve_source
+from convert.sources import HUB_PATTERNS, is_hub_id, resolve_source
+from convert.sources import VariantError  # noqa: F401 - what a reader's caller catches (training: trainer.one_variant)
 from convert.unet3d_checkpoint import check_kind, read_unet3d_checkpoint
 
 NETWORKS = ("unet", "vae", "text_encoder")
@@ -157,16 +161,19 @@ def read_motion_module(path: str, **kwargs):
 
 
 def load_motion(path: str, cache_dir: str, *, version: str | None = None,
-                max_seq_length: int | None = None) -> MotionModule:
-    """A motion module (original file, MotionAdapter folder, or converted Flax file) -> `MotionModule`.
+                max_seq_length: int | None = None, variant: str | None = None) -> MotionModule:
+    """A motion module (original file, MotionAdapter folder, or converted Flax file; a local path,
+    hub ids are `locate`d first) -> `MotionModule`.
 
     version ("v1"/"v2"/"v3") and max_seq_length (position-encoding length) are what the user or an
     inference config says about the module (`convert.motion.load_motion_module`: they win over what
-    the file shows, and a file without a position-encoding buffer needs them). A PyTorch file is
-    converted once and cached under `cache_dir/converted/` (key: the file and these settings); within
-    a process the result is kept, so validation and the pipeline read each file once."""
+    the file shows, and a file without a position-encoding buffer needs them); `variant` picks a
+    MotionAdapter folder's weight variant. A PyTorch file is converted once and cached under
+    `cache_dir/converted/` (key: the file and these settings); within a process the result is kept,
+    so validation and the pipeline read each file once."""
     require_exists(path, "motion module")
-    settings = dict(version=version, max_seq_length=max_seq_length)
+    settings = dict(version=version, max_seq_length=max_seq_length,
+                    **({"variant": variant} if variant and os.path.isdir(path) else {}))
     return _load_motion(path, os.path.abspath(path), cache_key(path), tuple(settings.items()), cache_dir)
 
 
@@ -222,7 +229,9 @@ class ModelFiles:
     the user knows of the motion module (`load_motion`); tokenizer: a CLIP tokenizer folder, needed
     when the base is a single file; lora_alpha_rule: "kohya" (flags) or "original" (prompt configs),
     see `convert.lora.fuse`; unet_checkpoint: a first-release `.ckpt` `path`, the whole UNet3D
-    (diffusers names) replacing the UNet after the motion module (`convert/unet3d_checkpoint.py`)."""
+    (diffusers names) replacing the UNet after the motion module (`convert/unet3d_checkpoint.py`);
+    variant: the weight variant (e.g. fp16) of every diffusers folder among them (base, DreamBooth,
+    MotionAdapter) that has it (`convert.sources.weights_file`). Model paths may be hub ids (`locate`)."""
     base: str
     dreambooth: str | None = None
     loras: tuple[tuple[str, float], ...] = ()
@@ -234,6 +243,7 @@ class ModelFiles:
     tokenizer: str | None = None
     lora_alpha_rule: str = "kohya"
     unet_checkpoint: str | None = None
+    variant: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "loras", tuple(tuple(x) for x in self.loras))
@@ -277,17 +287,11 @@ class CheckedFiles:
 
 def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = ROLES) -> CheckedFiles:
     """Every check of `files` that can fail, before any conversion or compilation: each file exists
-    (base and DreamBooth may be hub ids in the local cache), is what its role needs, the DreamBooth
+    (a hub id is found or downloaded first: `locate`), is what its role needs, the DreamBooth
     is of the base's family, the motion module fits the base UNet, a tokenizer is there, every LoRA
     (MotionLoRA, domain adapter) targets layers of the shapes the networks have. Errors
     (`UserError`s) name the file by `names` (roles, or the CLI's flags: `FLAGS`)."""
-    for role in ("motion_module", "tokenizer"):
-        require_exists(getattr(files, role), names[role])
-    for role in ("loras", "motion_loras"):
-        for path, _ in getattr(files, role):
-            require_exists(path, names[role])
-    if files.domain_adapter is not None:
-        require_exists(files.domain_adapter[0], names["domain_adapter"])
+    require_exists(files.tokenizer, names["tokenizer"])
     if files.motion_loras and files.motion_module is None:
         raise UsageError(f"{names['motion_loras']}: needs a motion module ({names['motion_module']})")
     if files.unet_checkpoint is not None:
@@ -298,7 +302,8 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         check_kind(files.unet_checkpoint)
     if files.lora_alpha_rule not in ALPHA_RULES:
         raise UsageError(f"lora_alpha_rule: one of {ALPHA_RULES}, got {files.lora_alpha_rule!r}")
-    base_path = locate(files.base, names["base"])
+    local = located(files, names)
+    base_path = local.base
     if os.path.isfile(base_path):  # what the file is, before what it lacks (a tokenizer)
         try:
             checkpoint_format(base_path)
@@ -314,20 +319,38 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         raise error(f"{names['tokenizer']}: {files.base} carries no CLIP tokenizer "
                     f"({'a single file' if single else 'a folder without tokenizer/'}); pass "
                     f"{names['tokenizer']} <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
-    base = sd_source(base_path, cache_dir, names["base"])
+    base = sd_source(base_path, cache_dir, names["base"], variant=files.variant)
     dreambooth = None
     if files.dreambooth is not None:
-        dreambooth = sd_source(files.dreambooth, cache_dir, names["dreambooth"], overrides=_unseen_fields(base.configs))
+        dreambooth = sd_source(local.dreambooth, cache_dir, names["dreambooth"], overrides=_unseen_fields(base.configs),
+                               variant=files.variant)
         _check_same_family(dreambooth, base, names)
     mm = None
     if files.motion_module is not None:
         try:
-            mm = load_motion(files.motion_module, cache_dir, version=files.motion_version,
-                             max_seq_length=files.motion_max_seq_length)
+            mm = load_motion(local.motion_module, cache_dir, version=files.motion_version,
+                             max_seq_length=files.motion_max_seq_length, variant=files.variant)
         except UserError as e:
             raise _named(e, names["motion_module"]) from e
         check_motion_fits(base.configs["unet"], mm, files.motion_module, files.base, names)
-    return CheckedFiles(files, base, dreambooth, mm, tokenizer, **_read_loras(files, base.configs, mm, names))
+    return CheckedFiles(files, base, dreambooth, mm, tokenizer, **_read_loras(files, local, base.configs, mm, names))
+
+
+def located(files: ModelFiles, names: Mapping[str, str] = ROLES) -> ModelFiles:
+    """`files` with each model input a local path (`locate`: a hub id found in, or downloaded into,
+    the Hugging Face cache; LoadError naming the role or flag and the path for one not there)."""
+    def one(path: str | None, role: str, patterns: list[str]) -> str | None:
+        return None if path is None else locate(path, names[role], patterns)
+
+    def pairs(role: str) -> tuple:
+        return tuple((one(p, role, HUB_PATTERNS["lora"]), s) for p, s in getattr(files, role))
+    adapter = files.domain_adapter
+    return replace(files, base=one(files.base, "base", HUB_PATTERNS["sd"]),
+                   dreambooth=one(files.dreambooth, "dreambooth", HUB_PATTERNS["sd"]),
+                   motion_module=one(files.motion_module, "motion_module", HUB_PATTERNS["model"]),
+                   loras=pairs("loras"), motion_loras=pairs("motion_loras"),
+                   domain_adapter=None if adapter is None else (one(adapter[0], "domain_adapter", HUB_PATTERNS["lora"]),
+                                                                adapter[1]))
 
 
 def parameter_count(checked: CheckedFiles) -> int:
@@ -356,52 +379,60 @@ def _shapes(network: str, config) -> dict:
                       for p, shape in flax_param_shapes(network, config).items()})
 
 
-def _read_loras(files: ModelFiles, configs: Mapping, mm: MotionModule | None, names: Mapping[str, str]) -> dict:
-    """The LoRAs, MotionLoRAs and domain adapter of `files`, each read once and checked against the
-    shapes of the layers it targets (the DreamBooth has the base's shapes: `_check_same_family`)."""
+def _read_loras(files: ModelFiles, local: ModelFiles, configs: Mapping, mm: MotionModule | None,
+                names: Mapping[str, str]) -> dict:
+    """The LoRAs, MotionLoRAs and domain adapter of `files` (read from their `local` paths), each read
+    once and checked against the shapes of the layers it targets (the DreamBooth has the base's
+    shapes: `_check_same_family`)."""
     if not (files.loras or files.motion_loras or files.domain_adapter):
         return {}
     unet = _shapes("unet", configs["unet"]) if files.loras or files.domain_adapter else None
 
-    def read(role: str, path: str, scale, reader) -> ReadLora:
+    def read(role: str, given: tuple, at: tuple, reader) -> ReadLora:
+        (path, scale), local_path = given, at[0]
         try:
-            return ReadLora(path, parse_scale(scale, f"{path}: scale"), reader(path))
+            return ReadLora(path, parse_scale(scale, f"{path}: scale"), reader(local_path))
         except UserError as e:
             raise _named(e, names[role]) from e
     targets = {"unet": unet, "text_encoder": _shapes("text_encoder", configs["text_encoder"])} if files.loras else {}
     return dict(
-        loras=tuple(read("loras", p, s, lambda p: read_spatial_lora(p, targets)) for p, s in files.loras),
-        motion_loras=tuple(read("motion_loras", p, s, lambda p: {"unet": read_motion_lora(p, mm.params)})
-                           for p, s in files.motion_loras),
+        loras=tuple(read("loras", g, a, lambda p: read_spatial_lora(p, targets)) for g, a in zip(files.loras, local.loras)),
+        motion_loras=tuple(read("motion_loras", g, a, lambda p: {"unet": read_motion_lora(p, mm.params)})
+                           for g, a in zip(files.motion_loras, local.motion_loras)),
         domain_adapter=None if files.domain_adapter is None else read(
-            "domain_adapter", *files.domain_adapter, lambda p: read_lora(p, {"unet": unet})))
+            "domain_adapter", files.domain_adapter, local.domain_adapter, lambda p: read_lora(p, {"unet": unet})))
 
 
-def locate(path: str, what: str) -> str:
-    """The local path of an SD1.x model given as a path or as a hub id in the local Hugging Face cache
-    (`convert.sources.resolve_source`); LoadError naming `what` and the path otherwise."""
+def locate(path: str, what: str, patterns: list[str] | None = None) -> str:
+    """The local path of a model given as a path or as a hub id: its snapshot folder in the Hugging
+    Face cache, downloaded when the hub is reachable (`convert.sources.resolve_source`; `patterns`:
+    the files a repo of this kind needs, `convert.sources.HUB_PATTERNS`, default an SD model's).
+    LoadError `<what> <path>: ...`, one line, for a path that does not exist (and is no hub id) or an
+    id that cannot be had."""
     if not os.path.exists(path) and not is_hub_id(path):
         raise LoadError(f"{what} {path}: not found")
     try:
-        return resolve_source(path)
+        return resolve_source(path, allow_patterns=patterns)
     except UserError as e:
         raise LoadError(f"{what} {e}") from e
 
 
-def sd_source(path: str, cache_dir: str, what: str, overrides: dict | None = None) -> SDSource:
-    """An SD1.x model (diffusers folder, LDM single file, converted folder, or hub id in the local
-    cache): its converted folder if written, else a checked conversion plan (headers read, shapes
-    checked against the networks). `overrides`: config fields a single file cannot show (head
-    counts, norm groups), per network. InputError naming `what` and the path for anything that is
-    not an SD1.x model."""
+def sd_source(path: str, cache_dir: str, what: str, overrides: dict | None = None,
+              variant: str | None = None) -> SDSource:
+    """An SD1.x model (diffusers folder, LDM single file, converted folder, or hub id: `locate`):
+    its converted folder if written, else a checked conversion plan (headers read, shapes checked
+    against the networks). `overrides`: config fields a single file cannot show (head counts, norm
+    groups), per network; `variant`: a diffusers folder's weight variant (e.g. fp16). InputError
+    naming `what` and the path for anything that is not an SD1.x model."""
     path = locate(path, what)
     if is_converted_base(path):
         return SDSource(path, path, _converted_configs(path), None)
-    folder = os.path.join(cache_dir, "converted", "sd-" + cache_key(path) + (settings_key(overrides) if overrides else ""))
+    settings = dict(overrides or {}, **({"variant": variant} if variant and os.path.isdir(path) else {}))
+    folder = os.path.join(cache_dir, "converted", "sd-" + cache_key(path) + (settings_key(settings) if settings else ""))
     if is_converted_base(folder):
         return SDSource(path, folder, _converted_configs(folder), None)
     try:
-        plan = plan_base(path, overrides=overrides)
+        plan = plan_base(path, overrides=overrides, variant=variant)
     except UserError as e:  # re-raised with the role of the file
         raise LoadError(f"{what} {path}: {str(e).removeprefix(f'{path}: ')}") from e
     configs = {n: plan.networks[n].config for n in NETWORKS}
@@ -561,7 +592,7 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
                   tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
                   motion_version: str | None = None, motion_max_seq_length: int | None = None,
                   lora_alpha_rule: str = "kohya", unet_checkpoint: str | None = None,
-                  **kwargs) -> AnimateDiffPipeline:
+                  variant: str | None = None, **kwargs) -> AnimateDiffPipeline:
     """An `AnimateDiffPipeline` from files: `check_files` then `pipeline_from_checked` (see the module
     docstring); every file read once, each check once.
 
@@ -575,12 +606,14 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
     what the user knows of the motion module (`load_motion`), needed for a file without a
     position-encoding buffer. lora_alpha_rule: "kohya" (W += scale · alpha/rank · up @ down)
     or "original" (W += scale · up @ down, how the original's prompt configs apply `lora_alpha`).
-    Other keyword arguments go to `AnimateDiffPipeline.build`.
+    variant: the weight variant (e.g. "fp16") of the diffusers folders among the files, where they
+    have it. Model paths may be hub ids (`locate`). Other keyword arguments go to `AnimateDiffPipeline.build`.
     """
     files = ModelFiles(base, dreambooth=dreambooth, loras=tuple(loras), motion_module=motion_module,
                        motion_loras=tuple(motion_loras), domain_adapter=domain_adapter,
                        motion_version=motion_version, motion_max_seq_length=motion_max_seq_length,
-                       tokenizer=tokenizer, lora_alpha_rule=lora_alpha_rule, unet_checkpoint=unet_checkpoint)
+                       tokenizer=tokenizer, lora_alpha_rule=lora_alpha_rule, unet_checkpoint=unet_checkpoint,
+                       variant=variant)
     checked = check_files(files, cache_dir or cache_root())
     return pipeline_from_checked(checked, scheduler=scheduler, scheduler_config=scheduler_config, dtype=dtype,
                                  attention_impl=attention_impl, motion_input_norm=motion_input_norm,

@@ -100,7 +100,8 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
                  unet_checkpoint=e.unet_checkpoint,
                  loras=list(e.loras), lora_alpha_rule=e.lora_alpha_rule,
                  domain_adapter=(e.adapter_lora_path, e.adapter_lora_scale) if e.adapter_lora_path else None,
-                 motion_version=motion.get("version"), motion_max_seq_length=motion.get("max_seq_length"))
+                 motion_version=motion.get("version"), motion_max_seq_length=motion.get("max_seq_length"),
+                 variant=opts.variant)
     sizes = dict(width=_given(opts.width, e.W), height=_given(opts.height, e.H),  # None: the base's own size
                  frames=_first(opts.frames, e.L, 16))
     return Job(e, opts, model, sizes, clip_skip=_first(opts.clip_skip, clip_skip),
@@ -159,7 +160,7 @@ def _flag_jobs(args) -> list[Job]:
                             guidance_scale=_first(args.guidance_scale, 7.5))
         entry.raw = dict(_entry_of_flags(model, entry), **entry_keys(controls))
         model = dict(dict(tokenizer=args.tokenizer, loras=[], motion_loras=[]), **model, lora_alpha_rule="kohya",
-                     motion_version=args.motion_version, motion_max_seq_length=None)
+                     motion_version=args.motion_version, motion_max_seq_length=None, variant=args.variant)
         size = {k: _given(getattr(args, k), sizes[k]) for k in ("width", "height", "frames")}
         jobs.append(Job(entry, args, model, size, clip_skip=_first(args.clip_skip, 0),
                         scheduler_config=scheduler_source(args.scheduler_config),
@@ -169,23 +170,24 @@ def _flag_jobs(args) -> list[Job]:
 
 
 def _entry_of_flags(model: dict, e: PromptEntry) -> dict:
-    """A job given by flags as an entry of the original prompt-config schema (for config.yaml)."""
+    """A job given by flags as an entry of the original prompt-config schema (for config.yaml; model
+    paths absolute, hub ids as given)."""
+    from convert.sources import recorded  # noqa: PLC0415 - convert/ imports numpy, huggingface_hub (not --help)
     texts = [p for p in e.prompts if isinstance(p, str)]
     maps = [{int(k): v for k, v in p.items()} for p in e.prompts if not isinstance(p, str)]
     raw = dict(**({"prompt": texts} if texts else {}), **({"prompt_map": maps} if maps else {}),
                n_prompt=list(e.n_prompts))
-    abspath = lambda p: os.path.abspath(p) if p else None  # noqa: E731
     if model.get("motion_module"):
-        raw["motion_module"] = abspath(model["motion_module"])
+        raw["motion_module"] = recorded(model["motion_module"])
     if model.get("dreambooth"):
-        raw["dreambooth_path"] = abspath(model["dreambooth"])
+        raw["dreambooth_path"] = recorded(model["dreambooth"])
     if model.get("loras"):  # every --lora, with the rule flags use (prompt configs default to the original's)
-        raw.update(lora_model_path=[abspath(p) for p, _ in model["loras"]], lora_alpha=[a for _, a in model["loras"]],
+        raw.update(lora_model_path=[recorded(p) for p, _ in model["loras"]], lora_alpha=[a for _, a in model["loras"]],
                    lora_alpha_rule="kohya")
     if model.get("motion_loras"):
-        raw["motion_module_lora_configs"] = [dict(path=abspath(p), alpha=a) for p, a in model["motion_loras"]]
+        raw["motion_module_lora_configs"] = [dict(path=recorded(p), alpha=a) for p, a in model["motion_loras"]]
     if model.get("domain_adapter"):
-        raw["adapter_lora_path"], raw["adapter_lora_scale"] = abspath(model["domain_adapter"][0]), \
+        raw["adapter_lora_path"], raw["adapter_lora_scale"] = recorded(model["domain_adapter"][0]), \
             model["domain_adapter"][1]
     return raw
 
@@ -293,7 +295,8 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
             job.control_inputs = check_controls(
                 job.controls, base_unet=base["unet"], vae_config=base["vae"], width=s["width"], height=s["height"],
                 frames=s["frames"], window=s["frames"] if context is None else min(context.length, s["frames"]),
-                joint_motion=o.diffusers_norm, batch=min(o.batch_size, len(e.prompts)), where=where)
+                joint_motion=o.diffusers_norm, batch=min(o.batch_size, len(e.prompts)), where=where,
+                variant=o.variant)
         layers = base["text_encoder"].num_hidden_layers
         if job.clip_skip >= layers:
             raise UsageError(f"{where}--clip-skip/clip_skip: must be < {layers} (the text encoder's layers), "
@@ -527,7 +530,7 @@ def run(args, argv: list[str]) -> str:
             e, s, o = job.entry, job.sizes, job.opts
             pipe = load_pipeline(job)
             controls = load_controls(job.controls, job.control_inputs, dtype=pipe.description["dtype"],
-                                     attention_impl=o.attention)
+                                     attention_impl=o.attention, variant=o.variant)
             seeds = draw_seeds(e.seeds)
             latents = None if job.latents is None else from_diffusers_latents(job.latents)
             freeinit = FreeInitOptions(o.freeinit_iters, o.freeinit_filter) if o.freeinit_iters > 1 else None

@@ -91,17 +91,19 @@ def specs_from_entry(entry) -> list[ControlSpec]:
 
 
 def entry_keys(specs: list[ControlSpec]) -> dict:
-    """The prompt-config keys that say what `specs` say (a run's config.yaml; paths absolute)."""
+    """The prompt-config keys that say what `specs` say (a run's config.yaml; paths absolute, hub ids
+    as given: `convert.sources.recorded`)."""
+    from convert.sources import recorded  # noqa: PLC0415 - convert/ imports numpy, huggingface_hub
     out = {}
     nets = [s for s in specs if s.kind == "controlnet"]
     if nets:
-        out["controlnets"] = [dict(path=os.path.abspath(s.path), video=os.path.abspath(s.video),
+        out["controlnets"] = [dict(path=recorded(s.path), video=os.path.abspath(s.video),
                                    conditioning_scale=s.conditioning_scale,
                                    control_guidance_start=s.control_guidance_start,
                                    control_guidance_end=s.control_guidance_end) for s in nets]
     for s in specs:
         if s.kind == "sparsectrl":
-            out.update(controlnet_path=os.path.abspath(s.path),
+            out.update(controlnet_path=recorded(s.path),
                        controlnet_images=[os.path.abspath(i) for i in s.images], controlnet_image_indexs=list(s.keyframes), controlnet_conditioning_scale=s.conditioning_scale)
             if s.normalize:
                 out["normalize_condition_images"] = True
@@ -152,11 +154,20 @@ def read_key_image(path: str, height: int, width: int, normalize: bool = False) 
     return out
 
 
+def local_path(spec: ControlSpec) -> str:
+    """The local path of a spec's ControlNet / SparseCtrl encoder: a hub id's snapshot folder in the
+    Hugging Face cache (`loading.locate`; LoadError naming the flag and the id where it cannot be had)."""
+    from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
+    from convert.sources import HUB_PATTERNS  # noqa: PLC0415
+    return loading.locate(spec.path, spec.flag, HUB_PATTERNS["model"])
+
+
 def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: int, height: int, frames: int,
-                   window: int, joint_motion: bool, batch: int, where: str = "") -> list:
+                   window: int, joint_motion: bool, batch: int, where: str = "", variant: str | None = None) -> list:
     """Param-less `Control`s of `specs`, every error raised now (before any model loads), one line naming
-    the flag (or config key) and the file: files exist and are of the right kind and family, control
-    videos have the output size and 1 or `frames` frames, key frames lie in the video."""
+    the flag (or config key) and the file: files exist (hub ids: `local_path`) and are of the right kind
+    and family, control videos have the output size and 1 or `frames` frames, key frames lie in the
+    video. `variant`: a diffusers folder's weight variant (e.g. fp16), where it has it."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
     from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
@@ -164,11 +175,11 @@ def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: in
     from convert.io import CheckpointError  # noqa: PLC0415
     controls = []
     for s in specs:
-        loading.require_exists(s.path, s.flag)
+        path = local_path(s)
         try:
-            plan = plan_controlnet(s.path, overrides=config_overrides(s.config) or None)
+            plan = plan_controlnet(path, variant=variant, overrides=config_overrides(s.config) or None)
         except CheckpointError as e:
-            raise InputError(f"{s.flag} {s.path}: {str(e).removeprefix(s.path + ': ')}") from None
+            raise InputError(f"{s.flag} {s.path}: {str(e).removeprefix(path + ': ')}") from None
         plan.close()
         if plan.kind != s.kind:
             other = "--sparsectrl" if plan.kind == "sparsectrl" else "--controlnet"
@@ -197,14 +208,16 @@ def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: in
     return controls
 
 
-def load_controls(specs: list[ControlSpec], controls: list, *, dtype: str, attention_impl: str) -> list:
-    """`check_controls`' Controls with their networks' weights read (in the pipeline's dtype)."""
+def load_controls(specs: list[ControlSpec], controls: list, *, dtype: str, attention_impl: str,
+                  variant: str | None = None) -> list:
+    """`check_controls`' Controls with their networks' weights read (in the pipeline's dtype; the same
+    `variant`)."""
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
     from convert.controlnet import load_controlnet  # noqa: PLC0415
     out = []
     for s, c in zip(specs, controls):
         net = c.controlnet
-        params = load_controlnet(s.path, overrides=config_overrides(s.config) or None).params
+        params = load_controlnet(local_path(s), variant=variant, overrides=config_overrides(s.config) or None).params
         loaded = cn.ControlNet.build(net.kind, net.config, getattr(net.network, "motion", None), params, dtype=dtype,
                                      attention_impl=attention_impl, source=net.source)
         out.append(dataclasses.replace(c, controlnet=loaded))

@@ -23,7 +23,7 @@ MOTION_VERSIONS = ("v1", "v2", "v3")
 # = models/attention.IMPLEMENTATIONS (that module imports JAX; tests/test_cli_help.py keeps them equal)
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "chunked", "cudnn", "tpu_flash")
 # Flags a prompt config's entry may also carry under `sample_options` (written there by every run).
-SAMPLE_OPTIONS = ("base", "tokenizer", "motion_version", "scheduler", "scheduler_config", "eta",
+SAMPLE_OPTIONS = ("base", "tokenizer", "variant", "motion_version", "scheduler", "scheduler_config", "eta",
                   "context_length", "context_stride", "context_weighting", "context_scope", "no_noise_shuffle",
                   "freeinit_iters",
                   "freeinit_filter", "init_video", "strength", "latents", "dtype", "attention", "decode_chunk",
@@ -183,23 +183,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?",
                    help="prompt config (original AnimateDiff YAML schema, or a run's config.yaml)")
     p.add_argument("--config", dest="config_opt", metavar="YAML", help="same as the positional config")
-    m = p.add_argument_group("models (PyTorch files are converted on the fly and cached; Flax files load directly)")
-    m.add_argument("--base", help="SD1.x base: diffusers folder, single file or converted folder "
+    m = p.add_argument_group("models (PyTorch files are converted on the fly and cached; Flax files load directly; "
+                             "a hub id owner/name is found in, or downloaded into, the Hugging Face cache)")
+    m.add_argument("--base", help="SD1.x base: diffusers folder or its hub id, single file or converted folder "
                                   "(default: the miniature AnimateDiff shipped in animatediff_jax/assets/miniature)")
     m.add_argument("--dreambooth", help="personalized SD1.x model whose weights replace the --base's (same family): "
-                                        "single file, diffusers folder or converted folder, as --base")
+                                        "single file, diffusers folder (or hub id) or converted folder, as --base")
     m.add_argument("--lora", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
-                   help="LoRA (kohya/diffusers), repeatable, fused as scale * alpha/rank * up @ down; "
-                        "scale default 1.0")
-    m.add_argument("--motion-module", help="AnimateDiff motion module (v1/v2/v3 file or MotionAdapter folder); "
-                   "without --base the shipped miniature's; 'none': no module (each frame an independent image)")
+                   help="LoRA (kohya/diffusers file, PEFT adapter folder, or a hub id of a LoRA repo), repeatable, "
+                        "fused as scale * alpha/rank * up @ down; scale default 1.0")
+    m.add_argument("--motion-module", help="AnimateDiff motion module (v1/v2/v3 file, MotionAdapter folder or its hub id, "
+                   "e.g. guoyww/animatediff-motion-adapter-v1-5-2); without --base the shipped miniature's; "
+                   "'none': no module (each frame an independent image)")
     m.add_argument("--motion-version", choices=MOTION_VERSIONS,
                    help="the motion module's version, for files that do not show it (no position-encoding buffer, "
                         "e.g. saved by the original trainer): v1 = 24 frames, joint resnet GroupNorm; v2 = 32, mid "
                         "block; v3 = 32, no mid block (default: read from the file, or the entry's inference_config)")
     m.add_argument("--motion-lora", action="append", default=[], metavar="PATH[:SCALE]", type=scale,
-                   help="MotionLoRA, repeatable")
-    m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=scale, help="v3 domain adapter LoRA")
+                   help="MotionLoRA (file, or a hub id such as guoyww/animatediff-motion-lora-zoom-in), repeatable")
+    m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=scale,
+                   help="v3 domain adapter LoRA (file or hub id, as --lora)")
+    m.add_argument("--variant", help="the weight variant, e.g. fp16, of every diffusers folder given (--base, "
+                                     "--dreambooth, --motion-module, --controlnet, --sparsectrl; their hub ids) that "
+                                     "has it (default: a folder's plain weights, else the one variant it holds)")
     m.add_argument("--tokenizer", help="CLIP tokenizer folder (needed when --base is a single file)")
     m.add_argument("--motion-scale", type=_number(), metavar="S",
                    help="multiplier on every motion module's residual (ComfyUI's motion scale): 1 = the paper's "
@@ -213,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: per frame, as the original and its released checkpoints)")
     c = p.add_argument_group("control (users bring their control images: depth, pose, edges, ... at the output size)")
     c.add_argument("--controlnet", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
-                   help="SD1.x ControlNet (diffusers folder, control_v11*_sd15_*.pth/.safetensors), repeatable "
-                        "(residuals summed); SCALE = conditioning scale, default 1.0")
+                   help="SD1.x ControlNet (diffusers folder or its hub id, control_v11*_sd15_*.pth/.safetensors), "
+                        "repeatable (residuals summed); SCALE = conditioning scale, default 1.0")
     c.add_argument("--control-video", action="append", default=[], metavar="VIDEO",
                    help="the conditioning video of each --controlnet, in order: a video file or a folder of frames, "
                         "one frame per output frame (or a single image for all), at the output size")
@@ -225,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the steps after which a ControlNet is off (default 1)")
     c.add_argument("--sparsectrl", type=scale, metavar="PATH[:SCALE]",
                    help="SparseCtrl encoder (v3_sd15_sparsectrl_rgb.ckpt / _scribble.ckpt, or a diffusers "
-                        "SparseControlNetModel folder) conditioning --keyframes with --keyframe-images")
+                        "SparseControlNetModel folder or its hub id) conditioning --keyframes with --keyframe-images")
     c.add_argument("--keyframes", type=_int_list, metavar="I,J,...",
                    help="the frames the key images condition, e.g. 0,8,15 (-1 = the last frame)")
     c.add_argument("--keyframe-images", type=_path_list, metavar="A.png,B.png,...",
@@ -319,8 +325,10 @@ def option_tokens(options, where: str) -> list[str]:
 
 def options_of(opts: argparse.Namespace, **resolved) -> dict:
     """The `sample_options` of a job for config.yaml: each option's value (`resolved` ones win: the
-    model files actually used, the dtype actually computed in), paths made absolute, unset ones left out,
-    and the context-window settings left out without context windows (they did not apply)."""
+    model files actually used, the dtype actually computed in), paths made absolute (a hub id kept:
+    `convert.sources.recorded`), unset ones left out, and the context-window settings left out
+    without context windows (they did not apply)."""
+    from convert.sources import recorded  # noqa: PLC0415 - convert/ imports numpy, huggingface_hub (not --help)
     out = {}
     for key in SAMPLE_OPTIONS:
         if key in CONTEXT_SETTINGS and opts.context_length is None:
@@ -328,7 +336,9 @@ def options_of(opts: argparse.Namespace, **resolved) -> dict:
         value = resolved[key] if key in resolved else getattr(opts, key)
         if value is None or value is False or value == []:
             continue
-        if key in _PATHS or (key == "scheduler_config" and value not in ("original", "base")):
+        if key in _PATHS:
+            value = recorded(value)
+        elif key == "scheduler_config" and value not in ("original", "base"):
             value = os.path.abspath(value)
         out[key] = value
     return out

@@ -19,7 +19,7 @@ import shutil
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder, check_output
-from convert.commands_base import DTYPES, add_output_options, output_path
+from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options, output_path
 
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
 
@@ -48,11 +48,14 @@ def _motion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", choices=("v1", "v2", "v3"),
                    help="v1 (joint resnet GroupNorm), v2 (mid block) or v3; required for a file without "
                         "pos_encoder.pe (the original trainer's checkpoints), else overrides the detected one")
+    p.add_argument("--variant", help=VARIANT_HELP)
+    p.add_argument("--revision", help="hub ids: the revision (branch, tag or commit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def load_motion(path: str, args=None):
-    """`MotionModule` of a converted Flax motion file or of any motion-module source."""
+    """`MotionModule` of a converted Flax motion file or of any motion-module source (a hub id of a
+    MotionAdapter repo too: `convert.motion.load_motion_module`)."""
     from animatediff_jax.checkpoint import load_config, load_params, read_metadata
     from convert.motion import load_motion_module, motion_module_from_params, resolve_version
     if path.endswith(".safetensors") and os.path.isfile(path) and read_metadata(path).get("format") == "flax":
@@ -66,6 +69,7 @@ def load_motion(path: str, args=None):
         return motion_module_from_params(params, config, json.loads(meta.get("motion", "{}")).get("version", ""))
     return load_motion_module(path, heads=getattr(args, "heads", None), norm_num_groups=getattr(args, "norm_groups", None),
                               max_seq_length=getattr(args, "max_seq_length", None), version=getattr(args, "version", None),
+                              variant=getattr(args, "variant", None), revision=getattr(args, "revision", None),
                               progress=not getattr(args, "quiet", True))
 
 
@@ -78,9 +82,10 @@ def _save_motion(path: str, mm, origin: str, source: str, args) -> None:
 
 
 def _motion(args) -> int:
+    from convert.sources import recorded
     check_output(args.output, overwrite=args.overwrite)
     mm = load_motion(args.source, args)
-    _save_motion(args.output, mm, args.source, f"motion:{os.path.abspath(args.source)}", args)
+    _save_motion(args.output, mm, args.source, f"motion:{recorded(args.source)}", args)
     print(f"{args.output}: motion module {mm.version}, max_seq_length {mm.config.max_seq_length}, "
           f"mid block {mm.config.use_mid_block}, heads {mm.config.num_attention_heads}")
     return 0
@@ -136,13 +141,14 @@ def _lora(args) -> int:
 
 def _motion_lora(args) -> int:
     from convert.lora import fuse_motion_loras
+    from convert.sources import recorded
     from dataclasses import replace
     check_output(args.output, overwrite=args.overwrite)
     loras = _lora_args(args.lora)
     mm = load_motion(args.motion, args)
     fused = replace(mm, params=fuse_motion_loras(mm.params, loras, allow_nonfinite=args.allow_nonfinite))
     _save_motion(args.output, fused, f"{args.motion} + MotionLoRAs",
-                 f"motion:{os.path.abspath(args.motion)}+motion-lora", args)
+                 f"motion:{recorded(args.motion)}+motion-lora", args)
     print(args.output)
     return 0
 
@@ -190,12 +196,15 @@ def _export_motion_lora(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "motion", help="AnimateDiff motion module (original v1/v2/v3 file or MotionAdapter folder) -> Flax params",
+        "motion", help="AnimateDiff motion module (original v1/v2/v3 file, MotionAdapter folder or hub id) -> "
+                       "Flax params",
         description="Convert an AnimateDiff motion module -- an original file (mm_sd_v15_v2.ckpt, v3_sd15_mm.ckpt, "
-                    ".safetensors re-saves, with or without the 'state_dict' wrapper or 'module.' prefix) or a "
-                    "diffusers MotionAdapter folder -- into Flax params (.safetensors, MotionConfig in the "
+                    ".safetensors re-saves, with or without the 'state_dict' wrapper or 'module.' prefix), a "
+                    "diffusers MotionAdapter folder (weights whole or sharded, plain or a variant such as fp16) "
+                    "or the hub id of one (e.g. guoyww/animatediff-motion-adapter-v1-5-2, found through the "
+                    "Hugging Face cache, offline too) -- into Flax params (.safetensors, MotionConfig in the "
                     "metadata). The version and config are read from the keys and shapes; SDXL modules are refused.")
-    p.add_argument("source", help="motion-module file or MotionAdapter folder")
+    p.add_argument("source", help="motion-module file, MotionAdapter folder or its hub id (owner/name)")
     p.add_argument("output", type=output_path, help="output .safetensors (Flax params)")
     _motion_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
@@ -220,7 +229,7 @@ def register(subparsers) -> None:
         description="Fuse MotionLoRAs (original processor.*_lora files or the diffusers format) into a v2 motion "
                     "module at their alphas: W += alpha * up @ down. MOTION is converted Flax motion params or "
                     "any motion-module source `motion` accepts.")
-    p.add_argument("motion", help="motion params .safetensors, original file or MotionAdapter folder")
+    p.add_argument("motion", help="motion params .safetensors, original file, MotionAdapter folder or its hub id")
     p.add_argument("output", type=output_path, help="output .safetensors (Flax params)")
     p.add_argument("--lora", action="append", required=True, metavar="PATH[:ALPHA]",
                    help="MotionLoRA file and its alpha (default 1.0); repeat to combine several")

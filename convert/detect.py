@@ -350,9 +350,11 @@ def folder_layout(path: str, variant: str | None = None) -> tuple[str, list[str]
       (`--motion-module`, also `export-motion --format diffusers`'s output), a ControlNetModel or
       SparseControlNetModel (`--controlnet`, `--sparsectrl`; or a pipeline folder's controlnet/), a UNet
       (`export-unet`'s output);
-    - a PEFT LoRA adapter (`save_pretrained`: adapter_config.json + adapter_model.*; `--lora`).
+    - a PEFT LoRA adapter (`save_pretrained`: adapter_config.json + adapter_model.*; `--lora`), or
+      another LoRA folder (`convert.lora.LORA_FOLDER_WEIGHTS`: diffusers' pytorch_lora_weights.*, a
+      hub MotionLoRA repo's diffusion_pytorch_model.* without config.json).
     CheckpointError naming the folder for any other."""
-    from convert.lora import PEFT_CONFIG, PEFT_WEIGHTS, lora_weights_file  # lazy: a cycle through convert.motion
+    from convert.lora import LORA_FOLDER_WEIGHTS, PEFT_CONFIG, PEFT_WEIGHTS, lora_weights_file  # lazy: a cycle
     converted = [os.path.join(path, f"{n}.safetensors") for n in SD_COMPONENTS]
     if any(os.path.isfile(f) for f in converted):
         return "converted base folder (convert base)", [f for f in converted if os.path.isfile(f)], None
@@ -367,11 +369,13 @@ def folder_layout(path: str, variant: str | None = None) -> tuple[str, list[str]
                     [weights_file(folder, variant=variant)], config)
     if any(os.path.isfile(os.path.join(path, n)) for n in (PEFT_CONFIG, *PEFT_WEIGHTS)):
         return "PEFT LoRA adapter folder", [lora_weights_file(path)], None
+    if any(os.path.isfile(os.path.join(path, n)) for n in LORA_FOLDER_WEIGHTS):
+        return "LoRA folder", [lora_weights_file(path)], None
     raise CheckpointError(
         f"{path}: a folder that is not a model folder (none of: one written by `convert base`; a diffusers SD "
         "folder with unet/, vae/, text_encoder/; a diffusers model folder with config.json and "
         "diffusion_pytorch_model.* (MotionAdapter, ControlNet, SparseCtrl); a PEFT LoRA adapter with "
-        f"{PEFT_CONFIG} and adapter_model.*); "
+        f"{PEFT_CONFIG} and adapter_model.*, or a folder holding one of {', '.join(LORA_FOLDER_WEIGHTS[2:])}); "
         "give its weights files")
 
 

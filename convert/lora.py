@@ -59,6 +59,10 @@ _DOTTED = {"unet.": "unet", "text_encoder.": "text_encoder"}
 ALPHA_RULES = ("kohya", "original")  # see the module docstring
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_CONFIG = "adapter_config.json"
+# a LoRA folder's weights, first found wins: a PEFT adapter's, diffusers' `save_lora_weights`, and the
+# one file of the hub's diffusers MotionLoRA / v3 adapter repos (guoyww/animatediff-motion-lora-*)
+LORA_FOLDER_WEIGHTS = (*PEFT_WEIGHTS, "pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin",
+                       "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 _PEFT_PREFIX = "base_model.model."
 _PEFT_DEFAULT_ALPHA = 8  # peft's LoraConfig default, which peft itself uses when a config omits lora_alpha
 
@@ -269,16 +273,17 @@ def normalize(state_dict: Mapping[str, np.ndarray], targets: Mapping[str, Mappin
 
 
 def lora_weights_file(path) -> str:
-    """The weights file of a LoRA given as a file, or as a PEFT `save_pretrained` folder
-    (`adapter_model.safetensors` / `.bin`). Raises LoraError for a folder without one."""
+    """The weights file of a LoRA given as a file, or as a folder (a PEFT `save_pretrained` adapter,
+    a hub repo's snapshot): the first of `LORA_FOLDER_WEIGHTS` it holds. Raises LoraError for a folder
+    without one."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         return path
-    for name in PEFT_WEIGHTS:
+    for name in LORA_FOLDER_WEIGHTS:
         if os.path.isfile(os.path.join(path, name)):
             return os.path.join(path, name)
-    raise LoraError(f"{path}: a LoRA folder must be a PEFT adapter (save_pretrained output), but it has no "
-                    f"{' or '.join(PEFT_WEIGHTS)}")
+    raise LoraError(f"{path}: a LoRA folder must be a PEFT adapter (save_pretrained output) or hold a LoRA's "
+                    f"weights, but it has none of {', '.join(LORA_FOLDER_WEIGHTS)}")
 
 
 def peft_lora_config(path: str) -> dict:

@@ -20,6 +20,7 @@ files) do not show it, so there the caller must say it (`version=`), else `Motio
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -37,7 +38,7 @@ from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_fla
 from convert.detect import ADAPTER_MAX_SEQ_LENGTH, adapter_version, refuse_control, version_from_layout
 from convert.io import StateDict, examples, open_state_dict
 from convert.naming import torch_tensor_to_flax
-from convert.sources import weights_file
+from convert.sources import HUB_PATTERNS, resolve_source, weights_file
 
 # original -> diffusers MotionAdapter, applied in this order (FORMATS.md §3)
 _ORIGINAL_TO_DIFFUSERS = (
@@ -302,21 +303,25 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
 
 def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int | None = None,
                        max_seq_length: int | None = None, version: str | None = None,
+                       variant: str | None = None, revision: str | None = None,
                        dtype=np.float32, progress: bool = False, device=None) -> MotionModule:
     """Read an original motion-module file (.ckpt/.pt/.bin/.safetensors; also the original trainer's
     `{"state_dict": {"module.<key>": ...}, "global_step": ...}` saves) or a MotionAdapter folder (whose
     config.json gives heads, groups, length and so the version; its weights in any layout
-    `convert.sources.weights_file` reads: plain or a variant such as fp16, whole or sharded).
+    `convert.sources.weights_file` reads: plain or `variant` such as fp16, whole or sharded), or a hub
+    id of a MotionAdapter repo (e.g. guoyww/animatediff-motion-adapter-v1-5-2, at `revision`; found
+    through the Hugging Face cache, `convert.sources.resolve_source`, offline too).
     `version` and `max_seq_length`: what the caller knows (a flag, an inference config); a file
     without `pos_encoder.pe` needs `version` (`resolve_version`). Other arguments: see
-    `motion_from_state_dict`. Raises `MotionModuleError` (`CheckpointError` for a folder without weights)."""
-    path = Path(path)
+    `motion_from_state_dict`. Raises `MotionModuleError` (`CheckpointError` for a folder without
+    weights, a hub id that cannot be had)."""
+    path = Path(resolve_source(os.fspath(path), revision, allow_patterns=HUB_PATTERNS["model"]))
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.exists():
             raise MotionModuleError(f"{path}: a MotionAdapter folder needs config.json (and its weights, "
                                     "diffusion_pytorch_model.*)")
-        weights = weights_file(str(path))
+        weights = weights_file(str(path), variant=variant)
         cfg = json.loads(cfg_file.read_text())
         if cfg.get("conv_in_channels"):
             raise MotionModuleError(f"{path}: a SparseCtrl adapter (conv_in_channels) is not a motion module")

@@ -1,5 +1,6 @@
-"""Where a model's weights are: a hub id resolved through the Hugging Face cache (`resolve_source`),
-and the weights file of a diffusers / transformers model folder (`weights_file`).
+"""Where a model's weights are: a hub id resolved through the Hugging Face cache (`resolve_source`;
+`recorded` keeps it as given where a run writes its inputs down), and the weights file of a
+diffusers / transformers model folder (`weights_file`).
 
 Every loader of a model folder (`convert base`'s unet/, vae/, text_encoder/; MotionAdapter,
 ControlNet and SparseCtrl folders) and `convert inspect` find its weights through `weights_file`,
@@ -17,7 +18,7 @@ which reads every layout `save_pretrained` writes (diffusers 0.42, transformers 
 The choice follows diffusers' `DiffusionPipeline.from_pretrained`: a named variant where the folder
 has it, else the plain weights (a pipeline falls back so per component); without a variant, the plain
 weights where present (a folder holding both loads as diffusers loads it), else the one variant the
-folder holds (several: the caller must name one). Within one variant: the first stem
+folder holds (several: `VariantError`, the caller must name one). Within one variant: the first stem
 with weights, `.safetensors` before `.bin`, a whole file before a shard index.
 """
 from __future__ import annotations
@@ -38,12 +39,23 @@ DIFFUSERS_WEIGHTS = f"{DIFFUSERS_STEMS[0]}.safetensors"  # what the exporters wr
 # what a hub id of each kind of repository is downloaded with (`resolve_source`'s allow_patterns)
 HUB_PATTERNS = {"sd": ["unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
                 "model": ["config.json", "diffusion_pytorch_model*", "controlnet/*"],  # MotionAdapter, ControlNet
-                "peft": ["adapter_config.json", "adapter_model*"]}
+                # LoRAs: PEFT adapters, diffusers' save_lora_weights, the hub's diffusers MotionLoRA repos
+                "lora": ["adapter_config.json", "adapter_model*", "pytorch_lora_weights*", "diffusion_pytorch_model*"]}
 # a stem or variant name: no dots, no hyphens (`model-00001-of-00002`, `fp16-00001-of-00002` are shards)
 _VARIANT = r"[A-Za-z0-9_]+"
 _WEIGHTS_NAME = re.compile(
     rf"(?P<stem>{_VARIANT})(?:\.(?P<a>{_VARIANT}))?\.(?P<ext>{'|'.join(FORMATS)})"
     rf"(?P<index>(?:\.(?P<b>{_VARIANT}))?\.index(?:\.(?P<c>{_VARIANT}))?\.json)?")
+
+
+class VariantError(CheckpointError):
+    """`weights_file`'s refusal of a folder holding weights of several variants and no plain weights,
+    none of them asked for. `problem` says so; the message adds how the commands choose one
+    (`--variant`), which a caller without that flag replaces (`problem` + what it offers)."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}: choose one (--variant)")
+        self.problem = problem
 
 
 def parse_weights_name(name: str) -> tuple[str, str | None, str, bool] | None:
@@ -61,8 +73,8 @@ def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant:
     a sharded save (opened by `convert.io.open_state_dict` either way); choice as in the module
     docstring. `stems`: `DIFFUSERS_STEMS`, `TRANSFORMERS_STEMS` (`SD_COMPONENTS` per SD component).
 
-    Raises CheckpointError naming the folder when it holds no weights file, or (no `variant` given)
-    only weights of several variants."""
+    Raises CheckpointError naming the folder when it holds no weights file; VariantError when it
+    holds only weights of several variants and `variant` names none of them."""
     try:
         names = sorted(os.listdir(folder))
     except OSError as e:
@@ -83,8 +95,8 @@ def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant:
         chosen = variants[0]
     elif variants:
         asked = f"no {variant!r} variant, " if variant else ""
-        raise CheckpointError(f"{folder}: {asked}no plain weights, only the variants {', '.join(variants)} of "
-                              f"{' / '.join(stems)}: choose one (--variant)")
+        raise VariantError(f"{folder}: {asked}no plain weights, only the variants {', '.join(variants)} of "
+                           f"{' / '.join(stems)}")
     else:
         raise CheckpointError(f"{folder}: no weights file: expected {' or '.join(stems)}[.VARIANT]"
                               f".{{{','.join(FORMATS)}}}, or a shard index <name>.{{{','.join(FORMATS)}}}"
@@ -95,6 +107,12 @@ def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant:
 def is_hub_id(source: str) -> bool:
     """Whether `source` is written like a hub id, 'owner/name' (checked where no such path exists)."""
     return source.count("/") == 1 and not source.startswith((".", "/"))
+
+
+def recorded(source: str) -> str:
+    """A model input as a run records it to find it again: a local path made absolute; a hub id
+    (written 'owner/name', no such path here) as given."""
+    return source if not os.path.exists(source) and is_hub_id(source) else os.path.abspath(source)
 
 
 def resolve_source(source: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> str:

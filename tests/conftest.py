@@ -11,6 +11,8 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.utils import use_hub_cache  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
@@ -23,3 +25,10 @@ def _torch_threads():
         return
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, offline, that hub ids resolve through (`tests.utils.use_hub_cache`);
+    add repositories with `tests.utils.cache_repo`."""
+    return use_hub_cache(tmp_path / "hf_cache", monkeypatch)

@@ -4,6 +4,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from huggingface_hub import constants
+
+HUB_COMMIT = "a" * 40  # the commit `cache_repo` files a snapshot under by default
 
 
 def rel_err(ours, ref) -> float:
@@ -43,3 +46,47 @@ def write_tokenizer(folder) -> str:
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     return str(folder)
+
+
+def cache_repo(cache, repo_id: str, make, ref: str = "main", commit: str = HUB_COMMIT) -> Path:
+    """A repository's snapshot in a Hugging Face cache laid out as the hub lays it out
+    (`models--<owner>--<name>/snapshots/<commit>/`, `refs/<ref>` holding the commit): `make(folder)`
+    writes the snapshot's files (`shutil.copytree(src, folder)`, `model.save_pretrained(folder)`, ...).
+    Returns the snapshot folder, what `convert.sources.resolve_source(repo_id)` resolves to."""
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    make(str(snapshot))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+def use_hub_cache(cache, monkeypatch) -> Path:
+    """huggingface_hub pointed at the cache folder `cache` (created), offline, for the test's duration:
+    the environment a fresh process reads, and the constants huggingface_hub read at its import."""
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def as_variants(folder, *variants: str) -> Path:
+    """`folder`'s whole weights files (`<stem>.safetensors` / `.bin`, plain or one variant's, in any
+    subfolder) each replaced by a copy per variant (`<stem>.fp16.safetensors`, `<stem>.bf16...`): a
+    folder holding several variants and no plain weights. Returns the folder."""
+    from convert.sources import parse_weights_name  # the names convert/ reads (convert.io imports flax)
+    for path in sorted(Path(folder).rglob("*")):
+        parsed = parse_weights_name(path.name) if path.is_file() else None
+        if parsed is None or parsed[3]:  # not a weights file, or a shard index
+            continue
+        stem, _, ext, _ = parsed
+        names = [f"{stem}.{variant}.{ext}" for variant in variants]
+        for name in names:
+            if name != path.name:
+                (path.parent / name).write_bytes(path.read_bytes())
+        if path.name not in names:
+            path.unlink()
+    return Path(folder)

@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--source", required=True, help="built video dataset directory (…/name/config/version)")
     p.add_argument("--pretrained_model_path", required=True,
                    help="SD1.x base: diffusers folder or single .safetensors/.ckpt file (read by convert/)")
+    p.add_argument("--variant", help="diffusers folder: the weight variant, e.g. fp16, where present (default: the "
+                                     "plain weights, else the one variant the folder holds)")
     p.add_argument("--tokenizer_path", default=None, help="default: the base model's tokenizer")
     p.add_argument("--data_dir", required=True, help="TFDS data_dir to write into")
     p.add_argument("--name", required=True, help="name of the pre-computed variant")
@@ -52,7 +54,7 @@ def run(args) -> None:
     from animatediff_jax.tokenizer import PromptTokenizer
     from convert.base import load_base
 
-    base = load_base(args.pretrained_model_path, dtype="float32")
+    base = load_base(args.pretrained_model_path, dtype="float32", variant=args.variant)
     tokenizer_path = args.tokenizer_path or base.tokenizer_path
     if not tokenizer_path:
         raise InputError(f"{args.pretrained_model_path}: no tokenizer found; pass --tokenizer_path")

@@ -61,7 +61,10 @@ is run from its repository root). Where that file does not exist but one relativ
 own folder does, that one is used. `configs/inference/inference-v{1,2,3}.yaml` of the original maps
 to this project's `configs/inference/v{1,2,3}.yaml` when the original file is not present, and to
 the original's scheduler settings (the same in all three; the network settings are read from the
-motion-module file) when neither exists.
+motion-module file) when neither exists. A model key (`motion_module`, `dreambooth_path`,
+`lora_model_path`, `motion_module_lora_configs`' and `controlnets`' `path`, `adapter_lora_path`,
+`controlnet_path`) may also name a hub id (`owner/name`, where no such path exists), found by the
+loaders in the Hugging Face cache as the flags' hub ids are.
 """
 from __future__ import annotations
 
@@ -158,8 +161,10 @@ def _err(source: str, entry: str, msg: str, cls: type = PromptConfigError) -> Ex
     return cls(f"{source}: {entry}: {msg}")
 
 
-def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, entry: str) -> str:
-    """Absolute path of a file named in a config, or an InputError listing where it looked."""
+def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, entry: str, hub: bool = False) -> str:
+    """Absolute path of a file named in a config, or an InputError listing where it looked. `hub`
+    (model keys): a hub id ('owner/name') that is no such path is kept as given, for the loaders to
+    find in the Hugging Face cache (`convert.sources.resolve_source`)."""
     p = Path(os.path.expanduser(path))
     tried = [p if p.is_absolute() else Path.cwd() / p]
     if not p.is_absolute() and config_dir is not None:
@@ -171,6 +176,9 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
     for t in tried:
         if t.exists():
             return str(t.resolve())
+    from convert.sources import is_hub_id  # lazy: convert/ imports numpy, huggingface_hub (not --help)
+    if hub and is_hub_id(path):
+        return path
     if m:  # the original's inference configs all carry the same scheduler settings (built in)
         return f"{BUILTIN}inference-{version}"
     raise _err(source, entry, f"{what} {path!r} not found (looked at: {', '.join(map(str, tried))})", InputError)
@@ -300,7 +308,7 @@ def _lora_list(raw: dict, source: str, entry: str, config_dir: Path | None) -> l
     if paths and len(alphas) != len(paths):
         raise _err(source, entry, f"{len(alphas)} lora_alpha for {len(paths)} LoRAs (give one or one per LoRA)")
     key = "key 'lora_model_path'" if isinstance(raw.get("lora_model_path"), str) else "lora_model_path[{}]"
-    return [(resolve_path(p, config_dir, what=f"{key.format(i)}: LoRA", source=source, entry=entry), float(a))
+    return [(resolve_path(p, config_dir, what=f"{key.format(i)}: LoRA", source=source, entry=entry, hub=True), float(a))
             for i, (p, a) in enumerate(zip(paths, alphas))]
 
 
@@ -308,12 +316,12 @@ def _image_layers(raw: dict, source: str, entry: str, config_dir: Path | None
                   ) -> tuple[str | None, list[tuple[str, float]], str | None]:
     """(DreamBooth path or None, [(LoRA path, lora_alpha)], first-release UNet3D `.ckpt` or None) in
     either layout (see module docstring)."""
-    def path(key, what):
+    def path(key, what, hub=False):
         v = raw.get(key, "")
-        return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=entry) if v else None
+        return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=entry, hub=hub) if v else None
 
     if "path" not in raw and "base" not in raw:
-        return path("dreambooth_path", "DreamBooth checkpoint"), _lora_list(raw, source, entry, config_dir), None
+        return path("dreambooth_path", "DreamBooth checkpoint", hub=True), _lora_list(raw, source, entry, config_dir), None
     mixed = sorted({"dreambooth_path", "lora_model_path"} & set(raw))
     if mixed:
         raise _err(source, entry, f"keys 'path'/'base' (first-release layout) and {mixed} (later releases) "
@@ -345,8 +353,8 @@ def _sparsectrl(raw: dict, source: str, entry: str, config_dir: Path | None) -> 
     if not isinstance(path, str):
         raise _err(source, entry, f"key 'controlnet_path' must be a path, got {path!r}")
 
-    def resolve(p, what):
-        return resolve_path(p, config_dir, what=what, source=source, entry=entry)
+    def resolve(p, what, hub=False):
+        return resolve_path(p, config_dir, what=what, source=source, entry=entry, hub=hub)
     images = raw.get("controlnet_images", [])
     images = [images] if isinstance(images, str) else images
     if not isinstance(images, list) or not images or not all(isinstance(i, str) and i for i in images):
@@ -373,7 +381,7 @@ def _sparsectrl(raw: dict, source: str, entry: str, config_dir: Path | None) -> 
         config = resolve(config, "key 'controlnet_config': SparseCtrl inference config") if config else None
     except InputError:
         config = None
-    return dict(path=resolve(path, "key 'controlnet_path': SparseCtrl encoder"),
+    return dict(path=resolve(path, "key 'controlnet_path': SparseCtrl encoder", hub=True),
                 images=[resolve(i, f"controlnet_images[{n}]: key image") for n, i in enumerate(images[:len(indexes)])],
                 keyframes=list(indexes), conditioning_scale=float(scale), normalize=normalize, config=config)
 
@@ -392,7 +400,7 @@ def _controlnets(raw: dict, source: str, entry: str, config_dir: Path | None) ->
                                           f", got {value!r}")
             _check_finite(value, f"{where}.{key}", source, entry)
         out.append(dict(path=resolve_path(item["path"], config_dir, what=f"{where}.path: ControlNet", source=source,
-                                          entry=entry),
+                                          entry=entry, hub=True),
                         video=resolve_path(item["video"], config_dir, what=f"{where}.video: control video",
                                            source=source, entry=entry),
                         conditioning_scale=float(item.get("conditioning_scale", 1.0)),
@@ -433,9 +441,9 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     if rule not in ALPHA_RULES:
         raise _err(source, name, f"key 'lora_alpha_rule' must be one of {list(ALPHA_RULES)}, got {rule!r}")
 
-    def path(key, what):
+    def path(key, what, hub=False):
         v = raw.get(key, "")
-        return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=name) if v else None
+        return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=name, hub=hub) if v else None
 
     loras = []
     for i, item in enumerate(raw.get("motion_module_lora_configs", []) or []):
@@ -446,7 +454,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
             raise _err(source, name, f"motion_module_lora_configs[{i}].alpha must be a number, got {alpha!r}")
         _check_finite(alpha, f"motion_module_lora_configs[{i}].alpha", source, name)
         loras.append((resolve_path(item["path"], config_dir, what=f"motion_module_lora_configs[{i}].path: MotionLoRA",
-                                   source=source, entry=name),
+                                   source=source, entry=name, hub=True),
                       float(alpha)))
     for key in ("W", "H", "L", "steps"):
         if key in raw and raw[key] <= 0:
@@ -471,7 +479,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         name=name, prompts=prompts, n_prompts=n_prompts, seeds=seeds,
         steps=raw.get("steps", 25), guidance_scale=float(raw.get("guidance_scale", 7.5)),
         motion_module_lora_configs=loras,
-        adapter_lora_path=path("adapter_lora_path", "domain adapter"),
+        adapter_lora_path=path("adapter_lora_path", "domain adapter", hub=True),
         adapter_lora_scale=float(raw.get("adapter_lora_scale", 1.0)),
         dreambooth_path=dreambooth, unet_checkpoint=unet_checkpoint, loras=image_loras, lora_alpha_rule=rule,
         inference_config=path("inference_config", "inference config"),
@@ -484,7 +492,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     out = []
     for i, m in enumerate(modules):
         key = "key 'motion_module'" if len(modules) == 1 else f"motion_module[{i}]"
-        mm = resolve_path(m, config_dir, what=f"{key}: motion module", source=source, entry=name) if m else None
+        mm = resolve_path(m, config_dir, what=f"{key}: motion module", source=source, entry=name, hub=True) if m else None
         sub = f"{name}[motion_module {i}]" if len(modules) > 1 else name
         out.append(dataclasses.replace(base, name=sub, motion_module=mm, raw={**raw, "motion_module": m}))
     return out

@@ -9,6 +9,7 @@ on many hosts (`distributed.*`). The command line (`python -m animatediff_jax.tr
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,7 +24,7 @@ from jax.experimental import multihost_utils
 from animatediff_jax import sharding as shd
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.data.train_input import TrainInput, source_from_config
-from animatediff_jax.errors import UsageError, UserError
+from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel
@@ -37,7 +38,7 @@ from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import make_optimizer
 from animatediff_jax.training.step import (ApplyFunctions, TrainState, create_train_state, make_loss_and_grads,
                                            make_train_step)
-from animatediff_jax.loading import is_flax_file, load_motion, read_base, read_motion_module
+from animatediff_jax.loading import VariantError, is_flax_file, load_motion, read_base, read_motion_module
 from animatediff_jax.params import cache_root, check_shapes, flatten, insert_motion, is_motion_path, unflatten
 from animatediff_jax.training.trainable import count, merge, split
 from animatediff_jax.training.validation import Validator
@@ -110,7 +111,8 @@ def build_models(cfg: TrainingConfig, decoder: bool = False):
     motion = cfg.motion_config
     base = None
     if cfg.pretrained_model_path:
-        base = read_base(cfg.pretrained_model_path, dtype="float32", progress=jax.process_index() == 0)
+        with one_variant("pretrained_model_path"):
+            base = read_base(cfg.pretrained_model_path, dtype="float32", progress=jax.process_index() == 0)
         unet_cfg, vae_cfg, text_cfg = base.unet_config, base.vae_config, base.text_config
     else:
         unet_cfg = cfg.unet_config or UNetConfig()
@@ -147,8 +149,22 @@ def build_models(cfg: TrainingConfig, decoder: bool = False):
                          if decoder or k in ("encoder", "quant_conv")}
         params["text_encoder"] = base.text_encoder
     if cfg.motion_module_path and motion is not None:
-        params["unet"] = insert_motion(params["unet"], read_motion(cfg.motion_module_path).params)
+        with one_variant("motion_module_path"):
+            start = read_motion(cfg.motion_module_path)
+        params["unet"] = insert_motion(params["unet"], start.params)
     return unet, vae, text, motion, text_cfg, vae_cfg, params
+
+
+@contextlib.contextmanager
+def one_variant(key: str):
+    """Reading the folder the config's `key` names: one holding weights of several variants and no
+    plain weights is an InputError saying what training reads (it has no variant setting), not the
+    loaders' advice to pass --variant."""
+    try:
+        yield
+    except VariantError as e:
+        raise InputError(f"{key}: {e.problem}: training reads a folder's plain weights or its only variant; "
+                         "keep one variant's weight files there") from None
 
 
 def read_motion(path: str):

@@ -1,17 +1,17 @@
 """Hub ids resolve through the Hugging Face cache, offline: a local cache in the hub's own layout
-(`models--org--name/refs/<branch>`, `snapshots/<commit>/...`), HF_HUB_CACHE pointed at it and
-HF_HUB_OFFLINE=1; `org/name`, a branch and a commit hash load like the folders they hold; an id
-that is not cached gives a clear error."""
+(`tests.utils.cache_repo`), HF_HUB_CACHE pointed at it and HF_HUB_OFFLINE=1 (`tests.utils.use_hub_cache`);
+`org/name`, a branch and a commit hash load like the folders they hold; an id that is not cached
+gives a clear error."""
 import os
 
 import numpy as np
 import pytest
-from huggingface_hub import constants
 
 from animatediff_jax.params import flatten
 from convert.base import load_base
 from convert.io import CheckpointError
 from tests.convert.ldm_fixtures import build, save_folder
+from tests.utils import cache_repo, use_hub_cache
 
 MAIN, OTHER = "a" * 40, "b" * 40
 
@@ -19,23 +19,14 @@ MAIN, OTHER = "a" * 40, "b" * 40
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf_cache")
-    repo = root / "models--org--tiny-sd"
-    save_folder(str(repo / "snapshots" / MAIN), *build("small", seed=0))
-    save_folder(str(repo / "snapshots" / OTHER), *build("small", seed=10))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(MAIN)
-    (repo / "refs" / "finetuned").write_text(OTHER)
-    return root, repo
+    cache_repo(root, "org/tiny-sd", lambda d: save_folder(d, *build("small", seed=0)), commit=MAIN)
+    snapshot = cache_repo(root, "org/tiny-sd", lambda d: save_folder(d, *build("small", seed=10)), "finetuned", OTHER)
+    return root, snapshot.parent.parent
 
 
 @pytest.fixture
 def offline(cache, monkeypatch):
-    root, _ = cache
-    monkeypatch.setenv("HF_HUB_CACHE", str(root))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # huggingface_hub reads both at import: set its constants as a fresh process would have them
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    use_hub_cache(cache[0], monkeypatch)
     return cache
 
 

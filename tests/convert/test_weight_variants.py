@@ -2,8 +2,9 @@
 huggingface_hub write, are read through the one resolver (`convert.sources.weights_file`) by every
 loader -- SD folders (UNet, VAE, text encoder), MotionAdapter and ControlNet folders -- equal to the
 same weights in the plain layout, and described by `inspect`; the plain weights win where both are
-there. `inspect` takes hub ids as `convert base` does (a fake Hugging Face cache, offline); one that
-cannot be found is one `error:` line."""
+there; several variants and no plain weights: every command that can meet such a folder offers the
+--variant its error asks for. `inspect` and `motion` take hub ids as `convert base` does (a fake
+Hugging Face cache, offline); one that cannot be found is one `error:` line."""
 import copy
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 from huggingface_hub import constants, save_torch_state_dict
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from animatediff_jax.checkpoint import load_params, read_metadata
 from animatediff_jax.params import flatten
 from convert.__main__ import main
 from convert.base import load_base
@@ -25,6 +27,7 @@ from convert.sources import parse_weights_name, weights_file
 from tests.convert import controlnet_fixtures as F
 from tests.convert.ldm_fixtures import build, save_folder
 from tests.convert.motion_helpers import random_adapter
+from tests.utils import as_variants, cache_repo
 
 SHARD = "200KB"  # the small UNet is ~1.6 MB in float16: several shards
 COMPONENTS = ("unet", "vae", "text_encoder")
@@ -169,6 +172,32 @@ def test_several_variants_and_no_plain_weights_must_be_chosen(sd, tmp_path, caps
         weights_file(str(unet))
 
 
+@pytest.fixture(scope="module")
+def two_variants(sd, tmp_path_factory):
+    """Folders holding the weights of two variants (fp16, bf16: the same bytes) and no plain weights:
+    an SD folder, a MotionAdapter, a ControlNet."""
+    root = tmp_path_factory.mktemp("two_variants")
+    return {"sd": str(as_variants(shutil.copytree(sd[3]["safetensors"], root / "sd"), "fp16", "bf16")),
+            "adapter": str(as_variants(save_variant(random_adapter("v2").half(), str(root / "adapter"), "safetensors"),
+                                       "fp16", "bf16")),
+            "controlnet": str(as_variants(save_variant(F.controlnet("small").half(), str(root / "cn"), "safetensors"),
+                                          "fp16", "bf16"))}
+
+
+@pytest.mark.parametrize("command, source, output", [
+    ("base", "sd", ["out"]), ("inspect", "sd", []), ("controlnet", "controlnet", ["out.safetensors"]),
+    ("motion", "adapter", ["out.safetensors"]), ("export-motion", "adapter", ["out", "--format", "diffusers"])])
+def test_each_command_meeting_several_variants_offers_the_variant_it_asks_for(two_variants, tmp_path, capsys,
+                                                                                command, source, output):
+    argv = [command, two_variants[source], *(str(tmp_path / o) if o.startswith("out") else o for o in output)]
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert re.search(r": no plain weights, only the variants bf16, fp16 of \S+: choose one \(--variant\)$", err.strip())
+    assert main([*argv, "--variant", "fp16"]) == 0, capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- MotionAdapter, ControlNet folders
 
 @pytest.mark.parametrize("layout", ["safetensors", "sharded"])
@@ -199,29 +228,18 @@ def test_variant_only_controlnet_folder(tmp_path, capsys):
 # --------------------------------------------------------------------------- hub ids
 
 @pytest.fixture
-def hub_cache(sd, tmp_path, monkeypatch):
-    """A Hugging Face cache in the hub's layout (`models--org--name/refs/<branch>`,
-    `snapshots/<commit>/...`): org/tiny-sd (main: fp16 only; branch `plain`: plain weights) and
-    org/tiny-adapter (a MotionAdapter); offline, HF_HUB_CACHE pointed at it."""
-    def repo(name, snapshots):
-        for ref, (commit, make) in snapshots.items():
-            make(str(tmp_path / f"models--org--{name}" / "snapshots" / commit))
-            (tmp_path / f"models--org--{name}" / "refs").mkdir(exist_ok=True)
-            (tmp_path / f"models--org--{name}" / "refs" / ref).write_text(commit)
-    repo("tiny-sd", {"main": (MAIN, lambda d: shutil.copytree(sd[3]["safetensors"], d)),
-                     "plain": (OTHER, lambda d: shutil.copytree(sd[2], d))})
-    repo("tiny-adapter", {"main": (MAIN, lambda d: random_adapter("v3").save_pretrained(d))})
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # huggingface_hub reads both at import: set its constants as a fresh process would have them
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return tmp_path
+def cached(sd, hub_cache):
+    """The offline Hugging Face cache (`hub_cache`) holding org/tiny-sd (main: fp16 only; branch `plain`:
+    plain weights) and org/tiny-adapter (a MotionAdapter)."""
+    cache_repo(hub_cache, "org/tiny-sd", lambda d: shutil.copytree(sd[3]["safetensors"], d), commit=MAIN)
+    cache_repo(hub_cache, "org/tiny-sd", lambda d: shutil.copytree(sd[2], d), "plain", OTHER)
+    cache_repo(hub_cache, "org/tiny-adapter", lambda d: random_adapter("v3").save_pretrained(d), commit=MAIN)
+    return hub_cache
 
 
-def test_inspect_takes_hub_ids_from_the_cache(hub_cache, capsys):
+def test_inspect_takes_hub_ids_from_the_cache(cached, capsys):
     infos = inspect_json(capsys, "org/tiny-sd", "org/tiny-adapter")
-    snapshot = hub_cache / "models--org--tiny-sd" / "snapshots" / MAIN
+    snapshot = cached / "models--org--tiny-sd" / "snapshots" / MAIN
     assert [i["file"] for i in infos[:3]] == [
         str(snapshot / "unet" / "diffusion_pytorch_model.fp16.safetensors"),
         str(snapshot / "vae" / "diffusion_pytorch_model.fp16.safetensors"),
@@ -235,15 +253,15 @@ def test_inspect_takes_hub_ids_from_the_cache(hub_cache, capsys):
     assert "  kind         motion_adapter\n" in capsys.readouterr().out
 
 
-def test_absent_hub_id_is_one_error_line_and_the_others_are_described(hub_cache, capsys):
+def test_absent_hub_id_is_one_error_line_and_the_others_are_described(cached, capsys):
     capsys.readouterr()
     assert main(["inspect", "--json", "org/absent", "org/tiny-adapter"]) == 1
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: org/absent: no such local file or folder, and hub id 'org/absent' (revision main) "
-                          f"is not in the Hugging Face cache {hub_cache} while HF_HUB_OFFLINE is set")
+                          f"is not in the Hugging Face cache {cached} while HF_HUB_OFFLINE is set")
     assert [json.loads(line)["kind"] for line in out.splitlines()] == ["motion_adapter"]
-    assert sorted(os.listdir(hub_cache)) == ["models--org--tiny-adapter", "models--org--tiny-sd"]  # nothing written
+    assert sorted(os.listdir(cached)) == ["models--org--tiny-adapter", "models--org--tiny-sd"]  # nothing written
 
 
 @pytest.mark.parametrize("error, says", [
@@ -263,3 +281,36 @@ def test_unreachable_or_failing_hub_is_one_error_line(monkeypatch, capsys, error
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: org/x: no such local file or folder, ")
     assert re.search(says, err.rstrip("\n")), err
+
+
+def test_convert_motion_takes_hub_ids(cached, tmp_path, capsys):
+    """`convert motion` (and the commands sharing its sources: `export-motion`) resolve a MotionAdapter
+    repo's id as `convert base` resolves an SD model's; an absent one is one error line naming it."""
+    snapshot = cached / "models--org--tiny-adapter" / "snapshots" / MAIN
+    out = str(tmp_path / "mm.safetensors")
+    assert main(["motion", "org/tiny-adapter", out, "-q"]) == 0, capsys.readouterr().err
+    params, meta = load_params(out)
+    assert_same_tree(params, load_motion_module(snapshot).params)
+    assert read_metadata(out)["source"] == "motion:org/tiny-adapter"  # the id, not a cwd-relative path
+    assert main(["export-motion", "org/tiny-adapter", str(tmp_path / "adapter"), "--format", "diffusers"]) == 0
+    assert_same_tree(load_motion_module(tmp_path / "adapter").params, params)
+    capsys.readouterr()
+    assert main(["motion", "org/absent", str(tmp_path / "x.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "error: org/absent: no such local file or folder, and hub id 'org/absent' (revision main) is not in the "
+        f"Hugging Face cache {cached} while HF_HUB_OFFLINE is set"), err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_inspect_describes_a_hub_motion_lora_repo(hub_cache, tmp_path, capsys):
+    """The hub's diffusers MotionLoRA repos (guoyww/animatediff-motion-lora-*) hold one
+    diffusion_pytorch_model.safetensors and no config.json: a LoRA folder, as `sample --motion-lora` reads it."""
+    from safetensors.numpy import save_file
+    key = "unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.to_q_lora"
+    rng = np.random.default_rng(0)
+    cache_repo(hub_cache, "org/zoom", lambda d: (os.makedirs(d), save_file(
+        {f"{key}.down.weight": rng.standard_normal((4, 32), np.float32),
+         f"{key}.up.weight": rng.standard_normal((32, 4), np.float32)}, os.path.join(d, "diffusion_pytorch_model.safetensors"))))
+    (info,) = inspect_json(capsys, "org/zoom")
+    assert (info["folder"], info["kind"]) == ("LoRA folder", "motion_lora")

@@ -1,5 +1,6 @@
 """`python -m animatediff_jax.data.precompute` on a diffusers SD folder: latents and embeddings equal
-diffusers' AutoencoderKL and transformers' CLIPTextModel (PyTorch, float32) on the same clips."""
+diffusers' AutoencoderKL and transformers' CLIPTextModel (PyTorch, float32) on the same clips; a folder
+of several weight variants takes the --variant its error asks for."""
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from animatediff_jax.data import precompute
 from animatediff_jax.data.pipeline import load_source
 from animatediff_jax.data.procedural_tfds import ProceduralConfig, ProceduralVideos
 from tests.convert.ldm_fixtures import build, save_folder
-from tests.utils import rel_err
+from tests.utils import as_variants, rel_err
 
 
 @pytest.mark.filterwarnings("ignore:prompt .* tokens long")  # captions > the tiny 16-token context
@@ -44,3 +45,16 @@ def test_precompute_cli_matches_the_pytorch_models(tmp_path):
             assert ids.shape == (1, 16)  # padded to the text encoder's context
             ref = text(ids).last_hidden_state[0].numpy()
             assert rel_err(ex["text_embedding"], ref) < 1e-4
+
+
+def test_a_folder_of_several_variants_takes_the_variant_its_error_asks_for(tmp_path, capsys):
+    folder = as_variants(save_folder(str(tmp_path / "sd"), *build("small")), "fp16", "bf16")
+    argv = ["--source", str(tmp_path / "videos"), "--pretrained_model_path", str(folder), "--data_dir",
+            str(tmp_path / "tfds"), "--name", "sd"]
+    capsys.readouterr()
+    assert precompute.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(": no plain weights, only the variants bf16, fp16 of "
+                                                          "diffusion_pytorch_model: choose one (--variant)"), err
+    assert precompute.main([*argv, "--variant", "fp16"]) == 1  # the base read: on to its missing tokenizer
+    assert capsys.readouterr().err.endswith(f"error: {folder}: no tokenizer found; pass --tokenizer_path\n")

@@ -2,6 +2,7 @@
 prompt-config keys (`controlnets`, the original v3's `controlnet_*`): every problem one line naming the flag
 before any model loads; a run's config.yaml records the controls and reproduces the videos bit for bit."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,10 +11,13 @@ from PIL import Image
 
 from animatediff_jax import sample
 from animatediff_jax.miniature.shipped import MINIATURE
-from animatediff_jax.sample_control import read_key_image
+from animatediff_jax.params import flatten
+from animatediff_jax.sample_control import load_controls, read_key_image
+from convert.controlnet import load_controlnet
 from tests.convert import controlnet_fixtures as cf
 from tests.sampling import tiny_models as tm
 from tests.sampling.stop_at_load import Validated, stop_at_load
+from tests.utils import as_variants, cache_repo
 
 SIZE = ["--W", "32", "--H", "32", "--L", "4", "--steps", "2", "--no-progress", "--save-npy"]
 
@@ -121,6 +125,27 @@ def test_good_controls_pass_validation(env):
     net, sparse = job.control_inputs
     assert np.asarray(net.images).shape == (1, 32, 32, 3) and net.conditioning_scale == 0.5
     assert np.asarray(sparse.images).shape == (2, 32, 32, 3) and list(sparse.keyframes) == [0, -1]
+
+
+def test_controls_take_hub_ids_and_the_variant(env, hub_cache, capsys):
+    """A ControlNet / SparseCtrl repo's id resolves as --base's does (a fake offline cache); --variant picks
+    a ControlNet folder's weight variant (its several-variants error asks for it); config.yaml keeps the ids."""
+    cache_repo(hub_cache, "org/cn", lambda d: as_variants(shutil.copytree("cn", d), "fp16", "bf16"))
+    cache_repo(hub_cache, "org/sparse", lambda d: shutil.copytree("sparse", d))
+    argv = [*MODEL, "--controlnet", "org/cn:0.5", "--control-video", "one", "--sparsectrl", "org/sparse",
+            "--keyframes", "0", "--keyframe-images", "key0.png"]
+    assert sample.main(argv) == 1
+    assert capsys.readouterr().err == ("error: --controlnet org/cn: no plain weights, only the variants bf16, fp16 of "
+                                       "diffusion_pytorch_model: choose one (--variant)\n")
+    with pytest.raises(Validated):
+        sample.run(sample.build_parser().parse_args(argv + ["--variant", "fp16"]), argv)
+    (job,) = env.jobs
+    net, sparse = job.control_inputs
+    assert (net.controlnet.kind, sparse.controlnet.kind) == ("controlnet", "sparsectrl")
+    assert (job.entry.raw["controlnets"][0]["path"], job.entry.raw["controlnet_path"]) == ("org/cn", "org/sparse")
+    loaded, _ = load_controls(job.controls, job.control_inputs, dtype="float32", attention_impl="xla", variant="fp16")
+    for path, value in flatten(load_controlnet("cn").params).items():  # the weights of the folder cached as org/cn
+        np.testing.assert_array_equal(np.asarray(flatten(loaded.controlnet.params)[path]), value)
 
 
 def test_key_images_are_read_as_the_original_reads_them(files):

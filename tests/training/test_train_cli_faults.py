@@ -1,5 +1,6 @@
 """Faults of the training command a user met: an unwritable --workdir, a tfds source without the
-[data] extra, a sample size the VAE cannot halve, the project's own Flax motion module as a start."""
+[data] extra, a sample size the VAE cannot halve, the project's own Flax motion module as a start, a
+MotionAdapter folder of several weight variants (training has no --variant to choose one)."""
 import importlib.util
 import json
 
@@ -8,11 +9,13 @@ import pytest
 
 from animatediff_jax import train
 from animatediff_jax.checkpoint import save_params
-from animatediff_jax.errors import UsageError
+from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.params import flatten
 from animatediff_jax.training import trainer
 from animatediff_jax.training.config import load_config
+from tests.convert.motion_helpers import random_adapter
 from tests.training import tiny
+from tests.utils import as_variants
 
 
 @pytest.fixture
@@ -69,3 +72,15 @@ def test_training_starts_from_the_projects_flax_motion_module(overrides, tmp_pat
     assert got.keys() == module.keys()
     for k, v in module.items():
         np.testing.assert_array_equal(np.asarray(got[k]), v, err_msg=k)
+
+
+def test_a_folder_of_several_variants_says_what_training_reads(tmp_path):
+    """The loaders' advice (--variant) names a flag training lacks: it says what training reads instead."""
+    folder = tmp_path / "adapter"
+    random_adapter("v2").save_pretrained(str(folder))
+    as_variants(folder, "fp16", "bf16")
+    with pytest.raises(InputError) as e, trainer.one_variant("motion_module_path"):  # as build_models reads it
+        trainer.read_motion(str(folder))
+    assert str(e.value) == (f"motion_module_path: {folder}: no plain weights, only the variants bf16, fp16 of "
+                            "diffusion_pytorch_model: training reads a folder's plain weights or its only variant; "
+                            "keep one variant's weight files there")
