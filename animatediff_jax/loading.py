@@ -49,7 +49,7 @@ from animatediff_jax.safetensors_file import SafetensorsFile
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
 from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
-from convert.base import BasePlan, convert_base, load_base, plan_base
+from convert.base import BaseModel, BasePlan, convert_base, load_base, plan_base
 from convert.io import checkpoint_format
 from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora, read_motion_lora,
                          read_spatial_lora)
@@ -138,20 +138,27 @@ def _read_scheduler_config(folder: str) -> dict:
         raise LoadError(f"{path}: not a JSON scheduler config ({e})") from None
 
 
-def _read_converted_base(folder: str) -> dict:
+def _read_converted_base(folder: str, dtype: str | None = None) -> dict:
     out = {}
     for name in NETWORKS:
-        params, meta = load_params(os.path.join(folder, f"{name}.safetensors"))
+        params, meta = load_params(os.path.join(folder, f"{name}.safetensors"), dtype=dtype)
         out[name], out[f"{name}_config"] = params, load_config(meta)
     out["scheduler_config"] = _read_scheduler_config(folder)
     return out
 
 
-def read_base(path: str, **kwargs):
-    """An SD1.x base model read and converted in memory, uncached (`convert.base.load_base`, whose
-    keyword arguments pass through: dtype, progress, device, ...) -> `convert.base.BaseModel`.
-    Training reads its base this way."""
-    return load_base(path, **kwargs)
+def read_base(path: str, *, dtype: str | None = None, progress: bool = True, variant: str | None = None) -> BaseModel:
+    """An SD1.x base model read in memory, uncached -> `convert.base.BaseModel` (numpy leaves cast to
+    `dtype`, e.g. "float32"; None keeps the files'). A converted folder (`python -m convert base`, the
+    shipped miniature's `assets/miniature/base`) is read as stored; a diffusers folder, single file or
+    hub id in the local cache is converted by `convert.base.load_base` (`progress`: its progress bar;
+    `variant`: a diffusers folder's weight variant, e.g. "fp16"). Training and `data.precompute` read
+    their base this way. InputError naming the path otherwise."""
+    if not is_converted_base(path):
+        return load_base(path, dtype=dtype, progress=progress, variant=variant)
+    read = _read_converted_base(path, dtype)
+    return BaseModel(read["unet"], read["vae"], read["text_encoder"], read["unet_config"], read["vae_config"],
+                     read["text_encoder_config"], tokenizer_folder(path), read["scheduler_config"], "flax")
 
 
 def read_motion_module(path: str, **kwargs):

@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True, help="built video dataset directory (…/name/config/version)")
     p.add_argument("--pretrained_model_path", required=True,
-                   help="SD1.x base: diffusers folder or single .safetensors/.ckpt file (read by convert/)")
+                   help="SD1.x base: diffusers folder, single .safetensors/.ckpt file or converted folder "
+                        "(python -m convert base; e.g. animatediff_jax/assets/miniature/base)")
     p.add_argument("--variant", help="diffusers folder: the weight variant, e.g. fp16, where present (default: the "
                                      "plain weights, else the one variant the folder holds)")
     p.add_argument("--tokenizer_path", default=None, help="default: the base model's tokenizer")
@@ -49,12 +50,12 @@ def run(args) -> None:
     # Imported after parsing: TFDS, JAX and the networks take seconds, --help must not wait for them.
     from animatediff_jax.data.pipeline import load_source
     from animatediff_jax.data.precomputed_latents import precompute, text_encoder, vae_encoder
+    from animatediff_jax.loading import read_base
     from animatediff_jax.models.clip_text import CLIPTextModel
     from animatediff_jax.models.vae import AutoencoderKL
     from animatediff_jax.tokenizer import PromptTokenizer
-    from convert.base import load_base
 
-    base = load_base(args.pretrained_model_path, dtype="float32", variant=args.variant)
+    base = read_base(args.pretrained_model_path, dtype="float32", variant=args.variant)
     tokenizer_path = args.tokenizer_path or base.tokenizer_path
     if not tokenizer_path:
         raise InputError(f"{args.pretrained_model_path}: no tokenizer found; pass --tokenizer_path")

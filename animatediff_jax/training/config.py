@@ -132,7 +132,8 @@ class TrainingConfig:
     image_finetune: bool = False
     """Train the 2D UNet on single frames (no motion module), the original's first stage."""
     pretrained_model_path: str | None = None
-    """Base model: a diffusers folder or a single SD1.x file; null = random init from the *_config sections."""
+    """Base model: a diffusers folder, a single SD1.x file or a converted folder (`python -m convert base`;
+    the shipped miniature's animatediff_jax/assets/miniature/base); null = random init from the *_config sections."""
     tokenizer_path: str | None = None
     """CLIP tokenizer folder; null = <pretrained_model_path>/tokenizer."""
     unet_config: UNetConfig | None = None

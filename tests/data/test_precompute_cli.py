@@ -1,4 +1,5 @@
-"""`python -m animatediff_jax.data.precompute` on a diffusers SD folder: latents and embeddings equal
+"""`python -m animatediff_jax.data.precompute` on a diffusers SD folder, or on its converted folder
+(`python -m convert base`, the form the shipped miniature base has): latents and embeddings equal
 diffusers' AutoencoderKL and transformers' CLIPTextModel (PyTorch, float32) on the same clips; a folder
 of several weight variants takes the --variant its error asks for."""
 import json
@@ -10,17 +11,22 @@ import torch
 from animatediff_jax.data import precompute
 from animatediff_jax.data.pipeline import load_source
 from animatediff_jax.data.procedural_tfds import ProceduralConfig, ProceduralVideos
+from convert.base import convert_base
 from tests.convert.ldm_fixtures import build, save_folder
 from tests.utils import as_variants, rel_err
 
 
 @pytest.mark.filterwarnings("ignore:prompt .* tokens long")  # captions > the tiny 16-token context
-def test_precompute_cli_matches_the_pytorch_models(tmp_path):
+@pytest.mark.parametrize("converted", [False, True], ids=["diffusers", "converted"])
+def test_precompute_cli_matches_the_pytorch_models(tmp_path, converted):
     videos = ProceduralVideos(config=ProceduralConfig(name="t", num_examples=3, frames=2, size=16),
                               data_dir=str(tmp_path / "tfds"))
     videos.download_and_prepare()
     unet, vae, text = build("small")
     folder = save_folder(str(tmp_path / "sd"), unet, vae, text)
+    if converted:
+        convert_base(folder, str(tmp_path / "sd_converted"), progress=False)
+        folder = str(tmp_path / "sd_converted")
     tok = tmp_path / "tok"
     tok.mkdir()
     chars = list("abcdefghijklmnopqrstuvwxyz,")

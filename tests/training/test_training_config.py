@@ -1,6 +1,7 @@
 """The typed training config: YAML + overrides merge, numbers by field type, every bad value refused
 on load naming its dotted key, and the command line answering (help, config errors) without JAX."""
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,8 @@ import pytest
 from animatediff_jax import schedules, sharding, train
 from animatediff_jax.data import procedural
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.miniature import world
+from animatediff_jax.miniature.shipped import MINIATURE
 from animatediff_jax.models import attention
 from animatediff_jax.models.configs import UNetConfig
 from animatediff_jax.training import config as config_lib
@@ -159,6 +162,16 @@ def test_shipped_configs_load():
     assert (lora.rank, lora.alpha, lora.targets, lora.file) == (4, None, "motion", "motion_lora.ckpt")
     assert load_config("configs/training/training.yaml", TOKENIZER).validation_data.prompts
     assert load_config("configs/training/image_finetune.yaml", TOKENIZER).motion_config is None
+
+
+def test_the_miniature_config_fits_the_shipped_miniature():
+    cfg = load_config("configs/training/miniature.yaml")   # as the README runs it: no overrides
+    assert os.path.samefile(cfg.pretrained_model_path, os.path.join(MINIATURE, "base"))
+    assert cfg.motion_config == world.MOTION
+    d = cfg.train_data
+    assert (d.source, d.style, d.sample_size, d.sample_n_frames) == ("procedural", "plain", world.SIZE, world.FRAMES)
+    assert cfg.export_formats == ("diffusers",)   # keeps heads and groups; needs no torch
+    assert cfg.max_train_steps in cfg.validation_steps_tuple and cfg.max_train_steps % cfg.checkpointing_steps == 0
 
 
 def test_choices_equal_their_homes():
