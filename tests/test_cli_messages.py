@@ -105,7 +105,7 @@ def test_fps_is_limited_to_what_a_gif_shows(jobs, capsys, tmp_path):
 def test_dreambooth_help_names_what_is_accepted(jobs):
     help_text = " ".join(build_parser().format_help().split())
     assert "(single file)" not in help_text
-    assert "single file, diffusers folder or converted folder" in help_text
+    assert "single file, diffusers folder (or hub id) or converted folder" in help_text
     assert validates(["--dreambooth", os.path.join(MINIATURE, "dreambooth"), "--prompt", "a", *SMALL])
 
 
