@@ -171,7 +171,8 @@ def test_the_miniature_config_fits_the_shipped_miniature():
     d = cfg.train_data
     assert (d.source, d.style, d.sample_size, d.sample_n_frames) == ("procedural", "plain", world.SIZE, world.FRAMES)
     assert cfg.export_formats == ("diffusers",)   # keeps heads and groups; needs no torch
-    assert cfg.max_train_steps in cfg.validation_steps_tuple and cfg.max_train_steps % cfg.checkpointing_steps == 0
+    assert cfg.max_train_steps in cfg.validation_steps_tuple   # sampled when training ends
+    assert cfg.checkpointing_steps < cfg.max_train_steps       # a stopped run resumes short of the end
 
 
 def test_choices_equal_their_homes():
