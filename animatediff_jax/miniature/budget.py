@@ -25,11 +25,12 @@ class Budget:
     text_batch: int
     text_pool: int  # pre-rendered examples the text encoder's batches are drawn from
     base_steps: int
-    personalize_steps: int
+    dreambooth_steps: int
+    lora_steps: int
     image_batch: int
     motion_steps: int
     video_batch: int
-    lora_rank: int = 4
+    lora_rank: int = 16
     schedules: tuple[str, ...] = ("B", "A", "C")
     vae: VAEConfig = world.VAE
     text: CLIPTextConfig = world.TEXT
@@ -40,13 +41,14 @@ class Budget:
 
 BUDGETS = {
     "full": Budget(vae_steps=2000, vae_batch=32, decoder_steps=200, text_steps=600, text_batch=128, text_pool=4096,
-                   base_steps=2000, personalize_steps=1000,
+                   base_steps=2000, dreambooth_steps=1000, lora_steps=2000,
                    image_batch=32, motion_steps=12000, video_batch=4, schedules=("B",),  # the shipped module
-                   learning_rates=dict(vae=2e-3, base=1e-3, dreambooth=1e-3, lora=5e-4, motion=1e-3)),
+                   learning_rates=dict(vae=2e-3, base=1e-3, dreambooth=1e-3, lora=2e-3, motion=1e-3)),
     # The schedule ablation (A/B/C at equal budget) is built on request: `--stages motion --schedules
     # A,B,C --motion-steps 4000` (README).
     # CI smoke test: every stage runs end to end at toy widths; the weights are meaningless.
-    "smoke": Budget(vae_steps=2, vae_batch=2, decoder_steps=1, text_steps=2, text_batch=4, text_pool=8, base_steps=2, personalize_steps=2, image_batch=2,
+    "smoke": Budget(vae_steps=2, vae_batch=2, decoder_steps=1, text_steps=2, text_batch=4, text_pool=8, base_steps=2, dreambooth_steps=2, lora_steps=2,
+                    image_batch=2,
                     motion_steps=2, video_batch=1, lora_rank=2, schedules=("B",),
                     vae=dataclasses.replace(world.VAE, block_out_channels=(8, 8), norm_num_groups=4,
                                             down_block_types=("DownEncoderBlock2D",) * 2,

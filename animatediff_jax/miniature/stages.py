@@ -112,29 +112,32 @@ def stage_dreambooth(out: str, budget: Budget) -> dict:
     b, domain = budget.image_batch, world.DREAMBOOTH
     unet, loss, _ = fit(nets, base["unet"], {"unet": {}, "vae": base["vae"], "text_encoder": base["text_encoder"]},
                         lambda s: world.images(SEEDS["dreambooth_data"], s * b, b, domain), tokenizer(out),
-                        steps=budget.personalize_steps, schedule="A", learning_rate=budget.learning_rates["dreambooth"],
+                        steps=budget.dreambooth_steps, schedule="A", learning_rate=budget.learning_rates["dreambooth"],
                         seed=SEEDS["dreambooth"], name="dreambooth")
     folder = p["dreambooth"]
     os.makedirs(folder, exist_ok=True)
     save_params(os.path.join(folder, "unet.safetensors"), unet, config=nets.unet, source=SOURCE, dtype=DTYPE)
     for name in ("vae", "text_encoder"):  # a DreamBooth checkpoint carries all three networks
         shutil.copyfile(os.path.join(out, "base", f"{name}.safetensors"), os.path.join(folder, f"{name}.safetensors"))
-    return {"steps": budget.personalize_steps, "batch": b, "style": domain.style, "trigger": domain.trigger,
-            "loss": loss}
+    return {"steps": budget.dreambooth_steps, "batch": b, "learning_rate": budget.learning_rates["dreambooth"],
+            "style": domain.style, "trigger": domain.trigger, "loss": loss}
 
 
 def stage_lora(out: str, budget: Budget) -> dict:
-    """LoRA factors on the frozen base UNet's attention projections, on the LoRA domain's images."""
+    """LoRA factors (`lora.TARGETS`) on the frozen base UNet, trained on single frames of the world's
+    clips drawn on the LoRA domain's background and captioned like the base's data (`world.clip_frames`).
+    With the DreamBooth stage's data (still images, no motion words) the LoRA kept its domain in images
+    but the motion module barely moved its videos (RESULTS.md)."""
     nets, base = networks(out)
-    b, domain = budget.image_batch, world.LORA
+    b, domain, lr = budget.image_batch, world.LORA, budget.learning_rates["lora"]
     factors, loss, _ = fit(nets, lora.init_factors(base["unet"], budget.lora_rank, SEEDS["lora"]),
                            {"unet": base["unet"], "vae": base["vae"], "text_encoder": base["text_encoder"]},
-                           lambda s: world.images(SEEDS["lora_data"], s * b, b, domain), tokenizer(out),
-                           steps=budget.personalize_steps, schedule="A", learning_rate=budget.learning_rates["lora"],
+                           lambda s: world.clip_frames(SEEDS["lora_data"], s * b, b, domain), tokenizer(out),
+                           steps=budget.lora_steps, schedule="A", learning_rate=lr,
                            seed=SEEDS["lora"], name="lora", transform=lora.fuse_factors)
     lora.save_kohya(paths(out)["lora"], factors)
-    return {"steps": budget.personalize_steps, "batch": b, "rank": budget.lora_rank, "style": domain.style,
-            "trigger": domain.trigger, "loss": loss}
+    return {"steps": budget.lora_steps, "batch": b, "learning_rate": lr, "rank": budget.lora_rank,
+            "layers": len(factors["lora"]), "style": domain.style, "trigger": domain.trigger, "loss": loss}
 
 
 def fresh_motion_params(unet_cfg: UNetConfig, motion_cfg: MotionConfig, seed: int) -> dict:

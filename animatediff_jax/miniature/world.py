@@ -59,17 +59,18 @@ def clips(seed: int, first: int, count: int, style: str = "plain", trigger: str 
     return np.stack([v for v, _ in out]), [c for _, c in out]
 
 
-def clip_frames(seed: int, first: int, count: int) -> tuple[np.ndarray, list[str]]:
-    """One frame of each plain clip first..first+count-1: ((count, 1, SIZE, SIZE, 3) uint8, captions).
-    The base model's data. Odd clips are captioned in full ("a red circle moving left"), even ones
-    as a still image ("a red circle"), as an image model's captions mention motion only sometimes:
-    trained on one form alone, the base drew the other's colours at chance (RESULTS.md: base images
-    38% colour, base + module 78%)."""
+def clip_frames(seed: int, first: int, count: int, domain: Domain = BASE) -> tuple[np.ndarray, list[str]]:
+    """One frame of each clip first..first+count-1, drawn on `domain`'s background: ((count, 1, SIZE,
+    SIZE, 3) uint8, captions). The base model's data (plain) and the LoRA's (checker). Odd clips are
+    captioned in full ("a red circle moving left"), even ones as a still image ("a red circle"), as an
+    image model's captions mention motion only sometimes: trained on one form alone, the base drew the
+    other's colours at chance (RESULTS.md: base images 38% colour, base + module 78%), and a LoRA
+    trained without the motion words lost its domain whenever a prompt had them."""
     videos, captions = [], []
     for i in range(first, first + count):
         spec = procedural.clip_spec(seed, i, FRAMES, SIZE)
-        videos.append(procedural.render(spec)[i % FRAMES][None])
-        captions.append(procedural.caption(spec, motion=bool(i % 2)))
+        videos.append(procedural.render(spec, domain.style)[i % FRAMES][None])
+        captions.append(procedural.caption(spec, motion=bool(i % 2), style=domain.style, trigger=domain.trigger))
     return np.stack(videos), captions
 
 

@@ -29,27 +29,29 @@ from convert.lora import LoraWeights
 PROJECTIONS = re.compile(r"transformer_blocks_\d+/attn[12]/(to_q|to_k|to_v|to_out_0)/kernel$")
 
 
-def target_paths(unet_params: Mapping, targets: str) -> list[tuple[str, ...]]:
-    """Flax kernel paths the LoRA covers: motion-module ("motion") or spatial ("unet") projections."""
+def target_paths(unet_params: Mapping, targets: str, layers: re.Pattern = PROJECTIONS) -> list[tuple[str, ...]]:
+    """Flax kernel paths the LoRA covers: the kernels whose "/"-joined path `layers` finds (by default
+    the attention projections), of the motion modules ("motion") or of the spatial layers ("unet")."""
     if targets not in LORA_TARGETS:
         raise ValueError(f"lora targets must be one of {LORA_TARGETS}, got {targets!r}")
     want_motion = targets == "motion"
     paths = [p for p in flatten(unet_params)
-             if PROJECTIONS.search("/".join(p)) and is_motion_path(p) == want_motion]
+             if layers.search("/".join(p)) and is_motion_path(p) == want_motion]
     if not paths:
-        raise UsageError(f"lora.targets: the UNet has no {'motion-module' if want_motion else 'spatial'} attention "
-                         "projection to put LoRA factors on")
+        raise UsageError(f"lora.targets: the UNet has no {'motion-module' if want_motion else 'spatial'} layer "
+                         f"matching {layers.pattern!r} to put LoRA factors on")
     return paths
 
 
-def init_factors(unet_params: Mapping, targets: str, rank: int, seed: int) -> dict:
-    """{"path.of.kernel": {"down": (r, in), "up": (out, r)}} float32 numpy for every target kernel."""
+def init_factors(unet_params: Mapping, targets: str, rank: int, seed: int, layers: re.Pattern = PROJECTIONS) -> dict:
+    """{"path.of.kernel": {"down": (r, in), "up": (out, r)}} float32 numpy for every target kernel
+    (`target_paths`)."""
     if int(rank) < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     rng = np.random.default_rng(seed)
     flat = flatten(unet_params)
     factors = {}
-    for path in target_paths(unet_params, targets):
+    for path in target_paths(unet_params, targets, layers):
         fan_in, fan_out = np.shape(flat[path])
         factors[".".join(path)] = {
             "down": (rng.standard_normal((rank, fan_in)) / np.sqrt(fan_in)).astype(np.float32),

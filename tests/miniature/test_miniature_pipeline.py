@@ -48,6 +48,9 @@ def test_personalization_changed_the_base(smoke):
     assert changed, "the DreamBooth fine-tune left every UNet weight unchanged"
     factors = read_lora(paths(smoke)["lora"], {"unet": base["unet"]})["unet"]
     assert len(factors) == sum(1 for k in flatten(base["unet"]) if lora.TARGETS.search("/".join(k)))
+    layers = {"/".join(p[p.index("attn1" if "attn1" in p else "attn2" if "attn2" in p else "ff"):-1]) for p in factors}
+    assert layers == {f"attn{a}/{q}" for a in (1, 2) for q in ("to_q", "to_k", "to_v", "to_out_0")} | {
+        "ff/net_0/proj", "ff/net_2"}, layers
     assert any(np.abs(w.up).max() > 0 for w in factors.values()), "LoRA up factors never left zero"
 
 

@@ -17,6 +17,17 @@ def test_base_captions_describe_each_frame_with_and_without_motion_words():
         assert spec.color in text and spec.shape in text and ("moving" in text) == bool(i % 2)
 
 
+def test_lora_frames_are_the_same_clips_on_its_background_with_its_trigger():
+    frames, captions = world.clip_frames(31, 0, 6, world.LORA)
+    plain, _ = world.clip_frames(31, 0, 6)
+    for i, text in enumerate(captions):
+        spec = procedural.clip_spec(31, i, world.FRAMES, world.SIZE)
+        assert text == procedural.caption(spec, motion=bool(i % 2), style="checker", trigger=world.LORA.trigger)
+        assert text.startswith("xyz, ") and text.endswith("on checker background")
+        np.testing.assert_array_equal(frames[i, 0], procedural.render(spec, "checker")[i % world.FRAMES])
+    assert not np.array_equal(frames, plain)        # the background differs, not only the caption
+
+
 def test_object_pixels_weigh_more_and_the_weights_average_one():
     x = image_batch(0, 0, 8, world.SIZE, procedural.STYLES)
     w = pixel_weights(x, 4.0)[..., 0]
