@@ -106,12 +106,13 @@ def stage_base(out: str, budget: Budget) -> dict:
 
 
 def stage_dreambooth(out: str, budget: Budget) -> dict:
-    """Full fine-tune of the base UNet on the DreamBooth domain's images (VAE, text encoder kept)."""
+    """Full fine-tune of the base UNet on single frames of the world's clips drawn on the DreamBooth
+    domain's background, captioned like the base's data (`world.clip_frames`; VAE, text encoder kept)."""
     p = paths(out)
     nets, base = networks(out)
     b, domain = budget.image_batch, world.DREAMBOOTH
     unet, loss, _ = fit(nets, base["unet"], {"unet": {}, "vae": base["vae"], "text_encoder": base["text_encoder"]},
-                        lambda s: world.images(SEEDS["dreambooth_data"], s * b, b, domain), tokenizer(out),
+                        lambda s: world.clip_frames(SEEDS["dreambooth_data"], s * b, b, domain), tokenizer(out),
                         steps=budget.dreambooth_steps, schedule="A", learning_rate=budget.learning_rates["dreambooth"],
                         seed=SEEDS["dreambooth"], name="dreambooth")
     folder = p["dreambooth"]
