@@ -14,10 +14,10 @@ Stages, in order (each reads what the earlier ones wrote under --out):
   base        the base text-to-image UNet, trained from scratch on single frames of plain clips,
               captioned with ("a red circle moving left") or without the motion words, schedule A (SD's)
                                                                           base/unet.safetensors
-  dreambooth  full fine-tune of the base UNet on "stripes" images, trigger "sks" (images only)
-                                                                          dreambooth/*.safetensors
-  lora        rank-r LoRA on the base's attention projections, "checker" images, trigger "xyz"
-              (images only), kohya format                                 lora_checker.safetensors
+  dreambooth  full fine-tune of the base UNet on single frames of clips on "stripes", trigger "sks",
+              captioned like the base's data (no videos)                  dreambooth/*.safetensors
+  lora        rank-16 LoRA on the base's attention and feed-forward layers, single frames of clips on
+              "checker", trigger "xyz" (no videos), kohya format          lora_checker.safetensors
   motion      motion modules trained on plain clips against the frozen base, one per noise schedule
               (B, the paper's; A and C, its ablation, on request)         motion_module_{B,A,C}.safetensors
 `build.json` records the budget, seeds, seconds and final loss of every stage. The full budget takes

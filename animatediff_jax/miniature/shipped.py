@@ -5,7 +5,7 @@ The one place that decides both. The miniature AnimateDiff (`animatediff_jax/min
 shipped in `animatediff_jax/assets/miniature/`, rebuilt from scratch by `python -m
 animatediff_jax.miniature.build`) is a 32x32, 16-frame AnimateDiff trained on a procedural world of
 coloured shapes moving in captioned directions: a base text-to-image model, a DreamBooth fine-tune
-("sks", striped backgrounds) and a LoRA ("xyz", checkered backgrounds) trained on images only, and a
+("sks", striped backgrounds) and a LoRA ("xyz", checkered backgrounds) trained on single frames only, and a
 motion module trained on the world's videos against the frozen base. `default_jobs` lists what the
 bare command samples (the base and the DreamBooth model, both with the motion module); every job is
 an ordinary `loading.load_pipeline` of those files. Measured quality: RESULTS.md.
