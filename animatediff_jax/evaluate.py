@@ -62,6 +62,7 @@ ROWS = (
     Row("base + module", world.BASE, None, "B"),
     Row("DreamBooth + module", world.DREAMBOOTH, "dreambooth", "B"),
     Row("LoRA + module", world.LORA, "lora", "B"),
+    Row("base, no module", world.BASE, None, None),
     Row("DreamBooth, no module", world.DREAMBOOTH, "dreambooth", None),
     Row("LoRA, no module", world.LORA, "lora", None),
     Row("base images", world.BASE, None, None, frames=1),
