@@ -35,6 +35,8 @@ TRANSFORMERS_STEMS = ("model", "pytorch_model")
 # the weights of an SD folder's components (diffusers' UNet and VAE, transformers' CLIP text model)
 SD_COMPONENTS = {"unet": DIFFUSERS_STEMS, "vae": DIFFUSERS_STEMS, "text_encoder": TRANSFORMERS_STEMS}
 FORMATS = ("safetensors", "bin")  # preferred first
+# what a weights file's name ends in (no hub repository's name does: `is_hub_id`)
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
 DIFFUSERS_WEIGHTS = f"{DIFFUSERS_STEMS[0]}.safetensors"  # what the exporters write into a diffusers folder
 # what a hub id of each kind of repository is downloaded with (`resolve_source`'s allow_patterns)
 HUB_PATTERNS = {"sd": ["unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
@@ -50,12 +52,18 @@ _WEIGHTS_NAME = re.compile(
 
 class VariantError(CheckpointError):
     """`weights_file`'s refusal of a folder holding weights of several variants and no plain weights,
-    none of them asked for. `problem` says so; the message adds how the commands choose one
-    (`--variant`), which a caller without that flag replaces (`problem` + what it offers)."""
+    none of them asked for, or none the one asked for. `problem` says so; the message adds how the
+    commands choose one (`--variant`), which a caller without that flag replaces (`problem` + what it
+    offers)."""
 
-    def __init__(self, problem: str):
-        super().__init__(f"{problem}: choose one (--variant)")
-        self.problem = problem
+    def __init__(self, folder: str, variants: list[str], variant: str | None, stems: tuple[str, ...]):
+        present = f"{', '.join(variants)} of {' / '.join(stems)}"
+        if variant is None:
+            self.problem = f"{folder}: no plain weights, only the variants {present}"
+            super().__init__(f"{self.problem}: choose one (--variant)")
+        else:
+            self.problem = f"{folder}: no variant {variant!r} (--variant) and no plain weights; the variants there: {present}"
+            super().__init__(f"{self.problem}: give --variant one of them")
 
 
 def parse_weights_name(name: str) -> tuple[str, str | None, str, bool] | None:
@@ -94,19 +102,29 @@ def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant:
     elif variant is None and len(variants) == 1:
         chosen = variants[0]
     elif variants:
-        asked = f"no {variant!r} variant, " if variant else ""
-        raise VariantError(f"{folder}: {asked}no plain weights, only the variants {', '.join(variants)} of "
-                           f"{' / '.join(stems)}")
+        raise VariantError(as_given(folder), variants, variant, stems)
     else:
-        raise CheckpointError(f"{folder}: no weights file: expected {' or '.join(stems)}[.VARIANT]"
+        raise CheckpointError(f"{as_given(folder)}: no weights file: expected {' or '.join(stems)}[.VARIANT]"
                               f".{{{','.join(FORMATS)}}}, or a shard index <name>.{{{','.join(FORMATS)}}}"
                               ".index[.VARIANT].json")
     return os.path.join(folder, found[min(k for k in found if k[0] == chosen)])
 
 
+def as_given(folder: str) -> str:
+    """`folder` named as the user gave it: one in a hub id's snapshot in the Hugging Face cache (what
+    `resolve_source` made of the id) as `owner/name` (`owner/name (unet/)` for a subfolder), any
+    other as it is."""
+    parts = os.path.relpath(os.path.abspath(folder), os.path.abspath(constants.HF_HUB_CACHE)).split(os.sep)
+    repo = parts[0].split("--")
+    if len(parts) < 3 or parts[1] != "snapshots" or len(repo) != 3 or repo[0] != "models":
+        return folder
+    return f"{repo[1]}/{repo[2]}" + (f" ({'/'.join(parts[3:])}/)" if parts[3:] else "")
+
+
 def is_hub_id(source: str) -> bool:
-    """Whether `source` is written like a hub id, 'owner/name' (checked where no such path exists)."""
-    return source.count("/") == 1 and not source.startswith((".", "/"))
+    """Whether `source` is written like a hub id, 'owner/name' (checked where no such path exists); a
+    name ending in a weights file's suffix (`models/mm_sd_v15_v2.ckpt`) is a missing file, not an id."""
+    return source.count("/") == 1 and not source.startswith((".", "/")) and not source.lower().endswith(WEIGHT_SUFFIXES)
 
 
 def recorded(source: str) -> str:

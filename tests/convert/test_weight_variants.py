@@ -23,7 +23,7 @@ from convert.base import load_base
 from convert.controlnet import load_controlnet
 from convert.io import CheckpointError
 from convert.motion import load_motion_module
-from convert.sources import parse_weights_name, weights_file
+from convert.sources import is_hub_id, parse_weights_name, weights_file
 from tests.convert import controlnet_fixtures as F
 from tests.convert.ldm_fixtures import build, save_folder
 from tests.convert.motion_helpers import random_adapter
@@ -164,7 +164,8 @@ def test_several_variants_and_no_plain_weights_must_be_chosen(sd, tmp_path, caps
                                               r"diffusion_pytorch_model: choose one \(--variant\)$"):
         weights_file(str(unet))
     assert weights_file(str(unet), variant="bf16").endswith("diffusion_pytorch_model.bf16.safetensors")
-    with pytest.raises(CheckpointError, match=r"unet: no 'ema' variant, no plain weights, only the variants bf16, fp16"):
+    with pytest.raises(CheckpointError, match=r"unet: no variant 'ema' \(--variant\) and no plain weights; the variants "
+                                              r"there: bf16, fp16 of diffusion_pytorch_model: give --variant one of them$"):
         weights_file(str(unet), variant="ema")
     (unet / "diffusion_pytorch_model.bf16.safetensors").unlink()
     (unet / "diffusion_pytorch_model.fp16.safetensors").unlink()
@@ -195,6 +196,10 @@ def test_each_command_meeting_several_variants_offers_the_variant_it_asks_for(tw
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
     assert re.search(r": no plain weights, only the variants bf16, fp16 of \S+: choose one \(--variant\)$", err.strip())
+    assert main([*argv, "--variant", "int8"]) == 1  # a variant the folder lacks: said so, not "choose one"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(r": no variant 'int8' \(--variant\) and no plain weights; the variants "
+                                              r"there: bf16, fp16 of \S+: give --variant one of them$", err.strip()), err
     assert main([*argv, "--variant", "fp16"]) == 0, capsys.readouterr().err
 
 
@@ -314,3 +319,38 @@ def test_inspect_describes_a_hub_motion_lora_repo(hub_cache, tmp_path, capsys):
          f"{key}.up.weight": rng.standard_normal((32, 4), np.float32)}, os.path.join(d, "diffusion_pytorch_model.safetensors"))))
     (info,) = inspect_json(capsys, "org/zoom")
     assert (info["folder"], info["kind"]) == ("LoRA folder", "motion_lora")
+
+
+@pytest.mark.parametrize("command, output", [
+    ("base", ["out"]), ("inspect", []), ("controlnet", ["out.safetensors"]), ("motion", ["out.safetensors"]),
+    ("export-motion", ["out", "--format", "diffusers"])])
+def test_a_variant_a_hub_repo_lacks_names_the_id_as_typed(two_variants, hub_cache, tmp_path, capsys, command, output):
+    """A hub repo without the asked variant: the error names the id the user typed (not the snapshot
+    folder it resolved to), says the variant is absent and lists the variants present."""
+    source = {"base": "sd", "inspect": "sd", "controlnet": "controlnet"}.get(command, "adapter")
+    cache_repo(hub_cache, "org/two", lambda d: shutil.copytree(two_variants[source], d))
+    argv = [command, "org/two", *(str(tmp_path / o) if o.startswith("out") else o for o in output), "--variant", "int8"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    where = "org/two (unet/)" if source == "sd" else "org/two"
+    assert err == (f"error: {where}: no variant 'int8' (--variant) and no plain weights; the variants there: "
+                   "bf16, fp16 of diffusion_pytorch_model: give --variant one of them\n"), err
+
+
+@pytest.mark.parametrize("name", ["mm_sd_v15_v2.ckpt", "x.safetensors", "x.bin", "x.pt", "x.PTH"])
+def test_a_missing_weights_file_is_not_a_hub_id(name):
+    assert not is_hub_id(f"models/{name}") and is_hub_id("guoyww/animatediff-motion-adapter-v1-5-2")
+
+
+@pytest.mark.parametrize("command, args", [
+    ("inspect", ["{m}"]), ("base", ["{m}", "out"]), ("motion", ["{m}", "out.safetensors"]),
+    ("controlnet", ["{m}", "out.safetensors"]), ("export-motion", ["{m}", "out.ckpt"]),
+    ("motion-lora", ["--lora", "{m}", "mm.ckpt", "out.safetensors"]), ("lora", ["--lora", "{m}", "base", "out"])])
+def test_a_missing_weights_file_is_no_such_file(hub_cache, tmp_path, monkeypatch, capsys, command, args):
+    """`models/mm_sd_v15_v2.ckpt` (one slash, like 'owner/name') is a missing file: one line saying so,
+    no hub advice."""
+    monkeypatch.chdir(tmp_path)
+    missing = "models/mm_sd_v15_v2.ckpt"
+    assert main([command, *(a.format(m=missing) for a in args)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {missing}: no such ") and err.count("\n") == 1 and "cache" not in err, err
