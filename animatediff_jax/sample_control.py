@@ -173,13 +173,16 @@ def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: in
     from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
     from convert.controlnet import plan_controlnet  # noqa: PLC0415
     from convert.io import CheckpointError  # noqa: PLC0415
+    from convert.sources import as_given  # noqa: PLC0415
     controls = []
     for s in specs:
         path = local_path(s)
         try:
             plan = plan_controlnet(path, variant=variant, overrides=config_overrides(s.config) or None)
         except CheckpointError as e:
-            raise InputError(f"{s.flag} {s.path}: {str(e).removeprefix(path + ': ')}") from None
+            # the problem without the folder's name (weights_file names a hub snapshot as the id: as_given)
+            problem = str(e).removeprefix(f"{as_given(path)}: ").removeprefix(f"{path}: ")
+            raise InputError(f"{s.flag} {s.path}: {problem}") from None
         plan.close()
         if plan.kind != s.kind:
             other = "--sparsectrl" if plan.kind == "sparsectrl" else "--controlnet"
