@@ -40,8 +40,8 @@ from animatediff_jax.sampling.prompt_config import (PromptEntry, check_prompt_fr
                                                      travel_frame_problem, load_prompt_config, resolved_config)
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
 from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags
-from animatediff_jax.sample_flags import (CONTEXT_SETTINGS, DEFAULT_STRENGTH, ENTRY_FLAGS, PROG, build_parser,
-                                         option_tokens, options_of)
+from animatediff_jax.sample_flags import (CONTEXT_SETTINGS, DEFAULT_STRENGTH, ENTRY_FLAGS, MODEL_INPUT_FLAGS, PROG,
+                                         build_parser, option_tokens, options_of)
 
 # ----------------------------------------------------------------------------- jobs
 
@@ -131,6 +131,10 @@ def _flag_jobs(args) -> list[Job]:
     from animatediff_jax.miniature.shipped import DEFAULT_SAMPLE, MINIATURE, default_jobs, motion_path  # noqa: PLC0415
     given = args.dreambooth or args.motion_module or args.lora or args.motion_lora or args.domain_adapter
     default = args.base is None and not given
+    model_flags = [flag for dest, flag in MODEL_INPUT_FLAGS.items() if getattr(args, dest)]
+    if model_flags and not prompts:  # the usage problem before any file of theirs is looked for
+        raise UsageError(f"--prompt: no prompt ({model_flags[0]} given: model flags need --prompt or --travel; "
+                         "the miniature's own prompts go only with none)")
     if args.base is None and args.tokenizer:
         raise UsageError("--tokenizer: goes with a single-file --base (the miniature carries its own tokenizer)")
     base = args.base or os.path.join(MINIATURE, "base")  # model flags alone build on the shipped miniature,
@@ -138,8 +142,6 @@ def _flag_jobs(args) -> list[Job]:
         args.motion_module or (motion_path(MINIATURE, "B") if args.base is None else None)  # its module included
     if default:  # the miniature's own jobs (miniature/shipped.py), its own prompts unless given some
         setups = default_jobs(prompts)
-    elif not prompts:
-        raise UsageError("--prompt: no prompt (give --prompt, --travel or a prompt config)")
     else:
         setups = [("command line", dict(base=base, dreambooth=args.dreambooth, motion_module=motion_module,
                                         loras=args.lora, motion_loras=args.motion_lora,

@@ -33,6 +33,11 @@ _SWITCHES = {"no_noise_shuffle", "diffusers_norm"}  # store_true flags
 CONTEXT_SETTINGS = {"context_stride": "--context-stride", "context_weighting": "--context-weighting",
                     "context_scope": "--context-scope", "no_noise_shuffle": "--no-noise-shuffle"}
 _PATHS = {"base", "tokenizer", "init_video", "latents"}
+# The flags naming model inputs: given any, the run needs --prompt or --travel (the miniature's own
+# prompts go with none).
+MODEL_INPUT_FLAGS = {"base": "--base", "dreambooth": "--dreambooth", "motion_module": "--motion-module",
+                     "lora": "--lora", "motion_lora": "--motion-lora", "domain_adapter": "--domain-adapter",
+                     "controlnet": "--controlnet", "sparsectrl": "--sparsectrl"}
 # Flags that name what an entry of a prompt config names itself: refused next to a config.
 ENTRY_FLAGS = {"prompt": "--prompt", "travel": "--travel", "seed": "--seed", "negative_prompt": "--negative-prompt",
                 "dreambooth": "--dreambooth", "lora": "--lora", "motion_module": "--motion-module",
@@ -238,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one image per --keyframes entry (centre-cropped to the output aspect and resized, as the "
                         "original SparseCtrl reads them)")
     g = p.add_argument_group("generation (a given flag overrides a prompt config's value)")
-    g.add_argument("--prompt", action="append", help="prompt, repeatable (one video each)")
+    g.add_argument("--prompt", action="append", help="prompt, repeatable (one video each); needed with any "
+                   "model flag (without one, the miniature's own prompts by default)")
     g.add_argument("--negative-prompt", action="append", help="one (broadcast) or one per prompt")
     g.add_argument("--travel", action="append", type=_travel, metavar="FRAME:PROMPT",
                    help="prompt travel: a prompt from FRAME on, embeddings interpolated between key frames")

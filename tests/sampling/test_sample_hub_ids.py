@@ -71,9 +71,12 @@ def test_a_hub_motion_adapter_samples_as_its_file_does(hub, capsys, monkeypatch)
     common = ["--prompt", "a red circle", "--seed", "1", *SIZE]
     assert sample.main(["--motion-module", "org/mini-adapter", *common, "--out", "a"]) == 1
     err = capsys.readouterr().err
-    snapshot = hub / "models--org--mini-adapter" / "snapshots" / ("a" * 40)
-    assert err == (f"error: --motion-module {snapshot}: no plain weights, only the variants bf16, fp16 of "
-                   "diffusion_pytorch_model: choose one (--variant)\n")
+    assert err == ("error: --motion-module org/mini-adapter: no plain weights, only the variants bf16, fp16 of "
+                   "diffusion_pytorch_model: choose one (--variant)\n")  # the id as typed, not its snapshot
+    assert sample.main(["--motion-module", "org/mini-adapter", "--variant", "int8", *common, "--out", "a"]) == 1
+    assert capsys.readouterr().err == (
+        "error: --motion-module org/mini-adapter: no variant 'int8' (--variant) and no plain weights; the variants "
+        "there: bf16, fp16 of diffusion_pytorch_model: give --variant one of them\n")
     assert not os.path.exists("a")
     assert sample.main(["--motion-module", "org/mini-adapter", "--variant", "fp16", *common, "--out", "hub"]) == 0
     assert sample.main(["--motion-module", motion_path(MINIATURE, "B"), *common, "--out", "file"]) == 0
@@ -126,6 +129,44 @@ def test_an_id_that_cannot_be_had_is_one_line_naming_the_flag(hub, capsys, monke
     assert err.startswith(f"error: {flags[0]} org/absent: no such local file or folder, and hub id 'org/absent' "
                           f"(revision main) is not in the Hugging Face cache {hub} while HF_HUB_OFFLINE is set")
     assert err.count("\n") == 1 and not jobs and not os.path.exists("out")
+
+
+MODEL_FLAGS = [["--base", "{}"], ["--dreambooth", "{}"], ["--motion-module", "{}"], ["--lora", "{}:0.5"],
+               ["--motion-lora", "{}"], ["--domain-adapter", "{}"], ["--controlnet", "{}", "--control-video", "v.gif"],
+               ["--sparsectrl", "{}", "--keyframes", "0", "--keyframe-images", "k.png"]]
+
+
+@pytest.mark.parametrize("flags", MODEL_FLAGS)
+@pytest.mark.parametrize("name", ["models/mm_sd_v15_v2.ckpt", "models/x.safetensors", "models/x.pth"])
+def test_a_missing_weights_file_is_no_such_file_not_a_hub_id(hub, capsys, monkeypatch, flags, name):
+    """A missing path written like 'owner/name' but ending in a weights file's suffix is no hub id."""
+    jobs = stop_at_load(monkeypatch)
+    assert sample.main([*(f.format(name) for f in flags), "--prompt", "a", *SIZE, "--out", "out"]) == 1
+    assert capsys.readouterr().err == f"error: {flags[0]} {name}: not found\n"
+    assert not jobs and not os.path.exists("out")
+
+
+@pytest.mark.parametrize("flags", MODEL_FLAGS)
+def test_a_model_flag_without_a_prompt_is_the_usage_error_first(hub, capsys, monkeypatch, flags):
+    """Every model flag (control nets too) needs --prompt; that is said before its file is looked for."""
+    jobs = stop_at_load(monkeypatch)
+    assert sample.main([*(f.format("org/absent") for f in flags), *SIZE, "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --prompt: no prompt ({flags[0]} given: ") and err.count("\n") == 1, err
+    assert not jobs and not os.path.exists("out")
+
+
+@pytest.mark.parametrize("key", ["motion_module", "dreambooth_path", "lora_model_path", "adapter_lora_path"])
+def test_a_missing_weights_file_in_a_prompt_config_lists_where_it_looked(hub, capsys, key):
+    os.makedirs("sub")
+    with open("sub/c.yaml", "w", encoding="utf-8") as f:
+        f.write(f"- prompt: [a]\n  {key}: models/mm_sd_v15_v2.ckpt\n")
+    assert sample.main(["sub/c.yaml", "--base", os.path.join(MINIATURE, "base"), *SIZE, "--out", "out"]) == 1
+    err = capsys.readouterr().err
+    cwd = os.getcwd()
+    assert err.startswith(f"error: sub/c.yaml: entry 0: key '{key}': ") and err.rstrip().endswith(
+        f"'models/mm_sd_v15_v2.ckpt' not found (looked at: {cwd}/models/mm_sd_v15_v2.ckpt, "
+        f"{cwd}/sub/models/mm_sd_v15_v2.ckpt)"), err
 
 
 def test_prompt_config_model_keys_take_hub_ids(hub, capsys, monkeypatch):
