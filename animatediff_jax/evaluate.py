@@ -241,10 +241,24 @@ def table(results: list[dict]) -> str:
     return "\n".join([head] + [format_row(r) for r in results])
 
 
+def recorded_weights(weights: str, results: str) -> str:
+    """`--weights` as a table written to the file `results` names it: relative to that file's folder, so
+    the record holds wherever it is read from (as given when the table is only printed, `results` '-')."""
+    return weights if results == "-" else os.path.relpath(weights, os.path.dirname(os.path.abspath(results)))
+
+
+def weights_line(weights: str, results: str) -> str:
+    """What the table says it measured: the shipped weights, or `recorded_weights` (and relative to what)."""
+    if os.path.abspath(weights) == os.path.abspath(MINIATURE):
+        return "the shipped animatediff_jax/assets/miniature"
+    shown = recorded_weights(weights, results)
+    return shown if results == "-" else f"{shown}, relative to this file's folder"
+
+
 def report(results: list[dict], weights: str, steps: int, guidance: float, seconds: float,
-           command: str = "python -m animatediff_jax.evaluate") -> str:
+           command: str = "python -m animatediff_jax.evaluate", results_file: str = "-") -> str:
     """The Markdown results section: settings, the command that measured it, table and the build budget
-    (from build.json, `read_record`) it was measured on."""
+    (from build.json, `read_record`) it was measured on; `results_file`: where it is written ('-': printed)."""
     record = read_record(weights)
     budget = ", ".join(f"{s}: {record[s].get('steps', '-')} steps" if record[s].get("trained", True)
                        else f"{s}: untrained (random initialisation)"
@@ -257,7 +271,7 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
     return (f"Measured {when} on {platform.machine()} CPU ({os.cpu_count()} cores), {seconds:.0f}s, with\n"
             f"`{command}`.\nDDIM {steps} steps{' (the original inference config)' if steps == 25 else ''}, CFG {guidance}, "
             f"{world.SIZE}x{world.SIZE}, {world.FRAMES} frames; prompts from dataset seed {EVAL_SEED}.\n"
-            f"Weights: {os.path.relpath(weights)} (build budget: {budget}).\n\n{table(results)}\n")
+            f"Weights: {weights_line(weights, results_file)} (build budget: {budget}).\n\n{table(results)}\n")
 
 
 def build_parser() -> ArgumentParser:
@@ -278,11 +292,12 @@ def main(argv=None) -> int:
 
 
 def command(args) -> str:
-    """The command line that measures the same table (every setting that shapes it; not --results)."""
+    """The command line that measures the same table (every setting that shapes it; not --results), its
+    --weights as `recorded_weights` writes it."""
     words = ["python", "-m", "animatediff_jax.evaluate", "--samples", str(args.samples), "--steps", str(args.steps),
              "--guidance", str(args.guidance)]
     if os.path.abspath(args.weights) != os.path.abspath(MINIATURE):
-        words += ["--weights", args.weights]
+        words += ["--weights", recorded_weights(args.weights, args.results)]
     if args.rows is not None:
         words += ["--rows", args.rows]
     return shlex.join(words)
@@ -311,7 +326,7 @@ def run(args) -> int:
         check_row_files(args.weights, rows)
     start = time.time()
     results = evaluate(args.weights, args.samples, args.steps, args.guidance, rows)
-    text = report(results, args.weights, args.steps, args.guidance, time.time() - start, command(args))
+    text = report(results, args.weights, args.steps, args.guidance, time.time() - start, command(args), args.results)
     print(text)
     if args.results != "-":
         with atomic_path(args.results) as tmp, open(tmp, "w", encoding="utf-8") as f:

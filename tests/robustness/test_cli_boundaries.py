@@ -147,3 +147,18 @@ def test_evaluate_rows_must_name_rows_and_the_table_records_its_command(tmp_path
                                       f"--weights {tmp_path} --rows 'base images;LoRA images'")
     assert evaluate.command(evaluate.build_parser().parse_args([])) == \
         "python -m animatediff_jax.evaluate --samples 32 --steps 25 --guidance 7.5"
+
+
+def test_the_results_file_names_the_weights_relative_to_itself(tmp_path, monkeypatch):
+    """A stranger's `--results RESULTS.md --weights some/relative/dir` recorded the path relative to the
+    working directory, meaningless next to RESULTS.md elsewhere."""
+    (tmp_path / "work" / "weights").mkdir(parents=True)
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    results = str(tmp_path / "out" / "RESULTS.md")
+    args = evaluate.build_parser().parse_args(["--weights", "weights", "--results", results])
+    assert evaluate.command(args).endswith("--weights ../work/weights")
+    text = evaluate.report([], "weights", 25, 7.5, 1.0, evaluate.command(args), results)
+    assert "Weights: ../work/weights, relative to this file's folder (build budget" in text
+    shipped = evaluate.report([], evaluate.MINIATURE, 25, 7.5, 1.0, results_file=results)
+    assert "Weights: the shipped animatediff_jax/assets/miniature (build budget" in shipped
