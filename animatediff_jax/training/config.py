@@ -242,6 +242,32 @@ class TrainingConfig:
         return json.loads(json.dumps(_plain(self)))
 
 
+# Keys that say how a run is carried out, not what it computes: changing them between a run and its
+# resumption changes nothing a resumed run must warn about (`config_changes`).
+HOW_NOT_WHAT = ("checkpointing_steps", "checkpoints_total_limit", "log_every_steps", "compilation_cache_dir",
+                "attention_impl", "gradient_checkpointing", "mesh", "sharding_rules", "distributed",
+                "export_formats", "validation_data", "validation_steps", "validation_steps_tuple")
+# Keys of the learning-rate schedule (training/optimizer.learning_rate_schedule).
+LR_SCHEDULE_KEYS = ("learning_rate", "lr_scheduler", "lr_warmup_steps", "max_train_steps")
+
+
+def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, current value) for each value of `current` (a `to_dict()`) that differs
+    from the `saved` run's and changes what the run computes (not a HOW_NOT_WHAT key), in key order."""
+    def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            if prefix + k in HOW_NOT_WHAT:
+                continue
+            if isinstance(v, Mapping):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+    old, new = flat(saved), flat(current)
+    return [(k, old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}

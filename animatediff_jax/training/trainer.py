@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from functools import partial
 
@@ -33,9 +34,9 @@ from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.tokenizer import PromptTokenizer
 from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training import lora
-from animatediff_jax.training.config import TrainingConfig, check_sample_size
+from animatediff_jax.training.config import LR_SCHEDULE_KEYS, TrainingConfig, check_sample_size, config_changes
 from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
-from animatediff_jax.training.optimizer import make_optimizer
+from animatediff_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from animatediff_jax.training.step import (ApplyFunctions, TrainState, create_train_state, make_loss_and_grads,
                                            make_train_step)
 from animatediff_jax.loading import VariantError, is_flax_file, load_motion, read_base, read_motion_module
@@ -303,6 +304,9 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
         state, meta = restored
         if main:
             print(f"resumed from step {int(meta['step'])} ({manager.directory})", flush=True)
+            changed = resume_warning(meta.get("config"), cfg, int(meta["step"]))
+            if changed:
+                print(changed, file=sys.stderr, flush=True)
     preempted = ckpt.PreemptionFlag()
 
     # ----- loop
@@ -321,7 +325,7 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
             if not metrics["finite"]:   # the state is the one before this step: save it unless saved
                 manager.wait_until_finished()
                 if step not in manager.all_steps():
-                    ckpt.save(manager, step, state, {"step": step, "position": step}, force=True)
+                    ckpt.save(manager, step, state, run_meta(step, cfg), force=True)
                     manager.wait_until_finished()
                 raise NonFiniteLossError(
                     f"step {step + 1}: non-finite loss {float(metrics['loss'])} (grad norm "
@@ -330,7 +334,7 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
             step, loss = step + 1, float(metrics["loss"])
             logger.step(step, {"loss": loss, "grad_norm": float(metrics["grad_norm"])})
             stop = preempted.reached()
-            ckpt.save(manager, step, state, {"step": step, "position": step},
+            ckpt.save(manager, step, state, run_meta(step, cfg),
                       force=stop or step == cfg.max_train_steps)
             if validator is not None and validator.due(step):  # while the checkpoint writes
                 validate(validator, step, state, logger)
@@ -356,6 +360,27 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
             export(cfg, workdir, trained if motion is None else module, motion)
     return {"step": step, "start": start, "loss": loss, "params": trained,
             "preempted": stop and step < cfg.max_train_steps}
+
+
+def run_meta(step: int, cfg: TrainingConfig) -> dict:
+    """The JSON item saved with each checkpoint: the step, the input position and the run's config."""
+    return {"step": step, "position": step, "config": cfg.to_dict()}
+
+
+def resume_warning(saved: dict | None, cfg: TrainingConfig, step: int) -> str | None:
+    """The warning line for resuming at `step` a run whose `saved` config (None: not recorded) differs
+    from `cfg` in what it computes, naming each change; with a changed learning-rate schedule, also the
+    rate there under each (the optimizer continues on `cfg`'s schedule). None when nothing changed."""
+    changes = config_changes(saved, cfg.to_dict()) if saved else []
+    if not changes:
+        return None
+    listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changes)
+    text = f"warning: resuming step {step} with a config that differs from the run's: {listed}"
+    if any(key in LR_SCHEDULE_KEYS for key, _, _ in changes):
+        rates = [float(learning_rate_schedule(*(c[k] for k in LR_SCHEDULE_KEYS))(step)) for c in (saved, cfg.to_dict())]
+        text += (f"; the learning rate follows the new schedule from here: {rates[1]:.3g} at step {step} "
+                 f"(the saved run's: {rates[0]:.3g})")
+    return text
 
 
 def validate(validator, step: int, state: TrainState, logger: MetricsLogger) -> None:
