@@ -28,15 +28,19 @@ from animatediff_jax.errors import InputError
 
 def make_manager(directory: str, save_every: int, keep: int, async_save: bool = True
                  ) -> ocp.CheckpointManager:
-    """CheckpointManager over `directory` (created), items 'state' and 'meta'."""
+    """CheckpointManager over `directory`, items 'state' and 'meta'. The folder is made by the first
+    `save`, so a run stopped before it leaves none."""
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=max(int(save_every), 1), max_to_keep=max(int(keep), 1) if keep else None,
-        enable_async_checkpointing=async_save, create=True)
+        enable_async_checkpointing=async_save, create=False)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False) -> bool:
     """Save if `step` is on the interval (or `force`); returns whether a save started."""
+    if not (force or manager.should_save(step)):
+        return False
+    os.makedirs(manager.directory, exist_ok=True)
     return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                       meta=ocp.args.JsonSave(meta)), force=force)
 

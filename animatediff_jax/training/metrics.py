@@ -44,7 +44,8 @@ def compiled_flops(compiled) -> float | None:
 
 
 class MetricsLogger:
-    """Console + TensorBoard on process 0; throughput over the window since the last print."""
+    """Console + TensorBoard (`<workdir>/tensorboard`) on process 0; throughput over the window since
+    the last print."""
 
     def __init__(self, workdir: str, global_batch: int, flops_per_step_per_device: float | None = None,
                  every: int = 10, total_steps: int | None = None):
@@ -54,9 +55,8 @@ class MetricsLogger:
         self.total = total_steps
         self.peak = device_peak_tflops()
         self.main = jax.process_index() == 0
-        self.writer = None
-        if self.main:
-            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.folder = os.path.join(workdir, "tensorboard")
+        self.writer = None  # made by the first write, so a run stopped before its first step leaves no folder
         self._t = time.perf_counter()
         self._n = 0
 
@@ -77,6 +77,8 @@ class MetricsLogger:
             total = f"/{self.total}" if self.total else ""
             parts = [f"step {step}{total}"] + [f"{k} {v:.4g}" for k, v in out.items()]
             print(" | ".join(parts), flush=True)
+            if self.writer is None:
+                self.writer = SummaryWriter(self.folder)
             for k, v in out.items():
                 self.writer.add_scalar(f"train/{k}", v, step)
             self.writer.flush()

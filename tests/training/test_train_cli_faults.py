@@ -1,8 +1,10 @@
 """Faults of the training command a user met: an unwritable --workdir, a tfds source without the
 [data] extra, a sample size the VAE cannot halve, the project's own Flax motion module as a start, a
-MotionAdapter folder of several weight variants (training has no --variant to choose one)."""
+MotionAdapter folder of several weight variants (training has no --variant to choose one), a run stopped
+before its first step (it left empty folders)."""
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from animatediff_jax import train
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.params import flatten
-from animatediff_jax.training import trainer
+from animatediff_jax.training import metrics, trainer
 from animatediff_jax.training.config import load_config
 from tests.convert.motion_helpers import random_adapter
 from tests.training import tiny
@@ -84,3 +86,16 @@ def test_a_folder_of_several_variants_says_what_training_reads(tmp_path):
     assert str(e.value) == (f"motion_module_path: {folder}: no plain weights, only the variants bf16, fp16 of "
                             "diffusion_pytorch_model: training reads a folder's plain weights or its only variant; "
                             "keep one variant's weight files there")
+
+
+def test_a_run_stopped_before_its_first_step_leaves_no_folder(overrides, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) during start-up left `checkpoints/` and `tensorboard/` behind, both empty of results."""
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(metrics.MetricsLogger, "step", interrupted)
+    workdir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(load_config(None, overrides + ["max_train_steps=2", "export_formats=[diffusers]"]),
+                      str(workdir))
+    assert not workdir.exists(), sorted(os.listdir(workdir))
+
