@@ -336,12 +336,13 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
             stop = preempted.reached()
             ckpt.save(manager, step, state, run_meta(step, cfg),
                       force=stop or step == cfg.max_train_steps)
-            if validator is not None and validator.due(step):  # while the checkpoint writes
-                validate(validator, step, state, logger)
-            if stop:
+            if stop:  # preempted: no validation (minutes of sampling), only the save's completion
+                manager.wait_until_finished()
                 if main:
                     print(f"SIGTERM: saved step {step}, exiting", flush=True)
                 break
+            if validator is not None and validator.due(step):  # while the checkpoint writes
+                validate(validator, step, state, logger)
         manager.wait_until_finished()
     finally:
         preempted.restore_handler()

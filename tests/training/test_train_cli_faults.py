@@ -1,7 +1,8 @@
 """Faults of the training command a user met: an unwritable --workdir, a tfds source without the
 [data] extra, a sample size the VAE cannot halve, the project's own Flax motion module as a start, a
 MotionAdapter folder of several weight variants (training has no --variant to choose one), a run stopped
-before its first step (it left empty folders)."""
+before its first step (it left empty folders), a preemption at a validation step (it sampled before
+exiting)."""
 import importlib.util
 import json
 import os
@@ -13,7 +14,7 @@ from animatediff_jax import train
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.params import flatten
-from animatediff_jax.training import metrics, trainer
+from animatediff_jax.training import checkpointing, metrics, trainer
 from animatediff_jax.training.config import load_config
 from tests.convert.motion_helpers import random_adapter
 from tests.training import tiny
@@ -98,4 +99,17 @@ def test_a_run_stopped_before_its_first_step_leaves_no_folder(overrides, tmp_pat
         trainer.train(load_config(None, overrides + ["max_train_steps=2", "export_formats=[diffusers]"]),
                       str(workdir))
     assert not workdir.exists(), sorted(os.listdir(workdir))
+
+
+def test_a_preempted_run_saves_and_exits_without_validating(overrides, tmp_path, monkeypatch, capsys):
+    """SIGTERM at a step due for validation sampled the prompts (minutes under load) before exiting."""
+    monkeypatch.setattr(checkpointing.PreemptionFlag, "reached", lambda self: True)  # SIGTERM during step 1
+    monkeypatch.setattr(trainer, "validate", lambda *a, **k: pytest.fail("validated after SIGTERM"))
+    workdir = tmp_path / "run"
+    result = trainer.train(load_config(None, overrides + [
+        "max_train_steps=2", "export_formats=[diffusers]", "validation_steps=1",
+        'validation_data={"prompts": ["a b"], "num_inference_steps": 1}']), str(workdir))
+    assert result["preempted"] and result["step"] == 1
+    assert "SIGTERM: saved step 1, exiting" in capsys.readouterr().out
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]
 
