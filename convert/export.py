@@ -115,20 +115,31 @@ def _save_tensors(path: str, sd: Mapping[str, np.ndarray], metadata: Mapping[str
             torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, tmp)
 
 
+def pickle_loses(config: MotionConfig) -> str | None:
+    """What an original-format PyTorch pickle of a module of `config` cannot record, as a clause naming it
+    (its heads and GroupNorm groups, when not the 8 and 32 every loader of such a file assumes); None
+    when a loader reads the file right."""
+    heads, groups = config.num_attention_heads, config.norm_num_groups
+    if (heads, groups) == (8, 32):
+        return None
+    return (f"a PyTorch pickle stores neither heads nor GroupNorm groups (the original's loaders assume 8 and 32); "
+            f"this module has {heads} and {groups}")
+
+
 def export_original(params: Mapping, config: MotionConfig, path, dtype=np.float32,
-                    nonfinite: NonFinite | None = None) -> None:
+                    nonfinite: NonFinite | None = None, warn: bool = True) -> None:
     """Write an original-format motion module (`.ckpt`/`.pt`/`.pth` pickle or `.safetensors`).
-    `nonfinite`: see `_save_tensors`."""
+    `nonfinite`: see `_save_tensors`. `warn`: a pickle that `pickle_loses` something is written with a
+    warning saying how to read it back (False: the caller said so before its work began)."""
     path = os.fspath(path)
     if not path.endswith(ORIGINAL_SUFFIXES):
         raise ValueError(f"{path}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
     require_torch(path)  # before any work
     geometry = {HEADS_METADATA: str(config.num_attention_heads), GROUPS_METADATA: str(config.norm_num_groups)}
     _save_tensors(path, motion_to_original(params, config, dtype), geometry, nonfinite)
-    if (config.num_attention_heads, config.norm_num_groups) != (8, 32) and not path.endswith(".safetensors"):
-        print(f"warning: {path}: a PyTorch pickle stores neither heads nor GroupNorm groups (the original's "
-              f"loaders assume 8 and 32); this module has {config.num_attention_heads} and "
-              f"{config.norm_num_groups}: convert it back with `python -m convert motion {path} OUT.safetensors "
+    lost = None if path.endswith(".safetensors") else pickle_loses(config)
+    if warn and lost:
+        print(f"warning: {path}: {lost}: convert it back with `python -m convert motion {path} OUT.safetensors "
               f"--heads {config.num_attention_heads} --norm-groups {config.norm_num_groups}` and sample with OUT, "
               "or write a .safetensors (its metadata keeps them)", file=sys.stderr)
 

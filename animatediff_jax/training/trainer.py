@@ -44,7 +44,10 @@ from animatediff_jax.params import cache_root, check_shapes, flatten, insert_mot
 from animatediff_jax.training.trainable import count, merge, split
 from animatediff_jax.training.validation import Validator
 from animatediff_jax.xla_options import jit
-from convert.export import export_adapter, export_original
+from convert.export import export_adapter, export_original, pickle_loses
+
+
+ORIGINAL_EXPORT, ADAPTER_EXPORT = "motion_module.ckpt", "motion_adapter"  # export_formats original, diffusers
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -245,6 +248,9 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
         jax.config.update("jax_compilation_cache_dir", cfg.compilation_cache_dir)
     mesh = setup_mesh(cfg)
     main = jax.process_index() == 0
+    lost = export_warning(cfg, workdir)
+    if main and lost:
+        print(lost, file=sys.stderr, flush=True)
     batch_size, micro = cfg.train_batch_size, cfg.gradient_accumulation_steps
     shd.check_batch(batch_size, mesh, micro)
     rules = cfg.sharding_rules
@@ -397,6 +403,20 @@ def validate(validator, step: int, state: TrainState, logger: MetricsLogger) -> 
 
 
 # ===================================== export ===================================================
+def export_warning(cfg: TrainingConfig, workdir: str) -> str | None:
+    """The warning line, said before training, that the motion module's .ckpt export (export_formats
+    original) will not record what the module needs to be read back (`pickle_loses`), naming the export
+    that does; None when there is nothing to say."""
+    if cfg.motion_config is None or cfg.lora.rank or "original" not in cfg.export_formats:
+        return None
+    lost = pickle_loses(cfg.motion_config)
+    if lost is None:
+        return None
+    keeps = "sample" if "diffusers" in cfg.export_formats else "add diffusers to export_formats and sample"
+    return (f"warning: export_formats: original: {os.path.join(workdir, ORIGINAL_EXPORT)}: {lost}; the MotionAdapter "
+            f"folder (export_formats diffusers: {os.path.join(workdir, ADAPTER_EXPORT)}) keeps them: {keeps} that")
+
+
 def export(cfg: TrainingConfig, workdir: str, trained: dict, motion) -> list[str]:
     """Write the trained parameters: the motion module in the `export_formats` (original AnimateDiff
     file, diffusers MotionAdapter folder; through convert/), or the fine-tuned UNet subtree as params."""
@@ -406,8 +426,8 @@ def export(cfg: TrainingConfig, workdir: str, trained: dict, motion) -> list[str
         written.append(os.path.join(workdir, "unet_trainable.safetensors"))
         save_params(written[-1], trained, source="animatediff_jax.train")
     else:
-        formats = {"original": ("motion_module.ckpt", export_original),
-                   "diffusers": ("motion_adapter", export_adapter)}
+        formats = {"original": (ORIGINAL_EXPORT, partial(export_original, warn=False)),  # said at the start
+                   "diffusers": (ADAPTER_EXPORT, export_adapter)}
         for name in cfg.export_formats:
             written.append(os.path.join(workdir, formats[name][0]))
             formats[name][1](trained, motion, written[-1])

@@ -2,7 +2,7 @@
 [data] extra, a sample size the VAE cannot halve, the project's own Flax motion module as a start, a
 MotionAdapter folder of several weight variants (training has no --variant to choose one), a run stopped
 before its first step (it left empty folders), a preemption at a validation step (it sampled before
-exiting)."""
+exiting), a .ckpt export that loses the module's heads/groups (said only once training had ended)."""
 import importlib.util
 import json
 import os
@@ -113,3 +113,19 @@ def test_a_preempted_run_saves_and_exits_without_validating(overrides, tmp_path,
     assert "SIGTERM: saved step 1, exiting" in capsys.readouterr().out
     assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]
 
+
+def test_a_ckpt_export_that_loses_heads_and_groups_is_said_before_training(overrides, tmp_path, monkeypatch,
+                                                                           capsys):
+    monkeypatch.setattr(trainer, "open_source", lambda cfg: pytest.fail("the warning came after start-up"))
+    workdir = str(tmp_path / "run")
+    with pytest.raises(pytest.fail.Exception):
+        trainer.train(load_config(None, overrides), workdir)  # tiny: 2 heads, 8 groups; both exports
+    assert capsys.readouterr().err == (
+        f"warning: export_formats: original: {workdir}/motion_module.ckpt: a PyTorch pickle stores neither heads "
+        "nor GroupNorm groups (the original's loaders assume 8 and 32); this module has 2 and 8; the MotionAdapter "
+        f"folder (export_formats diffusers: {workdir}/motion_adapter) keeps them: sample that\n")
+    only = load_config(None, overrides + ["export_formats=[original]"])
+    assert trainer.export_warning(only, workdir).endswith("keeps them: add diffusers to export_formats and sample that")
+    default_geometry = 'motion_module_kwargs={"num_attention_heads": 8, "norm_num_groups": 32, "max_seq_length": 8}'
+    for quiet in (["export_formats=[diffusers]"], [default_geometry]):
+        assert trainer.export_warning(load_config(None, overrides + quiet), workdir) is None
