@@ -1,14 +1,16 @@
 """XLA compiler options per backend, and `jit`: `jax.jit` compiling with them.
 
 On CPU, XLA (jaxlib 0.10) hands convolutions, normalisation reductions and elementwise chains to the
-YNNPACK library by default; for this project's networks its convolutions and reductions are slower
-than XLA's own (Eigen) kernels, while its individual matrix products are faster. So on CPU only
-individual dots go to YNNPACK (`xla_cpu_experimental_ynn_fusion_type`). Measured on 2 cores,
-interleaved in one process (`PYTHONPATH=. python benchmarks/cpu_compiler_options.py --threads 2`,
-medians of 5 rounds, load 1.7): the small SD1.x + MotionAdapter UNet forward of `sample_speed.py`, CFG
-batch 2 x 16 frames, 1.40 s -> 1.09 s at 16x16 latents and 8.1 s -> 6.3 s at 32x32; one 3x3
-convolution (32 x 16 x 16 x 192 -> 64) 57 ms -> 39 ms. Outputs differ from the defaults' by float32
-rounding (~6e-6 on the UNet's output).
+YNNPACK library by default. On CPU the package sends YNNPACK individual dots and reductions only
+(`xla_cpu_experimental_ynn_fusion_type`), keeping convolutions and elementwise chains in XLA's own
+kernels. Measured on 2 cores, interleaved in one process (`PYTHONPATH=. python
+benchmarks/cpu_compiler_options.py --threads 2`; BENCHMARKS.md): on a 2-core EPYC with 512 KiB L2 per
+core (2026-12-01, load 1.7) dots-only made the small SD1.x + MotionAdapter UNet forward of
+`sample_speed.py` (CFG batch 2 x 16 frames) 1.27x / 1.46x faster than the defaults at 16x16 / 32x32
+latents; on one with 2 MiB L2 per core (2026-12-02, load 2.7-3.0), adding the reductions made the
+`chunked` self-attention at SD1.5's first level 1.65x faster than dots-only (its online softmax's max
+and sum) and the UNet forward 1.02-1.03x. Outputs differ from the defaults' by float32 rounding (~5e-6
+on the UNet's output).
 
 Other backends compile with XLA's defaults. A jaxlib that does not know the option (it is
 experimental) compiles with the defaults too: one tiny program is compiled with it first to find out.
@@ -23,7 +25,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 @functools.cache

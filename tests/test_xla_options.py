@@ -1,5 +1,5 @@
-"""xla_options: on CPU, convolutions stay with XLA's own kernels and matrix products go to YNNPACK, in
-programs jitted by the package and in those the program cache compiles; a jaxlib without the option
+"""xla_options: on CPU, convolutions stay with XLA's own kernels while matrix products and reductions
+(attention's softmax) go to YNNPACK, in programs jitted by the package and in those the program cache compiles; a jaxlib without the option
 compiles with XLA's defaults. (Speed: benchmarks/cpu_compiler_options.py.)"""
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,11 @@ pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the opti
 
 def _conv(x, w):
     y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return jnp.maximum(y, 0.0).sum(-1)
+    return jnp.maximum(y, 0.0)
+
+
+def _softmax_sums(s):
+    return jnp.exp(s - s.max(-1, keepdims=True)).sum(-1)
 
 
 def _dot(a, b):
@@ -47,7 +51,7 @@ def _fresh_options():
     xla_options.compiler_options.cache_clear()
 
 
-def test_cpu_options_keep_convolutions_out_of_ynnpack_and_dots_in():
+def test_cpu_options_keep_convolutions_out_of_ynnpack_and_dots_and_reductions_in():
     assert xla_options.compiler_options() == xla_options.CPU_OPTIONS
     x, w = _args()
     default = jax.jit(_conv).lower(x, w).compile().as_text()
@@ -56,6 +60,8 @@ def test_cpu_options_keep_convolutions_out_of_ynnpack_and_dots_in():
     assert _ynn_fusions_with(ours, "convolution") == 0
     a = np.ones((64, 64), np.float32)
     assert _ynn_fusions_with(xla_options.jit(_dot).lower(a, a).compile().as_text(), "dot") == 1
+    s = np.ones((64, 512), np.float32)
+    assert _ynn_fusions_with(xla_options.jit(_softmax_sums).lower(s).compile().as_text(), "reduce") == 1
     np.testing.assert_allclose(xla_options.jit(_conv)(x, w), jax.jit(_conv)(x, w), rtol=1e-5, atol=1e-4)
 
 
