@@ -298,7 +298,6 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
     is of the base's family, the motion module fits the base UNet, a tokenizer is there, every LoRA
     (MotionLoRA, domain adapter) targets layers of the shapes the networks have. Errors
     (`UserError`s) name the file by `names` (roles, or the CLI's flags: `FLAGS`)."""
-    require_exists(files.tokenizer, names["tokenizer"])
     if files.motion_loras and files.motion_module is None:
         raise UsageError(f"{names['motion_loras']}: needs a motion module ({names['motion_module']})")
     if files.unet_checkpoint is not None:
@@ -316,7 +315,7 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
             checkpoint_format(base_path)
         except UserError as e:
             raise LoadError(f"{names['base']} {str(e)}") from e
-    tokenizer = tokenizer_folder(files.tokenizer if files.tokenizer is not None else base_path)
+    tokenizer = tokenizer_folder(local.tokenizer if files.tokenizer is not None else base_path)
     if tokenizer is None and files.tokenizer is not None:
         raise InputError(f"{names['tokenizer']} {files.tokenizer}: no CLIP tokenizer there (needs vocab.json + "
                          "merges.txt, or tokenizer.json)")
@@ -325,7 +324,8 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         error = UsageError if single else InputError  # a folder that should: the folder is incomplete
         raise error(f"{names['tokenizer']}: {files.base} carries no CLIP tokenizer "
                     f"({'a single file' if single else 'a folder without tokenizer/'}); pass "
-                    f"{names['tokenizer']} <tokenizer folder>, e.g. the `tokenizer/` of an SD1.5 diffusers folder")
+                    f"{names['tokenizer']} <tokenizer folder or hub id>, e.g. the `tokenizer/` of an SD1.5 diffusers "
+                    "folder, or that SD1.5 repo's id")
     base = sd_source(base_path, cache_dir, names["base"], variant=files.variant)
     dreambooth = None
     if files.dreambooth is not None:
@@ -353,6 +353,7 @@ def located(files: ModelFiles, names: Mapping[str, str] = ROLES) -> ModelFiles:
         return tuple((one(p, role, HUB_PATTERNS["lora"]), s) for p, s in getattr(files, role))
     adapter = files.domain_adapter
     return replace(files, base=one(files.base, "base", HUB_PATTERNS["sd"]),
+                   tokenizer=one(files.tokenizer, "tokenizer", HUB_PATTERNS["tokenizer"]),
                    dreambooth=one(files.dreambooth, "dreambooth", HUB_PATTERNS["sd"]),
                    motion_module=one(files.motion_module, "motion_module", HUB_PATTERNS["model"]),
                    loras=pairs("loras"), motion_loras=pairs("motion_loras"),

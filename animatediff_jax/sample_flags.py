@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--variant", help="the weight variant, e.g. fp16, of every diffusers folder given (--base, "
                                      "--dreambooth, --motion-module, --controlnet, --sparsectrl; their hub ids) that "
                                      "has it (default: a folder's plain weights, else the one variant it holds)")
-    m.add_argument("--tokenizer", help="CLIP tokenizer folder (needed when --base is a single file)")
+    m.add_argument("--tokenizer", help="CLIP tokenizer folder (needed when --base is a single file), or its hub "
+                                       "id: a tokenizer repo, or an SD repo (its tokenizer/)")
     m.add_argument("--motion-scale", type=_number(), metavar="S",
                    help="multiplier on every motion module's residual (ComfyUI's motion scale): 1 = the paper's "
                         "model, 0 = no motion module (default: the entry's motion_scale, else 1)")

@@ -28,6 +28,7 @@ import re
 
 from huggingface_hub import constants
 
+from animatediff_jax.tokenizer import TOKENIZER_FILES
 from convert.io import CheckpointError
 
 DIFFUSERS_STEMS = ("diffusion_pytorch_model",)
@@ -42,7 +43,9 @@ DIFFUSERS_WEIGHTS = f"{DIFFUSERS_STEMS[0]}.safetensors"  # what the exporters wr
 HUB_PATTERNS = {"sd": ["unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
                 "model": ["config.json", "diffusion_pytorch_model*", "controlnet/*"],  # MotionAdapter, ControlNet
                 # LoRAs: PEFT adapters, diffusers' save_lora_weights, the hub's diffusers MotionLoRA repos
-                "lora": ["adapter_config.json", "adapter_model*", "pytorch_lora_weights*", "diffusion_pytorch_model*"]}
+                "lora": ["adapter_config.json", "adapter_model*", "pytorch_lora_weights*", "diffusion_pytorch_model*"],
+                # a CLIP tokenizer: a tokenizer repo's own files, or an SD repo's tokenizer/ (its files only)
+                "tokenizer": [*TOKENIZER_FILES, *(f"tokenizer/{name}" for name in TOKENIZER_FILES)]}
 # a stem or variant name: no dots, no hyphens (`model-00001-of-00002`, `fp16-00001-of-00002` are shards)
 _VARIANT = r"[A-Za-z0-9_]+"
 _WEIGHTS_NAME = re.compile(

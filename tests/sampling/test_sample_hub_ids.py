@@ -1,5 +1,6 @@
 """Every model input of `sample` takes a hub id (`owner/name`) as `--base` does: the flags `--motion-module`,
-`--dreambooth`, `--lora`, `--motion-lora`, `--domain-adapter` (ControlNet / SparseCtrl: test_sample_control.py)
+`--dreambooth`, `--lora`, `--motion-lora`, `--domain-adapter`, `--tokenizer` (ControlNet / SparseCtrl:
+test_sample_control.py)
 and a prompt config's model keys, resolved through the Hugging Face cache (here a fake one, offline:
 `tests.utils.cache_repo`); an id that cannot be had is one line naming the flag and the id, before any work;
 `--variant` picks the weight variant of every diffusers folder, and the several-variants error asks for it.
@@ -12,11 +13,13 @@ import numpy as np
 import pytest
 import yaml
 from safetensors import safe_open
+from huggingface_hub.utils import filter_repo_objects
 from safetensors.numpy import save_file
 
 from animatediff_jax import loading, sample
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path
 from convert.export import export_adapter
+from convert.sources import HUB_PATTERNS
 from tests.sampling.stop_at_load import Validated, stop_at_load
 from tests.utils import as_variants, cache_repo
 
@@ -117,11 +120,31 @@ def test_lora_flags_take_hub_ids(hub, monkeypatch):
     assert raw["motion_module_lora_configs"] == [dict(path="org/zoom", alpha=1.0)]
 
 
+def test_the_tokenizer_flag_takes_a_hub_id(hub, monkeypatch):
+    """--tokenizer takes the id of a tokenizer repo (its files at the top, as openai/clip-vit-large-patch14)
+    or of an SD repo (its tokenizer/), found as --base finds an id; the snapshot fetches tokenizer files only."""
+    tokenizer = os.path.join(MINIATURE, "base", "tokenizer")
+    clip = cache_repo(hub, "org/clip", lambda d: shutil.copytree(tokenizer, d))
+    sd = cache_repo(hub, "org/sd", lambda d: shutil.copytree(tokenizer, os.path.join(d, "tokenizer")))
+    jobs = stop_at_load(monkeypatch)
+    for repo, folder in (("org/clip", clip), ("org/sd", sd / "tokenizer")):
+        argv = ["--base", os.path.join(MINIATURE, "base"), "--tokenizer", repo, "--prompt", "a", *SIZE, "--out", "o"]
+        with pytest.raises(Validated):
+            sample.run(sample.build_parser().parse_args(argv), argv)
+        assert jobs.pop().checked.tokenizer == str(folder)
+    repo_files = ["vocab.json", "merges.txt", "tokenizer_config.json", "config.json", "model.safetensors",
+                  "tokenizer/vocab.json", "tokenizer/merges.txt", "unet/diffusion_pytorch_model.safetensors",
+                  "text_encoder/config.json", "model_index.json"]
+    assert list(filter_repo_objects(repo_files, allow_patterns=HUB_PATTERNS["tokenizer"])) == [
+        "vocab.json", "merges.txt", "tokenizer_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt"]
+
+
 @pytest.mark.parametrize("flags", [
     ["--base", "org/absent"], ["--dreambooth", "org/absent"], ["--motion-module", "org/absent"],
     ["--lora", "org/absent:0.5"], ["--motion-lora", "org/absent"], ["--domain-adapter", "org/absent"],
     ["--controlnet", "org/absent", "--control-video", "v.gif"],
-    ["--sparsectrl", "org/absent", "--keyframes", "0", "--keyframe-images", "k.png"]])
+    ["--sparsectrl", "org/absent", "--keyframes", "0", "--keyframe-images", "k.png"],
+    ["--tokenizer", "org/absent", "--base", os.path.join(MINIATURE, "base")]])
 def test_an_id_that_cannot_be_had_is_one_line_naming_the_flag(hub, capsys, monkeypatch, flags):
     jobs = stop_at_load(monkeypatch)
     assert sample.main([*flags, "--prompt", "a", *SIZE, "--out", "out"]) == 1
