@@ -91,13 +91,14 @@ def _motion(args) -> int:
     return 0
 
 
-def _lora_args(values) -> list[tuple[str, float]]:
+def _lora_args(values) -> list[tuple[str, str, float]]:
+    """`--lora PATH[:SCALE]` values as (path as given, local path, scale). A hub id (a LoRA repo: PEFT
+    adapter, diffusers' pytorch_lora_weights.*, one diffusion_pytorch_model.*) is found in, or
+    downloaded into, the Hugging Face cache as `sample --lora` finds one (`HUB_PATTERNS["lora"]`)."""
     from convert.lora import parse_path_scale
-    loras = [parse_path_scale(v) for v in values]
-    for path, _ in loras:
-        if not os.path.exists(path):
-            raise InputError(f"{path}: no such LoRA file")
-    return loras
+    from convert.sources import HUB_PATTERNS, resolve_source
+    return [(path, resolve_source(path, allow_patterns=HUB_PATTERNS["lora"]), scale)
+            for path, scale in map(parse_path_scale, values)]
 
 
 def _lora(args) -> int:
@@ -114,9 +115,10 @@ def _lora(args) -> int:
     else:
         files = {"unet": args.base}
     loaded = {c: load_params(f) for c, f in files.items()}
-    fused = apply_lora_files({c: p for c, (p, _) in loaded.items()}, loras, skip_other=not folder,
-                             allow_nonfinite=args.allow_nonfinite)
-    names = json.dumps([[os.path.basename(p), s] for p, s in loras])
+    fused = apply_lora_files({c: p for c, (p, _) in loaded.items()}, [(local, s) for _, local, s in loras],
+                             skip_other=not folder, allow_nonfinite=args.allow_nonfinite)
+    # each LoRA by its file's name, a hub id as given
+    names = json.dumps([[p if p != local else os.path.basename(p), s] for p, local, s in loras])
 
     def save(c: str, out: str) -> None:
         meta = loaded[c][1]
@@ -146,7 +148,8 @@ def _motion_lora(args) -> int:
     check_output(args.output, overwrite=args.overwrite)
     loras = _lora_args(args.lora)
     mm = load_motion(args.motion, args)
-    fused = replace(mm, params=fuse_motion_loras(mm.params, loras, allow_nonfinite=args.allow_nonfinite))
+    fused = replace(mm, params=fuse_motion_loras(mm.params, [(local, s) for _, local, s in loras],
+                                                 allow_nonfinite=args.allow_nonfinite))
     _save_motion(args.output, fused, f"{args.motion} + MotionLoRAs",
                  f"motion:{recorded(args.motion)}+motion-lora", args)
     print(args.output)
@@ -219,7 +222,7 @@ def register(subparsers) -> None:
     p.add_argument("base", help="converted base folder, or a UNet params .safetensors")
     p.add_argument("output", type=output_path, help="output folder (or .safetensors when BASE is a file)")
     p.add_argument("--lora", action="append", required=True, metavar="PATH[:SCALE]",
-                   help="LoRA file and its scale (default 1.0); repeat for several")
+                   help="LoRA file, folder or hub id and its scale (default 1.0); repeat for several")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as the base)")
     add_output_options(p)
     p.set_defaults(run=_lora)
@@ -232,7 +235,7 @@ def register(subparsers) -> None:
     p.add_argument("motion", help="motion params .safetensors, original file, MotionAdapter folder or its hub id")
     p.add_argument("output", type=output_path, help="output .safetensors (Flax params)")
     p.add_argument("--lora", action="append", required=True, metavar="PATH[:ALPHA]",
-                   help="MotionLoRA file and its alpha (default 1.0); repeat to combine several")
+                   help="MotionLoRA file, folder or hub id and its alpha (default 1.0); repeat to combine several")
     _motion_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
     add_output_options(p)

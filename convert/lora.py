@@ -45,6 +45,7 @@ from convert.io import examples, open_state_dict
 from convert.ldm import UnknownKey, unet_key_to_ldm
 from convert.motion import original_key_to_diffusers
 from convert.naming import torch_tensor_to_flax
+from convert.sources import as_given
 
 Path = tuple[str, ...]
 
@@ -282,7 +283,7 @@ def lora_weights_file(path) -> str:
     for name in LORA_FOLDER_WEIGHTS:
         if os.path.isfile(os.path.join(path, name)):
             return os.path.join(path, name)
-    raise LoraError(f"{path}: a LoRA folder must be a PEFT adapter (save_pretrained output) or hold a LoRA's "
+    raise LoraError(f"{as_given(path)}: a LoRA folder must be a PEFT adapter (save_pretrained output) or hold a LoRA's "
                     f"weights, but it has none of {', '.join(LORA_FOLDER_WEIGHTS)}")
 
 
@@ -334,6 +335,7 @@ def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False,
     `jax.ShapeDtypeStruct`, so a LoRA can be checked before any weights are loaded): LoraError naming
     the file for a layer the model lacks or a shape it does not have.
     NaN/Inf tensors: warned about by name, or refused unless `allow_nonfinite` (`check_finite`)."""
+    name = as_given(os.fspath(path))  # a hub id's snapshot by its id
     weights = lora_weights_file(path)
     with open_state_dict(weights) as sd:
         tensors, metadata = {k: sd[k] for k in sd}, dict(sd.metadata)
@@ -344,14 +346,14 @@ def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False,
     if tensors and all(k.startswith(_PEFT_PREFIX) for k in tensors):
         config = os.path.join(os.path.dirname(weights), PEFT_CONFIG)
         if not os.path.isfile(config):
-            raise LoraError(f"{path}: a PEFT adapter (keys {_PEFT_PREFIX}*) needs the {PEFT_CONFIG} that "
+            raise LoraError(f"{name}: a PEFT adapter (keys {_PEFT_PREFIX}*) needs the {PEFT_CONFIG} that "
                             f"save_pretrained writes beside it (its lora_alpha sets the scale); not found at {config}")
         cfg = peft_lora_config(config)
         tensors, lora_configs = _peft_components(tensors), {"unet": cfg, "text_encoder": cfg}
-    lora = normalize(tensors, targets, source=str(path), metadata=metadata, lora_configs=lora_configs,
+    lora = normalize(tensors, targets, source=name, metadata=metadata, lora_configs=lora_configs,
                      skip_other=skip_other)
     for component, updates in lora.items():
-        check_fits(targets[component], updates, str(path))
+        check_fits(targets[component], updates, name)
     return lora
 
 
@@ -474,7 +476,7 @@ def read_motion_lora(path, motion_params: Mapping, allow_nonfinite: bool = True)
         return read_lora(path, {"unet": motion_params}, allow_nonfinite=allow_nonfinite).get("unet", {})
     except LoraTargetsAbsent as e:
         if not any("motion_modules" in name for name in e.absent):
-            raise LoraError(f"{path}: a LoRA of the image UNet's layers (e.g. {examples(e.absent, 2)}), not a "
+            raise LoraError(f"{as_given(os.fspath(path))}: a LoRA of the image UNet's layers (e.g. {examples(e.absent, 2)}), not a "
                             "MotionLoRA (which targets motion_modules): apply it as a LoRA (--lora)") from None
         if any("mid_block" in name for name in e.absent) and "motion_modules_0" not in motion_params.get("mid_block", {}):
             raise LoraError(f"{e}. This MotionLoRA was trained for a v2 motion module (which has a "
@@ -490,7 +492,7 @@ def read_spatial_lora(path, targets: Mapping[str, Mapping], skip_other: bool = F
         return read_lora(path, targets, skip_other, allow_nonfinite)
     except LoraTargetsAbsent as e:
         if all("motion_modules" in name for name in e.absent):
-            raise LoraError(f"{path}: a MotionLoRA (it targets motion_modules, e.g. {examples(e.absent, 1)}), "
+            raise LoraError(f"{as_given(os.fspath(path))}: a MotionLoRA (it targets motion_modules, e.g. {examples(e.absent, 1)}), "
                             "not a LoRA of the image UNet: apply it as a MotionLoRA (--motion-lora)") from None
         raise
 

@@ -1,6 +1,7 @@
 """`python -m convert motion | lora | motion-lora | export-motion` end to end on tiny files."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from diffusers import MotionAdapter
 
-from animatediff_jax.checkpoint import load_params, save_params
+from animatediff_jax.checkpoint import load_params, read_metadata, save_params
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig
 from animatediff_jax.params import flatten
 from convert.__main__ import main
@@ -17,6 +18,7 @@ from convert.lora import apply_lora_files, fuse_motion_loras
 from tests.convert.lora_helpers import flax_params, kohya_state_dict, save, tiny_text_encoder, tiny_unet
 from tests.convert.motion_helpers import adapter_flax, original_state_dict, random_adapter, write_original
 from tests.convert.test_lora_motion import motion_lora
+from tests.utils import cache_repo
 
 
 def assert_trees_equal(a, b):
@@ -81,6 +83,43 @@ def test_lora_into_converted_base(tmp_path):
     assert_trees_equal(load_params(str(tmp_path / "unet_only.safetensors"))[0], want["unet"])
 
 
+def test_lora_inputs_take_hub_ids(tmp_path, v2_file, hub_cache, capsys):
+    """`lora --lora` and `motion-lora --lora` take a LoRA repo's hub id as `sample --lora` does (diffusers'
+    pytorch_lora_weights.*, the hub MotionLoRAs' one diffusion_pytorch_model.*): the same result as the
+    file; the fused file names the id; an id not in the cache is the hub's one-line error."""
+    unet = tiny_unet()
+    save_params(str(tmp_path / "unet.safetensors"), flax_params(unet), config=UNetConfig.from_dict(dict(unet.config)))
+    save(kohya_state_dict(unet, None, seed=1), tmp_path / "a.safetensors")
+    cache_repo(hub_cache, "org/style", lambda d: (os.makedirs(d), shutil.copy(
+        tmp_path / "a.safetensors", os.path.join(d, "pytorch_lora_weights.safetensors"))))
+    assert main(["lora", str(tmp_path / "unet.safetensors"), str(tmp_path / "hub.safetensors"),
+                 "--lora", "org/style:0.6"]) == 0
+    want = apply_lora_files({"unet": flax_params(unet)}, [(str(tmp_path / "a.safetensors"), 0.6)])
+    assert_trees_equal(load_params(str(tmp_path / "hub.safetensors"))[0], want["unet"])
+    assert json.loads(read_metadata(str(tmp_path / "hub.safetensors"))["loras"]) == [["org/style", 0.6]]
+    adapter, src = v2_file
+    mm = tmp_path / "mm.safetensors"
+    assert main(["motion", str(src), str(mm), "--heads", "2", "--norm-groups", "8"]) == 0
+    lora = motion_lora(adapter, 1, diffusers_format=True)
+    cache_repo(hub_cache, "org/zoom", lambda d: (os.makedirs(d), save(lora, os.path.join(
+        d, "diffusion_pytorch_model.safetensors"))))
+    save(lora, tmp_path / "zoom.safetensors")
+    for given, out in (("org/zoom:0.8", "by_id"), (f"{tmp_path / 'zoom.safetensors'}:0.8", "by_file")):
+        assert main(["motion-lora", str(mm), str(tmp_path / f"{out}.safetensors"), "--lora", given]) == 0
+    assert_trees_equal(load_params(str(tmp_path / "by_id.safetensors"))[0],
+                       load_params(str(tmp_path / "by_file.safetensors"))[0])
+    capsys.readouterr()
+    for argv in (["lora", str(tmp_path / "unet.safetensors"), str(tmp_path / "x.safetensors")],
+                 ["motion-lora", str(mm), str(tmp_path / "x.safetensors")]):
+        assert main([*argv, "--lora", "org/absent"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: org/absent: no such local file or folder, and hub id 'org/absent' (revision "
+                              f"main) is not in the Hugging Face cache {hub_cache}") and err.count("\n") == 1, err
+    assert main(["lora", str(tmp_path / "unet.safetensors"), str(tmp_path / "x.safetensors"), "--lora", "org/zoom"]) == 1
+    assert capsys.readouterr().err.startswith("error: org/zoom: a MotionLoRA (it targets motion_modules")  # the id
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_bad_input_exits_cleanly(tmp_path, v2_file, capsys):
     adapter, src = v2_file
     out = tmp_path / "mm.safetensors"
@@ -90,7 +129,7 @@ def test_bad_input_exits_cleanly(tmp_path, v2_file, capsys):
     assert main(["motion-lora", str(out), str(tmp_path / "x.safetensors"), "--lora", f"{tmp_path / 'zoom.ckpt'}:big"]) == 2  # usage
     assert "must be a number, got 'big'" in capsys.readouterr().err
     assert main(["motion-lora", str(out), str(tmp_path / "x.safetensors"), "--lora", str(tmp_path / "nope.ckpt")]) == 1
-    assert "nope.ckpt: no such LoRA file" in capsys.readouterr().err
+    assert "nope.ckpt: no such file or folder" in capsys.readouterr().err
     v3 = random_adapter("v3", (32, 64), 1)
     write_original(original_state_dict(v3), tmp_path / "v3.ckpt")
     assert main(["motion-lora", str(tmp_path / "v3.ckpt"), str(tmp_path / "x.safetensors"), "--heads", "2",
