@@ -69,6 +69,16 @@ class VariantError(CheckpointError):
             super().__init__(f"{self.problem}: give --variant one of them")
 
 
+class HubError(CheckpointError):
+    """`resolve_source`'s refusal of a hub id that cannot be had, no such local path existing either.
+    `problem` says why the id cannot be had (the message adds that no local path of the name exists),
+    for a caller that looked for the path elsewhere too (prompt configs: beside the config)."""
+
+    def __init__(self, source: str, problem: str):
+        self.problem = problem
+        super().__init__(f"{source}: no such local file or folder, and {problem}")
+
+
 def parse_weights_name(name: str) -> tuple[str, str | None, str, bool] | None:
     """(stem, variant or None, "safetensors"/"bin", whether a shard index) of a weights file name in
     one of the layouts above; None for any other name (a shard, a config, a name with two variants)."""
@@ -141,8 +151,8 @@ def resolve_source(source: str, revision: str | None = None, allow_patterns: lis
     hub cannot be reached, found in) the Hugging Face cache by `huggingface_hub.snapshot_download`,
     the files `allow_patterns` match (default `HUB_PATTERNS["sd"]`, an SD model's components).
     Returns the local path (a snapshot folder for a hub id). CheckpointError, one line naming
-    `source`, for a path that does not exist and is not a hub id, an id that is not cached while
-    the hub is unreachable, or a failed download (unknown repository, revision, access...)."""
+    `source`, for a path that does not exist and is not a hub id; HubError for an id that is not
+    cached while the hub is unreachable, or a failed download (unknown repository, revision, access...)."""
     if os.path.exists(source):
         return source
     if not is_hub_id(source):
@@ -155,12 +165,10 @@ def resolve_source(source: str, revision: str | None = None, allow_patterns: lis
                                  ignore_patterns=["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"])
     except LocalEntryNotFoundError as e:
         mode = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
-        raise CheckpointError(
-            f"{source}: no such local file or folder, and hub id {source!r} (revision {revision or 'main'}) is "
-            f"not in the Hugging Face cache {constants.HF_HUB_CACHE} while {mode}. Download it once with "
-            f"network access (or point HF_HUB_CACHE at a cache that has it). Detail: "
-            f"{str(e).strip().splitlines()[0]}") from None
+        raise HubError(source, f"hub id {source!r} (revision {revision or 'main'}) is not in the Hugging Face "
+                               f"cache {constants.HF_HUB_CACHE} while {mode}. Download it once with network access "
+                               f"(or point HF_HUB_CACHE at a cache that has it). Detail: "
+                               f"{str(e).strip().splitlines()[0]}") from None
     except Exception as e:  # noqa: BLE001 - unknown repo, auth, bad revision...: one clear message
         detail = " ".join(str(e).split())  # huggingface_hub's messages span lines
-        raise CheckpointError(f"{source}: no such local file or folder, and fetching it as a hub id failed "
-                              f"({type(e).__name__}: {detail})") from None
+        raise HubError(source, f"fetching it as a hub id failed ({type(e).__name__}: {detail})") from None

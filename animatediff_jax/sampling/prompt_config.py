@@ -63,8 +63,9 @@ to this project's `configs/inference/v{1,2,3}.yaml` when the original file is no
 the original's scheduler settings (the same in all three; the network settings are read from the
 motion-module file) when neither exists. A model key (`motion_module`, `dreambooth_path`,
 `lora_model_path`, `motion_module_lora_configs`' and `controlnets`' `path`, `adapter_lora_path`,
-`controlnet_path`) may also name a hub id (`owner/name`, where no such path exists), found by the
-loaders in the Hugging Face cache as the flags' hub ids are.
+`controlnet_path`) may also name a hub id (`owner/name`, where no such path exists), found in the
+Hugging Face cache as the flags' hub ids are (looked for while the config is read: one that cannot be
+had is an error naming the key, where the path was looked for and why the id cannot be had).
 """
 from __future__ import annotations
 
@@ -150,6 +151,9 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "H": ((int,), "an integer"),
     "L": ((int,), "an integer"),
 }
+# The key of each model input of an entry (by `loading.ModelFiles`' role): what errors about it name.
+MODEL_KEYS = dict(dreambooth="dreambooth_path", motion_module="motion_module", loras="lora_model_path",
+                  motion_loras="motion_module_lora_configs", domain_adapter="adapter_lora_path")
 # SparseCtrl keys of the v3 release: read only when `controlnet_path` names a file (as the original).
 _SPARSECTRL = ("controlnet_path", "controlnet_config", "controlnet_images", "controlnet_image_indexs",
                "controlnet_conditioning_scale", "normalize_condition_images")
@@ -161,13 +165,16 @@ def _err(source: str, entry: str, msg: str, cls: type = PromptConfigError) -> Ex
     return cls(f"{source}: {entry}: {msg}")
 
 
-def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, entry: str, hub: bool = False) -> str:
+def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, entry: str,
+                 hub: str | None = None) -> str:
     """Absolute path of a file named in a config, or an InputError listing where it looked. `hub`
-    (model keys): a hub id ('owner/name') that is no such path is kept as given, for the loaders to
-    find in the Hugging Face cache (`convert.sources.resolve_source`)."""
+    (model keys: the kind of repo, a `convert.sources.HUB_PATTERNS` key): a hub id ('owner/name') that
+    is no such path is kept as given once found in (or downloaded into) the Hugging Face cache
+    (`convert.sources.resolve_source`; the loaders find it there again); one that cannot be had is an
+    InputError saying both where it looked and why the id cannot be had."""
     p = Path(os.path.expanduser(path))
     tried = [p if p.is_absolute() else Path.cwd() / p]
-    if not p.is_absolute() and config_dir is not None:
+    if not p.is_absolute() and config_dir is not None and config_dir / p != tried[0]:  # a config outside the cwd
         tried.append(config_dir / p)
     m = re.fullmatch(r"(?:.*/)?inference(?:-(v\d))?\.yaml", path)  # the first release's is inference.yaml (v1)
     version = (m.group(1) or "v1") if m else None
@@ -176,12 +183,18 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
     for t in tried:
         if t.exists():
             return str(t.resolve())
-    from convert.sources import is_hub_id  # lazy: convert/ imports numpy, huggingface_hub (not --help)
+    # lazy: convert/ imports numpy, huggingface_hub (not --help)
+    from convert.sources import HUB_PATTERNS, HubError, is_hub_id, resolve_source
+    not_found = f"{what} {path!r} not found (looked at: {', '.join(map(str, tried))})"
     if hub and is_hub_id(path):
+        try:
+            resolve_source(path, allow_patterns=HUB_PATTERNS[hub])
+        except HubError as e:
+            raise _err(source, entry, f"{not_found}, and {e.problem}", InputError) from None
         return path
     if m:  # the original's inference configs all carry the same scheduler settings (built in)
         return f"{BUILTIN}inference-{version}"
-    raise _err(source, entry, f"{what} {path!r} not found (looked at: {', '.join(map(str, tried))})", InputError)
+    raise _err(source, entry, not_found, InputError)
 
 
 def _check_type(value, key: str, source: str, entry: str):
@@ -308,7 +321,7 @@ def _lora_list(raw: dict, source: str, entry: str, config_dir: Path | None) -> l
     if paths and len(alphas) != len(paths):
         raise _err(source, entry, f"{len(alphas)} lora_alpha for {len(paths)} LoRAs (give one or one per LoRA)")
     key = "key 'lora_model_path'" if isinstance(raw.get("lora_model_path"), str) else "lora_model_path[{}]"
-    return [(resolve_path(p, config_dir, what=f"{key.format(i)}: LoRA", source=source, entry=entry, hub=True), float(a))
+    return [(resolve_path(p, config_dir, what=f"{key.format(i)}: LoRA", source=source, entry=entry, hub="lora"), float(a))
             for i, (p, a) in enumerate(zip(paths, alphas))]
 
 
@@ -316,12 +329,12 @@ def _image_layers(raw: dict, source: str, entry: str, config_dir: Path | None
                   ) -> tuple[str | None, list[tuple[str, float]], str | None]:
     """(DreamBooth path or None, [(LoRA path, lora_alpha)], first-release UNet3D `.ckpt` or None) in
     either layout (see module docstring)."""
-    def path(key, what, hub=False):
+    def path(key, what, hub=None):
         v = raw.get(key, "")
         return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=entry, hub=hub) if v else None
 
     if "path" not in raw and "base" not in raw:
-        return path("dreambooth_path", "DreamBooth checkpoint", hub=True), _lora_list(raw, source, entry, config_dir), None
+        return path("dreambooth_path", "DreamBooth checkpoint", hub="sd"), _lora_list(raw, source, entry, config_dir), None
     mixed = sorted({"dreambooth_path", "lora_model_path"} & set(raw))
     if mixed:
         raise _err(source, entry, f"keys 'path'/'base' (first-release layout) and {mixed} (later releases) "
@@ -353,7 +366,7 @@ def _sparsectrl(raw: dict, source: str, entry: str, config_dir: Path | None) -> 
     if not isinstance(path, str):
         raise _err(source, entry, f"key 'controlnet_path' must be a path, got {path!r}")
 
-    def resolve(p, what, hub=False):
+    def resolve(p, what, hub=None):
         return resolve_path(p, config_dir, what=what, source=source, entry=entry, hub=hub)
     images = raw.get("controlnet_images", [])
     images = [images] if isinstance(images, str) else images
@@ -381,7 +394,7 @@ def _sparsectrl(raw: dict, source: str, entry: str, config_dir: Path | None) -> 
         config = resolve(config, "key 'controlnet_config': SparseCtrl inference config") if config else None
     except InputError:
         config = None
-    return dict(path=resolve(path, "key 'controlnet_path': SparseCtrl encoder", hub=True),
+    return dict(path=resolve(path, "key 'controlnet_path': SparseCtrl encoder", hub="model"),
                 images=[resolve(i, f"controlnet_images[{n}]: key image") for n, i in enumerate(images[:len(indexes)])],
                 keyframes=list(indexes), conditioning_scale=float(scale), normalize=normalize, config=config)
 
@@ -400,7 +413,7 @@ def _controlnets(raw: dict, source: str, entry: str, config_dir: Path | None) ->
                                           f", got {value!r}")
             _check_finite(value, f"{where}.{key}", source, entry)
         out.append(dict(path=resolve_path(item["path"], config_dir, what=f"{where}.path: ControlNet", source=source,
-                                          entry=entry, hub=True),
+                                          entry=entry, hub="model"),
                         video=resolve_path(item["video"], config_dir, what=f"{where}.video: control video",
                                            source=source, entry=entry),
                         conditioning_scale=float(item.get("conditioning_scale", 1.0)),
@@ -441,7 +454,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     if rule not in ALPHA_RULES:
         raise _err(source, name, f"key 'lora_alpha_rule' must be one of {list(ALPHA_RULES)}, got {rule!r}")
 
-    def path(key, what, hub=False):
+    def path(key, what, hub=None):
         v = raw.get(key, "")
         return resolve_path(v, config_dir, what=f"key {key!r}: {what}", source=source, entry=name, hub=hub) if v else None
 
@@ -454,7 +467,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
             raise _err(source, name, f"motion_module_lora_configs[{i}].alpha must be a number, got {alpha!r}")
         _check_finite(alpha, f"motion_module_lora_configs[{i}].alpha", source, name)
         loras.append((resolve_path(item["path"], config_dir, what=f"motion_module_lora_configs[{i}].path: MotionLoRA",
-                                   source=source, entry=name, hub=True),
+                                   source=source, entry=name, hub="lora"),
                       float(alpha)))
     for key in ("W", "H", "L", "steps"):
         if key in raw and raw[key] <= 0:
@@ -479,7 +492,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         name=name, prompts=prompts, n_prompts=n_prompts, seeds=seeds,
         steps=raw.get("steps", 25), guidance_scale=float(raw.get("guidance_scale", 7.5)),
         motion_module_lora_configs=loras,
-        adapter_lora_path=path("adapter_lora_path", "domain adapter", hub=True),
+        adapter_lora_path=path("adapter_lora_path", "domain adapter", hub="lora"),
         adapter_lora_scale=float(raw.get("adapter_lora_scale", 1.0)),
         dreambooth_path=dreambooth, unet_checkpoint=unet_checkpoint, loras=image_loras, lora_alpha_rule=rule,
         inference_config=path("inference_config", "inference config"),
@@ -492,7 +505,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     out = []
     for i, m in enumerate(modules):
         key = "key 'motion_module'" if len(modules) == 1 else f"motion_module[{i}]"
-        mm = resolve_path(m, config_dir, what=f"{key}: motion module", source=source, entry=name, hub=True) if m else None
+        mm = resolve_path(m, config_dir, what=f"{key}: motion module", source=source, entry=name, hub="model") if m else None
         sub = f"{name}[motion_module {i}]" if len(modules) > 1 else name
         out.append(dataclasses.replace(base, name=sub, motion_module=mm, raw={**raw, "motion_module": m}))
     return out

@@ -219,5 +219,38 @@ def test_prompt_config_model_keys_take_hub_ids(hub, capsys, monkeypatch):
     open("k.png", "wb").close()  # the parser finds the key images; the encoder is refused first
     assert sample.main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: controlnet_path org/absent: no such local file or folder, and hub id 'org/absent'")
+    assert err.startswith("error: c.yaml: entry 0: key 'controlnet_path': SparseCtrl encoder 'org/absent' not found "
+                          f"(looked at: {os.getcwd()}/org/absent), and hub id 'org/absent' (revision main) is not in "
+                          "the Hugging Face cache")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("key", ["motion_module", "dreambooth_path", "lora_model_path", "adapter_lora_path"])
+def test_a_config_path_neither_there_nor_cached_says_both(hub, capsys, monkeypatch, key):
+    """A model key's value written like a hub id, no such path beside the config or the cwd, nor in the
+    cache: one line naming the config and key, where it looked and why the id cannot be had."""
+    jobs = stop_at_load(monkeypatch)
+    os.makedirs("sub")
+    with open("sub/c.yaml", "w", encoding="utf-8") as f:
+        f.write(f"- prompt: [a]\n  {key}: models/absent\n")
+    assert sample.main(["sub/c.yaml", "--base", os.path.join(MINIATURE, "base"), *SIZE, "--out", "out"]) == 1
+    err = capsys.readouterr().err
+    cwd = os.getcwd()
+    assert err.startswith(f"error: sub/c.yaml: entry 0: key '{key}': ") and err.count("\n") == 1, err
+    assert f"'models/absent' not found (looked at: {cwd}/models/absent, {cwd}/sub/models/absent), and hub id " \
+           f"'models/absent' (revision main) is not in the Hugging Face cache {hub} while HF_HUB_OFFLINE is set. " \
+           "Download it once with network access" in err, err
+    assert not jobs and not os.path.exists("out")
+
+
+def test_a_config_hub_id_the_loader_refuses_names_the_config_and_key(hub, capsys, monkeypatch):
+    """A hub id from a prompt config that the loaders refuse (a repo of two variants, none chosen): the
+    error names the config file, the entry and the key, not the flag that would take it."""
+    jobs = stop_at_load(monkeypatch)
+    with open("c.yaml", "w", encoding="utf-8") as f:
+        f.write("- prompt: [a]\n  motion_module: org/mini-adapter\n")
+    assert sample.main(["c.yaml", "--base", os.path.join(MINIATURE, "base"), *SIZE, "--out", "out"]) == 1
+    assert capsys.readouterr().err == (
+        "error: c.yaml: entry 0: motion_module org/mini-adapter: no plain weights, only the variants bf16, fp16 of "
+        "diffusion_pytorch_model: choose one (--variant)\n")
+    assert not jobs and not os.path.exists("out")
