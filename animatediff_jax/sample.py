@@ -36,9 +36,9 @@ import yaml
 
 from animatediff_jax.errors import InputError, OutputError, UsageError, UserError, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.sampling.prompt_config import (MODEL_KEYS, PromptEntry, check_prompt_frames, draw_seeds,
-                                                     inference_config, travel_frame_problem, load_prompt_config,
-                                                     resolved_config)
+from animatediff_jax.sampling.prompt_config import (PromptEntry, check_prompt_frames, draw_seeds, inference_config,
+                                                     load_prompt_config, model_keys, resolved_config,
+                                                     travel_frame_problem)
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
 from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags
 from animatediff_jax.sample_flags import (CONTEXT_SETTINGS, DEFAULT_STRENGTH, ENTRY_FLAGS, MODEL_INPUT_FLAGS, PROG,
@@ -272,7 +272,8 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
             raise UsageError(f"{where}--motion-lora: needs a motion module (--motion-module)")
         files = loading.ModelFiles(**m)
         if files not in checked:  # an entry's own files named by the config and key, the rest by the flags
-            names = dict(loading.FLAGS, **({r: where + k for r, k in MODEL_KEYS.items()} if job.config else {}))
+            keys = model_keys(e.raw) if job.config else {}
+            names = dict(loading.FLAGS, **{role: where + key for role, key in keys.items()})
             checked[files] = loading.check_files(files, cache_dir, names)
         job.checked = checked[files]
         base, mm = job.checked.base.configs, job.checked.motion

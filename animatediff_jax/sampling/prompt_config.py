@@ -151,9 +151,6 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "H": ((int,), "an integer"),
     "L": ((int,), "an integer"),
 }
-# The key of each model input of an entry (by `loading.ModelFiles`' role): what errors about it name.
-MODEL_KEYS = dict(dreambooth="dreambooth_path", motion_module="motion_module", loras="lora_model_path",
-                  motion_loras="motion_module_lora_configs", domain_adapter="adapter_lora_path")
 # SparseCtrl keys of the v3 release: read only when `controlnet_path` names a file (as the original).
 _SPARSECTRL = ("controlnet_path", "controlnet_config", "controlnet_images", "controlnet_image_indexs",
                "controlnet_conditioning_scale", "normalize_condition_images")
@@ -195,6 +192,16 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
     if m:  # the original's inference configs all carry the same scheduler settings (built in)
         return f"{BUILTIN}inference-{version}"
     raise _err(source, entry, not_found, InputError)
+
+
+def model_keys(raw: dict) -> dict[str, str]:
+    """The key naming each model input of the entry `raw` (by `loading.ModelFiles`' role), as errors
+    about its file name it: the later releases' keys, or the first release's `path` / `base`."""
+    keys = dict(dreambooth="dreambooth_path", motion_module="motion_module", loras="lora_model_path",
+                motion_loras="motion_module_lora_configs", domain_adapter="adapter_lora_path")
+    if "path" in raw or "base" in raw:  # first release: `path` a LoRA fused into `base`, or the DreamBooth
+        keys.update(dreambooth="base" if "base" in raw else "path", loras="path")
+    return keys
 
 
 def _check_type(value, key: str, source: str, entry: str):

@@ -254,3 +254,18 @@ def test_a_config_hub_id_the_loader_refuses_names_the_config_and_key(hub, capsys
         "error: c.yaml: entry 0: motion_module org/mini-adapter: no plain weights, only the variants bf16, fp16 of "
         "diffusion_pytorch_model: choose one (--variant)\n")
     assert not jobs and not os.path.exists("out")
+
+
+@pytest.mark.parametrize("entry, key", [("dreambooth_path: bad.safetensors", "dreambooth_path"),
+                                        ("path: bad.safetensors", "path"),  # the first release's layout
+                                        (f"base: bad.safetensors\n  path: {LORA}", "base")])
+def test_an_entry_file_the_loader_refuses_names_the_key_the_entry_wrote(hub, capsys, entry, key):
+    """Local files too: the loaders' errors about an entry's own files name the config, the entry and
+    its key (the first release's `path`/`base` where the entry is in that layout)."""
+    save_file({"x": np.ones((2, 2), np.float32)}, "bad.safetensors")
+    with open("c.yaml", "w", encoding="utf-8") as f:
+        f.write(f"- prompt: [a]\n  {entry}\n")
+    assert sample.main(["c.yaml", "--base", os.path.join(MINIATURE, "base"), *SIZE, "--out", "out"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: c.yaml: entry 0: {key} {os.getcwd()}/bad.safetensors: not a Stable Diffusion 1.x "
+                          "model") and err.count("\n") == 1, err
