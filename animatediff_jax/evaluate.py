@@ -310,7 +310,7 @@ def run(args) -> int:
         raise InputError(f"--weights {args.weights}: no miniature weights here "
                          "(run python -m animatediff_jax.miniature.build)")
     if args.results != "-":
-        check_output(args.results, overwrite=True)  # before the sampling, not after
+        check_output(args.results, name="--results", overwrite=True)  # before the sampling, not after
     read_record(args.weights)  # a damaged build.json is refused now, not after the sampling
     if args.rows is None:
         rows = available_rows(args.weights)

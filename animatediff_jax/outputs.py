@@ -1,6 +1,6 @@
 """Writing outputs safely: all or nothing, never silently over an existing output, normal permissions.
 
-- `check_output(path, overwrite=..., folder=...)`: the refusal a CLI gives *before any work*: an
+- `check_output(path, name=..., overwrite=..., folder=...)`: the refusal a CLI gives *before any work*: an
   existing output without `--overwrite`, a file where a folder is expected (or the reverse), a
   parent that is a file, a location where no file can be created (tried, `write_problem`). Each is
   an `OutputError` naming the path.
@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import ctypes.util
@@ -115,22 +116,33 @@ def write_problem(folder: str) -> str | None:
     return None
 
 
-def refuse_unsafe_target(path: str) -> None:
+def refuse_unsafe_target(path: str, name: str = "output") -> None:
     """OutputError for an output path that must never be written: empty (it would resolve to the
-    current folder), or a folder holding the current folder (replacing it would delete the folder the
-    run stands in: a converter given `""` once replaced a whole checkout)."""
+    current folder; the message names the output as `name`, the CLI's flag), or a folder holding the
+    current folder (replacing it would delete the folder the run stands in: a converter given `""`
+    once replaced a whole checkout)."""
     path = os.fspath(path)
     if not path.strip():
-        raise OutputError("output: empty path")
+        raise OutputError(f"{name}: empty path")
     target, here = os.path.realpath(path), os.path.realpath(os.getcwd())
     if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
         raise OutputError(f"{path}: is the current folder or holds it; refusing to write over it")
 
 
-def check_output(path: str, *, overwrite: bool = False, folder: bool = False, flag: str = "--overwrite") -> None:
+def output_path(text: str) -> str:
+    """argparse `type=` of an output file or folder: refuses an empty path (`<flag>: empty path`), which
+    would otherwise name the current folder only after all the work."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty path")
+    return text
+
+
+def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool = False,
+                 flag: str = "--overwrite") -> None:
     """Refuse, before any work, an output that cannot or may not be written (`refuse_unsafe_target`
-    included). An existing empty folder counts as absent. Raises `OutputError` naming `path`."""
-    refuse_unsafe_target(path)
+    included). An existing empty folder counts as absent. Raises `OutputError` naming `path` (an empty
+    one by `name`, the flag or argument that gave it)."""
+    refuse_unsafe_target(path, name)
     path = os.fspath(path)
     if os.path.lexists(path):
         is_dir = os.path.isdir(path)

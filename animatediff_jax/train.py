@@ -17,6 +17,7 @@ from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, UserError, run_cli
 from animatediff_jax.interrupts import exit_cli
+from animatediff_jax.outputs import output_path
 from animatediff_jax.training.config import TrainingConfig, load_config
 
 # Packages the run imports that a lighter install may lack: name -> what needs it.
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                "(unknown keys are errors). Numbers are read by the key's type: learning_rate=1e-4 works.")
     parser.add_argument("--config", metavar="YAML",
                         help="training config (configs/training/*.yaml); default: the built-in defaults")
-    parser.add_argument("--workdir", required=True, metavar="DIR",
+    parser.add_argument("--workdir", required=True, metavar="DIR", type=output_path,
                         help="checkpoints, TensorBoard logs, validation samples and exports; a run resumes "
                              "from the checkpoints found here")
     parser.add_argument("overrides", nargs="*", metavar="key=value",

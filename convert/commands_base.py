@@ -12,7 +12,7 @@ import math
 import sys
 
 from animatediff_jax.errors import UsageError, UserError
-from animatediff_jax.outputs import check_output
+from animatediff_jax.outputs import check_output, output_path
 
 DTYPES = ("float32", "bfloat16", "float16")
 VARIANT_HELP = ("diffusers folders: the weight variant, e.g. fp16, where present (default: the plain weights, "
@@ -24,14 +24,6 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (default: refuse)")
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="write tensors holding NaN/Inf (default: refuse, naming them)")
-
-
-def output_path(text: str) -> str:
-    """argparse `type=` of an output file or folder: refuses an empty path (`output: empty path`), which
-    would otherwise name the current folder only after all the work."""
-    if not text:
-        raise argparse.ArgumentTypeError("empty path")
-    return text
 
 
 def json_object(text: str | None, flag: str, example: str) -> dict | None:
@@ -58,7 +50,7 @@ def _overrides(text: str | None) -> dict | None:
 def _base(args) -> int:
     from convert.base import convert_base
     overrides = _overrides(args.overrides)
-    check_output(args.out_dir, overwrite=args.overwrite, folder=True)
+    check_output(args.out_dir, name="out_dir", overwrite=args.overwrite, folder=True)
     written = convert_base(args.source, args.out_dir, ema=args.ema, dtype=args.dtype, variant=args.variant,
                            revision=args.revision, overrides=overrides, progress=not args.quiet,
                            allow_nonfinite=args.allow_nonfinite)
@@ -82,7 +74,7 @@ def _merge(args) -> int:
     if not all(math.isfinite(x) for x in numbers):
         raise UsageError(f"{'--add-difference' if args.add_difference is not None else '--weights'}: "
                          f"must be finite numbers, got {numbers}")
-    check_output(args.output, overwrite=args.overwrite)
+    check_output(args.output, name="output", overwrite=args.overwrite)
     if args.add_difference is not None:
         merge_add_difference(*args.inputs, args.add_difference, args.output, dtype=args.dtype,
                              progress=not args.quiet, allow_nonfinite=args.allow_nonfinite)
@@ -119,7 +111,7 @@ def _inspect(args) -> int:
 
 def _export_unet(args) -> int:
     from convert.base import export_unet_diffusers
-    check_output(args.out_dir, overwrite=args.overwrite, folder=True)
+    check_output(args.out_dir, name="out_dir", overwrite=args.overwrite, folder=True)
     print(export_unet_diffusers(args.params, args.out_dir, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite))
     return 0
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from animatediff_jax.outputs import check_output
-from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options, json_object, output_path
+from animatediff_jax.outputs import check_output, output_path
+from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options, json_object
 
 
 def _controlnet(args) -> int:
     from convert.controlnet import convert_controlnet  # local: the CLI's help stays light
     overrides = json_object(args.overrides, "--overrides", '{"global_pool_conditions": true}')
-    check_output(args.output, overwrite=args.overwrite)
+    check_output(args.output, name="output", overwrite=args.overwrite)
     net = convert_controlnet(args.source, args.output, dtype=args.dtype, variant=args.variant,
                              revision=args.revision, overrides=overrides, allow_nonfinite=args.allow_nonfinite)
     c = net.config

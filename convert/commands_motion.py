@@ -18,8 +18,8 @@ import shutil
 
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError
 from animatediff_jax.nonfinite import NonFinite
-from animatediff_jax.outputs import atomic_folder, check_output
-from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options, output_path
+from animatediff_jax.outputs import atomic_folder, check_output, output_path
+from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options
 
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
 
@@ -83,7 +83,7 @@ def _save_motion(path: str, mm, origin: str, source: str, args) -> None:
 
 def _motion(args) -> int:
     from convert.sources import recorded
-    check_output(args.output, overwrite=args.overwrite)
+    check_output(args.output, name="output", overwrite=args.overwrite)
     mm = load_motion(args.source, args)
     _save_motion(args.output, mm, args.source, f"motion:{recorded(args.source)}", args)
     print(f"{args.output}: motion module {mm.version}, max_seq_length {mm.config.max_seq_length}, "
@@ -105,7 +105,7 @@ def _lora(args) -> int:
     from animatediff_jax.checkpoint import load_config, load_params, save_params
     from convert.lora import apply_lora_files
     folder = os.path.isdir(args.base)
-    check_output(args.output, overwrite=args.overwrite, folder=folder)
+    check_output(args.output, name="output", overwrite=args.overwrite, folder=folder)
     loras = _lora_args(args.lora)
     if folder:
         files = {c: os.path.join(args.base, f"{c}.safetensors") for c in PARAMS_FILES}
@@ -145,7 +145,7 @@ def _motion_lora(args) -> int:
     from convert.lora import fuse_motion_loras
     from convert.sources import recorded
     from dataclasses import replace
-    check_output(args.output, overwrite=args.overwrite)
+    check_output(args.output, name="output", overwrite=args.overwrite)
     loras = _lora_args(args.lora)
     mm = load_motion(args.motion, args)
     fused = replace(mm, params=fuse_motion_loras(mm.params, [(local, s) for _, local, s in loras],
@@ -164,7 +164,7 @@ def _export_motion(args) -> int:
         raise UsageError(f"{args.output}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
     if fmt == "original":
         require_torch(args.output)
-    check_output(args.output, overwrite=args.overwrite, folder=fmt == "diffusers")
+    check_output(args.output, name="output", overwrite=args.overwrite, folder=fmt == "diffusers")
     mm = load_motion(args.params, args)
     params, config = mm.params, mm.config
     dtype = np.float16 if args.dtype == "float16" else np.float32
@@ -183,7 +183,7 @@ def _export_motion_lora(args) -> int:
     if not args.output.endswith(ORIGINAL_SUFFIXES):
         raise UsageError(f"{args.output}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
     require_torch(args.output)
-    check_output(args.output, overwrite=args.overwrite)
+    check_output(args.output, name="output", overwrite=args.overwrite)
     lora = read_factors(args.factors, args.alpha, allow_nonfinite=args.allow_nonfinite)
     other = [p for p in lora if not is_motion_path(p)]
     if other:

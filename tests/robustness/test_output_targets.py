@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from animatediff_jax import evaluate
 from animatediff_jax.errors import OutputError
 from animatediff_jax.outputs import atomic_folder, atomic_path, check_output
 
@@ -26,7 +27,7 @@ def test_folder_outputs_refuse_the_current_folder_and_its_parents(checkout, targ
         with atomic_folder(target) as tmp:
             open(os.path.join(tmp, "x"), "w").close()
     with pytest.raises(OutputError):
-        check_output(target, overwrite=True, folder=True)
+        check_output(target, name="out", overwrite=True, folder=True)
     assert (checkout / "precious.txt").read_text() == "keep" and (checkout / "sub").is_dir()
 
 
@@ -35,7 +36,13 @@ def test_an_empty_file_output_is_refused(checkout):
         with atomic_path(""):
             pass
     with pytest.raises(OutputError, match="empty path"):
-        check_output("")
+        check_output("", name="--results")
+
+
+def test_an_empty_results_path_names_the_flag(checkout, capsys):
+    """evaluate's refusal names --results, as sample's names --out (not a generic `output`)."""
+    assert evaluate.main(["--results", ""]) == 1
+    assert capsys.readouterr().err == "error: --results: empty path\n"
 
 
 def test_a_sibling_folder_is_still_written(checkout):

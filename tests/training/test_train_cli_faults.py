@@ -42,6 +42,12 @@ def test_an_unwritable_workdir_is_one_line_before_any_work(no_training, override
     assert err.startswith(f"error: --workdir {workdir}: ") and problem in err and err.count("\n") == 1, err
 
 
+def test_an_empty_workdir_is_refused_naming_the_flag(no_training, overrides, capsys):
+    """`--workdir ''` would write checkpoints and exports into the current folder."""
+    assert train.main(["--workdir", "", *overrides]) == 2
+    assert capsys.readouterr().err == "error: --workdir: empty path\n"
+
+
 def test_tfds_without_the_data_extra_is_named_before_training(no_training, overrides, tmp_path, capsys,
                                                               monkeypatch):
     real = importlib.util.find_spec
