@@ -135,7 +135,7 @@ def _flag_jobs(args) -> list[Job]:
     model_flags = [flag for dest, flag in MODEL_INPUT_FLAGS.items() if getattr(args, dest)]
     if model_flags and not prompts:  # the usage problem before any file of theirs is looked for
         raise UsageError(f"--prompt: no prompt ({model_flags[0]} given: model flags need --prompt or --travel; "
-                         "the miniature's own prompts go only with none)")
+                         "the miniature's own prompts are used only when no model flag is given)")
     if args.base is None and args.tokenizer:
         raise UsageError("--tokenizer: goes with a single-file --base (the miniature carries its own tokenizer)")
     base = args.base or os.path.join(MINIATURE, "base")  # model flags alone build on the shipped miniature,

@@ -88,6 +88,13 @@ def test_negative_values_are_values_not_flags(jobs, capsys):
     assert error_line(capsys, ["--steps", "-.5", *SMALL], 2) == "--steps: '-.5' is not an integer"
 
 
+def test_no_prompt_with_the_value_none_is_not_a_contradiction(jobs, capsys):
+    """`--motion-module none` is a model flag: the message must not say prompts 'go only with none'."""
+    assert error_line(capsys, ["--motion-module", "none"], 2) == (
+        "--prompt: no prompt (--motion-module given: model flags need --prompt or --travel; the miniature's "
+        "own prompts are used only when no model flag is given)")
+
+
 # ----------------------------------------------------------------------------- 5. fps
 
 def test_fps_is_limited_to_what_a_gif_shows(jobs, capsys, tmp_path):
