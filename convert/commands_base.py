@@ -11,7 +11,7 @@ import json
 import math
 import sys
 
-from animatediff_jax.errors import UsageError, UserError
+from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.outputs import check_output, output_path
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -47,9 +47,25 @@ def _overrides(text: str | None) -> dict | None:
     return overrides
 
 
+def refuse_converted(source: str) -> None:
+    """InputError when `source` is already one of our converted files or folders (`file_roles`): a
+    converted model folder is used as it is; anything else converted is not a model to convert."""
+    from animatediff_jax.file_roles import MODEL_FLAGS, converted_role  # imports JAX: not for --help
+    role = converted_role(source)
+    if role is None:
+        return
+    what, flags = role
+    if flags == MODEL_FLAGS:
+        raise InputError(f"{source}: already {what} (the layout `convert base` writes); nothing to convert: use it "
+                         f"directly, e.g. python -m animatediff_jax.sample --base {source}")
+    takes = f"sample's {' or '.join(flags)} takes it" if flags else "nothing for `convert base` to do"
+    raise InputError(f"{source}: {what}, already converted, not a Stable Diffusion model: {takes}")
+
+
 def _base(args) -> int:
     from convert.base import convert_base
     overrides = _overrides(args.overrides)
+    refuse_converted(args.source)
     check_output(args.out_dir, name="out_dir", overwrite=args.overwrite, folder=True)
     written = convert_base(args.source, args.out_dir, ema=args.ema, dtype=args.dtype, variant=args.variant,
                            revision=args.revision, overrides=overrides, progress=not args.quiet,

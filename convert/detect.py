@@ -34,6 +34,17 @@ CONTROL_KINDS = {"controlnet": ("a ControlNet", "--controlnet"),
                                 "SparseControlNetModel)", "--sparsectrl")}
 
 
+# other tools' files given where an SD model is expected: what they are, the sampler flag that takes them
+# and the `python -m convert` command for them
+_CONVERT_MOTION = "convert it with `python -m convert motion`"
+OTHER_KINDS = {"motion_module": ("an AnimateDiff motion module", "--motion-module", _CONVERT_MOTION),
+               "motion_adapter": ("a diffusers MotionAdapter (a motion module)", "--motion-module", _CONVERT_MOTION),
+               "motion_lora": ("a motion LoRA", "--motion-lora",
+                               "fuse it into a motion module with `python -m convert motion-lora`"),
+               **dict.fromkeys(("lora_kohya", "lora_peft", "lora_diffusers_old"),
+                               ("a LoRA", "--lora", "apply it to a converted base with `python -m convert lora`"))}
+
+
 def strip_module_prefix(key: str) -> str:
     """Keys written by the official AnimateDiff trainer (DataParallel) start with `module.`."""
     return key[len("module."):] if key.startswith("module.") else key
@@ -208,9 +219,15 @@ def cross_attention_dim(keys: Iterable[str], shape: ShapeFn) -> int | None:
 
 
 def require_sd1(keys: Iterable[str], shape: ShapeFn, path: str) -> None:
-    """Raise a clear error for a Stable Diffusion 2.x or SDXL checkpoint, or a ControlNet / SparseCtrl
-    file (without an SD UNet of its own), given where an SD1.x model is expected."""
+    """Raise a clear error for a Stable Diffusion 2.x or SDXL checkpoint, or a motion module, LoRA,
+    ControlNet or SparseCtrl file (without an SD UNet of its own), given where an SD1.x model is
+    expected: what it is, the sampler flag and the convert command for it."""
     keys = list(keys)
+    kind = checkpoint_kind(keys)
+    if kind in OTHER_KINDS:
+        what, flag, use = OTHER_KINDS[kind]
+        raise CheckpointError(f"{path}: this is {what}, not a Stable Diffusion model; pass it with {flag} "
+                              f"(python -m animatediff_jax.sample), or {use}")
     if not any(k.startswith("model.diffusion_model.") for k in keys):
         refuse_control(keys, path, "a Stable Diffusion model")
     family = model_family(keys, shape)

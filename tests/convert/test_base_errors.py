@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from convert import io as convert_io
+from convert.__main__ import main
 from convert.base import convert_base, load_base
 from convert.detect import model_family, require_sd1
 from convert.io import CheckpointError
@@ -98,3 +99,34 @@ def test_failed_conversion_writes_nothing(tmp_path, sd, monkeypatch):
     monkeypatch.setattr(convert_io.SafetensorsStateDict, "view", real)
     written = convert_base(path, str(out), progress=False)
     assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in written.values())
+
+
+MINI = os.path.join(os.path.dirname(__file__), "..", "..", "animatediff_jax", "assets", "miniature")
+
+
+def _convert_error(capsys, source, out) -> str:
+    assert main(["base", source, str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not os.path.exists(out), err
+    return err
+
+
+@pytest.mark.parametrize("state, what, use", [
+    ({"down_blocks.0.motion_modules.0.temporal_transformer.norm.weight": np.ones(4, np.float32)},
+     "an AnimateDiff motion module", "--motion-module (python -m animatediff_jax.sample), or convert it with "
+                                     "`python -m convert motion`"),
+    ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": np.ones((2, 4), np.float32)},
+     "a LoRA", "--lora (python -m animatediff_jax.sample), or apply it to a converted base with "
+               "`python -m convert lora`")])
+def test_another_kind_of_file_names_what_it_is_and_where_it_goes(tmp_path, capsys, state, what, use):
+    path = _write(tmp_path, state)
+    assert _convert_error(capsys, path, tmp_path / "out") == \
+        f"error: {path}: this is {what}, not a Stable Diffusion model; pass it with {use}\n"
+
+
+def test_an_already_converted_folder_is_named_usable_as_it_is(tmp_path, capsys):
+    base = os.path.join(MINI, "base")
+    err = _convert_error(capsys, base, tmp_path / "out")
+    assert err.startswith(f"error: {base}: already a converted SD1.x model folder") and f"--base {base}" in err
+    motion = os.path.join(MINI, "motion_module_B.safetensors")
+    assert "sample's --motion-module takes it" in _convert_error(capsys, motion, tmp_path / "out")
