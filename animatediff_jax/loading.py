@@ -55,7 +55,7 @@ from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora
                          read_spatial_lora)
 from convert.motion import MotionModule, load_motion_module
 from convert.param_shapes import flax_param_shapes, module_param_shapes
-from convert.sources import HUB_PATTERNS, is_hub_id, resolve_source
+from convert.sources import HUB_PATTERNS, SD_COMPONENTS, is_hub_id, resolve_source, weights_file
 from convert.sources import VariantError  # noqa: F401 - what a reader's caller catches (training: trainer.one_variant)
 from convert.unet3d_checkpoint import check_kind, read_unet3d_checkpoint
 
@@ -181,6 +181,8 @@ def load_motion(path: str, cache_dir: str, *, version: str | None = None,
     require_exists(path, "motion module")
     settings = dict(version=version, max_seq_length=max_seq_length,
                     **({"variant": variant} if variant and os.path.isdir(path) else {}))
+    if "variant" in settings:  # the choice a conversion makes or made (cached), told to `chosen_variants`
+        weights_file(path, variant=variant)
     return _load_motion(path, os.path.abspath(path), cache_key(path), tuple(settings.items()), cache_dir)
 
 
@@ -438,6 +440,9 @@ def sd_source(path: str, cache_dir: str, what: str, overrides: dict | None = Non
     settings = dict(overrides or {}, **({"variant": variant} if variant and os.path.isdir(path) else {}))
     folder = os.path.join(cache_dir, "converted", "sd-" + cache_key(path) + (settings_key(settings) if settings else ""))
     if is_converted_base(folder):
+        if "variant" in settings:  # the choice the conversion made, told to `chosen_variants` again
+            for name, stems in SD_COMPONENTS.items():
+                weights_file(os.path.join(path, name), stems, variant)
         return SDSource(path, folder, _converted_configs(folder), None)
     try:
         plan = plan_base(path, overrides=overrides, variant=variant)

@@ -517,10 +517,13 @@ def run(args, argv: list[str]) -> str:
     from animatediff_jax.params import cache_root
     from animatediff_jax.sampling.freeinit import FreeInitOptions  # noqa: PLC0415 - imports jax
     from animatediff_jax.sampling.pipeline import enable_compilation_cache, from_diffusers_latents  # noqa: PLC0415
+    from convert.sources import chosen_variants, warn_unused_variants  # noqa: PLC0415 - huggingface_hub
 
     cache_dir = cache_root()
     jobs, name = jobs_from_args(args, argv)
-    validate(jobs, cache_dir)
+    with chosen_variants() as chosen:
+        validate(jobs, cache_dir)
+    warn_unused_variants([job.opts.variant for job in jobs], chosen)
     if not args.allow_over_memory:
         check_memory(jobs)
     check_writable_parent(args.out)

@@ -23,8 +23,11 @@ with weights, `.safetensors` before `.bin`, a whole file before a shard index.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+from typing import Iterable, Iterator
 
 from huggingface_hub import constants
 
@@ -51,6 +54,29 @@ _VARIANT = r"[A-Za-z0-9_]+"
 _WEIGHTS_NAME = re.compile(
     rf"(?P<stem>{_VARIANT})(?:\.(?P<a>{_VARIANT}))?\.(?P<ext>{'|'.join(FORMATS)})"
     rf"(?P<index>(?:\.(?P<b>{_VARIANT}))?\.index(?:\.(?P<c>{_VARIANT}))?\.json)?")
+
+
+_CHOSEN: list[set] = []  # the variants `weights_file` chose, one set per open `chosen_variants` block
+
+
+@contextlib.contextmanager
+def chosen_variants() -> Iterator[set]:
+    """Yield the set of variants (None: plain weights) that `weights_file` chooses within the block."""
+    chosen: set = set()
+    _CHOSEN.append(chosen)
+    try:
+        yield chosen
+    finally:
+        _CHOSEN.remove(chosen)
+
+
+def warn_unused_variants(asked: Iterable[str | None], chosen: set) -> None:
+    """One `warning:` line per asked variant (None: none asked) that no weights file read was of
+    (`chosen`, from `chosen_variants`): the plain weights were used, as `weights_file` falls back to
+    them silently (diffusers' from_pretrained warns likewise)."""
+    for variant in sorted({v for v in asked if v is not None} - chosen):
+        print(f"warning: --variant {variant}: no input read holds weights of that variant; the plain "
+              "weights were used", file=sys.stderr)
 
 
 class VariantError(CheckpointError):
@@ -120,6 +146,8 @@ def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant:
         raise CheckpointError(f"{as_given(folder)}: no weights file: expected {' or '.join(stems)}[.VARIANT]"
                               f".{{{','.join(FORMATS)}}}, or a shard index <name>.{{{','.join(FORMATS)}}}"
                               ".index[.VARIANT].json")
+    for block in _CHOSEN:
+        block.add(chosen)
     return os.path.join(folder, found[min(k for k in found if k[0] == chosen)])
 
 

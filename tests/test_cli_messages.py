@@ -95,6 +95,14 @@ def test_no_prompt_with_the_value_none_is_not_a_contradiction(jobs, capsys):
         "own prompts are used only when no model flag is given)")
 
 
+def test_a_variant_no_input_holds_is_one_warning_before_the_work(jobs, capsys):
+    """`--variant fp99` with the miniature (converted files: no variants) was silently ignored."""
+    assert validates(["--variant", "fp99", *SMALL])
+    assert capsys.readouterr().err == ("warning: --variant fp99: no input read holds weights of that variant; "
+                                       "the plain weights were used\n")
+    assert validates(SMALL) and capsys.readouterr().err == ""
+
+
 # ----------------------------------------------------------------------------- 5. fps
 
 def test_fps_is_limited_to_what_a_gif_shows(jobs, capsys, tmp_path):

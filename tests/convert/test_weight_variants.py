@@ -157,6 +157,18 @@ def test_plain_weights_win_over_a_variant_unless_it_is_asked_for(sd, tmp_path, c
     assert_same_base(load_base(both, variant="bf16", progress=False), default)
 
 
+def test_a_variant_no_input_holds_is_one_warning_line(sd, tmp_path, capsys):
+    """`--variant fp99` where every input has plain weights only (or none to choose from): said once, not
+    silently ignored; a variant some input holds is not warned about."""
+    plain = sd[2]
+    assert main(["base", plain, str(tmp_path / "out"), "--variant", "fp99", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err == ("warning: --variant fp99: no input read holds weights of that variant; the plain weights "
+                   "were used\n"), err
+    assert main(["base", sd[3]["safetensors"], str(tmp_path / "out2"), "--variant", "fp16", "-q"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_several_variants_and_no_plain_weights_must_be_chosen(sd, tmp_path, capsys):
     unet = shutil.copytree(os.path.join(sd[3]["safetensors"], "unet"), tmp_path / "unet")
     shutil.copy(unet / "diffusion_pytorch_model.fp16.safetensors", unet / "diffusion_pytorch_model.bf16.safetensors")
