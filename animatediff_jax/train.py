@@ -12,13 +12,14 @@ key is documented) and the packages the run needs, before importing JAX or build
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, UserError, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.outputs import output_path
-from animatediff_jax.training.config import TrainingConfig, load_config
+from animatediff_jax.training.config import HUB_KEYS, TrainingConfig, load_config
 
 # Packages the run imports that a lighter install may lack: name -> what needs it.
 RUN_REQUIREMENTS = {"tensorboardX": "the TensorBoard writer of the training metrics"}
@@ -59,11 +60,23 @@ def check_requirements(cfg: TrainingConfig) -> None:
                                      fix="set export_formats=[diffusers]"))
 
 
+def located_models(cfg: TrainingConfig) -> TrainingConfig:
+    """`cfg` with each model input given as a hub id (`HUB_KEYS`) replaced by its snapshot folder in
+    the Hugging Face cache, downloaded when the hub is reachable (`loading.locate`, as sample and
+    data.precompute find one); one error line naming the key for an id that cannot be had."""
+    from animatediff_jax.loading import locate  # noqa: PLC0415 - imports JAX: not for --help
+    from convert.sources import HUB_PATTERNS  # noqa: PLC0415
+    given = {key: getattr(cfg, key) for key in HUB_KEYS if getattr(cfg, key)}
+    return dataclasses.replace(cfg, **{key: locate(path, key, HUB_PATTERNS[HUB_KEYS[key]])
+                                       for key, path in given.items()})
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
     check_writable_parent(args.workdir, "--workdir")
     check_requirements(cfg)
+    cfg = located_models(cfg)
     # Lazy: JAX, Flax, orbax, tensorboardX and the networks take seconds to import; the checks above
     # (and --help) must not wait for them.
     import jax

@@ -392,10 +392,16 @@ def check(cfg: TrainingConfig) -> None:
             raise UsageError(f"distributed.process_id: {dist.process_id} is not below num_processes "
                              f"{dist.num_processes}")
 
+    from convert.sources import is_hub_id  # noqa: PLC0415 - imports huggingface_hub: not for --help
     for key, path in (("pretrained_model_path", cfg.pretrained_model_path), ("tokenizer_path", cfg.tokenizer_path),
                       ("motion_module_path", cfg.motion_module_path), ("train_data.dataset_dir", d.dataset_dir)):
-        if path and not os.path.exists(path):
+        if path and not os.path.exists(path) and not (key in HUB_KEYS and is_hub_id(path)):
             raise InputError(f"{key}: {path}: no such file or directory")
+
+
+# the model inputs that take a hub id (found in, or downloaded into, the Hugging Face cache by
+# `train.located_models`) and the files a repository of each kind needs (`convert.sources.HUB_PATTERNS`)
+HUB_KEYS = {"pretrained_model_path": "sd", "motion_module_path": "model"}
 
 
 def check_sample_size(size: int, vae: VAEConfig) -> None:

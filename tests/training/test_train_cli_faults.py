@@ -6,6 +6,7 @@ exiting), a .ckpt export that loses the module's heads/groups (said only once tr
 import importlib.util
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from animatediff_jax.training import checkpointing, metrics, trainer
 from animatediff_jax.training.config import load_config
 from tests.convert.motion_helpers import random_adapter
 from tests.training import tiny
-from tests.utils import as_variants
+from tests.utils import as_variants, cache_repo
 
 
 @pytest.fixture
@@ -46,6 +47,25 @@ def test_an_empty_workdir_is_refused_naming_the_flag(no_training, overrides, cap
     """`--workdir ''` would write checkpoints and exports into the current folder."""
     assert train.main(["--workdir", "", *overrides]) == 2
     assert capsys.readouterr().err == "error: --workdir: empty path\n"
+
+
+def test_model_inputs_take_hub_ids(hub_cache, tmp_path, capsys, monkeypatch):
+    """README: every model input takes a hub id; the trainer's said `no such file or directory`. A cached
+    id reaches training as its snapshot folder; an uncached one is one line naming the key."""
+    mini = os.path.join(os.path.dirname(train.__file__), "assets", "miniature")
+    snapshot = cache_repo(hub_cache, "org/mini", lambda d: shutil.copytree(os.path.join(mini, "base"), d))
+    started = []
+    monkeypatch.setattr(trainer, "train", lambda cfg, workdir: started.append(cfg) or pytest.fail("started"))
+    with pytest.raises(pytest.fail.Exception):
+        train.main(["--workdir", str(tmp_path / "w"), "pretrained_model_path=org/mini"])
+    assert started[0].pretrained_model_path == str(snapshot)
+    capsys.readouterr()
+    for key in ("pretrained_model_path", "motion_module_path"):
+        assert train.main(["--workdir", str(tmp_path / "w"), "pretrained_model_path=org/mini",
+                           f"{key}=org/absent"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {key} org/absent: no such local file or folder, and hub id 'org/absent'") \
+            and err.count("\n") == 1, err
 
 
 def test_tfds_without_the_data_extra_is_named_before_training(no_training, overrides, tmp_path, capsys,
