@@ -64,8 +64,7 @@ def located_models(cfg: TrainingConfig) -> TrainingConfig:
     """`cfg` with each model input given as a hub id (`HUB_KEYS`) replaced by its snapshot folder in
     the Hugging Face cache, downloaded when the hub is reachable (`loading.locate`, as sample and
     data.precompute find one); one error line naming the key for an id that cannot be had."""
-    from animatediff_jax.loading import locate  # noqa: PLC0415 - imports JAX: not for --help
-    from convert.sources import HUB_PATTERNS  # noqa: PLC0415
+    from animatediff_jax.loading import HUB_PATTERNS, locate  # noqa: PLC0415 - imports JAX: not for --help
     given = {key: getattr(cfg, key) for key in HUB_KEYS if getattr(cfg, key)}
     return dataclasses.replace(cfg, **{key: locate(path, key, HUB_PATTERNS[HUB_KEYS[key]])
                                        for key, path in given.items()})

@@ -392,7 +392,7 @@ def check(cfg: TrainingConfig) -> None:
             raise UsageError(f"distributed.process_id: {dist.process_id} is not below num_processes "
                              f"{dist.num_processes}")
 
-    from convert.sources import is_hub_id  # noqa: PLC0415 - imports huggingface_hub: not for --help
+    from animatediff_jax.loading import is_hub_id  # noqa: PLC0415 - imports JAX: not for --help
     for key, path in (("pretrained_model_path", cfg.pretrained_model_path), ("tokenizer_path", cfg.tokenizer_path),
                       ("motion_module_path", cfg.motion_module_path), ("train_data.dataset_dir", d.dataset_dir)):
         if path and not os.path.exists(path) and not (key in HUB_KEYS and is_hub_id(path)):
