@@ -55,7 +55,7 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
     `parent` are removed first (module docstring).
 
     Raises OutputError naming `parent` when it cannot be created or written."""
-    created = _missing_folders(parent)
+    created = missing_folders(parent)
     try:
         os.makedirs(parent, exist_ok=True)
         clean_stale_matching(parent, _RUN_NAME)  # hidden folders of runs that were killed outright
@@ -64,7 +64,7 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
         os.mkdir(tmp)
         os.chmod(tmp, default_mode(folder=True))
     except OSError as e:
-        _remove_empty(created)
+        remove_empty(created)
         raise OutputError(f"{flag} {parent}: cannot create the run folder ({e.strerror or e})") from None
     folder = RunFolder(tmp)
     try:
@@ -73,7 +73,7 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
             raise_if_signalled()  # a Ctrl-C/SIGTERM whose exception was swallowed never completes a run
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(created)
+        remove_empty(created)
         raise
     try:
         folder.final = _rename_fresh(tmp, os.path.join(parent, f"{name}-{stamp}"))
@@ -82,7 +82,7 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
         raise OutputError(f"{flag} {parent}: cannot move the finished run into place ({e.strerror or e})") from None
 
 
-def _missing_folders(path: str) -> list[str]:
+def missing_folders(path: str) -> list[str]:
     """The folders `os.makedirs(path)` would create, deepest first."""
     out, path = [], os.path.abspath(path)
     while not os.path.lexists(path):
@@ -91,7 +91,7 @@ def _missing_folders(path: str) -> list[str]:
     return out
 
 
-def _remove_empty(folders: list[str]) -> None:
+def remove_empty(folders: list[str]) -> None:
     """Remove folders this run created (deepest first) if they are still empty: a failed run leaves none."""
     for path in folders:
         try:

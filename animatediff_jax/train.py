@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import signal
 from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, UserError, run_cli
@@ -23,7 +24,6 @@ from animatediff_jax.training.config import HUB_KEYS, TrainingConfig, load_confi
 
 # Packages the run imports that a lighter install may lack: name -> what needs it.
 RUN_REQUIREMENTS = {"tensorboardX": "the TensorBoard writer of the training metrics"}
-PREEMPTED_EXIT = 143  # 128 + SIGTERM: a scheduler tells a preempted (saved, resumable) run from a finished one
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     from animatediff_jax.training.trainer import train
     result = train(cfg, args.workdir)
-    if result["preempted"]:  # the trainer said which step it saved
-        return PREEMPTED_EXIT
+    if result["preempted"]:  # the trainer said which step it saved; 143 (SIGTERM) or 130 (Ctrl-C) tells a
+        return 128 + (result["signal"] or signal.SIGTERM)  # scheduler a stopped, resumable run from a finished one
     if jax.process_index() == 0:
         print(summary(result, cfg.max_train_steps), flush=True)
     return 0
@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(result: dict, max_steps: int) -> str:
     """The line a run that reached `max_steps` ends with."""
-    if result["start"] >= max_steps:
+    if result["start"] > max_steps:
+        return (f"already past max_train_steps: the run's checkpoint is at step {result['start']}, above "
+                f"max_train_steps {max_steps}; nothing trained or written (raise max_train_steps to continue it)")
+    if result["start"] == max_steps:
         return f"already finished: step {result['step']} of {max_steps} (max_train_steps); nothing to train"
     return f"done: step {result['step']}, loss {result['loss']:.5f}"
 

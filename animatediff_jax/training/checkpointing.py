@@ -6,7 +6,7 @@ base, which is re-read from its source. Every process calls every method (orbax 
 hosts: one writes the metadata, each its own shards). Resuming skips (and sets aside) a newest
 checkpoint that cannot be read, so a run whose last save was cut short resumes from the one before.
 SIGTERM (how TPU VMs are told they will be
-preempted) sets a flag the loop polls, so it can save the current step and exit cleanly.
+preempted) and a first Ctrl-C set a flag the loop polls, so it can save the current step and exit cleanly.
 """
 from __future__ import annotations
 
@@ -160,15 +160,42 @@ def abstract(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), tree, shardings)
 
 
+def latest_step(directory: str) -> int | None:
+    """The newest finalized checkpoint step under `directory` (orbax's step folder names; no restore,
+    no devices needed), None when there is none. It may still prove unreadable (`restore_latest`)."""
+    return max(ocp.utils.checkpoint_steps(directory), default=None)
+
+
 class PreemptionFlag:
-    """Set by SIGTERM; `reached()` is agreed across hosts so all of them save the same step."""
+    """Set by SIGTERM or a first Ctrl-C (SIGINT); `reached()` is agreed across hosts so all of them
+    save the same step. A first Ctrl-C says so on stderr; a second one is passed to SIGINT's previous
+    handler, which aborts the run (interrupts.py: exit 130, nothing saved since the last checkpoint).
+    The handler stays installed meanwhile: interrupts.py's watchdog leaves alone a signal it does not
+    own, so the save after the first Ctrl-C is not cut short."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self._set = False
-        self._previous = signal.signal(signal.SIGTERM, self._handler)
+        self._set, self._interrupted = False, False
+        self.signum: int | None = None
+        self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
 
     def _handler(self, signum, frame):
-        self._set = True
+        if signum == signal.SIGINT:
+            if self._interrupted:
+                previous = self._previous[signal.SIGINT]
+                if callable(previous):
+                    previous(signum, frame)
+                raise KeyboardInterrupt
+            self._interrupted = True
+            print("interrupted: saving the current step when it ends, then exiting; Ctrl-C again to abort "
+                  "without saving", file=sys.stderr, flush=True)
+        self._set, self.signum = True, self.signum or signum
+
+    def name(self) -> str:
+        """How the stop is reported: 'interrupted' after Ctrl-C, else 'SIGTERM' (also on a host that
+        saves because another host was signalled)."""
+        return "interrupted" if self.signum == signal.SIGINT else "SIGTERM"
 
     def reached(self) -> bool:
         if jax.process_count() == 1:
@@ -177,4 +204,5 @@ class PreemptionFlag:
         return bool(np.max(flags))
 
     def restore_handler(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)

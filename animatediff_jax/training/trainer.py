@@ -33,7 +33,7 @@ from animatediff_jax.models.vae import AutoencoderKL, sample_latent
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.tokenizer import PromptTokenizer
 from animatediff_jax.training import checkpointing as ckpt
-from animatediff_jax.training import lora
+from animatediff_jax.training import lora, workdir_lock
 from animatediff_jax.training.config import LR_SCHEDULE_KEYS, TrainingConfig, check_sample_size, config_changes
 from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import learning_rate_schedule, make_optimizer
@@ -239,14 +239,27 @@ def motion_subtree(tree: dict) -> dict:
 # ===================================== training =================================================
 def train(cfg: TrainingConfig, workdir: str) -> dict:
     """Run (or resume) training; returns {'step', 'loss', 'params'} (trainable params, numpy), 'start'
-    (the step it resumed from; loss is NaN when it trained none) and 'preempted' (stopped by SIGTERM,
-    the step saved, not exported).
+    (the step it resumed from; loss is NaN when it trained none), 'preempted' (stopped by SIGTERM or
+    Ctrl-C, the step saved, not exported) and 'signal' (that signal's number, else None). A workdir
+    whose latest checkpoint is at or past `max_train_steps` is left as it is: nothing is built,
+    trained or written ('params' None, 'start' and 'step' that checkpoint's step).
 
     Raises NonFiniteLossError when a step's loss or gradients are not finite (the state before
-    that step saved), UsageError when the config does not fit the devices or the data."""
+    that step saved), UsageError when the config does not fit the devices or the data, OutputError
+    when another live run holds the workdir (training/workdir_lock.py)."""
+    saved = ckpt.latest_step(os.path.join(workdir, "checkpoints"))
+    if saved is not None and saved >= cfg.max_train_steps:  # read from the folder names: no mesh, no restore
+        return {"step": saved, "start": saved, "loss": float("nan"), "params": None, "preempted": False,
+                "signal": None}
     if cfg.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", cfg.compilation_cache_dir)
     mesh = setup_mesh(cfg)
+    with workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+        return _train(cfg, workdir, mesh)
+
+
+def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh) -> dict:
+    """`train` on `mesh`, `workdir` held by this run."""
     main = jax.process_index() == 0
     lost = export_warning(cfg, workdir)
     if main and lost:
@@ -345,7 +358,7 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
             if stop:  # preempted: no validation (minutes of sampling), only the save's completion
                 manager.wait_until_finished()
                 if main:
-                    print(f"SIGTERM: saved step {step}, exiting", flush=True)
+                    print(f"{preempted.name()}: saved step {step}, exiting", flush=True)
                 break
             if validator is not None and validator.due(step):  # while the checkpoint writes
                 validate(validator, step, state, logger)
@@ -366,7 +379,7 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
         if main:
             export(cfg, workdir, trained if motion is None else module, motion)
     return {"step": step, "start": start, "loss": loss, "params": trained,
-            "preempted": stop and step < cfg.max_train_steps}
+            "preempted": stop and step < cfg.max_train_steps, "signal": preempted.signum}
 
 
 def run_meta(step: int, cfg: TrainingConfig) -> dict:

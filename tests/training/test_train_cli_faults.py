@@ -2,11 +2,17 @@
 [data] extra, a sample size the VAE cannot halve, the project's own Flax motion module as a start, a
 MotionAdapter folder of several weight variants (training has no --variant to choose one), a run stopped
 before its first step (it left empty folders), a preemption at a validation step (it sampled before
-exiting), a .ckpt export that loses the module's heads/groups (said only once training had ended)."""
+exiting), a .ckpt export that loses the module's heads/groups (said only once training had ended), two runs on
+one workdir (they deleted each other's checkpoints), Ctrl-C (it discarded the steps since the last
+checkpoint), a finished run re-run below its step (it exported again, after restoring)."""
 import importlib.util
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -155,3 +161,80 @@ def test_a_ckpt_export_that_loses_heads_and_groups_is_said_before_training(overr
     default_geometry = 'motion_module_kwargs={"num_attention_heads": 8, "norm_num_groups": 32, "max_seq_length": 8}'
     for quiet in (["export_formats=[diffusers]"], [default_geometry]):
         assert trainer.export_warning(load_config(None, overrides + quiet), workdir) is None
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_until_the_first_ends(overrides, tmp_path, monkeypatch, capsys):
+    """A second run on the same workdir deleted the first one's unfinished checkpoints (orbax's tmp folders)."""
+    workdir = str(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WORKDIR, workdir], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        monkeypatch.setattr(trainer, "_train", lambda *a, **k: pytest.fail("training started"))
+        assert train.main(["--workdir", workdir, *overrides]) == 1
+        err = capsys.readouterr().err
+        assert err == (f"error: --workdir {workdir}: another training run (pid {holder.pid} on host "
+                       f"{socket.gethostname()}) is using it\n")
+    finally:
+        holder.kill()  # a run that dies, however, frees its workdir
+        holder.wait()
+    monkeypatch.setattr(trainer, "_train", lambda *a, **k: {"step": 3, "start": 0, "loss": 0.5, "preempted": False})
+    assert train.main(["--workdir", workdir, *overrides]) == 0
+    assert "done: step 3" in capsys.readouterr().out
+
+
+HOLD_WORKDIR = """
+import sys, time
+from animatediff_jax.training import workdir_lock
+with workdir_lock.hold(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+def _ctrl_c_at_step_1(times: int):
+    def step(self, step, values):
+        if step == 1:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+    return step
+
+
+def test_ctrl_c_saves_the_current_step_and_exits_130(overrides, tmp_path, monkeypatch, capsys):
+    """Ctrl-C exited 130 with 'error: interrupted', discarding every step since the last checkpoint."""
+    monkeypatch.setattr(metrics.MetricsLogger, "step", _ctrl_c_at_step_1(1))
+    workdir = tmp_path / "run"
+    try:
+        code = train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C aborted the run without saving")
+    out, err = capsys.readouterr()
+    assert code == 130 and "interrupted: saved step 1, exiting" in out, out + err
+    assert "Ctrl-C again to abort" in err and "error:" not in err, err
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1"] and not (workdir / "motion_adapter").exists()
+
+
+def test_a_second_ctrl_c_aborts_without_saving(overrides, tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics.MetricsLogger, "step", _ctrl_c_at_step_1(2))
+    workdir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(load_config(None, overrides + ["export_formats=[diffusers]"]), str(workdir))
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_a_finished_run_rerun_below_its_step_writes_nothing(overrides, tmp_path, monkeypatch, capsys):
+    """max_train_steps below the saved step wrote config.json and motion_adapter/ again (after building the
+    mesh and restoring the checkpoint) and said 'already finished: step 3 of 2'."""
+    workdir = tmp_path / "run"
+    assert train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]"]) == 0
+    shutil.rmtree(workdir / "motion_adapter")
+    os.remove(workdir / "config.json")
+    capsys.readouterr()
+    monkeypatch.setattr(trainer, "setup_mesh", lambda *a: pytest.fail("built the mesh"))
+    for steps in (2, 3):
+        assert train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]",
+                           f"max_train_steps={steps}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["already past max_train_steps: the run's checkpoint is at step 3, above max_train_steps 2; "
+                   "nothing trained or written (raise max_train_steps to continue it)",
+                   "already finished: step 3 of 3 (max_train_steps); nothing to train"], out
+    assert sorted(os.listdir(workdir)) == [".train.lock", "checkpoints", "tensorboard"]
