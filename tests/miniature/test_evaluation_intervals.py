@@ -57,9 +57,9 @@ def test_by_default_rows_without_their_files_are_left_out_and_named(tmp_path, ca
     (weights / "base" / "unet.safetensors").write_bytes(b"")
     (weights / "motion_module_B.safetensors").write_bytes(b"")
     rows = evaluate.available_rows(str(weights))
-    assert [r.name for r in rows] == ["base + module", "base images"]
+    assert [r.name for r in rows] == ["base + module", "base, no module", "base images"]
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == len(evaluate.ROWS) - 2 and all(line.startswith("left out: no ") for line in out)
+    assert len(out) == len(evaluate.ROWS) - 3 and all(line.startswith("left out: no ") for line in out)
     assert any("motion_module_A.safetensors, which row 'base + module (schedule A)' needs" in line for line in out)
     (weights / "base" / "unet.safetensors").unlink()
     with pytest.raises(InputError, match="no row can be sampled"):
