@@ -149,6 +149,23 @@ def stoppable() -> Iterator[None]:
         _signalled.clear()
 
 
+START_UP_MESSAGES = {signal.SIGINT: "error: interrupted", signal.SIGTERM: "error: terminated (SIGTERM)"}
+
+
+def stop_cleanly_during_start_up() -> None:
+    """Until `run_cli` takes over (`stoppable`), SIGINT / SIGTERM end the process with the line and the
+    exit code (130 / 143) `run_cli` would give. For `python -m <package>.<command>`: the command's
+    module imports (numpy, yaml, JAX: seconds on a busy machine) run before any handler of its own, and
+    a Ctrl-C there ended in a KeyboardInterrupt traceback. Nothing has been written yet to clean up."""
+    for signum in SIGNALS:
+        signal.signal(signum, _stop_at_start_up)
+
+
+def _stop_at_start_up(signum, frame):
+    print(START_UP_MESSAGES[signum], file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
 def exit_cli(code: int) -> None:
     """End a command-line program with `code` (its `__main__`: `exit_cli(main())`). After Ctrl-C or
     SIGTERM (130 / 143) the run has unwound and removed its outputs, so the process ends at once,

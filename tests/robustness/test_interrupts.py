@@ -138,6 +138,22 @@ def test_swallowed_interrupt_never_completes_the_run_folder(tmp_path, capsys):
     assert not out.exists()  # the run folder and the --out folder it made are gone
 
 
+@pytest.mark.parametrize("command", [["animatediff_jax.sample", "--steps", "2"], ["convert", "inspect", "absent"]])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_command_imports_its_modules_is_one_line(tmp_path, command, signum):
+    """Found by the CI on a busy machine (load 6): `sample`'s module imports took 0.7-1.5 s, before any
+    handler of its own, and a Ctrl-C there ended in a KeyboardInterrupt traceback (exit -2). 0.15 s
+    after the start the interpreter is up and the command's imports are running, loaded or not."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+           "ANIMATEDIFF_JAX_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    time.sleep(0.15)
+    rc, _, err = stop(proc, signum)
+    assert rc == 128 + signum and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: "), err
+
+
 @pytest.mark.parametrize("delay", [0.5, 1.0, 1.6])
 def test_ctrl_c_early_in_a_sample_run_is_a_clean_130(tmp_path, delay):
     """At these delays the signal lands in JAX's import, a garbage-collection callback or the start-up

@@ -179,14 +179,18 @@ def test_a_model_flag_without_a_prompt_is_the_usage_error_first(hub, capsys, mon
     assert not jobs and not os.path.exists("out")
 
 
-@pytest.mark.parametrize("key", ["motion_module", "dreambooth_path", "lora_model_path", "adapter_lora_path"])
-def test_a_missing_weights_file_in_a_prompt_config_lists_where_it_looked(hub, capsys, key):
+def sample_config_with(key: str, value: str, capsys) -> tuple[str, str]:
+    """Sample from sub/c.yaml whose one entry sets `key: value` (a path that is not there): (stderr, cwd)."""
     os.makedirs("sub")
     with open("sub/c.yaml", "w", encoding="utf-8") as f:
-        f.write(f"- prompt: [a]\n  {key}: models/mm_sd_v15_v2.ckpt\n")
+        f.write(f"- prompt: [a]\n  {key}: {value}\n")
     assert sample.main(["sub/c.yaml", "--base", os.path.join(MINIATURE, "base"), *SIZE, "--out", "out"]) == 1
-    err = capsys.readouterr().err
-    cwd = os.getcwd()
+    return capsys.readouterr().err, os.getcwd()
+
+
+@pytest.mark.parametrize("key", ["motion_module", "dreambooth_path", "lora_model_path", "adapter_lora_path"])
+def test_a_missing_weights_file_in_a_prompt_config_lists_where_it_looked(hub, capsys, key):
+    err, cwd = sample_config_with(key, "models/mm_sd_v15_v2.ckpt", capsys)
     assert err.startswith(f"error: sub/c.yaml: entry 0: key '{key}': ") and err.rstrip().endswith(
         f"'models/mm_sd_v15_v2.ckpt' not found (looked at: {cwd}/models/mm_sd_v15_v2.ckpt, "
         f"{cwd}/sub/models/mm_sd_v15_v2.ckpt)"), err
@@ -230,12 +234,7 @@ def test_a_config_path_neither_there_nor_cached_says_both(hub, capsys, monkeypat
     """A model key's value written like a hub id, no such path beside the config or the cwd, nor in the
     cache: one line naming the config and key, where it looked and why the id cannot be had."""
     jobs = stop_at_load(monkeypatch)
-    os.makedirs("sub")
-    with open("sub/c.yaml", "w", encoding="utf-8") as f:
-        f.write(f"- prompt: [a]\n  {key}: models/absent\n")
-    assert sample.main(["sub/c.yaml", "--base", os.path.join(MINIATURE, "base"), *SIZE, "--out", "out"]) == 1
-    err = capsys.readouterr().err
-    cwd = os.getcwd()
+    err, cwd = sample_config_with(key, "models/absent", capsys)
     assert err.startswith(f"error: sub/c.yaml: entry 0: key '{key}': ") and err.count("\n") == 1, err
     assert f"'models/absent' not found (looked at: {cwd}/models/absent, {cwd}/sub/models/absent), and hub id " \
            f"'models/absent' (revision main) is not in the Hugging Face cache {hub} while HF_HUB_OFFLINE is set. " \
