@@ -348,16 +348,16 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
 def located(files: ModelFiles, names: Mapping[str, str] = ROLES) -> ModelFiles:
     """`files` with each model input a local path (`locate`: a hub id found in, or downloaded into,
     the Hugging Face cache; LoadError naming the role or flag and the path for one not there)."""
-    def one(path: str | None, role: str, patterns: list[str]) -> str | None:
-        return None if path is None else locate(path, names[role], patterns)
+    def one(path: str | None, role: str, patterns: list[str], variant: str | None = None) -> str | None:
+        return None if path is None else locate(path, names[role], patterns, variant)
 
     def pairs(role: str) -> tuple:
         return tuple((one(p, role, HUB_PATTERNS["lora"]), s) for p, s in getattr(files, role))
     adapter = files.domain_adapter
-    return replace(files, base=one(files.base, "base", HUB_PATTERNS["sd"]),
+    return replace(files, base=one(files.base, "base", HUB_PATTERNS["sd"], files.variant),
                    tokenizer=one(files.tokenizer, "tokenizer", HUB_PATTERNS["tokenizer"]),
-                   dreambooth=one(files.dreambooth, "dreambooth", HUB_PATTERNS["sd"]),
-                   motion_module=one(files.motion_module, "motion_module", HUB_PATTERNS["model"]),
+                   dreambooth=one(files.dreambooth, "dreambooth", HUB_PATTERNS["sd"], files.variant),
+                   motion_module=one(files.motion_module, "motion_module", HUB_PATTERNS["model"], files.variant),
                    loras=pairs("loras"), motion_loras=pairs("motion_loras"),
                    domain_adapter=None if adapter is None else (one(adapter[0], "domain_adapter", HUB_PATTERNS["lora"]),
                                                                 adapter[1]))
@@ -413,16 +413,17 @@ def _read_loras(files: ModelFiles, local: ModelFiles, configs: Mapping, mm: Moti
             "domain_adapter", files.domain_adapter, local.domain_adapter, lambda p: read_lora(p, {"unet": unet})))
 
 
-def locate(path: str, what: str, patterns: list[str] | None = None) -> str:
+def locate(path: str, what: str, patterns: list[str] | None = None, variant: str | None = None) -> str:
     """The local path of a model given as a path or as a hub id: its snapshot folder in the Hugging
     Face cache, downloaded when the hub is reachable (`convert.sources.resolve_source`; `patterns`:
-    the files a repo of this kind needs, `convert.sources.HUB_PATTERNS`, default an SD model's).
+    the files a repo of this kind needs, `convert.sources.HUB_PATTERNS`, default an SD model's; of
+    their weights the set each folder's loader reads for `variant`).
     LoadError `<what> <path>: ...`, one line, for a path that does not exist (and is no hub id) or an
     id that cannot be had."""
     if not os.path.exists(path) and not is_hub_id(path):
         raise LoadError(f"{what} {path}: not found")
     try:
-        return resolve_source(path, allow_patterns=patterns)
+        return resolve_source(path, allow_patterns=patterns, variant=variant)
     except UserError as e:
         raise LoadError(f"{what} {e}") from e
 

@@ -154,12 +154,13 @@ def read_key_image(path: str, height: int, width: int, normalize: bool = False) 
     return out
 
 
-def local_path(spec: ControlSpec) -> str:
+def local_path(spec: ControlSpec, variant: str | None) -> str:
     """The local path of a spec's ControlNet / SparseCtrl encoder: a hub id's snapshot folder in the
-    Hugging Face cache (`loading.locate`; LoadError naming the flag and the id where it cannot be had)."""
+    Hugging Face cache, its weights those of `variant` where it has them (`loading.locate`; LoadError
+    naming the flag and the id where it cannot be had)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
     from convert.sources import HUB_PATTERNS  # noqa: PLC0415
-    return loading.locate(spec.path, spec.flag, HUB_PATTERNS["model"])
+    return loading.locate(spec.path, spec.flag, HUB_PATTERNS["model"], variant)
 
 
 def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: int, height: int, frames: int,
@@ -176,7 +177,7 @@ def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: in
     from convert.sources import as_given  # noqa: PLC0415
     controls = []
     for s in specs:
-        path = local_path(s)
+        path = local_path(s, variant)
         try:
             plan = plan_controlnet(path, variant=variant, overrides=config_overrides(s.config) or None)
         except CheckpointError as e:
@@ -220,7 +221,7 @@ def load_controls(specs: list[ControlSpec], controls: list, *, dtype: str, atten
     out = []
     for s, c in zip(specs, controls):
         net = c.controlnet
-        params = load_controlnet(local_path(s), variant=variant, overrides=config_overrides(s.config) or None).params
+        params = load_controlnet(local_path(s, variant), variant=variant, overrides=config_overrides(s.config) or None).params
         loaded = cn.ControlNet.build(net.kind, net.config, getattr(net.network, "motion", None), params, dtype=dtype,
                                      attention_impl=attention_impl, source=net.source)
         out.append(dataclasses.replace(c, controlnet=loaded))

@@ -300,7 +300,7 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
 def plan_base(source: str, *, ema: bool = False, variant: str | None = None, revision: str | None = None,
               overrides: Mapping[str, Mapping[str, Any]] | None = None, check: bool = True) -> BasePlan:
     """Plan the conversion of a folder, hub id or single file (no tensor data read yet)."""
-    path = resolve_source(os.fspath(source), revision)
+    path = resolve_source(os.fspath(source), revision, variant=variant)
     if os.path.isdir(path):
         if ema:
             raise CheckpointError(f"{path}: EMA selection applies to single files; a diffusers folder holds one set")

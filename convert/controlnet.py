@@ -357,10 +357,11 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> ControlNetPlan:
         raise
 
 
-def resolve_controlnet(source: str, revision: str | None = None) -> str:
+def resolve_controlnet(source: str, revision: str | None = None, variant: str | None = None) -> str:
     """A local file or folder as given; otherwise a hub id of a diffusers ControlNet (its config and
-    weights only), through the Hugging Face cache (`convert.sources.resolve_source`)."""
-    return resolve_source(source, revision, allow_patterns=HUB_PATTERNS["model"])
+    the weights of `variant`, or its plain ones), through the Hugging Face cache
+    (`convert.sources.resolve_source`)."""
+    return resolve_source(source, revision, allow_patterns=HUB_PATTERNS["model"], variant=variant)
 
 
 def plan_controlnet(source: str, *, variant: str | None = None, revision: str | None = None,
@@ -370,7 +371,7 @@ def plan_controlnet(source: str, *, variant: str | None = None, revision: str | 
     file cannot show (e.g. {"global_pool_conditions": True} for the shuffle ControlNet,
     {"motion_num_attention_heads": 8}). Raises `CheckpointError` naming the file (`UsageError` for an
     unknown override key)."""
-    path = resolve_controlnet(os.fspath(source), revision)
+    path = resolve_controlnet(os.fspath(source), revision, variant)
     if os.path.isdir(path):
         return _plan_folder(path, variant, overrides)
     return _plan_file(path, overrides)

@@ -407,7 +407,7 @@ def describe_path(path: str, variant: str | None = None, revision: str | None = 
     (or downloaded, at `revision`) as `convert base` finds it (`convert.sources.resolve_source`);
     CheckpointError, one line, where it cannot be."""
     if not os.path.exists(path) and is_hub_id(path):
-        path = resolve_source(path, revision, allow_patterns=INSPECT_HUB_PATTERNS)
+        path = resolve_source(path, revision, allow_patterns=INSPECT_HUB_PATTERNS, variant=variant)
     if not os.path.isdir(path):
         return [describe(path)]
     layout, files, config = folder_layout(path, variant)

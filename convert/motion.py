@@ -315,7 +315,7 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
     without `pos_encoder.pe` needs `version` (`resolve_version`). Other arguments: see
     `motion_from_state_dict`. Raises `MotionModuleError` (`CheckpointError` for a folder without
     weights, a hub id that cannot be had)."""
-    path = Path(resolve_source(os.fspath(path), revision, allow_patterns=HUB_PATTERNS["model"]))
+    path = Path(resolve_source(os.fspath(path), revision, allow_patterns=HUB_PATTERNS["model"], variant=variant))
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.exists():

@@ -1,5 +1,6 @@
 """Where a model's weights are: a hub id resolved through the Hugging Face cache (`resolve_source`;
-`recorded` keeps it as given where a run writes its inputs down), and the weights file of a
+`recorded` keeps it as given where a run writes its inputs down; what it downloads of a repository:
+`hub_files`, the one weights set per folder `weights_file` reads), and the weights file of a
 diffusers / transformers model folder (`weights_file`).
 
 Every loader of a model folder (`convert base`'s unet/, vae/, text_encoder/; MotionAdapter,
@@ -24,12 +25,15 @@ with weights, `.safetensors` before `.bin`, a whole file before a shard index.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import posixpath
 import re
 import sys
 from typing import Iterable, Iterator
 
 from huggingface_hub import constants
+from huggingface_hub.utils import filter_repo_objects
 
 from animatediff_jax.tokenizer import TOKENIZER_FILES
 from convert.io import CheckpointError
@@ -42,13 +46,14 @@ FORMATS = ("safetensors", "bin")  # preferred first
 # what a weights file's name ends in (no hub repository's name does: `is_hub_id`)
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
 DIFFUSERS_WEIGHTS = f"{DIFFUSERS_STEMS[0]}.safetensors"  # what the exporters write into a diffusers folder
-# what a hub id of each kind of repository is downloaded with (`resolve_source`'s allow_patterns)
+# the files of each kind of repository a hub id downloads (`resolve_source`; of their weights, `hub_files`' choice)
 HUB_PATTERNS = {"sd": ["unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
                 "model": ["config.json", "diffusion_pytorch_model*", "controlnet/*"],  # MotionAdapter, ControlNet
                 # LoRAs: PEFT adapters, diffusers' save_lora_weights, the hub's diffusers MotionLoRA repos
                 "lora": ["adapter_config.json", "adapter_model*", "pytorch_lora_weights*", "diffusion_pytorch_model*"],
                 # a CLIP tokenizer: a tokenizer repo's own files, or an SD repo's tokenizer/ (its files only)
                 "tokenizer": [*TOKENIZER_FILES, *(f"tokenizer/{name}" for name in TOKENIZER_FILES)]}
+HUB_IGNORE = ["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"]  # Flax, ONNX, LDM single files, Keras: never read from a repo
 # a stem or variant name: no dots, no hyphens (`model-00001-of-00002`, `fp16-00001-of-00002` are shards)
 _VARIANT = r"[A-Za-z0-9_]+"
 _WEIGHTS_NAME = re.compile(
@@ -118,7 +123,8 @@ def parse_weights_name(name: str) -> tuple[str, str | None, str, bool] | None:
 def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant: str | None = None) -> str:
     """The weights of a diffusers / transformers model folder: a single file, or the shard index of
     a sharded save (opened by `convert.io.open_state_dict` either way); choice as in the module
-    docstring. `stems`: `DIFFUSERS_STEMS`, `TRANSFORMERS_STEMS` (`SD_COMPONENTS` per SD component).
+    docstring (`choose_weights`). `stems`: `DIFFUSERS_STEMS`, `TRANSFORMERS_STEMS` (`SD_COMPONENTS`
+    per SD component).
 
     Raises CheckpointError naming the folder when it holds no weights file; VariantError when it
     holds only weights of several variants and `variant` names none of them."""
@@ -126,10 +132,20 @@ def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant:
         names = sorted(os.listdir(folder))
     except OSError as e:
         raise CheckpointError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+    name = choose_weights([n for n in names if os.path.isfile(os.path.join(folder, n))], stems, variant,
+                          as_given(folder))
+    for block in _CHOSEN:
+        block.add(parse_weights_name(name)[1])
+    return os.path.join(folder, name)
+
+
+def choose_weights(names: Iterable[str], stems: tuple[str, ...], variant: str | None, where: str) -> str:
+    """The one of a folder's file `names` that `weights_file` reads (rules: the module docstring), a
+    whole weights file or a shard index. Errors as `weights_file`'s, naming the folder `where`."""
     found = {}  # (variant, stem rank, format rank, index?) -> name
-    for name in names:
+    for name in sorted(names):
         parsed = parse_weights_name(name)
-        if parsed is not None and parsed[0] in stems and os.path.isfile(os.path.join(folder, name)):
+        if parsed is not None and parsed[0] in stems:
             stem, v, ext, index = parsed
             found.setdefault((v, stems.index(stem), FORMATS.index(ext), index), name)
     plain = any(v is None for v, *_ in found)
@@ -141,14 +157,41 @@ def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant:
     elif variant is None and len(variants) == 1:
         chosen = variants[0]
     elif variants:
-        raise VariantError(as_given(folder), variants, variant, stems)
+        raise VariantError(where, variants, variant, stems)
     else:
-        raise CheckpointError(f"{as_given(folder)}: no weights file: expected {' or '.join(stems)}[.VARIANT]"
+        raise CheckpointError(f"{where}: no weights file: expected {' or '.join(stems)}[.VARIANT]"
                               f".{{{','.join(FORMATS)}}}, or a shard index <name>.{{{','.join(FORMATS)}}}"
                               ".index[.VARIANT].json")
-    for block in _CHOSEN:
-        block.add(chosen)
-    return os.path.join(folder, found[min(k for k in found if k[0] == chosen)])
+    return found[min(k for k in found if k[0] == chosen)]
+
+
+def hub_files(repo: str, repo_files: Iterable[str], patterns: list[str], variant: str | None = None,
+              weights: bool = True) -> list[str]:
+    """The files of hub repository `repo` (`repo_files`: its listing) that `resolve_source` downloads:
+    those `patterns` match (less `HUB_IGNORE`), of each folder's weights (its files named
+    `<stem>.*` / `<stem>-*`, stems: `SD_COMPONENTS` for an SD component's folder, else
+    `DIFFUSERS_STEMS`) only the set `weights_file` reads there for `variant` (`choose_weights`: one
+    whole file, or a shard index and its shards), none where `weights` is False (configs only), all
+    where none of them is one `weights_file` reads.
+    VariantError naming the folder as `as_given` names it in the cache (`owner/name (unet/)`) where
+    `weights_file` would refuse the folder's variants."""
+    folders: dict[str, list[str]] = {}
+    for path in filter_repo_objects(repo_files, allow_patterns=patterns, ignore_patterns=HUB_IGNORE):
+        folders.setdefault(posixpath.dirname(path), []).append(posixpath.basename(path))
+    out = []
+    for folder, names in folders.items():
+        stems = SD_COMPONENTS.get(posixpath.basename(folder), DIFFUSERS_STEMS)
+        family = [n for n in names if n.startswith(tuple(f"{s}{sep}" for s in stems for sep in ".-"))]
+        keep = [n for n in names if n not in family]
+        if weights and any(map(parse_weights_name, family)):
+            chosen = choose_weights(family, stems, variant, hub_name(repo, folder))
+            stem, v, ext, index = parse_weights_name(chosen)
+            shard = re.compile(rf"{re.escape(stem + ('' if v is None else f'.{v}'))}-\d+-of-\d+\.{ext}")
+            keep += [chosen, *(n for n in family if index and shard.fullmatch(n))]
+        elif weights:  # none of them a weights file `weights_file` reads: all, as the patterns match them
+            keep += family
+        out += [posixpath.join(folder, n) for n in keep]
+    return sorted(out)
 
 
 def as_given(folder: str) -> str:
@@ -159,7 +202,12 @@ def as_given(folder: str) -> str:
     repo = parts[0].split("--")
     if len(parts) < 3 or parts[1] != "snapshots" or len(repo) != 3 or repo[0] != "models":
         return folder
-    return f"{repo[1]}/{repo[2]}" + (f" ({'/'.join(parts[3:])}/)" if parts[3:] else "")
+    return hub_name(f"{repo[1]}/{repo[2]}", "/".join(parts[3:]))
+
+
+def hub_name(repo: str, folder: str) -> str:
+    """A folder of hub repository `repo` as the user knows it: `owner/name`, `owner/name (unet/)`."""
+    return repo + (f" ({folder}/)" if folder else "")
 
 
 def is_hub_id(source: str) -> bool:
@@ -174,23 +222,35 @@ def recorded(source: str) -> str:
     return source if not os.path.exists(source) and is_hub_id(source) else os.path.abspath(source)
 
 
-def resolve_source(source: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> str:
+def resolve_source(source: str, revision: str | None = None, allow_patterns: list[str] | None = None,
+                   variant: str | None = None, weights: bool = True) -> str:
     """A local file or folder as given; otherwise a hub id, downloaded into (or, offline or when the
-    hub cannot be reached, found in) the Hugging Face cache by `huggingface_hub.snapshot_download`,
-    the files `allow_patterns` match (default `HUB_PATTERNS["sd"]`, an SD model's components).
+    hub cannot be reached, found in) the Hugging Face cache by `huggingface_hub.snapshot_download`:
+    of the files `allow_patterns` match (default `HUB_PATTERNS["sd"]`, an SD model's components), as
+    diffusers' `from_pretrained` does, the configs and the one weights set per folder that the loaders
+    read for `variant` (`hub_files`, from the repository's listing; `weights` False: configs only);
+    offline, or where the repository cannot be listed, what the cache holds of them all.
     Returns the local path (a snapshot folder for a hub id). CheckpointError, one line naming
     `source`, for a path that does not exist and is not a hub id; HubError for an id that is not
-    cached while the hub is unreachable, or a failed download (unknown repository, revision, access...)."""
+    cached while the hub is unreachable, or a failed download (unknown repository, revision, access...);
+    VariantError (from the listing) for a folder whose variants `weights_file` would refuse."""
     if os.path.exists(source):
         return source
     if not is_hub_id(source):
         raise CheckpointError(f"{source}: no such file or folder (and not a hub id 'owner/name')")
     # ~0.15-0.4 s of imports (their HTTP stack), paid only for hub ids
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
+    patterns = allow_patterns or HUB_PATTERNS["sd"]
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            listing = HfApi().list_repo_files(source, revision=revision)
+        except Exception:  # noqa: BLE001 - unreachable, unknown repo...: snapshot_download says which
+            listing = None
+        if listing is not None:
+            patterns = [glob.escape(f) for f in hub_files(source, listing, patterns, variant, weights)]
     try:
-        return snapshot_download(source, revision=revision, allow_patterns=allow_patterns or HUB_PATTERNS["sd"],
-                                 ignore_patterns=["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"])
+        return snapshot_download(source, revision=revision, allow_patterns=patterns, ignore_patterns=HUB_IGNORE)
     except LocalEntryNotFoundError as e:
         mode = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
         raise HubError(source, f"hub id {source!r} (revision {revision or 'main'}) is not in the Hugging Face "

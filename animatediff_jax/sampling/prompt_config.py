@@ -166,8 +166,9 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
                  hub: str | None = None) -> str:
     """Absolute path of a file named in a config, or an InputError listing where it looked. `hub`
     (model keys: the kind of repo, a `convert.sources.HUB_PATTERNS` key): a hub id ('owner/name') that
-    is no such path is kept as given once found in (or downloaded into) the Hugging Face cache
-    (`convert.sources.resolve_source`; the loaders find it there again); one that cannot be had is an
+    is no such path is kept as given once found in the Hugging Face cache or on the hub (its configs
+    downloaded, `convert.sources.resolve_source`; the loaders fetch the weights of the variant they
+    read, --variant, and find it there again); one that cannot be had is an
     InputError saying both where it looked and why the id cannot be had."""
     p = Path(os.path.expanduser(path))
     tried = [p if p.is_absolute() else Path.cwd() / p]
@@ -185,7 +186,7 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
     not_found = f"{what} {path!r} not found (looked at: {', '.join(map(str, tried))})"
     if hub and is_hub_id(path):
         try:
-            resolve_source(path, allow_patterns=HUB_PATTERNS[hub])
+            resolve_source(path, allow_patterns=HUB_PATTERNS[hub], weights=False)  # the loaders fetch the weights
         except HubError as e:
             raise _err(source, entry, f"{not_found}, and {e.problem}", InputError) from None
         return path

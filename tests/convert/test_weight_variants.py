@@ -13,8 +13,9 @@ import shutil
 
 import numpy as np
 import pytest
-from huggingface_hub import constants, save_torch_state_dict
+from huggingface_hub import HfApi, constants, save_torch_state_dict
 from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub.utils import filter_repo_objects
 
 from animatediff_jax.checkpoint import load_params, read_metadata
 from animatediff_jax.params import flatten
@@ -291,6 +292,7 @@ def test_unreachable_or_failing_hub_is_one_error_line(monkeypatch, capsys, error
     cache then lacks the id) or for an unknown repository."""
     def fail(*args, **kwargs):
         raise error
+    monkeypatch.setattr(HfApi, "list_repo_files", fail)  # the listing first, failing as the download does
     monkeypatch.setattr("huggingface_hub.snapshot_download", fail)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     capsys.readouterr()
@@ -347,6 +349,53 @@ def test_a_variant_a_hub_repo_lacks_names_the_id_as_typed(two_variants, hub_cach
     where = "org/two (unet/)" if source == "sd" else "org/two"
     assert err == (f"error: {where}: no variant 'int8' (--variant) and no plain weights; the variants there: "
                    "bf16, fp16 of diffusion_pytorch_model: give --variant one of them\n"), err
+
+
+@pytest.fixture
+def online_hub(two_variants, hub_cache, monkeypatch):
+    """A reachable hub serving org/two (`two_variants["sd"]`: fp16 and bf16 weights): its listing, and a
+    snapshot_download that copies the files the patterns match into the cache; returns its calls."""
+    src = two_variants["sd"]
+    listing = sorted(os.path.relpath(os.path.join(d, f), src).replace(os.sep, "/")
+                     for d, _, files in os.walk(src) for f in files)
+    calls = []
+
+    def list_repo_files(self, repo_id, *, revision=None):
+        calls.append(("list", repo_id, revision))
+        return listing
+
+    def snapshot_download(repo_id, *, revision=None, allow_patterns=None, ignore_patterns=None):
+        files = list(filter_repo_objects(listing, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+        calls.append(("download", repo_id, revision, files))
+        snapshot = hub_cache / f"models--{repo_id.replace('/', '--')}" / "snapshots" / MAIN
+        for f in files:
+            os.makedirs(snapshot / os.path.dirname(f), exist_ok=True)
+            shutil.copy(os.path.join(src, f), snapshot / f)
+        return str(snapshot)
+    monkeypatch.setattr(HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return listing, calls
+
+
+def test_a_hub_id_downloads_the_asked_variants_weights_only(online_hub, tmp_path, capsys):
+    """Online, a hub id's download is chosen from the repository's listing: its configs and the one
+    weights file per folder the loader reads for --variant; a variant no folder can give is refused
+    from the listing, before anything is downloaded, naming the variants there."""
+    listing, calls = online_hub
+    infos = inspect_json(capsys, "--variant", "fp16", "--revision", "v1", "org/two")
+    ((_, _, _, files),) = [c for c in calls if c[0] == "download"]
+    assert calls[0] == ("list", "org/two", "v1") and calls[1][:3] == ("download", "org/two", "v1")
+    assert files == [f for f in listing if ".bf16." not in f]  # not bf16: every other file (configs, tokenizer)
+    assert len(files) < len(listing) and any(".fp16." in f for f in files)
+    assert [os.path.basename(i["file"]) for i in infos] == ["diffusion_pytorch_model.fp16.safetensors"] * 2 + [
+        "model.fp16.safetensors"]
+    calls.clear()
+    assert main(["base", "org/two", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == (
+        "error: org/two (text_encoder/): no plain weights, only the variants bf16, fp16 of model / pytorch_model: "
+        "choose one (--variant)\n")
+    assert [c[0] for c in calls] == ["list"] and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("name", ["mm_sd_v15_v2.ckpt", "x.safetensors", "x.bin", "x.pt", "x.PTH"])
