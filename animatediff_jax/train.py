@@ -72,6 +72,9 @@ def located_models(cfg: TrainingConfig) -> TrainingConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    if cfg.distributed.single_host:  # not on many hosts: the others would see process 0's lock
+        from animatediff_jax.training.workdir_lock import check_free
+        check_free(args.workdir)
     from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
     check_writable_parent(args.workdir, "--workdir")
     check_requirements(cfg)

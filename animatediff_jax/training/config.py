@@ -108,6 +108,11 @@ class Distributed:
     process_id: int | None = bounded(None, ge=0)
     """This process's index, 0 <= process_id < num_processes."""
 
+    @property
+    def single_host(self) -> bool:
+        """True when this config runs one process: no cluster detection and no explicit host keys."""
+        return self.initialize is False and self.coordinator_address is None and self.num_processes is None
+
 
 @dataclass(frozen=True)
 class ValidationData:
@@ -392,7 +397,7 @@ def check(cfg: TrainingConfig) -> None:
             raise UsageError(f"distributed.process_id: {dist.process_id} is not below num_processes "
                              f"{dist.num_processes}")
 
-    from animatediff_jax.loading import is_hub_id  # noqa: PLC0415 - imports JAX: not for --help
+    from convert.sources import is_hub_id  # noqa: PLC0415 - imports numpy, ml_dtypes: not for --help
     for key, path in (("pretrained_model_path", cfg.pretrained_model_path), ("tokenizer_path", cfg.tokenizer_path),
                       ("motion_module_path", cfg.motion_module_path), ("train_data.dataset_dir", d.dataset_dir)):
         if path and not os.path.exists(path) and not (key in HUB_KEYS and is_hub_id(path)):

@@ -24,7 +24,7 @@ LOCK_NAME = ".train.lock"
 def hold(workdir: str, flag: str = "--workdir") -> Iterator[None]:
     """Hold `workdir`'s training lock within the block; OutputError `<flag> <workdir>: another training
     run (pid N on host H) is using it` when a live process holds it. Call it on one process of a
-    multi-host run (process 0: every host runs in the same workdir)."""
+    multi-host run (process 0: every host runs in the same workdir). `check_free` refuses early."""
     if "://" in workdir:  # a remote workdir (gs://...) cannot be flocked: such runs are not guarded
         yield
         return
@@ -49,6 +49,27 @@ def hold(workdir: str, flag: str = "--workdir") -> Iterator[None]:
             if created and os.listdir(workdir) == [LOCK_NAME]:
                 os.unlink(path)  # still locked: a run waiting on it is refused, a later one makes a new file
                 remove_empty(created)
+    finally:
+        os.close(fd)
+
+
+def check_free(workdir: str, flag: str = "--workdir") -> None:
+    """The same refusal as `hold`'s, without taking the lock or writing anything: a single-host run
+    calls it before its seconds of imports, so a second run is refused at once. `hold` stays the
+    authority (a run starting between the two is refused there)."""
+    if "://" in workdir:
+        return
+    path = os.path.join(workdir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file (or none readable): `hold` decides
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{flag} {workdir}: another training run ({_holder(fd)}) is using it") from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 

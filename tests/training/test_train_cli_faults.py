@@ -21,8 +21,8 @@ from animatediff_jax import train
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.params import flatten
-from animatediff_jax.training import checkpointing, metrics, trainer
-from animatediff_jax.training.config import load_config
+from animatediff_jax.training import checkpointing, metrics, trainer, workdir_lock
+from animatediff_jax.training.config import Distributed, load_config
 from tests.convert.motion_helpers import random_adapter
 from tests.training import tiny
 from tests.utils import as_variants, cache_repo
@@ -180,6 +180,32 @@ def test_a_second_run_on_a_workdir_in_use_is_refused_until_the_first_ends(overri
     monkeypatch.setattr(trainer, "_train", lambda *a, **k: {"step": 3, "start": 0, "loss": 0.5, "preempted": False})
     assert train.main(["--workdir", workdir, *overrides]) == 0
     assert "done: step 3" in capsys.readouterr().out
+
+
+def test_a_second_single_host_run_is_refused_before_importing_jax(overrides, tmp_path):
+    """The refusal came after JAX, the networks and the mesh: 9 s on a busy machine."""
+    workdir = str(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WORKDIR, workdir], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        probe = ("import sys\nfrom animatediff_jax import train\n"
+                 "rc = train.main(sys.argv[1:])\nprint(rc, 'jax' in sys.modules)")
+        r = subprocess.run([sys.executable, "-c", probe, "--workdir", workdir, *overrides],
+                           capture_output=True, text=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (r.stdout, r.stderr) == ("1 False\n", f"error: --workdir {workdir}: another training run (pid "
+                                                  f"{holder.pid} on host {socket.gethostname()}) is using it\n")
+    assert os.listdir(workdir) == [workdir_lock.LOCK_NAME]  # the check wrote nothing
+
+
+@pytest.mark.parametrize("distributed, single", [({}, True), ({"initialize": "auto"}, False),
+                                                 ({"coordinator_address": "h:1", "num_processes": 2,
+                                                   "process_id": 0}, False)])
+def test_only_a_single_host_config_checks_the_lock_early(distributed, single):
+    """Other hosts of a multi-host run would find process 0's lock and refuse their own run."""
+    assert Distributed(**distributed).single_host is single
 
 
 HOLD_WORKDIR = """
