@@ -1,7 +1,7 @@
 """Measure the paper's claim on the miniature AnimateDiff: `python -m animatediff_jax.evaluate`.
 
-    python -m animatediff_jax.evaluate --results RESULTS.md     # shipped weights, table -> RESULTS.md
-    python -m animatediff_jax.evaluate --samples 8              # quicker, print only
+    python -m animatediff_jax.evaluate --results RESULTS.md --overwrite  # shipped weights, table -> RESULTS.md
+    python -m animatediff_jax.evaluate --samples 8                           # quicker, print only
 
 Each row samples `--samples` videos (prompt i describes clip i of a held-out seed of the procedural
 world, e.g. "sks, a red circle moving left on stripes background"; sampling seed = i) and scores
@@ -284,6 +284,7 @@ def build_parser() -> ArgumentParser:
                         "are in --weights; those left out are named)")
     parser.add_argument("--results", default="-",  # not RESULTS.md: a quick run would replace the measured table
                         help="Markdown file to write the table to, e.g. RESULTS.md (default '-': print only)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --results file (default: refuse)")
     return parser
 
 
@@ -310,7 +311,7 @@ def run(args) -> int:
         raise InputError(f"--weights {args.weights}: no miniature weights here "
                          "(run python -m animatediff_jax.miniature.build)")
     if args.results != "-":
-        check_output(args.results, name="--results", overwrite=True)  # before the sampling, not after
+        check_output(args.results, name="--results", overwrite=args.overwrite)  # before the sampling, not after
     read_record(args.weights)  # a damaged build.json is refused now, not after the sampling
     if args.rows is None:
         rows = available_rows(args.weights)

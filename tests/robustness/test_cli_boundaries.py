@@ -115,6 +115,19 @@ def test_evaluate_and_build_check_their_outputs_before_any_work(tmp_path, capsys
     assert np.array_equal(sorted(os.listdir(tmp_path)), ["afile"])
 
 
+def test_evaluate_refuses_an_existing_results_file_without_overwrite(tmp_path, capsys, monkeypatch):
+    """`--results RESULTS.md` replaced the measured table silently; every other output needs --overwrite."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text("the measured table")
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("sampled"))
+    assert evaluate.main(["--results", str(results), "--samples", "1", "--steps", "1"]) == 1
+    assert capsys.readouterr().err == f"error: {results}: already exists; pass --overwrite to replace it\n"
+    assert results.read_text() == "the measured table"
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: [])
+    assert evaluate.main(["--results", str(results), "--samples", "1", "--steps", "1", "--overwrite"]) == 0
+    assert results.read_text().startswith("# Miniature AnimateDiff: measured results")
+
+
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"vae": 3}'])
 def test_a_damaged_build_record_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, content):
     weights = tmp_path / "weights"
