@@ -511,6 +511,14 @@ def load_pipeline(job: Job):
         motion_input_norm="joint" if o.diffusers_norm else "frame", decode_chunk_size=decode_chunk(job))
 
 
+def load_models(job: Job):
+    """The job's pipeline (`load_pipeline`) and ControlNets (`load_controls`): every weight it samples with,
+    read and checked (NaN/inf, shapes) — the refusals a file can still cause after validation."""
+    pipe = load_pipeline(job)
+    return pipe, load_controls(job.controls, job.control_inputs, dtype=pipe.description["dtype"],
+                               attention_impl=job.opts.attention, variant=job.opts.variant)
+
+
 def run(args, argv: list[str]) -> str:
     """Validate, load, sample and write; returns the run folder."""
     from animatediff_jax import video  # noqa: PLC0415 - PIL/PyAV
@@ -528,6 +536,7 @@ def run(args, argv: list[str]) -> str:
         check_memory(jobs)
     check_writable_parent(args.out)
     enable_compilation_cache()
+    first = [load_models(jobs[0])]  # a refused weights file is refused before the run folder exists
     with run_folder(args.out, name) as folder:
         print(f"sampling into {args.out}/ (the run folder appears there when every file is written)")
         with output_errors(folder.partial), open(os.path.join(folder.partial, "command.txt"), "w",
@@ -536,9 +545,7 @@ def run(args, argv: list[str]) -> str:
         samples, used, idx = [], [], 0
         for job in jobs:
             e, s, o = job.entry, job.sizes, job.opts
-            pipe = load_pipeline(job)
-            controls = load_controls(job.controls, job.control_inputs, dtype=pipe.description["dtype"],
-                                     attention_impl=o.attention, variant=o.variant)
+            pipe, controls = first.pop() if first else load_models(job)  # the others: one at a time, here
             seeds = draw_seeds(e.seeds)
             latents = None if job.latents is None else from_diffusers_latents(job.latents)
             freeinit = FreeInitOptions(o.freeinit_iters, o.freeinit_filter) if o.freeinit_iters > 1 else None

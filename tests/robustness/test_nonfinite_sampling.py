@@ -77,3 +77,32 @@ def test_a_motion_module_whose_config_cannot_be_is_refused(tmp_path, capsys):
     save_file(load_file(src), bad, metadata=metadata)
     rc, err = sample(tmp_path, capsys, "--motion-module", bad)
     assert rc == 1 and err.startswith(f"error: --motion-module {bad}: its config (num_attention_heads=7, ")
+
+
+def test_a_refused_base_is_refused_before_the_run_folder(tmp_path, capsys):
+    """The first job's weights are read and checked before 'sampling into OUT/' and the run folder: the line
+    promised a run that the NaN refusal then stopped."""
+    base = tmp_path / "base"
+    shutil.copytree(f"{MINIATURE}/base", base)
+    poisoned(f"{MINIATURE}/base/unet.safetensors", str(base / "unet.safetensors"))
+    rc = main(["--base", str(base), "--prompt", "a red circle", "--steps", "1", "--frames", "2", "--out",
+               str(tmp_path / "out"), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and err.startswith(f"error: --base {base} (unet): 1 tensor holds NaN/Inf: ") and "(NaN)" in err
+    assert err.count("\n") == 1 and "sampling into" not in out, (out, err)
+
+
+def test_refused_controls_are_refused_before_the_run_folder(tmp_path, capsys, monkeypatch):
+    """The first job's ControlNets are loaded (and refused) with its pipeline, before the run folder."""
+    from animatediff_jax import sample
+    from animatediff_jax.loading import LoadError
+    from tests.sampling.test_sample_run_folder import StandInPipeline
+
+    def refuse(*a, **k):
+        raise LoadError("--controlnet cn: 1 tensor holds NaN/Inf")
+    monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: StandInPipeline())
+    monkeypatch.setattr(sample, "load_controls", refuse)
+    rc = main(["--prompt", "a red circle", "--steps", "1", "--frames", "2", "--out", str(tmp_path / "out"),
+               "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and err == "error: --controlnet cn: 1 tensor holds NaN/Inf\n" and "sampling into" not in out
