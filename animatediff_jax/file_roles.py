@@ -2,21 +2,23 @@
 
 Users mix up paths: one of our converted Flax files given to `--dreambooth`, a converted model folder
 given to `--motion-module`, an empty or unrelated folder given to `--base`. Each then failed deep in
-a loader with a misleading message ("not SD1.x", "no tokenizer"). `check_model_path(path, flag)`
-says what the path is and which flag takes it, or, for a folder that holds no SD1.x model at all, what
-was expected there (both `InputError`, exit 1: the file is of the wrong kind). Files of other tools (PyTorch
-checkpoints, LoRAs) pass unchanged: their loaders check them.
+a loader with a misleading message ("not SD1.x", "no tokenizer"). `check_model_path(path, role, names,
+labels)` says what the path is and which flag (or, in a prompt config, which entry key) takes it, or,
+for a folder that holds no SD1.x model at all, what was expected there (both `InputError`, exit 1: the
+file is of the wrong kind). Files of other tools (PyTorch checkpoints, LoRAs) pass unchanged: their
+loaders check them.
 """
 from __future__ import annotations
 
 import json
 import os
+from typing import Mapping
 
 from animatediff_jax.checkpoint import read_metadata
 from animatediff_jax.errors import InputError
-from animatediff_jax.loading import NETWORKS, is_converted_base, is_flax_file
+from animatediff_jax.loading import FLAGS, NETWORKS, is_converted_base, is_flax_file
 
-MODEL_FLAGS = ("--base", "--dreambooth")  # an SD1.x model: diffusers folder, converted folder or single file
+MODEL_ROLES = ("base", "dreambooth")  # an SD1.x model: diffusers folder, converted folder or single file
 _NETWORK_NAMES = {"UNetConfig": "UNet", "VAEConfig": "VAE", "CLIPTextConfig": "text encoder"}
 EXPECTED_MODEL = ("a diffusers SD1.x folder (unet/, vae/, text_encoder/ with their config.json), a folder written "
                   "by `python -m convert base` (unet.safetensors, vae.safetensors, text_encoder.safetensors) "
@@ -29,46 +31,51 @@ def _flax_metadata(path: str) -> dict | None:
 
 
 def converted_role(path: str) -> tuple[str, tuple[str, ...]] | None:
-    """(what it is, the `sample` flags that take it) for one of our converted files or folders; None
-    for anything else. A single network's file is taken by no flag (its folder is)."""
+    """(what it is, the `loading.ModelFiles` roles that take it) for one of our converted files or folders;
+    None for anything else. A single network's file is taken by no role (its folder is)."""
     if is_converted_base(path):
-        return "a converted SD1.x model folder", MODEL_FLAGS
+        return "a converted SD1.x model folder", MODEL_ROLES
     meta = _flax_metadata(path)
     if meta is None:
         return None
     cls = meta.get("config_class")
     if "motion" in meta or cls == "MotionConfig":
         version = json.loads(meta.get("motion", "{}")).get("version")
-        return f"a converted motion module ({version or 'Flax params'})", ("--motion-module",)
+        return f"a converted motion module ({version or 'Flax params'})", ("motion_module",)
     if cls in _NETWORK_NAMES:
         return f"a converted {_NETWORK_NAMES[cls]} alone (Flax params)", ()
     return f"Flax params ({cls or 'no config'}; e.g. LoRA factors from training)", ()
 
 
-def check_model_path(path: str | None, flag: str) -> None:
-    """Refuse `path` for `flag` when it is one of our converted files the flag does not take, or (for
-    --base / --dreambooth) a folder holding no SD1.x model. The message names the flag and the path."""
+def check_model_path(path: str | None, role: str, names: Mapping[str, str] = FLAGS,
+                     labels: Mapping[str, str] = FLAGS) -> None:
+    """Refuse `path` for `role` (a `loading.ModelFiles` field) when it is one of our converted files the
+    role does not take, or (base / dreambooth) a folder holding no SD1.x model. The message names the
+    path as `names[role]` (sample's flag, or a prompt config's `c.yaml: entry: key`) and what takes a
+    file by `labels` (the flags, or the entry's keys)."""
     if path is None or not os.path.exists(path):
         return
-    role = converted_role(path)
-    if role is not None:
-        what, flags = role
-        if flag in flags:
+    name, label = names[role], labels[role]
+    found = converted_role(path)
+    if found is not None:
+        what, roles = found
+        if role in roles:
             return
-        if flags:
-            hint = f"{' or '.join(flags)} take{'s' if len(flags) == 1 else ''} it"
+        models = " or ".join(labels[r] for r in MODEL_ROLES)
+        if roles:
+            hint = f"{' or '.join(labels[r] for r in roles)} take{'s' if len(roles) == 1 else ''} it"
         elif "alone" in what and is_converted_base(os.path.dirname(os.path.abspath(path))):
-            hint = f"{' or '.join(MODEL_FLAGS)} take the folder holding it ({os.path.dirname(path) or '.'})"
+            hint = f"{models} take the folder holding it ({os.path.dirname(path) or '.'})"
         elif "alone" in what:
-            hint = f"{' or '.join(MODEL_FLAGS)} take a whole model (unet, vae and text_encoder files together)"
+            hint = f"{models} take a whole model (unet, vae and text_encoder files together)"
         else:
             hint = "no sample flag takes it"
-        raise InputError(f"{flag} {path}: {what}, not what {flag} takes; {hint}")  # a file of the wrong kind
-    if flag in MODEL_FLAGS and os.path.isdir(path) and not os.path.isdir(os.path.join(path, "unet")):
+        raise InputError(f"{name} {path}: {what}, not what {label} takes; {hint}")  # a file of the wrong kind
+    if role in MODEL_ROLES and os.path.isdir(path) and not os.path.isdir(os.path.join(path, "unet")):
         problems = converted_folder_problems(path)
         if len(problems) < len(NETWORKS):  # some of a converted folder's files are there
-            raise InputError(f"{flag} {path}: an incomplete converted SD1.x folder: {'; '.join(problems)}")
-        raise InputError(f"{flag} {path}: no SD1.x model here: expected {EXPECTED_MODEL}")
+            raise InputError(f"{name} {path}: an incomplete converted SD1.x folder: {'; '.join(problems)}")
+        raise InputError(f"{name} {path}: no SD1.x model here: expected {EXPECTED_MODEL}")
 
 
 def converted_folder_problems(folder: str) -> list[str]:

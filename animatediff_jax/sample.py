@@ -248,6 +248,16 @@ def job_prefix(job: Job, jobs: int) -> str:
     return f"{job.config}: {job.entry.name}: " if job.config else f"{job.entry.name}: " if jobs > 1 else ""
 
 
+def file_names(job: Job) -> tuple[dict, dict]:
+    """How errors name the job's files, by `loading.ModelFiles` role: (the subject of a message, what takes
+    a file). A prompt-config entry's own files by the config, the entry and the key it wrote (`c.yaml:
+    entry 0: dreambooth_path`; `prompt_config.model_keys`) and by that key; the rest by the flags."""
+    from animatediff_jax.loading import FLAGS  # noqa: PLC0415 - imports jax (keeps --help fast)
+    keys = model_keys(job.entry.raw) if job.config else {}
+    labels = dict(FLAGS, **keys)
+    return {role: job_prefix(job, 1) + label if role in keys else label for role, label in labels.items()}, labels
+
+
 def validate(jobs: list[Job], cache_dir: str) -> None:
     """Every check that can fail, for every job, before any model is built: files exist and fit
     together, sizes fit the models' geometry (from their configs), settings are consistent; the
@@ -262,18 +272,16 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
         where = job_prefix(job, len(jobs))
-        for key, flag in (("base", "--base"), ("dreambooth", "--dreambooth"), ("motion_module", "--motion-module"),
-                          ("tokenizer", "--tokenizer")):
-            check_model_path(m.get(key), flag)  # one of our files given to the wrong flag; an empty folder
-        for path, flag in [(p, "--lora") for p, _ in m["loras"]] + [(p, "--motion-lora") for p, _ in m["motion_loras"]] \
-                + ([(m["domain_adapter"][0], "--domain-adapter")] if m.get("domain_adapter") else []):
-            check_model_path(path, flag)
+        names, labels = file_names(job)
+        for role in ("base", "dreambooth", "motion_module", "tokenizer"):
+            check_model_path(m.get(role), role, names, labels)  # one of our files given to the wrong flag or key
+        for role, path in [("loras", p) for p, _ in m["loras"]] + [("motion_loras", p) for p, _ in m["motion_loras"]] \
+                + ([("domain_adapter", m["domain_adapter"][0])] if m.get("domain_adapter") else []):
+            check_model_path(path, role, names, labels)
         if m["motion_loras"] and not m.get("motion_module"):
-            raise UsageError(f"{where}--motion-lora: needs a motion module (--motion-module)")
+            raise UsageError(f"{names['motion_loras']}: needs a motion module ({labels['motion_module']})")
         files = loading.ModelFiles(**m)
-        if files not in checked:  # an entry's own files named by the config and key, the rest by the flags
-            keys = model_keys(e.raw) if job.config else {}
-            names = dict(loading.FLAGS, **{role: where + key for role, key in keys.items()})
+        if files not in checked:
             checked[files] = loading.check_files(files, cache_dir, names)
         job.checked = checked[files]
         base, mm = job.checked.base.configs, job.checked.motion
@@ -507,7 +515,7 @@ def load_pipeline(job: Job):
     o = job.opts
     return loading.pipeline_from_checked(
         job.checked, scheduler=o.scheduler, scheduler_config=job.scheduler_config, dtype=o.dtype,
-        attention_impl=o.attention, clip_skip=job.clip_skip, names=loading.FLAGS,
+        attention_impl=o.attention, clip_skip=job.clip_skip, names=file_names(job)[0],
         motion_input_norm="joint" if o.diffusers_norm else "frame", decode_chunk_size=decode_chunk(job))
 
 
@@ -516,7 +524,7 @@ def load_models(job: Job):
     read and checked (NaN/inf, shapes) — the refusals a file can still cause after validation."""
     pipe = load_pipeline(job)
     return pipe, load_controls(job.controls, job.control_inputs, dtype=pipe.description["dtype"],
-                               attention_impl=job.opts.attention, variant=job.opts.variant)
+                               attention_impl=job.opts.attention, variant=job.opts.variant, where=job_prefix(job, 1))
 
 
 def run(args, argv: list[str]) -> str:

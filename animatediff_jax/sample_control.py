@@ -12,14 +12,21 @@ original SparseCtrl reads them (`read_key_image`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.yaml_file import read_yaml_mapping
+
+# How errors name a spec's path, control video and key images: its flags, or (`ControlSpec.keys`) the keys
+# of the prompt-config entry it came from; ENTRY_KEYS: where an entry gives a network of each kind.
+FLAGS = {"controlnet": dict(path="--controlnet", video="--control-video"),
+         "sparsectrl": dict(path="--sparsectrl", images="--keyframe-images")}
+ENTRY_KEYS = {"controlnet": "a controlnets item's path", "sparsectrl": "controlnet_path"}
 
 
 @dataclass
@@ -36,12 +43,16 @@ class ControlSpec:
     keyframes: list[int] = field(default_factory=list)
     normalize: bool = False
     config: str | None = None
-    key: str | None = None  # the prompt-config key it came from (None: a flag)
+    keys: dict | None = None  # the prompt-config keys it came from, as FLAGS (None: the flags)
 
-    @property
-    def flag(self) -> str:
-        """How errors name it: the flag, or the prompt-config key the user wrote."""
-        return self.key or ("--controlnet" if self.kind == "controlnet" else "--sparsectrl")
+    def name(self, part: str = "path") -> str:
+        """How errors name its `part` (path, video, images): the flag, or the prompt-config key the user wrote
+        (messages about a config's entry start with the config and the entry: `sample.job_prefix`)."""
+        return (self.keys or FLAGS[self.kind])[part]
+
+    def other_kind(self, kind: str) -> str:
+        """Where a network of `kind` goes instead: its flag, or an entry's key."""
+        return FLAGS[kind]["path"] if self.keys is None else ENTRY_KEYS[kind]
 
 
 def specs_from_flags(args) -> list[ControlSpec]:
@@ -80,13 +91,14 @@ def specs_from_entry(entry) -> list[ControlSpec]:
     """A prompt-config entry's `controlnets` and SparseCtrl keys (parsed by `prompt_config`) as specs."""
     specs = [ControlSpec("controlnet", c["path"], c["conditioning_scale"], video=c["video"],
                          control_guidance_start=c["control_guidance_start"],
-                         control_guidance_end=c["control_guidance_end"], key=f"controlnets[{i}].path")
+                         control_guidance_end=c["control_guidance_end"],
+                         keys=dict(path=f"controlnets[{i}].path", video=f"controlnets[{i}].video"))
              for i, c in enumerate(entry.controlnets)]
     s = entry.sparsectrl
     if s is not None:
         specs.append(ControlSpec("sparsectrl", s["path"], s["conditioning_scale"], images=list(s["images"]),
                                  keyframes=list(s["keyframes"]), normalize=s["normalize"], config=s["config"],
-                                 key="controlnet_path"))
+                                 keys=dict(path="controlnet_path", images="controlnet_images")))
     return specs
 
 
@@ -160,48 +172,22 @@ def local_path(spec: ControlSpec, variant: str | None) -> str:
     naming the flag and the id where it cannot be had)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
     from convert.sources import HUB_PATTERNS  # noqa: PLC0415
-    return loading.locate(spec.path, spec.flag, HUB_PATTERNS["model"], variant)
+    return loading.locate(spec.path, spec.name(), HUB_PATTERNS["model"], variant)
 
 
 def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: int, height: int, frames: int,
                    window: int, joint_motion: bool, batch: int, where: str = "", variant: str | None = None) -> list:
     """Param-less `Control`s of `specs`, every error raised now (before any model loads), one line naming
-    the flag (or config key) and the file: files exist (hub ids: `local_path`) and are of the right kind
-    and family, control videos have the output size and 1 or `frames` frames, key frames lie in the
-    video. `variant`: a diffusers folder's weight variant (e.g. fp16), where it has it."""
-    from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
+    the flag (or `where`, the config and entry, and the config key) and the file: files exist (hub ids:
+    `local_path`) and are of the right kind and family, control videos have the output size and 1 or
+    `frames` frames, key frames lie in the video. `variant`: a diffusers folder's weight variant (e.g. fp16),
+    where it has it."""
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
-    from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
-    from convert.controlnet import plan_controlnet  # noqa: PLC0415
-    from convert.io import CheckpointError  # noqa: PLC0415
-    from convert.sources import as_given  # noqa: PLC0415
     controls = []
     for s in specs:
-        path = local_path(s, variant)
-        try:
-            plan = plan_controlnet(path, variant=variant, overrides=config_overrides(s.config) or None)
-        except CheckpointError as e:
-            # the problem without the folder's name (weights_file names a hub snapshot as the id: as_given)
-            problem = str(e).removeprefix(f"{as_given(path)}: ").removeprefix(f"{path}: ")
-            raise InputError(f"{s.flag} {s.path}: {problem}") from None
-        plan.close()
-        if plan.kind != s.kind:
-            other = "--sparsectrl" if plan.kind == "sparsectrl" else "--controlnet"
-            what = "SparseCtrl encoder" if plan.kind == "sparsectrl" else "ControlNet"
-            raise UsageError(f"{s.flag} {s.path}: a {what}; pass it with {other}")
-        motion = plan.motion
-        if motion is not None and joint_motion:
-            motion = dataclasses.replace(motion, input_norm="joint")
-        net = cn.ControlNet.build(plan.kind, plan.config, motion, {}, source=f"{s.flag} {s.path}")
-        if s.kind == "controlnet":
-            loading.require_exists(s.video, "--control-video")
-            images = read_video(s.video)
-        else:
-            for image in s.images:
-                loading.require_exists(image, "--keyframe-images")
-            images = np.stack([read_key_image(i, height, width, s.normalize) for i in s.images])
-        controls.append(cn.Control(net, images, s.conditioning_scale, s.control_guidance_start,
-                                   s.control_guidance_end, list(s.keyframes) if s.kind == "sparsectrl" else None))
+        with named_by(where):
+            controls.append(checked_control(s, width=width, height=height, joint_motion=joint_motion,
+                                            variant=variant))
     try:
         cn.check_controls(controls, batch=batch, frames=frames, width=width, height=height, window=window,
                           cross_attention_dim=base_unet.cross_attention_dim, latent_channels=vae_config.latent_channels,
@@ -212,16 +198,68 @@ def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: in
     return controls
 
 
+@contextlib.contextmanager
+def named_by(where: str):
+    """A UserError about a spec starts with `where` (a prompt config's `c.yaml: entry: `); a UsageError stays one."""
+    try:
+        yield
+    except UserError as e:
+        raise (UsageError if isinstance(e, UsageError) else InputError)(f"{where}{e}") from None
+
+
+def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bool, variant: str | None):
+    """The param-less `Control` of one spec: its file (of the spec's kind), video or key images read."""
+    from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
+    from animatediff_jax.sampling import control as cn  # noqa: PLC0415
+    from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
+    from convert.controlnet import plan_controlnet  # noqa: PLC0415
+    from convert.io import CheckpointError  # noqa: PLC0415
+    from convert.sources import as_given  # noqa: PLC0415
+    path = local_path(s, variant)
+    try:
+        plan = plan_controlnet(path, variant=variant, overrides=config_overrides(s.config) or None)
+    except CheckpointError as e:
+        # the problem without the folder's name (weights_file names a hub snapshot as the id: as_given)
+        problem = str(e).removeprefix(f"{as_given(path)}: ").removeprefix(f"{path}: ")
+        raise InputError(f"{s.name()} {s.path}: {problem}") from None
+    plan.close()
+    if plan.kind != s.kind:
+        what = "SparseCtrl encoder" if plan.kind == "sparsectrl" else "ControlNet"
+        how = "pass it with" if s.keys is None else "give it as"
+        raise UsageError(f"{s.name()} {s.path}: a {what}; {how} {s.other_kind(plan.kind)}")
+    motion = plan.motion
+    if motion is not None and joint_motion:
+        motion = dataclasses.replace(motion, input_norm="joint")
+    net = cn.ControlNet.build(plan.kind, plan.config, motion, {}, source=f"{s.name()} {s.path}")
+    if s.kind == "controlnet":
+        loading.require_exists(s.video, s.name("video"))
+        try:
+            images = read_video(s.video)
+        except UserError as e:
+            raise InputError(f"{s.name('video')} {e}") from None
+    else:
+        for image in s.images:
+            loading.require_exists(image, s.name("images"))
+        try:
+            images = np.stack([read_key_image(i, height, width, s.normalize) for i in s.images])
+        except UserError as e:
+            raise InputError(f"{s.name('images')} {e}") from None
+    return cn.Control(net, images, s.conditioning_scale, s.control_guidance_start, s.control_guidance_end,
+                      list(s.keyframes) if s.kind == "sparsectrl" else None)
+
+
 def load_controls(specs: list[ControlSpec], controls: list, *, dtype: str, attention_impl: str,
-                  variant: str | None = None) -> list:
+                  variant: str | None = None, where: str = "") -> list:
     """`check_controls`' Controls with their networks' weights read (in the pipeline's dtype; the same
-    `variant`)."""
+    `variant`); errors name the spec as `check_controls` does."""
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
     from convert.controlnet import load_controlnet  # noqa: PLC0415
     out = []
     for s, c in zip(specs, controls):
         net = c.controlnet
-        params = load_controlnet(local_path(s, variant), variant=variant, overrides=config_overrides(s.config) or None).params
+        with named_by(where):
+            params = load_controlnet(local_path(s, variant), variant=variant,
+                                     overrides=config_overrides(s.config) or None).params
         loaded = cn.ControlNet.build(net.kind, net.config, getattr(net.network, "motion", None), params, dtype=dtype,
                                      attention_impl=attention_impl, source=net.source)
         out.append(dataclasses.replace(c, controlnet=loaded))

@@ -50,15 +50,16 @@ def _overrides(text: str | None) -> dict | None:
 def refuse_converted(source: str) -> None:
     """InputError when `source` is already one of our converted files or folders (`file_roles`): a
     converted model folder is used as it is; anything else converted is not a model to convert."""
-    from animatediff_jax.file_roles import MODEL_FLAGS, converted_role  # imports JAX: not for --help
-    role = converted_role(source)
-    if role is None:
+    from animatediff_jax.file_roles import MODEL_ROLES, converted_role  # imports JAX: not for --help
+    from animatediff_jax.loading import FLAGS  # imports JAX too
+    found = converted_role(source)
+    if found is None:
         return
-    what, flags = role
-    if flags == MODEL_FLAGS:
+    what, roles = found
+    if roles == MODEL_ROLES:
         raise InputError(f"{source}: already {what} (the layout `convert base` writes); nothing to convert: use it "
                          f"directly, e.g. python -m animatediff_jax.sample --base {source}")
-    takes = f"sample's {' or '.join(flags)} takes it" if flags else "nothing for `convert base` to do"
+    takes = f"sample's {' or '.join(FLAGS[r] for r in roles)} takes it" if roles else "nothing for `convert base` to do"
     raise InputError(f"{source}: {what}, already converted, not a Stable Diffusion model: {takes}")
 
 

@@ -152,3 +152,24 @@ def test_a_motion_lora_that_fits_passes_the_checks(tmp_path):
     (lora,) = checked.motion_loras
     assert lora.scale == 0.5 and list(lora.updates["unet"]) == [
         ("down_blocks_0", "motion_modules_0", "transformer_blocks_0", "attn1", "to_q", "kernel")]
+
+
+@pytest.mark.parametrize("entry,code,line", [
+    (f"dreambooth_path: {MOTION}", 1, f"dreambooth_path {MOTION}: a converted motion module (v2), not what "
+                                   "dreambooth_path takes; motion_module takes it"),
+    (f"motion_module: {BASE}", 1, f"motion_module {BASE}: a converted SD1.x model folder, not what motion_module "
+                               "takes; --base or dreambooth_path take it"),
+    (f"lora_model_path: {MOTION}", 1, f"lora_model_path {MOTION}: a converted motion module (v2), not what "
+                                   "lora_model_path takes; motion_module takes it"),
+    (f"motion_module_lora_configs: [{{path: {LORA}, alpha: 1.0}}]", 2,
+     "motion_module_lora_configs: needs a motion module (motion_module)"),
+])
+def test_a_prompt_config_entry_names_its_file_by_config_entry_and_key(tmp_path, monkeypatch, capsys, entry, code, line):
+    """The user wrote a config, not flags: an entry's file of the wrong kind, or a MotionLoRA without a
+    motion module, is named by the config, the entry and the key (was `--dreambooth`, `--motion-lora`)."""
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"- prompt: [a cat]\n  {entry}\n")
+    assert sample.main([str(config), "--base", BASE, "--out", str(tmp_path / "out")]) == code
+    assert capsys.readouterr().err == f"error: {config}: entry 0: {line}\n"

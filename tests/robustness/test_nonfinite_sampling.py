@@ -106,3 +106,18 @@ def test_refused_controls_are_refused_before_the_run_folder(tmp_path, capsys, mo
                "--no-progress"])
     out, err = capsys.readouterr()
     assert rc == 1 and err == "error: --controlnet cn: 1 tensor holds NaN/Inf\n" and "sampling into" not in out
+
+
+def test_a_refused_config_file_is_named_by_the_config_entry_and_key(tmp_path, capsys):
+    """The NaN refusal at load time names a prompt config's DreamBooth as the entry wrote it (was --dreambooth)."""
+    db = tmp_path / "db"
+    shutil.copytree(f"{MINIATURE}/dreambooth", db)
+    poisoned(f"{MINIATURE}/dreambooth/unet.safetensors", str(db / "unet.safetensors"))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"- prompt: [a red circle]\n  dreambooth_path: {db}\n"
+                      f"  motion_module: {MINIATURE}/motion_module_B.safetensors\n")
+    rc = main([str(config), "--base", f"{MINIATURE}/base", "--steps", "1", "--L", "2", "--out", str(tmp_path / "out"),
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.startswith(f"error: {config}: entry 0: dreambooth_path {db} (unet): 1 tensor holds NaN/Inf"), err

@@ -116,6 +116,26 @@ def test_a_sparsectrl_file_given_as_motion_module_is_refused(env, capsys):
     assert not env.jobs
 
 
+@pytest.mark.parametrize("keys,rc,message", [
+    ("controlnets: [{{path: {f}/sparse, video: {f}/video}}]", 2,
+     "controlnets[0].path {f}/sparse: a SparseCtrl encoder; give it as controlnet_path"),
+    ("controlnet_path: {f}/cn\n  controlnet_images: [{f}/key0.png]", 2,
+     "controlnet_path {f}/cn: a ControlNet; give it as a controlnets item's path"),
+    ("controlnets: [{{path: {f}/base, video: {f}/video}}]", 1, "controlnets[0].path {f}/base: "),
+    ("controlnet_path: {f}/sparse\n  controlnet_images: [{f}/base/unet/config.json]", 1,
+     "controlnet_images {f}/base/unet/config.json: cannot read as an image"),
+])
+def test_a_config_entry_s_controls_are_named_by_config_entry_and_key(env, files, tmp_path, capsys, keys, rc, message):
+    """The user wrote a config: its ControlNet / SparseCtrl errors name the config and the entry with the key
+    (they named the key alone, and a network of the other kind by its flag)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"- prompt: [a cat]\n  motion_module: {files}/adapter\n  {keys.format(f=files)}\n")
+    assert sample.main([str(config), "--base", "base", *SIZE, "--out", "out"]) == rc
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {config}: entry 0: {message.format(f=files)}") and err.count("\n") == 1, err
+    assert not env.jobs
+
+
 def test_good_controls_pass_validation(env):
     with pytest.raises(Validated):
         sample.run(sample.build_parser().parse_args(argv := [
