@@ -16,6 +16,7 @@ from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, run_cli
 from animatediff_jax.interrupts import exit_cli
+from animatediff_jax.outputs import output_path
 
 
 def main(argv: Sequence[str] | None = None) -> str:
@@ -40,10 +41,12 @@ def main(argv: Sequence[str] | None = None) -> str:
     g.add_argument("--trigger", default="")
     g.add_argument("--images", action="store_true", help="single frames, captions without motion")
     for s in (w, g):
-        s.add_argument("--data_dir", required=True, help="TFDS data_dir to write into (a local path)")
-        s.add_argument("--name", required=True, help="name of this variant (the TFDS config name)")
+        s.add_argument("--data_dir", required=True, type=output_path, help="TFDS data_dir to write into (a local path)")
+        s.add_argument("--name", required=True, type=output_path, help="name of this variant (the TFDS config name)")
         s.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None, help="ArrayRecord files (default: TFDS's choice)")
     args = p.parse_args(argv)
+    from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
+    check_writable_parent(args.data_dir, "--data_dir")  # before any video is read
 
     import tensorflow_datasets as tfds
 

@@ -25,6 +25,7 @@ from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, InputError, run_cli
 from animatediff_jax.interrupts import exit_cli
+from animatediff_jax.outputs import output_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--variant", help="diffusers folder: the weight variant, e.g. fp16, where present (default: the "
                                      "plain weights, else the one variant the folder holds)")
     p.add_argument("--tokenizer_path", default=None, help="default: the base model's tokenizer")
-    p.add_argument("--data_dir", required=True, help="TFDS data_dir to write into")
-    p.add_argument("--name", required=True, help="name of the pre-computed variant")
+    p.add_argument("--data_dir", required=True, type=output_path, help="TFDS data_dir to write into")
+    p.add_argument("--name", required=True, type=output_path, help="name of the pre-computed variant (its folder)")
     p.add_argument("--batch_size", type=ArgumentParser.integer(1), default=8)
     p.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None,
                    help="ArrayRecord files (default: TFDS's choice)")
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args) -> None:
+    from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
+    check_writable_parent(args.data_dir, "--data_dir")  # before the models load, not after the encoding
     # Imported after parsing: TFDS, JAX and the networks take seconds, --help must not wait for them.
     from animatediff_jax.data.pipeline import load_source
     from animatediff_jax.data.precomputed_latents import precompute, text_encoder, vae_encoder

@@ -57,3 +57,34 @@ def test_convert_with_an_empty_output_leaves_the_folder_alone(checkout, capsys):
     assert main(["export-unet", paths(MINIATURE)["base"], ""]) in (1, 2)
     assert capsys.readouterr().err.count("\n") == 1
     assert (checkout / "precious.txt").read_text() == "keep" and (checkout / "sub").is_dir()
+
+
+DATASET_CLIS = {"precompute": ["--source", "s", "--pretrained_model_path", "p"], "build": ["procedural"]}
+
+
+def _dataset_cli(cli: str, data_dir: str, name: str) -> int:
+    """`python -m animatediff_jax.data.<cli>` with these outputs (its `__main__`'s run_cli)."""
+    from animatediff_jax.data import build, precompute
+    from animatediff_jax.errors import run_cli
+    argv = [*DATASET_CLIS[cli], "--data_dir", data_dir, "--name", name]
+    return precompute.main(argv) if cli == "precompute" else run_cli(lambda: build.main(argv) and 0)
+
+
+@pytest.mark.parametrize("cli", DATASET_CLIS)
+def test_dataset_outputs_are_refused_before_any_work(checkout, monkeypatch, capsys, cli):
+    """An empty --data_dir wrote into the current folder (an empty --name: a dataset without a config name),
+    and one below a file failed with a traceback after the models were loaded (or the videos read)."""
+    from animatediff_jax import loading
+    from animatediff_jax.data import procedural_tfds
+    monkeypatch.setattr(loading, "read_base", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(procedural_tfds.ProceduralVideos, "download_and_prepare",
+                        lambda *a, **k: pytest.fail("built"))
+    assert _dataset_cli(cli, "", "n") == 2
+    assert capsys.readouterr().err == "error: --data_dir: empty path\n"
+    assert _dataset_cli(cli, "out", "") == 2
+    assert capsys.readouterr().err == "error: --name: empty path\n"
+    (checkout / "afile").write_text("x")
+    below = checkout / "afile" / "tfds"
+    assert _dataset_cli(cli, str(below), "n") == 1
+    assert capsys.readouterr().err == f"error: --data_dir {below}: {checkout / 'afile'} is a file, not a folder\n"
+    assert sorted(os.listdir(checkout)) == ["afile", "precious.txt", "sub"] and not os.listdir(checkout / "sub")
