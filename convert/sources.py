@@ -172,7 +172,8 @@ def hub_files(repo: str, repo_files: Iterable[str], patterns: list[str], variant
     `<stem>.*` / `<stem>-*`, stems: `SD_COMPONENTS` for an SD component's folder, else
     `DIFFUSERS_STEMS`) only the set `weights_file` reads there for `variant` (`choose_weights`: one
     whole file, or a shard index and its shards), none where `weights` is False (configs only), all
-    where none of them is one `weights_file` reads.
+    where none of them is one `weights_file` reads; of other files (a LoRA's), no X.bin beside an
+    X.safetensors.
     VariantError naming the folder as `as_given` names it in the cache (`owner/name (unet/)`) where
     `weights_file` would refuse the folder's variants."""
     folders: dict[str, list[str]] = {}
@@ -182,7 +183,7 @@ def hub_files(repo: str, repo_files: Iterable[str], patterns: list[str], variant
     for folder, names in folders.items():
         stems = SD_COMPONENTS.get(posixpath.basename(folder), DIFFUSERS_STEMS)
         family = [n for n in names if n.startswith(tuple(f"{s}{sep}" for s in stems for sep in ".-"))]
-        keep = [n for n in names if n not in family]
+        keep = [n for n in names if n not in family and not (weights and _has_safetensors_twin(n, names))]
         if weights and any(map(parse_weights_name, family)):
             chosen = choose_weights(family, stems, variant, hub_name(repo, folder))
             stem, v, ext, index = parse_weights_name(chosen)
@@ -192,6 +193,12 @@ def hub_files(repo: str, repo_files: Iterable[str], patterns: list[str], variant
             keep += family
         out += [posixpath.join(folder, n) for n in keep]
     return sorted(out)
+
+
+def _has_safetensors_twin(name: str, names: list[str]) -> bool:
+    """`name` is X.bin and X.safetensors is beside it: every loader here reads the latter (a LoRA's
+    adapter_model / pytorch_lora_weights, like `weights_file`)."""
+    return name.endswith(".bin") and name.removesuffix(".bin") + ".safetensors" in names
 
 
 def as_given(folder: str) -> str:

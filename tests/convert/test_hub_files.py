@@ -101,3 +101,12 @@ def test_a_variant_a_folder_lacks_is_refused_from_the_listing_naming_the_variant
     with pytest.raises(VariantError) as e:
         hub_files("org/two", files, HUB_PATTERNS["sd"], variant)
     assert str(e.value) == says
+
+
+def test_a_lora_repo_downloads_its_safetensors_not_the_bin_beside_it():
+    """PEFT adapters and diffusers' save_lora_weights are often pushed in both formats; the loaders read
+    the .safetensors (convert.lora.LORA_FOLDER_WEIGHTS' order)."""
+    listing = ["README.md", "adapter_config.json", "adapter_model.bin", "adapter_model.safetensors",
+               "pytorch_lora_weights.bin", "other.bin"]
+    assert hub_files("o/lora", listing, HUB_PATTERNS["lora"]) == [
+        "adapter_config.json", "adapter_model.safetensors", "pytorch_lora_weights.bin"]
