@@ -6,15 +6,17 @@
         --num_examples 10000 [--style stripes --trigger sks --images]
 
 Prints the dataset directory (what `train_data.dataset_dir` and `precompute --source` take) and,
-for WebVid, how many clips were written and how many rows/videos were skipped, per reason.
+for WebVid, how many clips were written and how many rows/videos were skipped, per reason. An existing
+dataset of that name is refused unless `--overwrite` is given (then rebuilt, replacing it once complete).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Sequence
 
-from animatediff_jax.errors import ArgumentParser, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.outputs import output_path
 
@@ -43,30 +45,39 @@ def main(argv: Sequence[str] | None = None) -> str:
     for s in (w, g):
         s.add_argument("--data_dir", required=True, type=output_path, help="TFDS data_dir to write into (a local path)")
         s.add_argument("--name", required=True, type=output_path, help="name of this variant (the TFDS config name)")
+        s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of this --name")
         s.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None, help="ArrayRecord files (default: TFDS's choice)")
     args = p.parse_args(argv)
-    from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
-    check_writable_parent(args.data_dir, "--data_dir")  # before any video is read
-
+    # imported after parsing (numpy, TFDS, JAX: not for --help)
     import tensorflow_datasets as tfds
 
+    from animatediff_jax.data.dataset_output import check_dataset_output, fresh_build
+    from animatediff_jax.data.procedural_tfds import ProceduralConfig, ProceduralVideos
+    from animatediff_jax.data.webvid import WebVid, WebVidConfig
+    from animatediff_jax.loading import require_exists
+
+    builder_class = WebVid if args.kind == "webvid" else ProceduralVideos
+    out = check_dataset_output(args.data_dir, builder_class, args.name, args.overwrite)  # before any video is read
     if args.kind == "webvid":
-        from animatediff_jax.data.webvid import WebVid, WebVidConfig
+        for flag, path, right_kind, kind in (("--csv", args.csv, os.path.isfile, "a file"),
+                                             ("--video_dir", args.video_dir, os.path.isdir, "a folder")):
+            require_exists(path, flag)
+            if not right_kind(path):
+                raise InputError(f"{flag} {path}: not {kind}")
         config = WebVidConfig(name=args.name, csv_path=args.csv, video_dir=args.video_dir, frames=args.frames,
                               stride=args.stride, size=args.size, min_frames=args.min_frames, seed=args.seed,
                               num_workers=args.workers)
-        builder = WebVid(config=config, data_dir=args.data_dir)
     else:
-        from animatediff_jax.data.procedural_tfds import ProceduralConfig, ProceduralVideos
         config = ProceduralConfig(name=args.name, num_examples=args.num_examples, seed=args.seed,
                                   frames=args.frames, size=args.size, style=args.style, trigger=args.trigger,
                                   motion=not args.images)
-        builder = ProceduralVideos(config=config, data_dir=args.data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=args.num_shards))
+    with fresh_build(args.data_dir, builder_class, args.name) as data_dir:
+        builder = builder_class(config=config, data_dir=data_dir)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=args.num_shards))
     if "build_stats" in builder.info.metadata:
         print("build statistics:", json.dumps(builder.info.metadata["build_stats"]))
-    print(f"dataset written to {builder.data_dir}")
-    return str(builder.data_dir)
+    print(f"dataset written to {out}")
+    return out
 
 
 if __name__ == "__main__":

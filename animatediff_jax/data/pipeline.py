@@ -26,13 +26,19 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from animatediff_jax.data import procedural
+from animatediff_jax.errors import InputError
 
 
-def load_source(dataset_dir: str, split: str = "train"):
-    """Random-access source over a built TFDS dataset directory (…/name/config/version). No TF needed."""
+def load_source(dataset_dir: str, split: str = "train", what: str = "dataset"):
+    """Random-access source over a built TFDS dataset directory (…/name/config/version). No TF needed.
+    InputError `<what> <dataset_dir>: ...` for a folder that holds no built dataset."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder_from_directory(dataset_dir)
+    try:
+        builder = tfds.builder_from_directory(dataset_dir)
+    except tfds.core.dataset_info.DatasetInfoFileError:
+        raise InputError(f"{what} {dataset_dir}: not a built TFDS dataset (no dataset_info.json; give the "
+                         "…/name/config/version folder that data.build or data.precompute printed)") from None
     return builder.as_data_source(split=split)
 
 

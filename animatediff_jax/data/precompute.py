@@ -15,7 +15,8 @@ caption with the frozen text encoder, and writes a TFDS ArrayRecord dataset
 Training draws its own latent sample with `sample_latents(rng, mean, logvar, scaling_factor)` (the
 same draw as encoding the video with that key), so the noise seed stays the trainer's. The dataset's `metadata.json` records `scaling_factor`, the
 model and the source; `null_text_embedding.npy` (the embedding of "", for classifier-free-guidance
-caption dropout) sits next to it. `--num_shards` sets the number of ArrayRecord files; hosts split
+caption dropout) sits next to it. An existing dataset of that name is refused unless `--overwrite` is
+given; then it is rebuilt and replaces the old one only once complete. `--num_shards` sets the number of ArrayRecord files; hosts split
 the examples by index (see `pipeline.InputPipeline`), so any number of hosts can read them.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tokenizer_path", default=None, help="default: the base model's tokenizer")
     p.add_argument("--data_dir", required=True, type=output_path, help="TFDS data_dir to write into")
     p.add_argument("--name", required=True, type=output_path, help="name of the pre-computed variant (its folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of this --name")
     p.add_argument("--batch_size", type=ArgumentParser.integer(1), default=8)
     p.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None,
                    help="ArrayRecord files (default: TFDS's choice)")
@@ -48,27 +50,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args) -> None:
-    from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
-    check_writable_parent(args.data_dir, "--data_dir")  # before the models load, not after the encoding
     # Imported after parsing: TFDS, JAX and the networks take seconds, --help must not wait for them.
+    from animatediff_jax.data.dataset_output import check_dataset_output, fresh_build
     from animatediff_jax.data.pipeline import load_source
-    from animatediff_jax.data.precomputed_latents import precompute, text_encoder, vae_encoder
-    from animatediff_jax.loading import read_base
+    from animatediff_jax.data.precomputed_latents import PrecomputedLatents, precompute, text_encoder, vae_encoder
+    from animatediff_jax.loading import HUB_PATTERNS, locate, read_base, require_exists
     from animatediff_jax.models.clip_text import CLIPTextModel
     from animatediff_jax.models.vae import AutoencoderKL
-    from animatediff_jax.tokenizer import PromptTokenizer
+    from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
 
-    base = read_base(args.pretrained_model_path, dtype="float32", variant=args.variant)
-    tokenizer_path = args.tokenizer_path or base.tokenizer_path
+    # every output and input checked before the models load, not after the encoding
+    out = check_dataset_output(args.data_dir, PrecomputedLatents, args.name, args.overwrite)
+    require_exists(args.source, "--source")
+    source = load_source(args.source, what="--source")
+    base_path = locate(args.pretrained_model_path, "--pretrained_model_path", HUB_PATTERNS["sd"], args.variant)
+    tokenizer_path = None
+    if args.tokenizer_path:
+        tokenizer_path = tokenizer_folder(locate(args.tokenizer_path, "--tokenizer_path", HUB_PATTERNS["tokenizer"]))
+        if not tokenizer_path:
+            raise InputError(f"--tokenizer_path {args.tokenizer_path}: no CLIP tokenizer there (needs vocab.json + "
+                             "merges.txt, or tokenizer.json)")
+
+    base = read_base(base_path, dtype="float32", variant=args.variant)  # what the base is, before what it lacks
+    tokenizer_path = tokenizer_path or base.tokenizer_path
     if not tokenizer_path:
         raise InputError(f"{args.pretrained_model_path}: no tokenizer found; pass --tokenizer_path")
     tokenizer = PromptTokenizer.from_pretrained(tokenizer_path, max_length=base.text_config.max_position_embeddings)
-    out = precompute(load_source(args.source),
-                     vae_encoder(AutoencoderKL(base.vae_config), base.vae, args.chunk_size),
-                     text_encoder(CLIPTextModel(base.text_config), base.text_encoder, tokenizer),
-                     args.data_dir, args.name, batch_size=args.batch_size, num_shards=args.num_shards,
-                     scaling_factor=base.vae_config.scaling_factor, model=args.pretrained_model_path,
-                     source_name=args.source)
+    with fresh_build(args.data_dir, PrecomputedLatents, args.name) as data_dir:
+        precompute(source, vae_encoder(AutoencoderKL(base.vae_config), base.vae, args.chunk_size),
+                   text_encoder(CLIPTextModel(base.text_config), base.text_encoder, tokenizer),
+                   data_dir, args.name, batch_size=args.batch_size, num_shards=args.num_shards,
+                   scaling_factor=base.vae_config.scaling_factor, model=args.pretrained_model_path,
+                   source_name=args.source)
     print(f"pre-computed dataset written to {out}")
 
 

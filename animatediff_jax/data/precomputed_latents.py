@@ -10,6 +10,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from animatediff_jax.errors import InputError
+
 # (video uint8 (B, F, H, W, 3)) -> (mean, logvar), each (B, F, h, w, c) float32, unscaled
 EncodeVideo = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # (captions [str] * B) -> (input_ids (B, L) int32, embeddings (B, L, D) float32)
@@ -105,7 +107,7 @@ def precompute(source, encode_video: EncodeVideo, encode_text: EncodeText, data_
                model: str = "", source_name: str = "") -> str:
     """Encode all of `source` into `<data_dir>/precomputed_latents/<name>/1.0.0`; returns that directory."""
     if len(source) == 0:
-        raise ValueError(f"precompute: the source dataset {source_name or ''} is empty")
+        raise InputError(f"{source_name or 'source'}: the source dataset is empty (no examples)")
     first = [source[i % len(source)] for i in range(batch_size)]  # the shape every encoder call will see
     mean, _ = encode_video(np.stack([r["video"] for r in first]))
     _, emb = encode_text([_text(r["caption"]) for r in first])

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from animatediff_jax.data.video_clips import VideoError, read_clip
+from animatediff_jax.errors import InputError
 
 REQUIRED_COLUMNS = ("videoid", "name")
 
@@ -45,7 +46,7 @@ class VideoEntry:
 def read_csv(csv_path: str, video_dir: str) -> tuple[list[VideoEntry], collections.Counter]:
     """Usable rows of a WebVid CSV and the count of rows skipped per reason.
 
-    Raises ValueError (naming the file) when the `videoid` or `name` column is missing.
+    Raises InputError (naming the file) when the `videoid` or `name` column is missing.
     """
     skipped: collections.Counter = collections.Counter()
     entries: list[VideoEntry] = []
@@ -55,7 +56,7 @@ def read_csv(csv_path: str, video_dir: str) -> tuple[list[VideoEntry], collectio
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
-            raise ValueError(f"{csv_path}: missing CSV column(s) {missing}; found {columns} "
+            raise InputError(f"{csv_path}: missing CSV column(s) {missing}; found {columns} "
                              f"(expected videoid, name (caption) and optionally page_dir)")
         for row in reader:
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
@@ -151,7 +152,7 @@ class WebVid(tfds.core.GeneratorBasedBuilder):
             yield entry.videoid, {"video": clip, "caption": entry.caption, "videoid": entry.videoid}
         print(f"webvid: {stats['clips']} clips written; skipped {dict(skipped) or 'none'}")
         if stats["clips"] == 0:
-            raise ValueError(f"{c.csv_path}: no usable video in {c.video_dir} "
+            raise InputError(f"{c.csv_path}: no usable video in {c.video_dir} "
                              f"(skipped: {dict(skipped) or 'the CSV has no rows'})")
 
 

@@ -55,7 +55,10 @@ def test_precompute_cli_matches_the_pytorch_models(tmp_path, converted):
 
 def test_a_folder_of_several_variants_takes_the_variant_its_error_asks_for(tmp_path, capsys):
     folder = as_variants(save_folder(str(tmp_path / "sd"), *build("small")), "fp16", "bf16")
-    argv = ["--source", str(tmp_path / "videos"), "--pretrained_model_path", str(folder), "--data_dir",
+    videos = ProceduralVideos(config=ProceduralConfig(name="t", num_examples=1, frames=2, size=16),
+                              data_dir=str(tmp_path / "videos"))
+    videos.download_and_prepare()
+    argv = ["--source", str(videos.data_dir), "--pretrained_model_path", str(folder), "--data_dir",
             str(tmp_path / "tfds"), "--name", "sd"]
     capsys.readouterr()
     assert precompute.main(argv) == 1

@@ -1,0 +1,118 @@
+"""data.precompute and data.build check their input paths before any model loads or video is read (a
+missing --source was a TFDS traceback after the base had loaded, a missing --csv a FileNotFoundError),
+and refuse to build over an existing dataset unless --overwrite (TFDS skipped the build and the command
+reported the old dataset as written); an --overwrite build replaces it whole, and a failed one leaves it."""
+import os
+
+import pytest
+
+from animatediff_jax import loading
+from animatediff_jax.data import build, precompute, procedural_tfds
+from animatediff_jax.data.pipeline import load_source
+from animatediff_jax.errors import run_cli
+from animatediff_jax.miniature.shipped import MINIATURE
+
+BASE = f"{MINIATURE}/base"
+
+
+def _build(*argv) -> int:
+    return run_cli(lambda: build.main(list(argv)) and 0)  # as its __main__ runs it
+
+
+def _procedural(data_dir, name, n=3, *flags) -> int:
+    return _build("procedural", "--num_examples", str(n), "--frames", "2", "--size", "16", "--data_dir", str(data_dir),
+                  "--name", name, *flags)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("src")
+    assert _procedural(data_dir, "src") == 0
+    return str(data_dir / "procedural_videos" / "src" / "1.0.0")
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    monkeypatch.setattr(loading, "read_base", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(procedural_tfds.ProceduralVideos, "download_and_prepare", lambda *a, **k: pytest.fail("built"))
+
+
+@pytest.mark.parametrize("flag,value,problem", [
+    ("--source", "nowhere", "not found"),
+    ("--source", "EMPTY", "not a built TFDS dataset (no dataset_info.json"),
+    ("--pretrained_model_path", "nowhere", "not found"),
+    ("--tokenizer_path", "nowhere", "not found"),
+    ("--tokenizer_path", "EMPTY", "no CLIP tokenizer there"),
+])
+def test_precompute_input_paths_are_one_line_before_the_model_loads(tmp_path, capsys, no_loading, source, flag,
+                                                                     value, problem):
+    (tmp_path / "empty").mkdir()
+    value = str(tmp_path / "empty") if value == "EMPTY" else value
+    flags = {"--source": source, "--pretrained_model_path": BASE, flag: value}
+    argv = [a for f, v in flags.items() for a in (f, v)]
+    assert precompute.main([*argv, "--data_dir", str(tmp_path / "tfds"), "--name", "n"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} {value}: {problem}") and err.count("\n") == 1, err
+    assert not (tmp_path / "tfds").exists()
+
+
+@pytest.mark.parametrize("csv,video_dir,message", [
+    ("nowhere.csv", "videos", "--csv nowhere.csv: not found"),
+    ("videos", "videos", "--csv videos: not a file"),
+    ("r.csv", "nowhere", "--video_dir nowhere: not found"),
+    ("r.csv", "r.csv", "--video_dir r.csv: not a folder"),
+    ("r.csv", "videos", "r.csv: no usable video in videos (skipped: the CSV has no rows)"),  # read: no leftovers
+])
+def test_build_input_paths_are_one_line_before_any_video_is_read(tmp_path, monkeypatch, capsys, csv, video_dir,
+                                                                 message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "r.csv").write_text("videoid,name\n")
+    assert _build("webvid", "--csv", csv, "--video_dir", video_dir, "--data_dir", "tfds", "--name", "w") == 1
+    err = capsys.readouterr().err  # TFDS's progress bars before it, where the build started
+    assert err.endswith(f"error: {message}\n") and err.count("error") == 1, err
+    assert not (tmp_path / "tfds").exists()
+
+
+def _leftovers(folder):
+    return sorted(n for n in os.listdir(folder) if n != "1.0.0")
+
+
+def test_build_refuses_an_existing_dataset_unless_overwrite(tmp_path, capsys, monkeypatch):
+    dataset = tmp_path / "procedural_videos" / "shapes" / "1.0.0"
+    assert _procedural(tmp_path, "shapes", 3) == 0
+    capsys.readouterr()
+    assert _procedural(tmp_path, "shapes", 4) == 1
+    out, err = capsys.readouterr()
+    assert err == f"error: {dataset}: already exists; pass --overwrite to replace it\n" and "written" not in out
+    assert len(load_source(str(dataset))) == 3
+
+    def fail(*a, **k):
+        raise RuntimeError("the build broke")
+    with monkeypatch.context() as m:  # a failed rebuild leaves the old dataset, and nothing beside it
+        m.setattr(procedural_tfds.ProceduralVideos, "_generate_examples", fail)
+        with pytest.raises(RuntimeError, match="the build broke"):
+            _procedural(tmp_path, "shapes", 4, "--overwrite")
+    assert len(load_source(str(dataset))) == 3 and not _leftovers(dataset.parent)
+    assert _procedural(tmp_path, "shapes", 4, "--overwrite") == 0
+    assert len(load_source(str(dataset))) == 4 and not _leftovers(dataset.parent)
+
+
+def test_precompute_refuses_an_existing_dataset_unless_overwrite(tmp_path, capsys, source):
+    other = tmp_path / "src"
+    assert _procedural(other, "four", 4) == 0
+    dataset = tmp_path / "tfds" / "precomputed_latents" / "p" / "1.0.0"
+
+    def run(src, *flags):
+        capsys.readouterr()
+        rc = precompute.main(["--source", src, "--pretrained_model_path", BASE, "--data_dir", str(tmp_path / "tfds"),
+                              "--name", "p", "--batch_size", "2", *flags])
+        return (rc, *capsys.readouterr())
+    assert run(source)[0] == 0 and len(load_source(str(dataset))) == 3
+    rc, out, err = run(str(other / "procedural_videos" / "four" / "1.0.0"))
+    assert rc == 1 and err == f"error: {dataset}: already exists; pass --overwrite to replace it\n", err
+    assert "written" not in out and len(load_source(str(dataset))) == 3
+    rc, out, _ = run(str(other / "procedural_videos" / "four" / "1.0.0"), "--overwrite")
+    assert rc == 0 and out.strip().endswith(f"written to {dataset}")
+    assert len(load_source(str(dataset))) == 4 and (dataset / "null_text_embedding.npy").is_file()
+    assert not _leftovers(dataset.parent)
