@@ -36,6 +36,7 @@ import yaml
 
 from animatediff_jax.errors import InputError, OutputError, UsageError, UserError, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
+from animatediff_jax.nonfinite import describe as describe_nonfinite, find_nonfinite
 from animatediff_jax.sampling.prompt_config import (PromptEntry, check_prompt_frames, draw_seeds, inference_config,
                                                      load_prompt_config, model_keys, resolved_config,
                                                      travel_frame_problem)
@@ -527,6 +528,19 @@ def load_models(job: Job):
                                attention_impl=job.opts.attention, variant=job.opts.variant, where=job_prefix(job, 1))
 
 
+def why_nonfinite(pipe, controls) -> str:
+    """Why a video came out NaN/inf: the weights it was sampled with (as cast to the pipeline's dtype)
+    that hold NaN/Inf, looked at now, or else (every one finite) an overflow of the computation."""
+    dtype = pipe.description["dtype"]
+    found = find_nonfinite({"unet": pipe.unet_params, "vae": pipe.vae_params, "text_encoder": pipe.text_params,
+                            **{f"{c.controlnet.source}": c.controlnet.params for c in controls}})
+    try_float32 = f"; or --dtype {dtype}: try --dtype float32" if dtype != "float32" else ""
+    if found:
+        return f": the weights sampled with ({dtype}) are not finite: {describe_nonfinite(found)}{try_float32}"
+    return (" although every weight is finite: the computation overflows (a huge --guidance-scale, LoRA or motion "
+            f"scale, or weights too large for these settings{try_float32})")
+
+
 def run(args, argv: list[str]) -> str:
     """Validate, load, sample and write; returns the run folder."""
     from animatediff_jax import video  # noqa: PLC0415 - PIL/PyAV
@@ -574,12 +588,8 @@ def run(args, argv: list[str]) -> str:
                                   progress=not args.no_progress)
                 for prompt, frames in zip(e.prompts[i:i + n], result.frames):
                     if not np.isfinite(frames).all():
-                        dtype = pipe.description["dtype"]
-                        raise InputError(f"{e.name}: prompt {prompt!r}: the video came out NaN/inf although every "
-                                         "weight is finite: the computation overflows (a huge --guidance-scale, "
-                                         "LoRA or motion scale, or weights too large for these settings" +
-                                         (f"; or --dtype {dtype}: try --dtype float32)" if dtype != "float32"
-                                          else ")"))
+                        raise InputError(f"{e.name}: prompt {prompt!r}: the video came out NaN/inf"
+                                         f"{why_nonfinite(pipe, controls)}")
                     for path in write_sample(folder.partial, idx, prompt, frames, o, args):
                         print(f"  wrote {os.path.relpath(path, folder.partial)}")
                     samples.append(frames)

@@ -251,7 +251,9 @@ def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bo
 def load_controls(specs: list[ControlSpec], controls: list, *, dtype: str, attention_impl: str,
                   variant: str | None = None, where: str = "") -> list:
     """`check_controls`' Controls with their networks' weights read (in the pipeline's dtype; the same
-    `variant`); errors name the spec as `check_controls` does."""
+    `variant`) and refused when they hold NaN/Inf (`loading.refuse_nonfinite`, as the pipeline's weights
+    are); errors name the spec as `check_controls` does."""
+    from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
     from convert.controlnet import load_controlnet  # noqa: PLC0415
     out = []
@@ -260,6 +262,7 @@ def load_controls(specs: list[ControlSpec], controls: list, *, dtype: str, atten
         with named_by(where):
             params = load_controlnet(local_path(s, variant), variant=variant,
                                      overrides=config_overrides(s.config) or None).params
+            loading.refuse_nonfinite(params, f"{s.name()} {s.path}")
         loaded = cn.ControlNet.build(net.kind, net.config, getattr(net.network, "motion", None), params, dtype=dtype,
                                      attention_impl=attention_impl, source=net.source)
         out.append(dataclasses.replace(c, controlnet=loaded))

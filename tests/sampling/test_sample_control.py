@@ -217,3 +217,44 @@ def test_config_yaml_records_the_controls_and_reproduces_the_videos(files, tmp_p
     _, again = _videos(tmp_path / "again")
     for n in controlled:
         np.testing.assert_array_equal(again[n], controlled[n])
+
+
+@pytest.mark.parametrize("config", [False, True], ids=["flags", "config"])
+def test_nonfinite_controlnet_weights_are_refused_at_load(files, tmp_path, monkeypatch, capsys, config):
+    """A ControlNet holding NaN got a warning, and the run then blamed an overflow ('although every weight is
+    finite'): it is refused with the pipeline's weights, before 'sampling into', naming the flag or key."""
+    from tests.robustness.test_nonfinite_sampling import poisoned
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
+    monkeypatch.chdir(files)
+    bad = tmp_path / "cn"
+    shutil.copytree(files / "cn", bad)
+    weights = str(bad / "diffusion_pytorch_model.safetensors")
+    poisoned(weights, weights)
+    if config:
+        c = tmp_path / "c.yaml"
+        c.write_text(f"- prompt: [a cat]\n  motion_module: {files}/adapter\n"
+                     f"  controlnets: [{{path: {bad}, video: {files}/video}}]\n")
+        argv, named = [str(c), "--base", "base"], f"{c}: entry 0: controlnets[0].path {bad}"
+    else:
+        argv = ["--base", "base", "--motion-module", "adapter", "--prompt", "a cat", "--controlnet", str(bad),
+                "--control-video", "video"]
+        named = f"--controlnet {bad}"
+    assert sample.main([*argv, *SIZE, "--out", str(tmp_path / "out")]) == 1
+    out, err = capsys.readouterr()
+    err = err.split("\r")[-1]  # after the base conversion's progress bar
+    assert err.startswith(f"error: {named}: 1 tensor holds NaN/Inf: ") and err.count("\n") == 1, err
+    assert "sampling into" not in out and not (tmp_path / "out").exists()
+
+
+def test_a_nonfinite_video_names_nonfinite_weights_rather_than_an_overflow():
+    """The NaN-video message said 'although every weight is finite' without looking: weights cast to a
+    narrower dtype (or read unchecked) can hold Inf; it names them, and claims an overflow only when true."""
+    from types import SimpleNamespace
+    from animatediff_jax.sampling.control import Control, ControlNet
+    finite = {"w": np.ones(2, np.float32)}
+    pipe = SimpleNamespace(description={"dtype": "float16"}, unet_params=finite, vae_params=finite, text_params=finite)
+    control = Control(ControlNet("controlnet", None, {"conv": {"kernel": np.array([np.inf], np.float16)}}, "--controlnet cn"),
+                      None)
+    message = sample.why_nonfinite(pipe, [control])
+    assert "every weight is finite" not in message and "conv/kernel' (Inf)" in message and "float32" in message
+    assert "although every weight is finite: the computation overflows" in sample.why_nonfinite(pipe, [])
