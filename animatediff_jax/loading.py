@@ -542,13 +542,14 @@ def _fused(params: Mapping, lora: ReadLora, component: str = "unet", alpha_rule:
                             only=set(lora.updates[component]))
 
 
-def refuse_nonfinite(tree: Mapping, what: str, only: set | None = None) -> Mapping:
+def refuse_nonfinite(tree: Mapping, what: str, only: set | None = None,
+                     harm: str = "every video sampled with it would come out NaN") -> Mapping:
     """`tree` unchanged, unless its leaves (those at the flattened paths `only`, if given) hold NaN or
-    Inf: then LoadError `<what>: N tensors hold NaN/Inf: 'path' (NaN), ...`, since every video
-    sampled with them would come out NaN. One isfinite pass per checked leaf."""
+    Inf: then LoadError `<what>: N tensors hold NaN/Inf: 'path' (NaN), ...; <harm>` (by default: every
+    video sampled with them would come out NaN). One isfinite pass per checked leaf."""
     found = find_nonfinite(tree, only)
     if found:
-        raise LoadError(f"{what}: {describe_nonfinite(found)}; every video sampled with it would come out NaN")
+        raise LoadError(f"{what}: {describe_nonfinite(found)}; {harm}")
     return tree
 
 

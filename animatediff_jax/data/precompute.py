@@ -54,7 +54,7 @@ def run(args) -> None:
     from animatediff_jax.data.dataset_output import check_dataset_output, fresh_build
     from animatediff_jax.data.pipeline import load_source
     from animatediff_jax.data.precomputed_latents import PrecomputedLatents, precompute, text_encoder, vae_encoder
-    from animatediff_jax.loading import HUB_PATTERNS, locate, read_base, require_exists
+    from animatediff_jax.loading import HUB_PATTERNS, locate, read_base, refuse_nonfinite, require_exists
     from animatediff_jax.models.clip_text import CLIPTextModel
     from animatediff_jax.models.vae import AutoencoderKL
     from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
@@ -72,6 +72,9 @@ def run(args) -> None:
                              "merges.txt, or tokenizer.json)")
 
     base = read_base(base_path, dtype="float32", variant=args.variant)  # what the base is, before what it lacks
+    for name, params in (("vae", base.vae), ("text_encoder", base.text_encoder)):  # else a NaN dataset, written
+        refuse_nonfinite(params, f"--pretrained_model_path {args.pretrained_model_path} ({name})",
+                         harm="every latent or embedding pre-computed with it would come out NaN")
     tokenizer_path = tokenizer_path or base.tokenizer_path
     if not tokenizer_path:
         raise InputError(f"{args.pretrained_model_path}: no tokenizer found; pass --tokenizer_path")

@@ -3,8 +3,12 @@ missing --source was a TFDS traceback after the base had loaded, a missing --csv
 and refuse to build over an existing dataset unless --overwrite (TFDS skipped the build and the command
 reported the old dataset as written); an --overwrite build replaces it whole, and a failed one leaves it."""
 import os
+import shutil
 
+import numpy as np
 import pytest
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 from animatediff_jax import loading
 from animatediff_jax.data import build, precompute, procedural_tfds
@@ -116,3 +120,22 @@ def test_precompute_refuses_an_existing_dataset_unless_overwrite(tmp_path, capsy
     assert rc == 0 and out.strip().endswith(f"written to {dataset}")
     assert len(load_source(str(dataset))) == 4 and (dataset / "null_text_embedding.npy").is_file()
     assert not _leftovers(dataset.parent)
+
+
+@pytest.mark.parametrize("network,bad", [("vae", np.nan), ("text_encoder", np.inf)])
+def test_precompute_refuses_a_base_holding_nonfinite_weights_before_writing(tmp_path, capsys, source, network, bad):
+    """It only warned, then wrote an all-NaN dataset and exited 0."""
+    base = tmp_path / "base"
+    shutil.copytree(BASE, base)
+    file = str(base / f"{network}.safetensors")
+    with safe_open(file, "np") as f:
+        metadata = f.metadata()  # the converted base's configs
+    weights = load_file(file)
+    weights[sorted(weights)[0]].flat[0] = bad
+    save_file(weights, file, metadata)
+    rc = precompute.main(["--source", source, "--pretrained_model_path", str(base), "--data_dir",
+                          str(tmp_path / "tfds"), "--name", "p"])
+    err = capsys.readouterr().err.splitlines()[-1]  # after the cast's warning naming the file
+    assert rc == 1 and err.startswith(f"error: --pretrained_model_path {base} ({network}): 1 tensor holds NaN/Inf") \
+        and err.endswith("; every latent or embedding pre-computed with it would come out NaN"), err
+    assert not (tmp_path / "tfds").exists()
