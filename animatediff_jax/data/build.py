@@ -16,9 +16,22 @@ import json
 import os
 from typing import Sequence
 
-from animatediff_jax.errors import ArgumentParser, InputError, run_cli
+from animatediff_jax.data import procedural
+from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.outputs import output_path
+
+# One example is serialized as one protobuf message (2 GiB at most) and held whole in memory: a clip's
+# raw (frames, size, size, 3) uint8 video must stay under it.
+MAX_CLIP_BYTES = 2**31 - 1
+
+
+def check_clip_bytes(frames: int, size: int) -> None:
+    """UsageError (one line, naming --frames and --size) for a clip no example can hold."""
+    clip = frames * size * size * 3
+    if clip > MAX_CLIP_BYTES:
+        raise UsageError(f"--frames {frames} --size {size}: one clip is {clip / 2**30:.1f} GiB of pixels; an example "
+                         f"must stay under 2 GiB (the protobuf limit), so lower --frames or --size")
 
 
 def main(argv: Sequence[str] | None = None) -> str:
@@ -38,8 +51,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     g.add_argument("--num_examples", type=ArgumentParser.integer(1), default=1024)
     g.add_argument("--seed", type=ArgumentParser.integer(0), default=0)
     g.add_argument("--frames", type=ArgumentParser.integer(1), default=16)
-    g.add_argument("--size", type=ArgumentParser.integer(1), default=64)
-    g.add_argument("--style", default="plain")
+    g.add_argument("--size", type=ArgumentParser.integer(procedural.MIN_SIZE), default=64)
+    g.add_argument("--style", choices=procedural.STYLES, default="plain")
     g.add_argument("--trigger", default="")
     g.add_argument("--images", action="store_true", help="single frames, captions without motion")
     for s in (w, g):
@@ -56,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     from animatediff_jax.data.webvid import WebVid, WebVidConfig
     from animatediff_jax.loading import require_exists
 
+    check_clip_bytes(1 if args.kind == "procedural" and args.images else args.frames, args.size)
+    if args.kind == "procedural" and (args.num_shards or 0) > args.num_examples:
+        raise UsageError(f"--num_shards {args.num_shards}: more than --num_examples {args.num_examples} "
+                         "(every ArrayRecord file needs an example)")
     builder_class = WebVid if args.kind == "webvid" else ProceduralVideos
     out = check_dataset_output(args.data_dir, builder_class, args.name, args.overwrite)  # before any video is read
     if args.kind == "webvid":

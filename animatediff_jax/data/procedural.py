@@ -36,6 +36,7 @@ STYLES: tuple[str, ...] = ("plain", "stripes", "dots", "checker")
 BACKGROUNDS: tuple[tuple[int, int, int], ...] = ((28, 28, 34), (70, 72, 80), (40, 52, 48), (60, 44, 52))
 # Words every caption is built from (besides colours, shapes, directions, styles and a trigger).
 CAPTION_WORDS: tuple[str, ...] = ("a", "an", "moving", "on", "background")
+MIN_SIZE = 16  # smallest frame side the object (about 1/8 of it) and its motion fit in
 
 # Unit direction vectors (dx, dy) in image coordinates (y grows downwards).
 _DIRECTION_VECTORS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
@@ -74,8 +75,8 @@ def clip_spec(seed: int, index: int, frames: int = 16, size: int = 64,
     The object radius scales with `size` (about 1/8 of it). Speed is drawn from
     [min_speed, max_speed] * size/64 and capped so the object stays fully visible over all frames.
     """
-    if frames < 1 or size < 16:
-        raise ValueError(f"procedural clip needs frames >= 1 and size >= 16, got frames={frames}, size={size}")
+    if frames < 1 or size < MIN_SIZE:
+        raise ValueError(f"procedural clip needs frames >= 1 and size >= {MIN_SIZE}, got frames={frames}, size={size}")
     rng = np.random.default_rng([int(seed), int(index)])
     color = list(COLORS)[rng.integers(len(COLORS))]
     shape = SHAPES[rng.integers(len(SHAPES))]
@@ -91,7 +92,7 @@ def clip_spec(seed: int, index: int, frames: int = 16, size: int = 64,
     travel = speed * (frames - 1)
     dx, dy = _DIRECTION_VECTORS[direction]
     # Along the motion axis, start so that the whole path fits; across it, anywhere inside.
-    along = margin + rng.uniform(0.0, travel_room - travel)
+    along = margin + rng.uniform(0.0, max(travel_room - travel, 0.0))  # capped speed: rounding can give -1e-13
     across = margin + rng.uniform(0.0, travel_room)
     if dx != 0:
         x = along if dx > 0 else size - along

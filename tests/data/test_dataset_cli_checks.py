@@ -139,3 +139,20 @@ def test_precompute_refuses_a_base_holding_nonfinite_weights_before_writing(tmp_
     assert rc == 1 and err.startswith(f"error: --pretrained_model_path {base} ({network}): 1 tensor holds NaN/Inf") \
         and err.endswith("; every latent or embedding pre-computed with it would come out NaN"), err
     assert not (tmp_path / "tfds").exists()
+
+
+@pytest.mark.parametrize("flags,code,message", [
+    (["--size", "7"], 2, "--size: must be ≥ 16, got 7"),
+    (["--style", "nope"], 2, "--style: invalid choice: 'nope'"),
+    (["--num_examples", "2", "--num_shards", "8"], 2, "--num_shards 8: more than --num_examples 2"),
+    (["--frames", "100000", "--size", "4096"], 2, "--frames 100000 --size 4096: one clip is 4687.5 GiB"),
+    (["--data_dir", "gs://bucket/tfds"], 1, "--data_dir gs://bucket/tfds: needs a local path"),
+])
+def test_build_procedural_flags_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, no_loading, flags, code,
+                                                             message):
+    """Were a ValueError / AssertionError (TFDS) / numpy ValueError / gcsfs ImportError traceback."""
+    monkeypatch.chdir(tmp_path)
+    assert _build("procedural", "--data_dir", "tfds", "--name", "p", *flags) == code
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert os.listdir(tmp_path) == []

@@ -60,3 +60,10 @@ def test_bad_arguments():
         P.generate_clip(0, 0, style="neon")
     with pytest.raises(ValueError, match="size"):
         P.generate_clip(0, 0, size=8)
+
+
+def test_a_capped_speed_never_leaves_a_negative_start_range():
+    """travel_room - speed * (frames - 1) rounded to -1e-13 and numpy's uniform refused it (ValueError)."""
+    for index in range(20):
+        spec = P.clip_spec(0, index, frames=300, size=16)
+        assert np.all((spec.centres() >= spec.radius) & (spec.centres() <= 16 - spec.radius))
