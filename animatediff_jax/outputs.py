@@ -137,6 +137,14 @@ def output_path(text: str) -> str:
     return text
 
 
+def folder_name(text: str) -> str:
+    """argparse `type=` of a name that becomes one folder (a dataset's --name): not empty, no `/`, not `.`
+    or `..` (`bad/name` wrote a nested folder)."""
+    if text in ("", ".", "..") or "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"must be a single folder name (no '/', not '.' or '..'), got {text!r}")
+    return text
+
+
 def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool = False,
                  flag: str = "--overwrite") -> None:
     """Refuse, before any work, an output that cannot or may not be written (`refuse_unsafe_target`

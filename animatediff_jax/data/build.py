@@ -19,7 +19,7 @@ from typing import Sequence
 from animatediff_jax.data import procedural
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.outputs import output_path
+from animatediff_jax.outputs import folder_name, output_path
 
 # One example is serialized as one protobuf message (2 GiB at most) and held whole in memory: a clip's
 # raw (frames, size, size, 3) uint8 video must stay under it.
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     g.add_argument("--images", action="store_true", help="single frames, captions without motion")
     for s in (w, g):
         s.add_argument("--data_dir", required=True, type=output_path, help="TFDS data_dir to write into (a local path)")
-        s.add_argument("--name", required=True, type=output_path, help="name of this variant (the TFDS config name)")
+        s.add_argument("--name", required=True, type=folder_name, help="name of this variant (the TFDS config name)")
         s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of this --name")
         s.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None, help="ArrayRecord files (default: TFDS's choice)")
     args = p.parse_args(argv)

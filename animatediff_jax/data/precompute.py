@@ -26,7 +26,7 @@ from typing import Sequence
 
 from animatediff_jax.errors import ArgumentParser, InputError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.outputs import output_path
+from animatediff_jax.outputs import folder_name, output_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      "plain weights, else the one variant the folder holds)")
     p.add_argument("--tokenizer_path", default=None, help="default: the base model's tokenizer")
     p.add_argument("--data_dir", required=True, type=output_path, help="TFDS data_dir to write into")
-    p.add_argument("--name", required=True, type=output_path, help="name of the pre-computed variant (its folder)")
+    p.add_argument("--name", required=True, type=folder_name, help="name of the pre-computed variant (its folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of this --name")
     p.add_argument("--batch_size", type=ArgumentParser.integer(1), default=8)
     p.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None,

@@ -156,3 +156,16 @@ def test_build_procedural_flags_are_one_line_before_any_work(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["build", "precompute"])
+@pytest.mark.parametrize("name", ["bad/name", "..", ""])
+def test_name_must_be_one_folder_name(tmp_path, monkeypatch, capsys, no_loading, command, name):
+    """`--name bad/name` was accepted and wrote `<builder>/bad/name/1.0.0`."""
+    monkeypatch.chdir(tmp_path)
+    outputs = ["--data_dir", "tfds", "--name", name]
+    rc = (_build("procedural", *outputs) if command == "build" else
+          precompute.main(["--source", "src", "--pretrained_model_path", BASE, *outputs]))
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"error: --name: must be a single folder name (no '/', not '.' or '..'), got {name!r}\n"
+    assert os.listdir(tmp_path) == []
