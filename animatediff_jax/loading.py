@@ -48,7 +48,7 @@ from animatediff_jax.params import cache_root, check_shapes, insert_motion, unfl
 from animatediff_jax.safetensors_file import SafetensorsFile
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.sampling.samplers import ORIGINAL_SCHEDULER_KWARGS
-from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
+from animatediff_jax.tokenizer import PromptTokenizer, check_tokenizer, tokenizer_folder
 from convert.base import BaseModel, BasePlan, convert_base, load_base, plan_base
 from convert.io import checkpoint_format
 from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora, read_motion_lora,
@@ -317,8 +317,9 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
             checkpoint_format(base_path)
         except UserError as e:
             raise LoadError(f"{names['base']} {str(e)}") from e
-    tokenizer = tokenizer_folder(local.tokenizer if files.tokenizer is not None else base_path)
-    if tokenizer is None and files.tokenizer is not None:
+    given = files.tokenizer is not None
+    tokenizer = check_tokenizer(local.tokenizer if given else base_path, names["tokenizer" if given else "base"])
+    if tokenizer is None and given:
         raise InputError(f"{names['tokenizer']} {files.tokenizer}: no CLIP tokenizer there (needs vocab.json + "
                          "merges.txt, or tokenizer.json)")
     if tokenizer is None:

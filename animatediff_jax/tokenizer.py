@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import tokenizers
 
+from animatediff_jax.errors import InputError
 from animatediff_jax.outputs import atomic_path
 from animatediff_jax.params import cache_root
 
@@ -135,6 +136,32 @@ def tokenizer_folder(path: str) -> str | None:
         if os.path.isdir(folder) and _has_files(folder):
             return folder
     return None
+
+
+def check_tokenizer(path: str, name: str) -> str | None:
+    """The CLIP tokenizer folder of `path` (the folder itself when it holds tokenizer files, else its
+    `tokenizer/`), built now (and cached, `cached_tokenizer`) so that a damaged one is refused before any
+    work; None when `path` holds none (a single file, a folder with neither). InputError
+    `<name> <file>: <problem>` for one that lacks files or does not build."""
+    own = os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES)
+    folder = path if own else os.path.join(path, "tokenizer")
+    if not os.path.isdir(folder):
+        return None
+    if not _has_files(folder):
+        raise InputError(f"{name} {folder}: an incomplete CLIP tokenizer: needs vocab.json + merges.txt, or "
+                         f"tokenizer.json; it holds {', '.join(sorted(os.listdir(folder))) or 'nothing'}")
+    for file in (os.path.join(folder, f) for f in TOKENIZER_FILES if f.endswith(".json")):
+        if os.path.isfile(file):
+            try:
+                with open(file, encoding="utf-8") as f:
+                    json.load(f)
+            except (OSError, ValueError) as e:
+                raise InputError(f"{name} {file}: not a readable tokenizer file: {e}") from e
+    try:
+        cached_tokenizer(folder)
+    except Exception as e:  # tokenizers raises a plain Exception on bad contents
+        raise InputError(f"{name} {folder}: not a usable CLIP tokenizer: {str(e).partition(chr(10))[0] or type(e).__name__}") from e
+    return folder
 
 
 def _has_files(folder: str) -> bool:

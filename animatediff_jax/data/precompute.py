@@ -57,25 +57,26 @@ def run(args) -> None:
     from animatediff_jax.loading import HUB_PATTERNS, locate, read_base, refuse_nonfinite, require_exists
     from animatediff_jax.models.clip_text import CLIPTextModel
     from animatediff_jax.models.vae import AutoencoderKL
-    from animatediff_jax.tokenizer import PromptTokenizer, tokenizer_folder
+    from animatediff_jax.tokenizer import PromptTokenizer, check_tokenizer
 
     # every output and input checked before the models load, not after the encoding
     out = check_dataset_output(args.data_dir, PrecomputedLatents, args.name, args.overwrite)
     require_exists(args.source, "--source")
     source = load_source(args.source, what="--source")
     base_path = locate(args.pretrained_model_path, "--pretrained_model_path", HUB_PATTERNS["sd"], args.variant)
-    tokenizer_path = None
     if args.tokenizer_path:
-        tokenizer_path = tokenizer_folder(locate(args.tokenizer_path, "--tokenizer_path", HUB_PATTERNS["tokenizer"]))
+        tokenizer_path = check_tokenizer(locate(args.tokenizer_path, "--tokenizer_path", HUB_PATTERNS["tokenizer"]),
+                                         "--tokenizer_path")
         if not tokenizer_path:
             raise InputError(f"--tokenizer_path {args.tokenizer_path}: no CLIP tokenizer there (needs vocab.json + "
                              "merges.txt, or tokenizer.json)")
+    else:
+        tokenizer_path = check_tokenizer(base_path, "--pretrained_model_path")
 
     base = read_base(base_path, dtype="float32", variant=args.variant)  # what the base is, before what it lacks
     for name, params in (("vae", base.vae), ("text_encoder", base.text_encoder)):  # else a NaN dataset, written
         refuse_nonfinite(params, f"--pretrained_model_path {args.pretrained_model_path} ({name})",
                          harm="every latent or embedding pre-computed with it would come out NaN")
-    tokenizer_path = tokenizer_path or base.tokenizer_path
     if not tokenizer_path:
         raise InputError(f"{args.pretrained_model_path}: no tokenizer found; pass --tokenizer_path")
     tokenizer = PromptTokenizer.from_pretrained(tokenizer_path, max_length=base.text_config.max_position_embeddings)

@@ -60,6 +60,22 @@ def test_precompute_input_paths_are_one_line_before_the_model_loads(tmp_path, ca
     assert not (tmp_path / "tfds").exists()
 
 
+@pytest.mark.parametrize("flag", ["--pretrained_model_path", "--tokenizer_path"])
+def test_precompute_refuses_a_corrupt_tokenizer_before_the_model_loads(tmp_path, capsys, no_loading, source, flag):
+    base = tmp_path / "base"
+    base.mkdir()
+    for name in ("unet", "text_encoder", "vae"):
+        os.link(f"{BASE}/{name}.safetensors", base / f"{name}.safetensors")
+    shutil.copytree(f"{BASE}/tokenizer", base / "tokenizer")
+    (base / "tokenizer" / "vocab.json").write_text("{")
+    extra = ["--tokenizer_path", str(base / "tokenizer")] if flag == "--tokenizer_path" else []
+    assert precompute.main(["--source", source, "--pretrained_model_path", str(base), *extra,
+                            "--data_dir", str(tmp_path / "tfds"), "--name", "n"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} {base}/tokenizer/vocab.json: not a readable tokenizer file: ")
+    assert err.count("\n") == 1, err
+
+
 @pytest.mark.parametrize("csv,video_dir,message", [
     ("nowhere.csv", "videos", "--csv nowhere.csv: not found"),
     ("videos", "videos", "--csv videos: not a file"),

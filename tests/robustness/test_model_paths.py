@@ -1,6 +1,7 @@
 """A model path given to the wrong flag, an empty folder, a garbage checkpoint (a stranger's findings):
 one line naming the flag and the file, what it is and which flag takes it, before any model loads."""
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -79,6 +80,35 @@ def test_a_converted_folder_with_a_bad_file_names_that_file(run, tmp_path, damag
 def test_a_converted_folder_without_tokenizer_is_not_called_a_single_file(run):
     code, line = run("--base", os.path.join(MINIATURE, "dreambooth"))
     assert code == 1 and "(a folder without tokenizer/)" in line and "single file" not in line
+
+
+def _base_with_tokenizer(tmp_path, damage):
+    """The shipped converted base (linked) with its tokenizer/ copied and damaged."""
+    folder = tmp_path / "base"
+    folder.mkdir()
+    for name in ("unet", "text_encoder", "vae"):
+        os.link(os.path.join(BASE, f"{name}.safetensors"), folder / f"{name}.safetensors")
+    shutil.copytree(os.path.join(BASE, "tokenizer"), folder / "tokenizer")
+    vocab = folder / "tokenizer" / "vocab.json"
+    if damage == "no vocab.json":
+        vocab.unlink()
+    else:
+        vocab.write_text({"corrupt": "{", "not a vocabulary": "[1]"}[damage])
+    return folder
+
+
+@pytest.mark.parametrize("damage,problem", [
+    ("no vocab.json", "tokenizer: an incomplete CLIP tokenizer: needs vocab.json + merges.txt, or tokenizer.json; "
+                      "it holds merges.txt, tokenizer_config.json"),
+    ("corrupt", "tokenizer/vocab.json: not a readable tokenizer file: "),
+    ("not a vocabulary", "tokenizer: not a usable CLIP tokenizer: Error while initializing BPE"),
+])
+def test_a_damaged_tokenizer_folder_is_named_before_any_load(run, tmp_path, damage, problem):
+    folder = _base_with_tokenizer(tmp_path, damage)
+    code, line = run("--base", str(folder))
+    assert code == 1 and line.startswith(f"error: --base {folder}/{problem}"), line
+    code, line = run("--base", MINIATURE + "/base", "--tokenizer", str(folder / "tokenizer"))
+    assert code == 1 and line.startswith(f"error: --tokenizer {folder}/{problem}"), line
 
 
 @pytest.mark.parametrize("torch_installed", [True, False])
