@@ -103,7 +103,7 @@ def summary(result: dict, max_steps: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(lambda: run(build_parser().parse_args(argv)))
+    return run_cli(lambda: run(build_parser().parse_intermixed_args(argv)))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,19 @@ def test_an_empty_workdir_is_refused_naming_the_flag(no_training, overrides, cap
     assert capsys.readouterr().err == "error: --workdir: empty path\n"
 
 
+def test_overrides_go_on_both_sides_of_workdir(overrides, tmp_path, monkeypatch):
+    seen = {}
+
+    def stop(cfg, workdir):
+        seen.update(cfg=cfg, workdir=workdir)
+        return {"preempted": True, "signal": signal.SIGTERM}
+    monkeypatch.setattr(trainer, "train", stop)
+    workdir = str(tmp_path / "w")
+    assert train.main([*overrides, "--workdir", workdir, "max_train_steps=7", "global_seed=3"]) == 128 + signal.SIGTERM
+    assert seen["workdir"] == workdir
+    assert (seen["cfg"].max_train_steps, seen["cfg"].global_seed) == (7, 3)
+
+
 def test_model_inputs_take_hub_ids(hub_cache, tmp_path, capsys, monkeypatch):
     """README: every model input takes a hub id; the trainer's said `no such file or directory`. A cached
     id reaches training as its snapshot folder; an uncached one is one line naming the key."""
