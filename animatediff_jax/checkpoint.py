@@ -11,6 +11,7 @@ data (a cast or a device put; see `nonfinite`).
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable, Mapping
 
 import ml_dtypes
@@ -20,6 +21,9 @@ from animatediff_jax.errors import InputError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, unflatten
 from animatediff_jax.safetensors_file import DTYPES, SafetensorsFile, write_safetensors
+
+# the networks of an SD1.x model, one params file each in a converted folder (`python -m convert base`)
+NETWORKS = ("unet", "vae", "text_encoder")
 
 STORE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
                 "float16": np.dtype(np.float16)}
@@ -85,6 +89,38 @@ def read_metadata(path: str) -> dict[str, str]:
     with SafetensorsFile(path) as f:
         _check_config(f.metadata, path)
         return dict(f.metadata)
+
+
+def is_flax_file(path: str) -> bool:
+    """A `.safetensors` written by `save_params` (metadata format=flax)."""
+    if not (os.path.isfile(path) and path.endswith(".safetensors")):
+        return False
+    try:
+        return read_metadata(path).get("format") == "flax"
+    except ValueError:
+        return False
+
+
+def incomplete_converted_folder(folder: str) -> str | None:
+    """'an incomplete converted SD1.x folder: <what is wrong with each file>' for a folder without unet/
+    that holds some of the files `python -m convert base` writes (`NETWORKS`) but not all of
+    them usable (missing, unreadable: truncated, corrupt, the reader's reason, or not ours); None else."""
+    if os.path.isdir(os.path.join(folder, "unet")):
+        return None
+    problems = []
+    for name in NETWORKS:
+        path = os.path.join(folder, f"{name}.safetensors")
+        if not os.path.exists(path):
+            problems.append(f"{name}.safetensors is missing")
+        elif not is_flax_file(path):
+            try:
+                read_metadata(path)
+                problems.append(f"{name}.safetensors is not a converted network (no format=flax metadata)")
+            except (OSError, ValueError) as e:  # the reader's message names the file
+                problems.append(str(e) if path in str(e) else f"{name}.safetensors: {e}")
+    if not problems or len(problems) == len(NETWORKS) and all(p.endswith("missing") for p in problems):
+        return None
+    return f"an incomplete converted SD1.x folder: {'; '.join(problems)}"
 
 
 def _check_config(metadata: Mapping[str, str], path: str) -> None:

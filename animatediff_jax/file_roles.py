@@ -14,9 +14,9 @@ import json
 import os
 from typing import Mapping
 
-from animatediff_jax.checkpoint import read_metadata
+from animatediff_jax.checkpoint import incomplete_converted_folder, is_flax_file, read_metadata
 from animatediff_jax.errors import InputError
-from animatediff_jax.loading import FLAGS, NETWORKS, is_converted_base, is_flax_file
+from animatediff_jax.loading import FLAGS, is_converted_base
 
 MODEL_ROLES = ("base", "dreambooth")  # an SD1.x model: diffusers folder, converted folder or single file
 _NETWORK_NAMES = {"UNetConfig": "UNet", "VAEConfig": "VAE", "CLIPTextConfig": "text encoder"}
@@ -72,24 +72,5 @@ def check_model_path(path: str | None, role: str, names: Mapping[str, str] = FLA
             hint = "no sample flag takes it"
         raise InputError(f"{name} {path}: {what}, not what {label} takes; {hint}")  # a file of the wrong kind
     if role in MODEL_ROLES and os.path.isdir(path) and not os.path.isdir(os.path.join(path, "unet")):
-        problems = converted_folder_problems(path)
-        if len(problems) < len(NETWORKS):  # some of a converted folder's files are there
-            raise InputError(f"{name} {path}: an incomplete converted SD1.x folder: {'; '.join(problems)}")
-        raise InputError(f"{name} {path}: no SD1.x model here: expected {EXPECTED_MODEL}")
-
-
-def converted_folder_problems(folder: str) -> list[str]:
-    """What keeps `folder` from being a converted SD1.x folder: one line per network file that is
-    missing, unreadable (truncated, corrupt: the reader's reason) or not one of our converted files."""
-    problems = []
-    for name in NETWORKS:
-        path = os.path.join(folder, f"{name}.safetensors")
-        if not os.path.exists(path):
-            problems.append(f"{name}.safetensors is missing")
-        elif not is_flax_file(path):
-            try:
-                read_metadata(path)
-                problems.append(f"{name}.safetensors is not a converted network (no format=flax metadata)")
-            except (OSError, ValueError) as e:  # the reader's message names the file
-                problems.append(str(e) if path in str(e) else f"{name}.safetensors: {e}")
-    return problems
+        problem = incomplete_converted_folder(path) or f"no SD1.x model here: expected {EXPECTED_MODEL}"
+        raise InputError(f"{name} {path}: {problem}")

@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from animatediff_jax.checkpoint import load_config, load_params, read_metadata, save_params
+from animatediff_jax.checkpoint import NETWORKS, is_flax_file, load_config, load_params, read_metadata, save_params
 from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.unet3d import UNet3DConditionModel
@@ -59,7 +59,6 @@ from convert.sources import HUB_PATTERNS, SD_COMPONENTS, is_hub_id, resolve_sour
 from convert.sources import VariantError  # noqa: F401 - what a reader's caller catches (training: trainer.one_variant)
 from convert.unet3d_checkpoint import check_kind, read_unet3d_checkpoint
 
-NETWORKS = ("unet", "vae", "text_encoder")
 # How errors name each file: by its role (Python API) or by the CLI flag that gave it (`sample`).
 ROLES = dict(base="base model", dreambooth="DreamBooth checkpoint", motion_module="motion module", loras="LoRA",
              motion_loras="MotionLoRA", domain_adapter="domain adapter", tokenizer="tokenizer")
@@ -110,16 +109,6 @@ def cache_key(path: str) -> str:
 def settings_key(settings: dict) -> str:
     """A short hash of conversion settings (part of a cache key: other settings, another file)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def is_flax_file(path: str) -> bool:
-    """A `.safetensors` written by animatediff_jax.checkpoint (metadata format=flax)."""
-    if not (os.path.isfile(path) and path.endswith(".safetensors")):
-        return False
-    try:
-        return read_metadata(path).get("format") == "flax"
-    except ValueError:
-        return False
 
 
 def is_converted_base(path: str) -> bool:

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from animatediff_jax.checkpoint import load_config, params_metadata, store_dtype
+from animatediff_jax.checkpoint import incomplete_converted_folder, load_config, params_metadata, store_dtype
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig, to_dict
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder
@@ -268,7 +268,8 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
             sub = os.path.join(folder, name)
             cfg_path = os.path.join(sub, "config.json")
             if not os.path.isfile(cfg_path):
-                raise CheckpointError(f"{folder}: not a diffusers SD folder: {cfg_path} is missing")
+                problem = incomplete_converted_folder(folder) or f"not a diffusers SD folder: {cfg_path} is missing"
+                raise CheckpointError(f"{folder}: {problem}")
             with open(cfg_path) as f:
                 config = CONFIG_CLASSES[name].from_dict(json.load(f))
             sd = open_state_dict(weights_file(sub, SD_COMPONENTS[name], variant))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from animatediff_jax import sample
+from animatediff_jax import evaluate, loading, sample
+from animatediff_jax.errors import InputError
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path
 from convert.__main__ import main as convert_main
 
@@ -203,3 +204,32 @@ def test_a_prompt_config_entry_names_its_file_by_config_entry_and_key(tmp_path, 
     config.write_text(f"- prompt: [a cat]\n  {entry}\n")
     assert sample.main([str(config), "--base", BASE, "--out", str(tmp_path / "out")]) == code
     assert capsys.readouterr().err == f"error: {config}: entry 0: {line}\n"
+
+
+def _truncated_unet_miniature(tmp_path):
+    """The shipped miniature (linked) with its base's unet.safetensors cut to 1000 bytes."""
+    out = tmp_path / "miniature"
+    shutil.copytree(MINIATURE, out, copy_function=os.link)
+    unet = out / "base" / "unet.safetensors"
+    unet.unlink()
+    unet.write_bytes(open(UNET, "rb").read()[:1000])
+    return out
+
+
+@pytest.mark.parametrize("command", ["convert base", "evaluate", "read_base"])
+def test_a_truncated_converted_folder_is_called_incomplete_by_every_command(tmp_path, capsys, command):
+    """sample --base said so; convert base, evaluate --weights and read_base (data.precompute, train) said
+    'not a diffusers SD folder: .../unet/config.json is missing'."""
+    weights = _truncated_unet_miniature(tmp_path)
+    base = weights / "base"
+    if command == "convert base":
+        assert convert_main(["base", str(base), str(tmp_path / "out"), "-q"]) == 1
+        err = capsys.readouterr().err
+    elif command == "evaluate":
+        assert evaluate.main(["--weights", str(weights), "--samples", "1", "--results", str(tmp_path / "r.md")]) == 1
+        err = capsys.readouterr().err.splitlines()[-1]  # after the rows it leaves out (no schedule-C module)
+    else:
+        with pytest.raises(InputError) as e:
+            loading.read_base(str(base))
+        err = str(e.value)
+    assert f"{base}: an incomplete converted SD1.x folder: {base}/unet.safetensors: truncated" in err, err
