@@ -302,7 +302,7 @@ def checkpoint_format(path: str) -> str:
     a missing, empty or unknown file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointError(f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path}: empty file")
     if path.lower().endswith(".json"):

@@ -31,3 +31,9 @@ def test_inspect_reports_every_file_and_fails_at_the_end(tmp_path, capsys):
     assert lines[2].startswith(f"error: {tmp_path / 'empty'}: a folder that is not a model folder")
     assert main(["inspect", motion_path(MINIATURE, "B")]) == 0
     assert "  version      v2\n" in capsys.readouterr().out
+
+
+def test_inspect_of_a_device_says_it_is_not_a_regular_file(tmp_path, capsys):
+    assert main(["inspect", os.devnull, str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {os.devnull}: not a regular file",
+                                                    f"error: {tmp_path / 'missing'}: no such file"]
