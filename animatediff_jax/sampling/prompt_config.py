@@ -376,7 +376,9 @@ def _sparsectrl(raw: dict, source: str, entry: str, config_dir: Path | None) -> 
 
     def resolve(p, what, hub=None):
         return resolve_path(p, config_dir, what=what, source=source, entry=entry, hub=hub)
-    images = raw.get("controlnet_images", [])
+    if "controlnet_images" not in raw:
+        raise _err(source, entry, "missing key 'controlnet_images' (the condition images 'controlnet_path' needs)")
+    images = raw["controlnet_images"]
     images = [images] if isinstance(images, str) else images
     if not isinstance(images, list) or not images or not all(isinstance(i, str) and i for i in images):
         raise _err(source, entry, f"key 'controlnet_images' must be a non-empty list of image paths, got {images!r}")
