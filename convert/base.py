@@ -270,8 +270,11 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
             if not os.path.isfile(cfg_path):
                 problem = incomplete_converted_folder(folder) or f"not a diffusers SD folder: {cfg_path} is missing"
                 raise CheckpointError(f"{folder}: {problem}")
-            with open(cfg_path) as f:
-                config = CONFIG_CLASSES[name].from_dict(json.load(f))
+            try:
+                with open(cfg_path) as f:
+                    config = CONFIG_CLASSES[name].from_dict(json.load(f))
+            except (ValueError, TypeError) as e:  # not JSON, a value not of its field's type
+                raise CheckpointError(f"{cfg_path}: unusable config ({e})") from None
             sd = open_state_dict(weights_file(sub, SD_COMPONENTS[name], variant))
             files.append(sd)
             entries = {}

@@ -301,6 +301,26 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     return MotionModule(unflatten(flat), config, channels, layers, version)
 
 
+def _adapter_config(cfg_file: Path) -> dict:
+    """A MotionAdapter folder's config.json, the values read here checked (positive integers; heads and
+    block_out_channels may be lists of them): MotionModuleError naming the file otherwise."""
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except ValueError as e:
+        raise MotionModuleError(f"{cfg_file}: not JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise MotionModuleError(f"{cfg_file}: not a JSON object")
+    positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
+    for key, lists in (("motion_num_attention_heads", True), ("block_out_channels", True),
+                       ("motion_norm_num_groups", False), ("motion_max_seq_length", False)):
+        value = cfg.get(key)
+        if value is not None and not (positive(value) or lists and isinstance(value, list) and value
+                                      and all(map(positive, value))):
+            raise MotionModuleError(f"{cfg_file}: {key} must be a positive integer{' or a list of them' * lists}, "
+                                    f"got {value!r}")
+    return cfg
+
+
 def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int | None = None,
                        max_seq_length: int | None = None, version: str | None = None,
                        variant: str | None = None, revision: str | None = None,
@@ -322,7 +342,7 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
             raise MotionModuleError(f"{path}: a MotionAdapter folder needs config.json (and its weights, "
                                     "diffusion_pytorch_model.*)")
         weights = weights_file(str(path), variant=variant)
-        cfg = json.loads(cfg_file.read_text())
+        cfg = _adapter_config(cfg_file)
         if cfg.get("conv_in_channels"):
             raise MotionModuleError(f"{path}: a SparseCtrl adapter (conv_in_channels) is not a motion module")
         heads_cfg = cfg.get("motion_num_attention_heads", 8)

@@ -7,21 +7,53 @@ The same code builds the real SD1.5 networks and the tiny ones the tests use.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 
 def _from_dict(cls, d: Mapping[str, Any], strict: bool = False):
-    """Build `cls` from a (diffusers) config dict, ignoring keys it does not know unless `strict`."""
+    """Build `cls` from a (diffusers) config dict, ignoring keys it does not know unless `strict`.
+    ValueError `<cls>: <key> must be <type>, got <value>` for a value not of its field's type."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names - {k for k in d if k.startswith("_")})
     if strict and unknown:
         raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for k, v in d.items():
         if k in names:
             kwargs[k] = tuple(v) if isinstance(v, list) else v
+            if not _is_of(kwargs[k], hints[k]):
+                raise ValueError(f"{cls.__name__}: {k} must be {_type_name(hints[k])}, got {v!r}")
     return cls(**kwargs)
+
+
+def _is_of(value, hint) -> bool:
+    """`value` is of the type `hint` (int, float, bool, str, None, Literal, tuple[X, ...] and unions of these);
+    a bool is no number, an int is a float."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_of(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_is_of(v, args[0]) for v in value)
+    if hint in (int, float):
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    return value is None if hint is type(None) else isinstance(value, hint)
+
+
+def _type_name(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is tuple:
+        return f"a list of {({int: 'integers', str: 'strings'})[args[0]]}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}[hint]
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,18 @@
 """`python -m convert` through `run_cli`: bad flags are one `error: <flag>: ...` line with exit 2, tensors
 of the wrong rank in an input one `error: <file>: ...` line with exit 1 (no traceback)."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
+from animatediff_jax import sample
 from convert.__main__ import main
+from tests.convert import controlnet_fixtures as F
 from tests.convert.motion_helpers import original_state_dict, random_adapter, write_original
 from tests.robustness.convert_fixtures import flax_file, tiny_ldm
+from tests.sampling.tiny_models import write_base_folder
 
 
 def _line(capsys) -> str:
@@ -42,3 +49,45 @@ def test_wrong_rank_tensors_name_the_file(tmp_path, capsys):
     write_original(sd, tmp_path / "mm.ckpt")
     assert main(["motion", str(tmp_path / "mm.ckpt"), str(tmp_path / "mm.safetensors"), "-q"]) == 1
     assert _line(capsys).startswith(f"error: {tmp_path / 'mm.ckpt'}: {pe} has shape (")
+
+
+def _nonsense_config(folder, key, value="x"):
+    config = json.loads((folder / "config.json").read_text())
+    config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder / "config.json"
+
+
+@pytest.mark.parametrize("kind,key,problem", [
+    ("controlnet", "block_out_channels", "unsupported ControlNet config (ControlNetConfig: block_out_channels must be "
+                                         "a list of integers, got 'x')"),
+    ("base", "block_out_channels", "unusable config (UNetConfig: block_out_channels must be a list of integers, "
+                                   "got 'x')"),
+    ("base", "layers_per_block", "unusable config (UNetConfig: layers_per_block must be an integer, got 'x')"),
+    ("motion", "motion_norm_num_groups", "motion_norm_num_groups must be a positive integer, got 'x'"),
+    ("motion", "block_out_channels", "block_out_channels must be a positive integer or a list of them, got 'x'"),
+])
+def test_a_nonsense_config_value_is_one_line_naming_config_json(tmp_path, capsys, kind, key, problem):
+    if kind == "controlnet":
+        folder = Path(F.save_folder(F.controlnet(), str(tmp_path / "in")))
+    elif kind == "base":
+        folder = Path(write_base_folder(str(tmp_path / "in"))) / "unet"
+    else:
+        random_adapter().save_pretrained(str(tmp_path / "in"))
+        folder = tmp_path / "in"
+    config = _nonsense_config(folder, key)
+    capsys.readouterr()  # the fixtures' progress bars
+    assert main([kind, str(tmp_path / "in"), str(tmp_path / "out.safetensors")]) == 1
+    assert _line(capsys) == f"error: {config}: {problem}"
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_sample_names_a_nonsense_controlnet_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(tmp_path / "cache"))
+    folder = Path(F.save_folder(F.controlnet(), str(tmp_path / "cn")))
+    config = _nonsense_config(folder, "block_out_channels")
+    Image.new("RGB", (64, 64)).save(tmp_path / "x.gif")
+    assert sample.main(["--controlnet", str(folder), "--control-video", str(tmp_path / "x.gif"), "--prompt", "p",
+                        "--out", str(tmp_path / "o")]) == 1
+    assert _line(capsys) == (f"error: --controlnet {folder}: {config}: unsupported ControlNet config (ControlNetConfig: "
+                             "block_out_channels must be a list of integers, got 'x')")
