@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     check_writable_parent(args.workdir, "--workdir")
     check_requirements(cfg)
     cfg = located_models(cfg)
+    from animatediff_jax.tokenizer import check_tokenizer  # imports tokenizers, numpy: not for --help
+    key = "tokenizer_path" if cfg.tokenizer_path else "pretrained_model_path"
+    check_tokenizer(getattr(cfg, key), key)  # a damaged one, before the models load
     # Lazy: JAX, Flax, orbax, tensorboardX and the networks take seconds to import; the checks above
     # (and --help) must not wait for them.
     import jax

@@ -68,6 +68,15 @@ def test_overrides_go_on_both_sides_of_workdir(overrides, tmp_path, monkeypatch)
     assert (seen["cfg"].max_train_steps, seen["cfg"].global_seed) == (7, 3)
 
 
+def test_a_corrupt_tokenizer_is_one_line_before_training(no_training, tmp_path, capsys):
+    tok = tiny.write_tokenizer(tmp_path / "tok")
+    (tmp_path / "tok" / "vocab.json").write_text("{")
+    assert train.main(["--workdir", str(tmp_path / "w"), *tiny.overrides(tok)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: tokenizer_path {tok}/vocab.json: not a readable tokenizer file: ") and \
+        err.count("\n") == 1, err
+
+
 def test_model_inputs_take_hub_ids(hub_cache, tmp_path, capsys, monkeypatch):
     """README: every model input takes a hub id; the trainer's said `no such file or directory`. A cached
     id reaches training as its snapshot folder; an uncached one is one line naming the key."""
