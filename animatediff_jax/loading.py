@@ -55,7 +55,8 @@ from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora
                          read_spatial_lora)
 from convert.motion import MotionModule, load_motion_module
 from convert.param_shapes import flax_param_shapes, module_param_shapes
-from convert.sources import HUB_PATTERNS, SD_COMPONENTS, is_hub_id, resolve_source, weights_file
+from animatediff_jax.hub_ids import is_hub_id
+from convert.sources import HUB_PATTERNS, SD_COMPONENTS, resolve_source, weights_file
 from convert.sources import VariantError  # noqa: F401 - what a reader's caller catches (training: trainer.one_variant)
 from convert.unet3d_checkpoint import check_kind, read_unet3d_checkpoint
 

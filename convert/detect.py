@@ -18,7 +18,8 @@ import numpy as np
 from animatediff_jax.params import flax_path_to_torch
 from convert.io import CheckpointError, ShardedStateDict, examples, open_state_dict
 from convert.naming import flax_tensor_to_torch
-from convert.sources import HUB_PATTERNS, SD_COMPONENTS, is_hub_id, resolve_source, weights_file
+from animatediff_jax.hub_ids import is_hub_id
+from convert.sources import HUB_PATTERNS, SD_COMPONENTS, resolve_source, weights_file
 
 ShapeFn = Callable[[str], tuple[int, ...]]
 

@@ -35,6 +35,7 @@ from typing import Iterable, Iterator
 from huggingface_hub import constants
 from huggingface_hub.utils import filter_repo_objects
 
+from animatediff_jax.hub_ids import is_hub_id
 from animatediff_jax.tokenizer import TOKENIZER_FILES
 from convert.io import CheckpointError
 
@@ -43,8 +44,6 @@ TRANSFORMERS_STEMS = ("model", "pytorch_model")
 # the weights of an SD folder's components (diffusers' UNet and VAE, transformers' CLIP text model)
 SD_COMPONENTS = {"unet": DIFFUSERS_STEMS, "vae": DIFFUSERS_STEMS, "text_encoder": TRANSFORMERS_STEMS}
 FORMATS = ("safetensors", "bin")  # preferred first
-# what a weights file's name ends in (no hub repository's name does: `is_hub_id`)
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
 DIFFUSERS_WEIGHTS = f"{DIFFUSERS_STEMS[0]}.safetensors"  # what the exporters write into a diffusers folder
 # the files of each kind of repository a hub id downloads (`resolve_source`; of their weights, `hub_files`' choice)
 HUB_PATTERNS = {"sd": ["unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*", "model_index.json"],
@@ -215,12 +214,6 @@ def as_given(folder: str) -> str:
 def hub_name(repo: str, folder: str) -> str:
     """A folder of hub repository `repo` as the user knows it: `owner/name`, `owner/name (unet/)`."""
     return repo + (f" ({folder}/)" if folder else "")
-
-
-def is_hub_id(source: str) -> bool:
-    """Whether `source` is written like a hub id, 'owner/name' (checked where no such path exists); a
-    name ending in a weights file's suffix (`models/mm_sd_v15_v2.ckpt`) is a missing file, not an id."""
-    return source.count("/") == 1 and not source.startswith((".", "/")) and not source.lower().endswith(WEIGHT_SUFFIXES)
 
 
 def recorded(source: str) -> str:

@@ -79,6 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.hub_ids import is_hub_id
 from animatediff_jax.sampling.inference_config import motion_config_from_inference_yaml
 from animatediff_jax.yaml_file import read_yaml, read_yaml_mapping
 
@@ -182,7 +183,7 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
         if t.exists():
             return str(t.resolve())
     # lazy: convert/ imports numpy, huggingface_hub (not --help)
-    from convert.sources import HUB_PATTERNS, HubError, is_hub_id, resolve_source
+    from convert.sources import HUB_PATTERNS, HubError, resolve_source
     not_found = f"{what} {path!r} not found (looked at: {', '.join(map(str, tried))})"
     if hub and is_hub_id(path):
         try:

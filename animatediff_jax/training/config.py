@@ -30,6 +30,7 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.hub_ids import is_hub_id
 from animatediff_jax.models.configs import MOTION_VERSIONS, CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 from animatediff_jax.training.typed_config import bounded, build, field_type, merge, wants_text
 from animatediff_jax.yaml_file import read_yaml_mapping, yaml_problem
@@ -397,7 +398,6 @@ def check(cfg: TrainingConfig) -> None:
             raise UsageError(f"distributed.process_id: {dist.process_id} is not below num_processes "
                              f"{dist.num_processes}")
 
-    from convert.sources import is_hub_id  # noqa: PLC0415 - imports numpy, ml_dtypes: not for --help
     for key, path in (("pretrained_model_path", cfg.pretrained_model_path), ("tokenizer_path", cfg.tokenizer_path),
                       ("motion_module_path", cfg.motion_module_path), ("train_data.dataset_dir", d.dataset_dir)):
         if path and not os.path.exists(path) and not (key in HUB_KEYS and is_hub_id(path)):

@@ -24,7 +24,8 @@ from convert.base import load_base
 from convert.controlnet import load_controlnet
 from convert.io import CheckpointError
 from convert.motion import load_motion_module
-from convert.sources import is_hub_id, parse_weights_name, weights_file
+from animatediff_jax.hub_ids import is_hub_id
+from convert.sources import parse_weights_name, weights_file
 from tests.convert import controlnet_fixtures as F
 from tests.convert.ldm_fixtures import build, save_folder
 from tests.convert.motion_helpers import random_adapter
