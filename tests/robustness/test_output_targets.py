@@ -82,7 +82,8 @@ def test_dataset_outputs_are_refused_before_any_work(checkout, monkeypatch, caps
     assert _dataset_cli(cli, "", "n") == 2
     assert capsys.readouterr().err == "error: --data_dir: empty path\n"
     assert _dataset_cli(cli, "out", "") == 2
-    assert capsys.readouterr().err == "error: --name: empty path\n"
+    assert capsys.readouterr().err == ("error: --name: must be a single folder name (no '/', not '.' or '..'), "
+                                       "got ''\n")
     (checkout / "afile").write_text("x")
     below = checkout / "afile" / "tfds"
     assert _dataset_cli(cli, str(below), "n") == 1

@@ -20,8 +20,9 @@ from animatediff_jax.sampling.pipeline import GenerationResult
 
 
 class StandInPipeline:
-    """Returns frames of one value (NaN to simulate a numerical blow-up)."""
+    """Returns frames of one value (NaN to simulate a numerical blow-up) from finite (no) weights."""
     description = {"dtype": "float32"}
+    unet_params = vae_params = text_params = {}
 
     def __init__(self, value=0.5):
         self.value = value
