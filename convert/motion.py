@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from animatediff_jax.errors import InputError, UsageError
-from animatediff_jax.models.configs import MotionConfig
+from animatediff_jax.models.configs import MotionConfig, channel_mismatches
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
 from convert.detect import ADAPTER_MAX_SEQ_LENGTH, adapter_version, refuse_control, version_from_layout
@@ -303,7 +303,8 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
 
 def _adapter_config(cfg_file: Path) -> dict:
     """A MotionAdapter folder's config.json, the values read here checked (positive integers; heads and
-    block_out_channels may be lists of them): MotionModuleError naming the file otherwise."""
+    block_out_channels may be lists of them; heads and groups fit block_out_channels, as
+    `models.configs.channel_mismatches`): MotionModuleError naming the file otherwise."""
     try:
         cfg = json.loads(cfg_file.read_text())
     except ValueError as e:
@@ -318,6 +319,13 @@ def _adapter_config(cfg_file: Path) -> dict:
                                       and all(map(positive, value))):
             raise MotionModuleError(f"{cfg_file}: {key} must be a positive integer{' or a list of them' * lists}, "
                                     f"got {value!r}")
+    channels = cfg.get("block_out_channels")
+    problems = channel_mismatches(
+        "block_out_channels", tuple(channels) if isinstance(channels, list) else (channels,),
+        motion_num_attention_heads=cfg.get("motion_num_attention_heads", 8),
+        motion_norm_num_groups=cfg.get("motion_norm_num_groups", 32)) if channels is not None else []
+    if problems:
+        raise MotionModuleError(f"{cfg_file}: {'; '.join(problems)}")
     return cfg
 
 
@@ -341,8 +349,8 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
         if not cfg_file.exists():
             raise MotionModuleError(f"{path}: a MotionAdapter folder needs config.json (and its weights, "
                                     "diffusion_pytorch_model.*)")
-        weights = weights_file(str(path), variant=variant)
         cfg = _adapter_config(cfg_file)
+        weights = weights_file(str(path), variant=variant)
         if cfg.get("conv_in_channels"):
             raise MotionModuleError(f"{path}: a SparseCtrl adapter (conv_in_channels) is not a motion module")
         heads_cfg = cfg.get("motion_num_attention_heads", 8)

@@ -30,6 +30,36 @@ def _from_dict(cls, d: Mapping[str, Any], strict: bool = False):
     return cls(**kwargs)
 
 
+def fitting(config):
+    """`config` unless its values do not fit together (`config.mismatches()`): ValueError
+    `<Config>: <each mismatch>` naming the keys."""
+    problems = config.mismatches()
+    if problems:
+        raise ValueError(f"{type(config).__name__}: {'; '.join(problems)}")
+    return config
+
+
+def channel_mismatches(channels_key: str, channels: tuple[int, ...], **per_block) -> list[str]:
+    """What does not fit between the widths `channels` (named `channels_key`, one per block) and the
+    values `per_block` (key -> one int for every block, or a list of one per block, each of which must
+    divide its block's width: norm groups, attention heads): a list of the wrong length, a value that
+    is not positive or does not divide its width."""
+    if not channels or any(c <= 0 for c in channels):
+        return [f"{channels_key} must be positive integers, got {list(channels)}"]
+    problems = []
+    for key, value in per_block.items():
+        values = value if isinstance(value, (tuple, list)) else (value,) * len(channels)
+        if len(values) != len(channels):
+            problems.append(f"{key} has {len(values)} entries but {channels_key} has {len(channels)}")
+        elif any(v <= 0 for v in values):
+            problems.append(f"{key} must be positive, got {value!r}")
+        elif any(c % v for c, v in zip(channels, values)):
+            shown = list(value) if isinstance(value, tuple) else value
+            problems.append(f"{key} {shown} does not divide {channels_key} "
+                            f"{channels[0] if len(channels) == 1 else list(channels)}")
+    return problems
+
+
 def _is_of(value, hint) -> bool:
     """`value` is of the type `hint` (int, float, bool, str, None, Literal, tuple[X, ...] and unions of these);
     a bool is no number, an int is a float."""
@@ -82,7 +112,18 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "UNetConfig":
-        return _from_dict(cls, d)
+        """ValueError for a value not of its field's type or values that do not fit together."""
+        return fitting(_from_dict(cls, d))
+
+    def mismatches(self) -> list[str]:
+        """The values that do not fit together: block type lists not one per block_out_channels,
+        norm groups or heads (per block or not) that do not divide a block's channels."""
+        n = len(self.block_out_channels)
+        heads = "num_attention_heads" if self.num_attention_heads is not None else "attention_head_dim"
+        return [f"{key} has {len(types)} entries but block_out_channels has {n}" for key, types in (
+            ("down_block_types", self.down_block_types), ("up_block_types", self.up_block_types)) if len(types) != n
+        ] + channel_mismatches("block_out_channels", self.block_out_channels, norm_num_groups=self.norm_num_groups,
+                               **{heads: getattr(self, heads)})
 
     def heads(self, block: int) -> int:
         """Number of spatial attention heads at down-block index `block`."""
@@ -188,7 +229,13 @@ class ControlNetConfig:
         defaults = _SPARSE_DEFAULTS if d.get("_class_name") == "SparseControlNetModel" else {}
         if "concate_conditioning_mask" in d:  # the original sparse_controlnet.py's spelling
             d = {"concat_conditioning_mask": d["concate_conditioning_mask"], **d}
-        return _from_dict(cls, {**defaults, **d})
+        return fitting(_from_dict(cls, {**defaults, **d}))
+
+    def mismatches(self) -> list[str]:
+        """The values that do not fit together: those of the encoder copy's UNet config (`unet_config`),
+        and a full condition embedding without conditioning_embedding_out_channels."""
+        empty = not (self.use_simplified_condition_embedding or self.conditioning_embedding_out_channels)
+        return self.unet_config().mismatches() + ["conditioning_embedding_out_channels is empty"] * empty
 
     def unet_config(self) -> UNetConfig:
         """The UNetConfig whose down blocks and mid block the encoder copy shares (up blocks unused)."""
@@ -246,7 +293,20 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "VAEConfig":
-        return _from_dict(cls, d)
+        """ValueError for a value not of its field's type or values that do not fit together."""
+        return fitting(_from_dict(cls, d))
+
+    def mismatches(self) -> list[str]:
+        """The values that do not fit together: anything but the SD1.x layout (one DownEncoderBlock2D and
+        one UpDecoderBlock2D per entry of block_out_channels), norm groups that do not divide a block's
+        channels."""
+        n = len(self.block_out_channels)
+        problems = [f"{key} must be {n} x {kind!r} (one per block_out_channels), got {list(types)}"
+                    for key, kind, types in (("down_block_types", "DownEncoderBlock2D", self.down_block_types),
+                                             ("up_block_types", "UpDecoderBlock2D", self.up_block_types))
+                    if types != (kind,) * n]
+        return problems + channel_mismatches("block_out_channels", self.block_out_channels,
+                                             norm_num_groups=self.norm_num_groups)
 
 
 @dataclass(frozen=True)
@@ -266,7 +326,12 @@ class CLIPTextConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CLIPTextConfig":
-        return _from_dict(cls, d)
+        """ValueError for a value not of its field's type or values that do not fit together."""
+        return fitting(_from_dict(cls, d))
+
+    def mismatches(self) -> list[str]:
+        """The values that do not fit together: heads that do not divide hidden_size."""
+        return channel_mismatches("hidden_size", (self.hidden_size,), num_attention_heads=self.num_attention_heads)
 
 
 def to_dict(config) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from animatediff_jax.models.configs import MotionConfig, UNetConfig
+from animatediff_jax.models.configs import MotionConfig, UNetConfig, fitting
 from animatediff_jax.models.embeddings import TimestepEmbedding, timestep_embedding
 from animatediff_jax.models.motion_module import MotionModule
 from animatediff_jax.models.resnet import Downsample2D, GroupNorm, ResnetBlock2D, Upsample2D, activation, conv
@@ -230,10 +230,7 @@ def timestep_features(cfg: UNetConfig, timesteps, batch: int):
 
 def check_inputs(cfg: UNetConfig, sample, text) -> None:
     """Clear errors for inputs or configs this UNet (or a ControlNet's encoder copy) cannot run."""
-    n = len(cfg.block_out_channels)
-    if len(cfg.down_block_types) != n or len(cfg.up_block_types) != n:
-        raise ValueError(f"UNetConfig: {n} block_out_channels but {len(cfg.down_block_types)} down and "
-                         f"{len(cfg.up_block_types)} up block types")
+    fitting(cfg)
     unknown = [t for t in cfg.down_block_types if t not in DOWN_BLOCKS] + [
         t for t in cfg.up_block_types if t not in UP_BLOCKS]
     if unknown:

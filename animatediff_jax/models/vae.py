@@ -24,21 +24,11 @@ import jax
 import jax.numpy as jnp
 
 from animatediff_jax.models.attention import Attention
-from animatediff_jax.models.configs import VAEConfig
+from animatediff_jax.models.configs import VAEConfig, fitting
 from animatediff_jax.models.resnet import Downsample2D, GroupNorm, ResnetBlock2D, Upsample2D, activation, conv
 
 EPS = 1e-6  # every GroupNorm of diffusers' Encoder/Decoder
 LOGVAR_RANGE = (-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution clamp
-
-
-def _check_config(config: VAEConfig) -> None:
-    bad = [t for t in config.down_block_types if t != "DownEncoderBlock2D"]
-    bad += [t for t in config.up_block_types if t != "UpDecoderBlock2D"]
-    if bad or len(config.down_block_types) != len(config.block_out_channels) \
-            or len(config.up_block_types) != len(config.block_out_channels):
-        raise ValueError(f"VAE: only the SD1.x layout (one DownEncoderBlock2D / UpDecoderBlock2D per entry of "
-                         f"block_out_channels) is supported; got down {config.down_block_types}, up "
-                         f"{config.up_block_types}, block_out_channels {config.block_out_channels}")
 
 
 class VAEAttention(nn.Module):
@@ -160,7 +150,7 @@ class AutoencoderKL(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        _check_config(self.config)
+        fitting(self.config)  # ValueError: only the SD1.x layout
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         latent = self.config.latent_channels
         self.encoder = Encoder(self.config, self.implementation, **kw)

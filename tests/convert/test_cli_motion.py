@@ -66,7 +66,7 @@ def test_lora_into_converted_base(tmp_path):
     unet, te = tiny_unet(), tiny_text_encoder()
     base = tmp_path / "base"
     save_params(str(base / "unet.safetensors"), flax_params(unet), config=UNetConfig.from_dict(dict(unet.config)))
-    save_params(str(base / "text_encoder.safetensors"), flax_params(te), config=CLIPTextConfig(hidden_size=32))
+    save_params(str(base / "text_encoder.safetensors"), flax_params(te), config=CLIPTextConfig(hidden_size=32, num_attention_heads=2))
     save_params(str(base / "vae.safetensors"), {"x": {"kernel": np.ones((2, 2), np.float32)}})
     (base / "scheduler_config.json").write_text("{}")
     save(kohya_state_dict(unet, te, seed=1), tmp_path / "a.safetensors")
