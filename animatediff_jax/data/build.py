@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> str:
 
     from animatediff_jax.data.dataset_output import check_dataset_output, fresh_build
     from animatediff_jax.data.procedural_tfds import ProceduralConfig, ProceduralVideos
-    from animatediff_jax.data.webvid import WebVid, WebVidConfig
+    from animatediff_jax.data.webvid import WebVid, WebVidConfig, read_csv
     from animatediff_jax.loading import require_exists
 
     check_clip_bytes(1 if args.kind == "procedural" and args.images else args.frames, args.size)
@@ -81,9 +81,13 @@ def main(argv: Sequence[str] | None = None) -> str:
             require_exists(path, flag)
             if not right_kind(path):
                 raise InputError(f"{flag} {path}: not {kind}")
+        usable = len(read_csv(args.csv, args.video_dir)[0])  # rows with a video file; decoding may skip more
+        if (args.num_shards or 0) > usable:
+            raise UsageError(f"--num_shards {args.num_shards}: more than the {usable} usable rows of --csv "
+                             f"{args.csv} (rows with a caption and a video file; every ArrayRecord file needs a clip)")
         config = WebVidConfig(name=args.name, csv_path=args.csv, video_dir=args.video_dir, frames=args.frames,
                               stride=args.stride, size=args.size, min_frames=args.min_frames, seed=args.seed,
-                              num_workers=args.workers)
+                              num_workers=args.workers, num_shards=args.num_shards or 1)
     else:
         config = ProceduralConfig(name=args.name, num_examples=args.num_examples, seed=args.seed,
                                   frames=args.frames, size=args.size, style=args.style, trigger=args.trigger,

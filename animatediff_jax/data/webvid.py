@@ -14,7 +14,9 @@ Bad input never crashes a build: rows without a videoid or caption, duplicate id
 unreadable/corrupt/too-short videos and undecodable codecs are skipped and counted; the counts are
 printed and stored in the dataset's `metadata.json` (`builder.info.metadata["build_stats"]`: clips,
 rows_usable and skipped per reason). A clear error is raised only when the CSV lacks the
-`videoid`/`name` columns or nothing usable is left.
+`videoid`/`name` columns or nothing usable is left, or fewer clips than `num_shards` (the ArrayRecord
+files asked for; the CLI refuses more than the CSV's usable rows before decoding, this catches videos
+that then fail to decode).
 
 One clip per video (seeded window); a large CSV can be split and built as several variants.
 """
@@ -98,6 +100,7 @@ class WebVidConfig(tfds.core.BuilderConfig):
     min_frames: int = 1        # videos with fewer decodable frames are skipped as too short
     seed: int = 0              # window starts are drawn from (seed, videoid)
     num_workers: int = 4       # decoding threads (PyAV releases the GIL)
+    num_shards: int = 1        # ArrayRecord files asked for: fewer clips than that is refused
 
 
 class WebVid(tfds.core.GeneratorBasedBuilder):
@@ -150,6 +153,10 @@ class WebVid(tfds.core.GeneratorBasedBuilder):
                 continue
             stats["clips"] += 1
             yield entry.videoid, {"video": clip, "caption": entry.caption, "videoid": entry.videoid}
+        if 0 < stats["clips"] < c.num_shards:  # known only now: the CSV's rows counted, some videos did not decode
+            raise InputError(f"--num_shards {c.num_shards}: only {stats['clips']} clips could be decoded from "
+                             f"{c.csv_path} (skipped: {dict(skipped)}); every ArrayRecord file needs a clip, so ask "
+                             f"for at most {stats['clips']}")
         print(f"webvid: {stats['clips']} clips written; skipped {dict(skipped) or 'none'}")
         if stats["clips"] == 0:
             raise InputError(f"{c.csv_path}: no usable video in {c.video_dir} "

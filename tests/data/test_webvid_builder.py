@@ -8,6 +8,7 @@ import pytest
 from animatediff_jax.data import build
 from animatediff_jax.data.pipeline import load_source
 from animatediff_jax.data.webvid import WebVid, WebVidConfig, read_csv
+from animatediff_jax.errors import run_cli
 from tests.data.video_files import ramp_video, write_empty_mp4, write_mp4
 
 FRAMES, STRIDE, SIZE = 4, 2, 16
@@ -118,3 +119,30 @@ def test_build_cli(webvid_files, tmp_path, capsys):
                                      "--num_examples", "3", "--size", "16", "--images", "--trigger", "sks"]))
     assert images[0]["video"].shape == (1, 16, 16, 3) and images[0]["caption"].decode().startswith("sks, a")
     assert "moving" not in images[0]["caption"].decode()
+
+
+def _build_cli(root, tmp_path, num_shards: int) -> int:
+    return run_cli(lambda: build.main(["webvid", "--csv", str(root / "results.csv"), "--video_dir", str(root / "videos"),
+                                       "--data_dir", str(tmp_path / "tfds"), "--name", "s", "--frames", "3", "--size",
+                                       "8", "--workers", "1", "--num_shards", str(num_shards)]) and 0)
+
+
+def test_more_shards_than_usable_rows_is_refused_before_decoding(webvid_files, tmp_path, capsys, monkeypatch):
+    """Was a TFDS AssertionError traceback (num_examples < number_of_shards) once every video was decoded."""
+    monkeypatch.setattr(WebVid, "download_and_prepare", lambda *a, **k: pytest.fail("built"))
+    root, _ = webvid_files
+    assert _build_cli(root, tmp_path, 7) == 2
+    assert capsys.readouterr().err == (f"error: --num_shards 7: more than the 6 usable rows of --csv {root / 'results.csv'} "
+                                       "(rows with a caption and a video file; every ArrayRecord file needs a clip)\n")
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_more_shards_than_decodable_clips_is_one_line(webvid_files, tmp_path, capsys):
+    """6 usable rows, 2 of them videos that do not decode: 4 clips for 5 files, known only after decoding."""
+    root, _ = webvid_files
+    assert _build_cli(root, tmp_path, 5) == 1
+    err = capsys.readouterr().err  # TFDS's progress bars, then the one line
+    line = err.splitlines()[-1]
+    assert line.startswith(f"error: --num_shards 5: only 4 clips could be decoded from {root / 'results.csv'} (skipped: ")
+    assert line.endswith("every ArrayRecord file needs a clip, so ask for at most 4") and "Traceback" not in err, err
+    assert not list((tmp_path / "tfds").rglob("dataset_info.json"))
