@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args) -> None:
     # Imported after parsing: TFDS, JAX and the networks take seconds, --help must not wait for them.
+    import jax
+    import numpy as np
+
     from animatediff_jax.data.dataset_output import check_dataset_output, fresh_build
     from animatediff_jax.data.pipeline import load_source
     from animatediff_jax.data.precomputed_latents import PrecomputedLatents, precompute, text_encoder, vae_encoder
@@ -73,16 +76,19 @@ def run(args) -> None:
     else:
         tokenizer_path = check_tokenizer(base_path, "--pretrained_model_path")
 
-    base = read_base(base_path, dtype="float32", variant=args.variant)  # what the base is, before what it lacks
-    for name, params in (("vae", base.vae), ("text_encoder", base.text_encoder)):  # else a NaN dataset, written
-        refuse_nonfinite(params, f"--pretrained_model_path {args.pretrained_model_path} ({name})",
-                         harm="every latent or embedding pre-computed with it would come out NaN")
+    # what the base is, before what it lacks; read as stored (zero-copy: no loader warning before the refusal,
+    # as sample's), its NaN/Inf refused (else a NaN dataset, written), then cast
+    base = read_base(base_path, variant=args.variant)
+    vae, text = (jax.tree.map(lambda a: np.asarray(a, np.float32), refuse_nonfinite(
+        params, f"--pretrained_model_path {args.pretrained_model_path} ({name})",
+        harm="every latent or embedding pre-computed with it would come out NaN"))
+        for name, params in (("vae", base.vae), ("text_encoder", base.text_encoder)))
     if not tokenizer_path:
         raise InputError(f"{args.pretrained_model_path}: no tokenizer found; pass --tokenizer_path")
     tokenizer = PromptTokenizer.from_pretrained(tokenizer_path, max_length=base.text_config.max_position_embeddings)
     with fresh_build(args.data_dir, PrecomputedLatents, args.name) as data_dir:
-        precompute(source, vae_encoder(AutoencoderKL(base.vae_config), base.vae, args.chunk_size),
-                   text_encoder(CLIPTextModel(base.text_config), base.text_encoder, tokenizer),
+        precompute(source, vae_encoder(AutoencoderKL(base.vae_config), vae, args.chunk_size),
+                   text_encoder(CLIPTextModel(base.text_config), text, tokenizer),
                    data_dir, args.name, batch_size=args.batch_size, num_shards=args.num_shards,
                    scaling_factor=base.vae_config.scaling_factor, model=args.pretrained_model_path,
                    source_name=args.source)

@@ -140,7 +140,7 @@ def test_precompute_refuses_an_existing_dataset_unless_overwrite(tmp_path, capsy
 
 @pytest.mark.parametrize("network,bad", [("vae", np.nan), ("text_encoder", np.inf)])
 def test_precompute_refuses_a_base_holding_nonfinite_weights_before_writing(tmp_path, capsys, source, network, bad):
-    """It only warned, then wrote an all-NaN dataset and exited 0."""
+    """It only warned, then wrote an all-NaN dataset and exited 0; then the refusal came after that warning."""
     base = tmp_path / "base"
     shutil.copytree(BASE, base)
     file = str(base / f"{network}.safetensors")
@@ -151,7 +151,9 @@ def test_precompute_refuses_a_base_holding_nonfinite_weights_before_writing(tmp_
     save_file(weights, file, metadata)
     rc = precompute.main(["--source", source, "--pretrained_model_path", str(base), "--data_dir",
                           str(tmp_path / "tfds"), "--name", "p"])
-    err = capsys.readouterr().err.splitlines()[-1]  # after the cast's warning naming the file
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err  # was preceded by the loader's warning naming the file (the cast's NaN report)
+    err = err[0]
     assert rc == 1 and err.startswith(f"error: --pretrained_model_path {base} ({network}): 1 tensor holds NaN/Inf") \
         and err.endswith("; every latent or embedding pre-computed with it would come out NaN"), err
     assert not (tmp_path / "tfds").exists()
