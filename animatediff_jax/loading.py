@@ -56,7 +56,7 @@ from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora
 from convert.motion import MotionModule, load_motion_module
 from convert.param_shapes import flax_param_shapes, module_param_shapes
 from animatediff_jax.hub_ids import is_hub_id
-from convert.sources import HUB_PATTERNS, SD_COMPONENTS, resolve_source, weights_file
+from convert.sources import HUB_PATTERNS, SD_COMPONENTS, resolve_source, weights_file, weights_variant
 from convert.sources import VariantError  # noqa: F401 - what a reader's caller catches (training: trainer.one_variant)
 from convert.unet3d_checkpoint import check_kind, read_unet3d_checkpoint
 
@@ -171,8 +171,6 @@ def load_motion(path: str, cache_dir: str, *, version: str | None = None,
     require_exists(path, "motion module")
     settings = dict(version=version, max_seq_length=max_seq_length,
                     **({"variant": variant} if variant and os.path.isdir(path) else {}))
-    if "variant" in settings:  # the choice a conversion makes or made (cached), told to `chosen_variants`
-        weights_file(path, variant=variant)
     return _load_motion(path, os.path.abspath(path), cache_key(path), tuple(settings.items()), cache_dir)
 
 
@@ -255,11 +253,13 @@ class ModelFiles:
 class SDSource:
     """An SD1.x model (base or DreamBooth) as found: `folder` is the converted Flax folder (the path
     itself when already converted), `configs` its {"unet", "vae", "text_encoder", "scheduler"}, and
-    `plan` the open conversion plan while `folder` is not written yet (None once it is)."""
+    `plan` the open conversion plan while `folder` is not written yet (None once it is); `variants`: the
+    weight variants (None: plain) of the diffusers folder's weights the conversion reads or read."""
     path: str
     folder: str
     configs: dict
     plan: BasePlan | None
+    variants: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,8 @@ class ReadLora:
 
 @dataclass(frozen=True)
 class CheckedFiles:
-    """`ModelFiles` that passed `check_files`, with what the checks read (reused by the load)."""
+    """`ModelFiles` that passed `check_files`, with what the checks read (reused by the load), and
+    `variants`: the weight variants (None: plain) of the diffusers folders' weights read for them."""
     files: ModelFiles
     base: SDSource
     dreambooth: SDSource | None
@@ -282,6 +283,7 @@ class CheckedFiles:
     loras: tuple[ReadLora, ...] = ()
     motion_loras: tuple[ReadLora, ...] = ()
     domain_adapter: ReadLora | None = None
+    variants: frozenset = frozenset()
 
 
 def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = ROLES) -> CheckedFiles:
@@ -325,15 +327,18 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         dreambooth = sd_source(local.dreambooth, cache_dir, names["dreambooth"], overrides=_unseen_fields(base.configs),
                                variant=files.variant)
         _check_same_family(dreambooth, base, names)
-    mm = None
+    mm, variants = None, base.variants | (dreambooth.variants if dreambooth else frozenset())
     if files.motion_module is not None:
         try:
             mm = load_motion(local.motion_module, cache_dir, version=files.motion_version,
                              max_seq_length=files.motion_max_seq_length, variant=files.variant)
+            if files.variant and os.path.isdir(local.motion_module):  # the choice its conversion makes or made
+                variants |= {weights_variant(weights_file(local.motion_module, variant=files.variant))}
         except UserError as e:
             raise _named(e, names["motion_module"]) from e
         check_motion_fits(base.configs["unet"], mm, files.motion_module, files.base, names)
-    return CheckedFiles(files, base, dreambooth, mm, tokenizer, **_read_loras(files, local, base.configs, mm, names))
+    return CheckedFiles(files, base, dreambooth, mm, tokenizer, variants=variants,
+                        **_read_loras(files, local, base.configs, mm, names))
 
 
 def located(files: ModelFiles, names: Mapping[str, str] = ROLES) -> ModelFiles:
@@ -432,16 +437,17 @@ def sd_source(path: str, cache_dir: str, what: str, overrides: dict | None = Non
     settings = dict(overrides or {}, **({"variant": variant} if variant and os.path.isdir(path) else {}))
     folder = os.path.join(cache_dir, "converted", "sd-" + cache_key(path) + (settings_key(settings) if settings else ""))
     if is_converted_base(folder):
-        if "variant" in settings:  # the choice the conversion made, told to `chosen_variants` again
-            for name, stems in SD_COMPONENTS.items():
-                weights_file(os.path.join(path, name), stems, variant)
-        return SDSource(path, folder, _converted_configs(folder), None)
+        chosen = [weights_file(os.path.join(path, name), stems, variant)  # the choice the conversion made
+                  for name, stems in SD_COMPONENTS.items()] if "variant" in settings else []
+        return SDSource(path, folder, _converted_configs(folder), None, frozenset(map(weights_variant, chosen)))
     try:
         plan = plan_base(path, overrides=overrides, variant=variant)
     except UserError as e:  # re-raised with the role of the file
         raise LoadError(f"{what} {path}: {str(e).removeprefix(f'{path}: ')}") from e
     configs = {n: plan.networks[n].config for n in NETWORKS}
-    return SDSource(path, folder, dict(configs, scheduler=dict(plan.scheduler_config)), plan)
+    chosen = [f.path for f in plan.files] if os.path.isdir(path) else []  # a single file: no variants
+    return SDSource(path, folder, dict(configs, scheduler=dict(plan.scheduler_config)), plan,
+                    frozenset(map(weights_variant, chosen)))
 
 
 def _converted_configs(folder: str) -> dict:

@@ -259,17 +259,18 @@ def file_names(job: Job) -> tuple[dict, dict]:
     return {role: job_prefix(job, 1) + label if role in keys else label for role, label in labels.items()}, labels
 
 
-def validate(jobs: list[Job], cache_dir: str) -> None:
+def validate(jobs: list[Job], cache_dir: str) -> frozenset:
     """Every check that can fail, for every job, before any model is built: files exist and fit
     together, sizes fit the models' geometry (from their configs), settings are consistent; the
-    latents and the init video are read here (once)."""
+    latents and the init video are read here (once). Returns the weight variants (None: plain) of the
+    diffusers folders' weights read (for `warn_unused_variants`)."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
     from animatediff_jax.file_roles import check_model_path  # noqa: PLC0415 - imports loading
     from animatediff_jax.models.unet3d import UNet3DConditionModel  # noqa: PLC0415
     from animatediff_jax.sampling.pipeline import (  # noqa: PLC0415
         check_motion_scales, check_video_size, configured_sampler)
     from animatediff_jax.sampling.samplers import start_index  # noqa: PLC0415
-    checked, videos, latents = {}, {}, {}
+    checked, videos, latents, variants = {}, {}, {}, frozenset()
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
         where = job_prefix(job, len(jobs))
@@ -285,6 +286,7 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         if files not in checked:
             checked[files] = loading.check_files(files, cache_dir, names)
         job.checked = checked[files]
+        variants |= job.checked.variants
         base, mm = job.checked.base.configs, job.checked.motion
         try:
             check_motion_scales(UNet3DConditionModel(base["unet"], mm.config if mm else None), job.motion_scale,
@@ -306,11 +308,12 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
         elif (problem := travel_frame_problem(e, s["frames"])) is not None:
             raise UsageError(f"--travel: {problem}")
         if job.controls:
-            job.control_inputs = check_controls(
+            job.control_inputs, chosen = check_controls(
                 job.controls, base_unet=base["unet"], vae_config=base["vae"], width=s["width"], height=s["height"],
                 frames=s["frames"], window=s["frames"] if context is None else min(context.length, s["frames"]),
                 joint_motion=o.diffusers_norm, batch=min(o.batch_size, len(e.prompts)), where=where,
                 variant=o.variant)
+            variants |= chosen
         layers = base["text_encoder"].num_hidden_layers
         if job.clip_skip >= layers:
             raise UsageError(f"{where}--clip-skip/clip_skip: must be < {layers} (the text encoder's layers), "
@@ -357,6 +360,7 @@ def validate(jobs: list[Job], cache_dir: str) -> None:
                 raise UsageError(f"--latents {o.latents}: shape {tuple(lat.shape)}, this run needs {want} "
                                  f"(batch, channels, frames, height/{f}, width/{f})")
             job.latents = lat
+    return variants
 
 
 def check_memory(jobs: list[Job]) -> None:
@@ -547,13 +551,11 @@ def run(args, argv: list[str]) -> str:
     from animatediff_jax.params import cache_root
     from animatediff_jax.sampling.freeinit import FreeInitOptions  # noqa: PLC0415 - imports jax
     from animatediff_jax.sampling.pipeline import enable_compilation_cache, from_diffusers_latents  # noqa: PLC0415
-    from convert.sources import chosen_variants, warn_unused_variants  # noqa: PLC0415 - huggingface_hub
+    from convert.sources import warn_unused_variants  # noqa: PLC0415 - huggingface_hub
 
     cache_dir = cache_root()
     jobs, name = jobs_from_args(args, argv)
-    with chosen_variants() as chosen:
-        validate(jobs, cache_dir)
-    warn_unused_variants([job.opts.variant for job in jobs], chosen)
+    warn_unused_variants([job.opts.variant for job in jobs], validate(jobs, cache_dir))
     if not args.allow_over_memory:
         check_memory(jobs)
     check_writable_parent(args.out)

@@ -176,18 +176,21 @@ def local_path(spec: ControlSpec, variant: str | None) -> str:
 
 
 def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: int, height: int, frames: int,
-                   window: int, joint_motion: bool, batch: int, where: str = "", variant: str | None = None) -> list:
-    """Param-less `Control`s of `specs`, every error raised now (before any model loads), one line naming
+                   window: int, joint_motion: bool, batch: int, where: str = "", variant: str | None = None
+                   ) -> tuple[list, frozenset]:
+    """Param-less `Control`s of `specs` and the weight variants (None: plain) of their diffusers folders' weights, every error raised now (before any model loads), one line naming
     the flag (or `where`, the config and entry, and the config key) and the file: files exist (hub ids:
     `local_path`) and are of the right kind and family, control videos have the output size and 1 or
     `frames` frames, key frames lie in the video. `variant`: a diffusers folder's weight variant (e.g. fp16),
     where it has it."""
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
-    controls = []
+    controls, variants = [], frozenset()
     for s in specs:
         with named_by(where):
-            controls.append(checked_control(s, width=width, height=height, joint_motion=joint_motion,
-                                            variant=variant))
+            control, chosen = checked_control(s, width=width, height=height, joint_motion=joint_motion,
+                                              variant=variant)
+        controls.append(control)
+        variants |= chosen
     try:
         cn.check_controls(controls, batch=batch, frames=frames, width=width, height=height, window=window,
                           cross_attention_dim=base_unet.cross_attention_dim, latent_channels=vae_config.latent_channels,
@@ -195,7 +198,7 @@ def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: in
     except UsageError as e:  # "controlnets[n] (--flag path): problem" -> "--flag path: problem"
         message = str(e).split(" (", 1)[1].replace("): ", ": ", 1) if str(e).startswith("controlnets[") else str(e)
         raise UsageError(f"{where}{message}") from None
-    return controls
+    return controls, variants
 
 
 @contextlib.contextmanager
@@ -208,13 +211,14 @@ def named_by(where: str):
 
 
 def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bool, variant: str | None):
-    """The param-less `Control` of one spec: its file (of the spec's kind), video or key images read."""
+    """The param-less `Control` of one spec: its file (of the spec's kind), video or key images read; and the
+    weight variants (None: plain) of its diffusers folder's weights."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
     from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
     from convert.controlnet import plan_controlnet  # noqa: PLC0415
     from convert.io import CheckpointError  # noqa: PLC0415
-    from convert.sources import as_given  # noqa: PLC0415
+    from convert.sources import as_given, weights_variant  # noqa: PLC0415
     path = local_path(s, variant)
     try:
         plan = plan_controlnet(path, variant=variant, overrides=config_overrides(s.config) or None)
@@ -223,6 +227,7 @@ def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bo
         problem = str(e).removeprefix(f"{as_given(path)}: ").removeprefix(f"{path}: ")
         raise InputError(f"{s.name()} {s.path}: {problem}") from None
     plan.close()
+    variants = frozenset({weights_variant(plan.source.path)} if os.path.isdir(path) else ())  # a file: none
     if plan.kind != s.kind:
         what = "SparseCtrl encoder" if plan.kind == "sparsectrl" else "ControlNet"
         how = "pass it with" if s.keys is None else "give it as"
@@ -245,7 +250,7 @@ def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bo
         except UserError as e:
             raise InputError(f"{s.name('images')} {e}") from None
     return cn.Control(net, images, s.conditioning_scale, s.control_guidance_start, s.control_guidance_end,
-                      list(s.keyframes) if s.kind == "sparsectrl" else None)
+                      list(s.keyframes) if s.kind == "sparsectrl" else None), variants
 
 
 def load_controls(specs: list[ControlSpec], controls: list, *, dtype: str, attention_impl: str,

@@ -134,8 +134,13 @@ def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant:
     name = choose_weights([n for n in names if os.path.isfile(os.path.join(folder, n))], stems, variant,
                           as_given(folder))
     for block in _CHOSEN:
-        block.add(parse_weights_name(name)[1])
+        block.add(weights_variant(name))
     return os.path.join(folder, name)
+
+
+def weights_variant(path: str) -> str | None:
+    """The variant (None: plain weights) of a weights file `weights_file` chose."""
+    return parse_weights_name(os.path.basename(path))[1]
 
 
 def choose_weights(names: Iterable[str], stems: tuple[str, ...], variant: str | None, where: str) -> str:

@@ -82,6 +82,7 @@ def test_a_hub_motion_adapter_samples_as_its_file_does(hub, capsys, monkeypatch)
         "there: bf16, fp16 of diffusion_pytorch_model: give --variant one of them\n")
     assert not os.path.exists("a")
     assert sample.main(["--motion-module", "org/mini-adapter", "--variant", "fp16", *common, "--out", "hub"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the adapter's fp16 weights were read (`validate`'s variants)
     assert sample.main(["--motion-module", motion_path(MINIATURE, "B"), *common, "--out", "file"]) == 0
     folder, by_id = _videos("hub")
     _, by_file = _videos("file")
