@@ -32,12 +32,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         args = build_parser().parse_args(argv)  # inside run_cli: a bad flag is one `error:` line, exit 2
-        from convert.sources import chosen_variants, warn_unused_variants  # imports huggingface_hub: not for --help
-        with chosen_variants() as chosen:
-            rc = args.run(args)
-        if rc == 0:
-            warn_unused_variants([getattr(args, "variant", None)], chosen)
-        return rc
+        return args.run(args)
     return run_cli(work)
 
 

@@ -41,7 +41,7 @@ from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 from convert.naming import flax_tensor_to_torch, torch_tensor_to_flax
 from convert.param_shapes import flax_param_shapes
-from convert.sources import DIFFUSERS_WEIGHTS, SD_COMPONENTS, resolve_source, weights_file
+from convert.sources import DIFFUSERS_WEIGHTS, SD_COMPONENTS, resolve_source, weights_file, weights_variant
 
 NETWORKS = tuple(SD_COMPONENTS)  # unet, vae, text_encoder
 CONFIG_CLASSES = {"unet": UNetConfig, "vae": VAEConfig, "text_encoder": CLIPTextConfig}
@@ -84,6 +84,13 @@ class BasePlan:
     scheduler_config: dict
     source_format: str
     files: list[StateDict]
+
+    @property
+    def variants(self) -> frozenset:
+        """The weight variants (None: plain) of a diffusers folder's weights files read (`weights_file`'s
+        choices); none for a single file."""
+        return frozenset(weights_variant(f.path) for f in self.files) if self.source_format.startswith(
+            "diffusers") else frozenset()
 
     def close(self):
         for f in self.files:

@@ -64,15 +64,17 @@ def refuse_converted(source: str) -> None:
 
 
 def _base(args) -> int:
-    from convert.base import convert_base
+    from convert.base import convert_base, plan_base
+    from convert.sources import warn_unused_variants
     overrides = _overrides(args.overrides)
     refuse_converted(args.source)
     check_output(args.out_dir, name="out_dir", overwrite=args.overwrite, folder=True)
-    written = convert_base(args.source, args.out_dir, ema=args.ema, dtype=args.dtype, variant=args.variant,
-                           revision=args.revision, overrides=overrides, progress=not args.quiet,
-                           allow_nonfinite=args.allow_nonfinite)
+    plan = plan_base(args.source, ema=args.ema, variant=args.variant, revision=args.revision, overrides=overrides)
+    written = convert_base(args.source, args.out_dir, dtype=args.dtype, progress=not args.quiet,
+                           allow_nonfinite=args.allow_nonfinite, plan=plan)
     for name, path in written.items():
         print(f"{name}: {path}")
+    warn_unused_variants([args.variant], plan.variants)
     return 0
 
 
@@ -106,8 +108,9 @@ def _merge(args) -> int:
 def _inspect(args) -> int:
     """Each given file described; a file that cannot be read is an `error:` line and the others go on
     (exit 1 at the end if any failed)."""
-    from convert.detect import describe_path
-    failed = 0
+    from convert.detect import describe_path, read_variants
+    from convert.sources import warn_unused_variants
+    failed, variants = 0, frozenset()
     for path in args.files:
         try:
             infos = describe_path(path, args.variant, args.revision)
@@ -115,6 +118,7 @@ def _inspect(args) -> int:
             print(f"error: {e}", file=sys.stderr, flush=True)
             failed += 1
             continue
+        variants |= read_variants(infos)
         for info in infos:
             if args.json:
                 print(json.dumps(info), flush=True)
@@ -123,7 +127,10 @@ def _inspect(args) -> int:
             for k, v in info.items():
                 if k != "file":
                     print(f"  {k:<13}{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"  {k:<13}{v}")
-    return 1 if failed else 0
+    if failed:
+        return 1
+    warn_unused_variants([args.variant], variants)
+    return 0
 
 
 def _export_unet(args) -> int:

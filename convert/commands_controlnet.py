@@ -13,16 +13,19 @@ from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options, json
 
 
 def _controlnet(args) -> int:
-    from convert.controlnet import convert_controlnet  # local: the CLI's help stays light
+    from convert.controlnet import convert_controlnet, plan_controlnet  # local: the CLI's help stays light
+    from convert.sources import warn_unused_variants
     overrides = json_object(args.overrides, "--overrides", '{"global_pool_conditions": true}')
     check_output(args.output, name="output", overwrite=args.overwrite)
-    net = convert_controlnet(args.source, args.output, dtype=args.dtype, variant=args.variant,
-                             revision=args.revision, overrides=overrides, allow_nonfinite=args.allow_nonfinite)
+    plan = plan_controlnet(args.source, variant=args.variant, revision=args.revision, overrides=overrides)
+    net = convert_controlnet(args.source, args.output, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite,
+                             plan=plan)
     c = net.config
     motion = f", motion modules: {net.motion.num_attention_heads} heads, length {net.motion.max_seq_length}" \
         if net.motion else ""
     print(f"{args.output}: {net.kind}, blocks {list(c.block_out_channels)}, condition {c.conditioning_channels} "
           f"channels at 1/{c.condition_downsample_factor()} latent scale{motion}")
+    warn_unused_variants([args.variant], plan.variants)
     return 0
 
 

@@ -82,12 +82,13 @@ def _save_motion(path: str, mm, origin: str, source: str, args) -> None:
 
 
 def _motion(args) -> int:
-    from convert.sources import recorded
+    from convert.sources import recorded, warn_unused_variants
     check_output(args.output, name="output", overwrite=args.overwrite)
     mm = load_motion(args.source, args)
     _save_motion(args.output, mm, args.source, f"motion:{recorded(args.source)}", args)
     print(f"{args.output}: motion module {mm.version}, max_seq_length {mm.config.max_seq_length}, "
           f"mid block {mm.config.use_mid_block}, heads {mm.config.num_attention_heads}")
+    warn_unused_variants([args.variant], mm.variants)
     return 0
 
 
@@ -143,7 +144,7 @@ def _lora(args) -> int:
 
 def _motion_lora(args) -> int:
     from convert.lora import fuse_motion_loras
-    from convert.sources import recorded
+    from convert.sources import recorded, warn_unused_variants
     from dataclasses import replace
     check_output(args.output, name="output", overwrite=args.overwrite)
     loras = _lora_args(args.lora)
@@ -153,12 +154,14 @@ def _motion_lora(args) -> int:
     _save_motion(args.output, fused, f"{args.motion} + MotionLoRAs",
                  f"motion:{recorded(args.motion)}+motion-lora", args)
     print(args.output)
+    warn_unused_variants([args.variant], mm.variants)
     return 0
 
 
 def _export_motion(args) -> int:
     import numpy as np
     from convert.export import ORIGINAL_SUFFIXES, export_adapter, export_original, require_torch
+    from convert.sources import warn_unused_variants
     fmt = args.format or ("original" if args.output.endswith(ORIGINAL_SUFFIXES) else "diffusers")
     if fmt == "original" and not args.output.endswith(ORIGINAL_SUFFIXES):
         raise UsageError(f"{args.output}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
@@ -172,6 +175,7 @@ def _export_motion(args) -> int:
     export = export_original if fmt == "original" else export_adapter
     export(params, config, args.output, dtype=dtype, nonfinite=nonfinite)
     print(args.output)
+    warn_unused_variants([args.variant], mm.variants)
     return 0
 
 

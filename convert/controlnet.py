@@ -54,7 +54,7 @@ from convert.detect import (CONTROLNET_LDM_PREFIX, checkpoint_kind, control_layo
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 from convert.motion import original_key_to_diffusers, pe_length
 from convert.param_shapes import flax_param_shapes
-from convert.sources import HUB_PATTERNS, resolve_source, weights_file
+from convert.sources import HUB_PATTERNS, resolve_source, weights_file, weights_variant
 
 KINDS = ("controlnet", "sparsectrl")
 CLASS_NAMES = {"ControlNetModel": "controlnet", "SparseControlNetModel": "sparsectrl"}
@@ -91,13 +91,15 @@ class LoadedControlNet(NamedTuple):
 @dataclass
 class ControlNetPlan:
     """What a conversion will read: each Flax leaf as a view of its source tensor, the configs, and
-    the open source file (`close()` it)."""
+    the open source file (`close()` it); `variants`: the weight variant (None: plain) of a diffusers
+    folder's weights file read (`weights_file`'s choice), none for a single file."""
     kind: str
     config: ControlNetConfig
     motion: MotionConfig | None
     leaves: dict[tuple[str, ...], Leaf]
     source_format: str
     source: StateDict
+    variants: frozenset = frozenset()
 
     def close(self) -> None:
         self.source.close()
@@ -233,10 +235,10 @@ def configs(d: Mapping[str, Any], kind: str, overrides: Mapping[str, Any] | None
 # ----------------------------------------------------------------------------- planning
 
 def _plan(sd: StateDict, entries: Mapping[str, str], kind: str, config: ControlNetConfig,
-          motion: MotionConfig | None, source_format: str) -> ControlNetPlan:
+          motion: MotionConfig | None, source_format: str, variants: frozenset = frozenset()) -> ControlNetPlan:
     """Leaves of `entries` ({diffusers key: file key}), checked against our network's param shapes."""
     leaves = dict(flax_leaf(d, tuple(sd.shape(k)), sd, k, _identity) for d, k in entries.items())
-    return _checked(ControlNetPlan(kind, config, motion, leaves, source_format, sd))
+    return _checked(ControlNetPlan(kind, config, motion, leaves, source_format, sd, variants))
 
 
 def _checked(plan: ControlNetPlan) -> ControlNetPlan:
@@ -351,7 +353,8 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> ControlNetPlan:
             raise CheckpointError(f"{sd.path}: position encodings of length {length}, but {cfg_path} says "
                                   f"motion_max_seq_length {motion.max_seq_length}")
         fmt = "safetensors" if ".safetensors" in os.path.basename(sd.path) else "bin"
-        return _plan(sd, entries, kind, config, motion, f"{kind}-diffusers-{fmt}")
+        return _plan(sd, entries, kind, config, motion, f"{kind}-diffusers-{fmt}",
+                     frozenset({weights_variant(sd.path)}))
     except BaseException:
         sd.close()
         raise
@@ -412,14 +415,16 @@ def load_controlnet(source: str, *, dtype: str | None = None, variant: str | Non
 
 def convert_controlnet(source: str, output: str, *, dtype: str | None = None, variant: str | None = None,
                        revision: str | None = None, overrides: Mapping[str, Any] | None = None,
-                       allow_nonfinite: bool = False) -> LoadedControlNet:
+                       allow_nonfinite: bool = False, plan: ControlNetPlan | None = None) -> LoadedControlNet:
     """Write a ControlNet / SparseCtrl source as one Flax params `.safetensors` (`output`), the
     `ControlNetConfig` in its metadata (`config`, `config_class`), `source` ("<format>:<path>"),
     `kind` and, for SparseCtrl, the `MotionConfig` (`MOTION_METADATA`, JSON). Written atomically, one tensor
     at a time (`save_params`); tensors holding NaN/Inf are refused by name (`InputError`, nothing
-    written) unless `allow_nonfinite`. Returns what was written (its params views of the source)."""
+    written) unless `allow_nonfinite`. Returns what was written (its params views of the source). `plan`:
+    the `plan_controlnet` of `source` when the caller has it already (it is consumed; the planning
+    arguments are then unused)."""
     nonfinite = NonFinite(os.fspath(source), allow=allow_nonfinite)
-    plan = plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
+    plan = plan or plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
     try:
         net = LoadedControlNet(plan.kind, plan.config, plan.motion, _read(plan, None, nonfinite))
         extra = {"kind": net.kind}

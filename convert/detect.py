@@ -19,7 +19,7 @@ from animatediff_jax.params import flax_path_to_torch
 from convert.io import CheckpointError, ShardedStateDict, examples, open_state_dict
 from convert.naming import flax_tensor_to_torch
 from animatediff_jax.hub_ids import is_hub_id
-from convert.sources import HUB_PATTERNS, SD_COMPONENTS, resolve_source, weights_file
+from convert.sources import HUB_PATTERNS, SD_COMPONENTS, resolve_source, weights_file, weights_variant
 
 ShapeFn = Callable[[str], tuple[int, ...]]
 
@@ -395,6 +395,12 @@ def folder_layout(path: str, variant: str | None = None) -> tuple[str, list[str]
         "diffusion_pytorch_model.* (MotionAdapter, ControlNet, SparseCtrl); a PEFT LoRA adapter with "
         f"{PEFT_CONFIG} and adapter_model.*, or a folder holding one of {', '.join(LORA_FOLDER_WEIGHTS[2:])}); "
         "give its weights files")
+
+
+def read_variants(infos: list[dict]) -> frozenset:
+    """The weight variants (None: plain) of the diffusers folders' weights files among `describe_path`'s
+    `infos` (`weights_file`'s choices); single files, converted and LoRA folders have none."""
+    return frozenset(weights_variant(i["file"]) for i in infos if i.get("folder", "").startswith("diffusers "))
 
 
 # what a hub id given to `inspect` is downloaded with: any model folder `folder_layout` reads

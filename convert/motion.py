@@ -38,7 +38,7 @@ from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_fla
 from convert.detect import ADAPTER_MAX_SEQ_LENGTH, adapter_version, refuse_control, version_from_layout
 from convert.io import StateDict, examples, open_state_dict
 from convert.naming import torch_tensor_to_flax
-from convert.sources import HUB_PATTERNS, resolve_source, weights_file
+from convert.sources import HUB_PATTERNS, resolve_source, weights_file, weights_variant
 
 # original -> diffusers MotionAdapter, applied in this order (FORMATS.md §3)
 _ORIGINAL_TO_DIFFUSERS = (
@@ -69,12 +69,15 @@ class MotionModuleError(InputError):
 
 @dataclass(frozen=True)
 class MotionModule:
-    """Converted motion module: Flax params, network config, and where the modules sit in the UNet."""
+    """Converted motion module: Flax params, network config, and where the modules sit in the UNet;
+    `variants`: the weight variant (None: plain) of the MotionAdapter folder's weights file read
+    (`weights_file`'s choice in `load_motion_module`), none for a file or params."""
     params: dict
     config: MotionConfig
     block_out_channels: tuple[int, ...]
     layers_per_block: int  # motion modules per down block (up blocks have one more)
     version: str  # "v1" | "v2" | "v3"
+    variants: frozenset = frozenset()
 
 
 # Original-format `.safetensors` written by `convert/export.py` keep what the format cannot show (the
@@ -368,7 +371,7 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
         if tuple(cfg.get("block_out_channels", mm.block_out_channels)) != mm.block_out_channels:
             raise MotionModuleError(f"{path}: config.json block_out_channels {cfg['block_out_channels']} "
                                     f"disagree with the weights {list(mm.block_out_channels)}")
-        return mm
+        return replace(mm, variants=frozenset({weights_variant(weights)}))
     with open_state_dict(path) as sd:
         stored = {key: _stored_int(sd.metadata, key, path) for key in (HEADS_METADATA, GROUPS_METADATA)}
         return motion_from_state_dict(sd, source=str(path), heads=heads or stored[HEADS_METADATA] or 8,

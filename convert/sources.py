@@ -24,13 +24,12 @@ with weights, `.safetensors` before `.bin`, a whole file before a shard index.
 """
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import posixpath
 import re
 import sys
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from huggingface_hub import constants
 from huggingface_hub.utils import filter_repo_objects
@@ -60,24 +59,10 @@ _WEIGHTS_NAME = re.compile(
     rf"(?P<index>(?:\.(?P<b>{_VARIANT}))?\.index(?:\.(?P<c>{_VARIANT}))?\.json)?")
 
 
-_CHOSEN: list[set] = []  # the variants `weights_file` chose, one set per open `chosen_variants` block
-
-
-@contextlib.contextmanager
-def chosen_variants() -> Iterator[set]:
-    """Yield the set of variants (None: plain weights) that `weights_file` chooses within the block."""
-    chosen: set = set()
-    _CHOSEN.append(chosen)
-    try:
-        yield chosen
-    finally:
-        _CHOSEN.remove(chosen)
-
-
-def warn_unused_variants(asked: Iterable[str | None], chosen: set) -> None:
+def warn_unused_variants(asked: Iterable[str | None], chosen: frozenset) -> None:
     """One `warning:` line per asked variant (None: none asked) that no weights file read was of
-    (`chosen`, from `chosen_variants`): the plain weights were used, as `weights_file` falls back to
-    them silently (diffusers' from_pretrained warns likewise)."""
+    (`chosen`: the `weights_variant` of each weights file the command read): the plain weights were
+    used, as `weights_file` falls back to them silently (diffusers' from_pretrained warns likewise)."""
     for variant in sorted({v for v in asked if v is not None} - chosen):
         print(f"warning: --variant {variant}: no input read holds weights of that variant; the plain "
               "weights were used", file=sys.stderr)
@@ -133,8 +118,6 @@ def weights_file(folder: str, stems: tuple[str, ...] = DIFFUSERS_STEMS, variant:
         raise CheckpointError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
     name = choose_weights([n for n in names if os.path.isfile(os.path.join(folder, n))], stems, variant,
                           as_given(folder))
-    for block in _CHOSEN:
-        block.add(weights_variant(name))
     return os.path.join(folder, name)
 
 

@@ -13,6 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from huggingface_hub import HfApi, constants, save_torch_state_dict
 from huggingface_hub.errors import LocalEntryNotFoundError
 from huggingface_hub.utils import filter_repo_objects
@@ -29,6 +30,7 @@ from convert.sources import parse_weights_name, weights_file
 from tests.convert import controlnet_fixtures as F
 from tests.convert.ldm_fixtures import build, save_folder
 from tests.convert.motion_helpers import random_adapter
+from tests.convert.test_lora_motion import motion_lora
 from tests.utils import as_variants, cache_repo
 
 SHARD = "200KB"  # the small UNet is ~1.6 MB in float16: several shards
@@ -159,15 +161,47 @@ def test_plain_weights_win_over_a_variant_unless_it_is_asked_for(sd, tmp_path, c
     assert_same_base(load_base(both, variant="bf16", progress=False), default)
 
 
-def test_a_variant_no_input_holds_is_one_warning_line(sd, tmp_path, capsys):
-    """`--variant fp99` where every input has plain weights only (or none to choose from): said once, not
-    silently ignored; a variant some input holds is not warned about."""
-    plain = sd[2]
-    assert main(["base", plain, str(tmp_path / "out"), "--variant", "fp99", "-q"]) == 0
+@pytest.fixture(scope="module")
+def plain_and_fp16(sd, tmp_path_factory):
+    """{"sd" / "adapter" / "controlnet": (folder of plain weights, folder of fp16 weights only)} and a
+    MotionLoRA file of the adapter."""
+    root = tmp_path_factory.mktemp("plain_and_fp16")
+    adapter, cn = random_adapter("v2").half(), F.controlnet("small").half()
+    adapter.save_pretrained(str(root / "adapter"))
+    torch.save(motion_lora(adapter, 1), root / "zoom.ckpt")
+    return {"sd": (sd[2], sd[3]["safetensors"]),
+            "adapter": (str(root / "adapter"), save_variant(adapter, str(root / "adapter-fp16"), "safetensors")),
+            "controlnet": (F.save_folder(cn, str(root / "cn")), save_variant(cn, str(root / "cn-fp16"), "safetensors"))
+            }, str(root / "zoom.ckpt")
+
+
+@pytest.mark.parametrize("command, source, options", [
+    ("base", "sd", ["out", "-q"]), ("inspect", "sd", []), ("controlnet", "controlnet", ["out.safetensors"]),
+    ("motion", "adapter", ["out.safetensors", "-q"]),
+    ("motion-lora", "adapter", ["out.safetensors", "--lora", "zoom", "-q"]),
+    ("export-motion", "adapter", ["out", "--format", "diffusers", "-q"])])
+def test_a_variant_no_input_read_holds_is_one_warning_line(plain_and_fp16, tmp_path, capsys, command, source,
+                                                            options):
+    """`--variant fp99` where every input has plain weights only: said once by each command that takes the
+    flag, not silently ignored; a variant the input read holds (fp16) is not warned about."""
+    folders, zoom = plain_and_fp16
+
+    def argv(folder: str, variant: str, name: str) -> list[str]:
+        return [command, folder, *(str(tmp_path / name) + o.removeprefix("out") if o.startswith("out") else
+                                   zoom if o == "zoom" else o for o in options), "--variant", variant]
+
+    capsys.readouterr()
+    assert main(argv(folders[source][0], "fp99", "a")) == 0
     err = capsys.readouterr().err
     assert err == ("warning: --variant fp99: no input read holds weights of that variant; the plain weights "
                    "were used\n"), err
-    assert main(["base", sd[3]["safetensors"], str(tmp_path / "out2"), "--variant", "fp16", "-q"]) == 0
+    assert main(argv(folders[source][1], "fp16", "b")) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_inspect_warns_of_an_unused_variant_only_when_every_file_was_described(sd, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["inspect", sd[2], str(tmp_path / "absent"), "--variant", "fp99"]) == 1
     assert "warning" not in capsys.readouterr().err
 
 
