@@ -445,9 +445,7 @@ def sd_source(path: str, cache_dir: str, what: str, overrides: dict | None = Non
     except UserError as e:  # re-raised with the role of the file
         raise LoadError(f"{what} {path}: {str(e).removeprefix(f'{path}: ')}") from e
     configs = {n: plan.networks[n].config for n in NETWORKS}
-    chosen = [f.path for f in plan.files] if os.path.isdir(path) else []  # a single file: no variants
-    return SDSource(path, folder, dict(configs, scheduler=dict(plan.scheduler_config)), plan,
-                    frozenset(map(weights_variant, chosen)))
+    return SDSource(path, folder, dict(configs, scheduler=dict(plan.scheduler_config)), plan, plan.variants)
 
 
 def _converted_configs(folder: str) -> dict:

@@ -178,11 +178,11 @@ def local_path(spec: ControlSpec, variant: str | None) -> str:
 def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: int, height: int, frames: int,
                    window: int, joint_motion: bool, batch: int, where: str = "", variant: str | None = None
                    ) -> tuple[list, frozenset]:
-    """Param-less `Control`s of `specs` and the weight variants (None: plain) of their diffusers folders' weights, every error raised now (before any model loads), one line naming
-    the flag (or `where`, the config and entry, and the config key) and the file: files exist (hub ids:
-    `local_path`) and are of the right kind and family, control videos have the output size and 1 or
-    `frames` frames, key frames lie in the video. `variant`: a diffusers folder's weight variant (e.g. fp16),
-    where it has it."""
+    """Param-less `Control`s of `specs` and the weight variants (None: plain) of their diffusers folders'
+    weights, every error raised now (before any model loads), one line naming the flag (or `where`, the
+    config and entry, and the config key) and the file: files exist (hub ids: `local_path`) and are of
+    the right kind and family, control videos have the output size and 1 or `frames` frames, key frames
+    lie in the video. `variant`: a diffusers folder's weight variant (e.g. fp16), where it has it."""
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
     controls, variants = [], frozenset()
     for s in specs:
@@ -218,7 +218,7 @@ def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bo
     from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
     from convert.controlnet import plan_controlnet  # noqa: PLC0415
     from convert.io import CheckpointError  # noqa: PLC0415
-    from convert.sources import as_given, weights_variant  # noqa: PLC0415
+    from convert.sources import as_given  # noqa: PLC0415
     path = local_path(s, variant)
     try:
         plan = plan_controlnet(path, variant=variant, overrides=config_overrides(s.config) or None)
@@ -227,7 +227,6 @@ def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bo
         problem = str(e).removeprefix(f"{as_given(path)}: ").removeprefix(f"{path}: ")
         raise InputError(f"{s.name()} {s.path}: {problem}") from None
     plan.close()
-    variants = frozenset({weights_variant(plan.source.path)} if os.path.isdir(path) else ())  # a file: none
     if plan.kind != s.kind:
         what = "SparseCtrl encoder" if plan.kind == "sparsectrl" else "ControlNet"
         how = "pass it with" if s.keys is None else "give it as"
@@ -250,7 +249,7 @@ def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bo
         except UserError as e:
             raise InputError(f"{s.name('images')} {e}") from None
     return cn.Control(net, images, s.conditioning_scale, s.control_guidance_start, s.control_guidance_end,
-                      list(s.keyframes) if s.kind == "sparsectrl" else None), variants
+                      list(s.keyframes) if s.kind == "sparsectrl" else None), plan.variants
 
 
 def load_controls(specs: list[ControlSpec], controls: list, *, dtype: str, attention_impl: str,
