@@ -157,19 +157,22 @@ def read_motion_module(path: str, **kwargs):
     return load_motion_module(path, **kwargs)
 
 
-def load_motion(path: str, cache_dir: str, *, version: str | None = None,
-                max_seq_length: int | None = None, variant: str | None = None) -> MotionModule:
+def load_motion(path: str, cache_dir: str, *, version: str | None = None, max_seq_length: int | None = None,
+                heads: int | None = None, norm_num_groups: int | None = None,
+                variant: str | None = None) -> MotionModule:
     """A motion module (original file, MotionAdapter folder, or converted Flax file; a local path,
     hub ids are `locate`d first) -> `MotionModule`.
 
     version ("v1"/"v2"/"v3") and max_seq_length (position-encoding length) are what the user or an
-    inference config says about the module (`convert.motion.load_motion_module`: they win over what
-    the file shows, and a file without a position-encoding buffer needs them); `variant` picks a
+    inference config says about the module, heads and norm_num_groups what the user says
+    (`convert.motion.load_motion_module`: they win over what the file shows; a file without a
+    position-encoding buffer needs the version, an original-format file of other than 8 heads and
+    32 groups, which it cannot store, needs those); `variant` picks a
     MotionAdapter folder's weight variant. A PyTorch file is converted once and cached under
     `cache_dir/converted/` (key: the file and these settings); within a process the result is kept,
     so validation and the pipeline read each file once."""
     require_exists(path, "motion module")
-    settings = dict(version=version, max_seq_length=max_seq_length,
+    settings = dict(version=version, max_seq_length=max_seq_length, heads=heads, norm_num_groups=norm_num_groups,
                     **({"variant": variant} if variant and os.path.isdir(path) else {}))
     return _load_motion(path, os.path.abspath(path), cache_key(path), tuple(settings.items()), cache_dir)
 
@@ -198,7 +201,8 @@ def _load_motion(path: str, absolute: str, key: str, settings: tuple, cache_dir:
         raise LoadError(f"{path}: its config (num_attention_heads={heads}, norm_num_groups={groups}) does not "
                         f"divide its channels {list(mm.block_out_channels)}")
     if cached == path and given:  # a converted file states its version; a different one is a mistake
-        said = dict(version=mm.version, max_seq_length=mm.config.max_seq_length)
+        said = dict(version=mm.version, max_seq_length=mm.config.max_seq_length, heads=heads,
+                    norm_num_groups=groups)
         clash = {k: v for k, v in given.items() if said[k] != v}
         if clash:
             raise LoadError(f"{path}: a converted motion module with {said}; asked for {clash}")
@@ -222,8 +226,8 @@ def check_motion_fits(unet_config, mm: MotionModule, motion_path: str, base_path
 @dataclass(frozen=True)
 class ModelFiles:
     """The weight files a user names for one pipeline. loras / motion_loras: (path, scale) pairs;
-    domain_adapter: (path, scale); motion_version ("v1"/"v2"/"v3") and motion_max_seq_length: what
-    the user knows of the motion module (`load_motion`); tokenizer: a CLIP tokenizer folder, needed
+    domain_adapter: (path, scale); motion_version ("v1"/"v2"/"v3"), motion_max_seq_length, motion_heads
+    and motion_norm_groups: what the user knows of the motion module (`load_motion`); tokenizer: a CLIP tokenizer folder, needed
     when the base is a single file; lora_alpha_rule: "kohya" (flags) or "original" (prompt configs),
     see `convert.lora.fuse`; unet_checkpoint: a first-release `.ckpt` `path`, the whole UNet3D
     (diffusers names) replacing the UNet after the motion module (`convert/unet3d_checkpoint.py`);
@@ -237,6 +241,8 @@ class ModelFiles:
     domain_adapter: tuple[str, float] | None = None
     motion_version: str | None = None
     motion_max_seq_length: int | None = None
+    motion_heads: int | None = None
+    motion_norm_groups: int | None = None
     tokenizer: str | None = None
     lora_alpha_rule: str = "kohya"
     unet_checkpoint: str | None = None
@@ -331,7 +337,8 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
     if files.motion_module is not None:
         try:
             mm = load_motion(local.motion_module, cache_dir, version=files.motion_version,
-                             max_seq_length=files.motion_max_seq_length, variant=files.variant)
+                             max_seq_length=files.motion_max_seq_length, heads=files.motion_heads,
+                             norm_num_groups=files.motion_norm_groups, variant=files.variant)
             if files.variant and os.path.isdir(local.motion_module):  # the choice its conversion makes or made
                 variants |= {weights_variant(weights_file(local.motion_module, variant=files.variant))}
         except UserError as e:
@@ -601,6 +608,7 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
                   attention_impl: str = "auto", motion_input_norm: str = "frame", clip_skip: int = 0,
                   tokenizer: str | None = None, cache_dir: str | None = None, check: bool = True,
                   motion_version: str | None = None, motion_max_seq_length: int | None = None,
+                  motion_heads: int | None = None, motion_norm_groups: int | None = None,
                   lora_alpha_rule: str = "kohya", unet_checkpoint: str | None = None,
                   variant: str | None = None, **kwargs) -> AnimateDiffPipeline:
     """An `AnimateDiffPipeline` from files: `check_files` then `pipeline_from_checked` (see the module
@@ -612,9 +620,10 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
     `scheduler/` config), a diffusers config dict, or the path of a scheduler_config.json.
     motion_input_norm: "frame" (original AnimateDiff, the released checkpoints) or "joint"
     (diffusers' AnimateDiffTransformer3D). tokenizer: a CLIP tokenizer folder, needed when the base
-    is a single file (which carries none). motion_version ("v1"/"v2"/"v3"), motion_max_seq_length:
-    what the user knows of the motion module (`load_motion`), needed for a file without a
-    position-encoding buffer. lora_alpha_rule: "kohya" (W += scale · alpha/rank · up @ down)
+    is a single file (which carries none). motion_version ("v1"/"v2"/"v3"), motion_max_seq_length,
+    motion_heads, motion_norm_groups: what the user knows of the motion module (`load_motion`), needed
+    for a file without a position-encoding buffer (version) or an original-format file of other than
+    8 heads and 32 groups. lora_alpha_rule: "kohya" (W += scale · alpha/rank · up @ down)
     or "original" (W += scale · up @ down, how the original's prompt configs apply `lora_alpha`).
     variant: the weight variant (e.g. "fp16") of the diffusers folders among the files, where they
     have it. Model paths may be hub ids (`locate`). Other keyword arguments go to `AnimateDiffPipeline.build`.
@@ -622,7 +631,7 @@ def load_pipeline(base: str, *, dreambooth: str | None = None, loras: Sequence[t
     files = ModelFiles(base, dreambooth=dreambooth, loras=tuple(loras), motion_module=motion_module,
                        motion_loras=tuple(motion_loras), domain_adapter=domain_adapter,
                        motion_version=motion_version, motion_max_seq_length=motion_max_seq_length,
-                       tokenizer=tokenizer, lora_alpha_rule=lora_alpha_rule, unet_checkpoint=unet_checkpoint,
+                       motion_heads=motion_heads, motion_norm_groups=motion_norm_groups, tokenizer=tokenizer, lora_alpha_rule=lora_alpha_rule, unet_checkpoint=unet_checkpoint,
                        variant=variant)
     checked = check_files(files, cache_dir or cache_root())
     return pipeline_from_checked(checked, scheduler=scheduler, scheduler_config=scheduler_config, dtype=dtype,

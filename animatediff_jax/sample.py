@@ -103,6 +103,7 @@ def _config_job(e: PromptEntry, argv: list[str], config: str) -> Job:
                  loras=list(e.loras), lora_alpha_rule=e.lora_alpha_rule,
                  domain_adapter=(e.adapter_lora_path, e.adapter_lora_scale) if e.adapter_lora_path else None,
                  motion_version=motion.get("version"), motion_max_seq_length=motion.get("max_seq_length"),
+                 motion_heads=opts.motion_heads, motion_norm_groups=opts.motion_norm_groups,
                  variant=opts.variant)
     sizes = dict(width=_given(opts.width, e.W), height=_given(opts.height, e.H),  # None: the base's own size
                  frames=_first(opts.frames, e.L, 16))
@@ -164,7 +165,8 @@ def _flag_jobs(args) -> list[Job]:
                             guidance_scale=_first(args.guidance_scale, 7.5))
         entry.raw = dict(_entry_of_flags(model, entry), **entry_keys(controls))
         model = dict(dict(tokenizer=args.tokenizer, loras=[], motion_loras=[]), **model, lora_alpha_rule="kohya",
-                     motion_version=args.motion_version, motion_max_seq_length=None, variant=args.variant)
+                     motion_version=args.motion_version, motion_max_seq_length=None, variant=args.variant,
+                     motion_heads=args.motion_heads, motion_norm_groups=args.motion_norm_groups)
         size = {k: _given(getattr(args, k), sizes[k]) for k in ("width", "height", "frames")}
         jobs.append(Job(entry, args, model, size, clip_skip=_first(args.clip_skip, 0),
                         scheduler_config=scheduler_source(args.scheduler_config),

@@ -23,7 +23,7 @@ MOTION_VERSIONS = ("v1", "v2", "v3")
 # = models/attention.IMPLEMENTATIONS (that module imports JAX; tests/test_cli_help.py keeps them equal)
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "chunked", "cudnn", "tpu_flash")
 # Flags a prompt config's entry may also carry under `sample_options` (written there by every run).
-SAMPLE_OPTIONS = ("base", "tokenizer", "variant", "motion_version", "scheduler", "scheduler_config", "eta",
+SAMPLE_OPTIONS = ("base", "tokenizer", "variant", "motion_version", "motion_heads", "motion_norm_groups", "scheduler", "scheduler_config", "eta",
                   "context_length", "context_stride", "context_weighting", "context_scope", "no_noise_shuffle",
                   "freeinit_iters",
                   "freeinit_filter", "init_video", "strength", "latents", "dtype", "attention", "decode_chunk",
@@ -204,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the motion module's version, for files that do not show it (no position-encoding buffer, "
                         "e.g. saved by the original trainer): v1 = 24 frames, joint resnet GroupNorm; v2 = 32, mid "
                         "block; v3 = 32, no mid block (default: read from the file, or the entry's inference_config)")
+    m.add_argument("--motion-heads", type=ArgumentParser.integer(1), metavar="N",
+                   help="the motion module's attention heads, for an original-format file that does not store them "
+                        "(.ckpt/.pt/.bin; every released module: 8, the default); a MotionAdapter folder's config.json "
+                        "or a converted file states its own")
+    m.add_argument("--motion-norm-groups", type=ArgumentParser.integer(1), metavar="N",
+                   help="the motion module's GroupNorm groups, for an original-format file that does not store them "
+                        "(default 32, as every released module)")
     m.add_argument("--motion-lora", action="append", default=[], metavar="PATH[:SCALE]", type=scale,
                    help="MotionLoRA (file, or a hub id such as guoyww/animatediff-motion-lora-zoom-in), repeatable")
     m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=scale,

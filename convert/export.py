@@ -139,8 +139,9 @@ def export_original(params: Mapping, config: MotionConfig, path, dtype=np.float3
     _save_tensors(path, motion_to_original(params, config, dtype), geometry, nonfinite)
     lost = None if path.endswith(".safetensors") else pickle_loses(config)
     if warn and lost:
-        print(f"warning: {path}: {lost}: convert it back with `python -m convert motion {path} OUT.safetensors "
-              f"--heads {config.num_attention_heads} --norm-groups {config.norm_num_groups}` and sample with OUT, "
+        print(f"warning: {path}: {lost}: sample it with `--motion-heads {config.num_attention_heads} --motion-norm-groups "
+              f"{config.norm_num_groups}`, convert it back with `python -m convert motion {path} OUT.safetensors "
+              f"--heads {config.num_attention_heads} --norm-groups {config.norm_num_groups}`, "
               "or write a .safetensors (its metadata keeps them)", file=sys.stderr)
 
 

@@ -427,7 +427,9 @@ def export_warning(cfg: TrainingConfig, workdir: str) -> str | None:
         return None
     keeps = "sample" if "diffusers" in cfg.export_formats else "add diffusers to export_formats and sample"
     return (f"warning: export_formats: original: {os.path.join(workdir, ORIGINAL_EXPORT)}: {lost}; the MotionAdapter "
-            f"folder (export_formats diffusers: {os.path.join(workdir, ADAPTER_EXPORT)}) keeps them: {keeps} that")
+            f"folder (export_formats diffusers: {os.path.join(workdir, ADAPTER_EXPORT)}) keeps them: {keeps} that, or "
+            f"sample the .ckpt with --motion-heads {cfg.motion_config.num_attention_heads} --motion-norm-groups "
+            f"{cfg.motion_config.norm_num_groups}")
 
 
 def export(cfg: TrainingConfig, workdir: str, trained: dict, motion) -> list[str]:

@@ -92,3 +92,27 @@ def test_the_conversion_cache_is_keyed_by_the_settings(files, tmp_path):
     assert (plain.config.resnet_norm, as_v1.config.resnet_norm, again.config.resnet_norm) == ("frame", "joint", "frame")
     assert (as_v1.config.max_seq_length, again.config.max_seq_length) == (24, 32)
     assert len([f for f in os.listdir(os.path.join(cache, "converted")) if f.startswith("motion-")]) == 2
+
+
+def test_motion_heads_and_groups_flags_reach_an_original_file(tmp_path, jobs, capsys):
+    """An original-format file cannot store heads or groups (the loader assumes the released 8 and 32):
+    --motion-heads / --motion-norm-groups say them, and a converted file refuses contrary ones."""
+    from animatediff_jax.miniature.shipped import MINIATURE, motion_path
+    from convert.__main__ import main as convert
+    shipped = motion_path(MINIATURE, "B")  # 4 heads, 16 groups
+    exported, cache = str(tmp_path / "mm.ckpt"), str(tmp_path / "cache")
+    assert convert(["export-motion", shipped, exported]) == 0
+    assert "--motion-heads 4 --motion-norm-groups 16" in capsys.readouterr().err
+    with pytest.raises(Validated):
+        sample.main(["--base", os.path.join(MINIATURE, "base"), "--motion-module", exported, "--motion-heads", "4",
+                     "--motion-norm-groups", "16", "--prompt", "a cat", "--W", "32", "--H", "32", "--L", "4"])
+    assert (jobs[0].model["motion_heads"], jobs[0].model["motion_norm_groups"]) == (4, 16)
+    said = loading.load_motion(exported, cache, heads=4, norm_num_groups=16)
+    assumed = loading.load_motion(exported, cache)
+    original = loading.load_motion(shipped, cache)
+    assert (said.config.num_attention_heads, said.config.norm_num_groups) == (4, 16)
+    assert (assumed.config.num_attention_heads, assumed.config.norm_num_groups) == (8, 32)
+    for path, value in flatten(original.params).items():
+        np.testing.assert_array_equal(np.asarray(flatten(said.params)[path]), np.asarray(value))
+    with pytest.raises(loading.LoadError, match="asked for {'heads': 8}"):
+        loading.load_motion(shipped, cache, heads=8)
