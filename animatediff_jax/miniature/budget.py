@@ -8,6 +8,10 @@ from animatediff_jax.miniature import world
 from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 
 STAGES = ("tokenizer", "vae", "text", "base", "dreambooth", "lora", "motion")
+# What each stage reads of the earlier stages' files (`shipped.paths` keys, each the name of the stage writing it).
+_BASE = ("tokenizer", "vae", "text", "base")
+READS = dict(tokenizer=(), vae=(), text=("tokenizer",), base=("tokenizer", "vae", "text"), dreambooth=_BASE,
+             lora=_BASE, motion=_BASE)
 DTYPE = "float16"  # storage dtype of the shipped weights
 SOURCE = "animatediff_jax.miniature.build"
 # Dataset seeds (disjoint streams of the procedural world) and training seeds.

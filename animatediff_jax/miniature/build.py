@@ -30,10 +30,11 @@ import argparse
 import os
 import time
 
-from animatediff_jax.errors import ArgumentParser, OutputError, UsageError, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, OutputError, UsageError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.miniature.budget import BUDGETS, STAGES
-from animatediff_jax.miniature.shipped import MINIATURE
+from animatediff_jax.miniature.budget import BUDGETS, READS, STAGES
+from animatediff_jax.miniature.shipped import MINIATURE, paths
+from animatediff_jax.outputs import output_path
 from animatediff_jax.run_folder import check_writable_parent
 
 DEFAULT_OUT = "miniature-build"
@@ -43,7 +44,7 @@ SHIPPED_SUFFIX = os.path.join("animatediff_jax", "assets", "miniature")  # in an
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m animatediff_jax.miniature.build",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=DEFAULT_OUT,
+    parser.add_argument("--out", default=DEFAULT_OUT, type=output_path,
                         help=f"output folder (default: ./{DEFAULT_OUT}; never a package's shipped weights "
                              "without --overwrite-shipped, nor a folder holding a build without --stages)")
     parser.add_argument("--overwrite-shipped", action="store_true",
@@ -67,18 +68,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def names(flag: str, text: str, allowed) -> list[str]:
+    """The comma-separated names of `flag`'s value `text`; UsageError naming the flag when there is none, one
+    is not in `allowed`, or one is given twice."""
+    given = [s.strip() for s in text.split(",") if s.strip()]
+    if not given or not set(given) <= set(allowed):
+        raise UsageError(f"{flag} {text!r}: give comma-separated names, each one of {','.join(allowed)}")
+    if len(set(given)) < len(given):
+        raise UsageError(f"{flag} {text!r}: names a value twice")
+    return given
+
+
+def check_inputs(out: str, stages: list[str]) -> None:
+    """Every file the chosen stages read is under `out` or written by an earlier chosen stage (`READS`);
+    else InputError naming the stage, the file and the stage that writes it."""
+    for stage in stages:
+        for need in READS[stage]:
+            path = paths(out)[need]  # READS names earlier stages only: one chosen too runs first
+            if need not in stages and not os.path.exists(path):
+                raise InputError(f"--stages {stage}: needs {path}, which the {need} stage writes; add {need} "
+                                 "to --stages or choose the --out of a build that has it")
+
+
 def checked_args(args) -> tuple[list[str], list[str] | None]:
-    """(stages, schedules) from the flags; UsageError naming the flag for a bad value, OutputError for an
-    --out that may not be written (`check_out`)."""
-    check_out(args)
-    stages = [s.strip() for s in (args.stages or ",".join(STAGES)).split(",") if s.strip()]
-    if not stages or not set(stages) <= set(STAGES):
-        raise UsageError(f"--stages {args.stages!r}: each must be one of {','.join(STAGES)}")
-    schedules = [s.strip() for s in args.schedules.split(",")] if args.schedules else None
-    if schedules is not None and not set(schedules) <= {"A", "B", "C"}:
-        raise UsageError(f"--schedules {args.schedules!r}: each must be A, B or C")
+    """(stages, schedules) from the flags; UsageError naming the flag for a bad value, then OutputError for
+    an --out that may not be written (`check_out`), InputError for a stage's missing input (`check_inputs`)."""
+    stages = names("--stages", args.stages, STAGES) if args.stages is not None else list(STAGES)
+    schedules = names("--schedules", args.schedules, "ABC") if args.schedules is not None else None
     if args.motion_lr is not None and not 0 < args.motion_lr < float("inf"):
         raise UsageError(f"--motion-lr {args.motion_lr}: must be a positive finite learning rate")
+    check_out(args)
+    check_inputs(args.out, stages)
     return stages, schedules
 
 
@@ -108,8 +128,9 @@ def main(argv=None) -> int:
         start = time.time()
         record = build(args.out, args.budget, stages, schedules, args.motion_steps, args.motion_lr,
                        args.motion_checkpoint_every)
-        print("stage seconds: " + ", ".join(f"{s} {record[s]['seconds']:.0f}" for s in STAGES if s in stages)
-              + f"; total {time.time() - start:.0f}s", flush=True)
+        print("stage seconds (as build.json records them: a resumed stage's include the runs it resumed): "
+              + ", ".join(f"{s} {record[s]['seconds']:.0f}" for s in STAGES if s in stages)
+              + f"; this run {time.time() - start:.0f}s", flush=True)
         return 0
 
     return run_cli(work)

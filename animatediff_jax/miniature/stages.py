@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 
@@ -159,6 +160,18 @@ def save_motion(path: str, params: dict, unet_cfg: UNetConfig, motion_cfg: Motio
     save_params(path, params, config=motion_cfg, source=SOURCE, dtype=DTYPE, metadata={"motion": json.dumps(info)})
 
 
+def remove_step_files(final: str, name: str) -> None:
+    """Remove the step files (`final` as <name>.step<N>.safetensors) an earlier run left beside `final`, with
+    one line naming them: a run starting at step 0 makes them stale (other settings, or a finished run)."""
+    folder, stem = os.path.split(final)
+    pattern = re.compile(re.escape(stem.replace(".safetensors", "")) + r"\.step\d+\.safetensors")
+    stale = sorted(f for f in os.listdir(folder or ".") if pattern.fullmatch(f))
+    for f in stale:
+        os.remove(os.path.join(folder, f))
+    if stale:
+        print(f"  {name}: starting at step 0; removed the step files of an earlier run: {', '.join(stale)}", flush=True)
+
+
 def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
     """One motion module per schedule, each from the same initialisation, against the frozen base.
     With `checkpoint_every`, intermediate modules are also written as motion_module_<S>.step<N>, and
@@ -178,7 +191,9 @@ def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
                                     steps=steps, schedule=schedule, learning_rate=lr,
                                     seed=SEEDS["motion"], name=f"motion {schedule}", checkpoint=checkpoint,
                                     checkpoint_every=checkpoint_every,
-                                    resume=final.replace(".safetensors", ".resume.msgpack") if checkpoint_every else None)
+                                    resume=final.replace(".safetensors", ".resume.msgpack") if checkpoint_every else None,
+                                    starting=lambda final=final, schedule=schedule: remove_step_files(
+                                        final, f"motion {schedule}"))
         save_motion(final, module, nets.unet, nets.motion, schedule)
         record[schedule] = {"loss": loss, "seconds": round(seconds, 1),  # every part of a resumed run
                             "steps": steps, "learning_rate": lr}
@@ -202,6 +217,14 @@ def record_stage(out: str, stage: str, entry: dict) -> dict:
     with atomic_path(paths(out)["record"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1, default=str)
     return record
+
+
+def seconds_text(recorded: float, this_run: float) -> str:
+    """A stage's seconds as build.json records them ('63s'), and, when they include earlier runs that
+    this one resumed (a motion stage's `fit` counts every part), this run's share of them."""
+    if recorded - this_run < 1:
+        return f"{recorded:.0f}s"
+    return f"{recorded:.0f}s ({this_run:.0f}s in this run, the rest in the earlier runs it resumed)"
 
 
 def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, ...] | None = None,
@@ -229,5 +252,5 @@ def build(out: str, budget: str = "full", stages=STAGES, schedules: tuple[str, .
         info = STAGE_FUNCTIONS[stage](out, chosen, **extra)
         seconds = time.time() - start
         record = record_stage(out, stage, {"budget": budget, "seconds": round(seconds, 1), **info})
-        print(f"[{stage}] done in {seconds:.0f}s", flush=True)
+        print(f"[{stage}] done in {seconds_text(record[stage]['seconds'], seconds)}", flush=True)
     return record

@@ -70,7 +70,8 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
         schedule: str, learning_rate: float, seed: int, name: str,
         transform: Callable[[dict], dict] | None = None, warmup: int = 50,
         log_every: int = 100, checkpoint: Callable[[int, dict], None] | None = None,
-        checkpoint_every: int = 0, resume: str | None = None) -> tuple[dict, float, float]:
+        checkpoint_every: int = 0, resume: str | None = None,
+        starting: Callable[[], None] | None = None) -> tuple[dict, float, float]:
     """Train `trainable` (a UNet subtree, or LoRA factors with `transform`) for `steps` AdamW steps.
 
     frozen = {'unet': the rest of the UNet params, 'vae': ..., 'text_encoder': ...}. Noise schedule
@@ -80,7 +81,7 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
     the whole training state (step, params, optimizer state, PRNG key, losses so far) is written
     there; a later call with the same settings continues from that file instead of from step 0 and
     ends where an uninterrupted run would have (batches are a function of the step). The file is
-    removed once training ends. Returns (params as numpy, mean loss of the last 10% of steps, seconds
+    removed once training ends. `starting()` is called when training starts at step 0 (not resumed). Returns (params as numpy, mean loss of the last 10% of steps, seconds
     spent training: every part of a resumed run, compilation included).
     """
     optimizer = make_optimizer(learning_rate, adam_weight_decay=1e-2, max_grad_norm=1.0,
@@ -93,6 +94,8 @@ def fit(nets: Networks, trainable: dict, frozen: dict, batches: Batches, tokeniz
     state = create_train_state(jax.tree.map(jnp.asarray, trainable), optimizer, seed)
     settings = {"name": name, "steps": steps, "schedule": schedule, "learning_rate": learning_rate, "seed": seed}
     state, losses, before = resume_state(resume, state, settings) if resume else (state, [], 0.0)
+    if starting is not None and int(state.step) == 0:
+        starting()
     frozen = jax.tree.map(jnp.asarray, frozen)
     start = time.time() - before
     for step in range(int(state.step), steps):

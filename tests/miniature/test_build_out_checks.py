@@ -1,5 +1,7 @@
 """miniature.build checks --out before any stage: writable, not any checkout's shipped weights, and
 not a finished build's folder unless --stages continues it (or --motion-checkpoint-every resumes it)."""
+import os
+
 import pytest
 
 from animatediff_jax.errors import OutputError
@@ -9,6 +11,14 @@ from animatediff_jax.miniature import build, stages
 @pytest.fixture(autouse=True)
 def no_stage(monkeypatch):
     monkeypatch.setattr(stages, "STAGE_FUNCTIONS", {})  # a stage that starts fails with KeyError
+
+
+def with_base(folder):
+    """`folder` holding the files the motion stage reads (tokenizer, VAE, text encoder, base UNet)."""
+    for key in ("tokenizer", "vae", "text", "base"):
+        os.makedirs(os.path.dirname(build.paths(str(folder))[key]), exist_ok=True)
+        open(build.paths(str(folder))[key], "w").close()
+    return folder
 
 
 def check(*argv):
@@ -23,7 +33,7 @@ def test_an_unwritable_out_is_one_line(capsys):
 
 def test_a_folder_holding_a_build_is_refused_without_stages(tmp_path, capsys):
     (tmp_path / "build.json").write_text("{}")
-    (tmp_path / "motion_module_B.safetensors").write_text("weights")
+    (with_base(tmp_path) / "motion_module_B.safetensors").write_text("weights")
     assert build.main(["--budget", "smoke", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {tmp_path}: already holds a build (build.json)") and err.count("\n") == 1
@@ -44,4 +54,67 @@ def test_the_shipped_folder_of_any_checkout_needs_overwrite_shipped(tmp_path):
     shipped.mkdir(parents=True)
     with pytest.raises(OutputError, match=r"shipped weights; pass --overwrite-shipped"):
         check("--out", str(shipped), "--stages", "motion")
-    assert check("--out", str(shipped), "--stages", "motion", "--overwrite-shipped")[0] == ["motion"]
+    assert check("--out", str(with_base(shipped)), "--stages", "motion", "--overwrite-shipped")[0] == ["motion"]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--out", ""], "error: --out: empty path"),
+    (["--stages", ""], "error: --stages '': give comma-separated names, each one of " + ",".join(build.STAGES)),
+    (["--stages", ","], "error: --stages ',': give comma-separated names, each one of " + ",".join(build.STAGES)),
+    (["--stages", "vae,vae"], "error: --stages 'vae,vae': names a value twice"),
+    (["--schedules", "B,B"], "error: --schedules 'B,B': names a value twice"),
+    (["--schedules", "Z"], "error: --schedules 'Z': give comma-separated names, each one of A,B,C"),
+])
+def test_a_bad_flag_is_one_line(tmp_path, capsys, argv, line):
+    assert build.main(["--budget", "smoke", "--out", str(tmp_path / "new"), *argv]) in (1, 2)
+    assert capsys.readouterr().err == line + "\n"
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--schedules", "Z"], "error: --schedules 'Z': give comma-separated names, each one of A,B,C"),
+    (["--motion-lr", "nan"], "error: --motion-lr nan: must be a positive finite learning rate"),
+])
+def test_flags_are_checked_before_the_out_folder(tmp_path, capsys, argv, line):
+    (tmp_path / "build.json").write_text("{}")
+    assert build.main(["--budget", "smoke", "--out", str(tmp_path), *argv]) in (1, 2)
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_a_stage_without_its_inputs_is_refused_leaving_nothing(tmp_path, capsys):
+    out = tmp_path / "fresh"
+    assert build.main(["--budget", "smoke", "--out", str(out), "--stages", "motion"]) == 1
+    unet = os.path.join(str(out), "base", "tokenizer")
+    assert capsys.readouterr().err == (f"error: --stages motion: needs {unet}, which the tokenizer stage writes; "
+                                       "add tokenizer to --stages or choose the --out of a build that has it\n")
+    assert not out.exists()
+    assert check("--out", str(out), "--stages", "motion,base,text,vae,tokenizer")[0] == [
+        "motion", "base", "text", "vae", "tokenizer"]  # each input written by a chosen stage that runs first
+
+
+def test_a_resumed_stage_says_which_seconds_were_this_run():
+    assert stages.seconds_text(35.2, 35.0) == "35s"
+    assert stages.seconds_text(63.0, 35.0) == "63s (35s in this run, the rest in the earlier runs it resumed)"
+
+
+def test_a_motion_run_starting_at_step_0_removes_stale_step_files(tmp_path, monkeypatch, capsys):
+    for name in ("motion_module_B.step25.safetensors", "motion_module_B.step50.safetensors",
+                 "motion_module_A.step25.safetensors", "motion_module_B.safetensors"):
+        (tmp_path / name).write_text("old")
+    seen = []
+
+    def fit(*args, starting=None, **kwargs):
+        seen.append(sorted(os.listdir(tmp_path)))  # starting() is fit's to call (when not resuming)
+        starting()
+        return {}, 0.5, 1.0
+
+    monkeypatch.setattr(stages, "networks", lambda out, motion: (stages.Networks(None, motion, None, None), {
+        "unet": {}, "vae": {}, "text_encoder": {}}))
+    monkeypatch.setattr(stages, "fresh_motion_params", lambda *args: {})
+    monkeypatch.setattr(stages, "tokenizer", lambda out: None)
+    monkeypatch.setattr(stages, "save_motion", lambda path, *args: open(path, "w").close())
+    monkeypatch.setattr(stages, "fit", fit)
+    stages.stage_motion(str(tmp_path), build.BUDGETS["smoke"], checkpoint_every=10)
+    assert sorted(os.listdir(tmp_path)) == ["motion_module_A.step25.safetensors", "motion_module_B.safetensors"]
+    assert ("motion B: starting at step 0; removed the step files of an earlier run: "
+            "motion_module_B.step25.safetensors, motion_module_B.step50.safetensors") in capsys.readouterr().out

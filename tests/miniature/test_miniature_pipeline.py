@@ -98,7 +98,7 @@ class Stop(Exception):
     pass
 
 
-def _fit(smoke, resume, stop_at=None, steps=4, lr=1e-3):
+def _fit(smoke, resume, stop_at=None, steps=4, lr=1e-3, starting=None):
     nets, params = stages.networks(smoke, BUDGETS["smoke"].motion)
 
     def batches(step):
@@ -109,21 +109,22 @@ def _fit(smoke, resume, stop_at=None, steps=4, lr=1e-3):
     return trainer.fit(nets, stages.fresh_motion_params(nets.unet, nets.motion, 0),
                        {"unet": params["unet"], "vae": params["vae"], "text_encoder": params["text_encoder"]},
                        batches, stages.tokenizer(smoke), steps=steps, schedule="B", learning_rate=lr, seed=0,
-                       name="motion", checkpoint_every=2, resume=resume, log_every=1)
+                       name="motion", checkpoint_every=2, resume=resume, log_every=1, starting=starting)
 
 
 def test_a_stopped_run_resumes_to_the_uninterrupted_result(smoke, tmp_path, capsys):
     whole, whole_loss, _ = _fit(smoke, str(tmp_path / "a.msgpack"))
     assert not os.path.exists(tmp_path / "a.msgpack")  # removed once training ends
     path = str(tmp_path / "b.msgpack")
+    starts = []
     with pytest.raises(Stop):
-        _fit(smoke, path, stop_at=3)
-    assert os.path.exists(path)
+        _fit(smoke, path, stop_at=3, starting=lambda: starts.append(1))
+    assert os.path.exists(path) and starts == [1]
     with open(path, "rb") as f:
         before = serialization.msgpack_restore(f.read())["seconds"]
-    start = time.time()
-    resumed, resumed_loss, seconds = _fit(smoke, path)
-    assert "resuming at step 2" in capsys.readouterr().out
+    start, starts = time.time(), []
+    resumed, resumed_loss, seconds = _fit(smoke, path, starting=lambda: starts.append(1))
+    assert "resuming at step 2" in capsys.readouterr().out and not starts  # stale step files: only at step 0
     assert resumed_loss == whole_loss
     assert 0 < before < seconds <= before + (time.time() - start)  # both parts counted (build.json)
     for key, value in flatten(whole).items():
