@@ -41,7 +41,7 @@ from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_c
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature import scoring, world
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths, read_record
-from animatediff_jax.outputs import atomic_path, check_output
+from animatediff_jax.outputs import atomic_path, check_output, input_path
 EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
 
 
@@ -276,7 +276,7 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m animatediff_jax.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", default=MINIATURE, help="folder written by python -m animatediff_jax.miniature.build (default: the shipped weights)")
+    parser.add_argument("--weights", default=MINIATURE, type=input_path, help="folder written by python -m animatediff_jax.miniature.build (default: the shipped weights)")
     parser.add_argument("--samples", type=ArgumentParser.integer(1), default=32, help="videos per row (default 32, as in RESULTS.md)")
     parser.add_argument("--steps", type=ArgumentParser.integer(1, 1000), default=25, help="DDIM steps (default 25)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")

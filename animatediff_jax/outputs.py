@@ -137,6 +137,12 @@ def output_path(text: str) -> str:
     return text
 
 
+def input_path(text: str) -> str:
+    """argparse `type=` of an input file or folder: refuses an empty path as `output_path` does (it would
+    name the current folder: `--weights ''` read ./base, `--csv ''` was '--csv : not found')."""
+    return output_path(text)
+
+
 def folder_name(text: str) -> str:
     """argparse `type=` of a name that becomes one folder (a dataset's --name): not empty, no `/`, not `.`
     or `..` (`bad/name` wrote a nested folder)."""

@@ -17,6 +17,7 @@ import importlib.util
 import signal
 from typing import Sequence
 
+from animatediff_jax.data import require_data_extra
 from animatediff_jax.errors import ArgumentParser, UserError, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.outputs import output_path
@@ -47,9 +48,8 @@ def check_requirements(cfg: TrainingConfig) -> None:
     for name, purpose in RUN_REQUIREMENTS.items():
         if importlib.util.find_spec(name) is None:
             raise UserError(f"{name}: not installed, but needed for {purpose} (pip install {name})")
-    if cfg.train_data.source == "tfds" and importlib.util.find_spec("tensorflow_datasets") is None:
-        raise UserError('tensorflow_datasets: not installed, but needed to read train_data.source tfds '
-                        '(pip install -e ".[data]")')
+    if cfg.train_data.source == "tfds":
+        require_data_extra("to read train_data.source tfds")
     if importlib.util.find_spec("torch") is not None:
         return
     torch = 'torch: not installed, but needed to write {what}, a PyTorch pickle (pip install -e ".[torch]"); or {fix}'

@@ -16,10 +16,11 @@ import json
 import os
 from typing import Sequence
 
-from animatediff_jax.data import procedural
+from animatediff_jax.data import procedural, require_data_extra
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.outputs import folder_name, output_path
+from animatediff_jax.models.configs import VAEConfig
+from animatediff_jax.outputs import folder_name, input_path, output_path
 
 # One example is serialized as one protobuf message (2 GiB at most) and held whole in memory: a clip's
 # raw (frames, size, size, 3) uint8 video must stay under it.
@@ -34,13 +35,22 @@ def check_clip_bytes(frames: int, size: int) -> None:
                          f"must stay under 2 GiB (the protobuf limit), so lower --frames or --size")
 
 
+def check_size(size: int) -> None:
+    """UsageError (one line, naming --size) unless `size` is a multiple of the VAE's downsampling factor
+    (SD1.x's 8), as training's train_data.sample_size must be: a model encodes whole latents only."""
+    factor = VAEConfig().downsample_factor
+    if size % factor:
+        raise UsageError(f"--size {size}: must be a multiple of {factor}, the VAE's downsampling factor (as "
+                         f"train_data.sample_size must be), e.g. {max(size // factor, 1) * factor}")
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     p = ArgumentParser(prog="python -m animatediff_jax.data.build", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kind", required=True)
     w = sub.add_parser("webvid", help="WebVid-style CSV (videoid, name, page_dir) + a folder of mp4 files")
-    w.add_argument("--csv", required=True)
-    w.add_argument("--video_dir", required=True)
+    w.add_argument("--csv", required=True, type=input_path)
+    w.add_argument("--video_dir", required=True, type=input_path)
     w.add_argument("--frames", type=ArgumentParser.integer(1), default=16)
     w.add_argument("--stride", type=ArgumentParser.integer(1), default=4)
     w.add_argument("--size", type=ArgumentParser.integer(1), default=256)
@@ -61,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of this --name")
         s.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None, help="ArrayRecord files (default: TFDS's choice)")
     args = p.parse_args(argv)
+    check_size(args.size)
+    require_data_extra("to write datasets")
     # imported after parsing (numpy, TFDS, JAX: not for --help)
     import tensorflow_datasets as tfds
 

@@ -24,21 +24,22 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from animatediff_jax.data import require_data_extra
 from animatediff_jax.errors import ArgumentParser, InputError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.outputs import folder_name, output_path
+from animatediff_jax.outputs import folder_name, input_path, output_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m animatediff_jax.data.precompute", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, help="built video dataset directory (…/name/config/version)")
-    p.add_argument("--pretrained_model_path", required=True,
+    p.add_argument("--source", required=True, type=input_path, help="built video dataset directory (…/name/config/version)")
+    p.add_argument("--pretrained_model_path", required=True, type=input_path,
                    help="SD1.x base: diffusers folder, single .safetensors/.ckpt file or converted folder "
                         "(python -m convert base; e.g. animatediff_jax/assets/miniature/base)")
     p.add_argument("--variant", help="diffusers folder: the weight variant, e.g. fp16, where present (default: the "
                                      "plain weights, else the one variant the folder holds)")
-    p.add_argument("--tokenizer_path", default=None, help="default: the base model's tokenizer")
+    p.add_argument("--tokenizer_path", default=None, type=input_path, help="default: the base model's tokenizer")
     p.add_argument("--data_dir", required=True, type=output_path, help="TFDS data_dir to write into")
     p.add_argument("--name", required=True, type=folder_name, help="name of the pre-computed variant (its folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of this --name")
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args) -> None:
+    require_data_extra("to read and write datasets")
     # Imported after parsing: TFDS, JAX and the networks take seconds, --help must not wait for them.
     import jax
     import numpy as np

@@ -411,7 +411,7 @@ HUB_KEYS = {"pretrained_model_path": "sd", "motion_module_path": "model"}
 
 def check_sample_size(size: int, vae: VAEConfig) -> None:
     """UsageError unless `train_data.sample_size` is a multiple of the VAE's downsampling factor."""
-    factor = 2 ** (len(vae.block_out_channels) - 1)
+    factor = vae.downsample_factor
     if size % factor:
         raise UsageError(f"train_data.sample_size: {size} pixels is not a multiple of {factor}, the VAE's "
                          "downsampling factor")

@@ -2,6 +2,7 @@
 missing --source was a TFDS traceback after the base had loaded, a missing --csv a FileNotFoundError),
 and refuse to build over an existing dataset unless --overwrite (TFDS skipped the build and the command
 reported the old dataset as written); an --overwrite build replaces it whole, and a failed one leaves it."""
+import importlib.util
 import os
 import shutil
 
@@ -161,6 +162,8 @@ def test_precompute_refuses_a_base_holding_nonfinite_weights_before_writing(tmp_
 
 @pytest.mark.parametrize("flags,code,message", [
     (["--size", "7"], 2, "--size: must be ≥ 16, got 7"),
+    (["--size", "33"], 2, "--size 33: must be a multiple of 8, the VAE's downsampling factor (as "
+                          "train_data.sample_size must be), e.g. 32"),
     (["--style", "nope"], 2, "--style: invalid choice: 'nope'"),
     (["--num_examples", "2", "--num_shards", "8"], 2, "--num_shards 8: more than --num_examples 2"),
     (["--frames", "100000", "--size", "4096"], 2, "--frames 100000 --size 4096: one clip is 4687.5 GiB"),
@@ -186,4 +189,46 @@ def test_name_must_be_one_folder_name(tmp_path, monkeypatch, capsys, no_loading,
           precompute.main(["--source", "src", "--pretrained_model_path", BASE, *outputs]))
     err = capsys.readouterr().err
     assert rc == 2 and err == f"error: --name: must be a single folder name (no '/', not '.' or '..'), got {name!r}\n"
+    assert os.listdir(tmp_path) == []
+
+
+OUT = ["--data_dir", "tfds", "--name", "w"]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["webvid", "--csv", "", "--video_dir", "v", *OUT], "--csv: empty path"),
+    (["webvid", "--csv", "r.csv", "--video_dir", "", *OUT], "--video_dir: empty path"),
+    (["webvid", "--csv", "r.csv", "--video_dir", "v", "--size", "20", *OUT], "--size 20: must be a multiple of 8"),
+    (["procedural", "--data_dir", "", "--name", "w"], "--data_dir: empty path"),
+])
+def test_build_empty_paths_and_sizes_are_one_line(tmp_path, monkeypatch, capsys, no_loading, argv, line):
+    """An empty --csv was '--csv : not found'; --size 33 built clips no model encodes whole."""
+    monkeypatch.chdir(tmp_path)
+    assert _build(*argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {line}") and err.count("\n") == 1, err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("flag", ["--source", "--pretrained_model_path", "--tokenizer_path"])
+def test_precompute_empty_paths_are_one_line(tmp_path, capsys, no_loading, flag):
+    flags = {"--source": "src", "--pretrained_model_path": BASE, flag: ""}
+    argv = [a for f, v in flags.items() for a in (f, v)]
+    assert precompute.main([*argv, "--data_dir", str(tmp_path / "tfds"), "--name", "n"]) == 2
+    assert capsys.readouterr().err == f"error: {flag}: empty path\n"
+
+
+@pytest.mark.parametrize("missing", ["tensorflow_datasets", "array_record"])
+@pytest.mark.parametrize("command", ["build", "precompute"])
+def test_without_the_data_extra_is_one_line_naming_it(tmp_path, monkeypatch, capsys, no_loading, command, missing):
+    """Was a ModuleNotFoundError traceback (train said it in one line: the same check, data.require_data_extra)."""
+    monkeypatch.chdir(tmp_path)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    outputs = ["--data_dir", "tfds", "--name", "n"]
+    rc = (_build("procedural", *outputs) if command == "build" else
+          precompute.main(["--source", "src", "--pretrained_model_path", BASE, *outputs]))
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith(f"error: {missing}: not installed, but needed to ") \
+        and err.endswith(' (pip install -e ".[data]")\n') and err.count("\n") == 1, err
     assert os.listdir(tmp_path) == []

@@ -64,3 +64,12 @@ def test_by_default_rows_without_their_files_are_left_out_and_named(tmp_path, ca
     (weights / "base" / "unet.safetensors").unlink()
     with pytest.raises(InputError, match="no row can be sampled"):
         evaluate.available_rows(str(weights))
+
+
+def test_an_empty_weights_path_is_one_line(tmp_path, monkeypatch, capsys):
+    """`--weights ''` read ./base (of whatever folder the command ran in) or said '--weights : no miniature
+    weights here'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()
+    assert evaluate.main(["--weights", ""]) == 2
+    assert capsys.readouterr().err == "error: --weights: empty path\n"
