@@ -88,6 +88,22 @@ def test_an_object_jumping_between_frames_is_not_consistent():
     assert scoring.consistency(t) < 0.5
 
 
+def test_frames_without_an_object_are_not_consistent():
+    """Consistency is "frames showing the same object": a smoke build's videos (saturated noise over ~60% of
+    every frame, the same each frame) scored 94-100% with no object found (colour, shape 0%)."""
+    rng = np.random.default_rng(0)
+    background = np.full((world.FRAMES, world.SIZE, world.SIZE, 3), 110, np.uint8)
+    assert scoring.consistency(scoring.track(background)) == 0.0
+    noise = background.copy()
+    noise[..., 0] += (rng.random(noise.shape[:3]) < 0.6).astype(np.uint8) * 120  # saturated red specks
+    assert not scoring.track(noise).present.any() and scoring.consistency(scoring.track(noise)) == 0.0
+    flood = np.broadcast_to(np.asarray(procedural.COLORS["red"], np.uint8), background.shape)  # one colour, whole frame
+    assert scoring.consistency(scoring.track(flood)) == 0.0
+    half = procedural.render(procedural.clip_spec(3, 0, frames=world.FRAMES, size=world.SIZE))
+    half[: world.FRAMES // 2] = background[: world.FRAMES // 2]  # the object in the second half only
+    assert scoring.consistency(scoring.track(half)) == 0.5
+
+
 def test_direction_probe_separates_signal_from_noise():
     from animatediff_jax.miniature.direction_probe import probe_accuracy
     rng = np.random.default_rng(0)
