@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 
@@ -202,17 +203,26 @@ def vae_rows(weights: str, count: int, judges: scoring.Judges) -> list[dict]:
     return rows
 
 
+def progress(text: str) -> None:
+    """One line on stderr saying what the evaluation does now (stdout keeps the rows and the table)."""
+    print(f"[evaluate] {text} ...", file=sys.stderr, flush=True)
+
+
 def evaluate(weights: str = MINIATURE, samples: int = 32, steps: int = 25, guidance: float = 7.5,
              rows=ROWS, seed_offset: int = 0) -> list[dict]:
     """Sample and score every row; returns one dict per row (plus the dataset reference first)."""
     from animatediff_jax.sampling.pipeline import enable_compilation_cache
     enable_compilation_cache()
+    progress(f"fitting the scoring classifiers; scoring {samples} dataset clips and {samples} images per domain "
+             "through the VAE (reference rows)")
     judges = scoring.Judges.fit(world.SIZE)
     seeds = [seed_offset + i for i in range(samples)]
     results = [{"name": "dataset clips (reference)", "module": "-", "samples": samples,
                 "seeds": f"clips 0..{samples - 1} of dataset {EVAL_SEED}", "seconds": 0.0,
                 **dataset_row(samples, judges)}] + vae_rows(weights, samples, judges)
-    for row in rows:
+    for i, row in enumerate(rows, 1):
+        progress(f"row {i}/{len(rows)} {row.name!r}: sampling {samples} "
+                 + (f"videos of {row.frames} frames" if row.frames > 1 else "images"))
         start = time.time()
         pipe = load_pipeline(row, weights)
         prompts, specs = prompts_for(row, samples)

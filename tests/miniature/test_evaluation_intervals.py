@@ -1,5 +1,7 @@
 """The evaluation table's 95% confidence intervals (issue 15: "with confidence intervals"), and which
 rows it samples."""
+import sys
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -73,3 +75,25 @@ def test_an_empty_weights_path_is_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "base").mkdir()
     assert evaluate.main(["--weights", ""]) == 2
     assert capsys.readouterr().err == "error: --weights: empty path\n"
+
+
+def test_progress_is_told_on_stderr_before_each_row(monkeypatch, capsys):
+    """evaluate printed nothing for the first ~27 s (classifiers, reference rows, the first row's sampling)."""
+    def logged(name):
+        def step(*args, **kwargs):
+            print(f"<{name}>", file=sys.stderr)
+            return {key: (0.5, 0.4, 0.6) for key in evaluate.METRICS}
+        return step
+
+    monkeypatch.setattr(evaluate.scoring.Judges, "fit", logged("fit"))
+    monkeypatch.setattr(evaluate, "dataset_row", lambda count, judges: logged("dataset")())
+    monkeypatch.setattr(evaluate, "vae_rows", lambda *args: [])
+    monkeypatch.setattr(evaluate, "load_pipeline", lambda row, weights: None)
+    monkeypatch.setattr(evaluate, "sample", logged("sample"))
+    monkeypatch.setattr(evaluate, "score_row", lambda *args: {key: (0.5, 0.4, 0.6) for key in evaluate.METRICS})
+    evaluate.evaluate("w", samples=2, rows=evaluate.ROWS[:1] + evaluate.ROWS[6:7])
+    assert capsys.readouterr().err.splitlines() == [
+        "[evaluate] fitting the scoring classifiers; scoring 2 dataset clips and 2 images per domain through the "
+        "VAE (reference rows) ...", "<fit>", "<dataset>",
+        "[evaluate] row 1/2 'base + module': sampling 2 videos of 16 frames ...", "<sample>",
+        "[evaluate] row 2/2 'base images': sampling 2 images ...", "<sample>"]
