@@ -81,13 +81,16 @@ def names(flag: str, text: str, allowed) -> list[str]:
 
 def check_inputs(out: str, stages: list[str]) -> None:
     """Every file the chosen stages read is under `out` or written by an earlier chosen stage (`READS`);
-    else InputError naming the stage, the file and the stage that writes it."""
-    for stage in stages:
-        for need in READS[stage]:
-            path = paths(out)[need]  # READS names earlier stages only: one chosen too runs first
-            if need not in stages and not os.path.exists(path):
-                raise InputError(f"--stages {stage}: needs {path}, which the {need} stage writes; add {need} "
-                                 "to --stages or choose the --out of a build that has it")
+    else InputError naming the first stage lacking some, those files and the stages that write them."""
+    for stage in (s for s in STAGES if s in stages):
+        # READS names earlier stages only: one chosen too runs first
+        missing = [need for need in READS[stage] if need not in stages and not os.path.exists(paths(out)[need])]
+        if missing:
+            one = len(missing) == 1
+            raise InputError(f"--stages {stage}: needs {', '.join(paths(out)[need] for need in missing)}, which the "
+                             f"{', '.join(missing)} {'stage writes' if one else 'stages write'}; add "
+                             f"{'it' if one else 'them'} to --stages or choose the --out of a build that has "
+                             f"{'it' if one else 'them'}")
 
 
 def checked_args(args) -> tuple[list[str], list[str] | None]:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from animatediff_jax.errors import OutputError
+from animatediff_jax.errors import InputError, OutputError
 from animatediff_jax.miniature import build, stages
 
 
@@ -84,10 +84,15 @@ def test_flags_are_checked_before_the_out_folder(tmp_path, capsys, argv, line):
 def test_a_stage_without_its_inputs_is_refused_leaving_nothing(tmp_path, capsys):
     out = tmp_path / "fresh"
     assert build.main(["--budget", "smoke", "--out", str(out), "--stages", "motion"]) == 1
-    unet = os.path.join(str(out), "base", "tokenizer")
-    assert capsys.readouterr().err == (f"error: --stages motion: needs {unet}, which the tokenizer stage writes; "
-                                       "add tokenizer to --stages or choose the --out of a build that has it\n")
+    files = ", ".join(build.paths(str(out))[key] for key in ("tokenizer", "vae", "text", "base"))
+    assert capsys.readouterr().err == (f"error: --stages motion: needs {files}, which the tokenizer, vae, text, base "
+                                       "stages write; add them to --stages or choose the --out of a build that has "
+                                       "them\n")
     assert not out.exists()
+    with_base(out)
+    os.remove(build.paths(str(out))["text"])
+    with pytest.raises(InputError, match=r"text_encoder.safetensors, which the text stage writes; add it to --stages"):
+        check("--out", str(out), "--stages", "lora,motion")
     assert check("--out", str(out), "--stages", "motion,base,text,vae,tokenizer")[0] == [
         "motion", "base", "text", "vae", "tokenizer"]  # each input written by a chosen stage that runs first
 
