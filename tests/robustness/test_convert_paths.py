@@ -1,0 +1,39 @@
+"""`python -m convert`'s paths: an output that is not a regular file or folder (a FIFO here, standing in
+for /dev/full), an output that is one of the inputs, a name whose suffix contradicts what is written, a
+mistyped local path taken for a hub id, flags a converted file cannot use. Each is one `error:` line
+before any work, nothing written."""
+import os
+import time
+
+from animatediff_jax.hub_ids import is_hub_id
+from animatediff_jax.miniature.shipped import MINIATURE, motion_path
+from convert.__main__ import main
+
+MOTION = motion_path(MINIATURE, "B")
+BASE = os.path.join(MINIATURE, "base")
+UNET = os.path.join(BASE, "unet.safetensors")
+LORA = os.path.join(MINIATURE, "lora_checker.safetensors")
+
+
+def _line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_a_mistyped_local_path_is_not_a_hub_id(tmp_path, monkeypatch, capsys):
+    """`runs/mini_typo` with a local `runs/` folder: 'no such file' at once, the hub never asked."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert not is_hub_id("runs/mini_typo") and not is_hub_id("~/mini_typo") and is_hub_id("owner/name")
+
+    def no_hub(*a, **k):
+        raise AssertionError("the hub was contacted")
+    monkeypatch.setattr("huggingface_hub.snapshot_download", no_hub)
+    monkeypatch.setattr("huggingface_hub.HfApi.list_repo_files", no_hub)
+    start = time.monotonic()
+    assert main(["inspect", "runs/mini_typo"]) == 1
+    assert _line(capsys) == "error: runs/mini_typo: no such file"
+    assert main(["motion", "runs/mini_typo", "out.safetensors"]) == 1
+    assert _line(capsys) == "error: runs/mini_typo: no such file or folder (and not a hub id 'owner/name')"
+    assert time.monotonic() - start < 10 and os.listdir(tmp_path) == ["runs"]
