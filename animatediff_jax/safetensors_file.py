@@ -197,6 +197,8 @@ class SafetensorsFile:
         self.path = os.fspath(path)
         try:
             self._file = open(self.path, "rb")
+        except IsADirectoryError:
+            raise InputError(f"{self.path}: is a folder; expected a .safetensors file") from None
         except OSError as e:
             raise InputError(f"{self.path}: cannot open ({e.strerror or e})") from None
         try:

@@ -53,6 +53,10 @@ def _motion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+# the flags that give what an original file does not store; converted params carry it in their config
+_CONFIG_FLAGS = {"--heads": "heads", "--norm-groups": "norm_groups", "--max-seq-length": "max_seq_length"}
+
+
 def load_motion(path: str, args=None):
     """`MotionModule` of a converted Flax motion file or of any motion-module source (a hub id of a
     MotionAdapter repo too: `convert.motion.load_motion_module`)."""
@@ -63,6 +67,11 @@ def load_motion(path: str, args=None):
         config = load_config(meta)
         if type(config).__name__ != "MotionConfig":
             raise InputError(f"{path}: holds {meta.get('config_class', 'no config')}, not motion-module params")
+        given = [flag for flag, dest in _CONFIG_FLAGS.items() if getattr(args, dest, None) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: not used: {path} holds converted motion params whose config sets "
+                             f"them (heads {config.num_attention_heads}, norm groups {config.norm_num_groups}, "
+                             f"max_seq_length {config.max_seq_length})")
         version = getattr(args, "version", None)
         if version is not None:  # the check a motion-module file gets: a given version must fit the mid block
             resolve_version(version, config.use_mid_block, config.max_seq_length, path)

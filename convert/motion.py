@@ -280,9 +280,9 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     version = resolve_version(version, mid, file_length, source)
     length = max_seq_length or file_length or DEFAULT_MAX_SEQ_LENGTH[version]
     for c in channels:
-        if c % heads or c % norm_num_groups:
-            raise MotionModuleError(f"{source}: {c} channels not divisible by heads={heads} "
-                                    f"and norm_num_groups={norm_num_groups}")
+        bad = [f"{name}={n}" for name, n in (("heads", heads), ("norm_num_groups", norm_num_groups)) if c % n]
+        if bad:
+            raise MotionModuleError(f"{source}: {c} channels are not divisible by {' or '.join(bad)}")
     config = MotionConfig(num_attention_heads=heads, num_transformer_blocks=n_tb, max_seq_length=length,
                           use_mid_block=mid, norm_num_groups=norm_num_groups,
                           resnet_norm="joint" if version == "v1" else "frame")

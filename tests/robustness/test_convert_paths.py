@@ -8,6 +8,7 @@ import time
 from animatediff_jax.hub_ids import is_hub_id
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path
 from convert.__main__ import main
+from tests.convert.motion_helpers import original_state_dict, random_adapter, write_original
 
 MOTION = motion_path(MINIATURE, "B")
 BASE = os.path.join(MINIATURE, "base")
@@ -37,3 +38,25 @@ def test_a_mistyped_local_path_is_not_a_hub_id(tmp_path, monkeypatch, capsys):
     assert main(["motion", "runs/mini_typo", "out.safetensors"]) == 1
     assert _line(capsys) == "error: runs/mini_typo: no such file or folder (and not a hub id 'owner/name')"
     assert time.monotonic() - start < 10 and os.listdir(tmp_path) == ["runs"]
+
+
+def test_config_flags_on_converted_motion_params_are_refused(tmp_path, capsys):
+    out = tmp_path / "e.ckpt"
+    assert main(["export-motion", MOTION, str(out), "--heads", "8", "--norm-groups", "32"]) == 2
+    assert _line(capsys) == (f"error: --heads, --norm-groups: not used: {MOTION} holds converted motion params "
+                             "whose config sets them (heads 4, norm groups 16, max_seq_length 24)")
+    assert not out.exists()
+
+
+def test_indivisible_channels_name_only_what_does_not_divide(tmp_path, capsys):
+    src = tmp_path / "e1.ckpt"
+    write_original(original_state_dict(random_adapter(channels=(32, 64), heads=2, groups=8)), src)
+    assert main(["motion", str(src), str(tmp_path / "x.safetensors"), "--heads", "3", "-q"]) == 1
+    assert _line(capsys) == f"error: {src}: 32 channels are not divisible by heads=3"
+    assert main(["motion", str(src), str(tmp_path / "x.safetensors"), "--heads", "3", "--norm-groups", "5", "-q"]) == 1
+    assert _line(capsys) == f"error: {src}: 32 channels are not divisible by heads=3 or norm_num_groups=5"
+
+
+def test_a_folder_given_for_a_params_file_says_what_was_expected(tmp_path, capsys):
+    assert main(["export-unet", BASE, str(tmp_path / "eu")]) == 1
+    assert _line(capsys) == f"error: {BASE}: is a folder; expected a .safetensors file"
