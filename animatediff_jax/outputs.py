@@ -2,8 +2,9 @@
 
 - `check_output(path, name=..., overwrite=..., folder=...)`: the refusal a CLI gives *before any work*: an
   existing output without `--overwrite`, a file where a folder is expected (or the reverse), a
-  parent that is a file, a location where no file can be created (tried, `write_problem`). Each is
-  an `OutputError` naming the path.
+  parent that is a file, a location where no file can be created (tried, `write_problem`), an
+  existing device, FIFO or socket (with `--overwrite` too). Each is an `OutputError` naming the path.
+- A symbolic link output is written through: its target is replaced, the link kept (`target`).
 - `atomic_path(path)`: a temporary file next to `path`, renamed onto it (`os.replace`) only when the
   block succeeds. `atomic_folder(path)`: a temporary sibling folder, swapped in whole when the block
   succeeds (`renameat2(RENAME_EXCHANGE)` where the kernel has it, so a killed run leaves either the
@@ -30,6 +31,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 from typing import Iterator
 
 from animatediff_jax.errors import OutputError, UserError
@@ -118,15 +120,30 @@ def write_problem(folder: str) -> str | None:
 
 def refuse_unsafe_target(path: str, name: str = "output") -> None:
     """OutputError for an output path that must never be written: empty (it would resolve to the
-    current folder; the message names the output as `name`, the CLI's flag), or a folder holding the
+    current folder; the message names the output as `name`, the CLI's flag), a folder holding the
     current folder (replacing it would delete the folder the run stands in: a converter given `""`
-    once replaced a whole checkout)."""
+    once replaced a whole checkout), or an existing entry that is neither a regular file nor a folder
+    (a device, FIFO or socket: the rename would replace `/dev/full` by a file). A symbolic link is
+    judged, and written, as its target (`target`)."""
     path = os.fspath(path)
     if not path.strip():
         raise OutputError(f"{name}: empty path")
-    target, here = os.path.realpath(path), os.path.realpath(os.getcwd())
-    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+    real, here = target(path), os.path.realpath(os.getcwd())
+    if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
         raise OutputError(f"{path}: is the current folder or holds it; refusing to write over it")
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise OutputError(f"{path}: exists and is not a regular file or folder (a device, FIFO or socket); "
+                          "refusing to write over it")
+
+
+def target(path: str) -> str:
+    """Where writing `path` lands: a symbolic link (a dangling one too) is written through, its target
+    replaced and the link kept, as `cp` and `>` do."""
+    return os.path.realpath(os.fspath(path))
 
 
 def output_path(text: str) -> str:
@@ -154,19 +171,20 @@ def folder_name(text: str) -> str:
 def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool = False,
                  flag: str = "--overwrite") -> None:
     """Refuse, before any work, an output that cannot or may not be written (`refuse_unsafe_target`
-    included). An existing empty folder counts as absent. Raises `OutputError` naming `path` (an empty
-    one by `name`, the flag or argument that gave it)."""
+    included). An existing empty folder counts as absent; a symbolic link counts as its target. Raises
+    `OutputError` naming `path` (an empty one by `name`, the flag or argument that gave it)."""
     refuse_unsafe_target(path, name)
     path = os.fspath(path)
-    if os.path.lexists(path):
-        is_dir = os.path.isdir(path)
+    real = target(path)
+    if os.path.exists(real):
+        is_dir = os.path.isdir(real)
         if folder and not is_dir:
             raise OutputError(f"{path}: exists and is not a folder (the output is a folder)")
         if not folder and is_dir:
             raise OutputError(f"{path}: is a folder (the output is a file)")
-        if not overwrite and not (is_dir and not os.listdir(path)):
+        if not overwrite and not (is_dir and not os.listdir(real)):
             raise OutputError(f"{path}: already exists; pass {flag} to replace it")
-    parent = nearest_existing(os.path.dirname(os.path.abspath(path)))
+    parent = nearest_existing(os.path.dirname(real))
     if not os.path.isdir(parent):
         raise OutputError(f"{path}: cannot be created: {parent} is not a folder")
     why = write_problem(parent)
@@ -206,13 +224,13 @@ def _writing(path: str, make_temp) -> Iterator[str]:
     """Shared frame of `atomic_path`/`atomic_folder`: parents, temp creation, OSError -> OutputError,
     cleanup on every failure path (KeyboardInterrupt included)."""
     refuse_unsafe_target(path)
-    path = os.path.abspath(os.fspath(path))
+    path = target(path)
     created: list[str] = []
     tmp, done = None, False
     try:
         created = _make_parents(os.path.dirname(path))
         clean_stale(path)
-        tmp = make_temp()
+        tmp = make_temp(path)
         with temporary(tmp):  # removed should a stuck run be ended (interrupts.py)
             yield tmp
         done = True
@@ -251,8 +269,8 @@ def _give_umask_modes(root: str) -> None:
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary file name next to `path` (the file exists, empty, with the umask's
     permissions); rename it onto `path` only if the block succeeds. See the module docstring."""
-    def make_temp() -> str:
-        tmp = temp_name(path, "partial")
+    def make_temp(real: str) -> str:
+        tmp = temp_name(real, "partial")
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         return tmp
 
@@ -260,7 +278,7 @@ def atomic_path(path: str) -> Iterator[str]:
         yield tmp
         raise_if_signalled()  # a Ctrl-C/SIGTERM whose exception was swallowed never completes an output
         _give_umask_modes(tmp)
-        os.replace(tmp, os.fspath(path))
+        os.replace(tmp, target(path))
 
 
 def _libc_renameat2():
@@ -309,8 +327,8 @@ def atomic_folder(path: str) -> Iterator[str]:
     """Yield a temporary sibling folder of `path` (made with the umask's permissions); when the
     block succeeds it replaces `path` as a whole (an existing folder included). See the module
     docstring."""
-    def make_temp() -> str:
-        tmp = temp_name(path, "partial")
+    def make_temp(real: str) -> str:
+        tmp = temp_name(real, "partial")
         os.mkdir(tmp, 0o777)
         return tmp
 
@@ -318,4 +336,4 @@ def atomic_folder(path: str) -> Iterator[str]:
         yield tmp
         raise_if_signalled()
         _give_umask_modes(tmp)
-        _swap_in(tmp, os.path.abspath(os.fspath(path)))
+        _swap_in(tmp, target(path))

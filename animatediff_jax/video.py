@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from animatediff_jax.errors import InputError
+from animatediff_jax.outputs import refuse_unsafe_target, target
 
 VIDEO_EXTENSIONS = (".gif", ".mp4")
 
@@ -69,11 +70,16 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- atomic writes
 
-def _check_target(path: str, overwrite: bool) -> None:
-    if os.path.lexists(path) and not overwrite:
+def _check_target(path: str, overwrite: bool) -> str:
+    """Where `path` is written (`outputs.target`: a symbolic link is written through), its parents made;
+    refused as `outputs.check_output` refuses (`refuse_unsafe_target`: a device, FIFO or socket, the
+    current folder) and, without `overwrite`, when it exists."""
+    refuse_unsafe_target(path)
+    real = target(path)
+    if os.path.exists(real) and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
+    os.makedirs(os.path.dirname(real), exist_ok=True)
+    return real
 
 
 def default_mode(folder: bool = False) -> int:
@@ -114,14 +120,14 @@ def _commit(tmp: str, path: str, overwrite: bool) -> None:
 
 def _atomic(write, path, overwrite: bool) -> str:
     path = os.fspath(path)
-    _check_target(path, overwrite)
-    tmp = _temp_path(path)
+    real = _check_target(path, overwrite)
+    tmp = _temp_path(real)
     try:
         write(tmp)
     except BaseException:
         os.unlink(tmp)
         raise
-    _commit(tmp, path, overwrite)
+    _commit(tmp, real, overwrite)
     return path
 
 
@@ -216,8 +222,7 @@ def write_png_frames(directory, frames, overwrite: bool = False) -> str:
     from PIL import Image
 
     frames = to_uint8(frames)
-    directory = os.path.abspath(os.fspath(directory))
-    _check_target(directory, overwrite)
+    directory = _check_target(os.fspath(directory), overwrite)
     parent, name = os.path.split(directory)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
     try:

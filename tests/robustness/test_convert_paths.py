@@ -5,6 +5,8 @@ before any work, nothing written."""
 import os
 import time
 
+import pytest
+
 from animatediff_jax.hub_ids import is_hub_id
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path
 from convert.__main__ import main
@@ -20,6 +22,29 @@ def _line(capsys) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_fifo_output_is_refused_and_kept(tmp_path, capsys, overwrite):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert main(["motion", MOTION, str(fifo), *overwrite]) == 1
+    assert _line(capsys) == (f"error: {fifo}: exists and is not a regular file or folder (a device, FIFO or "
+                             "socket); refusing to write over it")
+    assert fifo.is_fifo() and os.listdir(tmp_path) == ["fifo"]
+
+
+def test_a_symlinked_output_is_written_through(tmp_path, capsys):
+    """The link is kept and its target replaced (as `cp` and `>` do), not the link replaced by a file."""
+    real = tmp_path / "real.safetensors"
+    real.write_text("old")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(real)
+    assert main(["motion", MOTION, str(link)]) == 1
+    assert _line(capsys) == f"error: {link}: already exists; pass --overwrite to replace it"
+    assert main(["motion", MOTION, str(link), "--overwrite"]) == 0
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_bytes()[:8] != b"old" and sorted(os.listdir(tmp_path)) == ["link.safetensors", "real.safetensors"]
 
 
 def test_a_mistyped_local_path_is_not_a_hub_id(tmp_path, monkeypatch, capsys):

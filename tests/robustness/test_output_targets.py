@@ -3,9 +3,10 @@ a converter given an empty output path once swapped its export in for the whole 
 Every test runs inside its own scratch folder (monkeypatch.chdir), so a regression destroys only that."""
 import os
 
+import numpy as np
 import pytest
 
-from animatediff_jax import evaluate
+from animatediff_jax import evaluate, video
 from animatediff_jax.errors import OutputError
 from animatediff_jax.outputs import atomic_folder, atomic_path, check_output
 
@@ -89,3 +90,41 @@ def test_dataset_outputs_are_refused_before_any_work(checkout, monkeypatch, caps
     assert _dataset_cli(cli, str(below), "n") == 1
     assert capsys.readouterr().err == f"error: --data_dir {below}: {checkout / 'afile'} is a file, not a folder\n"
     assert sorted(os.listdir(checkout)) == ["afile", "precious.txt", "sub"] and not os.listdir(checkout / "sub")
+
+
+def test_a_fifo_is_never_written_over(tmp_path):
+    """A device, FIFO or socket (a FIFO stands in for /dev/full) is refused by every writer, with
+    overwrite too: the temporary file renamed onto it once replaced /dev/full by a regular file."""
+    fifo = tmp_path / "out.gif"
+    os.mkfifo(fifo)
+    frames = np.zeros((2, 4, 4, 3), np.uint8)
+    for refuse in (lambda: check_output(str(fifo), name="out", overwrite=True),
+                   lambda: check_output(str(fifo), name="out", overwrite=True, folder=True),
+                   lambda: atomic_path(str(fifo)).__enter__(), lambda: atomic_folder(str(fifo)).__enter__(),
+                   lambda: video.write_gif(fifo, frames, overwrite=True),
+                   lambda: video.write_png_frames(fifo, frames, overwrite=True)):
+        with pytest.raises(OutputError, match="not a regular file or folder"):
+            refuse()
+    assert fifo.is_fifo() and os.listdir(tmp_path) == ["out.gif"]
+
+
+def _link(tmp_path, name: str, folder: bool = False):
+    real, link = tmp_path / f"real-{name}", tmp_path / name
+    real.mkdir() if folder else real.write_bytes(b"old")
+    link.symlink_to(real)
+    return real, link
+
+
+def test_a_symlinked_output_is_written_through_by_every_writer(tmp_path):
+    """The link is kept and its target replaced (`outputs.target`), by outputs.py and video.py alike."""
+    frames = np.zeros((2, 4, 4, 3), np.uint8)
+    real, link = _link(tmp_path, "a.bin")
+    with atomic_path(str(link)) as tmp:
+        open(tmp, "wb").write(b"new")
+    assert link.is_symlink() and real.read_bytes() == b"new"
+    real, link = _link(tmp_path, "b.gif")
+    video.write_gif(link, frames, overwrite=True)
+    assert link.is_symlink() and real.read_bytes()[:3] == b"GIF"
+    real, link = _link(tmp_path, "frames", folder=True)
+    video.write_png_frames(link, frames, overwrite=True)
+    assert link.is_symlink() and sorted(os.listdir(real)) == ["00000.png", "00001.png"]
