@@ -4,6 +4,7 @@
   existing output without `--overwrite`, a file where a folder is expected (or the reverse), a
   parent that is a file, a location where no file can be created (tried, `write_problem`), an
   existing device, FIFO or socket (with `--overwrite` too). Each is an `OutputError` naming the path.
+  `refuse_input_as_output`: an output that is one of the command's inputs, or a folder holding one.
 - A symbolic link output is written through: its target is replaced, the link kept (`target`).
 - `atomic_path(path)`: a temporary file next to `path`, renamed onto it (`os.replace`) only when the
   block succeeds. `atomic_folder(path)`: a temporary sibling folder, swapped in whole when the block
@@ -144,6 +145,22 @@ def target(path: str) -> str:
     """Where writing `path` lands: a symbolic link (a dangling one too) is written through, its target
     replaced and the link kept, as `cp` and `>` do."""
     return os.path.realpath(os.fspath(path))
+
+
+def refuse_input_as_output(output: tuple[str, str], inputs: list[tuple[str, str]]) -> None:
+    """OutputError when the output (`(flag, path)`) is one of the `inputs` (`(flag, path)` each; ones
+    that do not exist locally, hub ids, are skipped) or a folder holding one: replacing it would
+    destroy the input while it is read."""
+    out_flag, out = output
+    real = target(out)
+    for flag, path in inputs:
+        if not os.path.exists(path):
+            continue
+        same = os.path.exists(out) and os.path.samefile(out, path)
+        inside = target(path).startswith(real.rstrip(os.sep) + os.sep)
+        if same or inside:
+            raise OutputError(f"{out} ({out_flag}): {'is' if same else 'holds'} the input {path} ({flag}); "
+                              "write the output elsewhere")
 
 
 def output_path(text: str) -> str:

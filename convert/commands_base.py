@@ -157,7 +157,7 @@ def register(subparsers) -> None:
                                        "(single files: what tensor shapes cannot tell)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_output_options(p)
-    p.set_defaults(run=_base)
+    p.set_defaults(run=_base, paths=("out_dir", ("source",)))
 
     p = subparsers.add_parser(
         "merge", help="weighted sum of checkpoints, or add-difference A + s*(B - C)",
@@ -171,7 +171,7 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=DTYPES, help="output dtype of floating tensors (default: as the first input)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_output_options(p)
-    p.set_defaults(run=_merge)
+    p.set_defaults(run=_merge, paths=("output", ("inputs",)))
 
     p = subparsers.add_parser(
         "inspect", help="what a checkpoint file is: format, kind, model family, version, parameters, dtypes",
@@ -189,7 +189,7 @@ def register(subparsers) -> None:
     p.add_argument("--variant", help=VARIANT_HELP)
     p.add_argument("--revision", help="hub ids: the revision (branch, tag or commit)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
-    p.set_defaults(run=_inspect)
+    p.set_defaults(run=_inspect, paths=None)
 
     p = subparsers.add_parser(
         "export-unet", help="Flax UNet params -> diffusers UNet2DConditionModel folder",
@@ -200,4 +200,4 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", type=output_path)
     p.add_argument("--dtype", choices=DTYPES, help="output dtype (default: as stored)")
     add_output_options(p)
-    p.set_defaults(run=_export_unet)
+    p.set_defaults(run=_export_unet, paths=("out_dir", ("params",)))

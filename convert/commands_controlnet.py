@@ -52,4 +52,4 @@ v1.1 shuffle ControlNet) or the SparseCtrl motion heads (8): set them with --ove
     p.add_argument("--overrides", metavar="JSON",
                    help='diffusers config keys over the inferred config, e.g. \'{"global_pool_conditions": true}\'')
     add_output_options(p)
-    p.set_defaults(run=_controlnet)
+    p.set_defaults(run=_controlnet, paths=("output", ("source",)))

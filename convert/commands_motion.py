@@ -225,7 +225,7 @@ def register(subparsers) -> None:
     _motion_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
     add_output_options(p)
-    p.set_defaults(run=_motion)
+    p.set_defaults(run=_motion, paths=("output", ("source",)))
 
     p = subparsers.add_parser(
         "lora", help="fuse LoRAs (kohya/A1111, diffusers/PEFT, v3 domain adapter) into a converted base",
@@ -238,7 +238,7 @@ def register(subparsers) -> None:
                    help="LoRA file, folder or hub id and its scale (default 1.0); repeat for several")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as the base)")
     add_output_options(p)
-    p.set_defaults(run=_lora)
+    p.set_defaults(run=_lora, paths=("output", ("base", "--lora")))
 
     p = subparsers.add_parser(
         "motion-lora", help="fuse MotionLoRAs (v2 camera motions) into a motion module",
@@ -252,7 +252,7 @@ def register(subparsers) -> None:
     _motion_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
     add_output_options(p)
-    p.set_defaults(run=_motion_lora)
+    p.set_defaults(run=_motion_lora, paths=("output", ("motion", "--lora")))
 
     p = subparsers.add_parser(
         "export-motion", help="Flax motion params -> original AnimateDiff file or diffusers MotionAdapter folder",
@@ -266,7 +266,7 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
     _motion_options(p)
     add_output_options(p)
-    p.set_defaults(run=_export_motion)
+    p.set_defaults(run=_export_motion, paths=("output", ("params",)))
 
     p = subparsers.add_parser(
         "export-motion-lora", help="Flax MotionLoRA factors -> original AnimateDiff or diffusers MotionLoRA file",
@@ -298,4 +298,4 @@ W += (alpha / r) * up @ down; neither output format stores alpha, so alpha / r i
                    help="LoRA alpha of the factors (default: the file's 'alpha' metadata, else the rank: scale 1)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
     add_output_options(p)
-    p.set_defaults(run=_export_motion_lora)
+    p.set_defaults(run=_export_motion_lora, paths=("output", ("factors",)))

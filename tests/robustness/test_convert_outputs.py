@@ -97,6 +97,7 @@ def test_a_place_whose_permissions_lie_is_refused_before_any_work(tmp_path, src,
 def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, src, capsys, monkeypatch):
     out = tmp_path / "deep" / "er" / "out"
     old = flax_file(str(tmp_path / "old.safetensors"), 1.0)
+    other = flax_file(str(tmp_path / "other.safetensors"), 2.0)  # merged into old (not old into itself)
     before = snapshot(old)
     real = os.pwrite
 
@@ -108,10 +109,10 @@ def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, src, capsys, monkeyp
     monkeypatch.setattr(os, "pwrite", full)
     assert main(["base", src, str(out), "-q"]) == 1
     assert _error_line(capsys) == f"error: {out / 'unet.safetensors'}: cannot write (No space left on device)"
-    assert os.listdir(tmp_path) == ["old.safetensors"]  # no temp folder; the parents made for it are gone
-    assert main(["merge", old, old, old, "--overwrite", "-q"]) == 1
+    assert sorted(os.listdir(tmp_path)) == ["old.safetensors", "other.safetensors"]  # no temp folder; the parents made for it are gone
+    assert main(["merge", old, other, other, "--overwrite", "-q"]) == 1
     assert _error_line(capsys) == f"error: {old}: cannot write (No space left on device)"
-    assert snapshot(old) == before and os.listdir(tmp_path) == ["old.safetensors"]
+    assert snapshot(old) == before and sorted(os.listdir(tmp_path)) == ["old.safetensors", "other.safetensors"]
 
 
 def _slow_convert(args, parent, kill_after_files: int):

@@ -11,6 +11,7 @@ from animatediff_jax.hub_ids import is_hub_id
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path
 from convert.__main__ import main
 from tests.convert.motion_helpers import original_state_dict, random_adapter, write_original
+from tests.robustness.convert_fixtures import flax_file, snapshot
 
 MOTION = motion_path(MINIATURE, "B")
 BASE = os.path.join(MINIATURE, "base")
@@ -45,6 +46,31 @@ def test_a_symlinked_output_is_written_through(tmp_path, capsys):
     assert main(["motion", MOTION, str(link), "--overwrite"]) == 0
     assert link.is_symlink() and os.readlink(link) == str(real)
     assert real.read_bytes()[:8] != b"old" and sorted(os.listdir(tmp_path)) == ["link.safetensors", "real.safetensors"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["motion", "{mm}", "{mm}", "--overwrite"], "{mm} (output): is the input {mm} (source)"),
+    (["merge", "{a}", "{a}", "{b}", "--overwrite"], "{a} (output): is the input {a} (inputs)"),
+    (["lora", "{base}", "{base}", "--lora", "{b}", "--overwrite"], "{base} (output): is the input {base} (base)"),
+    (["lora", "{a}", "{base}", "--lora", "{c}:0.5", "--overwrite"], "{base} (output): holds the input {c} (--lora)"),
+    (["export-unet", "{unet}", "{base}", "--overwrite"], "{base} (out_dir): holds the input {unet} (params)"),
+    (["export-motion", "{mm}", "{d}", "--format", "diffusers", "--overwrite"],
+     "{d} (output): holds the input {mm} (params)"),
+])
+def test_an_output_that_is_an_input_is_refused(tmp_path, capsys, argv, message):
+    d = tmp_path / "d"
+    base = d / "base"
+    base.mkdir(parents=True)
+    names = {"d": str(d), "base": str(base), "unet": flax_file(str(base / "unet.safetensors"), 1.0),
+             "a": flax_file(str(d / "a.safetensors"), 1.0), "b": flax_file(str(d / "b.safetensors"), 2.0),
+             "c": flax_file(str(base / "c.safetensors"), 2.0)}
+    names["mm"] = str(d / "mm.safetensors")
+    with open(MOTION, "rb") as src, open(names["mm"], "wb") as dst:
+        dst.write(src.read())
+    before = snapshot(str(tmp_path))
+    assert main([a.format(**names) for a in argv]) == 1
+    assert _line(capsys) == f"error: {message.format(**names)}; write the output elsewhere"
+    assert snapshot(str(tmp_path)) == before
 
 
 def test_a_mistyped_local_path_is_not_a_hub_id(tmp_path, monkeypatch, capsys):
