@@ -3,8 +3,9 @@
 - `check_output(path, name=..., overwrite=..., folder=...)`: the refusal a CLI gives *before any work*: an
   existing output without `--overwrite`, a file where a folder is expected (or the reverse), a
   parent that is a file, a location where no file can be created (tried, `write_problem`), an
-  existing device, FIFO or socket (with `--overwrite` too). Each is an `OutputError` naming the path.
-  `refuse_input_as_output`: an output that is one of the command's inputs, or a folder holding one.
+  existing device, FIFO or socket (with `--overwrite` too), a name whose suffix contradicts what is
+  written. Each is an `OutputError` naming the path. `refuse_input_as_output`: an output that is one of
+  the command's inputs, or a folder holding one.
 - A symbolic link output is written through: its target is replaced, the link kept (`target`).
 - `atomic_path(path)`: a temporary file next to `path`, renamed onto it (`os.replace`) only when the
   block succeeds. `atomic_folder(path)`: a temporary sibling folder, swapped in whole when the block
@@ -36,6 +37,7 @@ import stat
 from typing import Iterator
 
 from animatediff_jax.errors import OutputError, UserError
+from animatediff_jax.hub_ids import WEIGHT_SUFFIXES
 from animatediff_jax.interrupts import raise_if_signalled, temporary
 
 _HOST = socket.gethostname().replace("/", "_")
@@ -163,6 +165,20 @@ def refuse_input_as_output(output: tuple[str, str], inputs: list[tuple[str, str]
                               "write the output elsewhere")
 
 
+def _refuse_suffix(path: str, folder: bool, suffixes: tuple[str, ...] | None) -> None:
+    """OutputError when the name of output `path` contradicts what is written: a file not ending in one
+    of `suffixes` (None: any name), a folder named like a weights file (`WEIGHT_SUFFIXES`; the message
+    offers `suffixes` where the command writes a file for them)."""
+    name = os.path.basename(os.path.normpath(path)).lower()
+    if folder and name.endswith(WEIGHT_SUFFIXES):
+        files = f", or a name ending in {', '.join(suffixes)} for a file" if suffixes else ""
+        raise OutputError(f"{path}: the output is a folder, but the name ends in {os.path.splitext(name)[1]} "
+                          f"like a weights file; give a folder name without that suffix{files}")
+    if not folder and suffixes is not None and not name.endswith(suffixes):
+        raise OutputError(f"{path}: the output is a {' or '.join(suffixes)} file; give a name ending in "
+                          f"{'one of ' if len(suffixes) > 1 else ''}{', '.join(suffixes)}")
+
+
 def output_path(text: str) -> str:
     """argparse `type=` of an output file or folder: refuses an empty path (`<flag>: empty path`), which
     would otherwise name the current folder only after all the work."""
@@ -186,10 +202,12 @@ def folder_name(text: str) -> str:
 
 
 def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool = False,
-                 flag: str = "--overwrite") -> None:
+                 flag: str = "--overwrite", suffixes: tuple[str, ...] | None = None) -> None:
     """Refuse, before any work, an output that cannot or may not be written (`refuse_unsafe_target`
-    included). An existing empty folder counts as absent; a symbolic link counts as its target. Raises
-    `OutputError` naming `path` (an empty one by `name`, the flag or argument that gave it)."""
+    included) or whose name contradicts what is written (`suffixes`: those a file output may end in,
+    None: any; a folder never takes a weights file's suffix). An existing empty folder counts as
+    absent; a symbolic link counts as its target. Raises `OutputError` naming `path` (an empty one by
+    `name`, the flag or argument that gave it)."""
     refuse_unsafe_target(path, name)
     path = os.fspath(path)
     real = target(path)
@@ -201,6 +219,7 @@ def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool 
             raise OutputError(f"{path}: is a folder (the output is a file)")
         if not overwrite and not (is_dir and not os.listdir(real)):
             raise OutputError(f"{path}: already exists; pass {flag} to replace it")
+    _refuse_suffix(path, folder, suffixes)
     parent = nearest_existing(os.path.dirname(real))
     if not os.path.isdir(parent):
         raise OutputError(f"{path}: cannot be created: {parent} is not a folder")

@@ -93,7 +93,7 @@ def _merge(args) -> int:
     if not all(math.isfinite(x) for x in numbers):
         raise UsageError(f"{'--add-difference' if args.add_difference is not None else '--weights'}: "
                          f"must be finite numbers, got {numbers}")
-    check_output(args.output, name="output", overwrite=args.overwrite)
+    check_output(args.output, name="output", overwrite=args.overwrite, suffixes=(".safetensors",))
     if args.add_difference is not None:
         merge_add_difference(*args.inputs, args.add_difference, args.output, dtype=args.dtype,
                              progress=not args.quiet, allow_nonfinite=args.allow_nonfinite)

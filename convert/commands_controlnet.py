@@ -16,7 +16,7 @@ def _controlnet(args) -> int:
     from convert.controlnet import convert_controlnet, plan_controlnet  # local: the CLI's help stays light
     from convert.sources import warn_unused_variants
     overrides = json_object(args.overrides, "--overrides", '{"global_pool_conditions": true}')
-    check_output(args.output, name="output", overwrite=args.overwrite)
+    check_output(args.output, name="output", overwrite=args.overwrite, suffixes=(".safetensors",))
     plan = plan_controlnet(args.source, variant=args.variant, revision=args.revision, overrides=overrides)
     net = convert_controlnet(args.source, args.output, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite,
                              plan=plan)

@@ -92,7 +92,7 @@ def _save_motion(path: str, mm, origin: str, source: str, args) -> None:
 
 def _motion(args) -> int:
     from convert.sources import recorded, warn_unused_variants
-    check_output(args.output, name="output", overwrite=args.overwrite)
+    check_output(args.output, name="output", overwrite=args.overwrite, suffixes=(".safetensors",))
     mm = load_motion(args.source, args)
     _save_motion(args.output, mm, args.source, f"motion:{recorded(args.source)}", args)
     print(f"{args.output}: motion module {mm.version}, max_seq_length {mm.config.max_seq_length}, "
@@ -115,7 +115,8 @@ def _lora(args) -> int:
     from animatediff_jax.checkpoint import load_config, load_params, save_params
     from convert.lora import apply_lora_files
     folder = os.path.isdir(args.base)
-    check_output(args.output, name="output", overwrite=args.overwrite, folder=folder)
+    check_output(args.output, name="output", overwrite=args.overwrite, folder=folder,
+                 suffixes=(".safetensors",) if os.path.isfile(args.base) else None)  # a missing base: said next
     loras = _lora_args(args.lora)
     if folder:
         files = {c: os.path.join(args.base, f"{c}.safetensors") for c in PARAMS_FILES}
@@ -155,7 +156,7 @@ def _motion_lora(args) -> int:
     from convert.lora import fuse_motion_loras
     from convert.sources import recorded, warn_unused_variants
     from dataclasses import replace
-    check_output(args.output, name="output", overwrite=args.overwrite)
+    check_output(args.output, name="output", overwrite=args.overwrite, suffixes=(".safetensors",))
     loras = _lora_args(args.lora)
     mm = load_motion(args.motion, args)
     fused = replace(mm, params=fuse_motion_loras(mm.params, [(local, s) for _, local, s in loras],
@@ -172,11 +173,10 @@ def _export_motion(args) -> int:
     from convert.export import ORIGINAL_SUFFIXES, export_adapter, export_original, require_torch
     from convert.sources import warn_unused_variants
     fmt = args.format or ("original" if args.output.endswith(ORIGINAL_SUFFIXES) else "diffusers")
-    if fmt == "original" and not args.output.endswith(ORIGINAL_SUFFIXES):
-        raise UsageError(f"{args.output}: original motion modules are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    check_output(args.output, name="output", overwrite=args.overwrite, folder=fmt == "diffusers",
+                 suffixes=ORIGINAL_SUFFIXES)
     if fmt == "original":
         require_torch(args.output)
-    check_output(args.output, name="output", overwrite=args.overwrite, folder=fmt == "diffusers")
     mm = load_motion(args.params, args)
     params, config = mm.params, mm.config
     dtype = np.float16 if args.dtype == "float16" else np.float32
@@ -193,10 +193,8 @@ def _export_motion_lora(args) -> int:
     from animatediff_jax.params import is_motion_path
     from convert.export import ORIGINAL_SUFFIXES, export_motion_lora, require_torch
     from convert.lora import read_factors
-    if not args.output.endswith(ORIGINAL_SUFFIXES):
-        raise UsageError(f"{args.output}: MotionLoRAs are written as {', '.join(ORIGINAL_SUFFIXES)}")
+    check_output(args.output, name="output", overwrite=args.overwrite, suffixes=ORIGINAL_SUFFIXES)
     require_torch(args.output)
-    check_output(args.output, name="output", overwrite=args.overwrite)
     lora = read_factors(args.factors, args.alpha, allow_nonfinite=args.allow_nonfinite)
     other = [p for p in lora if not is_motion_path(p)]
     if other:

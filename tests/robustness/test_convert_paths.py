@@ -73,6 +73,29 @@ def test_an_output_that_is_an_input_is_refused(tmp_path, capsys, argv, message):
     assert snapshot(str(tmp_path)) == before
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["export-motion", MOTION, "e4.bin"], "e4.bin: the output is a folder, but the name ends in .bin like a weights "
+     "file; give a folder name without that suffix, or a name ending in .ckpt, .pt, .pth, .safetensors for a file"),
+    (["export-unet", UNET, "eu5.safetensors"], "eu5.safetensors: the output is a folder, but the name ends in "
+     ".safetensors like a weights file; give a folder name without that suffix"),
+    (["base", "model.ckpt", "out.ckpt"], "out.ckpt: the output is a folder, but the name ends in .ckpt like a weights "
+     "file; give a folder name without that suffix"),
+    (["motion", MOTION, "o7.txt"], "o7.txt: the output is a .safetensors file; give a name ending in .safetensors"),
+    (["lora", UNET, "o.txt", "--lora", LORA], "o.txt: the output is a .safetensors file; give a name ending in "
+     ".safetensors"),
+    (["merge", "m.bin", UNET, UNET], "m.bin: the output is a .safetensors file; give a name ending in .safetensors"),
+    (["controlnet", UNET, "c.ckpt"], "c.ckpt: the output is a .safetensors file; give a name ending in .safetensors"),
+    (["export-motion", MOTION, "e.txt", "--format", "original"],
+     "e.txt: the output is a .ckpt or .pt or .pth or .safetensors file; give a name ending in one of .ckpt, .pt, "
+     ".pth, .safetensors"),
+])
+def test_an_output_name_contradicting_what_is_written_is_refused(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    assert _line(capsys) == f"error: {message}"
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_mistyped_local_path_is_not_a_hub_id(tmp_path, monkeypatch, capsys):
     """`runs/mini_typo` with a local `runs/` folder: 'no such file' at once, the hub never asked."""
     monkeypatch.chdir(tmp_path)
