@@ -5,17 +5,36 @@
 
 Whatever keeps a file from being used is an `InputError` of one line that names the file first, then
 its role and the problem: not found, a directory, unreadable, not UTF-8, not valid YAML (with the
-line and column), empty, or (`read_yaml_mapping`) not a mapping.
+line and column), holding a mapping key twice (with both lines: YAML would silently keep the last),
+empty, or (`read_yaml_mapping`) not a mapping.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Hashable, Mapping
 
 import yaml
 
 from animatediff_jax.errors import InputError
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` refusing a mapping that holds one key twice (PyYAML would keep the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be repeated and overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # refused by the SafeLoader itself
+            if key in first:
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r} (first on line {first[key] + 1})",
+                                           problem_mark=key_node.start_mark)
+            first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
 
 
 def read_yaml(path: str | os.PathLike, role: str) -> Any:
@@ -32,7 +51,7 @@ def read_yaml(path: str | os.PathLike, role: str) -> Any:
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: {role} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise InputError(f"{path}: {role} is not valid YAML: {yaml_problem(e)}") from None
     if data is None:

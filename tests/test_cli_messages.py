@@ -136,10 +136,11 @@ BAD_FILES = [
     ("a: 1\x01\n", "is not valid YAML: character 5: unacceptable character #x0001 "
                    "(special characters are not allowed)"),
     (b"a: caf\xe9\n", "is not UTF-8 text (invalid continuation byte at byte 6)"),
+    ("a: 1\nb:\n  c: 2\n  <<: {d: 1}\n  c: 3\n", "is not valid YAML: line 5, column 3: duplicate key 'c' (first on line 3)"),
     ("", "is empty (no YAML content)"),
     ("# only a comment\n", "is empty (no YAML content)"),
 ]
-BAD_FILE_IDS = ["directory", "unclosed bracket", "unclosed quote", "control character", "latin-1", "empty",
+BAD_FILE_IDS = ["directory", "unclosed bracket", "unclosed quote", "control character", "latin-1", "duplicate key", "empty",
                 "comment only"]
 
 
