@@ -348,8 +348,8 @@ def check(cfg: TrainingConfig) -> None:
         raise UsageError(f"{given[0]}: describes a random base; with pretrained_model_path the network "
                          "configs come from the model itself")
     if not (cfg.tokenizer_path or cfg.pretrained_model_path):
-        raise UsageError("tokenizer_path: no tokenizer; set tokenizer_path (or pretrained_model_path "
-                         "to a diffusers folder holding tokenizer/)")
+        raise UsageError("pretrained_model_path: not set; name the base model (a diffusers folder, an SD1.x "
+                         "file or a hub id), or set tokenizer_path to train on a random base")
     if cfg.image_finetune and cfg.motion_module_path:
         raise UsageError("motion_module_path: given with image_finetune: true (an image fine-tune has no "
                          "motion module)")
@@ -383,8 +383,9 @@ def check(cfg: TrainingConfig) -> None:
                          f"max_seq_length {cfg.motion_config.max_seq_length}")
     for key, size in (("width", v.width), ("height", v.height)):
         if cfg.validating and (size or d.sample_size) % 8:
-            raise UsageError(f"validation_data.{key}: {size or d.sample_size} pixels; width and height "
-                             "must be multiples of 8")
+            given = f"validation_data.{key}: {size} pixels" if size else \
+                f"train_data.sample_size: {d.sample_size} pixels, which validation_data.{key} (null) follows"
+            raise UsageError(f"{given}; validation width and height must be multiples of 8")
 
     dist = cfg.distributed
     explicit = {"coordinator_address": dist.coordinator_address, "num_processes": dist.num_processes,

@@ -138,8 +138,10 @@ def test_every_bad_value_is_refused_on_load_naming_its_key(override, message):
 
 
 def test_relations_and_paths_are_checked_on_load(tmp_path):
-    with pytest.raises(UsageError, match="^tokenizer_path: no tokenizer"):
-        load_config(None, [])
+    for path in (None, "configs/training/training.yaml", "configs/training/motion_lora.yaml"):  # no base given
+        with pytest.raises(UsageError) as e:
+            load_config(path, [])
+        assert str(e.value).startswith("pretrained_model_path: not set; name the base model"), (path, e.value)
     with pytest.raises(InputError, match=f"^pretrained_model_path: {tmp_path}/sd15: no such file"):
         load_config(None, [f"pretrained_model_path={tmp_path}/sd15"])
     with pytest.raises(UsageError, match="^vae_config: describes a random base"):
@@ -151,6 +153,16 @@ def test_relations_and_paths_are_checked_on_load(tmp_path):
     with pytest.raises(UsageError, match=r"^lora.file: 'x.ckpt': a kohya LoRA is written as \.safetensors"):
         load_config(None, TOKENIZER + ["lora={rank: 2, targets: unet, file: x.ckpt}"])
     assert load_config(None, TOKENIZER + ["distributed.initialize=auto"]).distributed.initialize == "auto"
+
+
+def test_a_validation_size_that_follows_sample_size_names_sample_size():
+    """train_data.sample_size=33 was refused as 'validation_data.width: 33 pixels', a key never set."""
+    with pytest.raises(UsageError) as e:
+        load_config("configs/training/miniature.yaml", ["train_data.sample_size=33"])
+    assert str(e.value) == ("train_data.sample_size: 33 pixels, which validation_data.width (null) follows; "
+                            "validation width and height must be multiples of 8")
+    with pytest.raises(UsageError, match="^validation_data.height: 20 pixels; "):
+        load_config("configs/training/miniature.yaml", ["validation_data.height=20"])
 
 
 def test_shipped_configs_load():
