@@ -405,6 +405,18 @@ def check(cfg: TrainingConfig) -> None:
             raise InputError(f"{key}: {path}: no such file or directory")
 
 
+def validation_warning(cfg: TrainingConfig) -> str | None:
+    """The warning line, said before training, that validation sampling is asked for but no step up to
+    `max_train_steps` is due (e.g. the miniature's validation_steps_tuple [300] with max_train_steps=100);
+    None when some step samples or none is asked for."""
+    every, extra, last = cfg.validation_steps, cfg.validation_steps_tuple, cfg.max_train_steps
+    if not cfg.validating or (0 < every <= last) or any(step <= last for step in extra):
+        return None
+    keys = ([f"validation_steps {every}"] if every else []) + ([f"validation_steps_tuple {list(extra)}"] if extra else [])
+    return (f"warning: {' and '.join(keys)}: no step up to max_train_steps {last}, so this run writes no "
+            f"validation samples (validation_steps_tuple=[{last}] samples at its end)")
+
+
 # the model inputs that take a hub id (found in, or downloaded into, the Hugging Face cache by
 # `train.located_models`) and the files a repository of each kind needs (`convert.sources.HUB_PATTERNS`)
 HUB_KEYS = {"pretrained_model_path": "sd", "motion_module_path": "model"}

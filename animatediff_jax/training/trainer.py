@@ -34,7 +34,8 @@ from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.tokenizer import PromptTokenizer
 from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training import lora, workdir_lock
-from animatediff_jax.training.config import LR_SCHEDULE_KEYS, TrainingConfig, check_sample_size, config_changes
+from animatediff_jax.training.config import (LR_SCHEDULE_KEYS, TrainingConfig, check_sample_size, config_changes,
+                                             validation_warning)
 from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from animatediff_jax.training.step import (ApplyFunctions, TrainState, create_train_state, make_loss_and_grads,
@@ -261,9 +262,9 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
 def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh) -> dict:
     """`train` on `mesh`, `workdir` held by this run."""
     main = jax.process_index() == 0
-    lost = export_warning(cfg, workdir)
-    if main and lost:
-        print(lost, file=sys.stderr, flush=True)
+    for warning in (export_warning(cfg, workdir), validation_warning(cfg)):
+        if main and warning:
+            print(warning, file=sys.stderr, flush=True)
     batch_size, micro = cfg.train_batch_size, cfg.gradient_accumulation_steps
     shd.check_batch(batch_size, mesh, micro)
     rules = cfg.sharding_rules

@@ -21,7 +21,7 @@ from animatediff_jax import train
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.params import flatten
-from animatediff_jax.training import checkpointing, metrics, trainer, workdir_lock
+from animatediff_jax.training import checkpointing, config, metrics, trainer, workdir_lock
 from animatediff_jax.training.config import Distributed, load_config
 from tests.convert.motion_helpers import random_adapter
 from tests.training import tiny
@@ -184,6 +184,22 @@ def test_a_ckpt_export_that_loses_heads_and_groups_is_said_before_training(overr
     default_geometry = 'motion_module_kwargs={"num_attention_heads": 8, "norm_num_groups": 32, "max_seq_length": 8}'
     for quiet in (["export_formats=[diffusers]"], [default_geometry]):
         assert trainer.export_warning(load_config(None, overrides + quiet), workdir) is None
+
+
+def test_validation_steps_all_above_max_train_steps_are_said_before_training(overrides, tmp_path, monkeypatch,
+                                                                             capsys):
+    """The miniature's validation_steps_tuple [300] with max_train_steps=100 silently wrote no samples."""
+    monkeypatch.setattr(trainer, "open_source", lambda cfg: pytest.fail("the warning came after start-up"))
+    prompts = ["export_formats=[diffusers]", 'validation_data={"prompts": ["a b"]}']
+    with pytest.raises(pytest.fail.Exception):
+        trainer.train(load_config(None, overrides + prompts + ["validation_steps_tuple=[300]"]), str(tmp_path / "r"))
+    assert capsys.readouterr().err == (
+        "warning: validation_steps_tuple [300]: no step up to max_train_steps 3, so this run writes no validation "
+        "samples (validation_steps_tuple=[3] samples at its end)\n")
+    late = load_config(None, overrides + prompts + ["validation_steps=5", "validation_steps_tuple=[4]"])
+    assert config.validation_warning(late).startswith("warning: validation_steps 5 and validation_steps_tuple [4]: ")
+    for due in (["validation_steps=3"], ["validation_steps_tuple=[300, 3]"], ["validation_steps=0"]):
+        assert config.validation_warning(load_config(None, overrides + prompts + due)) is None
 
 
 def test_a_second_run_on_a_workdir_in_use_is_refused_until_the_first_ends(overrides, tmp_path, monkeypatch, capsys):
