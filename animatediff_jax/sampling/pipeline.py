@@ -236,6 +236,10 @@ def _jitted(key: tuple, build: Callable) -> DiskCachedProgram:
     return _JITTED[key]
 
 
+class SamplingStopped(Exception):
+    """A sampling run given `stop=` found it true after a denoising step (training's validation on SIGTERM)."""
+
+
 @dataclass
 class GenerationResult:
     """Frames (B, F, H, W, 3) float32 in [0, 1], the seeds used and the final latents (B, F, h, w, 4)."""
@@ -370,9 +374,11 @@ class AnimateDiffPipeline:
 
     def denoise(self, sampler: Sampler, x: jax.Array, emb: jax.Array, guidance_scale: float, keys: jax.Array,
                 *, context: ctx.ContextOptions | None = None, progress: bool = True, label: str = "denoising",
-                unet_params=None, controls: Sequence[tuple[cn.ControlNet, cn.ControlArgs]] = ()) -> jax.Array:
+                unet_params=None, controls: Sequence[tuple[cn.ControlNet, cn.ControlArgs]] = (),
+                stop: Callable[[], bool] | None = None) -> jax.Array:
         """All steps of `sampler` from x (already scaled to its first step); returns clean latents.
         keys (B, 2): each video's sampler stream. progress: a tqdm bar advanced after each finished step.
+        stop: asked after each finished step; SamplingStopped when it says True.
         unet_params: the UNet's params for this call (default `self.unet_params`; `motion_scaled_params`).
         controls: (network, its ControlArgs) pairs (`control_args`)."""
         unet_params = self.unet_params if unet_params is None else unet_params
@@ -386,9 +392,11 @@ class AnimateDiffPipeline:
         with tqdm(total=sampler.num_steps, desc=label, unit="step", disable=not progress) as bar:
             for i in range(sampler.num_steps):
                 x, state = step(unet_params, x, state, np.int32(i), emb, g, keys, control)
-                if progress:
+                if progress or stop is not None:
                     x.block_until_ready()
                     bar.update(1)
+                if stop is not None and stop():
+                    raise SamplingStopped(f"stopped after denoising step {i + 1} of {sampler.num_steps}")
         return x
 
     # ---------------------------------------------------------------- generation
@@ -399,7 +407,7 @@ class AnimateDiffPipeline:
                  context: ctx.ContextOptions | None = None, freeinit: fi.FreeInitOptions | None = None,
                  init_video=None, strength: float = 1.0, motion_scale: float = 1.0,
                  motion_block_scales: Mapping[str, float] | None = None, controlnets: Sequence[cn.Control] = (),
-                 progress: bool = True) -> GenerationResult:
+                 progress: bool = True, stop: Callable[[], bool] | None = None) -> GenerationResult:
         """Generate one video per prompt.
 
         prompts: strings, or {frame: prompt} dicts for prompt travel. negative_prompts: one (broadcast)
@@ -413,6 +421,7 @@ class AnimateDiffPipeline:
         for a new value), motion_block_scales: further factors per block, e.g. {"mid_block": 1.2,
         "down_blocks_0": 0.5} (`motion_scaled_params`). controlnets: `control.Control`s (ControlNets with a
         conditioning video, SparseCtrl encoders with key images; see `animatediff_jax.sampling.control`).
+        stop: asked after each denoising step; when it says True, SamplingStopped is raised (nothing decoded).
         """
         prompts = [prompts] if isinstance(prompts, (str, Mapping)) else list(prompts)
         negs = [negative_prompts or ""] if negative_prompts is None or isinstance(negative_prompts, str) \
@@ -471,7 +480,7 @@ class AnimateDiffPipeline:
                 x = fi.reinitialize(x, noise, fresh_start(fresh), lowpass, start)
             x = self.denoise(sampler, x, emb, guidance_scale, seed_stream(seeds, STEPS), context=context,
                              progress=progress, label=f"pass {k + 1}/{passes}" if passes > 1 else "denoising",
-                             unet_params=unet_params, controls=controls)
+                             unet_params=unet_params, controls=controls, stop=stop)
         video = self.decode(x)
         return GenerationResult(np.asarray(video, np.float32), list(seeds), np.asarray(x, np.float32))
 

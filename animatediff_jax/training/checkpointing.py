@@ -45,6 +45,14 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, forc
                                                       meta=ocp.args.JsonSave(meta)), force=force)
 
 
+def save_now(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
+    """Save `step` unless it is saved already (or its save under way), and wait until it is written."""
+    manager.wait_until_finished()
+    if step not in manager.all_steps():
+        save(manager, step, state, meta, force=True)
+        manager.wait_until_finished()
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, main: bool = True
                    ) -> tuple[Any, dict] | None:
     """(state, meta) of the newest checkpoint that restores, placed like `abstract_state` (a pytree
@@ -196,6 +204,10 @@ class PreemptionFlag:
         """How the stop is reported: 'interrupted' after Ctrl-C, else 'SIGTERM' (also on a host that
         saves because another host was signalled)."""
         return "interrupted" if self.signum == signal.SIGINT else "SIGTERM"
+
+    def signalled(self) -> bool:
+        """Whether this process was signalled (no other host asked: for a loop only this one runs)."""
+        return self._set
 
     def reached(self) -> bool:
         if jax.process_count() == 1:

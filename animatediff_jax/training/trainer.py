@@ -30,6 +30,7 @@ from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL, sample_latent
+from animatediff_jax.sampling.pipeline import SamplingStopped
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.tokenizer import PromptTokenizer
 from animatediff_jax.training import checkpointing as ckpt
@@ -49,6 +50,8 @@ from convert.export import export_adapter, export_original, pickle_loses
 
 
 ORIGINAL_EXPORT, ADAPTER_EXPORT = "motion_module.ckpt", "motion_adapter"  # export_formats original, diffusers
+EXPORTS = {"original": ORIGINAL_EXPORT, "diffusers": ADAPTER_EXPORT}
+UNET_EXPORT, FACTORS_EXPORT = "unet_trainable.safetensors", "lora_factors.safetensors"
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -241,17 +244,21 @@ def motion_subtree(tree: dict) -> dict:
 def train(cfg: TrainingConfig, workdir: str) -> dict:
     """Run (or resume) training; returns {'step', 'loss', 'params'} (trainable params, numpy), 'start'
     (the step it resumed from; loss is NaN when it trained none), 'preempted' (stopped by SIGTERM or
-    Ctrl-C, the step saved, not exported) and 'signal' (that signal's number, else None). A workdir
-    whose latest checkpoint is at or past `max_train_steps` is left as it is: nothing is built,
-    trained or written ('params' None, 'start' and 'step' that checkpoint's step).
+    Ctrl-C, also during validation sampling or at the last step: the step saved, not exported),
+    'signal' (that signal's number, else None) and 'exported' (the paths written at the end). A workdir
+    whose latest checkpoint is past `max_train_steps`, or at it with every export present, is left as
+    it is: nothing is built, trained or written ('params' None, 'start' and 'step' that checkpoint's
+    step); at it with an export missing (a run stopped at its last step), the exports are written from
+    that checkpoint, nothing trained.
 
     Raises NonFiniteLossError when a step's loss or gradients are not finite (the state before
     that step saved), UsageError when the config does not fit the devices or the data, OutputError
     when another live run holds the workdir (training/workdir_lock.py)."""
     saved = ckpt.latest_step(os.path.join(workdir, "checkpoints"))
-    if saved is not None and saved >= cfg.max_train_steps:  # read from the folder names: no mesh, no restore
+    if saved is not None and (saved > cfg.max_train_steps or saved == cfg.max_train_steps and all(
+            os.path.exists(p) for p in export_paths(cfg, workdir))):  # from the folder names: no mesh, no restore
         return {"step": saved, "start": saved, "loss": float("nan"), "params": None, "preempted": False,
-                "signal": None}
+                "signal": None, "exported": []}
     if cfg.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", cfg.compilation_cache_dir)
     mesh = setup_mesh(cfg)
@@ -327,10 +334,40 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh) -> dict:
             changed = resume_warning(meta.get("config"), cfg, int(meta["step"]))
             if changed:
                 print(changed, file=sys.stderr, flush=True)
-    preempted = ckpt.PreemptionFlag()
-
     # ----- loop
     step = start = int(state.step)
+    if start >= cfg.max_train_steps:  # finished, an export missing: nothing to train or compile
+        manager.close()
+        next_rows.close()
+        loss, stop, signum = float("nan"), False, None
+    else:
+        state, step, loss, stop, signum = _loop(cfg, workdir, mesh, state, frozen, step_fn, manager, next_rows,
+                                                validator)
+
+    # ----- export
+    trained = gather(state.params)
+    exported = []
+    if not stop and cfg.lora.rank:
+        if main:
+            exported = export_lora(cfg, workdir, trained["lora"])
+    elif not stop:
+        module = motion_subtree(merge(trained, gather(motion_subtree(frozen["unet"]))))
+        if main:
+            exported = export(cfg, workdir, trained if motion is None else module, motion)
+    return {"step": step, "start": start, "loss": loss, "params": trained, "preempted": stop, "signal": signum,
+            "exported": exported}
+
+
+def _loop(cfg: TrainingConfig, workdir: str, mesh, state: TrainState, frozen, step_fn, manager, next_rows,
+          validator: Validator | None):
+    """Train from `state`'s step to `max_train_steps`, saving and validating as configured; returns
+    (state, step, loss of the last step, stopped by a signal, that signal). SIGTERM or Ctrl-C, also
+    during validation sampling (asked after each denoising step), saves the current step and stops."""
+    main = jax.process_index() == 0
+    batch_size = cfg.train_batch_size
+    batch_sharding = shd.batch_sharding(mesh)
+    preempted = ckpt.PreemptionFlag()
+    step = int(state.step)
     first = shd.global_batch(next_rows(step), batch_sharding, batch_size)
     compiled = step_fn.lower(state, frozen, first).compile()
     logger = MetricsLogger(workdir, batch_size, compiled_flops(compiled), cfg.log_every_steps,
@@ -343,10 +380,7 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh) -> dict:
             state, metrics = compiled(state, frozen, batch)
             metrics = jax.device_get(metrics)
             if not metrics["finite"]:   # the state is the one before this step: save it unless saved
-                manager.wait_until_finished()
-                if step not in manager.all_steps():
-                    ckpt.save(manager, step, state, run_meta(step, cfg), force=True)
-                    manager.wait_until_finished()
+                ckpt.save_now(manager, step, state, run_meta(step, cfg))
                 raise NonFiniteLossError(
                     f"step {step + 1}: non-finite loss {float(metrics['loss'])} (grad norm "
                     f"{float(metrics['grad_norm'])}); training stopped, the state after step {step} is saved "
@@ -354,33 +388,24 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh) -> dict:
             step, loss = step + 1, float(metrics["loss"])
             logger.step(step, {"loss": loss, "grad_norm": float(metrics["grad_norm"])})
             stop = preempted.reached()
-            ckpt.save(manager, step, state, run_meta(step, cfg),
-                      force=stop or step == cfg.max_train_steps)
-            if stop:  # preempted: no validation (minutes of sampling), only the save's completion
-                manager.wait_until_finished()
+            if not stop:
+                ckpt.save(manager, step, state, run_meta(step, cfg), force=step == cfg.max_train_steps)
+                if validator is not None and validator.due(step):  # while the checkpoint writes
+                    validate(validator, step, state, logger, preempted.signalled)
+                    stop = preempted.reached()  # signalled while sampling: it stopped; all hosts agree
+            if stop:  # preempted: no (more) validation sampling, only the step's save and its completion
+                ckpt.save_now(manager, step, state, run_meta(step, cfg))
                 if main:
-                    print(f"{preempted.name()}: saved step {step}, exiting", flush=True)
+                    last = "" if step < cfg.max_train_steps else " (the last; the same command writes the exports)"
+                    print(f"{preempted.name()}: saved step {step}{last}, exiting", flush=True)
                 break
-            if validator is not None and validator.due(step):  # while the checkpoint writes
-                validate(validator, step, state, logger)
         manager.wait_until_finished()
     finally:
         preempted.restore_handler()
         manager.close()
         logger.close()
         next_rows.close()
-
-    # ----- export
-    trained = gather(state.params)
-    if step >= cfg.max_train_steps and cfg.lora.rank:
-        if main:
-            export_lora(cfg, workdir, trained["lora"])
-    elif step >= cfg.max_train_steps:
-        module = motion_subtree(merge(trained, gather(motion_subtree(frozen["unet"]))))
-        if main:
-            export(cfg, workdir, trained if motion is None else module, motion)
-    return {"step": step, "start": start, "loss": loss, "params": trained,
-            "preempted": stop and step < cfg.max_train_steps, "signal": preempted.signum}
+    return state, step, loss, stop, preempted.signum
 
 
 def run_meta(step: int, cfg: TrainingConfig) -> dict:
@@ -404,15 +429,17 @@ def resume_warning(saved: dict | None, cfg: TrainingConfig, step: int) -> str | 
     return text
 
 
-def validate(validator, step: int, state: TrainState, logger: MetricsLogger) -> None:
+def validate(validator, step: int, state: TrainState, logger: MetricsLogger, stop) -> None:
     """Sample the validation prompts from the current trainable params on process 0 (every process
-    takes part in gathering them); the state itself is only read."""
+    takes part in gathering them); the state itself is only read. `stop()` true after a denoising
+    step ends the sampling there, nothing written (the caller then saves and exits)."""
     start = time.perf_counter()
     trained = gather(state.params)
     if jax.process_index() == 0:
-        written = validator(step, trained)
-        print(f"validation: step {step}, {len(written)} GIFs in {os.path.dirname(written[0])} "
-              f"({time.perf_counter() - start:.1f} s)", flush=True)
+        with contextlib.suppress(SamplingStopped):
+            written = validator(step, trained, stop)
+            print(f"validation: step {step}, {len(written)} GIFs in {os.path.dirname(written[0])} "
+                  f"({time.perf_counter() - start:.1f} s)", flush=True)
     logger.exclude(time.perf_counter() - start)
 
 
@@ -433,38 +460,49 @@ def export_warning(cfg: TrainingConfig, workdir: str) -> str | None:
             f"{cfg.motion_config.norm_num_groups}")
 
 
+def export_paths(cfg: TrainingConfig, workdir: str) -> list[str]:
+    """The exports a finished run writes (`export` / `export_lora`; config.json with them)."""
+    if cfg.lora.rank:
+        names = [cfg.lora_file, FACTORS_EXPORT]
+    elif cfg.motion_config is None:
+        names = [UNET_EXPORT]
+    else:
+        names = [EXPORTS[name] for name in cfg.export_formats]
+    return [os.path.join(workdir, name) for name in names]
+
+
 def export(cfg: TrainingConfig, workdir: str, trained: dict, motion) -> list[str]:
     """Write the trained parameters: the motion module in the `export_formats` (original AnimateDiff
-    file, diffusers MotionAdapter folder; through convert/), or the fine-tuned UNet subtree as params."""
+    file, diffusers MotionAdapter folder; through convert/), or the fine-tuned UNet subtree as params.
+    Returns `export_paths`."""
     os.makedirs(workdir, exist_ok=True)
-    written = []
+    written = export_paths(cfg, workdir)
     if motion is None:
-        written.append(os.path.join(workdir, "unet_trainable.safetensors"))
-        save_params(written[-1], trained, source="animatediff_jax.train")
+        save_params(written[0], trained, source="animatediff_jax.train")
     else:
-        formats = {"original": (ORIGINAL_EXPORT, partial(export_original, warn=False)),  # said at the start
-                   "diffusers": (ADAPTER_EXPORT, export_adapter)}
-        for name in cfg.export_formats:
-            written.append(os.path.join(workdir, formats[name][0]))
-            formats[name][1](trained, motion, written[-1])
+        writers = {"original": partial(export_original, warn=False),  # said at the start
+                   "diffusers": export_adapter}
+        for name, path in zip(cfg.export_formats, written):
+            writers[name](trained, motion, path)
     write_config(cfg, workdir)
     return written
 
 
-def export_lora(cfg: TrainingConfig, workdir: str, factors: dict) -> str:
+def export_lora(cfg: TrainingConfig, workdir: str, factors: dict) -> list[str]:
     """Write trained LoRA factors: motion targets as an original AnimateDiff MotionLoRA, spatial
     targets as a kohya LoRA (float32), both read back by convert/lora.py; and the factors themselves
-    as `lora_factors.safetensors` (alpha in the metadata: `python -m convert export-motion-lora`)."""
-    path = os.path.join(workdir, cfg.lora_file)
+    as `lora_factors.safetensors` (alpha in the metadata: `python -m convert export-motion-lora`).
+    Returns `export_paths`."""
+    written = export_paths(cfg, workdir)
+    path, factors_path = written
     os.makedirs(workdir, exist_ok=True)
-    save_params(os.path.join(workdir, "lora_factors.safetensors"), {"lora": factors},
-                source="animatediff_jax.train", metadata={"alpha": str(cfg.lora_alpha)})
+    save_params(factors_path, {"lora": factors}, source="animatediff_jax.train", metadata={"alpha": str(cfg.lora_alpha)})
     if cfg.lora.targets == "motion":
         lora.export_motion_lora(path, factors, cfg.lora_alpha)
     else:
         lora.save_kohya(path, factors, cfg.lora_alpha, dtype=np.float32)
     write_config(cfg, workdir)
-    return path
+    return written
 
 
 def write_config(cfg: TrainingConfig, workdir: str) -> None:

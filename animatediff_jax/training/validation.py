@@ -68,12 +68,14 @@ class Validator:
         return AnimateDiffPipeline.build(unet_cfg, motion_cfg, vae_cfg, text_cfg, unet_params, vae, text,
                                          self.tokenizer, **self.options)
 
-    def __call__(self, step: int, trained: Mapping) -> list[str]:
-        """Sample every prompt from the trained params (numpy) at `step`; returns the written paths."""
+    def __call__(self, step: int, trained: Mapping, stop: Callable[[], bool] | None = None) -> list[str]:
+        """Sample every prompt from the trained params (numpy) at `step`; returns the written paths.
+        `stop` is asked after each denoising step: when it says True, SamplingStopped is raised and
+        nothing is written."""
         pipe = self._pipeline(self.unet_params(trained))
         seeds = [self.seed + i for i in range(len(self.prompts))]
         frames = pipe(self.prompts, seeds=seeds, width=self.width, height=self.height, frames=self.frames,
-                      steps=self.steps, guidance_scale=self.guidance, progress=False).frames
+                      steps=self.steps, guidance_scale=self.guidance, progress=False, stop=stop).frames
         folder = os.path.join(self.directory, f"step-{step}")
         os.makedirs(folder, exist_ok=True)
         written = [write_gif(os.path.join(folder, f"{i:02d}.gif"), video, overwrite=True)

@@ -21,6 +21,7 @@ from animatediff_jax import train
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.params import flatten
+from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.training import checkpointing, config, metrics, trainer, workdir_lock
 from animatediff_jax.training.config import Distributed, load_config
 from tests.convert.motion_helpers import random_adapter
@@ -168,6 +169,74 @@ def test_a_preempted_run_saves_and_exits_without_validating(overrides, tmp_path,
     assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]
 
 
+def _sigterm_in_denoising_step(monkeypatch) -> list:
+    """SIGTERM sent by validation sampling's first denoising step; returns the list of steps that ran."""
+    ran = []
+    step_function = AnimateDiffPipeline.step_function
+
+    def signalling(self, *a, **k):
+        step = step_function(self, *a, **k)
+
+        def one(*args):
+            ran.append(int(args[3]))
+            if len(ran) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(*args)
+        return one
+    monkeypatch.setattr(AnimateDiffPipeline, "step_function", signalling)
+    return ran
+
+
+VALIDATE_AT = 'validation_data={"prompts": ["a b"], "num_inference_steps": 3, "video_length": 4}'
+
+
+def test_sigterm_during_validation_sampling_stops_it_saves_and_exits(overrides, tmp_path, monkeypatch, capsys):
+    """SIGTERM while validation sampled at step 1: the sampling finished (14 s), step 2 trained, then it saved."""
+    ran = _sigterm_in_denoising_step(monkeypatch)
+    workdir = tmp_path / "run"
+    result = trainer.train(load_config(None, overrides + [
+        "export_formats=[diffusers]", "validation_steps_tuple=[1]", VALIDATE_AT]), str(workdir))
+    assert ran == [0]                                        # no denoising step after the signal
+    assert result["preempted"] and result["signal"] == signal.SIGTERM and result["step"] == 1
+    assert "SIGTERM: saved step 1, exiting" in capsys.readouterr().out
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]
+    assert not (workdir / "samples").exists() and not (workdir / "motion_adapter").exists()
+
+
+def test_sigterm_in_the_final_validation_exits_143_and_a_rerun_exports(overrides, tmp_path, monkeypatch, capsys):
+    """SIGTERM during the final validation was ignored (sampled, exported, 'done', exit 0); a finished run
+    whose exports are missing said 'nothing to train'."""
+    ran = _sigterm_in_denoising_step(monkeypatch)
+    workdir = tmp_path / "run"
+    argv = ["--workdir", str(workdir), *overrides, "export_formats=[diffusers]", "validation_steps_tuple=[3]",
+            VALIDATE_AT]
+    assert train.main(argv) == 128 + signal.SIGTERM
+    out = capsys.readouterr().out
+    assert ran == [0] and "done" not in out
+    assert "SIGTERM: saved step 3 (the last; the same command writes the exports), exiting" in out, out
+    assert not (workdir / "samples").exists() and not (workdir / "motion_adapter").exists()
+    monkeypatch.setattr(AnimateDiffPipeline, "step_function", lambda *a, **k: pytest.fail("sampled again"))
+    assert train.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"already finished: step 3 of 3 (max_train_steps); its missing exports written from that checkpoint: "
+        f"{workdir}/motion_adapter")
+    assert (workdir / "motion_adapter").is_dir() and (workdir / "config.json").is_file()
+    monkeypatch.setattr(trainer, "setup_mesh", lambda *a: pytest.fail("built the mesh"))  # exports present now
+    assert train.main(argv) == 0
+    assert capsys.readouterr().out == "already finished: step 3 of 3 (max_train_steps); nothing to train\n"
+
+
+def test_a_signal_at_the_last_step_never_says_done(overrides, tmp_path, monkeypatch, capsys):
+    """max_train_steps=1 and SIGTERM in step 1: 'SIGTERM: saved step 1, exiting', then 'done: step 1', exit 0."""
+    monkeypatch.setattr(checkpointing.PreemptionFlag, "reached", lambda self: True)
+    workdir = tmp_path / "run"
+    assert train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]",
+                       "max_train_steps=1"]) == 128 + signal.SIGTERM
+    out = capsys.readouterr().out
+    assert "SIGTERM: saved step 1 (the last" in out and "done" not in out, out
+    assert not (workdir / "motion_adapter").exists()
+
+
 def test_a_ckpt_export_that_loses_heads_and_groups_is_said_before_training(overrides, tmp_path, monkeypatch,
                                                                            capsys):
     monkeypatch.setattr(trainer, "open_source", lambda cfg: pytest.fail("the warning came after start-up"))
@@ -295,11 +364,9 @@ def test_a_finished_run_rerun_below_its_step_writes_nothing(overrides, tmp_path,
     os.remove(workdir / "config.json")
     capsys.readouterr()
     monkeypatch.setattr(trainer, "setup_mesh", lambda *a: pytest.fail("built the mesh"))
-    for steps in (2, 3):
-        assert train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]",
-                           f"max_train_steps={steps}"]) == 0
+    assert train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]",
+                       "max_train_steps=2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == ["already past max_train_steps: the run's checkpoint is at step 3, above max_train_steps 2; "
-                   "nothing trained or written (raise max_train_steps to continue it)",
-                   "already finished: step 3 of 3 (max_train_steps); nothing to train"], out
+                   "nothing trained or written (raise max_train_steps to continue it)"], out
     assert sorted(os.listdir(workdir)) == [".train.lock", "checkpoints", "tensorboard"]
