@@ -93,6 +93,9 @@ def _merge(args) -> int:
     if not all(math.isfinite(x) for x in numbers):
         raise UsageError(f"{'--add-difference' if args.add_difference is not None else '--weights'}: "
                          f"must be finite numbers, got {numbers}")
+    if args.weights and (min(args.weights) < 0 or not any(args.weights)):
+        raise UsageError(f"--weights: must be ≥ 0 and not all 0, got {args.weights} "
+                         "(for A + S*(B - C) use --add-difference S)")
     check_output(args.output, name="output", overwrite=args.overwrite, suffixes=(".safetensors",))
     if args.add_difference is not None:
         merge_add_difference(*args.inputs, args.add_difference, args.output, dtype=args.dtype,
@@ -166,7 +169,7 @@ def register(subparsers) -> None:
                     "With --add-difference S: A + S*(B - C). Arithmetic in float32.")
     p.add_argument("output", type=output_path, help="output .safetensors")
     p.add_argument("inputs", nargs="+", help="input checkpoints")
-    p.add_argument("--weights", type=float, nargs="+", help="one weight per input (weighted sum)")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per input (weighted sum), each ≥ 0, not all 0")
     p.add_argument("--add-difference", type=float, metavar="S", help="A + S*(B - C) for inputs A B C")
     p.add_argument("--dtype", choices=DTYPES, help="output dtype of floating tensors (default: as the first input)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -25,6 +25,12 @@ def _line(capsys) -> str:
     (["--add-difference", "0.5"], "error: --add-difference: needs exactly three inputs A B C, got 2"),
     (["--weights", "1"], "error: --weights: one weight per input: 2 inputs, 1 weights"),
     (["--weights", "nan", "1"], "error: --weights: must be finite numbers, got [nan, 1.0]"),
+    (["--weights", "-1", "-1"], "error: --weights: must be ≥ 0 and not all 0, got [-1.0, -1.0] "
+                                "(for A + S*(B - C) use --add-difference S)"),
+    (["--weights", "-0.5", "1.5"], "error: --weights: must be ≥ 0 and not all 0, got [-0.5, 1.5] "
+                                   "(for A + S*(B - C) use --add-difference S)"),
+    (["--weights", "0", "0"], "error: --weights: must be ≥ 0 and not all 0, got [0.0, 0.0] "
+                              "(for A + S*(B - C) use --add-difference S)"),
 ])
 def test_merge_flag_errors_exit_2(tmp_path, capsys, extra, message):
     a = flax_file(str(tmp_path / "a.safetensors"), 1.0)
