@@ -161,6 +161,19 @@ def test_prompt_config_file_problems_are_one_line(jobs, capsys, tmp_path, conten
     assert error_line(capsys, [str(path), *SMALL], 1) == f"{path}: prompt config {problem}"
 
 
+@pytest.mark.parametrize("content,problem", [
+    ("", "is empty (no YAML content)"),
+    ("hello\n", "must be a YAML list or mapping of entries, got a str"),
+    ("[]\n", "has no entries"),
+    ("{}\n", "has no entries"),
+], ids=["empty", "a word", "empty list", "empty mapping"])
+def test_prompt_config_that_is_no_config_is_an_input_error(jobs, capsys, tmp_path, content, problem):
+    """An empty file and one that holds no entries are the same kind of fault: the same exit code and shape."""
+    path = bad_file(tmp_path, content)
+    assert error_line(capsys, [str(path), "--base", os.path.join(MINIATURE, "base"), *SMALL], 1) == \
+        f"{path}: prompt config {problem}"
+
+
 @pytest.mark.parametrize("content,problem", BAD_FILES, ids=BAD_FILE_IDS)
 def test_inference_config_file_problems_are_one_line(jobs, capsys, tmp_path, content, problem):
     path = bad_file(tmp_path, content)

@@ -4,8 +4,8 @@ A config is a YAML list of entries, or a mapping `name: entry` (the layout of th
 e.g. `ToonYou: {...}`). Each entry names the weights and the prompts to sample with them.
 `load_prompt_config` validates every key and type and returns plain `PromptEntry` objects; nothing
 is converted or compiled here, so a bad file fails fast with an error naming the config file, the
-entry and the key (`PromptConfigError`, a `UsageError`; a named file that is missing or unreadable
-is an `InputError`).
+entry and the key (`PromptConfigError`, a `UsageError`; the config itself or a file it names that is
+missing, unreadable, empty or not a list or mapping of entries is an `InputError`).
 
 The releases' schemas, read with the meaning the original's `scripts/animate.py` gives them:
 
@@ -531,9 +531,9 @@ def load_prompt_config(path: str | os.PathLike) -> list[PromptEntry]:
     elif isinstance(data, list):
         items = [(f"entry {i}", e) for i, e in enumerate(data)]
     else:
-        raise PromptConfigError(f"{path}: expected a list of entries, got {type(data).__name__}")
+        raise InputError(f"{path}: prompt config must be a YAML list or mapping of entries, got a {type(data).__name__}")
     if not items:
-        raise PromptConfigError(f"{path}: no entries")
+        raise InputError(f"{path}: prompt config has no entries")
     entries = []
     for name, raw in items:
         entries.extend(parse_entry(raw, str(name), str(path), path.parent.resolve()))

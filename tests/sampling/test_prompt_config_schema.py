@@ -98,7 +98,6 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
     ('- steps: 3\n', r"missing key 'prompt' \(or 'prompt_map'\)"),
     ('- prompt: [1]\n', r"prompt\[0\] must be a string"),
     ('- prompt: ["a"]\n  seed: -5\n', r"seed\[0\] must be -1"),
-    ('"just text"\n', r"expected a list of entries"),
     ('- prompt_map: {0: "a", 4: 5}\n', r"prompt_map: the prompt for frame 4 must be a string, got int 5"),
     ('- prompt_map: {first: "a"}\n', r"prompt_map: key 'first' is not a frame number"),
     ('- prompt_map: {-1: "a"}\n', r"prompt_map: frame -1 is negative"),
