@@ -1,4 +1,5 @@
 """tpu/ scripts: valid bash, shellcheck-clean, and the commands their --dry-run prints."""
+import itertools
 import os
 import shlex
 import shutil
@@ -104,3 +105,13 @@ def test_stop_logs_and_bad_arguments():
     assert r.returncode == 2 and "missing required option --name" in r.stderr
     r = _run("launch.sh", *POD, "--bogus", "--dry-run")
     assert r.returncode == 2 and "unknown option --bogus" in r.stderr
+
+
+def test_help_is_the_header_comment_only():
+    for script in SCRIPTS:
+        if script.name == "common.sh":
+            continue
+        r = _run(script.name, "--help")
+        header = list(itertools.takewhile(lambda line: line.startswith("#"), script.read_text().splitlines()[1:]))
+        assert r.returncode == 0 and header, f"{script.name}: {r.stderr}"
+        assert r.stdout.splitlines() == header, f"{script.name} --help: {r.stdout}"

@@ -32,10 +32,15 @@ die() {
   exit 2
 }
 
+# usage: the running script's help, its comment block under the shebang (up to the first code line).
+usage() {
+  sed -n '2,${/^#/!q;p;}' "$0"
+}
+
 # parse_options SPEC... -- ARGS...: read the script's command line. Each SPEC word names an option
 # and the variable it sets: "--zone=ZONE" (takes a value), "--spot!SPOT" (a flag: sets 1),
-# "--env+ENVS" (repeatable: appends to the array ENVS). --dry-run and -h/--help (which calls the
-# script's `usage`) are always accepted. A bare "--" ends the options; what follows is left in REST.
+# "--env+ENVS" (repeatable: appends to the array ENVS). --dry-run and -h/--help (which prints
+# `usage`) are always accepted. A bare "--" ends the options; what follows is left in REST.
 REST=()
 parse_options() {
   local -A value=() flag=() append=()

@@ -4,7 +4,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NAME="" ZONE="" TYPE="" VERSION="" PROJECT="" SPOT=0
-usage() { sed -n '2,3p' "${BASH_SOURCE[0]}"; }
 parse_options --name=NAME --zone=ZONE --type=TYPE --version=VERSION --project=PROJECT --spot!SPOT -- "$@"
 need name "${NAME}"; need zone "${ZONE}"; need type "${TYPE}"; need version "${VERSION}"
 

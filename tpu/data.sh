@@ -5,7 +5,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NAME="" ZONE="" PROJECT="" SRC="" DEST="" MODE="copy"
-usage() { sed -n '2,4p' "${BASH_SOURCE[0]}"; }
 parse_options --name=NAME --zone=ZONE --project=PROJECT --src=SRC --dest=DEST --mode=MODE -- "$@"
 need name "${NAME}"; need zone "${ZONE}"; need src "${SRC}"; need dest "${DEST}"
 [[ "${SRC}" == gs://* ]] || die "--src must be a gs:// path, got ${SRC}"

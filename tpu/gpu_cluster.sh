@@ -9,7 +9,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 HOSTS="" CONFIG="" WORKDIR="" PORT=12345 REPO="animatediff_jax"  # on each host, relative to its home
-usage() { sed -n '2,9p' "${BASH_SOURCE[0]}"; }
 parse_options --hosts=HOSTS --config=CONFIG --workdir=WORKDIR --port=PORT --repo=REPO -- "$@"
 need hosts "${HOSTS}"; need config "${CONFIG}"; need workdir "${WORKDIR}"
 [[ "${PORT}" =~ ^[0-9]+$ ]] || die "--port must be a number, got ${PORT}"

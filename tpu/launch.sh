@@ -8,7 +8,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NAME="" ZONE="" PROJECT="" CONFIG="" WORKDIR=""
 ENVS=()
-usage() { sed -n '2,6p' "${BASH_SOURCE[0]}"; }
 parse_options --name=NAME --zone=ZONE --project=PROJECT --config=CONFIG --workdir=WORKDIR --env+ENVS -- "$@"
 need name "${NAME}"; need zone "${ZONE}"; need config "${CONFIG}"; need workdir "${WORKDIR}"
 

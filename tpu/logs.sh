@@ -4,7 +4,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NAME="" ZONE="" PROJECT="" LINES=20
-usage() { sed -n '2,3p' "${BASH_SOURCE[0]}"; }
 parse_options --name=NAME --zone=ZONE --project=PROJECT --lines=LINES -- "$@"
 need name "${NAME}"; need zone "${ZONE}"
 [[ "${LINES}" =~ ^[0-9]+$ ]] || die "--lines must be a number, got ${LINES}"

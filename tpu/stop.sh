@@ -5,7 +5,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NAME="" ZONE="" PROJECT="" DELETE=0
-usage() { sed -n '2,4p' "${BASH_SOURCE[0]}"; }
 parse_options --name=NAME --zone=ZONE --project=PROJECT --delete!DELETE -- "$@"
 need name "${NAME}"; need zone "${ZONE}"
 
