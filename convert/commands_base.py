@@ -109,8 +109,8 @@ def _merge(args) -> int:
 
 
 def _inspect(args) -> int:
-    """Each given file described; a file that cannot be read is an `error:` line and the others go on
-    (exit 1 at the end if any failed)."""
+    """Each given file described; a file that cannot be read is an `error:` line (with --json also an
+    entry {"file", "error"} in the output) and the others go on (exit 1 at the end if any failed)."""
     from convert.detect import describe_path, read_variants
     from convert.sources import warn_unused_variants
     failed, variants = 0, frozenset()
@@ -119,6 +119,8 @@ def _inspect(args) -> int:
             infos = describe_path(path, args.variant, args.revision)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
+            if args.json:
+                print(json.dumps({"file": path, "error": str(e)}), flush=True)
             failed += 1
             continue
         variants |= read_variants(infos)
@@ -191,7 +193,8 @@ def register(subparsers) -> None:
                                              "others still described (exit 1)")
     p.add_argument("--variant", help=VARIANT_HELP)
     p.add_argument("--revision", help="hub ids: the revision (branch, tag or commit)")
-    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--json", action="store_true", help="one JSON object per file (an unreadable one: "
+                                                           '{"file": ..., "error": ...})')
     p.set_defaults(run=_inspect, paths=None)
 
     p = subparsers.add_parser(

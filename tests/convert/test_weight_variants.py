@@ -313,7 +313,8 @@ def test_absent_hub_id_is_one_error_line_and_the_others_are_described(cached, ca
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: org/absent: no such local file or folder, and hub id 'org/absent' (revision main) "
                           f"is not in the Hugging Face cache {cached} while HF_HUB_OFFLINE is set")
-    assert [json.loads(line)["kind"] for line in out.splitlines()] == ["motion_adapter"]
+    absent, adapter = map(json.loads, out.splitlines())
+    assert absent == {"file": "org/absent", "error": err[len("error: "):-1]} and adapter["kind"] == "motion_adapter"
     assert sorted(os.listdir(cached)) == ["models--org--tiny-adapter", "models--org--tiny-sd"]  # nothing written
 
 
