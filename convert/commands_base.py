@@ -183,7 +183,7 @@ def register(subparsers) -> None:
         description="Describe checkpoint files without loading their tensors: file format, kind (LDM single file, "
                     "diffusers UNet/VAE, CLIP, motion module, LoRA, Flax params...), model family (SD1.x/SD2/"
                     "SDXL; Flax params by the network they hold), motion-module version, parameter count and "
-                    "dtypes; for a folder, its layout too.")
+                    "dtypes; for a folder, its layout too; for an output of `merge`, what it was merged from.")
     p.add_argument("files", nargs="+", help="checkpoint files, model folders or hub ids of them (owner/name, "
                                              "found through the Hugging Face cache as `base` finds them; each "
                                              "weights file described): diffusers SD folders (weights whole or "

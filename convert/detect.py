@@ -308,9 +308,9 @@ _PE_NAMES = {"motion_module": "pos_encoder.pe", "motion_adapter": "pos_embed.pe"
 
 
 def describe(path: str, config: Mapping | None = None) -> dict:
-    """Format, kind, family, version, parameter count and dtypes of one checkpoint file. `config`: the
-    config.json of the diffusers folder holding it, if any (a MotionAdapter's version is read from it,
-    as the loader does)."""
+    """Format, kind, family, version, parameter count and dtypes of one checkpoint file (and, for an
+    output of `convert merge`, its `merge` note). `config`: the config.json of the diffusers folder
+    holding it, if any (a MotionAdapter's version is read from it, as the loader does)."""
     with open_state_dict(path) as sd:
         keys = list(sd)
         sharded = isinstance(sd, ShardedStateDict)
@@ -340,6 +340,8 @@ def describe(path: str, config: Mapping | None = None) -> dict:
             info.update({k: sd.metadata[k] for k in ("config_class", "source", "dtype") if k in sd.metadata})
             if "motion" in sd.metadata:  # our converted motion modules state their version
                 info["version"] = json.loads(sd.metadata["motion"]).get("version") or "not stored"
+        if "merge" in sd.metadata:  # what `convert merge` made it from
+            info["merge"] = sd.metadata["merge"]
     return info
 
 

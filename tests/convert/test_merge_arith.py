@@ -1,10 +1,13 @@
 """Merging: streamed weighted sum and add-difference equal the NumPy arithmetic, tensor by tensor."""
+import json
+
 import ml_dtypes
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
 from animatediff_jax.checkpoint import load_params, save_params
+from convert.__main__ import main
 from convert.io import CheckpointError
 from convert.merge import add_difference_trees, merge_add_difference, merge_weighted, weighted_sum_trees
 
@@ -82,3 +85,15 @@ def test_mismatched_inputs_are_refused_by_name(tmp_path, files):
     with pytest.raises(ValueError, match="one weight each"):
         merge_weighted(files, [1.0], out, progress=False)
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_inspect_shows_what_a_merge_was_made_from(tmp_path, files, capsys):
+    out = str(tmp_path / "out.safetensors")
+    assert main(["merge", out, *files[:2], "--weights", "0.25", "0.75", "-q"]) == 0
+    note = f"weighted_sum: 0.25*{files[0]}, 0.75*{files[1]}"
+    capsys.readouterr()
+    assert main(["inspect", "--json", out, files[0]]) == 0
+    merged, plain = map(json.loads, capsys.readouterr().out.splitlines())
+    assert merged["merge"] == note and "merge" not in plain
+    assert main(["inspect", out]) == 0
+    assert f"  merge        {note}\n" in capsys.readouterr().out
