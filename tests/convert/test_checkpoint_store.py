@@ -25,7 +25,10 @@ def _params(seed=0):
 
 def test_round_trip_is_bit_identical_with_config(tmp_path):
     params, path = _params(), str(tmp_path / "p.safetensors")
-    config = UNetConfig(block_out_channels=(32, 64), layers_per_block=1)
+    config = UNetConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
+                        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    assert not config.mismatches()
     checkpoint.save_params(path, jax.tree.map(jax.numpy.asarray, params), config=config, source="test")
     loaded, meta = checkpoint.load_params(path)
     a, b = flatten(params), flatten(loaded)
