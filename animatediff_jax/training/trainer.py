@@ -369,7 +369,13 @@ def _loop(cfg: TrainingConfig, workdir: str, mesh, state: TrainState, frozen, st
     preempted = ckpt.PreemptionFlag()
     step = int(state.step)
     first = shd.global_batch(next_rows(step), batch_sharding, batch_size)
+    if main:
+        print(f"compiling the train step (batch {batch_size}, {cfg.gradient_accumulation_steps} micro-batch(es))...",
+              flush=True)
+    began = time.perf_counter()
     compiled = step_fn.lower(state, frozen, first).compile()
+    if main:
+        print(f"compiled in {time.perf_counter() - began:.1f} s; training from step {step}", flush=True)
     logger = MetricsLogger(workdir, batch_size, compiled_flops(compiled), cfg.log_every_steps,
                            cfg.max_train_steps)
     loss, stop = float("nan"), False

@@ -88,6 +88,8 @@ def test_sigterm_and_sigkill_resume_to_the_uninterrupted_result(base, tmp_path):
 
     rc, log = _run(reference, overrides)
     assert rc == 0 and f"step {STEPS}/{STEPS}" in log, log[-3000:]
+    # the (long, silent) first compile is announced, then timed, before the first step's line
+    assert log.index("compiling the train step (batch ") < log.index("compiled in ") < log.index("step 1/"), log
 
     rc, log = _run(run, overrides, 2, signal.SIGTERM)
     assert rc == 143 and "done:" not in log, log[-3000:]                # preempted: not a finished run
