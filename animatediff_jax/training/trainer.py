@@ -77,8 +77,19 @@ def load_tokenizer(cfg: TrainingConfig, length: int) -> PromptTokenizer:
 
 def open_source(cfg: TrainingConfig):
     """The random-access example source `train_data` names (data/train_input.py): the procedural
-    world, or a built TFDS dataset directory of video clips or pre-computed latents."""
-    return source_from_config(dataclasses.asdict(cfg.train_data))
+    world, or a built TFDS dataset directory of video clips or pre-computed latents. UsageError naming
+    train_data.dataset_dir when its first example is not the clip train_data asks for (sample_n_frames
+    frames of sample_size² pixels; pre-computed latents: sample_n_frames frames)."""
+    d = cfg.train_data
+    source = source_from_config(dataclasses.asdict(d))
+    example = source[0]
+    clip = example["video"].shape[:3] if "video" in example else example["latent_mean"].shape[:1]
+    want = (d.sample_n_frames, d.sample_size, d.sample_size)[:len(clip)]
+    if tuple(clip) != want:
+        raise UsageError(f"train_data.dataset_dir {d.dataset_dir}: its clips are {tuple(clip)} (frames"
+                         f"{', height, width' if len(clip) == 3 else ''}); train_data.sample_n_frames"
+                         f"{' / sample_size' if len(clip) == 3 else ''} ask for {want}")
+    return source
 
 
 class HostInput:
@@ -89,21 +100,12 @@ class HostInput:
     same mesh, and a resumed run continues where it stopped."""
 
     def __init__(self, cfg: TrainingConfig, source, tokenizer, rows: tuple[int, int], shard_rows: int):
-        d = cfg.train_data
-        self.frames, self.size = d.sample_n_frames, d.sample_size
-        self.shards = [TrainInput(source, tokenizer, cfg.train_batch_size, (s, s + shard_rows), seed=d.seed)
+        self.shards = [TrainInput(source, tokenizer, cfg.train_batch_size, (s, s + shard_rows), seed=cfg.train_data.seed)
                        for s in range(rows[0], rows[1], shard_rows)]
 
     def __call__(self, step: int) -> dict:
         parts = [shard(step) for shard in self.shards]
-        batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        clip = batch["video"].shape[1:4] if "video" in batch else batch["latent_mean"].shape[1:2]
-        want = (self.frames, self.size, self.size)[:len(clip)]
-        if tuple(clip) != want:
-            raise UsageError(f"train_data.sample_n_frames: the dataset's clips are {tuple(clip)} "
-                             "(frames, height, width); "
-                             f"sample_n_frames / sample_size ask for {want}")
-        return batch
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def close(self) -> None:
         for shard in self.shards:

@@ -19,6 +19,7 @@ import pytest
 
 from animatediff_jax import train
 from animatediff_jax.checkpoint import save_params
+from animatediff_jax.data.procedural_tfds import ProceduralConfig, ProceduralVideos
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.params import flatten
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
@@ -108,6 +109,27 @@ def test_tfds_without_the_data_extra_is_named_before_training(no_training, overr
     err = capsys.readouterr().err
     assert err.startswith("error: tensorflow_datasets: not installed") and 'pip install -e ".[data]"' in err
     assert err.count("\n") == 1 and not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("data, clip", [({"sample_size": 32, "sample_n_frames": 2}, "(2, 16, 16)"),
+                                        ({"sample_size": 16, "sample_n_frames": 4}, "(2, 16, 16)")])
+def test_a_dataset_of_other_clips_is_one_line_before_the_models_build(overrides, tmp_path, monkeypatch, capsys,
+                                                                      data, clip):
+    """Was found only at the first batch, after the models built and the mesh line."""
+    builder = ProceduralVideos(config=ProceduralConfig(name="t", num_examples=2, frames=2, size=16),
+                               data_dir=str(tmp_path / "tfds"))
+    builder.download_and_prepare()
+    monkeypatch.setattr(trainer, "build_models", lambda *a, **k: pytest.fail("models built"))
+    workdir = tmp_path / "w"
+    train_data = {"source": "tfds", "dataset_dir": str(builder.data_dir), **data}
+    capsys.readouterr()  # the dataset build's progress bars
+    assert train.main(["--workdir", str(workdir), *overrides, f"train_data={json.dumps(train_data)}",
+                       "export_formats=[diffusers]"]) == 2
+    out, err = capsys.readouterr()
+    want = "(4, 16, 16)" if data["sample_n_frames"] == 4 else "(2, 32, 32)"
+    assert err == (f"error: train_data.dataset_dir {builder.data_dir}: its clips are {clip} (frames, height, width); "
+                   f"train_data.sample_n_frames / sample_size ask for {want}\n"), err
+    assert "mesh" not in out and not workdir.exists()
 
 
 def test_a_sample_size_the_vae_cannot_downsample_is_a_usage_error(tmp_path):
