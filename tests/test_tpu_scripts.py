@@ -60,6 +60,23 @@ def test_install_copies_to_and_installs_on_every_worker():
     assert "pip install -U 'jax[tpu]'" in remote and 'pip install -e "$HOME/animatediff_jax[data]"' in remote
 
 
+def test_install_warns_of_uncommitted_changes_and_archives_to_its_own_temporary_folder(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(TPU, repo / "tpu")
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t")
+    install = lambda: subprocess.run(["bash", str(repo / "tpu" / "install.sh"), *POD, "--dry-run"],  # noqa: E731
+                                     capture_output=True, text=True, timeout=30)
+    clean, another = install(), install()
+    assert clean.returncode == 0 and clean.stderr == ""
+    archives = [_commands(r)[0][-2].removeprefix("--output=") for r in (clean, another)]
+    assert archives[0] != archives[1] and not any(map(os.path.exists, archives))  # removed on exit
+    (repo / "tpu" / "common.sh").write_text("# changed\n" + (repo / "tpu" / "common.sh").read_text())
+    assert install().stderr == f"warning: {repo} has uncommitted changes; the workers get HEAD without them (commit first)\n"
+
+
 def test_data_copy_and_mount():
     [copy] = _commands(_run("data.sh", *POD, "--src", "gs://bkt/tfds", "--dest", "/data/tfds", "--dry-run"))
     assert "--worker=all" in copy and "gcloud storage cp -r gs://bkt/tfds/* /data/tfds/" in copy[-1]
@@ -82,6 +99,22 @@ def test_launch_runs_on_all_workers_with_env_logs_and_overrides():
     end = remote.index(">")
     assert remote[end - 3:end] == ["distributed.initialize=auto", "train_batch_size=256", "train_data.source=tfds"]
     assert "~/logs/train-$(hostname).log" in cmd[-1] and cmd[-1].rstrip().endswith("&")
+
+
+def test_launch_checks_what_it_can_before_any_worker_starts():
+    """A config the workers lack, or an override the train CLI would refuse, only showed in their logs."""
+    launch = [*POD, "--workdir", "gs://bkt/r", "--dry-run"]
+    r = _run("launch.sh", *launch[:-1], "--config", "configs/training/absent.yaml", "--dry-run")
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.startswith(
+        "error: --config configs/training/absent.yaml: not in this checkout's HEAD, which tpu/install.sh copies")
+    for script, args in (("launch.sh", [*launch, "--config", "configs/training/training.yaml"]),
+                         ("gpu_cluster.sh", ["--hosts", "g0", "--config", "c.yaml", "--workdir", "/w", "--dry-run"])):
+        r = _run(script, *args, "--", "train_batch_size=8", "train_batch_size 8")
+        assert (r.returncode, r.stdout) == (2, "") and r.stderr == (
+            "error: override train_batch_size 8: not key=value (e.g. train_batch_size=256)\n"), r.stderr
+    r = _run("launch.sh", *POD, "--config", "configs/training/training.yaml", "--workdir", "runs/a", "--dry-run")
+    assert r.returncode == 0 and r.stderr.startswith("warning: --workdir runs/a: not a gs:// path"), r.stderr
+    assert "warning" not in _run("launch.sh", *launch, "--config", "configs/training/training.yaml").stderr
 
 
 def test_gpu_cluster_one_process_per_host():

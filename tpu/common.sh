@@ -80,6 +80,15 @@ need() {
   [[ -n "$2" ]] || die "missing required option --$1 (see --help)"
 }
 
+# check_overrides WORD...: each training override is key=value (the train CLI's form), else die
+# naming it: a worker would only say so in its log.
+check_overrides() {
+  local o
+  for o in "$@"; do
+    [[ "${o}" =~ ^[A-Za-z_][A-Za-z0-9_.]*= ]] || die "override ${o}: not key=value (e.g. train_batch_size=256)"
+  done
+}
+
 # tpu_ssh NAME ZONE PROJECT COMMAND: run COMMAND on every worker of the TPU VM at once.
 tpu_ssh() {
   local name=$1 zone=$2 project=$3 command=$4

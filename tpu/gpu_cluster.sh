@@ -12,6 +12,7 @@ HOSTS="" CONFIG="" WORKDIR="" PORT=12345 REPO="animatediff_jax"  # on each host,
 parse_options --hosts=HOSTS --config=CONFIG --workdir=WORKDIR --port=PORT --repo=REPO -- "$@"
 need hosts "${HOSTS}"; need config "${CONFIG}"; need workdir "${WORKDIR}"
 [[ "${PORT}" =~ ^[0-9]+$ ]] || die "--port must be a number, got ${PORT}"
+check_overrides "${REST[@]+"${REST[@]}"}"
 
 IFS=',' read -r -a HOST_LIST <<< "${HOSTS}"
 N=${#HOST_LIST[@]}

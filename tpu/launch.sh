@@ -10,6 +10,18 @@ NAME="" ZONE="" PROJECT="" CONFIG="" WORKDIR=""
 ENVS=()
 parse_options --name=NAME --zone=ZONE --project=PROJECT --config=CONFIG --workdir=WORKDIR --env+ENVS -- "$@"
 need name "${NAME}"; need zone "${ZONE}"; need config "${CONFIG}"; need workdir "${WORKDIR}"
+check_overrides "${REST[@]+"${REST[@]}"}"
+
+# The workers run HEAD as tpu/install.sh copied it: a relative --config must be there, as committed.
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ "${CONFIG}" != /* ]]; then
+  git -C "${REPO}" cat-file -e "HEAD:${CONFIG}" 2>/dev/null \
+    || die "--config ${CONFIG}: not in this checkout's HEAD, which tpu/install.sh copies to the workers (commit it and install again, or give an absolute path on the workers)"
+  git -C "${REPO}" diff --quiet HEAD -- "${CONFIG}" \
+    || echo "warning: --config ${CONFIG}: has uncommitted changes; the workers read HEAD's (commit it and run tpu/install.sh again)" >&2
+fi
+[[ "${WORKDIR}" == gs://* ]] \
+  || echo "warning: --workdir ${WORKDIR}: not a gs:// path, so each worker writes its own disk; a slice of several workers needs a folder they all share for its checkpoints" >&2
 
 # Environment every worker needs: a persistent compilation cache and TPU-friendly defaults.
 ENV_PREFIX="JAX_COMPILATION_CACHE_DIR=\$HOME/.cache/jax TF_CPP_MIN_LOG_LEVEL=2"
