@@ -8,6 +8,7 @@ dataset then replaces the folder as a whole, and a failed or interrupted build l
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -38,8 +39,12 @@ def check_dataset_output(data_dir: str, builder, name: str, overwrite: bool) -> 
 @contextlib.contextmanager
 def fresh_build(data_dir: str, builder, name: str) -> Iterator[str]:
     """Yield an empty TFDS `data_dir` to build `builder`'s config `name` in; when the block succeeds the
-    dataset built there replaces `dataset_folder(data_dir, builder, name)` whole (module docstring)."""
-    with atomic_folder(dataset_folder(data_dir, builder, name)) as tmp:
+    dataset built there replaces `dataset_folder(data_dir, builder, name)` whole (module docstring).
+    Says first which folder it writes; the block's stdout is dropped (TFDS prints its 'Downloading and
+    preparing ... to' and 'downloaded and prepared to' lines naming the temporary folder)."""
+    final = dataset_folder(data_dir, builder, name)
+    print(f"writing {final} ...", flush=True)
+    with atomic_folder(final) as tmp, contextlib.redirect_stdout(io.StringIO()):
         staging = os.path.join(tmp, ".tfds")
         yield staging
         built = dataset_folder(staging, builder, name)

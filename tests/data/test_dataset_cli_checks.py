@@ -102,7 +102,9 @@ def _leftovers(folder):
 def test_build_refuses_an_existing_dataset_unless_overwrite(tmp_path, capsys, monkeypatch):
     dataset = tmp_path / "procedural_videos" / "shapes" / "1.0.0"
     assert _procedural(tmp_path, "shapes", 3) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert out.startswith(f"writing {dataset} ...\n") and out.endswith(f"dataset written to {dataset}\n"), out
+    assert ".tfds" not in out and "prepared" not in out, out
     assert _procedural(tmp_path, "shapes", 4) == 1
     out, err = capsys.readouterr()
     assert err == f"error: {dataset}: already exists; pass --overwrite to replace it\n" and "written" not in out
@@ -134,7 +136,8 @@ def test_precompute_refuses_an_existing_dataset_unless_overwrite(tmp_path, capsy
     assert rc == 1 and err == f"error: {dataset}: already exists; pass --overwrite to replace it\n", err
     assert "written" not in out and len(load_source(str(dataset))) == 3
     rc, out, _ = run(str(other / "procedural_videos" / "four" / "1.0.0"), "--overwrite")
-    assert rc == 0 and out.strip().endswith(f"written to {dataset}")
+    # only the dataset's own folder is named: not TFDS's lines naming the temporary one it is built in
+    assert rc == 0 and out == f"writing {dataset} ...\npre-computed dataset written to {dataset}\n", out
     assert len(load_source(str(dataset))) == 4 and (dataset / "null_text_embedding.npy").is_file()
     assert not _leftovers(dataset.parent)
 
