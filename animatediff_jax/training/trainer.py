@@ -100,8 +100,8 @@ class HostInput:
     same mesh, and a resumed run continues where it stopped."""
 
     def __init__(self, cfg: TrainingConfig, source, tokenizer, rows: tuple[int, int], shard_rows: int):
-        self.shards = [TrainInput(source, tokenizer, cfg.train_batch_size, (s, s + shard_rows), seed=cfg.train_data.seed)
-                       for s in range(rows[0], rows[1], shard_rows)]
+        self.shards = [TrainInput(source, tokenizer, cfg.train_batch_size, (s, s + shard_rows),
+                                  seed=cfg.train_data.seed) for s in range(rows[0], rows[1], shard_rows)]
 
     def __call__(self, step: int) -> dict:
         parts = [shard(step) for shard in self.shards]
