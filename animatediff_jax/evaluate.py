@@ -277,8 +277,6 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
     budget += "".join(f", motion {name}: {entry.get('steps', motion.get('steps', '-'))} steps"
                       + (f" at lr {entry['learning_rate']:g}" if "learning_rate" in entry else "")
                       for name, entry in sorted(motion.get("schedules", {}).items()))
-    if "against_base" in motion:  # a module kept from an earlier build (build.json says which base it learned on)
-        budget += f"; the motion module trained against {motion['against_base']}"
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Measured {when} on {platform.machine()} CPU ({os.cpu_count()} cores), {seconds:.0f}s, with\n"
             f"`{command}`.\nDDIM {steps} steps{' (the original inference config)' if steps == 25 else ''}, CFG {guidance}, "

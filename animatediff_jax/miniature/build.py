@@ -21,8 +21,8 @@ Stages, in order (each reads what the earlier ones wrote under --out):
   motion      motion modules trained on plain clips against the frozen base, one per noise schedule
               (B, the paper's; A and C, its ablation, on request)         motion_module_{B,A,C}.safetensors
 `build.json` records the budget, seeds, seconds and final loss of every stage. The full budget takes
-about 2 hours on a quiet 2-core CPU (~50 min for the image stages, ~72 min for the 12000 steps of
-motion module B at ~0.36 s each; README).
+about 3 hours on a 2-core CPU (~90 min for the image stages, partly beside other jobs; ~80 min for
+the 12000 steps of motion module B at ~0.40 s each; README).
 """
 from __future__ import annotations
 

@@ -207,12 +207,11 @@ STAGE_FUNCTIONS = dict(tokenizer=stage_tokenizer, vae=stage_vae, text=stage_text
 
 
 def record_stage(out: str, stage: str, entry: dict) -> dict:
-    """Add one stage's entry to `out`'s build.json (re-read first: stages may run as parallel processes;
-    motion entries of different schedules are merged)."""
+    """Add one stage's entry to `out`'s build.json, replacing the stage's old entry (re-read first: stages
+    may run as parallel processes; a motion entry keeps the old entry's other schedules, nothing else)."""
     record = read_record(out)
     if stage == "motion" and "motion" in record:
-        entry = {**record["motion"], **entry, "schedules": {**record["motion"].get("schedules", {}),
-                                                            **entry["schedules"]}}
+        entry = {**entry, "schedules": {**record["motion"].get("schedules", {}), **entry["schedules"]}}
     record.update(seeds=SEEDS, **{stage: entry})
     with atomic_path(paths(out)["record"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1, default=str)

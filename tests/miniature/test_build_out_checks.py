@@ -123,3 +123,16 @@ def test_a_motion_run_starting_at_step_0_removes_stale_step_files(tmp_path, monk
     assert sorted(os.listdir(tmp_path)) == ["motion_module_A.step25.safetensors", "motion_module_B.safetensors"]
     assert ("motion B: starting at step 0; removed the step files of an earlier run: "
             "motion_module_B.step25.safetensors, motion_module_B.step50.safetensors") in capsys.readouterr().out
+
+
+def test_a_stage_run_replaces_its_old_entry_in_build_json_keeping_other_motion_schedules(tmp_path):
+    """A key of the old motion entry (one a person added: which base a kept module learned on) outlived the
+    module it described when the motion stage ran again."""
+    import json
+    old = {"base": {"steps": 4000}, "motion": {"batch": 2, "seconds": 5.0, "against_base": "an earlier base",
+                                               "schedules": {"A": {"steps": 10}, "B": {"steps": 10}}}}
+    (tmp_path / "build.json").write_text(json.dumps(old))
+    record = stages.record_stage(str(tmp_path), "motion", {"batch": 4, "seconds": 9.0, "schedules": {"B": {"steps": 20}}})
+    assert record == json.loads((tmp_path / "build.json").read_text())
+    assert record["base"] == {"steps": 4000}
+    assert record["motion"] == {"batch": 4, "seconds": 9.0, "schedules": {"A": {"steps": 10}, "B": {"steps": 20}}}

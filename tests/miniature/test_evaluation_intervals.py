@@ -97,17 +97,3 @@ def test_progress_is_told_on_stderr_before_each_row(monkeypatch, capsys):
         "VAE (reference rows) ...", "<fit>", "<dataset>",
         "[evaluate] row 1/2 'base + module': sampling 2 videos of 16 frames ...", "<sample>",
         "[evaluate] row 2/2 'base images': sampling 2 images ...", "<sample>"]
-
-
-def test_the_report_says_which_base_a_kept_motion_module_learned_on(tmp_path):
-    """build.json's motion.against_base (a module kept from an earlier build) reaches the table's header."""
-    import json
-    record = {"base": {"steps": 4000}, "motion": {"schedules": {"B": {"steps": 12000, "learning_rate": 1e-3}},
-                                                  "against_base": "the previous build's base (2000 steps)"}}
-    (tmp_path / "build.json").write_text(json.dumps(record))
-    header = evaluate.report([], str(tmp_path), 25, 7.5, 1.0).split("\n\n")[0]
-    assert ("base: 4000 steps, motion B: 12000 steps at lr 0.001; the motion module trained against the previous "
-            "build's base (2000 steps))") in header
-    del record["motion"]["against_base"]
-    (tmp_path / "build.json").write_text(json.dumps(record))
-    assert "trained against" not in evaluate.report([], str(tmp_path), 25, 7.5, 1.0)
