@@ -18,9 +18,15 @@ def test_inspect_reports_every_file_and_fails_at_the_end(tmp_path, capsys):
              str(tmp_path / "empty"), str(tmp_path / "mm.ckpt")]
     assert main(["inspect", "--json", *files]) == 1
     out, err = capsys.readouterr()
-    infos = [json.loads(line) for line in out.splitlines()]
-    assert [os.path.basename(i["file"]) for i in infos] == ["motion_module_B.safetensors", "unet.safetensors",
-                                                            "vae.safetensors", "text_encoder.safetensors", "mm.ckpt"]
+    entries = [json.loads(line) for line in out.splitlines()]
+    # every input in order; one that cannot be read is {"file", "error"}, its error the stderr line
+    assert [os.path.basename(i["file"]) for i in entries] == [
+        "g.ckpt", "motion_module_B.safetensors", "missing", "unet.safetensors", "vae.safetensors",
+        "text_encoder.safetensors", "empty", "mm.ckpt"]
+    errors = [i for i in entries if "error" in i]
+    assert [set(i) for i in errors] == [{"file", "error"}] * 3
+    assert [f"error: {i['error']}" for i in errors] == err.splitlines()
+    infos = [i for i in entries if "error" not in i]
     assert infos[0]["kind"] == "flax" and infos[0]["version"] == "v2"  # as for the original files:
     assert infos[-1]["kind"] == "motion_module" and infos[-1]["version"] == "v3"
     assert [i["config_class"] for i in infos[1:4]] == ["UNetConfig", "VAEConfig", "CLIPTextConfig"]
