@@ -5,6 +5,9 @@
 set -euo pipefail
 
 DRY_RUN=0
+# This checkout's root (what tpu/install.sh archives and tpu/launch.sh checks --config against).
+# shellcheck disable=SC2034  # read by the scripts that source this file
+CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # quote ARG: ARG as one shell word, single-quoted only when it needs to be (copy-pasteable).
 quote() {

@@ -8,13 +8,12 @@ NAME="" ZONE="" PROJECT="" EXTRAS="data"
 parse_options --name=NAME --zone=ZONE --project=PROJECT --extras=EXTRAS -- "$@"
 need name "${NAME}"; need zone "${ZONE}"
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-[[ -z "$(git -C "${REPO}" status --porcelain --untracked-files=no)" ]] \
-  || echo "warning: ${REPO} has uncommitted changes; the workers get HEAD without them (commit first)" >&2
+[[ -z "$(git -C "${CHECKOUT}" status --porcelain --untracked-files=no)" ]] \
+  || echo "warning: ${CHECKOUT} has uncommitted changes; the workers get HEAD without them (commit first)" >&2
 ARCHIVE_DIR=$(mktemp -d)
 trap 'rm -rf "${ARCHIVE_DIR}"' EXIT
 ARCHIVE="${ARCHIVE_DIR}/animatediff_jax.tar.gz"
-run git -C "${REPO}" archive --format=tar.gz --output="${ARCHIVE}" HEAD
+run git -C "${CHECKOUT}" archive --format=tar.gz --output="${ARCHIVE}" HEAD
 
 scp_args=(gcloud compute tpus tpu-vm scp "${ARCHIVE}" "${NAME}:~/animatediff_jax.tar.gz" --zone="${ZONE}" --worker=all)
 if [[ -n "${PROJECT}" ]]; then scp_args+=(--project="${PROJECT}"); fi

@@ -13,11 +13,10 @@ need name "${NAME}"; need zone "${ZONE}"; need config "${CONFIG}"; need workdir 
 check_overrides "${REST[@]+"${REST[@]}"}"
 
 # The workers run HEAD as tpu/install.sh copied it: a relative --config must be there, as committed.
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ "${CONFIG}" != /* ]]; then
-  git -C "${REPO}" cat-file -e "HEAD:${CONFIG}" 2>/dev/null \
+  git -C "${CHECKOUT}" cat-file -e "HEAD:${CONFIG}" 2>/dev/null \
     || die "--config ${CONFIG}: not in this checkout's HEAD, which tpu/install.sh copies to the workers (commit it and install again, or give an absolute path on the workers)"
-  git -C "${REPO}" diff --quiet HEAD -- "${CONFIG}" \
+  git -C "${CHECKOUT}" diff --quiet HEAD -- "${CONFIG}" \
     || echo "warning: --config ${CONFIG}: has uncommitted changes; the workers read HEAD's (commit it and run tpu/install.sh again)" >&2
 fi
 [[ "${WORKDIR}" == gs://* ]] \

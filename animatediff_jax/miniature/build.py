@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"allow --out to be a package's shipped weights (a folder ending in {SHIPPED_SUFFIX}, "
                              f"e.g. {MINIATURE})")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="full",
-                        help="full: the shipped weights' steps and widths (~2 h on 2 cores); smoke: every stage at "
+                        help="full: the shipped weights' steps and widths (~3 h on 2 cores); smoke: every stage at "
                              "toy sizes, minutes, meaningless weights (default: full)")
     parser.add_argument("--stages", help="comma-separated subset of the stages (default: all); needed to "
                                          "continue a build in an --out that holds one (build.json)")
