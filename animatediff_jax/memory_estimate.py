@@ -269,6 +269,17 @@ def device_available() -> int | None:
     return stats["bytes_limit"] - stats.get("bytes_in_use", 0) if "bytes_limit" in stats else None
 
 
+def program_bytes(compiled) -> int | None:
+    """Bytes one device allocates while it runs a compiled program (`jax.stages.Compiled`), on top of
+    its arguments, which are in memory before the call: XLA's `memory_analysis()` outputs (less those
+    aliasing donated arguments), temporaries and generated code. None where the backend gives no analysis."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    return (stats.output_size_in_bytes - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+            + stats.generated_code_size_in_bytes)
+
+
 def shortfall(est: Estimate, platform: Platform) -> tuple[int, int, str] | None:
     """(bytes needed, bytes available, which memory) where the estimate exceeds what is available,
     else None (also where nothing says what is available)."""

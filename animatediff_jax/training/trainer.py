@@ -39,6 +39,8 @@ from animatediff_jax.training.config import (LR_SCHEDULE_KEYS, TrainingConfig, c
                                              validation_warning)
 from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import learning_rate_schedule, make_optimizer
+from animatediff_jax.training.step_memory import (check_step_memory, out_of_memory, step_memory_advice,
+                                                  validation_memory_advice)
 from animatediff_jax.training.step import (ApplyFunctions, TrainState, create_train_state, make_loss_and_grads,
                                            make_train_step)
 from animatediff_jax.loading import VariantError, is_flax_file, load_motion, read_base, read_motion_module
@@ -254,7 +256,8 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
     that checkpoint, nothing trained.
 
     Raises NonFiniteLossError when a step's loss or gradients are not finite (the state before
-    that step saved), UsageError when the config does not fit the devices or the data, OutputError
+    that step saved), UsageError when the config does not fit the devices, their memory (the compiled
+    step checked before the first step; a step or validation sampling out of memory) or the data, OutputError
     when another live run holds the workdir (training/workdir_lock.py)."""
     saved = ckpt.latest_step(os.path.join(workdir, "checkpoints"))
     if saved is not None and (saved > cfg.max_train_steps or saved == cfg.max_train_steps and all(
@@ -370,23 +373,27 @@ def _loop(cfg: TrainingConfig, workdir: str, mesh, state: TrainState, frozen, st
     batch_sharding = shd.batch_sharding(mesh)
     preempted = ckpt.PreemptionFlag()
     step = int(state.step)
-    first = shd.global_batch(next_rows(step), batch_sharding, batch_size)
-    if main:
-        print(f"compiling the train step (batch {batch_size}, {cfg.gradient_accumulation_steps} micro-batch(es))...",
-              flush=True)
-    began = time.perf_counter()
-    compiled = step_fn.lower(state, frozen, first).compile()
-    if main:
-        print(f"compiled in {time.perf_counter() - began:.1f} s; training from step {step}", flush=True)
-    logger = MetricsLogger(workdir, batch_size, compiled_flops(compiled), cfg.log_every_steps,
-                           cfg.max_train_steps)
-    loss, stop = float("nan"), False
+    loss, stop, logger = float("nan"), False, None
     try:
+        first = shd.global_batch(next_rows(step), batch_sharding, batch_size)
+        if main:
+            print(f"compiling the train step (batch {batch_size}, {cfg.gradient_accumulation_steps} "
+                  "micro-batch(es))...", flush=True)
+        began = time.perf_counter()
+        compiled = step_fn.lower(state, frozen, first).compile()
+        advice = step_memory_advice(cfg)
+        check_step_memory(compiled, advice)
+        if main:
+            print(f"compiled in {time.perf_counter() - began:.1f} s; training from step {step}", flush=True)
+        logger = MetricsLogger(workdir, batch_size, compiled_flops(compiled), cfg.log_every_steps,
+                               cfg.max_train_steps)
         while step < cfg.max_train_steps:
             batch = first if first is not None else shd.global_batch(next_rows(step), batch_sharding, batch_size)
             first = None
-            state, metrics = compiled(state, frozen, batch)
-            metrics = jax.device_get(metrics)
+            with out_of_memory(f"step {step + 1}: the train step", advice,
+                               partial(last_checkpoint, manager)):  # its input state is donated: gone
+                state, metrics = compiled(state, frozen, batch)
+                metrics = jax.device_get(metrics)
             if not metrics["finite"]:   # the state is the one before this step: save it unless saved
                 ckpt.save_now(manager, step, state, run_meta(step, cfg))
                 raise NonFiniteLossError(
@@ -399,7 +406,9 @@ def _loop(cfg: TrainingConfig, workdir: str, mesh, state: TrainState, frozen, st
             if not stop:
                 ckpt.save(manager, step, state, run_meta(step, cfg), force=step == cfg.max_train_steps)
                 if validator is not None and validator.due(step):  # while the checkpoint writes
-                    validate(validator, step, state, logger, preempted.signalled)
+                    with out_of_memory(f"step {step}: validation sampling", validation_memory_advice(validator),
+                                       partial(saved_now, manager, step, state, cfg)):
+                        validate(validator, step, state, logger, preempted.signalled)
                     stop = preempted.reached()  # signalled while sampling: it stopped; all hosts agree
             if stop:  # preempted: no (more) validation sampling, only the step's save and its completion
                 ckpt.save_now(manager, step, state, run_meta(step, cfg))
@@ -411,9 +420,24 @@ def _loop(cfg: TrainingConfig, workdir: str, mesh, state: TrainState, frozen, st
     finally:
         preempted.restore_handler()
         manager.close()
-        logger.close()
+        if logger is not None:
+            logger.close()
         next_rows.close()
     return state, step, loss, stop, preempted.signum
+
+
+def last_checkpoint(manager) -> str:
+    """Where the newest checkpoint is, once the saves under way are written: `the state after step N is
+    saved in DIR`, or `no step is saved`."""
+    manager.wait_until_finished()
+    latest = manager.latest_step()
+    return "no step is saved" if latest is None else f"the state after step {latest} is saved in {manager.directory}"
+
+
+def saved_now(manager, step: int, state: TrainState, cfg: TrainingConfig) -> str:
+    """Save `step`'s state (unless saved) and say where (`last_checkpoint`)."""
+    ckpt.save_now(manager, step, state, run_meta(step, cfg))
+    return last_checkpoint(manager)
 
 
 def run_meta(step: int, cfg: TrainingConfig) -> dict:
