@@ -232,7 +232,9 @@ def resolve_source(source: str, revision: str | None = None, allow_patterns: lis
     patterns = allow_patterns or HUB_PATTERNS["sd"]
     if not constants.HF_HUB_OFFLINE:
         try:
-            listing = HfApi().list_repo_files(source, revision=revision)
+            # model_info's siblings: the repository's files in one request (list_repo_files retries an
+            # unreachable hub five times with backoff, ~25 s of "Retrying in 8s" lines before any error)
+            listing = [s.rfilename for s in HfApi().model_info(source, revision=revision).siblings or []]
         except Exception:  # noqa: BLE001 - unreachable, unknown repo...: snapshot_download says which
             listing = None
         if listing is not None:

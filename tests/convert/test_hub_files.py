@@ -5,7 +5,7 @@ import pytest
 
 from convert.sources import HUB_PATTERNS, VariantError, hub_files
 
-# runwayml/stable-diffusion-v1-5's files (its listing, as HfApi().list_repo_files gives it)
+# runwayml/stable-diffusion-v1-5's files (its listing, as HfApi().model_info gives it in siblings)
 SD15 = """.gitattributes README.md model_index.json v1-5-pruned-emaonly.ckpt v1-5-pruned-emaonly.safetensors
 v1-5-pruned.ckpt v1-5-pruned.safetensors feature_extractor/preprocessor_config.json safety_checker/config.json
 safety_checker/model.safetensors safety_checker/pytorch_model.bin scheduler/scheduler_config.json

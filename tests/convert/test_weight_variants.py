@@ -16,6 +16,7 @@ import pytest
 import torch
 from huggingface_hub import HfApi, constants, save_torch_state_dict
 from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.utils import filter_repo_objects
 
 from animatediff_jax.checkpoint import load_params, read_metadata
@@ -328,7 +329,7 @@ def test_unreachable_or_failing_hub_is_one_error_line(monkeypatch, capsys, error
     cache then lacks the id) or for an unknown repository."""
     def fail(*args, **kwargs):
         raise error
-    monkeypatch.setattr(HfApi, "list_repo_files", fail)  # the listing first, failing as the download does
+    monkeypatch.setattr(HfApi, "model_info", fail)  # the listing first, failing as the download does
     monkeypatch.setattr("huggingface_hub.snapshot_download", fail)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     capsys.readouterr()
@@ -396,9 +397,9 @@ def online_hub(two_variants, hub_cache, monkeypatch):
                      for d, _, files in os.walk(src) for f in files)
     calls = []
 
-    def list_repo_files(self, repo_id, *, revision=None):
+    def model_info(self, repo_id, *, revision=None):
         calls.append(("list", repo_id, revision))
-        return listing
+        return ModelInfo(id=repo_id, siblings=[{"rfilename": f} for f in listing])
 
     def snapshot_download(repo_id, *, revision=None, allow_patterns=None, ignore_patterns=None):
         files = list(filter_repo_objects(listing, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
@@ -408,7 +409,7 @@ def online_hub(two_variants, hub_cache, monkeypatch):
             os.makedirs(snapshot / os.path.dirname(f), exist_ok=True)
             shutil.copy(os.path.join(src, f), snapshot / f)
         return str(snapshot)
-    monkeypatch.setattr(HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(HfApi, "model_info", model_info)
     monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     return listing, calls

@@ -105,7 +105,7 @@ def test_a_mistyped_local_path_is_not_a_hub_id(tmp_path, monkeypatch, capsys):
     def no_hub(*a, **k):
         raise AssertionError("the hub was contacted")
     monkeypatch.setattr("huggingface_hub.snapshot_download", no_hub)
-    monkeypatch.setattr("huggingface_hub.HfApi.list_repo_files", no_hub)
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", no_hub)
     start = time.monotonic()
     assert main(["inspect", "runs/mini_typo"]) == 1
     assert _line(capsys) == "error: runs/mini_typo: no such file"
