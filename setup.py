@@ -33,7 +33,7 @@ setup(
         "tensorboardX>=2.6",  # training's TensorBoard writer
     ],
     extras_require={
-        # Reading .ckpt pickles (safely, weights_only) needs torch; keep the CPU build.
+        # Reading .ckpt pickles (safely, weights_only) needs torch (README: its CPU build's index URL).
         "torch": ["torch==2.13.0"],
         # TFDS builders write/read ArrayRecord without TensorFlow (tfds.data_source); no tensorflow needed.
         "data": ["tensorflow-datasets>=4.9.4", "array-record>=0.5", "importlib_resources"],

@@ -26,18 +26,19 @@ import contextlib
 import functools
 import os
 import select
-import shutil
 import signal
 import sys
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
+
+from animatediff_jax.cleanup import remove_empty, remove_path
 
 GRACE_S = 5.0  # seconds a signalled run gets to unwind by itself before the watchdog ends it
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _lock = threading.Lock()
-_temporaries: set[str] = set()
+_temporaries: dict[str, tuple[str, ...]] = {}  # temporary output -> the folders made for it
 _signalled: list[int] = []
 
 
@@ -69,27 +70,25 @@ def raise_if_signalled() -> None:
 
 
 @contextlib.contextmanager
-def temporary(path: str) -> Iterator[str]:
-    """Register `path` (a temporary file or folder being written) for removal should the watchdog
-    have to end the process; unregistered when the block ends."""
+def temporary(path: str, created: Sequence[str] = ()) -> Iterator[str]:
+    """Register `path` (a temporary file or folder being written) and `created` (the folders made to
+    hold it, deepest first) for removal — `created` while empty — should the watchdog have to end the
+    process; unregistered when the block ends."""
     with _lock:
-        _temporaries.add(path)
+        _temporaries[path] = tuple(created)
     try:
         yield path
     finally:
         with _lock:
-            _temporaries.discard(path)
+            _temporaries.pop(path, None)
 
 
 def _remove_temporaries() -> None:
     with _lock:
-        paths = list(_temporaries)
-    for path in paths:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        registered = list(_temporaries.items())
+    for path, created in registered:
+        remove_path(path)
+        remove_empty(created)
 
 
 def _force_exit(signum: int, why: str) -> None:

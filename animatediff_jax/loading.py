@@ -40,6 +40,7 @@ import numpy as np
 
 from animatediff_jax.checkpoint import NETWORKS, is_flax_file, load_config, load_params, read_metadata, save_params
 from animatediff_jax.errors import InputError, UsageError, UserError
+from animatediff_jax.text_files import read_json_object
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
@@ -91,20 +92,41 @@ def require_exists(path: str | None, what: str) -> None:
         raise LoadError(f"{what} {path}: not found")
 
 
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".txt", ".yaml")
+
+
 def cache_key(path: str) -> str:
-    """Hash of a file's (or folder's files') size, mtime and first/last MiB."""
+    """Hash of a file's size, mtime and first/last MiB; of a folder, of its model files' (the
+    `MODEL_FILE_SUFFIXES` at its top level and one level down, e.g. a diffusers folder's
+    unet/config.json and weights; hidden entries, other files and broken links left out), so a folder
+    of other things is not read before the conversion says what it lacks. Never raises for a file it
+    cannot read (the conversion that follows names it)."""
     h = hashlib.sha256()
-    files = [path] if os.path.isfile(path) else sorted(
-        os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
-    for f in files:
-        st = os.stat(f)
-        h.update(f"{os.path.relpath(f, path)}|{st.st_size}|{st.st_mtime_ns}".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(2**20))
-            if st.st_size > 2**20:
-                fh.seek(max(st.st_size - 2**20, 2**20))
+    for f in [path] if os.path.isfile(path) else _model_files(path):
+        try:
+            st = os.stat(f)
+            h.update(f"{os.path.relpath(f, path)}|{st.st_size}|{st.st_mtime_ns}".encode())
+            with open(f, "rb") as fh:
                 h.update(fh.read(2**20))
+                if st.st_size > 2**20:
+                    fh.seek(max(st.st_size - 2**20, 2**20))
+                    h.update(fh.read(2**20))
+        except OSError as e:
+            h.update(f"{os.path.relpath(f, path)}|unreadable {e.errno}".encode())
     return h.hexdigest()[:24]
+
+
+def _model_files(folder: str) -> list[str]:
+    """`folder`'s files ending in a `MODEL_FILE_SUFFIXES` suffix, at its top level and in its
+    subfolders (one level), sorted; none for what cannot be listed."""
+    def listed(d: str) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(d) if not n.startswith("."))
+        except OSError:
+            return []
+    top = [os.path.join(folder, n) for n in listed(folder)]
+    below = [os.path.join(d, n) for d in top if os.path.isdir(d) for n in listed(d)]
+    return [f for f in top + below if f.endswith(MODEL_FILE_SUFFIXES) and os.path.isfile(f)]
 
 
 def settings_key(settings: dict) -> str:
@@ -122,10 +144,9 @@ def _read_scheduler_config(folder: str) -> dict:
     if not os.path.exists(path):
         return {}
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LoadError(f"{path}: not a JSON scheduler config ({e})") from None
+        return read_json_object(path)
+    except (OSError, ValueError) as e:
+        raise LoadError(f"{path}: not a readable scheduler config ({getattr(e, 'strerror', None) or e})") from None
 
 
 def _read_converted_base(folder: str, dtype: str | None = None) -> dict:
@@ -567,8 +588,10 @@ def scheduler_settings(scheduler_config: str | Mapping[str, Any], base_scheduler
     if isinstance(scheduler_config, str):
         if not os.path.isfile(scheduler_config):
             raise LoadError(f"scheduler config {scheduler_config!r} not found")
-        with open(scheduler_config, encoding="utf-8") as f:
-            return json.load(f)
+        try:
+            return read_json_object(scheduler_config)
+        except (OSError, ValueError) as e:
+            raise LoadError(f"scheduler config {scheduler_config}: {getattr(e, 'strerror', None) or e}") from None
     return dict(scheduler_config)
 
 

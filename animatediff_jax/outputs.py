@@ -36,6 +36,7 @@ import socket
 import stat
 from typing import Iterator
 
+from animatediff_jax.cleanup import missing_folders, remove_empty, remove_path
 from animatediff_jax.errors import OutputError, UserError
 from animatediff_jax.hub_ids import WEIGHT_SUFFIXES
 from animatediff_jax.interrupts import raise_if_signalled, temporary
@@ -193,14 +194,6 @@ def input_path(text: str) -> str:
     return output_path(text)
 
 
-def folder_name(text: str) -> str:
-    """argparse `type=` of a name that becomes one folder (a dataset's --name): not empty, no `/`, not `.`
-    or `..` (`bad/name` wrote a nested folder)."""
-    if text in ("", ".", "..") or "/" in text or os.sep in text:
-        raise argparse.ArgumentTypeError(f"must be a single folder name (no '/', not '.' or '..'), got {text!r}")
-    return text
-
-
 def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool = False,
                  flag: str = "--overwrite", suffixes: tuple[str, ...] | None = None) -> None:
     """Refuse, before any work, an output that cannot or may not be written (`refuse_unsafe_target`
@@ -229,30 +222,11 @@ def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool 
 
 
 def _make_parents(directory: str) -> list[str]:
-    """`os.makedirs`, returning the folders it created (outermost first)."""
-    created = []
-    while not os.path.isdir(directory):
-        created.append(directory)
-        directory = os.path.dirname(directory)
+    """`os.makedirs`, returning the folders it created (deepest first, as `cleanup.remove_empty` takes them)."""
+    created = missing_folders(directory)
     for d in reversed(created):
         os.mkdir(d)
-    return list(reversed(created))
-
-
-def _remove_parents(created: list[str]) -> None:
-    for d in reversed(created):
-        try:
-            os.rmdir(d)
-        except OSError:
-            return
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    return created
 
 
 @contextlib.contextmanager
@@ -267,7 +241,7 @@ def _writing(path: str, make_temp) -> Iterator[str]:
         created = _make_parents(os.path.dirname(path))
         clean_stale(path)
         tmp = make_temp(path)
-        with temporary(tmp):  # removed should a stuck run be ended (interrupts.py)
+        with temporary(tmp, created):  # removed should a stuck run be ended (interrupts.py)
             yield tmp
         done = True
     except OutputError as e:  # from a file written inside our temp folder: name where it was going
@@ -281,8 +255,8 @@ def _writing(path: str, make_temp) -> Iterator[str]:
     finally:
         if not done:
             if tmp is not None:
-                _remove(tmp)
-            _remove_parents(created)
+                remove_path(tmp)
+            remove_empty(created)
 
 
 def _umask() -> int:

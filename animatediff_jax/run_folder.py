@@ -20,6 +20,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
+from animatediff_jax.cleanup import missing_folders, remove_empty
 from animatediff_jax.errors import OutputError
 from animatediff_jax.interrupts import raise_if_signalled, temporary
 from animatediff_jax.outputs import clean_stale_matching, nearest_existing, temp_name, write_problem
@@ -68,7 +69,7 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
         raise OutputError(f"{flag} {parent}: cannot create the run folder ({e.strerror or e})") from None
     folder = RunFolder(tmp)
     try:
-        with temporary(tmp):
+        with temporary(tmp, created):
             yield folder
             raise_if_signalled()  # a Ctrl-C/SIGTERM whose exception was swallowed never completes a run
     except BaseException:
@@ -80,24 +81,6 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"{flag} {parent}: cannot move the finished run into place ({e.strerror or e})") from None
-
-
-def missing_folders(path: str) -> list[str]:
-    """The folders `os.makedirs(path)` would create, deepest first."""
-    out, path = [], os.path.abspath(path)
-    while not os.path.lexists(path):
-        out.append(path)
-        path = os.path.dirname(path)
-    return out
-
-
-def remove_empty(folders: list[str]) -> None:
-    """Remove folders this run created (deepest first) if they are still empty: a failed run leaves none."""
-    for path in folders:
-        try:
-            os.rmdir(path)
-        except OSError:
-            return
 
 
 def _rename_fresh(tmp: str, target: str) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import warnings
@@ -35,6 +34,7 @@ import numpy as np
 import yaml
 
 from animatediff_jax.errors import InputError, OutputError, UsageError, UserError, plain_warnings, run_cli
+from animatediff_jax.text_files import read_json_object
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.nonfinite import describe as describe_nonfinite, find_nonfinite
 from animatediff_jax.sampling.prompt_config import (PromptEntry, check_prompt_frames, draw_seeds, inference_config,
@@ -205,17 +205,14 @@ def scheduler_source(value: str) -> str | dict:
     if os.path.isdir(value):
         raise InputError(f"--scheduler-config {value}: a directory, not a scheduler_config.json file")
     if not os.path.isfile(value):
-        raise UsageError(f"--scheduler-config {value}: not 'original', 'base' or an existing file")
+        raise InputError(f"--scheduler-config {value}: not found (the flag takes 'original', 'base' or a "
+                         "scheduler_config.json path)")
     try:
-        with open(value, encoding="utf-8") as f:
-            config = json.load(f)
+        return read_json_object(value)
     except OSError as e:
         raise InputError(f"--scheduler-config {value}: cannot read it ({e.strerror or e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"--scheduler-config {value}: not a JSON file ({e})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"--scheduler-config {value}: must hold a JSON object, got {type(config).__name__}")
-    return config
+    except ValueError as e:
+        raise InputError(f"--scheduler-config {value}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- validation
@@ -296,6 +293,9 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
         except UsageError as err:
             raise UsageError(f"{where}--motion-scale/--motion-block-scales (motion_scale/motion_block_scales): "
                              f"{str(err).removeprefix('motion_scale/motion_block_scales: ')}") from None
+        if e.guidance_scale < 0:
+            raise UsageError(f"{where}--guidance-scale/guidance_scale: must be ≥ 0 (≤ 1 samples without "
+                             f"classifier-free guidance), got {e.guidance_scale}")
         job.context = context = context_options(o, where)
         native = base["unet"].sample_size * base["vae"].downsample_factor  # what the base was trained at
         s["width"], s["height"] = _given(s["width"], native), _given(s["height"], native)

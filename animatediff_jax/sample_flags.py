@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "has it (default: a folder's plain weights, else the one variant it holds)")
     m.add_argument("--tokenizer", help="CLIP tokenizer folder (needed when --base is a single file), or its hub "
                                        "id: a tokenizer repo, or an SD repo (its tokenizer/)")
-    m.add_argument("--motion-scale", type=_number(), metavar="S",
+    m.add_argument("--motion-scale", type=_number(0), metavar="S",
                    help="multiplier on every motion module's residual (ComfyUI's motion scale): 1 = the paper's "
                         "model, 0 = no motion module (default: the entry's motion_scale, else 1)")
     m.add_argument("--motion-block-scales", type=_block_scales, metavar="BLOCK=F,...",
@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt travel: a prompt from FRAME on, embeddings interpolated between key frames")
     g.add_argument("--seed", action="append", type=_seed, help="one per prompt or one for all; -1 = random (default)")
     g.add_argument("--steps", type=pos, help="denoising steps (default 25)")
-    g.add_argument("--guidance-scale", type=_number(), help="classifier-free guidance (default 7.5)")
+    g.add_argument("--guidance-scale", type=_number(0), help="classifier-free guidance scale (default 7.5; "
+                                                            "≤ 1 samples without it, as diffusers)")
     g.add_argument("--width", "--W", type=_int_at_least(1, MAX_SIDE),
                    help="pixels (default: the base model's own size, UNet sample_size x VAE factor: 512 for SD1.5, "
                         "32 for the miniature)")

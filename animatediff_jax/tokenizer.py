@@ -22,6 +22,7 @@ import numpy as np
 import tokenizers
 
 from animatediff_jax.errors import InputError
+from animatediff_jax.text_files import read_text
 from animatediff_jax.outputs import atomic_path
 from animatediff_jax.params import cache_root
 
@@ -150,11 +151,12 @@ def check_tokenizer(path: str, name: str) -> str | None:
     if not _has_files(folder):
         raise InputError(f"{name} {folder}: an incomplete CLIP tokenizer: needs vocab.json + merges.txt, or "
                          f"tokenizer.json; it holds {', '.join(sorted(os.listdir(folder))) or 'nothing'}")
-    for file in (os.path.join(folder, f) for f in TOKENIZER_FILES if f.endswith(".json")):
+    for file in (os.path.join(folder, f) for f in TOKENIZER_FILES):
         if os.path.isfile(file):
             try:
-                with open(file, encoding="utf-8") as f:
-                    json.load(f)
+                text = read_text(file)
+                if file.endswith(".json"):
+                    json.loads(text)
             except (OSError, ValueError) as e:
                 raise InputError(f"{name} {file}: not a readable tokenizer file: {e}") from e
     try:

@@ -17,6 +17,7 @@ from typing import Any, Hashable, Mapping
 import yaml
 
 from animatediff_jax.errors import InputError
+from animatediff_jax.text_files import read_text
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -43,13 +44,13 @@ def read_yaml(path: str | os.PathLike, role: str) -> Any:
     if path.is_dir():
         raise InputError(f"{path}: {role} is a directory, not a YAML file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise InputError(f"{path}: {role} not found") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read the {role} ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: {role} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except ValueError as e:  # not UTF-8 text
+        raise InputError(f"{path}: {role} is {e}") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from animatediff_jax.checkpoint import incomplete_converted_folder, load_config, params_metadata, store_dtype
+from animatediff_jax.text_files import read_text
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig, to_dict
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder
@@ -278,9 +279,8 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
                 problem = incomplete_converted_folder(folder) or f"not a diffusers SD folder: {cfg_path} is missing"
                 raise CheckpointError(f"{folder}: {problem}")
             try:
-                with open(cfg_path) as f:
-                    config = CONFIG_CLASSES[name].from_dict(json.load(f))
-            except (ValueError, TypeError) as e:  # not JSON, a value not of its field's type
+                config = CONFIG_CLASSES[name].from_dict(json.loads(read_text(cfg_path)))
+            except (ValueError, TypeError) as e:  # not UTF-8 text, not JSON, a value not of its field's type
                 raise CheckpointError(f"{cfg_path}: unusable config ({e})") from None
             sd = open_state_dict(weights_file(sub, SD_COMPONENTS[name], variant))
             files.append(sd)
@@ -298,7 +298,10 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> BasePlan:
                 require_sd1(list(entries), lambda d, e=entries: e[d][1], sd.path)
             nets[name] = _network_plan(name, sd, entries, (overrides or {}).get(name), config)
         sched = os.path.join(folder, "scheduler", "scheduler_config.json")
-        scheduler = json.load(open(sched)) if os.path.isfile(sched) else dict(SD1_SCHEDULER)
+        try:
+            scheduler = json.loads(read_text(sched)) if os.path.isfile(sched) else dict(SD1_SCHEDULER)
+        except ValueError as e:  # not UTF-8 text, not JSON
+            raise CheckpointError(f"{sched}: unusable scheduler config ({e})") from None
         tok = os.path.join(folder, "tokenizer")
         fmt = "diffusers-" + ("safetensors" if ".safetensors" in os.path.basename(files[0].path) else "bin")
         return BasePlan(nets, tok if os.path.isdir(tok) else None, scheduler, fmt, files)

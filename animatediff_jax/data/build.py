@@ -16,11 +16,11 @@ import json
 import os
 from typing import Sequence
 
-from animatediff_jax.data import procedural, require_data_extra
+from animatediff_jax.data import config_name, procedural, require_data_extra
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.models.configs import VAEConfig
-from animatediff_jax.outputs import folder_name, input_path, output_path
+from animatediff_jax.outputs import input_path, output_path
 
 # One example is serialized as one protobuf message (2 GiB at most) and held whole in memory: a clip's
 # raw (frames, size, size, 3) uint8 video must stay under it.
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     g.add_argument("--images", action="store_true", help="single frames, captions without motion")
     for s in (w, g):
         s.add_argument("--data_dir", required=True, type=output_path, help="TFDS data_dir to write into (a local path)")
-        s.add_argument("--name", required=True, type=folder_name, help="name of this variant (the TFDS config name)")
+        s.add_argument("--name", required=True, type=config_name, help="name of this variant (the TFDS config name)")
         s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of this --name")
         s.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None, help="ArrayRecord files (default: TFDS's choice)")
     args = p.parse_args(argv)
@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> str:
             require_exists(path, flag)
             if not right_kind(path):
                 raise InputError(f"{flag} {path}: not {kind}")
-        usable = len(read_csv(args.csv, args.video_dir)[0])  # rows with a video file; decoding may skip more
+        # rows with a video file; decoding may skip more
+        usable = len(read_csv(args.csv, args.video_dir, f"--csv {args.csv}")[0])
         if (args.num_shards or 0) > usable:
             raise UsageError(f"--num_shards {args.num_shards}: more than the {usable} usable rows of --csv "
                              f"{args.csv} (rows with a caption and a video file; every ArrayRecord file needs a clip)")

@@ -19,6 +19,9 @@ are drawn per (seed, epoch, example), so they too are reproducible across a resu
 from __future__ import annotations
 
 import concurrent.futures
+import glob
+import json
+import os
 import queue
 import threading
 from typing import Any, Iterator, Mapping
@@ -27,13 +30,20 @@ import numpy as np
 
 from animatediff_jax.data import procedural
 from animatediff_jax.errors import InputError
+from animatediff_jax.text_files import read_text
 
 
 def load_source(dataset_dir: str, split: str = "train", what: str = "dataset"):
     """Random-access source over a built TFDS dataset directory (…/name/config/version). No TF needed.
-    InputError `<what> <dataset_dir>: ...` for a folder that holds no built dataset."""
+    InputError `<what> <dataset_dir>: ...` for a folder that holds no built dataset, `<what> <file>: ...` for
+    its JSON files (dataset_info.json...) that are not UTF-8 text or not JSON (TFDS's tracebacks)."""
     import tensorflow_datasets as tfds
 
+    for file in sorted(glob.glob(os.path.join(glob.escape(dataset_dir), "*.json"))):
+        try:
+            json.loads(read_text(file))
+        except ValueError as e:
+            raise InputError(f"{what} {file}: not a readable TFDS dataset file: {e}") from None
     try:
         builder = tfds.builder_from_directory(dataset_dir)
     except tfds.core.dataset_info.DatasetInfoFileError:

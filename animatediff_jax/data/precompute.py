@@ -24,10 +24,10 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from animatediff_jax.data import require_data_extra
+from animatediff_jax.data import config_name, require_data_extra
 from animatediff_jax.errors import ArgumentParser, InputError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.outputs import folder_name, input_path, output_path
+from animatediff_jax.outputs import input_path, output_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      "plain weights, else the one variant the folder holds)")
     p.add_argument("--tokenizer_path", default=None, type=input_path, help="default: the base model's tokenizer")
     p.add_argument("--data_dir", required=True, type=output_path, help="TFDS data_dir to write into")
-    p.add_argument("--name", required=True, type=folder_name, help="name of the pre-computed variant (its folder)")
+    p.add_argument("--name", required=True, type=config_name,
+                   help="name of the pre-computed variant (its TFDS config name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of this --name")
     p.add_argument("--batch_size", type=ArgumentParser.integer(1), default=8)
     p.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None,

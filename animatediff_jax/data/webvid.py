@@ -28,14 +28,17 @@ import csv
 import dataclasses
 import os
 import zlib
+from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from animatediff_jax.data.video_clips import VideoError, read_clip
 from animatediff_jax.errors import InputError
+from animatediff_jax.text_files import decode_text
 
 REQUIRED_COLUMNS = ("videoid", "name")
+BOM = "\ufeff"  # a byte-order mark, as decoded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,20 +48,22 @@ class VideoEntry:
     path: str
 
 
-def read_csv(csv_path: str, video_dir: str) -> tuple[list[VideoEntry], collections.Counter]:
+def read_csv(csv_path: str, video_dir: str, name: str | None = None) -> tuple[list[VideoEntry], collections.Counter]:
     """Usable rows of a WebVid CSV and the count of rows skipped per reason.
 
-    Raises InputError (naming the file) when the `videoid` or `name` column is missing.
+    Raises InputError `<name>: <problem>` (`name`: the file's path by default) when the file is not UTF-8
+    text or not CSV, or the `videoid` or `name` column is missing.
     """
+    name = name or csv_path
     skipped: collections.Counter = collections.Counter()
     entries: list[VideoEntry] = []
     seen: set[str] = set()
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(_text_lines(csv_path, name))
+    try:
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
-            raise InputError(f"{csv_path}: missing CSV column(s) {missing}; found {columns} "
+            raise InputError(f"{name}: missing CSV column(s) {missing}; found {columns} "
                              f"(expected videoid, name (caption) and optionally page_dir)")
         for row in reader:
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
@@ -78,7 +83,25 @@ def read_csv(csv_path: str, video_dir: str) -> tuple[list[VideoEntry], collectio
                 continue
             seen.add(videoid)
             entries.append(VideoEntry(videoid, caption, path))
+    except csv.Error as e:
+        raise InputError(f"{name}: not a readable CSV (line {reader.reader.line_num}: {e})") from None
     return entries, skipped
+
+
+def _text_lines(path: str, name: str) -> Iterator[str]:
+    """The lines of file `path` as `open(path, newline="")` reads them, one at a time (a CSV may be large),
+    a leading byte-order mark dropped (spreadsheets' "CSV UTF-8" export writes one); InputError
+    `<name>: not UTF-8 text (byte 0xe9 at offset 27)` at the first byte that is not (`decode_text`)."""
+    offset = 0
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        for line in f:
+            data = line.encode("utf-8", "surrogateescape")  # the bytes read, undecodable ones included
+            try:
+                text = decode_text(data, offset)
+            except ValueError as e:
+                raise InputError(f"{name}: {e}") from None
+            yield text.removeprefix(BOM) if offset == 0 else text
+            offset += len(data)
 
 
 def _video_path(video_dir: str, videoid: str, page_dir: str) -> str | None:

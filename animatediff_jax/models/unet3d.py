@@ -205,7 +205,8 @@ class UNet3DConditionModel(nn.Module):
 
 def motion_scales(cfg: UNetConfig, scale: float, block_scales: tuple[tuple[str, float], ...]) -> dict[str, float]:
     """{block name: motion-module residual multiplier}: `scale` times the block's factor in
-    `block_scales` (default 1). ValueError for a non-finite factor or a block the UNet does not have."""
+    `block_scales` (default 1). ValueError for a non-finite or negative factor (a negative one would
+    reverse the motion module's residual) or a block the UNet does not have."""
     n = len(cfg.block_out_channels)
     names = [f"down_blocks_{i}" for i in range(n)] + ["mid_block"] + [f"up_blocks_{i}" for i in range(n)]
     factors = dict(block_scales)
@@ -215,6 +216,8 @@ def motion_scales(cfg: UNetConfig, scale: float, block_scales: tuple[tuple[str, 
     out = {name: float(scale) * float(factors.get(name, 1.0)) for name in names}
     if not all(math.isfinite(v) for v in out.values()):
         raise ValueError(f"motion scale must be finite, got {scale} and {dict(block_scales)}")
+    if any(v < 0 for v in out.values()):
+        raise ValueError(f"motion scale must be ≥ 0 (0: no motion module), got {scale} and {dict(block_scales)}")
     return out
 
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from animatediff_jax.text_files import read_text
 from animatediff_jax.schedules import PREDICTION_TYPES, PRESETS, NoiseSchedule
 
 SAMPLERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm")
@@ -425,11 +426,12 @@ def sampler_from_diffusers_config(config: Mapping[str, Any] | str | os.PathLike,
         path = os.fspath(config)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"scheduler config not found: {path}")
-        with open(path) as f:
-            try:
-                config = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from None
+        try:
+            config = json.loads(read_text(path))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        except ValueError as e:  # not UTF-8 text
+            raise ValueError(f"{path}: {e}") from None
     config = dict(config)
     if name is None:
         cls = config.get("_class_name", "DDIMScheduler")

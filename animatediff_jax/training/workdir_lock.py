@@ -15,7 +15,7 @@ import socket
 from typing import Iterator
 
 from animatediff_jax.errors import OutputError
-from animatediff_jax.run_folder import missing_folders, remove_empty
+from animatediff_jax.cleanup import missing_folders, remove_empty
 
 LOCK_NAME = ".train.lock"
 

@@ -182,17 +182,76 @@ def test_build_procedural_flags_are_one_line_before_any_work(tmp_path, monkeypat
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("command", ["build", "precompute"])
-@pytest.mark.parametrize("name", ["bad/name", "..", ""])
-def test_name_must_be_one_folder_name(tmp_path, monkeypatch, capsys, no_loading, command, name):
-    """`--name bad/name` was accepted and wrote `<builder>/bad/name/1.0.0`."""
+NAME_RULE = "must be a TFDS config name: up to 100 ASCII letters, digits and _ . + -, starting with a letter, digit or _"
+
+
+@pytest.mark.parametrize("command", ["webvid", "procedural", "precompute"])
+@pytest.mark.parametrize("name", ["bad/name", "..", "", "bad name!", ".hidden", "+x", "a:b", "café", "n" * 101])
+def test_name_must_be_a_tfds_config_name(tmp_path, monkeypatch, capsys, no_loading, command, name):
+    """`--name bad/name` was accepted and wrote `<builder>/bad/name/1.0.0`; `--name 'bad name!'` wrote
+    `procedural_videos/bad name!/1.0.0`, a config name TFDS cannot parse (`dataset/config` names are [\\w+.-])."""
     monkeypatch.chdir(tmp_path)
     outputs = ["--data_dir", "tfds", "--name", name]
-    rc = (_build("procedural", *outputs) if command == "build" else
+    rc = (_build("procedural", *outputs) if command == "procedural" else
+          _build("webvid", "--csv", "r.csv", "--video_dir", "v", *outputs) if command == "webvid" else
           precompute.main(["--source", "src", "--pretrained_model_path", BASE, *outputs]))
     err = capsys.readouterr().err
-    assert rc == 2 and err == f"error: --name: must be a single folder name (no '/', not '.' or '..'), got {name!r}\n"
+    assert rc == 2 and err == f"error: --name: {NAME_RULE}, got {name!r}\n"
     assert os.listdir(tmp_path) == []
+
+
+def test_a_tfds_config_name_may_hold_dots_plus_and_dashes(tmp_path):
+    assert _procedural(tmp_path, "_v1.0-a+b", 1) == 0
+    assert len(load_source(str(tmp_path / "procedural_videos" / "_v1.0-a+b" / "1.0.0"))) == 1
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b"videoid,name,page_dir\n1,caf\xe9 scene,x\n", "not UTF-8 text (byte 0xe9 at offset 27)"),
+    (b"videoid,name\n" + b"1,a\n" * 5000 + b"2,\xff\n", "not UTF-8 text (byte 0xff at offset 20015)"),
+    ("videoid,name\n1,a\n".encode("utf-16-le"), "not UTF-8 text (byte 0x00 at offset 1)"),
+    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "not UTF-8 text (byte 0x89 at offset 0)"),
+    (b'videoid,name\n"' + b"x" * 200_000, "not a readable CSV (line 2: field larger than field limit (131072))"),
+], ids=["latin-1", "latin-1 far in", "utf-16", "binary", "unclosed quote"])
+def test_build_refuses_a_csv_that_is_not_utf8_csv_text(tmp_path, monkeypatch, capsys, no_loading, content, problem):
+    """Were a UnicodeDecodeError (a csv.Error) traceback from webvid.read_csv; UTF-16 read as a CSV without columns."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "r.csv").write_bytes(content)
+    assert _build("webvid", "--csv", "r.csv", "--video_dir", "videos", "--data_dir", "tfds", "--name", "w") == 1
+    assert capsys.readouterr().err == f"error: --csv r.csv: {problem}\n"
+    assert sorted(os.listdir(tmp_path)) == ["r.csv", "videos"]
+
+
+@pytest.mark.parametrize("file", ["dataset_info.json", "features.json", "metadata.json"])
+@pytest.mark.parametrize("content,problem", [
+    (b'{"name": "caf\xe9"}', "not UTF-8 text (byte 0xe9 at offset 13)"),
+    (b'{"name": ', "Expecting value: line 1 column 10 (char 9)"),
+], ids=["latin-1", "truncated"])
+def test_precompute_refuses_a_source_whose_json_files_are_unreadable(tmp_path, capsys, no_loading, source, file,
+                                                                     content, problem):
+    """Were a UnicodeDecodeError / protobuf ParseError traceback from TFDS (training reads its dataset_dir the same)."""
+    copy = shutil.copytree(source, tmp_path / "src")
+    (copy / file).write_bytes(content)
+    assert precompute.main(["--source", str(copy), "--pretrained_model_path", BASE, "--data_dir",
+                            str(tmp_path / "tfds"), "--name", "n"]) == 1
+    assert capsys.readouterr().err == f"error: --source {copy / file}: not a readable TFDS dataset file: {problem}\n"
+    assert not (tmp_path / "tfds").exists()
+
+
+@pytest.mark.parametrize("file,content,problem", [
+    ("merges.txt", b"#version: 0.2\ncaf\xe9 x\n", "byte 0xe9 at offset 17"),
+    ("vocab.json", b"\x00\x01\x02", "byte 0x00 at offset 0"),
+], ids=["latin-1 merges", "binary vocab"])
+def test_precompute_names_a_tokenizer_file_that_is_not_text(tmp_path, capsys, no_loading, source, file, content,
+                                                           problem):
+    """merges.txt not UTF-8 was `<folder>: not a usable CLIP tokenizer: Error while initializing BPE: stream did
+    not contain valid UTF-8`, not naming the file or where."""
+    tokenizer = shutil.copytree(f"{BASE}/tokenizer", tmp_path / "tok")
+    (tokenizer / file).write_bytes(content)
+    assert precompute.main(["--source", source, "--pretrained_model_path", BASE, "--tokenizer_path", str(tokenizer),
+                            "--data_dir", str(tmp_path / "tfds"), "--name", "n"]) == 1
+    assert capsys.readouterr().err == (f"error: --tokenizer_path {tokenizer / file}: not a readable tokenizer file: "
+                                       f"not UTF-8 text ({problem})\n")
 
 
 OUT = ["--data_dir", "tfds", "--name", "w"]

@@ -146,3 +146,13 @@ def test_more_shards_than_decodable_clips_is_one_line(webvid_files, tmp_path, ca
     assert line.startswith(f"error: --num_shards 5: only 4 clips could be decoded from {root / 'results.csv'} (skipped: ")
     assert line.endswith("every ArrayRecord file needs a clip, so ask for at most 4") and "Traceback" not in err, err
     assert not list((tmp_path / "tfds").rglob("dataset_info.json"))
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
+    """A spreadsheet's "CSV UTF-8" export starts with a byte-order mark; it was refused as missing the
+    column '\\ufeffvideoid'."""
+    (tmp_path / "videos").mkdir()
+    write_mp4(tmp_path / "videos" / "7.mp4", ramp_video(8, 16, 16))
+    (tmp_path / "bom.csv").write_bytes("\ufeffvideoid,name\n7,a café\n".encode("utf-8"))
+    entries, skipped = read_csv(str(tmp_path / "bom.csv"), str(tmp_path / "videos"))
+    assert [(e.videoid, e.caption) for e in entries] == [("7", "a café")] and not skipped

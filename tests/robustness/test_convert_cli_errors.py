@@ -1,6 +1,7 @@
 """`python -m convert` through `run_cli`: bad flags are one `error: <flag>: ...` line with exit 2, tensors
 of the wrong rank in an input one `error: <file>: ...` line with exit 1 (no traceback)."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,32 @@ def test_a_nonsense_config_value_is_one_line_naming_config_json(tmp_path, capsys
     capsys.readouterr()  # the fixtures' progress bars
     out = tmp_path / ("out" if kind == "base" else "out.safetensors")  # base writes a folder
     assert main([kind, str(tmp_path / "in"), str(out)]) == 1
+    assert _line(capsys) == f"error: {config}: {problem}"
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def diffusers_base(tmp_path_factory):
+    return write_base_folder(str(tmp_path_factory.mktemp("base") / "base"))
+
+
+@pytest.mark.parametrize("kind,file,problem", [
+    ("base", "unet/config.json", "unusable config (not UTF-8 text (byte 0xe9 at offset 20))"),
+    ("base", "scheduler/scheduler_config.json", "unusable scheduler config (not UTF-8 text (byte 0xe9 at offset 20))"),
+    ("motion", "config.json", "not UTF-8 text (byte 0xe9 at offset 20)"),
+])
+def test_a_config_that_is_not_utf8_text_is_one_line_naming_it(tmp_path, capsys, diffusers_base, kind, file, problem):
+    """A base's scheduler_config.json was a UnicodeDecodeError traceback; config.json files were read in the
+    locale's encoding and answered with the codec's words (a MotionAdapter's: `not JSON (...)`)."""
+    if kind == "base":
+        shutil.copytree(diffusers_base, tmp_path / "in")
+    else:
+        random_adapter().save_pretrained(str(tmp_path / "in"))
+    config = tmp_path / "in" / file
+    config.write_bytes(b'{"_class_name": "caf\xe9"}')
+    capsys.readouterr()  # the fixtures' progress bars
+    out = tmp_path / ("out" if kind == "base" else "out.safetensors")
+    assert main([kind, str(tmp_path / "in"), str(out), "-q"]) == 1
     assert _line(capsys) == f"error: {config}: {problem}"
     assert not out.exists()
 

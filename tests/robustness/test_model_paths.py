@@ -194,6 +194,10 @@ def test_a_motion_lora_that_fits_passes_the_checks(tmp_path):
                                    "lora_model_path takes; motion_module takes it"),
     (f"motion_module_lora_configs: [{{path: {LORA}, alpha: 1.0}}]", 2,
      "motion_module_lora_configs: needs a motion module (motion_module)"),
+    ("guidance_scale: -5", 2, "--guidance-scale/guidance_scale: must be ≥ 0 (≤ 1 samples without classifier-free "
+                              "guidance), got -5.0"),
+    (f"motion_module: {MOTION}\n  motion_scale: -1", 2, "--motion-scale/--motion-block-scales (motion_scale/"
+     "motion_block_scales): motion scale must be ≥ 0 (0: no motion module), got -1.0 and {}"),
 ])
 def test_a_prompt_config_entry_names_its_file_by_config_entry_and_key(tmp_path, monkeypatch, capsys, entry, code, line):
     """The user wrote a config, not flags: an entry's file of the wrong kind, or a MotionLoRA without a
@@ -233,3 +237,28 @@ def test_a_truncated_converted_folder_is_called_incomplete_by_every_command(tmp_
             loading.read_base(str(base))
         err = str(e.value)
     assert f"{base}: an incomplete converted SD1.x folder: {base}/unet.safetensors: truncated" in err, err
+
+
+def test_a_motion_module_folder_with_a_broken_link_or_other_files_says_what_it_lacks(run, tmp_path):
+    folder = tmp_path / "not a module"
+    (folder / "notes").mkdir(parents=True)
+    os.symlink(tmp_path / "nowhere", folder / "weights.safetensors")  # a broken link among model-like names
+    (folder / "notes" / "big.dat").write_bytes(b"x" * 10)
+    code, line = run("--motion-module", str(folder))
+    assert code == 1
+    assert line.startswith(f"error: --motion-module {folder}: a MotionAdapter folder needs config.json"), line
+
+
+def test_a_folders_cache_key_follows_its_model_files_only(tmp_path):
+    folder = tmp_path / "adapter"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"1")
+    key = loading.cache_key(str(folder))
+    (folder / "README.md").write_text("words")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "x.json").write_text("{}")
+    os.symlink(tmp_path / "nowhere", folder / "gone.json")
+    assert loading.cache_key(str(folder)) == key  # other files, hidden folders and broken links left out
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"22")
+    assert loading.cache_key(str(folder)) != key  # a weights file one level down is part of the key

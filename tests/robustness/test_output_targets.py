@@ -83,8 +83,8 @@ def test_dataset_outputs_are_refused_before_any_work(checkout, monkeypatch, caps
     assert _dataset_cli(cli, "", "n") == 2
     assert capsys.readouterr().err == "error: --data_dir: empty path\n"
     assert _dataset_cli(cli, "out", "") == 2
-    assert capsys.readouterr().err == ("error: --name: must be a single folder name (no '/', not '.' or '..'), "
-                                       "got ''\n")
+    assert capsys.readouterr().err == ("error: --name: must be a TFDS config name: up to 100 ASCII letters, "
+                                       "digits and _ . + -, starting with a letter, digit or _, got ''\n")
     (checkout / "afile").write_text("x")
     below = checkout / "afile" / "tfds"
     assert _dataset_cli(cli, str(below), "n") == 1

@@ -40,6 +40,8 @@ def _error(capsys, argv, rc):
     (["--steps", "2.5"], "--steps: '2.5' is not an integer"),
     (["--guidance-scale", "nan"], "--guidance-scale: must be a finite number, got nan"),
     (["--guidance-scale", "inf"], "--guidance-scale: must be a finite number, got inf"),
+    (["--guidance-scale", "-5"], "--guidance-scale: must be in [0, inf), got -5.0"),  # ran as if 1, silently
+    (["--motion-scale", "-1"], "--motion-scale: must be in [0, inf), got -1.0"),  # reversed the module's residual
     (["--fps", "0"], "--fps: must be in [0.01, 50], got 0"),
     (["--eta", "-0.5"], "--eta: must be in [0, 1], got -0.5"),
     (["--eta", "1.5"], "--eta: must be in [0, 1], got 1.5"),  # DDIM's noise would outgrow its variance: NaN
@@ -77,8 +79,8 @@ def test_never_valid_values_are_refused_at_parse_time(env, capsys, flags, messag
     (["--init-video", "missing.gif"], 1, "--init-video missing.gif: not found"),
     (["--strength", "0.01", "--init-video", MOTION], 2, "--strength: "),
     (["--strength", "0.5"], 2, "--strength/strength: applies only to video-to-video (give --init-video too)"),
-    (["--scheduler-config", "missing.json"], 2, "--scheduler-config missing.json: not 'original', 'base' or an "
-                                                "existing file"),
+    (["--scheduler-config", "missing.json"], 1, "--scheduler-config missing.json: not found (the flag takes "
+                                                "'original', 'base' or a scheduler_config.json path)"),  # a file
     (["--scheduler", "euler", "--eta", "0.5"], 2, "scheduler settings"),
     pytest.param(["--scheduler", "euler", "--eta", "0.5", "--scheduler-config", "base"], 2, "scheduler settings",
                  marks=pytest.mark.filterwarnings("ignore:scheduler config 'base'")),  # none there: said (test_sample_notices)
@@ -93,9 +95,11 @@ def test_corrupt_init_video_and_bad_scheduler_json_name_the_file(env, capsys):
     open("junk.mp4", "wb").write(b"not a video at all")
     err = _error(capsys, ["--prompt", "x", "--init-video", "junk.mp4", "--out", "out"], 1)
     assert "--init-video junk.mp4: cannot read as a video (" in err and "Errno" not in err  # FFmpeg's words only
-    open("sched.json", "wb").write(b"\xff\xfe{")
-    assert "--scheduler-config sched.json: not a JSON file" in _error(
-        capsys, ["--prompt", "x", "--scheduler-config", "sched.json", "--out", "out"], 1)  # a file fault
+    for content, says in [(b"\xff\xfe{", "not UTF-8 text (byte 0xff at offset 0)"), (b"{oops", "not JSON ("),
+                          (b"[1]", "must hold a JSON object, got list")]:
+        open("sched.json", "wb").write(content)
+        assert f"error: --scheduler-config sched.json: {says}" in _error(
+            capsys, ["--prompt", "x", "--scheduler-config", "sched.json", "--out", "out"], 1)  # a file fault
     os.mkdir("sched_dir")
     assert _error(capsys, ["--prompt", "x", "--scheduler-config", "sched_dir", "--out", "out"], 1) == \
         "error: --scheduler-config sched_dir: a directory, not a scheduler_config.json file\n"

@@ -226,6 +226,9 @@ def test_bad_input_errors(tmp_path):
     assert S.sampler_from_diffusers_config(ddpm, num_inference_steps=5).name == "ddim"
     with pytest.raises(FileNotFoundError, match="scheduler config not found"):
         S.sampler_from_diffusers_config(tmp_path / "missing.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"_class_name": "caf\xe9"}')  # was a UnicodeDecodeError
+    with pytest.raises(ValueError, match=r"latin1\.json: not UTF-8 text \(byte 0xe9 at offset 20\)$"):
+        S.sampler_from_diffusers_config(tmp_path / "latin1.json")
     with pytest.raises(ValueError, match="strength"):
         S.make_sampler("ddim", "B", 10, strength=0.05)
     with pytest.raises(ValueError, match="timestep_spacing"):
