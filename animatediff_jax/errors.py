@@ -89,10 +89,17 @@ class ArgumentParser(argparse.ArgumentParser):
             return f"{required.group(1)}: required"
         return re.sub(r"^argument ([^:]+): ", r"\1: ", message)
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)  # for `_parsers`: which subcommand ran
+        return super().parse_known_args(args, namespace)
+
     def _parsers(self) -> list[argparse.ArgumentParser]:
-        """This parser and its subcommands' (argparse reports their unknown flags from the top)."""
+        """This parser and the subcommand given (argparse reports its unknown flags from the top); every
+        subcommand's when none was given. A flag of another subcommand is no suggestion
+        (`convert lora ... -q` was 'did you mean --quiet?', a flag of merge only)."""
         subs = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
-        return [self] + [p for a in subs for p in dict.fromkeys(a.choices.values())]
+        chosen = [a.choices[t] for t in getattr(self, "_given", []) for a in subs if t in a.choices][:1]
+        return [self] + (chosen or [p for a in subs for p in dict.fromkeys(a.choices.values())])
 
 
 def plain_warnings() -> None:

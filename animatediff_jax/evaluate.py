@@ -27,6 +27,7 @@ and domain fidelity any model decoding with this VAE can reach).
 from __future__ import annotations
 
 import datetime
+import difflib
 import math
 import os
 import platform
@@ -326,13 +327,18 @@ def run(args) -> int:
     if args.rows is None:
         rows = available_rows(args.weights)
     else:
-        names = [n.strip() for n in args.rows.split(";")]
+        names = [n.strip() for n in args.rows.split(";") if n.strip()]  # a trailing ';' names no row
         if not any(names):
             raise UsageError(f"--rows {args.rows!r}: no row names; give names separated by ';' (rows are "
                              f"{[r.name for r in ROWS]}), or leave --rows out for all")
-        unknown = [n for n in names if n not in {r.name for r in ROWS}]
+        known = [r.name for r in ROWS]
+        unknown = [n for n in names if n not in known]
         if unknown:
-            raise UsageError(f"--rows: unknown row(s) {unknown}; rows are {[r.name for r in ROWS]}")
+            lower = {k.lower(): k for k in known}  # case and spacing are the likeliest slips
+            close = [lower[m] for n in unknown
+                     for m in difflib.get_close_matches(" ".join(n.lower().split()), lower, n=1, cutoff=0.6)]
+            raise UsageError(f"--rows: unknown row(s) {unknown}" + (f"; did you mean {close}?" if close else "")
+                             + f"; rows are {known}")
         rows = [r for r in ROWS if r.name in names]
         check_row_files(args.weights, rows)
     start = time.time()

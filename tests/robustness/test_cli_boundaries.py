@@ -154,6 +154,9 @@ def test_evaluate_rows_must_name_rows_and_the_table_records_its_command(tmp_path
     for empty in ("", " ; "):
         assert evaluate.main(["--rows", empty, "--results", "-"]) == 2
         assert capsys.readouterr().err.startswith(f"error: --rows {empty!r}: no row names")
+    assert evaluate.main(["--rows", "lora + module;", "--results", "-"]) == 2  # a trailing ';' names no row
+    assert capsys.readouterr().err.startswith("error: --rows: unknown row(s) ['lora + module']; did you mean "
+                                              "['LoRA + module']?; rows are [")
     args = evaluate.build_parser().parse_args(
         ["--samples", "2", "--steps", "3", "--rows", "base images;LoRA images", "--weights", str(tmp_path)])
     assert evaluate.command(args) == (f"python -m animatediff_jax.evaluate --samples 2 --steps 3 --guidance 7.5 "

@@ -37,6 +37,9 @@ def test_an_unknown_flag_is_one_line_naming_it(module):
 
 @pytest.mark.parametrize("args,line", [
     (["merge", "o.safetensors", "a", "--weigths", "1"], "error: --weigths: unknown flag; did you mean --weights?"),
+    # only the given subcommand's flags are suggestions (was 'did you mean --quiet?', a flag of merge, not lora)
+    (["lora", "a", "b", "--lora", "l.safetensors", "--quiet"], "error: --quiet: unknown flag (see python -m convert "
+                                                              "--help)"),
     (["merge", "o.safetensors", "a", "--weights", "x"], "error: --weights: invalid float value: 'x'"),
     (["merge"], "error: output, inputs: required"),
     (["frobnicate"], "error: <command>: invalid choice: 'frobnicate' (choose from 'base', 'merge', 'inspect', "
