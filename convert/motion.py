@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from animatediff_jax.errors import InputError, UsageError
-from animatediff_jax.text_files import read_text
+from animatediff_jax.text_files import read_json_object
 from animatediff_jax.models.configs import MotionConfig, channel_mismatches
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
@@ -310,13 +310,9 @@ def _adapter_config(cfg_file: Path) -> dict:
     block_out_channels may be lists of them; heads and groups fit block_out_channels, as
     `models.configs.channel_mismatches`): MotionModuleError naming the file otherwise."""
     try:
-        cfg = json.loads(read_text(cfg_file))
-    except json.JSONDecodeError as e:
-        raise MotionModuleError(f"{cfg_file}: not JSON ({e})") from None
-    except ValueError as e:  # not UTF-8 text
+        cfg = read_json_object(cfg_file)
+    except ValueError as e:  # not UTF-8 text, not JSON, not an object
         raise MotionModuleError(f"{cfg_file}: {e}") from None
-    if not isinstance(cfg, dict):
-        raise MotionModuleError(f"{cfg_file}: not a JSON object")
     positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
     for key, lists in (("motion_num_attention_heads", True), ("block_out_channels", True),
                        ("motion_norm_num_groups", False), ("motion_max_seq_length", False)):

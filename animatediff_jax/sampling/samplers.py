@@ -18,7 +18,6 @@ Option names are diffusers' config names. The loop works in float32 whatever the
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from animatediff_jax.text_files import read_text
+from animatediff_jax.text_files import read_json_object
 from animatediff_jax.schedules import PREDICTION_TYPES, PRESETS, NoiseSchedule
 
 SAMPLERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "lcm")
@@ -427,10 +426,8 @@ def sampler_from_diffusers_config(config: Mapping[str, Any] | str | os.PathLike,
         if not os.path.isfile(path):
             raise FileNotFoundError(f"scheduler config not found: {path}")
         try:
-            config = json.loads(read_text(path))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        except ValueError as e:  # not UTF-8 text
+            config = read_json_object(path)
+        except ValueError as e:  # not UTF-8 text, not JSON, not an object
             raise ValueError(f"{path}: {e}") from None
     config = dict(config)
     if name is None:
