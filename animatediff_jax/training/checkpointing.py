@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import jax
@@ -30,16 +31,35 @@ def make_manager(directory: str, save_every: int, keep: int, async_save: bool = 
                  ) -> ocp.CheckpointManager:
     """CheckpointManager over `directory`, items 'state' and 'meta'. The folder is made by the first
     `save`, so a run stopped before it leaves none."""
+    _drop_orbax_wait_warning()
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=max(int(save_every), 1), max_to_keep=max(int(keep), 1) if keep else None,
         enable_async_checkpointing=async_save, create=False)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False) -> bool:
-    """Save if `step` is on the interval (or `force`); returns whether a save started."""
+# A save that waits longer than this for the previous one to be written says so (orbax's own threshold),
+# once per checkpoint folder and process (the folders it was said for).
+SLOW_SAVE_SECONDS = 1.0
+_SLOW_SAVES_SAID: set[str] = set()
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False,
+         main: bool = True) -> bool:
+    """Save if `step` is on the interval (or `force`); returns whether a save started.
+
+    A save first waits for the previous one to be written; when that takes over SLOW_SAVE_SECONDS
+    (saves are slower than the interval), the `main` process says so once per folder on stderr."""
     if not (force or manager.should_save(step)):
         return False
+    started = time.monotonic()
+    manager.wait_until_finished()
+    waited = time.monotonic() - started
+    if main and waited > SLOW_SAVE_SECONDS and str(manager.directory) not in _SLOW_SAVES_SAID:
+        _SLOW_SAVES_SAID.add(str(manager.directory))
+        print(f"warning: {manager.directory}: step {step} waited {waited:.1f} s for the previous checkpoint to "
+              f"be written, and training pauses while it is: save less often (raise checkpointing_steps)",
+              file=sys.stderr, flush=True)
     os.makedirs(manager.directory, exist_ok=True)
     return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                       meta=ocp.args.JsonSave(meta)), force=force)
@@ -103,6 +123,21 @@ def _abandoned_read_noise(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+class _OrbaxWaitNoise(logging.Filter):
+    """Drops orbax's absl warning "Waiting for previous save to complete took N seconds": it counts
+    every wait, also the ones a preempted run's final save asks for, and `save` reports a slow save in
+    its own line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Waiting for previous save to complete")
+
+
+@functools.lru_cache(maxsize=None)
+def _drop_orbax_wait_warning() -> None:
+    """Install `_OrbaxWaitNoise` on absl's logger (which orbax logs through), once per process."""
+    logging.getLogger("absl").addFilter(_OrbaxWaitNoise())
 
 
 class _AsyncioNoise(logging.Filter):

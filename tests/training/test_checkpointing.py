@@ -6,6 +6,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+
+import numpy as np
 
 from animatediff_jax.training import checkpointing
 
@@ -104,3 +107,29 @@ def test_only_the_abandoned_reads_reports_are_silenced(monkeypatch):
     assert not asyncio_log.filter(record("Task was destroyed but it is pending! task: <Task coro="
                                          "<_read_array_index_and_device_put() running at serialization.py:328>>"))
     assert asyncio_log.filter(record("Future exception was never retrieved", other))
+
+
+def test_a_save_kept_waiting_by_the_previous_one_says_so_once_in_its_own_line(tmp_path, monkeypatch, capsys):
+    absl_log = logging.getLogger("absl")
+    monkeypatch.setattr(absl_log, "filters", [])
+    manager = checkpointing.make_manager(str(tmp_path / "checkpoints"), 1, 2, async_save=False)
+    # orbax's own warning counts every wait (also ones asked for before a final save): dropped, only it.
+    wait = logging.LogRecord("absl", logging.WARNING, __file__, 1, "Waiting for previous save to complete took "
+                             "%f seconds. If this number is high, consider checkpointing less frequently.", (1.5,), None)
+    assert not absl_log.filter(wait)
+    assert absl_log.filter(logging.LogRecord("absl", logging.WARNING, __file__, 1, "other", None, None))
+
+    state = {"w": np.ones(3, np.float32)}
+    assert checkpointing.save(manager, 1, state, {"step": 1})
+    assert capsys.readouterr().err == ""
+    real_wait = manager.wait_until_finished
+    monkeypatch.setattr(manager, "wait_until_finished",
+                        lambda: (time.sleep(checkpointing.SLOW_SAVE_SECONDS + 0.1), real_wait()))
+    for step in (2, 3):
+        assert checkpointing.save(manager, step, state, {"step": step})
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"warning: {manager.directory}: step 2 waited 1.")
+    assert err.endswith("save less often (raise checkpointing_steps)\n")
+    assert checkpointing.save(manager, 4, state, {"step": 4}, main=False)
+    manager.close()
+    assert manager.all_steps() == [3, 4]
