@@ -95,17 +95,22 @@ def load_pipeline(row: Row, weights: str):
 
 def missing_file(weights: str, row: Row) -> str | None:
     """What of row `row`'s files is not under `weights` ("no motion_module_A.safetensors, which row ...
-    needs (built by ...)"), or None when all are there."""
+    needs (built by ...)", or what a model folder lacks), or None when all are there."""
+    from animatediff_jax.checkpoint import incomplete_converted_folder  # JAX: not for --help
+    from animatediff_jax.loading import is_converted_base
     p = paths(weights)
-    need = [(p["base"], "the base stage")]
+    need = [(os.path.dirname(p["base"]), "the base stage")]
     if row.personalization:
         need.append((p[row.personalization], f"the {row.personalization} stage"))
     if row.motion:
         need.append((motion_path(weights, row.schedule), f"the motion stage with --schedules {row.schedule}"))
     for path, stage in need:
+        built = f"built by {stage} of python -m animatediff_jax.miniature.build"
         if not os.path.exists(path):
-            return (f"no {os.path.relpath(path, weights)}, which row {row.name!r} needs (built by {stage} of "
-                    "python -m animatediff_jax.miniature.build)")
+            return f"no {os.path.relpath(path, weights)}, which row {row.name!r} needs ({built})"
+        if os.path.isdir(path) and not is_converted_base(path):  # a model folder lacking one of its networks
+            problem = incomplete_converted_folder(path) or "no model files"
+            return f"{path}: {problem}; row {row.name!r} needs it whole ({built})"
     return None
 
 
@@ -122,16 +127,12 @@ def available_rows(weights: str) -> list[Row]:
     """The rows whose files are under `weights` (the default: all rows), one line printed for each one
     left out (e.g. the schedule-ablation modules of a build that trained schedule B only); InputError
     when none is left."""
-    rows = []
-    for row in ROWS:
-        problem = missing_file(weights, row)
-        if problem:
-            print(f"left out: {problem}", flush=True)
-        else:
-            rows.append(row)
-    if not rows:
-        raise InputError(f"--weights {weights}: no row can be sampled (no base/unet.safetensors?)")
-    return rows
+    problems = {row: missing_file(weights, row) for row in ROWS}
+    if all(problems.values()):  # every row needs the base: its problem is the first row's
+        raise InputError(f"--weights {weights}: no row can be sampled: {problems[ROWS[0]]}")
+    for problem in filter(None, problems.values()):
+        print(f"left out: {problem}", flush=True)
+    return [row for row, problem in problems.items() if not problem]
 
 
 def sample(pipe, prompts: list[str], seeds: list[int], frames: int, steps: int, guidance: float,

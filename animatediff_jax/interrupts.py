@@ -169,10 +169,15 @@ def exit_cli(code: int) -> None:
     """End a command-line program with `code` (its `__main__`: `exit_cli(main())`). After Ctrl-C or
     SIGTERM (130 / 143) the run has unwound and removed its outputs, so the process ends at once,
     streams flushed, without the interpreter's teardown: that waits for XLA computations still in
-    flight (minutes) and can crash while a compilation is half-done in another thread."""
+    flight (minutes) and can crash while a compilation is half-done in another thread. Any other code
+    is the end of a finished run: SIGINT / SIGTERM are then ignored for the teardown (a fraction of a
+    second), which Python runs after resetting its handlers: a Ctrl-C there ended the process silently
+    with 130 although the run had completed and its outputs were whole."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
         os._exit(code)
+    for signum in SIGNALS:  # the run is over, its outputs whole and its lines printed
+        signal.signal(signum, signal.SIG_IGN)
     sys.exit(code)

@@ -152,18 +152,26 @@ def target(path: str) -> str:
 
 def refuse_input_as_output(output: tuple[str, str], inputs: list[tuple[str, str]]) -> None:
     """OutputError when the output (`(flag, path)`) is one of the `inputs` (`(flag, path)` each; ones
-    that do not exist locally, hub ids, are skipped) or a folder holding one: replacing it would
-    destroy the input while it is read."""
+    that do not exist locally, hub ids, are skipped), a folder holding one (replacing it would destroy
+    the input while it is read), or inside an input folder (it would become part of the input, or
+    replace a part of it: `lora base base/unet`)."""
     out_flag, out = output
     real = target(out)
     for flag, path in inputs:
         if not os.path.exists(path):
             continue
         same = os.path.exists(out) and os.path.samefile(out, path)
-        inside = target(path).startswith(real.rstrip(os.sep) + os.sep)
-        if same or inside:
+        if same or _within(target(path), real):
             raise OutputError(f"{out} ({out_flag}): {'is' if same else 'holds'} the input {path} ({flag}); "
                               "write the output elsewhere")
+        if os.path.isdir(path) and _within(real, target(path)):
+            raise OutputError(f"{out} ({out_flag}): is inside the input folder {path} ({flag}); "
+                              "write the output elsewhere")
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether real path `path` lies below real path `folder`."""
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _refuse_suffix(path: str, folder: bool, suffixes: tuple[str, ...] | None) -> None:

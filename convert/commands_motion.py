@@ -111,6 +111,27 @@ def _lora_args(values) -> list[tuple[str, str, float]]:
             for path, scale in map(parse_path_scale, values)]
 
 
+# what `lora` fuses into, by its file: the config class stored by `convert base`, and its name
+_NETWORK_CONFIGS = {"unet": ("UNetConfig", "UNet"), "text_encoder": ("CLIPTextConfig", "text encoder")}
+
+
+def _require_network(path: str, network: str) -> None:
+    """InputError unless `path` holds converted `network` params ('unet' or 'text_encoder'), saying what
+    it holds instead (a motion module, a VAE, a PyTorch file...)."""
+    from animatediff_jax.checkpoint import read_metadata
+    from animatediff_jax.file_roles import converted_role
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not found")
+    meta = read_metadata(path)  # names the file when it is no safetensors file at all
+    config_class, name = _NETWORK_CONFIGS[network]
+    if meta.get("config_class") == config_class:
+        return
+    found = converted_role(path)
+    what = found[0] if found else "not a file written by `python -m convert`"
+    raise InputError(f"{path}: {what}, not a converted {name}; BASE is a folder written by `python -m convert "
+                     "base`, or the unet.safetensors in one")
+
+
 def _lora(args) -> int:
     from animatediff_jax.checkpoint import load_config, load_params, save_params
     from convert.lora import apply_lora_files
@@ -125,6 +146,8 @@ def _lora(args) -> int:
             raise InputError(f"{args.base}: no unet.safetensors (convert the base with `python -m convert base`)")
     else:
         files = {"unet": args.base}
+    for c, f in files.items():  # before any LoRA is read: a wrong base is named as such, not the LoRA blamed
+        _require_network(f, c)
     loaded = {c: load_params(f) for c, f in files.items()}
     fused = apply_lora_files({c: p for c, (p, _) in loaded.items()}, [(local, s) for _, local, s in loras],
                              skip_other=not folder, allow_nonfinite=args.allow_nonfinite)

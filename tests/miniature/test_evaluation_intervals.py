@@ -1,5 +1,6 @@
 """The evaluation table's 95% confidence intervals (issue 15: "with confidence intervals"), and which
 rows it samples."""
+import shutil
 import sys
 
 import numpy as np
@@ -8,6 +9,17 @@ from scipy import stats
 
 from animatediff_jax import evaluate
 from animatediff_jax.errors import InputError
+from animatediff_jax.miniature.shipped import MINIATURE
+
+
+def _weights(tmp_path, schedules=("B",)):
+    """A weights folder holding the shipped base (whole: the rows check it) and empty motion-module files
+    of `schedules` (only their presence is checked before sampling)."""
+    weights = tmp_path / "w"
+    shutil.copytree(f"{MINIATURE}/base", weights / "base")
+    for schedule in schedules:
+        (weights / f"motion_module_{schedule}.safetensors").write_bytes(b"")
+    return weights
 
 
 def test_yes_no_scores_get_wilson_intervals():
@@ -41,10 +53,7 @@ def test_a_cell_shows_the_mean_and_its_interval():
 def test_rows_whose_files_are_missing_are_refused_before_sampling(tmp_path, capsys):
     """Found by a stranger: a row whose motion module was never built failed after the rows before it
     had been sampled, and the work was lost."""
-    weights = tmp_path / "w"
-    (weights / "base").mkdir(parents=True)
-    (weights / "base" / "unet.safetensors").write_bytes(b"")
-    (weights / "motion_module_B.safetensors").write_bytes(b"")
+    weights = _weights(tmp_path)
     rows = "base + module;base + module (schedule A)"
     assert evaluate.main(["--weights", str(weights), "--rows", rows, "--results", "-"]) == 1
     err = capsys.readouterr().err
@@ -54,10 +63,7 @@ def test_rows_whose_files_are_missing_are_refused_before_sampling(tmp_path, caps
 def test_by_default_rows_without_their_files_are_left_out_and_named(tmp_path, capsys):
     """A build that trained schedule B only (as the shipped one): the ablation rows are left out with
     one line each, not an error; with no base at all nothing can be sampled."""
-    weights = tmp_path / "w"
-    (weights / "base").mkdir(parents=True)
-    (weights / "base" / "unet.safetensors").write_bytes(b"")
-    (weights / "motion_module_B.safetensors").write_bytes(b"")
+    weights = _weights(tmp_path)
     rows = evaluate.available_rows(str(weights))
     assert [r.name for r in rows] == ["base + module", "base, no module", "base images"]
     out = capsys.readouterr().out.splitlines()
@@ -66,6 +72,24 @@ def test_by_default_rows_without_their_files_are_left_out_and_named(tmp_path, ca
     (weights / "base" / "unet.safetensors").unlink()
     with pytest.raises(InputError, match="no row can be sampled"):
         evaluate.available_rows(str(weights))
+
+
+def test_a_model_folder_lacking_a_network_is_refused_before_any_work(tmp_path, capsys):
+    """Found by a stranger: a dreambooth/ folder without vae.safetensors failed only when its row was
+    loaded, after the scoring classifiers had been fitted and the rows before it sampled."""
+    weights = _weights(tmp_path)
+    shutil.copytree(weights / "base", weights / "dreambooth")
+    (weights / "dreambooth" / "vae.safetensors").unlink()
+    assert evaluate.main(["--weights", str(weights), "--rows", "base + module;DreamBooth + module",
+                          "--results", "-"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: --weights {weights}: {weights / 'dreambooth'}: an incomplete converted SD1.x folder: vae.safetensors "
+                   "is missing; row 'DreamBooth + module' needs it whole (built by the dreambooth stage of python "
+                   "-m animatediff_jax.miniature.build); or leave the row out with --rows\n")
+    (weights / "base" / "text_encoder.safetensors").write_bytes(b"not a safetensors file")
+    left_out = [r.name for r in evaluate.ROWS if evaluate.missing_file(str(weights), r)]
+    assert left_out == [r.name for r in evaluate.ROWS]  # every row needs the base
+    assert "text_encoder.safetensors" in evaluate.missing_file(str(weights), evaluate.ROWS[0])
 
 
 def test_an_empty_weights_path_is_one_line(tmp_path, monkeypatch, capsys):

@@ -56,6 +56,9 @@ def test_a_symlinked_output_is_written_through(tmp_path, capsys):
     (["export-unet", "{unet}", "{base}", "--overwrite"], "{base} (out_dir): holds the input {unet} (params)"),
     (["export-motion", "{mm}", "{d}", "--format", "diffusers", "--overwrite"],
      "{d} (output): holds the input {mm} (params)"),
+    (["lora", "{base}", "{base}/sub", "--lora", "{b}"], "{base}/sub (output): is inside the input folder {base} (base)"),
+    (["lora", "{base}", "{base}/unet", "--lora", "{b}"], "{base}/unet (output): is inside the input folder {base} (base)"),
+    (["base", "{base}", "{base}/flax"], "{base}/flax (out_dir): is inside the input folder {base} (source)"),
 ])
 def test_an_output_that_is_an_input_is_refused(tmp_path, capsys, argv, message):
     d = tmp_path / "d"
@@ -134,3 +137,31 @@ def test_indivisible_channels_name_only_what_does_not_divide(tmp_path, capsys):
 def test_a_folder_given_for_a_params_file_says_what_was_expected(tmp_path, capsys):
     assert main(["export-unet", BASE, str(tmp_path / "eu")]) == 1
     assert _line(capsys) == f"error: {BASE}: is a folder; expected a .safetensors file"
+
+
+@pytest.mark.parametrize("base,what", [
+    (MOTION, "a converted motion module (v2)"),
+    (os.path.join(BASE, "vae.safetensors"), "a converted VAE alone (Flax params)"),
+    (LORA, "not a file written by `python -m convert`"),
+])
+def test_lora_names_a_base_that_is_no_unet_not_the_lora(tmp_path, capsys, base, what):
+    """Found by a stranger: a motion module or a VAE given as BASE was reported as '70 LoRA modules target
+    layers the model does not have', blaming the LoRA."""
+    assert main(["lora", base, str(tmp_path / "o.safetensors"), "--lora", LORA]) == 1
+    assert _line(capsys) == (f"error: {base}: {what}, not a converted UNet; BASE is a folder written by `python -m "
+                             "convert base`, or the unet.safetensors in one")
+    assert os.listdir(tmp_path) == []
+
+
+def test_lora_names_a_base_folder_network_of_the_wrong_kind(tmp_path, capsys):
+    folder = tmp_path / "base"
+    folder.mkdir()
+    for name in ("unet", "vae", "text_encoder"):
+        os.link(os.path.join(BASE, f"{name}.safetensors"), folder / f"{name}.safetensors")
+    (folder / "text_encoder.safetensors").unlink()
+    os.link(os.path.join(BASE, "vae.safetensors"), folder / "text_encoder.safetensors")
+    assert main(["lora", str(folder), str(tmp_path / "out"), "--lora", LORA]) == 1
+    assert _line(capsys) == (f"error: {folder}/text_encoder.safetensors: a converted VAE alone (Flax params), not a "
+                             "converted text encoder; BASE is a folder written by `python -m convert base`, or the "
+                             "unet.safetensors in one")
+    assert sorted(os.listdir(tmp_path)) == ["base"]

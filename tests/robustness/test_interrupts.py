@@ -170,3 +170,28 @@ def test_ctrl_c_early_in_a_sample_run_is_a_clean_130(tmp_path, delay):
     assert rc == 130 and "Traceback" not in err and "Exception ignored" not in err, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted"), err
     assert not out.exists() or os.listdir(out) == []
+
+
+FINISHED_THEN_SIGNALLED = PRELUDE + """
+import atexit, os
+
+
+class Late:
+    def __del__(self):  # a module global: collected in the teardown, after Python has reset its handlers
+        os.kill(os.getpid(), SIGNUM)
+        time.sleep(0.2)
+
+
+late = Late()
+atexit.register(lambda: (os.kill(os.getpid(), SIGNUM), time.sleep(0.2)))  # before the reset
+exit_cli(run_cli(lambda: print("done", flush=True)))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_run_finished_keeps_its_exit_code_and_says_nothing(signum):
+    """A stranger's Ctrl-C just after `convert lora` had written its output: exit 130 and no line (the
+    process killed by the signal in the interpreter's teardown), the output complete."""
+    done = subprocess.run([sys.executable, "-c", FINISHED_THEN_SIGNALLED.replace("SIGNUM", str(int(signum)))],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
