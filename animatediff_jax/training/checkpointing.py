@@ -142,11 +142,15 @@ def _drop_orbax_wait_warning() -> None:
 
 class _AsyncioNoise(logging.Filter):
     """Drops asyncio's reports of orbax's abandoned reads ("... exception was never retrieved", "Task
-    was destroyed but it is pending", "Exception in callback")."""
+    was destroyed but it is pending", "Exception in callback"), and of TensorStore opens of the same
+    checkpoint failing after the first failure was reported (a never-retrieved future whose error
+    carries a `tensorstore_spec`: an emptied manifest.ocdbt)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (_abandoned_read_noise(exc) or "_read_array_index_and_device_put" in record.getMessage())
+        message = record.getMessage()
+        unretrieved_open = message.startswith("Future exception was never retrieved") and "tensorstore_spec" in str(exc)
+        return not (_abandoned_read_noise(exc) or unretrieved_open or "_read_array_index_and_device_put" in message)
 
 
 @functools.lru_cache(maxsize=None)
