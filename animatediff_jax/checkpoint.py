@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 import ml_dtypes
 import numpy as np
+from tqdm.auto import tqdm
 
 from animatediff_jax.errors import InputError
 from animatediff_jax.nonfinite import NonFinite
@@ -64,20 +65,24 @@ def params_metadata(config=None, source: str | None = None, dtype: str | None = 
 
 def save_params(path: str, params: Mapping, *, config=None, source: str | None = None,
                 dtype: str | None = None, metadata: Mapping[str, str] | None = None,
-                nonfinite: NonFinite | None = None) -> None:
+                nonfinite: NonFinite | None = None, progress: str | None = None) -> None:
     """Store a params pytree (numpy or jax leaves) as `.safetensors`, atomically, one leaf at a time.
 
     `dtype` ("float32" / "bfloat16" / "float16") casts floating leaves; None keeps each leaf's dtype.
     `nonfinite`: each written leaf passes its check, and its `report()` runs before the file is
-    committed (so a refusal leaves nothing behind). Raises `OutputError` if `path` cannot be written.
+    committed (so a refusal leaves nothing behind). `progress`: the label of a progress bar (stderr,
+    bytes written); None shows none. Raises `OutputError` if `path` cannot be written.
     """
     flat = {_join(p): leaf for p, leaf in flatten(params).items()}
     specs = {k: (tuple(np.shape(v)), store_dtype(dtype, np.dtype(v.dtype))) for k, v in flat.items()}
+    total = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(d).itemsize for shape, d in specs.values())
 
     def leaves():
-        for k, v in flat.items():
-            leaf = np.asarray(v).astype(specs[k][1], copy=False)
-            yield k, (nonfinite.check(k, leaf) if nonfinite else leaf)
+        with tqdm(total=total, desc=progress, unit="B", unit_scale=True, disable=progress is None, leave=False) as bar:
+            for k, v in flat.items():
+                leaf = np.asarray(v).astype(specs[k][1], copy=False)
+                yield k, (nonfinite.check(k, leaf) if nonfinite else leaf)
+                bar.update(leaf.nbytes)
         if nonfinite:
             nonfinite.report()  # before write_safetensors renames the file into place
 

@@ -157,7 +157,8 @@ def _lora(args) -> int:
     def save(c: str, out: str) -> None:
         meta = loaded[c][1]
         save_params(out, fused[c], config=load_config(meta, files[c]), source=meta.get("source"), dtype=args.dtype,
-                    metadata={"loras": names}, nonfinite=NonFinite(f"{files[c]} + LoRAs", allow=args.allow_nonfinite))
+                    metadata={"loras": names}, nonfinite=NonFinite(f"{files[c]} + LoRAs", allow=args.allow_nonfinite),
+                    progress=None if args.quiet else f"writing {c}")
 
     if not folder:
         save("unet", args.output)
@@ -258,6 +259,7 @@ def register(subparsers) -> None:
     p.add_argument("--lora", action="append", required=True, metavar="PATH[:SCALE]",
                    help="LoRA file, folder or hub id and its scale (default 1.0); repeat for several")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as the base)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_output_options(p)
     p.set_defaults(run=_lora, paths=("output", ("base", "--lora")))
 

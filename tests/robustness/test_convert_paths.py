@@ -165,3 +165,12 @@ def test_lora_names_a_base_folder_network_of_the_wrong_kind(tmp_path, capsys):
                              "converted text encoder; BASE is a folder written by `python -m convert base`, or the "
                              "unet.safetensors in one")
     assert sorted(os.listdir(tmp_path)) == ["base"]
+
+
+def test_lora_shows_its_writing_progress_unless_quiet(tmp_path, capsys):
+    """-q was taken by merge, motion and export-motion but refused by lora (whose writes of a full base
+    take a while and showed nothing)."""
+    assert main(["lora", BASE, str(tmp_path / "loud"), "--lora", LORA]) == 0
+    assert "writing unet" in capsys.readouterr().err
+    assert main(["lora", BASE, str(tmp_path / "quiet"), "--lora", LORA, "-q"]) == 0
+    assert capsys.readouterr().err == ""
