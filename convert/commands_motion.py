@@ -117,14 +117,15 @@ _NETWORK_CONFIGS = {"unet": ("UNetConfig", "UNet"), "text_encoder": ("CLIPTextCo
 
 def _require_network(path: str, network: str) -> None:
     """InputError unless `path` holds converted `network` params ('unet' or 'text_encoder'), saying what
-    it holds instead (a motion module, a VAE, a PyTorch file...)."""
+    it holds instead (a motion module, a VAE, a PyTorch file...). Flax params without a stored config
+    pass: which network they are is then for the LoRA's targets to tell."""
     from animatediff_jax.checkpoint import read_metadata
     from animatediff_jax.file_roles import converted_role
     if not os.path.isfile(path):
         raise InputError(f"{path}: not found")
     meta = read_metadata(path)  # names the file when it is no safetensors file at all
     config_class, name = _NETWORK_CONFIGS[network]
-    if meta.get("config_class") == config_class:
+    if meta.get("config_class") == config_class or meta.get("format") == "flax" and "config_class" not in meta:
         return
     found = converted_role(path)
     what = found[0] if found else "not a file written by `python -m convert`"
