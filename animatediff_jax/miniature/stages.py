@@ -197,6 +197,9 @@ def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
         save_motion(final, module, nets.unet, nets.motion, schedule)
         record[schedule] = {"loss": loss, "seconds": round(seconds, 1),  # every part of a resumed run
                             "steps": steps, "learning_rate": lr}
+        # recorded now, not only when the stage ends: a process stopped during the next schedule
+        # (several take hours) keeps this one's record; `build` completes the entry at the stage's end
+        record_stage(out, "motion", {**read_record(out).get("motion", {}), "schedules": {schedule: record[schedule]}})
         print(f"[motion {schedule}] {record[schedule]['seconds']:.0f}s", flush=True)
     return {"batch": b, "frames": world.FRAMES, "schedules": record,
             "seconds": round(sum(r["seconds"] for r in record.values()), 1)}  # over resumed parts too

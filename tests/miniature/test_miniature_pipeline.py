@@ -4,6 +4,7 @@ what is tested is that every stage runs, writes the files the next one reads, an
 load as a base folder, a DreamBooth checkpoint, a kohya LoRA and a motion module."""
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -141,3 +142,27 @@ def test_a_resume_file_of_other_settings_or_garbage_is_not_used(smoke, tmp_path,
         f.write(b"\x00garbage")
     _fit(smoke, path)
     assert "not resuming" in capsys.readouterr().out
+
+
+def test_a_finished_schedule_is_recorded_before_the_next_one_runs(smoke, tmp_path, monkeypatch):
+    """The ablation's schedule A ran ~50 min, then its process was stopped during schedule B: build.json
+    had no record of A (the motion stage recorded only at its end)."""
+    out = tmp_path / "copy"
+    shutil.copytree(smoke, out)
+    real_fit, calls = stages.fit, []
+
+    def fit_then_stop(*args, **kwargs):
+        calls.append(kwargs["name"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process stopped during the second schedule
+        return real_fit(*args, **kwargs)
+    monkeypatch.setattr(stages, "fit", fit_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        stages.build(str(out), "smoke", stages=("motion",), schedules=("A", "C"))
+    assert calls == ["motion A", "motion C"]
+    with open(paths(str(out))["record"]) as f:
+        record = json.load(f)
+    schedules = record["motion"]["schedules"]
+    assert set(schedules) == {"A", "B"} and np.isfinite(schedules["A"]["loss"])
+    assert schedules["A"]["steps"] == BUDGETS["smoke"].motion_steps and record["motion"]["budget"] == "smoke"
+    assert schedules["B"] == json.load(open(paths(smoke)["record"]))["motion"]["schedules"]["B"]
