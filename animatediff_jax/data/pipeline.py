@@ -24,7 +24,7 @@ import json
 import os
 import queue
 import threading
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -33,10 +33,18 @@ from animatediff_jax.errors import InputError
 from animatediff_jax.text_files import read_text
 
 
-def load_source(dataset_dir: str, split: str = "train", what: str = "dataset"):
+# what a reader of examples needs: each a set of features, any one of which will do
+VIDEO_FEATURES = ("video", "caption")
+LATENT_FEATURES = ("latent_mean", "latent_logvar", "caption")
+
+
+def load_source(dataset_dir: str, split: str = "train", what: str = "dataset",
+                needs: Sequence[Sequence[str]] = (VIDEO_FEATURES, LATENT_FEATURES)):
     """Random-access source over a built TFDS dataset directory (…/name/config/version). No TF needed.
-    InputError `<what> <dataset_dir>: ...` for a folder that holds no built dataset, `<what> <file>: ...` for
-    its JSON files (dataset_info.json...) that are not UTF-8 text or not JSON (TFDS's tracebacks)."""
+    InputError `<what> <dataset_dir>: ...` for a folder that holds no built dataset, or whose examples
+    lack the features of every set in `needs` (clips of data.build: VIDEO_FEATURES; data.precompute's
+    latents: LATENT_FEATURES); `<what> <file>: ...` for its JSON files (dataset_info.json...) that are
+    not UTF-8 text or not JSON (TFDS's tracebacks)."""
     import tensorflow_datasets as tfds
 
     for file in sorted(glob.glob(os.path.join(glob.escape(dataset_dir), "*.json"))):
@@ -49,6 +57,11 @@ def load_source(dataset_dir: str, split: str = "train", what: str = "dataset"):
     except tfds.core.dataset_info.DatasetInfoFileError:
         raise InputError(f"{what} {dataset_dir}: not a built TFDS dataset (no dataset_info.json; give the "
                          "…/name/config/version folder that data.build or data.precompute printed)") from None
+    features = set(builder.info.features.keys())
+    if not any(set(need) <= features for need in needs):
+        kinds = {VIDEO_FEATURES: "video clips (data.build)", LATENT_FEATURES: "pre-computed latents (data.precompute)"}
+        wanted = " or ".join(kinds.get(tuple(n), "/".join(n)) for n in needs)
+        raise InputError(f"{what} {dataset_dir}: its examples hold {sorted(features)}, not {wanted}")
     return builder.as_data_source(split=split)
 
 

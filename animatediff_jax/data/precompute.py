@@ -58,7 +58,7 @@ def run(args) -> None:
     import numpy as np
 
     from animatediff_jax.data.dataset_output import check_dataset_output, fresh_build
-    from animatediff_jax.data.pipeline import load_source
+    from animatediff_jax.data.pipeline import VIDEO_FEATURES, load_source
     from animatediff_jax.data.precomputed_latents import PrecomputedLatents, precompute, text_encoder, vae_encoder
     from animatediff_jax.loading import HUB_PATTERNS, locate, read_base, refuse_nonfinite, require_exists
     from animatediff_jax.models.clip_text import CLIPTextModel
@@ -68,7 +68,7 @@ def run(args) -> None:
     # every output and input checked before the models load, not after the encoding
     out = check_dataset_output(args.data_dir, PrecomputedLatents, args.name, args.overwrite)
     require_exists(args.source, "--source")
-    source = load_source(args.source, what="--source")
+    source = load_source(args.source, what="--source", needs=(VIDEO_FEATURES,))
     base_path = locate(args.pretrained_model_path, "--pretrained_model_path", HUB_PATTERNS["sd"], args.variant)
     if args.tokenizer_path:
         tokenizer_path = check_tokenizer(locate(args.tokenizer_path, "--tokenizer_path", HUB_PATTERNS["tokenizer"]),

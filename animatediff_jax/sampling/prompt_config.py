@@ -487,11 +487,18 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         if key in raw and raw[key] % 8:
             raise _err(source, name, f"{key!r} must be a multiple of 8, got {raw[key]}")
 
-    modules = raw.get("motion_module", [None])
+    modules = raw.get("motion_module", [None])  # no key: frames sampled one by one (a frame-wise run's record)
     modules = [modules] if isinstance(modules, str) else modules
+    if not modules:
+        raise _err(source, name, "key 'motion_module' is an empty list (no video would be sampled); give a path, "
+                                 "a list of paths, or leave the key out to sample frame by frame")
     for i, m in enumerate(modules):
+        key = "key 'motion_module'" if len(modules) == 1 else f"motion_module[{i}]"
         if m is not None and not isinstance(m, str):
-            raise _err(source, name, f"motion_module[{i}] must be a path, got {m!r}")
+            raise _err(source, name, f"{key} must be a path, got {m!r}")
+        if m is not None and not m.strip():
+            raise _err(source, name, f"{key} is an empty path; give a motion module, or leave the key out to "
+                                     "sample frame by frame")
     block_scales = raw.get("motion_block_scales", {})
     for block, factor in block_scales.items():
         if not isinstance(block, str) or isinstance(factor, bool) or not isinstance(factor, _NUM):

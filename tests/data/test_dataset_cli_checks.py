@@ -13,8 +13,8 @@ from safetensors.numpy import load_file, save_file
 
 from animatediff_jax import loading
 from animatediff_jax.data import build, precompute, procedural_tfds
-from animatediff_jax.data.pipeline import load_source
-from animatediff_jax.errors import run_cli
+from animatediff_jax.data.pipeline import VIDEO_FEATURES, load_source
+from animatediff_jax.errors import InputError, run_cli
 from animatediff_jax.miniature.shipped import MINIATURE
 
 BASE = f"{MINIATURE}/base"
@@ -140,6 +140,16 @@ def test_precompute_refuses_an_existing_dataset_unless_overwrite(tmp_path, capsy
     assert rc == 0 and out == f"writing {dataset} ...\npre-computed dataset written to {dataset}\n", out
     assert len(load_source(str(dataset))) == 4 and (dataset / "null_text_embedding.npy").is_file()
     assert not _leftovers(dataset.parent)
+    # a stranger gave precompute its own output as --source: KeyError 'video' traceback
+    rc = precompute.main(["--source", str(dataset), "--pretrained_model_path", BASE, "--data_dir",
+                          str(tmp_path / "tfds"), "--name", "again"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == (f"error: --source {dataset}: its examples hold ['caption', 'input_ids', "
+                               "'latent_logvar', 'latent_mean', 'source_index', 'text_embedding'], not video clips "
+                               "(data.build)\n"), err
+    assert not (tmp_path / "tfds" / "precomputed_latents" / "again").exists()
+    with pytest.raises(InputError, match=r"'text_embedding'\], not video clips \(data.build\)"):
+        load_source(str(dataset), needs=(VIDEO_FEATURES,))
 
 
 @pytest.mark.parametrize("network,bad", [("vae", np.nan), ("text_encoder", np.inf)])

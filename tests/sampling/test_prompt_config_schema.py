@@ -106,6 +106,10 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
     ('- prompt_map: {0: "a", "0": "b"}\n', r"frame 0 is given twice"),
     ('- prompt_map: {}\n', r"prompt_map is empty"),
     ('- prompt_map: {0: "a", 16: "b"}\n  L: 16\n', r"prompt travel frame 16 is outside the video's 16 frames"),
+    ('- prompt: ["a"]\n  motion_module: []\n', r"key 'motion_module' is an empty list \(no video would be sampled\)"),
+    ('- prompt: ["a"]\n  motion_module: ""\n', r"key 'motion_module' is an empty path"),
+    ('- prompt: ["a"]\n  motion_module: [mm.ckpt, " "]\n', r"motion_module\[1\] is an empty path"),
+    ('- prompt: ["a"]\n  motion_module: [5]\n', r"key 'motion_module' must be a path, got 5"),
 ])
 def test_bad_configs_name_file_entry_and_key(tmp_path, monkeypatch, body, match):
     monkeypatch.chdir(tmp_path)
