@@ -11,6 +11,7 @@ empty, or (`read_yaml_mapping`) not a mapping.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Hashable, Mapping
 
@@ -21,7 +22,10 @@ from animatediff_jax.text_files import read_text
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` refusing a mapping that holds one key twice (PyYAML would keep the last one)."""
+    """`yaml.SafeLoader` refusing a mapping that holds one key twice (PyYAML would keep the last one), and
+    reading numbers in exponent notation as OmegaConf (which the original AnimateDiff's configs were
+    written for) does: PyYAML's YAML 1.1 rules read `1e-3`, `75e-1` and `1.5e3` as strings (they need a
+    dot and a signed exponent)."""
 
     def construct_mapping(self, node, deep=False):
         first: dict = {}
@@ -36,6 +40,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                            problem_mark=key_node.start_mark)
             first[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(  # added to PyYAML's own float forms, for the first characters given
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def read_yaml(path: str | os.PathLike, role: str) -> Any:

@@ -211,3 +211,18 @@ def test_missing_unreadable_and_non_mapping_files(tmp_path):
     with pytest.raises(InputError) as e:
         inference_config(listed)
     assert str(e.value) == f"{listed}: inference config must be a YAML mapping (key: value lines), got a list"
+
+
+def test_numbers_in_exponent_notation_are_numbers_as_in_omegaconf(tmp_path):
+    """A stranger's `guidance_scale: 75e-1` was refused ('must be a number, got str'): PyYAML reads `1e-3`
+    as a string, OmegaConf (the original AnimateDiff's reader) as a float."""
+    config = tmp_path / "c.yaml"
+    values = {"guidance_scale": "75e-1", "motion_scale": "1e-3", "lora_alpha": "[5E-1]", "adapter_lora_scale": "1.5e0"}
+    config.write_text('- prompt: ["a"]\n  lora_model_path: "l.safetensors"\n'
+                      + "".join(f"  {k}: {v}\n" for k, v in values.items()))
+    (tmp_path / "l.safetensors").write_bytes(b"")
+    (entry,) = load_prompt_config(config)
+    assert (entry.guidance_scale, entry.motion_scale, entry.adapter_lora_scale) == (7.5, 0.001, 1.5)
+    assert [a for _, a in entry.loras] == [0.5]
+    config.write_text('- prompt: ["1e3", 2e3x]\n')  # only whole scalars are numbers
+    assert load_prompt_config(config)[0].prompts == ["1e3", "2e3x"]
