@@ -305,6 +305,8 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
                              max_frames=mm.config.max_seq_length if mm else 10**9, names=SIZE_FLAGS)
         except UsageError as err:
             raise UsageError(f"{where}{err}") from None
+        if job.config and o.frames is not None and (problem := travel_frame_problem(e, s["frames"])) is not None:
+            raise UsageError(f"--frames {o.frames}: {job.config}: {e.name}: {problem}")  # the flag set it
         if job.config:
             check_prompt_frames(e, s["frames"], job.config)
         elif (problem := travel_frame_problem(e, s["frames"])) is not None:

@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt config (original AnimateDiff YAML schema, or a run's config.yaml)")
     p.add_argument("--config", dest="config_opt", metavar="YAML", help="same as the positional config")
     m = p.add_argument_group("models (PyTorch files are converted on the fly and cached; Flax files load directly; "
-                             "a hub id owner/name is found in, or downloaded into, the Hugging Face cache)")
+                             "a hub id owner/name is found in, or downloaded into, the Hugging Face cache; with a "
+                             "prompt config --dreambooth, --lora, --motion-module, --motion-lora and --domain-adapter "
+                             "are refused: its entries name their own)")
     m.add_argument("--base", help="SD1.x base: diffusers folder or its hub id, single file or converted folder "
                                   "(default: the miniature AnimateDiff shipped in animatediff_jax/assets/miniature)")
     m.add_argument("--dreambooth", help="personalized SD1.x model whose weights replace the --base's (same family): "
@@ -230,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--diffusers-norm", action="store_true",
                    help="normalise the motion module's input over all frames jointly as diffusers does "
                         "(default: per frame, as the original and its released checkpoints)")
-    c = p.add_argument_group("control (users bring their control images: depth, pose, edges, ... at the output size)")
+    c = p.add_argument_group("control (users bring their control images: depth, pose, edges, ... at the output size; "
+                             "not with a prompt config: its entries name their own)")
     c.add_argument("--controlnet", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
                    help="SD1.x ControlNet (diffusers folder or its hub id, control_v11*_sd15_*.pth/.safetensors), "
                         "repeatable (residuals summed); SCALE = conditioning scale, default 1.0")
@@ -250,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keyframe-images", type=_path_list, metavar="A.png,B.png,...",
                    help="one image per --keyframes entry (centre-cropped to the output aspect and resized, as the "
                         "original SparseCtrl reads them)")
-    g = p.add_argument_group("generation (a given flag overrides a prompt config's value)")
+    g = p.add_argument_group("generation (with a prompt config, a given flag overrides its value; --prompt, "
+                             "--negative-prompt, --travel and --seed are the config's own and refused)")
     g.add_argument("--prompt", action="append", help="prompt, repeatable (one video each); needed with any "
                    "model flag (without one, the miniature's own prompts by default)")
     g.add_argument("--negative-prompt", action="append", help="one (broadcast) or one per prompt")
@@ -263,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", "--W", type=_int_at_least(1, MAX_SIDE),
                    help="pixels (default: the base model's own size, UNet sample_size x VAE factor: 512 for SD1.5, "
                         "32 for the miniature)")
-    g.add_argument("--height", "--H", type=_int_at_least(1, MAX_SIDE), help="pixels (default: as --width)")
+    g.add_argument("--height", "--H", type=_int_at_least(1, MAX_SIDE), help="pixels (default: the base model's own size, as for --width; not --width's "
+                                                                       "value)")
     g.add_argument("--frames", "--L", type=pos, help="video length (default 16)")
     g.add_argument("--clip-skip", type=nonneg, metavar="N",
                    help="use the text encoder's N-th last layer (diffusers' rule; A1111's 'clip skip 2' is 1) "

@@ -80,6 +80,19 @@ def test_travel_frame_problem_is_named(jobs, capsys, travel, message):
     assert error_line(capsys, [f"--travel={travel}", *SMALL], 2) == f"--travel: {travel!r}: {message}"
 
 
+def test_a_travel_frame_beyond_a_given_frames_flag_names_the_flag(jobs, capsys, tmp_path):
+    """A stranger's --frames 8 under a prompt_map with a key 8 was blamed on the config alone."""
+    config = tmp_path / "travel.yaml"
+    config.write_text('- prompt_map: {0: "a", 8: "b"}\n')
+    base = ["--base", os.path.join(MINIATURE, "base"), "--W", "32", "--H", "32", "--out", "out"]
+    assert error_line(capsys, [str(config), *base, "--frames", "8"], 2) == (
+        f"--frames 8: {config}: entry 0: prompt travel frame 8 is outside the video's 8 frames (0..7)")
+    config.write_text('- prompt_map: {0: "a", 8: "b"}\n  L: 8\n')  # the config's own L: the config is named
+    assert error_line(capsys, [str(config), *base], 2) == (
+        f"{config}: entry 0: prompt travel frame 8 is outside the video's 8 frames (0..7)")
+    assert validates([str(config), *base, "--frames", "9"])
+
+
 def test_negative_values_are_values_not_flags(jobs, capsys):
     # argparse's own rule took `-1e30` and `-1:a dog` for flags: "expected one argument"
     assert error_line(capsys, ["--guidance-scale", "-1e30", *SMALL], 2) == \

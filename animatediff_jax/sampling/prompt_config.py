@@ -175,7 +175,8 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
     tried = [p if p.is_absolute() else Path.cwd() / p]
     if not p.is_absolute() and config_dir is not None and config_dir / p != tried[0]:  # a config outside the cwd
         tried.append(config_dir / p)
-    m = re.fullmatch(r"(?:.*/)?inference(?:-(v\d))?\.yaml", path)  # the first release's is inference.yaml (v1)
+    # the original's inference configs: the first release's inference.yaml (v1), then inference-v1/v2/v3.yaml
+    m = re.fullmatch(r"(?:.*/)?inference(?:-(v[123]))?\.yaml", path)
     version = (m.group(1) or "v1") if m else None
     if m:
         tried.append(PROJECT_CONFIGS / "inference" / f"{version}.yaml")
@@ -518,8 +519,6 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         motion_block_scales={b: float(f) for b, f in block_scales.items()},
         controlnets=_controlnets(raw, source, name, config_dir), sparsectrl=_sparsectrl(raw, source, name, config_dir),
         raw=dict(raw))
-    if base.L is not None:
-        check_prompt_frames(base, base.L, source)
     out = []
     for i, m in enumerate(modules):
         key = "key 'motion_module'" if len(modules) == 1 else f"motion_module[{i}]"

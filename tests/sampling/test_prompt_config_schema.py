@@ -105,7 +105,6 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
     ('- prompt_map: "0: a"\n', r"key 'prompt_map' must be a \{frame: prompt\} mapping or a list"),
     ('- prompt_map: {0: "a", "0": "b"}\n', r"frame 0 is given twice"),
     ('- prompt_map: {}\n', r"prompt_map is empty"),
-    ('- prompt_map: {0: "a", 16: "b"}\n  L: 16\n', r"prompt travel frame 16 is outside the video's 16 frames"),
     ('- prompt: ["a"]\n  motion_module: []\n', r"key 'motion_module' is an empty list \(no video would be sampled\)"),
     ('- prompt: ["a"]\n  motion_module: ""\n', r"key 'motion_module' is an empty path"),
     ('- prompt: ["a"]\n  motion_module: [mm.ckpt, " "]\n', r"motion_module\[1\] is an empty path"),
@@ -126,6 +125,23 @@ def test_missing_file_named_by_a_key_is_an_input_error(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=match) as e:
         load_prompt_config(p)
     assert str(e.value).startswith(str(p)) and e.value.exit_code == 1
+
+
+@pytest.mark.parametrize("name,found", [("inference.yaml", "v1"), ("inference-v1.yaml", "v1"),
+                                        ("inference-v3.yaml", "v3"), ("inference-v9.yaml", None),
+                                        ("inference-v2-typo.yaml", None)])
+def test_only_the_originals_inference_configs_have_stand_ins(tmp_path, monkeypatch, name, found):
+    """A stranger's typo `inference-v9.yaml` was silently given the built-in settings: only the names the
+    original project has (its first release's inference.yaml, inference-v1/v2/v3.yaml) stand for them."""
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, f'- prompt: ["a"]\n  inference_config: "configs/inference/{name}"\n')
+    if found is None:
+        with pytest.raises(InputError, match=rf"key 'inference_config': inference config 'configs/inference/{name}' "
+                                             "not found"):
+            load_prompt_config(p)
+    else:
+        (e,) = load_prompt_config(p)
+        assert e.inference_config.endswith(f"inference/{found}.yaml") or e.inference_config == f"builtin:inference-{found}"
 
 
 def test_prompt_map_travel_entries(tmp_path, monkeypatch):
