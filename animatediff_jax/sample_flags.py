@@ -10,6 +10,7 @@ import math
 import os
 
 from animatediff_jax.errors import ArgumentParser, UsageError
+from animatediff_jax.outputs import input_path
 from animatediff_jax.sampling.prompt_config import seed_problem
 
 PROG = "python -m animatediff_jax.sample"
@@ -101,14 +102,17 @@ def _fps(text: str) -> float:
 
 
 def _path_scale(arg: str) -> tuple[str, float]:
-    """`PATH` or `PATH:SCALE` (SCALE a finite number, default 1.0)."""
+    """`PATH` or `PATH:SCALE` (SCALE a finite number, default 1.0); an empty PATH is refused."""
+    path, scale = arg, 1.0
     if ":" in arg and not os.path.exists(arg):
-        path, _, scale = arg.rpartition(":")
+        path, _, text = arg.rpartition(":")
         try:
-            return path, _number()(scale)
+            scale = _number()(text)
         except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentTypeError(f"{arg!r}: scale {e}") from None
-    return arg, 1.0
+    if not path:
+        raise argparse.ArgumentTypeError(f"{arg!r}: empty path" if arg else "empty path")
+    return path, scale
 
 
 def _block_scales(arg: str) -> dict[str, float]:
@@ -185,21 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, formatter_class=_HelpFormatter,
                 description="Text-to-video with AnimateDiff: a prompt config, or the same settings as flags.\n"
                             "Every value is checked before any model loads.", epilog=EXAMPLES)
-    p.add_argument("config", nargs="?",
+    p.add_argument("config", type=input_path, nargs="?",
                    help="prompt config (original AnimateDiff YAML schema, or a run's config.yaml)")
-    p.add_argument("--config", dest="config_opt", metavar="YAML", help="same as the positional config")
+    p.add_argument("--config", type=input_path, dest="config_opt", metavar="YAML", help="same as the positional config")
     m = p.add_argument_group("models (PyTorch files are converted on the fly and cached; Flax files load directly; "
                              "a hub id owner/name is found in, or downloaded into, the Hugging Face cache; with a "
                              "prompt config --dreambooth, --lora, --motion-module, --motion-lora and --domain-adapter "
                              "are refused: its entries name their own)")
-    m.add_argument("--base", help="SD1.x base: diffusers folder or its hub id, single file or converted folder "
+    m.add_argument("--base", type=input_path, help="SD1.x base: diffusers folder or its hub id, single file or converted folder "
                                   "(default: the miniature AnimateDiff shipped in animatediff_jax/assets/miniature)")
-    m.add_argument("--dreambooth", help="personalized SD1.x model whose weights replace the --base's (same family): "
+    m.add_argument("--dreambooth", type=input_path, help="personalized SD1.x model whose weights replace the --base's (same family): "
                                         "single file, diffusers folder (or hub id) or converted folder, as --base")
     m.add_argument("--lora", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
                    help="LoRA (kohya/diffusers file, PEFT adapter folder, or a hub id of a LoRA repo), repeatable, "
                         "fused as scale * alpha/rank * up @ down; scale default 1.0")
-    m.add_argument("--motion-module", help="AnimateDiff motion module (v1/v2/v3 file, MotionAdapter folder or its hub id, "
+    m.add_argument("--motion-module", type=input_path, help="AnimateDiff motion module (v1/v2/v3 file, MotionAdapter folder or its hub id, "
                    "e.g. guoyww/animatediff-motion-adapter-v1-5-2); without --base the shipped miniature's; "
                    "'none': no module (each frame an independent image)")
     m.add_argument("--motion-version", choices=MOTION_VERSIONS,
@@ -220,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--variant", help="the weight variant, e.g. fp16, of every diffusers folder given (--base, "
                                      "--dreambooth, --motion-module, --controlnet, --sparsectrl; their hub ids) that "
                                      "has it (default: a folder's plain weights, else the one variant it holds)")
-    m.add_argument("--tokenizer", help="CLIP tokenizer folder (needed when --base is a single file), or its hub "
+    m.add_argument("--tokenizer", type=input_path, help="CLIP tokenizer folder (needed when --base is a single file), or its hub "
                                        "id: a tokenizer repo, or an SD repo (its tokenizer/)")
     m.add_argument("--motion-scale", type=_number(0), metavar="S",
                    help="multiplier on every motion module's residual (ComfyUI's motion scale): 1 = the paper's "
@@ -237,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--controlnet", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
                    help="SD1.x ControlNet (diffusers folder or its hub id, control_v11*_sd15_*.pth/.safetensors), "
                         "repeatable (residuals summed); SCALE = conditioning scale, default 1.0")
-    c.add_argument("--control-video", action="append", default=[], metavar="VIDEO",
+    c.add_argument("--control-video", type=input_path, action="append", default=[], metavar="VIDEO",
                    help="the conditioning video of each --controlnet, in order: a video file or a folder of frames, "
                         "one frame per output frame (or a single image for all), at the output size")
     c.add_argument("--control-guidance-start", action="append", default=[], type=_number(0, 1), metavar="F",
@@ -274,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the text encoder's N-th last layer (diffusers' rule; A1111's 'clip skip 2' is 1) "
                         "(default 0: the last)")
     g.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default: DDIM)")
-    g.add_argument("--scheduler-config", default="original",
+    g.add_argument("--scheduler-config", type=input_path, default="original",
                    help="'original' (AnimateDiff: linear 0.00085-0.012, DDIM leading, offset 1), 'base' "
                         "(the base folder's scheduler config) or a scheduler_config.json path")
     g.add_argument("--eta", type=_number(0, 1), default=0.0,
@@ -293,10 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--freeinit-iters", type=pos, default=1, help="FreeInit passes (1 = off)")
     g.add_argument("--freeinit-filter", choices=("butterworth", "gaussian", "ideal"), default="butterworth",
                    help="FreeInit's low-pass filter")
-    g.add_argument("--init-video", help="video-to-video: input GIF / MP4 / frame folder")
+    g.add_argument("--init-video", type=input_path, help="video-to-video: input GIF / MP4 / frame folder")
     g.add_argument("--strength", type=_number(above=0, high=1),
                    help=f"video-to-video strength, only with --init-video (default: {DEFAULT_STRENGTH})")
-    g.add_argument("--latents", help="initial noise .npy in diffusers layout (batch, channels, frames, h, w)")
+    g.add_argument("--latents", type=input_path, help="initial noise .npy in diffusers layout (batch, channels, frames, h, w)")
     r = p.add_argument_group("runtime and outputs")
     r.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU/TPU, float32 on CPU")
     r.add_argument("--attention", choices=ATTENTION_IMPLEMENTATIONS, default="auto",

@@ -12,7 +12,7 @@ import math
 import sys
 
 from animatediff_jax.errors import InputError, UsageError, UserError
-from animatediff_jax.outputs import check_output, output_path
+from animatediff_jax.outputs import check_output, input_path, output_path
 
 DTYPES = ("float32", "bfloat16", "float16")
 VARIANT_HELP = ("diffusers folders: the weight variant, e.g. fp16, where present (default: the plain weights, "
@@ -152,7 +152,7 @@ def register(subparsers) -> None:
                     "single file (.safetensors / .ckpt, as DreamBooth models are shared) -- into "
                     "OUT_DIR/{unet,vae,text_encoder}.safetensors (Flax params, config in the metadata), "
                     "scheduler_config.json and tokenizer/ (folders only). SD2/SDXL files are refused.")
-    p.add_argument("source", help="diffusers folder, hub id (owner/name) or .safetensors/.ckpt single file")
+    p.add_argument("source", type=input_path, help="diffusers folder, hub id (owner/name) or .safetensors/.ckpt single file")
     p.add_argument("out_dir", type=output_path)
     p.add_argument("--ema", action="store_true", help="single files: use the EMA UNet weights (model_ema.*)")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as in the source)")
@@ -170,7 +170,7 @@ def register(subparsers) -> None:
                     "layout), streaming tensor by tensor. Default: weighted sum (equal weights unless --weights). "
                     "With --add-difference S: A + S*(B - C). Arithmetic in float32.")
     p.add_argument("output", type=output_path, help="output .safetensors")
-    p.add_argument("inputs", nargs="+", help="input checkpoints")
+    p.add_argument("inputs", type=input_path, nargs="+", help="input checkpoints")
     p.add_argument("--weights", type=float, nargs="+", help="one weight per input (weighted sum), each ≥ 0, not all 0")
     p.add_argument("--add-difference", type=float, metavar="S", help="A + S*(B - C) for inputs A B C")
     p.add_argument("--dtype", choices=DTYPES, help="output dtype of floating tensors (default: as the first input)")
@@ -184,7 +184,7 @@ def register(subparsers) -> None:
                     "diffusers UNet/VAE, CLIP, motion module, LoRA, Flax params...), model family (SD1.x/SD2/"
                     "SDXL; Flax params by the network they hold), motion-module version, parameter count and "
                     "dtypes; for a folder, its layout too; for an output of `merge`, what it was merged from.")
-    p.add_argument("files", nargs="+", help="checkpoint files, model folders or hub ids of them (owner/name, "
+    p.add_argument("files", type=input_path, nargs="+", help="checkpoint files, model folders or hub ids of them (owner/name, "
                                              "found through the Hugging Face cache as `base` finds them; each "
                                              "weights file described): diffusers SD folders (weights whole or "
                                              "sharded, plain or a variant such as fp16), folders written by "
@@ -202,7 +202,7 @@ def register(subparsers) -> None:
         description="Write a stored Flax UNet (e.g. OUT_DIR/unet.safetensors from `base`) as a diffusers "
                     "UNet2DConditionModel folder (config.json + diffusion_pytorch_model.safetensors) that "
                     "UNet2DConditionModel.from_pretrained loads. Motion modules are not included.")
-    p.add_argument("params", help="Flax UNet params .safetensors")
+    p.add_argument("params", type=input_path, help="Flax UNet params .safetensors")
     p.add_argument("out_dir", type=output_path)
     p.add_argument("--dtype", choices=DTYPES, help="output dtype (default: as stored)")
     add_output_options(p)

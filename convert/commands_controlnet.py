@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from animatediff_jax.outputs import check_output, output_path
+from animatediff_jax.outputs import check_output, input_path, output_path
 from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options, json_object
 
 
@@ -44,7 +44,7 @@ SDXL and SD2.x ControlNets are refused.
 
 Single files do not store the head counts (SD1.x: 8), global_pool_conditions (true only for the
 v1.1 shuffle ControlNet) or the SparseCtrl motion heads (8): set them with --overrides.""")
-    p.add_argument("source", help="ControlNet / SparseCtrl folder, hub id or single file")
+    p.add_argument("source", type=input_path, help="ControlNet / SparseCtrl folder, hub id or single file")
     p.add_argument("output", type=output_path, help="output .safetensors (Flax params)")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as in the source)")
     p.add_argument("--variant", help=VARIANT_HELP)

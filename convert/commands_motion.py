@@ -18,7 +18,7 @@ import shutil
 
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError
 from animatediff_jax.nonfinite import NonFinite
-from animatediff_jax.outputs import atomic_folder, check_output, output_path
+from animatediff_jax.outputs import atomic_folder, check_output, input_path, output_path
 from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options
 
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
@@ -37,6 +37,13 @@ def positive_alpha(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def lora_value(text: str) -> str:
+    """argparse `type=` of `--lora PATH[:SCALE]`: refuses an empty PATH (the scale is read with the file)."""
+    if not text or text.startswith(":") and not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: empty path" if text else "empty path")
+    return text
 
 
 def _motion_options(p: argparse.ArgumentParser) -> None:
@@ -243,7 +250,7 @@ def register(subparsers) -> None:
                     "or the hub id of one (e.g. guoyww/animatediff-motion-adapter-v1-5-2, found through the "
                     "Hugging Face cache, offline too) -- into Flax params (.safetensors, MotionConfig in the "
                     "metadata). The version and config are read from the keys and shapes; SDXL modules are refused.")
-    p.add_argument("source", help="motion-module file, MotionAdapter folder or its hub id (owner/name)")
+    p.add_argument("source", type=input_path, help="motion-module file, MotionAdapter folder or its hub id (owner/name)")
     p.add_argument("output", type=output_path, help="output .safetensors (Flax params)")
     _motion_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
@@ -255,9 +262,9 @@ def register(subparsers) -> None:
         description="Fuse one or more LoRAs into Flax params: W += scale * (alpha/rank) * up @ down. BASE is a "
                     "folder written by `python -m convert base` (UNet and text encoder are fused, the rest copied "
                     "to OUTPUT) or a single UNet params file (text-encoder weights of the LoRA are then skipped).")
-    p.add_argument("base", help="converted base folder, or a UNet params .safetensors")
+    p.add_argument("base", type=input_path, help="converted base folder, or a UNet params .safetensors")
     p.add_argument("output", type=output_path, help="output folder (or .safetensors when BASE is a file)")
-    p.add_argument("--lora", action="append", required=True, metavar="PATH[:SCALE]",
+    p.add_argument("--lora", action="append", required=True, type=lora_value, metavar="PATH[:SCALE]",
                    help="LoRA file, folder or hub id and its scale (default 1.0); repeat for several")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as the base)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -269,9 +276,9 @@ def register(subparsers) -> None:
         description="Fuse MotionLoRAs (original processor.*_lora files or the diffusers format) into a v2 motion "
                     "module at their alphas: W += alpha * up @ down. MOTION is converted Flax motion params or "
                     "any motion-module source `motion` accepts.")
-    p.add_argument("motion", help="motion params .safetensors, original file, MotionAdapter folder or its hub id")
+    p.add_argument("motion", type=input_path, help="motion params .safetensors, original file, MotionAdapter folder or its hub id")
     p.add_argument("output", type=output_path, help="output .safetensors (Flax params)")
-    p.add_argument("--lora", action="append", required=True, metavar="PATH[:ALPHA]",
+    p.add_argument("--lora", action="append", required=True, type=lora_value, metavar="PATH[:ALPHA]",
                    help="MotionLoRA file, folder or hub id and its alpha (default 1.0); repeat to combine several")
     _motion_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default float32)")
@@ -283,7 +290,7 @@ def register(subparsers) -> None:
         description="Export motion params to the original AnimateDiff format (.ckpt or .safetensors; loads in "
                     "the original code, ComfyUI and MotionAdapter.from_single_file) or to a diffusers "
                     "MotionAdapter folder (config.json + diffusion_pytorch_model.safetensors).")
-    p.add_argument("params", help="motion params .safetensors (or any motion-module source)")
+    p.add_argument("params", type=input_path, help="motion params .safetensors (or any motion-module source)")
     p.add_argument("output", type=output_path, help=".ckpt/.safetensors file (original) or a folder (diffusers)")
     p.add_argument("--format", choices=("original", "diffusers"),
                    help="default: original for a .ckpt/.pt/.pth/.safetensors OUTPUT, else diffusers")
@@ -314,7 +321,7 @@ W += (alpha / r) * up @ down; neither output format stores alpha, so alpha / r i
 --format diffusers: 'unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.
   to_q_lora.down.weight', as the hub's diffusers MotionLoRAs; loads with
   AnimateDiffPipeline.load_lora_weights.""")
-    p.add_argument("factors", help="Flax LoRA-factors .safetensors (layout above)")
+    p.add_argument("factors", type=input_path, help="Flax LoRA-factors .safetensors (layout above)")
     p.add_argument("output", type=output_path, help="output .ckpt/.pt/.pth (torch pickle) or .safetensors")
     p.add_argument("--format", choices=("original", "diffusers"), default="original",
                    help="key naming (default original)")

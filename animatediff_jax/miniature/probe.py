@@ -17,12 +17,13 @@ from __future__ import annotations
 from animatediff_jax.errors import ArgumentParser, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature.shipped import MINIATURE
+from animatediff_jax.outputs import input_path
 
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m animatediff_jax.miniature.probe",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", default=MINIATURE, help="folder written by the miniature build (default: the shipped weights)")
+    parser.add_argument("--weights", type=input_path, default=MINIATURE, help="folder written by the miniature build (default: the shipped weights)")
     parser.add_argument("--clips", type=ArgumentParser.integer(16), default=192, help="clips to probe, 3/4 fit and 1/4 held out (default: 192)")
     def work() -> int:
         args = parser.parse_args(argv)

@@ -2,13 +2,15 @@
 `error: <flag>: <problem>` with exit code 2 from the shared parser (`errors.ArgumentParser` inside
 `run_cli`), never argparse's usage block; integer flags refuse values that would overflow (int32)
 naming the flag."""
+import os
 import subprocess
 import sys
 
 import pytest
 
-from animatediff_jax import evaluate, sample
+from animatediff_jax import evaluate, sample, train
 from animatediff_jax.errors import ArgumentParser
+from animatediff_jax.miniature import probe
 from convert.__main__ import main as convert_main
 
 CLIS = {"animatediff_jax.sample": [], "animatediff_jax.train": ["--workdir", "w"], "animatediff_jax.evaluate": [],
@@ -37,9 +39,9 @@ def test_an_unknown_flag_is_one_line_naming_it(module):
 
 @pytest.mark.parametrize("args,line", [
     (["merge", "o.safetensors", "a", "--weigths", "1"], "error: --weigths: unknown flag; did you mean --weights?"),
-    # only the given subcommand's flags are suggestions (was 'did you mean --quiet?', a flag of merge, not lora)
-    (["lora", "a", "b", "--lora", "l.safetensors", "--quiet"], "error: --quiet: unknown flag (see python -m convert "
-                                                              "--help)"),
+    # only the given subcommand's flags are suggestions (was 'did you mean --quiet?', a flag of merge, then not lora)
+    (["lora", "a", "b", "--lora", "l.safetensors", "--add-diference"], "error: --add-diference: unknown flag (see "
+                                                                      "python -m convert --help)"),
     (["merge", "o.safetensors", "a", "--weights", "x"], "error: --weights: invalid float value: 'x'"),
     (["merge"], "error: output, inputs: required"),
     (["frobnicate"], "error: <command>: invalid choice: 'frobnicate' (choose from 'base', 'merge', 'inspect', "
@@ -90,3 +92,29 @@ def test_integer_type_bounds():
     for text, problem in (("0", "must be ≥ 1, got 0"), ("11", "must be ≤ 10, got 11"), ("1.5", "'1.5' is not an integer")):
         with pytest.raises(Exception, match=problem):
             parse(text)
+
+
+@pytest.mark.parametrize("cli,argv,flag", [
+    ("sample", ["--motion-module", ""], "--motion-module"),   # sampled with the default module
+    ("sample", ["--dreambooth", ""], "--dreambooth"),         # sampled without it
+    ("sample", ["--base", ""], "--base"),                     # sampled the miniature
+    ("sample", ["--tokenizer", ""], "--tokenizer"),           # '--tokenizer : not found'
+    ("sample", ["--lora", ":0.5"], "--lora"),
+    ("sample", ["--init-video", ""], "--init-video"),
+    ("sample", [""], "config"),                               # the default run
+    ("convert", ["motion", "", "o.safetensors"], "source"),   # ': no such file or folder'
+    ("convert", ["merge", "m.safetensors", "a", ""], "inputs"),
+    ("convert", ["lora", "b", "o", "--lora", ""], "--lora"),
+    ("convert", ["inspect", ""], "files"),
+    ("train", ["--config", "", "--workdir", "w"], "--config"),  # trained on the built-in defaults
+    ("probe", ["--weights", ""], "--weights"),                 # read ./base
+])
+def test_an_empty_input_path_is_refused_naming_the_flag(tmp_path, monkeypatch, capsys, cli, argv, flag):
+    """A third stranger: an empty path was taken as 'not given' by several flags (a different run,
+    silently) and named as ': no such file' by convert's positional inputs."""
+    monkeypatch.chdir(tmp_path)
+    main = {"sample": sample.main, "convert": convert_main, "train": train.main, "probe": probe.main}[cli]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag}: ") and err.endswith("empty path\n") and err.count("\n") == 1, err
+    assert os.listdir(tmp_path) == []
