@@ -117,6 +117,8 @@ def write_problem(folder: str) -> str | None:
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as e:
+        if e.errno == errno.ENOENT:  # an existing folder refusing a new file: /proc, /sys
+            return "a file system that takes no new files: creating one said 'No such file or directory'"
         return f"creating a file there failed: {e.strerror or e}"
     os.unlink(probe)
     return None

@@ -83,12 +83,13 @@ def test_a_place_whose_permissions_lie_is_refused_before_any_work(tmp_path, src,
     """/proc passes `os.access(W_OK)` for root but takes no new file: the check tries one (and removes it)."""
     assert main(["base", src, "/proc/animatediff-out", "-q"]) == 1
     assert _error_line(capsys) == ("error: /proc/animatediff-out: cannot be created: /proc is not writable "
-                                   "(creating a file there failed: No such file or directory)")
+                                   "(a file system that takes no new files: creating one said 'No such file or "
+                                   "directory')")
     assert evaluate.main(["--results", "/proc/results.md", "--samples", "1"]) == 1
     assert _error_line(capsys).startswith("error: /proc/results.md: cannot be created: /proc is not writable")
     assert sample.main(["--out", "/proc/samples"]) == 1
-    assert _error_line(capsys) == ("error: --out /proc/samples: /proc is not writable (creating a file there "
-                                   "failed: No such file or directory)")
+    assert _error_line(capsys) == ("error: --out /proc/samples: /proc is not writable (a file system that takes "
+                                   "no new files: creating one said 'No such file or directory')")
     check_output(str(tmp_path / "fine.md"), name="x")               # a writable place passes and keeps nothing
     check_writable_parent(str(tmp_path / "runs"))
     assert os.listdir(tmp_path) == []
