@@ -32,9 +32,12 @@ import jax
 import jax.numpy as jnp
 
 IMPLEMENTATIONS = ("auto", "xla", "chunked", "cudnn", "tpu_flash")
-QUERY_CHUNK = 512       # queries per block of "chunked"
+# Blocks of "chunked", measured on CPU at SD1.5's head size 40 (BENCHMARKS.md, attention kernels): 1024
+# queries x 512 keys with 2 rows per block ran 0.88x / 0.93x / 0.98x the time of 512 x 512 with 1 row at
+# 1024 / 2048 / 4096 tokens (medians of per-round ratios, interleaved), and the same at head size 8.
+QUERY_CHUNK = 1024      # queries per block of "chunked"
 KEY_CHUNK = 512         # keys per block of "chunked" (one online-softmax step)
-BLOCK_SCORES = 2 ** 18  # float32 scores per block (1 MiB): rows per block = BLOCK_SCORES // (Lq_blk * Lk_blk)
+BLOCK_SCORES = 2 ** 20  # float32 scores per block (4 MiB): rows per block = BLOCK_SCORES // (Lq_blk * Lk_blk)
 CHUNKED_MIN_KEYS = 256  # "auto" off cuDNN/TPU flash: "chunked" from Lq, Lk >= this, "xla" below
 TPU_FLASH_BLOCK = 128   # the Pallas TPU kernel's default block; sequence lengths must be multiples of it
 _warned: set[str] = set()
