@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 import jax
@@ -38,28 +37,10 @@ def make_manager(directory: str, save_every: int, keep: int, async_save: bool = 
     return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
 
 
-# A save that waits longer than this for the previous one to be written says so (orbax's own threshold),
-# once per checkpoint folder and process (the folders it was said for).
-SLOW_SAVE_SECONDS = 1.0
-_SLOW_SAVES_SAID: set[str] = set()
-
-
-def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False,
-         main: bool = True) -> bool:
-    """Save if `step` is on the interval (or `force`); returns whether a save started.
-
-    A save first waits for the previous one to be written; when that takes over SLOW_SAVE_SECONDS
-    (saves are slower than the interval), the `main` process says so once per folder on stderr."""
+def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False) -> bool:
+    """Save if `step` is on the interval (or `force`); returns whether a save started."""
     if not (force or manager.should_save(step)):
         return False
-    started = time.monotonic()
-    manager.wait_until_finished()
-    waited = time.monotonic() - started
-    if main and waited > SLOW_SAVE_SECONDS and str(manager.directory) not in _SLOW_SAVES_SAID:
-        _SLOW_SAVES_SAID.add(str(manager.directory))
-        print(f"warning: {manager.directory}: step {step} waited {waited:.1f} s for the previous checkpoint to "
-              f"be written, and training pauses while it is: save less often (raise checkpointing_steps)",
-              file=sys.stderr, flush=True)
     os.makedirs(manager.directory, exist_ok=True)
     return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                       meta=ocp.args.JsonSave(meta)), force=force)
@@ -127,8 +108,8 @@ def _abandoned_read_noise(exc: BaseException | None) -> bool:
 
 class _OrbaxWaitNoise(logging.Filter):
     """Drops orbax's absl warning "Waiting for previous save to complete took N seconds": it counts
-    every wait, also the ones a preempted run's final save asks for, and `save` reports a slow save in
-    its own line."""
+    every wait since the last save, also the ones a preempted run's final save asks for (`save_now`), so
+    it fired after a wait the run itself needed. Saves that stall training show in the logged throughput."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Waiting for previous save to complete")

@@ -404,7 +404,7 @@ def _loop(cfg: TrainingConfig, workdir: str, mesh, state: TrainState, frozen, st
             logger.step(step, {"loss": loss, "grad_norm": float(metrics["grad_norm"])})
             stop = preempted.reached()
             if not stop:
-                ckpt.save(manager, step, state, run_meta(step, cfg), force=step == cfg.max_train_steps, main=main)
+                ckpt.save(manager, step, state, run_meta(step, cfg), force=step == cfg.max_train_steps)
                 if validator is not None and validator.due(step):  # while the checkpoint writes
                     with out_of_memory(f"step {step}: validation sampling", validation_memory_advice(validator),
                                        partial(saved_now, manager, step, state, cfg)):

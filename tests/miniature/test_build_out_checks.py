@@ -120,7 +120,8 @@ def test_a_motion_run_starting_at_step_0_removes_stale_step_files(tmp_path, monk
     monkeypatch.setattr(stages, "save_motion", lambda path, *args: open(path, "w").close())
     monkeypatch.setattr(stages, "fit", fit)
     stages.stage_motion(str(tmp_path), build.BUDGETS["smoke"], checkpoint_every=10)
-    assert sorted(os.listdir(tmp_path)) == ["motion_module_A.step25.safetensors", "motion_module_B.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["build.json", "motion_module_A.step25.safetensors",
+                                            "motion_module_B.safetensors"]  # build.json: B's record, once trained
     assert ("motion B: starting at step 0; removed the step files of an earlier run: "
             "motion_module_B.step25.safetensors, motion_module_B.step50.safetensors") in capsys.readouterr().out
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import jax
 import jax.numpy as jnp
@@ -116,30 +115,27 @@ def test_only_the_abandoned_reads_reports_are_silenced(monkeypatch):
     assert excepted == [other, opening]
 
 
-def test_a_save_kept_waiting_by_the_previous_one_says_so_once_in_its_own_line(tmp_path, monkeypatch, capsys):
+def test_orbax_wait_warning_is_dropped_and_only_it(tmp_path, monkeypatch, caplog):
+    """CI under load printed 'WARNING:absl:Waiting for previous save to complete took 1.08 seconds. If this
+    number is high, consider checkpointing less frequently.' where the run itself had asked for the wait
+    (a final save after `wait_until_finished`): the one-line report of a cut-short checkpoint got two."""
+    manager = checkpointing.make_manager(str(tmp_path / "checkpoints"), 1, 3, async_save=False)  # may install it
     absl_log = logging.getLogger("absl")
     monkeypatch.setattr(absl_log, "filters", [])
-    manager = checkpointing.make_manager(str(tmp_path / "checkpoints"), 1, 2, async_save=False)
-    # orbax's own warning counts every wait (also ones asked for before a final save): dropped, only it.
-    wait = logging.LogRecord("absl", logging.WARNING, __file__, 1, "Waiting for previous save to complete took "
-                             "%f seconds. If this number is high, consider checkpointing less frequently.", (1.5,), None)
-    assert not absl_log.filter(wait)
-    assert absl_log.filter(logging.LogRecord("absl", logging.WARNING, __file__, 1, "other", None, None))
-
     state = {"w": np.ones(3, np.float32)}
-    assert checkpointing.save(manager, 1, state, {"step": 1})
-    assert capsys.readouterr().err == ""
-    real_wait = manager.wait_until_finished
-    monkeypatch.setattr(manager, "wait_until_finished",
-                        lambda: (time.sleep(checkpointing.SLOW_SAVE_SECONDS + 0.1), real_wait()))
-    for step in (2, 3):
-        assert checkpointing.save(manager, step, state, {"step": step})
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"warning: {manager.directory}: step 2 waited 1.")
-    assert err.endswith("save less often (raise checkpointing_steps)\n")
-    assert checkpointing.save(manager, 4, state, {"step": 4}, main=False)
+
+    def waiting_lines(step):
+        caplog.clear()
+        manager._wait_for_prev_save_duration = 1.5  # orbax's count of the waits since its last save
+        with caplog.at_level(logging.WARNING, logger="absl"):
+            assert checkpointing.save(manager, step, state, {"step": step})
+        return [r for r in caplog.records if r.getMessage().startswith("Waiting for previous save to complete")]
+    assert len(waiting_lines(1)) == 1                   # orbax's line, without the filter
+    checkpointing._drop_orbax_wait_warning.__wrapped__()  # the process-wide install, undone after the test
+    assert waiting_lines(2) == []
+    assert absl_log.filter(logging.LogRecord("absl", logging.WARNING, __file__, 1, "other", None, None))
     manager.close()
-    assert manager.all_steps() == [3, 4]
+    assert manager.all_steps() == [1, 2]
 
 
 def test_any_one_emptied_file_of_the_newest_checkpoint_restores_it_exactly_or_sets_it_aside(tmp_path, capsys):
