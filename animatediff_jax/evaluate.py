@@ -42,6 +42,7 @@ from animatediff_jax.data import procedural
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature import scoring, world
+from animatediff_jax.miniature.budget import STAGES
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths, read_record
 from animatediff_jax.outputs import atomic_path, check_output, input_path
 EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
@@ -274,7 +275,7 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
     record = read_record(weights)
     budget = ", ".join(f"{s}: {record[s].get('steps', '-')} steps" if record[s].get("trained", True)
                        else f"{s}: untrained (random initialisation)"
-                       for s in ("vae", "text", "base", "dreambooth", "lora") if s in record) or "unknown"
+                       for s in STAGES if s not in ("tokenizer", "motion") and s in record) or "unknown"
     motion = record.get("motion", {})
     budget += "".join(f", motion {name}: {entry.get('steps', motion.get('steps', '-'))} steps"
                       + (f" at lr {entry['learning_rate']:g}" if "learning_rate" in entry else "")

@@ -14,6 +14,8 @@ Stages, in order (each reads what the earlier ones wrote under --out):
   base        the base text-to-image UNet, trained from scratch on single frames of plain clips,
               captioned with ("a red circle moving left") or without the motion words, schedule A (SD's)
                                                                           base/unet.safetensors
+  decoder     the VAE's decoder again, on the base UNet's one-step denoised latents of plain frames
+              (and the four styles' own latents); the encoder stays       base/vae.safetensors
   dreambooth  full fine-tune of the base UNet on single frames of clips on "stripes", trigger "sks",
               captioned like the base's data (no videos)                  dreambooth/*.safetensors
   lora        rank-16 LoRA on the base's attention and feed-forward layers, single frames of clips on

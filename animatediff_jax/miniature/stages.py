@@ -106,6 +106,21 @@ def stage_base(out: str, budget: Budget) -> dict:
     return {"steps": budget.base_steps, "batch": b, "schedule": "A", "loss": loss}
 
 
+def stage_decoder(out: str, budget: Budget) -> dict:
+    """The VAE's decoder fine-tuned on the base UNet's denoised latents (`denoised_decoder.py`); the encoder,
+    hence every latent, stays as it is."""
+    from animatediff_jax.miniature.denoised_decoder import train_denoised_decoder
+    nets, params = networks(out)
+    vae, metrics = train_denoised_decoder(nets, params, tokenizer(out), budget.denoised_decoder_steps,
+                                          batch=budget.image_batch // 2, learning_rate=budget.learning_rates["decoder"],
+                                          max_timestep=budget.denoised_max_timestep, seed=SEEDS["decoder"],
+                                          data_seed=SEEDS["decoder_data"])
+    save_params(paths(out)["vae"], vae, config=nets.vae, source=SOURCE, dtype=DTYPE)  # scaling_factor stays
+    return {"steps": budget.denoised_decoder_steps, "batch": budget.image_batch,
+            "learning_rate": budget.learning_rates["decoder"], "max_timestep": budget.denoised_max_timestep,
+            "schedule": "A", **metrics}
+
+
 def stage_dreambooth(out: str, budget: Budget) -> dict:
     """Full fine-tune of the base UNet on single frames of the world's clips drawn on the DreamBooth
     domain's background, captioned like the base's data (`world.clip_frames`; VAE, text encoder kept)."""
@@ -206,7 +221,7 @@ def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
 
 
 STAGE_FUNCTIONS = dict(tokenizer=stage_tokenizer, vae=stage_vae, text=stage_text, base=stage_base,
-                       dreambooth=stage_dreambooth, lora=stage_lora, motion=stage_motion)
+                       decoder=stage_decoder, dreambooth=stage_dreambooth, lora=stage_lora, motion=stage_motion)
 
 
 def record_stage(out: str, stage: str, entry: dict) -> dict:

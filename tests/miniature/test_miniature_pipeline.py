@@ -166,3 +166,18 @@ def test_a_finished_schedule_is_recorded_before_the_next_one_runs(smoke, tmp_pat
     assert set(schedules) == {"A", "B"} and np.isfinite(schedules["A"]["loss"])
     assert schedules["A"]["steps"] == BUDGETS["smoke"].motion_steps and record["motion"]["budget"] == "smoke"
     assert schedules["B"] == json.load(open(paths(smoke)["record"]))["motion"]["schedules"]["B"]
+
+
+def test_the_decoder_stage_trains_the_decoder_alone(smoke, tmp_path):
+    """stage_decoder rewrites base/vae.safetensors with a new decoder and the same encoder and scaling
+    factor, so every latent the UNets were trained on stays what it was."""
+    out = str(tmp_path / "copy")
+    shutil.copytree(smoke, out)
+    before, before_cfg = stages.load(paths(out)["vae"])
+    stages.stage_decoder(out, BUDGETS["smoke"])
+    after, after_cfg = stages.load(paths(out)["vae"])
+    assert after_cfg == before_cfg
+    before, after = flatten(before), flatten(after)
+    assert before.keys() == after.keys()
+    changed = {k[0] for k in before if not np.array_equal(before[k], after[k])}
+    assert changed == {"decoder", "post_quant_conv"}, changed
