@@ -11,6 +11,7 @@ import os
 
 from animatediff_jax.errors import ArgumentParser, UsageError
 from animatediff_jax.outputs import input_path
+from animatediff_jax.path_scale import split_path_scale
 from animatediff_jax.sampling.prompt_config import seed_problem
 
 PROG = "python -m animatediff_jax.sample"
@@ -103,13 +104,11 @@ def _fps(text: str) -> float:
 
 def _path_scale(arg: str) -> tuple[str, float]:
     """`PATH` or `PATH:SCALE` (SCALE a finite number, default 1.0); an empty PATH is refused."""
-    path, scale = arg, 1.0
-    if ":" in arg and not os.path.exists(arg):
-        path, _, text = arg.rpartition(":")
-        try:
-            scale = _number()(text)
-        except argparse.ArgumentTypeError as e:
-            raise argparse.ArgumentTypeError(f"{arg!r}: scale {e}") from None
+    path, text = split_path_scale(arg)
+    try:
+        scale = 1.0 if text is None else _number()(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{arg!r}: scale {e}") from None
     if not path:
         raise argparse.ArgumentTypeError(f"{arg!r}: empty path" if arg else "empty path")
     return path, scale

@@ -19,6 +19,7 @@ import shutil
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder, check_output, input_path, output_path
+from animatediff_jax.path_scale import split_path_scale
 from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options
 
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
@@ -41,7 +42,7 @@ def positive_alpha(text: str) -> float:
 
 def lora_value(text: str) -> str:
     """argparse `type=` of `--lora PATH[:SCALE]`: refuses an empty PATH (the scale is read with the file)."""
-    if not text or text.startswith(":") and not os.path.exists(text):
+    if not split_path_scale(text)[0]:
         raise argparse.ArgumentTypeError(f"{text!r}: empty path" if text else "empty path")
     return text
 

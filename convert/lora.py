@@ -41,6 +41,7 @@ import numpy as np
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, unflatten
+from animatediff_jax.path_scale import split_path_scale
 from convert.io import examples, open_state_dict
 from convert.ldm import UnknownKey, unet_key_to_ldm
 from convert.motion import original_key_to_diffusers
@@ -459,10 +460,8 @@ def apply_lora_files(components: Mapping[str, Mapping], loras: Sequence[tuple[st
 
 def parse_path_scale(arg: str, default: float = 1.0) -> tuple[str, float]:
     """`PATH` or `PATH:SCALE` (command line) -> (path, scale); a non-numeric SCALE is an error."""
-    if ":" not in arg or os.path.exists(arg):
-        return arg, default
-    path, _, scale = arg.rpartition(":")
-    return path, parse_scale(scale, f"scale of {path!r}")
+    path, scale = split_path_scale(arg)
+    return (path, default) if scale is None else (path, parse_scale(scale, f"scale of {path!r}"))
 
 
 # ----------------------------------------------------------------------------- motion LoRA, v3 adapter
