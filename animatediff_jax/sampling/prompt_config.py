@@ -493,8 +493,8 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     if not modules:
         raise _err(source, name, "key 'motion_module' is an empty list (no video would be sampled); give a path, "
                                  "a list of paths, or leave the key out to sample frame by frame")
-    for i, m in enumerate(modules):
-        key = "key 'motion_module'" if len(modules) == 1 else f"motion_module[{i}]"
+    keys = ["key 'motion_module'"] if len(modules) == 1 else [f"motion_module[{i}]" for i in range(len(modules))]
+    for key, m in zip(keys, modules):
         if m is not None and not isinstance(m, str):
             raise _err(source, name, f"{key} must be a path, got {m!r}")
         if m is not None and not m.strip():
@@ -520,8 +520,7 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         controlnets=_controlnets(raw, source, name, config_dir), sparsectrl=_sparsectrl(raw, source, name, config_dir),
         raw=dict(raw))
     out = []
-    for i, m in enumerate(modules):
-        key = "key 'motion_module'" if len(modules) == 1 else f"motion_module[{i}]"
+    for i, (key, m) in enumerate(zip(keys, modules)):
         mm = resolve_path(m, config_dir, what=f"{key}: motion module", source=source, entry=name, hub="model") if m else None
         sub = f"{name}[motion_module {i}]" if len(modules) > 1 else name
         out.append(dataclasses.replace(base, name=sub, motion_module=mm, raw={**raw, "motion_module": m}))
