@@ -155,6 +155,22 @@ def load_config(metadata: Mapping[str, str], path: str = "params metadata"):
         raise InputError(f"{path}: broken {cls.__name__} in the metadata ({type(e).__name__}: {e})") from None
 
 
+# The config class each network file of a converted base folder holds.
+NETWORK_CONFIGS = dict(unet="UNetConfig", vae="VAEConfig", text_encoder="CLIPTextConfig")
+
+
+def network_config(metadata: Mapping[str, str], path: str, network: str):
+    """`load_config` of the `network` file ("unet", "vae" or "text_encoder") of a converted folder.
+    Raises `InputError` naming `path` when it holds another network's params (e.g. a UNet copied over
+    vae.safetensors)."""
+    config = load_config(metadata, path)
+    expected = NETWORK_CONFIGS[network]
+    if config is not None and type(config).__name__ != expected:
+        raise InputError(f"{path}: holds the params of a {type(config).__name__}, not of the {network} "
+                         f"({expected}) its name says")
+    return config
+
+
 def load_params(path: str, *, dtype: str | np.dtype | None = None,
                 sharding: Any = None, device: bool = False) -> tuple[dict, dict[str, str]]:
     """(params pytree, metadata) of a stored params file.

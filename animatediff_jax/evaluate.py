@@ -147,6 +147,7 @@ def sample(pipe, prompts: list[str], seeds: list[int], frames: int, steps: int, 
     return np.concatenate(out)
 
 
+MAX_SAMPLES = 4096  # videos per row: 16 x 32 x 32 x 3 float32 each, ~0.8 GB a row at most
 METRICS = ("motion", "moving", "color", "shape", "consistency", "domain")
 _VIDEO_ONLY = ("motion", "moving", "consistency")  # not defined for single images
 
@@ -187,11 +188,12 @@ def vae_rows(weights: str, count: int, judges: scoring.Judges) -> list[dict]:
     """Colour, shape and domain scores of `count` dataset images of each domain after an encode
     (posterior mean) / decode round trip through the miniature's VAE: the most any model decoding
     with this VAE can reach."""
-    from animatediff_jax.checkpoint import load_config, load_params
+    from animatediff_jax.checkpoint import load_params, network_config
     from animatediff_jax.models.vae import AutoencoderKL
     from animatediff_jax.xla_options import jit
-    params, meta = load_params(paths(weights)["vae"], dtype="float32")
-    vae = AutoencoderKL(load_config(meta))
+    path = paths(weights)["vae"]
+    params, meta = load_params(path, dtype="float32")
+    vae = AutoencoderKL(network_config(meta, path, "vae"))
     roundtrip = jit(lambda p, x: vae.apply({"params": p}, vae.apply({"params": p}, x, method=AutoencoderKL.encode)[0],
                                            method=AutoencoderKL.decode))
     rows = []
@@ -290,7 +292,9 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m animatediff_jax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--weights", default=MINIATURE, type=input_path, help="folder written by python -m animatediff_jax.miniature.build (default: the shipped weights)")
-    parser.add_argument("--samples", type=ArgumentParser.integer(1), default=32, help="videos per row (default 32, as in RESULTS.md)")
+    parser.add_argument("--samples", type=ArgumentParser.integer(1, MAX_SAMPLES), default=32,
+                        help=f"videos per row, at most {MAX_SAMPLES} (a row's videos are held in memory, ~0.2 MB "
+                             "each; default 32, as in RESULTS.md)")
     parser.add_argument("--steps", type=ArgumentParser.integer(1, 1000), default=25, help="DDIM steps (default 25)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--rows", help="only these rows, names separated by ';' (default: every row whose files "

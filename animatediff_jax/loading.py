@@ -38,7 +38,8 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from animatediff_jax.checkpoint import NETWORKS, is_flax_file, load_config, load_params, read_metadata, save_params
+from animatediff_jax.checkpoint import (NETWORKS, is_flax_file, load_config, load_params, network_config, read_metadata,
+                                        save_params)
 from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.text_files import read_json_object
 from animatediff_jax.models.clip_text import CLIPTextModel
@@ -152,8 +153,9 @@ def _read_scheduler_config(folder: str) -> dict:
 def _read_converted_base(folder: str, dtype: str | None = None) -> dict:
     out = {}
     for name in NETWORKS:
-        params, meta = load_params(os.path.join(folder, f"{name}.safetensors"), dtype=dtype)
-        out[name], out[f"{name}_config"] = params, load_config(meta)
+        path = os.path.join(folder, f"{name}.safetensors")
+        params, meta = load_params(path, dtype=dtype)
+        out[name], out[f"{name}_config"] = params, network_config(meta, path, name)
     out["scheduler_config"] = _read_scheduler_config(folder)
     return out
 
@@ -477,7 +479,8 @@ def sd_source(path: str, cache_dir: str, what: str, overrides: dict | None = Non
 
 
 def _converted_configs(folder: str) -> dict:
-    configs = {n: load_config(read_metadata(os.path.join(folder, f"{n}.safetensors"))) for n in NETWORKS}
+    files = {n: os.path.join(folder, f"{n}.safetensors") for n in NETWORKS}
+    configs = {n: network_config(read_metadata(path), path, n) for n, path in files.items()}
     return dict(configs, scheduler=_read_scheduler_config(folder))
 
 

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from animatediff_jax.miniature import world
 from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 
-STAGES = ("tokenizer", "vae", "text", "base", "decoder", "dreambooth", "lora", "motion")
+STAGES = ("tokenizer", "vae", "text", "base", "dreambooth", "decoder", "lora", "motion")
 # What each stage reads of the earlier stages' files (`shipped.paths` keys, each the name of the stage writing it).
 _BASE = ("tokenizer", "vae", "text", "base")
 READS = dict(tokenizer=(), vae=(), text=("tokenizer",), base=("tokenizer", "vae", "text"), decoder=_BASE,
              dreambooth=_BASE, lora=_BASE, motion=_BASE)
+# The folders each stage writes into (`shipped.paths` keys: a file's folder, or the folder itself).
+WRITES = dict(tokenizer=("tokenizer",), vae=("vae",), text=("text",), base=("base",), decoder=("vae",),
+              dreambooth=("dreambooth",), lora=("lora",), motion=("record",))
 DTYPE = "float16"  # storage dtype of the shipped weights
 SOURCE = "animatediff_jax.miniature.build"
 # Dataset seeds (disjoint streams of the procedural world) and training seeds.

@@ -14,10 +14,11 @@ Stages, in order (each reads what the earlier ones wrote under --out):
   base        the base text-to-image UNet, trained from scratch on single frames of plain clips,
               captioned with ("a red circle moving left") or without the motion words, schedule A (SD's)
                                                                           base/unet.safetensors
-  decoder     the VAE's decoder again, on the base UNet's one-step denoised latents of plain frames
-              (and the four styles' own latents); the encoder stays       base/vae.safetensors
   dreambooth  full fine-tune of the base UNet on single frames of clips on "stripes", trigger "sks",
               captioned like the base's data (no videos)                  dreambooth/*.safetensors
+  decoder     the VAE's decoder again, on the base UNet's one-step denoised latents of plain frames
+              (and the four styles' own latents); the encoder stays, the
+              DreamBooth keeps the VAE it was trained with               base/vae.safetensors
   lora        rank-16 LoRA on the base's attention and feed-forward layers, single frames of clips on
               "checker", trigger "xyz" (no videos), kohya format          lora_checker.safetensors
   motion      motion modules trained on plain clips against the frozen base, one per noise schedule
@@ -34,8 +35,8 @@ import time
 
 from animatediff_jax.errors import ArgumentParser, InputError, OutputError, UsageError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.miniature.budget import BUDGETS, READS, STAGES
-from animatediff_jax.miniature.shipped import MINIATURE, paths
+from animatediff_jax.miniature.budget import BUDGETS, READS, STAGES, WRITES
+from animatediff_jax.miniature.shipped import MINIATURE, paths, read_record
 from animatediff_jax.outputs import output_path
 from animatediff_jax.run_folder import check_writable_parent
 
@@ -102,9 +103,24 @@ def checked_args(args) -> tuple[list[str], list[str] | None]:
     schedules = names("--schedules", args.schedules, "ABC") if args.schedules is not None else None
     if args.motion_lr is not None and not 0 < args.motion_lr < float("inf"):
         raise UsageError(f"--motion-lr {args.motion_lr}: must be a positive finite learning rate")
+    if "motion" not in stages:
+        given = [flag for flag, value in (("--schedules", args.schedules), ("--motion-steps", args.motion_steps),
+                                          ("--motion-lr", args.motion_lr)) if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: for the motion stage, which --stages {args.stages} leaves out")
     check_out(args)
     check_inputs(args.out, stages)
+    check_writable_folders(args.out, stages)
     return stages, schedules
+
+
+def check_writable_folders(out: str, stages: list[str]) -> None:
+    """Every folder the chosen stages write into (`WRITES`) is writable or can be created: OutputError
+    naming it before any stage trains (not after, when its file is saved)."""
+    p = paths(out)
+    for key in sorted({key for stage in stages for key in WRITES[stage]}):
+        folder = p[key] if key in ("tokenizer", "dreambooth") else os.path.dirname(p[key])
+        check_writable_parent(folder)
 
 
 def check_out(args) -> None:
@@ -120,8 +136,11 @@ def check_out(args) -> None:
         return
     if args.motion_checkpoint_every and any(name.endswith(".resume.msgpack") for name in os.listdir(args.out)):
         return
-    raise OutputError(f"--out {args.out}: already holds a build (build.json); pass --stages to rebuild "
-                      "stages of it, or choose another --out")
+    done = [s for s in STAGES if s in read_record(args.out)]
+    left = [s for s in STAGES if s not in done]
+    hint = f"--stages {','.join(left)} to continue it (stages not in its build.json), " if left else ""
+    raise OutputError(f"--out {args.out}: already holds a build (build.json records {','.join(done) or 'no stage'}); "
+                      f"pass {hint}--stages NAMES to rebuild stages of it, or choose another --out")
 
 
 def main(argv=None) -> int:

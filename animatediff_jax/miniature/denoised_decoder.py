@@ -16,7 +16,9 @@ posterior samples, so every style's reconstruction stays what it was. Same pixel
 weighting as the autoencoder's training. Measured on the shipped weights, 500 steps (`evaluate`, 32
 samples per row, 2026-12-03): base + module's domain fidelity 79% before, 85% with max_timestep 300,
 92% with 600, 94% with 1000 (the default; the dataset clips' own 94%), the other rows within a point
-of before (DreamBooth + module 96%, LoRA + module 99%, shapes through the VAE 66-78%).
+of before (DreamBooth + module 96% with its own VAE, LoRA + module 99%, shapes through the VAE 66-78%).
+A DreamBooth decoding with this decoder lost its stripes (96% -> 71%): it keeps the VAE it was trained
+with (the build runs this stage after the DreamBooth's).
 """
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ def train_denoised_decoder(nets: Networks, params: dict, tokenizer, steps: int, 
                            learning_rate: float = 5e-4, max_timestep: int = 1000, object_weight: float = 4.0,
                            seed: int = 0, data_seed: int = 0, log_every: int = 100) -> tuple[dict, dict]:
     """Fine-tune the decoder of `params['vae']` (see the module docstring) for `steps` AdamW steps.
-    params: {'unet', 'vae', 'text_encoder'} of the base. Returns (the VAE's params, final metrics)."""
+    params: {'unet', 'vae', 'text_encoder'} of the base. Returns (the VAE's params, final metrics);
+    FloatingPointError when the loss is not finite at a logged step or the last."""
     vae, scale = AutoencoderKL(nets.vae), nets.vae.scaling_factor
     frozen = {k: v for k, v in params["vae"].items() if k not in TRAINABLE}
     trainable = {k: params["vae"][k] for k in TRAINABLE}
@@ -90,8 +93,10 @@ def train_denoised_decoder(nets: Networks, params: dict, tokenizer, steps: int, 
         key, sub = jax.random.split(key)
         trainable, opt_state, metrics = step_fn(trainable, opt_state, frames, np.asarray(tokenizer(captions)), images,
                                                 pixel_weights(np.concatenate([frames, images]), object_weight), sub)
-        if log_every and (step % log_every == 0 or step == steps - 1):
+        if step == steps - 1 or log_every and step % log_every == 0:
             m = {k: float(v) for k, v in metrics.items()}
+            if not np.isfinite(m["loss"]):  # as the UNet stages' `trainer.fit`: nothing non-finite is saved
+                raise FloatingPointError(f"decoder: non-finite loss at step {step + 1}")
             print(f"  decoder step {step:5d}/{steps}  loss {m['loss']:.4f}  l1 {m['l1']:.4f}"
                   f"  ({time.time() - start:.0f}s)", flush=True)
     return {**frozen, **trainable}, {k: float(v) for k, v in metrics.items()}

@@ -4,6 +4,7 @@ Each stage reads what the earlier ones wrote; `build.json` records budget, seeds
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -13,35 +14,47 @@ import time
 import jax
 import numpy as np
 
-from animatediff_jax.checkpoint import load_config, load_params, save_params
+from animatediff_jax.checkpoint import load_config, load_params, network_config, save_params
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.miniature import lora, world
 from animatediff_jax.miniature.budget import BUDGETS, DTYPE, SEEDS, SOURCE, STAGES, Budget
 from animatediff_jax.miniature.shipped import motion_path, paths, read_record
 from animatediff_jax.miniature.trainer import Networks, fit
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
+from animatediff_jax.nonfinite import describe, find_nonfinite
 from animatediff_jax.outputs import atomic_path
 from animatediff_jax.params import flatten, unflatten
 
 # ----------------------------------------------------------------------------- files
 
-def load(path: str) -> tuple[dict, object]:
-    """(float32 params, config) of a file written by an earlier stage (a clear error if missing)."""
+def load(path: str, network: str | None = None) -> tuple[dict, object]:
+    """(float32 params, config) of a file written by an earlier stage. InputError naming the file when
+    it is missing, holds non-finite values, or holds another network than `network` ("unet", "vae" or
+    "text_encoder": `checkpoint.network_config`)."""
     if not os.path.exists(path):
         raise InputError(f"{path}: not found; run the stage that writes it first (see --stages)")
     params, meta = load_params(path, dtype="float32")
-    return jax.tree.map(np.array, params), load_config(meta)
+    config = network_config(meta, path, network) if network else load_config(meta)
+    found = find_nonfinite(params)
+    if found:
+        raise InputError(f"{path}: {describe(found)}; run the stage that writes it again")
+    return jax.tree.map(np.array, params), config
 
 
 def tokenizer(out: str):
-    from animatediff_jax.tokenizer import PromptTokenizer
-    return PromptTokenizer.from_pretrained(paths(out)["tokenizer"])
+    """The build's tokenizer (InputError naming its folder when it cannot be read)."""
+    from animatediff_jax.tokenizer import PromptTokenizer, check_tokenizer
+    folder = paths(out)["tokenizer"]
+    if check_tokenizer(folder, "tokenizer") is None:  # InputError for damaged files
+        raise InputError(f"{folder}: no tokenizer files (vocab.json + merges.txt); run the tokenizer stage again")
+    return PromptTokenizer.from_pretrained(folder)
 
 
 def networks(out: str, motion: MotionConfig | None = None) -> tuple[Networks, dict]:
     """Configs and params {'unet', 'vae', 'text_encoder'} of the base model under `out`."""
     p = paths(out)
-    (unet, unet_cfg), (vae, vae_cfg), (text, text_cfg) = load(p["base"]), load(p["vae"]), load(p["text"])
+    (unet, unet_cfg), (vae, vae_cfg), (text, text_cfg) = (
+        load(p["base"], "unet"), load(p["vae"], "vae"), load(p["text"], "text_encoder"))
     return Networks(unet_cfg, motion, vae_cfg, text_cfg), {"unet": unet, "vae": vae, "text_encoder": text}
 
 
@@ -76,11 +89,12 @@ def stage_text(out: str, budget: Budget) -> dict:
     domain (`text_pretraining.py`), then frozen for every later stage, as SD's CLIP is."""
     from animatediff_jax.miniature.text_pretraining import pretrain_text_encoder
     from animatediff_jax.miniature.vocab import BOS, EOS
+    words = tokenizer(out)  # a clear error for an unreadable folder before the vocabulary is read here
     with open(os.path.join(paths(out)["tokenizer"], "vocab.json"), encoding="utf-8") as f:
         vocab = json.load(f)
     cfg = dataclasses.replace(budget.text, vocab_size=len(vocab), bos_token_id=vocab[BOS], eos_token_id=vocab[EOS],
                               pad_token_id=vocab[EOS])
-    params, metrics = pretrain_text_encoder(cfg, tokenizer(out), steps=budget.text_steps, batch=budget.text_batch,
+    params, metrics = pretrain_text_encoder(cfg, words, steps=budget.text_steps, batch=budget.text_batch,
                                             pool=budget.text_pool, seed=SEEDS["text"], data_seed=SEEDS["text_data"])
     save_params(paths(out)["text"], params, config=cfg, source=SOURCE, dtype=DTYPE)
     return {"trained": True, "steps": budget.text_steps, "batch": budget.text_batch, "pool": budget.text_pool,
@@ -92,7 +106,7 @@ def stage_base(out: str, budget: Budget) -> dict:
     from animatediff_jax.models.init import example_inputs, random_params
     from animatediff_jax.models.unet3d import UNet3DConditionModel
     p = paths(out)
-    (vae, vae_cfg), (text, text_cfg) = load(p["vae"]), load(p["text"])
+    (vae, vae_cfg), (text, text_cfg) = load(p["vae"], "vae"), load(p["text"], "text_encoder")
     unet_cfg = dataclasses.replace(budget.unet, cross_attention_dim=text_cfg.hidden_size)
     nets = Networks(unet_cfg, None, vae_cfg, text_cfg)
     network = UNet3DConditionModel(unet_cfg)
@@ -108,17 +122,29 @@ def stage_base(out: str, budget: Budget) -> dict:
 
 def stage_decoder(out: str, budget: Budget) -> dict:
     """The VAE's decoder fine-tuned on the base UNet's denoised latents (`denoised_decoder.py`); the encoder,
-    hence every latent, stays as it is."""
+    hence every latent, stays as it is. It runs after the DreamBooth stage, whose checkpoint keeps the VAE
+    it was trained with (the tuned decoder drew its stripes plain: domain fidelity 96% -> 71%). Refused (InputError) when base/vae.safetensors is the file this stage last wrote
+    (build.json records its sha256): it would fine-tune the tuned decoder again."""
     from animatediff_jax.miniature.denoised_decoder import train_denoised_decoder
+    p = paths(out)
+    if os.path.isfile(p["vae"]) and read_record(out).get("decoder", {}).get("vae_sha256") == sha256_of(p["vae"]):
+        raise InputError(f"{p['vae']}: its decoder was fine-tuned by the decoder stage already (build.json); "
+                         "to fine-tune a fresh one, run --stages vae,decoder")
     nets, params = networks(out)
     vae, metrics = train_denoised_decoder(nets, params, tokenizer(out), budget.denoised_decoder_steps,
                                           batch=budget.image_batch // 2, learning_rate=budget.learning_rates["decoder"],
                                           max_timestep=budget.denoised_max_timestep, seed=SEEDS["decoder"],
                                           data_seed=SEEDS["decoder_data"])
-    save_params(paths(out)["vae"], vae, config=nets.vae, source=SOURCE, dtype=DTYPE)  # scaling_factor stays
+    save_params(p["vae"], vae, config=nets.vae, source=SOURCE, dtype=DTYPE)  # scaling_factor stays
     return {"steps": budget.denoised_decoder_steps, "batch": budget.image_batch,
             "learning_rate": budget.learning_rates["decoder"], "max_timestep": budget.denoised_max_timestep,
-            "schedule": "A", **metrics}
+            "schedule": "A", **metrics, "vae_sha256": sha256_of(p["vae"])}
+
+
+def sha256_of(path: str) -> str:
+    """Hex sha256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def stage_dreambooth(out: str, budget: Budget) -> dict:

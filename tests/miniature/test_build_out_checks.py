@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from animatediff_jax.errors import InputError, OutputError
+from animatediff_jax.errors import InputError, OutputError, UsageError
 from animatediff_jax.miniature import build, stages
 
 
@@ -15,8 +15,8 @@ def no_stage(monkeypatch):
 
 def with_base(folder):
     """`folder` holding the files the motion stage reads (tokenizer, VAE, text encoder, base UNet)."""
-    for key in ("tokenizer", "vae", "text", "base"):
-        os.makedirs(os.path.dirname(build.paths(str(folder))[key]), exist_ok=True)
+    os.makedirs(build.paths(str(folder))["tokenizer"], exist_ok=True)  # a folder
+    for key in ("vae", "text", "base"):
         open(build.paths(str(folder))[key], "w").close()
     return folder
 
@@ -32,11 +32,12 @@ def test_an_unwritable_out_is_one_line(capsys):
 
 
 def test_a_folder_holding_a_build_is_refused_without_stages(tmp_path, capsys):
-    (tmp_path / "build.json").write_text("{}")
+    (tmp_path / "build.json").write_text('{"tokenizer": {}, "vae": {}}')  # a build stopped after the VAE
     (with_base(tmp_path) / "motion_module_B.safetensors").write_text("weights")
     assert build.main(["--budget", "smoke", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --out {tmp_path}: already holds a build (build.json)") and err.count("\n") == 1
+    assert err.startswith(f"error: --out {tmp_path}: already holds a build (build.json records tokenizer,vae); "
+                          "pass --stages text,base,dreambooth,decoder,lora,motion to continue it") and err.count("\n") == 1
     assert (tmp_path / "motion_module_B.safetensors").read_text() == "weights"
     assert check("--out", str(tmp_path), "--stages", "motion")[0] == ["motion"]
 
@@ -137,3 +138,19 @@ def test_a_stage_run_replaces_its_old_entry_in_build_json_keeping_other_motion_s
     assert record == json.loads((tmp_path / "build.json").read_text())
     assert record["base"] == {"steps": 4000}
     assert record["motion"] == {"batch": 4, "seconds": 9.0, "schedules": {"A": {"steps": 10}, "B": {"steps": 20}}}
+
+
+def test_motion_flags_without_the_motion_stage_are_refused(tmp_path):
+    with pytest.raises(UsageError, match="--schedules, --motion-steps: for the motion stage, which --stages decoder"):
+        check("--out", str(with_base(tmp_path)), "--stages", "decoder", "--schedules", "A", "--motion-steps", "5")
+
+
+def test_every_folder_a_stage_writes_is_checked_before_it_trains(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(build, "check_writable_parent", lambda folder, flag="--out": asked.append(folder))
+    out = str(with_base(tmp_path))
+    check("--out", out, "--stages", "decoder")
+    assert set(asked) == {out, os.path.join(out, "base")}  # --out, then the stage's
+    asked.clear()
+    check("--out", out, "--stages", "lora,motion")
+    assert set(asked) == {out}

@@ -7,11 +7,14 @@ import os
 import shutil
 import time
 
+import jax
 import numpy as np
 import pytest
 from flax import serialization
 
 from animatediff_jax import evaluate
+from animatediff_jax.checkpoint import save_params
+from animatediff_jax.errors import InputError
 from animatediff_jax.miniature import direction_probe, lora, stages, trainer, world
 from animatediff_jax.miniature.budget import BUDGETS, SEEDS, STAGES
 from animatediff_jax.miniature.shipped import motion_path, paths
@@ -169,15 +172,42 @@ def test_a_finished_schedule_is_recorded_before_the_next_one_runs(smoke, tmp_pat
 
 
 def test_the_decoder_stage_trains_the_decoder_alone(smoke, tmp_path):
-    """stage_decoder rewrites base/vae.safetensors with a new decoder and the same encoder and scaling
-    factor, so every latent the UNets were trained on stays what it was."""
+    """stage_decoder (through build, as the CLI runs it) rewrites base/vae.safetensors with a new decoder
+    and the same encoder and scaling factor, so every latent the UNets were trained on stays what it
+    was; the DreamBooth keeps the VAE it was trained with. On its own output it is refused (it would
+    tune the tuned decoder); after the VAE stage it runs."""
     out = str(tmp_path / "copy")
     shutil.copytree(smoke, out)
+    with pytest.raises(InputError, match="decoder was fine-tuned by the decoder stage already.*--stages vae,decoder"):
+        stages.build(out, "smoke", ["decoder"])  # the smoke build's VAE is the stage's output
+    stages.build(out, "smoke", ["vae"])
     before, before_cfg = stages.load(paths(out)["vae"])
-    stages.stage_decoder(out, BUDGETS["smoke"])
+    stages.build(out, "smoke", ["decoder"])
     after, after_cfg = stages.load(paths(out)["vae"])
     assert after_cfg == before_cfg
     before, after = flatten(before), flatten(after)
     assert before.keys() == after.keys()
     changed = {k[0] for k in before if not np.array_equal(before[k], after[k])}
     assert changed == {"decoder", "post_quant_conv"}, changed
+    dreambooth_vae, _ = stages.load(os.path.join(paths(out)["dreambooth"], "vae.safetensors"))
+    assert all(np.array_equal(v, flatten(dreambooth_vae)[k]) for k, v in before.items())  # the VAE it was trained with
+
+
+def test_stages_name_a_wrong_network_or_unreadable_file(smoke, tmp_path):
+    out = str(tmp_path / "copy")
+    shutil.copytree(smoke, out)
+    shutil.copyfile(paths(out)["base"], paths(out)["vae"])  # a UNet where the VAE belongs
+    with pytest.raises(InputError, match=r"vae.safetensors: holds the params of a UNetConfig, not of the vae"):
+        stages.networks(out)
+    vae, cfg = stages.load(paths(smoke)["vae"])
+    save_params(paths(out)["vae"], jax.tree.map(lambda a: np.full_like(a, np.nan), vae), config=cfg)
+    with pytest.raises(InputError, match=r"vae.safetensors: \d+ tensors hold NaN/Inf"):
+        stages.networks(out)
+    with open(os.path.join(paths(out)["tokenizer"], "vocab.json"), "w") as f:
+        f.write('{"a": ')
+    with pytest.raises(InputError, match=r"vocab.json: not a readable tokenizer file"):
+        stages.tokenizer(out)
+    for name in os.listdir(paths(out)["tokenizer"]):
+        os.remove(os.path.join(paths(out)["tokenizer"], name))
+    with pytest.raises(InputError, match=r"tokenizer: no tokenizer files"):
+        stages.tokenizer(out)

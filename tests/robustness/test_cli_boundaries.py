@@ -109,6 +109,8 @@ def test_evaluate_and_build_check_their_outputs_before_any_work(tmp_path, capsys
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}")
     assert evaluate.main(["--samples", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --samples: must be ≥ 1, got 0"
+    assert evaluate.main(["--samples", str(evaluate.MAX_SAMPLES + 1)]) == 2  # not memory without bound
+    assert capsys.readouterr().err.strip() == f"error: --samples: must be ≤ {evaluate.MAX_SAMPLES}, got {evaluate.MAX_SAMPLES + 1}"
     (tmp_path / "afile").write_text("x")
     assert build.main(["--out", str(tmp_path / "afile"), "--stages", "tokenizer"]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def test_convert_flag_errors(capsys, args, line):
 
 def test_evaluate_flag_errors(capsys):
     for args, line in ((["--samples", "x"], "error: --samples: 'x' is not an integer"),
-                       (["--samples", HUGE], f"error: --samples: must be ≤ 2147483647, got {HUGE}"),
+                       (["--samples", HUGE], f"error: --samples: must be ≤ 4096, got {HUGE}"),
                        (["--steps", "0"], "error: --steps: must be ≥ 1, got 0"),
                        (["--sample", "3", "--rows"], "error: --rows: expected one argument")):
         assert evaluate.main(args) == 2

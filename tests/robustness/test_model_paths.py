@@ -78,6 +78,18 @@ def test_a_converted_folder_with_a_bad_file_names_that_file(run, tmp_path, damag
             "not ours": "vae.safetensors is not a converted network (no format=flax metadata)"}[damage] in line, line
 
 
+@pytest.mark.parametrize("role, holds", [("vae", "unet"), ("text_encoder", "vae"), ("unet", "text_encoder")])
+def test_a_converted_folder_with_another_network_in_a_role_names_that_file(run, tmp_path, role, holds):
+    folder = tmp_path / "base"
+    folder.mkdir()
+    for name in ("unet", "text_encoder", "vae"):
+        os.link(os.path.join(BASE, f"{(holds if name == role else name)}.safetensors"), folder / f"{name}.safetensors")
+    os.symlink(os.path.join(BASE, "tokenizer"), folder / "tokenizer")
+    code, line = run("--base", str(folder))
+    assert code == 1
+    assert f"{folder / (role + '.safetensors')}: holds the params of a " in line and f"not of the {role} " in line, line
+
+
 def test_a_converted_folder_without_tokenizer_is_not_called_a_single_file(run):
     code, line = run("--base", os.path.join(MINIATURE, "dreambooth"))
     assert code == 1 and "(a folder without tokenizer/)" in line and "single file" not in line
