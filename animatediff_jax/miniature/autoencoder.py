@@ -40,13 +40,28 @@ def pixel_weights(images: np.ndarray, object_weight: float) -> np.ndarray:
     return (w / w.mean()).astype(np.float32)
 
 
+DECODER = ("decoder", "post_quant_conv")  # the VAE's subtrees that decode (trained alone: the latents stay)
+
+
+def vae_optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
+    """AdamW (weight decay 1e-4), gradients clipped at norm 1, cosine decay to 5% of `learning_rate` over
+    `steps`: the autoencoder's training and every decoder fine-tune."""
+    schedule = optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.05)
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
+
+
+def reconstruction_losses(recon: jax.Array, images: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(L1, MSE) of `recon` against `images` (B, H, W, 3), each pixel weighted by `w` (B, H, W, 1)."""
+    return (w * jnp.abs(recon - images)).mean(), (w * jnp.square(recon - images)).mean()
+
+
 def train_autoencoder(config: VAEConfig, steps: int, batch: int = 32, learning_rate: float = 1e-3,
                       kl_weight: float = 1e-4, object_weight: float = 4.0, seed: int = 0, log_every: int = 100,
                       styles: tuple[str, ...] = procedural.STYLES, params: dict | None = None,
                       trainable: tuple[str, ...] | None = None) -> tuple[VAEConfig, dict, dict]:
     """Train from scratch (or from `params`); returns (config with measured scaling_factor, params,
     final metrics). `trainable`: top-level subtrees that train (e.g. ("decoder", "post_quant_conv")
-    to sharpen the decoder while every latent stays what it was); default all."""
+    to sharpen the decoder while every latent stays what it was: `DECODER`); default all."""
     vae = AutoencoderKL(config)
     size = config.sample_size
     if params is None:
@@ -54,8 +69,7 @@ def train_autoencoder(config: VAEConfig, steps: int, batch: int = 32, learning_r
     names = tuple(trainable or params)
     frozen = {k: v for k, v in params.items() if k not in names}
     params = {k: params[k] for k in names}
-    schedule = optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.05)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
+    optimizer = vae_optimizer(learning_rate, steps)
     opt_state = optimizer.init(params)
 
     def loss_fn(p, x, w, key):
@@ -63,8 +77,7 @@ def train_autoencoder(config: VAEConfig, steps: int, batch: int = 32, learning_r
         mean, logvar = vae.apply({"params": p}, x, method=AutoencoderKL.encode)
         z = sample_latent(key, mean, logvar)
         recon = vae.apply({"params": p}, z, method=AutoencoderKL.decode)
-        l1 = (w * jnp.abs(recon - x)).mean()
-        mse = (w * jnp.square(recon - x)).mean()
+        l1, mse = reconstruction_losses(recon, x, w)
         kl = 0.5 * jnp.mean(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
         return l1 + mse + kl_weight * kl, {"l1": l1, "mse": mse, "kl": kl}
 

@@ -30,14 +30,11 @@ import numpy as np
 import optax
 
 from animatediff_jax.miniature import world
-from animatediff_jax.miniature.autoencoder import image_batch, pixel_weights
+from animatediff_jax.miniature.autoencoder import DECODER, image_batch, pixel_weights, reconstruction_losses, vae_optimizer
 from animatediff_jax.miniature.trainer import Networks, models
 from animatediff_jax.models.vae import AutoencoderKL, sample_latent
 from animatediff_jax.schedules import NoiseSchedule, add_noise
 from animatediff_jax.xla_options import jit
-
-TRAINABLE = ("decoder", "post_quant_conv")
-
 
 def denoised_latents(nets: Networks, params: dict, frames: jax.Array, input_ids: jax.Array, key: jax.Array,
                      max_timestep: int, schedule: str = "A") -> jax.Array:
@@ -63,15 +60,14 @@ def train_denoised_decoder(nets: Networks, params: dict, tokenizer, steps: int, 
     params: {'unet', 'vae', 'text_encoder'} of the base. Returns (the VAE's params, final metrics);
     FloatingPointError when the loss is not finite at a logged step or the last."""
     vae, scale = AutoencoderKL(nets.vae), nets.vae.scaling_factor
-    frozen = {k: v for k, v in params["vae"].items() if k not in TRAINABLE}
-    trainable = {k: params["vae"][k] for k in TRAINABLE}
-    schedule = optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.05)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
+    frozen = {k: v for k, v in params["vae"].items() if k not in DECODER}
+    trainable = {k: params["vae"][k] for k in DECODER}
+    optimizer = vae_optimizer(learning_rate, steps)
     opt_state = optimizer.init(trainable)
 
     def loss_fn(p, images, latents, w):
         recon = vae.apply({"params": {**frozen, **p}}, latents / scale, method=AutoencoderKL.decode)
-        l1, mse = (w * jnp.abs(recon - images)).mean(), (w * jnp.square(recon - images)).mean()
+        l1, mse = reconstruction_losses(recon, images, w)
         return l1 + mse, {"l1": l1, "mse": mse}
 
     @jit

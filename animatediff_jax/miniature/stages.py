@@ -68,7 +68,7 @@ def stage_tokenizer(out: str, budget: Budget) -> dict:
 
 def stage_vae(out: str, budget: Budget) -> dict:
     """The autoencoder, then its decoder alone (the latents stay as they are) from the stored weights."""
-    from animatediff_jax.miniature.autoencoder import train_autoencoder
+    from animatediff_jax.miniature.autoencoder import DECODER, train_autoencoder
     path = paths(out)["vae"]
     lr = budget.learning_rates["vae"]
     cfg, params, metrics = train_autoencoder(budget.vae, budget.vae_steps, batch=budget.vae_batch, learning_rate=lr,
@@ -77,7 +77,7 @@ def stage_vae(out: str, budget: Budget) -> dict:
     params, cfg = load(path)
     _, params, decoder = train_autoencoder(cfg, budget.decoder_steps, batch=budget.vae_batch, params=params,
                                            learning_rate=lr / 2,
-                                           trainable=("decoder", "post_quant_conv"), seed=SEEDS["vae_decoder"])
+                                           trainable=DECODER, seed=SEEDS["vae_decoder"])
     save_params(path, params, config=cfg, source=SOURCE, dtype=DTYPE)  # the latents' scaling stays
     return {"steps": budget.vae_steps, "decoder_steps": budget.decoder_steps, "batch": budget.vae_batch,
             "learning_rate": lr,
@@ -123,8 +123,9 @@ def stage_base(out: str, budget: Budget) -> dict:
 def stage_decoder(out: str, budget: Budget) -> dict:
     """The VAE's decoder fine-tuned on the base UNet's denoised latents (`denoised_decoder.py`); the encoder,
     hence every latent, stays as it is. It runs after the DreamBooth stage, whose checkpoint keeps the VAE
-    it was trained with (the tuned decoder drew its stripes plain: domain fidelity 96% -> 71%). Refused (InputError) when base/vae.safetensors is the file this stage last wrote
-    (build.json records its sha256): it would fine-tune the tuned decoder again."""
+    it was trained with (the tuned decoder drew its stripes plain: domain fidelity 96% -> 71%). Refused
+    (InputError) when base/vae.safetensors is the file this stage last wrote (build.json records its
+    sha256): it would fine-tune the tuned decoder again."""
     from animatediff_jax.miniature.denoised_decoder import train_denoised_decoder
     p = paths(out)
     if os.path.isfile(p["vae"]) and read_record(out).get("decoder", {}).get("vae_sha256") == sha256_of(p["vae"]):
