@@ -20,7 +20,9 @@ Rows: base + motion module; DreamBooth + module; LoRA + module; the personalized
 module (16 frames denoised independently: the no-motion baseline); the base's and the personalized
 models' own single images (what the text-to-image models draw before any motion module; the
 personalized ones are the reference for domain fidelity); the base with modules trained under noise
-schedules A and C (the paper's ablation; B is the paper's choice). Reference rows score real clips
+schedules A and C (the paper's ablation; B is the paper's choice); base + module + the build's
+MotionLoRA (its prompts and clips all move the LoRA's direction, so motion accuracy says how often
+the videos move that way). Reference rows score real clips
 of the prompts, and dataset images of each domain passed through the VAE (the most colour, shape
 and domain fidelity any model decoding with this VAE can reach).
 """
@@ -43,7 +45,7 @@ from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_c
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature import scoring, world
 from animatediff_jax.miniature.budget import STAGES
-from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths, read_record
+from animatediff_jax.miniature.shipped import MINIATURE, MOTION_LORA_DIRECTION, motion_path, paths, read_record
 from animatediff_jax.outputs import atomic_path, check_output, input_path
 EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
 
@@ -55,6 +57,7 @@ class Row:
     personalization: str | None   # None | "dreambooth" | "lora"
     schedule: str | None          # motion module's training schedule; None: no module
     frames: int = world.FRAMES
+    motion_lora: str | None = None  # the direction of the build's MotionLoRA, applied at scale 1; None: none
 
     @property
     def motion(self) -> bool:
@@ -73,12 +76,16 @@ ROWS = (
     Row("LoRA images", world.LORA, "lora", None, frames=1),
     Row("base + module (schedule A)", world.BASE, None, "A"),
     Row("base + module (schedule C)", world.BASE, None, "C"),
+    Row(f"base + module + MotionLoRA ({MOTION_LORA_DIRECTION})", world.BASE, None, "B",
+        motion_lora=MOTION_LORA_DIRECTION),
 )
 
 
 def prompts_for(row: Row, count: int) -> tuple[list[str], list[procedural.ClipSpec]]:
-    """Captions (with the domain's trigger and style words) of held-out clips 0..count-1."""
-    specs = [procedural.clip_spec(EVAL_SEED, i, world.FRAMES, world.SIZE) for i in range(count)]
+    """Captions (with the domain's trigger and style words) of held-out clips 0..count-1; with a
+    MotionLoRA, each clip moves the LoRA's direction (and its caption says so)."""
+    specs = [procedural.clip_spec(EVAL_SEED, i, world.FRAMES, world.SIZE, direction=row.motion_lora)
+             for i in range(count)]
     captions = [procedural.caption(s, motion=row.frames > 1, style=row.domain.style, trigger=row.domain.trigger)
                 for s in specs]
     return captions, specs
@@ -91,7 +98,8 @@ def load_pipeline(row: Row, weights: str):
     return loading.load_pipeline(
         os.path.join(weights, "base"), dreambooth=p["dreambooth"] if row.personalization == "dreambooth" else None,
         loras=[(p["lora"], 1.0)] if row.personalization == "lora" else [],
-        motion_module=motion_path(weights, row.schedule) if row.motion else None, dtype="float32")
+        motion_module=motion_path(weights, row.schedule) if row.motion else None,
+        motion_loras=[(p["motion_lora"], 1.0)] if row.motion_lora else [], dtype="float32")
 
 
 def missing_file(weights: str, row: Row) -> str | None:
@@ -105,6 +113,8 @@ def missing_file(weights: str, row: Row) -> str | None:
         need.append((p[row.personalization], f"the {row.personalization} stage"))
     if row.motion:
         need.append((motion_path(weights, row.schedule), f"the motion stage with --schedules {row.schedule}"))
+    if row.motion_lora:
+        need.append((p["motion_lora"], "the motion_lora stage"))
     for path, stage in need:
         built = f"built by {stage} of python -m animatediff_jax.miniature.build"
         if not os.path.exists(path):

@@ -69,8 +69,9 @@ class ClipSpec:
 
 
 def clip_spec(seed: int, index: int, frames: int = 16, size: int = 64,
-              min_speed: float = 1.0, max_speed: float = 3.0) -> ClipSpec:
-    """Sample the attributes of example `index` of the dataset with `seed` (deterministic).
+              min_speed: float = 1.0, max_speed: float = 3.0, direction: str | None = None) -> ClipSpec:
+    """Sample the attributes of example `index` of the dataset with `seed` (deterministic); `direction`
+    (one of DIRECTIONS), when given, replaces the drawn one (the other draws stay as they are).
 
     The object radius scales with `size` (about 1/8 of it). Speed is drawn from
     [min_speed, max_speed] * size/64 and capped so the object stays fully visible over all frames.
@@ -80,7 +81,10 @@ def clip_spec(seed: int, index: int, frames: int = 16, size: int = 64,
     rng = np.random.default_rng([int(seed), int(index)])
     color = list(COLORS)[rng.integers(len(COLORS))]
     shape = SHAPES[rng.integers(len(SHAPES))]
-    direction = DIRECTIONS[rng.integers(len(DIRECTIONS))]
+    drawn = DIRECTIONS[rng.integers(len(DIRECTIONS))]
+    if direction not in (None, *DIRECTIONS):
+        raise ValueError(f"unknown procedural direction {direction!r}; expected one of {DIRECTIONS}")
+    direction = direction or drawn
     background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     radius = size * rng.uniform(0.10, 0.15)
     margin = radius + 1.0

@@ -7,19 +7,20 @@ from dataclasses import dataclass, field
 from animatediff_jax.miniature import world
 from animatediff_jax.models.configs import CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 
-STAGES = ("tokenizer", "vae", "text", "base", "dreambooth", "decoder", "lora", "motion")
+STAGES = ("tokenizer", "vae", "text", "base", "dreambooth", "decoder", "lora", "motion", "motion_lora")
 # What each stage reads of the earlier stages' files (`shipped.paths` keys, each the name of the stage writing it).
 _BASE = ("tokenizer", "vae", "text", "base")
 READS = dict(tokenizer=(), vae=(), text=("tokenizer",), base=("tokenizer", "vae", "text"), decoder=_BASE,
-             dreambooth=_BASE, lora=_BASE, motion=_BASE)
+             dreambooth=_BASE, lora=_BASE, motion=_BASE, motion_lora=_BASE + ("motion",))
 # The folders each stage writes into (`shipped.paths` keys: a file's folder, or the folder itself).
 WRITES = dict(tokenizer=("tokenizer",), vae=("vae",), text=("text",), base=("base",), decoder=("vae",),
-              dreambooth=("dreambooth",), lora=("lora",), motion=("record",))
+              dreambooth=("dreambooth",), lora=("lora",), motion=("record",), motion_lora=("motion_lora",))
 DTYPE = "float16"  # storage dtype of the shipped weights
 SOURCE = "animatediff_jax.miniature.build"
 # Dataset seeds (disjoint streams of the procedural world) and training seeds.
 SEEDS = dict(vae=0, vae_decoder=5, text=1, text_data=51, base_data=11, base=12, decoder_data=61, decoder=7,
-             dreambooth_data=21, dreambooth=22, lora_data=31, lora=32, motion_data=41, motion=42)
+             dreambooth_data=21, dreambooth=22, lora_data=31, lora=32, motion_data=41, motion=42,
+             motion_lora_data=71, motion_lora=72)
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,17 @@ class Budget:
     image_batch: int
     motion_steps: int
     video_batch: int
+    motion_lora_steps: int
     lora_rank: int = 16
+    motion_lora_rank: int = 8
     denoised_max_timestep: int = 1000
     schedules: tuple[str, ...] = ("B", "A", "C")
     vae: VAEConfig = world.VAE
     text: CLIPTextConfig = world.TEXT
     unet: UNetConfig = world.UNET
     motion: MotionConfig = world.MOTION
-    learning_rates: dict = field(default_factory=lambda: dict(vae=1e-3, base=1e-3, decoder=5e-4, dreambooth=2e-4, lora=1e-3, motion=5e-4))
+    learning_rates: dict = field(default_factory=lambda: dict(vae=1e-3, base=1e-3, decoder=5e-4, dreambooth=2e-4, lora=1e-3, motion=5e-4,
+                                                              motion_lora=1e-3))
 
 
 BUDGETS = {
@@ -53,13 +57,15 @@ BUDGETS = {
                    # base 4000: at 2000 it drew its own plain background in 54% of frames at guidance 1 (README)
                    base_steps=4000, denoised_decoder_steps=500, dreambooth_steps=1000, lora_steps=4000,
                    image_batch=32, motion_steps=12000, video_batch=4, schedules=("B",),  # the shipped module: against the 2000-step base
-                   learning_rates=dict(vae=2e-3, base=1e-3, decoder=5e-4, dreambooth=1e-3, lora=2e-3, motion=1e-3)),
+                   motion_lora_steps=1000,
+                   learning_rates=dict(vae=2e-3, base=1e-3, decoder=5e-4, dreambooth=1e-3, lora=2e-3, motion=1e-3,
+                                       motion_lora=1e-3)),
     # The schedule ablation (A/B/C at equal budget) is built on request: `--stages motion --schedules
     # A,B,C --motion-steps 4000` (README).
     # CI smoke test: every stage runs end to end at toy widths; the weights are meaningless.
     "smoke": Budget(vae_steps=2, vae_batch=2, decoder_steps=1, text_steps=2, text_batch=4, text_pool=8, base_steps=2, denoised_decoder_steps=1, dreambooth_steps=2, lora_steps=2,
                     image_batch=2,
-                    motion_steps=2, video_batch=1, lora_rank=2, schedules=("B",),
+                    motion_steps=2, video_batch=1, motion_lora_steps=2, lora_rank=2, motion_lora_rank=2, schedules=("B",),
                     vae=dataclasses.replace(world.VAE, block_out_channels=(8, 8), norm_num_groups=4,
                                             down_block_types=("DownEncoderBlock2D",) * 2,
                                             up_block_types=("UpDecoderBlock2D",) * 2),

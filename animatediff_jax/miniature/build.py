@@ -23,9 +23,11 @@ Stages, in order (each reads what the earlier ones wrote under --out):
               "checker", trigger "xyz" (no videos), kohya format          lora_checker.safetensors
   motion      motion modules trained on plain clips against the frozen base, one per noise schedule
               (B, the paper's; A and C, its ablation, on request)         motion_module_{B,A,C}.safetensors
+  motion_lora rank-8 MotionLoRA on motion module B's attention, trained on clips that all move
+              right (the module and the base frozen), original format     motion_lora_right.safetensors
 `build.json` records the budget, seeds, seconds and final loss of every stage. The full budget takes
 about 3 hours on a 2-core CPU (~90 min for the image stages, partly beside other jobs; ~80 min for
-the 12000 steps of motion module B at ~0.40 s each; README).
+the 12000 steps of motion module B at ~0.40 s each; ~8 min for the MotionLoRA; README).
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from animatediff_jax.errors import InputError
 MINIATURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "miniature")
 # Sizes and steps of the default jobs (the miniature's training resolution and the original's DDIM steps).
 DEFAULT_SAMPLE = dict(width=32, height=32, frames=16, steps=25)
+MOTION_LORA_DIRECTION = "right"  # the motion the miniature's MotionLoRA is trained on (its file is named so)
 
 
 def default_jobs(prompts: list | None = None) -> list[tuple[str, dict, list]]:
@@ -43,7 +44,9 @@ def paths(folder: str) -> dict[str, str]:
                 vae=os.path.join(folder, "base", "vae.safetensors"),
                 text=os.path.join(folder, "base", "text_encoder.safetensors"),
                 base=os.path.join(folder, "base", "unet.safetensors"), dreambooth=os.path.join(folder, "dreambooth"),
-                lora=os.path.join(folder, "lora_checker.safetensors"), record=os.path.join(folder, "build.json"))
+                lora=os.path.join(folder, "lora_checker.safetensors"), motion=motion_path(folder, "B"),
+                motion_lora=os.path.join(folder, f"motion_lora_{MOTION_LORA_DIRECTION}.safetensors"),
+                record=os.path.join(folder, "build.json"))
 
 
 def motion_path(folder: str, schedule: str) -> str:

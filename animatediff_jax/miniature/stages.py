@@ -18,7 +18,7 @@ from animatediff_jax.checkpoint import load_config, load_params, network_config,
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.miniature import lora, world
 from animatediff_jax.miniature.budget import BUDGETS, DTYPE, SEEDS, SOURCE, STAGES, Budget
-from animatediff_jax.miniature.shipped import motion_path, paths, read_record
+from animatediff_jax.miniature.shipped import MOTION_LORA_DIRECTION, motion_path, paths, read_record
 from animatediff_jax.miniature.trainer import Networks, fit
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
 from animatediff_jax.nonfinite import describe, find_nonfinite
@@ -247,8 +247,31 @@ def stage_motion(out: str, budget: Budget, checkpoint_every: int = 0) -> dict:
             "seconds": round(sum(r["seconds"] for r in record.values()), 1)}  # over resumed parts too
 
 
+def stage_motion_lora(out: str, budget: Budget) -> dict:
+    """A MotionLoRA (the paper's v2 way to a new motion: rank-r factors on the motion module's attention
+    projections, module and UNet frozen), trained on plain clips that all move one way
+    (`world.moving_clips`) with their own captions, schedule B; written in the original MotionLoRA
+    format, so the sampler applies it like a community one (`--motion-lora file:scale`)."""
+    from animatediff_jax.training.lora import export_motion_lora, init_factors
+    nets, base = networks(out)
+    module, motion_cfg = load(paths(out)["motion"])
+    nets = dataclasses.replace(nets, motion=motion_cfg)
+    unet = unflatten({**flatten(base["unet"]), **flatten(module)})
+    b, direction, rank = budget.video_batch, MOTION_LORA_DIRECTION, budget.motion_lora_rank
+    lr = budget.learning_rates["motion_lora"]
+    factors, loss, _ = fit(nets, {"lora": init_factors(unet, "motion", rank, SEEDS["motion_lora"])},
+                           {"unet": unet, "vae": base["vae"], "text_encoder": base["text_encoder"]},
+                           lambda s: world.moving_clips(SEEDS["motion_lora_data"], direction, s * b, b), tokenizer(out),
+                           steps=budget.motion_lora_steps, schedule="B", learning_rate=lr,
+                           seed=SEEDS["motion_lora"], name="motion lora", transform=lora.fuse_factors)
+    export_motion_lora(paths(out)["motion_lora"], factors["lora"], alpha=rank, dtype=np.float16)
+    return {"steps": budget.motion_lora_steps, "batch": b, "learning_rate": lr, "rank": rank,
+            "layers": len(factors["lora"]), "direction": direction, "loss": loss}
+
+
 STAGE_FUNCTIONS = dict(tokenizer=stage_tokenizer, vae=stage_vae, text=stage_text, base=stage_base,
-                       decoder=stage_decoder, dreambooth=stage_dreambooth, lora=stage_lora, motion=stage_motion)
+                       decoder=stage_decoder, dreambooth=stage_dreambooth, lora=stage_lora, motion=stage_motion,
+                       motion_lora=stage_motion_lora)
 
 
 def record_stage(out: str, stage: str, entry: dict) -> dict:

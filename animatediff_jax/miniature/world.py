@@ -59,6 +59,13 @@ def clips(seed: int, first: int, count: int, style: str = "plain", trigger: str 
     return np.stack([v for v, _ in out]), [c for _, c in out]
 
 
+def moving_clips(seed: int, direction: str, first: int, count: int) -> tuple[np.ndarray, list[str]]:
+    """Clips first..first+count-1 of the video dataset `seed`, each moving `direction` (plain
+    background; the same form as `clips`): a MotionLoRA's data."""
+    specs = [procedural.clip_spec(seed, i, FRAMES, SIZE, direction=direction) for i in range(first, first + count)]
+    return np.stack([procedural.render(s) for s in specs]), [procedural.caption(s) for s in specs]
+
+
 def clip_frames(seed: int, first: int, count: int, domain: Domain = BASE) -> tuple[np.ndarray, list[str]]:
     """One frame of each clip first..first+count-1, drawn on `domain`'s background: ((count, 1, SIZE,
     SIZE, 3) uint8, captions). The base model's data (plain) and the LoRA's (checker). Odd clips are

@@ -37,7 +37,7 @@ def test_a_folder_holding_a_build_is_refused_without_stages(tmp_path, capsys):
     assert build.main(["--budget", "smoke", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {tmp_path}: already holds a build (build.json records tokenizer,vae); "
-                          "pass --stages text,base,dreambooth,decoder,lora,motion to continue it") and err.count("\n") == 1
+                          "pass --stages text,base,dreambooth,decoder,lora,motion,motion_lora to continue it") and err.count("\n") == 1
     assert (tmp_path / "motion_module_B.safetensors").read_text() == "weights"
     assert check("--out", str(tmp_path), "--stages", "motion")[0] == ["motion"]
 
@@ -96,6 +96,9 @@ def test_a_stage_without_its_inputs_is_refused_leaving_nothing(tmp_path, capsys)
         check("--out", str(out), "--stages", "lora,motion")
     assert check("--out", str(out), "--stages", "motion,base,text,vae,tokenizer")[0] == [
         "motion", "base", "text", "vae", "tokenizer"]  # each input written by a chosen stage that runs first
+    with pytest.raises(InputError, match=r"motion_module_B.safetensors, which the motion stage writes; add it"):
+        check("--out", str(out), "--stages", "text,motion_lora")  # the MotionLoRA needs the module
+    assert check("--out", str(out), "--stages", "text,motion,motion_lora")[0] == ["text", "motion", "motion_lora"]
 
 
 def test_a_resumed_stage_says_which_seconds_were_this_run():

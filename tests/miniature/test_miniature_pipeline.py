@@ -18,8 +18,10 @@ from animatediff_jax.errors import InputError
 from animatediff_jax.miniature import direction_probe, lora, stages, trainer, world
 from animatediff_jax.miniature.budget import BUDGETS, SEEDS, STAGES
 from animatediff_jax.miniature.shipped import motion_path, paths
-from animatediff_jax.params import flatten
-from convert.lora import read_lora
+from animatediff_jax.params import flatten, unflatten
+from animatediff_jax.training.lora import target_paths
+from convert.lora import read_lora, read_motion_lora
+from safetensors.numpy import load_file
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,7 @@ def test_every_stage_writes_its_files(smoke):
         record = json.load(f)
     assert set(STAGES) <= set(record) and all(record[s]["budget"] == "smoke" for s in STAGES)
     assert np.isfinite(record["base"]["loss"]) and np.isfinite(record["motion"]["schedules"]["B"]["loss"])
+    assert os.path.isfile(p["motion_lora"]) and np.isfinite(record["motion_lora"]["loss"])
     assert record["text"]["trained"] and set(record["text"]["caption_retrieval"]) == {
         "caption", "domain", "color", "shape", "direction"}
 
@@ -73,11 +76,38 @@ def test_lora_fuse_matches_the_file_reader(smoke):
     assert max(float(np.abs(np.asarray(ours[k]) - theirs[k]).max()) for k in theirs) < 1e-5
 
 
+def test_motion_lora_is_an_original_format_motion_lora_on_every_motion_attention(smoke):
+    """The MotionLoRA stage's file: original MotionLoRA keys, read by the sampler's reader onto the
+    build's motion module, factors on every motion-module attention projection, trained (up != 0)."""
+    keys = list(load_file(paths(smoke)["motion_lora"]))
+    assert keys and all(".processor.to_" in k and "_lora." in k and "motion_modules" in k for k in keys)
+    module, _ = stages.load(paths(smoke)["motion"])
+    factors = read_motion_lora(paths(smoke)["motion_lora"], module)
+    _, base = stages.networks(smoke)
+    unet = unflatten({**flatten(base["unet"]), **flatten(module)})
+    assert set(factors) == set(target_paths(unet, "motion"))
+    assert all(w.rank == BUDGETS["smoke"].motion_lora_rank for w in factors.values())
+    assert any(np.abs(w.up).max() > 0 for w in factors.values()), "MotionLoRA up factors never left zero"
+
+
+def test_moving_clips_all_move_the_given_way():
+    video, captions = world.moving_clips(SEEDS["motion_lora_data"], "right", 3, 4)
+    assert video.shape == (4, world.FRAMES, world.SIZE, world.SIZE, 3)
+    assert all(c.endswith("moving right") for c in captions)
+    for clip in video.astype(int):
+        background = clip[0, 0, 0]  # plain: every pixel the object does not cover
+        first, last = (np.argwhere(np.abs(frame - background).sum(-1) > 30)[:, 1].mean() for frame in clip[[0, -1]])
+        assert last > first + 2, (first, last)  # the object's mean column moved right by pixels
+    with pytest.raises(ValueError, match="unknown procedural direction"):
+        world.moving_clips(0, "sideways", 0, 1)
+
+
 def test_sampling_and_evaluation_run_on_the_built_files(smoke):
     # one row per kind (module / frame-wise / single images) and per personalization; the smoke build
     # trains schedule B only
-    rows = [r for r in evaluate.ROWS if r.name in ("DreamBooth + module", "LoRA, no module", "LoRA images")]
-    assert len(rows) == 3
+    rows = [r for r in evaluate.ROWS if r.name in ("DreamBooth + module", "LoRA, no module", "LoRA images")
+            or r.motion_lora]
+    assert len(rows) == 4
     results = evaluate.evaluate(smoke, samples=1, steps=2, rows=rows)
     assert [r["name"] for r in results[4:]] == [r.name for r in rows]  # after the 4 reference rows
     for r in results:
@@ -94,6 +124,25 @@ def test_direction_probe_runs_on_the_built_files(smoke):
     features, labels = direction_probe.pooled_features(smoke, clips=8, batch=4)
     assert len(labels) == 8 and set(labels) <= {"left", "right", "up", "down"}
     assert features and all(x.shape[0] == 8 and np.isfinite(x).all() for x in features.values())
+
+
+def test_opposite_direction_swaps_only_the_direction_word():
+    assert direction_probe.opposite_direction("sks, a red circle moving left on stripes background") == \
+        "sks, a red circle moving right on stripes background"
+    assert direction_probe.opposite_direction("an orange square moving up") == "an orange square moving down"
+    assert direction_probe.opposite_direction("a red circle") == "a red circle"
+
+
+def test_caption_dependence_denoises_with_each_caption(smoke):
+    errors = direction_probe.caption_dependence(smoke, "B", clips=3, batch=2, timesteps=(961, 201))
+    assert list(errors) == [961, 201]
+    for row in errors.values():
+        assert list(row) == list(direction_probe.CAPTIONS)
+        values = np.array(list(row.values()))
+        assert np.isfinite(values).all() and (values > 0).all()
+        assert len(set(values.tolist())) == 3  # each caption reached the UNet: three different errors
+    # the clean latents are recovered far better from little noise than from much
+    assert errors[201]["caption"] < errors[961]["caption"]
 
 
 # A training run stopped part-way continues from its resume file and ends exactly where an
