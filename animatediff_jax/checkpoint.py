@@ -156,11 +156,12 @@ def load_config(metadata: Mapping[str, str], path: str = "params metadata"):
 
 
 # The config class each network file of a converted base folder holds.
-NETWORK_CONFIGS = dict(unet="UNetConfig", vae="VAEConfig", text_encoder="CLIPTextConfig")
+NETWORK_CONFIGS = dict(unet="UNetConfig", vae="VAEConfig", text_encoder="CLIPTextConfig", motion="MotionConfig")
 
 
 def network_config(metadata: Mapping[str, str], path: str, network: str):
-    """`load_config` of the `network` file ("unet", "vae" or "text_encoder") of a converted folder.
+    """`load_config` of the `network` file ("unet", "vae", "text_encoder" or "motion": a converted motion
+    module) of a converted folder.
     Raises `InputError` naming `path` when it holds another network's params (e.g. a UNet copied over
     vae.safetensors)."""
     config = load_config(metadata, path)

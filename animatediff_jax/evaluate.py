@@ -91,15 +91,24 @@ def prompts_for(row: Row, count: int) -> tuple[list[str], list[procedural.ClipSp
     return captions, specs
 
 
+def checked_files(row: Row, weights: str):
+    """The row's files under `weights`, through the ordinary loader's checks (`loading.check_files`:
+    each file readable and what its role needs, LoRAs fitting their networks; a UserError naming the
+    file otherwise)."""
+    from animatediff_jax import loading
+    from animatediff_jax.params import cache_root
+    p = paths(weights)
+    return loading.check_files(loading.ModelFiles(
+        os.path.join(weights, "base"), dreambooth=p["dreambooth"] if row.personalization == "dreambooth" else None,
+        loras=((p["lora"], 1.0),) if row.personalization == "lora" else (),
+        motion_module=motion_path(weights, row.schedule) if row.motion else None,
+        motion_loras=((p["motion_lora"], 1.0),) if row.motion_lora else ()), cache_root())
+
+
 def load_pipeline(row: Row, weights: str):
     """The row's pipeline from the miniature's files, through the ordinary loader."""
     from animatediff_jax import loading
-    p = paths(weights)
-    return loading.load_pipeline(
-        os.path.join(weights, "base"), dreambooth=p["dreambooth"] if row.personalization == "dreambooth" else None,
-        loras=[(p["lora"], 1.0)] if row.personalization == "lora" else [],
-        motion_module=motion_path(weights, row.schedule) if row.motion else None,
-        motion_loras=[(p["motion_lora"], 1.0)] if row.motion_lora else [], dtype="float32")
+    return loading.pipeline_from_checked(checked_files(row, weights), dtype="float32")
 
 
 def missing_file(weights: str, row: Row) -> str | None:
@@ -357,6 +366,8 @@ def run(args) -> int:
                              + f"; rows are {known}")
         rows = [r for r in ROWS if r.name in names]
         check_row_files(args.weights, rows)
+    for row in rows:  # damaged or wrong files: one line before any work
+        checked_files(row, args.weights)
     start = time.time()
     results = evaluate(args.weights, args.samples, args.steps, args.guidance, rows)
     text = report(results, args.weights, args.steps, args.guidance, time.time() - start, command(args), args.results)

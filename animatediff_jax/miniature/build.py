@@ -117,12 +117,15 @@ def checked_args(args) -> tuple[list[str], list[str] | None]:
 
 
 def check_writable_folders(out: str, stages: list[str]) -> None:
-    """Every folder the chosen stages write into (`WRITES`) is writable or can be created: OutputError
-    naming it before any stage trains (not after, when its file is saved)."""
+    """Every folder the chosen stages write into (`WRITES`) is writable or can be created, and no file
+    they write is a folder: OutputError naming it before any stage trains (not after, when its file is
+    saved)."""
     p = paths(out)
     for key in sorted({key for stage in stages for key in WRITES[stage]}):
-        folder = p[key] if key in ("tokenizer", "dreambooth") else os.path.dirname(p[key])
-        check_writable_parent(folder)
+        is_folder = key in ("tokenizer", "dreambooth")
+        if not is_folder and os.path.isdir(p[key]):
+            raise OutputError(f"{p[key]}: is a folder where the {key} file is to be written; move it away")
+        check_writable_parent(p[key] if is_folder else os.path.dirname(p[key]))
 
 
 def check_out(args) -> None:

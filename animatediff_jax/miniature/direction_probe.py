@@ -45,12 +45,13 @@ def pooled_features(weights: str, clips: int, batch: int = 8, seed: int = 0) -> 
 
     rng = np.random.default_rng(seed)
     pooled, labels = {}, []
-    for b in range(clips // batch):
-        video, captions = world.clips(PROBE_SEED, b * batch, batch)
-        directions = [str(d) for d in rng.choice(procedural.DIRECTIONS, batch)]
+    for first in range(0, clips, batch):
+        count = min(batch, clips - first)
+        video, captions = world.clips(PROBE_SEED, first, count)
+        directions = [str(d) for d in rng.choice(procedural.DIRECTIONS, count)]
         captions = [" ".join(c.split()[:-1] + [d]) for c, d in zip(captions, directions)]
-        t = jnp.asarray(rng.integers(0, len(alphas_cumprod), batch))
-        out = features(video, jnp.asarray(tokenizer(captions)), t, jax.random.key(b))
+        t = jnp.asarray(rng.integers(0, len(alphas_cumprod), count))
+        out = features(video, jnp.asarray(tokenizer(captions)), t, jax.random.key(first // batch))
         for path, x in flatten(jax.device_get(out)).items():
             pooled.setdefault("/".join(p for p in path if p != "__call__"), []).append(np.asarray(x[0]))
         labels += directions
@@ -85,7 +86,7 @@ def caption_dependence(weights: str, schedule: str = "B", clips: int = 64, batch
     captioned direction does worse with the opposite one at the timesteps where sampling settles the
     layout. Raises InputError naming a missing or damaged file."""
     nets, base = stages.networks(weights, None)
-    module, motion_cfg = stages.load(motion_path(weights, schedule))
+    module, motion_cfg = stages.load(motion_path(weights, schedule), "motion")
     nets = dataclasses.replace(nets, motion=motion_cfg)
     unet_params = unflatten({**flatten(base["unet"]), **flatten(module)})
     tokenizer, fns = stages.tokenizer(weights), models(nets)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import os
 
-from animatediff_jax.errors import ArgumentParser, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.miniature.shipped import MINIATURE, motion_path
+from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths
 from animatediff_jax.outputs import input_path
 
 
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m animatediff_jax.miniature.probe",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--weights", type=input_path, default=MINIATURE, help="folder written by the miniature build (default: the shipped weights)")
-    parser.add_argument("--clips", type=ArgumentParser.integer(16), default=192, help="clips to probe, 3/4 fit and 1/4 held out (default: 192)")
+    parser.add_argument("--clips", type=ArgumentParser.integer(16, 4096), default=192, help="clips to probe, 3/4 fit and 1/4 held out (default: 192)")
     parser.add_argument("--schedule", choices=("A", "B", "C"), default="B",
                         help="the motion module whose use of the caption is measured: motion_module_<S> in --weights "
                              "(default: B, the shipped one; a folder without it gets the probe alone)")
@@ -40,14 +40,21 @@ def main(argv=None) -> int:
     def work() -> int:
         args = parser.parse_args(argv)
         # Imported after parsing: the probe pulls in JAX and the networks (seconds), --help must not.
+        from animatediff_jax.miniature import stages
         from animatediff_jax.miniature.direction_probe import (CAPTIONS, caption_dependence, pooled_features,
                                                                probe_accuracy)
+        missing = [key for key in ("tokenizer", "vae", "text", "base") if not os.path.exists(paths(args.weights)[key])]
+        if missing:
+            raise InputError(f"--weights {args.weights}: not a miniature build (no {paths(args.weights)[missing[0]]}); "
+                             "python -m animatediff_jax.miniature.build writes one")
+        module = motion_path(args.weights, args.schedule)
+        if os.path.exists(module):
+            stages.load(module, "motion")  # a damaged or wrong file: one line before any work
         features, labels = pooled_features(args.weights, args.clips)
         print(f"| motion-module input | channels | caption-direction probe accuracy ({len(labels) // 4} held-out clips) |")
         print("|---|---|---|")
         for name, x in features.items():
             print(f"| {name} | {x.shape[1]} | {100 * probe_accuracy(x, labels):.0f}% |")
-        module = motion_path(args.weights, args.schedule)
         if not os.path.exists(module):
             print(f"\n{module}: not found; the module's use of the caption is not measured "
                   f"(the build's motion stage with --schedules {args.schedule} writes it)")

@@ -29,12 +29,16 @@ from animatediff_jax.params import flatten, unflatten
 
 def load(path: str, network: str | None = None) -> tuple[dict, object]:
     """(float32 params, config) of a file written by an earlier stage. InputError naming the file when
-    it is missing, holds non-finite values, or holds another network than `network` ("unet", "vae" or
-    "text_encoder": `checkpoint.network_config`)."""
+    it is missing, holds non-finite values, or holds another network than `network` ("unet", "vae",
+    "text_encoder" or "motion": `checkpoint.network_config`; a file without a network config, such as
+    a LoRA, is none of them)."""
     if not os.path.exists(path):
         raise InputError(f"{path}: not found; run the stage that writes it first (see --stages)")
     params, meta = load_params(path, dtype="float32")
     config = network_config(meta, path, network) if network else load_config(meta)
+    if network and config is None:
+        raise InputError(f"{path}: holds no network config, so not the {network} file the build writes "
+                         "(a LoRA, or a file from elsewhere?)")
     found = find_nonfinite(params)
     if found:
         raise InputError(f"{path}: {describe(found)}; run the stage that writes it again")
@@ -254,7 +258,7 @@ def stage_motion_lora(out: str, budget: Budget) -> dict:
     format, so the sampler applies it like a community one (`--motion-lora file:scale`)."""
     from animatediff_jax.training.lora import export_motion_lora, init_factors
     nets, base = networks(out)
-    module, motion_cfg = load(paths(out)["motion"])
+    module, motion_cfg = load(paths(out)["motion"], "motion")
     nets = dataclasses.replace(nets, motion=motion_cfg)
     unet = unflatten({**flatten(base["unet"]), **flatten(module)})
     b, direction, rank = budget.video_batch, MOTION_LORA_DIRECTION, budget.motion_lora_rank

@@ -157,3 +157,11 @@ def test_every_folder_a_stage_writes_is_checked_before_it_trains(tmp_path, monke
     asked.clear()
     check("--out", out, "--stages", "lora,motion")
     assert set(asked) == {out}
+
+
+def test_a_folder_where_a_stage_writes_its_file_is_refused_before_training(tmp_path):
+    out = with_base(tmp_path)
+    (out / "motion_module_B.safetensors").write_text("weights")
+    os.makedirs(build.paths(str(out))["motion_lora"])
+    with pytest.raises(OutputError, match=r"motion_lora_right.safetensors: is a folder where the motion_lora file"):
+        check("--out", str(out), "--stages", "motion_lora")

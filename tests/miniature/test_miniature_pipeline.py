@@ -260,3 +260,30 @@ def test_stages_name_a_wrong_network_or_unreadable_file(smoke, tmp_path):
         os.remove(os.path.join(paths(out)["tokenizer"], name))
     with pytest.raises(InputError, match=r"tokenizer: no tokenizer files"):
         stages.tokenizer(out)
+
+
+
+def test_a_wrong_or_damaged_motion_module_is_one_line_before_any_work(smoke, tmp_path, capsys):
+    """The MotionLoRA stage, the probe and evaluate name a LoRA, a UNet or a damaged file given as the
+    motion module (or as the MotionLoRA) before they train, probe or sample."""
+    from animatediff_jax.miniature import probe
+    out = str(tmp_path / "copy")
+    shutil.copytree(smoke, out)
+    for source, problem in ((paths(out)["lora"], "holds no network config, so not the motion file"),
+                            (paths(out)["base"], "holds the params of a UNetConfig, not of the motion")):
+        shutil.copyfile(source, paths(out)["motion"])
+        with pytest.raises(InputError, match=problem):
+            stages.stage_motion_lora(out, BUDGETS["smoke"])
+        assert probe.main(["--weights", out, "--clips", "16", "--module-clips", "1"]) == 1
+        printed = capsys.readouterr()
+        assert "probe accuracy" not in printed.out  # refused before the feature probe ran
+        assert printed.err.startswith(f"error: {paths(out)['motion']}: {problem}") and printed.err.count("\n") == 1
+    shutil.copyfile(motion_path(smoke, "B"), paths(out)["motion"])
+    with open(paths(out)["motion_lora"], "r+b") as f:
+        f.truncate(100)
+    assert evaluate.main(["--weights", out, "--samples", "1", "--rows", evaluate.ROWS[-1].name]) == 1
+    printed = capsys.readouterr()
+    assert "[evaluate]" not in printed.err  # no scoring or sampling started
+    assert printed.err.startswith(f"error: MotionLoRA {paths(out)['motion_lora']}: ") and printed.err.count("\n") == 1
+    assert probe.main(["--weights", str(tmp_path / "nothing"), "--clips", "16"]) == 1
+    assert capsys.readouterr().err.startswith(f"error: --weights {tmp_path / 'nothing'}: not a miniature build")
