@@ -3,18 +3,15 @@ of the frozen base and a held-out ridge classifier of the caption's direction on
 base + motion module's denoising relies on the caption's direction, its other words, or neither."""
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from animatediff_jax.data import procedural
 from animatediff_jax.miniature import stages, world
-from animatediff_jax.miniature.shipped import motion_path
 from animatediff_jax.miniature.trainer import models
 from animatediff_jax.models.unet3d import UNet3DConditionModel
-from animatediff_jax.params import flatten, unflatten
+from animatediff_jax.params import flatten
 from animatediff_jax.schedules import NoiseSchedule, add_noise
 from animatediff_jax.xla_options import jit
 
@@ -85,10 +82,8 @@ def caption_dependence(weights: str, schedule: str = "B", clips: int = 64, batch
     between variants as the epsilon MSE the module was trained on, per t). A module that draws the
     captioned direction does worse with the opposite one at the timesteps where sampling settles the
     layout. Raises InputError naming a missing or damaged file."""
-    nets, base = stages.networks(weights, None)
-    module, motion_cfg = stages.load(motion_path(weights, schedule), "motion")
-    nets = dataclasses.replace(nets, motion=motion_cfg)
-    unet_params = unflatten({**flatten(base["unet"]), **flatten(module)})
+    nets, base = stages.networks_with_module(weights, schedule)
+    unet_params = base["unet"]
     tokenizer, fns = stages.tokenizer(weights), models(nets)
     alphas_cumprod = jnp.asarray(NoiseSchedule.preset(schedule).alphas_cumprod)
 

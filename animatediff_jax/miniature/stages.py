@@ -23,7 +23,7 @@ from animatediff_jax.miniature.trainer import Networks, fit
 from animatediff_jax.models.configs import MotionConfig, UNetConfig
 from animatediff_jax.nonfinite import describe, find_nonfinite
 from animatediff_jax.outputs import atomic_path
-from animatediff_jax.params import flatten, unflatten
+from animatediff_jax.params import flatten, insert_motion, unflatten
 
 # ----------------------------------------------------------------------------- files
 
@@ -60,6 +60,16 @@ def networks(out: str, motion: MotionConfig | None = None) -> tuple[Networks, di
     (unet, unet_cfg), (vae, vae_cfg), (text, text_cfg) = (
         load(p["base"], "unet"), load(p["vae"], "vae"), load(p["text"], "text_encoder"))
     return Networks(unet_cfg, motion, vae_cfg, text_cfg), {"unet": unet, "vae": vae, "text_encoder": text}
+
+
+def networks_with_module(out: str, schedule: str = "B") -> tuple[Networks, dict]:
+    """`networks` with the motion module of `schedule` under `out` put into the base UNet (its config
+    as `motion`): what the MotionLoRA trains on and the direction probe measures. InputError naming a
+    missing, damaged or wrong module file (`load`)."""
+    nets, base = networks(out)
+    module, motion_cfg = load(motion_path(out, schedule), "motion")
+    return (dataclasses.replace(nets, motion=motion_cfg),
+            {**base, "unet": insert_motion(base["unet"], module, strict=False)})
 
 
 # ----------------------------------------------------------------------------- stages
@@ -257,10 +267,8 @@ def stage_motion_lora(out: str, budget: Budget) -> dict:
     (`world.moving_clips`) with their own captions, schedule B; written in the original MotionLoRA
     format, so the sampler applies it like a community one (`--motion-lora file:scale`)."""
     from animatediff_jax.training.lora import export_motion_lora, init_factors
-    nets, base = networks(out)
-    module, motion_cfg = load(paths(out)["motion"], "motion")
-    nets = dataclasses.replace(nets, motion=motion_cfg)
-    unet = unflatten({**flatten(base["unet"]), **flatten(module)})
+    nets, base = networks_with_module(out)
+    unet = base["unet"]
     b, direction, rank = budget.video_batch, MOTION_LORA_DIRECTION, budget.motion_lora_rank
     lr = budget.learning_rates["motion_lora"]
     factors, loss, _ = fit(nets, {"lora": init_factors(unet, "motion", rank, SEEDS["motion_lora"])},
