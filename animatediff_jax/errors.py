@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import re
 import sys
 import warnings
@@ -66,6 +67,24 @@ class ArgumentParser(argparse.ArgumentParser):
                 raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {value}")
             if value > high:
                 raise argparse.ArgumentTypeError(f"must be ≤ {high}, got {value}")
+            return value
+        return parse
+
+    @staticmethod
+    def number(low: float | None = None, high: float | None = None, above: float | None = None):
+        """argparse `type=`: a finite float in [low, high] (or > above; None: unbounded), else the flag's
+        error (`--strength: must be in (0, 1], got 1.5`)."""
+        def parse(text: str) -> float:
+            try:
+                value = float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            if not math.isfinite(value):
+                raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+            if (low is not None and value < low) or (above is not None and value <= above) \
+                    or (high is not None and value > high):
+                lo = f"[{low}" if low is not None else f"({above}"
+                raise argparse.ArgumentTypeError(f"must be in {lo}, {'inf)' if high is None else f'{high}]'}, got {value}")
             return value
         return parse
 

@@ -2,6 +2,7 @@
 
     python -m animatediff_jax.evaluate --results RESULTS.md --overwrite  # shipped weights, table -> RESULTS.md
     python -m animatediff_jax.evaluate --samples 8                           # quicker, print only
+    python -m animatediff_jax.evaluate --shared-noise 0.5  # half the initial noise common to all frames
 
 Each row samples `--samples` videos (prompt i describes clip i of a held-out seed of the procedural
 world, e.g. "sks, a red circle moving left on stripes background"; sampling seed = i) and scores
@@ -155,13 +156,32 @@ def available_rows(weights: str) -> list[Row]:
     return [row for row, problem in problems.items() if not problem]
 
 
+def initial_noise(pipe, seeds: list[int], frames: int, shared_noise: float) -> np.ndarray:
+    """Initial noise (N, frames, h, w, C), N(0, I) per element: sqrt(shared_noise) of it one draw common to
+    all frames, the rest each frame's own (PYoCo's mixed noise prior); 0 is the sampler's own noise (each
+    seed's initial-noise stream), which is what the models were trained with."""
+    from animatediff_jax.sampling.pipeline import initial_noise, stream_noise
+    h = world.SIZE // pipe.vae_scale
+    shape = (frames, h, h, pipe.unet.config.in_channels)
+    own = np.asarray(initial_noise(seeds, shape))
+    if shared_noise == 0:
+        return own
+    common = np.asarray(stream_noise(seeds, SHARED_NOISE_STREAM, shape[1:]))[:, None]
+    return (math.sqrt(shared_noise) * common + math.sqrt(1 - shared_noise) * own).astype(np.float32)
+
+
+SHARED_NOISE_STREAM = 1 << 20  # a stream of each seed the pipeline's draws do not use
+
+
 def sample(pipe, prompts: list[str], seeds: list[int], frames: int, steps: int, guidance: float,
-           batch: int = 8) -> np.ndarray:
-    """(N, frames, SIZE, SIZE, 3) float frames in [0, 1], `batch` videos per call."""
+           batch: int = 8, shared_noise: float = 0.0) -> np.ndarray:
+    """(N, frames, SIZE, SIZE, 3) float frames in [0, 1], `batch` videos per call; `shared_noise`: see
+    `initial_noise`."""
     out = []
     for i in range(0, len(prompts), batch):
         result = pipe(prompts[i:i + batch], seeds=seeds[i:i + batch], width=world.SIZE, height=world.SIZE,
-                      frames=frames, steps=steps, guidance_scale=guidance, progress=False)
+                      frames=frames, steps=steps, guidance_scale=guidance, progress=False,
+                      latents=initial_noise(pipe, seeds[i:i + batch], frames, shared_noise))
         out.append(result.frames)
     return np.concatenate(out)
 
@@ -233,7 +253,7 @@ def progress(text: str) -> None:
 
 
 def evaluate(weights: str = MINIATURE, samples: int = 32, steps: int = 25, guidance: float = 7.5,
-             rows=ROWS, seed_offset: int = 0) -> list[dict]:
+             rows=ROWS, seed_offset: int = 0, shared_noise: float = 0.0) -> list[dict]:
     """Sample and score every row; returns one dict per row (plus the dataset reference first)."""
     from animatediff_jax.sampling.pipeline import enable_compilation_cache
     enable_compilation_cache()
@@ -250,7 +270,7 @@ def evaluate(weights: str = MINIATURE, samples: int = 32, steps: int = 25, guida
         start = time.time()
         pipe = load_pipeline(row, weights)
         prompts, specs = prompts_for(row, samples)
-        videos = sample(pipe, prompts, seeds, row.frames, steps, guidance)
+        videos = sample(pipe, prompts, seeds, row.frames, steps, guidance, shared_noise=shared_noise)
         results.append({"name": row.name, "module": row.schedule or "none", "samples": samples,
                         "seeds": f"{seeds[0]}..{seeds[-1]}", "seconds": round(time.time() - start, 1),
                         **score_row(videos, specs, row, judges)})
@@ -290,7 +310,8 @@ def weights_line(weights: str, results: str) -> str:
 
 
 def report(results: list[dict], weights: str, steps: int, guidance: float, seconds: float,
-           command: str = "python -m animatediff_jax.evaluate", results_file: str = "-") -> str:
+           command: str = "python -m animatediff_jax.evaluate", results_file: str = "-", shared_noise: float = 0.0
+           ) -> str:
     """The Markdown results section: settings, the command that measured it, table and the build budget
     (from build.json, `read_record`) it was measured on; `results_file`: where it is written ('-': printed)."""
     record = read_record(weights)
@@ -304,7 +325,8 @@ def report(results: list[dict], weights: str, steps: int, guidance: float, secon
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Measured {when} on {platform.machine()} CPU ({os.cpu_count()} cores), {seconds:.0f}s, with\n"
             f"`{command}`.\nDDIM {steps} steps{' (the original inference config)' if steps == 25 else ''}, CFG {guidance}, "
-            f"{world.SIZE}x{world.SIZE}, {world.FRAMES} frames; prompts from dataset seed {EVAL_SEED}.\n"
+            f"{world.SIZE}x{world.SIZE}, {world.FRAMES} frames; prompts from dataset seed {EVAL_SEED}"
+            + (f"; initial noise {shared_noise:g} shared across frames" if shared_noise else "") + ".\n"
             f"Weights: {weights_line(weights, results_file)} (build budget: {budget}).\n\n{table(results)}\n")
 
 
@@ -316,6 +338,9 @@ def build_parser() -> ArgumentParser:
                              "each; default 32, as in RESULTS.md)")
     parser.add_argument("--steps", type=ArgumentParser.integer(1, 1000), default=25, help="DDIM steps (default 25)")
     parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--shared-noise", type=ArgumentParser.number(0, 1), default=0.0,
+                        help="share of the initial noise's variance common to all frames, in [0, 1] (default 0: "
+                             "each frame its own, as in training; a diagnostic of what decides the motion)")
     parser.add_argument("--rows", help="only these rows, names separated by ';' (default: every row whose files "
                         "are in --weights; those left out are named)")
     parser.add_argument("--results", default="-",  # not RESULTS.md: a quick run would replace the measured table
@@ -335,6 +360,8 @@ def command(args) -> str:
              "--guidance", str(args.guidance)]
     if os.path.abspath(args.weights) != os.path.abspath(MINIATURE):
         words += ["--weights", recorded_weights(args.weights, args.results)]
+    if args.shared_noise:
+        words += ["--shared-noise", f"{args.shared_noise:g}"]
     if args.rows is not None:
         words += ["--rows", args.rows]
     return shlex.join(words)
@@ -369,8 +396,9 @@ def run(args) -> int:
     for row in rows:  # damaged or wrong files: one line before any work
         checked_files(row, args.weights)
     start = time.time()
-    results = evaluate(args.weights, args.samples, args.steps, args.guidance, rows)
-    text = report(results, args.weights, args.steps, args.guidance, time.time() - start, command(args), args.results)
+    results = evaluate(args.weights, args.samples, args.steps, args.guidance, rows, shared_noise=args.shared_noise)
+    text = report(results, args.weights, args.steps, args.guidance, time.time() - start, command(args), args.results,
+                  args.shared_noise)
     print(text)
     if args.results != "-":
         with atomic_path(args.results) as tmp, open(tmp, "w", encoding="utf-8") as f:

@@ -6,7 +6,6 @@ re-running it reproduces the videos; read back through the same parser).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 
 from animatediff_jax.errors import ArgumentParser, UsageError
@@ -59,23 +58,6 @@ DEFAULT_STRENGTH = 0.8  # --strength of a video-to-video run that gives none (di
 MAX_SIDE = 8192  # pixels: far beyond any SD1.x model's training size; larger only exhausts memory
 
 
-def _number(low: float | None = None, high: float | None = None, above: float | None = None):
-    """A finite float in [low, high] (or > above)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        if (low is not None and value < low) or (above is not None and value <= above) \
-                or (high is not None and value > high):
-            lo = f"[{low}" if low is not None else f"({above}"
-            raise argparse.ArgumentTypeError(f"must be in {lo}, {'inf)' if high is None else f'{high}]'}, got {value}")
-        return value
-    return parse
-
-
 def _seed(text: str) -> int:
     """-1 (random) or a seed in [0, SEED_MAX], as a prompt config's `seed`."""
     try:
@@ -92,7 +74,7 @@ MAX_FPS = 50  # a GIF's frame delays are whole 1/100 s; players show delays unde
 
 def _fps(text: str) -> float:
     """Frames per second in [0.01, MAX_FPS] (at the slowest, a frame per 100 s)."""
-    value = _number()(text)
+    value = ArgumentParser.number()(text)
     if value > MAX_FPS:
         raise argparse.ArgumentTypeError(
             f"must be at most {MAX_FPS}, got {value:g} (a GIF stores frame delays in whole 1/100 s, and players "
@@ -106,7 +88,7 @@ def _path_scale(arg: str) -> tuple[str, float]:
     """`PATH` or `PATH:SCALE` (SCALE a finite number, default 1.0); an empty PATH is refused."""
     path, text = split_path_scale(arg)
     try:
-        scale = 1.0 if text is None else _number()(text)
+        scale = 1.0 if text is None else ArgumentParser.number()(text)
     except argparse.ArgumentTypeError as e:
         raise argparse.ArgumentTypeError(f"{arg!r}: scale {e}") from None
     if not path:
@@ -125,7 +107,7 @@ def _block_scales(arg: str) -> dict[str, float]:
         if block in out:
             raise argparse.ArgumentTypeError(f"{block} is given twice")
         try:
-            out[block] = _number()(factor)
+            out[block] = ArgumentParser.number()(factor)
         except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentTypeError(f"{item!r}: factor {e}") from None
     return out
@@ -225,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "has it (default: a folder's plain weights, else the one variant it holds)")
     m.add_argument("--tokenizer", type=input_path, help="CLIP tokenizer folder (needed when --base is a single file), or its hub "
                                        "id: a tokenizer repo, or an SD repo (its tokenizer/)")
-    m.add_argument("--motion-scale", type=_number(0), metavar="S",
+    m.add_argument("--motion-scale", type=ArgumentParser.number(0), metavar="S",
                    help="multiplier on every motion module's residual (ComfyUI's motion scale): 1 = the paper's "
                         "model, 0 = no motion module (default: the entry's motion_scale, else 1)")
     m.add_argument("--motion-block-scales", type=_block_scales, metavar="BLOCK=F,...",
@@ -243,10 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--control-video", type=input_path, action="append", default=[], metavar="VIDEO",
                    help="the conditioning video of each --controlnet, in order: a video file or a folder of frames, "
                         "one frame per output frame (or a single image for all), at the output size")
-    c.add_argument("--control-guidance-start", action="append", default=[], type=_number(0, 1), metavar="F",
+    c.add_argument("--control-guidance-start", action="append", default=[], type=ArgumentParser.number(0, 1), metavar="F",
                    help="fraction of the steps before which a ControlNet is off: one for all or one per --controlnet "
                         "(default 0)")
-    c.add_argument("--control-guidance-end", action="append", default=[], type=_number(0, 1), metavar="F",
+    c.add_argument("--control-guidance-end", action="append", default=[], type=ArgumentParser.number(0, 1), metavar="F",
                    help="fraction of the steps after which a ControlNet is off (default 1)")
     c.add_argument("--sparsectrl", type=scale, metavar="PATH[:SCALE]",
                    help="SparseCtrl encoder (v3_sd15_sparsectrl_rgb.ckpt / _scribble.ckpt, or a diffusers "
@@ -265,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt travel: a prompt from FRAME on, embeddings interpolated between key frames")
     g.add_argument("--seed", action="append", type=_seed, help="one per prompt or one for all; -1 = random (default)")
     g.add_argument("--steps", type=pos, help="denoising steps (default 25)")
-    g.add_argument("--guidance-scale", type=_number(0), help="classifier-free guidance scale (default 7.5; "
+    g.add_argument("--guidance-scale", type=ArgumentParser.number(0), help="classifier-free guidance scale (default 7.5; "
                                                             "≤ 1 samples without it, as diffusers)")
     g.add_argument("--width", "--W", type=_int_at_least(1, MAX_SIDE),
                    help="pixels (default: the base model's own size, UNet sample_size x VAE factor: 512 for SD1.5, "
@@ -280,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler-config", type=input_path, default="original",
                    help="'original' (AnimateDiff: linear 0.00085-0.012, DDIM leading, offset 1), 'base' "
                         "(the base folder's scheduler config) or a scheduler_config.json path")
-    g.add_argument("--eta", type=_number(0, 1), default=0.0,
+    g.add_argument("--eta", type=ArgumentParser.number(0, 1), default=0.0,
                    help="DDIM eta in [0, 1]: 0 deterministic (default), 1 DDPM's noise")
     g.add_argument("--context-length", type=pos, help="sliding context window length (long videos)")
     # The window settings below take effect with --context-length only; unset (None) = ContextOptions' defaults.
@@ -297,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--freeinit-filter", choices=("butterworth", "gaussian", "ideal"), default="butterworth",
                    help="FreeInit's low-pass filter")
     g.add_argument("--init-video", type=input_path, help="video-to-video: input GIF / MP4 / frame folder")
-    g.add_argument("--strength", type=_number(above=0, high=1),
+    g.add_argument("--strength", type=ArgumentParser.number(above=0, high=1),
                    help=f"video-to-video strength, only with --init-video (default: {DEFAULT_STRENGTH})")
     g.add_argument("--latents", type=input_path, help="initial noise .npy in diffusers layout (batch, channels, frames, h, w)")
     r = p.add_argument_group("runtime and outputs")
