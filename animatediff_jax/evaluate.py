@@ -337,7 +337,7 @@ def build_parser() -> ArgumentParser:
                         help=f"videos per row, at most {MAX_SAMPLES} (a row's videos are held in memory, ~0.2 MB "
                              "each; default 32, as in RESULTS.md)")
     parser.add_argument("--steps", type=ArgumentParser.integer(1, 1000), default=25, help="DDIM steps (default 25)")
-    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--guidance", type=ArgumentParser.number(0), default=7.5, help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--shared-noise", type=ArgumentParser.number(0, 1), default=0.0,
                         help="share of the initial noise's variance common to all frames, in [0, 1] (default 0: "
                              "each frame its own, as in training; a diagnostic of what decides the motion)")
@@ -368,8 +368,6 @@ def command(args) -> str:
 
 
 def run(args) -> int:
-    if not math.isfinite(args.guidance):
-        raise UsageError(f"--guidance: must be a finite number, got {args.guidance}")
     if not os.path.isdir(os.path.join(args.weights, "base")):
         raise InputError(f"--weights {args.weights}: no miniature weights here "
                          "(run python -m animatediff_jax.miniature.build)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 
@@ -26,18 +25,6 @@ PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base
 
 
 positive_int = ArgumentParser.integer(1)  # argparse type: heads, groups, sequence lengths
-
-
-def positive_alpha(text: str) -> float:
-    """argparse `type=` of a LoRA alpha: a finite number > 0 (as training's lora.alpha), since 0 writes a
-    LoRA that does nothing and a negative one a negated update."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
 def lora_value(text: str) -> str:
@@ -326,7 +313,7 @@ W += (alpha / r) * up @ down; neither output format stores alpha, so alpha / r i
     p.add_argument("output", type=output_path, help="output .ckpt/.pt/.pth (torch pickle) or .safetensors")
     p.add_argument("--format", choices=("original", "diffusers"), default="original",
                    help="key naming (default original)")
-    p.add_argument("--alpha", type=positive_alpha,
+    p.add_argument("--alpha", type=ArgumentParser.number(above=0),
                    help="LoRA alpha of the factors (default: the file's 'alpha' metadata, else the rank: scale 1)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="tensor dtype written")
     add_output_options(p)

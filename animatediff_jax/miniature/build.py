@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(default: the budget's)")
     parser.add_argument("--motion-steps", type=ArgumentParser.integer(1), help="motion-module training steps, every schedule "
                                                          "(default: the budget's, per schedule)")
-    parser.add_argument("--motion-lr", type=float, help="motion-module peak learning rate, every schedule "
+    parser.add_argument("--motion-lr", type=ArgumentParser.number(above=0), help="motion-module peak learning rate, every schedule "
                                                         "(default: the budget's, per schedule)")
     parser.add_argument("--motion-checkpoint-every", type=ArgumentParser.integer(0), default=0,
                         help="every N steps write motion_module_<S>.step<N>.safetensors and the training state "
@@ -103,8 +103,6 @@ def checked_args(args) -> tuple[list[str], list[str] | None]:
     an --out that may not be written (`check_out`), InputError for a stage's missing input (`check_inputs`)."""
     stages = names("--stages", args.stages, STAGES) if args.stages is not None else list(STAGES)
     schedules = names("--schedules", args.schedules, "ABC") if args.schedules is not None else None
-    if args.motion_lr is not None and not 0 < args.motion_lr < float("inf"):
-        raise UsageError(f"--motion-lr {args.motion_lr}: must be a positive finite learning rate")
     if "motion" not in stages:
         given = [flag for flag, value in (("--schedules", args.schedules), ("--motion-steps", args.motion_steps),
                                           ("--motion-lr", args.motion_lr)) if value is not None]

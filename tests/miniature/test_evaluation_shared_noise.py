@@ -33,13 +33,15 @@ def test_a_shared_share_correlates_the_frames_by_that_share():
     assert np.array_equal(same[:, 0], same[:, 15])
 
 
-@pytest.mark.parametrize("value, line", [
-    ("1.5", "error: --shared-noise: must be in [0, 1], got 1.5\n"),
-    ("-0.1", "error: --shared-noise: must be in [0, 1], got -0.1\n"),
-    ("nan", "error: --shared-noise: must be a finite number, got nan\n"),
-    ("half", "error: --shared-noise: 'half' is not a number\n")])
-def test_a_bad_share_is_one_line(value, line, capsys):
-    assert evaluate.main(["--shared-noise", value]) == 2
+@pytest.mark.parametrize("argv, line", [
+    (["--shared-noise", "1.5"], "error: --shared-noise: must be in [0, 1], got 1.5\n"),
+    (["--shared-noise", "-0.1"], "error: --shared-noise: must be in [0, 1], got -0.1\n"),
+    (["--shared-noise", "nan"], "error: --shared-noise: must be a finite number, got nan\n"),
+    (["--shared-noise", "half"], "error: --shared-noise: 'half' is not a number\n"),
+    (["--guidance", "-3"], "error: --guidance: must be in [0, inf), got -3.0\n"),  # was sampled
+    (["--guidance", "inf"], "error: --guidance: must be a finite number, got inf\n")])
+def test_a_bad_number_is_one_line(argv, line, capsys):
+    assert evaluate.main(argv) == 2
     assert capsys.readouterr().err == line
 
 
