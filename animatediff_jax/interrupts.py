@@ -134,6 +134,11 @@ def stoppable() -> Iterator[None]:
     watchdog.start()
     try:
         yield
+    except Exception:
+        # our raise turned into another error by C code it passed through (numpy's import of `datetime`
+        # made it an ImportError): still the signal, ending the run as one
+        raise_if_signalled()
+        raise
     finally:
         signal.set_wakeup_fd(previous_fd)
         sys.unraisablehook = previous_hook

@@ -138,6 +138,28 @@ def test_swallowed_interrupt_never_completes_the_run_folder(tmp_path, capsys):
     assert not out.exists()  # the run folder and the --out folder it made are gone
 
 
+@pytest.mark.parametrize("signum, code, line", [(signal.SIGINT, 130, "error: interrupted"),
+                                               (signal.SIGTERM, 143, "error: terminated (SIGTERM)")])
+def test_a_signal_turned_into_another_error_still_ends_the_run_as_the_signal(signum, code, line, capsys):
+    """Found by the CI: a Ctrl-C landing in numpy's C import of `datetime` came out as an ImportError
+    ('PyCapsule_Import could not import module "datetime"'): a traceback and exit 1."""
+    def work():
+        try:
+            signal.raise_signal(signum)
+        except KeyboardInterrupt as e:  # what the C code did with our raise
+            raise ImportError('PyCapsule_Import could not import module "datetime"') from e
+
+    assert run_cli(work) == code
+    assert capsys.readouterr().err.strip() == line
+
+
+def test_an_error_without_a_signal_is_still_a_bug():
+    def work():
+        raise ImportError("a real one")
+    with pytest.raises(ImportError, match="a real one"):
+        run_cli(work)
+
+
 @pytest.mark.parametrize("command", [["animatediff_jax.sample", "--steps", "2"], ["convert", "inspect", "absent"]])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_the_command_imports_its_modules_is_one_line(tmp_path, command, signum):
