@@ -1,5 +1,6 @@
 """Helpers shared by the tests."""
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -7,6 +8,13 @@ import numpy as np
 from huggingface_hub import constants
 
 HUB_COMMIT = "a" * 40  # the commit `cache_repo` files a snapshot under by default
+
+
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS for a test's subprocess: `devices` simulated CPU devices, at the suite's backend
+    optimisation level (tests/conftest.py)."""
+    level = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_backend_optimization_level")]
+    return " ".join([f"--xla_force_host_platform_device_count={devices}", *level])
 
 
 def rel_err(ours, ref) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 
 from tests.training import tiny
 from tests.training.processes import run_together
-from tests.utils import rel_err
+from tests.utils import rel_err, xla_flags
 
 
 def _free_port() -> int:
@@ -19,7 +19,7 @@ def _free_port() -> int:
 
 
 def _workers(tmp_path, port, n, devices, overrides):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(devices), JAX_PLATFORMS="cpu")
     name = "host" if port else "single"
     logs = run_together([
         [sys.executable, "-m", "tests.training.multihost_worker", str(port), str(i), str(tmp_path / name),

@@ -18,9 +18,10 @@ from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training import trainer
 from animatediff_jax.training.config import load_config
 from tests.training import tiny
+from tests.utils import xla_flags
 
 STEPS = 10
-ONE_DEVICE = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONUNBUFFERED="1")
+ONE_DEVICE = dict(os.environ, XLA_FLAGS=xla_flags(1), PYTHONUNBUFFERED="1")
 
 
 @pytest.fixture(scope="module", autouse=True)
