@@ -47,7 +47,9 @@ from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature import scoring, world
 from animatediff_jax.miniature.budget import STAGES
 from animatediff_jax.miniature.shipped import MINIATURE, MOTION_LORA_DIRECTION, motion_path, paths, read_record
+from animatediff_jax.nonfinite import why_nonfinite
 from animatediff_jax.outputs import atomic_path, check_output, input_path
+from animatediff_jax.sampling.prompt_config import MAX_GUIDANCE_SCALE
 EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
 
 
@@ -176,12 +178,16 @@ SHARED_NOISE_STREAM = 1 << 20  # a stream of each seed the pipeline's draws do n
 def sample(pipe, prompts: list[str], seeds: list[int], frames: int, steps: int, guidance: float,
            batch: int = 8, shared_noise: float = 0.0) -> np.ndarray:
     """(N, frames, SIZE, SIZE, 3) float frames in [0, 1], `batch` videos per call; `shared_noise`: see
-    `initial_noise`."""
+    `initial_noise`. InputError when a video comes out NaN/inf (scoring it would report made-up
+    figures), saying why (`nonfinite.why_nonfinite`)."""
     out = []
     for i in range(0, len(prompts), batch):
         result = pipe(prompts[i:i + batch], seeds=seeds[i:i + batch], width=world.SIZE, height=world.SIZE,
                       frames=frames, steps=steps, guidance_scale=guidance, progress=False,
                       latents=initial_noise(pipe, seeds[i:i + batch], frames, shared_noise))
+        for prompt, video in zip(prompts[i:i + batch], result.frames):
+            if not np.isfinite(video).all():
+                raise InputError(f"prompt {prompt!r}: the video came out NaN/inf{why_nonfinite(pipe)}")
         out.append(result.frames)
     return np.concatenate(out)
 
@@ -270,7 +276,10 @@ def evaluate(weights: str = MINIATURE, samples: int = 32, steps: int = 25, guida
         start = time.time()
         pipe = load_pipeline(row, weights)
         prompts, specs = prompts_for(row, samples)
-        videos = sample(pipe, prompts, seeds, row.frames, steps, guidance, shared_noise=shared_noise)
+        try:
+            videos = sample(pipe, prompts, seeds, row.frames, steps, guidance, shared_noise=shared_noise)
+        except InputError as err:
+            raise InputError(f"row {row.name!r}: {err}") from None
         results.append({"name": row.name, "module": row.schedule or "none", "samples": samples,
                         "seeds": f"{seeds[0]}..{seeds[-1]}", "seconds": round(time.time() - start, 1),
                         **score_row(videos, specs, row, judges)})
@@ -337,7 +346,8 @@ def build_parser() -> ArgumentParser:
                         help=f"videos per row, at most {MAX_SAMPLES} (a row's videos are held in memory, ~0.2 MB "
                              "each; default 32, as in RESULTS.md)")
     parser.add_argument("--steps", type=ArgumentParser.integer(1, 1000), default=25, help="DDIM steps (default 25)")
-    parser.add_argument("--guidance", type=ArgumentParser.number(0), default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--guidance", type=ArgumentParser.number(0, MAX_GUIDANCE_SCALE), default=7.5,
+                        help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--shared-noise", type=ArgumentParser.number(0, 1), default=0.0,
                         help="share of the initial noise's variance common to all frames, in [0, 1] (default 0: "
                              "each frame its own, as in training; a diagnostic of what decides the motion)")

@@ -93,3 +93,17 @@ def find_nonfinite(tree: Mapping, only: Collection[tuple] | None = None) -> dict
         if problem:
             found["/".join(map(str, path))] = problem
     return found
+
+
+def why_nonfinite(pipe, controls=()) -> str:
+    """Why a video a pipeline sampled came out NaN/inf, as the end of an error line: the weights it was
+    sampled with (as cast to the pipeline's dtype; `controls` its ControlNets) that hold NaN/Inf, looked
+    at now, or else (every one finite) an overflow of the computation."""
+    dtype = pipe.description["dtype"]
+    found = find_nonfinite({"unet": pipe.unet_params, "vae": pipe.vae_params, "text_encoder": pipe.text_params,
+                            **{f"{c.controlnet.source}": c.controlnet.params for c in controls}})
+    try_float32 = f"; or --dtype {dtype}: try --dtype float32" if dtype != "float32" else ""
+    if found:
+        return f": the weights sampled with ({dtype}) are not finite: {describe(found)}{try_float32}"
+    return (" although every weight is finite: the computation overflows (a huge guidance scale, LoRA or motion "
+            f"scale, or weights too large for these settings{try_float32})")

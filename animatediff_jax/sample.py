@@ -36,8 +36,9 @@ import yaml
 from animatediff_jax.errors import InputError, OutputError, UsageError, UserError, plain_warnings, run_cli
 from animatediff_jax.text_files import read_json_object
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.nonfinite import describe as describe_nonfinite, find_nonfinite
-from animatediff_jax.sampling.prompt_config import (PromptEntry, check_prompt_frames, draw_seeds, inference_config,
+from animatediff_jax.nonfinite import why_nonfinite
+from animatediff_jax.sampling.prompt_config import (MAX_GUIDANCE_SCALE, PromptEntry, check_prompt_frames, draw_seeds,
+                                                     inference_config,
                                                      load_prompt_config, model_keys, resolved_config,
                                                      travel_frame_problem)
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
@@ -293,9 +294,9 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
         except UsageError as err:
             raise UsageError(f"{where}--motion-scale/--motion-block-scales (motion_scale/motion_block_scales): "
                              f"{str(err).removeprefix('motion_scale/motion_block_scales: ')}") from None
-        if e.guidance_scale < 0:
-            raise UsageError(f"{where}--guidance-scale/guidance_scale: must be ≥ 0 (≤ 1 samples without "
-                             f"classifier-free guidance), got {e.guidance_scale}")
+        if not 0 <= e.guidance_scale <= MAX_GUIDANCE_SCALE:
+            raise UsageError(f"{where}--guidance-scale/guidance_scale: must be in [0, {MAX_GUIDANCE_SCALE}] (≤ 1 "
+                             f"samples without classifier-free guidance), got {e.guidance_scale}")
         job.context = context = context_options(o, where)
         native = base["unet"].sample_size * base["vae"].downsample_factor  # what the base was trained at
         s["width"], s["height"] = _given(s["width"], native), _given(s["height"], native)
@@ -534,19 +535,6 @@ def load_models(job: Job):
     pipe = load_pipeline(job)
     return pipe, load_controls(job.controls, job.control_inputs, dtype=pipe.description["dtype"],
                                attention_impl=job.opts.attention, variant=job.opts.variant, where=job_prefix(job, 1))
-
-
-def why_nonfinite(pipe, controls) -> str:
-    """Why a video came out NaN/inf: the weights it was sampled with (as cast to the pipeline's dtype)
-    that hold NaN/Inf, looked at now, or else (every one finite) an overflow of the computation."""
-    dtype = pipe.description["dtype"]
-    found = find_nonfinite({"unet": pipe.unet_params, "vae": pipe.vae_params, "text_encoder": pipe.text_params,
-                            **{f"{c.controlnet.source}": c.controlnet.params for c in controls}})
-    try_float32 = f"; or --dtype {dtype}: try --dtype float32" if dtype != "float32" else ""
-    if found:
-        return f": the weights sampled with ({dtype}) are not finite: {describe_nonfinite(found)}{try_float32}"
-    return (" although every weight is finite: the computation overflows (a huge --guidance-scale, LoRA or motion "
-            f"scale, or weights too large for these settings{try_float32})")
 
 
 def run(args, argv: list[str]) -> str:

@@ -11,7 +11,7 @@ import os
 from animatediff_jax.errors import ArgumentParser, UsageError
 from animatediff_jax.outputs import input_path
 from animatediff_jax.path_scale import split_path_scale
-from animatediff_jax.sampling.prompt_config import seed_problem
+from animatediff_jax.sampling.prompt_config import MAX_GUIDANCE_SCALE, MAX_SIDE, seed_problem
 
 PROG = "python -m animatediff_jax.sample"
 EXAMPLES = f"""examples:
@@ -55,7 +55,6 @@ def _int_at_least(low: int, high: int = ArgumentParser.INT_MAX):
 
 
 DEFAULT_STRENGTH = 0.8  # --strength of a video-to-video run that gives none (diffusers' default)
-MAX_SIDE = 8192  # pixels: far beyond any SD1.x model's training size; larger only exhausts memory
 
 
 def _seed(text: str) -> int:
@@ -247,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt travel: a prompt from FRAME on, embeddings interpolated between key frames")
     g.add_argument("--seed", action="append", type=_seed, help="one per prompt or one for all; -1 = random (default)")
     g.add_argument("--steps", type=pos, help="denoising steps (default 25)")
-    g.add_argument("--guidance-scale", type=ArgumentParser.number(0), help="classifier-free guidance scale (default 7.5; "
+    g.add_argument("--guidance-scale", type=ArgumentParser.number(0, MAX_GUIDANCE_SCALE), help="classifier-free guidance scale, 0..100 (default 7.5; "
                                                             "≤ 1 samples without it, as diffusers)")
     g.add_argument("--width", "--W", type=_int_at_least(1, MAX_SIDE),
                    help="pixels (default: the base model's own size, UNet sample_size x VAE factor: 512 for SD1.5, "

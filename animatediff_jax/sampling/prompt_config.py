@@ -159,6 +159,13 @@ _CONTROLNET_ITEM = {"path": str, "video": str, "conditioning_scale": _NUM, "cont
                     "control_guidance_end": _NUM}
 
 
+MAX_SIDE = 8192  # pixels (W, H): far beyond any SD1.x model's training size; larger only exhausts memory
+# Classifier-free guidance scales above this are refused (ComfyUI's sampler caps cfg at 100 too): the
+# guided noise is uncond + scale·(cond − uncond), and far beyond SD's 5–15 it only saturates the video
+# (1e30 gave flat grey frames, 1e300 overflowed float32).
+MAX_GUIDANCE_SCALE = 100.0
+
+
 def _err(source: str, entry: str, msg: str, cls: type = PromptConfigError) -> Exception:
     return cls(f"{source}: {entry}: {msg}")
 
@@ -487,6 +494,8 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     for key in ("W", "H"):
         if key in raw and raw[key] % 8:
             raise _err(source, name, f"{key!r} must be a multiple of 8, got {raw[key]}")
+        if key in raw and raw[key] > MAX_SIDE:
+            raise _err(source, name, f"{key!r} must be ≤ {MAX_SIDE}, got {raw[key]}")
 
     modules = raw.get("motion_module", [None])  # no key: frames sampled one by one (a frame-wise run's record)
     modules = [modules] if isinstance(modules, str) else modules

@@ -38,7 +38,8 @@ def test_a_shared_share_correlates_the_frames_by_that_share():
     (["--shared-noise", "-0.1"], "error: --shared-noise: must be in [0, 1], got -0.1\n"),
     (["--shared-noise", "nan"], "error: --shared-noise: must be a finite number, got nan\n"),
     (["--shared-noise", "half"], "error: --shared-noise: 'half' is not a number\n"),
-    (["--guidance", "-3"], "error: --guidance: must be in [0, inf), got -3.0\n"),  # was sampled
+    (["--guidance", "-3"], "error: --guidance: must be in [0, 100.0], got -3.0\n"),  # was sampled
+    (["--guidance", "1e300"], "error: --guidance: must be in [0, 100.0], got 1e+300\n"),  # NaN videos scored
     (["--guidance", "inf"], "error: --guidance: must be a finite number, got inf\n")])
 def test_a_bad_number_is_one_line(argv, line, capsys):
     assert evaluate.main(argv) == 2
@@ -50,3 +51,20 @@ def test_the_measuring_command_names_the_share():
     assert evaluate.command(args) == ("python -m animatediff_jax.evaluate --samples 32 --steps 25 --guidance 7.5 "
                                       "--shared-noise 0.5 --rows 'base + module'")
     assert "--shared-noise" not in evaluate.command(evaluate.build_parser().parse_args([]))
+
+
+class _NaNPipe(_Pipe):  # a pipeline whose videos come out NaN although its weights are finite
+    description = {"dtype": "float32"}
+    unet_params = vae_params = text_params = {"w": np.ones(2, np.float32)}
+
+    def __call__(self, prompts, **_):
+        class Result:
+            frames = np.full((len(prompts), 16, 32, 32, 3), np.nan, np.float32)
+        return Result
+
+
+def test_a_nan_video_is_refused_not_scored():
+    """A stranger's --guidance 1e300 gave NaN videos that were scored (0% … 0%, domain fidelity 100%)."""
+    with pytest.raises(evaluate.InputError, match=r"^prompt 'a red circle': the video came out NaN/inf although "
+                                                  r"every weight is finite: the computation overflows"):
+        evaluate.sample(_NaNPipe(), ["a red circle"], [0], 16, 2, 7.5)

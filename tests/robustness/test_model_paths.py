@@ -206,8 +206,10 @@ def test_a_motion_lora_that_fits_passes_the_checks(tmp_path):
                                    "lora_model_path takes; motion_module takes it"),
     (f"motion_module_lora_configs: [{{path: {LORA}, alpha: 1.0}}]", 2,
      "motion_module_lora_configs: needs a motion module (motion_module)"),
-    ("guidance_scale: -5", 2, "--guidance-scale/guidance_scale: must be ≥ 0 (≤ 1 samples without classifier-free "
-                              "guidance), got -5.0"),
+    ("guidance_scale: -5", 2, "--guidance-scale/guidance_scale: must be in [0, 100.0] (≤ 1 samples without "
+                              "classifier-free guidance), got -5.0"),
+    ("guidance_scale: 1e300", 2, "--guidance-scale/guidance_scale: must be in [0, 100.0] (≤ 1 samples without "
+                                 "classifier-free guidance), got 1e+300"),  # overflowed after sampling
     (f"motion_module: {MOTION}\n  motion_scale: -1", 2, "--motion-scale/--motion-block-scales (motion_scale/"
      "motion_block_scales): motion scale must be ≥ 0 (0: no motion module), got -1.0 and {}"),
 ])

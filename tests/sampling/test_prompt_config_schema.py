@@ -77,6 +77,7 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
     ('- prompt: ["a", "b"]\n  n_prompt: ["x", "y", "z"]\n', r"3 n_prompt for 2 prompts"),
     ('- prompt: ["a", "b"]\n  seed: [1, 2, 3]\n', r"3 seeds for 2 prompts"),
     ('- prompt: ["a"]\n  W: 100\n', r"'W' must be a multiple of 8"),
+    ('- prompt: ["a"]\n  H: 1000000\n', r"'H' must be ≤ 8192, got 1000000"),  # as --height (was: out of memory)
     ('- prompt: ["a"]\n  controlnet_path: "x"\n', r"entry 0: missing key 'controlnet_images' \(the condition images "),
     ('- prompt: ["a"]\n  controlnet_path: "x"\n  controlnet_images: []\n',
      r"key 'controlnet_images' must be a non-empty list of image paths, got \[\]"),

@@ -40,7 +40,8 @@ def _error(capsys, argv, rc):
     (["--steps", "2.5"], "--steps: '2.5' is not an integer"),
     (["--guidance-scale", "nan"], "--guidance-scale: must be a finite number, got nan"),
     (["--guidance-scale", "inf"], "--guidance-scale: must be a finite number, got inf"),
-    (["--guidance-scale", "-5"], "--guidance-scale: must be in [0, inf), got -5.0"),  # ran as if 1, silently
+    (["--guidance-scale", "-5"], "--guidance-scale: must be in [0, 100.0], got -5.0"),  # ran as if 1, silently
+    (["--guidance-scale", "1e30"], "--guidance-scale: must be in [0, 100.0], got 1e+30"),  # flat grey videos, exit 0
     (["--motion-scale", "-1"], "--motion-scale: must be in [0, inf), got -1.0"),  # reversed the module's residual
     (["--fps", "0"], "--fps: must be in [0.01, 50], got 0"),
     (["--eta", "-0.5"], "--eta: must be in [0, 1], got -0.5"),

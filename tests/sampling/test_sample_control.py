@@ -10,6 +10,7 @@ import yaml
 from PIL import Image
 
 from animatediff_jax import sample
+from animatediff_jax.nonfinite import why_nonfinite
 from animatediff_jax.miniature.shipped import MINIATURE
 from animatediff_jax.params import flatten
 from animatediff_jax.sample_control import load_controls, read_key_image
@@ -255,6 +256,6 @@ def test_a_nonfinite_video_names_nonfinite_weights_rather_than_an_overflow():
     pipe = SimpleNamespace(description={"dtype": "float16"}, unet_params=finite, vae_params=finite, text_params=finite)
     control = Control(ControlNet("controlnet", None, {"conv": {"kernel": np.array([np.inf], np.float16)}}, "--controlnet cn"),
                       None)
-    message = sample.why_nonfinite(pipe, [control])
+    message = why_nonfinite(pipe, [control])
     assert "every weight is finite" not in message and "conv/kernel' (Inf)" in message and "float32" in message
-    assert "although every weight is finite: the computation overflows" in sample.why_nonfinite(pipe, [])
+    assert "although every weight is finite: the computation overflows" in why_nonfinite(pipe, [])
