@@ -8,7 +8,9 @@
   the command's inputs, or a folder holding one.
 - A symbolic link output is written through: its target is replaced, the link kept (`target`).
 - `atomic_path(path)`: a temporary file next to `path`, renamed onto it (`os.replace`) only when the
-  block succeeds. `atomic_folder(path)`: a temporary sibling folder, swapped in whole when the block
+  block succeeds. An output `check_output` was told not to replace (no `--overwrite`) is still not
+  replaced when another process wrote it meanwhile (two runs given the same output): the file is
+  put there by a hard link, which fails if the name exists, and the run ends with an `OutputError`. `atomic_folder(path)`: a temporary sibling folder, swapped in whole when the block
   succeeds (`renameat2(RENAME_EXCHANGE)` where the kernel has it, so a killed run leaves either the
   old folder or the new one, never a mix).
 - Temporary names are `.<name>.<pid>-<token>@<host>.partial` (and `.old` for a swapped-out folder):
@@ -42,6 +44,9 @@ from animatediff_jax.hub_ids import WEIGHT_SUFFIXES
 from animatediff_jax.interrupts import raise_if_signalled, temporary
 
 _HOST = socket.gethostname().replace("/", "_")
+# Outputs `check_output` was asked not to replace (real path -> the flag that would allow it): the final
+# rename of `atomic_path`/`atomic_folder` then refuses to replace what appeared there since.
+_MUST_BE_NEW: dict[str, str] = {}
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
@@ -223,6 +228,10 @@ def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool 
         if not overwrite and not (is_dir and not os.listdir(real)):
             raise OutputError(f"{path}: already exists; pass {flag} to replace it")
     _refuse_suffix(path, folder, suffixes)
+    if overwrite:
+        _MUST_BE_NEW.pop(real, None)
+    else:
+        _MUST_BE_NEW[real] = flag
     parent = nearest_existing(os.path.dirname(real))
     if not os.path.isdir(parent):
         raise OutputError(f"{path}: cannot be created: {parent} is not a folder")
@@ -269,6 +278,31 @@ def _writing(path: str, make_temp) -> Iterator[str]:
             remove_empty(created)
 
 
+def _appeared(path: str) -> OutputError:
+    return OutputError(f"{path}: appeared while this ran (another run writing the same output?); left as it "
+                       f"is, this run's result not written; pass {_MUST_BE_NEW[target(path)]} to replace it")
+
+
+def _put_file(tmp: str, path: str) -> None:
+    """Rename the finished file `tmp` onto `path`; one that must be new is linked there (which fails if
+    the name exists), then `tmp` removed: `OutputError` when it exists."""
+    real = target(path)
+    if real not in _MUST_BE_NEW:
+        os.replace(tmp, real)
+        return
+    try:
+        os.link(tmp, real)
+    except FileExistsError:
+        raise _appeared(path) from None
+    except OSError:  # a filesystem without hard links: the check, then the rename
+        if os.path.lexists(real):
+            raise _appeared(path) from None
+        os.replace(tmp, real)
+    else:
+        os.unlink(tmp)
+    del _MUST_BE_NEW[real]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -298,7 +332,7 @@ def atomic_path(path: str) -> Iterator[str]:
         yield tmp
         raise_if_signalled()  # a Ctrl-C/SIGTERM whose exception was swallowed never completes an output
         _give_umask_modes(tmp)
-        os.replace(tmp, target(path))
+        _put_file(tmp, path)
 
 
 def _libc_renameat2():
@@ -356,4 +390,9 @@ def atomic_folder(path: str) -> Iterator[str]:
         yield tmp
         raise_if_signalled()
         _give_umask_modes(tmp)
-        _swap_in(tmp, target(path))
+        real = target(path)
+        if real in _MUST_BE_NEW:
+            if os.path.lexists(real) and not (os.path.isdir(real) and not os.listdir(real)):
+                raise _appeared(path)
+            del _MUST_BE_NEW[real]
+        _swap_in(tmp, real)
