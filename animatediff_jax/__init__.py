@@ -5,5 +5,5 @@ __version__ = "0.1.0"
 import sys
 
 if sys.argv[:1] == ["-m"]:  # `python -m animatediff_jax...` while the command's module is being found and imported
-    from animatediff_jax.interrupts import stop_cleanly_during_start_up
+    from animatediff_jax.start_up import stop_cleanly_during_start_up
     stop_cleanly_during_start_up()

@@ -7,7 +7,8 @@ swallowed ("Exception ignored in ..."), so the run would go on and finish. Insid
 SIGINT or SIGTERM therefore does three things (and a swallowed one is not printed):
 
 1. it raises where the main thread is (`KeyboardInterrupt`, or `Terminated` for SIGTERM), so the
-   outputs being written unwind and remove themselves: the usual path;
+   outputs being written unwind and remove themselves: the usual path (not inside an import, where
+   C extensions' initialisation cannot take an exception: there only 2 and 3 apply);
 2. it is remembered: `raise_if_signalled()` raises it again where a run is about to make its output
    final (`run_folder`, `outputs.atomic_path`), so a swallowed raise cannot complete a run;
 3. it wakes a watchdog thread (through `signal.set_wakeup_fd`, which works while the main thread is
@@ -40,6 +41,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _lock = threading.Lock()
 _temporaries: dict[str, tuple[str, ...]] = {}  # temporary output -> the folders made for it
 _signalled: list[int] = []
+_deferred: list[int] = []  # signals received inside an import, remembered instead of raised
 
 
 class Terminated(KeyboardInterrupt):
@@ -50,8 +52,24 @@ def _exception(signum: int) -> KeyboardInterrupt:
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _importing(frame) -> bool:
+    """Whether the Python frame `frame` runs inside an import (its callers include importlib's)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _handler(signum, frame):
     _signalled.append(signum)
+    if _importing(frame):
+        # Inside an import a C extension's initialisation may be running this Python code under it
+        # (jaxlib's, through nanobind): an exception raised here is std::terminate in C++, an abort
+        # (exit -6) with a C++ message. Remembered instead: the run stops at its next
+        # `raise_if_signalled`, at the end of `stoppable`'s block, or by the watchdog.
+        _deferred.append(signum)
+        return
     raise _exception(signum)
 
 
@@ -134,6 +152,8 @@ def stoppable() -> Iterator[None]:
     watchdog.start()
     try:
         yield
+        if _deferred:  # not raised when it came (inside an import): the run ends as signalled all the same
+            raise _exception(_deferred[0])
     except Exception:
         # our raise turned into another error by C code it passed through (numpy's import of `datetime`
         # made it an ImportError): still the signal, ending the run as one
@@ -151,23 +171,7 @@ def stoppable() -> Iterator[None]:
         os.close(read_fd)
         os.close(write_fd)
         _signalled.clear()
-
-
-START_UP_MESSAGES = {signal.SIGINT: "error: interrupted", signal.SIGTERM: "error: terminated (SIGTERM)"}
-
-
-def stop_cleanly_during_start_up() -> None:
-    """Until `run_cli` takes over (`stoppable`), SIGINT / SIGTERM end the process with the line and the
-    exit code (130 / 143) `run_cli` would give. For `python -m <package>.<command>`: the command's
-    module imports (numpy, yaml, JAX: seconds on a busy machine) run before any handler of its own, and
-    a Ctrl-C there ended in a KeyboardInterrupt traceback. Nothing has been written yet to clean up."""
-    for signum in SIGNALS:
-        signal.signal(signum, _stop_at_start_up)
-
-
-def _stop_at_start_up(signum, frame):
-    print(START_UP_MESSAGES[signum], file=sys.stderr, flush=True)
-    os._exit(128 + signum)
+        _deferred.clear()
 
 
 def exit_cli(code: int) -> None:

@@ -217,3 +217,57 @@ def test_a_signal_after_the_run_finished_keeps_its_exit_code_and_says_nothing(si
     done = subprocess.run([sys.executable, "-c", FINISHED_THEN_SIGNALLED.replace("SIGNUM", str(int(signum)))],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
+
+
+SIGNAL_DURING_IMPORT = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from animatediff_jax.interrupts import raise_if_signalled, stoppable
+with open(os.path.join(sys.argv[1], "slow_module.py"), "w") as f:
+    f.write("import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10**6): pass\\nDONE = True\\n")
+try:
+    with stoppable():
+        import slow_module
+        print("imported", slow_module.DONE, flush=True)
+        raise_if_signalled()
+        print("not stopped", flush=True)
+except KeyboardInterrupt:
+    print("stopped after the import", flush=True)
+"""
+
+
+def test_a_signal_inside_an_import_is_raised_after_it(tmp_path):
+    """Found by a run under load: a Ctrl-C landing in jaxlib's initialisation (Python code run by C++ through
+    nanobind) raised KeyboardInterrupt there, which C++ cannot take: `terminate called after throwing an
+    instance of 'nanobind::python_error'`, exit -6. Inside an import the signal is remembered, not raised."""
+    (tmp_path / "script.py").write_text(SIGNAL_DURING_IMPORT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, str(tmp_path / "script.py"), str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.splitlines() == ["imported True", "stopped after the import"], \
+        (proc.stdout, proc.stderr)
+
+
+SIGNAL_DURING_IMPORT_THEN_RETURN = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from animatediff_jax.errors import run_cli
+with open(os.path.join(sys.argv[1], "slow_module2.py"), "w") as f:
+    f.write("import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)\\nfor _ in range(10**6): pass\\n")
+def work():
+    import slow_module2  # noqa: F401
+    print("error: absent: no such file", file=sys.stderr)  # a command that reports its own error
+    return 1
+print("exit", run_cli(work), flush=True)
+"""
+
+
+def test_a_signal_inside_an_import_still_ends_a_run_that_returns(tmp_path):
+    """The deferred signal is not lost when the command then returns by itself (`convert inspect absent`,
+    SIGTERM while it imported: it printed its own error and exited 1)."""
+    (tmp_path / "script.py").write_text(SIGNAL_DURING_IMPORT_THEN_RETURN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, str(tmp_path / "script.py"), str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.stdout.splitlines() == ["exit 143"], (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines()[-1] == "error: terminated (SIGTERM)", proc.stderr
