@@ -13,11 +13,13 @@ import argparse
 import difflib
 import math
 import re
+import signal
 import sys
 import warnings
 from typing import Callable
 
 from animatediff_jax.interrupts import Terminated, stoppable
+from animatediff_jax.start_up import MESSAGES
 
 
 class UserError(Exception):
@@ -145,8 +147,8 @@ def run_cli(work: Callable[[], int | None]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except Terminated:
-        print("error: terminated (SIGTERM)", file=sys.stderr)
-        return 143
+        print(MESSAGES[signal.SIGTERM], file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        print(MESSAGES[signal.SIGINT], file=sys.stderr)
+        return 128 + signal.SIGINT

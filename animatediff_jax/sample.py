@@ -38,8 +38,7 @@ from animatediff_jax.text_files import read_json_object
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.nonfinite import why_nonfinite
 from animatediff_jax.sampling.prompt_config import (MAX_GUIDANCE_SCALE, PromptEntry, check_prompt_frames, draw_seeds,
-                                                     inference_config,
-                                                     load_prompt_config, model_keys, resolved_config,
+                                                     inference_config, load_prompt_config, model_keys, resolved_config,
                                                      travel_frame_problem)
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
 from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags

@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt travel: a prompt from FRAME on, embeddings interpolated between key frames")
     g.add_argument("--seed", action="append", type=_seed, help="one per prompt or one for all; -1 = random (default)")
     g.add_argument("--steps", type=pos, help="denoising steps (default 25)")
-    g.add_argument("--guidance-scale", type=ArgumentParser.number(0, MAX_GUIDANCE_SCALE), help="classifier-free guidance scale, 0..100 (default 7.5; "
+    g.add_argument("--guidance-scale", type=ArgumentParser.number(0, MAX_GUIDANCE_SCALE), help=f"classifier-free guidance scale, 0..{MAX_GUIDANCE_SCALE:g} (default 7.5; "
                                                             "≤ 1 samples without it, as diffusers)")
     g.add_argument("--width", "--W", type=_int_at_least(1, MAX_SIDE),
                    help="pixels (default: the base model's own size, UNet sample_size x VAE factor: 512 for SD1.5, "
