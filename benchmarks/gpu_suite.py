@@ -10,7 +10,7 @@ calls after a first call), first-call (compile) time, peak device memory, achiev
 share of the measured bf16 matmul peak. Train step: SD1.5 + v2, 16 x 256² clips from pre-computed
 latents, motion modules trained, bfloat16: clips/s, MFU (vs the measured peak), peak memory.
 FLOPs are XLA's count of the UNet's forward (CFG batch) x steps for sampling (text encoder and decode
-not counted), and of the compiled train step. Each part runs in its own process (its own peak memory;
+not counted; counted in a CPU process), and of the compiled train step. Each part runs in its own process (its own peak memory;
 JAX and torch never share a device). Prints one Markdown table and writes the rows to `--json`.
 """
 from __future__ import annotations
@@ -59,12 +59,12 @@ def _tokenizer_dir() -> str:
 
 # ------------------------------------------------------------------ parts (each in its own process)
 def part_peak(smoke: bool) -> dict:
-    """Measured bf16 matmul throughput of the default JAX device (n^3 matmul, median of 10)."""
+    """Measured bf16 matmul throughput of the default JAX device (n^3 matmul of random data, median of 10)."""
     import jax
     import jax.numpy as jnp
     from animatediff_jax.xla_options import jit
     n = 512 if smoke else 8192
-    a = jnp.ones((n, n), jnp.bfloat16)
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.bfloat16)  # not ones: zeros/ones run faster
     f = jit(lambda a: a @ a)
     f(a).block_until_ready()
     ts = []
@@ -82,12 +82,8 @@ def _device_peak_gib() -> float | None:
 
 
 def part_ours(smoke: bool, kernel: str) -> dict:
-    import jax
-    import jax.numpy as jnp
-    from animatediff_jax.models.unet3d import UNet3DConditionModel
     from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
     from animatediff_jax.tokenizer import PromptTokenizer
-    from animatediff_jax.xla_options import jit
     unet_c, motion_c, vae_c, text_c, s, _ = configs(smoke)
     dtype = "float32" if smoke else "bfloat16"
     pipe = AnimateDiffPipeline.random(unet_c, motion_c, vae_c, text_c, PromptTokenizer.from_pretrained(_tokenizer_dir()),
@@ -100,15 +96,27 @@ def part_ours(smoke: bool, kernel: str) -> dict:
              steps=s["steps"], guidance_scale=7.5, latents=latents, progress=False)
 
     first, times = _time(call, s["timed"])
-    # FLOPs: XLA's count of one CFG UNet forward (implementation "xla": the same math, counted exactly).
-    unet = UNet3DConditionModel(unet_c, motion_c, attention_impl="xla", dtype=jnp.dtype(dtype))
+    return dict(part="sample", impl=f"ours {kernel}", dtype=dtype, s_per_video=statistics.median(times),
+                first_call_s=first, peak_gib=_device_peak_gib())
+
+
+def part_flops(smoke: bool) -> dict:
+    """TFLOP of the sampling run's UNet forwards: XLA's count of one CFG forward (implementation "xla",
+    the same math counted exactly) x steps. Run on CPU (`run_part` sets JAX_PLATFORMS): lowering alone
+    counts there, while jaxlib 0.11's GPU backend returns no analysis for an uncompiled program."""
+    import jax
+    import jax.numpy as jnp
+    from animatediff_jax.models.unet3d import UNet3DConditionModel
+    from animatediff_jax.xla_options import jit
+    unet_c, motion_c, vae_c, _, s, _ = configs(smoke)
+    lat = latent_size(vae_c, s["size"])
+    unet = UNet3DConditionModel(unet_c, motion_c, attention_impl="xla", dtype=jnp.float32 if smoke else jnp.bfloat16)
     args = (jax.ShapeDtypeStruct((2, s["frames"], lat, lat, 4), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.int32),
             jax.ShapeDtypeStruct((2, 77, unet_c.cross_attention_dim), jnp.float32))
     params = jax.eval_shape(lambda: unet.init(jax.random.PRNGKey(0), *(jnp.zeros(a.shape, a.dtype) for a in args)))
     cost = jit(unet.apply).lower(params, *args).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return dict(part="sample", impl=f"ours {kernel}", dtype=dtype, s_per_video=statistics.median(times),
-                first_call_s=first, peak_gib=_device_peak_gib(), tflop=float(cost["flops"]) * s["steps"] / 1e12)
+    return dict(part="flops", sample_tflop=float(cost["flops"]) * s["steps"] / 1e12)
 
 
 def part_diffusers(smoke: bool) -> dict:
@@ -190,17 +198,27 @@ def _time(call, timed: int) -> tuple[float, list[float]]:
 
 
 # ------------------------------------------------------------------ orchestration
-def run_part(args: list[str], smoke: bool, timeout: float) -> dict:
-    """One part in a fresh process; its last stdout line is its JSON row (an error row if it failed)."""
+def run_part(args: list[str], smoke: bool, timeout: float, log: str | None) -> dict:
+    """One part in a fresh process; its last stdout line is its JSON row (an error row if it failed).
+    The part's stderr is appended to `log` when given (the full traceback of a failed part)."""
     cmd = [sys.executable, "-m", "benchmarks.gpu_suite", *(["--smoke"] if smoke else []), "--part", *args]
+    env = dict(os.environ, **({"JAX_PLATFORMS": "cpu"} if args[0] == "flops" else {}))
+    if timeout < 30:
+        return dict(part=args[0], impl=" ".join(args), error="skipped: the suite's --budget is spent")
     try:
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(part=args[0], impl=" ".join(args), error=f"timed out after {timeout:.0f} s")
-    lines = done.stdout.strip().splitlines()
-    if done.returncode or not lines:
-        return dict(part=args[0], impl=" ".join(args), error=(done.stderr.strip().splitlines() or ["?"])[-1])
-    return json.loads(lines[-1])
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        row = dict(part=args[0], impl=" ".join(args), error=f"timed out after {timeout:.0f} s")
+        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or ""
+    else:
+        stderr = done.stderr
+        lines = done.stdout.strip().splitlines()
+        row = (dict(part=args[0], impl=" ".join(args), error=(stderr.strip().splitlines() or ["?"])[-1])
+               if done.returncode or not lines else json.loads(lines[-1]))
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"===== part {' '.join(args)}: {row.get('error', 'ok')}\n{stderr}\n")
+    return row
 
 
 def table(rows: list[dict], peak: float | None) -> str:
@@ -223,20 +241,41 @@ def table(rows: list[dict], peak: float | None) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny configs (any backend), same code path")
-    p.add_argument("--kernels", nargs="+", default=["cudnn", "chunked"], help="our attention kernels to time")
+    p.add_argument("--kernels", nargs="+", default=["cudnn", "chunked"],
+                   help="our attention kernels to time (the first one before diffusers and the train step)")
     p.add_argument("--json", default="gpu_suite.json", help="where the rows are written")
     p.add_argument("--part-timeout", type=float, default=300.0, help="seconds per part before it is abandoned")
+    p.add_argument("--budget", type=float, default=float("inf"),
+                   help="seconds for the whole suite: later parts get what is left, none under 30 s")
+    p.add_argument("--no-train", action="store_true", help="sampling only: leave out the train step")
+    p.add_argument("--log", help="append each part's stderr (tracebacks of failed parts) to this file")
     p.add_argument("--part", nargs="+", help=argparse.SUPPRESS)  # internal: run one part, print its JSON row
     args = p.parse_args(argv)
     if args.part:
         name, *rest = args.part
-        fn = dict(peak=part_peak, ours=part_ours, diffusers=part_diffusers, train=part_train)[name]
+        fn = dict(peak=part_peak, flops=part_flops, ours=part_ours, diffusers=part_diffusers, train=part_train)[name]
         print(json.dumps(fn(args.smoke, *rest)))
         return
     started = time.perf_counter()
-    run = lambda *part: run_part(list(part), args.smoke, args.part_timeout)  # noqa: E731
-    peak_row = run("peak")
-    rows = [run("ours", k) for k in args.kernels] + [run("diffusers"), run("train")]
+
+    def run(*part):
+        left = args.budget - (time.perf_counter() - started)
+        return run_part(list(part), args.smoke, min(args.part_timeout, left), args.log)
+
+    def save(rows):  # after every part: a suite stopped from outside still leaves what it measured
+        with open(args.json, "w") as fh:
+            json.dump(dict(peak=peak_row, rows=rows, smoke=args.smoke), fh, indent=1)
+
+    peak_row, rows = run("peak"), []
+    sample_tflop = run("flops").get("sample_tflop")
+    first, *rest = args.kernels
+    parts = [("ours", first), ("diffusers",), *([] if args.no_train else [("train",)]), *(("ours", k) for k in rest)]
+    for part in parts:
+        rows.append(run(*part))
+        if rows[-1].get("part") == "sample":
+            rows[-1]["tflop"] = sample_tflop
+        print(f"[{time.perf_counter() - started:.0f} s] {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+        save(rows)
     peak = peak_row.get("peak_tflops")
     ref = next((r for r in rows if r.get("impl") == "diffusers SDPA" and "error" not in r), None)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, device {peak_row.get('device', '?')}, measured "
@@ -248,8 +287,6 @@ def main(argv=None):
             if r.get("impl", "").startswith("ours") and r.get("part") == "sample" and "error" not in r:
                 print(f"{r['impl']}: {ref['s_per_video'] / r['s_per_video']:.2f}x diffusers")
     print(f"suite wall time {time.perf_counter() - started:.0f} s")
-    with open(args.json, "w") as fh:
-        json.dump(dict(peak=peak_row, rows=rows, smoke=args.smoke), fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ def test_gpu_suite_smoke_runs_every_part(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=os.pathsep.join(
         p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
     done = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--smoke", "--no-install",
-                           "--kernels", "chunked", "--part-timeout", "1500", "--json", str(out)],
+                           "--kernels", "chunked", "--part-timeout", "1500", "--json", str(out),
+                           "--log", str(tmp_path / "parts.log")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "failed" not in done.stdout, done.stdout
@@ -25,3 +26,13 @@ def test_gpu_suite_smoke_runs_every_part(tmp_path):
         assert r["first_call_s"] > 0 and r.get("s_per_video", r.get("step_s")) > 0, r
     assert rows[0]["tflop"] > 0 and rows[2]["tflop"] > 0 and rows[2]["clips_s"] > 0
     assert "| sample | ours chunked | float32 |" in done.stdout and "| train | ours train step |" in done.stdout
+    log = (tmp_path / "parts.log").read_text()
+    assert [line for line in log.splitlines() if line.startswith("=====")] == [
+        f"===== part {p}: ok" for p in ("peak", "flops", "ours chunked", "diffusers", "train")]
+
+
+def test_a_part_past_the_suite_budget_is_skipped_not_started(tmp_path):
+    sys.path.insert(0, ROOT)
+    from benchmarks.gpu_suite import run_part
+    row = run_part(["ours", "chunked"], True, 5.0, str(tmp_path / "log"))
+    assert row == dict(part="ours", impl="ours chunked", error="skipped: the suite's --budget is spent")
