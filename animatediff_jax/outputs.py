@@ -114,6 +114,23 @@ def nearest_existing(path: str) -> str:
     return path
 
 
+def write_failure(e: OSError, path: str) -> str:
+    """Why writing `path` failed, in words for one line: the OS's, led by "disk full" when the disk is
+    full. A short write reported by numpy or another library carries no errno ("49152 requested and
+    38880 written"); then the free space left where `path` lives tells (under 1 MiB: full)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: {e.strerror}"
+    reason = e.strerror or str(e)
+    if e.errno is None:
+        try:
+            free = shutil.disk_usage(nearest_existing(os.path.dirname(os.path.abspath(path)))).free
+        except OSError:
+            return reason
+        if free < 1 << 20:
+            return f"disk full, {free} bytes left: {reason}"
+    return reason
+
+
 def write_problem(folder: str) -> str | None:
     """Why no file can be created in the existing folder `folder`, or None when one can. Tried by
     creating and removing an empty hidden file, since permission bits do not tell (root passes
@@ -124,7 +141,7 @@ def write_problem(folder: str) -> str | None:
     except OSError as e:
         if e.errno == errno.ENOENT:  # an existing folder refusing a new file: /proc, /sys
             return "a file system that takes no new files: creating one said 'No such file or directory'"
-        return f"creating a file there failed: {e.strerror or e}"
+        return f"creating a file there failed: {write_failure(e, probe)}"
     os.unlink(probe)
     return None
 
@@ -270,7 +287,7 @@ def _writing(path: str, make_temp) -> Iterator[str]:
     except UserError:
         raise
     except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e
+        raise OutputError(f"{path}: cannot write ({write_failure(e, tmp or path)})") from e
     finally:
         if not done:
             if tmp is not None:

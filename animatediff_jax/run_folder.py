@@ -23,7 +23,7 @@ from typing import Iterator, Mapping
 from animatediff_jax.cleanup import missing_folders, remove_empty
 from animatediff_jax.errors import OutputError
 from animatediff_jax.interrupts import raise_if_signalled, temporary
-from animatediff_jax.outputs import clean_stale_matching, nearest_existing, temp_name, write_problem
+from animatediff_jax.outputs import clean_stale_matching, nearest_existing, temp_name, write_failure, write_problem
 from animatediff_jax.video import default_mode
 
 STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
@@ -66,7 +66,7 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
         os.chmod(tmp, default_mode(folder=True))
     except OSError as e:
         remove_empty(created)
-        raise OutputError(f"{flag} {parent}: cannot create the run folder ({e.strerror or e})") from None
+        raise OutputError(f"{flag} {parent}: cannot create the run folder ({write_failure(e, parent)})") from None
     folder = RunFolder(tmp)
     try:
         with temporary(tmp, created):
@@ -80,7 +80,7 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
         folder.final = _rename_fresh(tmp, os.path.join(parent, f"{name}-{stamp}"))
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{flag} {parent}: cannot move the finished run into place ({e.strerror or e})") from None
+        raise OutputError(f"{flag} {parent}: cannot move the finished run into place ({write_failure(e, parent)})") from None
 
 
 def _rename_fresh(tmp: str, target: str) -> str:

@@ -37,6 +37,7 @@ from animatediff_jax.errors import InputError, OutputError, UsageError, UserErro
 from animatediff_jax.text_files import read_json_object
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.nonfinite import why_nonfinite
+from animatediff_jax.outputs import write_failure
 from animatediff_jax.sampling.prompt_config import (MAX_GUIDANCE_SCALE, PromptEntry, check_prompt_frames, draw_seeds,
                                                      inference_config, load_prompt_config, model_keys, resolved_config,
                                                      travel_frame_problem)
@@ -458,7 +459,7 @@ def output_errors(path: str):
     except OutputError:
         raise
     except OSError as e:
-        raise OutputError(f"{e.filename or path}: cannot write ({e.strerror or e})") from None
+        raise OutputError(f"{e.filename or path}: cannot write ({write_failure(e, e.filename or path)})") from None
 
 
 @contextlib.contextmanager

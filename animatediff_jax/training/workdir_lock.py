@@ -16,6 +16,7 @@ from typing import Iterator
 
 from animatediff_jax.errors import OutputError
 from animatediff_jax.cleanup import missing_folders, remove_empty
+from animatediff_jax.outputs import write_failure
 
 LOCK_NAME = ".train.lock"
 
@@ -35,7 +36,7 @@ def hold(workdir: str, flag: str = "--workdir") -> Iterator[None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         remove_empty(created)
-        raise OutputError(f"{flag} {workdir}: cannot create {LOCK_NAME} ({e.strerror or e})") from None
+        raise OutputError(f"{flag} {workdir}: cannot create {LOCK_NAME} ({write_failure(e, path)})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

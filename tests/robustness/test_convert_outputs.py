@@ -109,10 +109,10 @@ def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, src, capsys, monkeyp
 
     monkeypatch.setattr(os, "pwrite", full)
     assert main(["base", src, str(out), "-q"]) == 1
-    assert _error_line(capsys) == f"error: {out / 'unet.safetensors'}: cannot write (No space left on device)"
+    assert _error_line(capsys) == f"error: {out / 'unet.safetensors'}: cannot write (disk full: No space left on device)"
     assert sorted(os.listdir(tmp_path)) == ["old.safetensors", "other.safetensors"]  # no temp folder; the parents made for it are gone
     assert main(["merge", old, other, other, "--overwrite", "-q"]) == 1
-    assert _error_line(capsys) == f"error: {old}: cannot write (No space left on device)"
+    assert _error_line(capsys) == f"error: {old}: cannot write (disk full: No space left on device)"
     assert snapshot(old) == before and sorted(os.listdir(tmp_path)) == ["old.safetensors", "other.safetensors"]
 
 

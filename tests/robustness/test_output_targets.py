@@ -1,7 +1,9 @@
 """An output path that resolves to the current folder, or to a folder holding it, is never written:
 a converter given an empty output path once swapped its export in for the whole checkout it ran in.
 Every test runs inside its own scratch folder (monkeypatch.chdir), so a regression destroys only that."""
+import errno
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -128,3 +130,25 @@ def test_a_symlinked_output_is_written_through_by_every_writer(tmp_path):
     real, link = _link(tmp_path, "frames", folder=True)
     video.write_png_frames(link, frames, overwrite=True)
     assert link.is_symlink() and sorted(os.listdir(real)) == ["00000.png", "00001.png"]
+
+
+@pytest.mark.parametrize("free, expected", [(0, "cannot write (disk full, 0 bytes left: 49152 requested and 38880 "
+                                                "written)"),
+                                            (10 << 30, "cannot write (49152 requested and 38880 written)")])
+def test_a_short_write_without_errno_says_disk_full_when_the_disk_is(tmp_path, monkeypatch, free, expected):
+    """numpy's tofile and other libraries report a short write as a bare OSError (no errno): a stranger
+    saw '49152 requested and 38880 written' on a full disk. The free space where the output lives decides."""
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=free))
+    out = tmp_path / "video.npy"
+    with pytest.raises(OutputError) as e:
+        with atomic_path(str(out)):
+            raise OSError("49152 requested and 38880 written")
+    assert str(e.value) == f"{out}: {expected}"
+    assert os.listdir(tmp_path) == []
+
+
+def test_enospc_says_disk_full(tmp_path):
+    with pytest.raises(OutputError, match=r"cannot write \(disk full: No space left on device\)"):
+        with atomic_path(str(tmp_path / "x.bin")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
