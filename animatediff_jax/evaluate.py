@@ -46,7 +46,8 @@ from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_c
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature import scoring, world
 from animatediff_jax.miniature.budget import STAGES
-from animatediff_jax.miniature.shipped import MINIATURE, MOTION_LORA_DIRECTION, motion_path, paths, read_record
+from animatediff_jax.miniature.shipped import (MINIATURE, MOTION_LORA_DIRECTION, check_build, motion_path, paths,
+                                               read_record)
 from animatediff_jax.nonfinite import why_nonfinite
 from animatediff_jax.outputs import atomic_path, check_output, input_path
 from animatediff_jax.sampling.prompt_config import MAX_GUIDANCE_SCALE
@@ -378,9 +379,7 @@ def command(args) -> str:
 
 
 def run(args) -> int:
-    if not os.path.isdir(os.path.join(args.weights, "base")):
-        raise InputError(f"--weights {args.weights}: no miniature weights here "
-                         "(run python -m animatediff_jax.miniature.build)")
+    check_build(args.weights)
     if args.results != "-":
         check_output(args.results, name="--results", overwrite=args.overwrite)  # before the sampling, not after
     read_record(args.weights)  # a damaged build.json is refused now, not after the sampling

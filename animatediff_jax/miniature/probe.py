@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import os
 
-from animatediff_jax.errors import ArgumentParser, InputError, run_cli
+from animatediff_jax.errors import ArgumentParser, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.miniature.shipped import MINIATURE, motion_path, paths
+from animatediff_jax.miniature.shipped import MINIATURE, check_build, motion_path
 from animatediff_jax.outputs import input_path
 
 
@@ -43,10 +43,7 @@ def main(argv=None) -> int:
         from animatediff_jax.miniature import stages
         from animatediff_jax.miniature.direction_probe import (CAPTIONS, caption_dependence, pooled_features,
                                                                probe_accuracy)
-        missing = [key for key in ("tokenizer", "vae", "text", "base") if not os.path.exists(paths(args.weights)[key])]
-        if missing:
-            raise InputError(f"--weights {args.weights}: not a miniature build (no {paths(args.weights)[missing[0]]}); "
-                             "python -m animatediff_jax.miniature.build writes one")
+        check_build(args.weights)
         module = motion_path(args.weights, args.schedule)
         if os.path.exists(module):
             stages.load(module, "motion")  # a damaged or wrong file: one line before any work

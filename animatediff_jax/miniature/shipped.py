@@ -10,7 +10,8 @@ motion module trained on the world's videos against the frozen base. `default_jo
 bare command samples (the base and the DreamBooth model, both with the motion module); every job is
 an ordinary `loading.load_pipeline` of those files. Measured quality: RESULTS.md.
 `paths(folder)` / `motion_path(folder, schedule)` say where each weight lives in the shipped folder
-or in one written by the build; `read_record(folder)` reads its build.json.
+or in one written by the build, `check_build(folder)` refuses a folder that is not one;
+`read_record(folder)` reads its build.json.
 """
 from __future__ import annotations
 
@@ -47,6 +48,22 @@ def paths(folder: str) -> dict[str, str]:
                 lora=os.path.join(folder, "lora_checker.safetensors"), motion=motion_path(folder, "B"),
                 motion_lora=os.path.join(folder, f"motion_lora_{MOTION_LORA_DIRECTION}.safetensors"),
                 record=os.path.join(folder, "build.json"))
+
+
+def check_build(folder: str, flag: str = "--weights") -> None:
+    """InputError in one line unless `folder` holds a miniature build's base model (tokenizer, VAE, text
+    encoder, UNet: what every use of it needs), naming what is wrong: missing, a file, or what it lacks."""
+    if not os.path.lexists(folder):
+        what = "does not exist"
+    elif not os.path.isdir(folder):
+        what = "is a file, not the folder a miniature build writes"
+    else:
+        missing = [p for key, p in paths(folder).items() if key in ("tokenizer", "vae", "text", "base")
+                   and not os.path.exists(p)]
+        if not missing:
+            return
+        what = f"not a miniature build (no {missing[0]})"
+    raise InputError(f"{flag} {folder}: {what}; python -m animatediff_jax.miniature.build writes one")
 
 
 def motion_path(folder: str, schedule: str) -> str:

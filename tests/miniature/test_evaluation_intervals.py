@@ -101,6 +101,21 @@ def test_an_empty_weights_path_is_one_line(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == "error: --weights: empty path\n"
 
 
+@pytest.mark.parametrize("cli", ["evaluate", "probe"])
+def test_a_weights_path_that_is_no_build_says_which_way(tmp_path, capsys, cli):
+    """A stranger's `evaluate --weights FILE` and `--weights MISSING` both said 'no miniature weights here';
+    probe said 'not a miniature build' (its own check). One check now, saying what is wrong."""
+    from animatediff_jax.miniature import probe
+    main = dict(evaluate=evaluate.main, probe=probe.main)[cli]
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "half" / "base").mkdir(parents=True)
+    for name, what in (("missing", "does not exist"), ("file.txt", "is a file, not the folder a miniature build writes"),
+                       ("half", f"not a miniature build (no {tmp_path / 'half' / 'base' / 'tokenizer'})")):
+        assert main(["--weights", str(tmp_path / name)]) == 1
+        assert capsys.readouterr().err == (f"error: --weights {tmp_path / name}: {what}; python -m "
+                                           "animatediff_jax.miniature.build writes one\n")
+
+
 def test_progress_is_told_on_stderr_before_each_row(monkeypatch, capsys):
     """evaluate printed nothing for the first ~27 s (classifiers, reference rows, the first row's sampling)."""
     def logged(name):

@@ -286,4 +286,4 @@ def test_a_wrong_or_damaged_motion_module_is_one_line_before_any_work(smoke, tmp
     assert "[evaluate]" not in printed.err  # no scoring or sampling started
     assert printed.err.startswith(f"error: MotionLoRA {paths(out)['motion_lora']}: ") and printed.err.count("\n") == 1
     assert probe.main(["--weights", str(tmp_path / "nothing"), "--clips", "16"]) == 1
-    assert capsys.readouterr().err.startswith(f"error: --weights {tmp_path / 'nothing'}: not a miniature build")
+    assert capsys.readouterr().err.startswith(f"error: --weights {tmp_path / 'nothing'}: does not exist")
