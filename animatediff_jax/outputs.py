@@ -198,15 +198,21 @@ def _within(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+# what names of files (not folders) end in, besides WEIGHT_SUFFIXES: a folder output so named is a slip
+FILE_SUFFIXES = (".txt", ".json", ".yaml", ".yml", ".md", ".csv", ".log", ".gif", ".mp4", ".webm", ".png", ".jpg",
+                 ".jpeg", ".npy", ".npz", ".zip", ".tar", ".gz")
+
+
 def _refuse_suffix(path: str, folder: bool, suffixes: tuple[str, ...] | None) -> None:
     """OutputError when the name of output `path` contradicts what is written: a file not ending in one
-    of `suffixes` (None: any name), a folder named like a weights file (`WEIGHT_SUFFIXES`; the message
-    offers `suffixes` where the command writes a file for them)."""
+    of `suffixes` (None: any name), a folder named like a file (`WEIGHT_SUFFIXES`, `FILE_SUFFIXES`; the
+    message offers `suffixes` where the command writes a file for them)."""
     name = os.path.basename(os.path.normpath(path)).lower()
-    if folder and name.endswith(WEIGHT_SUFFIXES):
+    if folder and name.endswith(WEIGHT_SUFFIXES + FILE_SUFFIXES):
+        like = "a weights file" if name.endswith(WEIGHT_SUFFIXES) else "a file"
         files = f", or a name ending in {', '.join(suffixes)} for a file" if suffixes else ""
         raise OutputError(f"{path}: the output is a folder, but the name ends in {os.path.splitext(name)[1]} "
-                          f"like a weights file; give a folder name without that suffix{files}")
+                          f"like {like}; give a folder name without that suffix{files}")
     if not folder and suffixes is not None and not name.endswith(suffixes):
         raise OutputError(f"{path}: the output is a {' or '.join(suffixes)} file; give a name ending in "
                           f"{'one of ' if len(suffixes) > 1 else ''}{', '.join(suffixes)}")

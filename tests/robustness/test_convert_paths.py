@@ -83,6 +83,10 @@ def test_an_output_that_is_an_input_is_refused(tmp_path, capsys, argv, message):
      ".safetensors like a weights file; give a folder name without that suffix"),
     (["base", "model.ckpt", "out.ckpt"], "out.ckpt: the output is a folder, but the name ends in .ckpt like a weights "
      "file; give a folder name without that suffix"),
+    (["export-motion", MOTION, "out.txt"], "out.txt: the output is a folder, but the name ends in .txt like a file; "
+     "give a folder name without that suffix, or a name ending in .ckpt, .pt, .pth, .safetensors for a file"),
+    (["base", "model.ckpt", "out.json"], "out.json: the output is a folder, but the name ends in .json like a file; "
+     "give a folder name without that suffix"),
     (["motion", MOTION, "o7.txt"], "o7.txt: the output is a .safetensors file; give a name ending in .safetensors"),
     (["lora", UNET, "o.txt", "--lora", LORA], "o.txt: the output is a .safetensors file; give a name ending in "
      ".safetensors"),
