@@ -144,11 +144,25 @@ def run_cli(work: Callable[[], int | None]) -> int:
         with stoppable():
             return int(work() or 0)
     except UserError as e:
+        _end_progress_bars()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except Terminated:
+        _end_progress_bars()
         print(MESSAGES[signal.SIGTERM], file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
+        _end_progress_bars()
         print(MESSAGES[signal.SIGINT], file=sys.stderr)
         return 128 + signal.SIGINT
+
+
+def _end_progress_bars() -> None:
+    """Close the tqdm bars still on screen, so that the line printed next starts a line of its own: a
+    bar in a generator that an error left suspended (convert merge's) is otherwise closed only when
+    the generator is collected, after the `error:` line was printed onto the bar's. tqdm is not
+    imported for this: a command that never imported it shows no bar."""
+    module = sys.modules.get("tqdm.std")
+    if module is not None:
+        for bar in list(module.tqdm._instances):
+            bar.close()

@@ -239,3 +239,23 @@ def test_numbers_in_exponent_notation_are_numbers_as_in_omegaconf(tmp_path):
     assert [a for _, a in entry.loras] == [0.5]
     config.write_text('- prompt: ["1e3", 2e3x]\n')  # only whole scalars are numbers
     assert load_prompt_config(config)[0].prompts == ["1e3", "2e3x"]
+
+
+def test_an_error_during_a_progress_bar_starts_its_own_line(capsys):
+    """`convert merge` failing mid-write printed `error: ...` onto its progress bar's line: the bar lived
+    in a generator the error left suspended, closed (and cleared) only after the message."""
+    from tqdm.auto import tqdm
+    from animatediff_jax.errors import run_cli
+
+    def work():
+        def tensors():
+            for k in tqdm(range(4), desc="merging", leave=False, mininterval=0):
+                yield k
+        it = tensors()
+        next(it)
+        raise InputError("b.safetensors: broken")
+    assert run_cli(work) == 1
+    err = capsys.readouterr().err
+    assert "merging" in err and err.endswith("error: b.safetensors: broken\n")
+    bar_then_error = err[:-len("error: b.safetensors: broken\n")]
+    assert bar_then_error.endswith("\r"), repr(err)  # the bar's line cleared before the message
