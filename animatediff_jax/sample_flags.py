@@ -9,6 +9,7 @@ import argparse
 import os
 
 from animatediff_jax.errors import ArgumentParser, UsageError
+from animatediff_jax.hub_ids import variant_name
 from animatediff_jax.outputs import input_path
 from animatediff_jax.path_scale import split_path_scale
 from animatediff_jax.sampling.prompt_config import MAX_GUIDANCE_SCALE, MAX_SIDE, seed_problem
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MotionLoRA (file, or a hub id such as guoyww/animatediff-motion-lora-zoom-in), repeatable")
     m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=scale,
                    help="v3 domain adapter LoRA (file or hub id, as --lora)")
-    m.add_argument("--variant", help="the weight variant, e.g. fp16, of every diffusers folder given (--base, "
+    m.add_argument("--variant", type=variant_name, help="the weight variant, e.g. fp16, of every diffusers folder given (--base, "
                                      "--dreambooth, --motion-module, --controlnet, --sparsectrl; their hub ids) that "
                                      "has it (default: a folder's plain weights, else the one variant it holds)")
     m.add_argument("--tokenizer", type=input_path, help="CLIP tokenizer folder (needed when --base is a single file), or its hub "

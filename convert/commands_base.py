@@ -12,6 +12,7 @@ import math
 import sys
 
 from animatediff_jax.errors import InputError, UsageError, UserError
+from animatediff_jax.hub_ids import revision_name, variant_name
 from animatediff_jax.outputs import check_output, input_path, output_path
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -156,8 +157,8 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", type=output_path)
     p.add_argument("--ema", action="store_true", help="single files: use the EMA UNet weights (model_ema.*)")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as in the source)")
-    p.add_argument("--variant", help=VARIANT_HELP)
-    p.add_argument("--revision", help="hub revision")
+    p.add_argument("--variant", type=variant_name, help=VARIANT_HELP)
+    p.add_argument("--revision", type=revision_name, help="hub revision")
     p.add_argument("--overrides", help='JSON config overrides per network, e.g. \'{"unet": {"attention_head_dim": 8}}\' '
                                        "(single files: what tensor shapes cannot tell)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -191,8 +192,8 @@ def register(subparsers) -> None:
                                              "`convert base`, diffusers MotionAdapter / ControlNet / SparseCtrl "
                                              "folders, PEFT LoRA adapters; an unreadable one is reported and the "
                                              "others still described (exit 1)")
-    p.add_argument("--variant", help=VARIANT_HELP)
-    p.add_argument("--revision", help="hub ids: the revision (branch, tag or commit)")
+    p.add_argument("--variant", type=variant_name, help=VARIANT_HELP)
+    p.add_argument("--revision", type=revision_name, help="hub ids: the revision (branch, tag or commit)")
     p.add_argument("--json", action="store_true", help="one JSON object per file (an unreadable one: "
                                                            '{"file": ..., "error": ...})')
     p.set_defaults(run=_inspect, paths=None)

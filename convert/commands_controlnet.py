@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from animatediff_jax.hub_ids import revision_name, variant_name
 from animatediff_jax.outputs import check_output, input_path, output_path
 from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options, json_object
 
@@ -47,8 +48,8 @@ v1.1 shuffle ControlNet) or the SparseCtrl motion heads (8): set them with --ove
     p.add_argument("source", type=input_path, help="ControlNet / SparseCtrl folder, hub id or single file")
     p.add_argument("output", type=output_path, help="output .safetensors (Flax params)")
     p.add_argument("--dtype", choices=DTYPES, help="store floating params in this dtype (default: as in the source)")
-    p.add_argument("--variant", help=VARIANT_HELP)
-    p.add_argument("--revision", help="hub revision")
+    p.add_argument("--variant", type=variant_name, help=VARIANT_HELP)
+    p.add_argument("--revision", type=revision_name, help="hub revision")
     p.add_argument("--overrides", metavar="JSON",
                    help='diffusers config keys over the inferred config, e.g. \'{"global_pool_conditions": true}\'')
     add_output_options(p)

@@ -16,6 +16,7 @@ import os
 import shutil
 
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError
+from animatediff_jax.hub_ids import revision_name, variant_name
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder, check_output, input_path, output_path
 from animatediff_jax.path_scale import split_path_scale
@@ -43,8 +44,8 @@ def _motion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", choices=("v1", "v2", "v3"),
                    help="v1 (joint resnet GroupNorm), v2 (mid block) or v3; required for a file without "
                         "pos_encoder.pe (the original trainer's checkpoints), else overrides the detected one")
-    p.add_argument("--variant", help=VARIANT_HELP)
-    p.add_argument("--revision", help="hub ids: the revision (branch, tag or commit)")
+    p.add_argument("--variant", type=variant_name, help=VARIANT_HELP)
+    p.add_argument("--revision", type=revision_name, help="hub ids: the revision (branch, tag or commit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

@@ -34,7 +34,7 @@ from typing import Iterable
 from huggingface_hub import constants
 from huggingface_hub.utils import filter_repo_objects
 
-from animatediff_jax.hub_ids import is_hub_id
+from animatediff_jax.hub_ids import VARIANT, is_hub_id
 from animatediff_jax.tokenizer import TOKENIZER_FILES
 from convert.io import CheckpointError
 
@@ -53,10 +53,9 @@ HUB_PATTERNS = {"sd": ["unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "sche
                 "tokenizer": [*TOKENIZER_FILES, *(f"tokenizer/{name}" for name in TOKENIZER_FILES)]}
 HUB_IGNORE = ["*.msgpack", "*.onnx*", "*.ckpt", "*.h5"]  # Flax, ONNX, LDM single files, Keras: never read from a repo
 # a stem or variant name: no dots, no hyphens (`model-00001-of-00002`, `fp16-00001-of-00002` are shards)
-_VARIANT = r"[A-Za-z0-9_]+"
 _WEIGHTS_NAME = re.compile(
-    rf"(?P<stem>{_VARIANT})(?:\.(?P<a>{_VARIANT}))?\.(?P<ext>{'|'.join(FORMATS)})"
-    rf"(?P<index>(?:\.(?P<b>{_VARIANT}))?\.index(?:\.(?P<c>{_VARIANT}))?\.json)?")
+    rf"(?P<stem>{VARIANT})(?:\.(?P<a>{VARIANT}))?\.(?P<ext>{'|'.join(FORMATS)})"
+    rf"(?P<index>(?:\.(?P<b>{VARIANT}))?\.index(?:\.(?P<c>{VARIANT}))?\.json)?")
 
 
 def warn_unused_variants(asked: Iterable[str | None], chosen: frozenset) -> None:

@@ -118,3 +118,19 @@ def test_an_empty_input_path_is_refused_naming_the_flag(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert err.startswith(f"error: {flag}: ") and err.endswith("empty path\n") and err.count("\n") == 1, err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("main,args", [
+    (sample.main, []), (convert_main, ["motion", "m.safetensors", "o.safetensors"]),
+    (convert_main, ["base", "m.ckpt", "out"]), (convert_main, ["inspect", "f"]),
+    (convert_main, ["controlnet", "c.safetensors", "o.safetensors"])])
+@pytest.mark.parametrize("value,problem", [("", "empty variant"), ("fp16/../x", "'fp16/../x': not a weight variant "
+                                                                   "(letters, digits and '_', e.g. fp16)")])
+def test_a_variant_that_names_no_weights_file_is_refused(main, args, value, problem, capsys):
+    """`sample --variant ''` was accepted (and fell back to the plain weights); a variant is the word in
+    diffusion_pytorch_model.<variant>.safetensors."""
+    assert main([*args, "--variant", value]) == 2
+    assert capsys.readouterr().err == f"error: --variant: {problem}\n"
+    if main is convert_main:  # sample takes no --revision (hub ids are resolved by the cache)
+        assert main([*args, "--revision", " "]) == 2
+        assert capsys.readouterr().err == "error: --revision: empty revision\n"
