@@ -239,8 +239,10 @@ def _is_zipfile(path: str) -> bool:
         raise CheckpointError(f"{path}: corrupt zip archive ({e})") from None
 
 
-def _torch_load(path: str):
-    zipped = _is_zipfile(path)  # what the file is, first: a corrupt file is that, with or without torch
+def _pickle_container(path: str) -> bool:
+    """Whether the PyTorch checkpoint `path` is a zip archive (else a legacy pickle), read from its first
+    bytes and zip directory; CheckpointError for a file that is neither (what it is, with or without torch)."""
+    zipped = _is_zipfile(path)
     if not zipped:
         with open(path, "rb") as f:
             head = f.read(9)
@@ -252,6 +254,11 @@ def _torch_load(path: str):
         if head[:1] != b"\x80":  # neither a zip archive nor a legacy (protocol 2+) torch pickle
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); "
                                   "corrupt or truncated?")
+    return zipped
+
+
+def _torch_load(path: str):
+    zipped = _pickle_container(path)
     try:
         import torch
     except ImportError:
@@ -298,8 +305,9 @@ def _unwrap(path: str, obj) -> dict:
 
 def checkpoint_format(path: str) -> str:
     """"shards" (an index .json), "safetensors" or "pickle" — from the file's name and content, without
-    unpickling anything (a file named otherwise has its safetensors header parsed). CheckpointError for
-    a missing, empty or unknown file."""
+    unpickling anything: a safetensors file's header is parsed, a pickle's first bytes and zip directory
+    read (a file named otherwise is tried as safetensors). CheckpointError for a missing, empty, unknown
+    or corrupt file: random bytes named .safetensors are refused here, before what a caller checks next."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}")
@@ -309,11 +317,13 @@ def checkpoint_format(path: str) -> str:
         return "shards"
     ext = os.path.splitext(path)[1].lower()
     if ext in SAFETENSORS_EXT:
+        SafetensorsStateDict(path).close()
         return "safetensors"
     if ext in PICKLE_EXT or _is_zipfile(path):
+        _pickle_container(path)
         return "pickle"
     try:
-        SafetensorsStateDict(path)
+        SafetensorsStateDict(path).close()
     except CheckpointError:
         raise CheckpointError(f"{path}: unknown checkpoint format (expected .safetensors, .ckpt, .bin, .pt)") from None
     return "safetensors"

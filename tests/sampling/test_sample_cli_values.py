@@ -275,6 +275,12 @@ def test_single_file_base_without_tokenizer_is_refused_before_conversion(env, ca
         f.write("hello")
     assert _error(capsys, ["--base", "notes.txt", "--prompt", "a cat", "--out", "out"], 1) == \
         "error: --base notes.txt: unknown checkpoint format (expected .safetensors, .ckpt, .bin, .pt)\n"
+    for name, problem in (("noise.safetensors", "not a safetensors file (header length"),  # named like one:
+                          ("noise.ckpt", "not a PyTorch checkpoint (neither a zip archive nor a pickle)")):  # content
+        with open(name, "wb") as f:
+            f.write(np.random.default_rng(0).bytes(5000))
+        assert _error(capsys, ["--base", name, "--prompt", "a cat", "--out", "out"], 1).startswith(
+            f"error: --base {name}: {problem}")
     # With one, validation goes on to plan the conversion from headers (nothing converted): this tiny
     # file's channels do not fit the GroupNorm groups a single file is assumed to have (SD1.x's 32).
     err = _error(capsys, ["--base", single, "--tokenizer", os.path.join(MINIATURE, "base", "tokenizer"), "--prompt",
