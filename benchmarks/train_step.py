@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from animatediff_jax.models.configs import MOTION_V2, SD15_UNET, MotionConfig, UNetConfig
+from animatediff_jax.models.init import example_inputs, random_params
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.training.metrics import compiled_flops, device_peak_tflops
@@ -44,9 +45,10 @@ def build_step(unet_cfg, motion_cfg, dtype, remat):
 
 def inputs(unet, unet_cfg, batch, frames, latent, abstract):
     z = jnp.zeros((batch, frames, latent, latent, 4))
-    init = lambda: unet.init(jax.random.PRNGKey(0), z[:1], jnp.zeros((1,), jnp.int32),
-                             jnp.zeros((1, 77, unet_cfg.cross_attention_dim)))["params"]
-    params = jax.eval_shape(init) if abstract else jit(init)()
+    if abstract:
+        params = jax.eval_shape(lambda: unet.init(jax.random.PRNGKey(0), *example_inputs(unet)))["params"]
+    else:  # numpy random weights: the jitted init set off XLA's slow-compile alarm at SD1.5 size on an H200
+        params = random_params(unet, 0, *example_inputs(unet))
     trainable, frozen_unet = split(params, ["motion_modules."])
     emb = jnp.zeros((8, unet_cfg.cross_attention_dim))
     frozen = {"unet": frozen_unet, "vae": {}, "text_encoder": {"embeddings": emb}}
