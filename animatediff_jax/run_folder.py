@@ -80,7 +80,8 @@ def run_folder(parent: str, name: str, flag: str = "--out") -> Iterator[RunFolde
         folder.final = _rename_fresh(tmp, os.path.join(parent, f"{name}-{stamp}"))
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{flag} {parent}: cannot move the finished run into place ({write_failure(e, parent)})") from None
+        raise OutputError(f"{flag} {parent}: cannot move the finished run into place "
+                          f"({write_failure(e, parent)})") from None
 
 
 def _rename_fresh(tmp: str, target: str) -> str:

@@ -202,9 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MotionLoRA (file, or a hub id such as guoyww/animatediff-motion-lora-zoom-in), repeatable")
     m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=scale,
                    help="v3 domain adapter LoRA (file or hub id, as --lora)")
-    m.add_argument("--variant", type=variant_name, help="the weight variant, e.g. fp16, of every diffusers folder given (--base, "
-                                     "--dreambooth, --motion-module, --controlnet, --sparsectrl; their hub ids) that "
-                                     "has it (default: a folder's plain weights, else the one variant it holds)")
+    m.add_argument("--variant", type=variant_name,
+                   help="the weight variant, e.g. fp16, of every diffusers folder given (--base, --dreambooth, "
+                        "--motion-module, --controlnet, --sparsectrl; their hub ids) that has it (default: a "
+                        "folder's plain weights, else the one variant it holds)")
     m.add_argument("--tokenizer", type=input_path, help="CLIP tokenizer folder (needed when --base is a single file), or its hub "
                                        "id: a tokenizer repo, or an SD repo (its tokenizer/)")
     m.add_argument("--motion-scale", type=ArgumentParser.number(0), metavar="S",
