@@ -7,11 +7,13 @@ Sampling: SD1.5 + motion module v2 with random weights at the real configs, 16 f
 steps, CFG 7.5 (doubled batch), batch 1, VAE decode included — ours in bfloat16 once per attention
 kernel vs diffusers' AnimateDiffPipeline in float16 with SDPA: seconds per video (median of the timed
 calls after a first call), first-call (compile) time, peak device memory, achieved TFLOP/s and its
-share of the measured bf16 matmul peak. Train step: SD1.5 + v2, 16 x 256² clips from pre-computed
-latents, motion modules trained, bfloat16: clips/s, MFU (vs the measured peak), peak memory.
-FLOPs are XLA's count of the UNet's forward (CFG batch) x steps for sampling (text encoder and decode
-not counted; counted in a CPU process), and of the compiled train step. Each part runs in its own process (its own peak memory;
-JAX and torch never share a device). Prints one Markdown table and writes the rows to `--json`.
+share of the measured bf16 matmul peak. Train step: SD1.5 + v2, batch 4 (configs/training/training.yaml)
+of 16 x 256² clips from pre-computed latents, motion modules trained, bfloat16, without and with
+gradient checkpointing (remat, the shipped config's setting): clips/s, MFU (vs the measured peak),
+peak memory. FLOPs are XLA's counts, made in a CPU process: the UNet's forward (CFG batch) x steps for
+sampling (text encoder and decode not counted), and the train step without remat (model FLOPs: the
+recomputation remat adds is not counted, as MFU is defined). Each part runs in its own process (its
+own peak memory; JAX and torch never share a device). Prints one Markdown table and writes the rows to `--json`.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def configs(smoke: bool):
     from animatediff_jax.models import configs as c
     if not smoke:
         return (c.SD15_UNET, c.MOTION_V2, c.SD15_VAE, c.SD15_TEXT, dict(frames=16, size=512, steps=25, timed=2),
-                dict(batch=1, frames=16, size=256, steps=5))
+                dict(batch=4, frames=16, size=256, steps=5))
     unet = c.UNetConfig(block_out_channels=(16,), down_block_types=("CrossAttnDownBlock2D",),
                         up_block_types=("CrossAttnUpBlock2D",), layers_per_block=1, cross_attention_dim=32,
                         attention_head_dim=2, norm_num_groups=4)
@@ -101,14 +103,16 @@ def part_ours(smoke: bool, kernel: str) -> dict:
 
 
 def part_flops(smoke: bool) -> dict:
-    """TFLOP of the sampling run's UNet forwards: XLA's count of one CFG forward (implementation "xla",
-    the same math counted exactly) x steps. Run on CPU (`run_part` sets JAX_PLATFORMS): lowering alone
-    counts there, while jaxlib 0.11's GPU backend returns no analysis for an uncompiled program."""
+    """TFLOP of the sampling run's UNet forwards (XLA's count of one CFG forward, implementation "xla",
+    the same math counted exactly, x steps) and of one train step without remat. Run on CPU (`run_part`
+    sets JAX_PLATFORMS): lowering alone counts there, while jaxlib 0.11's GPU backend returns no analysis
+    for an uncompiled program."""
     import jax
     import jax.numpy as jnp
     from animatediff_jax.models.unet3d import UNet3DConditionModel
     from animatediff_jax.xla_options import jit
-    unet_c, motion_c, vae_c, _, s, _ = configs(smoke)
+    from benchmarks.train_step import step_flops
+    unet_c, motion_c, vae_c, _, s, t = configs(smoke)
     lat = latent_size(vae_c, s["size"])
     unet = UNet3DConditionModel(unet_c, motion_c, attention_impl="xla", dtype=jnp.float32 if smoke else jnp.bfloat16)
     args = (jax.ShapeDtypeStruct((2, s["frames"], lat, lat, 4), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.int32),
@@ -116,7 +120,9 @@ def part_flops(smoke: bool) -> dict:
     params = jax.eval_shape(lambda: unet.init(jax.random.PRNGKey(0), *(jnp.zeros(a.shape, a.dtype) for a in args)))
     cost = jit(unet.apply).lower(params, *args).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return dict(part="flops", sample_tflop=float(cost["flops"]) * s["steps"] / 1e12)
+    dtype = jnp.float32 if smoke else jnp.bfloat16
+    train = step_flops(unet_c, motion_c, t["batch"], t["frames"], latent_size(vae_c, t["size"]), dtype)
+    return dict(part="flops", sample_tflop=float(cost["flops"]) * s["steps"] / 1e12, train_tflop=train / 1e12)
 
 
 def part_diffusers(smoke: bool) -> dict:
@@ -156,16 +162,16 @@ def part_diffusers(smoke: bool) -> dict:
                 s_per_video=statistics.median(times), first_call_s=first, peak_gib=peak)
 
 
-def part_train(smoke: bool) -> dict:
+def part_train(smoke: bool, remat: str) -> dict:
+    """The train step, `remat` "on" (gradient checkpointing) or "off"; its FLOPs come from `part_flops`."""
     import jax
     import jax.numpy as jnp
-    from animatediff_jax.training.metrics import compiled_flops
     from animatediff_jax.training.step import create_train_state
     from animatediff_jax.xla_options import jit
     from benchmarks.train_step import build_step, inputs
     unet_c, motion_c, vae_c, _, _, t = configs(smoke)
     dtype = jnp.float32 if smoke else jnp.bfloat16
-    unet, opt, step = build_step(unet_c, motion_c, dtype, False)
+    unet, opt, step = build_step(unet_c, motion_c, dtype, remat == "on")
     trainable, frozen, batch = inputs(unet, unet_c, t["batch"], t["frames"], latent_size(vae_c, t["size"]),
                                     abstract=False)
     state = create_train_state(trainable, opt, 0)
@@ -179,10 +185,9 @@ def part_train(smoke: bool) -> dict:
         state, m = compiled(state, frozen, batch)
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - t0) / t["steps"]
-    flops = compiled_flops(compiled)
-    return dict(part="train", impl="ours train step", dtype=jnp.dtype(dtype).name, step_s=step_s,
-                clips_s=t["batch"] / step_s, first_call_s=compile_s, peak_gib=_device_peak_gib(),
-                tflop=None if flops is None else flops / 1e12)
+    return dict(part="train", impl="ours train step" + (", remat" if remat == "on" else ""),
+                dtype=jnp.dtype(dtype).name, batch=t["batch"], step_s=step_s, clips_s=t["batch"] / step_s,
+                first_call_s=compile_s, peak_gib=_device_peak_gib())
 
 
 def _time(call, timed: int) -> tuple[float, list[float]]:
@@ -247,7 +252,9 @@ def main(argv=None):
     p.add_argument("--part-timeout", type=float, default=300.0, help="seconds per part before it is abandoned")
     p.add_argument("--budget", type=float, default=float("inf"),
                    help="seconds for the whole suite: later parts get what is left, none under 30 s")
-    p.add_argument("--no-train", action="store_true", help="sampling only: leave out the train step")
+    p.add_argument("--parts", nargs="+", choices=("ours", "diffusers", "train"), default=["ours", "diffusers", "train"],
+                   help="what to run: our sampling (each of --kernels), diffusers' sampling, the train step "
+                        "(without and with remat); all by default")
     p.add_argument("--log", help="append each part's stderr (tracebacks of failed parts) to this file")
     p.add_argument("--part", nargs="+", help=argparse.SUPPRESS)  # internal: run one part, print its JSON row
     args = p.parse_args(argv)
@@ -267,13 +274,13 @@ def main(argv=None):
             json.dump(dict(peak=peak_row, rows=rows, smoke=args.smoke), fh, indent=1)
 
     peak_row, rows = run("peak"), []
-    sample_tflop = run("flops").get("sample_tflop")
+    flops = run("flops")
     first, *rest = args.kernels
-    parts = [("ours", first), ("diffusers",), *([] if args.no_train else [("train",)]), *(("ours", k) for k in rest)]
-    for part in parts:
+    parts = [("ours", first), ("diffusers",), ("train", "off"), ("train", "on"), *(("ours", k) for k in rest)]
+    for part in (p for p in parts if p[0] in args.parts):
         rows.append(run(*part))
-        if rows[-1].get("part") == "sample":
-            rows[-1]["tflop"] = sample_tflop
+        if "error" not in rows[-1]:
+            rows[-1]["tflop"] = flops.get(f"{rows[-1]['part']}_tflop")
         print(f"[{time.perf_counter() - started:.0f} s] {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
         save(rows)
     peak = peak_row.get("peak_tflops")

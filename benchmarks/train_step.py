@@ -77,10 +77,11 @@ def measure(batch, frames, latent, steps, dtype, remat):
     return dict(step_s=dt, clips_s=batch / dt, flops=flops, compile_s=compile_s, mem=mem_bytes)
 
 
-def sd15_flops_per_clip(frames=16, size=256, dtype=jnp.bfloat16):
-    """XLA's FLOP count of one SD1.5 + v2 training step per clip (traced with abstract params)."""
-    unet, opt, step = build_step(SD15_UNET, MOTION_V2, dtype, False)
-    trainable, frozen, b = inputs(unet, SD15_UNET, 1, frames, size // 8, abstract=True)
+def step_flops(unet_cfg, motion_cfg, batch, frames, latent, dtype=jnp.bfloat16):
+    """XLA's FLOP count of one training step without rematerialisation (the model FLOPs that MFU counts),
+    traced with abstract params: nothing is allocated or run, so it works on CPU for any config."""
+    unet, opt, step = build_step(unet_cfg, motion_cfg, dtype, False)
+    trainable, frozen, b = inputs(unet, unet_cfg, batch, frames, latent, abstract=True)
     state = jax.eval_shape(lambda p: create_train_state(p, opt, 0), trainable)
     analysis = jit(step).lower(state, frozen, b).cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
@@ -111,7 +112,7 @@ def main():
     print(f"| {r['step_s']:.3f} | {r['clips_s']:.2f} | {r['flops'] / 1e9:.1f} | {tflops:.3f} | {mfu} | {mem} | "
           f"{r['compile_s']:.1f} |")
     if args.sd15_flops:
-        per_clip = sd15_flops_per_clip()
+        per_clip = step_flops(SD15_UNET, MOTION_V2, 1, 16, 256 // 8)
         print(f"SD1.5 + v2 motion module, 256x256x16, train step: {per_clip / 1e12:.2f} TFLOP per clip (XLA count)")
         for mfu_ in (0.35, 0.45, 0.55):
             print(f"  TPU v5p-128 (64 chips x 459 TFLOP/s bf16) at {mfu_:.0%} MFU: "

@@ -1,6 +1,6 @@
 """benchmarks/gpu.sh --smoke: the one-shot GPU suite's code path runs end to end on CPU with tiny configs.
 
-Four fresh JAX/torch processes: a few minutes on a quiet 2-core machine (the train step's compile dominates).
+Six fresh JAX/torch processes: a few minutes on a quiet 2-core machine (the train step's compile dominates).
 """
 import json
 import os
@@ -21,14 +21,25 @@ def test_gpu_suite_smoke_runs_every_part(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "failed" not in done.stdout, done.stdout
     rows = json.loads(out.read_text())["rows"]
-    assert [r["impl"] for r in rows] == ["ours chunked", "diffusers SDPA", "ours train step"]
+    assert [r["impl"] for r in rows] == ["ours chunked", "diffusers SDPA", "ours train step", "ours train step, remat"]
     for r in rows:
         assert r["first_call_s"] > 0 and r.get("s_per_video", r.get("step_s")) > 0, r
-    assert rows[0]["tflop"] > 0 and rows[2]["tflop"] > 0 and rows[2]["clips_s"] > 0
+    assert rows[0]["tflop"] > 0 and rows[2]["clips_s"] > 0 and rows[3]["clips_s"] > 0
+    assert rows[2]["tflop"] == rows[3]["tflop"] > 0  # model FLOPs: remat's recomputation is not counted
     assert "| sample | ours chunked | float32 |" in done.stdout and "| train | ours train step |" in done.stdout
     log = (tmp_path / "parts.log").read_text()
     assert [line for line in log.splitlines() if line.startswith("=====")] == [
-        f"===== part {p}: ok" for p in ("peak", "flops", "ours chunked", "diffusers", "train")]
+        f"===== part {p}: ok" for p in ("peak", "flops", "ours chunked", "diffusers", "train off", "train on")]
+
+
+def test_parts_selects_what_runs(tmp_path):
+    out = tmp_path / "suite.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", "--smoke", "--parts", "train",
+                           "--part-timeout", "1500", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["impl"] for r in rows] == ["ours train step", "ours train step, remat"], rows
 
 
 def test_a_part_past_the_suite_budget_is_skipped_not_started(tmp_path):

@@ -61,7 +61,7 @@ def attention(q, k, v, *, implementation: str = "auto", query_chunk: int = QUERY
     if reason is not None:
         _warn_once(f"attention implementation {implementation!r} unavailable ({reason}); using {kernel!r} instead.")
     if kernel == "cudnn":
-        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        return _cudnn(q, k, v)
     if kernel == "tpu_flash":
         return _tpu_flash(q, k, v)
     if kernel == "chunked":
@@ -135,6 +135,19 @@ def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         warnings.warn(message, stacklevel=3)
+
+
+def _cudnn(q, k, v):
+    """cuDNN flash attention with odd sequence lengths padded by one: its backward refuses them
+    ("Unsupported sequence length Q 4096, KV 77" for SD's 77 text tokens; jax 0.11.2, cuDNN 9.19,
+    H200, measured in BENCHMARKS.md), while even lengths and 77 keys padded to 78 and masked by length
+    both differentiate. The padded key is masked out (`key_value_seq_lengths`); the padded query row is
+    dropped from the output."""
+    lq, lk = q.shape[1], k.shape[1]
+    lengths = jnp.full((k.shape[0],), lk, jnp.int32) if lk % 2 else None
+    out = jax.nn.dot_product_attention(_pad_to(q, 1, 2), _pad_to(k, 1, 2), _pad_to(v, 1, 2),
+                                       key_value_seq_lengths=lengths, implementation="cudnn")
+    return out[:, :lq]
 
 
 def _tpu_flash(q, k, v):

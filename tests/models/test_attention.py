@@ -151,3 +151,24 @@ def test_attention_module_names_and_shapes():
     assert "bias" not in params["to_q"] and params["to_out_0"]["bias"].shape == (16,)
     assert params["to_k"]["kernel"].shape == (12, 8)
     assert mod.apply({"params": params}, x, ctx).shape == (2, 5, 16)
+
+
+@pytest.mark.parametrize("lq,lk", [(16, 77), (15, 15), (33, 32), (8, 8)])
+def test_cudnn_path_pads_odd_lengths_and_keeps_values_and_gradients(monkeypatch, lq, lk):
+    """cuDNN's backward refuses odd sequence lengths (measured on an H200: text cross-attention's 77 keys
+    failed the train step). `_cudnn` pads them to even and masks the padded key; here cuDNN is replaced
+    by JAX's XLA kernel, which checks it is only ever given even lengths."""
+    real = jax.nn.dot_product_attention
+
+    def even_only(q, k, v, *, key_value_seq_lengths=None, implementation=None):
+        assert implementation == "cudnn" and q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0
+        return real(q, k, v, key_value_seq_lengths=key_value_seq_lengths, implementation="xla")
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", even_only)
+    q, k, v = _qkv(lq, lk)
+    assert rel_err(attention_lib._cudnn(q, k, v), attention(q, k, v, implementation="xla")) < 2e-6
+    loss = lambda f: lambda q, k, v: (f(q, k, v) ** 2).sum()  # noqa: E731
+    ours = jax.grad(loss(attention_lib._cudnn), argnums=(0, 1, 2))(q, k, v)
+    ref = jax.grad(loss(lambda q, k, v: attention(q, k, v, implementation="xla")), argnums=(0, 1, 2))(q, k, v)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape and rel_err(a, b) < 2e-5
