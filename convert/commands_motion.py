@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 
 from animatediff_jax.errors import ArgumentParser, InputError, UsageError
 from animatediff_jax.hub_ids import revision_name, variant_name
@@ -78,6 +79,23 @@ def load_motion(path: str, args=None):
                               progress=not getattr(args, "quiet", True))
 
 
+# what an original-format file leaves unsaid, by MotionConfig field (`MotionModule.assumed`): its words, its flag
+_ASSUMED = {"num_attention_heads": ("attention heads", "--heads"),
+            "norm_num_groups": ("GroupNorm groups", "--norm-groups")}
+
+
+def warn_assumed(source: str, mm) -> None:
+    """One stderr line when `mm` (read from `source`) has heads or groups that neither a flag nor the file
+    stated (`MotionModule.assumed`: an original-format file), naming the values assumed and the flags."""
+    if mm.assumed:
+        said = " and ".join(f"{getattr(mm.config, field)} {_ASSUMED[field][0]}" for field in mm.assumed)
+        flags = " ".join(f"{_ASSUMED[field][1]} N" for field in mm.assumed)
+        print(f"warning: {source}: an original-format file stores neither attention heads nor GroupNorm groups; "
+              f"assumed {said} (the original's default{'s' * (len(mm.assumed) > 1)}): if the module was trained "
+              f"with others, pass {flags}",
+              file=sys.stderr)
+
+
 def _save_motion(path: str, mm, origin: str, source: str, args) -> None:
     """Motion params to `path`; `origin` (the input as given) is named if tensors hold NaN/Inf."""
     from animatediff_jax.checkpoint import save_params
@@ -90,6 +108,7 @@ def _motion(args) -> int:
     from convert.sources import recorded, warn_unused_variants
     check_output(args.output, name="output", overwrite=args.overwrite, suffixes=(".safetensors",))
     mm = load_motion(args.source, args)
+    warn_assumed(args.source, mm)
     _save_motion(args.output, mm, args.source, f"motion:{recorded(args.source)}", args)
     print(f"{args.output}: motion module {mm.version}, max_seq_length {mm.config.max_seq_length}, "
           f"mid block {mm.config.use_mid_block}, heads {mm.config.num_attention_heads}")
@@ -180,6 +199,7 @@ def _motion_lora(args) -> int:
     check_output(args.output, name="output", overwrite=args.overwrite, suffixes=(".safetensors",))
     loras = _lora_args(args.lora)
     mm = load_motion(args.motion, args)
+    warn_assumed(args.motion, mm)
     fused = replace(mm, params=fuse_motion_loras(mm.params, [(local, s) for _, local, s in loras],
                                                  allow_nonfinite=args.allow_nonfinite))
     _save_motion(args.output, fused, f"{args.motion} + MotionLoRAs",
@@ -199,6 +219,8 @@ def _export_motion(args) -> int:
     if fmt == "original":
         require_torch(args.output)
     mm = load_motion(args.params, args)
+    if fmt == "diffusers" or args.output.endswith(".safetensors"):  # a pickle records neither: the guess goes nowhere
+        warn_assumed(args.params, mm)
     params, config = mm.params, mm.config
     dtype = np.float16 if args.dtype == "float16" else np.float32
     nonfinite = NonFinite(args.params, allow=args.allow_nonfinite)

@@ -62,6 +62,9 @@ VERSIONS = {"v1": "position-encoding length 24, joint resnet GroupNorm over all 
 DEFAULT_MAX_SEQ_LENGTH = {"v1": 24, "v2": 32, "v3": 32}
 VERSION_FLAGS = ("`--motion-version` (python -m animatediff_jax.sample), `--version` (python -m convert motion) "
                  "or version= (Python)")
+# what an original-format file does not store, by MotionConfig field: (name, sample flag, convert flag, Python)
+GEOMETRY_FLAGS = {"num_attention_heads": ("heads", "--motion-heads", "--heads", "heads="),
+                  "norm_num_groups": ("norm_num_groups", "--motion-norm-groups", "--norm-groups", "norm_num_groups=")}
 
 
 class MotionModuleError(InputError):
@@ -79,6 +82,7 @@ class MotionModule:
     layers_per_block: int  # motion modules per down block (up blocks have one more)
     version: str  # "v1" | "v2" | "v3"
     variants: frozenset = frozenset()
+    assumed: tuple[str, ...] = ()
 
 
 # Original-format `.safetensors` written by `convert/export.py` keep what the format cannot show (the
@@ -242,13 +246,14 @@ def resolve_version(version: str | None, use_mid_block: bool, pe_length: int | N
 def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>", heads: int = 8,
                            norm_num_groups: int = 32, max_seq_length: int | None = None,
                            version: str | None = None, dtype=np.float32, progress: bool = False,
-                           device=None) -> MotionModule:
+                           device=None, assumed: tuple[str, ...] = ()) -> MotionModule:
     """Convert an original-format or MotionAdapter-format state dict (numpy values, or a lazy
     `convert.io.StateDict`: then keys and shapes are checked first and tensors read one at a time).
 
     `heads` and `norm_num_groups` cannot be read from the weights (every released module uses
-    8 and 32). `version` ("v1" | "v2" | "v3", see `VERSIONS`) overrides the version the file's layout
-    shows and is required when the file has no position-encoding buffer (`resolve_version`).
+    8 and 32); `assumed` names the `MotionModule.assumed` fields among them (the defaults, not said: an
+    error they cause says how to say them). `version` ("v1" | "v2" | "v3", see `VERSIONS`) overrides the
+    version the file's layout shows and is required when the file has no position-encoding buffer (`resolve_version`).
     `max_seq_length` overrides the length read from the position-encoding buffers (default without
     one: the version's, `DEFAULT_MAX_SEQ_LENGTH`).
     `dtype` casts floating tensors (None keeps the file's dtype); `progress` shows a progress bar.
@@ -281,9 +286,17 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     version = resolve_version(version, mid, file_length, source)
     length = max_seq_length or file_length or DEFAULT_MAX_SEQ_LENGTH[version]
     for c in channels:
-        bad = [f"{name}={n}" for name, n in (("heads", heads), ("norm_num_groups", norm_num_groups)) if c % n]
+        bad = [(field, n) for field, n in (("num_attention_heads", heads), ("norm_num_groups", norm_num_groups))
+               if c % n]
         if bad:
-            raise MotionModuleError(f"{source}: {c} channels are not divisible by {' or '.join(bad)}")
+            unsaid = [GEOMETRY_FLAGS[field] for field, _ in bad if field in assumed]
+            hint = "" if not unsaid else (
+                " (the original's default, assumed: an original-format file stores no heads or groups; give the "
+                "module's with " + " and ".join(
+                    f"{sample} N (python -m animatediff_jax.sample), {flag} N (python -m convert) or {py} (Python)"
+                    for _, sample, flag, py in unsaid) + ")")
+            raise MotionModuleError(f"{source}: {c} channels are not divisible by "
+                                    f"{' or '.join(f'{GEOMETRY_FLAGS[field][0]}={n}' for field, n in bad)}{hint}")
     config = MotionConfig(num_attention_heads=heads, num_transformer_blocks=n_tb, max_seq_length=length,
                           use_mid_block=mid, norm_num_groups=norm_num_groups,
                           resnet_norm="joint" if version == "v1" else "frame")
@@ -302,7 +315,7 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
             if isinstance(tensors, StateDict):
                 tensors.release(names[file_key])  # its bytes now live elsewhere (a cast copy, a device)
     nonfinite.report()
-    return MotionModule(unflatten(flat), config, channels, layers, version)
+    return MotionModule(unflatten(flat), config, channels, layers, version, assumed=assumed)
 
 
 def _adapter_config(cfg_file: Path) -> dict:
@@ -373,10 +386,12 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
         return replace(mm, variants=frozenset({weights_variant(weights)}))
     with open_state_dict(path) as sd:
         stored = {key: _stored_int(sd.metadata, key, path) for key in (HEADS_METADATA, GROUPS_METADATA)}
-        return motion_from_state_dict(sd, source=str(path), heads=heads or stored[HEADS_METADATA] or 8,
-                                      norm_num_groups=norm_num_groups or stored[GROUPS_METADATA] or 32,
+        heads, norm_num_groups = heads or stored[HEADS_METADATA], norm_num_groups or stored[GROUPS_METADATA]
+        assumed = tuple(field for field, value in (("num_attention_heads", heads), ("norm_num_groups", norm_num_groups))
+                        if value is None)
+        return motion_from_state_dict(sd, source=str(path), heads=heads or 8, norm_num_groups=norm_num_groups or 32,
                                       max_seq_length=max_seq_length, version=version, dtype=dtype,
-                                      progress=progress, device=device)
+                                      progress=progress, device=device, assumed=assumed)
 
 
 def _stored_int(metadata: Mapping[str, str], key: str, path) -> int | None:
