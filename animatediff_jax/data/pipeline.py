@@ -8,7 +8,7 @@
                                      #  "dataset_index": (B,) int64 (position in `source`), every other feature stacked}
     state = it.state()               # {"examples_seen": int, ...}: save it with the checkpoint
 
-A source is anything with `len()` and `source[i] -> dict` (a TFDS ArrayRecord data source, or
+A source is anything with `len()` and `source[i] -> dict` (a built TFDS dataset's `DatasetSource`, or
 `ProceduralSource`). Epoch `e` visits a permutation of all examples drawn from `(seed, e)`; host `p`
 of `P` takes the `p`-th of `P` equal contiguous slices of it (the `len % P` left over rotate with
 the permutation), so hosts read disjoint examples and take the same number of steps. The position is
@@ -18,8 +18,10 @@ are drawn per (seed, epoch, example), so they too are reproducible across a resu
 """
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import glob
+import itertools
 import json
 import os
 import queue
@@ -36,6 +38,9 @@ from animatediff_jax.text_files import read_text
 # what a reader of examples needs: each a set of features, any one of which will do
 VIDEO_FEATURES = ("video", "caption")
 LATENT_FEATURES = ("latent_mean", "latent_logvar", "caption")
+# the files of a built TFDS dataset besides its ArrayRecord shards, and what to do when one is missing or damaged
+DATASET_FILES = ("dataset_info.json", "features.json")
+DAMAGED = "the dataset is damaged: rebuild it (data.build or data.precompute) or copy it again"
 
 
 def load_source(dataset_dir: str, split: str = "train", what: str = "dataset",
@@ -44,25 +49,74 @@ def load_source(dataset_dir: str, split: str = "train", what: str = "dataset",
     InputError `<what> <dataset_dir>: ...` for a folder that holds no built dataset, or whose examples
     lack the features of every set in `needs` (clips of data.build: VIDEO_FEATURES; data.precompute's
     latents: LATENT_FEATURES); `<what> <file>: ...` for its JSON files (dataset_info.json...) that are
-    not UTF-8 text or not JSON (TFDS's tracebacks)."""
+    missing, not UTF-8 text or not JSON, and for an ArrayRecord shard that is missing, truncated or
+    damaged (TFDS's and array_record's tracebacks): each shard is opened and its record count checked
+    here, and a record found damaged later, when read, is such an error naming its shard (`DatasetSource`)."""
     import tensorflow_datasets as tfds
+    from array_record.python.array_record_module import ArrayRecordReader
 
+    present = [f for f in DATASET_FILES if os.path.isfile(os.path.join(dataset_dir, f))]
+    if not present and not glob.glob(os.path.join(glob.escape(dataset_dir), "*.array_record*")):
+        raise InputError(f"{what} {dataset_dir}: not a built TFDS dataset (no dataset_info.json; give the "
+                         "…/name/config/version folder that data.build or data.precompute printed)")
+    for file in DATASET_FILES:
+        if file not in present:
+            raise InputError(f"{what} {os.path.join(dataset_dir, file)}: missing; {DAMAGED}")
     for file in sorted(glob.glob(os.path.join(glob.escape(dataset_dir), "*.json"))):
         try:
             json.loads(read_text(file))
         except ValueError as e:
             raise InputError(f"{what} {file}: not a readable TFDS dataset file: {e}") from None
-    try:
-        builder = tfds.builder_from_directory(dataset_dir)
-    except tfds.core.dataset_info.DatasetInfoFileError:
-        raise InputError(f"{what} {dataset_dir}: not a built TFDS dataset (no dataset_info.json; give the "
-                         "…/name/config/version folder that data.build or data.precompute printed)") from None
+    builder = tfds.builder_from_directory(dataset_dir)
     features = set(builder.info.features.keys())
     if not any(set(need) <= features for need in needs):
         kinds = {VIDEO_FEATURES: "video clips (data.build)", LATENT_FEATURES: "pre-computed latents (data.precompute)"}
         wanted = " or ".join(kinds.get(tuple(n), "/".join(n)) for n in needs)
         raise InputError(f"{what} {dataset_dir}: its examples hold {sorted(features)}, not {wanted}")
-    return builder.as_data_source(split=split)
+    shards = builder.info.splits[split]
+    files = [os.fspath(f) for f in shards.filepaths]
+    for file, length in zip(files, shards.shard_lengths):
+        if not os.path.isfile(file):
+            raise InputError(f"{what} {file}: missing (one of the {len(files)} shards dataset_info.json lists); "
+                             f"{DAMAGED}")
+        reader = ArrayRecordReader(file)
+        readable, records = reader.ok(), reader.num_records()
+        try:
+            reader.close()  # raises the reason a file that is not ok could not be opened
+        except RuntimeError as e:
+            raise InputError(f"{what} {file}: not a readable ArrayRecord shard ({_reason(e)}); {DAMAGED}") from None
+        if not readable or records != length:
+            raise InputError(f"{what} {file}: holds {records} records, dataset_info.json lists {length}; {DAMAGED}")
+    return DatasetSource(builder.as_data_source(split=split), files, shards.shard_lengths, what)
+
+
+class DatasetSource:
+    """A built dataset's examples (`len()`, `source[i] -> dict`): a record that cannot be read or decoded (a
+    shard damaged after `load_source` checked it, or inside where opening cannot see) is an InputError
+    `<what> <shard>: its record <i> ...` instead of array_record's or TFDS's traceback."""
+
+    def __init__(self, source, files: Sequence[str], lengths: Sequence[int], what: str):
+        self.source, self.files, self.what = source, files, what
+        self.ends = list(itertools.accumulate(lengths))
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.source):
+            raise IndexError(index)
+        try:
+            return self.source[index]
+        except (RuntimeError, ValueError) as e:  # array_record's reading, TFDS's decoding
+            shard = bisect.bisect_right(self.ends, index)
+            record = index - (self.ends[shard - 1] if shard else 0)
+            raise InputError(f"{self.what} {self.files[shard]}: its record {record} (example {index}) cannot be "
+                             f"read ({_reason(e)}); {DAMAGED}") from None
+
+
+def _reason(error: Exception) -> str:
+    """The first line of a reading library's error, or that it gave none."""
+    return (str(error).strip().splitlines() or ["damaged or truncated"])[0]
 
 
 class ProceduralSource:

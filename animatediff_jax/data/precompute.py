@@ -16,8 +16,10 @@ Training draws its own latent sample with `sample_latents(rng, mean, logvar, sca
 same draw as encoding the video with that key), so the noise seed stays the trainer's. The dataset's `metadata.json` records `scaling_factor`, the
 model and the source; `null_text_embedding.npy` (the embedding of "", for classifier-free-guidance
 caption dropout) sits next to it. An existing dataset of that name is refused unless `--overwrite` is
-given; then it is rebuilt and replaces the old one only once complete. `--num_shards` sets the number of ArrayRecord files; hosts split
-the examples by index (see `pipeline.InputPipeline`), so any number of hosts can read them.
+given; then it is rebuilt and replaces the old one only once complete. `--num_shards` sets the number
+of ArrayRecord files (at most one per example of `--source`: more is refused before anything is
+encoded); hosts split the examples by index (see `pipeline.InputPipeline`), so any number of hosts can
+read them.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import argparse
 from typing import Sequence
 
 from animatediff_jax.data import config_name, require_data_extra
-from animatediff_jax.errors import ArgumentParser, InputError, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.outputs import input_path, output_path
 
@@ -46,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of this --name")
     p.add_argument("--batch_size", type=ArgumentParser.integer(1), default=8)
     p.add_argument("--num_shards", type=ArgumentParser.integer(1), default=None,
-                   help="ArrayRecord files (default: TFDS's choice)")
+                   help="ArrayRecord files (default: TFDS's choice); at most the number of examples in --source "
+                        "(every file needs one: more is refused before anything is encoded)")
     p.add_argument("--chunk_size", type=ArgumentParser.integer(1), default=8, help="frames per VAE call")
     return run_cli(lambda: run(p.parse_args(argv)))
 
@@ -69,6 +72,9 @@ def run(args) -> None:
     out = check_dataset_output(args.data_dir, PrecomputedLatents, args.name, args.overwrite)
     require_exists(args.source, "--source")
     source = load_source(args.source, what="--source", needs=(VIDEO_FEATURES,))
+    if (args.num_shards or 0) > len(source):
+        raise UsageError(f"--num_shards {args.num_shards}: more than the {len(source)} examples of --source "
+                         f"{args.source} (every ArrayRecord file needs an example)")
     base_path = locate(args.pretrained_model_path, "--pretrained_model_path", HUB_PATTERNS["sd"], args.variant)
     if args.tokenizer_path:
         tokenizer_path = check_tokenizer(locate(args.tokenizer_path, "--tokenizer_path", HUB_PATTERNS["tokenizer"]),

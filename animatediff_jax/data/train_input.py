@@ -33,7 +33,7 @@ def source_from_config(train_data: Mapping[str, Any]):
     if kind == "tfds":
         if not train_data.get("dataset_dir"):
             raise ValueError("train_data.source = tfds needs train_data.dataset_dir (a built TFDS dataset directory)")
-        return load_source(str(train_data["dataset_dir"]))
+        return load_source(str(train_data["dataset_dir"]), what="train_data.dataset_dir")
     raise ValueError(f"train_data.source must be 'procedural' or 'tfds', got {kind!r}")
 
 
