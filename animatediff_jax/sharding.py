@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import re
+import socket
+import time
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -35,21 +37,55 @@ TENSOR_RULES: tuple[tuple[str, tuple], ...] = (
 )
 
 
+JOIN_TIMEOUT_S = 300  # jax.distributed.initialize's default wait for the other processes
+
+
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None, auto: bool = False) -> None:
     """`jax.distributed.initialize` with explicit arguments, or auto-detected (TPU pods, SLURM, ...).
 
     Does nothing when no argument is given and `auto` is False (single-host runs). Must run before any
-    other JAX call touches the devices.
+    other JAX call touches the devices. A process other than 0 first waits (saying so) up to
+    `JOIN_TIMEOUT_S` for the coordinator to accept connections: JAX itself would abort the process
+    (SIGABRT, a C++ stack trace) when it does not. Raises UsageError for incomplete keys, auto-detection
+    that finds no cluster, and a coordinator that never answers.
     """
     explicit = (coordinator_address, num_processes, process_id)
     if any(v is not None for v in explicit):
         if any(v is None for v in explicit):
             raise UsageError("distributed: give coordinator_address, num_processes and process_id "
                              f"together (got {explicit}), or none of them with initialize: auto")
+        if int(process_id) != 0:
+            print(f"process {process_id} of {num_processes}: waiting for the coordinator at {coordinator_address} "
+                  f"(up to {JOIN_TIMEOUT_S} s)", flush=True)
+            wait_for_coordinator(coordinator_address, JOIN_TIMEOUT_S)
         jax.distributed.initialize(coordinator_address, int(num_processes), int(process_id))
     elif auto:
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except ValueError as e:  # "coordinator_address should be defined.": no TPU pod / SLURM / MPI here
+            raise UsageError(f"distributed.initialize auto: no cluster found to join ({e}); for one host set "
+                             "distributed.initialize=false, elsewhere give distributed.coordinator_address, "
+                             "num_processes and process_id") from None
+
+
+def wait_for_coordinator(address: str, timeout: float) -> None:
+    """Return once a TCP connection to `address` ("host:port") succeeds; UsageError naming the address
+    when it is malformed or nothing answers within `timeout` seconds."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"distributed.coordinator_address {address!r}: expected host:port")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise UsageError(f"distributed.coordinator_address {address}: nothing answered in {timeout:g} s "
+                                 f"({e.strerror or e}); start process 0 (the coordinator), or check the address "
+                                 "and that its port is open") from None
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
 
 
 def mesh_shape(data: int = -1, fsdp: int = 1, tensor: int = 1, num_devices: int | None = None
