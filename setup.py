@@ -26,6 +26,7 @@ setup(
         "tokenizers>=0.19",  # runs the tokenizer transformers built (cached), without importing transformers
         "flatbuffers>=23",  # jax.export serialisation: traced programs cached on disk (sampling/program_cache.py)
         "huggingface_hub>=0.23",
+        "fsspec>=2023.1",  # a gs:// training workdir's files other than checkpoints (training/remote_workdir.py)
         "pyyaml>=6",
         "tqdm>=4.60",
         "pillow>=9",  # GIF / PNG
@@ -37,6 +38,8 @@ setup(
         "torch": ["torch==2.13.0"],
         # TFDS builders write/read ArrayRecord without TensorFlow (tfds.data_source); no tensorflow needed.
         "data": ["tensorflow-datasets>=4.9.4", "array-record>=0.5", "importlib_resources"],
+        # A gs:// --workdir (checkpoints through orbax/etils.epath, the other files through fsspec).
+        "gcs": ["gcsfs>=2024.2"],
         "test": [
             "torch==2.13.0",
             "diffusers>=0.32",

@@ -75,8 +75,11 @@ def run(args: argparse.Namespace) -> int:
     if cfg.distributed.single_host:  # not on many hosts: the others would see process 0's lock
         from animatediff_jax.training.workdir_lock import check_free
         check_free(args.workdir)
-    from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
-    check_writable_parent(args.workdir, "--workdir")
+    from animatediff_jax.training.remote_workdir import check_workdir, is_remote  # fsspec: not for --help
+    check_workdir(args.workdir)
+    if not is_remote(args.workdir):
+        from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
+        check_writable_parent(args.workdir, "--workdir")
     check_requirements(cfg)
     cfg = located_models(cfg)
     from animatediff_jax.tokenizer import check_tokenizer  # imports tokenizers, numpy: not for --help

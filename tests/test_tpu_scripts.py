@@ -57,7 +57,7 @@ def test_install_copies_to_and_installs_on_every_worker():
     assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"] and "--worker=all" in scp
     assert ssh[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"] and "--worker=all" in ssh
     remote = next(a for a in ssh if a.startswith("--command=")).removeprefix("--command=")
-    assert "pip install -U 'jax[tpu]'" in remote and 'pip install -e "$HOME/animatediff_jax[data]"' in remote
+    assert "pip install -U 'jax[tpu]'" in remote and 'pip install -e "$HOME/animatediff_jax[data,gcs]"' in remote
 
 
 def test_install_warns_of_uncommitted_changes_and_archives_to_its_own_temporary_folder(tmp_path):

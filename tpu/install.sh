@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Copy this checkout to every worker of a TPU VM and install it with JAX for TPU.
-#   tpu/install.sh --name adiff --zone us-east5-a [--project P] [--extras data] [--dry-run]
+#   tpu/install.sh --name adiff --zone us-east5-a [--project P] [--extras data,gcs] [--dry-run]
 # The code travels as a `git archive` of HEAD (commit first); it is unpacked to ~/animatediff_jax.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-NAME="" ZONE="" PROJECT="" EXTRAS="data"
+NAME="" ZONE="" PROJECT="" EXTRAS="data,gcs"  # gcs: the gs:// workdir tpu/launch.sh expects
 parse_options --name=NAME --zone=ZONE --project=PROJECT --extras=EXTRAS -- "$@"
 need name "${NAME}"; need zone "${ZONE}"
 

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from animatediff_jax.errors import InputError
+from animatediff_jax.training import remote_workdir
 
 
 def make_manager(directory: str, save_every: int, keep: int, async_save: bool = True
@@ -34,14 +35,16 @@ def make_manager(directory: str, save_every: int, keep: int, async_save: bool = 
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=max(int(save_every), 1), max_to_keep=max(int(keep), 1) if keep else None,
         enable_async_checkpointing=async_save, create=False)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
+    if not remote_workdir.is_remote(directory):  # orbax wants an absolute local path; a gs:// URL stays as it is
+        directory = os.path.abspath(directory)
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False) -> bool:
     """Save if `step` is on the interval (or `force`); returns whether a save started."""
     if not (force or manager.should_save(step)):
         return False
-    os.makedirs(manager.directory, exist_ok=True)
+    manager.directory.mkdir(parents=True, exist_ok=True)  # an epath: a local folder or a gs:// prefix
     return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                       meta=ocp.args.JsonSave(meta)), force=force)
 
@@ -171,11 +174,11 @@ def _set_aside(manager: ocp.CheckpointManager, failed: list[tuple[int, str]], re
         return
     if main:
         for step, error in failed:
-            path = os.path.join(manager.directory, str(step))
-            target, n = path + ".corrupt", 1
-            while os.path.exists(target):
-                target, n = f"{path}.corrupt-{n}", n + 1
-            os.rename(path, target)
+            path = manager.directory / str(step)  # an epath: a local folder or a gs:// prefix
+            target, n = path.with_name(f"{step}.corrupt"), 1
+            while target.exists():
+                target, n = path.with_name(f"{step}.corrupt-{n}"), n + 1
+            path.rename(target)
             print(f"warning: {path}: cannot be restored ({error}); moved to {target}, resuming "
                   f"from step {restored}", file=sys.stderr, flush=True)
     if jax.process_count() > 1:

@@ -363,6 +363,10 @@ def check(cfg: TrainingConfig) -> None:
         check_sample_size(d.sample_size, cfg.vae_config or VAEConfig())
     if d.source == "tfds" and not d.dataset_dir:
         raise UsageError("train_data.dataset_dir: train_data.source tfds needs a built TFDS dataset directory")
+    if d.source == "procedural" and d.dataset_dir:
+        raise UsageError(f"train_data.dataset_dir: {d.dataset_dir} is given, but train_data.source is procedural "
+                         "(clips drawn in memory, no dataset read): add train_data.source=tfds to train on it, or "
+                         "leave dataset_dir out")
 
     rank, targets = cfg.lora.rank, cfg.lora.targets
     if rank and targets == "motion" and (cfg.image_finetune or not cfg.motion_module_path):
@@ -415,6 +419,16 @@ def validation_warning(cfg: TrainingConfig) -> str | None:
     keys = ([f"validation_steps {every}"] if every else []) + ([f"validation_steps_tuple {list(extra)}"] if extra else [])
     return (f"warning: {' and '.join(keys)}: no step up to max_train_steps {last}, so this run writes no "
             f"validation samples (validation_steps_tuple=[{last}] samples at its end)")
+
+
+def warmup_warning(cfg: TrainingConfig) -> str | None:
+    """The warning line, said before training, that `lr_warmup_steps` outlasts `max_train_steps`, so the
+    learning rate never reaches `learning_rate`; None otherwise."""
+    if cfg.lr_warmup_steps <= cfg.max_train_steps:
+        return None
+    reached = (cfg.max_train_steps - 1) / cfg.lr_warmup_steps  # optax counts the first update as 0
+    return (f"warning: lr_warmup_steps {cfg.lr_warmup_steps} exceeds max_train_steps {cfg.max_train_steps}: the "
+            f"learning rate rises only to {reached:.0%} of learning_rate {cfg.learning_rate:g} by the last step")
 
 
 # the model inputs that take a hub id (found in, or downloaded into, the Hugging Face cache by

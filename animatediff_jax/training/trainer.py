@@ -35,9 +35,9 @@ from animatediff_jax.sampling.pipeline import SamplingStopped
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.tokenizer import PromptTokenizer
 from animatediff_jax.training import checkpointing as ckpt
-from animatediff_jax.training import lora, workdir_lock
+from animatediff_jax.training import lora, remote_workdir, workdir_lock
 from animatediff_jax.training.config import (LR_SCHEDULE_KEYS, TrainingConfig, check_sample_size, config_changes,
-                                             validation_warning)
+                                             validation_warning, warmup_warning)
 from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from animatediff_jax.training.step_memory import (check_step_memory, out_of_memory, step_memory_advice,
@@ -265,20 +265,25 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
     when another live run holds the workdir (training/workdir_lock.py)."""
     saved = ckpt.latest_step(os.path.join(workdir, "checkpoints"))
     if saved is not None and (saved > cfg.max_train_steps or saved == cfg.max_train_steps and all(
-            os.path.exists(p) for p in export_paths(cfg, workdir))):  # from the folder names: no mesh, no restore
+            remote_workdir.exists(p) for p in export_paths(cfg, workdir))):  # from the folder names: no mesh, no restore
         return {"step": saved, "start": saved, "loss": float("nan"), "params": None, "preempted": False,
                 "signal": None, "exported": []}
     if cfg.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", cfg.compilation_cache_dir)
     mesh = setup_mesh(cfg)
-    with workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-        return _train(cfg, workdir, mesh)
+    staging = remote_workdir.Staging(workdir)
+    try:
+        with workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+            return _train(cfg, workdir, mesh, staging)
+    finally:
+        staging.close()
 
 
-def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh) -> dict:
-    """`train` on `mesh`, `workdir` held by this run."""
+def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh, staging: remote_workdir.Staging) -> dict:
+    """`train` on `mesh`, `workdir` held by this run; files other than checkpoints written to
+    `staging.local` and copied to the workdir by `staging.upload` (remote_workdir.py)."""
     main = jax.process_index() == 0
-    for warning in (export_warning(cfg, workdir), validation_warning(cfg)):
+    for warning in (export_warning(cfg, workdir), validation_warning(cfg), warmup_warning(cfg)):
         if main and warning:
             print(warning, file=sys.stderr, flush=True)
     batch_size, micro = cfg.train_batch_size, cfg.gradient_accumulation_steps
@@ -317,7 +322,7 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh) -> dict:
     null_ids = jnp.asarray(tokenizer([""])[0])
     validator = None
     if cfg.validating:  # host copies of the frozen weights, kept for sampling; checked before training
-        validator = Validator(cfg, workdir, (unet.config, motion, vae_cfg, text_cfg),
+        validator = Validator(cfg, staging.local, (unet.config, motion, vae_cfg, text_cfg),
                               {"vae": params["vae"], "text_encoder": params["text_encoder"]}, tokenizer,
                               lambda trained: combine(trained, frozen_unet))
     del params
@@ -350,7 +355,7 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh) -> dict:
         next_rows.close()
         loss, stop, signum = float("nan"), False, None
     else:
-        state, step, loss, stop, signum = _loop(cfg, workdir, mesh, state, frozen, step_fn, manager, next_rows,
+        state, step, loss, stop, signum = _loop(cfg, staging, mesh, state, frozen, step_fn, manager, next_rows,
                                                 validator)
 
     # ----- export
@@ -358,20 +363,23 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh) -> dict:
     exported = []
     if not stop and cfg.lora.rank:
         if main:
-            exported = export_lora(cfg, workdir, trained["lora"])
+            exported = export_lora(cfg, staging.local, trained["lora"])
     elif not stop:
         module = motion_subtree(merge(trained, gather(motion_subtree(frozen["unet"]))))
         if main:
-            exported = export(cfg, workdir, trained if motion is None else module, motion)
+            exported = export(cfg, staging.local, trained if motion is None else module, motion)
+    staging.upload()  # the exports, the last TensorBoard events
+    exported = [staging.remote(p) for p in exported]
     return {"step": step, "start": start, "loss": loss, "params": trained, "preempted": stop, "signal": signum,
             "exported": exported}
 
 
-def _loop(cfg: TrainingConfig, workdir: str, mesh, state: TrainState, frozen, step_fn, manager, next_rows,
+def _loop(cfg: TrainingConfig, staging: remote_workdir.Staging, mesh, state: TrainState, frozen, step_fn, manager, next_rows,
           validator: Validator | None):
     """Train from `state`'s step to `max_train_steps`, saving and validating as configured; returns
     (state, step, loss of the last step, stopped by a signal, that signal). SIGTERM or Ctrl-C, also
-    during validation sampling (asked after each denoising step), saves the current step and stops."""
+    during validation sampling (asked after each denoising step), saves the current step and stops;
+    during the step's compilation, it stops before training a step (nothing saved)."""
     main = jax.process_index() == 0
     batch_size = cfg.train_batch_size
     batch_sharding = shd.batch_sharding(mesh)
@@ -387,9 +395,14 @@ def _loop(cfg: TrainingConfig, workdir: str, mesh, state: TrainState, frozen, st
         compiled = step_fn.lower(state, frozen, first).compile()
         advice = step_memory_advice(cfg)
         check_step_memory(compiled, advice)
+        if preempted.reached():  # signalled while compiling (Python sees a signal only once compile returns)
+            if main:
+                saved = f"step {step} stays the latest checkpoint" if step else "nothing saved"
+                print(f"{preempted.name()} while compiling: no step trained, {saved}; exiting", flush=True)
+            return state, step, loss, True, preempted.signum
         if main:
             print(f"compiled in {time.perf_counter() - began:.1f} s; training from step {step}", flush=True)
-        logger = MetricsLogger(workdir, batch_size, compiled_flops(compiled), cfg.log_every_steps,
+        logger = MetricsLogger(staging.local, batch_size, compiled_flops(compiled), cfg.log_every_steps,
                                cfg.max_train_steps)
         while step < cfg.max_train_steps:
             batch = first if first is not None else shd.global_batch(next_rows(step), batch_sharding, batch_size)
@@ -408,11 +421,12 @@ def _loop(cfg: TrainingConfig, workdir: str, mesh, state: TrainState, frozen, st
             logger.step(step, {"loss": loss, "grad_norm": float(metrics["grad_norm"])})
             stop = preempted.reached()
             if not stop:
-                ckpt.save(manager, step, state, run_meta(step, cfg), force=step == cfg.max_train_steps)
+                if ckpt.save(manager, step, state, run_meta(step, cfg), force=step == cfg.max_train_steps):
+                    staging.upload()  # TensorBoard events, as often as checkpoints
                 if validator is not None and validator.due(step):  # while the checkpoint writes
                     with out_of_memory(f"step {step}: validation sampling", validation_memory_advice(validator),
                                        partial(saved_now, manager, step, state, cfg)):
-                        validate(validator, step, state, logger, preempted.signalled)
+                        validate(validator, step, state, logger, preempted.signalled, staging)
                     stop = preempted.reached()  # signalled while sampling: it stopped; all hosts agree
             if stop:  # preempted: no (more) validation sampling, only the step's save and its completion
                 ckpt.save_now(manager, step, state, run_meta(step, cfg))
@@ -465,16 +479,19 @@ def resume_warning(saved: dict | None, cfg: TrainingConfig, step: int) -> str | 
     return text
 
 
-def validate(validator, step: int, state: TrainState, logger: MetricsLogger, stop) -> None:
+def validate(validator, step: int, state: TrainState, logger: MetricsLogger, stop,
+             staging: remote_workdir.Staging) -> None:
     """Sample the validation prompts from the current trainable params on process 0 (every process
-    takes part in gathering them); the state itself is only read. `stop()` true after a denoising
-    step ends the sampling there, nothing written (the caller then saves and exits)."""
+    takes part in gathering them) and copy the GIFs to the workdir (`staging`); the state itself is only
+    read. `stop()` true after a denoising step ends the sampling there, nothing written (the caller then
+    saves and exits)."""
     start = time.perf_counter()
     trained = gather(state.params)
     if jax.process_index() == 0:
         with contextlib.suppress(SamplingStopped):
             written = validator(step, trained, stop)
-            print(f"validation: step {step}, {len(written)} GIFs in {os.path.dirname(written[0])} "
+            staging.upload()
+            print(f"validation: step {step}, {len(written)} GIFs in {staging.remote(os.path.dirname(written[0]))} "
                   f"({time.perf_counter() - start:.1f} s)", flush=True)
     logger.exclude(time.perf_counter() - start)
 

@@ -23,7 +23,7 @@ from animatediff_jax.data.procedural_tfds import ProceduralConfig, ProceduralVid
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.params import flatten
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
-from animatediff_jax.training import checkpointing, config, metrics, trainer, workdir_lock
+from animatediff_jax.training import config, metrics, trainer, workdir_lock
 from animatediff_jax.training.config import Distributed, load_config
 from tests.convert.motion_helpers import random_adapter
 from tests.training import tiny
@@ -178,9 +178,20 @@ def test_a_run_stopped_before_its_first_step_leaves_no_folder(overrides, tmp_pat
     assert not workdir.exists(), sorted(os.listdir(workdir))
 
 
+def _sigterm_in_step_one(monkeypatch) -> None:
+    """A real SIGTERM sent while step 1's metrics are logged (its handler runs before the loop asks)."""
+    log_step = metrics.MetricsLogger.step
+
+    def signalling(self, step, values):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return log_step(self, step, values)
+    monkeypatch.setattr(metrics.MetricsLogger, "step", signalling)
+
+
 def test_a_preempted_run_saves_and_exits_without_validating(overrides, tmp_path, monkeypatch, capsys):
     """SIGTERM at a step due for validation sampled the prompts (minutes under load) before exiting."""
-    monkeypatch.setattr(checkpointing.PreemptionFlag, "reached", lambda self: True)  # SIGTERM during step 1
+    _sigterm_in_step_one(monkeypatch)
     monkeypatch.setattr(trainer, "validate", lambda *a, **k: pytest.fail("validated after SIGTERM"))
     workdir = tmp_path / "run"
     result = trainer.train(load_config(None, overrides + [
@@ -250,13 +261,33 @@ def test_sigterm_in_the_final_validation_exits_143_and_a_rerun_exports(overrides
 
 def test_a_signal_at_the_last_step_never_says_done(overrides, tmp_path, monkeypatch, capsys):
     """max_train_steps=1 and SIGTERM in step 1: 'SIGTERM: saved step 1, exiting', then 'done: step 1', exit 0."""
-    monkeypatch.setattr(checkpointing.PreemptionFlag, "reached", lambda self: True)
+    _sigterm_in_step_one(monkeypatch)
     workdir = tmp_path / "run"
     assert train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]",
                        "max_train_steps=1"]) == 128 + signal.SIGTERM
     out = capsys.readouterr().out
     assert "SIGTERM: saved step 1 (the last" in out and "done" not in out, out
     assert not (workdir / "motion_adapter").exists()
+
+
+@pytest.mark.parametrize("signum, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "interrupted")])
+def test_a_signal_while_the_step_compiles_stops_before_step_one(overrides, tmp_path, monkeypatch, capsys, signum,
+                                                                 name):
+    """SIGTERM or Ctrl-C during the train step's compilation took effect only once it ended (Python runs
+    handlers between bytecodes), then step 1 was trained and saved: a ~30 s preemption notice during a
+    long compile was lost. Now the run stops before training, nothing saved, and exits 128 + signal."""
+    check = trainer.check_step_memory
+
+    def signalled_while_compiling(*args):
+        os.kill(os.getpid(), signum)
+        return check(*args)
+    monkeypatch.setattr(trainer, "check_step_memory", signalled_while_compiling)
+    monkeypatch.setattr(trainer, "MetricsLogger", lambda *a, **k: pytest.fail("a step was trained"))
+    workdir = tmp_path / "run"
+    assert train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]"]) == 128 + signum
+    out = capsys.readouterr().out
+    assert f"{name} while compiling: no step trained, nothing saved; exiting" in out, out
+    assert not (workdir / "checkpoints").exists() and not (workdir / "tensorboard").exists()
 
 
 def test_a_ckpt_export_that_loses_heads_and_groups_is_said_before_training(overrides, tmp_path, monkeypatch,

@@ -153,6 +153,18 @@ def test_relations_and_paths_are_checked_on_load(tmp_path):
     with pytest.raises(UsageError, match=r"^lora.file: 'x.ckpt': a kohya LoRA is written as \.safetensors"):
         load_config(None, TOKENIZER + ["lora={rank: 2, targets: unet, file: x.ckpt}"])
     assert load_config(None, TOKENIZER + ["distributed.initialize=auto"]).distributed.initialize == "auto"
+    with pytest.raises(UsageError, match=f"^train_data.dataset_dir: {tmp_path} is given, but train_data.source is "
+                                         "procedural .*: add train_data.source=tfds to train on it"):
+        load_config(None, TOKENIZER + [f"train_data.dataset_dir={tmp_path}"])  # a dataset the run would not read
+
+
+def test_a_warmup_longer_than_the_run_is_said_before_training():
+    assert config_lib.warmup_warning(load_config(None, TOKENIZER + ["max_train_steps=100",
+                                                                     "lr_warmup_steps=100"])) is None
+    long = load_config(None, TOKENIZER + ["max_train_steps=100", "lr_warmup_steps=300", "learning_rate=1e-4"])
+    assert config_lib.warmup_warning(long) == (
+        "warning: lr_warmup_steps 300 exceeds max_train_steps 100: the learning rate rises only to 33% of "
+        "learning_rate 0.0001 by the last step")
 
 
 def test_a_validation_size_that_follows_sample_size_names_sample_size():
