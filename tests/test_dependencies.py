@@ -33,7 +33,7 @@ def _declared() -> dict[str | None, set[str]]:
         req = Requirement(text)
         extra = None
         if req.marker is not None:
-            extra = next((e for e in ("torch", "data", "test") if req.marker.evaluate({"extra": e})), None)
+            extra = next((e for e in ("torch", "data", "gcs", "test") if req.marker.evaluate({"extra": e})), None)
         out.setdefault(extra, set()).add(canonicalize_name(req.name))
     return out
 
