@@ -1,11 +1,16 @@
 """Joining the other hosts: `distributed.initialize=auto` off a cluster was a ValueError traceback, and a
 process whose coordinator never came up sat silent until JAX aborted it (SIGABRT, a C++ stack trace)."""
+import os
+import re
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from animatediff_jax import sharding
 from animatediff_jax.errors import UsageError
+from tests.training import tiny
 
 
 def _closed_port() -> int:
@@ -14,11 +19,17 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_auto_without_a_cluster_is_one_line():
-    """JAX finds no TPU pod, SLURM or MPI environment here: its ValueError becomes the config's line."""
-    with pytest.raises(UsageError, match=r"^distributed.initialize auto: no cluster found to join \(.+\); for one "
-                                         r"host set distributed.initialize=false"):
-        sharding.initialize_distributed(auto=True)
+def test_auto_without_a_cluster_is_one_line(tmp_path):
+    """JAX finds no TPU pod, SLURM or MPI environment here: its ValueError becomes the config's line (in a
+    fresh process: JAX joins only before its backends start, which this test process has done)."""
+    overrides = tiny.overrides(tiny.write_tokenizer(tmp_path / "tok"))
+    done = subprocess.run([sys.executable, "-m", "animatediff_jax.train", "--workdir", str(tmp_path / "run"),
+                           *overrides, "distributed.initialize=auto"], capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "TPU_"))})
+    assert done.returncode == 2, done.stderr
+    assert re.fullmatch(r"error: distributed.initialize auto: no cluster found to join \(.+\); for one host set "
+                        r"distributed.initialize=false, .*\n", done.stderr), done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_coordinator_that_never_answers_is_one_line_before_jax_waits(monkeypatch, capsys):
