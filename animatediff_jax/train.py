@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", required=True, metavar="DIR", type=output_path,
                         help="checkpoints, TensorBoard logs, validation samples and exports; a run resumes "
                              "from the checkpoints found here")
+    parser.add_argument("--check-config", action="store_true",
+                        help="check the config and overrides (keys, types, ranges, relations; not whether paths "
+                             "exist, which may be so only on the hosts that train), say so and exit: what "
+                             "tpu/launch.sh and tpu/gpu_cluster.sh run before starting the workers")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, dotted keys (train_data.sample_size=256), values read as YAML")
     return parser
@@ -71,6 +75,10 @@ def located_models(cfg: TrainingConfig) -> TrainingConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.check_config:
+        load_config(args.config, args.overrides, paths=False)
+        print(f"config ok: {args.config or 'the built-in defaults'} with {len(args.overrides)} override(s)")
+        return 0
     cfg = load_config(args.config, args.overrides)
     if cfg.distributed.single_host:  # not on many hosts: the others would see process 0's lock
         from animatediff_jax.training.workdir_lock import check_free

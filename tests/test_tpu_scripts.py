@@ -4,16 +4,21 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 
 TPU = Path(__file__).resolve().parents[1] / "tpu"
 SCRIPTS = sorted(TPU.glob("*.sh"))
 POD = ["--name", "adiff", "--zone", "us-east5-a"]
+BASE = "pretrained_model_path=stable-diffusion-v1-5/stable-diffusion-v1-5"  # training.yaml names no base
 
 
 def _run(script, *args, env=None):
-    return subprocess.run(["bash", str(TPU / script), *args], capture_output=True, text=True, env=env, timeout=30)
+    """The script with this interpreter as the one that checks configs (PYTHON), unless `env` names one."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("PYTHON", sys.executable)
+    return subprocess.run(["bash", str(TPU / script), *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def _commands(result):
@@ -90,14 +95,15 @@ def test_data_copy_and_mount():
 def test_launch_runs_on_all_workers_with_env_logs_and_overrides():
     [cmd] = _commands(_run("launch.sh", *POD, "--config", "configs/training/training.yaml", "--workdir",
                            "gs://bkt/runs/a b", "--env", "LIBTPU_INIT_ARGS=--xla_tpu_x=true", "--dry-run", "--",
-                           "train_batch_size=256", "train_data.source=tfds"))
+                           BASE, "train_batch_size=256", "train_data.source=tfds", "train_data.dataset_dir=/data/t"))
     assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "adiff"] and "--worker=all" in cmd
     remote = shlex.split(cmd[-1].removeprefix("--command="))
     assert remote[remote.index("-m") + 1] == "animatediff_jax.train"
     assert remote[remote.index("--workdir") + 1] == "gs://bkt/runs/a b"
     assert "LIBTPU_INIT_ARGS=--xla_tpu_x=true" in remote
     end = remote.index(">")
-    assert remote[end - 3:end] == ["distributed.initialize=auto", "train_batch_size=256", "train_data.source=tfds"]
+    assert remote[end - 5:end] == ["distributed.initialize=auto", BASE, "train_batch_size=256", "train_data.source=tfds",
+                                   "train_data.dataset_dir=/data/t"]
     assert "~/logs/train-$(hostname).log" in cmd[-1] and cmd[-1].rstrip().endswith("&")
 
 
@@ -112,9 +118,34 @@ def test_launch_checks_what_it_can_before_any_worker_starts():
         r = _run(script, *args, "--", "train_batch_size=8", "train_batch_size 8")
         assert (r.returncode, r.stdout) == (2, "") and r.stderr == (
             "error: override train_batch_size 8: not key=value (e.g. train_batch_size=256)\n"), r.stderr
-    r = _run("launch.sh", *POD, "--config", "configs/training/training.yaml", "--workdir", "runs/a", "--dry-run")
+    r = _run("launch.sh", *POD, "--config", "configs/training/training.yaml", "--workdir", "runs/a", "--dry-run", "--",
+             BASE)
     assert r.returncode == 0 and r.stderr.startswith("warning: --workdir runs/a: not a gs:// path"), r.stderr
-    assert "warning" not in _run("launch.sh", *launch, "--config", "configs/training/training.yaml").stderr
+    assert "warning" not in _run("launch.sh", *launch, "--config", "configs/training/training.yaml", "--", BASE).stderr
+
+
+def test_launchers_check_the_config_here_before_any_worker_starts(tmp_path):
+    """A value the train CLI refuses (or a config without its base) showed only in every worker's log.
+    Paths are not checked here: they exist on the workers."""
+    launch = [*POD, "--workdir", "gs://bkt/r", "--dry-run", "--config", "configs/training/training.yaml"]
+    cluster = ["--hosts", "g0,g1", "--workdir", "/w", "--dry-run", "--config", "configs/training/training.yaml"]
+    for script, args in (("launch.sh", launch), ("gpu_cluster.sh", cluster)):
+        r = _run(script, *args, "--", BASE, "train_batch_size=0")
+        assert (r.returncode, r.stdout) == (2, ""), (script, r.stderr)
+        assert r.stderr == ("error: train_batch_size: must be >= 1, got 0\n"
+                            "error: the config above is refused; nothing launched\n"), r.stderr
+        r = _run(script, *args)
+        assert r.returncode == 2 and r.stderr.startswith("error: pretrained_model_path: not set"), r.stderr
+        assert _run(script, *args, "--", "pretrained_model_path=/only/on/the/workers").returncode == 0
+    no_package = tmp_path / "python3"  # an interpreter here that cannot import the package
+    no_package.write_text("#!/bin/sh\nexit 1\n")
+    no_package.chmod(0o755)
+    r = _run("launch.sh", *launch, "--", "train_batch_size=0", env=dict(os.environ, PYTHON=str(no_package)))
+    assert r.returncode == 0 and r.stderr == (f"warning: {no_package} here cannot import animatediff_jax (pip install "
+                                              f"-e {TPU.parent}), so the config is checked only on the workers\n")
+    r = _run("gpu_cluster.sh", *cluster[:-1], "/home/me/c.yaml", "--", "train_batch_size=0")
+    assert r.returncode == 0 and r.stderr == ("warning: --config /home/me/c.yaml: not a file here, so the config is "
+                                              "checked only on the workers\n")
 
 
 def test_gpu_cluster_one_process_per_host():

@@ -92,6 +92,23 @@ check_overrides() {
   done
 }
 
+# check_config CONFIG WORKDIR OVERRIDE...: the train CLI's --check-config on this machine (keys, types,
+# ranges, relations; not paths, which exist on the workers), run from the checkout with $PYTHON
+# (default python3); die when it refuses. Skipped with a warning where the package cannot be imported
+# here or CONFIG is not a file here (a path on the workers).
+check_config() {
+  local config=$1 workdir=$2 python=${PYTHON:-python3}
+  shift 2
+  if [[ ! -f "${CHECKOUT}/${config}" && ! ( "${config}" == /* && -f "${config}" ) ]]; then
+    echo "warning: --config ${config}: not a file here, so the config is checked only on the workers" >&2
+  elif ! (cd "${CHECKOUT}" && "${python}" -c "import animatediff_jax.training.config" 2>/dev/null); then
+    echo "warning: ${python} here cannot import animatediff_jax (pip install -e ${CHECKOUT}), so the config is checked only on the workers" >&2
+  else
+    (cd "${CHECKOUT}" && "${python}" -m animatediff_jax.train --check-config --config "${config}" \
+      --workdir "${workdir}" "$@" >/dev/null) || die "the config above is refused; nothing launched"
+  fi
+}
+
 # tpu_ssh NAME ZONE PROJECT COMMAND: run COMMAND on every worker of the TPU VM at once.
 tpu_ssh() {
   local name=$1 zone=$2 project=$3 command=$4

@@ -17,6 +17,8 @@ check_overrides "${REST[@]+"${REST[@]}"}"
 IFS=',' read -r -a HOST_LIST <<< "${HOSTS}"
 N=${#HOST_LIST[@]}
 COORDINATOR="${HOST_LIST[0]}:${PORT}"
+check_config "${CONFIG}" "${WORKDIR}" "distributed.coordinator_address=${COORDINATOR}" "distributed.num_processes=${N}" \
+  distributed.process_id=0 "${REST[@]+"${REST[@]}"}"
 EXTRA=""
 for o in "${REST[@]+"${REST[@]}"}"; do EXTRA+=" $(printf '%q' "${o}")"; done
 

@@ -19,6 +19,7 @@ if [[ "${CONFIG}" != /* ]]; then
   git -C "${CHECKOUT}" diff --quiet HEAD -- "${CONFIG}" \
     || echo "warning: --config ${CONFIG}: has uncommitted changes; the workers read HEAD's (commit it and run tpu/install.sh again)" >&2
 fi
+check_config "${CONFIG}" "${WORKDIR}" distributed.initialize=auto "${REST[@]+"${REST[@]}"}"
 [[ "${WORKDIR}" == gs://* ]] \
   || echo "warning: --workdir ${WORKDIR}: not a gs:// path, so each worker writes its own disk; a slice of several workers needs a folder they all share for its checkpoints" >&2
 
