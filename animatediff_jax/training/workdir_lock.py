@@ -4,7 +4,9 @@ checkpoint saves would delete the first one's unfinished ones) is refused with o
 process that holds it. The kernel drops a flock when its process ends however it ends (SIGKILL,
 crash), so a dead run never keeps a workdir locked. The file stays (never unlinked while in use:
 removing a flocked file lets two runs lock two different files), unless this run created the workdir
-and nothing else was written there, so a run stopped before its first save leaves no folder behind.
+and nothing else was written there, so a run stopped before its first save leaves no folder behind —
+also when the interrupt watchdog has to end the process (the lock and the folders made for it are
+registered as its temporary outputs).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import socket
 from typing import Iterator
 
+from animatediff_jax import interrupts
 from animatediff_jax.errors import OutputError
 from animatediff_jax.cleanup import missing_folders, remove_empty
 from animatediff_jax.outputs import write_failure
@@ -45,7 +48,8 @@ def hold(workdir: str, flag: str = "--workdir") -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         try:
-            yield
+            with interrupts.temporary(path, created) if created else contextlib.nullcontext():
+                yield
         finally:
             if created and os.listdir(workdir) == [LOCK_NAME]:
                 os.unlink(path)  # still locked: a run waiting on it is refused, a later one makes a new file

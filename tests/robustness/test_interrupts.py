@@ -47,6 +47,20 @@ def work():
 exit_cli(run_cli(work))
 """
 
+SWALLOWS_HOLDING_A_WORKDIR = PRELUDE + """
+from animatediff_jax.training import workdir_lock
+def work():
+    with workdir_lock.hold(sys.argv[1]):  # training's start: the workdir made for its lock, nothing else yet
+        for i in range(600):
+            try:
+                if i == 0:
+                    print("ready", flush=True)
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass
+exit_cli(run_cli(work))
+"""
+
 OWN_HANDLER = PRELUDE + """
 def work():
     seen = []
@@ -112,6 +126,15 @@ def test_swallowed_ctrl_c_still_ends_the_run(tmp_path):
     rc, seconds, err = stop(start(tmp_path, SWALLOWS, str(out)), signal.SIGINT)
     assert rc == 130 and GRACE_S - 1 < seconds < GRACE_S + 30
     assert not out.exists()  # nor the --out folder the run created
+
+
+def test_a_training_workdir_made_for_its_lock_is_removed_when_the_watchdog_ends_the_run(tmp_path):
+    """Ctrl-C in a training run's first seconds, ended by the watchdog: the workdir and its .train.lock
+    stayed, under a line saying the temporary outputs were removed."""
+    workdir = tmp_path / "runs" / "new"
+    rc, seconds, err = stop(start(tmp_path, SWALLOWS_HOLDING_A_WORKDIR, str(workdir)), signal.SIGINT)
+    assert rc == 130 and "its temporary outputs removed" in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_command_with_its_own_handler_is_left_to_finish(tmp_path):
