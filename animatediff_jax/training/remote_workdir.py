@@ -18,6 +18,7 @@ import fsspec
 from animatediff_jax.errors import OutputError, UsageError
 
 URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+MISTYPED_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # 'gs:/bucket', 'gs:bucket': a local folder named 'gs:'?
 PACKAGES = {"gs": "gcsfs"}  # the URL schemes a workdir may have, and what writes each
 
 
@@ -28,9 +29,13 @@ def is_remote(path: str) -> bool:
 
 def check_workdir(workdir: str, flag: str = "--workdir") -> None:
     """UsageError (one line naming `flag`) for a URL workdir of a scheme the run cannot write, or whose
-    package is not installed (found without importing it). Local paths pass."""
+    package is not installed (found without importing it), and for a path that starts like a URL without
+    being one ('gs:/bucket/run' would train into a local folder named 'gs:'). Other local paths pass."""
     match = URL.match(workdir)
     if match is None:
+        if MISTYPED_URL.match(workdir):
+            raise UsageError(f"{flag} {workdir}: starts like a URL but is not one (scheme://...): a '/' missing? "
+                             "A Cloud Storage workdir is gs://bucket/path; name a local folder without a ':'")
         return
     package = PACKAGES.get(match.group(1))
     if package is None:

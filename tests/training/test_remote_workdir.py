@@ -32,6 +32,9 @@ def _files(url: str) -> list[str]:
     ("s3://bucket/run", "--workdir s3://bucket/run: a workdir is a local folder or a gs:// (Cloud Storage) path"),
     ("gs://bucket/run", "--workdir gs://bucket/run: writing to Cloud Storage needs gcsfs, which is not installed "
                         "(pip install -e \".[gcs]\"; tpu/install.sh installs it)"),
+    ("gs:/bucket/run", "--workdir gs:/bucket/run: starts like a URL but is not one (scheme://...): a '/' missing? "
+                       "A Cloud Storage workdir is gs://bucket/path; name a local folder without a ':'"),
+    ("GS://bucket/run", "--workdir GS://bucket/run: a workdir is a local folder or a gs:// (Cloud Storage) path"),
 ])
 def test_a_url_workdir_it_cannot_write_is_one_line_before_any_work(workdir, problem, tmp_path, monkeypatch, capsys):
     real_find_spec = remote_workdir.importlib.util.find_spec
@@ -41,7 +44,7 @@ def test_a_url_workdir_it_cannot_write_is_one_line_before_any_work(workdir, prob
     overrides = tiny.overrides(tiny.write_tokenizer(tmp_path / "tok"))
     assert train.main(["--workdir", workdir, *overrides]) == 2
     assert capsys.readouterr().err == f"error: {problem}\n"
-    assert not os.path.exists("gs:") and not os.path.exists("s3:")
+    assert not any(os.path.exists(name) for name in ("gs:", "s3:", "GS:"))
 
 
 def test_local_workdirs_pass_and_are_not_staged(tmp_path):
