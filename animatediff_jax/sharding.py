@@ -23,6 +23,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from animatediff_jax.errors import UsageError
+from animatediff_jax.host_port import split_host_port
 
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -72,13 +73,11 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 def wait_for_coordinator(address: str, timeout: float) -> None:
     """Return once a TCP connection to `address` ("host:port") succeeds; UsageError naming the address
     when it is malformed or nothing answers within `timeout` seconds."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"distributed.coordinator_address {address!r}: expected host:port")
+    host, port = split_host_port(address, "distributed.coordinator_address")
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            with socket.create_connection((host, port), timeout=5):
                 return
         except OSError as e:
             if time.monotonic() >= deadline:

@@ -30,6 +30,7 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.host_port import split_host_port
 from animatediff_jax.hub_ids import is_hub_id
 from animatediff_jax.models.configs import MOTION_VERSIONS, CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
 from animatediff_jax.training.typed_config import bounded, build, field_type, merge, wants_text
@@ -314,12 +315,15 @@ def parse_override(text: str) -> dict:
     key = key.strip()
     if not sep or not key:
         raise UsageError(f"{text}: a command-line override is dotted.key=value")
+    text_field = wants_text(field_type(TrainingConfig, key.split(".")))
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError as e:
-        raise UsageError(f"{key}: value {value!r} is not valid YAML: {yaml_problem(e)}") from None
-    if wants_text(field_type(TrainingConfig, key.split("."))) and isinstance(parsed, (bool, int, float)):
-        parsed = value.strip()   # e.g. a folder named 2024, or 0123 (YAML 1.1 octal)
+        if not text_field:
+            raise UsageError(f"{key}: value {value!r} is not valid YAML: {yaml_problem(e)}") from None
+        parsed = value.strip()   # e.g. an IPv6 coordinator [::1]:1234, which YAML reads as a broken list
+    if text_field and parsed is not None and not isinstance(parsed, str):
+        parsed = value.strip()   # e.g. a folder named 2024, 0123 (YAML 1.1 octal), "host:" (a YAML mapping)
     out: dict = {}
     node = out
     parts = key.split(".")
@@ -401,6 +405,7 @@ def check(cfg: TrainingConfig, paths: bool = True) -> None:
         if missing:
             raise UsageError(f"distributed.{missing[0]}: give coordinator_address, num_processes and "
                              "process_id together (or none of them, with initialize: auto)")
+        split_host_port(dist.coordinator_address, "distributed.coordinator_address")
         if dist.process_id >= dist.num_processes:
             raise UsageError(f"distributed.process_id: {dist.process_id} is not below num_processes "
                              f"{dist.num_processes}")

@@ -10,7 +10,12 @@ import pytest
 
 from animatediff_jax import sharding
 from animatediff_jax.errors import UsageError
+from animatediff_jax.host_port import split_host_port
+from animatediff_jax.training.config import load_config
 from tests.training import tiny
+
+
+BASE = "pretrained_model_path=stable-diffusion-v1-5/stable-diffusion-v1-5"  # a hub id: no file needed to load
 
 
 def _closed_port() -> int:
@@ -53,7 +58,23 @@ def test_a_listening_coordinator_lets_the_join_go_ahead(monkeypatch):
     assert joined == [(address, 2, 1)]
 
 
-@pytest.mark.parametrize("address", ["no-port", "host:", ":1234", "host:http"])
-def test_a_malformed_coordinator_address_is_named(address):
-    with pytest.raises(UsageError, match=rf"^distributed.coordinator_address '{address}': expected host:port$"):
+@pytest.mark.parametrize("address", ["no-port", "host:", ":1234", "host:http", "localhost:99999", "host:0",
+                                     "http://h:1234", "::1:1234"])
+def test_a_malformed_coordinator_address_is_named_when_the_config_loads(address):
+    """Before JAX loads (the config is checked first), not after ~5 s of imports, nor a wait on a port
+    that cannot exist."""
+    keys = [f"distributed.coordinator_address={address}", "distributed.num_processes=2", "distributed.process_id=1"]
+    with pytest.raises(UsageError, match=rf"^distributed.coordinator_address '{re.escape(address)}': expected "
+                                         r"host:port \(a port 1-65535"):
+        load_config(None, [BASE, *keys])
+    with pytest.raises(UsageError, match="expected host:port"):
         sharding.wait_for_coordinator(address, 1)
+
+
+@pytest.mark.parametrize("address, host, port", [("gpu-0:12345", "gpu-0", 12345), ("10.0.0.1:1", "10.0.0.1", 1),
+                                                 ("[::1]:1234", "::1", 1234)])
+def test_coordinator_addresses_in_every_form_read_back(address, host, port):
+    assert split_host_port(address, "k") == (host, port)
+    cfg = load_config(None, [BASE, f"distributed.coordinator_address={address}", "distributed.num_processes=2",
+                             "distributed.process_id=1"])  # unquoted [::1]:1234 was a YAML parser error
+    assert cfg.distributed.coordinator_address == address
