@@ -368,15 +368,18 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
         weights = weights_file(str(path), variant=variant)
         if cfg.get("conv_in_channels"):
             raise MotionModuleError(f"{path}: a SparseCtrl adapter (conv_in_channels) is not a motion module")
-        heads_cfg = cfg.get("motion_num_attention_heads", 8)
+        heads_cfg = cfg.get("motion_num_attention_heads")  # absent: diffusers' default, 8
         if isinstance(heads_cfg, (list, tuple)):
             if len(set(heads_cfg)) != 1:
                 raise MotionModuleError(f"{path}: per-block head counts {heads_cfg} are not supported")
             heads_cfg = heads_cfg[0]
+        heads = _agree(heads, heads_cfg, "attention heads", "config.json motion_num_attention_heads", path)
+        norm_num_groups = _agree(norm_num_groups, cfg.get("motion_norm_num_groups"), "GroupNorm groups",
+                                 "config.json motion_norm_num_groups", path)
         with open_state_dict(weights) as sd:
             mm = motion_from_state_dict(
-                sd, source=str(path), heads=heads or heads_cfg,
-                norm_num_groups=norm_num_groups or cfg.get("motion_norm_num_groups", 32),
+                sd, source=str(path), heads=heads or 8,
+                norm_num_groups=norm_num_groups or 32,
                 max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", ADAPTER_MAX_SEQ_LENGTH),
                 version=version or adapter_version(cfg),  # the layout config.json states (pos_embed.pe would show)
                 dtype=dtype, progress=progress, device=device)
@@ -386,12 +389,24 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
         return replace(mm, variants=frozenset({weights_variant(weights)}))
     with open_state_dict(path) as sd:
         stored = {key: _stored_int(sd.metadata, key, path) for key in (HEADS_METADATA, GROUPS_METADATA)}
-        heads, norm_num_groups = heads or stored[HEADS_METADATA], norm_num_groups or stored[GROUPS_METADATA]
+        heads = _agree(heads, stored[HEADS_METADATA], "attention heads", f"metadata {HEADS_METADATA}", path)
+        norm_num_groups = _agree(norm_num_groups, stored[GROUPS_METADATA], "GroupNorm groups",
+                                 f"metadata {GROUPS_METADATA}", path)
         assumed = tuple(field for field, value in (("num_attention_heads", heads), ("norm_num_groups", norm_num_groups))
                         if value is None)
         return motion_from_state_dict(sd, source=str(path), heads=heads or 8, norm_num_groups=norm_num_groups or 32,
                                       max_seq_length=max_seq_length, version=version, dtype=dtype,
                                       progress=progress, device=device, assumed=assumed)
+
+
+def _agree(given: int | None, stored: int | None, what: str, where: str, path) -> int | None:
+    """The value the caller gave (a flag) or the one the file states; MotionModuleError naming both when
+    they differ (the module would be described wrongly: a flag overruling a folder's config.json wrote a
+    4-head module as 8-head, silently)."""
+    if given is not None and stored is not None and given != stored:
+        raise MotionModuleError(f"{path}: its {where} says {stored} {what}, not the {given} asked for (leave the "
+                                "value out to use the file's)")
+    return given if given is not None else stored
 
 
 def _stored_int(metadata: Mapping[str, str], key: str, path) -> int | None:

@@ -80,3 +80,23 @@ def test_values_that_do_not_fit_the_weights_are_one_error_before_writing(tmp_pat
         "an original-format file stores no heads or groups; give the module's with --motion-norm-groups N "
         "(python -m animatediff_jax.sample), --norm-groups N (python -m convert) or norm_num_groups= (Python))\n")
     assert sorted(os.listdir(tmp_path)) == ["mm48.ckpt"]  # nothing half-written
+
+
+def test_flags_that_contradict_what_a_file_states_are_refused(tmp_path, trained, capsys):
+    """A MotionAdapter folder's config.json (and our original-format .safetensors' metadata) state heads and
+    groups: --heads 8 --norm-groups 32 against a 4/16 folder wrote an 8/32 config without a word."""
+    _, src = trained
+    assert main(["export-motion", str(src), str(tmp_path / "ad"), "--heads", "4", "--norm-groups", "16", "-q"]) == 0
+    assert main(["export-motion", str(src), str(tmp_path / "mm.safetensors"), "--heads", "4", "--norm-groups", "16",
+                 "-q"]) == 0
+    capsys.readouterr()
+    for stated, where in ((tmp_path / "ad", "config.json motion_num_attention_heads"),
+                          (tmp_path / "mm.safetensors", "metadata")):
+        assert main(["export-motion", str(stated), str(tmp_path / "back.safetensors"), "--heads", "8", "-q"]) != 0
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {stated}: its {where}") and "says 4 attention heads, not the 8 asked for" in err
+        assert err.count("\n") == 1 and not (tmp_path / "back.safetensors").exists()
+    # the same values as stated pass
+    assert main(["export-motion", str(tmp_path / "ad"), str(tmp_path / "same"), "--heads", "4", "--norm-groups", "16",
+                 "-q"]) == 0
+    assert _geometry(tmp_path / "same") == (4, 16)
