@@ -78,6 +78,12 @@ def load_tokenizer(cfg: TrainingConfig, length: int) -> PromptTokenizer:
     return PromptTokenizer.from_pretrained(cfg.tokenizer_path or cfg.pretrained_model_path, max_length=length)
 
 
+def dataset_name(cfg: TrainingConfig) -> str:
+    """How warnings name the examples `train_data` gives: its dataset folder, or the procedural world."""
+    d = cfg.train_data
+    return f"dataset_dir {d.dataset_dir}" if d.source == "tfds" else f"source procedural, num_clips {d.num_clips}"
+
+
 def open_source(cfg: TrainingConfig):
     """The random-access example source `train_data` names (data/train_input.py): the procedural
     world, or a built TFDS dataset directory of video clips or pre-computed latents. UsageError naming
@@ -292,6 +298,9 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh, staging: 
     batch_sharding = shd.batch_sharding(mesh)
 
     source = open_source(cfg)   # before the (slow) model build: bad data fails fast
+    if main and len(source) < batch_size:
+        print(f"warning: train_batch_size {batch_size} exceeds the {len(source)} examples of train_data "
+              f"({dataset_name(cfg)}): every batch repeats examples", file=sys.stderr, flush=True)
 
     # ----- model + optimizer
     unet, vae, text, motion, text_cfg, vae_cfg, params = build_models(cfg, decoder=cfg.validating)

@@ -423,3 +423,23 @@ def test_a_finished_run_rerun_below_its_step_writes_nothing(overrides, tmp_path,
     assert out == ["already past max_train_steps: the run's checkpoint is at step 3, above max_train_steps 2; "
                    "nothing trained or written (raise max_train_steps to continue it)"], out
     assert sorted(os.listdir(workdir)) == [".train.lock", "checkpoints", "tensorboard"]
+
+
+def test_a_batch_larger_than_the_data_is_said_before_the_models_build(overrides, tmp_path, monkeypatch, capsys):
+    """train_data.num_clips=2 with batch 8 (or a 16-example dataset with batch 32) trained without a word."""
+    class Built(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Built
+    monkeypatch.setattr(trainer, "build_models", stop)
+    with pytest.raises(Built):
+        trainer.train(load_config(None, overrides + ["train_data.num_clips=2", "train_batch_size=8"]),
+                      str(tmp_path / "run"))
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "warning: train_batch_size 8 exceeds the 2 examples of train_data (source procedural, num_clips 2): every "
+        "batch repeats examples")
+    with pytest.raises(Built):
+        trainer.train(load_config(None, overrides + ["train_data.num_clips=8", "train_batch_size=8"]),
+                      str(tmp_path / "run2"))
+    assert "exceeds" not in capsys.readouterr().err
