@@ -40,6 +40,8 @@ def check_workdir(workdir: str, flag: str = "--workdir") -> None:
     package = PACKAGES.get(match.group(1))
     if package is None:
         raise UsageError(f"{flag} {workdir}: a workdir is a local folder or a gs:// (Cloud Storage) path")
+    if not workdir[match.end():].strip("/"):
+        raise UsageError(f"{flag} {workdir}: names no bucket (gs://bucket/path)")
     if importlib.util.find_spec(package) is None:
         raise UsageError(f"{flag} {workdir}: writing to Cloud Storage needs {package}, which is not installed "
                          f"(pip install -e \".[gcs]\"; tpu/install.sh installs it)")

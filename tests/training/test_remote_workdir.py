@@ -35,6 +35,7 @@ def _files(url: str) -> list[str]:
     ("gs:/bucket/run", "--workdir gs:/bucket/run: starts like a URL but is not one (scheme://...): a '/' missing? "
                        "A Cloud Storage workdir is gs://bucket/path; name a local folder without a ':'"),
     ("GS://bucket/run", "--workdir GS://bucket/run: a workdir is a local folder or a gs:// (Cloud Storage) path"),
+    ("gs://", "--workdir gs://: names no bucket (gs://bucket/path)"),
 ])
 def test_a_url_workdir_it_cannot_write_is_one_line_before_any_work(workdir, problem, tmp_path, monkeypatch, capsys):
     real_find_spec = remote_workdir.importlib.util.find_spec
