@@ -102,8 +102,8 @@ def test_launch_runs_on_all_workers_with_env_logs_and_overrides():
     assert remote[remote.index("--workdir") + 1] == "gs://bkt/runs/a b"
     assert "LIBTPU_INIT_ARGS=--xla_tpu_x=true" in remote
     end = remote.index(">")
-    assert remote[end - 5:end] == ["distributed.initialize=auto", BASE, "train_batch_size=256", "train_data.source=tfds",
-                                   "train_data.dataset_dir=/data/t"]
+    assert remote[end - 5:end] == ["distributed.initialize=auto", BASE, "train_batch_size=256",
+                                   "train_data.source=tfds", "train_data.dataset_dir=/data/t"]
     assert "~/logs/train-$(hostname).log" in cmd[-1] and cmd[-1].rstrip().endswith("&")
 
 

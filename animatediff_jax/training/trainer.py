@@ -271,7 +271,7 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
     when another live run holds the workdir (training/workdir_lock.py)."""
     saved = ckpt.latest_step(os.path.join(workdir, "checkpoints"))
     if saved is not None and (saved > cfg.max_train_steps or saved == cfg.max_train_steps and all(
-            remote_workdir.exists(p) for p in export_paths(cfg, workdir))):  # from the folder names: no mesh, no restore
+            remote_workdir.exists(p) for p in export_paths(cfg, workdir))):  # folder names: no mesh, no restore
         return {"step": saved, "start": saved, "loss": float("nan"), "params": None, "preempted": False,
                 "signal": None, "exported": []}
     if cfg.compilation_cache_dir:
@@ -383,8 +383,8 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh, staging: 
             "exported": exported}
 
 
-def _loop(cfg: TrainingConfig, staging: remote_workdir.Staging, mesh, state: TrainState, frozen, step_fn, manager, next_rows,
-          validator: Validator | None):
+def _loop(cfg: TrainingConfig, staging: remote_workdir.Staging, mesh, state: TrainState, frozen, step_fn, manager,
+          next_rows, validator: Validator | None):
     """Train from `state`'s step to `max_train_steps`, saving and validating as configured; returns
     (state, step, loss of the last step, stopped by a signal, that signal). SIGTERM or Ctrl-C, also
     during validation sampling (asked after each denoising step), saves the current step and stops;
