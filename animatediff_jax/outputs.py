@@ -218,18 +218,31 @@ def _refuse_suffix(path: str, folder: bool, suffixes: tuple[str, ...] | None) ->
                           f"{'one of ' if len(suffixes) > 1 else ''}{', '.join(suffixes)}")
 
 
+URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # gs://b, gs:/b, s3:b: each would make a local folder 'gs:'
+
+
 def output_path(text: str) -> str:
-    """argparse `type=` of an output file or folder: refuses an empty path (`<flag>: empty path`), which
-    would otherwise name the current folder only after all the work."""
+    """argparse `type=` of a local output file or folder: refuses an empty path (`<flag>: empty path`),
+    which would otherwise name the current folder only after all the work, and a URL (gs://..., or one
+    with a slash missing), which would be written here as a folder named 'gs:' (only `train --workdir`
+    writes to Cloud Storage: `path_or_url`)."""
+    path = path_or_url(text)
+    if URL_LIKE.match(path):
+        raise argparse.ArgumentTypeError(f"{path}: not a local path (a URL would be written here, as a folder "
+                                         f"named {path.split(':')[0]}:); write locally, then copy it")
+    return path
+
+
+def path_or_url(text: str) -> str:
+    """argparse `type=` of an input, or of an output that may be a URL (`train --workdir`, checked by
+    training/remote_workdir.py): refuses an empty path (it would name the current folder: `--weights ''`
+    read ./base, `--csv ''` was '--csv : not found')."""
     if not text:
         raise argparse.ArgumentTypeError("empty path")
     return text
 
 
-def input_path(text: str) -> str:
-    """argparse `type=` of an input file or folder: refuses an empty path as `output_path` does (it would
-    name the current folder: `--weights ''` read ./base, `--csv ''` was '--csv : not found')."""
-    return output_path(text)
+input_path = path_or_url  # inputs: a local path or a hub id (checked where they are read)
 
 
 def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool = False,

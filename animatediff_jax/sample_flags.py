@@ -10,7 +10,7 @@ import os
 
 from animatediff_jax.errors import ArgumentParser, UsageError
 from animatediff_jax.hub_ids import variant_name
-from animatediff_jax.outputs import input_path
+from animatediff_jax.outputs import input_path, output_path
 from animatediff_jax.path_scale import split_path_scale
 from animatediff_jax.sampling.prompt_config import MAX_GUIDANCE_SCALE, MAX_SIDE, seed_problem
 
@@ -132,7 +132,7 @@ def _path_list(arg: str) -> list[str]:
 def _folder(arg: str) -> str:
     if not arg.strip():
         raise argparse.ArgumentTypeError("empty path: give a folder (default: samples)")
-    return arg
+    return output_path(arg)  # a URL refused
 
 
 def _travel(arg: str) -> tuple[int, str]:

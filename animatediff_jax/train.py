@@ -20,7 +20,7 @@ from typing import Sequence
 from animatediff_jax.data import require_data_extra
 from animatediff_jax.errors import ArgumentParser, UserError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.outputs import input_path, output_path
+from animatediff_jax.outputs import input_path, path_or_url
 from animatediff_jax.training.config import HUB_KEYS, TrainingConfig, load_config
 
 # Packages the run imports that a lighter install may lack: name -> what needs it.
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                "(unknown keys are errors). Numbers are read by the key's type: learning_rate=1e-4 works.")
     parser.add_argument("--config", type=input_path, metavar="YAML",
                         help="training config (configs/training/*.yaml); default: the built-in defaults")
-    parser.add_argument("--workdir", required=True, metavar="DIR", type=output_path,
+    parser.add_argument("--workdir", required=True, metavar="DIR", type=path_or_url,
                         help="checkpoints, TensorBoard logs, validation samples and exports; a run resumes "
                              "from the checkpoints found here")
     parser.add_argument("--check-config", action="store_true",

@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import shutil
 from typing import Iterator
 
-from animatediff_jax.errors import OutputError
 from animatediff_jax.outputs import atomic_folder, check_output
 from animatediff_jax.run_folder import check_writable_parent
 
@@ -26,10 +24,8 @@ def dataset_folder(data_dir: str, builder, name: str) -> str:
 
 def check_dataset_output(data_dir: str, builder, name: str, overwrite: bool) -> str:
     """The dataset's folder, refused now (OutputError, one line) when `--data_dir` cannot be written or the
-    dataset exists without `overwrite`, or when `--data_dir` is a URL (gs://...: TFDS would need gcsfs, and the
-    atomic build here renames local folders)."""
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", data_dir):
-        raise OutputError(f"--data_dir {data_dir}: needs a local path (build there, then copy the dataset)")
+    dataset exists without `overwrite` (a URL is refused by its argparse type, `outputs.output_path`: the
+    atomic build here renames local folders; build locally, then copy)."""
     check_writable_parent(data_dir, "--data_dir")
     folder = dataset_folder(data_dir, builder, name)
     check_output(folder, name="--name", overwrite=overwrite, folder=True)

@@ -16,9 +16,9 @@ import tempfile
 import fsspec
 
 from animatediff_jax.errors import OutputError, UsageError
+from animatediff_jax.outputs import URL_LIKE
 
 URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-MISTYPED_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # 'gs:/bucket', 'gs:bucket': a local folder named 'gs:'?
 PACKAGES = {"gs": "gcsfs"}  # the URL schemes a workdir may have, and what writes each
 
 
@@ -33,7 +33,7 @@ def check_workdir(workdir: str, flag: str = "--workdir") -> None:
     being one ('gs:/bucket/run' would train into a local folder named 'gs:'). Other local paths pass."""
     match = URL.match(workdir)
     if match is None:
-        if MISTYPED_URL.match(workdir):
+        if URL_LIKE.match(workdir):  # 'gs:/bucket', 'gs:bucket': a local folder named 'gs:'?
             raise UsageError(f"{flag} {workdir}: starts like a URL but is not one (scheme://...): a '/' missing? "
                              "A Cloud Storage workdir is gs://bucket/path; name a local folder without a ':'")
         return

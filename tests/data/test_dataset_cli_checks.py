@@ -180,7 +180,8 @@ def test_precompute_refuses_a_base_holding_nonfinite_weights_before_writing(tmp_
     (["--style", "nope"], 2, "--style: invalid choice: 'nope'"),
     (["--num_examples", "2", "--num_shards", "8"], 2, "--num_shards 8: more than --num_examples 2"),
     (["--frames", "100000", "--size", "4096"], 2, "--frames 100000 --size 4096: one clip is 4687.5 GiB"),
-    (["--data_dir", "gs://bucket/tfds"], 1, "--data_dir gs://bucket/tfds: needs a local path"),
+    (["--data_dir", "gs://bucket/tfds"], 2, "--data_dir: gs://bucket/tfds: not a local path (a URL would be "
+                                            "written here, as a folder named gs:); write locally, then copy it"),
 ])
 def test_build_procedural_flags_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, no_loading, flags, code,
                                                              message):

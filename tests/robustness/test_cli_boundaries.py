@@ -23,6 +23,7 @@ from tests.sampling.stop_at_load import Validated
 from tests.sampling.test_sample_cli_values import env  # noqa: F401 - the fixture
 
 MOTION = os.path.join(MINIATURE, "motion_module_B.safetensors")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_model_flags_alone_build_on_the_miniature_at_its_own_size(env, capsys):  # noqa: F811
@@ -180,3 +181,20 @@ def test_the_results_file_names_the_weights_relative_to_itself(tmp_path, monkeyp
     assert "Weights: ../work/weights, relative to this file's folder (build budget" in text
     shipped = evaluate.report([], evaluate.MINIATURE, 25, 7.5, 1.0, results_file=results)
     assert "Weights: the shipped animatediff_jax/assets/miniature (build budget" in shipped
+
+
+@pytest.mark.parametrize("argv", [
+    ["animatediff_jax.sample", "--out", "gs://bucket/samples"],
+    ["convert", "export-motion", "mm.ckpt", "gs:/bucket/adapter"],
+    ["animatediff_jax.data.build", "procedural", "--data_dir", "s3://bucket/tfds", "--name", "p"],
+    ["animatediff_jax.miniature.build", "--out", "gs://bucket/mini"],
+])
+def test_a_url_given_as_a_local_output_is_refused_before_any_work(tmp_path, argv):
+    """gs://bucket/x (or gs:/bucket, a slash missing) as an output made a local folder named 'gs:' after the
+    work; only train --workdir writes to Cloud Storage (tests/training/test_remote_workdir.py)."""
+    done = subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "not a local path (a URL would be written here, as a folder named" in done.stderr
+    assert os.listdir(tmp_path) == []
