@@ -34,9 +34,10 @@ def work():
 exit_cli(run_cli(work))
 """
 
-SWALLOWS = PRELUDE + """
+SWALLOWING = PRELUDE + """
+{imports}
 def work():
-    with run_folder(sys.argv[1], "run"):
+    with {output}:
         for i in range(600):  # like a callback that catches the interrupt and goes on
             try:
                 if i == 0:
@@ -46,20 +47,10 @@ def work():
                 pass
 exit_cli(run_cli(work))
 """
-
-SWALLOWS_HOLDING_A_WORKDIR = PRELUDE + """
-from animatediff_jax.training import workdir_lock
-def work():
-    with workdir_lock.hold(sys.argv[1]):  # training's start: the workdir made for its lock, nothing else yet
-        for i in range(600):
-            try:
-                if i == 0:
-                    print("ready", flush=True)
-                time.sleep(0.05)
-            except KeyboardInterrupt:
-                pass
-exit_cli(run_cli(work))
-"""
+SWALLOWS = SWALLOWING.format(imports="", output='run_folder(sys.argv[1], "run")')
+# training's start: the workdir made for its lock, nothing else in it yet
+SWALLOWS_HOLDING_A_WORKDIR = SWALLOWING.format(imports="from animatediff_jax.training import workdir_lock",
+                                               output="workdir_lock.hold(sys.argv[1])")
 
 OWN_HANDLER = PRELUDE + """
 def work():
