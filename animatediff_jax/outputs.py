@@ -218,7 +218,13 @@ def _refuse_suffix(path: str, folder: bool, suffixes: tuple[str, ...] | None) ->
                           f"{'one of ' if len(suffixes) > 1 else ''}{', '.join(suffixes)}")
 
 
+URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")  # scheme://...
 URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # gs://b, gs:/b, s3:b: each would make a local folder 'gs:'
+
+
+def is_url(path: str) -> bool:
+    """Whether `path` is a URL (scheme://...) rather than a local path."""
+    return URL.match(path) is not None
 
 
 def output_path(text: str) -> str:

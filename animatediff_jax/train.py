@@ -20,7 +20,7 @@ from typing import Sequence
 from animatediff_jax.data import require_data_extra
 from animatediff_jax.errors import ArgumentParser, UserError, run_cli
 from animatediff_jax.interrupts import exit_cli
-from animatediff_jax.outputs import input_path, path_or_url
+from animatediff_jax.outputs import input_path, is_url, path_or_url
 from animatediff_jax.training.config import HUB_KEYS, TrainingConfig, load_config
 
 # Packages the run imports that a lighter install may lack: name -> what needs it.
@@ -83,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
     if cfg.distributed.single_host:  # not on many hosts: the others would see process 0's lock
         from animatediff_jax.training.workdir_lock import check_free
         check_free(args.workdir)
-    from animatediff_jax.training.remote_workdir import check_workdir, is_remote  # fsspec: not for --help
+    from animatediff_jax.training.remote_workdir import check_workdir  # fsspec: not for --help
     check_workdir(args.workdir)
-    if not is_remote(args.workdir):
+    if not is_url(args.workdir):
         from animatediff_jax.run_folder import check_writable_parent  # imports numpy: not for --help
         check_writable_parent(args.workdir, "--workdir")
     check_requirements(cfg)

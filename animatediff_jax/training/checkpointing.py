@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from animatediff_jax.errors import InputError
-from animatediff_jax.training import remote_workdir
+from animatediff_jax.outputs import is_url
 
 
 def make_manager(directory: str, save_every: int, keep: int, async_save: bool = True
@@ -35,7 +35,7 @@ def make_manager(directory: str, save_every: int, keep: int, async_save: bool = 
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=max(int(save_every), 1), max_to_keep=max(int(keep), 1) if keep else None,
         enable_async_checkpointing=async_save, create=False)
-    if not remote_workdir.is_remote(directory):  # orbax wants an absolute local path; a gs:// URL stays as it is
+    if not is_url(directory):  # orbax wants an absolute local path; a gs:// URL stays as it is
         directory = os.path.abspath(directory)
     return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
 

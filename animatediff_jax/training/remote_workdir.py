@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 import tempfile
 
 import fsspec
 
 from animatediff_jax.errors import OutputError, UsageError
-from animatediff_jax.outputs import URL_LIKE
+from animatediff_jax.outputs import URL, URL_LIKE, is_url
 
-URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 PACKAGES = {"gs": "gcsfs"}  # the URL schemes a workdir may have, and what writes each
-
-
-def is_remote(path: str) -> bool:
-    """Whether `path` is a URL (scheme://...) rather than a local path."""
-    return URL.match(path) is not None
 
 
 def check_workdir(workdir: str, flag: str = "--workdir") -> None:
@@ -61,7 +54,7 @@ class Staging:
 
     def __init__(self, workdir: str):
         self.workdir = workdir
-        self.staged = is_remote(workdir)
+        self.staged = is_url(workdir)
         self.local = tempfile.mkdtemp(prefix="animatediff-workdir-") if self.staged else workdir
         self._copied: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) when copied
 

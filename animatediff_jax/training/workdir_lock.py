@@ -19,7 +19,7 @@ from typing import Iterator
 from animatediff_jax import interrupts
 from animatediff_jax.errors import OutputError
 from animatediff_jax.cleanup import missing_folders, remove_empty
-from animatediff_jax.outputs import write_failure
+from animatediff_jax.outputs import is_url, write_failure
 
 LOCK_NAME = ".train.lock"
 
@@ -29,7 +29,7 @@ def hold(workdir: str, flag: str = "--workdir") -> Iterator[None]:
     """Hold `workdir`'s training lock within the block; OutputError `<flag> <workdir>: another training
     run (pid N on host H) is using it` when a live process holds it. Call it on one process of a
     multi-host run (process 0: every host runs in the same workdir). `check_free` refuses early."""
-    if "://" in workdir:  # a remote workdir (gs://...) cannot be flocked: such runs are not guarded
+    if is_url(workdir):  # a remote workdir (gs://...) cannot be flocked: such runs are not guarded
         yield
         return
     created = missing_folders(workdir)
@@ -62,7 +62,7 @@ def check_free(workdir: str, flag: str = "--workdir") -> None:
     """The same refusal as `hold`'s, without taking the lock or writing anything: a single-host run
     calls it before its seconds of imports, so a second run is refused at once. `hold` stays the
     authority (a run starting between the two is refused there)."""
-    if "://" in workdir:
+    if is_url(workdir):
         return
     path = os.path.join(workdir, LOCK_NAME)
     try:
