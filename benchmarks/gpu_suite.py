@@ -7,13 +7,15 @@ Sampling: SD1.5 + motion module v2 with random weights at the real configs, 16 f
 steps, CFG 7.5 (doubled batch), batch 1, VAE decode included — ours in bfloat16 once per attention
 kernel vs diffusers' AnimateDiffPipeline in float16 with SDPA: seconds per video (median of the timed
 calls after a first call), first-call (compile) time, peak device memory, achieved TFLOP/s and its
-share of the measured bf16 matmul peak. Train step: SD1.5 + v2, batch 4 (configs/training/training.yaml)
-of 16 x 256² clips from pre-computed latents, motion modules trained, bfloat16, without and with
-gradient checkpointing (remat, the shipped config's setting): clips/s, MFU (vs the measured peak),
-peak memory. FLOPs are XLA's counts, made in a CPU process: the UNet's forward (CFG batch) x steps for
-sampling (text encoder and decode not counted), and the train step without remat (model FLOPs: the
-recomputation remat adds is not counted, as MFU is defined). Each part runs in its own process (its
-own peak memory; JAX and torch never share a device). Prints one Markdown table and writes the rows to `--json`.
+share of the measured bf16 matmul peak. Train step: SD1.5 + v2, batches of 16 x 256² clips from
+pre-computed latents (4 by default, configs/training/training.yaml's; `--train-batch 4 8` for more),
+motion modules trained, bfloat16, without gradient checkpointing at each batch and with it (remat, the
+shipped config's setting) at the first: clips/s, MFU (vs the measured peak), peak memory; `--profile DIR`
+adds a profile of one step. FLOPs are XLA's counts, made in a CPU process beside the others: the UNet's
+forward (CFG batch) x steps for sampling (text encoder and decode not counted), and the train step
+without remat (model FLOPs: the recomputation remat adds is not counted, as MFU is defined). Each part
+runs in its own process (its own peak memory; JAX and torch never share a device). Prints one Markdown
+table and writes the rows to `--json`.
 """
 from __future__ import annotations
 
@@ -102,11 +104,11 @@ def part_ours(smoke: bool, kernel: str) -> dict:
                 first_call_s=first, peak_gib=_device_peak_gib())
 
 
-def part_flops(smoke: bool) -> dict:
+def part_flops(smoke: bool, *train_batches: str) -> dict:
     """TFLOP of the sampling run's UNet forwards (XLA's count of one CFG forward, implementation "xla",
-    the same math counted exactly, x steps) and of one train step without remat. Run on CPU (`run_part`
-    sets JAX_PLATFORMS): lowering alone counts there, while jaxlib 0.11's GPU backend returns no analysis
-    for an uncompiled program."""
+    the same math counted exactly, x steps) and of one train step without remat at each of
+    `train_batches`. Run on CPU (`start_part` sets JAX_PLATFORMS), beside the device parts: lowering
+    alone counts there, while jaxlib 0.11's GPU backend returns no analysis for an uncompiled program."""
     import jax
     import jax.numpy as jnp
     from animatediff_jax.models.unet3d import UNet3DConditionModel
@@ -121,8 +123,9 @@ def part_flops(smoke: bool) -> dict:
     cost = jit(unet.apply).lower(params, *args).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     dtype = jnp.float32 if smoke else jnp.bfloat16
-    train = step_flops(unet_c, motion_c, t["batch"], t["frames"], latent_size(vae_c, t["size"]), dtype)
-    return dict(part="flops", sample_tflop=float(cost["flops"]) * s["steps"] / 1e12, train_tflop=train / 1e12)
+    train = {b: step_flops(unet_c, motion_c, int(b), t["frames"], latent_size(vae_c, t["size"]), dtype) / 1e12
+             for b in train_batches}
+    return dict(part="flops", sample_tflop=float(cost["flops"]) * s["steps"] / 1e12, train_tflop=train)
 
 
 def part_diffusers(smoke: bool) -> dict:
@@ -162,8 +165,11 @@ def part_diffusers(smoke: bool) -> dict:
                 s_per_video=statistics.median(times), first_call_s=first, peak_gib=peak)
 
 
-def part_train(smoke: bool, remat: str) -> dict:
-    """The train step, `remat` "on" (gradient checkpointing) or "off"; its FLOPs come from `part_flops`."""
+def part_train(smoke: bool, remat: str, batch: str, profile_dir: str = "") -> dict:
+    """The train step at `batch` clips, `remat` "on" (gradient checkpointing) or "off"; its FLOPs come
+    from `part_flops`. With `profile_dir`, one more step runs under `jax.profiler` and the folder gets
+    the trace (train_step.xplane.pb.gz), its summary (train_step_profile.md, `profile_summary`) and the
+    optimised HLO (train_step_hlo.txt.gz) that names the kernels' instructions."""
     import jax
     import jax.numpy as jnp
     from animatediff_jax.training.step import create_train_state
@@ -172,22 +178,49 @@ def part_train(smoke: bool, remat: str) -> dict:
     unet_c, motion_c, vae_c, _, _, t = configs(smoke)
     dtype = jnp.float32 if smoke else jnp.bfloat16
     unet, opt, step = build_step(unet_c, motion_c, dtype, remat == "on")
-    trainable, frozen, batch = inputs(unet, unet_c, t["batch"], t["frames"], latent_size(vae_c, t["size"]),
-                                    abstract=False)
+    trainable, frozen, batch_ = inputs(unet, unet_c, int(batch), t["frames"], latent_size(vae_c, t["size"]),
+                                     abstract=False)
     state = create_train_state(trainable, opt, 0)
     t0 = time.perf_counter()
-    compiled = jit(step, donate_argnums=0).lower(state, frozen, batch).compile()
+    compiled = jit(step, donate_argnums=0).lower(state, frozen, batch_).compile()
     compile_s = time.perf_counter() - t0
-    state, m = compiled(state, frozen, batch)
+    state, m = compiled(state, frozen, batch_)
     jax.block_until_ready(m)
     t0 = time.perf_counter()
     for _ in range(t["steps"]):
-        state, m = compiled(state, frozen, batch)
+        state, m = compiled(state, frozen, batch_)
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - t0) / t["steps"]
-    return dict(part="train", impl="ours train step" + (", remat" if remat == "on" else ""),
-                dtype=jnp.dtype(dtype).name, batch=t["batch"], step_s=step_s, clips_s=t["batch"] / step_s,
-                first_call_s=compile_s, peak_gib=_device_peak_gib())
+    row = dict(part="train", impl=f"ours train step, batch {batch}" + (", remat" if remat == "on" else ""),
+               dtype=jnp.dtype(dtype).name, batch=int(batch), step_s=step_s, clips_s=int(batch) / step_s,
+               first_call_s=compile_s, peak_gib=_device_peak_gib())
+    if profile_dir:  # the row first: a profiler that fails or hangs must not lose the measurement
+        print(json.dumps(row), flush=True)
+        try:
+            _profile(lambda: jax.block_until_ready(compiled(state, frozen, batch_)), compiled.as_text(), profile_dir)
+        except Exception as e:  # noqa: BLE001 - reported in the row; the timing above stands
+            row["profile_error"] = f"{type(e).__name__}: {e}"
+    return row
+
+
+def _profile(call, hlo: str, folder: str) -> None:
+    import glob
+    import gzip
+    import shutil
+    import jax
+    from benchmarks.profile_summary import summarize
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp)
+        call()
+        jax.profiler.stop_trace()
+        trace, = glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)
+        with open(trace, "rb") as src, gzip.open(os.path.join(folder, "train_step.xplane.pb.gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        with open(os.path.join(folder, "train_step_profile.md"), "w") as fh:
+            fh.write(summarize(trace))
+    with gzip.open(os.path.join(folder, "train_step_hlo.txt.gz"), "wt") as fh:
+        fh.write(hlo)
 
 
 def _time(call, timed: int) -> tuple[float, list[float]]:
@@ -203,27 +236,39 @@ def _time(call, timed: int) -> tuple[float, list[float]]:
 
 
 # ------------------------------------------------------------------ orchestration
-def run_part(args: list[str], smoke: bool, timeout: float, log: str | None) -> dict:
-    """One part in a fresh process; its last stdout line is its JSON row (an error row if it failed).
-    The part's stderr is appended to `log` when given (the full traceback of a failed part)."""
+def start_part(args: list[str], smoke: bool) -> subprocess.Popen:
+    """One part in a fresh process (the FLOP count on the CPU, every other part on the default device)."""
     cmd = [sys.executable, "-m", "benchmarks.gpu_suite", *(["--smoke"] if smoke else []), "--part", *args]
     env = dict(os.environ, **({"JAX_PLATFORMS": "cpu"} if args[0] == "flops" else {}))
-    if timeout < 30:
-        return dict(part=args[0], impl=" ".join(args), error="skipped: the suite's --budget is spent")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_part(proc: subprocess.Popen, args: list[str], timeout: float | None, log: str | None) -> dict:
+    """The part's JSON row, its last stdout line (an error row if it failed or outlasted `timeout`).
+    The part's stderr is appended to `log` when given (the full traceback of a failed part)."""
     try:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        row = dict(part=args[0], impl=" ".join(args), error=f"timed out after {timeout:.0f} s")
-        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or ""
+        stdout, stderr = proc.communicate(timeout=timeout)  # None: no limit
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        lines = stdout.strip().splitlines()  # a part that printed its row before hanging (profiling) keeps it
+        row = (dict(json.loads(lines[-1]), timed_out=f"after its row, at {timeout:.0f} s") if lines else
+               dict(part=args[0], impl=" ".join(args), error=f"timed out after {timeout:.0f} s"))
     else:
-        stderr = done.stderr
-        lines = done.stdout.strip().splitlines()
+        lines = stdout.strip().splitlines()
         row = (dict(part=args[0], impl=" ".join(args), error=(stderr.strip().splitlines() or ["?"])[-1])
-               if done.returncode or not lines else json.loads(lines[-1]))
+               if proc.returncode or not lines else json.loads(lines[-1]))
     if log:
         with open(log, "a") as fh:
             fh.write(f"===== part {' '.join(args)}: {row.get('error', 'ok')}\n{stderr}\n")
     return row
+
+
+def run_part(args: list[str], smoke: bool, timeout: float, log: str | None) -> dict:
+    """`start_part` then `finish_part`; a part given under 30 s is skipped, not started."""
+    if timeout < 30:
+        return dict(part=args[0], impl=" ".join(args), error="skipped: the suite's --budget is spent")
+    return finish_part(start_part(args, smoke), args, timeout, log)
 
 
 def table(rows: list[dict], peak: float | None) -> str:
@@ -252,9 +297,16 @@ def main(argv=None):
     p.add_argument("--part-timeout", type=float, default=300.0, help="seconds per part before it is abandoned")
     p.add_argument("--budget", type=float, default=float("inf"),
                    help="seconds for the whole suite: later parts get what is left, none under 30 s")
-    p.add_argument("--parts", nargs="+", choices=("ours", "diffusers", "train"), default=["ours", "diffusers", "train"],
+    p.add_argument("--parts", nargs="+", choices=("ours", "diffusers", "train", "remat"),
+                   default=["ours", "diffusers", "train", "remat"],
                    help="what to run: our sampling (each of --kernels), diffusers' sampling, the train step "
-                        "(without and with remat); all by default")
+                        "without remat (each of --train-batch), with remat (the first of --train-batch); "
+                        "all by default")
+    p.add_argument("--train-batch", nargs="+", type=int,
+                   help="clips per train step (default: the shipped training config's 4; 1 with --smoke)")
+    p.add_argument("--profile", metavar="DIR",
+                   help="profile one step of the first train part (no remat) and write its trace, summary "
+                        "and optimised HLO here")
     p.add_argument("--log", help="append each part's stderr (tracebacks of failed parts) to this file")
     p.add_argument("--part", nargs="+", help=argparse.SUPPRESS)  # internal: run one part, print its JSON row
     args = p.parse_args(argv)
@@ -264,6 +316,7 @@ def main(argv=None):
         print(json.dumps(fn(args.smoke, *rest)))
         return
     started = time.perf_counter()
+    batches = [str(b) for b in args.train_batch or [configs(args.smoke)[5]["batch"]]]
 
     def run(*part):
         left = args.budget - (time.perf_counter() - started)
@@ -273,16 +326,23 @@ def main(argv=None):
         with open(args.json, "w") as fh:
             json.dump(dict(peak=peak_row, rows=rows, smoke=args.smoke), fh, indent=1)
 
+    flops_args = ["flops", *batches]  # CPU-only: counts beside the device parts
+    flops_proc = start_part(flops_args, args.smoke)
     peak_row, rows = run("peak"), []
-    flops = run("flops")
     first, *rest = args.kernels
-    parts = [("ours", first), ("diffusers",), ("train", "off"), ("train", "on"), *(("ours", k) for k in rest)]
+    train = [("train", "off", b, *([args.profile] if args.profile and i == 0 else [])) for i, b in enumerate(batches)]
+    parts = [("ours", first), ("diffusers",), *train, ("remat", "on", batches[0]), *(("ours", k) for k in rest)]
     for part in (p for p in parts if p[0] in args.parts):
-        rows.append(run(*part))
-        if "error" not in rows[-1]:
-            rows[-1]["tflop"] = flops.get(f"{rows[-1]['part']}_tflop")
+        rows.append(run("train", *part[1:]) if part[0] == "remat" else run(*part))
         print(f"[{time.perf_counter() - started:.0f} s] {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
         save(rows)
+    left = args.budget - (time.perf_counter() - started)
+    flops = finish_part(flops_proc, flops_args, None if left == float("inf") else max(30.0, left), args.log)
+    for r in rows:
+        if "error" not in r:
+            r["tflop"] = (flops.get("sample_tflop") if r["part"] == "sample"
+                          else flops.get("train_tflop", {}).get(str(r["batch"])))
+    save(rows)
     peak = peak_row.get("peak_tflops")
     ref = next((r for r in rows if r.get("impl") == "diffusers SDPA" and "error" not in r), None)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, device {peak_row.get('device', '?')}, measured "

@@ -21,25 +21,30 @@ def test_gpu_suite_smoke_runs_every_part(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "failed" not in done.stdout, done.stdout
     rows = json.loads(out.read_text())["rows"]
-    assert [r["impl"] for r in rows] == ["ours chunked", "diffusers SDPA", "ours train step", "ours train step, remat"]
+    assert [r["impl"] for r in rows] == ["ours chunked", "diffusers SDPA", "ours train step, batch 1",
+                                         "ours train step, batch 1, remat"]
     for r in rows:
         assert r["first_call_s"] > 0 and r.get("s_per_video", r.get("step_s")) > 0, r
     assert rows[0]["tflop"] > 0 and rows[2]["clips_s"] > 0 and rows[3]["clips_s"] > 0
     assert rows[2]["tflop"] == rows[3]["tflop"] > 0  # model FLOPs: remat's recomputation is not counted
-    assert "| sample | ours chunked | float32 |" in done.stdout and "| train | ours train step |" in done.stdout
+    assert "| sample | ours chunked | float32 |" in done.stdout and "| train | ours train step, batch 1 |" in done.stdout
     log = (tmp_path / "parts.log").read_text()
     assert [line for line in log.splitlines() if line.startswith("=====")] == [
-        f"===== part {p}: ok" for p in ("peak", "flops", "ours chunked", "diffusers", "train off", "train on")]
+        f"===== part {p}: ok" for p in ("peak", "ours chunked", "diffusers", "train off 1", "train on 1", "flops 1")]
 
 
-def test_parts_selects_what_runs(tmp_path):
-    out = tmp_path / "suite.json"
+def test_parts_selects_what_runs_and_profile_writes_a_summary(tmp_path):
+    out, prof = tmp_path / "suite.json", tmp_path / "prof"
     done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", "--smoke", "--parts", "train",
-                           "--part-timeout", "1500", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=3600)
+                           "--train-batch", "1", "2", "--profile", str(prof), "--part-timeout", "1500",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [r["impl"] for r in rows] == ["ours train step", "ours train step, remat"], rows
+    assert [r["impl"] for r in rows] == ["ours train step, batch 1", "ours train step, batch 2"], rows
+    assert 1.9 < rows[1]["tflop"] / rows[0]["tflop"] < 2.1  # FLOPs counted at each batch
+    assert sorted(os.listdir(prof)) == ["train_step.xplane.pb.gz", "train_step_hlo.txt.gz", "train_step_profile.md"]
+    summary = (prof / "train_step_profile.md").read_text()
+    assert "| HLO instruction kind | ms | kernels | share |" in summary and "Kernel time in all:" in summary
 
 
 def test_a_part_past_the_suite_budget_is_skipped_not_started(tmp_path):
