@@ -8,6 +8,8 @@
 #                                          # package's needs), then run
 #   bash benchmarks/gpu.sh --no-install    # run with what is installed
 #   bash benchmarks/gpu.sh --smoke --no-install   # tiny configs on any machine (CPU), same code path
+#   bash benchmarks/gpu.sh --parts train --train-batch 4 8 --profile prof   # train step only, at two batches,
+#                                          # one step profiled (prof/train_step_profile.md)
 #
 # The package is run from this checkout (benchmarks/gpu_suite.py puts it on sys.path), not installed.
 # Measured on one H200 (2026-12-04, BENCHMARKS.md): its image had JAX with CUDA 13 and no network; the
