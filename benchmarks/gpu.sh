@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-shot GPU suite: on a machine with an NVIDIA GPU, install what it lacks and run the sampling and
-# train-step comparison at the real SD1.5 + v2 sizes (< 8 min once installed). Markdown table on
-# stdout, rows in gpu_suite.json (or --json PATH).
+# train-step comparison at the real SD1.5 + v2 sizes. Markdown table on stdout, rows in gpu_suite.json
+# (or --json PATH). On one H200 the default parts, timed in separate runs, took about 1.5 min (ours,
+# per attention kernel), 1 min (diffusers) and 2.5 min (train step, batch 4; over 3.3 min once, its
+# compile grown): 7-8 min or more together, not yet timed in one run (BENCHMARKS.md).
 #
 #   bash benchmarks/gpu.sh                 # pip-install the packages missing here (jax[cuda12] where nvidia-smi
 #                                          # is and JAX sees no GPU; torch, diffusers, transformers, this

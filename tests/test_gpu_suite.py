@@ -15,7 +15,8 @@ def test_gpu_suite_smoke_runs_every_part(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=os.pathsep.join(
         p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
     done = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--smoke", "--no-install",
-                           "--kernels", "chunked", "--part-timeout", "1500", "--json", str(out),
+                           "--kernels", "chunked", "--parts", "ours", "diffusers", "train", "remat",
+                           "--part-timeout", "1500", "--json", str(out),
                            "--log", str(tmp_path / "parts.log")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -33,7 +34,7 @@ def test_gpu_suite_smoke_runs_every_part(tmp_path):
         f"===== part {p}: ok" for p in ("peak", "ours chunked", "diffusers", "train off 1", "train on 1", "flops 1")]
 
 
-def test_parts_selects_what_runs_and_profile_writes_a_summary(tmp_path):
+def test_parts_selects_what_runs_and_profile_writes_a_summary(tmp_path):  # remat is not a default part
     out, prof = tmp_path / "suite.json", tmp_path / "prof"
     done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", "--smoke", "--parts", "train",
                            "--train-batch", "1", "2", "--profile", str(prof), "--part-timeout", "1500",
