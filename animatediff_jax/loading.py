@@ -55,7 +55,7 @@ from convert.base import BaseModel, BasePlan, convert_base, load_base, plan_base
 from convert.io import checkpoint_format
 from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora, read_motion_lora,
                          read_spatial_lora)
-from convert.motion import MotionModule, load_motion_module
+from convert.motion import MotionModule, assumed_message, load_motion_module
 from convert.param_shapes import flax_param_shapes, module_param_shapes
 from animatediff_jax.hub_ids import is_hub_id
 from convert.sources import HUB_PATTERNS, SD_COMPONENTS, resolve_source, weights_file, weights_variant
@@ -64,9 +64,11 @@ from convert.unet3d_checkpoint import check_kind, read_unet3d_checkpoint
 
 # How errors name each file: by its role (Python API) or by the CLI flag that gave it (`sample`).
 ROLES = dict(base="base model", dreambooth="DreamBooth checkpoint", motion_module="motion module", loras="LoRA",
-             motion_loras="MotionLoRA", domain_adapter="domain adapter", tokenizer="tokenizer")
+             motion_loras="MotionLoRA", domain_adapter="domain adapter", tokenizer="tokenizer",
+             motion_heads="motion_heads", motion_norm_groups="motion_norm_groups")
 FLAGS = dict(base="--base", dreambooth="--dreambooth", motion_module="--motion-module", loras="--lora",
-             motion_loras="--motion-lora", domain_adapter="--domain-adapter", tokenizer="--tokenizer")
+             motion_loras="--motion-lora", domain_adapter="--domain-adapter", tokenizer="--tokenizer",
+             motion_heads="--motion-heads", motion_norm_groups="--motion-norm-groups")
 
 
 class LoadError(InputError):
@@ -212,13 +214,13 @@ def _load_motion(path: str, absolute: str, key: str, settings: tuple, cache_dir:
         save_params(cached, mm.params, config=mm.config, source=f"motion:{absolute}",
                     metadata={"motion": json.dumps({"block_out_channels": list(mm.block_out_channels),
                                                     "layers_per_block": mm.layers_per_block,
-                                                    "version": mm.version})})
+                                                    "version": mm.version, "assumed": list(mm.assumed)})})
     params, meta = load_params(cached)  # zero-copy
     if "motion" not in meta:
         raise LoadError(f"{path}: a Flax params file but not a motion module (no motion metadata)")
     info = json.loads(meta["motion"])
     mm = MotionModule(params, load_config(meta), tuple(info["block_out_channels"]), int(info["layers_per_block"]),
-                      info["version"])
+                      info["version"], assumed=tuple(info.get("assumed", ())))  # what the source did not state
     heads, groups = mm.config.num_attention_heads, mm.config.norm_num_groups
     if any(c % heads or c % groups for c in mm.block_out_channels):  # a damaged or hand-edited config
         raise LoadError(f"{path}: its config (num_attention_heads={heads}, norm_num_groups={groups}) does not "
@@ -366,6 +368,11 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
                 variants |= {weights_variant(weights_file(local.motion_module, variant=files.variant))}
         except UserError as e:
             raise _named(e, names["motion_module"]) from e
+        said = assumed_message(names["motion_module"] + " " + files.motion_module, mm,
+                               {"num_attention_heads": names["motion_heads"],
+                                "norm_num_groups": names["motion_norm_groups"]})
+        if said:
+            warnings.warn(said)
         check_motion_fits(base.configs["unet"], mm, files.motion_module, files.base, names)
     return CheckedFiles(files, base, dreambooth, mm, tokenizer, variants=variants,
                         **_read_loras(files, local, base.configs, mm, names))

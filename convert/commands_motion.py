@@ -79,21 +79,13 @@ def load_motion(path: str, args=None):
                               progress=not getattr(args, "quiet", True))
 
 
-# what an original-format file leaves unsaid, by MotionConfig field (`MotionModule.assumed`): its words, its flag
-_ASSUMED = {"num_attention_heads": ("attention heads", "--heads"),
-            "norm_num_groups": ("GroupNorm groups", "--norm-groups")}
-
-
 def warn_assumed(source: str, mm) -> None:
     """One stderr line when `mm` (read from `source`) has heads or groups that neither a flag nor the file
-    stated (`MotionModule.assumed`: an original-format file), naming the values assumed and the flags."""
-    if mm.assumed:
-        said = " and ".join(f"{getattr(mm.config, field)} {_ASSUMED[field][0]}" for field in mm.assumed)
-        flags = " ".join(f"{_ASSUMED[field][1]} N" for field in mm.assumed)
-        print(f"warning: {source}: an original-format file stores neither attention heads nor GroupNorm groups; "
-              f"assumed {said} (the original's default{'s' * (len(mm.assumed) > 1)}): if the module was trained "
-              f"with others, pass {flags}",
-              file=sys.stderr)
+    stated (`convert.motion.assumed_message`), naming the values assumed and this command's flags."""
+    from convert.motion import assumed_message
+    said = assumed_message(source, mm, {"num_attention_heads": "--heads", "norm_num_groups": "--norm-groups"})
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
 
 
 def _save_motion(path: str, mm, origin: str, source: str, args) -> None:

@@ -85,6 +85,21 @@ class MotionModule:
     assumed: tuple[str, ...] = ()
 
 
+ASSUMED_WORDS = {"num_attention_heads": "attention heads", "norm_num_groups": "GroupNorm groups"}
+
+
+def assumed_message(source: str, mm: MotionModule, flags: Mapping[str, str]) -> str | None:
+    """The warning for a module `mm` read from `source` whose heads or groups neither the user nor the file
+    stated (`MotionModule.assumed`: an original-format file), naming the values assumed and how to state
+    them (`flags`: by MotionConfig field, e.g. "--heads"); None when nothing was assumed."""
+    if not mm.assumed:
+        return None
+    said = " and ".join(f"{getattr(mm.config, field)} {ASSUMED_WORDS[field]}" for field in mm.assumed)
+    return (f"{source}: an original-format file stores neither attention heads nor GroupNorm groups; assumed "
+            f"{said} (the original's default{'s' * (len(mm.assumed) > 1)}): if the module was trained with "
+            f"others, pass {' '.join(f'{flags[field]} N' for field in mm.assumed)}")
+
+
 # Original-format `.safetensors` written by `convert/export.py` keep what the format cannot show (the
 # original's loaders assume 8 heads, 32 groups) in their metadata, under diffusers' MotionAdapter names.
 HEADS_METADATA = "motion_num_attention_heads"

@@ -116,3 +116,36 @@ def test_motion_heads_and_groups_flags_reach_an_original_file(tmp_path, jobs, ca
         np.testing.assert_array_equal(np.asarray(flatten(said.params)[path]), np.asarray(value))
     with pytest.raises(loading.LoadError, match="asked for {'heads': 8}"):
         loading.load_motion(shipped, cache, heads=8)
+
+
+def _validate(files, *extra):
+    with pytest.raises(Validated):
+        sample.main(["--base", str(files / "base"), "--motion-module", str(files / "v3.safetensors"),
+                     "--prompt", "a cat", "--W", "32", "--H", "32", "--L", "4", *extra])
+
+
+def _assumed(record) -> list[str]:
+    return [str(w.message) for w in record if "stores neither attention heads" in str(w.message)]
+
+
+def test_an_original_format_module_says_what_was_assumed_on_every_run(files, jobs):
+    for run in range(2):  # the second reads the conversion cache: the warning must not depend on converting
+        loading._load_motion.cache_clear()
+        with pytest.warns(UserWarning) as record:
+            _validate(files)
+        assert _assumed(record) == [
+            f"--motion-module {files / 'v3.safetensors'}: an original-format file stores neither attention heads "
+            "nor GroupNorm groups; assumed 8 attention heads and 32 GroupNorm groups (the original's defaults): if "
+            "the module was trained with others, pass --motion-heads N --motion-norm-groups N"], run
+    loading._load_motion.cache_clear()
+    with pytest.warns(UserWarning) as record:
+        _validate(files, "--motion-heads", "8")
+    assert _assumed(record) == [
+        f"--motion-module {files / 'v3.safetensors'}: an original-format file stores neither attention heads "
+        "nor GroupNorm groups; assumed 32 GroupNorm groups (the original's default): if the module was trained "
+        "with others, pass --motion-norm-groups N"]
+
+
+def test_a_module_whose_heads_and_groups_are_stated_gets_no_warning(files, jobs, recwarn):
+    _validate(files, "--motion-heads", "8", "--motion-norm-groups", "32")
+    assert _assumed(recwarn) == []
