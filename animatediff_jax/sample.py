@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import shlex
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -264,16 +265,19 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
     together, sizes fit the models' geometry (from their configs), settings are consistent; the
     latents and the init video are read here (once). Returns the weight variants (None: plain) of the
     diffusers folders' weights read (for `warn_unused_variants`)."""
+    import jax  # noqa: PLC0415 - sample's --help must not
     from animatediff_jax import loading  # noqa: PLC0415 - imports jax and convert/ (keeps --help fast)
     from animatediff_jax.file_roles import check_model_path  # noqa: PLC0415 - imports loading
+    from animatediff_jax.models.attention import warn_unavailable  # noqa: PLC0415
     from animatediff_jax.models.unet3d import UNet3DConditionModel  # noqa: PLC0415
     from animatediff_jax.sampling.pipeline import (  # noqa: PLC0415
-        check_motion_scales, check_video_size, configured_sampler)
+        check_motion_scales, check_video_size, configured_sampler, default_dtype)
     from animatediff_jax.sampling.samplers import start_index  # noqa: PLC0415
     checked, videos, latents, variants = {}, {}, {}, frozenset()
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
         where = job_prefix(job, len(jobs))
+        warn_unavailable(o.attention, jax.default_backend(), o.dtype or default_dtype())  # cached programs: no trace
         names, labels = file_names(job)
         for role in ("base", "dreambooth", "motion_module", "tokenizer"):
             check_model_path(m.get(role), role, names, labels)  # one of our files given to the wrong flag or key
@@ -355,6 +359,11 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
                 if shape != videos[key].shape[:3]:
                     print(f"--init-video {o.init_video}: {'x'.join(map(str, shape))} (frames x height x width) "
                           f"resampled to {'x'.join(map(str, videos[key].shape[:3]))} (frames evenly in time, bicubic)")
+                (h, w), (out_h, out_w) = shape[1:], (s["height"], s["width"])
+                if abs(w * out_h - out_w * h) > 0.01 * w * out_h:  # aspects differ by over 1%
+                    warnings.warn(f"--init-video {o.init_video}: its {w}x{h} frames are stretched to {out_w}x{out_h} "
+                                  f"(aspect {w / h:.2f} to {out_w / out_h:.2f}, as diffusers' video-to-video does); "
+                                  "crop the video to the output's aspect to keep its proportions")
             job.init_video = videos[key]
         if o.latents:
             if o.latents not in latents:
@@ -557,7 +566,7 @@ def run(args, argv: list[str]) -> str:
         print(f"sampling into {args.out}/ (the run folder appears there when every file is written)")
         with output_errors(folder.partial), open(os.path.join(folder.partial, "command.txt"), "w",
                                                  encoding="utf-8") as f:
-            f.write(" ".join([PROG] + [repr(a) if " " in a else a for a in argv]) + "\n")
+            f.write(f"{PROG} {shlex.join(argv)}\n")  # shell-quoted: re-running it gives the same arguments
         samples, used, idx = [], [], 0
         for job in jobs:
             e, s, o = job.entry, job.sizes, job.opts

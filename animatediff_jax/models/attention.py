@@ -40,6 +40,7 @@ KEY_CHUNK = 512         # keys per block of "chunked" (one online-softmax step)
 BLOCK_SCORES = 2 ** 20  # float32 scores per block (4 MiB): rows per block = BLOCK_SCORES // (Lq_blk * Lk_blk)
 CHUNKED_MIN_KEYS = 256  # "auto" off cuDNN/TPU flash: "chunked" from Lq, Lk >= this, "xla" below
 TPU_FLASH_BLOCK = 128   # the Pallas TPU kernel's default block; sequence lengths must be multiples of it
+FALLBACK = "chunked"    # what runs where "cudnn" or "tpu_flash" cannot (any backend, any length)
 _warned: set[str] = set()
 
 
@@ -59,7 +60,7 @@ def attention(q, k, v, *, implementation: str = "auto", query_chunk: int = QUERY
     kernel, reason = resolve_implementation(implementation, jax.default_backend(), q.dtype, q.shape[1], k.shape[1],
                                             q.shape[-1], _compute_capability(), jax.device_count())
     if reason is not None:
-        _warn_once(f"attention implementation {implementation!r} unavailable ({reason}); using {kernel!r} instead.")
+        _warn_once(_fallback_message(implementation, reason))
     if kernel == "cudnn":
         return _cudnn(q, k, v)
     if kernel == "tpu_flash":
@@ -78,7 +79,7 @@ def resolve_implementation(implementation: str, backend: str, dtype, lq: int, lk
         return select_implementation(backend, dtype, lq, lk, head_dim, compute_capability, devices), None
     reason = (cudnn_unsupported(backend, dtype, head_dim, compute_capability) if implementation == "cudnn" else
               tpu_flash_unsupported(backend, lq, lk) if implementation == "tpu_flash" else None)
-    return ("chunked", reason) if reason is not None else (implementation, None)
+    return (FALLBACK, reason) if reason is not None else (implementation, None)
 
 
 def select_implementation(backend: str, dtype, lq: int, lk: int, head_dim: int,
@@ -103,12 +104,37 @@ def select_implementation(backend: str, dtype, lq: int, lk: int, head_dim: int,
     return "chunked" if long else "xla"
 
 
+def unavailable(implementation: str, backend: str, dtype) -> str | None:
+    """Why `implementation` runs on no input at all on `backend` in `dtype` (None: it may run; whether it
+    does can still depend on the shapes, `resolve_implementation`)."""
+    if implementation == "cudnn":
+        if backend != "gpu":
+            return f"backend is {backend!r}, cuDNN needs a GPU"
+        if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+            return f"dtype is {jnp.dtype(dtype)}, cuDNN flash attention needs bfloat16 or float16"
+    if implementation == "tpu_flash" and backend != "tpu":
+        return f"backend is {backend!r}, the Pallas flash kernel needs a TPU"
+    return None
+
+
+def warn_unavailable(implementation: str, backend: str, dtype) -> None:
+    """The warning `attention` gives while tracing when `implementation` cannot run on `backend` in `dtype`,
+    given up front: a program read from the compilation cache is not traced again, so a command that may
+    run one says it before (once per process: tracing then repeats nothing)."""
+    reason = unavailable(implementation, backend, dtype)
+    if reason is not None:
+        _warn_once(_fallback_message(implementation, reason))
+
+
+def _fallback_message(implementation: str, reason: str) -> str:
+    return f"attention implementation {implementation!r} unavailable ({reason}); using {FALLBACK!r} instead."
+
+
 def cudnn_unsupported(backend: str, dtype, head_dim: int, compute_capability: str | None) -> str | None:
     """Why cuDNN flash attention cannot run these inputs (None when it can)."""
-    if backend != "gpu":
-        return f"backend is {backend!r}, cuDNN needs a GPU"
-    if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
-        return f"dtype is {jnp.dtype(dtype)}, cuDNN flash attention needs bfloat16 or float16"
+    reason = unavailable("cudnn", backend, dtype)
+    if reason is not None:
+        return reason
     major = int(str(compute_capability or "0").split(".")[0])
     max_head_dim = 256 if major >= 9 else 128  # as jax._src.cudnn.fused_attention_stablehlo checks
     if head_dim % 8 or head_dim > max_head_dim:
@@ -120,7 +146,7 @@ def cudnn_unsupported(backend: str, dtype, head_dim: int, compute_capability: st
 def tpu_flash_unsupported(backend: str, lq: int, lk: int) -> str | None:
     """Why the Pallas TPU flash-attention kernel cannot run these lengths (None when it can)."""
     if backend != "tpu":
-        return f"backend is {backend!r}, the Pallas flash kernel needs a TPU"
+        return unavailable("tpu_flash", backend, None)
     if lq % TPU_FLASH_BLOCK or lk % TPU_FLASH_BLOCK:
         return f"sequence lengths {lq}, {lk} are not multiples of {TPU_FLASH_BLOCK}"
     return None

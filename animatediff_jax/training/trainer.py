@@ -26,6 +26,7 @@ from animatediff_jax import sharding as shd
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.data.train_input import TrainInput, source_from_config
 from animatediff_jax.errors import InputError, UsageError, UserError
+from animatediff_jax.models.attention import warn_unavailable
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from animatediff_jax.models.init import param_shapes
@@ -137,6 +138,7 @@ def build_models(cfg: TrainingConfig, decoder: bool = False):
         unet_cfg = cfg.unet_config or UNetConfig()
         vae_cfg = cfg.vae_config or VAEConfig()
         text_cfg = cfg.text_encoder_config or CLIPTextConfig()
+    warn_unavailable(cfg.attention_impl, jax.default_backend(), dtype)  # a cached step is not traced again
     unet = UNet3DConditionModel(unet_cfg, motion, dtype=dtype, param_dtype=jnp.float32,
                                 attention_impl=cfg.attention_impl, remat=cfg.gradient_checkpointing)
     vae = AutoencoderKL(vae_cfg, dtype=dtype)

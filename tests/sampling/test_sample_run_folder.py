@@ -5,6 +5,7 @@ stand-in pipeline returning fixed frames, so each test takes seconds.
 """
 import errno
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,6 +65,20 @@ def test_success_renames_the_partial_folder_into_place(out, monkeypatch, capsys)
     assert oct(os.stat(out / run).st_mode & 0o777) == oct(0o777 & ~mask)
     for path in [out / run / "sample.gif", out / run / "config.yaml", *(out / run / "sample").iterdir()]:
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~mask), path
+
+
+def test_command_txt_is_the_command_shell_quoted(out, monkeypatch):
+    monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: StandInPipeline())
+    prompt = """日本語 a girl's "red" circle: #1 $HOME `x` \\ ; | & *"""
+    assert _main(out, prompt=prompt) == 0
+    (run,) = os.listdir(out)
+    line = (out / run / "command.txt").read_text(encoding="utf-8")
+    assert line.startswith(f"{sample.PROG} ") and line.endswith("\n")
+    args = ["--prompt", prompt, "--steps", "1", "--frames", "4", "--no-progress", "--out", str(out)]
+    assert shlex.split(line.removeprefix(sample.PROG)) == args
+    echoed = subprocess.run(["bash", "-c", 'printf "%s\\n" ' + line.removeprefix(sample.PROG)],
+                            capture_output=True, text=True, check=True).stdout  # what bash passes the command
+    assert echoed.splitlines() == args
 
 
 @pytest.mark.parametrize("failure", ["load", "nan", "enospc"])

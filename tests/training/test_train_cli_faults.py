@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -21,6 +22,7 @@ from animatediff_jax import train
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.data.procedural_tfds import ProceduralConfig, ProceduralVideos
 from animatediff_jax.errors import InputError, UsageError
+from animatediff_jax.models import attention as attention_lib
 from animatediff_jax.params import flatten
 from animatediff_jax.sampling.pipeline import AnimateDiffPipeline
 from animatediff_jax.training import config, metrics, trainer, workdir_lock
@@ -139,6 +141,16 @@ def test_a_sample_size_the_vae_cannot_downsample_is_a_usage_error(tmp_path):
         load_config(None, tiny.overrides(tok, train_data={**data, "sample_size": 33}) + ["vae_config=null"])
     with pytest.raises(UsageError, match=r"^train_data.sample_size: 34 pixels is not a multiple of 4"):
         load_config(None, tiny.overrides(tok, train_data={**data, "sample_size": 34}))  # tiny's 3-level VAE
+
+
+def test_an_unavailable_attention_kernel_is_said_when_the_models_are_built(overrides, monkeypatch, recwarn):
+    """Before the step is traced (a step read from the compilation cache is not traced at all)."""
+    if jax.default_backend() == "gpu":
+        pytest.skip("cuDNN runs here")
+    monkeypatch.setattr(attention_lib, "_warned", set())
+    trainer.build_models(load_config(None, overrides + ["attention_impl=cudnn"]))
+    said = [str(w.message) for w in recwarn if "unavailable" in str(w.message)]
+    assert len(said) == 1 and "'cudnn' unavailable" in said[0] and "using 'chunked' instead" in said[0], said
 
 
 def test_training_starts_from_the_projects_flax_motion_module(overrides, tmp_path):
