@@ -170,34 +170,20 @@ def part_train(smoke: bool, remat: str, batch: str, profile_dir: str = "") -> di
     from `part_flops`. With `profile_dir`, one more step runs under `jax.profiler` and the folder gets
     the trace (train_step.xplane.pb.gz), its summary (train_step_profile.md, `profile_summary`) and the
     optimised HLO (train_step_hlo.txt.gz) that names the kernels' instructions."""
-    import jax
     import jax.numpy as jnp
-    from animatediff_jax.training.step import create_train_state
-    from animatediff_jax.xla_options import jit
-    from benchmarks.train_step import build_step, inputs
+    from benchmarks.train_step import compile_and_time
     unet_c, motion_c, vae_c, _, _, t = configs(smoke)
     dtype = jnp.float32 if smoke else jnp.bfloat16
-    unet, opt, step = build_step(unet_c, motion_c, dtype, remat == "on")
-    trainable, frozen, batch_ = inputs(unet, unet_c, int(batch), t["frames"], latent_size(vae_c, t["size"]),
-                                     abstract=False)
-    state = create_train_state(trainable, opt, 0)
-    t0 = time.perf_counter()
-    compiled = jit(step, donate_argnums=0).lower(state, frozen, batch_).compile()
-    compile_s = time.perf_counter() - t0
-    state, m = compiled(state, frozen, batch_)
-    jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for _ in range(t["steps"]):
-        state, m = compiled(state, frozen, batch_)
-    jax.block_until_ready(m)
-    step_s = (time.perf_counter() - t0) / t["steps"]
+    compiled, run, compile_s, step_s = compile_and_time(unet_c, motion_c, int(batch), t["frames"],
+                                                        latent_size(vae_c, t["size"]), t["steps"], dtype,
+                                                        remat == "on")
     row = dict(part="train", impl=f"ours train step, batch {batch}" + (", remat" if remat == "on" else ""),
                dtype=jnp.dtype(dtype).name, batch=int(batch), step_s=step_s, clips_s=int(batch) / step_s,
                first_call_s=compile_s, peak_gib=_device_peak_gib())
     if profile_dir:  # the row first: a profiler that fails or hangs must not lose the measurement
         print(json.dumps(row), flush=True)
         try:
-            _profile(lambda: jax.block_until_ready(compiled(state, frozen, batch_)), compiled.as_text(), profile_dir)
+            _profile(run, compiled.as_text(), profile_dir)
         except Exception as e:  # noqa: BLE001 - reported in the row; the timing above stands
             row["profile_error"] = f"{type(e).__name__}: {e}"
     return row

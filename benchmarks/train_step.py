@@ -63,9 +63,13 @@ def inputs(unet, unet_cfg, batch, frames, latent, abstract):
     return jax.device_put((trainable, frozen, batch_))
 
 
-def measure(batch, frames, latent, steps, dtype, remat):
-    unet, opt, step = build_step(SMALL, SMALL_MOTION, dtype, remat)
-    trainable, frozen, b = inputs(unet, SMALL, batch, frames, latent, abstract=False)
+def compile_and_time(unet_cfg, motion_cfg, batch, frames, latent, steps, dtype, remat):
+    """Compile the train step for these settings and time `steps` calls after a warm-up call.
+
+    Returns (compiled, run, compile_s, step_s): `run()` calls the compiled step once more on the same
+    inputs and waits for it (profiling), seconds are wall-clock."""
+    unet, opt, step = build_step(unet_cfg, motion_cfg, dtype, remat)
+    trainable, frozen, b = inputs(unet, unet_cfg, batch, frames, latent, abstract=False)
     state = create_train_state(trainable, opt, 0)
     t0 = time.perf_counter()
     compiled = jit(step, donate_argnums=0).lower(state, frozen, b).compile()
@@ -76,7 +80,17 @@ def measure(batch, frames, latent, steps, dtype, remat):
     for _ in range(steps):
         state, m = compiled(state, frozen, b)
     jax.block_until_ready(m)
-    dt = (time.perf_counter() - t0) / steps
+    step_s = (time.perf_counter() - t0) / steps
+
+    def run():  # the state was donated: step from the latest one
+        nonlocal state
+        state, metrics = compiled(state, frozen, b)
+        jax.block_until_ready(metrics)
+    return compiled, run, compile_s, step_s
+
+
+def measure(batch, frames, latent, steps, dtype, remat):
+    compiled, _, compile_s, dt = compile_and_time(SMALL, SMALL_MOTION, batch, frames, latent, steps, dtype, remat)
     flops = compiled_flops(compiled)
     mem = compiled.memory_analysis()
     mem_bytes = None if mem is None else (mem.argument_size_in_bytes + mem.output_size_in_bytes

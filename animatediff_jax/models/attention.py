@@ -145,8 +145,9 @@ def cudnn_unsupported(backend: str, dtype, head_dim: int, compute_capability: st
 
 def tpu_flash_unsupported(backend: str, lq: int, lk: int) -> str | None:
     """Why the Pallas TPU flash-attention kernel cannot run these lengths (None when it can)."""
-    if backend != "tpu":
-        return unavailable("tpu_flash", backend, None)
+    reason = unavailable("tpu_flash", backend, None)
+    if reason is not None:
+        return reason
     if lq % TPU_FLASH_BLOCK or lk % TPU_FLASH_BLOCK:
         return f"sequence lengths {lq}, {lk} are not multiples of {TPU_FLASH_BLOCK}"
     return None
