@@ -30,6 +30,7 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "pillow>=9",  # GIF / PNG
+        "natsort>=8",  # frames of a folder in numeric order (1.png, 2.png, ..., 10.png)
         "av>=12",  # PyAV: MP4 writing (every sample run) and video reading
         "tensorboardX>=2.6",  # training's TensorBoard writer
     ],

@@ -279,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--freeinit-iters", type=pos, default=1, help="FreeInit passes (1 = off)")
     g.add_argument("--freeinit-filter", choices=("butterworth", "gaussian", "ideal"), default="butterworth",
                    help="FreeInit's low-pass filter")
-    g.add_argument("--init-video", type=input_path, help="video-to-video: input GIF / MP4 / frame folder")
+    g.add_argument("--init-video", type=input_path,
+                   help="video-to-video: input GIF / MP4 / frame folder, resampled to the output's frames and "
+                        "size (evenly in time; bicubic, stretched if its aspect differs)")
     g.add_argument("--strength", type=ArgumentParser.number(above=0, high=1),
                    help=f"video-to-video strength, only with --init-video (default: {DEFAULT_STRENGTH})")
     g.add_argument("--latents", type=input_path, help="initial noise .npy in diffusers layout (batch, channels, frames, h, w)")

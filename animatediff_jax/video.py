@@ -16,6 +16,7 @@ from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
+from natsort import natsorted, ns
 
 from animatediff_jax.errors import InputError
 from animatediff_jax.outputs import refuse_unsafe_target, target
@@ -280,13 +281,31 @@ def _read_av(path: str) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def frame_names(names) -> list[str]:
+    """The image files of a frames folder's listing in frame order: natural order, so `1.png, 2.png, ...,
+    10.png` (ffmpeg's `%d.png`) read as numbered, not as text (`1, 10, 2`); zero-padded names sort the
+    same either way. Hidden files and other suffixes than `FRAME_SUFFIXES` are left out."""
+    return natsorted((n for n in names if n.lower().endswith(FRAME_SUFFIXES) and not n.startswith(".")),
+                     alg=ns.PATH)
+
+
 def _read_png_dir(path: str) -> np.ndarray:
     from PIL import Image
 
-    names = sorted(n for n in os.listdir(path) if n.lower().endswith((".png", ".jpg", ".jpeg")))
+    names = frame_names(os.listdir(path))
     if not names:
-        raise ValueError(f"{path}: folder holds no .png/.jpg frames")
-    return np.stack([np.asarray(Image.open(os.path.join(path, n)).convert("RGB")) for n in names])
+        raise ValueError(f"folder holds no frames ({'/'.join(s[1:] for s in FRAME_SUFFIXES)} files)")
+    frames = []
+    for name in names:
+        with Image.open(os.path.join(path, name)) as im:
+            frames.append(np.asarray(im.convert("RGB")))
+        if frames[-1].shape != frames[0].shape:
+            raise ValueError(f"frame {name} is {frames[-1].shape[1]}x{frames[-1].shape[0]}, the first ({names[0]}) "
+                             f"{frames[0].shape[1]}x{frames[0].shape[0]}: a folder's frames must share one size")
+    return np.stack(frames)
 
 
 def read_video(path, num_frames: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -145,3 +145,23 @@ def test_sample_paths_never_reuse(tmp_path):
     assert first == {".gif": str(tmp_path / "sample.gif"), ".mp4": str(tmp_path / "sample.mp4")}
     V.write_gif(first[".gif"], _few_colours())
     assert V.sample_paths(tmp_path, "sample")[".mp4"] == str(tmp_path / "sample-1.mp4")
+
+
+def test_a_frames_folder_reads_in_numeric_order_and_names_a_bad_frame(tmp_path):
+    # ffmpeg's `%d.png` writes 1.png ... 12.png: read as text they would come 1, 10, 11, 12, 2, ...
+    folder = tmp_path / "numbered"
+    folder.mkdir()
+    for i in range(1, 13):
+        suffix = ".webp" if i == 7 else ".png"  # any image format Pillow reads, lossless here
+        Image.new("RGB", (8, 8), (10 * i, 0, 0)).save(folder / f"{i}{suffix}", lossless=True)
+    (folder / "notes.txt").write_text("not a frame")
+    (folder / ".hidden.png").write_bytes(b"")  # e.g. an editor's or a sync tool's leftovers
+    np.testing.assert_array_equal(V.read_frames(folder)[:, 0, 0, 0], [10 * i for i in range(1, 13)])
+
+    Image.new("RGB", (8, 6)).save(folder / "13.png")
+    with pytest.raises(ValueError, match=r"numbered: cannot read as a video \(frame 13.png is 8x6, the first "
+                                         r"\(1.png\) 8x8: a folder's frames must share one size\)"):
+        V.read_frames(folder)
+    with pytest.raises(ValueError, match="empty: cannot read as a video .folder holds no frames .png/jpg/jpeg/webp"):
+        (tmp_path / "empty").mkdir()
+        V.read_frames(tmp_path / "empty")
