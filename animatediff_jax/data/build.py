@@ -6,7 +6,8 @@
         --num_examples 10000 [--style stripes --trigger sks --images]
 
 Prints the dataset directory (what `train_data.dataset_dir` and `precompute --source` take) and,
-for WebVid, how many clips were written and how many rows/videos were skipped, per reason. An existing
+for WebVid, how many clips were written, how many of them were padded or slowed from short videos,
+and how many rows/videos were skipped, per reason (the builder's own lines, on stderr). An existing
 dataset of that name is refused unless `--overwrite` is given (then rebuilt, replacing it once complete).
 """
 from __future__ import annotations
@@ -54,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     w.add_argument("--frames", type=ArgumentParser.integer(1), default=16)
     w.add_argument("--stride", type=ArgumentParser.integer(1), default=4)
     w.add_argument("--size", type=ArgumentParser.integer(1), default=256)
-    w.add_argument("--min_frames", type=ArgumentParser.integer(1), default=1)
+    w.add_argument("--min_frames", type=ArgumentParser.integer(1), default=None,
+                   help="skip videos with fewer frames as too_short (default: --frames; lower keeps them as "
+                        "padded clips, some frames repeated, counted in build_stats' padded_clips)")
     w.add_argument("--seed", type=ArgumentParser.integer(0), default=0)
     w.add_argument("--workers", type=ArgumentParser.integer(1), default=4, help="decoding threads")
     g = sub.add_parser("procedural", help="the procedural world of moving coloured shapes")

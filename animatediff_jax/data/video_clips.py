@@ -6,13 +6,15 @@
 Frame sampling follows the original AnimateDiff WebVid loader: a window of
 `(frames - 1) * stride + 1` source frames (or the whole video when it is shorter) starts at a
 random position, and `frames` indices are spread evenly over it (`linspace`, truncated to int), so
-a short video yields a slowed-down clip instead of being dropped. Every failure is a `VideoError`
-whose `reason` is a short key that build statistics count ("unreadable", "no_video_stream",
-"too_short", "decode_error").
+a short video yields a slowed-down clip instead of being dropped, and one with fewer than `frames`
+frames a padded clip (some frames repeated); `shortfall` names which, `decode_clip` returns the
+source length so a caller can count them. Every failure is a `VideoError` whose `reason` is a short
+key that build statistics count ("unreadable", "no_video_stream", "too_short", "decode_error").
 """
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,6 +28,22 @@ class VideoError(Exception):
         self.path = path
 
 
+def window_length(frames: int, stride: int) -> int:
+    """Source frames a clip of `frames` frames `stride` apart spans: (frames - 1) * stride + 1."""
+    return (frames - 1) * stride + 1
+
+
+def shortfall(num_frames: int, frames: int, stride: int) -> str | None:
+    """How a video of `num_frames` frames falls short of a clip's window, as `frame_indices` samples it:
+    "padded" (fewer than `frames`: some source frames repeat), "slowed" (fewer than `window_length`:
+    distinct frames, closer than `stride` apart) or None (a full window)."""
+    if num_frames < frames:
+        return "padded"
+    if num_frames < window_length(frames, stride):
+        return "slowed"
+    return None
+
+
 def frame_indices(num_frames: int, frames: int, stride: int, start_fraction: float) -> np.ndarray:
     """(frames,) int source indices: a `stride`-spaced window, or spread over a shorter video.
 
@@ -33,7 +51,7 @@ def frame_indices(num_frames: int, frames: int, stride: int, start_fraction: flo
     """
     if num_frames < 1:
         raise ValueError(f"a clip needs at least one source frame, got {num_frames}")
-    window = min(num_frames, (frames - 1) * stride + 1)
+    window = min(num_frames, window_length(frames, stride))
     start = int(start_fraction * (num_frames - window + 1))
     return np.linspace(start, start + window - 1, frames, dtype=int)
 
@@ -61,13 +79,28 @@ def _count_frames(container, stream) -> int:
     return count
 
 
+class DecodedClip(NamedTuple):
+    """A clip and the length of the video its frames were sampled from (`shortfall(source_frames, ...)`
+    tells whether it is padded or slowed)."""
+    video: np.ndarray  # (frames, size, size, 3) uint8 RGB
+    source_frames: int
+
+
 def read_clip(path: str, frames: int = 16, stride: int = 4, size: int = 256,
               rng: np.random.Generator | None = None, min_frames: int = 1,
               interpolation: str = "BILINEAR") -> np.ndarray:
-    """(frames, size, size, 3) uint8 RGB clip from the video file at `path`.
+    """(frames, size, size, 3) uint8 RGB clip from the video file at `path`: `decode_clip`'s video."""
+    return decode_clip(path, frames, stride, size, rng, min_frames, interpolation).video
+
+
+def decode_clip(path: str, frames: int = 16, stride: int = 4, size: int = 256,
+                rng: np.random.Generator | None = None, min_frames: int = 1,
+                interpolation: str = "BILINEAR") -> DecodedClip:
+    """The clip of `frames` frames from the video file at `path` and the video's length it was sampled from.
 
     The window start is drawn from `rng` (centre of the video when None). Videos with fewer than
-    `min_frames` decodable frames raise `VideoError("too_short")`.
+    `min_frames` decodable frames raise `VideoError("too_short")`; shorter than `frames` frames, they
+    give a padded clip (`shortfall`).
     """
     import av  # PyAV: the `data` extra
 
@@ -95,13 +128,14 @@ def read_clip(path: str, frames: int = 16, stride: int = 4, size: int = 256,
             if decoded < max(1, min_frames):
                 raise VideoError("too_short", path, f"{decoded} decodable frames, need at least {max(1, min_frames)}")
             container.seek(0)
-            clip, _ = _decode(container, stream, frame_indices(decoded, frames, stride, fraction), size,
+            total = decoded
+            clip, _ = _decode(container, stream, frame_indices(total, frames, stride, fraction), size,
                               interpolation, path)
             if clip is None:
                 raise VideoError("decode_error", path, "frames stopped decoding on a second pass")
     finally:
         container.close()
-    return clip
+    return DecodedClip(clip, total)
 
 
 def _decode(container, stream, wanted: np.ndarray, size: int, interpolation: str,

@@ -6,17 +6,27 @@
     # -> ArrayRecord shards, read with `tfds.builder_from_directory(...).as_data_source()` (no TF).
 
 Each row gives one example {"video": (frames, size, size, 3) uint8, "caption": str, "videoid": str},
-the clip decoded by `video_clips.read_clip` (16 frames at stride 4, short side resized and
+the clip decoded by `video_clips.decode_clip` (16 frames at stride 4, short side resized and
 centre-cropped to 256 by default; the window start is seeded per video, so builds are reproducible).
 Videos are looked for at `video_dir/{videoid}.mp4`, then `video_dir/{page_dir}/{videoid}.mp4`.
 
 Bad input never crashes a build: rows without a videoid or caption, duplicate ids, missing files,
 unreadable/corrupt/too-short videos and undecodable codecs are skipped and counted; the counts are
 printed and stored in the dataset's `metadata.json` (`builder.info.metadata["build_stats"]`: clips,
-rows_usable and skipped per reason). A clear error is raised only when the CSV lacks the
-`videoid`/`name` columns or nothing usable is left, or fewer clips than `num_shards` (the ArrayRecord
-files asked for; the CLI refuses more than the CSV's usable rows before decoding, this catches videos
-that then fail to decode).
+rows_usable, padded_clips, padded_videos, slowed_clips and skipped per reason). A clear error is
+raised only when the CSV lacks the `videoid`/`name` columns or nothing usable is left, or fewer clips
+than `num_shards` (the ArrayRecord files asked for; the CLI refuses more than the CSV's usable rows
+before decoding, this catches videos that then fail to decode).
+
+Short videos: by default (`min_frames` None: `frames`) a video with fewer than `frames` frames is
+skipped as too_short, as the original AnimateDiff WebVid loader assumes every video has enough
+frames. With a lower `min_frames` it gives a padded clip (some frames repeated: `padded_clips`, and
+`padded_videos` {videoid: frames}); a video of at least `frames` but fewer than the window's
+`(frames - 1) * stride + 1` frames gives a slowed clip (distinct frames closer than `stride`:
+`slowed_clips`), as the original's sampling does. Both are printed in the closing summary.
+
+The build's own lines (each video skipped or padded, the closing summary) go to stderr: `data.build`
+drops the build's stdout, which holds TFDS's lines naming its temporary folder.
 
 One clip per video (seeded window); a large CSV can be split and built as several variants.
 """
@@ -27,13 +37,14 @@ import concurrent.futures
 import csv
 import dataclasses
 import os
+import sys
 import zlib
 from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from animatediff_jax.data.video_clips import VideoError, read_clip
+from animatediff_jax.data.video_clips import VideoError, decode_clip, shortfall, window_length
 from animatediff_jax.errors import InputError
 from animatediff_jax.text_files import decode_text
 
@@ -120,7 +131,7 @@ class WebVidConfig(tfds.core.BuilderConfig):
     frames: int = 16
     stride: int = 4
     size: int = 256
-    min_frames: int = 1        # videos with fewer decodable frames are skipped as too short
+    min_frames: int | None = None  # videos with fewer decodable frames are skipped as too short (None: frames)
     seed: int = 0              # window starts are drawn from (seed, videoid)
     num_workers: int = 4       # decoding threads (PyAV releases the GIL)
     num_shards: int = 1        # ArrayRecord files asked for: fewer clips than that is refused
@@ -158,13 +169,15 @@ class WebVid(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, entries, skipped):
         c = self.builder_config
-        stats = {"rows_usable": len(entries), "clips": 0, "skipped": dict(skipped)}
+        stats = {"rows_usable": len(entries), "clips": 0, "padded_clips": 0, "padded_videos": {}, "slowed_clips": 0,
+                 "skipped": dict(skipped)}
         self.info.metadata["build_stats"] = stats
+        min_frames = c.frames if c.min_frames is None else c.min_frames
 
         def load(entry: VideoEntry):
             rng = np.random.default_rng([c.seed, zlib.crc32(entry.videoid.encode())])
             try:
-                return entry, read_clip(entry.path, c.frames, c.stride, c.size, rng, c.min_frames), None
+                return entry, decode_clip(entry.path, c.frames, c.stride, c.size, rng, min_frames), None
             except VideoError as e:
                 return entry, None, e
 
@@ -172,18 +185,42 @@ class WebVid(tfds.core.GeneratorBasedBuilder):
             if error is not None:
                 skipped[error.reason] += 1
                 stats["skipped"] = dict(skipped)
-                print(f"webvid: skipping {error}")
+                print(f"webvid: skipping {error}", file=sys.stderr)
                 continue
+            kind = shortfall(clip.source_frames, c.frames, c.stride)
+            if kind == "padded":
+                stats["padded_videos"][entry.videoid] = clip.source_frames
+                print(f"webvid: padding {entry.path}: {clip.source_frames} frames, fewer than the clip's {c.frames} "
+                      f"(some repeat)", file=sys.stderr)
+            if kind is not None:
+                stats[f"{kind}_clips"] += 1
             stats["clips"] += 1
-            yield entry.videoid, {"video": clip, "caption": entry.caption, "videoid": entry.videoid}
+            yield entry.videoid, {"video": clip.video, "caption": entry.caption, "videoid": entry.videoid}
         if 0 < stats["clips"] < c.num_shards:  # known only now: the CSV's rows counted, some videos did not decode
             raise InputError(f"--num_shards {c.num_shards}: only {stats['clips']} clips could be decoded from "
                              f"{c.csv_path} (skipped: {dict(skipped)}); every ArrayRecord file needs a clip, so ask "
                              f"for at most {stats['clips']}")
-        print(f"webvid: {stats['clips']} clips written; skipped {dict(skipped) or 'none'}")
+        print(build_summary(stats, c.frames, c.stride), file=sys.stderr)
         if stats["clips"] == 0:
             raise InputError(f"{c.csv_path}: no usable video in {c.video_dir} "
                              f"(skipped: {dict(skipped) or 'the CSV has no rows'})")
+
+
+def build_summary(stats: dict, frames: int, stride: int) -> str:
+    """The closing line of a build from its `build_stats`: clips written, those padded or slowed from
+    short videos (when any), and rows/videos skipped per reason."""
+    def clips(n: int) -> str:
+        return f"{n} clip{'s' * (n != 1)}"
+
+    parts = [f"webvid: {clips(stats['clips'])} written"]
+    if stats["padded_clips"]:
+        parts.append(f"{clips(stats['padded_clips'])} padded from videos shorter than {frames} frames "
+                     f"(see --min_frames)")
+    if stats["slowed_clips"]:
+        parts.append(f"{clips(stats['slowed_clips'])} slowed from videos shorter than the "
+                     f"{window_length(frames, stride)}-frame window of {frames} frames at stride {stride}")
+    parts.append(f"skipped {stats['skipped'] or 'none'}")
+    return "; ".join(parts)
 
 
 def _bounded_map(fn, items, workers: int):

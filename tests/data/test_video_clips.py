@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from animatediff_jax.data.video_clips import VideoError, frame_indices, read_clip, resized_shape
+from animatediff_jax.data.video_clips import (VideoError, decode_clip, frame_indices, read_clip, resized_shape,
+                                               shortfall)
 from tests.data.video_files import ramp_video, write_empty_mp4, write_mp4
 
 
@@ -14,6 +15,16 @@ def test_frame_indices_stride_and_short_videos():
     np.testing.assert_array_equal(frame_indices(1, 3, 4, 0.2), [0, 0, 0])
     with pytest.raises(ValueError):
         frame_indices(0, 16, 4, 0.0)
+
+
+def test_shortfall_names_padded_and_slowed_clips():
+    """16 frames at stride 4 span 61 source frames: fewer than 16 repeat some, 16..60 are closer than stride."""
+    assert [shortfall(n, 16, 4) for n in (1, 15, 16, 60, 61, 500)] == ["padded", "padded", "slowed", "slowed",
+                                                                       None, None]
+    assert shortfall(16, 16, 1) is None
+    for n in (3, 15, 16, 40, 61):  # as frame_indices samples: padded iff a frame repeats, slowed iff closer
+        steps = np.diff(frame_indices(n, 16, 4, 0.5))
+        assert shortfall(n, 16, 4) == ("padded" if (steps == 0).any() else "slowed" if (steps < 4).any() else None)
 
 
 def test_resized_shape():
@@ -37,6 +48,8 @@ def test_short_video_is_spread_and_min_frames_rejects(tmp_path):
     clip = read_clip(str(path), frames=8, stride=4, size=16)
     source = np.rint((clip.astype(float).mean(axis=(1, 2, 3)) - 20) / 30)
     np.testing.assert_array_equal(source, np.linspace(0, 2, 8, dtype=int))
+    decoded = decode_clip(str(path), frames=8, stride=4, size=16)
+    assert decoded.source_frames == 3 and np.array_equal(decoded.video, clip)
     with pytest.raises(VideoError, match="too_short") as e:
         read_clip(str(path), frames=8, stride=4, size=16, min_frames=4)
     assert e.value.reason == "too_short" and "short.mp4" in str(e.value)
@@ -68,5 +81,8 @@ def test_truncated_file_that_over_reports_its_length(tmp_path):
     assert clip.shape == (5, 32, 32, 3)
     source = np.rint((clip.astype(float).mean(axis=(1, 2, 3)) - 60) / 8)
     assert source[0] == 0 and np.all(np.diff(source) >= 0) and source[-1] < 10
+    # the length the frames were sampled from: what decoded, not the index's 20
+    decoded = decode_clip(str(path), frames=5, stride=4, size=32, rng=np.random.default_rng(0))
+    assert source[-1] < decoded.source_frames < 20 and np.array_equal(decoded.video, clip)
     with pytest.raises(VideoError, match="too_short"):
         read_clip(str(path), frames=5, stride=4, size=32, min_frames=15)

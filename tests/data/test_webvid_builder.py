@@ -28,7 +28,7 @@ def webvid_files(tmp_path_factory):
     (videos / "page7").mkdir(parents=True)
     good = {"1001": ((12, 24, 32), "a dog runs on the beach"),
             "1002": ((10, 40, 24), "clouds over mountains, timelapse"),
-            "1003": ((3, 16, 16), "a very short video")}  # shorter than the window: frames spread
+            "1003": ((3, 16, 16), "a very short video")}  # shorter than FRAMES: frames spread, some repeated
     for vid, ((n, h, w), _) in good.items():
         write_mp4(videos / f"{vid}.mp4", ramp_video(n, h, w, step=15))
     write_mp4(videos / "page7" / "1004.mp4", ramp_video(9, 20, 20, step=15))  # found under page_dir
@@ -57,7 +57,7 @@ def _build(root, tmp_path, **kw):
 
 def test_builds_clips_and_counts_bad_input(webvid_files, tmp_path):
     root, captions = webvid_files
-    builder = _build(root, tmp_path)
+    builder = _build(root, tmp_path, min_frames=1)  # 1003 kept (default: skipped as too short)
     source = load_source(builder.data_dir)  # the directory the real pipeline reads, no TF
     got = {}
     for i in range(len(source)):
@@ -75,7 +75,8 @@ def test_builds_clips_and_counts_bad_input(webvid_files, tmp_path):
         got[vid] = ex["caption"].decode()
     assert got == captions
     stats = json.loads((builder.data_path / "metadata.json").read_text())["build_stats"]
-    assert stats["clips"] == 4
+    assert stats["clips"] == 4 and stats["slowed_clips"] == 0
+    assert stats["padded_clips"] == 1 and stats["padded_videos"] == {"1003": 3}
     assert stats["skipped"] == {"unreadable": 1, "no_video_stream": 1, "missing_file": 1, "duplicate_videoid": 1,
                                 "empty_caption": 1, "missing_videoid": 1}
 
@@ -156,3 +157,42 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
     (tmp_path / "bom.csv").write_bytes("\ufeffvideoid,name\n7,a café\n".encode("utf-8"))
     entries, skipped = read_csv(str(tmp_path / "bom.csv"), str(tmp_path / "videos"))
     assert [(e.videoid, e.caption) for e in entries] == [("7", "a café")] and not skipped
+
+
+def test_clips_from_short_videos_are_counted_and_summarised(tmp_path, capsys):
+    """A 3-frame video became a 4-frame clip of 3 distinct frames, counted as an ordinary clip and not
+    mentioned (and the CLI dropped the builder's closing line with the build's stdout): now skipped by
+    default (min_frames = frames), and with --min_frames 1 counted as padded, named in build_stats and in
+    the closing line (stderr); a video shorter than the window is counted as slowed."""
+    (tmp_path / "videos").mkdir()
+    lengths = {"s3": 3, "s5": 5, "s9": 9}  # FRAMES 4 at STRIDE 2: a 7-frame window
+    for vid, n in lengths.items():
+        write_mp4(tmp_path / "videos" / f"{vid}.mp4", ramp_video(n, 16, 16, step=15))
+    _write_csv(tmp_path / "r.csv", [{"videoid": v, "name": f"{n} frames"} for v, n in lengths.items()])
+
+    def build_cli(name, *flags):
+        out = build.main(["webvid", "--csv", str(tmp_path / "r.csv"), "--video_dir", str(tmp_path / "videos"),
+                          "--data_dir", str(tmp_path / "tfds"), "--name", name, "--frames", str(FRAMES), "--stride",
+                          str(STRIDE), "--size", str(SIZE), "--workers", "1", *flags])
+        stats = json.loads((tmp_path / "tfds" / "webvid" / name / "1.0.0" / "metadata.json").read_text())
+        err = capsys.readouterr().err  # the build's own lines, amid TFDS's progress bars
+        lines = ["webvid: " + line.split("webvid: ", 1)[1] for line in err.splitlines() if "webvid: " in line]
+        return load_source(out), stats["build_stats"], lines
+
+    s3 = tmp_path / "videos" / "s3.mp4"
+    data, stats, lines = build_cli("default")
+    assert len(data) == 2 and stats["skipped"] == {"too_short": 1}
+    assert (stats["padded_clips"], stats["padded_videos"], stats["slowed_clips"]) == (0, {}, 1)
+    assert lines == [f"webvid: skipping {s3}: too_short: 3 frames, need at least 4",
+                     "webvid: 2 clips written; 1 clip slowed from videos shorter than the 7-frame window of 4 "
+                     "frames at stride 2; skipped {'too_short': 1}"]
+
+    data, stats, lines = build_cli("padded", "--min_frames", "1")
+    padded = [data[i]["video"] for i in range(len(data)) if data[i]["videoid"] == b"s3"][0]
+    assert len(np.unique(padded.reshape(FRAMES, -1), axis=0)) == 3  # 4 frames, 3 distinct
+    assert len(data) == 3 and stats["skipped"] == {}
+    assert (stats["padded_clips"], stats["padded_videos"], stats["slowed_clips"]) == (1, {"s3": 3}, 1)
+    assert lines == [f"webvid: padding {s3}: 3 frames, fewer than the clip's 4 (some repeat)",
+                     "webvid: 3 clips written; 1 clip padded from videos shorter than 4 frames (see --min_frames); "
+                     "1 clip slowed from videos shorter than the 7-frame window of 4 frames at stride 2; "
+                     "skipped none"]
