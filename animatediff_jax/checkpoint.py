@@ -16,11 +16,11 @@ from typing import Any, Callable, Mapping
 
 import ml_dtypes
 import numpy as np
-from tqdm.auto import tqdm
 
 from animatediff_jax.errors import InputError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, unflatten
+from animatediff_jax.progress import progress_bar
 from animatediff_jax.safetensors_file import DTYPES, SafetensorsFile, write_safetensors
 
 # the networks of an SD1.x model, one params file each in a converted folder (`python -m convert base`)
@@ -77,16 +77,16 @@ def save_params(path: str, params: Mapping, *, config=None, source: str | None =
     specs = {k: (tuple(np.shape(v)), store_dtype(dtype, np.dtype(v.dtype))) for k, v in flat.items()}
     total = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(d).itemsize for shape, d in specs.values())
 
-    def leaves():
-        with tqdm(total=total, desc=progress, unit="B", unit_scale=True, disable=progress is None, leave=False) as bar:
-            for k, v in flat.items():
-                leaf = np.asarray(v).astype(specs[k][1], copy=False)
-                yield k, (nonfinite.check(k, leaf) if nonfinite else leaf)
-                bar.update(leaf.nbytes)
+    def leaves(bar):
+        for k, v in flat.items():
+            leaf = np.asarray(v).astype(specs[k][1], copy=False)
+            yield k, (nonfinite.check(k, leaf) if nonfinite else leaf)
+            bar.update(leaf.nbytes)
         if nonfinite:
             nonfinite.report()  # before write_safetensors renames the file into place
 
-    write_safetensors(path, specs, leaves(), params_metadata(config, source, dtype, metadata))
+    with progress_bar(progress, total=total, enabled=progress is not None, unit="B", unit_scale=True) as bar:
+        write_safetensors(path, specs, leaves(bar), params_metadata(config, source, dtype, metadata))
 
 
 def read_metadata(path: str) -> dict[str, str]:

@@ -27,7 +27,6 @@ from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from animatediff_jax.checkpoint import incomplete_converted_folder, load_config, params_metadata, store_dtype
 from animatediff_jax.text_files import read_text
@@ -35,6 +34,7 @@ from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder
 from animatediff_jax.params import flax_path_to_torch, torch_key_to_flax, unflatten
+from animatediff_jax.progress import progress_bar
 from animatediff_jax.safetensors_file import SafetensorsFile, write_safetensors
 from animatediff_jax.schedules import PRESETS
 from convert import ldm
@@ -333,43 +333,45 @@ def plan_base(source: str, *, ema: bool = False, variant: str | None = None, rev
 
 # ----------------------------------------------------------------------------- load / convert
 
-def _progress(total: int, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
+def _progress(plan: BasePlan, desc: str | None):
+    """The bar (bytes of all networks) of a pass over `plan`'s leaves, labelled `desc`; None shows none."""
+    return progress_bar(desc or "", total=sum(n.nbytes() for n in plan.networks.values()), enabled=desc is not None,
+                        unit="B", unit_scale=True)
 
 
-def _view_leaves(plan: BasePlan, dtype: str | None, progress: str | None, contiguous: bool = False):
+def _view_leaves(plan: BasePlan, dtype: str | None, bar, contiguous: bool = False):
     """Yield (network, path, Flax-layout array) for every leaf: zero-copy views of the source file
     (memory-mapped safetensors, or torch's mmap of a zip .ckpt/.bin) with kernels transposed as
     views. A cast to `dtype` (or, with `contiguous`, a transposed kernel) costs one pass (`astype`,
-    transpose and cast together), after which the leaf's source pages are released."""
-    with _progress(sum(n.nbytes() for n in plan.networks.values()), progress or "", progress is not None) as bar:
-        for name, net in plan.networks.items():
-            for p, leaf in net.leaves.items():
-                a = leaf.view()
-                target = store_dtype(dtype, leaf.dtype)
-                if a.dtype != target or (contiguous and not a.flags.c_contiguous):
-                    a = a.astype(target, order="C" if contiguous else "K")
-                    leaf.source.release(leaf.source_key)  # the copy holds the bytes now
-                bar.update(leaf.nbytes())
-                yield name, p, a
+    transpose and cast together), after which the leaf's source pages are released. `bar`: the
+    consumer's `_progress`, advanced by each leaf's bytes."""
+    for name, net in plan.networks.items():
+        for p, leaf in net.leaves.items():
+            a = leaf.view()
+            target = store_dtype(dtype, leaf.dtype)
+            if a.dtype != target or (contiguous and not a.flags.c_contiguous):
+                a = a.astype(target, order="C" if contiguous else "K")
+                leaf.source.release(leaf.source_key)  # the copy holds the bytes now
+            bar.update(leaf.nbytes())
+            yield name, p, a
 
 
-def _stream_leaves(plan: BasePlan, dtype: str | None, progress: str | None):
+def _stream_leaves(plan: BasePlan, dtype: str | None, bar):
     """`_view_leaves` as C-contiguous arrays, for writing to disk; each leaf's source pages are
     released once the consumer has taken it (and asks for the next), so resident memory stays near
     one leaf rather than growing with every mapped page the conversion touched."""
     sources = {(name, p): leaf for name, net in plan.networks.items() for p, leaf in net.leaves.items()}
-    for name, p, a in _view_leaves(plan, dtype, progress, contiguous=True):
+    for name, p, a in _view_leaves(plan, dtype, bar, contiguous=True):
         yield name, p, a
         sources[name, p].source.release(sources[name, p].source_key)
 
 
-def _device_leaves(plan: BasePlan, dtype: str | None, progress: str | None, device):
+def _device_leaves(plan: BasePlan, dtype: str | None, bar, device):
     """`_view_leaves` put on `device` one by one (the single copy, transposes included); the source
     pages each leaf touched are released once it is on the device, so host memory stays at about
     one leaf plus what the device aliases (the CPU backend may alias aligned contiguous views)."""
     leaves = {(name, p): leaf for name, net in plan.networks.items() for p, leaf in net.leaves.items()}
-    for name, p, a in _view_leaves(plan, dtype, progress):
+    for name, p, a in _view_leaves(plan, dtype, bar):
         target = device(p, a.shape) if callable(device) else (None if device is True else device)
         x = jax.device_put(a, target)
         x.block_until_ready()
@@ -395,12 +397,12 @@ def load_base(source: str, *, ema: bool = False, dtype: str | None = None, varia
     plan = plan_base(source, ema=ema, variant=variant, revision=revision, overrides=overrides)
     try:
         flat: dict[str, dict] = {name: {} for name in plan.networks}
-        desc = "loading" if progress else None
-        leaves = _view_leaves(plan, dtype, desc) if device is None else _device_leaves(plan, dtype, desc, device)
         nonfinite = NonFinite(os.fspath(source), allow=True)  # a loader warns (convert's writers refuse)
         touched = dtype is not None or device is not None  # zero-copy views stay unread
-        for name, p, a in leaves:
-            flat[name][p] = nonfinite.check(f"{name}/{'/'.join(p)}", a) if touched else a
+        with _progress(plan, "loading" if progress else None) as bar:
+            leaves = _view_leaves(plan, dtype, bar) if device is None else _device_leaves(plan, dtype, bar, device)
+            for name, p, a in leaves:
+                flat[name][p] = nonfinite.check(f"{name}/{'/'.join(p)}", a) if touched else a
         nonfinite.report()
     finally:
         plan.close()
@@ -430,8 +432,8 @@ def convert_base(source: str, out_dir: str, *, ema: bool = False, dtype: str | N
     single_file = plan.source_format.startswith("ldm")  # else name tensors by network: 'unet/conv_in.weight'
     stream = None
     try:
-        with atomic_folder(out_dir) as tmp_dir:
-            stream = _stream_leaves(plan, dtype, "converting" if progress else None)
+        with atomic_folder(out_dir) as tmp_dir, _progress(plan, "converting" if progress else None) as bar:
+            stream = _stream_leaves(plan, dtype, bar)
             for name, net in plan.networks.items():
                 specs = {"/".join(p): (l.shape, store_dtype(dtype, l.dtype)) for p, l in net.leaves.items()}
                 label = "" if single_file else f"{name}/"

@@ -79,6 +79,14 @@ def _base(args) -> int:
     return 0
 
 
+def _weights_note(weights: list[float]) -> str:
+    """The one stderr line saying that `--weights` not summing to 1 were normalised, and to what."""
+    from convert.merge import normalized_weights
+    used = " ".join(f"{w:g}" for w in normalized_weights(weights))
+    return (f"note: --weights {' '.join(f'{w:g}' for w in weights)} sum to {math.fsum(weights):g}; merging with "
+            f"{used} (weights are normalised to sum to 1)")
+
+
 def _merge(args) -> int:
     from convert.merge import merge_add_difference, merge_weighted
     if args.add_difference is not None:
@@ -102,7 +110,9 @@ def _merge(args) -> int:
         merge_add_difference(*args.inputs, args.add_difference, args.output, dtype=args.dtype,
                              progress=not args.quiet, allow_nonfinite=args.allow_nonfinite)
     else:
-        weights = args.weights or [1.0 / len(args.inputs)] * len(args.inputs)
+        weights = args.weights or [1.0] * len(args.inputs)
+        if args.weights and abs(math.fsum(args.weights) - 1) > 1e-6:
+            print(_weights_note(args.weights), file=sys.stderr, flush=True)
         merge_weighted(args.inputs, weights, args.output, dtype=args.dtype, progress=not args.quiet,
                        allow_nonfinite=args.allow_nonfinite)
     print(args.output)
@@ -172,7 +182,8 @@ def register(subparsers) -> None:
                     "With --add-difference S: A + S*(B - C). Arithmetic in float32.")
     p.add_argument("output", type=output_path, help="output .safetensors")
     p.add_argument("inputs", type=input_path, nargs="+", help="input checkpoints")
-    p.add_argument("--weights", type=float, nargs="+", help="one weight per input (weighted sum), each ≥ 0, not all 0")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per input (weighted sum), each ≥ 0, not all 0; normalised to sum to 1 "
+                        "(0.5 0.3 merges as 0.625 0.375, said on stderr), so every tensor keeps its scale")
     p.add_argument("--add-difference", type=float, metavar="S", help="A + S*(B - C) for inputs A B C")
     p.add_argument("--dtype", choices=DTYPES, help="output dtype of floating tensors (default: as the first input)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

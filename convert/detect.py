@@ -153,6 +153,7 @@ def model_family(keys: Iterable[str], shape: ShapeFn) -> str:
 # paths), PEFT, and the older `processor.to_k_lora` keys; and of a CLIP text layer's query projection
 _LORA_CROSS = re.compile(r"attn2[._](?:to_k[._]lora[._]down|to_k[._]lora_A|processor[._]to_k_lora[._]down)[._]")
 _LORA_TEXT = re.compile(r"self_attn[._]q_proj[._](?:lora[._]down|lora_A)[._]")
+FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2", "sdxl": "SDXL"}  # how messages name each family
 _LORA_SDXL_PREFIXES = ("lora_te1_", "lora_te2_", "text_encoder_2.")  # SDXL's two text encoders
 
 

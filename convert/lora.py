@@ -42,6 +42,7 @@ from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, unflatten
 from animatediff_jax.path_scale import split_path_scale
+from convert.detect import FAMILY_NAMES, lora_family
 from convert.io import examples, open_state_dict
 from convert.ldm import UnknownKey, unet_key_to_ldm
 from convert.motion import original_key_to_diffusers
@@ -343,6 +344,26 @@ def read_lora(path, targets: Mapping[str, Mapping], skip_other: bool = False,
     check_finite(tensors, str(weights), allow_nonfinite)
     if tensors and all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    try:
+        return _resolve(tensors, metadata, weights, name, targets, skip_other)
+    except LoraError:
+        refuse_other_family(tensors, name)  # the reason behind its absent layers or wrong shapes
+        raise
+
+
+def refuse_other_family(tensors: Mapping[str, np.ndarray], source: str) -> None:
+    """LoraError (`<source>: an SDXL LoRA (family sdxl); this model is SD1.x`) when the LoRA's keys
+    show it is for another family than the SD1.x models here (`convert.detect.lora_family`, as
+    `convert inspect` reports it); nothing when they show SD1.x or no family."""
+    family = lora_family(tensors, lambda k: np.shape(tensors[k]))
+    if family not in (None, "sd1"):
+        raise LoraError(f"{source}: an {FAMILY_NAMES[family]} LoRA (family {family}); this model is SD1.x")
+
+
+def _resolve(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str], weights: str, name: str,
+             targets: Mapping[str, Mapping], skip_other: bool) -> dict[str, dict[Path, LoraWeights]]:
+    """`read_lora`'s tensors (a PEFT adapter's with its config beside `weights`) normalized and checked
+    against `targets`."""
     lora_configs = None
     if tensors and all(k.startswith(_PEFT_PREFIX) for k in tensors):
         config = os.path.join(os.path.dirname(weights), PEFT_CONFIG)

@@ -7,6 +7,7 @@ arithmetic is available on in-memory pytrees (`weighted_sum_trees`, `add_differe
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from animatediff_jax.params import flatten, unflatten
 from animatediff_jax.checkpoint import store_dtype
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.nonfinite import kind as nonfinite_kind
+from animatediff_jax.progress import progress_bar
 from animatediff_jax.safetensors_file import write_safetensors
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 
@@ -39,9 +41,21 @@ def _tree_map(fn: Callable, trees: Sequence[Mapping]) -> dict:
     return unflatten({p: fn(*(f[p] for f in flats)) for p in flats[0]})
 
 
+def normalized_weights(weights: Sequence[float]) -> list[float]:
+    """`weights` scaled to sum to 1: a weighted merge of checkpoints is a convex combination (as in
+    A1111's merger), so `0.5 0.3` merges as 0.625 · A + 0.375 · B rather than shrinking every tensor
+    by 0.8. ValueError unless the weights are finite, ≥ 0 and not all 0."""
+    total = math.fsum(weights)
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or not total > 0:
+        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {list(weights)}")
+    return [w / total for w in weights]
+
+
 def weighted_sum_trees(trees: Sequence[Mapping], weights: Sequence[float]) -> dict:
+    """Σ w_i · tree_i with the weights normalised to sum to 1 (`normalized_weights`)."""
     if len(trees) != len(weights):
         raise ValueError(f"{len(trees)} models but {len(weights)} weights")
+    weights = normalized_weights(weights)
     return _tree_map(lambda *ts: weighted_sum(ts, weights), trees)
 
 
@@ -75,9 +89,9 @@ def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndar
         # (e.g. an overflow when casting to --dtype); inputs are only scanned where the result is bad.
         found = {p: NonFinite(p, allow=allow_nonfinite) for p in [*paths, out]}
 
-        def tensors():
-            from tqdm.auto import tqdm
-            for k in tqdm(sorted(specs), desc="merging", disable=not progress, leave=False):
+        def tensors(bar):
+            for k in sorted(specs):
+                bar.update()
                 parts = [sd[k] for sd in sds]
                 if np.issubdtype(specs[k][1], np.integer) or specs[k][1] == np.bool_:
                     yield k, parts[0]  # integer buffers (e.g. position ids) are taken from the first model
@@ -94,7 +108,8 @@ def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndar
 
         meta = dict(first.metadata)
         meta["merge"] = note
-        write_safetensors(out, specs, tensors(), meta)
+        with progress_bar("merging", total=len(specs), enabled=progress, unit="tensor") as bar:
+            write_safetensors(out, specs, tensors(bar), meta)
         return out
     finally:
         for sd in sds:
@@ -103,11 +118,14 @@ def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndar
 
 def merge_weighted(paths: Sequence[str], weights: Sequence[float], out: str, *, dtype: str | None = None,
                    progress: bool = True, allow_nonfinite: bool = False) -> str:
-    """Stream Σ w_i · model_i into `out` (.safetensors, keys and metadata of the first input).
+    """Stream Σ w_i · model_i into `out` (.safetensors, keys and metadata of the first input), the
+    weights normalised to sum to 1 (`normalized_weights`; the metadata's `merge` note records them).
     NaN/Inf in the result is refused by tensor name (`InputError`) unless `allow_nonfinite`."""
     if len(paths) < 2 or len(paths) != len(weights):
         raise ValueError(f"weighted sum needs >= 2 models and one weight each; got {len(paths)} and {len(weights)}")
-    note = "weighted_sum: " + ", ".join(f"{w}*{p}" for p, w in zip(paths, weights))
+    weights = normalized_weights(weights)
+    # 9 significant digits: every float32 weight exactly (the arithmetic is in float32)
+    note = "weighted_sum: " + ", ".join(f"{w:.9g}*{p}" for p, w in zip(paths, weights))
     return _merge_files(paths, out, lambda ts: weighted_sum(ts, weights), dtype, progress, note, allow_nonfinite)
 
 

@@ -29,13 +29,13 @@ from typing import Mapping
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.text_files import read_json_object
 from animatediff_jax.models.configs import MotionConfig, channel_mismatches
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
+from animatediff_jax.progress import progress_bar
 from convert.detect import ADAPTER_MAX_SEQ_LENGTH, adapter_version, refuse_control, version_from_layout
 from convert.io import StateDict, examples, open_state_dict
 from convert.naming import torch_tensor_to_flax
@@ -317,18 +317,20 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
                           resnet_norm="joint" if version == "v1" else "frame")
     flat = {}
     nonfinite = NonFinite(source, allow=True)  # a loader warns (convert's writers refuse)
-    for key, file_key in tqdm(renamed.items(), desc=f"motion module {Path(source).name}", unit="tensor",
-                              disable=not progress):  # one tensor in flight
-        stored = np.asarray(read(file_key))
-        array = stored if dtype is None else stored.astype(dtype, copy=False)
-        path = torch_key_to_flax(key, array.ndim)
-        flat[path] = torch_tensor_to_flax(path, array)
-        if device is not None:
-            flat[path] = jax.device_put(flat[path], None if device is True else device).block_until_ready()
-        if device is not None or array is not stored:  # the data is touched anyway: report NaN/Inf by name
-            nonfinite.check(key, array)
-            if isinstance(tensors, StateDict):
-                tensors.release(names[file_key])  # its bytes now live elsewhere (a cast copy, a device)
+    with progress_bar(f"motion module {Path(source).name}", total=len(renamed), enabled=progress,
+                      unit="tensor") as bar:
+        for key, file_key in renamed.items():  # one tensor in flight
+            stored = np.asarray(read(file_key))
+            array = stored if dtype is None else stored.astype(dtype, copy=False)
+            path = torch_key_to_flax(key, array.ndim)
+            flat[path] = torch_tensor_to_flax(path, array)
+            if device is not None:
+                flat[path] = jax.device_put(flat[path], None if device is True else device).block_until_ready()
+            if device is not None or array is not stored:  # the data is touched anyway: report NaN/Inf by name
+                nonfinite.check(key, array)
+                if isinstance(tensors, StateDict):
+                    tensors.release(names[file_key])  # its bytes now live elsewhere (a cast copy, a device)
+            bar.update()
     nonfinite.report()
     return MotionModule(unflatten(flat), config, channels, layers, version, assumed=assumed)
 

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from animatediff_jax.errors import InputError
+from animatediff_jax.progress import progress_bar
 
 # (video uint8 (B, F, H, W, 3)) -> (mean, logvar), each (B, F, h, w, c) float32, unscaled
 EncodeVideo = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -72,19 +73,20 @@ def encode_examples(source, encode_video: EncodeVideo, encode_text: EncodeText,
                     batch_size: int) -> Iterator[dict]:
     """Examples of `source` in order, encoded `batch_size` at a time (a short last batch is padded
     by repeating its last row, so the encoders always see one shape and compile once)."""
-    from tqdm import tqdm
-
     n = len(source)
-    for start in tqdm(range(0, n, batch_size), desc="encoding", unit="batch", disable=n <= batch_size):
-        rows = [source[i] for i in range(start, min(start + batch_size, n))]
-        padded = rows + [rows[-1]] * (batch_size - len(rows))
-        captions = [_text(r["caption"]) for r in padded]
-        mean, logvar = encode_video(np.stack([r["video"] for r in padded]))
-        ids, emb = encode_text(captions)
-        for j in range(len(rows)):
-            yield {"latent_mean": np.asarray(mean[j], np.float32), "latent_logvar": np.asarray(logvar[j], np.float32),
-                   "text_embedding": np.asarray(emb[j], np.float32), "input_ids": np.asarray(ids[j], np.int32),
-                   "caption": captions[j], "source_index": start + j}
+    with progress_bar("encoding", total=-(-n // batch_size), enabled=n > batch_size, unit="batch") as bar:
+        for start in range(0, n, batch_size):
+            rows = [source[i] for i in range(start, min(start + batch_size, n))]
+            padded = rows + [rows[-1]] * (batch_size - len(rows))
+            captions = [_text(r["caption"]) for r in padded]
+            mean, logvar = encode_video(np.stack([r["video"] for r in padded]))
+            ids, emb = encode_text(captions)
+            for j in range(len(rows)):
+                yield {"latent_mean": np.asarray(mean[j], np.float32),
+                       "latent_logvar": np.asarray(logvar[j], np.float32),
+                       "text_embedding": np.asarray(emb[j], np.float32), "input_ids": np.asarray(ids[j], np.int32),
+                       "caption": captions[j], "source_index": start + j}
+            bar.update(1)
 
 
 def sample_latents(key, mean, logvar, scaling_factor: float):

@@ -152,3 +152,38 @@ def test_text_encoder_tree_with_text_model_prefix(tmp_path, nets):
     assert set(flatten(nested)) == {("text_model",) + p for p in flatten(flat)}
     for p, v in flatten(flat).items():
         np.testing.assert_array_equal(flatten(nested)[("text_model",) + p], v)
+
+
+def _sdxl_kohya(te2: bool) -> dict[str, np.ndarray]:
+    """A synthetic SDXL kohya LoRA: an LDM-path UNet module of SDXL's (640 channels at input_blocks.4),
+    and either SDXL's second text encoder (lora_te2_, 1280 wide) or 2048-wide cross-attention."""
+    modules = {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q": (640, 640)}
+    if te2:
+        modules["lora_te2_text_model_encoder_layers_0_self_attn_q_proj"] = (1280, 1280)
+    else:
+        modules["lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k"] = (640, 2048)
+    out = {}
+    for name, (n_out, n_in) in modules.items():
+        out[f"{name}.lora_down.weight"] = np.zeros((4, n_in), np.float16)
+        out[f"{name}.lora_up.weight"] = np.zeros((n_out, 4), np.float16)
+        out[f"{name}.alpha"] = np.array(4, np.float16)
+    return out
+
+
+@pytest.mark.parametrize("te2", [True, False])
+def test_sdxl_lora_refused_naming_its_family(tmp_path, nets, te2):
+    """An SDXL kohya LoRA was refused only as '1 LoRA modules target layers the model does not have',
+    although `convert inspect` calls it family sdxl: the refusal names the family, in `convert lora`
+    (`apply_lora_files`) and in sampling's `--lora` (`read_spatial_lora`)."""
+    from safetensors.numpy import save_file
+    from convert.detect import describe
+    from convert.lora import read_spatial_lora
+    path = str(tmp_path / "xl.safetensors")
+    save_file(_sdxl_kohya(te2), path)
+    assert describe(path)["family"] == "sdxl"
+    want = r"xl.safetensors: an SDXL LoRA \(family sdxl\); this model is SD1.x$"
+    with pytest.raises(LoraError, match=want):
+        ours_fused(nets, [(path, 1.0)])
+    unet, te = nets
+    with pytest.raises(LoraError, match=want):
+        read_spatial_lora(path, {"unet": flax_params(unet), "text_encoder": flax_params(te)}, skip_other=True)

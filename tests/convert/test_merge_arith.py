@@ -97,3 +97,34 @@ def test_inspect_shows_what_a_merge_was_made_from(tmp_path, files, capsys):
     assert merged["merge"] == note and "merge" not in plain
     assert main(["inspect", out]) == 0
     assert f"  merge        {note}\n" in capsys.readouterr().out
+
+
+def test_weights_are_normalised_to_sum_to_one(tmp_path, files, capsys):
+    """`--weights 0.5 0.3` wrote 0.5·A + 0.3·B (every tensor, norms and biases too, shrunk by 0.8) and
+    `1 1` doubled every weight: a weighted merge is a convex combination, said in one stderr line."""
+    a, b = _model(0), _model(1)
+    for given, used in (([0.5, 0.3], [0.625, 0.375]), ([1, 1], [0.5, 0.5])):
+        out = str(tmp_path / f"w{given[0]}.safetensors")
+        assert main(["merge", out, *files[:2], "--weights", *map(str, given), "-q"]) == 0
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"note: --weights {given[0]:g} {given[1]:g} sum to "), err
+        assert f"merging with {used[0]:g} {used[1]:g} (weights are normalised to sum to 1)" in err
+        got = load_file(out)
+        np.testing.assert_allclose(got["b.bias"], used[0] * a["b.bias"] + used[1] * b["b.bias"], rtol=1e-6)
+        assert inspect_note(out) == f"weighted_sum: {used[0]}*{files[0]}, {used[1]}*{files[1]}"
+    out = str(tmp_path / "one.safetensors")
+    assert main(["merge", out, *files[:2], "--weights", "0.7", "0.3", "-q"]) == 0
+    assert capsys.readouterr().err == ""  # already summing to 1 (within rounding): nothing to say
+    for bad in (["-1", "2"], ["0", "0"], ["nan", "1"]):  # still refused
+        assert main(["merge", str(tmp_path / "x.safetensors"), *files[:2], "--weights", *bad]) == 2
+
+
+def test_in_memory_weighted_sum_is_normalised():
+    a, b = {"w": np.ones(3, np.float32)}, {"w": np.full(3, 3, np.float32)}
+    np.testing.assert_allclose(weighted_sum_trees([a, b], [2, 2])["w"], 2.0)
+
+
+def inspect_note(path):
+    from safetensors import safe_open
+    with safe_open(path, "np") as f:
+        return f.metadata()["merge"]
