@@ -272,7 +272,7 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
     from animatediff_jax.models.unet3d import UNet3DConditionModel  # noqa: PLC0415
     from animatediff_jax.sampling.pipeline import (  # noqa: PLC0415
         check_motion_scales, check_video_size, configured_sampler, default_dtype)
-    from animatediff_jax.sampling.samplers import start_index  # noqa: PLC0415
+    from animatediff_jax.sampling.samplers import denoising_steps  # noqa: PLC0415
     checked, videos, latents, variants = {}, {}, {}, frozenset()
     for job in jobs:
         e, s, m, o = job.entry, job.sizes, job.model, job.opts
@@ -316,11 +316,19 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
             check_prompt_frames(e, s["frames"], job.config)
         elif (problem := travel_frame_problem(e, s["frames"])) is not None:
             raise UsageError(f"--travel: {problem}")
+        if o.strength is not None and not o.init_video:
+            raise UsageError(f"{where}--strength/strength: applies only to video-to-video (give --init-video too)")
+        if o.init_video and o.strength is None:
+            o.strength = DEFAULT_STRENGTH  # resolved here, so config.yaml records what was used
+        try:
+            steps = denoising_steps(e.steps, o.strength if o.init_video else 1.0)
+        except ValueError as err:
+            raise UsageError(f"--strength: {err}") from None
         if job.controls:
             job.control_inputs, chosen = check_controls(
                 job.controls, base_unet=base["unet"], vae_config=base["vae"], width=s["width"], height=s["height"],
                 frames=s["frames"], window=s["frames"] if context is None else min(context.length, s["frames"]),
-                joint_motion=o.diffusers_norm, batch=min(o.batch_size, len(e.prompts)), where=where,
+                steps=steps, joint_motion=o.diffusers_norm, batch=min(o.batch_size, len(e.prompts)), where=where,
                 variant=o.variant)
             variants |= chosen
         layers = base["text_encoder"].num_hidden_layers
@@ -337,16 +345,8 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
         except ValueError as err:
             raise UsageError(f"{where}scheduler settings (--scheduler, --scheduler-config, --eta or the "
                              f"inference_config): {err}") from None
-        if o.strength is not None and not o.init_video:
-            raise UsageError(f"{where}--strength/strength: applies only to video-to-video (give --init-video too)")
         if o.init_video:
             loading.require_exists(o.init_video, "--init-video")
-            if o.strength is None:
-                o.strength = DEFAULT_STRENGTH  # resolved here, so config.yaml records what was used
-            try:
-                start_index(e.steps, o.strength)
-            except ValueError as err:
-                raise UsageError(f"--strength: {err}") from None
             key = (o.init_video, s["frames"], s["height"], s["width"])
             if key not in videos:
                 from animatediff_jax.video import fit_frames, read_frames  # noqa: PLC0415 - PIL/PyAV
@@ -509,9 +509,10 @@ def saved_entry(job: Job, seeds: list[int], dtype: str) -> dict:
 
 # ----------------------------------------------------------------------------- main
 
-def describe_models(model: dict) -> str:
-    """The files a job samples with, on one line (`base B, motion module M, LoRA L x0.8`): every
-    model a job uses is said, and so is the absence of a motion module (frame-wise images)."""
+def describe_models(model: dict, controls=()) -> str:
+    """The files a job samples with, on one line (`base B, motion module M, LoRA L x0.8, ControlNet C
+    x1 on V`): every model a job uses is said (its `controls`, `ControlSpec`s, too), and so is the absence
+    of a motion module (frame-wise images)."""
     def short(path: str) -> str:
         rel = os.path.relpath(path)
         return rel if len(rel) < len(path) else path
@@ -525,6 +526,14 @@ def describe_models(model: dict) -> str:
     if model.get("domain_adapter"):
         p, w = model["domain_adapter"]
         parts.append(f"domain adapter {short(p)} x{w:g}")
+    for c in controls:
+        if c.kind == "controlnet":
+            window = ("" if (c.control_guidance_start, c.control_guidance_end) == (0.0, 1.0)
+                      else f" from {c.control_guidance_start:g} to {c.control_guidance_end:g} of the steps")
+            parts.append(f"ControlNet {short(c.path)} x{c.conditioning_scale:g} on {short(c.video)}{window}")
+        else:
+            parts.append(f"SparseCtrl {short(c.path)} x{c.conditioning_scale:g} at frames "
+                         f"{','.join(map(str, c.keyframes))}")
     return ", ".join(parts)
 
 
@@ -576,7 +585,7 @@ def run(args, argv: list[str]) -> str:
             freeinit = FreeInitOptions(o.freeinit_iters, o.freeinit_filter) if o.freeinit_iters > 1 else None
             print(f"{e.name}: {len(e.prompts)} video(s), {s['frames']}x{s['height']}x{s['width']}, {e.steps} steps, "
                   f"seeds {seeds}")
-            print(f"  models: {describe_models(job.model)}")
+            print(f"  models: {describe_models(job.model, job.controls)}")
             n = o.batch_size
             for i in range(0, len(e.prompts), n):
                 with memory_errors(f"{e.name}: {s['frames']}x{s['height']}x{s['width']}, batch {n}"):

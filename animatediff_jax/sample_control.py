@@ -176,23 +176,23 @@ def local_path(spec: ControlSpec, variant: str | None) -> str:
 
 
 def check_controls(specs: list[ControlSpec], *, base_unet, vae_config, width: int, height: int, frames: int,
-                   window: int, joint_motion: bool, batch: int, where: str = "", variant: str | None = None
-                   ) -> tuple[list, frozenset]:
+                   window: int, steps: int, joint_motion: bool, batch: int, where: str = "",
+                   variant: str | None = None) -> tuple[list, frozenset]:
     """Param-less `Control`s of `specs` and the weight variants (None: plain) of their diffusers folders'
     weights, every error raised now (before any model loads), one line naming the flag (or `where`, the
     config and entry, and the config key) and the file: files exist (hub ids: `local_path`) and are of
     the right kind and family, control videos have the output size and 1 or `frames` frames, key frames
-    lie in the video. `variant`: a diffusers folder's weight variant (e.g. fp16), where it has it."""
+    lie in the video, guidance windows keep some of the `steps` denoising steps the loop runs. `variant`: a diffusers folder's weight variant (e.g. fp16), where it has it."""
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
     controls, variants = [], frozenset()
     for s in specs:
         with named_by(where):
-            control, chosen = checked_control(s, width=width, height=height, joint_motion=joint_motion,
+            control, chosen = checked_control(s, width=width, height=height, frames=frames, joint_motion=joint_motion,
                                               variant=variant)
         controls.append(control)
         variants |= chosen
     try:
-        cn.check_controls(controls, batch=batch, frames=frames, width=width, height=height, window=window,
+        cn.check_controls(controls, batch=batch, frames=frames, width=width, height=height, window=window, steps=steps,
                           cross_attention_dim=base_unet.cross_attention_dim, latent_channels=vae_config.latent_channels,
                           vae_scale=vae_config.downsample_factor)
     except UsageError as e:  # "controlnets[n] (--flag path): problem" -> "--flag path: problem"
@@ -210,9 +210,11 @@ def named_by(where: str):
         raise (UsageError if isinstance(e, UsageError) else InputError)(f"{where}{e}") from None
 
 
-def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bool, variant: str | None):
-    """The param-less `Control` of one spec: its file (of the spec's kind), video or key images read; and the
-    weight variants (None: plain) of its diffusers folder's weights."""
+def checked_control(s: ControlSpec, *, width: int, height: int, frames: int, joint_motion: bool,
+                    variant: str | None):
+    """The param-less `Control` of one spec: its file (of the spec's kind), video (of the output size, 1 or
+    `frames` frames) or key images read; and the weight variants (None: plain) of its diffusers folder's
+    weights."""
     from animatediff_jax import loading  # noqa: PLC0415 - imports JAX (sample's --help must not)
     from animatediff_jax.sampling import control as cn  # noqa: PLC0415
     from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
@@ -241,6 +243,10 @@ def checked_control(s: ControlSpec, *, width: int, height: int, joint_motion: bo
             images = read_video(s.video)
         except UserError as e:
             raise InputError(f"{s.name('video')} {e}") from None
+        what = f"{s.name('video')} {s.video}"
+        cn.check_images(images, channels=net.config.conditioning_channels, batch=1, height=height, width=width,
+                        what=what)
+        cn.frame_count_rule(len(images), frames, what)
     else:
         for image in s.images:
             loading.require_exists(image, s.name("images"))

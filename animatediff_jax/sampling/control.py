@@ -106,11 +106,35 @@ def frame_count_rule(count: int, frames: int, what: str) -> None:
                          f"frame ({frames}) or a single image (used for every frame)")
 
 
+def check_images(images, *, channels: int, batch: int, height: int, width: int, what: str) -> None:
+    """A Control's images: a float array in [0, 1] (or uint8) of shape ([1 or batch,] count, height,
+    width, channels). UsageError naming `what` otherwise."""
+    images = np.asarray(images)
+    if images.dtype == object or not (np.issubdtype(images.dtype, np.floating) or images.dtype == np.uint8):
+        raise UsageError(f"{what}: images must be a float array in [0, 1], got dtype {images.dtype}")
+    if images.ndim not in (4, 5) or images.shape[-3:] != (height, width, channels) or \
+            (images.ndim == 5 and images.shape[0] not in (1, batch)):
+        got = (f"{images.shape[-2]}x{images.shape[-3]} frames with {images.shape[-1]} channels" if images.ndim in (4, 5)
+               else f"images of shape {images.shape}")
+        raise UsageError(f"{what}: {got}; this video needs {width}x{height} (the output size), {channels} channels")
+    if np.issubdtype(images.dtype, np.floating) and (not np.isfinite(images).all() or images.min() < 0
+                                                     or images.max() > 1):
+        raise UsageError(f"{what}: images must be finite and in [0, 1]")
+
+
+def active_steps(control: Control, num_steps: int) -> np.ndarray:
+    """(num_steps,) bool: the denoising steps i the network runs at (diffusers' `controlnet_keep`: off
+    when i/N < start or (i+1)/N > end)."""
+    i = np.arange(num_steps)
+    return ~((i / num_steps < control.control_guidance_start) | ((i + 1) / num_steps > control.control_guidance_end))
+
+
 def check_controls(controls: Sequence[Control], *, batch: int, frames: int, width: int, height: int,
-                   window: int, cross_attention_dim: int, latent_channels: int, vae_scale: int) -> None:
+                   window: int, steps: int, cross_attention_dim: int, latent_channels: int, vae_scale: int) -> None:
     """Every error of `controls` for a video of this size, before anything is traced: kinds, scales
-    and guidance fractions, image shapes and value ranges, frame counts, key frames, the frames a
-    SparseCtrl encoder's motion modules see at once (`window`: the video or the context window)."""
+    and guidance windows (each must keep at least one of the `steps` denoising steps the loop runs),
+    image shapes and value ranges, frame counts, key frames, the frames a SparseCtrl encoder's motion
+    modules see at once (`window`: the video or the context window)."""
     for n, c in enumerate(controls):
         if not isinstance(c, Control) or not isinstance(c.controlnet, ControlNet):
             raise UsageError(f"controlnets[{n}]: must be a Control(ControlNet, images, ...), got {type(c).__name__}")
@@ -130,20 +154,18 @@ def check_controls(controls: Sequence[Control], *, batch: int, frames: int, widt
             value = getattr(c, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise UsageError(f"{what}: {name} must be a finite number, got {value!r}")
+        if c.conditioning_scale < 0:
+            raise UsageError(f"{what}: conditioning_scale must be ≥ 0, got {c.conditioning_scale}")
         if not 0.0 <= c.control_guidance_start < c.control_guidance_end <= 1.0:
             raise UsageError(f"{what}: need 0 ≤ control_guidance_start < control_guidance_end ≤ 1, got "
                              f"{c.control_guidance_start} and {c.control_guidance_end}")
-        images = np.asarray(c.images)
-        if images.dtype == object or not (np.issubdtype(images.dtype, np.floating) or images.dtype == np.uint8):
-            raise UsageError(f"{what}: images must be a float array in [0, 1], got dtype {images.dtype}")
+        if not active_steps(c, steps).any():
+            raise UsageError(f"{what}: its guidance window {c.control_guidance_start}–{c.control_guidance_end} keeps "
+                             f"none of the {steps} denoising steps (step i needs start ≤ i/{steps} and (i+1)/{steps} ≤ "
+                             "end), so it would not be used: widen the window or take more steps")
         channels = 3 if net.encodes_images else cfg.conditioning_channels
-        if images.ndim not in (4, 5) or images.shape[-3:] != (height, width, channels) or \
-                (images.ndim == 5 and images.shape[0] not in (1, batch)):
-            raise UsageError(f"{what}: images of shape {images.shape}; this call needs ([{batch},] frames, "
-                             f"{height}, {width}, {channels}) (the output size, {channels} channels)")
-        if np.issubdtype(images.dtype, np.floating) and (not np.isfinite(images).all() or images.min() < 0
-                                                         or images.max() > 1):
-            raise UsageError(f"{what}: images must be finite and in [0, 1]")
+        check_images(c.images, channels=channels, batch=batch, height=height, width=width, what=what)
+        images = np.asarray(c.images)
         count = images.shape[-4]
         if net.kind == "controlnet":
             if c.keyframes is not None:
@@ -175,11 +197,8 @@ def keyframe_indices(keyframes: Sequence[int], frames: int) -> list[int]:
 
 
 def keep_schedule(control: Control, num_steps: int) -> np.ndarray:
-    """(num_steps,) float32: conditioning_scale where the network is on at step i (diffusers' rule:
-    off when i/N < start or (i+1)/N > end), else 0."""
-    i = np.arange(num_steps)
-    off = (i / num_steps < control.control_guidance_start) | ((i + 1) / num_steps > control.control_guidance_end)
-    return np.where(off, 0.0, float(control.conditioning_scale)).astype(np.float32)
+    """(num_steps,) float32: conditioning_scale at the steps the network runs at (`active_steps`), else 0."""
+    return np.where(active_steps(control, num_steps), float(control.conditioning_scale), 0.0).astype(np.float32)
 
 
 def condition(images, frames: int) -> np.ndarray:

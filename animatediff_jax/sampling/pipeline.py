@@ -35,10 +35,12 @@ from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.init import example_inputs, random_params
 from animatediff_jax.models.unet3d import UNet3DConditionModel, motion_scales
 from animatediff_jax.params import cache_root
+from animatediff_jax.progress import progress_bar
 from animatediff_jax.sampling import context_windows as ctx, control as cn, freeinit as fi
 from animatediff_jax.sampling.program_cache import DiskCachedProgram
 from animatediff_jax.sampling.prompt_travel import interpolate_embeddings, parse_prompt_map
-from animatediff_jax.sampling.samplers import Sampler, make_sampler, sampler_from_diffusers_config, start_index
+from animatediff_jax.sampling.samplers import (Sampler, denoising_steps, make_sampler, sampler_from_diffusers_config,
+                                               start_index)
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.xla_options import jit
 
@@ -318,8 +320,9 @@ class AnimateDiffPipeline:
     def check_inputs(self, *, width: int, height: int, frames: int, steps: int,
                      context: ctx.ContextOptions | None, num_prompts: int, num_seeds: int | None,
                      motion_scale: float = 1.0, motion_block_scales: Mapping[str, float] | None = None,
-                     controlnets: Sequence[cn.Control] = ()) -> None:
-        """Every size/count/setting error, raised before anything is traced or compiled."""
+                     controlnets: Sequence[cn.Control] = (), strength: float = 1.0) -> None:
+        """Every size/count/setting error, raised before anything is traced or compiled (`strength`: of
+        video-to-video, which runs fewer steps, 1.0 without an init video)."""
         check_video_size(width=width, height=height, frames=frames, steps=steps, context=context,
                          vae_scale=self.vae_scale, max_frames=self.max_frames)
         if num_prompts < 1:
@@ -330,6 +333,7 @@ class AnimateDiffPipeline:
         if controlnets:
             cn.check_controls(controlnets, batch=num_prompts, frames=frames, width=width, height=height,
                               window=frames if context is None else min(context.length, frames),
+                              steps=denoising_steps(steps, strength),
                               cross_attention_dim=self.unet.config.cross_attention_dim,
                               latent_channels=self.vae.config.latent_channels, vae_scale=self.vae_scale)
 
@@ -388,8 +392,7 @@ class AnimateDiffPipeline:
         step = self.step_function(sampler, cfg, context, tuple(c.network for c, _ in controls))
         control = tuple(a for _, a in controls)
         g, state = jnp.float32(guidance_scale), sampler.init_state(x)
-        from tqdm.auto import tqdm
-        with tqdm(total=sampler.num_steps, desc=label, unit="step", disable=not progress) as bar:
+        with progress_bar(label, total=sampler.num_steps, enabled=progress, unit="step") as bar:
             for i in range(sampler.num_steps):
                 x, state = step(unet_params, x, state, np.int32(i), emb, g, keys, control)
                 if progress or stop is not None:
@@ -434,7 +437,7 @@ class AnimateDiffPipeline:
         self.check_inputs(width=width, height=height, frames=frames, steps=steps, context=context,
                           num_prompts=len(prompts), num_seeds=None if seeds is None else len(seeds),
                           motion_scale=motion_scale, motion_block_scales=motion_block_scales,
-                          controlnets=controlnets)
+                          controlnets=controlnets, strength=strength if init_video is not None else 1.0)
         if init_video is None and strength != 1.0:
             raise ValueError("strength < 1 needs an init video")
         travel = [parse_prompt_map(p, frames) if isinstance(p, Mapping) else None for p in prompts]

@@ -74,6 +74,7 @@ import math
 import os
 import re
 import secrets
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,6 +400,10 @@ def _sparsectrl(raw: dict, source: str, entry: str, config_dir: Path | None) -> 
     if len(images) < len(indexes):
         raise _err(source, entry, f"{len(indexes)} controlnet_image_indexs but {len(images)} controlnet_images "
                                   "(the original needs at least one image per index)")
+    if len(images) > len(indexes):
+        warnings.warn(f"{source}: {entry}: {len(images)} controlnet_images for {len(indexes)} controlnet_image_indexs: "
+                      f"the last {len(images) - len(indexes)} are not used (the original reads the first image of "
+                      "each index); list a frame index for each image to use them all")
     scale = raw.get("controlnet_conditioning_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, _NUM):
         raise _err(source, entry, f"key 'controlnet_conditioning_scale' must be a number, got {scale!r}")
@@ -541,6 +546,11 @@ def load_prompt_config(path: str | os.PathLike) -> list[PromptEntry]:
     path = Path(path)
     data = read_yaml(path, "prompt config")
     if isinstance(data, dict):  # first and v2 releases: {name: entry}
+        settings = [k for k, v in data.items() if (k in _SCHEMA or k in _SPARSECTRL) and not isinstance(v, dict)]
+        if settings:
+            raise PromptConfigError(
+                f"{path}: the top level holds an entry's keys ({', '.join(map(str, settings))}), not entries: "
+                "indent them under an entry name (`MyVideo:`) or start them with `- ` (a list of entries)")
         items = list(data.items())
     elif isinstance(data, list):
         items = [(f"entry {i}", e) for i, e in enumerate(data)]

@@ -173,6 +173,12 @@ def start_index(num_inference_steps: int, strength: float) -> int:
     return start
 
 
+def denoising_steps(num_inference_steps: int, strength: float = 1.0) -> int:
+    """How many steps the denoising loop runs for `num_inference_steps` at video-to-video `strength`
+    (all of them at 1.0; `start_index` says where they start and refuses a strength that leaves none)."""
+    return num_inference_steps - start_index(num_inference_steps, strength)
+
+
 def _spaced_timesteps(spacing: str, T: int, n: int, offset: int, rounded: bool) -> np.ndarray:
     """The diffusers timestep spacings (float64, descending); `rounded` rounds "linspace"."""
     if spacing == "linspace":

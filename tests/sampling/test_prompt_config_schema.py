@@ -72,6 +72,8 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("body,match", [
     ('- prompt: ["a"]\n  sed: 3\n', r"entry 0: unknown keys \['sed'\]"),
+    ('motion_module: mm.ckpt\nprompt: ["a"]\n', r"the top level holds an entry's keys \(motion_module, prompt\), not "
+                                              r"entries: indent them under an entry name"),
     ('- prompt: ["a"]\n  steps: "25"\n', r"entry 0: key 'steps' must be an integer"),
     ('- prompt: ["a"]\n  guidance_scale: yes\n', r"key 'guidance_scale' must be a number"),
     ('- prompt: ["a", "b"]\n  n_prompt: ["x", "y", "z"]\n', r"3 n_prompt for 2 prompts"),
@@ -213,3 +215,18 @@ def test_several_loras_and_the_alpha_rule(tmp_path, monkeypatch):
     assert a.loras == [(la, 0.7), (lb, 0.7)] and a.lora_alpha_rule == "original"
     assert b.loras == [(la, 0.5), (lb, -1.0)] and b.lora_alpha_rule == "kohya"
     assert c.loras == [(la, 0.8)]  # the original's default lora_alpha
+
+
+def test_sparsectrl_images_beyond_the_indexes_are_named_as_unused(tmp_path, monkeypatch):
+    """The original reads the first image of each index and drops the rest silently: a config that lists
+    more images than indexes runs as there, with a warning naming what is not used (a stranger's finding)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sparse").mkdir()
+    for name in "abc":
+        (tmp_path / f"{name}.png").write_bytes(b"x")
+    p = _write(tmp_path, '- prompt: ["a"]\n  controlnet_path: sparse\n  controlnet_images: [a.png, b.png, c.png]\n'
+                         '  controlnet_image_indexs: [0]\n')
+    with pytest.warns(UserWarning, match=r"entry 0: 3 controlnet_images for 1 controlnet_image_indexs: the last 2 "
+                                         r"are not used"):
+        entry, = load_prompt_config(p)
+    assert entry.sparsectrl["images"] == [str(tmp_path / "a.png")]

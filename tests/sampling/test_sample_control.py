@@ -72,9 +72,16 @@ MODEL = ["--base", "base", "--motion-module", "adapter", "--prompt", "a cat", *S
     (["--controlnet", "nope", "--control-video", "video"], 1, "--controlnet nope: not found"),
     (["--controlnet", "cn", "--control-video", "nope"], 1, "--control-video nope: not found"),
     (["--controlnet", "cn", "--control-video", "wide"], 2,
-     "--controlnet cn: images of shape (4, 32, 48, 3); this call needs ([1,] frames, 32, 32, 3)"),
+     "--control-video wide: 48x32 frames with 3 channels; this video needs 32x32 (the output size), 3 channels"),
     (["--controlnet", "cn", "--control-video", "five"], 2,
-     "--controlnet cn: 5 control frames for a 4-frame video; give one image per frame (4) or a single image"),
+     "--control-video five: 5 control frames for a 4-frame video; give one image per frame (4) or a single image"),
+    (["--controlnet", "cn:-1", "--control-video", "video"], 2, "--controlnet cn: conditioning_scale must be ≥ 0, got -1"),
+    # --steps 2: step 0 is [0, 0.5], step 1 [0.5, 1]; a window of 0.5-0.6 holds neither (it ran as if absent)
+    (["--controlnet", "cn", "--control-video", "video", "--control-guidance-start", "0.5",
+      "--control-guidance-end", "0.6"], 2, "--controlnet cn: its guidance window 0.5–0.6 keeps none of the 2 "
+                                          "denoising steps (step i needs start ≤ i/2 and (i+1)/2 ≤ end)"),
+    (["--controlnet", "cn", "--control-video", "video", "--control-guidance-start", "0.5", "--init-video", "video",
+      "--strength", "0.5"], 2, "--controlnet cn: its guidance window 0.5–1.0 keeps none of the 1 denoising steps"),
     (["--controlnet", "cn", "--control-video", "video", "--control-guidance-start", "0.6",
       "--control-guidance-end", "0.5"], 2, "need 0 ≤ control_guidance_start < control_guidance_end ≤ 1"),
     (["--controlnet", "sparse", "--control-video", "video"], 2, "--controlnet sparse: a SparseCtrl encoder; pass it "
@@ -196,14 +203,18 @@ def _videos(out):
                     if f.endswith(".npy")}
 
 
-def test_config_yaml_records_the_controls_and_reproduces_the_videos(files, tmp_path, monkeypatch):
+def test_config_yaml_records_the_controls_and_reproduces_the_videos(files, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
     monkeypatch.chdir(files)
     model = ["--base", "base", "--motion-module", "adapter", "--prompt", "a cat", "--seed", "3", *SIZE]
     controls = ["--controlnet", "cn:0.8", "--control-video", "video", "--control-guidance-end", "0.5",
                 "--sparsectrl", "sparse:0.9", "--keyframes", "0,-1", "--keyframe-images", "key0.png,key1.png"]
     assert sample.main([*model, "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
     assert sample.main([*model, *controls, "--out", str(tmp_path / "controlled")]) == 0
+    # the models line names every network the videos come from (it named base and motion module only)
+    assert ("  models: base base, motion module adapter, ControlNet cn x0.8 on video from 0 to 0.5 of the steps, "
+            "SparseCtrl sparse x0.9 at frames 0,-1\n") in capsys.readouterr().out
     _, plain = _videos(tmp_path / "plain")
     folder, controlled = _videos(tmp_path / "controlled")
     assert all(np.abs(controlled[n] - plain[n]).max() > 1e-4 for n in plain)  # the controls reach the UNet
@@ -242,8 +253,9 @@ def test_nonfinite_controlnet_weights_are_refused_at_load(files, tmp_path, monke
         named = f"--controlnet {bad}"
     assert sample.main([*argv, *SIZE, "--out", str(tmp_path / "out")]) == 1
     out, err = capsys.readouterr()
-    err = err.split("\r")[-1]  # after the base conversion's progress bar
-    assert err.startswith(f"error: {named}: 1 tensor holds NaN/Inf: ") and err.count("\n") == 1, err
+    *bars, last, end = err.split("\n")  # the conversions' progress bars end their lines; then one error line
+    assert last.startswith(f"error: {named}: 1 tensor holds NaN/Inf: ") and end == "", err
+    assert not any("error" in bar for bar in bars), err
     assert "sampling into" not in out and not (tmp_path / "out").exists()
 
 
