@@ -112,8 +112,8 @@ def summary(result: dict, max_steps: int) -> str:
         return (f"already past max_train_steps: the run's checkpoint is at step {result['start']}, above "
                 f"max_train_steps {max_steps}; nothing trained or written (raise max_train_steps to continue it)")
     if result["start"] == max_steps and result.get("exported"):
-        return (f"already finished: step {result['step']} of {max_steps} (max_train_steps); its missing exports "
-                f"written from that checkpoint: {', '.join(result['exported'])}")
+        return (f"already finished: step {result['step']} of {max_steps} (max_train_steps); its exports (missing "
+                f"or from an earlier step) written from that checkpoint: {', '.join(result['exported'])}")
     if result["start"] == max_steps:
         return f"already finished: step {result['step']} of {max_steps} (max_train_steps); nothing to train"
     return f"done: step {result['step']}, loss {result['loss']:.5f}"

@@ -46,6 +46,16 @@ def exists(path: str) -> bool:
     return fs.exists(root)
 
 
+def read_text(path: str) -> str | None:
+    """The text of the file at `path`, a local path or a URL; None when there is none."""
+    fs, root = fsspec.core.url_to_fs(path)
+    try:
+        with fs.open(root, "r", encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 class Staging:
     """Where the run writes its non-checkpoint files (`local`) and how they reach `workdir` (`upload`).
 

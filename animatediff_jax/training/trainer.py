@@ -56,6 +56,7 @@ from convert.export import export_adapter, export_original, pickle_loses
 ORIGINAL_EXPORT, ADAPTER_EXPORT = "motion_module.ckpt", "motion_adapter"  # export_formats original, diffusers
 EXPORTS = {"original": ORIGINAL_EXPORT, "diffusers": ADAPTER_EXPORT}
 UNET_EXPORT, FACTORS_EXPORT = "unet_trainable.safetensors", "lora_factors.safetensors"
+EXPORT_RECORD = "exports.json"  # {"step": the checkpoint step the exports hold, "files": their names}, written last
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -262,18 +263,19 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
     (the step it resumed from; loss is NaN when it trained none), 'preempted' (stopped by SIGTERM or
     Ctrl-C, also during validation sampling or at the last step: the step saved, not exported),
     'signal' (that signal's number, else None) and 'exported' (the paths written at the end). A workdir
-    whose latest checkpoint is past `max_train_steps`, or at it with every export present, is left as
-    it is: nothing is built, trained or written ('params' None, 'start' and 'step' that checkpoint's
-    step); at it with an export missing (a run stopped at its last step), the exports are written from
-    that checkpoint, nothing trained.
+    whose latest checkpoint is past `max_train_steps`, or at it with its exports written from it
+    (`exports_current`), is left as it is: nothing is built, trained or written ('params' None, 'start'
+    and 'step' that checkpoint's step); at it with an export missing or from an earlier step (a run
+    stopped at its last step; a finished run continued to a higher max_train_steps), the exports are
+    written from that checkpoint, nothing trained.
 
     Raises NonFiniteLossError when a step's loss or gradients are not finite (the state before
     that step saved), UsageError when the config does not fit the devices, their memory (the compiled
     step checked before the first step; a step or validation sampling out of memory) or the data, OutputError
     when another live run holds the workdir (training/workdir_lock.py)."""
     saved = ckpt.latest_step(os.path.join(workdir, "checkpoints"))
-    if saved is not None and (saved > cfg.max_train_steps or saved == cfg.max_train_steps and all(
-            remote_workdir.exists(p) for p in export_paths(cfg, workdir))):  # folder names: no mesh, no restore
+    if saved is not None and (saved > cfg.max_train_steps or saved == cfg.max_train_steps
+                              and exports_current(cfg, workdir, saved)):  # file reads only: no mesh, no restore
         return {"step": saved, "start": saved, "loss": float("nan"), "params": None, "preempted": False,
                 "signal": None, "exported": []}
     if cfg.compilation_cache_dir:
@@ -374,11 +376,11 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh, staging: 
     exported = []
     if not stop and cfg.lora.rank:
         if main:
-            exported = export_lora(cfg, staging.local, trained["lora"])
+            exported = export_lora(cfg, staging.local, trained["lora"], step)
     elif not stop:
         module = motion_subtree(merge(trained, gather(motion_subtree(frozen["unet"]))))
         if main:
-            exported = export(cfg, staging.local, trained if motion is None else module, motion)
+            exported = export(cfg, staging.local, trained if motion is None else module, motion, step)
     staging.upload()  # the exports, the last TensorBoard events
     exported = [staging.remote(p) for p in exported]
     return {"step": step, "start": start, "loss": loss, "params": trained, "preempted": stop, "signal": signum,
@@ -535,10 +537,30 @@ def export_paths(cfg: TrainingConfig, workdir: str) -> list[str]:
     return [os.path.join(workdir, name) for name in names]
 
 
-def export(cfg: TrainingConfig, workdir: str, trained: dict, motion) -> list[str]:
-    """Write the trained parameters: the motion module in the `export_formats` (original AnimateDiff
-    file, diffusers MotionAdapter folder; through convert/), or the fine-tuned UNet subtree as params.
-    Returns `export_paths`."""
+def exports_current(cfg: TrainingConfig, workdir: str, step: int) -> bool:
+    """Whether every export of `export_paths` is in `workdir` and was written from checkpoint `step`
+    (`EXPORT_RECORD`; a run without one, from before the record existed, counts as not current)."""
+    if not all(remote_workdir.exists(p) for p in export_paths(cfg, workdir)):
+        return False
+    text = remote_workdir.read_text(os.path.join(workdir, EXPORT_RECORD))
+    try:
+        return json.loads(text or "{}").get("step") == step
+    except (ValueError, AttributeError):  # a damaged record: write the exports again
+        return False
+
+
+def write_export_record(workdir: str, step: int, written: list[str]) -> None:
+    """`EXPORT_RECORD` for the exports `written` from checkpoint `step`, after them (atomically)."""
+    path = os.path.join(workdir, EXPORT_RECORD)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"step": step, "files": [os.path.basename(p) for p in written]}, f)
+    os.replace(path + ".tmp", path)
+
+
+def export(cfg: TrainingConfig, workdir: str, trained: dict, motion, step: int) -> list[str]:
+    """Write the trained parameters of checkpoint `step`: the motion module in the `export_formats`
+    (original AnimateDiff file, diffusers MotionAdapter folder; through convert/), or the fine-tuned
+    UNet subtree as params; then config.json and `EXPORT_RECORD`. Returns `export_paths`."""
     os.makedirs(workdir, exist_ok=True)
     written = export_paths(cfg, workdir)
     if motion is None:
@@ -549,14 +571,15 @@ def export(cfg: TrainingConfig, workdir: str, trained: dict, motion) -> list[str
         for name, path in zip(cfg.export_formats, written):
             writers[name](trained, motion, path)
     write_config(cfg, workdir)
+    write_export_record(workdir, step, written)
     return written
 
 
-def export_lora(cfg: TrainingConfig, workdir: str, factors: dict) -> list[str]:
-    """Write trained LoRA factors: motion targets as an original AnimateDiff MotionLoRA, spatial
-    targets as a kohya LoRA (float32), both read back by convert/lora.py; and the factors themselves
-    as `lora_factors.safetensors` (alpha in the metadata: `python -m convert export-motion-lora`).
-    Returns `export_paths`."""
+def export_lora(cfg: TrainingConfig, workdir: str, factors: dict, step: int) -> list[str]:
+    """Write the trained LoRA factors of checkpoint `step`: motion targets as an original AnimateDiff
+    MotionLoRA, spatial targets as a kohya LoRA (float32), both read back by convert/lora.py; and the
+    factors themselves as `lora_factors.safetensors` (alpha in the metadata: `python -m convert
+    export-motion-lora`); then config.json and `EXPORT_RECORD`. Returns `export_paths`."""
     written = export_paths(cfg, workdir)
     path, factors_path = written
     os.makedirs(workdir, exist_ok=True)
@@ -566,6 +589,7 @@ def export_lora(cfg: TrainingConfig, workdir: str, factors: dict) -> list[str]:
     else:
         lora.save_kohya(path, factors, cfg.lora_alpha, dtype=np.float32)
     write_config(cfg, workdir)
+    write_export_record(workdir, step, written)
     return written
 
 

@@ -137,7 +137,7 @@ def test_spatial_lora_export_reads_back_as_kohya(setup, tmp_path):
     for f in factors.values():
         f["up"] = rng.standard_normal(f["up"].shape).astype(np.float32)
     cfg = load_config(None, tiny.overrides(setup["tok"], lora={"rank": RANK, "alpha": ALPHA, "targets": "unet"}))
-    path, factors_path = trainer.export_lora(cfg, str(tmp_path), factors)
+    path, factors_path = trainer.export_lora(cfg, str(tmp_path), factors, step=1)
     assert (os.path.basename(path), os.path.basename(factors_path)) == ("lora.safetensors", "lora_factors.safetensors")
     fused = flatten(apply_lora_files({"unet": unet}, [(path, 1.0)])["unet"])
     ours = flatten(lora.fuse(unet, factors, ALPHA / RANK))   # the fusion training differentiates

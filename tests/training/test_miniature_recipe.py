@@ -34,7 +34,7 @@ def test_the_recipes_export_is_a_module_the_sampler_loads_into_the_shipped_base(
     cfg = load_config(CONFIG)
     cache = str(tmp_path / "cache")
     trained = load_motion(motion_path(MINIATURE, "B"), cache).params   # a module of the recipe's shape
-    written = trainer.export(cfg, str(tmp_path), trained, cfg.motion_config)
+    written = trainer.export(cfg, str(tmp_path), trained, cfg.motion_config, step=1)
     assert written == [str(tmp_path / "motion_adapter")]   # export_formats: [diffusers], no torch needed
     assert load_motion(written[0], cache).config == world.MOTION
     check_files(ModelFiles(BASE, motion_module=written[0]), cache)

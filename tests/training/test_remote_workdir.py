@@ -99,11 +99,13 @@ def test_a_run_writes_everything_but_checkpoints_through_the_staging_folder(memo
     monkeypatch.setattr(remote_workdir, "Staging", lambda workdir: real(memory_url))
     workdir = tmp_path / "run"
     overrides = tiny.overrides(tiny.write_tokenizer(tmp_path / "tok"))
-    result = trainer.train(load_config(None, overrides + [
+    cfg = load_config(None, overrides + [
         "max_train_steps=2", "export_formats=[diffusers]", "validation_steps_tuple=[1]",
-        'validation_data={"prompts": ["a b"], "num_inference_steps": 1, "video_length": 4}']), str(workdir))
+        'validation_data={"prompts": ["a b"], "num_inference_steps": 1, "video_length": 4}'])
+    result = trainer.train(cfg, str(workdir))
     files = _files(memory_url)
     assert "config.json" in files and any(f.startswith("tensorboard/events.") for f in files), files
+    assert trainer.exports_current(cfg, memory_url, 2) and not trainer.exports_current(cfg, memory_url, 1)
     assert any(f.startswith("samples/step-1/") and f.endswith(".gif") for f in files), files
     assert any(f.startswith("motion_adapter/") for f in files), files
     assert result["exported"] == [f"{memory_url}/motion_adapter"]

@@ -261,14 +261,24 @@ def test_sigterm_in_the_final_validation_exits_143_and_a_rerun_exports(overrides
     assert "SIGTERM: saved step 3 (the last; the same command writes the exports), exiting" in out, out
     assert not (workdir / "samples").exists() and not (workdir / "motion_adapter").exists()
     monkeypatch.setattr(AnimateDiffPipeline, "step_function", lambda *a, **k: pytest.fail("sampled again"))
+    written = (f"already finished: step 3 of 3 (max_train_steps); its exports (missing or from an earlier step) "
+               f"written from that checkpoint: {workdir}/motion_adapter")
     assert train.main(argv) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == (
-        f"already finished: step 3 of 3 (max_train_steps); its missing exports written from that checkpoint: "
-        f"{workdir}/motion_adapter")
+    assert capsys.readouterr().out.splitlines()[-1] == written
     assert (workdir / "motion_adapter").is_dir() and (workdir / "config.json").is_file()
-    monkeypatch.setattr(trainer, "setup_mesh", lambda *a: pytest.fail("built the mesh"))  # exports present now
-    assert train.main(argv) == 0
+    assert json.loads((workdir / "exports.json").read_text()) == {"step": 3, "files": ["motion_adapter"]}
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "setup_mesh", lambda *a: pytest.fail("built the mesh"))  # exports present now
+        assert train.main(argv) == 0
     assert capsys.readouterr().out == "already finished: step 3 of 3 (max_train_steps); nothing to train\n"
+
+    # Exports of an earlier step beside the last checkpoint: a finished run continued to a higher
+    # max_train_steps and stopped at its last step. They were taken as current ('nothing to train') and
+    # sampling used the earlier module; they are written again from the checkpoint.
+    (workdir / "exports.json").write_text('{"step": 2, "files": ["motion_adapter"]}')
+    assert train.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == written
+    assert json.loads((workdir / "exports.json").read_text())["step"] == 3
 
 
 def test_a_signal_at_the_last_step_never_says_done(overrides, tmp_path, monkeypatch, capsys):
