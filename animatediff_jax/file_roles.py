@@ -18,6 +18,7 @@ from animatediff_jax.checkpoint import incomplete_converted_folder, is_flax_file
 from animatediff_jax.errors import InputError
 from animatediff_jax.loading import FLAGS, is_converted_base
 
+TRAINED_FACTORS = "LoRA factors written by training (lora_factors.safetensors)"
 MODEL_ROLES = ("base", "dreambooth")  # an SD1.x model: diffusers folder, converted folder or single file
 _NETWORK_NAMES = {"UNetConfig": "UNet", "VAEConfig": "VAE", "CLIPTextConfig": "text encoder"}
 EXPECTED_MODEL = ("a diffusers SD1.x folder (unet/, vae/, text_encoder/ with their config.json), a folder written "
@@ -44,7 +45,9 @@ def converted_role(path: str) -> tuple[str, tuple[str, ...]] | None:
         return f"a converted motion module ({version or 'Flax params'})", ("motion_module",)
     if cls in _NETWORK_NAMES:
         return f"a converted {_NETWORK_NAMES[cls]} alone (Flax params)", ()
-    return f"Flax params ({cls or 'no config'}; e.g. LoRA factors from training)", ()
+    if "alpha" in meta and meta.get("source") == "animatediff_jax.train":
+        return TRAINED_FACTORS, ()
+    return f"Flax params ({cls or 'no config'})", ()
 
 
 def check_model_path(path: str | None, role: str, names: Mapping[str, str] = FLAGS,
@@ -68,6 +71,9 @@ def check_model_path(path: str | None, role: str, names: Mapping[str, str] = FLA
             hint = f"{models} take the folder holding it ({os.path.dirname(path) or '.'})"
         elif "alone" in what:
             hint = f"{models} take a whole model (unet, vae and text_encoder files together)"
+        elif what == TRAINED_FACTORS:
+            hint = (f"{labels['motion_loras']} or {labels['loras']} take the LoRA the run exported beside it, or one "
+                    "that `python -m convert export-motion-lora` writes from it")
         else:
             hint = "no sample flag takes it"
         raise InputError(f"{name} {path}: {what}, not what {label} takes; {hint}")  # a file of the wrong kind

@@ -100,9 +100,11 @@ def _rename_fresh(tmp: str, target: str) -> str:
 
 
 def slug(prompt: str | Mapping[int, str], max_bytes: int = STEM_BYTES) -> str:
-    """A file-name stem from a prompt (or a prompt-travel map): its first words joined by `-`, without
-    punctuation, at most `max_bytes` UTF-8 bytes (cut at a character boundary); "sample" if empty."""
-    text = prompt if isinstance(prompt, str) else " ".join(dict(prompt).values())
+    """A file-name stem from a prompt (or a prompt-travel map, its prompts in frame order): its first words
+    joined by `-`, without punctuation, at most `max_bytes` UTF-8 bytes (cut at a character boundary);
+    "sample" if empty."""
+    text = prompt if isinstance(prompt, str) else " ".join(p for _, p in sorted(dict(prompt).items(),
+                                                                                key=lambda kv: int(kv[0])))
     stem = "-".join(re.sub(r"[^\w\s-]", "", text).split()[:10])
     stem = stem.encode("utf-8")[:max_bytes].decode("utf-8", "ignore").strip("-")
     return stem or "sample"

@@ -276,3 +276,16 @@ def test_a_folders_cache_key_follows_its_model_files_only(tmp_path):
     assert loading.cache_key(str(folder)) == key  # other files, hidden folders and broken links left out
     (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"22")
     assert loading.cache_key(str(folder)) != key  # a weights file one level down is part of the key
+
+
+def test_trained_lora_factors_given_to_a_lora_flag_point_to_the_exported_lora(run, tmp_path):
+    """A stranger passed a MotionLoRA run's lora_factors.safetensors to --motion-lora and was told only that
+    'no sample flag takes it'."""
+    from animatediff_jax.checkpoint import save_params
+    factors = str(tmp_path / "lora_factors.safetensors")
+    save_params(factors, {"lora": {"down": np.zeros((2, 4), np.float32)}}, source="animatediff_jax.train",
+                metadata={"alpha": "4"})
+    assert run("--motion-module", MOTION, "--motion-lora", f"{factors}:1.0") == (1, (
+        f"error: --motion-lora {factors}: LoRA factors written by training (lora_factors.safetensors), not what "
+        "--motion-lora takes; --motion-lora or --lora take the LoRA the run exported beside it, or one that "
+        "`python -m convert export-motion-lora` writes from it"))

@@ -214,3 +214,4 @@ def test_slug_cuts_at_a_character_boundary():
     assert run_folder.slug("é" * 100, max_bytes=7) == "ééé"
     assert run_folder.slug("!!!") == "sample"
     assert run_folder.slug({0: "a cat", 8: "a dog"}) == "a-cat-a-dog"
+    assert run_folder.slug({"8": "a dog", 0: "a cat"}) == "a-cat-a-dog"  # frame order, as given or not
