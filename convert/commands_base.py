@@ -79,16 +79,17 @@ def _base(args) -> int:
     return 0
 
 
-def _weights_note(weights: list[float]) -> str:
-    """The one stderr line saying that `--weights` not summing to 1 were normalised, and to what."""
-    from convert.merge import normalized_weights
-    used = " ".join(f"{w:g}" for w in normalized_weights(weights))
-    return (f"note: --weights {' '.join(f'{w:g}' for w in weights)} sum to {math.fsum(weights):g}; merging with "
-            f"{used} (weights are normalised to sum to 1)")
+def _weights_note(weights: list[float], used: list[float]) -> str | None:
+    """The one stderr line saying that `--weights` not summing to 1 were normalised to `used`; None when
+    they already sum to 1."""
+    if max(abs(u - w) for u, w in zip(used, weights)) <= 1e-6:
+        return None
+    return (f"note: --weights {' '.join(f'{w:g}' for w in weights)} do not sum to 1; merging with "
+            f"{' '.join(f'{w:g}' for w in used)} (weights are normalised to sum to 1)")
 
 
 def _merge(args) -> int:
-    from convert.merge import merge_add_difference, merge_weighted
+    from convert.merge import merge_add_difference, merge_weighted, normalized_weights
     if args.add_difference is not None:
         if len(args.inputs) != 3:
             raise UsageError(f"--add-difference: needs exactly three inputs A B C, got {len(args.inputs)}")
@@ -110,9 +111,10 @@ def _merge(args) -> int:
         merge_add_difference(*args.inputs, args.add_difference, args.output, dtype=args.dtype,
                              progress=not args.quiet, allow_nonfinite=args.allow_nonfinite)
     else:
-        weights = args.weights or [1.0] * len(args.inputs)
-        if args.weights and abs(math.fsum(args.weights) - 1) > 1e-6:
-            print(_weights_note(args.weights), file=sys.stderr, flush=True)
+        weights = normalized_weights(args.weights or [1.0] * len(args.inputs))
+        note = args.weights and _weights_note(args.weights, weights)
+        if note:
+            print(note, file=sys.stderr, flush=True)
         merge_weighted(args.inputs, weights, args.output, dtype=args.dtype, progress=not args.quiet,
                        allow_nonfinite=args.allow_nonfinite)
     print(args.output)

@@ -45,10 +45,10 @@ def normalized_weights(weights: Sequence[float]) -> list[float]:
     """`weights` scaled to sum to 1: a weighted merge of checkpoints is a convex combination (as in
     A1111's merger), so `0.5 0.3` merges as 0.625 · A + 0.375 · B rather than shrinking every tensor
     by 0.8. ValueError unless the weights are finite, ≥ 0 and not all 0."""
-    total = math.fsum(weights)
-    if not all(math.isfinite(w) and w >= 0 for w in weights) or not total > 0:
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
         raise ValueError(f"weights must be finite, >= 0 and not all 0, got {list(weights)}")
-    return [w / total for w in weights]
+    scaled = [w / max(weights) for w in weights]  # in [0, 1]: the sum cannot overflow (1e308 1e308: 0.5 0.5)
+    return [w / math.fsum(scaled) for w in scaled]
 
 
 def weighted_sum_trees(trees: Sequence[Mapping], weights: Sequence[float]) -> dict:

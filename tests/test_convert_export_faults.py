@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file, save_file
 
 from animatediff_jax.checkpoint import load_config, load_params, save_params
 from animatediff_jax.params import flatten, unflatten
@@ -194,7 +195,10 @@ def test_fuse_overflow_gives_no_numpy_warning():
 
 
 def test_merge_overflow_is_one_error_line(tmp_path, capsys):
+    # (--weights 1e308 1e308 overflowed here; weights are normalised now, so a sum cannot overflow)
     out = str(tmp_path / "m.safetensors")
-    assert main(["merge", out, UNET, UNET, "--weights", "1e308", "1e308", "-q"]) == 1
+    doubled = str(tmp_path / "doubled.safetensors")
+    save_file({k: 2 * v for k, v in load_file(UNET).items()}, doubled)
+    assert main(["merge", out, UNET, doubled, UNET, "--add-difference", "1e38", "-q"]) == 1  # A + 1e38·A
     assert "NaN/Inf" in _error(capsys)
     assert not os.path.exists(out)

@@ -103,11 +103,11 @@ def test_weights_are_normalised_to_sum_to_one(tmp_path, files, capsys):
     """`--weights 0.5 0.3` wrote 0.5·A + 0.3·B (every tensor, norms and biases too, shrunk by 0.8) and
     `1 1` doubled every weight: a weighted merge is a convex combination, said in one stderr line."""
     a, b = _model(0), _model(1)
-    for given, used in (([0.5, 0.3], [0.625, 0.375]), ([1, 1], [0.5, 0.5])):
+    for given, used in (([0.5, 0.3], [0.625, 0.375]), ([1, 1], [0.5, 0.5]), ([1e308, 1e308], [0.5, 0.5])):
         out = str(tmp_path / f"w{given[0]}.safetensors")
         assert main(["merge", out, *files[:2], "--weights", *map(str, given), "-q"]) == 0
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith(f"note: --weights {given[0]:g} {given[1]:g} sum to "), err
+        assert err.count("\n") == 1 and err.startswith(f"note: --weights {given[0]:g} {given[1]:g} do not sum to 1"), err
         assert f"merging with {used[0]:g} {used[1]:g} (weights are normalised to sum to 1)" in err
         got = load_file(out)
         np.testing.assert_allclose(got["b.bias"], used[0] * a["b.bias"] + used[1] * b["b.bias"], rtol=1e-6)
