@@ -179,15 +179,16 @@ def test_an_error_without_a_signal_is_still_a_bug():
 def test_a_signal_while_the_command_imports_its_modules_is_one_line(tmp_path, command, signum):
     """Found by the CI on a busy machine (load 6): `sample`'s module imports took 0.7-1.5 s, before any
     handler of its own, and a Ctrl-C there ended in a KeyboardInterrupt traceback (exit -2). The signal
-    is sent once the package's `__init__` has imported `start_up` (`-X importtime` says so on stderr),
-    while the command's own imports run: a fixed 0.15 s after the start, a CI at load 7 signalled an
-    interpreter still starting, before any code of ours (the traceback is Python's own there)."""
+    is sent once the `animatediff_jax` package's `__init__` has run, which installs the handlers (`-X
+    importtime` prints the package's line when its import ends), while the command's own imports run: a
+    fixed 0.15 s after the start, a CI at load 7 signalled an interpreter still starting, before any code
+    of ours (the traceback is Python's own there)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
            "ANIMATEDIFF_JAX_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", *command], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     for line in proc.stderr:
-        if line.rstrip().endswith("animatediff_jax.start_up"):
+        if line.split("|")[-1].strip() == "animatediff_jax":
             break
     rc, _, err = stop(proc, signum)
     err = "\n".join(line for line in err.splitlines() if not line.startswith("import time:"))
