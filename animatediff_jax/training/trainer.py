@@ -26,6 +26,7 @@ from animatediff_jax import sharding as shd
 from animatediff_jax.checkpoint import save_params
 from animatediff_jax.data.train_input import TrainInput, source_from_config
 from animatediff_jax.errors import InputError, UsageError, UserError
+from animatediff_jax.outputs import atomic_path
 from animatediff_jax.models.attention import warn_unavailable
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
@@ -551,10 +552,8 @@ def exports_current(cfg: TrainingConfig, workdir: str, step: int) -> bool:
 
 def write_export_record(workdir: str, step: int, written: list[str]) -> None:
     """`EXPORT_RECORD` for the exports `written` from checkpoint `step`, after them (atomically)."""
-    path = os.path.join(workdir, EXPORT_RECORD)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_path(os.path.join(workdir, EXPORT_RECORD)) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump({"step": step, "files": [os.path.basename(p) for p in written]}, f)
-    os.replace(path + ".tmp", path)
 
 
 def export(cfg: TrainingConfig, workdir: str, trained: dict, motion, step: int) -> list[str]:
