@@ -56,7 +56,7 @@ from convert.io import checkpoint_format
 from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora, read_motion_lora,
                          read_spatial_lora)
 from convert.motion import MotionModule, assumed_message, load_motion_module
-from convert.param_shapes import flax_param_shapes, module_param_shapes
+from animatediff_jax.param_shapes import flax_param_shapes, module_param_shapes
 from animatediff_jax.hub_ids import is_hub_id
 from convert.sources import HUB_PATTERNS, SD_COMPONENTS, resolve_source, weights_file, weights_variant
 from convert.sources import VariantError  # noqa: F401 - what a reader's caller catches (training: trainer.one_variant)

@@ -60,7 +60,7 @@ def main() -> None:
 
     from animatediff_jax.models.configs import MOTION_SPARSECTRL, SD15_CONTROLNET, SPARSECTRL_RGB, SPARSECTRL_SCRIBBLE
     from convert.controlnet import load_controlnet, plan_controlnet
-    from convert.param_shapes import flax_param_shapes
+    from animatediff_jax.param_shapes import flax_param_shapes
     from tests.convert.controlnet_fixtures import save_safetensors, save_torch, to_ldm, to_original_sparsectrl
 
     os.makedirs(args.workdir, exist_ok=True)

@@ -41,7 +41,7 @@ from convert import ldm
 from convert.detect import require_sd1
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 from convert.naming import flax_tensor_to_torch, torch_tensor_to_flax
-from convert.param_shapes import flax_param_shapes
+from animatediff_jax.param_shapes import flax_param_shapes
 from convert.sources import DIFFUSERS_WEIGHTS, SD_COMPONENTS, resolve_source, weights_file, weights_variant
 
 NETWORKS = tuple(SD_COMPONENTS)  # unet, vae, text_encoder

@@ -53,7 +53,7 @@ from convert.detect import (CONTROLNET_LDM_PREFIX, checkpoint_kind, control_layo
                             strip_module_prefix)
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 from convert.motion import original_key_to_diffusers, pe_length
-from convert.param_shapes import flax_param_shapes
+from animatediff_jax.param_shapes import flax_param_shapes
 from convert.sources import HUB_PATTERNS, resolve_source, weights_file, weights_variant
 
 KINDS = ("controlnet", "sparsectrl")

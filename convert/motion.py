@@ -130,7 +130,7 @@ def sinusoid(length: int, channels: int) -> np.ndarray:
     """The fixed position encoding of the original code and diffusers as their buffer holds it,
     [1, length, channels] float32: the network's own `sinusoidal_positions`."""
     from animatediff_jax.models.embeddings import sinusoidal_positions  # local: jax only when a `pe` is met
-    return np.asarray(sinusoidal_positions(length, channels), np.float32)[None]
+    return sinusoidal_positions(length, channels)[None]
 
 
 def motion_adapter_key_shapes(block_out_channels, layers_per_block: int, use_mid_block: bool,

@@ -13,7 +13,7 @@ from animatediff_jax import loading, memory_estimate as mem, sample
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path
 from animatediff_jax.models.configs import MOTION_V2, SD15_TEXT, SD15_UNET, SD15_VAE
 from animatediff_jax.sampling.context_windows import ContextOptions
-from convert.param_shapes import flax_param_shapes
+from animatediff_jax.param_shapes import flax_param_shapes
 from tests.sampling.stop_at_load import Validated, stop_at_load
 from tests.sampling.tiny_models import write_base_folder
 

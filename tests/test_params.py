@@ -12,7 +12,7 @@ from animatediff_jax.outputs import atomic_path
 from animatediff_jax.params import (ParamsMismatchError, cache_root, flatten, insert_motion, is_motion_path,
                                     unflatten)
 from animatediff_jax.sampling.pipeline import enable_compilation_cache
-from convert.param_shapes import shape_cache_dir
+from animatediff_jax.param_shapes import shape_cache_dir
 
 
 def _unet(motion_shape=(2, 2)):

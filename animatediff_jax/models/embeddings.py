@@ -5,6 +5,7 @@ import math
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from animatediff_jax.models.resnet import activation
 
@@ -26,13 +27,16 @@ def timestep_embedding(timesteps, dim: int, flip_sin_to_cos: bool = False, freq_
     return emb
 
 
-def sinusoidal_positions(length: int, dim: int):
-    """(length, dim) float32 position encoding of Vaswani et al.: sin at even, cos at odd channels."""
-    position = jnp.arange(length, dtype=jnp.float32)[:, None]
-    div = jnp.exp(jnp.arange(0, dim, 2, dtype=jnp.float32) * (-math.log(10000.0) / dim))
-    pe = jnp.zeros((length, dim), jnp.float32)
-    pe = pe.at[:, 0::2].set(jnp.sin(position * div))
-    return pe.at[:, 1::2].set(jnp.cos(position * div[: dim // 2]))
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+    """(length, dim) float32 position encoding of Vaswani et al.: sin at even, cos at odd channels.
+    Computed with numpy: a constant of the traced program, and no small XLA programs compiled when
+    exporters and converters write or check a `pe` buffer outside any trace."""
+    position = np.arange(length, dtype=np.float32)[:, None]
+    div = np.exp(np.arange(0, dim, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / dim))
+    pe = np.zeros((length, dim), np.float32)
+    pe[:, 0::2] = np.sin(position * div)
+    pe[:, 1::2] = np.cos(position * div[: dim // 2])
+    return pe
 
 
 class TimestepEmbedding(nn.Module):

@@ -30,7 +30,7 @@ from animatediff_jax.outputs import atomic_path
 from animatediff_jax.models.attention import warn_unavailable
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
-from animatediff_jax.models.init import param_shapes
+from animatediff_jax.param_shapes import module_param_shapes
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL, sample_latent
 from animatediff_jax.sampling.pipeline import SamplingStopped
@@ -166,7 +166,7 @@ def build_models(cfg: TrainingConfig, decoder: bool = False):
         # The base's 2D leaves with the fresh motion modules: exactly the configured network's params.
         # An init returning the motion leaves alone lets XLA drop the rest of it (SD1.5 + v2 on 2 CPU
         # cores: 15 s to compile instead of 39 s for the whole init).
-        want = param_shapes(unet)
+        want = module_param_shapes(unet)
         fresh_motion = jit(lambda key, *x: unflatten({p: v for p, v in flatten(unet.init(key, *x)["params"]).items()
                                                       if is_motion_path(p)}))(r[0], *unet_inputs)
         params = {"unet": insert_motion(base.unet, fresh_motion, strict=False)}

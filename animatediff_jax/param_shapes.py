@@ -5,7 +5,7 @@
     flax_param_shapes("sparsectrl", (controlnet_config, motion_config))
 
 Tracing a network's `init` takes seconds at SD1.5 size, and every conversion checks its plan
-against this table, so it is cached under `shape_cache_dir()`, keyed by network, config and a hash
+against this table (the sampler its weights, training its base UNet with the configured motion modules), so it is cached under `shape_cache_dir()`, keyed by network, config and a hash
 of the network code (and jax/flax versions): a code change invalidates it.
 """
 from __future__ import annotations
