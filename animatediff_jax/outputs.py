@@ -114,6 +114,14 @@ def nearest_existing(path: str) -> str:
     return path
 
 
+def not_a_folder(path: str) -> str:
+    """What `path` (existing, a dangling symbolic link included) is, when it is not a folder, for
+    "{path} is {...}, not a folder": 'a broken symbolic link (to T)' or 'a file'."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"a broken symbolic link (to {os.readlink(path)})"
+    return "a file"
+
+
 def write_failure(e: OSError, path: str) -> str:
     """Why writing `path` failed, in words for one line: the OS's, led by "disk full" when the disk is
     full. A short write reported by numpy or another library carries no errno ("49152 requested and
@@ -276,7 +284,7 @@ def check_output(path: str, *, name: str, overwrite: bool = False, folder: bool 
         _MUST_BE_NEW[real] = flag
     parent = nearest_existing(os.path.dirname(real))
     if not os.path.isdir(parent):
-        raise OutputError(f"{path}: cannot be created: {parent} is not a folder")
+        raise OutputError(f"{path}: cannot be created: {parent} is {not_a_folder(parent)}, not a folder")
     why = write_problem(parent)
     if why:
         raise OutputError(f"{path}: cannot be created: {parent} is not writable ({why})")

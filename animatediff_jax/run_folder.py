@@ -23,7 +23,8 @@ from typing import Iterator, Mapping
 from animatediff_jax.cleanup import missing_folders, remove_empty
 from animatediff_jax.errors import OutputError
 from animatediff_jax.interrupts import raise_if_signalled, temporary
-from animatediff_jax.outputs import clean_stale_matching, nearest_existing, temp_name, write_failure, write_problem
+from animatediff_jax.outputs import (clean_stale_matching, nearest_existing, not_a_folder, temp_name, write_failure,
+                                     write_problem)
 from animatediff_jax.video import default_mode
 
 STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
@@ -36,7 +37,7 @@ def check_writable_parent(parent: str, flag: str = "--out") -> None:
     nothing behind (the probe file of `outputs.write_problem` is removed)."""
     probe = nearest_existing(parent)
     if not os.path.isdir(probe):
-        raise OutputError(f"{flag} {parent}: {probe} is a file, not a folder")
+        raise OutputError(f"{flag} {parent}: {probe} is {not_a_folder(probe)}, not a folder")
     why = write_problem(probe)
     if why:
         raise OutputError(f"{flag} {parent}: {probe} is not writable ({why})")

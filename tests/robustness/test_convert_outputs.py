@@ -72,10 +72,16 @@ def test_output_kinds_and_places_that_cannot_work(tmp_path, src, capsys):
     assert main(["base", src, str(a_file), "-q"]) == 1
     assert _error_line(capsys) == f"error: {a_file}: exists and is not a folder (the output is a folder)"
     assert main(["base", src, str(a_file / "out"), "-q"]) == 1
-    assert _error_line(capsys) == f"error: {a_file / 'out'}: cannot be created: {a_file} is not a folder"
+    assert _error_line(capsys) == f"error: {a_file / 'out'}: cannot be created: {a_file} is a file, not a folder"
     assert main(["merge", str(tmp_path), src, src]) == 1
     assert _error_line(capsys) == f"error: {tmp_path}: is a folder (the output is a file)"
     assert sorted(os.listdir(tmp_path)) == ["a_file"]
+    broken = tmp_path / "broken"
+    broken.symlink_to(tmp_path / "nowhere")
+    assert sample.main(["--out", str(broken), "--prompt", "x"]) == 1    # a run folder's parent: named as a link
+    assert _error_line(capsys) == (f"error: --out {broken}: {broken} is a broken symbolic link "
+                                   f"(to {tmp_path / 'nowhere'}), not a folder")
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "broken"]
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
