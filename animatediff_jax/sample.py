@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from animatediff_jax.errors import InputError, OutputError, UsageError, UserError, plain_warnings, run_cli
 from animatediff_jax.text_files import read_json_object
@@ -46,6 +45,7 @@ from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
 from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags
 from animatediff_jax.sample_flags import (CONTEXT_SETTINGS, DEFAULT_STRENGTH, ENTRY_FLAGS, MODEL_INPUT_FLAGS, PROG,
                                          build_parser, option_tokens, options_of)
+from animatediff_jax.yaml_file import dump_yaml
 
 # ----------------------------------------------------------------------------- jobs
 
@@ -613,7 +613,7 @@ def run(args, argv: list[str]) -> str:
             else:
                 print("samples differ in size: no grid written")
             with open(os.path.join(folder.partial, "config.yaml"), "w", encoding="utf-8") as f:
-                yaml.safe_dump(resolved_config(used), f, sort_keys=False, allow_unicode=True)
+                dump_yaml(resolved_config(used), f)
     print(f"wrote {folder.final}")
     return folder.final
 

@@ -1,7 +1,9 @@
-"""The YAML files the project reads (prompt, inference, SparseCtrl and training configs), read one way.
+"""The YAML files the project reads (prompt, inference, SparseCtrl and training configs), read one way,
+and the one it writes (a sampling run's config.yaml).
 
     data = read_yaml("configs/prompts/v2.yaml", "prompt config")            # any YAML document
     data = read_yaml_mapping("configs/training/training.yaml", "training config")
+    dump_yaml(entries, f)                                                   # plain YAML, for people to edit
 
 Whatever keeps a file from being used is an `InputError` of one line that names the file first, then
 its role and the problem: not found, a directory, unreadable, not UTF-8, not valid YAML (with the
@@ -40,6 +42,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                            problem_mark=key_node.start_mark)
             first[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """`yaml.SafeDumper` writing a value met twice in full each time, not as an anchor and alias
+    (`&id001` / `*id001`), which people editing the file would not expect."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def dump_yaml(data: Any, stream) -> None:
+    """Write `data` to the text stream `stream` as plain block YAML: keys in their order, Unicode as is,
+    no anchors or aliases."""
+    yaml.dump(data, stream, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
 
 
 _UniqueKeyLoader.add_implicit_resolver(  # added to PyYAML's own float forms, for the first characters given

@@ -70,6 +70,7 @@ had is an error naming the key, where the path was looked for and why the id can
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -118,7 +119,7 @@ class PromptEntry:
     motion_block_scales: dict[str, float] = field(default_factory=dict)  # {block: factor}
     controlnets: list[dict] = field(default_factory=list)  # {path, video, conditioning_scale, control_guidance_*}
     sparsectrl: dict | None = None  # {path, images, keyframes, conditioning_scale, normalize, config}
-    raw: dict = field(default_factory=dict)  # the entry as written (for the resolved config)
+    raw: dict = field(default_factory=dict)  # the entry as written, its files' paths absolute (`recorded_entry`)
 
 
 # key -> (accepted Python types, description for error messages)
@@ -179,10 +180,7 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
     downloaded, `convert.sources.resolve_source`; the loaders fetch the weights of the variant they
     read, --variant, and find it there again); one that cannot be had is an
     InputError saying both where it looked and why the id cannot be had."""
-    p = Path(os.path.expanduser(path))
-    tried = [p if p.is_absolute() else Path.cwd() / p]
-    if not p.is_absolute() and config_dir is not None and config_dir / p != tried[0]:  # a config outside the cwd
-        tried.append(config_dir / p)
+    tried = _candidates(path, config_dir)
     # the original's inference configs: the first release's inference.yaml (v1), then inference-v1/v2/v3.yaml
     m = re.fullmatch(r"(?:.*/)?inference(?:-(v[123]))?\.yaml", path)
     version = (m.group(1) or "v1") if m else None
@@ -203,6 +201,39 @@ def resolve_path(path: str, config_dir: Path | None, *, what: str, source: str, 
     if m:  # the original's inference configs all carry the same scheduler settings (built in)
         return f"{BUILTIN}inference-{version}"
     raise _err(source, entry, not_found, InputError)
+
+
+def _candidates(path: str, config_dir: Path | None) -> list[Path]:
+    """Where a config's `path` is looked for, in order: as given (relative to the current directory),
+    then relative to the config's own folder (module docstring)."""
+    p = Path(os.path.expanduser(path))
+    tried = [p if p.is_absolute() else Path.cwd() / p]
+    if not p.is_absolute() and config_dir is not None and config_dir / p != tried[0]:  # a config outside the cwd
+        tried.append(config_dir / p)
+    return tried
+
+
+# The keys of an entry naming files (a path or a list of paths), and those of its list items.
+PATH_KEYS = ("dreambooth_path", "path", "base", "lora_model_path", "adapter_lora_path", "inference_config",
+             "motion_module", "controlnet_path", "controlnet_config", "controlnet_images")
+ITEM_PATH_KEYS = {"motion_module_lora_configs": ("path",), "controlnets": ("path", "video")}
+
+
+def recorded_entry(raw: dict, config_dir: Path | None) -> dict:
+    """The entry `raw` as a run's config.yaml records it: every file it names as the absolute path it
+    was found at (so the record runs from any folder, wherever the config was), values naming no file
+    here (hub ids, the original's inference configs mapped to built-in ones) as given."""
+    def rec(value):
+        if isinstance(value, str) and value:
+            return next((str(t.resolve()) for t in _candidates(value, config_dir) if t.exists()), value)
+        return [rec(v) for v in value] if isinstance(value, list) else value
+
+    out = {k: rec(v) if k in PATH_KEYS else v for k, v in raw.items()}
+    for key, fields in ITEM_PATH_KEYS.items():
+        if isinstance(raw.get(key), list):
+            out[key] = [{k: rec(v) if k in fields else v for k, v in item.items()} if isinstance(item, dict) else item
+                        for item in raw[key]]
+    return out
 
 
 def model_keys(raw: dict) -> dict[str, str]:
@@ -380,6 +411,10 @@ def _sparsectrl(raw: dict, source: str, entry: str, config_dir: Path | None) -> 
     when `controlnet_path` is empty or absent (the original then reads none of them)."""
     path = raw.get("controlnet_path", "")
     if not path:
+        ignored = [k for k in _SPARSECTRL if k in raw and k != "controlnet_path"]
+        if ignored:
+            warnings.warn(f"{source}: {entry}: {', '.join(ignored)} ignored: no 'controlnet_path' (SparseCtrl "
+                          "encoder) is given, so the video is sampled without control, as the original does")
         return None
     if not isinstance(path, str):
         raise _err(source, entry, f"key 'controlnet_path' must be a path, got {path!r}")
@@ -450,9 +485,13 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
     """Validate one entry; an entry listing several motion modules becomes one entry per module."""
     if not isinstance(raw, dict):
         raise _err(source, name, f"an entry must be a mapping of keys, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(_SCHEMA) - set(_SPARSECTRL))
+    known = sorted({*_SCHEMA, *_SPARSECTRL})
+    unknown = sorted(set(raw) - set(known), key=str)
     if unknown:
-        raise _err(source, name, f"unknown keys {unknown}; known keys: {sorted(_SCHEMA)}")
+        close = {k: difflib.get_close_matches(str(k), known, n=1) for k in unknown}
+        hints = [f"{k!r}: did you mean {c[0]!r}?" for k, c in close.items() if c]
+        raise _err(source, name, f"unknown keys {unknown}{' (' + '; '.join(hints) + ')' if hints else ''}; "
+                                 f"known keys: {known}")
     for key, value in raw.items():
         if key in _SCHEMA:
             _check_type(value, key, source, name)
@@ -532,12 +571,13 @@ def parse_entry(raw: Any, name: str, source: str, config_dir: Path | None) -> li
         W=raw.get("W"), H=raw.get("H"), L=raw.get("L"), motion_scale=float(raw.get("motion_scale", 1.0)),
         motion_block_scales={b: float(f) for b, f in block_scales.items()},
         controlnets=_controlnets(raw, source, name, config_dir), sparsectrl=_sparsectrl(raw, source, name, config_dir),
-        raw=dict(raw))
+        raw=recorded_entry(raw, config_dir))
     out = []
-    for i, (key, m) in enumerate(zip(keys, modules)):
+    recorded_modules = recorded_entry({"motion_module": modules}, config_dir)["motion_module"]
+    for i, (key, m, recorded) in enumerate(zip(keys, modules, recorded_modules)):
         mm = resolve_path(m, config_dir, what=f"{key}: motion module", source=source, entry=name, hub="model") if m else None
         sub = f"{name}[motion_module {i}]" if len(modules) > 1 else name
-        out.append(dataclasses.replace(base, name=sub, motion_module=mm, raw={**raw, "motion_module": m}))
+        out.append(dataclasses.replace(base, name=sub, motion_module=mm, raw={**base.raw, "motion_module": recorded}))
     return out
 
 

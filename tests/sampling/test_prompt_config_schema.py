@@ -71,7 +71,10 @@ def test_first_release_mapping_with_module_list(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("body,match", [
-    ('- prompt: ["a"]\n  sed: 3\n', r"entry 0: unknown keys \['sed'\]"),
+    ('- prompt: ["a"]\n  sed: 3\n', r"entry 0: unknown keys \['sed'\] \('sed': did you mean 'seed'\?\); known keys: "
+                                    r"\[.*'controlnet_images', .*'seed'"),  # the SparseCtrl keys listed too
+    ('- prompt: ["a"]\n  controlnet_imges: [a.png]\n  zzz: 1\n',
+     r"unknown keys \['controlnet_imges', 'zzz'\] \('controlnet_imges': did you mean 'controlnet_images'\?\)"),
     ('motion_module: mm.ckpt\nprompt: ["a"]\n', r"the top level holds an entry's keys \(motion_module, prompt\), not "
                                               r"entries: indent them under an entry name"),
     ('- prompt: ["a"]\n  steps: "25"\n', r"entry 0: key 'steps' must be an integer"),
@@ -230,3 +233,16 @@ def test_sparsectrl_images_beyond_the_indexes_are_named_as_unused(tmp_path, monk
                                          r"are not used"):
         entry, = load_prompt_config(p)
     assert entry.sparsectrl["images"] == [str(tmp_path / "a.png")]
+
+
+def test_sparsectrl_keys_without_an_encoder_are_named_as_ignored(tmp_path, monkeypatch):
+    """The original reads no SparseCtrl key without `controlnet_path`: such a config runs as there
+    (without control), with a warning naming the keys it ignores (a stranger's finding: silent)."""
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, '- prompt: ["a"]\n  controlnet_images: [missing.png]\n  controlnet_image_indexs: [0, 40]\n')
+    with pytest.warns(UserWarning) as caught:
+        entry, = load_prompt_config(p)
+    assert [str(w.message) for w in caught] == [
+        f"{p}: entry 0: controlnet_images, controlnet_image_indexs ignored: no 'controlnet_path' (SparseCtrl encoder) "
+        "is given, so the video is sampled without control, as the original does"]
+    assert entry.sparsectrl is None

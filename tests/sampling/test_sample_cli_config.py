@@ -56,7 +56,10 @@ def test_original_schema_config_end_to_end(files, monkeypatch, tmp_path):
     resolved = yaml.safe_load((out / run / "config.yaml").read_text())
     seeds = resolved[0]["random_seed"]
     assert len(seeds) == 2 and seeds[1] == 123 and seeds[0] >= 0
-    assert resolved[0]["dreambooth_path"] == "models/toon.safetensors"
+    models = os.path.realpath(files / "models")  # files recorded absolute; the original's inference config by name
+    assert resolved[0]["dreambooth_path"] == os.path.join(models, "toon.safetensors")
+    assert resolved[0]["motion_module_lora_configs"] == [{"path": os.path.join(models, "zoom.safetensors"), "alpha": 0.7}]
+    assert resolved[0]["inference_config"] == "configs/inference/inference-v2.yaml"
     # a second run never touches the first one's folder
     assert sample.main(argv) == 0
     assert len(os.listdir(out)) == 2

@@ -59,3 +59,34 @@ def test_rerunning_config_yaml_reproduces_the_videos_bit_for_bit(files, tmp_path
                         "--out", str(other)]) == 0
     _, changed = _frames(other)
     assert all(np.abs(changed[n] - videos[n]).max() > 1e-4 for n in videos)
+
+
+def test_a_config_naming_files_relative_to_itself_records_them_absolute(files, tmp_path, monkeypatch):
+    """Paths relative to the prompt config's own folder (or the cwd) are recorded absolute: the run's
+    config.yaml re-runs from any folder. A value used by several entries (the prompts of a first-release
+    entry listing two motion modules) is written out each time, not as a YAML anchor and alias."""
+    monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
+    config = tmp_path / "configs" / "rel.yaml"
+    config.parent.mkdir()
+    mm = os.path.relpath(files / "mm.safetensors", config.parent)
+    config.write_text(yaml.safe_dump({"Run": {
+        "motion_module": [mm, mm], "lora_model_path": os.path.relpath(files / "a.safetensors", config.parent),
+        "lora_alpha": 0.7, "prompt": ["a cat"], "seed": [3], "steps": 2, "W": 32, "H": 32, "L": 4}}))
+    monkeypatch.chdir(tmp_path)  # neither the config's folder nor the files'
+    first = tmp_path / "first"
+    assert sample.main([str(config), "--base", str(files / "base"), "--no-progress", "--save-npy",
+                        "--out", str(first)]) == 0
+    folder, videos = _frames(first)
+    text = (folder.parent / "config.yaml").read_text()
+    assert "&id" not in text and "*id" not in text, text
+    entries = yaml.safe_load(text)
+    assert [e["motion_module"] for e in entries] == [str(files / "mm.safetensors")] * 2
+    assert all(e["lora_model_path"] == str(files / "a.safetensors") for e in entries)
+
+    monkeypatch.chdir(files)
+    again = tmp_path / "again"
+    assert sample.main([str(folder.parent / "config.yaml"), "--no-progress", "--save-npy", "--out", str(again)]) == 0
+    _, replayed = _frames(again)
+    assert list(replayed) == list(videos)
+    for name in videos:
+        np.testing.assert_array_equal(replayed[name], videos[name])
