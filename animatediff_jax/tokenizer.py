@@ -48,6 +48,8 @@ class PromptTokenizer:
         backend.no_padding()
         self.backend = backend
         self.pad_token_id, self.eos_token_id = int(pad_token_id), int(eos_token_id)
+        unk = getattr(backend.model, "unk_token", None)  # CLIP's is its end-of-text token
+        self.unk_token_id = backend.token_to_id(unk) if unk else None
         self.max_length = int(max_length)
 
     @classmethod
@@ -81,8 +83,33 @@ class PromptTokenizer:
                               f"the last {dropped} were dropped "
                               f"({_short(prompt[encoding.offsets[self.max_length - 1][0]:].strip())})", stacklevel=2)
                 ids = ids[:self.max_length - 1] + [self.eos_token_id]
+            self._warn_unknown(prompt, ids, encoding.offsets)
             out[i, :len(ids)] = ids
         return out
+
+
+    def _warn_unknown(self, prompt: str, ids: list[int], offsets: list[tuple[int, int]]) -> None:
+        """Warn when text of `prompt` the encoder sees (`ids` between start and end of text) is not in
+        the vocabulary: it becomes the unknown token. CLIP's byte-level vocabulary holds every byte, so
+        this happens only with other vocabularies (the miniature's holds its captions' words)."""
+        if self.unk_token_id is None:
+            return
+        spans = sorted({offsets[j] for j in range(1, len(ids) - 1) if ids[j] == self.unk_token_id})
+        if not spans:
+            return
+        parts: list[list[int]] = []  # the unknown characters' spans, touching ones joined
+        for a, b in spans:
+            if parts and a <= parts[-1][1]:
+                parts[-1][1] = max(parts[-1][1], b)
+            else:
+                parts.append([a, b])
+        unknown = ", ".join(_short(prompt[a:b]) for a, b in parts)
+        if len(spans) == len({offsets[j] for j in range(1, len(ids) - 1)}):
+            warnings.warn(f"prompt {_short(prompt)}: the text the encoder reads ({unknown}) is not in the tokenizer's "
+                          "vocabulary: it encodes as unknown tokens only, like an empty prompt", stacklevel=3)
+        else:
+            warnings.warn(f"prompt {_short(prompt)}: {unknown} not in the tokenizer's vocabulary: encoded as "
+                          "the unknown token", stacklevel=3)
 
 
 def _short(text: str, limit: int = 40) -> str:

@@ -74,6 +74,20 @@ def test_overlong_prompt_warns_with_dropped_count(folder):
         tok("x " * 75 + "été ☀️")  # byte-level pieces of non-ASCII words: quoted whole from the prompt
 
 
+def test_text_outside_the_vocabulary_is_named(folder):
+    """A vocabulary without some bytes (not CLIP's, which holds them all) encodes them as the unknown
+    token: said, and a prompt left with nothing else is said to encode like an empty one."""
+    tok = PromptTokenizer.from_pretrained(str(folder))
+    with pytest.warns(UserWarning) as caught:
+        ids = tok(["the cat ☀ runs", "☀☀ ☀", "the cat runs"])
+    assert [str(w.message) for w in caught] == [
+        "prompt 'the cat ☀ runs': '☀' not in the tokenizer's vocabulary: encoded as the unknown token",
+        "prompt '☀☀ ☀': the text the encoder reads ('☀☀', '☀') is not in the tokenizer's vocabulary: it encodes "
+        "as unknown tokens only, like an empty prompt"]
+    np.testing.assert_array_equal(ids, CLIPTokenizer.from_pretrained(str(folder))(
+        ["the cat ☀ runs", "☀☀ ☀", "the cat runs"], padding="max_length", max_length=77, return_tensors="np").input_ids)
+
+
 def test_prompt_at_the_limit_does_not_warn(folder):
     tok = PromptTokenizer.from_pretrained(str(folder))
     with warnings.catch_warnings():
