@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from animatediff_jax.data import procedural
-from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, UsageError, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature import scoring, world
 from animatediff_jax.miniature.budget import STAGES
@@ -415,4 +415,5 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     exit_cli(main())

@@ -18,7 +18,7 @@ import signal
 from typing import Sequence
 
 from animatediff_jax.data import require_data_extra
-from animatediff_jax.errors import ArgumentParser, UserError, run_cli
+from animatediff_jax.errors import ArgumentParser, UserError, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.outputs import input_path, is_url, path_or_url
 from animatediff_jax.training.config import HUB_KEYS, TrainingConfig, load_config
@@ -124,4 +124,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     exit_cli(main())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from animatediff_jax.errors import ArgumentParser, run_cli
+from animatediff_jax.errors import ArgumentParser, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.outputs import refuse_input_as_output
 
@@ -58,4 +58,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     exit_cli(main())

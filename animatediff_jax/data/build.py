@@ -18,7 +18,7 @@ import os
 from typing import Sequence
 
 from animatediff_jax.data import config_name, procedural, require_data_extra
-from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, UsageError, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.models.configs import VAEConfig
 from animatediff_jax.outputs import input_path, output_path
@@ -118,4 +118,5 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     exit_cli(run_cli(lambda: main() and 0))  # a bad flag or input: one `error:` line

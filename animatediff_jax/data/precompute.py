@@ -27,7 +27,7 @@ import argparse
 from typing import Sequence
 
 from animatediff_jax.data import config_name, require_data_extra
-from animatediff_jax.errors import ArgumentParser, InputError, UsageError, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, UsageError, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.outputs import input_path, output_path
 
@@ -105,4 +105,5 @@ def run(args) -> None:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     exit_cli(main())

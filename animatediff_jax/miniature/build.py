@@ -35,7 +35,7 @@ import argparse
 import os
 import time
 
-from animatediff_jax.errors import ArgumentParser, InputError, OutputError, UsageError, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, OutputError, UsageError, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature.budget import BUDGETS, READS, STAGES, WRITES
 from animatediff_jax.miniature.shipped import MINIATURE, paths, read_record
@@ -164,4 +164,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     exit_cli(main())

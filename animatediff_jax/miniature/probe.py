@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from animatediff_jax.errors import ArgumentParser, run_cli
+from animatediff_jax.errors import ArgumentParser, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.miniature.shipped import MINIATURE, check_build, motion_path
 from animatediff_jax.outputs import input_path
@@ -71,4 +71,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    plain_warnings()
     exit_cli(main())
