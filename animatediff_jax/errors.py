@@ -103,8 +103,9 @@ class ArgumentParser(argparse.ArgumentParser):
             known = [o for parser in self._parsers() for o in parser._option_string_actions if o.startswith("--")]
             spelled = "--" + flag.lstrip("-")
             close = [spelled] if spelled in known else difflib.get_close_matches(spelled, known, n=2, cutoff=0.6)
+            chosen = self._chosen()
             return f"{flag}: unknown flag" + (f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else
-                                              f" (see {self.prog} --help)")
+                                              f" (see {(chosen or self).prog} --help)")
         required = re.fullmatch(r"the following arguments are required: (.*)", message)
         if required:
             return f"{required.group(1)}: required"
@@ -118,9 +119,14 @@ class ArgumentParser(argparse.ArgumentParser):
         """This parser and the subcommand given (argparse reports its unknown flags from the top); every
         subcommand's when none was given. A flag of another subcommand is no suggestion
         (`convert lora ... -q` was 'did you mean --quiet?', a flag of merge only)."""
+        chosen = self._chosen()
         subs = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
-        chosen = [a.choices[t] for t in getattr(self, "_given", []) for a in subs if t in a.choices][:1]
-        return [self] + (chosen or [p for a in subs for p in dict.fromkeys(a.choices.values())])
+        return [self] + ([chosen] if chosen else [p for a in subs for p in dict.fromkeys(a.choices.values())])
+
+    def _chosen(self) -> argparse.ArgumentParser | None:
+        """The subcommand's parser, when one was given."""
+        subs = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        return next((a.choices[t] for t in getattr(self, "_given", []) for a in subs if t in a.choices), None)
 
 
 def plain_warnings() -> None:

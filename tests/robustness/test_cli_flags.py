@@ -30,7 +30,8 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
 def test_an_unknown_flag_is_one_line_naming_it(module):
     done = _cli(module, *CLIS[module], "--no-such-flag", "1")
     assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines() == [f"error: --no-such-flag: unknown flag (see python -m {module} --help)"]
+    command = " ".join([module] + [a for a in CLIS[module][:1] if not a.startswith("-")])  # a subcommand's own help
+    assert done.stderr.splitlines() == [f"error: --no-such-flag: unknown flag (see python -m {command} --help)"]
     missing = _cli(module, *CLIS[module][:-2]) if CLIS[module] else None
     if missing is not None:
         assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1, missing.stderr
@@ -41,7 +42,8 @@ def test_an_unknown_flag_is_one_line_naming_it(module):
     (["merge", "o.safetensors", "a", "--weigths", "1"], "error: --weigths: unknown flag; did you mean --weights?"),
     # only the given subcommand's flags are suggestions (was 'did you mean --quiet?', a flag of merge, then not lora)
     (["lora", "a", "b", "--lora", "l.safetensors", "--add-diference"], "error: --add-diference: unknown flag (see "
-                                                                      "python -m convert --help)"),
+                                                                      "python -m convert lora --help)"),
+    (["export-unet", "a", "b", "-q"], "error: -q: unknown flag (see python -m convert export-unet --help)"),
     (["merge", "o.safetensors", "a", "--weights", "x"], "error: --weights: invalid float value: 'x'"),
     (["merge"], "error: output, inputs: required"),
     (["frobnicate"], "error: <command>: invalid choice: 'frobnicate' (choose from 'base', 'merge', 'inspect', "
