@@ -21,7 +21,7 @@ from animatediff_jax.errors import InputError
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, unflatten
 from animatediff_jax.progress import progress_bar
-from animatediff_jax.safetensors_file import DTYPES, SafetensorsFile, write_safetensors
+from animatediff_jax.safetensors_file import SafetensorsFile, is_floating, write_safetensors
 
 # the networks of an SD1.x model, one params file each in a converted folder (`python -m convert base`)
 NETWORKS = ("unet", "vae", "text_encoder")
@@ -36,13 +36,9 @@ def _join(path: tuple[str, ...]) -> str:
     return "/".join(path)
 
 
-def _is_float(dtype: np.dtype) -> bool:
-    return np.issubdtype(dtype, np.floating) or dtype == DTYPES["BF16"]
-
-
 def store_dtype(dtype: str | np.dtype | None, leaf_dtype: np.dtype) -> np.dtype:
     """The dtype a leaf is stored/loaded as: `dtype` for floating leaves, else unchanged."""
-    if dtype is None or not _is_float(np.dtype(leaf_dtype)):
+    if dtype is None or not is_floating(leaf_dtype):
         return np.dtype(leaf_dtype)
     return STORE_DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype)
 

@@ -43,6 +43,13 @@ DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_ML_FLOATS = (DTYPES["BF16"], DTYPES["F8_E4M3"], DTYPES["F8_E5M2"])  # ml_dtypes' floats: numpy kind 'V'
+
+
+def is_floating(dtype) -> bool:
+    """Whether `dtype` is a floating-point type: numpy's, bfloat16 or float8 (what a weight may be)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype in _ML_FLOATS
 MAX_HEADER = 100 * 2**20  # the safetensors library's limit
 METADATA_KEY = "__metadata__"
 

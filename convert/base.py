@@ -35,7 +35,7 @@ from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder
 from animatediff_jax.params import flax_path_to_torch, torch_key_to_flax, unflatten
 from animatediff_jax.progress import progress_bar
-from animatediff_jax.safetensors_file import SafetensorsFile, write_safetensors
+from animatediff_jax.safetensors_file import SafetensorsFile, is_floating, write_safetensors
 from animatediff_jax.schedules import PRESETS
 from convert import ldm
 from convert.detect import require_sd1
@@ -197,11 +197,14 @@ def check_plan(plan: NetworkPlan) -> None:
 def check_leaves(have: Mapping[tuple[str, ...], Leaf], want: Mapping[tuple[str, ...], tuple[int, ...]],
                  path: str, what: str) -> None:
     """Raise `CheckpointError` "<path>: <what>: N missing (...); N unexpected (...); N with the wrong
-    shape" unless the leaves are exactly the params `want` (Flax path -> shape)."""
+    shape; N not floating point" unless the leaves are exactly the params `want` (Flax path -> shape),
+    each a float (an integer weight is a damaged or quantised file; converted as is, it was stored as an
+    integer param)."""
     missing = [("/".join(p)) for p in want if p not in have]
     unexpected = [have[p].source_key for p in have if p not in want]
     wrong = [f"{have[p].source_key} {have[p].shape} (expected {want[p]})"
              for p in have if p in want and tuple(have[p].shape) != want[p]]
+    integer = [f"{leaf.source_key} ({leaf.dtype})" for leaf in have.values() if not is_floating(leaf.dtype)]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing ({examples(missing)})")
@@ -209,6 +212,8 @@ def check_leaves(have: Mapping[tuple[str, ...], Leaf], want: Mapping[tuple[str, 
         problems.append(f"{len(unexpected)} unexpected ({examples(unexpected)})")
     if wrong:
         problems.append(f"{len(wrong)} with the wrong shape (Flax layout): {examples(wrong, 3)}")
+    if integer:
+        problems.append(f"{len(integer)} not floating point: {examples(integer, 3)}")
     if problems:
         raise CheckpointError(f"{path}: {what}: " + "; ".join(problems))
 

@@ -2,8 +2,11 @@
 networks — each refused with the file named and a few example keys; no output half-written."""
 import os
 
+import jax
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from convert import io as convert_io
 from convert.__main__ import main
@@ -68,6 +71,21 @@ def test_shape_mismatch_is_reported(tmp_path, sd):
     state[key] = np.zeros((32, 3, 5, 5), np.float32)
     with pytest.raises(CheckpointError, match=r"the vae does not match.*wrong shape.*encoder.conv_in.weight \(5, 5, 3, 32\) \(expected \(3, 3, 3, 32\)\)"):
         load_base(_write(tmp_path, state), progress=False)
+
+
+def test_an_integer_weight_is_refused_and_float8_is_cast(tmp_path, sd):
+    """An integer tensor in a weight's place (a damaged or quantised file) is named, not stored as an
+    integer param; float8 is a float: `--dtype` casts it like any other (it was kept as float8)."""
+    state = dict(sd)
+    key = U + "out.2.bias"
+    state[key] = np.arange(state[key].size, dtype=np.int64)
+    with pytest.raises(CheckpointError, match=rf"the unet does not match.*1 not floating point: '{key} \(int64\)'"):
+        load_base(_write(tmp_path, state), progress=False)
+    f8 = str(tmp_path / "f8.safetensors")
+    save_file({k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.float8_e4m3fn) for k, v in sd.items()}, f8)
+    base = load_base(f8, dtype="float16", progress=False)
+    assert {np.asarray(leaf).dtype for leaf in jax.tree.leaves((base.unet, base.vae, base.text_encoder))} == \
+        {np.dtype(np.float16)}
 
 
 def test_absent_ema_or_network(tmp_path, sd):
