@@ -26,7 +26,8 @@ TEXT_PREFIX = "cond_stage_model.transformer."
 EMA_PREFIX = "model_ema."
 PREFIXES = {"unet": UNET_PREFIX, "vae": VAE_PREFIX, "text_encoder": TEXT_PREFIX}
 
-# Noise-schedule buffers, EMA bookkeeping and the VAE training loss: present in LDM files, not networks.
+# Noise-schedule buffers, EMA bookkeeping and the VAE training loss: present in LDM files, not networks
+# (`convert base` drops them; `convert merge` carries them from one input, unmerged, and lets inputs differ in them).
 IGNORED = re.compile(
     r"^(betas|alphas_cumprod|alphas_cumprod_prev|sqrt_alphas_cumprod|sqrt_one_minus_alphas_cumprod|"
     r"log_one_minus_alphas_cumprod|sqrt_recip_alphas_cumprod|sqrt_recipm1_alphas_cumprod|"

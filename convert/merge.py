@@ -4,11 +4,20 @@ Works on any checkpoints with identical keys and shapes — our Flax params file
 of one layout — and streams: each output tensor is computed from one tensor per input (in float32)
 and written at once, so peak memory is one tensor per input, never a whole model. The same
 arithmetic is available on in-memory pytrees (`weighted_sum_trees`, `add_difference_trees`).
+
+Tensors that are not learned weights are never combined: integer tensors come from the first input,
+and an SD single file's non-network buffers (`ldm.IGNORED`: CLIP's `position_ids`, the `model_ema`
+bookkeeping, the noise schedule) from the first input that holds each — community files differ in
+which of them they carry (pruned files lack `model_ema.*`, some lack `position_ids`), so those keys
+are not required in every input. They are carried, not dropped as `convert base` drops them: the
+output keeps the inputs' layout, whose loaders may read them.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
+import sys
+from collections import defaultdict
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 from animatediff_jax.params import flatten, unflatten
@@ -18,6 +27,7 @@ from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.nonfinite import kind as nonfinite_kind
 from animatediff_jax.progress import progress_bar
 from animatediff_jax.safetensors_file import write_safetensors
+from convert import ldm
 from convert.io import CheckpointError, StateDict, examples, open_state_dict
 
 
@@ -76,15 +86,45 @@ def _check_same(shapes_by_name: Mapping[str, Mapping[str, tuple]]) -> None:
             raise CheckpointError(f"{name}: {len(wrong)} shapes differ from {first_name}: {examples(wrong, 3)}")
 
 
+def buffer_sources(keys_by_input: Sequence[Collection[str]]) -> dict[str, int]:
+    """{non-network buffer key (`ldm.IGNORED`): index of the first input holding it} over all inputs."""
+    found: dict[str, int] = {}
+    for i, keys in enumerate(keys_by_input):
+        for k in keys:
+            if ldm.IGNORED.match(k):
+                found.setdefault(k, i)
+    return found
+
+
+def buffer_note(buffers: Mapping[str, int], keys_by_input: Sequence[Collection[str]], paths: Sequence[str]
+                ) -> str | None:
+    """The one stderr line naming the buffers (`buffer_sources`) that some input lacks, each carried from
+    the first input that has it; None when every input holds every buffer."""
+    by_source = defaultdict(list)
+    for k, i in buffers.items():
+        if not all(k in keys for keys in keys_by_input):
+            by_source[paths[i]].append(k)
+    if not by_source:
+        return None
+    listed = "; ".join(f"from {p}: {examples(ks, 3)}" for p, ks in by_source.items())
+    return ("note: non-weight buffers not in every input are carried unmerged from the first input that has "
+            f"each ({listed})")
+
+
 def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndarray]], np.ndarray],
                  dtype: str | None, progress: bool, note: str, allow_nonfinite: bool) -> str:
     sds: list[StateDict] = []
     try:
         for p in paths:
             sds.append(open_state_dict(p))
-        _check_same({sd.path: {k: sd.shape(k) for k in sd} for sd in sds})
-        first = sds[0]
-        specs = {k: (first.shape(k), store_dtype(dtype, first.dtype(k))) for k in first}
+        keys = [set(sd) for sd in sds]
+        buffers = buffer_sources(keys)
+        _check_same({sd.path: {k: sd.shape(k) for k in sd if k not in buffers} for sd in sds})
+        holder = {k: sds[buffers.get(k, 0)] for k in set(sds[0]) | set(buffers)}
+        specs = {k: (sd.shape(k), store_dtype(dtype, sd.dtype(k))) for k, sd in holder.items()}
+        carried_note = buffer_note(buffers, keys, paths)
+        if carried_note:
+            print(carried_note, file=sys.stderr, flush=True)
         # A non-finite result is blamed on the inputs holding NaN/Inf there, else on the merge itself
         # (e.g. an overflow when casting to --dtype); inputs are only scanned where the result is bad.
         found = {p: NonFinite(p, allow=allow_nonfinite) for p in [*paths, out]}
@@ -92,21 +132,21 @@ def _merge_files(paths: Sequence[str], out: str, combine: Callable[[list[np.ndar
         def tensors(bar):
             for k in sorted(specs):
                 bar.update()
-                parts = [sd[k] for sd in sds]
-                if np.issubdtype(specs[k][1], np.integer) or specs[k][1] == np.bool_:
-                    yield k, parts[0]  # integer buffers (e.g. position ids) are taken from the first model
-                    continue
+                # buffers and integer tensors (e.g. position ids) are carried from one input, never combined
+                carried = k in buffers or np.issubdtype(specs[k][1], np.integer) or specs[k][1] == np.bool_
+                sources = [buffers.get(k, 0)] if carried else range(len(sds))
+                parts = [sds[i][k] for i in sources]
                 with np.errstate(over="ignore", invalid="ignore"):  # Inf (and Inf - Inf) is reported by name below
-                    merged = combine(parts).astype(specs[k][1])
+                    merged = (parts[0] if carried else combine(parts)).astype(specs[k][1], copy=False)
                 if nonfinite_kind(merged):
-                    bad = [found[p].check(k, part) for p, part in zip(paths, parts) if nonfinite_kind(part)]
+                    bad = [found[paths[i]].check(k, part) for i, part in zip(sources, parts) if nonfinite_kind(part)]
                     if not bad:
                         found[out].check(k, merged)
                 yield k, merged
             for check in found.values():
                 check.report()  # before write_safetensors renames the output into place
 
-        meta = dict(first.metadata)
+        meta = dict(sds[0].metadata)
         meta["merge"] = note
         with progress_bar("merging", total=len(specs), enabled=progress, unit="tensor") as bar:
             write_safetensors(out, specs, tensors(bar), meta)

@@ -128,3 +128,75 @@ def inspect_note(path):
     from safetensors import safe_open
     with safe_open(path, "np") as f:
         return f.metadata()["merge"]
+
+
+# ----------------------------------------------------------------------------- SD single files' buffers
+
+POS_IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
+EMA_BOOKKEEPING = {"model_ema.decay": np.array(0.9999, np.float32), "model_ema.num_updates": np.array(7, np.int32)}
+
+
+LDM_SHAPES = {"model.diffusion_model.out.2.weight": (4, 8, 3, 3), "model.diffusion_model.out.2.bias": (4,),
+              "first_stage_model.decoder.conv_out.weight": (3, 8, 3, 3),
+              "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight": (16, 8)}
+
+
+@pytest.fixture
+def ldm_weights():
+    """Two random sets of (a few) SD1.x single-file weights, by their LDM names."""
+    rngs = [np.random.default_rng(seed) for seed in (0, 1)]
+    return [{k: rng.standard_normal(s).astype(np.float32) for k, s in LDM_SHAPES.items()} for rng in rngs]
+
+
+def _single_file(path, weights, **extra):
+    from tests.convert.ldm_fixtures import save_single_file
+    return save_single_file(str(path), {**weights, **extra})
+
+
+def test_single_files_differing_only_in_buffers_merge(tmp_path, ldm_weights, capsys):
+    """A pruned SD1.5 (no `model_ema.*` bookkeeping, no `position_ids`) and a DreamBooth file carrying
+    both were refused ('keys differ'): buffers are carried from the first input that has each, said in
+    one stderr line; the weights are merged as before."""
+    pruned = _single_file(tmp_path / "pruned.safetensors", ldm_weights[0])
+    full = _single_file(tmp_path / "dreambooth.ckpt", ldm_weights[1], **EMA_BOOKKEEPING,
+                        **{POS_IDS: np.arange(16, dtype=np.int64)[None]})
+    out = str(tmp_path / "out.safetensors")
+    assert main(["merge", out, pruned, full, "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("note: non-weight buffers not in every input are carried"), err
+    assert f"from {full}: 'cond_stage_model.transformer.text_model.embeddings.position_ids', " \
+           "'model_ema.decay', 'model_ema.num_updates'" in err
+    got = load_file(out)
+    assert set(got) == set(ldm_weights[0]) | set(EMA_BOOKKEEPING) | {POS_IDS}
+    assert got[POS_IDS].dtype == np.int64 and got[POS_IDS].tolist() == [list(range(16))]
+    assert got["model_ema.num_updates"].dtype == np.int32 and got["model_ema.num_updates"] == 7
+    assert got["model_ema.decay"] == np.float32(0.9999)
+    k = "model.diffusion_model.out.2.weight"
+    np.testing.assert_allclose(got[k], 0.5 * ldm_weights[0][k] + 0.5 * ldm_weights[1][k], rtol=1e-6, atol=1e-7)
+
+
+def test_buffers_in_every_input_are_carried_not_summed(tmp_path, ldm_weights, capsys):
+    """Buffers all inputs hold come from the first, whatever their dtype (a float `position_ids` or
+    schedule was weighted-summed: ids 0.7·i + 0.3·(i + 1) are not ids); no note is printed."""
+    ids = np.arange(16, dtype=np.float32)[None]
+    betas = np.linspace(1e-4, 2e-2, 10, dtype=np.float32)
+    a = _single_file(tmp_path / "a.safetensors", ldm_weights[0], **{POS_IDS: ids, "betas": betas})
+    b = _single_file(tmp_path / "b.safetensors", ldm_weights[1], **{POS_IDS: ids + 1, "betas": 2 * betas})
+    out = str(tmp_path / "out.safetensors")
+    assert main(["merge", out, a, b, "--weights", "0.7", "0.3", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    got = load_file(out)
+    np.testing.assert_array_equal(got[POS_IDS], ids)
+    np.testing.assert_array_equal(got["betas"], betas)
+
+
+def test_single_files_differing_in_weights_are_still_refused(tmp_path, ldm_weights, capsys):
+    weights = dict(ldm_weights[1])
+    del weights["model.diffusion_model.out.2.bias"]
+    a = _single_file(tmp_path / "a.safetensors", ldm_weights[0], **{POS_IDS: np.arange(16)[None]})
+    b = _single_file(tmp_path / "b.safetensors", weights, **EMA_BOOKKEEPING)
+    out = tmp_path / "out.safetensors"
+    assert main(["merge", str(out), a, b, "-q"]) != 0
+    assert ("b.safetensors: keys differ from " in (err := capsys.readouterr().err)
+            and "1 missing ('model.diffusion_model.out.2.bias'), 0 unexpected" in err), err
+    assert not out.exists()
