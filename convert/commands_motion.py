@@ -41,10 +41,17 @@ def _motion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--norm-groups", type=positive_int, help="GroupNorm groups (not stored in original files; default 32)")
     p.add_argument("--max-seq-length", type=positive_int,
                    help="position-encoding length (default: read from the file's pos_encoder.pe shape, "
-                        "else the version's: 24 for v1, 32 for v2/v3)")
+                        "else the version's: 24 for v1, 32 for v2/v3); one other than the file's overrides it, "
+                        "with a warning")
     p.add_argument("--version", choices=("v1", "v2", "v3"),
                    help="v1 (joint resnet GroupNorm), v2 (mid block) or v3; required for a file without "
-                        "pos_encoder.pe (the original trainer's checkpoints), else overrides the detected one")
+                        "pos_encoder.pe (the original trainer's checkpoints), else overrides the detected one "
+                        "(with a warning; one contradicting the file's mid block is refused)")
+    p.add_argument("--replace-pe", action="store_true",
+                   help="accept a stored pos_encoder.pe that is not the standard sinusoid (a trained or stretched "
+                        "position encoding), converting the module with the sinusoid in its place: it then behaves "
+                        "differently than in the original AnimateDiff and diffusers, which load the stored one "
+                        "(without this flag such a file is refused)")
     p.add_argument("--variant", type=variant_name, help=VARIANT_HELP)
     p.add_argument("--revision", type=revision_name, help="hub ids: the revision (branch, tag or commit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -69,14 +76,19 @@ def load_motion(path: str, args=None):
             raise UsageError(f"{', '.join(given)}: not used: {path} holds converted motion params whose config sets "
                              f"them (heads {config.num_attention_heads}, norm groups {config.norm_num_groups}, "
                              f"max_seq_length {config.max_seq_length})")
-        version = getattr(args, "version", None)
+        if getattr(args, "replace_pe", False):
+            raise UsageError(f"--replace-pe: not used: {path} holds converted motion params, which store no "
+                             "position encoding")
+        version, stored = getattr(args, "version", None), json.loads(meta.get("motion", "{}")).get("version", "")
         if version is not None:  # the check a motion-module file gets: a given version must fit the mid block
-            resolve_version(version, config.use_mid_block, config.max_seq_length, path)
-        return motion_module_from_params(params, config, json.loads(meta.get("motion", "{}")).get("version", ""))
+            resolve_version(version, config.use_mid_block, None, path)
+            if stored and version != stored:
+                raise UsageError(f"--version {version}: not used: {path} holds converted {stored} motion params")
+        return motion_module_from_params(params, config, stored)
     return load_motion_module(path, heads=getattr(args, "heads", None), norm_num_groups=getattr(args, "norm_groups", None),
                               max_seq_length=getattr(args, "max_seq_length", None), version=getattr(args, "version", None),
                               variant=getattr(args, "variant", None), revision=getattr(args, "revision", None),
-                              progress=not getattr(args, "quiet", True))
+                              progress=not getattr(args, "quiet", True), replace_pe=getattr(args, "replace_pe", False))
 
 
 def warn_assumed(source: str, mm) -> None:

@@ -291,13 +291,17 @@ def adapter_version(config: Mapping) -> str | None:
 def motion_version(keys: Iterable[str], shape: ShapeFn, path: str = "<motion module>") -> str | None:
     """`version_from_layout` of a motion module, original or MotionAdapter-named (keys possibly
     `module.`-prefixed): None when it has no position encoding (`pos_encoder.pe` / `pos_embed.pe`).
-    An SDXL module (`motion_family`) or a file without motion-module keys is refused (`CheckpointError`)."""
+    An SDXL module (`motion_family`) or a file without motion-module keys is refused (`CheckpointError`),
+    one with original-named keys out of the original's layout as `convert motion` refuses it
+    (`convert.motion.refuse_misplaced`: `MotionModuleError`)."""
+    from convert.motion import refuse_misplaced  # lazy: convert.motion imports this module
     raw = {strip_module_prefix(k): k for k in keys}
     if motion_family(raw.values(), shape) == "sdxl":
         raise CheckpointError(f"{path}: an SDXL motion module (320 channels at up_blocks.2); only SD1.x "
                               "motion modules are supported")
     if not any(".motion_modules." in k or k.startswith("motion_modules.") for k in raw):
         raise CheckpointError(f"{path}: not a motion module (keys: {examples(list(raw), 3)})")
+    refuse_misplaced(raw, path)
     pe = next((raw[k] for k in MOTION_PE if k in raw), None)
     return version_from_layout(any(k in raw for k in MOTION_V2_MID), None if pe is None else int(shape(pe)[1]))
 

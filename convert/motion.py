@@ -10,7 +10,9 @@ prefix) and diffusers `MotionAdapter` folders. The output tree uses MotionAdapte
 
 which is exactly the motion part of `UNet3DConditionModel`'s params. The sinusoidal position
 encoding (`pos_encoder.pe`, `pos_embed.pe`) is never loaded: its length L (from its [1, L, C] shape)
-goes into `MotionConfig.max_seq_length` and the network regenerates it.
+goes into `MotionConfig.max_seq_length` and the network regenerates it. The original code and diffusers
+do load the buffer, so a file whose buffer is not the sinusoid (a trained or stretched encoding) is
+refused unless the caller accepts the sinusoid in its place (`replace_pe`, `pe_length`).
 
 The version (v1: joint resnet GroupNorm over all frames; v2/v3: per-frame) is not stored in a file;
 the reference loaders read it from the layout (`convert.detect.version_from_layout`). Files without
@@ -25,7 +27,7 @@ import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import jax
 import numpy as np
@@ -50,6 +52,7 @@ _ORIGINAL_TO_DIFFUSERS = (
 _BLOCK_TO_ORIGINAL = {"norm1": "norms.0", "norm2": "norms.1", "norm3": "ff_norm",
                       "attn1": "attention_blocks.0", "attn2": "attention_blocks.1"}
 _MODULE_KEY = re.compile(r"^((?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(\d+)\.(.+)$")
+_ORIGINAL_PE = re.compile(r"\.transformer_blocks\.\d+\.attention_blocks\.\d+\.pos_encoder\.pe$")
 _SDXL_KEY = "up_blocks.2.motion_modules.0.norm.weight"
 # image-UNet keys a full training checkpoint (the official trainer saves `unet.state_dict()`) also holds
 _IMAGE_UNET_KEY = re.compile(r"^(conv_in|conv_out|conv_norm_out|time_embedding|"
@@ -124,6 +127,37 @@ def diffusers_key_to_original(key: str) -> str:
     if tokens[0] == "transformer_blocks" and len(tokens) > 2 and tokens[2] in _BLOCK_TO_ORIGINAL:
         tokens[2] = _BLOCK_TO_ORIGINAL[tokens[2]]
     return f"{m.group(1)}.motion_modules.{m.group(2)}.temporal_transformer.{'.'.join(tokens)}"
+
+
+def misplaced_key(keys: Iterable[str]) -> str | None:
+    """The first original-format key (one naming `temporal_transformer`) that is not where the original's
+    modules put it -- `<block>.motion_modules.<i>.temporal_transformer.<part>` with the original's part
+    names (`norms.0`, `attention_blocks.1`, `pos_encoder.pe`...) -- else None. Such a key would be renamed
+    onto a valid MotionAdapter key (`down_blocks.0.motion_modules.temporal_transformer.0.norm.weight` as
+    `...motion_modules.0.norm.weight`), so it is found by renaming there and back."""
+    for key in keys:
+        if ".temporal_transformer." not in key:
+            continue
+        if ".pos_encoder." in key and not _ORIGINAL_PE.search(key):
+            return key
+        named = key.replace(".pos_encoder.pe", ".to_q.weight")  # the buffer sits beside its attention's to_q
+        try:
+            if diffusers_key_to_original(original_key_to_diffusers(named)) == named:
+                continue
+        except KeyError:  # not under <block>.motion_modules.<i> at all
+            pass
+        return key
+    return None
+
+
+def refuse_misplaced(keys: Iterable[str], source: str) -> None:
+    """MotionModuleError naming `source` and its first `misplaced_key`, if any (`convert motion` and
+    `convert inspect` say the same)."""
+    key = misplaced_key(sorted(keys))
+    if key is not None:
+        raise MotionModuleError(f"{source}: not a valid motion module: key {key} is not in the original AnimateDiff "
+                                "layout (<block>.motion_modules.<i>.temporal_transformer.<part>, e.g. "
+                                "down_blocks.0.motion_modules.0.temporal_transformer.norm.weight)")
 
 
 def sinusoid(length: int, channels: int) -> np.ndarray:
@@ -214,21 +248,45 @@ def infer_layout(shapes: Mapping[str, tuple], source: str):
     return tuple(channels), layers, any(m.group(1) == "mid_block" for m in keys), 1 + max(blocks, default=0)
 
 
-def pe_length(shapes: Mapping[str, tuple], read, source: str) -> int | None:
-    """Position-encoding length L read from the [1, L, C] buffers; warn if they are not the sinusoid."""
-    pes = sorted(k for k in shapes if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe"))
-    bad = [k for k in pes if len(shapes[k]) != 3 or shapes[k][0] != 1]
+# a stored sinusoid differs from ours by float rounding only (float16: < 1e-3, bfloat16: < 4e-3)
+PE_TOLERANCE = 1e-2
+REPLACE_PE_FLAGS = ("`--replace-pe` (python -m convert motion, then sample or train from the converted file) "
+                    "or replace_pe=True (Python)")
+
+
+def pe_difference(shapes: Mapping[str, tuple], read) -> float:
+    """Largest absolute difference of the [1, L, C] position-encoding buffers `shapes` names (read with
+    `read`) from the standard sinusoid; NaN if a buffer holds NaN, 0.0 without buffers."""
+    return max((float(np.max(np.abs(np.asarray(read(k), np.float32) - sinusoid(*shapes[k][1:])), initial=0.0))
+                for k in shapes), default=0.0)
+
+
+def pe_length(shapes: Mapping[str, tuple], read, source: str, *, refuse_other: bool = False) -> int | None:
+    """Position-encoding length L read from the [1, L, C] buffers (`pos_encoder.pe`, `pos_embed.pe`; None
+    without one). The network regenerates the sinusoid and cannot carry a stored encoding, so buffers off
+    the sinusoid by more than `PE_TOLERANCE` (a trained or stretched encoding) make a module that behaves
+    differently here than in the original and diffusers: a warning naming the difference, or with
+    `refuse_other` MotionModuleError naming it and the opt-in. MotionModuleError for a buffer of
+    another shape or buffers of different lengths."""
+    pes = {k: tuple(s) for k, s in shapes.items() if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe")}
+    bad = [k for k, s in sorted(pes.items()) if len(s) != 3 or s[0] != 1]
     if bad:
-        raise MotionModuleError(f"{source}: {bad[0]} has shape {tuple(shapes[bad[0]])}, expected (1, length, channels)")
-    lengths = {int(shapes[k][1]) for k in pes}
+        raise MotionModuleError(f"{source}: {bad[0]} has shape {pes[bad[0]]}, expected (1, length, channels)")
+    lengths = {s[1] for s in pes.values()}
     if len(lengths) > 1:
         raise MotionModuleError(f"{source}: position encodings of different lengths {sorted(lengths)}")
     if not pes:
         return None
-    pe = np.asarray(read(pes[0]), np.float32)
-    if not np.allclose(pe, sinusoid(pe.shape[1], pe.shape[2]), atol=1e-2):
-        warnings.warn(f"{source}: {pes[0]} is not the standard sinusoid; it is regenerated, not loaded")
-    return lengths.pop()
+    difference = pe_difference(pes, read)
+    if not difference <= PE_TOLERANCE:  # NaN too
+        said = (f"{source}: its stored position encoding ({len(pes)} buffers, e.g. {min(pes)}) is "
+                f"not the standard sinusoid (max abs difference {difference:.3g}); the network here computes the "
+                "sinusoid and cannot load a stored encoding, so the module behaves differently than in the "
+                "original AnimateDiff and diffusers, which load it")
+        if refuse_other:
+            raise MotionModuleError(f"{said}. To use it with the sinusoid in its place anyway, pass {REPLACE_PE_FLAGS}")
+        warnings.warn(f"{said}; the sinusoid is used in its place")
+    return int(lengths.pop())
 
 
 def resolve_version(version: str | None, use_mid_block: bool, pe_length: int | None, source: str) -> str:
@@ -237,7 +295,9 @@ def resolve_version(version: str | None, use_mid_block: bool, pe_length: int | N
     The file shows it only through its position-encoding buffer (`version_from_layout`); without one
     (the original trainer's saves, AnimateLCM-style files) nothing is guessed: `MotionModuleError`
     lists the choices and the options that pass one. A caller's version whose mid-block module the
-    file lacks (v2), or has (v1, v3), is refused as well. Raises `UsageError` for an unknown name.
+    file lacks (v2), or has (v1, v3), is refused as well; one its position-encoding length contradicts
+    (v1 for a length other than 24, v3 for 24) is used, with a warning naming both. Raises `UsageError`
+    for an unknown name.
     """
     if version is None:
         version = version_from_layout(use_mid_block, pe_length)
@@ -255,13 +315,27 @@ def resolve_version(version: str | None, use_mid_block: bool, pe_length: int | N
     if use_mid_block != (version == "v2"):
         raise MotionModuleError(f"{source}: given version {version} ({VERSIONS[version]}), but the file "
                                 f"{'has' if use_mid_block else 'has no'} mid-block module")
+    shown = version_from_layout(use_mid_block, pe_length)
+    if shown not in (None, version):
+        warnings.warn(f"{source}: given version {version} ({VERSIONS[version]}), but the file's position encoding "
+                      f"has {pe_length} positions, which makes it {shown}; the module is converted as {version}")
     return version
+
+
+def sequence_length(given: int | None, stored: int | None, version: str, source: str) -> int:
+    """`MotionConfig.max_seq_length`: the caller's (`given`), else the file's position-encoding length
+    (`stored`), else the version's (`DEFAULT_MAX_SEQ_LENGTH`). A given length other than the stored one is
+    used, with a warning naming both (the module was trained with at most `stored` frames)."""
+    if None not in (given, stored) and given != stored:
+        warnings.warn(f"{source}: max_seq_length {given} given, but the file's position encoding has {stored} "
+                      f"positions; the module is converted with {given} (it was trained with at most {stored})")
+    return given or stored or DEFAULT_MAX_SEQ_LENGTH[version]
 
 
 def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>", heads: int = 8,
                            norm_num_groups: int = 32, max_seq_length: int | None = None,
                            version: str | None = None, dtype=np.float32, progress: bool = False,
-                           device=None, assumed: tuple[str, ...] = ()) -> MotionModule:
+                           device=None, assumed: tuple[str, ...] = (), replace_pe: bool = False) -> MotionModule:
     """Convert an original-format or MotionAdapter-format state dict (numpy values, or a lazy
     `convert.io.StateDict`: then keys and shapes are checked first and tensors read one at a time).
 
@@ -270,7 +344,10 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     error they cause says how to say them). `version` ("v1" | "v2" | "v3", see `VERSIONS`) overrides the
     version the file's layout shows and is required when the file has no position-encoding buffer (`resolve_version`).
     `max_seq_length` overrides the length read from the position-encoding buffers (default without
-    one: the version's, `DEFAULT_MAX_SEQ_LENGTH`).
+    one: the version's, `DEFAULT_MAX_SEQ_LENGTH`); a version or length contradicting the buffers is used
+    with a warning (`resolve_version`, `sequence_length`). Buffers that are not the standard sinusoid
+    are refused unless `replace_pe` (`pe_length`: the network regenerates the sinusoid). Keys of the
+    original naming not where the original puts them are refused (`refuse_misplaced`).
     `dtype` casts floating tensors (None keeps the file's dtype); `progress` shows a progress bar.
     From a lazy `.safetensors` the leaves are zero-copy views of the mapped file where no cast is
     needed (kernels transposed as views). `device` (True, a jax Device/Sharding) puts each leaf
@@ -287,7 +364,8 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
         warnings.warn(f"{source}: ignoring {len(image_keys)} image-UNet keys (a full training checkpoint?), "
                       f"e.g. {examples(image_keys, 2)}; only the motion modules are converted")
         shapes = {k: v for k, v in shapes.items() if not _IMAGE_UNET_KEY.match(k)}
-    file_length = pe_length(shapes, read, source)
+    refuse_misplaced(shapes, source)
+    file_length = pe_length(shapes, read, source, refuse_other=not replace_pe)
     if original:
         renamed = {new: k for k in shapes if (new := original_key_to_diffusers(k)) is not None}
     else:
@@ -299,7 +377,7 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     channels, layers, mid, n_tb = infer_layout(shapes, source)
     check_layout(shapes, motion_adapter_key_shapes(channels, layers, mid, n_tb), source)
     version = resolve_version(version, mid, file_length, source)
-    length = max_seq_length or file_length or DEFAULT_MAX_SEQ_LENGTH[version]
+    length = sequence_length(max_seq_length, file_length, version, source)
     for c in channels:
         bad = [(field, n) for field, n in (("num_attention_heads", heads), ("norm_num_groups", norm_num_groups))
                if c % n]
@@ -364,7 +442,8 @@ def _adapter_config(cfg_file: Path) -> dict:
 def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int | None = None,
                        max_seq_length: int | None = None, version: str | None = None,
                        variant: str | None = None, revision: str | None = None,
-                       dtype=np.float32, progress: bool = False, device=None) -> MotionModule:
+                       dtype=np.float32, progress: bool = False, device=None,
+                       replace_pe: bool = False) -> MotionModule:
     """Read an original motion-module file (.ckpt/.pt/.bin/.safetensors; also the original trainer's
     `{"state_dict": {"module.<key>": ...}, "global_step": ...}` saves) or a MotionAdapter folder (whose
     config.json gives heads, groups, length and so the version; its weights in any layout
@@ -372,7 +451,8 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
     id of a MotionAdapter repo (e.g. guoyww/animatediff-motion-adapter-v1-5-2, at `revision`; found
     through the Hugging Face cache, `convert.sources.resolve_source`, offline too).
     `version` and `max_seq_length`: what the caller knows (a flag, an inference config); a file
-    without `pos_encoder.pe` needs `version` (`resolve_version`). Other arguments: see
+    without `pos_encoder.pe` needs `version` (`resolve_version`); `replace_pe` accepts a stored position
+    encoding that is not the sinusoid, the sinusoid used in its place (`pe_length`). Other arguments: see
     `motion_from_state_dict`. Raises `MotionModuleError` (`CheckpointError` for a folder without
     weights, a hub id that cannot be had)."""
     path = Path(resolve_source(os.fspath(path), revision, allow_patterns=HUB_PATTERNS["model"], variant=variant))
@@ -399,7 +479,7 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
                 norm_num_groups=norm_num_groups or 32,
                 max_seq_length=max_seq_length or cfg.get("motion_max_seq_length", ADAPTER_MAX_SEQ_LENGTH),
                 version=version or adapter_version(cfg),  # the layout config.json states (pos_embed.pe would show)
-                dtype=dtype, progress=progress, device=device)
+                dtype=dtype, progress=progress, device=device, replace_pe=replace_pe)
         if tuple(cfg.get("block_out_channels", mm.block_out_channels)) != mm.block_out_channels:
             raise MotionModuleError(f"{path}: config.json block_out_channels {cfg['block_out_channels']} "
                                     f"disagree with the weights {list(mm.block_out_channels)}")
@@ -413,7 +493,7 @@ def load_motion_module(path, *, heads: int | None = None, norm_num_groups: int |
                         if value is None)
         return motion_from_state_dict(sd, source=str(path), heads=heads or 8, norm_num_groups=norm_num_groups or 32,
                                       max_seq_length=max_seq_length, version=version, dtype=dtype,
-                                      progress=progress, device=device, assumed=assumed)
+                                      progress=progress, device=device, assumed=assumed, replace_pe=replace_pe)
 
 
 def _agree(given: int | None, stored: int | None, what: str, where: str, path) -> int | None:

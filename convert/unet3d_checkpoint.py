@@ -77,7 +77,8 @@ def read_unet3d_checkpoint(path: str, unet2d: Mapping, motion: MotionModule) -> 
         mm = motion_from_state_dict({k: np.asarray(sd[k]) for k in keys if ".motion_modules." in k}, source=path,
                                     heads=motion.config.num_attention_heads,
                                     norm_num_groups=motion.config.norm_num_groups, version=motion.version,
-                                    max_seq_length=motion.config.max_seq_length)
+                                    max_seq_length=motion.config.max_seq_length,
+                                    replace_pe=True)  # a stored encoding off the sinusoid: warned, as no flag reaches here
     return insert_motion(image, mm.params, strict=False)
 
 

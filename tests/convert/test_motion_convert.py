@@ -117,8 +117,10 @@ def test_position_encoding_regenerated_not_loaded(tmp_path):
         if k.endswith("pos_encoder.pe"):
             sd[k] = torch.randn_like(sd[k])
     write_original(sd, tmp_path / "mm.ckpt")
+    with pytest.raises(MotionModuleError, match="not the standard sinusoid"):  # unless accepted (replace_pe)
+        load_motion_module(tmp_path / "mm.ckpt", heads=2, norm_num_groups=8)
     with pytest.warns(UserWarning, match="not the standard sinusoid"):
-        mm = load_motion_module(tmp_path / "mm.ckpt", heads=2, norm_num_groups=8)
+        mm = load_motion_module(tmp_path / "mm.ckpt", heads=2, norm_num_groups=8, replace_pe=True)
     assert not any("pos" in "/".join(p) for p in flatten(mm.params))
     assert mm.config.max_seq_length == 32
 
