@@ -27,6 +27,15 @@ def _frames(out):
     return folder, {f: np.load(folder / f) for f in sorted(os.listdir(folder)) if f.endswith(".npy")}
 
 
+def _assert_replays(config, out, videos):
+    """Running the recorded `config` (into `out`) gives `videos` bit for bit."""
+    assert sample.main([str(config), "--no-progress", "--save-npy", "--out", str(out)]) == 0
+    _, replayed = _frames(out)
+    assert list(replayed) == list(videos)
+    for name in videos:
+        np.testing.assert_array_equal(replayed[name], videos[name])
+
+
 def test_rerunning_config_yaml_reproduces_the_videos_bit_for_bit(files, tmp_path, monkeypatch):
     monkeypatch.setenv("ANIMATEDIFF_JAX_CACHE", str(files / "cache"))
     monkeypatch.chdir(files)  # relative paths on the command line; the re-run happens elsewhere
@@ -46,12 +55,7 @@ def test_rerunning_config_yaml_reproduces_the_videos_bit_for_bit(files, tmp_path
     assert (opts["scheduler"], opts["base"], opts["dtype"]) == ("euler_ancestral", str(files / "base"), "float32")
 
     monkeypatch.chdir(tmp_path)
-    again = tmp_path / "again"
-    assert sample.main([str(folder.parent / "config.yaml"), "--no-progress", "--save-npy", "--out", str(again)]) == 0
-    _, replayed = _frames(again)
-    assert list(replayed) == list(videos)
-    for name in videos:
-        np.testing.assert_array_equal(replayed[name], videos[name])  # bit for bit
+    _assert_replays(folder.parent / "config.yaml", tmp_path / "again", videos)
 
     # the recorded clip skip is live: overriding it changes the videos
     other = tmp_path / "other"
@@ -84,9 +88,4 @@ def test_a_config_naming_files_relative_to_itself_records_them_absolute(files, t
     assert all(e["lora_model_path"] == str(files / "a.safetensors") for e in entries)
 
     monkeypatch.chdir(files)
-    again = tmp_path / "again"
-    assert sample.main([str(folder.parent / "config.yaml"), "--no-progress", "--save-npy", "--out", str(again)]) == 0
-    _, replayed = _frames(again)
-    assert list(replayed) == list(videos)
-    for name in videos:
-        np.testing.assert_array_equal(replayed[name], videos[name])
+    _assert_replays(folder.parent / "config.yaml", tmp_path / "again", videos)
