@@ -59,14 +59,25 @@ class VideoEntry:
     path: str
 
 
-def read_csv(csv_path: str, video_dir: str, name: str | None = None) -> tuple[list[VideoEntry], collections.Counter]:
-    """Usable rows of a WebVid CSV and the count of rows skipped per reason.
+@dataclasses.dataclass(frozen=True)
+class SkippedRow:
+    """A CSV row not used: its line in the file, the reason (a `build_stats` "skipped" key), its videoid."""
+    line: int
+    reason: str
+    videoid: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}" + (f" (videoid {self.videoid})" if self.videoid else "")
+
+
+def read_csv(csv_path: str, video_dir: str, name: str | None = None) -> tuple[list[VideoEntry], list[SkippedRow]]:
+    """Usable rows of a WebVid CSV and the rows skipped, each with its reason.
 
     Raises InputError `<name>: <problem>` (`name`: the file's path by default) when the file is not UTF-8
     text or not CSV, or the `videoid` or `name` column is missing.
     """
     name = name or csv_path
-    skipped: collections.Counter = collections.Counter()
+    skipped: list[SkippedRow] = []
     entries: list[VideoEntry] = []
     seen: set[str] = set()
     reader = csv.DictReader(_text_lines(csv_path, name))
@@ -79,18 +90,11 @@ def read_csv(csv_path: str, video_dir: str, name: str | None = None) -> tuple[li
         for row in reader:
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
             videoid, caption = row.get("videoid", ""), row.get("name", "")
-            if not videoid:
-                skipped["missing_videoid"] += 1
-                continue
-            if not caption:
-                skipped["empty_caption"] += 1
-                continue
-            if videoid in seen:
-                skipped["duplicate_videoid"] += 1
-                continue
-            path = _video_path(video_dir, videoid, row.get("page_dir", ""))
-            if path is None:
-                skipped["missing_file"] += 1
+            path = _video_path(video_dir, videoid, row.get("page_dir", "")) if videoid else None
+            reason = ("missing_videoid" if not videoid else "empty_caption" if not caption else
+                      "duplicate_videoid" if videoid in seen else "missing_file" if path is None else None)
+            if reason is not None:
+                skipped.append(SkippedRow(reader.line_num, reason, videoid))
                 continue
             seen.add(videoid)
             entries.append(VideoEntry(videoid, caption, path))
@@ -167,8 +171,11 @@ class WebVid(tfds.core.GeneratorBasedBuilder):
         entries, skipped = read_csv(c.csv_path, c.video_dir)
         return {"train": self._generate_examples(entries, skipped)}
 
-    def _generate_examples(self, entries, skipped):
+    def _generate_examples(self, entries, skipped_rows):
         c = self.builder_config
+        for row in skipped_rows:
+            print(f"webvid: skipping {c.csv_path} {row}", file=sys.stderr)
+        skipped = collections.Counter(row.reason for row in skipped_rows)
         stats = {"rows_usable": len(entries), "clips": 0, "padded_clips": 0, "padded_videos": {}, "slowed_clips": 0,
                  "skipped": dict(skipped)}
         self.info.metadata["build_stats"] = stats

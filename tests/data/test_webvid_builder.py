@@ -159,6 +159,27 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
     assert [(e.videoid, e.caption) for e in entries] == [("7", "a café")] and not skipped
 
 
+def test_each_skipped_csv_row_is_said_with_its_line(tmp_path, capsys):
+    """Rows skipped while the CSV is read were counted only (the README says each skipped video is said)."""
+    (tmp_path / "videos").mkdir()
+    write_mp4(tmp_path / "videos" / "7.mp4", ramp_video(8, 16, 16))
+    _write_csv(tmp_path / "r.csv", [{"videoid": "7", "name": "ok"}, {"videoid": "", "name": "no id"},
+                                    {"videoid": "8", "name": ""}, {"videoid": "7", "name": "again"},
+                                    {"videoid": "9", "name": "no file"}])
+    entries, skipped = read_csv(str(tmp_path / "r.csv"), str(tmp_path / "videos"))
+    assert [e.videoid for e in entries] == ["7"] and capsys.readouterr().err == ""  # reading says nothing: the build does
+    assert [str(row) for row in skipped] == ["line 3: missing_videoid", "line 4: empty_caption (videoid 8)",
+                                             "line 5: duplicate_videoid (videoid 7)", "line 6: missing_file (videoid 9)"]
+    build.main(["webvid", "--csv", str(tmp_path / "r.csv"), "--video_dir", str(tmp_path / "videos"), "--data_dir",
+                str(tmp_path / "tfds"), "--name", "rows", "--frames", str(FRAMES), "--stride", "1", "--size",
+                str(SIZE), "--workers", "1", "--num_shards", "1"])
+    lines = [line.split("webvid: ", 1)[1] for line in capsys.readouterr().err.splitlines() if "webvid: skipping" in line]
+    assert lines == [f"skipping {tmp_path / 'r.csv'} {row}" for row in skipped]
+    stats = json.loads((tmp_path / "tfds" / "webvid" / "rows" / "1.0.0" / "metadata.json").read_text())
+    assert stats["build_stats"]["skipped"] == {"missing_videoid": 1, "empty_caption": 1, "duplicate_videoid": 1,
+                                               "missing_file": 1}
+
+
 def test_clips_from_short_videos_are_counted_and_summarised(tmp_path, capsys):
     """A 3-frame video became a 4-frame clip of 3 distinct frames, counted as an ordinary clip and not
     mentioned (and the CLI dropped the builder's closing line with the build's stdout): now skipped by
