@@ -4,18 +4,27 @@ Saved per step: the `TrainState` (trainable params, optimizer state, step, RNG) 
 on the devices, and a small JSON item (the input position and the run's config) — never the frozen
 base, which is re-read from its source. Every process calls every method (orbax coordinates the
 hosts: one writes the metadata, each its own shards). Resuming skips (and sets aside) a newest
-checkpoint that cannot be read, so a run whose last save was cut short resumes from the one before.
+checkpoint that cannot be read, so a run whose last save was cut short resumes from the one before;
+the partial `<step>.orbax-checkpoint-tmp` folders of a run killed while saving are removed when the
+manager opens. A save that fails (disk full, ...) stops the run with one `OutputError` line naming the
+OS's reason and the last checkpoint kept, its partial folder removed, orbax's reports of it silenced.
 SIGTERM (how TPU VMs are told they will be
 preempted) and a first Ctrl-C set a flag the loop polls, so it can save the current step and exit cleanly.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
+import gc
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+import time
+import warnings
 from typing import Any
 
 import jax
@@ -23,38 +32,122 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from animatediff_jax.errors import InputError
-from animatediff_jax.outputs import is_url
+from animatediff_jax.errors import InputError, OutputError
+from animatediff_jax.outputs import is_url, write_failure
+
+# The errno TensorStore's error text carries (`... No space left on device [os_error_code='28']`).
+_OS_ERROR_CODE = re.compile(r"\[os_error_code='?(\d+)'?\]")
 
 
 def make_manager(directory: str, save_every: int, keep: int, async_save: bool = True
                  ) -> ocp.CheckpointManager:
     """CheckpointManager over `directory`, items 'state' and 'meta'. The folder is made by the first
-    `save`, so a run stopped before it leaves none."""
+    `save`, so a run stopped before it leaves none. Partial step folders left by a run killed while
+    saving are removed (process 0, in the background; the first save waits for it)."""
     _drop_orbax_wait_warning()
+    _silence_failed_writes()
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=max(int(save_every), 1), max_to_keep=max(int(keep), 1) if keep else None,
-        enable_async_checkpointing=async_save, create=False)
+        enable_async_checkpointing=async_save, create=False, cleanup_tmp_directories=True)
     if not is_url(directory):  # orbax wants an absolute local path; a gs:// URL stays as it is
         directory = os.path.abspath(directory)
     return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False) -> bool:
-    """Save if `step` is on the interval (or `force`); returns whether a save started."""
-    if not (force or manager.should_save(step)):
-        return False
-    manager.directory.mkdir(parents=True, exist_ok=True)  # an epath: a local folder or a gs:// prefix
-    return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      meta=ocp.args.JsonSave(meta)), force=force)
+    """Save if `step` is on the interval (or `force`); returns whether a save started. Called every
+    step, it first reports a background save that failed since (one process: at the step after it
+    failed; several: at the next save, which all hosts reach together).
+
+    Raises OutputError when a save failed (`_reported`)."""
+    with _reported(manager):
+        if jax.process_count() == 1 and not manager.is_saving_in_progress():
+            manager.wait_until_finished()  # nothing to wait for: raises a finished save's error
+        if not (force or manager.should_save(step)):
+            return False
+        manager.directory.mkdir(parents=True, exist_ok=True)  # an epath: a local folder or a gs:// prefix
+        return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                          meta=ocp.args.JsonSave(meta)), force=force)
 
 
 def save_now(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
-    """Save `step` unless it is saved already (or its save under way), and wait until it is written."""
-    manager.wait_until_finished()
+    """Save `step` unless it is saved already (or its save under way), and wait until it is written.
+
+    Raises OutputError when a save failed (`_reported`)."""
+    wait(manager)
     if step not in manager.all_steps():
         save(manager, step, state, meta, force=True)
+        wait(manager)
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+    """Wait until the saves under way are written.
+
+    Raises OutputError when one failed (`_reported`)."""
+    with _reported(manager):
         manager.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _reported(manager: ocp.CheckpointManager):
+    """A checkpoint write failing in the block (raised there, or by a background save it waits for)
+    -> OutputError `DIR: saving checkpoint N failed (<the OS's reason: write_failure>); training
+    stopped, <the last checkpoint kept, or nothing saved>: ...`, its partial step folder removed
+    (process 0). Errors that are no failed write pass unchanged."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- orbax re-raises its threads' errors as they came
+        cause = _write_error(e)
+        if cause is None:
+            raise
+        atexit.register(gc.collect)  # closes the writes orbax abandoned while it can: later they print tracebacks
+        failed = _remove_partial(manager.directory, jax.process_index() == 0)
+        kept = latest_step(str(manager.directory))
+        what = f"checkpoint {', '.join(failed)}" if failed else "a checkpoint"
+        then = ("nothing saved: make room, then the same command starts again" if kept is None else
+                f"the state after step {kept} is kept: make room, then the same command resumes from it")
+        reason = write_failure(cause, str(manager.directory))
+        raise OutputError(f"{manager.directory}: saving {what} failed ({reason}); training stopped, {then}") from None
+
+
+def _write_error(e: BaseException | None) -> OSError | None:
+    """The OS error under a failed checkpoint write `e`: an OSError it is or was raised from (Python's
+    file writes), or the errno TensorStore's error text carries; None when it is none of these."""
+    while e is not None:
+        if isinstance(e, OSError):
+            return e
+        code = _OS_ERROR_CODE.search(str(e))
+        if code:
+            return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _remove_partial(directory, main: bool) -> list[str]:
+    """Names of the steps whose partial (temporary) folders are in `directory`; `main` (process 0)
+    removes them (`_remove_folder`)."""
+    partial = ocp.utils.tmp_checkpoints(directory)
+    if main:
+        for path in partial:
+            _remove_folder(path.get())
+    return [path.get_final().name for path in partial]
+
+
+def _remove_folder(path, seconds: float = 10.0) -> None:
+    """Remove the folder `path` (an epath), retried for up to `seconds` while the writes a failed save
+    abandoned still land in it ("Directory not empty"); one left then goes when the next run opens
+    the manager."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            path.rmtree(missing_ok=True)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, main: bool = True
@@ -70,8 +163,6 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, main: bo
     """
     steps = sorted(manager.all_steps(), reverse=True)
     failed: list[tuple[int, str]] = []
-    if steps:
-        _silence_abandoned_reads()
     for step in steps:
         try:
             restored = manager.restore(step, args=ocp.args.Composite(
@@ -124,6 +215,28 @@ def _drop_orbax_wait_warning() -> None:
     logging.getLogger("absl").addFilter(_OrbaxWaitNoise())
 
 
+class _FailedWriteNoise(logging.Filter):
+    """Drops the reports of a failed checkpoint write (`_write_error`) that orbax's threads log, each
+    with a traceback (absl: "_SignalingThread.run() raised an exception", "Failed to run N Handler
+    Commit operations", "Save Finalize thread failed"), and asyncio's "exception was never retrieved"
+    of the writes orbax abandons after the first one failed: `_reported` says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _write_error(record.exc_info[1] if record.exc_info else None) is None
+
+
+@functools.lru_cache(maxsize=None)
+def _silence_failed_writes() -> None:
+    """Install `_FailedWriteNoise` on absl's and asyncio's loggers, and `_silence_abandoned_reads`
+    (a failed save abandons its writes as a failed restore its reads), once per process; ignore the
+    RuntimeWarning of an abandoned write collected before it started."""
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).addFilter(_FailedWriteNoise())
+    warnings.filterwarnings("ignore", r"coroutine 'async_serialize_from_host\.<locals>\.write_fragment' was never "
+                            "awaited", RuntimeWarning)
+    _silence_abandoned_reads()
+
+
 class _AsyncioNoise(logging.Filter):
     """Drops asyncio's reports of orbax's abandoned reads ("... exception was never retrieved", "Task
     was destroyed but it is pending", "Exception in callback"), and of TensorStore opens of the same
@@ -147,7 +260,8 @@ def _silence_abandoned_reads() -> None:
     _read_array_index_and_device_put>" (unraisable), asyncio's "exception was never retrieved" (logged),
     and TensorStore callbacks raising "Event loop is closed" (excepthooks), each with a traceback. The
     failure is already reported in one line (`restore_latest`); only these reports are dropped, every
-    other exception still reaches the previous hook. Installed once, before the first restore.
+    other exception still reaches the previous hook. Installed once, with the first manager
+    (`_silence_failed_writes`).
     """
     previous_unraisable, previous_except, previous_thread = sys.unraisablehook, sys.excepthook, threading.excepthook
 

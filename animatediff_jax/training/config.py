@@ -275,6 +275,56 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list
     return [(k, old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
 
 
+# The fields that fix the shapes of the networks' parameters (models/configs.py; the others change values only).
+UNET_SHAPE_FIELDS = ("in_channels", "out_channels", "block_out_channels", "down_block_types", "up_block_types",
+                     "layers_per_block", "cross_attention_dim", "use_linear_projection")
+MOTION_SHAPE_FIELDS = ("num_transformer_blocks", "use_mid_block", "double_self_attention")
+
+
+def trained_layout(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What fixes the tree and the shapes of the trained state (the trained parameters and their optimizer
+    state) of a run of `config` (a `to_dict()`, keys it lacks taking their defaults): what trains (the
+    `trainable_modules`, or the LoRA factors' rank and targets), the UNet's and the motion module's shape
+    fields, image_finetune, and whether gradients are clipped (a clipping stage has its own state)."""
+    d = _defaults_under(TrainingConfig().to_dict(), config)
+    rank, targets = d["lora"]["rank"], d["lora"]["targets"]
+    unet = {**_plain(UNetConfig()), **(d["unet_config"] or {})}
+    layout = {"image_finetune": d["image_finetune"], "clipping": d["max_grad_norm"] > 0,
+              "trains": ("lora", rank, targets) if rank else ("modules", d["trainable_modules"]),
+              "unet": {f: unet[f] for f in UNET_SHAPE_FIELDS}}
+    if not d["image_finetune"] and not (rank and targets == "unet"):
+        motion = {**vars(MOTION_VERSIONS[d["motion_module_version"]]), **d["motion_module_kwargs"]}
+        layout["motion"] = {f: motion[f] for f in MOTION_SHAPE_FIELDS}
+    return layout
+
+
+def layout_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The `config_changes` from the `saved` run's config to `current` (`to_dict()`s) that change the
+    trained state's tree or shapes (`trained_layout`): each change that alone changes it, or (when only
+    together they do) every change; [] when the layout is the same, so a checkpoint of `saved` restores."""
+    before = trained_layout(saved)
+    if before == trained_layout(current):
+        return []
+    changes = config_changes(saved, current)
+    return [c for c in changes if trained_layout(_with(saved, c[0], c[2])) != before] or changes
+
+
+def _defaults_under(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` with the keys it lacks taken from `defaults` (nested dicts merged)."""
+    out = dict(defaults)
+    for k, v in given.items():
+        out[k] = _defaults_under(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _with(config: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of `config` with the dotted `key` set to `value` (a section that is None made a dict)."""
+    head, _, rest = key.partition(".")
+    out = dict(config)
+    out[head] = _with(out.get(head) or {}, rest, value) if rest else value
+    return out
+
+
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}

@@ -39,7 +39,7 @@ from animatediff_jax.tokenizer import PromptTokenizer
 from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training import lora, remote_workdir, workdir_lock
 from animatediff_jax.training.config import (LR_SCHEDULE_KEYS, TrainingConfig, check_sample_size, config_changes,
-                                             validation_warning, warmup_warning)
+                                             layout_changes, validation_warning, warmup_warning)
 from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from animatediff_jax.training.step_memory import (check_step_memory, out_of_memory, step_memory_advice,
@@ -279,6 +279,8 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
                               and exports_current(cfg, workdir, saved)):  # file reads only: no mesh, no restore
         return {"step": saved, "start": saved, "loss": float("nan"), "params": None, "preempted": False,
                 "signal": None, "exported": []}
+    if saved is not None:  # before the mesh and the models: a checkpoint of another layout cannot restore
+        refuse_layout_change(saved_config(workdir, saved), cfg, os.path.join(workdir, "checkpoints", str(saved)))
     if cfg.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", cfg.compilation_cache_dir)
     mesh = setup_mesh(cfg)
@@ -448,7 +450,7 @@ def _loop(cfg: TrainingConfig, staging: remote_workdir.Staging, mesh, state: Tra
                     last = "" if step < cfg.max_train_steps else " (the last; the same command writes the exports)"
                     print(f"{preempted.name()}: saved step {step}{last}, exiting", flush=True)
                 break
-        manager.wait_until_finished()
+        ckpt.wait(manager)
     finally:
         preempted.restore_handler()
         manager.close()
@@ -460,8 +462,8 @@ def _loop(cfg: TrainingConfig, staging: remote_workdir.Staging, mesh, state: Tra
 
 def last_checkpoint(manager) -> str:
     """Where the newest checkpoint is, once the saves under way are written: `the state after step N is
-    saved in DIR`, or `no step is saved`."""
-    manager.wait_until_finished()
+    saved in DIR`, or `no step is saved`. Raises OutputError when one of those saves failed."""
+    ckpt.wait(manager)
     latest = manager.latest_step()
     return "no step is saved" if latest is None else f"the state after step {latest} is saved in {manager.directory}"
 
@@ -475,6 +477,30 @@ def saved_now(manager, step: int, state: TrainState, cfg: TrainingConfig) -> str
 def run_meta(step: int, cfg: TrainingConfig) -> dict:
     """The JSON item saved with each checkpoint: the step, the input position and the run's config."""
     return {"step": step, "position": step, "config": cfg.to_dict()}
+
+
+def saved_config(workdir: str, step: int) -> dict | None:
+    """The config recorded with checkpoint `step` (its JSON item, read as a file: no restore, no devices);
+    None when it is not there or not readable (the restore then says what is wrong)."""
+    text = remote_workdir.read_text(os.path.join(workdir, "checkpoints", str(step), "meta", "metadata"))
+    try:
+        config = json.loads(text or "{}").get("config")
+    except (ValueError, AttributeError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def refuse_layout_change(saved: dict | None, cfg: TrainingConfig, checkpoint: str) -> None:
+    """UsageError naming each key (old -> new) by which `cfg` changes the tree or shapes of the trained
+    state the `saved` run's checkpoints hold (`config.layout_changes`): no checkpoint of it can be
+    resumed with them. Nothing when `saved` is None (not recorded) or the layout is the same."""
+    changes = layout_changes(saved, cfg.to_dict()) if saved else []
+    if changes:
+        listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changes)
+        one = len(changes) == 1
+        raise UsageError(f"{listed}: change{'s' if one else ''} the tree or shapes of the trained state (parameters, "
+                         f"optimizer state), so checkpoint {checkpoint} of this run cannot be resumed with "
+                         f"{'it' if one else 'them'}; use a new --workdir, or set {'it' if one else 'them'} back")
 
 
 def resume_warning(saved: dict | None, cfg: TrainingConfig, step: int) -> str | None:
