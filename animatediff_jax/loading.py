@@ -335,11 +335,7 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         raise UsageError(f"lora_alpha_rule: one of {ALPHA_RULES}, got {files.lora_alpha_rule!r}")
     local = located(files, names)
     base_path = local.base
-    if os.path.isfile(base_path):  # what the file is, before what it lacks (a tokenizer)
-        try:
-            checkpoint_format(base_path)
-        except UserError as e:
-            raise LoadError(f"{names['base']} {str(e)}") from e
+    check_file_format(base_path, names["base"])  # what the file is, before what it lacks (a tokenizer)
     given = files.tokenizer is not None
     tokenizer = check_tokenizer(local.tokenizer if given else base_path, names["tokenizer" if given else "base"])
     if tokenizer is None and given:
@@ -376,6 +372,17 @@ def check_files(files: ModelFiles, cache_dir: str, names: Mapping[str, str] = RO
         check_motion_fits(base.configs["unet"], mm, files.motion_module, files.base, names)
     return CheckedFiles(files, base, dreambooth, mm, tokenizer, variants=variants,
                         **_read_loras(files, local, base.configs, mm, names))
+
+
+def check_file_format(path: str, name: str) -> None:
+    """LoadError `<name> <problem>` when `path` is a file of no checkpoint format read here
+    (`convert.io.checkpoint_format`: safetensors, a PyTorch pickle or zip, a shard index; an empty,
+    unknown or corrupt file is refused). Folders pass: what they hold is checked when they are read."""
+    if os.path.isfile(path):
+        try:
+            checkpoint_format(path)
+        except UserError as e:
+            raise LoadError(f"{name} {e}") from e
 
 
 def located(files: ModelFiles, names: Mapping[str, str] = ROLES) -> ModelFiles:

@@ -14,15 +14,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import os
 import signal
 from typing import Sequence
 
 from animatediff_jax.data import require_data_extra
-from animatediff_jax.errors import ArgumentParser, UserError, plain_warnings, run_cli
+from animatediff_jax.errors import ArgumentParser, InputError, UserError, plain_warnings, run_cli
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.outputs import input_path, is_url, path_or_url
 from animatediff_jax.training.config import HUB_KEYS, TrainingConfig, load_config
 
+# The model-file keys and the `loading.ModelFiles` role of each.
+MODEL_KEYS = {"pretrained_model_path": "base", "motion_module_path": "motion_module"}
 # Packages the run imports that a lighter install may lack: name -> what needs it.
 RUN_REQUIREMENTS = {"tensorboardX": "the TensorBoard writer of the training metrics"}
 
@@ -38,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoints, TensorBoard logs, validation samples and exports; a run resumes "
                              "from the checkpoints found here")
     parser.add_argument("--check-config", action="store_true",
-                        help="check the config and overrides (keys, types, ranges, relations; not whether paths "
-                             "exist, which may be so only on the hosts that train), say so and exit: what "
+                        help="check the config and overrides (keys, types, ranges, relations; the model files and "
+                             "tokenizer found here, but not whether paths exist, which may be so only on the hosts "
+                             "that train), say so and exit: what "
                              "tpu/launch.sh and tpu/gpu_cluster.sh run before starting the workers")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, dotted keys (train_data.sample_size=256), values read as YAML")
@@ -74,9 +78,55 @@ def located_models(cfg: TrainingConfig) -> TrainingConfig:
                                        for key, path in given.items()})
 
 
+def check_model_inputs(cfg: TrainingConfig) -> None:
+    """The model files the config names, where they are on this machine (a hub id not downloaded yet, or
+    a path only the training hosts have, is left to the run): each is what its key takes
+    (`check_model_file`), and a tokenizer is found (`check_tokenizer_source`). Before JAX or any model."""
+    for key in MODEL_KEYS:
+        path = getattr(cfg, key)
+        if path and os.path.exists(path):
+            check_model_file(key, path)
+    check_tokenizer_source(cfg)
+
+
+def check_model_file(key: str, path: str) -> None:
+    """InputError `<key>: <path>: <problem>` when `path` (which exists) is not what the model-file `key`
+    (`MODEL_KEYS`) takes: a file of no known checkpoint format, or a file of another role
+    (`file_roles.check_model_path`: one of this project's converted files, another tool's motion LoRA or
+    LoRA, a folder holding no SD1.x model), said with the key or `sample` flag that takes it."""
+    from animatediff_jax.file_roles import check_model_path  # noqa: PLC0415 - imports JAX
+    from animatediff_jax.loading import FLAGS, check_file_format  # noqa: PLC0415
+    labels = {**{role: f"sample's {flag}" for role, flag in FLAGS.items()},
+              **{role: k for k, role in MODEL_KEYS.items()}}
+    try:
+        check_file_format(path, f"{key}:")
+        check_model_path(path, MODEL_KEYS[key], names={MODEL_KEYS[key]: f"{key}:"}, labels=labels)
+    except InputError as e:
+        raise InputError(str(e) if str(e).startswith(f"{key}:") else f"{key}: {e}") from None
+
+
+def check_tokenizer_source(cfg: TrainingConfig) -> None:
+    """InputError naming the key when the CLIP tokenizer the run reads (`tokenizer_path`, else the base's
+    `tokenizer/`) is damaged (`tokenizer.check_tokenizer`) or not there: a base without one (the
+    miniature's DreamBooth folder, any single file) needs `tokenizer_path`. A path not on this machine is
+    left to the run."""
+    from animatediff_jax.tokenizer import check_tokenizer  # noqa: PLC0415 - imports tokenizers, numpy
+    key = "tokenizer_path" if cfg.tokenizer_path else "pretrained_model_path"
+    path = getattr(cfg, key)
+    if not os.path.exists(path) or check_tokenizer(path, key) is not None:
+        return
+    if key == "tokenizer_path":
+        raise InputError(f"tokenizer_path: {path}: no CLIP tokenizer there (needs vocab.json + merges.txt, or "
+                         "tokenizer.json)")
+    raise InputError(f"pretrained_model_path: {path} has no tokenizer "
+                     f"({'a single file' if os.path.isfile(path) else 'a folder without tokenizer/'}); set "
+                     "tokenizer_path=<a CLIP tokenizer folder>, e.g. the tokenizer/ of the SD1.x base it was "
+                     "trained from")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.check_config:
-        load_config(args.config, args.overrides, paths=False)
+        check_model_inputs(load_config(args.config, args.overrides, paths=False))
         print(f"config ok: {args.config or 'the built-in defaults'} with {len(args.overrides)} override(s)")
         return 0
     cfg = load_config(args.config, args.overrides)
@@ -90,9 +140,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable_parent(args.workdir, "--workdir")
     check_requirements(cfg)
     cfg = located_models(cfg)
-    from animatediff_jax.tokenizer import check_tokenizer  # imports tokenizers, numpy: not for --help
-    key = "tokenizer_path" if cfg.tokenizer_path else "pretrained_model_path"
-    check_tokenizer(getattr(cfg, key), key)  # a damaged one, before the models load
+    check_model_inputs(cfg)  # what each file is, and a tokenizer, before the models load
     # Lazy: JAX, Flax, orbax, tensorboardX and the networks take seconds to import; the checks above
     # (and --help) must not wait for them.
     import jax

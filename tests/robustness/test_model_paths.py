@@ -16,6 +16,8 @@ from convert.__main__ import main as convert_main
 BASE = os.path.join(MINIATURE, "base")
 UNET = os.path.join(BASE, "unet.safetensors")
 MOTION = motion_path(MINIATURE, "B")
+MOTION_LORA = os.path.join(MINIATURE, "motion_lora_right.safetensors")  # original (kohya-like) format
+LORA = os.path.join(MINIATURE, "lora_checker.safetensors")
 
 
 @pytest.fixture
@@ -43,6 +45,11 @@ def run(tmp_path, monkeypatch, capsys):
                                    "--motion-module takes; --base or --dreambooth take it"),
     (["--lora", MOTION], 1, f"error: --lora {MOTION}: a converted motion module (v2), not what --lora takes; "
                             "--motion-module takes it"),
+    # other tools' files, told apart by their keys (a motion LoRA as the motion module said 'missing key ...')
+    (["--motion-module", MOTION_LORA], 1, f"error: --motion-module {MOTION_LORA}: a motion LoRA, not what "
+                                          "--motion-module takes; --motion-lora takes it"),
+    (["--dreambooth", LORA], 1, f"error: --dreambooth {LORA}: a LoRA, not what --dreambooth takes; --lora or "
+                                   "--domain-adapter take it"),
 ])
 def test_our_files_given_to_the_wrong_flag(run, flags, code, line):
     assert run(*flags) == (code, line)
@@ -138,7 +145,6 @@ def test_garbage_ckpt_is_not_a_checkpoint_with_or_without_torch(run, tmp_path, m
 
 
 # --------------------------------------------------------------------------- LoRAs, checked before any weights load
-LORA = os.path.join(MINIATURE, "lora_checker.safetensors")
 
 
 def _motion_lora(path):
