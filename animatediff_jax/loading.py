@@ -42,6 +42,7 @@ from animatediff_jax.checkpoint import (NETWORKS, is_flax_file, load_config, loa
                                         save_params)
 from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.text_files import read_json_object
+from animatediff_jax.models.configs import SHAPE_FIELDS
 from animatediff_jax.models.clip_text import CLIPTextModel
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL
@@ -507,16 +508,9 @@ def _unseen_fields(configs: dict) -> dict:
             "text_encoder": dict(num_attention_heads=t.num_attention_heads)}
 
 
-# The config fields that fix parameter shapes: a DreamBooth must match its base in all of them.
-_SHAPE_FIELDS = {"unet": ("in_channels", "out_channels", "block_out_channels", "layers_per_block",
-                          "down_block_types", "up_block_types", "cross_attention_dim", "use_linear_projection"),
-                 "vae": ("in_channels", "out_channels", "latent_channels", "block_out_channels", "layers_per_block"),
-                 "text_encoder": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                                  "max_position_embeddings")}
-
-
 def _check_same_family(db: SDSource, base: SDSource, names: Mapping[str, str]) -> None:
-    for net, fields in _SHAPE_FIELDS.items():
+    for net in ("unet", "vae", "text_encoder"):
+        fields = SHAPE_FIELDS[net]
         differ = {f: (getattr(db.configs[net], f), getattr(base.configs[net], f)) for f in fields
                   if getattr(db.configs[net], f) != getattr(base.configs[net], f)}
         if differ:

@@ -353,3 +353,12 @@ SPARSECTRL_RGB = ControlNetConfig(**_SPARSE_DEFAULTS)
 SPARSECTRL_SCRIBBLE = dataclasses.replace(SPARSECTRL_RGB, conditioning_channels=3,
                                           use_simplified_condition_embedding=False)
 MOTION_SPARSECTRL = MotionConfig(max_seq_length=32, use_mid_block=False, double_self_attention=False)
+
+# The config fields that fix the shapes of each network's parameters (the others change values only): a
+# DreamBooth must match its base in them (`loading`), a resumed training run its checkpoint (`training.config`).
+SHAPE_FIELDS = {"unet": ("in_channels", "out_channels", "block_out_channels", "layers_per_block", "down_block_types",
+                         "up_block_types", "cross_attention_dim", "use_linear_projection"),
+                "vae": ("in_channels", "out_channels", "latent_channels", "block_out_channels", "layers_per_block"),
+                "text_encoder": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                 "max_position_embeddings"),
+                "motion": ("num_transformer_blocks", "use_mid_block", "double_self_attention")}

@@ -32,7 +32,8 @@ import yaml
 from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.host_port import split_host_port
 from animatediff_jax.hub_ids import is_hub_id
-from animatediff_jax.models.configs import MOTION_VERSIONS, CLIPTextConfig, MotionConfig, UNetConfig, VAEConfig
+from animatediff_jax.models.configs import (MOTION_VERSIONS, SHAPE_FIELDS, CLIPTextConfig, MotionConfig, UNetConfig,
+                                            VAEConfig)
 from animatediff_jax.training.typed_config import bounded, build, field_type, merge, wants_text
 from animatediff_jax.yaml_file import read_yaml_mapping, yaml_problem
 
@@ -275,12 +276,6 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list
     return [(k, old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
 
 
-# The fields that fix the shapes of the networks' parameters (models/configs.py; the others change values only).
-UNET_SHAPE_FIELDS = ("in_channels", "out_channels", "block_out_channels", "down_block_types", "up_block_types",
-                     "layers_per_block", "cross_attention_dim", "use_linear_projection")
-MOTION_SHAPE_FIELDS = ("num_transformer_blocks", "use_mid_block", "double_self_attention")
-
-
 def trained_layout(config: Mapping[str, Any]) -> dict[str, Any]:
     """What fixes the tree and the shapes of the trained state (the trained parameters and their optimizer
     state) of a run of `config` (a `to_dict()`, keys it lacks taking their defaults): what trains (the
@@ -291,10 +286,10 @@ def trained_layout(config: Mapping[str, Any]) -> dict[str, Any]:
     unet = {**_plain(UNetConfig()), **(d["unet_config"] or {})}
     layout = {"image_finetune": d["image_finetune"], "clipping": d["max_grad_norm"] > 0,
               "trains": ("lora", rank, targets) if rank else ("modules", d["trainable_modules"]),
-              "unet": {f: unet[f] for f in UNET_SHAPE_FIELDS}}
+              "unet": {f: unet[f] for f in SHAPE_FIELDS["unet"]}}
     if not d["image_finetune"] and not (rank and targets == "unet"):
         motion = {**vars(MOTION_VERSIONS[d["motion_module_version"]]), **d["motion_module_kwargs"]}
-        layout["motion"] = {f: motion[f] for f in MOTION_SHAPE_FIELDS}
+        layout["motion"] = {f: motion[f] for f in SHAPE_FIELDS["motion"]}
     return layout
 
 
