@@ -85,8 +85,9 @@ class ArgumentParser(argparse.ArgumentParser):
                 raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
             if (low is not None and value < low) or (above is not None and value <= above) \
                     or (high is not None and value > high):
-                lo = f"[{low}" if low is not None else f"({above}"
-                raise argparse.ArgumentTypeError(f"must be in {lo}, {'inf)' if high is None else f'{high}]'}, got {value}")
+                lo = f"[{low:g}" if low is not None else f"({above:g}"
+                raise argparse.ArgumentTypeError(f"must be in {lo}, {'inf)' if high is None else f'{high:g}]'}, "
+                                                 f"got {value:g}")
             return value
         return parse
 

@@ -50,7 +50,7 @@ from animatediff_jax.miniature.shipped import (MINIATURE, MOTION_LORA_DIRECTION,
                                                read_record)
 from animatediff_jax.nonfinite import why_nonfinite
 from animatediff_jax.outputs import atomic_path, check_output, input_path
-from animatediff_jax.sampling.prompt_config import MAX_GUIDANCE_SCALE
+from animatediff_jax.scale_limits import GUIDANCE
 EVAL_SEED = 1000  # dataset seed of the evaluation prompts (the build trains on other seeds)
 
 
@@ -347,7 +347,7 @@ def build_parser() -> ArgumentParser:
                         help=f"videos per row, at most {MAX_SAMPLES} (a row's videos are held in memory, ~0.2 MB "
                              "each; default 32, as in RESULTS.md)")
     parser.add_argument("--steps", type=ArgumentParser.integer(1, 1000), default=25, help="DDIM steps (default 25)")
-    parser.add_argument("--guidance", type=ArgumentParser.number(0, MAX_GUIDANCE_SCALE), default=7.5,
+    parser.add_argument("--guidance", type=ArgumentParser.number(*GUIDANCE), default=7.5,
                         help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--shared-noise", type=ArgumentParser.number(0, 1), default=0.0,
                         help="share of the initial noise's variance common to all frames, in [0, 1] (default 0: "

@@ -58,6 +58,7 @@ from convert.lora import (ALPHA_RULES, LoraWeights, fuse, parse_scale, read_lora
                          read_spatial_lora)
 from convert.motion import MotionModule, assumed_message, load_motion_module
 from animatediff_jax.param_shapes import flax_param_shapes, module_param_shapes
+from animatediff_jax.scale_limits import LORA, scale_problem
 from animatediff_jax.hub_ids import is_hub_id
 from convert.sources import HUB_PATTERNS, SD_COMPONENTS, resolve_source, weights_file, weights_variant
 from convert.sources import VariantError  # noqa: F401 - what a reader's caller catches (training: trainer.one_variant)
@@ -442,7 +443,10 @@ def _read_loras(files: ModelFiles, local: ModelFiles, configs: Mapping, mm: Moti
     def read(role: str, given: tuple, at: tuple, reader) -> ReadLora:
         (path, scale), local_path = given, at[0]
         try:
-            return ReadLora(path, parse_scale(scale, f"{path}: scale"), reader(local_path))
+            scale = parse_scale(scale, f"{path}: scale")
+            if (problem := scale_problem(scale, LORA)) is not None:
+                raise UsageError(f"{path}: scale {problem}")
+            return ReadLora(path, scale, reader(local_path))
         except UserError as e:
             raise _named(e, names[role]) from e
     targets = {"unet": unet, "text_encoder": _shapes("text_encoder", configs["text_encoder"])} if files.loras else {}

@@ -30,6 +30,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -38,10 +39,11 @@ from animatediff_jax.text_files import read_json_object
 from animatediff_jax.interrupts import exit_cli
 from animatediff_jax.nonfinite import why_nonfinite
 from animatediff_jax.outputs import write_failure
-from animatediff_jax.sampling.prompt_config import (MAX_GUIDANCE_SCALE, PromptEntry, check_prompt_frames, draw_seeds,
+from animatediff_jax.sampling.prompt_config import (PromptEntry, check_prompt_frames, draw_seeds,
                                                      inference_config, load_prompt_config, model_keys, resolved_config,
                                                      travel_frame_problem)
 from animatediff_jax.run_folder import check_writable_parent, run_folder, slug
+from animatediff_jax.scale_limits import CONDITIONING, GUIDANCE, LORA, MOTION, scale_problem
 from animatediff_jax.sample_control import check_controls, entry_keys, load_controls, specs_from_entry, specs_from_flags
 from animatediff_jax.sample_flags import (CONTEXT_SETTINGS, DEFAULT_STRENGTH, ENTRY_FLAGS, MODEL_INPUT_FLAGS, PROG,
                                          build_parser, option_tokens, options_of)
@@ -260,6 +262,30 @@ def file_names(job: Job) -> tuple[dict, dict]:
     return {role: job_prefix(job, 1) + label if role in keys else label for role, label in labels.items()}, labels
 
 
+def check_scales(job: Job, names: Mapping[str, str], where: str) -> None:
+    """UsageError naming the flag and the prompt-config key when a scale of `job` lies outside its
+    `scale_limits` range (the flags' own values were checked as they were parsed; this sees a config's)."""
+    e, m = job.entry, job.model
+    scales = [(f"{where}--guidance-scale/guidance_scale", e.guidance_scale, GUIDANCE,
+               " (≤ 1 samples without classifier-free guidance)"),
+              (f"{where}--motion-scale/motion_scale", job.motion_scale, MOTION, " (0: no motion module)")]
+    scales += [(f"{where}--motion-block-scales/motion_block_scales.{b}", f, MOTION, "")
+               for b, f in job.motion_block_scales.items()]
+    for role, key in (("loras", "lora_alpha"), ("motion_loras", "alpha")):
+        scales += [(f"{names[role]} {path}: scale ({key})", scale, LORA, "") for path, scale in m[role]]
+    if m.get("domain_adapter"):
+        path, scale = m["domain_adapter"]
+        scales.append((f"{names['domain_adapter']} {path}: scale (adapter_lora_scale)", scale, LORA, ""))
+    nets = [c for c in job.controls if c.kind == "controlnet"]
+    scales += [(f"{where}--controlnet/controlnets[{n}].conditioning_scale", c.conditioning_scale, CONDITIONING, "")
+               for n, c in enumerate(nets)]
+    scales += [(f"{where}--sparsectrl/controlnet_conditioning_scale", c.conditioning_scale, CONDITIONING, "")
+               for c in job.controls if c.kind == "sparsectrl"]
+    for what, value, limits, hint in scales:
+        if (problem := scale_problem(value, limits)) is not None:
+            raise UsageError(f"{what}: {problem}{hint}")
+
+
 def validate(jobs: list[Job], cache_dir: str) -> frozenset:
     """Every check that can fail, for every job, before any model is built: files exist and fit
     together, sizes fit the models' geometry (from their configs), settings are consistent; the
@@ -279,6 +305,7 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
         where = job_prefix(job, len(jobs))
         warn_unavailable(o.attention, jax.default_backend(), o.dtype or default_dtype())  # cached programs: no trace
         names, labels = file_names(job)
+        check_scales(job, names, where)
         for role in ("base", "dreambooth", "motion_module", "tokenizer"):
             check_model_path(m.get(role), role, names, labels)  # one of our files given to the wrong flag or key
         for role, path in [("loras", p) for p, _ in m["loras"]] + [("motion_loras", p) for p, _ in m["motion_loras"]] \
@@ -298,9 +325,6 @@ def validate(jobs: list[Job], cache_dir: str) -> frozenset:
         except UsageError as err:
             raise UsageError(f"{where}--motion-scale/--motion-block-scales (motion_scale/motion_block_scales): "
                              f"{str(err).removeprefix('motion_scale/motion_block_scales: ')}") from None
-        if not 0 <= e.guidance_scale <= MAX_GUIDANCE_SCALE:
-            raise UsageError(f"{where}--guidance-scale/guidance_scale: must be in [0, {MAX_GUIDANCE_SCALE}] (≤ 1 "
-                             f"samples without classifier-free guidance), got {e.guidance_scale}")
         job.context = context = context_options(o, where)
         native = base["unet"].sample_size * base["vae"].downsample_factor  # what the base was trained at
         s["width"], s["height"] = _given(s["width"], native), _given(s["height"], native)

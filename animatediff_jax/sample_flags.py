@@ -12,7 +12,8 @@ from animatediff_jax.errors import ArgumentParser, UsageError
 from animatediff_jax.hub_ids import variant_name
 from animatediff_jax.outputs import input_path, output_path
 from animatediff_jax.path_scale import split_path_scale
-from animatediff_jax.sampling.prompt_config import MAX_GUIDANCE_SCALE, MAX_SIDE, seed_problem
+from animatediff_jax.sampling.prompt_config import MAX_SIDE, seed_problem
+from animatediff_jax.scale_limits import CONDITIONING, GUIDANCE, LORA, MOTION
 
 PROG = "python -m animatediff_jax.sample"
 EXAMPLES = f"""examples:
@@ -84,16 +85,19 @@ def _fps(text: str) -> float:
     return value
 
 
-def _path_scale(arg: str) -> tuple[str, float]:
-    """`PATH` or `PATH:SCALE` (SCALE a finite number, default 1.0); an empty PATH is refused."""
-    path, text = split_path_scale(arg)
-    try:
-        scale = 1.0 if text is None else ArgumentParser.number()(text)
-    except argparse.ArgumentTypeError as e:
-        raise argparse.ArgumentTypeError(f"{arg!r}: scale {e}") from None
-    if not path:
-        raise argparse.ArgumentTypeError(f"{arg!r}: empty path" if arg else "empty path")
-    return path, scale
+def _path_scale(limits: tuple[float, float]):
+    """argparse `type=`: `PATH` or `PATH:SCALE` (SCALE a number within `limits`: `scale_limits`, default
+    1.0) -> (path, scale); an empty PATH is refused."""
+    def parse(arg: str) -> tuple[str, float]:
+        path, text = split_path_scale(arg)
+        try:
+            scale = 1.0 if text is None else ArgumentParser.number(*limits)(text)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{arg!r}: scale {e}") from None
+        if not path:
+            raise argparse.ArgumentTypeError(f"{arg!r}: empty path" if arg else "empty path")
+        return path, scale
+    return parse
 
 
 def _block_scales(arg: str) -> dict[str, float]:
@@ -107,7 +111,7 @@ def _block_scales(arg: str) -> dict[str, float]:
         if block in out:
             raise argparse.ArgumentTypeError(f"{block} is given twice")
         try:
-            out[block] = ArgumentParser.number()(factor)
+            out[block] = ArgumentParser.number(*MOTION)(factor)
         except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentTypeError(f"{item!r}: factor {e}") from None
     return out
@@ -166,7 +170,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    pos, nonneg, scale = _int_at_least(1), _int_at_least(0), _path_scale
+    pos, nonneg = _int_at_least(1), _int_at_least(0)
+    lora_scale, conditioning_scale = _path_scale(LORA), _path_scale(CONDITIONING)
     p = _Parser(prog=PROG, formatter_class=_HelpFormatter,
                 description="Text-to-video with AnimateDiff: a prompt config, or the same settings as flags.\n"
                             "Every value is checked before any model loads.", epilog=EXAMPLES)
@@ -181,9 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the miniature AnimateDiff shipped in animatediff_jax/assets/miniature)")
     m.add_argument("--dreambooth", type=input_path, help="personalized SD1.x model whose weights replace the --base's (same family): "
                                         "single file, diffusers folder (or hub id) or converted folder, as --base")
-    m.add_argument("--lora", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
+    m.add_argument("--lora", action="append", default=[], type=lora_scale, metavar="PATH[:SCALE]",
                    help="LoRA (kohya/diffusers file, PEFT adapter folder, or a hub id of a LoRA repo), repeatable, "
-                        "fused as scale * alpha/rank * up @ down; scale default 1.0")
+                        f"fused as scale * alpha/rank * up @ down; scale {LORA[0]:g}..{LORA[1]:g}, default 1.0")
     m.add_argument("--motion-module", type=input_path, help="AnimateDiff motion module (v1/v2/v3 file, MotionAdapter folder or its hub id, "
                    "e.g. guoyww/animatediff-motion-adapter-v1-5-2); without --base the shipped miniature's; "
                    "'none': no module (each frame an independent image)")
@@ -198,9 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--motion-norm-groups", type=ArgumentParser.integer(1), metavar="N",
                    help="the motion module's GroupNorm groups, for an original-format file that does not store them "
                         "(default 32, as every released module)")
-    m.add_argument("--motion-lora", action="append", default=[], metavar="PATH[:SCALE]", type=scale,
+    m.add_argument("--motion-lora", action="append", default=[], metavar="PATH[:SCALE]", type=lora_scale,
                    help="MotionLoRA (file, or a hub id such as guoyww/animatediff-motion-lora-zoom-in), repeatable")
-    m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=scale,
+    m.add_argument("--domain-adapter", metavar="PATH[:SCALE]", type=lora_scale,
                    help="v3 domain adapter LoRA (file or hub id, as --lora)")
     m.add_argument("--variant", type=variant_name,
                    help="the weight variant, e.g. fp16, of every diffusers folder given (--base, --dreambooth, "
@@ -208,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder's plain weights, else the one variant it holds)")
     m.add_argument("--tokenizer", type=input_path, help="CLIP tokenizer folder (needed when --base is a single file), or its hub "
                                        "id: a tokenizer repo, or an SD repo (its tokenizer/)")
-    m.add_argument("--motion-scale", type=ArgumentParser.number(0), metavar="S",
+    m.add_argument("--motion-scale", type=ArgumentParser.number(*MOTION), metavar="S",
                    help="multiplier on every motion module's residual (ComfyUI's motion scale): 1 = the paper's "
-                        "model, 0 = no motion module (default: the entry's motion_scale, else 1)")
+                        f"model, 0 = no motion module, at most {MOTION[1]:g} (default: the entry's motion_scale, else 1)")
     m.add_argument("--motion-block-scales", type=_block_scales, metavar="BLOCK=F,...",
                    help="further motion-scale factors per UNet block, e.g. down_blocks_0=0.5,mid_block=1.2 "
                         "(blocks: down_blocks_<i>, mid_block, up_blocks_<i>; default: the entry's "
@@ -220,9 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: per frame, as the original and its released checkpoints)")
     c = p.add_argument_group("control (users bring their control images: depth, pose, edges, ... at the output size; "
                              "not with a prompt config: its entries name their own)")
-    c.add_argument("--controlnet", action="append", default=[], type=scale, metavar="PATH[:SCALE]",
+    c.add_argument("--controlnet", action="append", default=[], type=conditioning_scale, metavar="PATH[:SCALE]",
                    help="SD1.x ControlNet (diffusers folder or its hub id, control_v11*_sd15_*.pth/.safetensors), "
-                        "repeatable (residuals summed); SCALE = conditioning scale, default 1.0")
+                        f"repeatable (residuals summed); SCALE = conditioning scale, {CONDITIONING[0]:g}..{CONDITIONING[1]:g}, default 1.0")
     c.add_argument("--control-video", type=input_path, action="append", default=[], metavar="VIDEO",
                    help="the conditioning video of each --controlnet, in order: a video file or a folder of frames, "
                         "one frame per output frame (or a single image for all), at the output size")
@@ -231,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0)")
     c.add_argument("--control-guidance-end", action="append", default=[], type=ArgumentParser.number(0, 1), metavar="F",
                    help="fraction of the steps after which a ControlNet is off (default 1)")
-    c.add_argument("--sparsectrl", type=scale, metavar="PATH[:SCALE]",
+    c.add_argument("--sparsectrl", type=conditioning_scale, metavar="PATH[:SCALE]",
                    help="SparseCtrl encoder (v3_sd15_sparsectrl_rgb.ckpt / _scribble.ckpt, or a diffusers "
                         "SparseControlNetModel folder or its hub id) conditioning --keyframes with --keyframe-images")
     c.add_argument("--keyframes", type=_int_list, metavar="I,J,...",
@@ -248,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt travel: a prompt from FRAME on, embeddings interpolated between key frames")
     g.add_argument("--seed", action="append", type=_seed, help="one per prompt or one for all; -1 = random (default)")
     g.add_argument("--steps", type=pos, help="denoising steps (default 25)")
-    g.add_argument("--guidance-scale", type=ArgumentParser.number(0, MAX_GUIDANCE_SCALE), help=f"classifier-free guidance scale, 0..{MAX_GUIDANCE_SCALE:g} (default 7.5; "
+    g.add_argument("--guidance-scale", type=ArgumentParser.number(*GUIDANCE), help=f"classifier-free guidance scale, {GUIDANCE[0]:g}..{GUIDANCE[1]:g} (default 7.5; "
                                                             "≤ 1 samples without it, as diffusers)")
     g.add_argument("--width", "--W", type=_int_at_least(1, MAX_SIDE),
                    help="pixels (default: the base model's own size, UNet sample_size x VAE factor: 512 for SD1.5, "

@@ -96,7 +96,7 @@ def test_a_travel_frame_beyond_a_given_frames_flag_names_the_flag(jobs, capsys, 
 def test_negative_values_are_values_not_flags(jobs, capsys):
     # argparse's own rule took `-1e30` and `-1:a dog` for flags: "expected one argument"
     assert error_line(capsys, ["--guidance-scale", "-1e30", *SMALL], 2) == \
-        "--guidance-scale: must be in [0, 100.0], got -1e+30"  # the value's problem, not "expected one argument"
+        "--guidance-scale: must be in [0, 100], got -1e+30"  # the value's problem, not "expected one argument"
     assert error_line(capsys, ["--travel", "-1:a dog", *SMALL], 2) == \
         "--travel: '-1:a dog': frame must be an integer ≥ 0 (0 is the first frame), got -1"
     assert error_line(capsys, ["--steps", "-.5", *SMALL], 2) == "--steps: '-.5' is not an integer"

@@ -17,7 +17,6 @@ The parameter tree is the Flax rename (`convert.naming.state_dict_to_flax`) of d
 """
 from __future__ import annotations
 
-import math
 
 import flax.linen as nn
 import jax
@@ -28,6 +27,7 @@ from animatediff_jax.models.embeddings import TimestepEmbedding, timestep_embedd
 from animatediff_jax.models.motion_module import MotionModule
 from animatediff_jax.models.resnet import Downsample2D, GroupNorm, ResnetBlock2D, Upsample2D, activation, conv
 from animatediff_jax.models.transformer_2d import Transformer2DModel
+from animatediff_jax.scale_limits import MOTION, scale_problem
 
 DOWN_BLOCKS = {"CrossAttnDownBlock2D": True, "DownBlock2D": False,
                "CrossAttnDownBlockMotion": True, "DownBlockMotion": False}
@@ -205,20 +205,18 @@ class UNet3DConditionModel(nn.Module):
 
 def motion_scales(cfg: UNetConfig, scale: float, block_scales: tuple[tuple[str, float], ...]) -> dict[str, float]:
     """{block name: motion-module residual multiplier}: `scale` times the block's factor in
-    `block_scales` (default 1). ValueError for a non-finite or negative factor (a negative one would
-    reverse the motion module's residual) or a block the UNet does not have."""
+    `block_scales` (default 1). ValueError for a scale or factor outside `scale_limits.MOTION` (a negative
+    one would reverse the motion module's residual; NaN included) or a block the UNet does not have."""
     n = len(cfg.block_out_channels)
     names = [f"down_blocks_{i}" for i in range(n)] + ["mid_block"] + [f"up_blocks_{i}" for i in range(n)]
     factors = dict(block_scales)
     unknown = sorted(set(factors) - set(names))
     if unknown:
         raise ValueError(f"motion_block_scales: no block(s) {unknown}; blocks are {names}")
-    out = {name: float(scale) * float(factors.get(name, 1.0)) for name in names}
-    if not all(math.isfinite(v) for v in out.values()):
-        raise ValueError(f"motion scale must be finite, got {scale} and {dict(block_scales)}")
-    if any(v < 0 for v in out.values()):
-        raise ValueError(f"motion scale must be ≥ 0 (0: no motion module), got {scale} and {dict(block_scales)}")
-    return out
+    for what, value in [("motion scale", scale)] + [(f"motion_block_scales: {b}", f) for b, f in factors.items()]:
+        if (problem := scale_problem(float(value), MOTION)) is not None:
+            raise ValueError(f"{what} {problem} (0: no motion module)")
+    return {name: float(scale) * float(factors.get(name, 1.0)) for name in names}
 
 
 def timestep_features(cfg: UNetConfig, timesteps, batch: int):

@@ -41,6 +41,7 @@ import numpy as np
 from animatediff_jax.errors import UsageError
 from animatediff_jax.models.configs import ControlNetConfig, MotionConfig
 from animatediff_jax.models.controlnet import ControlNetModel, SparseControlNetModel
+from animatediff_jax.scale_limits import CONDITIONING, scale_problem
 
 KINDS = ("controlnet", "sparsectrl")
 
@@ -154,8 +155,8 @@ def check_controls(controls: Sequence[Control], *, batch: int, frames: int, widt
             value = getattr(c, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise UsageError(f"{what}: {name} must be a finite number, got {value!r}")
-        if c.conditioning_scale < 0:
-            raise UsageError(f"{what}: conditioning_scale must be ≥ 0, got {c.conditioning_scale}")
+        if (problem := scale_problem(c.conditioning_scale, CONDITIONING)) is not None:
+            raise UsageError(f"{what}: conditioning_scale {problem}")
         if not 0.0 <= c.control_guidance_start < c.control_guidance_end <= 1.0:
             raise UsageError(f"{what}: need 0 ≤ control_guidance_start < control_guidance_end ≤ 1, got "
                              f"{c.control_guidance_start} and {c.control_guidance_end}")

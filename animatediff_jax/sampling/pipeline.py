@@ -41,6 +41,7 @@ from animatediff_jax.sampling.program_cache import DiskCachedProgram
 from animatediff_jax.sampling.prompt_travel import interpolate_embeddings, parse_prompt_map
 from animatediff_jax.sampling.samplers import (Sampler, denoising_steps, make_sampler, sampler_from_diffusers_config,
                                                start_index)
+from animatediff_jax.scale_limits import GUIDANCE, scale_problem
 from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.xla_options import jit
 
@@ -320,9 +321,12 @@ class AnimateDiffPipeline:
     def check_inputs(self, *, width: int, height: int, frames: int, steps: int,
                      context: ctx.ContextOptions | None, num_prompts: int, num_seeds: int | None,
                      motion_scale: float = 1.0, motion_block_scales: Mapping[str, float] | None = None,
-                     controlnets: Sequence[cn.Control] = (), strength: float = 1.0) -> None:
+                     controlnets: Sequence[cn.Control] = (), strength: float = 1.0,
+                     guidance_scale: float = 7.5) -> None:
         """Every size/count/setting error, raised before anything is traced or compiled (`strength`: of
-        video-to-video, which runs fewer steps, 1.0 without an init video)."""
+        video-to-video, which runs fewer steps, 1.0 without an init video; scales within `scale_limits`)."""
+        if (problem := scale_problem(guidance_scale, GUIDANCE)) is not None:
+            raise UsageError(f"guidance_scale: {problem}")
         check_video_size(width=width, height=height, frames=frames, steps=steps, context=context,
                          vae_scale=self.vae_scale, max_frames=self.max_frames)
         if num_prompts < 1:
@@ -437,7 +441,8 @@ class AnimateDiffPipeline:
         self.check_inputs(width=width, height=height, frames=frames, steps=steps, context=context,
                           num_prompts=len(prompts), num_seeds=None if seeds is None else len(seeds),
                           motion_scale=motion_scale, motion_block_scales=motion_block_scales,
-                          controlnets=controlnets, strength=strength if init_video is not None else 1.0)
+                          controlnets=controlnets, strength=strength if init_video is not None else 1.0,
+                          guidance_scale=guidance_scale)
         if init_video is None and strength != 1.0:
             raise ValueError("strength < 1 needs an init video")
         travel = [parse_prompt_map(p, frames) if isinstance(p, Mapping) else None for p in prompts]

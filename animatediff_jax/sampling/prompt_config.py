@@ -162,10 +162,6 @@ _CONTROLNET_ITEM = {"path": str, "video": str, "conditioning_scale": _NUM, "cont
 
 
 MAX_SIDE = 8192  # pixels (W, H): far beyond any SD1.x model's training size; larger only exhausts memory
-# Classifier-free guidance scales above this are refused (ComfyUI's sampler caps cfg at 100 too): the
-# guided noise is uncond + scale·(cond − uncond), and far beyond SD's 5–15 it only saturates the video
-# (1e30 gave flat grey frames, 1e300 overflowed float32).
-MAX_GUIDANCE_SCALE = 100.0
 
 
 def _err(source: str, entry: str, msg: str, cls: type = PromptConfigError) -> Exception:

@@ -34,6 +34,7 @@ from animatediff_jax.host_port import split_host_port
 from animatediff_jax.hub_ids import is_hub_id
 from animatediff_jax.models.configs import (MOTION_VERSIONS, SHAPE_FIELDS, CLIPTextConfig, MotionConfig, UNetConfig,
                                             VAEConfig)
+from animatediff_jax.scale_limits import GUIDANCE
 from animatediff_jax.training.typed_config import bounded, build, field_type, merge, wants_text
 from animatediff_jax.yaml_file import read_yaml_mapping, yaml_problem
 
@@ -124,8 +125,8 @@ class ValidationData:
     """The prompts; required when validation_steps or validation_steps_tuple asks for sampling."""
     num_inference_steps: int = bounded(25, ge=1)
     """DDIM steps, >= 1."""
-    guidance_scale: float = bounded(8.0, ge=0)
-    """Classifier-free guidance scale, >= 0 (1 = no guidance)."""
+    guidance_scale: float = bounded(8.0, ge=GUIDANCE[0], le=GUIDANCE[1])
+    """Classifier-free guidance scale, in `scale_limits.GUIDANCE` (≤ 1 = no guidance)."""
     video_length: int | None = bounded(None, ge=1)
     """Frames, >= 1; null = train_data.sample_n_frames (1 with image_finetune)."""
     width: int | None = bounded(None, ge=8)

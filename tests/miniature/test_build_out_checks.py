@@ -75,7 +75,7 @@ def test_a_bad_flag_is_one_line(tmp_path, capsys, argv, line):
 @pytest.mark.parametrize("argv, line", [
     (["--schedules", "Z"], "error: --schedules 'Z': give comma-separated names, each one of A,B,C"),
     (["--motion-lr", "nan"], "error: --motion-lr: must be a finite number, got nan"),
-    (["--motion-lr", "0"], "error: --motion-lr: must be in (0, inf), got 0.0"),
+    (["--motion-lr", "0"], "error: --motion-lr: must be in (0, inf), got 0"),
 ])
 def test_flags_are_checked_before_the_out_folder(tmp_path, capsys, argv, line):
     (tmp_path / "build.json").write_text("{}")

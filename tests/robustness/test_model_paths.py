@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from animatediff_jax import evaluate, loading, sample
-from animatediff_jax.errors import InputError
+from animatediff_jax.errors import InputError, UsageError
 from animatediff_jax.miniature.shipped import MINIATURE, motion_path
 from convert.__main__ import main as convert_main
 
@@ -203,6 +203,13 @@ def test_a_motion_lora_that_fits_passes_the_checks(tmp_path):
         ("down_blocks_0", "motion_modules_0", "transformer_blocks_0", "attn1", "to_q", "kernel")]
 
 
+def test_the_python_api_refuses_a_lora_scale_out_of_range(tmp_path):
+    from animatediff_jax import loading
+    files = loading.ModelFiles(BASE, motion_module=MOTION, motion_loras=((_motion_lora(tmp_path / "z.safetensors"), 1e30),))
+    with pytest.raises(UsageError, match=r"--motion-lora .*z.safetensors: scale must be in \[-100, 100\], got 1e\+30"):
+        loading.check_files(files, str(tmp_path / "cache"), loading.FLAGS)
+
+
 @pytest.mark.parametrize("entry,code,line", [
     (f"dreambooth_path: {MOTION}", 1, f"dreambooth_path {MOTION}: a converted motion module (v2), not what "
                                    "dreambooth_path takes; motion_module takes it"),
@@ -212,12 +219,19 @@ def test_a_motion_lora_that_fits_passes_the_checks(tmp_path):
                                    "lora_model_path takes; motion_module takes it"),
     (f"motion_module_lora_configs: [{{path: {LORA}, alpha: 1.0}}]", 2,
      "motion_module_lora_configs: needs a motion module (motion_module)"),
-    ("guidance_scale: -5", 2, "--guidance-scale/guidance_scale: must be in [0, 100.0] (≤ 1 samples without "
-                              "classifier-free guidance), got -5.0"),
-    ("guidance_scale: 1e300", 2, "--guidance-scale/guidance_scale: must be in [0, 100.0] (≤ 1 samples without "
-                                 "classifier-free guidance), got 1e+300"),  # overflowed after sampling
-    (f"motion_module: {MOTION}\n  motion_scale: -1", 2, "--motion-scale/--motion-block-scales (motion_scale/"
-     "motion_block_scales): motion scale must be ≥ 0 (0: no motion module), got -1.0 and {}"),
+    ("guidance_scale: -5", 2, "--guidance-scale/guidance_scale: must be in [0, 100], got -5 (≤ 1 samples without "
+                              "classifier-free guidance)"),
+    ("guidance_scale: 1e300", 2, "--guidance-scale/guidance_scale: must be in [0, 100], got 1e+300 (≤ 1 samples "
+                                 "without classifier-free guidance)"),  # overflowed after sampling
+    (f"motion_module: {MOTION}\n  motion_scale: -1", 2, "--motion-scale/motion_scale: must be in [0, 100], got -1 "
+     "(0: no motion module)"),
+    # Scales far beyond any use saturated the video (1e30: flat frames, exit 0) or overflowed into NaN.
+    (f"motion_module: {MOTION}\n  motion_block_scales: {{mid_block: 1e30}}", 2,
+     "--motion-block-scales/motion_block_scales.mid_block: must be in [0, 100], got 1e+30"),
+    (f"lora_model_path: {LORA}\n  lora_alpha: 1e30", 2,
+     f"lora_model_path {LORA}: scale (lora_alpha): must be in [-100, 100], got 1e+30"),
+    (f"motion_module: {MOTION}\n  motion_module_lora_configs: [{{path: {MOTION_LORA}, alpha: -500}}]", 2,
+     f"motion_module_lora_configs {MOTION_LORA}: scale (alpha): must be in [-100, 100], got -500"),
 ])
 def test_a_prompt_config_entry_names_its_file_by_config_entry_and_key(tmp_path, monkeypatch, capsys, entry, code, line):
     """The user wrote a config, not flags: an entry's file of the wrong kind, or a MotionLoRA without a

@@ -69,8 +69,10 @@ def test_scales_follow_the_models_rule_without_recompiling(parts):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(motion_block_scales={"up_blocks_9": 1.0}), "up_blocks_9"),
-    (dict(motion_scale=float("nan")), "finite"),
-    (dict(motion_block_scales={"mid_block": float("inf")}), "finite"),
+    (dict(motion_scale=float("nan")), r"motion scale must be in \[0, 100\], got nan"),
+    (dict(motion_block_scales={"mid_block": float("inf")}), r"mid_block must be in \[0, 100\], got inf"),
+    (dict(motion_block_scales={"mid_block": 1e30}), r"mid_block must be in \[0, 100\], got 1e\+30"),  # saturated
+    (dict(guidance_scale=-1.0), r"guidance_scale: must be in \[0, 100\], got -1"),
 ])
 def test_bad_scales_are_refused_before_compiling(parts, kw, match):
     with pytest.raises(UsageError, match=match):

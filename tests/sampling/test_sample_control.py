@@ -75,7 +75,9 @@ MODEL = ["--base", "base", "--motion-module", "adapter", "--prompt", "a cat", *S
      "--control-video wide: 48x32 frames with 3 channels; this video needs 32x32 (the output size), 3 channels"),
     (["--controlnet", "cn", "--control-video", "five"], 2,
      "--control-video five: 5 control frames for a 4-frame video; give one image per frame (4) or a single image"),
-    (["--controlnet", "cn:-1", "--control-video", "video"], 2, "--controlnet cn: conditioning_scale must be ≥ 0, got -1"),
+    (["--controlnet", "cn:-1", "--control-video", "video"], 2, "--controlnet: 'cn:-1': scale must be in [0, 10], got -1"),
+    (["--controlnet", "cn:1e30", "--control-video", "video"], 2,  # saturated the video to flat colour, exit 0
+     "--controlnet: 'cn:1e30': scale must be in [0, 10], got 1e+30"),
     # --steps 2: step 0 is [0, 0.5], step 1 [0.5, 1]; a window of 0.5-0.6 holds neither (it ran as if absent)
     (["--controlnet", "cn", "--control-video", "video", "--control-guidance-start", "0.5",
       "--control-guidance-end", "0.6"], 2, "--controlnet cn: its guidance window 0.5–0.6 keeps none of the 2 "
@@ -132,6 +134,11 @@ def test_a_sparsectrl_file_given_as_motion_module_is_refused(env, capsys):
     ("controlnets: [{{path: {f}/base, video: {f}/video}}]", 1, "controlnets[0].path {f}/base: "),
     ("controlnet_path: {f}/sparse\n  controlnet_images: [{f}/base/unet/config.json]", 1,
      "controlnet_images {f}/base/unet/config.json: cannot read as an image"),
+    # a scale far beyond any use saturated the video to flat colour, exit 0
+    ("controlnets: [{{path: {f}/cn, video: {f}/video, conditioning_scale: 1e30}}]", 2,
+     "--controlnet/controlnets[0].conditioning_scale: must be in [0, 10], got 1e+30"),
+    ("controlnet_path: {f}/sparse\n  controlnet_images: [{f}/key0.png]\n  controlnet_conditioning_scale: 11", 2,
+     "--sparsectrl/controlnet_conditioning_scale: must be in [0, 10], got 11"),
 ])
 def test_a_config_entry_s_controls_are_named_by_config_entry_and_key(env, files, tmp_path, capsys, keys, rc, message):
     """The user wrote a config: its ControlNet / SparseCtrl errors name the config and the entry with the key
