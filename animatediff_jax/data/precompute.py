@@ -14,8 +14,10 @@ caption with the frozen text encoder, and writes a TFDS ArrayRecord dataset
 
 Training draws its own latent sample with `sample_latents(rng, mean, logvar, scaling_factor)` (the
 same draw as encoding the video with that key), so the noise seed stays the trainer's. The dataset's `metadata.json` records `scaling_factor`, the
-model and the source; `null_text_embedding.npy` (the embedding of "", for classifier-free-guidance
-caption dropout) sits next to it. An existing dataset of that name is refused unless `--overwrite` is
+model (a local base as its absolute path) and the source; `null_text_embedding.npy` (the embedding of
+"", for classifier-free-guidance caption dropout) sits next to it. Training refuses, before its models
+load, latents that do not fit its frames, size or base's VAE (latent channels, scaling factor), and warns
+of latents recorded from another model (`precomputed_latents.check_fits`). An existing dataset of that name is refused unless `--overwrite` is
 given; then it is rebuilt and replaces the old one only once complete. `--num_shards` sets the number
 of ArrayRecord files (at most one per example of `--source`: more is refused before anything is
 encoded); hosts split the examples by index (see `pipeline.InputPipeline`), so any number of hosts can
@@ -24,6 +26,7 @@ read them.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Sequence
 
 from animatediff_jax.data import config_name, require_data_extra
@@ -99,7 +102,8 @@ def run(args) -> None:
         precompute(source, vae_encoder(AutoencoderKL(base.vae_config), vae, args.chunk_size),
                    text_encoder(CLIPTextModel(base.text_config), text, tokenizer),
                    data_dir, args.name, batch_size=args.batch_size, num_shards=args.num_shards,
-                   scaling_factor=base.vae_config.scaling_factor, model=args.pretrained_model_path,
+                   scaling_factor=base.vae_config.scaling_factor, model=(os.path.abspath(args.pretrained_model_path)
+                   if os.path.exists(args.pretrained_model_path) else args.pretrained_model_path),  # a hub id as given
                    source_name=args.source)
     print(f"pre-computed dataset written to {out}")
 

@@ -4,14 +4,18 @@ The CLI and the dataset's layout: `animatediff_jax/data/precompute.py`."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
+import warnings
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from animatediff_jax.errors import InputError
+from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.progress import progress_bar
+from animatediff_jax.text_files import read_text
 
 # (video uint8 (B, F, H, W, 3)) -> (mean, logvar), each (B, F, h, w, c) float32, unscaled
 EncodeVideo = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -122,6 +126,107 @@ def precompute(source, encode_video: EncodeVideo, encode_text: EncodeText, data_
     _, null = encode_text([""] * batch_size)
     _save_npy(os.path.join(str(builder.data_dir), "null_text_embedding.npy"), np.asarray(null[0], np.float32))
     return str(builder.data_dir)
+
+
+# --------------------------------------------------------------------------- fit to a training run
+
+def check_fits(dataset_dir: str, example: dict, *, frames: int, size: int, base: str | None, vae_config,
+               text_config, what: str = "train_data.dataset_dir") -> None:
+    """Refuse, before any model loads, pre-computed latents that would train the run wrong: UsageError, one
+    line naming `what` `dataset_dir`, the dataset's field and value and the config key and value, when
+    the latents (`example`, its first) are not `frames` (train_data.sample_n_frames) frames of `size`
+    (train_data.sample_size) pixels through the run's VAE, not of its latent channels, or when the
+    recorded `scaling_factor` is not its VAE's. The run's VAE and text encoder are `base`'s
+    (pretrained_model_path: their configs read without the weights; where they cannot be read so, the
+    model read says why, and only the frames are checked here), else `vae_config` / `text_config` (a
+    random base). One warning line when the latents fit but were recorded from another `model` (the
+    same base may live at another path), or their text embeddings are not the run's text encoder's
+    shape (training encodes the captions itself: the embeddings are unused, but they were made by
+    another base)."""
+    where = f"{what} {dataset_dir}"
+    meta = _metadata(dataset_dir)
+    shape = tuple(int(n) for n in np.shape(example["latent_mean"]))
+    if shape[0] != frames:
+        raise UsageError(f"{where}: latent_shape {shape} is clips of {shape[0]} frames; train_data.sample_n_frames "
+                         f"is {frames} (pre-compute clips of {frames} frames, or set train_data.sample_n_frames="
+                         f"{shape[0]})")
+    configs = base_configs(base) if base else (vae_config, text_config)
+    if configs is None:
+        return
+    vae, text = configs
+    run = f"pretrained_model_path {base}" if base else "vae_config"
+    factor, (h, w, channels) = vae.downsample_factor, shape[1:4]
+    if (h, w) != (size // factor,) * 2 or size % factor:
+        raise UsageError(f"{where}: latent_shape {shape} is {h}x{w} latents, frames of {h * factor}x{w * factor} px "
+                         f"through the VAE of {run} ({factor}x downsampling); train_data.sample_size is {size}")
+    if channels != vae.latent_channels:
+        raise UsageError(f"{where}: latent_shape {shape} has {channels} latent channels; the VAE of {run} has "
+                         f"latent_channels {vae.latent_channels} (the latents were encoded with another VAE)")
+    recorded = meta.get("scaling_factor")
+    if isinstance(recorded, (int, float)) and not math.isclose(recorded, vae.scaling_factor, rel_tol=1e-6):
+        raise UsageError(f"{where}: scaling_factor {recorded} (of the VAE it was encoded with, model "
+                         f"{meta.get('model') or 'unrecorded'}); the VAE of {run} has scaling_factor "
+                         f"{vae.scaling_factor} (pre-compute the dataset with this base)")
+    model = meta.get("model")
+    text_shape = tuple(int(n) for n in np.shape(example.get("text_embedding", ())))
+    want_text = (text.max_position_embeddings, text.hidden_size)
+    if text_shape and text_shape != want_text:
+        warnings.warn(f"{where}: text_shape {text_shape} is not the text encoder of {run}'s (max_position_embeddings "
+                      f"{want_text[0]}, hidden_size {want_text[1]}): pre-computed with another base (model "
+                      f"{model or 'unrecorded'}); training encodes the captions itself, so only its latents are "
+                      "used, and their shape and scaling_factor fit", stacklevel=2)
+    elif base and isinstance(model, str) and model and not _same_model(model, base):
+        warnings.warn(f"{where}: pre-computed with model {model}, not pretrained_model_path {base}; its latents' "
+                      "shape and scaling_factor fit (the same base at another path trains right, another base's "
+                      "VAE wrong)", stacklevel=2)
+
+
+def base_configs(path: str):
+    """(VAE config, text encoder config) of the SD1.x base at `path`, from its configs and weight
+    headers alone (no tensor read); None where they cannot be had so (not a local path; a base the
+    model read refuses, and says why)."""
+    from animatediff_jax.checkpoint import network_config, read_metadata  # noqa: PLC0415 - these import JAX
+    from animatediff_jax.loading import is_converted_base  # noqa: PLC0415
+    from convert.base import plan_base  # noqa: PLC0415
+
+    if not os.path.exists(path):
+        return None
+    try:
+        with warnings.catch_warnings():  # the model read says them once
+            warnings.simplefilter("ignore")
+            if is_converted_base(path):
+                configs = tuple(network_config(read_metadata(os.path.join(path, f"{n}.safetensors")),
+                                               os.path.join(path, f"{n}.safetensors"), n)
+                                for n in ("vae", "text_encoder"))
+                return None if None in configs else configs
+            plan = plan_base(path, check=False)
+            try:
+                return plan.networks["vae"].config, plan.networks["text_encoder"].config
+            finally:
+                plan.close()
+    except (UserError, OSError, ValueError, KeyError):
+        return None
+
+
+def _metadata(dataset_dir: str) -> dict:
+    """The dataset's recorded metadata (`metadata.json`: scaling_factor, model, source); {} without it."""
+    try:
+        meta = json.loads(read_text(os.path.join(dataset_dir, "metadata.json")))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _same_model(recorded: str, base: str) -> bool:
+    """Whether the `model` a dataset recorded names `base`: the same path, the same file or folder, or
+    a hub id and its snapshot folder in the Hugging Face cache (`models--owner--name/snapshots/…`)."""
+    if recorded == base:
+        return True
+    if os.path.exists(recorded) and os.path.exists(base):
+        return os.path.realpath(recorded) == os.path.realpath(base)
+    return any(not os.path.exists(a) and a.count("/") == 1
+               and "models--" + a.replace("/", "--") in os.path.normpath(b).split(os.sep)
+               for a, b in ((recorded, base), (base, recorded)))
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
