@@ -159,9 +159,13 @@ def summary(result: dict, max_steps: int) -> str:
     if result["start"] > max_steps:
         return (f"already past max_train_steps: the run's checkpoint is at step {result['start']}, above "
                 f"max_train_steps {max_steps}; nothing trained or written (raise max_train_steps to continue it)")
-    if result["start"] == max_steps and result.get("exported"):
-        return (f"already finished: step {result['step']} of {max_steps} (max_train_steps); its exports (missing "
-                f"or from an earlier step) written from that checkpoint: {', '.join(result['exported'])}")
+    if result["start"] == max_steps and (result.get("exported") or result.get("validated")):
+        done = ([f"its validation samples (missing) rendered from that checkpoint: {', '.join(result['validated'])}"]
+                if result.get("validated") else [])
+        if result.get("exported"):
+            done.append(f"its exports (missing or from an earlier step) written from that checkpoint: "
+                        f"{', '.join(result['exported'])}")
+        return f"already finished: step {result['step']} of {max_steps} (max_train_steps); {'; '.join(done)}"
     if result["start"] == max_steps:
         return f"already finished: step {result['step']} of {max_steps} (max_train_steps); nothing to train"
     return f"done: step {result['step']}, loss {result['loss']:.5f}"

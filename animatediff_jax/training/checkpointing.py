@@ -316,13 +316,18 @@ class PreemptionFlag:
     save the same step. A first Ctrl-C says so on stderr; a second one is passed to SIGINT's previous
     handler, which aborts the run (interrupts.py: exit 130, nothing saved since the last checkpoint).
     The handler stays installed meanwhile: interrupts.py's watchdog leaves alone a signal it does not
-    own, so the save after the first Ctrl-C is not cut short."""
+    own, so the save after the first Ctrl-C is not cut short.
+
+    `saves` False (the loop before its first step: the input and the step's compilation) keeps the first
+    Ctrl-C quiet: there is no step to save then, and the loop says in one line that it stopped with
+    nothing saved (a 'saving the current step' line before it would contradict that)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self):
+    def __init__(self, saves: bool = True):
         self._set, self._interrupted = False, False
         self.signum: int | None = None
+        self.saves = saves
         self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
 
     def _handler(self, signum, frame):
@@ -333,8 +338,9 @@ class PreemptionFlag:
                     previous(signum, frame)
                 raise KeyboardInterrupt
             self._interrupted = True
-            print("interrupted: saving the current step when it ends, then exiting; Ctrl-C again to abort "
-                  "without saving", file=sys.stderr, flush=True)
+            if self.saves:
+                print("interrupted: saving the current step when it ends, then exiting; Ctrl-C again to abort "
+                      "without saving", file=sys.stderr, flush=True)
         self._set, self.signum = True, self.signum or signum
 
     def name(self) -> str:

@@ -49,7 +49,7 @@ from animatediff_jax.training.step import (ApplyFunctions, TrainState, create_tr
 from animatediff_jax.loading import VariantError, is_flax_file, load_motion, read_base, read_motion_module
 from animatediff_jax.params import cache_root, check_shapes, flatten, insert_motion, is_motion_path, unflatten
 from animatediff_jax.training.trainable import count, merge, split
-from animatediff_jax.training.validation import Validator
+from animatediff_jax.training.validation import Validator, samples_folder, samples_missing
 from animatediff_jax.xla_options import jit
 from convert.export import export_adapter, export_original, pickle_loses
 
@@ -91,11 +91,17 @@ def open_source(cfg: TrainingConfig):
     """The random-access example source `train_data` names (data/train_input.py): the procedural
     world, or a built TFDS dataset directory of video clips or pre-computed latents. UsageError naming
     train_data.dataset_dir when its first example is not the clip train_data asks for (sample_n_frames
-    frames of sample_size² pixels; pre-computed latents: sample_n_frames frames)."""
+    frames of sample_size² pixels; pre-computed latents: `precomputed_latents.check_fits`, which also
+    checks them against the base's VAE before it loads)."""
     d = cfg.train_data
     source = source_from_config(dataclasses.asdict(d))
     example = source[0]
-    clip = example["video"].shape[:3] if "video" in example else example["latent_mean"].shape[:1]
+    if "video" not in example:  # pre-computed latents: frames, size, VAE and scaling factor the run's
+        from animatediff_jax.data.precomputed_latents import check_fits  # noqa: PLC0415 - imports tensorflow_datasets
+        check_fits(d.dataset_dir, example, frames=d.sample_n_frames, size=d.sample_size, base=cfg.pretrained_model_path,
+                   vae_config=cfg.vae_config or VAEConfig(), text_config=cfg.text_encoder_config or CLIPTextConfig())
+        return source
+    clip = example["video"].shape[:3]
     want = (d.sample_n_frames, d.sample_size, d.sample_size)[:len(clip)]
     if tuple(clip) != want:
         raise UsageError(f"train_data.dataset_dir {d.dataset_dir}: its clips are {tuple(clip)} (frames"
@@ -263,12 +269,16 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
     """Run (or resume) training; returns {'step', 'loss', 'params'} (trainable params, numpy), 'start'
     (the step it resumed from; loss is NaN when it trained none), 'preempted' (stopped by SIGTERM or
     Ctrl-C, also during validation sampling or at the last step: the step saved, not exported),
-    'signal' (that signal's number, else None) and 'exported' (the paths written at the end). A workdir
+    'signal' (that signal's number, else None), 'exported' (the paths written at the end) and 'validated'
+    (the samples folder rendered for the resumed step, below). A workdir
     whose latest checkpoint is past `max_train_steps`, or at it with its exports written from it
-    (`exports_current`), is left as it is: nothing is built, trained or written ('params' None, 'start'
+    (`exports_current`) and its validation samples there when due (`samples_missing`), is left as it is:
+    nothing is built, trained or written ('params' None, 'start'
     and 'step' that checkpoint's step); at it with an export missing or from an earlier step (a run
     stopped at its last step; a finished run continued to a higher max_train_steps), the exports are
-    written from that checkpoint, nothing trained.
+    written from that checkpoint, nothing trained. A run resumed at a step due for validation whose
+    samples are missing (stopped or killed while rendering them, the last step's included) renders them
+    from that checkpoint first.
 
     Raises NonFiniteLossError when a step's loss or gradients are not finite (the state before
     that step saved), UsageError when the config does not fit the devices, their memory (the compiled
@@ -276,7 +286,8 @@ def train(cfg: TrainingConfig, workdir: str) -> dict:
     when another live run holds the workdir (training/workdir_lock.py)."""
     saved = ckpt.latest_step(os.path.join(workdir, "checkpoints"))
     if saved is not None and (saved > cfg.max_train_steps or saved == cfg.max_train_steps
-                              and exports_current(cfg, workdir, saved)):  # file reads only: no mesh, no restore
+                              and exports_current(cfg, workdir, saved)
+                              and not samples_missing(cfg, workdir, saved)):  # file reads only: no mesh, no restore
         return {"step": saved, "start": saved, "loss": float("nan"), "params": None, "preempted": False,
                 "signal": None, "exported": []}
     if saved is not None:  # before the mesh and the models: a checkpoint of another layout cannot restore
@@ -366,6 +377,9 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh, staging: 
                 print(changed, file=sys.stderr, flush=True)
     # ----- loop
     step = start = int(state.step)
+    validated = []
+    if validator is not None and restored is not None and samples_missing(cfg, workdir, start):
+        validated = render_missing(validator, start, state, staging, manager)
     if start >= cfg.max_train_steps:  # finished, an export missing: nothing to train or compile
         manager.close()
         next_rows.close()
@@ -377,17 +391,33 @@ def _train(cfg: TrainingConfig, workdir: str, mesh: jax.sharding.Mesh, staging: 
     # ----- export
     trained = gather(state.params)
     exported = []
-    if not stop and cfg.lora.rank:
+    write = not stop and not (start >= cfg.max_train_steps and exports_current(cfg, workdir, step))  # samples only
+    if write and cfg.lora.rank:
         if main:
             exported = export_lora(cfg, staging.local, trained["lora"], step)
-    elif not stop:
+    elif write:
         module = motion_subtree(merge(trained, gather(motion_subtree(frozen["unet"]))))
         if main:
             exported = export(cfg, staging.local, trained if motion is None else module, motion, step)
     staging.upload()  # the exports, the last TensorBoard events
     exported = [staging.remote(p) for p in exported]
     return {"step": step, "start": start, "loss": loss, "params": trained, "preempted": stop, "signal": signum,
-            "exported": exported}
+            "exported": exported, "validated": validated}
+
+
+def render_missing(validator: Validator, step: int, state: TrainState, staging: remote_workdir.Staging,
+                   manager) -> list[str]:
+    """Render the validation samples of the resumed checkpoint `step`, due but missing (`samples_missing`:
+    the run was stopped or killed while rendering them), before anything else; returns [their folder]
+    as named in the workdir ([] on the other processes). A signal now aborts (interrupts.py): the
+    checkpoint is the state, nothing is lost."""
+    if jax.process_index() == 0:
+        print(f"validation: the samples of step {step} are missing (the run stopped while rendering them); "
+              "rendering them from its checkpoint", flush=True)
+    with out_of_memory(f"step {step}: validation sampling", validation_memory_advice(validator),
+                       partial(last_checkpoint, manager)):
+        validate(validator, step, state, None, None, staging)
+    return [staging.remote(samples_folder(staging.local, step))] if jax.process_index() == 0 else []
 
 
 def _loop(cfg: TrainingConfig, staging: remote_workdir.Staging, mesh, state: TrainState, frozen, step_fn, manager,
@@ -395,15 +425,25 @@ def _loop(cfg: TrainingConfig, staging: remote_workdir.Staging, mesh, state: Tra
     """Train from `state`'s step to `max_train_steps`, saving and validating as configured; returns
     (state, step, loss of the last step, stopped by a signal, that signal). SIGTERM or Ctrl-C, also
     during validation sampling (asked after each denoising step), saves the current step and stops;
-    during the step's compilation, it stops before training a step (nothing saved)."""
+    while the first batch is read or the step compiles, it stops before training a step (nothing saved, said
+    in one line: a first Ctrl-C then says nothing of saving)."""
     main = jax.process_index() == 0
     batch_size = cfg.train_batch_size
     batch_sharding = shd.batch_sharding(mesh)
-    preempted = ckpt.PreemptionFlag()
+    preempted = ckpt.PreemptionFlag(saves=False)  # no step to save until one is trained
     step = int(state.step)
     loss, stop, logger = float("nan"), False, None
+
+    def stopped_before_training(when: str) -> tuple:
+        if main:
+            saved = f"step {step} stays the latest checkpoint" if step else "nothing saved"
+            print(f"{preempted.name()} {when}: no step trained, {saved}; exiting", flush=True)
+        return state, step, loss, True, preempted.signum
+
     try:
         first = shd.global_batch(next_rows(step), batch_sharding, batch_size)
+        if preempted.reached():  # signalled while the first batch was read: no need to compile
+            return stopped_before_training("before compiling")
         if main:
             print(f"compiling the train step (batch {batch_size}, {cfg.gradient_accumulation_steps} "
                   "micro-batch(es))...", flush=True)
@@ -412,10 +452,8 @@ def _loop(cfg: TrainingConfig, staging: remote_workdir.Staging, mesh, state: Tra
         advice = step_memory_advice(cfg)
         check_step_memory(compiled, advice)
         if preempted.reached():  # signalled while compiling (Python sees a signal only once compile returns)
-            if main:
-                saved = f"step {step} stays the latest checkpoint" if step else "nothing saved"
-                print(f"{preempted.name()} while compiling: no step trained, {saved}; exiting", flush=True)
-            return state, step, loss, True, preempted.signum
+            return stopped_before_training("while compiling")
+        preempted.saves = True  # from here a stop saves the step it ends with
         if main:
             print(f"compiled in {time.perf_counter() - began:.1f} s; training from step {step}", flush=True)
         logger = MetricsLogger(staging.local, batch_size, compiled_flops(compiled), cfg.log_every_steps,
@@ -448,7 +486,9 @@ def _loop(cfg: TrainingConfig, staging: remote_workdir.Staging, mesh, state: Tra
                 ckpt.save_now(manager, step, state, run_meta(step, cfg))
                 if main:
                     last = "" if step < cfg.max_train_steps else " (the last; the same command writes the exports)"
-                    print(f"{preempted.name()}: saved step {step}{last}, exiting", flush=True)
+                    unsampled = ("; its validation samples were not rendered: the same command renders them "
+                                 "first" if samples_missing(cfg, staging.workdir, step) else "")
+                    print(f"{preempted.name()}: saved step {step}{last}, exiting{unsampled}", flush=True)
                 break
         ckpt.wait(manager)
     finally:
@@ -519,12 +559,12 @@ def resume_warning(saved: dict | None, cfg: TrainingConfig, step: int) -> str | 
     return text
 
 
-def validate(validator, step: int, state: TrainState, logger: MetricsLogger, stop,
+def validate(validator, step: int, state: TrainState, logger: MetricsLogger | None, stop,
              staging: remote_workdir.Staging) -> None:
     """Sample the validation prompts from the current trainable params on process 0 (every process
     takes part in gathering them) and copy the GIFs to the workdir (`staging`); the state itself is only
     read. `stop()` true after a denoising step ends the sampling there, nothing written (the caller then
-    saves and exits)."""
+    saves and exits); None: never. The time taken is left out of `logger`'s throughput (None: no logger)."""
     start = time.perf_counter()
     trained = gather(state.params)
     if jax.process_index() == 0:
@@ -533,7 +573,8 @@ def validate(validator, step: int, state: TrainState, logger: MetricsLogger, sto
             staging.upload()
             print(f"validation: step {step}, {len(written)} GIFs in {staging.remote(os.path.dirname(written[0]))} "
                   f"({time.perf_counter() - start:.1f} s)", flush=True)
-    logger.exclude(time.perf_counter() - start)
+    if logger is not None:
+        logger.exclude(time.perf_counter() - start)
 
 
 # ===================================== export ===================================================

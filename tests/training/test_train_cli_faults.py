@@ -250,7 +250,7 @@ def test_sigterm_during_validation_sampling_stops_it_saves_and_exits(overrides, 
 
 def test_sigterm_in_the_final_validation_exits_143_and_a_rerun_exports(overrides, tmp_path, monkeypatch, capsys):
     """SIGTERM during the final validation was ignored (sampled, exported, 'done', exit 0); a finished run
-    whose exports are missing said 'nothing to train'."""
+    whose exports are missing said 'nothing to train'; the re-run never rendered the final step's samples."""
     ran = _sigterm_in_denoising_step(monkeypatch)
     workdir = tmp_path / "run"
     argv = ["--workdir", str(workdir), *overrides, "export_formats=[diffusers]", "validation_steps_tuple=[3]",
@@ -258,14 +258,20 @@ def test_sigterm_in_the_final_validation_exits_143_and_a_rerun_exports(overrides
     assert train.main(argv) == 128 + signal.SIGTERM
     out = capsys.readouterr().out
     assert ran == [0] and "done" not in out
-    assert "SIGTERM: saved step 3 (the last; the same command writes the exports), exiting" in out, out
+    assert ("SIGTERM: saved step 3 (the last; the same command writes the exports), exiting; its validation "
+            "samples were not rendered: the same command renders them first") in out, out
     assert not (workdir / "samples").exists() and not (workdir / "motion_adapter").exists()
-    monkeypatch.setattr(AnimateDiffPipeline, "step_function", lambda *a, **k: pytest.fail("sampled again"))
     written = (f"already finished: step 3 of 3 (max_train_steps); its exports (missing or from an earlier step) "
                f"written from that checkpoint: {workdir}/motion_adapter")
+    rendered = (f"already finished: step 3 of 3 (max_train_steps); its validation samples (missing) rendered from "
+                f"that checkpoint: {workdir}/samples/step-3; " + written.split("; ", 1)[1])
     assert train.main(argv) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == written
+    out = capsys.readouterr().out.splitlines()
+    assert len(ran) == 1 + 3 and out[-1] == rendered, out     # the 3 denoising steps, no signal this time
+    assert any(line.startswith("validation: the samples of step 3 are missing") for line in out), out
+    assert sorted(os.listdir(workdir / "samples" / "step-3")) == ["00.gif", "grid.gif", "prompts.json"]
     assert (workdir / "motion_adapter").is_dir() and (workdir / "config.json").is_file()
+    monkeypatch.setattr(AnimateDiffPipeline, "step_function", lambda *a, **k: pytest.fail("sampled again"))
     assert json.loads((workdir / "exports.json").read_text()) == {"step": 3, "files": ["motion_adapter"]}
     with monkeypatch.context() as m:
         m.setattr(trainer, "setup_mesh", lambda *a: pytest.fail("built the mesh"))  # exports present now
@@ -307,9 +313,31 @@ def test_a_signal_while_the_step_compiles_stops_before_step_one(overrides, tmp_p
     monkeypatch.setattr(trainer, "MetricsLogger", lambda *a, **k: pytest.fail("a step was trained"))
     workdir = tmp_path / "run"
     assert train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]"]) == 128 + signum
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert f"{name} while compiling: no step trained, nothing saved; exiting" in out, out
+    # One line, and true: a first Ctrl-C said 'saving the current step when it ends' before it.
+    assert "saving" not in out + err and (out + err).count(name) == 1, out + err
     assert not (workdir / "checkpoints").exists() and not (workdir / "tensorboard").exists()
+
+
+@pytest.mark.parametrize("signum, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "interrupted")])
+def test_a_signal_while_the_first_batch_is_read_stops_before_compiling(overrides, tmp_path, monkeypatch, capsys,
+                                                                       signum, name):
+    """The same while the first batch was read (before the flag could save anything): it said 'saving the
+    current step when it ends', compiled the step (minutes on a big model), then said 'nothing saved'."""
+    read = trainer.HostInput.__call__
+
+    def signalled_while_reading(self, step):
+        os.kill(os.getpid(), signum)
+        return read(self, step)
+    monkeypatch.setattr(trainer.HostInput, "__call__", signalled_while_reading)
+    monkeypatch.setattr(trainer, "check_step_memory", lambda *a: pytest.fail("compiled the step"))
+    workdir = tmp_path / "run"
+    assert train.main(["--workdir", str(workdir), *overrides, "export_formats=[diffusers]"]) == 128 + signum
+    out, err = capsys.readouterr()
+    assert f"{name} before compiling: no step trained, nothing saved; exiting" in out, out
+    assert "saving" not in out + err and (out + err).count(name) == 1, out + err
+    assert not (workdir / "checkpoints").exists()
 
 
 def test_a_ckpt_export_that_loses_heads_and_groups_is_said_before_training(overrides, tmp_path, monkeypatch,
