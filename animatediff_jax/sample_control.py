@@ -220,11 +220,12 @@ def checked_control(s: ControlSpec, *, width: int, height: int, frames: int, joi
     from animatediff_jax.video import read_video  # noqa: PLC0415 - PIL/PyAV
     from convert.controlnet import plan_controlnet  # noqa: PLC0415
     from convert.io import CheckpointError  # noqa: PLC0415
+    from convert.motion import MotionModuleError  # noqa: PLC0415
     from convert.sources import as_given  # noqa: PLC0415
     path = local_path(s, variant)
     try:
         plan = plan_controlnet(path, variant=variant, overrides=config_overrides(s.config) or None)
-    except CheckpointError as e:
+    except (CheckpointError, MotionModuleError) as e:  # a SparseCtrl encoder's position encoding: the latter
         # the problem without the folder's name (weights_file names a hub snapshot as the id: as_given)
         problem = str(e).removeprefix(f"{as_given(path)}: ").removeprefix(f"{path}: ")
         raise InputError(f"{s.name()} {s.path}: {problem}") from None

@@ -18,7 +18,8 @@ def _controlnet(args) -> int:
     from convert.sources import warn_unused_variants
     overrides = json_object(args.overrides, "--overrides", '{"global_pool_conditions": true}')
     check_output(args.output, name="output", overwrite=args.overwrite, suffixes=(".safetensors",))
-    plan = plan_controlnet(args.source, variant=args.variant, revision=args.revision, overrides=overrides)
+    plan = plan_controlnet(args.source, variant=args.variant, revision=args.revision, overrides=overrides,
+                           replace_pe=args.replace_pe)
     net = convert_controlnet(args.source, args.output, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite,
                              plan=plan)
     c = net.config
@@ -52,5 +53,9 @@ v1.1 shuffle ControlNet) or the SparseCtrl motion heads (8): set them with --ove
     p.add_argument("--revision", type=revision_name, help="hub revision")
     p.add_argument("--overrides", metavar="JSON",
                    help='diffusers config keys over the inferred config, e.g. \'{"global_pool_conditions": true}\'')
+    p.add_argument("--replace-pe", action="store_true",
+                   help="accept a SparseCtrl encoder whose stored pos_encoder.pe is not the standard sinusoid (a "
+                        "trained or stretched position encoding), converting it with the sinusoid in its place: it "
+                        "then behaves differently than in the original and diffusers (default: refused)")
     add_output_options(p)
     p.set_defaults(run=_controlnet, paths=("output", ("source",)))

@@ -274,10 +274,18 @@ def _identity(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _motion_entries(shapes: Mapping[str, tuple[int, ...]], read, path: str) -> tuple[dict[str, str], int | None]:
+# How a SparseCtrl encoder whose stored position encoding is off the sinusoid is accepted anyway.
+REPLACE_PE_FLAGS = ("`--replace-pe` (python -m convert controlnet, then --sparsectrl the converted file) or "
+                    "replace_pe=True (Python)")
+
+
+def _motion_entries(shapes: Mapping[str, tuple[int, ...]], read, path: str,
+                    replace_pe: bool) -> tuple[dict[str, str], int | None]:
     """({diffusers key: key}, position-encoding length) of a SparseCtrl state dict: motion-module keys
-    in the original naming are renamed, the `pe` buffers dropped (their length kept, `pe_length`)."""
-    length = pe_length({k: s for k, s in shapes.items() if k.endswith(_PE)}, read, path)
+    in the original naming are renamed, the `pe` buffers dropped (their length kept, `pe_length`: buffers
+    off the sinusoid refused unless `replace_pe`, as a motion module's are)."""
+    length = pe_length({k: s for k, s in shapes.items() if k.endswith(_PE)}, read, path,
+                       refuse_other=not replace_pe, opt_in=REPLACE_PE_FLAGS)
     entries = {(original_key_to_diffusers(k) if ".temporal_transformer." in k else k): k
                for k in shapes if not k.endswith(_PE)}
     return entries, length
@@ -291,7 +299,7 @@ def _refuse_other(kind: str, keys: list[str], path: str) -> None:
                                          f"not a ControlNet or SparseCtrl file (keys: {examples(keys, 3)})"))
 
 
-def _plan_file(path: str, overrides) -> ControlNetPlan:
+def _plan_file(path: str, overrides, replace_pe: bool) -> ControlNetPlan:
     sd = open_state_dict(path)
     try:
         if sd.metadata.get("format") == "flax":
@@ -309,7 +317,7 @@ def _plan_file(path: str, overrides) -> ControlNetPlan:
         if layout == "ldm":
             entries = _ldm_entries(list(names), path)
         elif kind == "sparsectrl":
-            entries, length = _motion_entries(shapes, lambda k: sd.view(names[k]), path)
+            entries, length = _motion_entries(shapes, lambda k: sd.view(names[k]), path, replace_pe)
         else:
             entries = {k: k for k in names}
         inferred = infer_config({d: shapes[k] for d, k in entries.items()}, kind, path)
@@ -326,7 +334,7 @@ def _plan_file(path: str, overrides) -> ControlNetPlan:
         raise
 
 
-def _plan_folder(folder: str, variant: str | None, overrides) -> ControlNetPlan:
+def _plan_folder(folder: str, variant: str | None, overrides, replace_pe: bool) -> ControlNetPlan:
     if not os.path.isfile(os.path.join(folder, "config.json")) and \
             os.path.isfile(os.path.join(folder, "controlnet", "config.json")):
         folder = os.path.join(folder, "controlnet")  # a pipeline folder
@@ -348,7 +356,7 @@ def _plan_folder(folder: str, variant: str | None, overrides) -> ControlNetPlan:
         keys = list(sd)
         require_sd1_controlnet(keys, sd.shape, sd.path)
         config, motion = configs(cfg, kind, overrides, cfg_path)
-        entries, length = _motion_entries({k: tuple(sd.shape(k)) for k in keys}, sd.view, sd.path)
+        entries, length = _motion_entries({k: tuple(sd.shape(k)) for k in keys}, sd.view, sd.path, replace_pe)
         if motion is not None and length not in (None, motion.max_seq_length):
             raise CheckpointError(f"{sd.path}: position encodings of length {length}, but {cfg_path} says "
                                   f"motion_max_seq_length {motion.max_seq_length}")
@@ -368,16 +376,18 @@ def resolve_controlnet(source: str, revision: str | None = None, variant: str | 
 
 
 def plan_controlnet(source: str, *, variant: str | None = None, revision: str | None = None,
-                    overrides: Mapping[str, Any] | None = None) -> ControlNetPlan:
-    """Plan reading a ControlNet / SparseCtrl source (no tensor data read yet). `overrides`: diffusers
-    config keys applied over the folder's config.json or the single file's inferred config, for what a
-    file cannot show (e.g. {"global_pool_conditions": True} for the shuffle ControlNet,
-    {"motion_num_attention_heads": 8}). Raises `CheckpointError` naming the file (`UsageError` for an
-    unknown override key)."""
+                    overrides: Mapping[str, Any] | None = None, replace_pe: bool = False) -> ControlNetPlan:
+    """Plan reading a ControlNet / SparseCtrl source (no tensor data read yet but a SparseCtrl encoder's
+    position-encoding buffers). `overrides`: diffusers config keys applied over the folder's config.json or
+    the single file's inferred config, for what a file cannot show (e.g. {"global_pool_conditions": True}
+    for the shuffle ControlNet, {"motion_num_attention_heads": 8}). A SparseCtrl encoder whose stored
+    position encoding is off the sinusoid (the network computes the sinusoid) is refused unless
+    `replace_pe`. Raises `CheckpointError` naming the file (`UsageError` for an unknown override key;
+    `MotionModuleError` for the encoding)."""
     path = resolve_controlnet(os.fspath(source), revision, variant)
     if os.path.isdir(path):
-        return _plan_folder(path, variant, overrides)
-    return _plan_file(path, overrides)
+        return _plan_folder(path, variant, overrides, replace_pe)
+    return _plan_file(path, overrides, replace_pe)
 
 
 # ----------------------------------------------------------------------------- load / convert
@@ -396,14 +406,15 @@ def _read(plan: ControlNetPlan, dtype: str | None, nonfinite: NonFinite) -> dict
 
 
 def load_controlnet(source: str, *, dtype: str | None = None, variant: str | None = None,
-                    revision: str | None = None, overrides: Mapping[str, Any] | None = None) -> LoadedControlNet:
+                    revision: str | None = None, overrides: Mapping[str, Any] | None = None,
+                    replace_pe: bool = False) -> LoadedControlNet:
     """(kind, ControlNetConfig, MotionConfig | None, Flax params) of any source above.
 
     `dtype` ("float32", "bfloat16", "float16") casts floating params; None keeps the file's dtype, and
     then leaves are zero-copy views of the memory-mapped file (the file must stay in place while they
     live). A cast touches every tensor, and then NaN/Inf tensors are named in one warning on stderr
     (`nonfinite.py`; `convert_controlnet` refuses them). Raises `CheckpointError` naming the file."""
-    plan = plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
+    plan = plan_controlnet(source, variant=variant, revision=revision, overrides=overrides, replace_pe=replace_pe)
     try:
         nonfinite = NonFinite(os.fspath(source), allow=True)  # a loader warns
         params = _read(plan, dtype, nonfinite)
@@ -415,7 +426,8 @@ def load_controlnet(source: str, *, dtype: str | None = None, variant: str | Non
 
 def convert_controlnet(source: str, output: str, *, dtype: str | None = None, variant: str | None = None,
                        revision: str | None = None, overrides: Mapping[str, Any] | None = None,
-                       allow_nonfinite: bool = False, plan: ControlNetPlan | None = None) -> LoadedControlNet:
+                       allow_nonfinite: bool = False, plan: ControlNetPlan | None = None,
+                       replace_pe: bool = False) -> LoadedControlNet:
     """Write a ControlNet / SparseCtrl source as one Flax params `.safetensors` (`output`), the
     `ControlNetConfig` in its metadata (`config`, `config_class`), `source` ("<format>:<path>"),
     `kind` and, for SparseCtrl, the `MotionConfig` (`MOTION_METADATA`, JSON). Written atomically, one tensor
@@ -424,7 +436,8 @@ def convert_controlnet(source: str, output: str, *, dtype: str | None = None, va
     the `plan_controlnet` of `source` when the caller has it already (it is consumed; the planning
     arguments are then unused)."""
     nonfinite = NonFinite(os.fspath(source), allow=allow_nonfinite)
-    plan = plan or plan_controlnet(source, variant=variant, revision=revision, overrides=overrides)
+    plan = plan or plan_controlnet(source, variant=variant, revision=revision, overrides=overrides,
+                                   replace_pe=replace_pe)
     try:
         net = LoadedControlNet(plan.kind, plan.config, plan.motion, _read(plan, None, nonfinite))
         extra = {"kind": net.kind}

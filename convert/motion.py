@@ -261,12 +261,13 @@ def pe_difference(shapes: Mapping[str, tuple], read) -> float:
                 for k in shapes), default=0.0)
 
 
-def pe_length(shapes: Mapping[str, tuple], read, source: str, *, refuse_other: bool = False) -> int | None:
+def pe_length(shapes: Mapping[str, tuple], read, source: str, *, refuse_other: bool = False,
+              opt_in: str = REPLACE_PE_FLAGS) -> int | None:
     """Position-encoding length L read from the [1, L, C] buffers (`pos_encoder.pe`, `pos_embed.pe`; None
     without one). The network regenerates the sinusoid and cannot carry a stored encoding, so buffers off
     the sinusoid by more than `PE_TOLERANCE` (a trained or stretched encoding) make a module that behaves
     differently here than in the original and diffusers: a warning naming the difference, or with
-    `refuse_other` MotionModuleError naming it and the opt-in. MotionModuleError for a buffer of
+    `refuse_other` MotionModuleError naming it and the opt-in (`opt_in`: the flags that pass it). MotionModuleError for a buffer of
     another shape or buffers of different lengths."""
     pes = {k: tuple(s) for k, s in shapes.items() if k.endswith("pos_encoder.pe") or k.endswith("pos_embed.pe")}
     bad = [k for k, s in sorted(pes.items()) if len(s) != 3 or s[0] != 1]
@@ -284,7 +285,7 @@ def pe_length(shapes: Mapping[str, tuple], read, source: str, *, refuse_other: b
                 "sinusoid and cannot load a stored encoding, so the module behaves differently than in the "
                 "original AnimateDiff and diffusers, which load it")
         if refuse_other:
-            raise MotionModuleError(f"{said}. To use it with the sinusoid in its place anyway, pass {REPLACE_PE_FLAGS}")
+            raise MotionModuleError(f"{said}. To use it with the sinusoid in its place anyway, pass {opt_in}")
         warnings.warn(f"{said}; the sinusoid is used in its place")
     return int(lengths.pop())
 

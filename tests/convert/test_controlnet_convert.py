@@ -6,6 +6,7 @@ must equal the Flax rename of the diffusers model's state dict exactly (SparseCt
 files are also read by diffusers' own `from_single_file` (offline, `config=` the local folder), which
 must give back the same state dict: that checks the test files' layout independently of our mapping.
 """
+import json
 import os
 
 import numpy as np
@@ -17,8 +18,10 @@ from animatediff_jax.checkpoint import save_params
 from animatediff_jax.errors import UsageError
 from animatediff_jax.models.configs import ControlNetConfig, MotionConfig, sparsectrl_motion_config
 from animatediff_jax.params import flatten
+from convert.__main__ import main as convert_main
 from convert.controlnet import convert_controlnet, load_controlnet, plan_controlnet
 from convert.detect import describe
+from convert.motion import MotionModuleError
 from convert.io import CheckpointError
 from convert.naming import state_dict_to_flax
 from tests.convert import controlnet_fixtures as F
@@ -156,6 +159,25 @@ def test_original_sparsectrl_ckpt_equals_the_diffusers_model(sparsectrls, tmp_pa
         from diffusers import SparseControlNetModel
         ref = SparseControlNetModel.from_single_file(path, config=folder, local_files_only=True).state_dict()
         assert set(ref) == set(sd) and all(torch.equal(ref[k], torch.from_numpy(sd[k])) for k in sd)
+
+
+def test_a_sparsectrl_position_encoding_off_the_sinusoid_is_refused_unless_replaced(sparsectrls, tmp_path, capsys):
+    """It only warned, as motion modules once did: the network computes the sinusoid, so an encoder with a
+    trained or stretched encoding behaves differently here than in the original and diffusers."""
+    model, sd, folder = sparsectrls["rgb"]
+    stretched = {k: v + 0.5 if k.endswith("pos_encoder.pe") else v for k, v in F.to_original_sparsectrl(sd).items()}
+    path = F.save_torch(stretched, str(tmp_path / "v3_sd15_sparsectrl_rgb.ckpt"))
+    with pytest.raises(MotionModuleError, match=r"not the standard sinusoid \(max abs difference 0.5\).*pass "
+                                                r"`--replace-pe` \(python -m convert controlnet, then --sparsectrl"):
+        load_controlnet(path, overrides=SPARSE_HIDDEN)
+    _assert_params_equal(load_controlnet(path, overrides=SPARSE_HIDDEN, replace_pe=True).params, sd)
+    out = tmp_path / "sparse.safetensors"
+    assert convert_main(["controlnet", path, str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: its stored position encoding") and err.count("\n") == 1, err
+    assert not out.exists()
+    assert convert_main(["controlnet", path, str(out), "--replace-pe", "--overrides", json.dumps(SPARSE_HIDDEN)]) == 0
+    _assert_params_equal(load_controlnet(str(out)).params, sd)
 
 
 @pytest.mark.parametrize("variant", ["rgb", "scribble", "deep"])

@@ -106,6 +106,19 @@ def test_bad_controls_are_refused_before_loading(env, capsys, flags, rc, message
     assert not env.jobs and not os.path.exists("out")
 
 
+def test_a_sparsectrl_encoder_with_a_stretched_position_encoding_is_one_line(env, tmp_path, capsys):
+    """It was used with a warning: the network computes the sinusoid in place of the stored encoding."""
+    from diffusers import SparseControlNetModel
+    sd = cf.state_dict(cf.randomize(SparseControlNetModel(**dict(cf.SPARSECTRL_RGB)), seed=6))
+    ckpt = cf.save_torch({k: v * 2 if k.endswith("pos_encoder.pe") else v for k, v in cf.to_original_sparsectrl(sd).items()},
+                         str(tmp_path / "v3_sd15_sparsectrl_rgb.ckpt"))
+    assert sample.main([*MODEL, "--sparsectrl", ckpt, "--keyframes", "0", "--keyframe-images", "key0.png"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --sparsectrl {ckpt}: its stored position encoding") and err.count("\n") == 1, err
+    assert "pass `--replace-pe` (python -m convert controlnet, then --sparsectrl the converted file)" in err
+    assert not env.jobs
+
+
 @pytest.mark.parametrize("net,message", [
     ("cn", "--controlnet cn: cross_attention_dim 32 does not fit the base model's text encoder (64)"),
     ("cn64", "--controlnet cn64: embeds control images 8x down to latent size, but the VAE's factor is 4"),
