@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from animatediff_jax.errors import UsageError
 from animatediff_jax.hub_ids import revision_name, variant_name
 from animatediff_jax.outputs import check_output, input_path, output_path
 from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options, json_object
@@ -20,6 +21,11 @@ def _controlnet(args) -> int:
     check_output(args.output, name="output", overwrite=args.overwrite, suffixes=(".safetensors",))
     plan = plan_controlnet(args.source, variant=args.variant, revision=args.revision, overrides=overrides,
                            replace_pe=args.replace_pe)
+    if args.replace_pe and (plan.kind != "sparsectrl" or plan.source_format == "flax"):
+        plan.close()
+        raise UsageError(f"--replace-pe: not used: {args.source} is "
+                         + ("a ControlNet, which has no motion modules" if plan.kind != "sparsectrl" else
+                            "a converted SparseCtrl encoder, which stores no position encoding"))
     net = convert_controlnet(args.source, args.output, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite,
                              plan=plan)
     c = net.config

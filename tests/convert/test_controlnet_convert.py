@@ -161,7 +161,8 @@ def test_original_sparsectrl_ckpt_equals_the_diffusers_model(sparsectrls, tmp_pa
         assert set(ref) == set(sd) and all(torch.equal(ref[k], torch.from_numpy(sd[k])) for k in sd)
 
 
-def test_a_sparsectrl_position_encoding_off_the_sinusoid_is_refused_unless_replaced(sparsectrls, tmp_path, capsys):
+def test_a_sparsectrl_position_encoding_off_the_sinusoid_is_refused_unless_replaced(sparsectrls, controlnets, tmp_path,
+                                                                                 capsys):
     """It only warned, as motion modules once did: the network computes the sinusoid, so an encoder with a
     trained or stretched encoding behaves differently here than in the original and diffusers."""
     model, sd, folder = sparsectrls["rgb"]
@@ -178,6 +179,11 @@ def test_a_sparsectrl_position_encoding_off_the_sinusoid_is_refused_unless_repla
     assert not out.exists()
     assert convert_main(["controlnet", path, str(out), "--replace-pe", "--overrides", json.dumps(SPARSE_HIDDEN)]) == 0
     _assert_params_equal(load_controlnet(str(out)).params, sd)
+    capsys.readouterr()
+    for given, what in ((str(out), "a converted SparseCtrl encoder, which stores no position encoding"),
+                        (controlnets["small"][2], "a ControlNet, which has no motion modules")):
+        assert convert_main(["controlnet", given, str(tmp_path / "again.safetensors"), "--replace-pe"]) == 2
+        assert capsys.readouterr().err == f"error: --replace-pe: not used: {given} is {what}\n"
 
 
 @pytest.mark.parametrize("variant", ["rgb", "scribble", "deep"])
