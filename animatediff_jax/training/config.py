@@ -277,11 +277,17 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list
     return [(k, old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
 
 
+# Motion-module fields that leave the parameters' shapes alone but fix what they mean: trained weights of
+# one setting are not weights of another (heads split the same projections otherwise, norms group otherwise).
+MOTION_ARCHITECTURE = ("num_attention_heads", "norm_num_groups", "input_norm", "resnet_norm")
+
+
 def trained_layout(config: Mapping[str, Any]) -> dict[str, Any]:
     """What fixes the tree and the shapes of the trained state (the trained parameters and their optimizer
-    state) of a run of `config` (a `to_dict()`, keys it lacks taking their defaults): what trains (the
-    `trainable_modules`, or the LoRA factors' rank and targets), the UNet's and the motion module's shape
-    fields, image_finetune, and whether gradients are clipped (a clipping stage has its own state)."""
+    state), or what its weights mean, for a run of `config` (a `to_dict()`, keys it lacks taking their
+    defaults): what trains (the `trainable_modules`, or the LoRA factors' rank and targets), the UNet's and
+    the motion module's shape fields and the motion module's `MOTION_ARCHITECTURE`, image_finetune, and
+    whether gradients are clipped (a clipping stage has its own state)."""
     d = _defaults_under(TrainingConfig().to_dict(), config)
     rank, targets = d["lora"]["rank"], d["lora"]["targets"]
     unet = {**_plain(UNetConfig()), **(d["unet_config"] or {})}
@@ -290,7 +296,7 @@ def trained_layout(config: Mapping[str, Any]) -> dict[str, Any]:
               "unet": {f: unet[f] for f in SHAPE_FIELDS["unet"]}}
     if not d["image_finetune"] and not (rank and targets == "unet"):
         motion = {**vars(MOTION_VERSIONS[d["motion_module_version"]]), **d["motion_module_kwargs"]}
-        layout["motion"] = {f: motion[f] for f in SHAPE_FIELDS["motion"]}
+        layout["motion"] = {f: motion[f] for f in SHAPE_FIELDS["motion"] + MOTION_ARCHITECTURE}
     return layout
 
 

@@ -29,7 +29,7 @@ from animatediff_jax.errors import InputError, UsageError, UserError
 from animatediff_jax.outputs import atomic_path
 from animatediff_jax.models.attention import warn_unavailable
 from animatediff_jax.models.clip_text import CLIPTextModel
-from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig, VAEConfig
+from animatediff_jax.models.configs import SHAPE_FIELDS, CLIPTextConfig, UNetConfig, VAEConfig
 from animatediff_jax.param_shapes import module_param_shapes
 from animatediff_jax.models.unet3d import UNet3DConditionModel
 from animatediff_jax.models.vae import AutoencoderKL, sample_latent
@@ -183,7 +183,10 @@ def build_models(cfg: TrainingConfig, decoder: bool = False):
     if cfg.motion_module_path and motion is not None:
         with one_variant("motion_module_path"):
             start = read_motion(cfg.motion_module_path)
-        params["unet"] = insert_motion(params["unet"], start.params)
+        check_start_module(cfg, start)
+        # float32, as every param the run starts from: a float16 file's weights would train in float16
+        # (the master weights and AdamW's state), overflowing into NaN within steps
+        params["unet"] = insert_motion(params["unet"], jax.tree.map(lambda x: np.asarray(x, np.float32), start.params))
     return unet, vae, text, motion, text_cfg, vae_cfg, params
 
 
@@ -197,6 +200,22 @@ def one_variant(key: str):
     except VariantError as e:
         raise InputError(f"{key}: {e.problem}: training reads a folder's plain weights or its only variant; "
                          "keep one variant's weight files there") from None
+
+
+def check_start_module(cfg: TrainingConfig, start) -> None:
+    """UsageError, one line, when the motion module `motion_module_path` holds (`start`, a
+    `convert.motion.MotionModule`) is not the network the config builds: its layout (version: the mid
+    block; blocks per module) or the heads, GroupNorm groups or resnet norm its file states (an
+    original-format file states no heads or groups: the config's are taken). Its weights would otherwise
+    run as another network, silently, or fail to fit the UNet naming no key."""
+    want = cfg.motion_config
+    differ = [f for f in SHAPE_FIELDS["motion"] + ("num_attention_heads", "norm_num_groups", "resnet_norm")
+              if f not in start.assumed and getattr(start.config, f) != getattr(want, f)]
+    if differ:
+        listed = ", ".join(f"{f} {getattr(start.config, f)!r} (the config's: {getattr(want, f)!r})" for f in differ)
+        raise UsageError(f"motion_module_path {cfg.motion_module_path}: a {start.version} motion module with {listed}; "
+                         f"set motion_module_version (now {cfg.motion_module_version}) and motion_module_kwargs to "
+                         "the file's")
 
 
 def read_motion(path: str):
@@ -531,15 +550,15 @@ def saved_config(workdir: str, step: int) -> dict | None:
 
 
 def refuse_layout_change(saved: dict | None, cfg: TrainingConfig, checkpoint: str) -> None:
-    """UsageError naming each key (old -> new) by which `cfg` changes the tree or shapes of the trained
+    """UsageError naming each key (old -> new) by which `cfg` changes the tree, shapes or architecture of the trained
     state the `saved` run's checkpoints hold (`config.layout_changes`): no checkpoint of it can be
     resumed with them. Nothing when `saved` is None (not recorded) or the layout is the same."""
     changes = layout_changes(saved, cfg.to_dict()) if saved else []
     if changes:
         listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changes)
         one = len(changes) == 1
-        raise UsageError(f"{listed}: change{'s' if one else ''} the tree or shapes of the trained state (parameters, "
-                         f"optimizer state), so checkpoint {checkpoint} of this run cannot be resumed with "
+        raise UsageError(f"{listed}: change{'s' if one else ''} the tree, shapes or architecture of the trained state "
+                         f"(parameters, optimizer state), so checkpoint {checkpoint} of this run cannot be resumed with "
                          f"{'it' if one else 'them'}; use a new --workdir, or set {'it' if one else 'them'} back")
 
 

@@ -166,6 +166,34 @@ def test_training_starts_from_the_projects_flax_motion_module(overrides, tmp_pat
         np.testing.assert_array_equal(np.asarray(got[k]), v, err_msg=k)
 
 
+def test_a_float16_motion_module_starts_training_in_float32_and_its_architecture_is_the_configs(overrides, tmp_path):
+    """The shipped miniature's modules are float16 files: their weights trained in float16 (master weights and
+    AdamW's state), and fine-tuning one gave NaN at step 2 at any learning rate, its NaN state saved."""
+    *_, motion, _, _, params = trainer.build_models(load_config(None, overrides))
+    module = trainer.unflatten({k: np.asarray(v) for k, v in flatten(trainer.motion_subtree(params["unet"])).items()})
+    path = str(tmp_path / "motion_module.safetensors")
+    save_params(path, module, config=motion, source="test", dtype="float16", metadata={"motion": json.dumps(
+        {"block_out_channels": [32, 64], "layers_per_block": 1, "version": "v2"})})
+    *_, started = trainer.build_models(load_config(None, overrides + [f"motion_module_path={path}"]))
+    got = flatten(trainer.motion_subtree(started["unet"]))
+    assert {np.asarray(v).dtype for v in got.values()} == {np.dtype(np.float32)}
+    for k, v in flatten(module).items():
+        np.testing.assert_array_equal(np.asarray(got[k]), v.astype(np.float16).astype(np.float32), err_msg=k)
+
+    # The file's own heads and version against the config's: they ran as another network, silently, or failed
+    # with "does not fit the UNet" naming no key.
+    for extra, listed in (
+            ['motion_module_kwargs={"num_attention_heads": 4, "norm_num_groups": 8, "max_seq_length": 8}',
+             "num_attention_heads 2 (the config's: 4)"],
+            ["motion_module_version=v1", "use_mid_block True (the config's: False), resnet_norm 'frame' (the "
+                                         "config's: 'joint')"]):
+        with pytest.raises(UsageError) as e:
+            trainer.build_models(load_config(None, overrides + [f"motion_module_path={path}", extra]))
+        assert str(e.value) == (f"motion_module_path {path}: a v2 motion module with {listed}; set "
+                                f"motion_module_version (now {'v1' if 'v1' in extra else 'v2'}) and motion_module_kwargs "
+                                "to the file's")
+
+
 def test_a_folder_of_several_variants_says_what_training_reads(tmp_path):
     """The loaders' advice (--variant) names a flag training lacks: it says what training reads instead."""
     folder = tmp_path / "adapter"

@@ -26,7 +26,7 @@ def no_training(monkeypatch):
     monkeypatch.setattr(trainer, "setup_mesh", lambda *a, **k: pytest.fail("training started"))
 
 
-def test_layout_changes_name_the_keys_that_change_shapes_only(tok):
+def test_layout_changes_name_the_keys_that_change_shapes_or_architecture_only(tok):
     saved = load_config(None, tiny.overrides(tok)).to_dict()
     changed = lambda **extra: config.layout_changes(saved, load_config(None, tiny.overrides(tok, **extra)).to_dict())  # noqa: E731
     assert changed(max_train_steps=9, learning_rate=1e-3, max_grad_norm=2.0) == []
@@ -34,6 +34,11 @@ def test_layout_changes_name_the_keys_that_change_shapes_only(tok):
     assert changed(trainable_modules=["."]) == [("trainable_modules", ["motion_modules."], ["."])]
     assert changed(max_grad_norm=0) == [("max_grad_norm", 1.0, 0.0)]  # no clipping stage: another optimizer state
     assert changed(lora={"rank": 4, "targets": "unet"}) == [("lora.rank", 0, 4)]
+    # same shapes, another network: the trained weights would silently belong to another architecture
+    assert changed(motion_module_kwargs={"num_attention_heads": 4, "norm_num_groups": 8, "max_seq_length": 8}) == [
+        ("motion_module_kwargs.num_attention_heads", 2, 4)]
+    assert changed(motion_module_kwargs={"num_attention_heads": 2, "norm_num_groups": 4, "max_seq_length": 16}) == [
+        ("motion_module_kwargs.norm_num_groups", 8, 4)]  # a longer position encoding extends it: resumable
 
 
 def _saved_run(workdir, overrides: list[str], step: int) -> None:
@@ -50,8 +55,8 @@ def test_resuming_with_a_changed_shape_is_one_line_before_the_models(tok, tmp_pa
     assert train.main(["--workdir", workdir, *tiny.overrides(tok, max_train_steps=9,
                                                              motion_module_version="v1")]) == 2
     assert capsys.readouterr().err == (
-        f"error: motion_module_version 'v2' -> 'v1': changes the tree or shapes of the trained state (parameters, "
-        f"optimizer state), so checkpoint {workdir}/checkpoints/6 of this run cannot be resumed with it; use a new "
+        f"error: motion_module_version 'v2' -> 'v1': changes the tree, shapes or architecture of the trained state "
+        f"(parameters, optimizer state), so checkpoint {workdir}/checkpoints/6 of this run cannot be resumed with it; use a new "
         "--workdir, or set it back\n")
 
 
