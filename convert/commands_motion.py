@@ -21,6 +21,7 @@ from animatediff_jax.hub_ids import revision_name, variant_name
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.outputs import atomic_folder, check_output, input_path, output_path
 from animatediff_jax.path_scale import split_path_scale
+from animatediff_jax.scale_limits import LORA
 from convert.commands_base import DTYPES, VARIANT_HELP, add_output_options
 
 PARAMS_FILES = ("unet", "text_encoder")  # what LoRAs change in a converted base folder
@@ -30,9 +31,16 @@ positive_int = ArgumentParser.integer(1)  # argparse type: heads, groups, sequen
 
 
 def lora_value(text: str) -> str:
-    """argparse `type=` of `--lora PATH[:SCALE]`: refuses an empty PATH (the scale is read with the file)."""
-    if not split_path_scale(text)[0]:
+    """argparse `type=` of `--lora PATH[:SCALE]`: refuses an empty PATH and a SCALE outside
+    `scale_limits.LORA` (as `sample --lora`), before any file is read."""
+    path, scale = split_path_scale(text)
+    if not path:
         raise argparse.ArgumentTypeError(f"{text!r}: empty path" if text else "empty path")
+    if scale is not None:
+        try:
+            ArgumentParser.number(*LORA)(scale)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: scale {e}") from None
     return text
 
 

@@ -127,7 +127,7 @@ def test_bad_input_exits_cleanly(tmp_path, v2_file, capsys):
     torch.save(motion_lora(adapter, 1), tmp_path / "zoom.ckpt")
     capsys.readouterr()
     assert main(["motion-lora", str(out), str(tmp_path / "x.safetensors"), "--lora", f"{tmp_path / 'zoom.ckpt'}:big"]) == 2  # usage
-    assert "must be a number, got 'big'" in capsys.readouterr().err
+    assert "scale 'big' is not a number" in capsys.readouterr().err
     assert main(["motion-lora", str(out), str(tmp_path / "x.safetensors"), "--lora", str(tmp_path / "nope.ckpt")]) == 1
     assert "nope.ckpt: no such file or folder" in capsys.readouterr().err
     v3 = random_adapter("v3", (32, 64), 1)

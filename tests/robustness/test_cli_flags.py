@@ -49,6 +49,11 @@ def test_an_unknown_flag_is_one_line_naming_it(module):
     (["frobnicate"], "error: <command>: invalid choice: 'frobnicate' (choose from 'base', 'merge', 'inspect', "
                      "'export-unet', 'motion', 'lora', 'motion-lora', 'export-motion', 'export-motion-lora', 'controlnet')"),
     (["motion", "a", "b", "--heads", HUGE], f"error: --heads: must be ≤ 2147483647, got {HUGE}"),
+    # scales as sample's: they fused, printed a finished progress bar, then failed on 70 NaN/Inf tensors
+    (["lora", "a", "b", "--lora", "l.safetensors:1e30"],
+     "error: --lora: 'l.safetensors:1e30': scale must be in [-100, 100], got 1e+30"),
+    (["motion-lora", "a", "b.safetensors", "--lora", "m.safetensors:abc"],
+     "error: --lora: 'm.safetensors:abc': scale 'abc' is not a number"),
 ])
 def test_convert_flag_errors(capsys, args, line):
     assert convert_main(args) == 2
