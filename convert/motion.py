@@ -38,7 +38,8 @@ from animatediff_jax.models.configs import MotionConfig, channel_mismatches
 from animatediff_jax.nonfinite import NonFinite
 from animatediff_jax.params import flatten, flax_path_to_torch, torch_key_to_flax, unflatten
 from animatediff_jax.progress import progress_bar
-from convert.detect import ADAPTER_MAX_SEQ_LENGTH, adapter_version, refuse_control, version_from_layout
+from convert.detect import (ADAPTER_MAX_SEQ_LENGTH, OTHER_KINDS, adapter_version, checkpoint_kind, refuse_control,
+                            version_from_layout)
 from convert.io import StateDict, examples, open_state_dict
 from convert.naming import torch_tensor_to_flax
 from convert.sources import HUB_PATTERNS, resolve_source, weights_file, weights_variant
@@ -356,6 +357,12 @@ def motion_from_state_dict(state_dict: Mapping, *, source: str = "<state dict>",
     """
     tensors, shapes, names = _file_keys(state_dict)
     refuse_control(shapes, source, "a motion module")
+    kind = checkpoint_kind(shapes)
+    if kind in OTHER_KINDS and kind not in ("motion_module", "motion_adapter"):  # a LoRA or a motion LoRA
+        what, flag, use = OTHER_KINDS[kind]
+        beside = " beside its motion module" if kind == "motion_lora" else ""
+        raise MotionModuleError(f"{source}: this is {what}, not a motion module; pass it with {flag}{beside} "
+                                f"(python -m animatediff_jax.sample), or {use}")
     # zero-copy views of a lazy file (memory-mapped); a cast or transpose is left to the caller / device_put
     get = tensors.view if isinstance(tensors, StateDict) else tensors.__getitem__
     read = lambda clean: get(names[clean])  # noqa: E731

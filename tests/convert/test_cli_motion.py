@@ -11,6 +11,7 @@ import torch
 from diffusers import MotionAdapter
 
 from animatediff_jax.checkpoint import load_params, read_metadata, save_params
+from animatediff_jax.miniature.shipped import MINIATURE
 from animatediff_jax.models.configs import CLIPTextConfig, UNetConfig
 from animatediff_jax.params import flatten
 from convert.__main__ import main
@@ -144,3 +145,17 @@ def test_help(command):
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert result.returncode == 0, result.stderr
     assert "usage: python -m convert " + command in result.stdout
+
+
+@pytest.mark.parametrize("name, line", [
+    ("motion_lora_right.safetensors", "this is a motion LoRA, not a motion module; pass it with --motion-lora beside its "
+                                      "motion module (python -m animatediff_jax.sample), or fuse it into a motion module "
+                                      "with `python -m convert motion-lora`"),  # was "missing key down_blocks.0..."
+    ("lora_checker.safetensors", "this is a LoRA, not a motion module; pass it with --lora (python -m "
+                                 "animatediff_jax.sample), or apply it to a converted base with `python -m convert lora`"),
+])
+def test_a_lora_given_to_convert_motion_is_named_as_what_it_is(tmp_path, capsys, name, line):
+    path = os.path.join(MINIATURE, name)
+    assert main(["motion", path, str(tmp_path / "m.safetensors")]) == 1
+    assert capsys.readouterr().err == f"error: {path}: {line}\n"
+    assert not (tmp_path / "m.safetensors").exists()
