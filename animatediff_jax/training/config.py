@@ -170,8 +170,9 @@ class TrainingConfig:
     """LoRA / MotionLoRA (section)."""
     cfg_random_null_text_ratio: float = bounded(0.1, ge=0, le=1)
     """Probability in [0, 1] that a caption is replaced by the empty one (for classifier-free guidance)."""
-    learning_rate: float = bounded(1.0e-4, gt=0)
-    """Peak learning rate, > 0."""
+    learning_rate: float = bounded(1.0e-4, gt=0, le=1)
+    """Peak learning rate, in (0, 1]: AdamW moves each weight by about the rate every step, so above 1 training
+    diverges at once (1e30 saved a step of 1e30 weights before stopping on NaN)."""
     lr_scheduler: Literal[LR_SCHEDULERS] = "constant"
     """After warmup: constant | cosine | linear (decay to 0 at max_train_steps)."""
     lr_warmup_steps: int = bounded(0, ge=0)

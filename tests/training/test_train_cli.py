@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import optax
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
@@ -140,13 +141,17 @@ def test_bad_input_is_a_clear_error(base, tmp_path, capsys):
         cfg(train_data={"num_clips": 0})
 
 
-def test_loss_non_finite_at_step_2_stops_with_one_line_and_the_saved_step_1(base, tmp_path):
-    # learning_rate=1e30 (YAML 1.1 reads it as text; the config reads a number) blows the weights up in
-    # step 1, so step 2's loss is not finite. Step 1 is already saved (checkpointing_steps=1): the
-    # stop must not try to save it again.
+def test_loss_non_finite_at_step_2_stops_with_one_line_and_the_saved_step_1(base, tmp_path, monkeypatch, capsys):
+    # An update that blows the weights up in step 1 (as learning_rate=1e30 did, before the config bounded the
+    # rate at 1), so step 2's loss is not finite. Step 1 is already saved (checkpointing_steps=1): the stop
+    # must not try to save it again.
+    make = trainer.make_optimizer
+    monkeypatch.setattr(trainer, "make_optimizer", lambda *a, **k: optax.chain(make(*a, **k), optax.scale(1e30)))
     workdir = tmp_path / "run"
-    rc, log = _run(workdir, tiny.base_overrides(base, max_train_steps=STEPS, checkpointing_steps=1)
-                   + ["learning_rate=1e30"])
+    rc = train.main(["--workdir", str(workdir),
+                     *tiny.base_overrides(base, max_train_steps=STEPS, checkpointing_steps=1, train_batch_size=8)])
+    out = capsys.readouterr()
+    log = out.out + out.err
     assert rc == 1 and "step 1/" in log and "step 2/" not in log and "Traceback" not in log, log[-3000:]
     errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: step 2: non-finite loss "), log[-3000:]

@@ -87,6 +87,7 @@ BAD_VALUES = [
     ("learning_rate=nan", "learning_rate: must be finite"),
     ("learning_rate=.inf", "learning_rate: must be finite"),
     ("learning_rate=0", "learning_rate: must be > 0"),
+    ("learning_rate=1e30", r"learning_rate: must be <= 1, got 1e\+30"),  # saved a step of 1e30 weights, then NaN
     ("learning_rate=true", "learning_rate: expected a number"),
     ("adam_beta2=1", "adam_beta2: must be < 1"),
     ("cfg_random_null_text_ratio=1.5", "cfg_random_null_text_ratio: must be <= 1"),
