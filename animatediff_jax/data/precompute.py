@@ -98,13 +98,13 @@ def run(args) -> None:
     if not tokenizer_path:
         raise InputError(f"{args.pretrained_model_path}: no tokenizer found; pass --tokenizer_path")
     tokenizer = PromptTokenizer.from_pretrained(tokenizer_path, max_length=base.text_config.max_position_embeddings)
+    given = args.pretrained_model_path
+    model = os.path.abspath(given) if os.path.exists(given) else given  # a hub id as given
     with fresh_build(args.data_dir, PrecomputedLatents, args.name) as data_dir:
         precompute(source, vae_encoder(AutoencoderKL(base.vae_config), vae, args.chunk_size),
                    text_encoder(CLIPTextModel(base.text_config), text, tokenizer),
                    data_dir, args.name, batch_size=args.batch_size, num_shards=args.num_shards,
-                   scaling_factor=base.vae_config.scaling_factor, model=(os.path.abspath(args.pretrained_model_path)
-                   if os.path.exists(args.pretrained_model_path) else args.pretrained_model_path),  # a hub id as given
-                   source_name=args.source)
+                   scaling_factor=base.vae_config.scaling_factor, model=model, source_name=args.source)
     print(f"pre-computed dataset written to {out}")
 
 
