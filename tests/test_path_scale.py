@@ -5,9 +5,12 @@ import argparse
 import pytest
 
 from animatediff_jax.path_scale import split_path_scale
-from animatediff_jax.sample_flags import _path_scale as sample_value  # sample's argparse type
+from animatediff_jax.sample_flags import _path_scale
+from animatediff_jax.scale_limits import LORA
 from convert.commands_motion import lora_value
 from convert.lora import parse_path_scale
+
+sample_value = _path_scale(LORA)  # sample's argparse type of --lora
 
 
 def test_an_existing_path_with_a_colon_is_a_path(tmp_path):
@@ -31,4 +34,11 @@ def test_sample_and_convert_split_alike(value, path, scale):
 def test_an_empty_path_is_refused_by_both(value):
     for parse in (sample_value, lora_value):
         with pytest.raises(argparse.ArgumentTypeError, match="empty path"):
+            parse(value)
+
+
+@pytest.mark.parametrize("value", ["x.safetensors:1e30", "x.safetensors:-101"])
+def test_a_scale_out_of_range_is_refused_by_both(value):
+    for parse in (sample_value, lora_value):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"scale must be in \[-100, 100\]"):
             parse(value)
