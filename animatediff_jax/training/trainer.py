@@ -38,8 +38,8 @@ from animatediff_jax.schedules import NoiseSchedule
 from animatediff_jax.tokenizer import PromptTokenizer
 from animatediff_jax.training import checkpointing as ckpt
 from animatediff_jax.training import lora, remote_workdir, workdir_lock
-from animatediff_jax.training.config import (LR_SCHEDULE_KEYS, TrainingConfig, check_sample_size, config_changes,
-                                             layout_changes, validation_warning, warmup_warning)
+from animatediff_jax.training.config import (LR_SCHEDULE_KEYS, MOTION_ARCHITECTURE, TrainingConfig, check_sample_size,
+                                             config_changes, layout_changes, validation_warning, warmup_warning)
 from animatediff_jax.training.metrics import MetricsLogger, compiled_flops
 from animatediff_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from animatediff_jax.training.step_memory import (check_step_memory, out_of_memory, step_memory_advice,
@@ -209,8 +209,8 @@ def check_start_module(cfg: TrainingConfig, start) -> None:
     original-format file states no heads or groups: the config's are taken). Its weights would otherwise
     run as another network, silently, or fail to fit the UNet naming no key."""
     want = cfg.motion_config
-    differ = [f for f in SHAPE_FIELDS["motion"] + ("num_attention_heads", "norm_num_groups", "resnet_norm")
-              if f not in start.assumed and getattr(start.config, f) != getattr(want, f)]
+    fields = SHAPE_FIELDS["motion"] + tuple(f for f in MOTION_ARCHITECTURE if f != "input_norm")  # a sampling choice
+    differ = [f for f in fields if f not in start.assumed and getattr(start.config, f) != getattr(want, f)]
     if differ:
         listed = ", ".join(f"{f} {getattr(start.config, f)!r} (the config's: {getattr(want, f)!r})" for f in differ)
         raise UsageError(f"motion_module_path {cfg.motion_module_path}: a {start.version} motion module with {listed}; "
